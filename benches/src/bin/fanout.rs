@@ -1,0 +1,219 @@
+//! Fan-out throughput and publish-to-deliver latency against a running
+//! engine: N subscribers on one channel, a publisher posting to the HTTP API
+//! as fast as the engine answers, for a fixed time.
+//!
+//! `fanout --ws=127.0.0.1:8080 --api=127.0.0.1:8081 --api-key=<key> --secret=<jwt secret>
+//!         --subscribers=10000 --seconds=10 [--engine-pid=<pid>] [--payload-bytes=64]`
+//!
+//! Each publication carries its send time; every received frame's latency
+//! goes into an HdrHistogram. Reported: deliveries per second, publications
+//! per second, lost deliveries (expected minus received after a drain), the
+//! latency percentiles, and the CPU seconds used by the engine and by this
+//! client, so a saturated client is visible.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use mio::{Events, Interest, Poll, Token};
+use ringcast_benches::client::{command, connect, cpu_seconds, token, Args};
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Per-connection read state: bytes of an incomplete frame carried over.
+struct Reader {
+    stream: mio::net::TcpStream,
+    pending: Vec<u8>,
+}
+
+/// Counts complete frames in `buf` and records the latency of each push
+/// (the `"t":<us>` field the publisher embeds). Returns bytes consumed.
+fn scan(buf: &[u8], hist: &mut Histogram<u64>, frames: &mut u64) -> usize {
+    let mut pos = 0;
+    loop {
+        let rest = &buf[pos..];
+        if rest.len() < 2 {
+            return pos;
+        }
+        let (len, header) = match rest[1] & 0x7f {
+            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
+            127 if rest.len() >= 10 => (
+                u64::from_be_bytes(rest[2..10].try_into().unwrap_or([0; 8])) as usize,
+                10,
+            ),
+            126 | 127 => return pos,
+            n => (n as usize, 2),
+        };
+        if rest.len() < header + len {
+            return pos;
+        }
+        let payload = &rest[header..header + len];
+        if rest[0] & 0x0f == 1 {
+            if let Some(at) = payload.windows(4).position(|w| w == b"\"t\":") {
+                let digits: u64 = payload[at + 4..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit())
+                    .fold(0, |n, b| n * 10 + u64::from(b - b'0'));
+                let _ = hist.record(now_us().saturating_sub(digits).max(1));
+                *frames += 1;
+            }
+        }
+        pos += header + len;
+    }
+}
+
+fn reader_thread(
+    streams: Vec<TcpStream>,
+    stop_at: Instant,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let mut poll = Poll::new()?;
+    let mut readers: Vec<Reader> = Vec::with_capacity(streams.len());
+    for (i, stream) in streams.into_iter().enumerate() {
+        stream.set_nonblocking(true)?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)?;
+        readers.push(Reader {
+            stream,
+            pending: Vec::new(),
+        });
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut frames = 0u64;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 256 * 1024];
+    while Instant::now() < stop_at {
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for event in events.iter() {
+            let reader = &mut readers[event.token().0];
+            loop {
+                let carried = reader.pending.len();
+                buf[..carried].copy_from_slice(&reader.pending);
+                match reader.stream.read(&mut buf[carried..]) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let filled = carried + n;
+                        let used = scan(&buf[..filled], &mut hist, &mut frames);
+                        reader.pending.clear();
+                        reader.pending.extend_from_slice(&buf[used..filled]);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok((frames, hist))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse()?;
+    let ws: SocketAddr = args.get("ws", "127.0.0.1:8080".parse()?)?;
+    let api: SocketAddr = args.get("api", "127.0.0.1:8081".parse()?)?;
+    let api_key: String = args.get("api-key", "dev-only-api-key-change-me".to_string())?;
+    let secret: String = args.get(
+        "secret",
+        "dev-only-jwt-secret-change-me-0123456789".to_string(),
+    )?;
+    let n: usize = args.get("subscribers", 10_000)?;
+    let seconds: u64 = args.get("seconds", 10)?;
+    let threads: usize = args.get("threads", 1)?;
+    let payload_bytes: usize = args.get("payload-bytes", 64)?;
+    let engine_pid: u32 = args.get("engine-pid", 0)?;
+    let channel = "news:fanout";
+
+    let mut streams = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut stream = connect(ws, &token(&secret, &format!("fan-{i}"))?)?;
+        let reply = command(
+            &mut stream,
+            &format!(r#"{{"id":1,"method":"subscribe","params":{{"channel":"{channel}"}}}}"#),
+        )?;
+        anyhow::ensure!(
+            reply.windows(8).any(|w| w == b"\"result\""),
+            "subscribe refused: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        streams.push(stream);
+    }
+    eprintln!("{n} subscribers ready");
+
+    let publish_for = Duration::from_secs(seconds);
+    let drain = Duration::from_secs(3);
+    let stop_at = Instant::now() + publish_for + drain;
+    let per_thread = n.div_ceil(threads.max(1));
+    let mut handles = Vec::new();
+    while !streams.is_empty() {
+        let chunk: Vec<TcpStream> = streams.drain(..per_thread.min(streams.len())).collect();
+        handles.push(std::thread::spawn(move || reader_thread(chunk, stop_at)));
+    }
+
+    let engine_cpu_start = if engine_pid != 0 {
+        cpu_seconds(engine_pid)?
+    } else {
+        0.0
+    };
+    let client_cpu_start = cpu_seconds(std::process::id())?;
+    let mut api_conn = TcpStream::connect(api).context("connect to the API")?;
+    api_conn.set_nodelay(true)?;
+    let padding = "p".repeat(payload_bytes.saturating_sub(24));
+    let started = Instant::now();
+    let mut published = 0u64;
+    let mut response = vec![0u8; 4096];
+    while started.elapsed() < publish_for {
+        let body = format!(
+            r#"{{"channel":"{channel}","data":{{"t":{},"p":"{padding}"}}}}"#,
+            now_us()
+        );
+        write!(
+            api_conn,
+            "POST /api/publish HTTP/1.1\r\nHost: b\r\nAuthorization: apikey {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        let n_read = api_conn.read(&mut response)?;
+        anyhow::ensure!(
+            response[..n_read].starts_with(b"HTTP/1.1 200"),
+            "publish failed: {}",
+            String::from_utf8_lossy(&response[..n_read])
+        );
+        published += 1;
+    }
+    let publish_elapsed = started.elapsed().as_secs_f64();
+
+    let mut received = 0u64;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for h in handles {
+        let (frames, h_hist) = h.join().map_err(|_| anyhow::anyhow!("reader panicked"))??;
+        received += frames;
+        hist.add(h_hist)?;
+    }
+    let engine_cpu = if engine_pid != 0 {
+        cpu_seconds(engine_pid)? - engine_cpu_start
+    } else {
+        f64::NAN
+    };
+    let client_cpu = cpu_seconds(std::process::id())? - client_cpu_start;
+    let expected = published * n as u64;
+    println!("subscribers,publications,publications_per_s,deliveries,deliveries_per_s,lost,p50_us,p99_us,p999_us,max_us,engine_cpu_s,client_cpu_s,seconds");
+    println!(
+        "{n},{published},{:.0},{received},{:.0},{},{},{},{},{},{:.2},{:.2},{:.2}",
+        published as f64 / publish_elapsed,
+        received as f64 / publish_elapsed,
+        expected.saturating_sub(received),
+        hist.value_at_quantile(0.50),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max(),
+        engine_cpu,
+        client_cpu,
+        publish_elapsed
+    );
+    Ok(())
+}

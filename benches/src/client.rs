@@ -1,0 +1,137 @@
+//! A minimal, bounded WebSocket client for the measurement tools: blocking
+//! upgrade and subscribe, then non-blocking reads that only parse frame
+//! headers. Until the load generator lands this is the stand-in the issue
+//! allows; it is deliberately cheap per frame so the engine, not the client,
+//! is what gets measured.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use ringcast_protocol::frame::{encode_frame, OpCode};
+
+pub fn token(secret: &str, user: &str) -> anyhow::Result<String> {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 24 * 3600;
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// Reads one unmasked server frame with a blocking socket: (opcode, payload).
+pub fn read_frame(stream: &mut TcpStream) -> anyhow::Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head)?;
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            stream.read_exact(&mut b)?;
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            stream.read_exact(&mut b)?;
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0; len];
+    stream.read_exact(&mut payload)?;
+    Ok((head[0] & 0x0f, payload))
+}
+
+/// Connects, upgrades and reads the `connect` message.
+pub fn connect(ws: SocketAddr, token: &str) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(ws).with_context(|| format!("connect {ws}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_nodelay(true)?;
+    write!(
+        stream,
+        "GET /connection/websocket?token={token} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )?;
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte)?;
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        bail!("upgrade refused: {}", String::from_utf8_lossy(&head));
+    }
+    let (opcode, payload) = read_frame(&mut stream)?;
+    if opcode != 1 || !payload.starts_with(b"{\"connect\"") {
+        bail!("expected connect message, got opcode {opcode}");
+    }
+    Ok(stream)
+}
+
+/// Sends a JSON command as a masked text frame and waits for its reply.
+pub fn command(stream: &mut TcpStream, json: &str) -> anyhow::Result<Vec<u8>> {
+    stream.write_all(&encode_frame(
+        OpCode::Text,
+        json.as_bytes(),
+        Some([1, 2, 3, 4]),
+    ))?;
+    loop {
+        let (opcode, payload) = read_frame(stream)?;
+        if opcode == 1 && payload.starts_with(b"{\"id\"") {
+            return Ok(payload);
+        }
+    }
+}
+
+/// Resident set size of `pid` in bytes, from /proc.
+pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+/// CPU seconds (user + system) used by `pid` so far, from /proc.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let utime: f64 = fields.get(11).context("utime")?.parse()?;
+    let stime: f64 = fields.get(12).context("stime")?.parse()?;
+    Ok((utime + stime) / 100.0)
+}
+
+/// Parses `--key=value` arguments into a lookup.
+pub struct Args(Vec<(String, String)>);
+
+impl Args {
+    pub fn parse() -> anyhow::Result<Args> {
+        let mut pairs = Vec::new();
+        for arg in std::env::args().skip(1) {
+            let Some((k, v)) = arg.strip_prefix("--").and_then(|a| a.split_once('=')) else {
+                bail!("arguments are --key=value, got {arg:?}");
+            };
+            pairs.push((k.to_string(), v.to_string()));
+        }
+        Ok(Args(pairs))
+    }
+
+    pub fn get<T: std::str::FromStr>(&self, key: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0.iter().find(|(k, _)| k == key) {
+            Some((_, v)) => v.parse().map_err(|e| anyhow::anyhow!("--{key}: {e}")),
+            None => Ok(default),
+        }
+    }
+}

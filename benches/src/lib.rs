@@ -1,0 +1,5 @@
+//! Ringcast benchmarks. The criterion benches live in `benches/`; the
+//! measurement tools that drive a running engine over sockets are the
+//! binaries in `src/bin/`.
+
+pub mod client;

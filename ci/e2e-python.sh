@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Starts the release binary on loopback with a throwaway config and drives it
+# with the Python `websockets` library (an independent client
+# implementation). Installs what it needs into a venv under target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/py-e2e
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'websockets>=13,<16' 'pyjwt>=2.8,<3'
+
+cargo build --release --locked -p ringcast-engine --bin ringcast
+"$venv/bin/python" engine/tests/e2e/test_python_client.py target/release/ringcast

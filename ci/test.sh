@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's quick start runs it and CI runs it:
+# formatting, lints, every Rust test (unit + end-to-end over real sockets,
+# both I/O drivers), and the end-to-end test with an independent Python
+# WebSocket client against the release binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit and end-to-end)"
+cargo test --workspace --locked
+
+step "end-to-end with Python websockets against the release binary"
+ci/e2e-python.sh

@@ -1,0 +1,159 @@
+//! Connection tokens: HS256 JWTs signed by the app backend.
+//!
+//! The algorithm is fixed here, never read from the token header, so a token
+//! claiming `alg: none` or an asymmetric algorithm is refused.
+
+use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// The claims Ringcast reads; others are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, unix seconds.
+    pub exp: u64,
+    /// Free-form user info the app attaches (shown in presence).
+    #[serde(default)]
+    pub info: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error("token missing: pass ?token=<JWT> or an `Authorization: Bearer` header")]
+    Missing,
+    #[error("token expired")]
+    Expired,
+    #[error("token invalid: {0}")]
+    Invalid(String),
+}
+
+impl AuthError {
+    /// Stable code for the JSON body of the 401.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Expired => "token_expired",
+            AuthError::Invalid(_) => "token_invalid",
+        }
+    }
+}
+
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Authenticator {
+    /// `secret` must be at least 32 bytes; config validation guarantees it.
+    pub fn new(secret: &[u8], leeway_s: u64) -> Authenticator {
+        assert!(secret.len() >= 32, "jwt secret shorter than 32 bytes");
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = leeway_s;
+        validation.validate_exp = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Authenticator {
+            key: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        match decode::<Claims>(token, &self.key, &self.validation) {
+            Ok(data) if data.claims.sub.is_empty() => {
+                Err(AuthError::Invalid("empty `sub` claim".into()))
+            }
+            Ok(data) => Ok(data.claims),
+            Err(err) => match err.kind() {
+                ErrorKind::ExpiredSignature => Err(AuthError::Expired),
+                other => Err(AuthError::Invalid(format!("{other:?}"))),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn token(alg: Algorithm, secret: &[u8], claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn accepts_good_and_refuses_bad_tokens() {
+        let auth = Authenticator::new(SECRET, 0);
+        let good = token(
+            Algorithm::HS256,
+            SECRET,
+            serde_json::json!({"sub": "alice", "exp": now() + 60, "info": {"name": "A"}}),
+        );
+        let claims = auth.verify(&good).unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.info.unwrap()["name"], "A");
+
+        let expired = token(
+            Algorithm::HS256,
+            SECRET,
+            serde_json::json!({"sub": "alice", "exp": now() - 60}),
+        );
+        assert_eq!(auth.verify(&expired).unwrap_err(), AuthError::Expired);
+
+        let wrong_key = token(
+            Algorithm::HS256,
+            b"another-secret-another-secret-!!",
+            serde_json::json!({"sub": "a", "exp": now() + 60}),
+        );
+        assert!(matches!(
+            auth.verify(&wrong_key),
+            Err(AuthError::Invalid(_))
+        ));
+
+        // Same secret, different algorithm: the config fixes HS256.
+        let hs512 = token(
+            Algorithm::HS512,
+            SECRET,
+            serde_json::json!({"sub": "a", "exp": now() + 60}),
+        );
+        assert!(matches!(auth.verify(&hs512), Err(AuthError::Invalid(_))));
+
+        let no_exp = token(Algorithm::HS256, SECRET, serde_json::json!({"sub": "a"}));
+        assert!(matches!(auth.verify(&no_exp), Err(AuthError::Invalid(_))));
+
+        assert_eq!(auth.verify("").unwrap_err(), AuthError::Missing);
+        assert!(matches!(
+            auth.verify("not.a.jwt"),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn unsigned_alg_none_token_is_refused() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let claims = b64.encode(format!(r#"{{"sub":"mallory","exp":{}}}"#, now() + 60));
+        let forged = format!("{header}.{claims}.");
+        let auth = Authenticator::new(SECRET, 0);
+        assert!(matches!(auth.verify(&forged), Err(AuthError::Invalid(_))));
+    }
+}

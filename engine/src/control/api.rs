@@ -1,0 +1,468 @@
+//! The server API for the app backend: publish, send, broadcast, presence,
+//! stats, disconnect, plus `/metrics` and `/health`.
+//!
+//! Runs on the control thread. Publishing here encodes the envelope once and
+//! hands it to the interested shards through the control thread's own row of
+//! the mesh; a full queue is retried for up to `MESH_RETRY_FOR` before the
+//! request fails with 503, so the API never reports a publication it did not
+//! hand over.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ringcast_protocol::close::CloseCode;
+use ringcast_protocol::envelope::{Envelope, MessageIdGen};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::http::{Handler, Method, Request, Response};
+use crate::channels;
+use crate::engine::Shared;
+use crate::interest::shard_indexes;
+use crate::mesh::{MeshSender, ShardEvent};
+use crate::metrics::render_prometheus;
+use crate::publication::Publication;
+use crate::shard::unix_ms;
+
+/// How long a publish waits for a full mesh queue before answering 503.
+const MESH_RETRY_FOR: Duration = Duration::from_secs(1);
+/// How long a presence query waits for the shards.
+const PRESENCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most targets in one send or broadcast request.
+const TARGETS_MAX: usize = 10_000;
+/// The message-id shard field used by the control thread; shards use 0..63.
+pub const CONTROL_ID_SHARD: u8 = 63;
+
+pub struct Api {
+    shared: Arc<Shared>,
+    sender: MeshSender,
+    message_ids: RefCell<MessageIdGen>,
+}
+
+// The payload fields are repeated in each body rather than shared through
+// `#[serde(flatten)]`: serde_json's `RawValue` does not survive flattening.
+// `data` is JSON kept byte-for-byte; `b64data` carries opaque bytes.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    b64data: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    channels: Vec<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    b64data: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    users: Vec<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+    #[serde(default)]
+    b64data: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    user: String,
+}
+
+type ApiResult = Result<Response, Response>;
+
+fn bad_request(message: impl AsRef<str>) -> Response {
+    Response::error(400, "bad_request", message.as_ref())
+}
+
+impl Api {
+    pub fn new(shared: Arc<Shared>, sender: MeshSender) -> Api {
+        let node_id = shared.config.server.node_id.get();
+        Api {
+            message_ids: RefCell::new(MessageIdGen::new(node_id, CONTROL_ID_SHARD)),
+            shared,
+            sender,
+        }
+    }
+
+    fn authorized(&self, req: &Request) -> bool {
+        let presented = req
+            .header("authorization")
+            .and_then(|h| {
+                h.strip_prefix("apikey ")
+                    .or_else(|| h.strip_prefix("Bearer "))
+            })
+            .or_else(|| req.header("x-api-key"));
+        presented.is_some_and(|key| self.shared.config.api.key.matches(key.trim().as_bytes()))
+    }
+
+    async fn route(&self, req: Request) -> ApiResult {
+        let path = req.path.as_str();
+        match (&req.method, path) {
+            (Method::Get | Method::Head, "/health") => {
+                return Ok(Response::json(200, &json!({"status": "ok"})))
+            }
+            (Method::Get | Method::Head, "/metrics") => return Ok(self.metrics()),
+            _ => {}
+        }
+        if !path.starts_with("/api/") {
+            return Err(Response::error(
+                404,
+                "not_found",
+                &format!("no route for {path}"),
+            ));
+        }
+        if !self.authorized(&req) {
+            let mut resp = Response::error(
+                401,
+                "unauthorized",
+                "missing or wrong API key: send `Authorization: apikey <key>`",
+            );
+            resp.headers.push(("WWW-Authenticate", "apikey".into()));
+            return Err(resp);
+        }
+        let is_post = req.method == Method::Post;
+        let is_get = matches!(req.method, Method::Get | Method::Head);
+        let allow = match path {
+            "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect" => "POST",
+            "/api/presence" | "/api/stats" => "GET, HEAD",
+            _ => {
+                return Err(Response::error(
+                    404,
+                    "not_found",
+                    &format!("no route for {path}"),
+                ))
+            }
+        };
+        if (allow == "POST" && !is_post) || (allow != "POST" && !is_get) {
+            let mut resp =
+                Response::error(405, "method_not_allowed", &format!("{path} takes {allow}"));
+            resp.headers.push(("Allow", allow.into()));
+            return Err(resp);
+        }
+        if is_post {
+            let content_type = req.header("content-type").unwrap_or("application/json");
+            let media_type = content_type.split(';').next().unwrap_or("").trim();
+            if !media_type.eq_ignore_ascii_case("application/json") {
+                return Err(Response::error(
+                    415,
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                ));
+            }
+        }
+        match path {
+            "/api/publish" => self.publish(&req).await,
+            "/api/broadcast" => self.broadcast(&req).await,
+            "/api/send" => self.send(&req).await,
+            "/api/disconnect" => self.disconnect(&req).await,
+            "/api/presence" => self.presence(&req).await,
+            _ => Ok(self.stats()),
+        }
+    }
+
+    fn parse<'a, T: Deserialize<'a>>(req: &'a Request) -> Result<T, Response> {
+        serde_json::from_slice(&req.body)
+            .map_err(|err| bad_request(format!("invalid JSON body: {err}")))
+    }
+
+    fn payload(
+        data: Option<Box<RawValue>>,
+        b64data: Option<String>,
+    ) -> Result<(Vec<u8>, bool), Response> {
+        match (data, b64data) {
+            (Some(data), None) => Ok((data.get().as_bytes().to_vec(), true)),
+            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map(|bytes| (bytes, false))
+                .map_err(|err| bad_request(format!("b64data is not base64: {err}"))),
+            (Some(_), Some(_)) => Err(bad_request("give either data or b64data, not both")),
+            (None, None) => Err(bad_request("missing data (or b64data)")),
+        }
+    }
+
+    /// A channel the API may publish to: a valid name in a configured
+    /// namespace or a personal `user:<id>` channel.
+    fn check_channel(&self, channel: &str) -> Result<(), Response> {
+        if channel.is_empty()
+            || channel.len() > channels::CHANNEL_BYTES_MAX
+            || channel.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(bad_request(format!("invalid channel name {channel:?}")));
+        }
+        let personal = channel
+            .split_once(':')
+            .is_some_and(|(ns, _)| ns == channels::PERSONAL_NAMESPACE);
+        if !personal && self.shared.config.namespace(channel).is_none() {
+            return Err(Response::error(
+                400,
+                "unknown_namespace",
+                &format!("channel {channel:?} is in no configured namespace"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, req: &Request) -> ApiResult {
+        let body: PublishBody = Self::parse(req)?;
+        self.check_channel(&body.channel)?;
+        let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
+        let id = self.publish_one(body.channel, data, data_is_json).await?;
+        Ok(Response::json(
+            200,
+            &json!({"id": id.to_string(), "offset": 0, "epoch": 0}),
+        ))
+    }
+
+    async fn broadcast(&self, req: &Request) -> ApiResult {
+        let body: BroadcastBody = Self::parse(req)?;
+        if body.channels.is_empty() || body.channels.len() > TARGETS_MAX {
+            return Err(bad_request(format!(
+                "channels must hold 1 to {TARGETS_MAX} names"
+            )));
+        }
+        let mut channels_seen = std::collections::HashSet::new();
+        for channel in &body.channels {
+            self.check_channel(channel)?;
+            if !channels_seen.insert(channel.as_str()) {
+                return Err(bad_request(format!("channel {channel:?} is listed twice")));
+            }
+        }
+        let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
+        let mut results = Vec::with_capacity(body.channels.len());
+        for channel in body.channels {
+            let id = self
+                .publish_one(channel.clone(), data.clone(), data_is_json)
+                .await?;
+            results.push(json!({"channel": channel, "id": id.to_string()}));
+        }
+        Ok(Response::json(200, &json!({"results": results})))
+    }
+
+    async fn send(&self, req: &Request) -> ApiResult {
+        let body: SendBody = Self::parse(req)?;
+        let mut users = body.users;
+        users.extend(body.user);
+        if users.is_empty() || users.len() > TARGETS_MAX {
+            return Err(bad_request(format!(
+                "give `user` or `users` (1 to {TARGETS_MAX})"
+            )));
+        }
+        let mut users_seen = std::collections::HashSet::new();
+        for user in &users {
+            channels::validate_user_id(user)
+                .map_err(|_| bad_request(format!("invalid user id {user:?}")))?;
+            if !users_seen.insert(user.as_str()) {
+                return Err(bad_request(format!("user {user:?} is listed twice")));
+            }
+        }
+        let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
+        let mut results = Vec::with_capacity(users.len());
+        for user in users {
+            let id = self
+                .publish_one(
+                    channels::personal_channel(&user),
+                    data.clone(),
+                    data_is_json,
+                )
+                .await?;
+            results.push(json!({"user": user, "id": id.to_string()}));
+        }
+        Ok(Response::json(200, &json!({"results": results})))
+    }
+
+    /// Encodes once, sends to every interested shard; 503 if a shard's
+    /// queue stays full for `MESH_RETRY_FOR`.
+    async fn publish_one(
+        &self,
+        channel: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+    ) -> Result<u64, Response> {
+        let now = unix_ms();
+        let id = self.message_ids.borrow_mut().next(now).0;
+        let envelope = Envelope {
+            id,
+            offset: 0,
+            epoch: 0,
+            channel,
+            sender: String::new(),
+            time_ms: now,
+            data_is_json,
+            data,
+        };
+        let publication = Arc::new(Publication::new(&envelope));
+        for shard_idx in shard_indexes(self.shared.interest.shards(&envelope.channel)) {
+            self.send_with_retry(shard_idx, ShardEvent::Publish(publication.clone()))
+                .await?;
+        }
+        Ok(id)
+    }
+
+    async fn send_with_retry(
+        &self,
+        shard_idx: usize,
+        mut event: ShardEvent,
+    ) -> Result<(), Response> {
+        let deadline = Instant::now() + MESH_RETRY_FOR;
+        loop {
+            match self.sender.send(shard_idx, event) {
+                Ok(()) => return Ok(()),
+                Err(back) if Instant::now() < deadline => {
+                    event = back;
+                    monoio::time::sleep(Duration::from_micros(100)).await;
+                }
+                Err(_) => {
+                    return Err(Response::error(
+                        503,
+                        "overloaded",
+                        &format!("shard {shard_idx} is not keeping up; retry later"),
+                    ));
+                }
+            }
+        }
+    }
+
+    async fn disconnect(&self, req: &Request) -> ApiResult {
+        let body: DisconnectBody = Self::parse(req)?;
+        channels::validate_user_id(&body.user).map_err(|_| bad_request("invalid user id"))?;
+        let user: Arc<str> = body.user.as_str().into();
+        let mask = self
+            .shared
+            .interest
+            .shards(&channels::personal_channel(&body.user));
+        let mut n_shards = 0;
+        for shard_idx in shard_indexes(mask) {
+            let event = ShardEvent::DisconnectUser {
+                user: user.clone(),
+                code: CloseCode::DISCONNECTED_BY_SERVER,
+            };
+            self.send_with_retry(shard_idx, event).await?;
+            n_shards += 1;
+        }
+        Ok(Response::json(
+            200,
+            &json!({"user": body.user, "shards": n_shards}),
+        ))
+    }
+
+    async fn presence(&self, req: &Request) -> ApiResult {
+        let channel = req
+            .query
+            .as_deref()
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("channel=")))
+            .map(|c| ringcast_protocol::handshake::percent_decode(c))
+            .ok_or_else(|| bad_request("missing ?channel=<name>"))?
+            .ok_or_else(|| bad_request("channel is not valid percent-encoded UTF-8"))?;
+        self.check_channel(&channel)?;
+        let channel_arc: Arc<str> = channel.as_str().into();
+        let mut receivers = Vec::new();
+        for shard_idx in shard_indexes(self.shared.interest.shards(&channel)) {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            self.send_with_retry(
+                shard_idx,
+                ShardEvent::Presence {
+                    channel: channel_arc.clone(),
+                    reply: tx,
+                },
+            )
+            .await?;
+            receivers.push(rx);
+        }
+        let mut clients = Vec::new();
+        for rx in receivers {
+            match monoio::time::timeout(PRESENCE_TIMEOUT, rx).await {
+                Ok(Ok(entries)) => clients.extend(entries),
+                _ => {
+                    return Err(Response::error(
+                        503,
+                        "shard_timeout",
+                        "a shard did not answer the presence query",
+                    ))
+                }
+            }
+        }
+        Ok(Response::json(
+            200,
+            &json!({"channel": channel, "clients": clients}),
+        ))
+    }
+
+    fn stats(&self) -> Response {
+        let shards: Vec<_> = self
+            .shared
+            .metrics
+            .iter()
+            .enumerate()
+            .map(|(idx, m)| {
+                let mut obj = serde_json::Map::new();
+                obj.insert("shard".into(), idx.into());
+                for (name, value) in m.snapshot() {
+                    obj.insert(name.into(), value.into());
+                }
+                serde_json::Value::Object(obj)
+            })
+            .collect();
+        let connections: u64 = self
+            .shared
+            .metrics
+            .iter()
+            .map(|m| m.connections.get())
+            .sum();
+        Response::json(
+            200,
+            &json!({
+                "node": self.shared.config.server.node_id.get(),
+                "driver": self.shared.driver.as_str(),
+                "uptime_s": self.shared.started_at.elapsed().as_secs(),
+                "connections": connections,
+                "channels": self.shared.interest.n_channels(),
+                "shards": shards,
+            }),
+        )
+    }
+
+    fn metrics(&self) -> Response {
+        let extra = [
+            (
+                "channels",
+                "Channels with at least one subscriber on this node.",
+                self.shared.interest.n_channels() as u64,
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since the engine started.",
+                self.shared.started_at.elapsed().as_secs(),
+            ),
+        ];
+        Response::text(
+            200,
+            "text/plain; version=0.0.4",
+            render_prometheus(&self.shared.metrics, &extra),
+        )
+    }
+}
+
+impl Handler for Api {
+    async fn handle(&self, req: Request) -> Response {
+        match self.route(req).await {
+            Ok(resp) | Err(resp) => resp,
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! Starting and stopping the engine: binding listeners, building the mesh,
+//! spawning one pinned thread per shard plus the control thread.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use socket2::{Domain, Socket, Type};
+
+use crate::auth::Authenticator;
+use crate::config::{Config, Driver};
+use crate::interest::{Interest, SHARDS_MAX};
+use crate::mesh::{Mesh, MeshReceiver, MeshSender};
+use crate::metrics::{self, AllShardMetrics};
+use crate::shard::Shard;
+
+/// Capacity of each (producer, shard) queue. With `n` shards the mesh holds
+/// `n * (n + 1)` queues; a full one parks events in the producer's backlog.
+pub const MESH_QUEUE_CAPACITY: usize = 1024;
+/// io_uring submission queue entries per shard.
+const URING_ENTRIES: u32 = 4096;
+
+/// The I/O driver actually in use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Epoll,
+}
+
+impl DriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverKind::IoUring => "io_uring",
+            DriverKind::Epoll => "epoll",
+        }
+    }
+}
+
+/// State every thread reads; written only at startup (and per-shard
+/// metrics, each by its own shard).
+pub struct Shared {
+    pub config: Config,
+    pub interest: Interest,
+    pub metrics: AllShardMetrics,
+    pub auth: Authenticator,
+    pub mesh: Arc<Mesh>,
+    pub driver: DriverKind,
+    pub started_at: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server.driver = \"io_uring\" but io_uring is unavailable here (kernel too old, or blocked by seccomp); use \"auto\" or \"epoll\"")]
+    IoUringUnavailable,
+    #[error("server.shards = {0} is over the engine's maximum of {max}", max = SHARDS_MAX - 1)]
+    TooManyShards(usize),
+    #[error("shard {shard} failed to start: {message}")]
+    ShardStart { shard: usize, message: String },
+}
+
+/// A running engine. Dropping it does not stop it; call `shutdown`.
+pub struct Engine {
+    pub ws_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+fn resolve_driver(driver: Driver) -> Result<DriverKind, EngineError> {
+    let uring = monoio::utils::detect_uring();
+    match (driver, uring) {
+        (Driver::IoUring, false) => Err(EngineError::IoUringUnavailable),
+        (Driver::IoUring | Driver::Auto, true) => Ok(DriverKind::IoUring),
+        (Driver::Auto, false) => {
+            tracing::warn!(
+                "io_uring is unavailable (old kernel or seccomp); falling back to epoll"
+            );
+            Ok(DriverKind::Epoll)
+        }
+        (Driver::Epoll, _) => Ok(DriverKind::Epoll),
+    }
+}
+
+fn bind(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+    nonblocking: bool,
+    what: &'static str,
+) -> Result<std::net::TcpListener, EngineError> {
+    let make = || -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.bind(&addr.into())?;
+        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+        socket.set_nonblocking(nonblocking)?;
+        Ok(socket.into())
+    };
+    make().map_err(|source| EngineError::Bind { what, addr, source })
+}
+
+/// Runs `fut` to completion on a fresh monoio runtime of the given driver.
+fn run_on_runtime<F: std::future::Future>(
+    driver: DriverKind,
+    fut: F,
+) -> std::io::Result<F::Output> {
+    match driver {
+        DriverKind::IoUring => Ok(monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(URING_ENTRIES)
+            .enable_timer()
+            .build()?
+            .block_on(fut)),
+        DriverKind::Epoll => Ok(monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()?
+            .block_on(fut)),
+    }
+}
+
+impl Engine {
+    /// Binds every listener, starts every thread, and returns once all
+    /// shards are accepting.
+    pub fn start(config: Config) -> Result<Engine, EngineError> {
+        let n_shards = config.server.shards.as_usize();
+        if n_shards >= SHARDS_MAX {
+            return Err(EngineError::TooManyShards(n_shards));
+        }
+        let driver = resolve_driver(config.server.driver)?;
+        let ws = &config.websocket;
+        // Bind every shard's listener here so port 0 resolves once and all
+        // shards share it through SO_REUSEPORT.
+        // monoio's epoll driver expects non-blocking listeners but
+        // `from_std` leaves the flag alone; a blocking one would stall the
+        // shard in accept(2). io_uring accepts through the ring either way.
+        let nonblocking = driver == DriverKind::Epoll;
+        let first = bind(ws.listen, ws.backlog, true, nonblocking, "websocket.listen")?;
+        let ws_addr = first.local_addr().map_err(|source| EngineError::Bind {
+            what: "websocket.listen",
+            addr: ws.listen,
+            source,
+        })?;
+        let mut ws_listeners = vec![first];
+        for _ in 1..n_shards {
+            ws_listeners.push(bind(
+                ws_addr,
+                ws.backlog,
+                true,
+                nonblocking,
+                "websocket.listen",
+            )?);
+        }
+        let api_listener = bind(config.api.listen, 1024, false, nonblocking, "api.listen")?;
+        let api_addr = api_listener
+            .local_addr()
+            .map_err(|source| EngineError::Bind {
+                what: "api.listen",
+                addr: config.api.listen,
+                source,
+            })?;
+
+        let (mesh, senders, receivers) = Mesh::build(n_shards, n_shards + 1, MESH_QUEUE_CAPACITY);
+        let auth = Authenticator::new(
+            config.auth.jwt_secret.expose().as_bytes(),
+            config.auth.leeway.as_secs(),
+        );
+        let shared = Arc::new(Shared {
+            interest: Interest::new(),
+            metrics: metrics::new_all(n_shards),
+            auth,
+            mesh,
+            driver,
+            started_at: Instant::now(),
+            config,
+        });
+        tracing::info!(shards = n_shards, driver = driver.as_str(), %ws_addr, %api_addr, "starting");
+
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<usize, EngineError>>();
+        let mut threads = Vec::with_capacity(n_shards + 1);
+        let mut senders = senders.into_iter();
+        for ((shard_idx, listener), receiver) in ws_listeners.into_iter().enumerate().zip(receivers)
+        {
+            let sender = senders.next().ok_or(EngineError::ShardStart {
+                shard: shard_idx,
+                message: "mesh sender missing".into(),
+            })?;
+            let core = (shared.config.server.pin_cores && !cores.is_empty())
+                .then(|| cores[shard_idx % cores.len()]);
+            threads.push(spawn_shard(
+                shard_idx,
+                shared.clone(),
+                sender,
+                receiver,
+                listener,
+                core,
+                ready_tx.clone(),
+            ));
+        }
+        let control_sender = senders.next().ok_or(EngineError::ShardStart {
+            shard: n_shards,
+            message: "control mesh sender missing".into(),
+        })?;
+        let control_shared = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("ringcast-control".into())
+                .spawn(move || {
+                    if let Err(err) = run_on_runtime(
+                        driver,
+                        crate::control::run(control_shared, control_sender, api_listener),
+                    ) {
+                        tracing::error!(error = %err, "control runtime failed to start");
+                    }
+                })
+                .map_err(|err| EngineError::ShardStart {
+                    shard: n_shards,
+                    message: err.to_string(),
+                })?,
+        );
+        drop(ready_tx);
+        for _ in 0..n_shards {
+            match ready_rx.recv() {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    shared.mesh.shutdown();
+                    return Err(err);
+                }
+                Err(_) => {
+                    shared.mesh.shutdown();
+                    return Err(EngineError::ShardStart {
+                        shard: 0,
+                        message: "a shard thread exited during startup".into(),
+                    });
+                }
+            }
+        }
+        Ok(Engine {
+            ws_addr,
+            api_addr,
+            shared,
+            threads,
+        })
+    }
+
+    /// Graceful stop: shards stop accepting, close connections with 1001
+    /// after flushing, and exit; then the control thread stops.
+    pub fn shutdown(self) {
+        self.shared.mesh.shutdown();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+        tracing::info!("stopped");
+    }
+
+    /// A handle that can ask for shutdown from another thread (signals).
+    pub fn shutdown_trigger(&self) -> Arc<Mesh> {
+        self.shared.mesh.clone()
+    }
+}
+
+fn spawn_shard(
+    shard_idx: usize,
+    shared: Arc<Shared>,
+    sender: MeshSender,
+    receiver: MeshReceiver,
+    listener: std::net::TcpListener,
+    core: Option<core_affinity::CoreId>,
+    ready: mpsc::Sender<Result<usize, EngineError>>,
+) -> JoinHandle<()> {
+    let driver = shared.driver;
+    let spawned = std::thread::Builder::new()
+        .name(format!("ringcast-shard-{shard_idx}"))
+        .spawn(move || {
+            if let Some(core) = core {
+                if !core_affinity::set_for_current(core) {
+                    tracing::warn!(
+                        shard = shard_idx,
+                        core = core.id,
+                        "could not pin shard thread"
+                    );
+                }
+            }
+            let ready_inner = ready.clone();
+            let result = run_on_runtime(driver, async move {
+                let listener = match monoio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        let _ = ready_inner.send(Err(EngineError::ShardStart {
+                            shard: shard_idx,
+                            message: err.to_string(),
+                        }));
+                        return;
+                    }
+                };
+                let shard = Rc::new(Shard::new(shard_idx, shared, sender));
+                let _ = ready_inner.send(Ok(shard_idx));
+                shard.run(listener, receiver).await;
+            });
+            if let Err(err) = result {
+                let _ = ready.send(Err(EngineError::ShardStart {
+                    shard: shard_idx,
+                    message: format!("runtime: {err}"),
+                }));
+            }
+        });
+    match spawned {
+        Ok(handle) => handle,
+        Err(err) => panic!("cannot spawn shard thread {shard_idx}: {err}"),
+    }
+}

@@ -1,0 +1,21 @@
+//! Ringcast engine: a thread-per-core io_uring WebSocket push engine.
+//!
+//! `engine` starts it; each `shard` owns a slice of the connections on one
+//! pinned monoio runtime; `mesh` carries publications between shards;
+//! `control` serves the HTTP API. See `docs/ARCHITECTURE.md`.
+
+#![deny(unsafe_code)]
+
+pub mod auth;
+pub mod channels;
+pub mod config;
+pub mod control;
+pub mod engine;
+pub mod interest;
+pub mod mesh;
+pub mod metrics;
+pub mod publication;
+pub mod shard;
+pub mod sys;
+
+pub use engine::{Engine, EngineError};

@@ -1,0 +1,57 @@
+//! The `ringcast` binary: flags/env/file → `Config` → engine → wait for
+//! SIGTERM/SIGINT → graceful shutdown.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ringcast_engine::config::{Config, LogFormat, RawArgs};
+use ringcast_engine::Engine;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let raw = RawArgs::parse();
+    let config = match Config::load(raw) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config);
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("ringcast: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    // Register before starting so a signal during startup is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("installing signal handlers")?;
+    let engine = Engine::start(config).context("starting the engine")?;
+    tracing::info!(websocket = %engine.ws_addr, api = %engine.api_addr, "ringcast is ready");
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    engine.shutdown();
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Per-shard counters, written by their shard only and read by the control
+//! thread for `/metrics` and `/api/stats`.
+//!
+//! Each counter has a single writer, so an increment is a relaxed load and
+//! store (no locked read-modify-write on the hot path); readers may see a
+//! value a few increments old, which is what a scrape expects.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+/// A counter with exactly one writing thread.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    #[inline]
+    pub fn sub(&self, n: u64) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_sub(n),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything one shard counts. The field names are the metric names.
+#[derive(Default)]
+pub struct ShardMetrics {
+    pub connections: Counter,
+    pub connections_accepted: Counter,
+    pub handshakes_failed: Counter,
+    pub auth_failures: Counter,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub publications: Counter,
+    pub mesh_full: Counter,
+    pub slow_consumer_disconnects: Counter,
+    pub heartbeat_timeouts: Counter,
+    pub protocol_errors: Counter,
+    pub subscriptions: Counter,
+}
+
+/// (metric name, help, is a gauge) in output order.
+const METRICS: [(&str, &str, bool); 14] = [
+    ("connections", "Open WebSocket connections.", true),
+    (
+        "connections_accepted_total",
+        "WebSocket upgrades completed.",
+        false,
+    ),
+    (
+        "handshakes_failed_total",
+        "Upgrade requests refused or timed out.",
+        false,
+    ),
+    (
+        "auth_failures_total",
+        "Upgrades refused for a missing, bad or expired token.",
+        false,
+    ),
+    ("messages_in_total", "Client data messages received.", false),
+    (
+        "messages_out_total",
+        "Frames queued to clients (pushes, replies, control).",
+        false,
+    ),
+    ("bytes_in_total", "Bytes read from client sockets.", false),
+    ("bytes_out_total", "Bytes written to client sockets.", false),
+    (
+        "publications_total",
+        "Publications delivered into this shard.",
+        false,
+    ),
+    (
+        "mesh_full_total",
+        "Cross-shard sends refused because the pair queue was full.",
+        false,
+    ),
+    (
+        "slow_consumer_disconnects_total",
+        "Connections closed with 1013 for not reading.",
+        false,
+    ),
+    (
+        "heartbeat_timeouts_total",
+        "Connections closed with 4005 for not answering pings.",
+        false,
+    ),
+    (
+        "protocol_errors_total",
+        "Connections closed for violating RFC 6455 or the client protocol.",
+        false,
+    ),
+    (
+        "subscriptions",
+        "Channel subscriptions held by connections.",
+        true,
+    ),
+];
+
+impl ShardMetrics {
+    fn values(&self) -> [u64; 14] {
+        [
+            self.connections.get(),
+            self.connections_accepted.get(),
+            self.handshakes_failed.get(),
+            self.auth_failures.get(),
+            self.messages_in.get(),
+            self.messages_out.get(),
+            self.bytes_in.get(),
+            self.bytes_out.get(),
+            self.publications.get(),
+            self.mesh_full.get(),
+            self.slow_consumer_disconnects.get(),
+            self.heartbeat_timeouts.get(),
+            self.protocol_errors.get(),
+            self.subscriptions.get(),
+        ]
+    }
+
+    /// Named values, for the JSON stats endpoint.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        METRICS
+            .iter()
+            .zip(self.values())
+            .map(|((name, _, _), value)| (*name, value))
+            .collect()
+    }
+}
+
+pub type AllShardMetrics = Box<[CachePadded<ShardMetrics>]>;
+
+pub fn new_all(n_shards: usize) -> AllShardMetrics {
+    (0..n_shards)
+        .map(|_| CachePadded::new(ShardMetrics::default()))
+        .collect()
+}
+
+/// Renders the Prometheus text exposition format (version 0.0.4).
+pub fn render_prometheus(
+    shards: &[CachePadded<ShardMetrics>],
+    extra: &[(&str, &str, u64)],
+) -> String {
+    let mut out = String::with_capacity(4096);
+    let values: Vec<[u64; 14]> = shards.iter().map(|m| m.values()).collect();
+    for (metric_idx, (name, help, is_gauge)) in METRICS.iter().enumerate() {
+        let kind = if *is_gauge { "gauge" } else { "counter" };
+        let _ = writeln!(out, "# HELP ringcast_{name} {help}");
+        let _ = writeln!(out, "# TYPE ringcast_{name} {kind}");
+        for (shard_idx, shard_values) in values.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringcast_{name}{{shard=\"{shard_idx}\"}} {}",
+                shard_values[metric_idx]
+            );
+        }
+    }
+    for (name, help, value) in extra {
+        let _ = writeln!(out, "# HELP ringcast_{name} {help}");
+        let _ = writeln!(out, "# TYPE ringcast_{name} gauge");
+        let _ = writeln!(out, "ringcast_{name} {value}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_per_shard() {
+        let shards = new_all(2);
+        shards[1].connections.add(3);
+        shards[1].connections.sub(1);
+        shards[0].bytes_out.add(10);
+        let text = render_prometheus(&shards, &[("channels", "Channels with subscribers.", 7)]);
+        assert!(text.contains("ringcast_connections{shard=\"1\"} 2\n"));
+        assert!(text.contains("ringcast_bytes_out_total{shard=\"0\"} 10\n"));
+        assert!(text.contains("# TYPE ringcast_connections gauge\n"));
+        assert!(text.contains("# TYPE ringcast_bytes_out_total counter\n"));
+        assert!(text.contains("ringcast_channels 7\n"));
+        assert_eq!(text.matches("{shard=").count(), 2 * METRICS.len());
+    }
+}

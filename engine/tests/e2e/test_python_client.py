@@ -1,0 +1,196 @@
+"""End-to-end test of the release binary with the Python `websockets` client.
+
+An independent WebSocket implementation talks to a real `ringcast` process:
+connect with a JWT, subscribe, receive a publication made over the HTTP API,
+send to a user, get refused with the right codes, and see a graceful 1001 on
+SIGTERM. Usage: test_python_client.py <path to ringcast binary>
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import jwt
+import websockets
+from websockets.asyncio.client import connect
+
+SECRET = "python-e2e-secret-0123456789abcdef0123"
+API_KEY = "python-e2e-api-key-0123"
+
+CONFIG = """
+version = 1
+[server]
+shards = 2
+pin_cores = false
+shutdown_grace_ms = 2000
+[websocket]
+listen = "127.0.0.1:{ws_port}"
+[api]
+listen = "127.0.0.1:{api_port}"
+key = "{api_key}"
+[auth]
+jwt_secret = "{secret}"
+[[namespace]]
+name = "news"
+[[namespace]]
+name = "chat"
+publish = "subscribers"
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def token(user, ttl=3600):
+    return jwt.encode({"sub": user, "exp": int(time.time()) + ttl}, SECRET, algorithm="HS256")
+
+
+def api(port, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST" if data else "GET")
+    req.add_header("Authorization", f"apikey {API_KEY}")
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+async def recv_json(ws):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
+
+
+async def command(ws, msg):
+    await ws.send(json.dumps(msg))
+    while True:
+        reply = await recv_json(ws)
+        if "push" not in reply:
+            assert reply["id"] == msg["id"], reply
+            return reply
+
+
+RESULTS = []
+
+
+def check(name):
+    def wrap(fn):
+        RESULTS.append((name, fn))
+        return fn
+    return wrap
+
+
+@check("connect, subscribe, receive an API publication")
+async def t_publish(ws_url, api_port, _proc):
+    async with connect(f"{ws_url}?token={token('alice')}") as a, connect(f"{ws_url}?token={token('bob')}") as b:
+        for ws, user in ((a, "alice"), (b, "bob")):
+            hello = await recv_json(ws)
+            assert hello["connect"]["user"] == user, hello
+            reply = await command(ws, {"id": 1, "method": "subscribe", "params": {"channel": "news:py"}})
+            assert "result" in reply, reply
+        status, body = api(api_port, "/api/publish", {"channel": "news:py", "data": {"n": [1, 2.5, "x"]}})
+        assert status == 200, body
+        for ws in (a, b):
+            push = await recv_json(ws)
+            assert push["push"]["data"] == {"n": [1, 2.5, "x"]}, push
+            assert push["push"]["id"] == body["id"], (push, body)
+
+
+@check("send to a user reaches both devices")
+async def t_send(ws_url, api_port, _proc):
+    async with connect(f"{ws_url}?token={token('carol')}") as d1, connect(f"{ws_url}?token={token('carol')}") as d2, connect(
+        f"{ws_url}?token={token('dave')}"
+    ) as dave:
+        for ws in (d1, d2, dave):
+            await recv_json(ws)
+        reply = await command(dave, {"id": 1, "method": "send", "params": {"user": "carol", "data": "hi carol"}})
+        assert "result" in reply, reply
+        for ws in (d1, d2):
+            push = await recv_json(ws)
+            assert push["push"]["data"] == "hi carol" and push["push"]["sender"] == "dave", push
+
+
+@check("bad token is refused with 401")
+async def t_bad_token(ws_url, _api_port, _proc):
+    bad = jwt.encode({"sub": "eve", "exp": int(time.time()) + 60}, "x" * 40, algorithm="HS256")
+    try:
+        async with connect(f"{ws_url}?token={bad}"):
+            raise AssertionError("connected with a forged token")
+    except websockets.exceptions.InvalidStatus as err:
+        assert err.response.status_code == 401, err
+        assert b"token_invalid" in err.response.body, err.response.body
+
+
+@check("binary frame on the JSON subprotocol closes with 1003")
+async def t_violation(ws_url, _api_port, _proc):
+    async with connect(f"{ws_url}?token={token('frank')}") as ws:
+        await recv_json(ws)
+        await ws.send(b"\x00\x01")
+        try:
+            await asyncio.wait_for(ws.recv(), timeout=5)
+            raise AssertionError("expected a close")
+        except websockets.exceptions.ConnectionClosedError as err:
+            assert err.rcvd.code == 1003, err
+
+
+@check("SIGTERM closes clients with 1001 and exits 0")
+async def t_shutdown(ws_url, _api_port, proc):
+    async with connect(f"{ws_url}?token={token('gina')}") as ws:
+        await recv_json(ws)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(ws.recv(), timeout=5)
+            raise AssertionError("expected a close")
+        except websockets.exceptions.ConnectionClosedOK as err:
+            assert err.rcvd.code == 1001, err
+    assert proc.wait(timeout=10) == 0, proc.returncode
+
+
+async def main(binary):
+    ws_port, api_port = free_port(), free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = os.path.join(tmp, "ringcast.toml")
+        with open(config_path, "w") as f:
+            f.write(CONFIG.format(ws_port=ws_port, api_port=api_port, api_key=API_KEY, secret=SECRET))
+        proc = subprocess.Popen([binary, f"--config={config_path}"], env={**os.environ, "RINGCAST_LOG_LEVEL": "warn"})
+        try:
+            deadline = time.time() + 20
+            while True:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health", timeout=1).read()
+                    break
+                except OSError:
+                    if time.time() > deadline or proc.poll() is not None:
+                        raise SystemExit("engine did not start")
+                    time.sleep(0.1)
+            ws_url = f"ws://127.0.0.1:{ws_port}/connection/websocket"
+            passed = failed = 0
+            for name, fn in RESULTS:
+                try:
+                    await fn(ws_url, api_port, proc)
+                    passed += 1
+                    print(f"ok   {name}")
+                except Exception as err:  # report every failure, then fail the run
+                    failed += 1
+                    print(f"FAIL {name}: {err!r}")
+            print(f"python e2e: {passed} passed, {failed} failed")
+            return failed == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(0 if asyncio.run(main(sys.argv[1])) else 1)

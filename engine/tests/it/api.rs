@@ -1,0 +1,126 @@
+//! The server API: auth, routes, errors as JSON.
+
+use crate::e2e;
+use crate::util::*;
+use serde_json::json;
+
+e2e!(api_refuses_bad_requests_with_json_errors, |driver| {
+    let engine = start(config(driver, 2));
+    let addr = engine.api_addr;
+    let (status, body) = api_raw(
+        addr,
+        "POST",
+        "/api/publish",
+        Some(r#"{"channel":"news:x","data":1}"#),
+        None,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, _) = api_raw(
+        addr,
+        "POST",
+        "/api/publish",
+        Some(r#"{"channel":"news:x","data":1}"#),
+        Some("wrong-key-wrong-key"),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = api(&engine, "POST", "/api/publish", None);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("JSON"),
+        "{body}"
+    );
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/api/publish",
+        Some(json!({"channel": "news:x"})),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = api(
+        &engine,
+        "POST",
+        "/api/publish",
+        Some(json!({"channel": "news:x", "data": 1, "extra": true})),
+    );
+    assert_eq!(status, 400);
+    let (status, _) = api(
+        &engine,
+        "POST",
+        "/api/publish",
+        Some(json!({"channel": "bad channel", "data": 1})),
+    );
+    assert_eq!(status, 400);
+    let (status, body) = api(&engine, "GET", "/api/nothing", None);
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    let (status, _) = api(&engine, "GET", "/api/publish", None);
+    assert_eq!(status, 405);
+    let big = json!({"channel": "news:x", "data": "z".repeat(10_000)});
+    let (status, body) = api(&engine, "POST", "/api/publish", Some(big));
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = api_raw(addr, "GET", "/health", None, None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    engine.shutdown();
+});
+
+e2e!(
+    api_publish_broadcast_presence_stats_disconnect_metrics,
+    |driver| {
+        let engine = start(config(driver, 2));
+        let (mut a, connect_a) = connect(&engine, "ann");
+        let (mut b, _) = connect(&engine, "ben");
+        subscribe(&mut a, 1, "news:one");
+        subscribe(&mut b, 1, "news:two");
+
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/broadcast",
+            Some(json!({"channels": ["news:one", "news:two"], "b64data": "AAEC"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["results"].as_array().unwrap().len(), 2);
+        let push = read_json(&mut a);
+        assert_eq!(push["push"]["b64data"], "AAEC");
+        assert_eq!(read_json(&mut b)["push"]["channel"], "news:two");
+
+        let (status, body) = api(&engine, "GET", "/api/presence?channel=news%3Aone", None);
+        assert_eq!(status, 200, "{body}");
+        let clients = body["clients"].as_array().unwrap();
+        assert_eq!(clients.len(), 1);
+        assert_eq!(clients[0]["user"], "ann");
+        assert_eq!(clients[0]["client"], connect_a["connect"]["client"]);
+
+        let (status, body) = api(&engine, "GET", "/api/stats", None);
+        assert_eq!(status, 200);
+        assert_eq!(body["connections"], 2);
+
+        let (status, metrics) = api_raw(engine.api_addr, "GET", "/metrics", None, None);
+        assert_eq!(status, 200);
+        let metrics = metrics.as_str().unwrap().to_string();
+        assert!(
+            metrics.contains("ringcast_connections{shard=\"0\"}"),
+            "{metrics}"
+        );
+        assert!(metrics.contains("# TYPE ringcast_bytes_out_total counter"));
+
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/disconnect",
+            Some(json!({"user": "ben"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(read_close_code(&mut b), Some(4003));
+        assert!(wait_until(std::time::Duration::from_secs(3), || api(
+            &engine,
+            "GET",
+            "/api/stats",
+            None
+        )
+        .1["connections"]
+            == 1));
+        engine.shutdown();
+    }
+);

@@ -1,0 +1,70 @@
+//! Server pings idle connections and closes the ones that stop answering.
+
+use std::time::Duration;
+
+use crate::e2e;
+use crate::util::*;
+
+e2e!(
+    silent_client_is_closed_and_answering_client_stays,
+    |driver| {
+        let mut config = config(driver, 2);
+        config.websocket.ping_interval = Duration::from_millis(200);
+        config.websocket.pong_timeout = Duration::from_millis(200);
+        let engine = start(config);
+
+        // tungstenite answers pings while it reads.
+        let (mut answering, _) = connect(&engine, "alive");
+        // The raw client reads pings but never answers.
+        let mut silent = Raw::connect(&engine, "silent");
+        silent.read_frame().expect("connect message");
+        let mut saw_ping = false;
+        let code = loop {
+            match silent.read_frame() {
+                Some((0x9, _)) => saw_ping = true,
+                Some((0x8, payload)) => break Some(u16::from_be_bytes([payload[0], payload[1]])),
+                Some(_) => {}
+                None => break None,
+            }
+        };
+        assert!(saw_ping, "server pinged the idle connection");
+        assert_eq!(code, Some(4005));
+
+        // Keep reading on the answering client for well past ping + pong timeout.
+        answering
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
+        let mut pings = 0;
+        while std::time::Instant::now() < deadline {
+            match answering.read() {
+                Ok(tungstenite::Message::Ping(_)) => pings += 1,
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(tungstenite::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(err) => panic!("answering client lost its connection: {err:?}"),
+            }
+        }
+        assert!(pings >= 2, "pinged repeatedly ({pings})");
+        answering
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let reply = command(
+            &mut answering,
+            serde_json::json!({"id": 1, "method": "ping"}),
+        );
+        assert!(reply.get("result").is_some());
+        let (_, stats) = api(&engine, "GET", "/api/stats", None);
+        let timeouts: u64 = stats["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["heartbeat_timeouts_total"].as_u64().unwrap())
+            .sum();
+        assert_eq!(timeouts, 1);
+        engine.shutdown();
+    }
+);

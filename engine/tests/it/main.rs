@@ -1,0 +1,18 @@
+//! End-to-end tests of the engine over real sockets.
+//!
+//! Clients are tungstenite (an implementation not written here) for normal
+//! traffic, and a raw TCP client for the malformed input tungstenite refuses
+//! to produce. Each scenario runs on both I/O drivers (`e2e!`), so the epoll
+//! fallback passes the same tests as io_uring.
+
+mod util;
+
+mod api;
+mod auth;
+mod binary;
+mod handshake;
+mod heartbeat;
+mod pubsub;
+mod shutdown;
+mod slow_consumer;
+mod violations;

@@ -1,0 +1,357 @@
+//! Shared test plumbing: start an engine, mint tokens, connect clients,
+//! call the API.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ringcast_engine::config::{Config, Driver};
+use ringcast_engine::Engine;
+use serde_json::Value;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::frame::coding::CloseCode as TCloseCode;
+use tungstenite::{Message, WebSocket};
+
+pub type Ws = WebSocket<TcpStream>;
+
+/// Runs the test body once per I/O driver.
+#[macro_export]
+macro_rules! e2e {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn io_uring() {
+                let body: fn(ringcast_engine::config::Driver) = $body;
+                body(ringcast_engine::config::Driver::IoUring);
+            }
+            #[test]
+            fn epoll() {
+                let body: fn(ringcast_engine::config::Driver) = $body;
+                body(ringcast_engine::config::Driver::Epoll);
+            }
+        }
+    };
+}
+
+pub const SECRET: &str = "test-jwt-secret-0123456789abcdef0123456789";
+pub const API_KEY: &str = "test-api-key-0123456789";
+
+/// `Config::test_min` with heartbeats slow enough not to interfere with
+/// tests that are not about them.
+pub fn config(driver: Driver, shards: u16) -> Config {
+    let mut config = Config::test_min();
+    config.server.driver = driver;
+    config.server.shards = ringcast_engine::config::ShardCount::new(shards).expect("shard count");
+    config.websocket.ping_interval = Duration::from_secs(30);
+    config.websocket.pong_timeout = Duration::from_secs(30);
+    config.websocket.slow_consumer_timeout = Duration::from_secs(2);
+    config.websocket.connections_max_per_shard = 2_000;
+    config.websocket.subscriptions_max_per_connection = 64;
+    config.auth.leeway = Duration::ZERO;
+    assert_eq!(config.auth.jwt_secret.expose(), SECRET);
+    config
+}
+
+pub fn start(config: Config) -> Engine {
+    Engine::start(config).expect("engine starts")
+}
+
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn token_for(user: &str, exp: u64) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": user, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn token(user: &str) -> String {
+    token_for(user, now_s() + 3600)
+}
+
+pub fn ws_url(engine: &Engine, token: &str) -> String {
+    format!("ws://{}/connection/websocket?token={token}", engine.ws_addr)
+}
+
+/// Connects with tungstenite, optionally offering a subprotocol, and
+/// returns the socket and the `connect` message.
+pub fn connect_with(engine: &Engine, token: &str, protocol: Option<&str>) -> (Ws, Value) {
+    let mut request = ws_url(engine, token).into_client_request().unwrap();
+    if let Some(protocol) = protocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    }
+    let stream = TcpStream::connect(engine.ws_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (mut ws, _response) = tungstenite::client(request, stream).expect("upgrade");
+    let first = if protocol == Some(ringcast_protocol::client::SUBPROTOCOL_BINARY) {
+        match ws.read().unwrap() {
+            Message::Binary(bytes) => {
+                match ringcast_protocol::client::decode_server_binary(&bytes).unwrap() {
+                    ringcast_protocol::client::ServerMessage::Connect(info) => {
+                        serde_json::json!({"connect": {"client": info.client_id.to_string(), "user": info.user, "shard": info.shard}})
+                    }
+                    other => panic!("first message was {other:?}"),
+                }
+            }
+            other => panic!("first message was {other:?}"),
+        }
+    } else {
+        read_json(&mut ws)
+    };
+    assert!(
+        first.get("connect").is_some(),
+        "first message is connect: {first}"
+    );
+    (ws, first)
+}
+
+pub fn connect(engine: &Engine, user: &str) -> (Ws, Value) {
+    connect_with(engine, &token(user), None)
+}
+
+pub fn read_json(ws: &mut Ws) -> Value {
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+pub fn send_json(ws: &mut Ws, value: Value) {
+    ws.send(Message::Text(value.to_string())).unwrap();
+}
+
+/// Sends a command and returns its reply, skipping pushes that arrive first.
+pub fn command(ws: &mut Ws, value: Value) -> Value {
+    let id = value["id"].clone();
+    send_json(ws, value);
+    loop {
+        let message = read_json(ws);
+        if message.get("push").is_none() {
+            assert_eq!(message["id"], id, "reply id");
+            return message;
+        }
+    }
+}
+
+pub fn subscribe(ws: &mut Ws, id: u64, channel: &str) {
+    let reply = command(
+        ws,
+        serde_json::json!({"id": id, "method": "subscribe", "params": {"channel": channel}}),
+    );
+    assert!(
+        reply.get("result").is_some(),
+        "subscribe {channel}: {reply}"
+    );
+}
+
+/// Reads until the server closes; returns the close code.
+pub fn read_close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(tungstenite::Error::ConnectionClosed) => return None,
+            Err(tungstenite::Error::Protocol(_)) | Err(tungstenite::Error::Io(_)) => return None,
+            Err(err) => panic!("unexpected error {err:?}"),
+        }
+    }
+}
+
+pub fn _code(code: TCloseCode) -> u16 {
+    u16::from(code)
+}
+
+/// One HTTP/1.1 request to the API on a fresh connection.
+pub fn api(engine: &Engine, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    api_raw(
+        engine.api_addr,
+        method,
+        path,
+        body.map(|b| b.to_string()).as_deref(),
+        Some(API_KEY),
+    )
+}
+
+pub fn api_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    key: Option<&str>,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    let auth = key
+        .map(|k| format!("Authorization: apikey {k}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8(response).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
+    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let value = if head
+        .to_ascii_lowercase()
+        .contains("content-type: application/json")
+    {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON body {body:?}: {e}"))
+    } else {
+        Value::String(body.to_string())
+    };
+    (status, value)
+}
+
+pub fn publish(engine: &Engine, channel: &str, data: Value) -> Value {
+    let (status, body) = api(
+        engine,
+        "POST",
+        "/api/publish",
+        Some(serde_json::json!({"channel": channel, "data": data})),
+    );
+    assert_eq!(status, 200, "publish: {body}");
+    body
+}
+
+/// Polls `cond` until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// A raw client: does the upgrade by hand, then sends arbitrary bytes.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(engine: &Engine, user: &str) -> Raw {
+        let mut stream = TcpStream::connect(engine.ws_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let request = format!(
+            "GET /connection/websocket?token={} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            token(user)
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        let head = raw.read_http_head();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        raw
+    }
+
+    pub fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..pos]).to_string();
+                self.buf.drain(..pos + 4);
+                return head;
+            }
+            self.fill();
+        }
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 4096];
+        let n = self.stream.read(&mut chunk).unwrap_or(0);
+        self.buf.extend_from_slice(&chunk[..n]);
+        n
+    }
+
+    /// Reads one server frame: (opcode, payload). None on EOF.
+    pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if self.buf.len() >= 2 {
+                let opcode = self.buf[0] & 0x0f;
+                let len7 = (self.buf[1] & 0x7f) as usize;
+                let (len, header) = match len7 {
+                    126 if self.buf.len() >= 4 => {
+                        (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+                    }
+                    127 if self.buf.len() >= 10 => (
+                        u64::from_be_bytes(self.buf[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (n, 2),
+                };
+                if len != usize::MAX && self.buf.len() >= header + len {
+                    let payload = self.buf[header..header + len].to_vec();
+                    self.buf.drain(..header + len);
+                    return Some((opcode, payload));
+                }
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Skips frames until a close frame; returns its code.
+    pub fn read_close_code(&mut self) -> Option<u16> {
+        while let Some((opcode, payload)) = self.read_frame() {
+            if opcode == 0x8 {
+                return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+            }
+        }
+        None
+    }
+
+    /// Sends a client frame, masked unless `masked` is false.
+    pub fn send_frame(&mut self, first_byte: u8, payload: &[u8], masked: bool) {
+        let mut frame = vec![first_byte];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => frame.push(mask_bit | n as u8),
+            n if n <= 0xffff => {
+                frame.push(mask_bit | 126);
+                frame.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                frame.push(mask_bit | 127);
+                frame.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let key = [0x12, 0x34, 0x56, 0x78];
+        if masked {
+            frame.extend_from_slice(&key);
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            frame.extend_from_slice(payload);
+        }
+        let _ = self.stream.write_all(&frame);
+    }
+}
