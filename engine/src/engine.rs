@@ -76,8 +76,24 @@ pub struct Engine {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Whether io_uring works here, probed once per process.
+///
+/// The probe runs on a throwaway thread: creating and dropping a ring leaves
+/// io_uring task work queued on the creating thread with a signal-style
+/// notification, which makes that thread's next blocking `recv` with a
+/// timeout fail with EINTR. Embedders (and tests) call `Engine::start` from
+/// threads that go on to do blocking I/O.
+fn uring_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::thread::spawn(monoio::utils::detect_uring)
+            .join()
+            .unwrap_or(false)
+    })
+}
+
 fn resolve_driver(driver: Driver) -> Result<DriverKind, EngineError> {
-    let uring = monoio::utils::detect_uring();
+    let uring = uring_available();
     match (driver, uring) {
         (Driver::IoUring, false) => Err(EngineError::IoUringUnavailable),
         (Driver::IoUring | Driver::Auto, true) => Ok(DriverKind::IoUring),

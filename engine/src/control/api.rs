@@ -367,7 +367,7 @@ impl Api {
             .query
             .as_deref()
             .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("channel=")))
-            .map(|c| ringcast_protocol::handshake::percent_decode(c))
+            .map(ringcast_protocol::handshake::percent_decode)
             .ok_or_else(|| bad_request("missing ?channel=<name>"))?
             .ok_or_else(|| bad_request("channel is not valid percent-encoded UTF-8"))?;
         self.check_channel(&channel)?;

@@ -24,8 +24,8 @@ use crate::metrics::ShardMetrics;
 use crate::publication::Publication;
 use crate::sys::{self, IOV_MAX};
 
-/// A queue this many times over its bound is cut off at once, without
-/// waiting for the slow-consumer timeout, so memory stays bounded.
+/// A blocked connection this many times over its bound is cut off at once,
+/// without waiting for the slow-consumer timeout, so memory stays bounded.
 const QUEUE_HARD_LIMIT_FACTOR: usize = 4;
 
 /// Queues `frame` on `conn` and marks it dirty. Applies the outbound bound.
@@ -48,7 +48,9 @@ pub(super) fn enqueue(
         if conn.stalled_since_ms == 0 {
             conn.stalled_since_ms = now_ms;
         }
-        if conn.out_bytes > queue_bytes_max * QUEUE_HARD_LIMIT_FACTOR {
+        // Only a connection whose socket is full counts: one that is merely
+        // waiting for the end-of-batch flush may briefly hold a burst.
+        if conn.write_blocked && conn.out_bytes > queue_bytes_max * QUEUE_HARD_LIMIT_FACTOR {
             metrics.slow_consumer_disconnects.add(1);
             conn.request_close(CloseReason {
                 code: CloseCode::TRY_AGAIN_LATER,

@@ -577,12 +577,7 @@ async fn flush_all(shard: &Shard, stream: &TcpStream, key: usize) -> bool {
                 return false;
             };
             conn.write_blocked = false;
-            if !fanout::flush_conn(
-                conn,
-                usize::MAX.min(queue_bytes_max.saturating_mul(8)),
-                shard.metrics(),
-                shard.now_ms(),
-            ) {
+            if !fanout::flush_conn(conn, queue_bytes_max, shard.metrics(), shard.now_ms()) {
                 return false;
             }
             if conn.out.is_empty() {

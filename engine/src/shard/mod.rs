@@ -127,6 +127,12 @@ impl Shard {
         loop {
             receiver.wait().await;
             if self.shared.mesh.is_shutting_down() {
+                // Publications already handed to this shard were
+                // acknowledged to their publishers: deliver them before the
+                // connections close.
+                self.now_ms.set(unix_ms());
+                while receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event)) > 0 {}
+                self.flush_dirty();
                 break;
             }
             self.now_ms.set(unix_ms());

@@ -13,8 +13,29 @@ e2e!(
         config.websocket.pong_timeout = Duration::from_millis(200);
         let engine = start(config);
 
-        // tungstenite answers pings while it reads.
+        // tungstenite answers pings while it reads, so keep it reading, for well
+        // past ping interval + pong timeout, on its own thread.
         let (mut answering, _) = connect(&engine, "alive");
+        let answering = std::thread::spawn(move || {
+            answering
+                .get_mut()
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_millis(2000);
+            let mut pings = 0;
+            while std::time::Instant::now() < deadline {
+                match answering.read() {
+                    Ok(tungstenite::Message::Ping(_)) => pings += 1,
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    Err(tungstenite::Error::Io(e))
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(err) => panic!("answering client lost its connection: {err:?}"),
+                }
+            }
+            (answering, pings)
+        });
+
         // The raw client reads pings but never answers.
         let mut silent = Raw::connect(&engine, "silent");
         silent.read_frame().expect("connect message");
@@ -23,30 +44,19 @@ e2e!(
             match silent.read_frame() {
                 Some((0x9, _)) => saw_ping = true,
                 Some((0x8, payload)) => break Some(u16::from_be_bytes([payload[0], payload[1]])),
-                Some(_) => {}
+                Some(other) => panic!("silent client got {other:?}"),
                 None => break None,
             }
         };
-        assert!(saw_ping, "server pinged the idle connection");
+        assert!(
+            saw_ping,
+            "server pinged the idle connection (then closed with {code:?})"
+        );
         assert_eq!(code, Some(4005));
 
-        // Keep reading on the answering client for well past ping + pong timeout.
-        answering
-            .get_mut()
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_millis(1500);
-        let mut pings = 0;
-        while std::time::Instant::now() < deadline {
-            match answering.read() {
-                Ok(tungstenite::Message::Ping(_)) => pings += 1,
-                Ok(other) => panic!("unexpected {other:?}"),
-                Err(tungstenite::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        || e.kind() == std::io::ErrorKind::TimedOut => {}
-                Err(err) => panic!("answering client lost its connection: {err:?}"),
-            }
-        }
+        let (mut answering, pings) = answering
+            .join()
+            .expect("answering client kept its connection");
         assert!(pings >= 2, "pinged repeatedly ({pings})");
         answering
             .get_mut()

@@ -11,7 +11,7 @@ e2e!(
     slow_consumer_is_cut_off_while_others_keep_receiving,
     |driver| {
         let mut config = config(driver, 2);
-        config.websocket.outbound_queue_bytes_max = 16 * 1024;
+        config.websocket.outbound_queue_bytes_max = 512 * 1024;
         config.websocket.slow_consumer_timeout = Duration::from_millis(300);
         config.api.body_bytes_max = 64 * 1024;
         let engine = start(config);
@@ -23,8 +23,9 @@ e2e!(
         let (mut stalled, _) = connect(&engine, "stalled");
         subscribe(&mut stalled, 1, "news:firehose");
 
-        let blob = "x".repeat(8 * 1024);
-        const N: usize = 300;
+        let blob = "x".repeat(32 * 1024);
+        // 400 × 32 KiB is well past what loopback socket buffers absorb.
+        const N: usize = 400;
         let reader_thread = std::thread::spawn(move || {
             for seq in 0..N {
                 let push = read_json(&mut reader);

@@ -286,7 +286,13 @@ impl Raw {
 
     fn fill(&mut self) -> usize {
         let mut chunk = [0u8; 4096];
-        let n = self.stream.read(&mut chunk).unwrap_or(0);
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break 0,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         n
     }
