@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=target/py-e2e
+target_dir=${CARGO_TARGET_DIR:-target}
+venv=$target_dir/py-e2e
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'websockets>=13,<16' 'pyjwt>=2.8,<3'
 
 cargo build --release --locked -p ringcast-engine --bin ringcast
-"$venv/bin/python" engine/tests/e2e/test_python_client.py target/release/ringcast
+"$venv/bin/python" engine/tests/e2e/test_python_client.py "$target_dir/release/ringcast"

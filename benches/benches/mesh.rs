@@ -37,17 +37,31 @@ fn mesh_pair(iters: u64) -> Duration {
         let p = publication.clone();
         let start = Instant::now();
         let producer = std::thread::spawn(move || {
+            // A full queue backs off like std's `send` (a real shard parks the
+            // event in its backlog instead).
+            let backoff = crossbeam_utils::Backoff::new();
             for _ in 0..BATCH {
                 let mut event = ShardEvent::Publish(p.clone());
                 while let Err(back) = sender.send(0, event) {
                     event = back;
-                    std::hint::spin_loop();
+                    backoff.snooze();
                 }
+                backoff.reset();
             }
         });
+        // Back off on an empty queue as std's `recv` does internally;
+        // spinning flat out would bounce the queue's cache lines against the
+        // producer and measure that instead. (A real shard parks.)
+        let backoff = crossbeam_utils::Backoff::new();
         let mut got = 0;
         while got < BATCH {
-            got += receivers[0].drain(256, |e| drop(black_box(e))) as u64;
+            match receivers[0].drain(256, |e| drop(black_box(e))) as u64 {
+                0 => backoff.snooze(),
+                n => {
+                    got += n;
+                    backoff.reset();
+                }
+            }
         }
         producer.join().unwrap();
         total += start.elapsed();

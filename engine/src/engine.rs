@@ -64,6 +64,11 @@ pub enum EngineError {
     IoUringUnavailable,
     #[error("server.shards = {0} is over the engine's maximum of {max}", max = SHARDS_MAX - 1)]
     TooManyShards(usize),
+    #[error("server.data_dir {path}: cannot create it: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("shard {shard} failed to start: {message}")]
     ShardStart { shard: usize, message: String },
 }
@@ -155,6 +160,11 @@ impl Engine {
             return Err(EngineError::TooManyShards(n_shards));
         }
         let driver = resolve_driver(config.server.driver)?;
+        let data_dir = &config.server.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| EngineError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
         let ws = &config.websocket;
         // Bind every shard's listener here so port 0 resolves once and all
         // shards share it through SO_REUSEPORT.

@@ -1,22 +1,26 @@
 //! The cross-shard mesh: one bounded lock-free queue per (producer, consumer)
 //! pair, and one doorbell per consumer.
 //!
-//! Every queue has exactly one producer thread, so a push is a single CAS-free
-//! slot claim in `crossbeam_queue::ArrayQueue` with no contention between
-//! producers; a consumer drains its column round-robin. Producers are the
-//! shards plus the control thread. The doorbell is an `AtomicWaker`: a parked
-//! shard registers its waker after finding every queue empty, and the first
-//! producer to push after that takes the waker and wakes it (monoio's `sync`
-//! feature carries the wake to the owner thread through its eventfd). Later
-//! pushes find no waker and cost one atomic RMW, so wakes are per park, not per
-//! message.
+//! Every queue has exactly one producer thread, so there is no contention
+//! between producers on a `crossbeam_queue::ArrayQueue`; a consumer drains its
+//! column round-robin. Producers are the shards plus the control thread.
+//!
+//! The doorbell is an `AtomicWaker` guarded by a `parked` flag. A shard that
+//! finds every queue empty registers its waker, sets `parked`, and checks the
+//! queues once more; a producer pushes, then rings only if it sees `parked`
+//! (and clears it). SeqCst fences on both sides make this Dekker-style
+//! handshake lose no wakeup: either the producer sees `parked`, or the
+//! consumer's re-check sees the event. While a shard is busy, a push costs no
+//! write to the consumer's cache lines beyond the queue slot itself, so wakes
+//! are per park, not per message (monoio's `sync` feature carries the wake
+//! to the owner thread through its eventfd).
 //!
 //! What crosses is an `Arc<Publication>`: the rkyv envelope and the frames
 //! built from it once, shared by reference, never copied per shard or per
 //! recipient.
 
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -60,8 +64,15 @@ pub struct Mesh {
     n_producers: usize,
     /// Index `producer * n_consumers + consumer`.
     queues: Box<[CachePadded<ArrayQueue<ShardEvent>>]>,
-    doorbells: Box<[CachePadded<AtomicWaker>]>,
+    doorbells: Box<[CachePadded<Doorbell>]>,
     shutdown: AtomicBool,
+}
+
+/// One shard's wake-up: its registered waker and whether it is parked.
+#[derive(Default)]
+struct Doorbell {
+    waker: AtomicWaker,
+    parked: AtomicBool,
 }
 
 /// The sending end owned by one producer thread. Not `Clone`: each queue must
@@ -93,7 +104,7 @@ impl Mesh {
             .map(|_| CachePadded::new(ArrayQueue::new(capacity)))
             .collect();
         let doorbells = (0..n_consumers)
-            .map(|_| CachePadded::new(AtomicWaker::new()))
+            .map(|_| CachePadded::new(Doorbell::default()))
             .collect();
         let mesh = Arc::new(Mesh {
             n_consumers,
@@ -124,14 +135,14 @@ impl Mesh {
 
     /// Asks every shard to drain and stop; rings every doorbell.
     pub fn shutdown(&self) {
-        self.shutdown.store(true, Ordering::Release);
+        self.shutdown.store(true, Ordering::SeqCst);
         for doorbell in self.doorbells.iter() {
-            doorbell.wake();
+            doorbell.waker.wake();
         }
     }
 
     pub fn is_shutting_down(&self) -> bool {
-        self.shutdown.load(Ordering::Acquire)
+        self.shutdown.load(Ordering::SeqCst)
     }
 
     fn queue(&self, producer_idx: usize, consumer_idx: usize) -> &ArrayQueue<ShardEvent> {
@@ -145,7 +156,13 @@ impl MeshSender {
     pub fn send(&self, dst: usize, event: ShardEvent) -> Result<(), ShardEvent> {
         debug_assert!(dst < self.mesh.n_consumers);
         self.mesh.queue(self.producer_idx, dst).push(event)?;
-        self.mesh.doorbells[dst].wake();
+        // Pairs with the fence in `MeshReceiver::wait`.
+        fence(Ordering::SeqCst);
+        let doorbell = &self.mesh.doorbells[dst];
+        if doorbell.parked.load(Ordering::Relaxed) && doorbell.parked.swap(false, Ordering::AcqRel)
+        {
+            doorbell.waker.wake();
+        }
         Ok(())
     }
 
@@ -187,14 +204,19 @@ impl MeshReceiver {
 
     /// Parks until some producer has pushed or shutdown was asked.
     pub async fn wait(&self) {
+        let doorbell = &self.mesh.doorbells[self.consumer_idx];
         poll_fn(|cx| {
             if self.has_pending() || self.mesh.is_shutting_down() {
+                doorbell.parked.store(false, Ordering::Relaxed);
                 return Poll::Ready(());
             }
-            self.mesh.doorbells[self.consumer_idx].register(cx.waker());
-            // Re-check after registering: a push between the check above and
-            // the registration would otherwise be missed until the next one.
+            doorbell.waker.register(cx.waker());
+            doorbell.parked.store(true, Ordering::Relaxed);
+            // Pairs with the fence in `MeshSender::send`: a push that missed
+            // `parked` is seen by this re-check.
+            fence(Ordering::SeqCst);
             if self.has_pending() || self.mesh.is_shutting_down() {
+                doorbell.parked.store(false, Ordering::Relaxed);
                 Poll::Ready(())
             } else {
                 Poll::Pending

@@ -3,7 +3,7 @@
 //! as fast as the engine answers, for a fixed time.
 //!
 //! `fanout --ws=127.0.0.1:8080 --api=127.0.0.1:8081 --api-key=<key> --secret=<jwt secret>
-//!         --subscribers=10000 --seconds=10 [--engine-pid=<pid>] [--payload-bytes=64]`
+//!         --subscribers=10000 --seconds=10 [--engine-pid=<pid>] [--payload-bytes=64] [--rate=<pub/s>]`
 //!
 //! Each publication carries its send time; every received frame's latency
 //! goes into an HdrHistogram. Reported: deliveries per second, publications
@@ -19,6 +19,9 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
 use ringcast_benches::client::{command, connect, cpu_seconds, token, Args};
+
+/// Publications in flight in closed-loop mode.
+const WINDOW: u64 = 8;
 
 fn now_us() -> u64 {
     std::time::SystemTime::now()
@@ -72,6 +75,7 @@ fn scan(buf: &[u8], hist: &mut Histogram<u64>, frames: &mut u64) -> usize {
 fn reader_thread(
     streams: Vec<TcpStream>,
     stop_at: Instant,
+    received_total: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> anyhow::Result<(u64, Histogram<u64>)> {
     let mut poll = Poll::new()?;
     let mut readers: Vec<Reader> = Vec::with_capacity(streams.len());
@@ -100,7 +104,10 @@ fn reader_thread(
                     Ok(0) => break,
                     Ok(n) => {
                         let filled = carried + n;
+                        let before = frames;
                         let used = scan(&buf[..filled], &mut hist, &mut frames);
+                        received_total
+                            .fetch_add(frames - before, std::sync::atomic::Ordering::Relaxed);
                         reader.pending.clear();
                         reader.pending.extend_from_slice(&buf[used..filled]);
                     }
@@ -127,6 +134,10 @@ fn main() -> anyhow::Result<()> {
     let threads: usize = args.get("threads", 1)?;
     let payload_bytes: usize = args.get("payload-bytes", 64)?;
     let engine_pid: u32 = args.get("engine-pid", 0)?;
+    // 0 = as fast as the API answers (throughput); otherwise a fixed
+    // schedule, with each message stamped with its intended send time so a
+    // stall shows up as latency instead of hiding as a slower rate.
+    let rate: u64 = args.get("rate", 0)?;
     let channel = "news:fanout";
 
     let mut streams = Vec::with_capacity(n);
@@ -149,10 +160,14 @@ fn main() -> anyhow::Result<()> {
     let drain = Duration::from_secs(3);
     let stop_at = Instant::now() + publish_for + drain;
     let per_thread = n.div_ceil(threads.max(1));
+    let received_total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut handles = Vec::new();
     while !streams.is_empty() {
         let chunk: Vec<TcpStream> = streams.drain(..per_thread.min(streams.len())).collect();
-        handles.push(std::thread::spawn(move || reader_thread(chunk, stop_at)));
+        let received_total = received_total.clone();
+        handles.push(std::thread::spawn(move || {
+            reader_thread(chunk, stop_at, received_total)
+        }));
     }
 
     let engine_cpu_start = if engine_pid != 0 {
@@ -167,11 +182,32 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut published = 0u64;
     let mut response = vec![0u8; 4096];
+    let started_us = now_us();
     while started.elapsed() < publish_for {
-        let body = format!(
-            r#"{{"channel":"{channel}","data":{{"t":{},"p":"{padding}"}}}}"#,
+        // `rate` 0 (no division possible) means closed loop.
+        let stamp_us = if let Some(intended_us) = (published * 1_000_000).checked_div(rate) {
+            let intended = Duration::from_micros(intended_us);
+            if let Some(wait) = intended.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+            started_us + intended_us
+        } else {
+            // Closed loop: stay at most WINDOW publications ahead of what the
+            // subscribers have received, so throughput is measured without
+            // building unbounded queues in the engine.
+            while published >= WINDOW
+                && received_total.load(std::sync::atomic::Ordering::Relaxed)
+                    < (published - WINDOW) * n as u64
+            {
+                if started.elapsed() >= publish_for {
+                    break;
+                }
+                std::thread::yield_now();
+            }
             now_us()
-        );
+        };
+        let body =
+            format!(r#"{{"channel":"{channel}","data":{{"t":{stamp_us},"p":"{padding}"}}}}"#);
         write!(
             api_conn,
             "POST /api/publish HTTP/1.1\r\nHost: b\r\nAuthorization: apikey {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

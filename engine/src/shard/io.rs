@@ -58,7 +58,15 @@ pub(super) enum End {
 pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
     let fd = stream.as_raw_fd();
     let timeout = shard.shared.config.websocket.handshake_timeout;
-    let accepted = match monoio::time::timeout(timeout, handshake(&shard, &stream, fd)).await {
+    // The upgrade and the close handshake are boxed so their state is
+    // allocated only while they run: the task's own future, which an idle
+    // connection holds for its whole life, keeps just the read loop.
+    let accepted = match Box::pin(monoio::time::timeout(
+        timeout,
+        handshake(&shard, &stream, fd),
+    ))
+    .await
+    {
         Ok(Some(accepted)) => accepted,
         Ok(None) => {
             shard.metrics().handshakes_failed.add(1);
@@ -72,13 +80,13 @@ pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
                 "the upgrade request did not arrive in time",
                 &[],
             );
-            let _ = write_raw(&stream, fd, &response).await;
+            let _ = Box::pin(write_raw(&stream, fd, &response)).await;
             return;
         }
     };
     let key = register(&shard, fd, accepted);
     let end = read_loop(&shard, &stream, fd, key).await;
-    finish(&shard, &stream, fd, key, end).await;
+    Box::pin(finish(&shard, &stream, fd, key, end)).await;
 }
 
 /// Reads and answers the upgrade request. On refusal the HTTP error has
@@ -311,11 +319,15 @@ async fn read_loop(shard: &Shard, stream: &TcpStream, fd: RawFd, key: usize) -> 
             }
         });
         let wake = if blocked {
-            monoio::select! {
-                r = stream.readable(false) => Wake::Readable(r),
-                w = stream.writable(false) => Wake::Writable(w),
-                _ = changed => Wake::Changed,
-            }
+            // Rare (a full socket), so boxed: the idle state stays small.
+            Box::pin(async {
+                monoio::select! {
+                    r = stream.readable(false) => Wake::Readable(r),
+                    w = stream.writable(false) => Wake::Writable(w),
+                    _ = changed => Wake::Changed,
+                }
+            })
+            .await
         } else {
             monoio::select! {
                 r = stream.readable(false) => Wake::Readable(r),

@@ -80,7 +80,11 @@ impl Shard {
             idx,
             message_ids: RefCell::new(MessageIdGen::new(node_id, idx as u8)),
             sender,
-            conns: RefCell::new(Slab::with_capacity(1024)),
+            // Sized for the configured maximum up front: the pages are only
+            // committed as slots are used, and the slab never reallocates
+            // (a doubling copy at 16k connections costs more than the
+            // connections themselves).
+            conns: RefCell::new(Slab::with_capacity(ws.connections_max_per_shard as usize)),
             subscribers: RefCell::new(HashMap::new()),
             dirty: RefCell::new(Vec::new()),
             scratch: RefCell::new(vec![0; scratch_bytes].into_boxed_slice()),

@@ -15,4 +15,5 @@ mod heartbeat;
 mod pubsub;
 mod shutdown;
 mod slow_consumer;
+mod tidy;
 mod violations;

@@ -50,6 +50,7 @@ pub fn config(driver: Driver, shards: u16) -> Config {
     config.websocket.connections_max_per_shard = 2_000;
     config.websocket.subscriptions_max_per_connection = 64;
     config.auth.leeway = Duration::ZERO;
+    config.server.data_dir = std::env::temp_dir().join("ringcast-it-data");
     assert_eq!(config.auth.jwt_secret.expose(), SECRET);
     config
 }
