@@ -16,6 +16,7 @@ use crate::interest::{Interest, SHARDS_MAX};
 use crate::mesh::{Mesh, MeshReceiver, MeshSender};
 use crate::metrics::{self, AllShardMetrics};
 use crate::shard::Shard;
+use ringcast_store::{Store, StoreConfig, StoreError};
 
 /// Capacity of each (producer, shard) queue. With `n` shards the mesh holds
 /// `n * (n + 1)` queues; a full one parks events in the producer's backlog.
@@ -43,7 +44,10 @@ impl DriverKind {
 /// metrics, each by its own shard).
 pub struct Shared {
     pub config: Config,
-    pub interest: Interest,
+    pub interest: Arc<Interest>,
+    /// The embedded store. Shards only submit requests and await replies;
+    /// fjall runs on the store's own threads.
+    pub store: Store,
     pub metrics: AllShardMetrics,
     pub auth: Authenticator,
     pub mesh: Arc<Mesh>,
@@ -68,6 +72,11 @@ pub enum EngineError {
     DataDir {
         path: std::path::PathBuf,
         source: std::io::Error,
+    },
+    #[error("cannot open the store in server.data_dir {path}: {source}")]
+    Store {
+        path: std::path::PathBuf,
+        source: StoreError,
     },
     #[error("shard {shard} failed to start: {message}")]
     ShardStart { shard: usize, message: String },
@@ -160,8 +169,8 @@ impl Engine {
             return Err(EngineError::TooManyShards(n_shards));
         }
         let driver = resolve_driver(config.server.driver)?;
-        let data_dir = &config.server.data_dir;
-        std::fs::create_dir_all(data_dir).map_err(|source| EngineError::DataDir {
+        let data_dir = config.server.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
@@ -197,13 +206,37 @@ impl Engine {
                 source,
             })?;
 
-        let (mesh, senders, receivers) = Mesh::build(n_shards, n_shards + 1, MESH_QUEUE_CAPACITY);
+        // Producers: one row per shard, then the control thread, then the
+        // store's writer thread.
+        let (mesh, mut senders, receivers) =
+            Mesh::build(n_shards, n_shards + 2, MESH_QUEUE_CAPACITY);
+        let missing = |what: &str| EngineError::ShardStart {
+            shard: n_shards,
+            message: format!("{what} mesh sender missing"),
+        };
+        let store_sender = senders.pop().ok_or_else(|| missing("store"))?;
+        let control_sender = senders.pop().ok_or_else(|| missing("control"))?;
+        assert_eq!(senders.len(), n_shards);
+        assert_eq!(control_sender.producer_idx(), n_shards);
+        assert_eq!(store_sender.producer_idx(), n_shards + 1);
+        let interest = Arc::new(Interest::new());
+        let mut store_config = StoreConfig::new(data_dir.clone());
+        store_config.node_id = config.server.node_id.get();
+        let store = Store::open_with_hook(
+            store_config,
+            crate::streams::fanout_hook(store_sender, interest.clone()),
+        )
+        .map_err(|source| EngineError::Store {
+            path: data_dir.clone(),
+            source,
+        })?;
         let auth = Authenticator::new(
             config.auth.jwt_secret.expose().as_bytes(),
             config.auth.leeway.as_secs(),
         );
         let shared = Arc::new(Shared {
-            interest: Interest::new(),
+            interest,
+            store,
             metrics: metrics::new_all(n_shards),
             auth,
             mesh,
@@ -235,10 +268,6 @@ impl Engine {
                 ready_tx.clone(),
             ));
         }
-        let control_sender = senders.next().ok_or(EngineError::ShardStart {
-            shard: n_shards,
-            message: "control mesh sender missing".into(),
-        })?;
         let control_shared = shared.clone();
         threads.push(
             std::thread::Builder::new()
@@ -287,6 +316,18 @@ impl Engine {
         self.shared.mesh.shutdown();
         for thread in self.threads {
             let _ = thread.join();
+        }
+        // Every other holder of `Shared` was a thread joined above; closing
+        // the store drains its queues and persists what it acknowledged.
+        match Arc::try_unwrap(self.shared) {
+            Ok(shared) => {
+                if let Err(err) = shared.store.close() {
+                    tracing::error!(error = %err, "closing the store failed");
+                }
+            }
+            Err(_) => {
+                tracing::error!("engine state still shared at shutdown; store not closed cleanly")
+            }
         }
         tracing::info!("stopped");
     }

@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod publication;
 pub mod shard;
+pub mod streams;
 pub mod sys;
 
 pub use engine::{Engine, EngineError};

@@ -17,19 +17,32 @@ use std::borrow::Cow;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use rkyv::rancor::{self, BoxedError};
+use rkyv::rancor::{self, BoxedError, Fallible, Source};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::string::{ArchivedString, StringResolver};
 use rkyv::util::AlignedVec;
-use rkyv::with::Inline;
-use serde::de::IgnoredAny;
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::with::{AsBox, Inline, Map};
+use rkyv::Place;
+use serde::de::{IgnoredAny, Unexpected};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::envelope::Envelope;
+use crate::envelope::{push_envelope_json, ArchivedEnvelope, Envelope};
 
 /// Subprotocol for JSON text frames. Also used when the client offers none.
 pub const SUBPROTOCOL_JSON: &str = "ringcast.json.v1";
 /// Subprotocol for rkyv binary frames ([`BinaryCommand`] in, [`ServerMessage`] out).
+///
+/// The archived layout is part of the name: a layout change gets a new one.
 pub const SUBPROTOCOL_BINARY: &str = "ringcast.rkyv.v1";
+
+/// `limit` of a history command when the JSON form leaves it out.
+pub const HISTORY_LIMIT_DEFAULT: u32 = 100;
+/// Largest `limit` a history command may ask for (the smallest is 1).
+pub const HISTORY_LIMIT_MAX: u32 = 1000;
+/// Longest `client_msg_id`, in bytes (the shortest is 1).
+pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;
 
 /// One client command, from either wire form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,28 +56,87 @@ pub struct Command {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CommandBody {
+    /// With `since`, the server first replays every stored publication after
+    /// that position, then goes live; the reply's [`Recovery`] says how it went.
     Subscribe {
         channel: String,
+        since: Option<StreamPosition>,
     },
     Unsubscribe {
         channel: String,
     },
     /// `data_is_json` means `data` is valid UTF-8 JSON text.
+    /// `client_msg_id` is an idempotency key: 1 to [`CLIENT_MSG_ID_BYTES_MAX`]
+    /// bytes of printable ASCII (`0x20..=0x7e`), checked by the decoders.
     Publish {
         channel: String,
         data: Bytes,
         data_is_json: bool,
+        client_msg_id: Option<String>,
     },
-    /// To every connection of `user`.
+    /// To every connection of `user`. `client_msg_id` as for `Publish`.
     Send {
         user: String,
         data: Bytes,
         data_is_json: bool,
+        client_msg_id: Option<String>,
     },
     Refresh {
         token: String,
     },
     Ping,
+    /// Cumulative acknowledgement: this device has processed every
+    /// publication of `stream` up to and including `offset`.
+    Ack {
+        stream: String,
+        offset: u64,
+    },
+    /// Up to `limit` (1..=[`HISTORY_LIMIT_MAX`]) stored publications of
+    /// `stream`. Forward (`reverse == false`): offsets after `since`, oldest
+    /// first, from the stream's start when `since` is `None`. Reverse:
+    /// offsets before `since`, newest first, from the newest when `None`.
+    /// Answered with [`encode_history_json`] / [`encode_history_binary`].
+    History {
+        stream: String,
+        since: Option<u64>,
+        limit: u32,
+        reverse: bool,
+    },
+}
+
+/// A position in a durable stream: the offset of the last publication a
+/// client has processed, in the stream's epoch. Offsets start at 1; offset 0
+/// means "nothing yet".
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+)]
+#[rkyv(derive(Debug))]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: u64,
+}
+
+/// How a subscribe with `since` went. Failing to recover is not an error:
+/// the subscription is made either way.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+)]
+#[rkyv(derive(Debug))]
+pub struct Recovery {
+    /// Every publication after the requested offset was replayed (or there
+    /// were none): the client has no gap. False when the epoch differs or
+    /// the requested offset was already trimmed; then nothing was replayed
+    /// and the client must reload its state.
+    pub recovered: bool,
+    /// The stream's current epoch.
+    pub epoch: u64,
+    /// The last offset the client now has: the last replayed one, or the
+    /// requested one when nothing was replayed.
+    pub offset: u64,
+    /// The first offset the stream still holds.
+    pub start_offset: u64,
+    /// How many publications were replayed before the reply.
+    pub replayed: u64,
 }
 
 /// A command that could not be decoded.
@@ -118,6 +190,7 @@ pub struct BinaryCommand {
 pub enum BinaryCommandBody {
     Subscribe {
         channel: String,
+        since: Option<StreamPosition>,
     },
     Unsubscribe {
         channel: String,
@@ -126,16 +199,29 @@ pub enum BinaryCommandBody {
         channel: String,
         data: Vec<u8>,
         data_is_json: bool,
+        client_msg_id: Option<String>,
     },
     Send {
         user: String,
         data: Vec<u8>,
         data_is_json: bool,
+        client_msg_id: Option<String>,
     },
     Refresh {
         token: String,
     },
     Ping,
+    Ack {
+        stream: String,
+        offset: u64,
+    },
+    /// No defaults in this form: `limit` must be 1..=[`HISTORY_LIMIT_MAX`].
+    History {
+        stream: String,
+        since: Option<u64>,
+        limit: u32,
+        reverse: bool,
+    },
 }
 
 /// The answer to one command.
@@ -155,19 +241,33 @@ pub enum Reply {
 /// What a successful command returns.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
+///
+/// History replies are not a `ReplyResult`: they embed stored publications
+/// as they are, so they are built by [`encode_history_json`] and
+/// [`encode_history_binary`] ([`ServerMessage::History`]).
 pub enum ReplyResult {
-    /// Unsubscribe, ping.
+    /// Unsubscribe, ping, ack.
     Empty,
     /// Publish and send. `offset`/`epoch` are 0 when the channel is not stored.
+    /// `duplicate`: the `client_msg_id` was seen before, nothing new was
+    /// published, and the ids are those of the original publication.
     Published {
         message_id: u64,
         offset: u64,
         epoch: u64,
+        duplicate: bool,
     },
     /// Refresh. `expires_at_ms` is 0 when the new token never expires.
     Refreshed { expires_at_ms: u64 },
-    /// Subscribe.
-    Subscribed { channel: String },
+    /// Subscribe. `recovery` is `Some` exactly when the command had `since`.
+    Subscribed {
+        channel: String,
+        /// Archived out of line (a relative pointer) so that this variant,
+        /// and with it `ArchivedServerMessage`, stays no larger than a push:
+        /// the size of `ArchivedServerMessage` is part of the stored format.
+        #[rkyv(with = Map<AsBox>)]
+        recovery: Option<Recovery>,
+    },
 }
 
 /// The first message on every connection.
@@ -189,14 +289,33 @@ pub struct ConnectInfo {
 /// `Push` archives are also the canonical stored form of a publication (see
 /// [`crate::envelope::EncodedPush`]), so this layout is a storage format too:
 /// variants are only ever appended, and any change needs a new subprotocol
-/// version and a store migration.
+/// version and a store migration. The archive's root sits at the end of the
+/// buffer and is `size_of::<ArchivedServerMessage>()` bytes long, so a new
+/// variant must not make that larger than the `Push` variant (72 bytes);
+/// the `push_archive_layout_is_frozen` test pins it.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum ServerMessage {
     Connect(ConnectInfo),
-    Reply { id: u64, result: ReplyResult },
-    Error { id: u64, code: u16, message: String },
+    Reply {
+        id: u64,
+        result: ReplyResult,
+    },
+    Error {
+        id: u64,
+        code: u16,
+        message: String,
+    },
     Push(Envelope),
+    /// The reply to a history command; see [`encode_history_binary`].
+    History {
+        id: u64,
+        stream: String,
+        epoch: u64,
+        start_offset: u64,
+        next_offset: u64,
+        entries: Vec<Envelope>,
+    },
 }
 
 /// A server message archive that failed validation.
@@ -241,9 +360,20 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
     }
     let body = match command.method.as_ref() {
         "subscribe" => {
-            let params: ChannelParams = parse_params(id, command.params)?;
+            let params: SubscribeParams<'_> = parse_params(id, command.params)?;
+            let since = match params.since {
+                Some(since) => {
+                    let since: JsonStreamPosition = parse_object(id, "since", since)?;
+                    Some(StreamPosition {
+                        offset: since.offset,
+                        epoch: since.epoch,
+                    })
+                }
+                None => None,
+            };
             CommandBody::Subscribe {
                 channel: params.channel,
+                since,
             }
         }
         "unsubscribe" => {
@@ -259,6 +389,7 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
                 channel: params.channel,
                 data,
                 data_is_json,
+                client_msg_id: params.client_msg_id,
             }
         }
         "send" => {
@@ -268,6 +399,7 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
                 user: params.user,
                 data,
                 data_is_json,
+                client_msg_id: params.client_msg_id,
             }
         }
         "refresh" => {
@@ -281,6 +413,22 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
                 let _: EmptyParams = parse_params(id, command.params)?;
             }
             CommandBody::Ping
+        }
+        "ack" => {
+            let params: AckParams = parse_params(id, command.params)?;
+            CommandBody::Ack {
+                stream: params.stream,
+                offset: params.offset,
+            }
+        }
+        "history" => {
+            let params: HistoryParams = parse_params(id, command.params)?;
+            CommandBody::History {
+                stream: params.stream,
+                since: params.since,
+                limit: params.limit,
+                reverse: params.reverse,
+            }
         }
         _ => {
             return Err(CommandError::new(
@@ -317,34 +465,52 @@ pub fn decode_binary(bytes: &[u8]) -> Result<Command, CommandError> {
         return Err(id_zero_error());
     }
     let body = match binary.body {
-        BinaryCommandBody::Subscribe { channel } => CommandBody::Subscribe { channel },
+        BinaryCommandBody::Subscribe { channel, since } => {
+            CommandBody::Subscribe { channel, since }
+        }
         BinaryCommandBody::Unsubscribe { channel } => CommandBody::Unsubscribe { channel },
         BinaryCommandBody::Publish {
             channel,
             data,
             data_is_json,
+            client_msg_id,
         } => {
             validate_binary_payload(id, &data, data_is_json)?;
             CommandBody::Publish {
                 channel,
                 data: Bytes::from(data),
                 data_is_json,
+                client_msg_id,
             }
         }
         BinaryCommandBody::Send {
             user,
             data,
             data_is_json,
+            client_msg_id,
         } => {
             validate_binary_payload(id, &data, data_is_json)?;
             CommandBody::Send {
                 user,
                 data: Bytes::from(data),
                 data_is_json,
+                client_msg_id,
             }
         }
         BinaryCommandBody::Refresh { token } => CommandBody::Refresh { token },
         BinaryCommandBody::Ping => CommandBody::Ping,
+        BinaryCommandBody::Ack { stream, offset } => CommandBody::Ack { stream, offset },
+        BinaryCommandBody::History {
+            stream,
+            since,
+            limit,
+            reverse,
+        } => CommandBody::History {
+            stream,
+            since,
+            limit,
+            reverse,
+        },
     };
     let command = Command { id, body };
     validate_command(&command)?;
@@ -375,13 +541,18 @@ pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
                     message_id,
                     offset,
                     epoch,
+                    duplicate,
                 } => {
                     out.extend_from_slice(b"{\"id\":\"");
                     push_u64(&mut out, *message_id);
                     out.extend_from_slice(b"\",\"offset\":");
                     push_u64(&mut out, *offset);
-                    out.extend_from_slice(b",\"epoch\":");
+                    out.extend_from_slice(b",\"epoch\":\"");
                     push_u64(&mut out, *epoch);
+                    out.push(b'"');
+                    if *duplicate {
+                        out.extend_from_slice(b",\"duplicate\":true");
+                    }
                     out.push(b'}');
                 }
                 ReplyResult::Refreshed { expires_at_ms } => {
@@ -392,9 +563,26 @@ pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
                     }
                     out.push(b'}');
                 }
-                ReplyResult::Subscribed { channel } => {
+                ReplyResult::Subscribed { channel, recovery } => {
                     out.extend_from_slice(b"{\"channel\":");
                     push_json_str(&mut out, channel);
+                    if let Some(recovery) = recovery {
+                        out.extend_from_slice(b",\"recovery\":{\"recovered\":");
+                        out.extend_from_slice(if recovery.recovered {
+                            b"true"
+                        } else {
+                            b"false"
+                        });
+                        out.extend_from_slice(b",\"epoch\":\"");
+                        push_u64(&mut out, recovery.epoch);
+                        out.extend_from_slice(b"\",\"offset\":");
+                        push_u64(&mut out, recovery.offset);
+                        out.extend_from_slice(b",\"start_offset\":");
+                        push_u64(&mut out, recovery.start_offset);
+                        out.extend_from_slice(b",\"replayed\":");
+                        push_u64(&mut out, recovery.replayed);
+                        out.push(b'}');
+                    }
                     out.push(b'}');
                 }
             }
@@ -452,6 +640,75 @@ pub fn encode_reply_binary(reply: &Reply) -> Vec<u8> {
 /// Encodes the connect message as an archive of [`ServerMessage::Connect`].
 pub fn encode_connect_binary(info: &ConnectInfo) -> Vec<u8> {
     archive_to_vec(&ServerMessageRef::Connect(info))
+}
+
+/// Renders the reply to a history command as JSON:
+///
+/// `{"id":7,"result":{"stream":"chat:lobby","epoch":"123","start_offset":1,"next_offset":58,"publications":[{"channel":"chat:lobby","id":"...","offset":41,...},...]}}`
+///
+/// Each publication is the inner object of a push
+/// ([`crate::envelope::encode_push_json`]), written from the stored archive
+/// with its `data` verbatim. `epoch` is a decimal string; `start_offset` is
+/// the first offset the stream still holds and `next_offset` the offset its
+/// next publication will get. `pushes` are in the order to send them.
+pub fn encode_history_json(
+    id: u64,
+    stream: &str,
+    epoch: u64,
+    start_offset: u64,
+    next_offset: u64,
+    pushes: &[&ArchivedEnvelope],
+) -> Vec<u8> {
+    let entries_len: usize = pushes
+        .iter()
+        .map(|env| crate::envelope::envelope_json_len_hint(env) + 1)
+        .sum();
+    let mut out = Vec::with_capacity(160 + stream.len() + entries_len);
+    out.extend_from_slice(b"{\"id\":");
+    push_u64(&mut out, id);
+    out.extend_from_slice(b",\"result\":{\"stream\":");
+    push_json_str(&mut out, stream);
+    out.extend_from_slice(b",\"epoch\":\"");
+    push_u64(&mut out, epoch);
+    out.extend_from_slice(b"\",\"start_offset\":");
+    push_u64(&mut out, start_offset);
+    out.extend_from_slice(b",\"next_offset\":");
+    push_u64(&mut out, next_offset);
+    out.extend_from_slice(b",\"publications\":[");
+    for (index, env) in pushes.iter().enumerate() {
+        if index != 0 {
+            out.push(b',');
+        }
+        push_envelope_json(&mut out, env);
+    }
+    out.extend_from_slice(b"]}}");
+    out
+}
+
+/// Encodes the reply to a history command as an archive of
+/// [`ServerMessage::History`], copying each stored envelope straight into
+/// the archive (no intermediate [`Envelope`]). Fields as in
+/// [`encode_history_json`].
+///
+/// # Panics
+///
+/// If the reply is too large for rkyv's 32-bit relative pointers (about 2 GiB).
+pub fn encode_history_binary(
+    id: u64,
+    stream: &str,
+    epoch: u64,
+    start_offset: u64,
+    next_offset: u64,
+    pushes: &[&ArchivedEnvelope],
+) -> Vec<u8> {
+    archive_to_vec(&ServerMessageRef::History {
+        id,
+        stream: StrRef(stream),
+        epoch,
+        start_offset,
+        next_offset,
+        entries: EnvelopesRef(pushes),
+    })
 }
 
 /// Decodes one binary server message, as a client would. Checked access;
@@ -568,6 +825,112 @@ pub(crate) enum ServerMessageRef<'a> {
         message: &'a String,
     },
     Push(#[rkyv(with = Inline)] &'a Envelope),
+    History {
+        id: u64,
+        stream: StrRef<'a>,
+        epoch: u64,
+        start_offset: u64,
+        next_offset: u64,
+        entries: EnvelopesRef<'a>,
+    },
+}
+
+/// Archives a `&str` as a `String` would be.
+pub(crate) struct StrRef<'a>(&'a str);
+
+impl rkyv::Archive for StrRef<'_> {
+    type Archived = ArchivedString;
+    type Resolver = StringResolver;
+
+    fn resolve(&self, resolver: StringResolver, out: Place<ArchivedString>) {
+        ArchivedString::resolve_from_str(self.0, resolver, out);
+    }
+}
+
+impl<S: Fallible + Writer + ?Sized> rkyv::Serialize<S> for StrRef<'_>
+where
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<StringResolver, S::Error> {
+        ArchivedString::serialize_from_str(self.0, serializer)
+    }
+}
+
+/// Archives stored envelopes as a `Vec<Envelope>` would be, reading each
+/// one from its archive instead of from an owned [`Envelope`].
+pub(crate) struct EnvelopesRef<'a>(&'a [&'a ArchivedEnvelope]);
+
+impl rkyv::Archive for EnvelopesRef<'_> {
+    type Archived = ArchivedVec<ArchivedEnvelope>;
+    type Resolver = VecResolver;
+
+    fn resolve(&self, resolver: VecResolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_len(self.0.len(), resolver, out);
+    }
+}
+
+impl<S: Fallible + Allocator + Writer + ?Sized> rkyv::Serialize<S> for EnvelopesRef<'_>
+where
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<VecResolver, S::Error> {
+        ArchivedVec::<ArchivedEnvelope>::serialize_from_iter::<ArchivedEnvelopeRef<'_>, _, _>(
+            self.0.iter().copied().map(ArchivedEnvelopeRef),
+            serializer,
+        )
+    }
+}
+
+/// Archives one stored envelope as an [`Envelope`] would be: the same
+/// out-of-line data in the same order (channel, sender, data), then the
+/// fixed part. The tests compare it byte for byte with the owned encoding.
+pub(crate) struct ArchivedEnvelopeRef<'a>(&'a ArchivedEnvelope);
+
+pub(crate) struct ArchivedEnvelopeRefResolver {
+    channel: StringResolver,
+    sender: StringResolver,
+    data: VecResolver,
+}
+
+impl rkyv::Archive for ArchivedEnvelopeRef<'_> {
+    type Archived = ArchivedEnvelope;
+    type Resolver = ArchivedEnvelopeRefResolver;
+
+    fn resolve(&self, resolver: ArchivedEnvelopeRefResolver, out: Place<ArchivedEnvelope>) {
+        let env = self.0;
+        rkyv::munge::munge!(let ArchivedEnvelope {
+            id,
+            offset,
+            epoch,
+            channel,
+            sender,
+            time_ms,
+            data_is_json,
+            data,
+        } = out);
+        env.id.to_native().resolve((), id);
+        env.offset.to_native().resolve((), offset);
+        env.epoch.to_native().resolve((), epoch);
+        ArchivedString::resolve_from_str(env.channel.as_str(), resolver.channel, channel);
+        ArchivedString::resolve_from_str(env.sender.as_str(), resolver.sender, sender);
+        env.time_ms.to_native().resolve((), time_ms);
+        env.data_is_json.resolve((), data_is_json);
+        ArchivedVec::<u8>::resolve_from_len(env.data.len(), resolver.data, data);
+    }
+}
+
+impl<S: Fallible + Allocator + Writer + ?Sized> rkyv::Serialize<S> for ArchivedEnvelopeRef<'_>
+where
+    S::Error: Source,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<ArchivedEnvelopeRefResolver, S::Error> {
+        let env = self.0;
+        Ok(ArchivedEnvelopeRefResolver {
+            channel: ArchivedString::serialize_from_str(env.channel.as_str(), serializer)?,
+            sender: ArchivedString::serialize_from_str(env.sender.as_str(), serializer)?,
+            data: ArchivedVec::<u8>::serialize_from_slice(env.data.as_slice(), serializer)?,
+        })
+    }
 }
 
 /// Appends `s` as a JSON string literal, escaping `"`, `\` and control characters.
@@ -611,8 +974,8 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     }
 }
 
-const UNKNOWN_METHOD_MESSAGE: &str =
-    "unknown method; expected subscribe, unsubscribe, publish, send, refresh or ping";
+const UNKNOWN_METHOD_MESSAGE: &str = "unknown method; expected subscribe, unsubscribe, publish, \
+     send, refresh, ping, ack or history";
 
 /// Alignment rkyv archives are built with (`AlignedVec`'s default).
 const ARCHIVE_ALIGNMENT: usize = 16;
@@ -640,12 +1003,32 @@ struct ChannelParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct SubscribeParams<'a> {
+    channel: String,
+    /// A [`JsonStreamPosition`], parsed by [`parse_object`]; `null` is absent.
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonStreamPosition {
+    offset: u64,
+    /// A number or a decimal string: epochs are u64, past JavaScript's 2^53.
+    #[serde(deserialize_with = "u64_or_decimal_string")]
+    epoch: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PublishParams<'a> {
     channel: String,
     #[serde(borrow, default, deserialize_with = "raw_present")]
     data: Option<&'a RawValue>,
     #[serde(default)]
     b64data: Option<String>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -656,6 +1039,62 @@ struct SendParams<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     b64data: Option<String>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckParams {
+    stream: String,
+    offset: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryParams {
+    stream: String,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default = "history_limit_default")]
+    limit: u32,
+    #[serde(default)]
+    reverse: bool,
+}
+
+fn history_limit_default() -> u32 {
+    HISTORY_LIMIT_DEFAULT
+}
+
+/// A u64 given as a JSON number or as a string of decimal digits.
+fn u64_or_decimal_string<'de, D>(deserializer: D) -> Result<u64, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct U64OrString;
+
+    impl serde::de::Visitor<'_> for U64OrString {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative integer, as a number or a decimal string")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<u64, E> {
+            if value.is_empty() || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+                return Err(E::invalid_value(Unexpected::Str(value), &self));
+            }
+            value
+                .parse()
+                .map_err(|_| E::invalid_value(Unexpected::Str(value), &self))
+        }
+    }
+
+    deserializer.deserialize_any(U64OrString)
 }
 
 #[derive(Deserialize)]
@@ -688,19 +1127,28 @@ fn parse_params<'a, T: Deserialize<'a>>(
             "missing field `params`".to_owned(),
         ));
     };
+    parse_object(id, "params", params)
+}
+
+/// Parses `value` (the field `name`) as a struct, which must be a JSON object.
+fn parse_object<'a, T: Deserialize<'a>>(
+    id: u64,
+    name: &str,
+    value: &'a RawValue,
+) -> Result<T, CommandError> {
     // serde's derive would also accept a JSON array for a struct.
-    if !starts_json_object(params.get().as_bytes()) {
+    if !starts_json_object(value.get().as_bytes()) {
         return Err(CommandError::new(
             Some(id),
             ErrorCode::BadRequest,
-            "invalid params: expected a JSON object".to_owned(),
+            format!("invalid {name}: expected a JSON object"),
         ));
     }
-    serde_json::from_str(params.get()).map_err(|error| {
+    serde_json::from_str(value.get()).map_err(|error| {
         CommandError::new(
             Some(id),
             ErrorCode::BadRequest,
-            format!("invalid params: {error}"),
+            format!("invalid {name}: {error}"),
         )
     })
 }
@@ -780,29 +1228,53 @@ fn validate_binary_payload(id: u64, data: &[u8], data_is_json: bool) -> Result<(
 }
 
 fn validate_command(command: &Command) -> Result<(), CommandError> {
+    let bad_request = |message: String| {
+        Err(CommandError::new(
+            Some(command.id),
+            ErrorCode::BadRequest,
+            message,
+        ))
+    };
     let (field, value) = match &command.body {
-        CommandBody::Subscribe { channel }
+        CommandBody::Subscribe { channel, .. }
         | CommandBody::Unsubscribe { channel }
         | CommandBody::Publish { channel, .. } => ("channel", channel),
         CommandBody::Send { user, .. } => ("user", user),
         CommandBody::Refresh { token } => ("token", token),
+        CommandBody::Ack { stream, .. } | CommandBody::History { stream, .. } => ("stream", stream),
         CommandBody::Ping => return Ok(()),
     };
     if value.is_empty() {
-        return Err(CommandError::new(
-            Some(command.id),
-            ErrorCode::BadRequest,
-            format!("`{field}` must not be empty"),
-        ));
+        return bad_request(format!("`{field}` must not be empty"));
     }
-    Ok(())
+    match &command.body {
+        CommandBody::Publish {
+            client_msg_id: Some(key),
+            ..
+        }
+        | CommandBody::Send {
+            client_msg_id: Some(key),
+            ..
+        } if !valid_client_msg_id(key) => bad_request(format!(
+            "`client_msg_id` must be 1 to {CLIENT_MSG_ID_BYTES_MAX} bytes of printable ASCII"
+        )),
+        CommandBody::History { limit, .. } if !(1..=HISTORY_LIMIT_MAX).contains(limit) => {
+            bad_request(format!("`limit` must be 1 to {HISTORY_LIMIT_MAX}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn valid_client_msg_id(key: &str) -> bool {
+    (1..=CLIENT_MSG_ID_BYTES_MAX).contains(&key.len())
+        && key.bytes().all(|byte| matches!(byte, 0x20..=0x7e))
 }
 
 /// Runs `f` on an aligned view of `bytes`, copying only when the network
 /// buffer is not already aligned. rkyv's checked access rejects unaligned
 /// archives, so this is about success, not safety.
 fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
-    if bytes.as_ptr().addr() % ARCHIVE_ALIGNMENT == 0 {
+    if bytes.as_ptr().addr().is_multiple_of(ARCHIVE_ALIGNMENT) {
         f(bytes)
     } else {
         let mut aligned = AlignedVec::<ARCHIVE_ALIGNMENT>::with_capacity(bytes.len());
@@ -874,12 +1346,14 @@ mod tests {
                     1,
                     BinaryCommandBody::Subscribe {
                         channel: "news".into(),
+                        since: None,
                     },
                 ),
                 command(
                     1,
                     CommandBody::Subscribe {
                         channel: "news".into(),
+                        since: None,
                     },
                 ),
             ),
@@ -906,6 +1380,7 @@ mod tests {
                         channel: "news".into(),
                         data: br#"{"a": [1, 2.50]}"#.to_vec(),
                         data_is_json: true,
+                        client_msg_id: None,
                     },
                 ),
                 command(
@@ -914,6 +1389,7 @@ mod tests {
                         channel: "news".into(),
                         data: Bytes::from_static(br#"{"a": [1, 2.50]}"#),
                         data_is_json: true,
+                        client_msg_id: None,
                     },
                 ),
             ),
@@ -925,6 +1401,7 @@ mod tests {
                         channel: "news".into(),
                         data: vec![0, 1, 2, 255],
                         data_is_json: false,
+                        client_msg_id: None,
                     },
                 ),
                 command(
@@ -933,6 +1410,7 @@ mod tests {
                         channel: "news".into(),
                         data: Bytes::from_static(&[0, 1, 2, 255]),
                         data_is_json: false,
+                        client_msg_id: None,
                     },
                 ),
             ),
@@ -944,6 +1422,7 @@ mod tests {
                         user: "alice".into(),
                         data: br#""hi""#.to_vec(),
                         data_is_json: true,
+                        client_msg_id: None,
                     },
                 ),
                 command(
@@ -952,6 +1431,7 @@ mod tests {
                         user: "alice".into(),
                         data: Bytes::from_static(br#""hi""#),
                         data_is_json: true,
+                        client_msg_id: None,
                     },
                 ),
             ),
@@ -963,6 +1443,7 @@ mod tests {
                         user: "alice".into(),
                         data: Vec::new(),
                         data_is_json: false,
+                        client_msg_id: None,
                     },
                 ),
                 command(
@@ -971,6 +1452,7 @@ mod tests {
                         user: "alice".into(),
                         data: Bytes::new(),
                         data_is_json: false,
+                        client_msg_id: None,
                     },
                 ),
             ),
@@ -994,7 +1476,536 @@ mod tests {
                 bin(u64::MAX, BinaryCommandBody::Ping),
                 command(u64::MAX, CommandBody::Ping),
             ),
+            (
+                r#"{"id":9,"method":"subscribe","params":{"channel":"chat:a","since":{"offset":41,"epoch":123}}}"#,
+                bin(
+                    9,
+                    BinaryCommandBody::Subscribe {
+                        channel: "chat:a".into(),
+                        since: Some(StreamPosition {
+                            offset: 41,
+                            epoch: 123,
+                        }),
+                    },
+                ),
+                command(
+                    9,
+                    CommandBody::Subscribe {
+                        channel: "chat:a".into(),
+                        since: Some(StreamPosition {
+                            offset: 41,
+                            epoch: 123,
+                        }),
+                    },
+                ),
+            ),
+            (
+                r#"{"id":10,"method":"subscribe","params":{"since":{"epoch":"18446744073709551615","offset":0},"channel":"chat:a"}}"#,
+                bin(
+                    10,
+                    BinaryCommandBody::Subscribe {
+                        channel: "chat:a".into(),
+                        since: Some(StreamPosition {
+                            offset: 0,
+                            epoch: u64::MAX,
+                        }),
+                    },
+                ),
+                command(
+                    10,
+                    CommandBody::Subscribe {
+                        channel: "chat:a".into(),
+                        since: Some(StreamPosition {
+                            offset: 0,
+                            epoch: u64::MAX,
+                        }),
+                    },
+                ),
+            ),
+            (
+                r#"{"id":11,"method":"publish","params":{"channel":"news","data":[1],"client_msg_id":"k-1 ~!"}}"#,
+                bin(
+                    11,
+                    BinaryCommandBody::Publish {
+                        channel: "news".into(),
+                        data: b"[1]".to_vec(),
+                        data_is_json: true,
+                        client_msg_id: Some("k-1 ~!".into()),
+                    },
+                ),
+                command(
+                    11,
+                    CommandBody::Publish {
+                        channel: "news".into(),
+                        data: Bytes::from_static(b"[1]"),
+                        data_is_json: true,
+                        client_msg_id: Some("k-1 ~!".into()),
+                    },
+                ),
+            ),
+            (
+                r#"{"id":12,"method":"send","params":{"user":"bob","b64data":"AA==","client_msg_id":"0123456789012345678901234567890123456789012345678901234567890123"}}"#,
+                bin(
+                    12,
+                    BinaryCommandBody::Send {
+                        user: "bob".into(),
+                        data: vec![0],
+                        data_is_json: false,
+                        client_msg_id: Some(MAX_KEY.into()),
+                    },
+                ),
+                command(
+                    12,
+                    CommandBody::Send {
+                        user: "bob".into(),
+                        data: Bytes::from_static(&[0]),
+                        data_is_json: false,
+                        client_msg_id: Some(MAX_KEY.into()),
+                    },
+                ),
+            ),
+            (
+                r#"{"id":13,"method":"ack","params":{"stream":"user:alice","offset":17}}"#,
+                bin(
+                    13,
+                    BinaryCommandBody::Ack {
+                        stream: "user:alice".into(),
+                        offset: 17,
+                    },
+                ),
+                command(
+                    13,
+                    CommandBody::Ack {
+                        stream: "user:alice".into(),
+                        offset: 17,
+                    },
+                ),
+            ),
+            (
+                r#"{"id":14,"method":"history","params":{"stream":"chat:a","since":10,"limit":1000,"reverse":true}}"#,
+                bin(
+                    14,
+                    BinaryCommandBody::History {
+                        stream: "chat:a".into(),
+                        since: Some(10),
+                        limit: 1000,
+                        reverse: true,
+                    },
+                ),
+                command(
+                    14,
+                    CommandBody::History {
+                        stream: "chat:a".into(),
+                        since: Some(10),
+                        limit: 1000,
+                        reverse: true,
+                    },
+                ),
+            ),
+            (
+                r#"{"id":15,"method":"history","params":{"stream":"chat:a"}}"#,
+                bin(
+                    15,
+                    BinaryCommandBody::History {
+                        stream: "chat:a".into(),
+                        since: None,
+                        limit: HISTORY_LIMIT_DEFAULT,
+                        reverse: false,
+                    },
+                ),
+                command(
+                    15,
+                    CommandBody::History {
+                        stream: "chat:a".into(),
+                        since: None,
+                        limit: 100,
+                        reverse: false,
+                    },
+                ),
+            ),
         ]
+    }
+
+    /// A `client_msg_id` of the longest allowed length.
+    const MAX_KEY: &str = "0123456789012345678901234567890123456789012345678901234567890123";
+
+    #[test]
+    fn json_optional_fields_default() {
+        assert_eq!(
+            decode_json_str(
+                r#"{"id":1,"method":"subscribe","params":{"channel":"a","since":null}}"#
+            ),
+            Ok(command(
+                1,
+                CommandBody::Subscribe {
+                    channel: "a".into(),
+                    since: None
+                }
+            ))
+        );
+        assert_eq!(
+            decode_json_str(
+                r#"{"id":1,"method":"publish","params":{"channel":"a","data":1,"client_msg_id":null}}"#
+            ),
+            Ok(command(
+                1,
+                CommandBody::Publish {
+                    channel: "a".into(),
+                    data: Bytes::from_static(b"1"),
+                    data_is_json: true,
+                    client_msg_id: None
+                }
+            ))
+        );
+        assert_eq!(
+            decode_json_str(
+                r#"{"id":1,"method":"history","params":{"stream":"s","since":null,"reverse":false}}"#
+            ),
+            Ok(command(
+                1,
+                CommandBody::History {
+                    stream: "s".into(),
+                    since: None,
+                    limit: HISTORY_LIMIT_DEFAULT,
+                    reverse: false
+                }
+            ))
+        );
+        assert_eq!(
+            decode_json_str(r#"{"id":1,"method":"history","params":{"stream":"s","limit":1}}"#),
+            Ok(command(
+                1,
+                CommandBody::History {
+                    stream: "s".into(),
+                    since: None,
+                    limit: 1,
+                    reverse: false
+                }
+            ))
+        );
+    }
+
+    #[test]
+    fn json_durable_stream_params_are_validated() {
+        let long_key = format!("{MAX_KEY}x");
+        let mut texts = vec![
+            // history: limit range, types, names
+            r#"{"id":7,"method":"history","params":{"stream":"s","limit":0}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"stream":"s","limit":1001}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"stream":"s","limit":4294967296}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"stream":"s","limit":"10"}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"stream":"s","since":-1}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"stream":"s","since":"10"}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"stream":"s","reverse":1}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"stream":""}}"#.to_owned(),
+            r#"{"id":7,"method":"history","params":{"channel":"s"}}"#.to_owned(),
+            r#"{"id":7,"method":"history"}"#.to_owned(),
+            // ack
+            r#"{"id":7,"method":"ack","params":{"stream":"s"}}"#.to_owned(),
+            r#"{"id":7,"method":"ack","params":{"offset":1}}"#.to_owned(),
+            r#"{"id":7,"method":"ack","params":{"stream":"","offset":1}}"#.to_owned(),
+            r#"{"id":7,"method":"ack","params":{"stream":"s","offset":"1"}}"#.to_owned(),
+            r#"{"id":7,"method":"ack","params":{"stream":"s","offset":-1}}"#.to_owned(),
+            r#"{"id":7,"method":"ack","params":{"stream":"s","offset":1,"epoch":2}}"#.to_owned(),
+            // subscribe since: offsets are numbers; epochs numbers or decimal strings
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":{"offset":"41","epoch":1}}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":{"offset":41}}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":{"epoch":1}}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":{"offset":1,"epoch":1,"x":1}}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":41}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":[41,1]}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":{"offset":1,"epoch":-1}}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":{"offset":1,"epoch":1.5}}}"#.to_owned(),
+            r#"{"id":7,"method":"subscribe","params":{"channel":"a","since":{"offset":1,"epoch":null}}}"#.to_owned(),
+        ];
+        for epoch in [
+            "",
+            "abc",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1.5",
+            "1e3",
+            "0x10",
+            "18446744073709551616",
+        ] {
+            texts.push(format!(
+                r#"{{"id":7,"method":"subscribe","params":{{"channel":"a","since":{{"offset":1,"epoch":"{epoch}"}}}}}}"#
+            ));
+        }
+        // client_msg_id: 1..=64 bytes of printable ASCII
+        for key in [
+            "\"\"".to_owned(),
+            format!("\"{long_key}\""),
+            r#""a\nb""#.to_owned(),
+            r#""a\tb""#.to_owned(),
+            r#""\u007f""#.to_owned(),
+            r#""\u0000""#.to_owned(),
+            "\"\u{e9}\"".to_owned(),
+            r#""\u00e9""#.to_owned(),
+            "5".to_owned(),
+            "[\"k\"]".to_owned(),
+        ] {
+            for method in [
+                r#""publish","params":{"channel":"c""#,
+                r#""send","params":{"user":"u""#,
+            ] {
+                texts.push(format!(
+                    r#"{{"id":7,"method":{method},"data":1,"client_msg_id":{key}}}}}"#
+                ));
+            }
+        }
+        for text in &texts {
+            assert_json_error(text, Some(7), ErrorCode::BadRequest);
+        }
+        let error = assert_json_error(&texts[0], Some(7), ErrorCode::BadRequest);
+        assert!(error.message.contains("limit"), "{error}");
+    }
+
+    #[test]
+    fn json_epoch_accepts_number_or_decimal_string() {
+        for (epoch, expected) in [
+            ("0", 0),
+            ("\"0\"", 0),
+            ("\"007\"", 7),
+            ("9007199254740993", 9_007_199_254_740_993),
+            ("\"9007199254740993\"", 9_007_199_254_740_993),
+            ("\"18446744073709551615\"", u64::MAX),
+        ] {
+            let text = format!(
+                r#"{{"id":1,"method":"subscribe","params":{{"channel":"a","since":{{"offset":5,"epoch":{epoch}}}}}}}"#
+            );
+            assert_eq!(
+                decode_json_str(&text),
+                Ok(command(
+                    1,
+                    CommandBody::Subscribe {
+                        channel: "a".into(),
+                        since: Some(StreamPosition {
+                            offset: 5,
+                            epoch: expected
+                        })
+                    }
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn binary_durable_stream_commands_are_validated() {
+        let long_key = format!("{MAX_KEY}x");
+        let mut bodies = vec![
+            BinaryCommandBody::History {
+                stream: "s".into(),
+                since: None,
+                limit: 0,
+                reverse: false,
+            },
+            BinaryCommandBody::History {
+                stream: "s".into(),
+                since: Some(1),
+                limit: 1001,
+                reverse: true,
+            },
+            BinaryCommandBody::History {
+                stream: String::new(),
+                since: None,
+                limit: 10,
+                reverse: false,
+            },
+            BinaryCommandBody::Ack {
+                stream: String::new(),
+                offset: 1,
+            },
+            BinaryCommandBody::Subscribe {
+                channel: String::new(),
+                since: Some(StreamPosition {
+                    offset: 1,
+                    epoch: 1,
+                }),
+            },
+        ];
+        for key in ["", long_key.as_str(), "a\nb", "\u{7f}", "\u{e9}", "\0"] {
+            bodies.push(BinaryCommandBody::Publish {
+                channel: "c".into(),
+                data: b"1".to_vec(),
+                data_is_json: true,
+                client_msg_id: Some(key.into()),
+            });
+            bodies.push(BinaryCommandBody::Send {
+                user: "u".into(),
+                data: b"1".to_vec(),
+                data_is_json: false,
+                client_msg_id: Some(key.into()),
+            });
+        }
+        for body in bodies {
+            let bytes = encode_binary_command(&BinaryCommand {
+                id: 5,
+                body: body.clone(),
+            });
+            let error = decode_binary(&bytes).expect_err("invalid");
+            assert_eq!(
+                (error.id, error.code),
+                (Some(5), ErrorCode::BadRequest),
+                "{body:?}: {error}"
+            );
+        }
+    }
+
+    fn envelope(offset: u64, data_is_json: bool, data: &[u8]) -> Envelope {
+        Envelope {
+            id: u64::MAX - offset,
+            offset,
+            epoch: 123,
+            channel: "chat:\"a\"".into(),
+            sender: "bob".into(),
+            time_ms: 1_700_000_000_000 + offset,
+            data_is_json,
+            data: data.to_vec(),
+        }
+    }
+
+    fn stored_history() -> Vec<crate::envelope::EncodedPush> {
+        [
+            envelope(41, true, br#"{"a": [1, 2.50]}"#),
+            envelope(42, false, &[0, 0xff, 0x10]),
+            envelope(43, true, b" \"x\"\n"),
+        ]
+        .iter()
+        .map(crate::envelope::EncodedPush::encode)
+        .collect()
+    }
+
+    #[test]
+    fn history_json_embeds_stored_publications_verbatim() {
+        let stored = stored_history();
+        let pushes: Vec<&ArchivedEnvelope> = stored.iter().map(|p| p.envelope()).collect();
+        let json = encode_history_json(7, "chat:\"a\"", u64::MAX, 1, 44, &pushes);
+        let text = std::str::from_utf8(&json).expect("utf-8");
+        assert!(
+            text.starts_with(r#"{"id":7,"result":{"stream":"chat:\"a\"","epoch":"18446744073709551615","start_offset":1,"next_offset":44,"publications":[{"channel":"#),
+            "{text}"
+        );
+        assert!(text.contains(r#","data":{"a": [1, 2.50]}}"#), "{text}");
+        assert!(text.contains(",\"data\": \"x\"\n}"), "{text}");
+        let value = parse(&json);
+        assert_eq!(value["id"], 7);
+        let result = &value["result"];
+        assert_eq!(result["stream"], "chat:\"a\"");
+        assert_eq!(result["epoch"], "18446744073709551615");
+        assert_eq!(result["start_offset"], 1);
+        assert_eq!(result["next_offset"], 44);
+        let publications = result["publications"].as_array().expect("array");
+        assert_eq!(publications.len(), 3);
+        for (publication, push) in publications.iter().zip(&pushes) {
+            // Exactly the push object a live subscriber got.
+            assert_eq!(
+                publication,
+                &parse(&crate::envelope::encode_push_json(push))["push"]
+            );
+            assert_eq!(publication["offset"], push.offset.to_native());
+            assert_eq!(publication["epoch"], "123");
+        }
+        // Data byte for byte: the raw text of each `data` is the stored data.
+        #[derive(Deserialize)]
+        struct RawHistory<'a> {
+            #[serde(borrow)]
+            result: RawResult<'a>,
+        }
+        #[derive(Deserialize)]
+        struct RawResult<'a> {
+            #[serde(borrow)]
+            publications: Vec<RawPublication<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct RawPublication<'a> {
+            #[serde(borrow, default)]
+            data: Option<&'a RawValue>,
+            #[serde(default)]
+            b64data: Option<String>,
+        }
+        let raw: RawHistory<'_> = serde_json::from_slice(&json).expect("valid");
+        for (publication, push) in raw.result.publications.iter().zip(&pushes) {
+            match (&publication.data, &publication.b64data) {
+                (Some(data), None) => {
+                    assert!(push.data_is_json);
+                    // serde_json's RawValue leaves out surrounding whitespace.
+                    assert_eq!(data.get().as_bytes(), push.data.as_slice().trim_ascii());
+                }
+                (None, Some(b64data)) => {
+                    assert!(!push.data_is_json);
+                    assert_eq!(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(b64data)
+                            .expect("base64"),
+                        push.data.as_slice()
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        let empty = parse(&encode_history_json(8, "s", 0, 0, 1, &[]));
+        assert_eq!(
+            empty,
+            serde_json::json!({"id": 8, "result": {"stream": "s", "epoch": "0", "start_offset": 0, "next_offset": 1, "publications": []}})
+        );
+    }
+
+    #[test]
+    fn history_binary_round_trips_and_matches_owned_encoding() {
+        let stored = stored_history();
+        let pushes: Vec<&ArchivedEnvelope> = stored.iter().map(|p| p.envelope()).collect();
+        let entries: Vec<Envelope> = pushes.iter().map(|p| p.to_envelope()).collect();
+        for count in 0..=pushes.len() {
+            let bytes = encode_history_binary(9, "chat:a", 123, 2, 44, &pushes[..count]);
+            let owned = ServerMessage::History {
+                id: 9,
+                stream: "chat:a".into(),
+                epoch: 123,
+                start_offset: 2,
+                next_offset: 44,
+                entries: entries[..count].to_vec(),
+            };
+            assert_eq!(bytes, archive_to_vec(&owned), "{count} entries");
+            assert_eq!(decode_server_binary(&bytes).expect("valid"), owned);
+            let mut shifted = vec![0_u8];
+            shifted.extend_from_slice(&bytes);
+            assert_eq!(decode_server_binary(&shifted[1..]).expect("valid"), owned);
+        }
+    }
+
+    /// Stored publications are `ServerMessage::Push` archives, whose root is
+    /// the last `size_of::<ArchivedServerMessage>()` bytes: growing any
+    /// variant past a push, or changing the push layout, breaks the store.
+    #[test]
+    fn push_archive_layout_is_frozen() {
+        assert_eq!(std::mem::size_of::<ArchivedServerMessage>(), 72);
+        let env = Envelope {
+            id: 0x0102_0304_0506_0708,
+            offset: 41,
+            epoch: 123,
+            channel: "news:sport-long-name".into(),
+            sender: "bob".into(),
+            time_ms: 1_700_000_000_000,
+            data_is_json: true,
+            data: br#"{"a": [1, 2.50]}"#.to_vec(),
+        };
+        let bytes = crate::envelope::EncodedPush::encode(&env);
+        let hex: String = bytes
+            .as_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "6e6577733a73706f72742d6c6f6e672d6e616d657b2261223a205b312c20322e35305d7d00000000\
+             0300000000000000080706050403020129000000000000007b00000000000000940000\
+             00b8ffffff626f62ffffffffff0068e5cf8b01000001000000b0ffffff1000000000000000"
+        );
     }
 
     #[test]
@@ -1040,7 +2051,8 @@ mod tests {
                 CommandBody::Publish {
                     channel: "ab".into(),
                     data: Bytes::from_static(b"null"),
-                    data_is_json: true
+                    data_is_json: true,
+                    client_msg_id: None,
                 }
             ))
         );
@@ -1186,6 +2198,7 @@ mod tests {
                 channel: "news".into(),
                 data: b"[1,2]".to_vec(),
                 data_is_json: true,
+                client_msg_id: None,
             },
         });
         for len in 0..valid.len() {
@@ -1238,6 +2251,7 @@ mod tests {
             id: 4,
             body: BinaryCommandBody::Subscribe {
                 channel: String::new(),
+                since: None,
             },
         });
         assert_eq!(
@@ -1254,11 +2268,13 @@ mod tests {
                     channel: "c".into(),
                     data: bad.to_vec(),
                     data_is_json: true,
+                    client_msg_id: None,
                 },
                 BinaryCommandBody::Send {
                     user: "u".into(),
                     data: bad.to_vec(),
                     data_is_json: true,
+                    client_msg_id: None,
                 },
             ] {
                 let bytes = encode_binary_command(&BinaryCommand { id: 5, body });
@@ -1277,6 +2293,7 @@ mod tests {
                 channel: "c".into(),
                 data: b"\xff{".to_vec(),
                 data_is_json: false,
+                client_msg_id: None,
             },
         });
         assert!(decode_binary(&bytes).is_ok());
@@ -1306,11 +2323,12 @@ mod tests {
                 message_id: u64::MAX,
                 offset: 0,
                 epoch: 0,
+                duplicate: false,
             },
         }));
         assert_eq!(
             value,
-            serde_json::json!({"id": 7, "result": {"id": "18446744073709551615", "offset": 0, "epoch": 0}})
+            serde_json::json!({"id": 7, "result": {"id": "18446744073709551615", "offset": 0, "epoch": "0"}})
         );
 
         let value = parse(&encode_reply_json(&Reply::Ok {
@@ -1333,11 +2351,63 @@ mod tests {
             id: 7,
             result: ReplyResult::Subscribed {
                 channel: "news\n".into(),
+                recovery: None,
             },
         }));
         assert_eq!(
             value,
             serde_json::json!({"id": 7, "result": {"channel": "news\n"}})
+        );
+
+        let value = parse(&encode_reply_json(&Reply::Ok {
+            id: 7,
+            result: ReplyResult::Published {
+                message_id: 5,
+                offset: 17,
+                epoch: 123,
+                duplicate: true,
+            },
+        }));
+        assert_eq!(
+            value,
+            serde_json::json!({"id": 7, "result": {"id": "5", "offset": 17, "epoch": "123", "duplicate": true}})
+        );
+
+        let value = parse(&encode_reply_json(&Reply::Ok {
+            id: 1,
+            result: ReplyResult::Subscribed {
+                channel: "chat:a".into(),
+                recovery: Some(Recovery {
+                    recovered: true,
+                    epoch: 123,
+                    offset: 57,
+                    start_offset: 1,
+                    replayed: 16,
+                }),
+            },
+        }));
+        assert_eq!(
+            value,
+            serde_json::json!({"id": 1, "result": {"channel": "chat:a", "recovery": {
+                "recovered": true, "epoch": "123", "offset": 57, "start_offset": 1, "replayed": 16
+            }}})
+        );
+        let value = parse(&encode_reply_json(&Reply::Ok {
+            id: 1,
+            result: ReplyResult::Subscribed {
+                channel: "chat:a".into(),
+                recovery: Some(Recovery {
+                    recovered: false,
+                    epoch: u64::MAX,
+                    offset: 3,
+                    start_offset: 40,
+                    replayed: 0,
+                }),
+            },
+        }));
+        assert_eq!(
+            value["result"]["recovery"],
+            serde_json::json!({"recovered": false, "epoch": "18446744073709551615", "offset": 3, "start_offset": 40, "replayed": 0})
         );
 
         let value = parse(&encode_reply_json(&Reply::error(
@@ -1380,10 +2450,28 @@ mod tests {
                 message_id: 1,
                 offset: 2,
                 epoch: 3,
+                duplicate: false,
             },
             ReplyResult::Refreshed { expires_at_ms: 4 },
             ReplyResult::Subscribed {
                 channel: "c".into(),
+                recovery: None,
+            },
+            ReplyResult::Published {
+                message_id: 1,
+                offset: 2,
+                epoch: 3,
+                duplicate: true,
+            },
+            ReplyResult::Subscribed {
+                channel: "c".into(),
+                recovery: Some(Recovery {
+                    recovered: true,
+                    epoch: u64::MAX,
+                    offset: 57,
+                    start_offset: 1,
+                    replayed: 16,
+                }),
             },
         ];
         for result in results {
@@ -1419,6 +2507,24 @@ mod tests {
             message_id: 1,
             offset: 2,
             epoch: 3,
+            duplicate: false,
+        };
+        assert_eq!(
+            encode_reply_binary(&Reply::Ok {
+                id: 9,
+                result: result.clone()
+            }),
+            owned(&ServerMessage::Reply { id: 9, result })
+        );
+        let result = ReplyResult::Subscribed {
+            channel: "c".into(),
+            recovery: Some(Recovery {
+                recovered: false,
+                epoch: 1,
+                offset: 2,
+                start_offset: 3,
+                replayed: 0,
+            }),
         };
         assert_eq!(
             encode_reply_binary(&Reply::Ok {

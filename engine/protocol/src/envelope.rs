@@ -131,7 +131,7 @@ pub unsafe fn access_trusted(bytes: &[u8]) -> &ArchivedServerMessage {
 
 /// Renders a push for JSON (text frame) subscribers:
 ///
-/// `{"push":{"channel":"news","id":"123","offset":5,"epoch":2,"sender":"bob","time":1700000000000,"data":{...}}}`
+/// `{"push":{"channel":"news","id":"123","offset":5,"epoch":"2","sender":"bob","time":1700000000000,"data":{...}}}`
 ///
 /// `id` is a decimal string because JavaScript numbers lose precision past
 /// 2^53. `offset` and `epoch` are omitted when 0 (not stored). `data` holds
@@ -139,32 +139,49 @@ pub unsafe fn access_trusted(bytes: &[u8]) -> &ArchivedServerMessage {
 /// are sent as standard padded base64 in `b64data` and `data` is omitted.
 /// `sender` is `""` for publications made through the server API.
 pub fn encode_push_json(env: &ArchivedEnvelope) -> Vec<u8> {
-    let data = env.data.as_slice();
+    let mut out = Vec::with_capacity(envelope_json_len_hint(env) + 10);
+    out.extend_from_slice(b"{\"push\":");
+    push_envelope_json(&mut out, env);
+    out.push(b'}');
+    out
+}
+
+/// A capacity hint for [`push_envelope_json`]'s output.
+pub(crate) fn envelope_json_len_hint(env: &ArchivedEnvelope) -> usize {
+    let data_len = env.data.len();
     let data_len_max = if env.data_is_json {
-        data.len()
+        data_len
     } else {
-        data.len().div_ceil(3) * 4
+        data_len.div_ceil(3) * 4
     };
-    let mut out = Vec::with_capacity(128 + env.channel.len() + env.sender.len() + data_len_max);
-    out.extend_from_slice(b"{\"push\":{\"channel\":");
-    push_json_str(&mut out, env.channel.as_str());
+    128 + env.channel.len() + env.sender.len() + data_len_max
+}
+
+/// Appends the publication object of a push (what `encode_push_json` wraps
+/// in `{"push":...}`); history replies list the same objects.
+pub(crate) fn push_envelope_json(out: &mut Vec<u8>, env: &ArchivedEnvelope) {
+    let data = env.data.as_slice();
+    out.extend_from_slice(b"{\"channel\":");
+    push_json_str(out, env.channel.as_str());
     out.extend_from_slice(b",\"id\":\"");
-    push_u64(&mut out, env.id.to_native());
+    push_u64(out, env.id.to_native());
     out.push(b'"');
     let offset = env.offset.to_native();
     if offset != 0 {
         out.extend_from_slice(b",\"offset\":");
-        push_u64(&mut out, offset);
+        push_u64(out, offset);
     }
     let epoch = env.epoch.to_native();
     if epoch != 0 {
-        out.extend_from_slice(b",\"epoch\":");
-        push_u64(&mut out, epoch);
+        // A string, like ids: epochs use all 64 bits.
+        out.extend_from_slice(b",\"epoch\":\"");
+        push_u64(out, epoch);
+        out.push(b'"');
     }
     out.extend_from_slice(b",\"sender\":");
-    push_json_str(&mut out, env.sender.as_str());
+    push_json_str(out, env.sender.as_str());
     out.extend_from_slice(b",\"time\":");
-    push_u64(&mut out, env.time_ms.to_native());
+    push_u64(out, env.time_ms.to_native());
     if env.data_is_json {
         // O(n) re-validation: debug builds only. Decoders guarantee it.
         debug_assert!(
@@ -182,8 +199,7 @@ pub fn encode_push_json(env: &ArchivedEnvelope) -> Vec<u8> {
         );
         out.push(b'"');
     }
-    out.extend_from_slice(b"}}");
-    out
+    out.push(b'}');
 }
 
 impl MessageId {
@@ -419,6 +435,7 @@ fn archived_variant_name(message: &ArchivedServerMessage) -> &'static str {
         ArchivedServerMessage::Reply { .. } => "reply",
         ArchivedServerMessage::Error { .. } => "error",
         ArchivedServerMessage::Push(_) => "push",
+        ArchivedServerMessage::History { .. } => "history",
     }
 }
 
@@ -604,7 +621,7 @@ mod tests {
         assert_eq!(push["channel"], "news:sport");
         assert_eq!(push["id"], env.id.to_string());
         assert_eq!(push["offset"], 42);
-        assert_eq!(push["epoch"], 7);
+        assert_eq!(push["epoch"], "7");
         assert_eq!(push["sender"], "bob");
         assert_eq!(push["time"], 1_700_000_000_000_u64);
         assert_eq!(push["data"]["a"][1], 2.5);

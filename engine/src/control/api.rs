@@ -26,6 +26,9 @@ use crate::mesh::{MeshSender, ShardEvent};
 use crate::metrics::render_prometheus;
 use crate::publication::Publication;
 use crate::shard::unix_ms;
+use crate::streams;
+use ringcast_protocol::client::encode_history_json;
+use ringcast_store::{AppendRequest, ReadRequest, StoreError};
 
 /// How long a publish waits for a full mesh queue before answering 503.
 const MESH_RETRY_FOR: Duration = Duration::from_secs(1);
@@ -54,6 +57,10 @@ struct PublishBody {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     b64data: Option<String>,
+    /// Idempotency key for durable channels: a retry with the same key is
+    /// stored once and answered with the original ids.
+    #[serde(default)]
+    client_msg_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -81,11 +88,60 @@ struct SendBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct HistoryBody {
+    stream: String,
+    #[serde(default)]
+    since: Option<u64>,
+    #[serde(default = "default_history_limit")]
+    limit: u32,
+    #[serde(default)]
+    reverse: bool,
+}
+
+fn default_history_limit() -> u32 {
+    100
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DisconnectBody {
     user: String,
 }
 
 type ApiResult = Result<Response, Response>;
+
+/// What a publish answers: the sender's acknowledgement. Ids and epochs are
+/// strings because they are u64s, past JavaScript's exact integers.
+#[derive(serde::Serialize)]
+struct Published {
+    id: String,
+    offset: u64,
+    epoch: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
+}
+
+/// A store failure as the API reports it: 503 and what went wrong. Nothing
+/// was acknowledged.
+fn store_unavailable(err: &StoreError) -> Response {
+    tracing::error!(error = %err, "store refused a durable publish");
+    Response::error(
+        503,
+        "store_unavailable",
+        &format!("the message was not stored: {err}"),
+    )
+}
+
+fn check_client_msg_id(key: &str) -> Result<(), Response> {
+    let ok = !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(bad_request(
+            "client_msg_id must be 1 to 64 printable ASCII characters",
+        ))
+    }
+}
 
 fn bad_request(message: impl AsRef<str>) -> Response {
     Response::error(400, "bad_request", message.as_ref())
@@ -140,7 +196,8 @@ impl Api {
         let is_post = req.method == Method::Post;
         let is_get = matches!(req.method, Method::Get | Method::Head);
         let allow = match path {
-            "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect" => "POST",
+            "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect"
+            | "/api/history" => "POST",
             "/api/presence" | "/api/stats" => "GET, HEAD",
             _ => {
                 return Err(Response::error(
@@ -172,6 +229,7 @@ impl Api {
             "/api/broadcast" => self.broadcast(&req).await,
             "/api/send" => self.send(&req).await,
             "/api/disconnect" => self.disconnect(&req).await,
+            "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
             _ => Ok(self.stats()),
         }
@@ -223,11 +281,13 @@ impl Api {
         let body: PublishBody = Self::parse(req)?;
         self.check_channel(&body.channel)?;
         let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
-        let id = self.publish_one(body.channel, data, data_is_json).await?;
-        Ok(Response::json(
-            200,
-            &json!({"id": id.to_string(), "offset": 0, "epoch": 0}),
-        ))
+        if let Some(key) = &body.client_msg_id {
+            check_client_msg_id(key)?;
+        }
+        let published = self
+            .publish_one(body.channel, data, data_is_json, body.client_msg_id)
+            .await?;
+        Ok(Response::json(200, &published))
     }
 
     async fn broadcast(&self, req: &Request) -> ApiResult {
@@ -247,10 +307,10 @@ impl Api {
         let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
         let mut results = Vec::with_capacity(body.channels.len());
         for channel in body.channels {
-            let id = self
-                .publish_one(channel.clone(), data.clone(), data_is_json)
+            let published = self
+                .publish_one(channel.clone(), data.clone(), data_is_json, None)
                 .await?;
-            results.push(json!({"channel": channel, "id": id.to_string()}));
+            results.push(json!({"channel": channel, "id": published.id, "offset": published.offset, "epoch": published.epoch}));
         }
         Ok(Response::json(200, &json!({"results": results})))
     }
@@ -275,26 +335,31 @@ impl Api {
         let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
         let mut results = Vec::with_capacity(users.len());
         for user in users {
-            let id = self
+            let published = self
                 .publish_one(
                     channels::personal_channel(&user),
                     data.clone(),
                     data_is_json,
+                    None,
                 )
                 .await?;
-            results.push(json!({"user": user, "id": id.to_string()}));
+            results.push(json!({"user": user, "id": published.id, "offset": published.offset, "epoch": published.epoch}));
         }
         Ok(Response::json(200, &json!({"results": results})))
     }
 
-    /// Encodes once, sends to every interested shard; 503 if a shard's
-    /// queue stays full for `MESH_RETRY_FOR`.
+    /// Publishes one message. A durable channel (a user inbox, or a
+    /// namespace with history) goes through the store, which assigns the
+    /// offset and fans out once the write is durable; the reply waits for
+    /// that. A live channel is encoded here and sent to every interested
+    /// shard; 503 if a shard's queue stays full for `MESH_RETRY_FOR`.
     async fn publish_one(
         &self,
         channel: String,
         data: Vec<u8>,
         data_is_json: bool,
-    ) -> Result<u64, Response> {
+        client_msg_id: Option<String>,
+    ) -> Result<Published, Response> {
         let now = unix_ms();
         let id = self.message_ids.borrow_mut().next(now).0;
         let envelope = Envelope {
@@ -307,12 +372,40 @@ impl Api {
             data_is_json,
             data,
         };
+        if let Some(policy) = streams::policy(&self.shared.config, &envelope.channel) {
+            let request = AppendRequest {
+                stream: envelope.channel.clone(),
+                envelope,
+                durability: policy.durability,
+                client_msg_id,
+                retention: policy.retention,
+            };
+            let appended = match self.shared.store.append(request) {
+                Ok(reply) => match reply.await {
+                    Ok(result) => result,
+                    Err(_canceled) => Err(StoreError::Closed),
+                },
+                Err(err) => Err(err),
+            }
+            .map_err(|err| store_unavailable(&err))?;
+            return Ok(Published {
+                id: appended.message_id.0.to_string(),
+                offset: appended.offset,
+                epoch: appended.epoch.to_string(),
+                duplicate: appended.duplicate,
+            });
+        }
         let publication = Arc::new(Publication::new(&envelope));
         for shard_idx in shard_indexes(self.shared.interest.shards(&envelope.channel)) {
             self.send_with_retry(shard_idx, ShardEvent::Publish(publication.clone()))
                 .await?;
         }
-        Ok(id)
+        Ok(Published {
+            id: id.to_string(),
+            offset: 0,
+            epoch: "0".into(),
+            duplicate: false,
+        })
     }
 
     async fn send_with_retry(
@@ -337,6 +430,47 @@ impl Api {
                 }
             }
         }
+    }
+
+    /// A page of a durable stream, oldest first (or newest first with
+    /// `reverse`), after offset `since`.
+    async fn history(&self, req: &Request) -> ApiResult {
+        let body: HistoryBody = Self::parse(req)?;
+        self.check_channel(&body.stream)?;
+        if streams::policy(&self.shared.config, &body.stream).is_none() {
+            return Err(bad_request(format!("{} keeps no history", body.stream)));
+        }
+        if body.limit == 0 || body.limit > 1000 {
+            return Err(bad_request("limit must be 1 to 1000"));
+        }
+        let request = ReadRequest {
+            stream: body.stream.clone(),
+            since: body.since,
+            limit: body.limit as usize,
+            reverse: body.reverse,
+        };
+        let page = match self.shared.store.read(request) {
+            Ok(reply) => match reply.await {
+                Ok(result) => result,
+                Err(_canceled) => Err(StoreError::Closed),
+            },
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_unavailable(&err))?;
+        let envelopes: Vec<_> = page.entries.iter().map(|e| e.envelope()).collect();
+        // The client protocol's encoder keeps each message's data as stored;
+        // the API answers with its `result` object.
+        let encoded = encode_history_json(
+            0,
+            &body.stream,
+            page.epoch,
+            page.first_offset,
+            page.next_offset,
+            &envelopes,
+        );
+        let value: serde_json::Value = serde_json::from_slice(&encoded)
+            .map_err(|err| Response::error(500, "internal", &format!("history encoding: {err}")))?;
+        Ok(Response::json(200, &value["result"]))
     }
 
     async fn disconnect(&self, req: &Request) -> ApiResult {

@@ -172,7 +172,7 @@ impl Shard {
     }
 
     /// Queues the publication's frame on every local subscriber.
-    pub(super) fn deliver_local(&self, publication: &Publication) {
+    pub(super) fn deliver_local(&self, publication: &Arc<Publication>) {
         let subscribers = self.subscribers.borrow();
         let Some(keys) = subscribers.get(publication.channel()) else {
             return;
@@ -187,6 +187,9 @@ impl Shard {
             let Some(conn) = conns.get_mut(key) else {
                 continue;
             };
+            if super::recovery::hold(conn, publication) {
+                continue;
+            }
             let frame = if conn.binary {
                 &publication.binary_frame
             } else {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use ringcast_protocol::client::{
     decode_binary, decode_json, encode_connect_binary, encode_connect_json, encode_reply_binary,
-    encode_reply_json, ConnectInfo, Reply, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON,
+    encode_reply_json, ConnectInfo, Reply, StreamPosition, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON,
 };
 use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::frame::{encode_close, encode_frame, Limits, Message, OpCode, Role};
@@ -38,6 +38,10 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// What the upgrade established.
 struct Accepted {
     user: Rc<str>,
+    /// `?device=` from the connect URL, if given.
+    device: Option<Rc<str>>,
+    /// `?since=<offset>[&epoch=<epoch>]`: the inbox position to recover from.
+    inbox_since: Option<StreamPosition>,
     binary: bool,
     expires_at_ms: u64,
     /// Frames the client sent right behind its upgrade request.
@@ -200,6 +204,44 @@ fn accept(
             }
         },
     };
+    let device = match request.query_param("device") {
+        None => None,
+        Some(device) if valid_device_id(&device) => Some(Rc::from(device.as_str())),
+        Some(_) => {
+            return Err(http_error_response(
+                400,
+                "invalid_device",
+                "device must be 1 to 64 printable ASCII characters",
+                &[],
+            ))
+        }
+    };
+    let inbox_since = match (request.query_param("since"), request.query_param("epoch")) {
+        (None, None) => None,
+        (Some(offset), epoch) => {
+            let offset = offset.parse::<u64>().ok();
+            let epoch = epoch.map_or(Some(0), |e| e.parse::<u64>().ok());
+            match (offset, epoch) {
+                (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
+                _ => {
+                    return Err(http_error_response(
+                        400,
+                        "invalid_since",
+                        "since and epoch must be decimal u64 numbers",
+                        &[],
+                    ))
+                }
+            }
+        }
+        (None, Some(_)) => {
+            return Err(http_error_response(
+                400,
+                "invalid_since",
+                "epoch needs since",
+                &[],
+            ));
+        }
+    };
     if shard.n_conns() >= ws.connections_max_per_shard as usize {
         return Err(http_error_response(
             503,
@@ -211,12 +253,18 @@ fn accept(
     Ok((
         Accepted {
             user,
+            device,
+            inbox_since,
             binary,
             expires_at_ms,
             leftover: Vec::new(),
         },
         protocol,
     ))
+}
+
+fn valid_device_id(device: &str) -> bool {
+    !device.is_empty() && device.len() <= 64 && device.bytes().all(|b| b.is_ascii_graphic())
 }
 
 fn auth_refusal(err: &AuthError) -> Vec<u8> {
@@ -241,14 +289,25 @@ fn negotiate(offered: &[String]) -> Option<(bool, Option<&'static str>)> {
     })
 }
 
-/// Puts the connection in the slab, joins its personal channel and queues
-/// the `connect` message.
-fn register(shard: &Shard, fd: RawFd, accepted: Accepted) -> usize {
+/// Puts the connection in the slab, queues the `connect` message, joins its
+/// personal channel and, when the URL gave an inbox position or a device
+/// with a stored cursor, recovers the inbox.
+///
+/// Recovery starts here, before the inbox is joined, so no live push of the
+/// inbox can reach the client ahead of (or twice with) the replay. Its result
+/// arrives as a subscribe reply with id 0, an id no client command uses.
+fn register(shard: &Rc<Shard>, fd: RawFd, accepted: Accepted) -> usize {
     let client_id = shard.next_client_id();
+    let recover_inbox =
+        !accepted.user.is_empty() && (accepted.inbox_since.is_some() || accepted.device.is_some());
+    let device = accepted
+        .device
+        .unwrap_or_else(|| Rc::from(client_id.to_string().as_str()));
     let mut conn = Conn::new(
         fd,
         client_id,
         accepted.user.clone(),
+        device,
         accepted.binary,
         shard.now_ms(),
     );
@@ -260,9 +319,6 @@ fn register(shard: &Shard, fd: RawFd, accepted: Accepted) -> usize {
     let metrics = shard.metrics();
     metrics.connections.add(1);
     metrics.connections_accepted.add(1);
-    if !accepted.user.is_empty() {
-        shard.subscribe(key, &personal_channel(&accepted.user));
-    }
     let info = ConnectInfo {
         client_id,
         user: accepted.user.to_string(),
@@ -276,6 +332,24 @@ fn register(shard: &Shard, fd: RawFd, accepted: Accepted) -> usize {
         encode_frame(OpCode::Text, &encode_connect_json(&info), None)
     };
     shard.send_frame(key, frame);
+    if !accepted.user.is_empty() {
+        let inbox = personal_channel(&accepted.user);
+        if recover_inbox {
+            super::recovery::begin(shard, key, &inbox);
+        }
+        shard.subscribe(key, &inbox);
+        if recover_inbox {
+            let work = super::recovery::run(
+                shard.clone(),
+                key,
+                client_id,
+                inbox,
+                accepted.inbox_since,
+                true,
+            );
+            super::commands::spawn_reply(shard, key, client_id, 0, work);
+        }
+    }
     shard.flush_dirty();
     key
 }
@@ -287,7 +361,7 @@ enum Wake {
     Changed,
 }
 
-async fn read_loop(shard: &Shard, stream: &TcpStream, fd: RawFd, key: usize) -> End {
+async fn read_loop(shard: &Rc<Shard>, stream: &TcpStream, fd: RawFd, key: usize) -> End {
     let has_leftover = shard
         .conns
         .borrow()
@@ -364,7 +438,7 @@ async fn read_loop(shard: &Shard, stream: &TcpStream, fd: RawFd, key: usize) -> 
 
 /// Reads what the socket has, decodes frames in place in the scratch buffer
 /// and handles each message. `Some` when the connection must end.
-fn read_and_handle(shard: &Shard, key: usize, fd: RawFd) -> Option<End> {
+fn read_and_handle(shard: &Rc<Shard>, key: usize, fd: RawFd) -> Option<End> {
     let ws = &shard.shared.config.websocket;
     let limits = Limits {
         frame_bytes_max: ws.frame_bytes_max,
@@ -445,7 +519,7 @@ fn read_and_handle(shard: &Shard, key: usize, fd: RawFd) -> Option<End> {
     end
 }
 
-fn handle_message(shard: &Shard, key: usize, message: Message<'_>) -> Option<End> {
+fn handle_message(shard: &Rc<Shard>, key: usize, message: Message<'_>) -> Option<End> {
     let binary = shard.conns.borrow().get(key)?.binary;
     match message {
         Message::Text(bytes) if !binary => {

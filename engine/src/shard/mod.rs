@@ -12,6 +12,7 @@ mod commands;
 pub mod conn;
 mod fanout;
 mod io;
+mod recovery;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};

@@ -32,6 +32,7 @@ e2e!(
             id: 7,
             body: BinaryCommandBody::Subscribe {
                 channel: "room:mixed".into(),
+                since: None,
             },
         };
         bin.send(Message::Binary(encode_binary_command(&cmd)))
@@ -47,6 +48,7 @@ e2e!(
                 channel: "room:mixed".into(),
                 data: vec![0, 159, 255],
                 data_is_json: false,
+                client_msg_id: None,
             },
         };
         bin.send(Message::Binary(encode_binary_command(&cmd)))

@@ -10,6 +10,8 @@ mod util;
 mod api;
 mod auth;
 mod binary;
+mod crash;
+mod durable;
 mod handshake;
 mod heartbeat;
 mod pubsub;

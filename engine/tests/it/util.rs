@@ -50,13 +50,46 @@ pub fn config(driver: Driver, shards: u16) -> Config {
     config.websocket.connections_max_per_shard = 2_000;
     config.websocket.subscriptions_max_per_connection = 64;
     config.auth.leeway = Duration::ZERO;
-    config.server.data_dir = std::env::temp_dir().join("ringcast-it-data");
     assert_eq!(config.auth.jwt_secret.expose(), SECRET);
     config
 }
 
-pub fn start(config: Config) -> Engine {
-    Engine::start(config).expect("engine starts")
+/// A running engine with its own store directory, removed afterwards.
+pub struct TestEngine {
+    engine: Option<Engine>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestEngine {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
+        self.engine.as_ref().expect("engine running")
+    }
+}
+
+impl TestEngine {
+    pub fn shutdown(mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown();
+        }
+    }
+}
+
+impl Drop for TestEngine {
+    fn drop(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown();
+        }
+    }
+}
+
+pub fn start(mut config: Config) -> TestEngine {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    config.server.data_dir = data_dir.path().to_path_buf();
+    TestEngine {
+        engine: Some(Engine::start(config).expect("engine starts")),
+        _data_dir: data_dir,
+    }
 }
 
 pub fn now_s() -> u64 {

@@ -1,0 +1,33 @@
+//! Ringcast's durable streams: offline delivery, history and acks.
+//!
+//! A *stream* is a named, append-only log of publications (a user inbox is
+//! `user:<id>`, a history channel is its channel name). Every entry has a
+//! per-stream offset (1, 2, 3, ...) assigned by a single writer thread, so the
+//! order within a stream is total, and every stream has an *epoch* that
+//! changes only when the stream is reset or found lost, so a client holding
+//! `(epoch, offset)` can tell "resume from here" from "start over".
+//!
+//! fjall may block (fsync, write stalls), so it only ever runs on this
+//! crate's own threads: one writer (group commit, retention, expiry) and a
+//! few readers (history replay). The public API ([`Store`]) never blocks:
+//! requests travel over bounded crossbeam channels with `try_send` and
+//! replies come back on `futures_channel::oneshot` receivers that any async
+//! task can await. See `store/README.md` for the durability promises.
+#![deny(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod api;
+mod clock;
+mod error;
+mod keys;
+mod reader;
+mod recovery;
+mod store;
+mod writer;
+
+pub use api::{
+    AppendRequest, Appended, Durability, Health, OnAppended, ReadRequest, ReadResult, Retention,
+    StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+};
+pub use error::{ErrorSource, StoreError};
+pub use store::Store;

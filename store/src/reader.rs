@@ -1,0 +1,151 @@
+//! Reader threads: history replays and cursor lookups. Kept off the writer
+//! so a large replay never delays a group commit. Each request reads one
+//! fjall snapshot, so an answer's entries and meta agree with each other.
+
+use crossbeam_channel::Receiver;
+use fjall::Readable;
+use ringcast_protocol::envelope::EncodedPush;
+
+use crate::api::{ReadRequest, ReadResult};
+use crate::error::StoreError;
+use crate::keys::{
+    cursor_key, entry_key, entry_key_decode, meta_id_key, meta_name_key, read_u64, CursorRecord,
+    StreamMeta, META_PREFIX_STREAM,
+};
+use crate::recovery::Fjall;
+use crate::writer::Reply;
+
+pub(crate) enum ReaderMsg {
+    Read {
+        request: ReadRequest,
+        reply: Reply<ReadResult>,
+    },
+    GetCursor {
+        user: String,
+        device: String,
+        stream: String,
+        reply: Reply<Option<u64>>,
+    },
+    Shutdown,
+}
+
+pub(crate) fn run(fjall: &Fjall, requests: &Receiver<ReaderMsg>, read_entries_max: usize) {
+    while let Ok(msg) = requests.recv() {
+        match msg {
+            ReaderMsg::Read { request, reply } => {
+                drop(reply.send(read(fjall, &request, read_entries_max)));
+            }
+            ReaderMsg::GetCursor {
+                user,
+                device,
+                stream,
+                reply,
+            } => drop(reply.send(get_cursor(fjall, &user, &device, &stream))),
+            ReaderMsg::Shutdown => break,
+        }
+    }
+}
+
+fn stream_meta(
+    fjall: &Fjall,
+    snapshot: &fjall::Snapshot,
+    stream: &str,
+) -> Result<Option<(u64, StreamMeta)>, StoreError> {
+    let io = |error| StoreError::io("reading stream meta", error);
+    let Some(id) = snapshot
+        .get(&fjall.meta, meta_name_key(stream))
+        .map_err(io)?
+    else {
+        return Ok(None);
+    };
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.to_owned(),
+        offset: 0,
+        reason,
+    };
+    let id = read_u64(&id, 0).ok_or_else(|| corrupt("malformed stream id".to_owned()))?;
+    let Some(meta) = snapshot
+        .get(&fjall.meta, meta_id_key(META_PREFIX_STREAM, id))
+        .map_err(io)?
+    else {
+        return Err(corrupt("stream has a name but no meta".to_owned()));
+    };
+    let meta = StreamMeta::decode(&meta).map_err(corrupt)?;
+    Ok(Some((id, meta)))
+}
+
+fn read(
+    fjall: &Fjall,
+    request: &ReadRequest,
+    read_entries_max: usize,
+) -> Result<ReadResult, StoreError> {
+    let snapshot = fjall.db.snapshot();
+    let Some((id, meta)) = stream_meta(fjall, &snapshot, &request.stream)? else {
+        return Ok(ReadResult {
+            entries: Vec::new(),
+            epoch: 0,
+            first_offset: 1,
+            next_offset: 1,
+        });
+    };
+    let limit = request.limit.min(read_entries_max);
+    let start = request
+        .since
+        .map_or(1, |since| since.saturating_add(1))
+        .max(meta.first_offset);
+    let mut entries = Vec::with_capacity(limit.min(1024));
+    if limit > 0 && start < meta.next_offset {
+        let range = snapshot.range(
+            &fjall.entries,
+            entry_key(id, start)..entry_key(id, meta.next_offset),
+        );
+        let iter: Box<dyn Iterator<Item = fjall::Guard>> = if request.reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        for guard in iter.take(limit) {
+            let (key, value) = guard
+                .into_inner()
+                .map_err(|error| StoreError::io("reading entries", error))?;
+            let offset = entry_key_decode(&key).map_or(0, |(_, offset)| offset);
+            let push =
+                EncodedPush::from_untrusted(&value).map_err(|error| StoreError::Corrupt {
+                    stream: request.stream.clone(),
+                    offset,
+                    reason: error.to_string(),
+                })?;
+            if push.envelope().offset.to_native() != offset {
+                return Err(StoreError::Corrupt {
+                    stream: request.stream.clone(),
+                    offset,
+                    reason: format!("entry holds offset {}", push.envelope().offset.to_native()),
+                });
+            }
+            entries.push(push);
+        }
+    }
+    Ok(ReadResult {
+        entries,
+        epoch: meta.epoch,
+        first_offset: meta.first_offset,
+        next_offset: meta.next_offset,
+    })
+}
+
+fn get_cursor(
+    fjall: &Fjall,
+    user: &str,
+    device: &str,
+    stream: &str,
+) -> Result<Option<u64>, StoreError> {
+    let snapshot = fjall.db.snapshot();
+    let epoch = stream_meta(fjall, &snapshot, stream)?.map_or(0, |(_, meta)| meta.epoch);
+    let stored = snapshot
+        .get(&fjall.cursors, cursor_key(user, device, stream))
+        .map_err(|error| StoreError::io("reading a cursor", error))?;
+    Ok(stored
+        .and_then(|bytes| CursorRecord::decode(&bytes))
+        .filter(|record| record.epoch == epoch)
+        .map(|record| record.offset))
+}

@@ -1,0 +1,282 @@
+//! [`Store`], the handle: opens fjall, starts the writer and reader threads,
+//! and turns calls into queued requests. Nothing here waits on fjall; every
+//! call is a `try_send` on a bounded queue.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use futures_channel::oneshot;
+
+use crate::api::{
+    AppendRequest, Appended, Health, OnAppended, ReadRequest, ReadResult, StoreConfig,
+};
+use crate::clock::EpochGen;
+use crate::error::StoreError;
+use crate::reader::{self, ReaderMsg};
+use crate::recovery::{recover, Fjall};
+use crate::writer::{validate_cursor, Shared, Writer, WriterMsg};
+
+/// The durable-streams store. `Sync`: share it by reference or `Arc`.
+///
+/// Every method except [`Store::open`] and [`Store::close`] returns at once:
+/// either an error (the queue is full, the store is poisoned or closed) or a
+/// oneshot receiver that resolves when the request is done. Dropping the
+/// receiver does not cancel the request.
+pub struct Store {
+    writer_requests: Sender<WriterMsg>,
+    reader_requests: Sender<ReaderMsg>,
+    shared: Arc<Shared>,
+    capacity: usize,
+    writer_thread: Option<JoinHandle<()>>,
+    reader_threads: Vec<JoinHandle<()>>,
+}
+
+fn try_send<T>(sender: &Sender<T>, msg: T, capacity: usize) -> Result<(), StoreError> {
+    sender.try_send(msg).map_err(|error| match error {
+        TrySendError::Full(_) => StoreError::Overloaded { capacity },
+        TrySendError::Disconnected(_) => StoreError::Closed,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store with a no-op `on_appended` hook.
+    ///
+    /// Blocks: opens fjall, replays its journal and checks every stream's
+    /// meta (see `recovery.rs`). Call it at startup, not on a shard.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        Store::open_with_hook(config, Box::new(|_: &Appended| {}))
+    }
+
+    /// Opens the store; `on_appended` runs on the writer thread for every
+    /// newly stored entry after its batch is durable and before it is
+    /// acknowledged, in offset order per stream (see [`OnAppended`]).
+    pub fn open_with_hook(
+        config: StoreConfig,
+        on_appended: OnAppended,
+    ) -> Result<Store, StoreError> {
+        if config.group_commit_entries_max == 0
+            || config.queue_capacity == 0
+            || config.reader_threads == 0
+            || config.trim_keys_per_step_max == 0
+        {
+            return Err(StoreError::InvalidRequest {
+                reason: "group_commit_entries_max, queue_capacity, reader_threads and \
+                         trim_keys_per_step_max must be at least 1",
+            });
+        }
+        if config.node_id >= ringcast_protocol::envelope::MESSAGE_ID_NODE_COUNT {
+            return Err(StoreError::InvalidRequest {
+                reason: "node_id must be < 64",
+            });
+        }
+        let fjall = Fjall::open(&config.path)?;
+        let mut epochs = EpochGen::new();
+        let recovered = recover(&fjall, &mut epochs)?;
+        tracing::info!(
+            path = %config.path.display(),
+            streams = recovered.streams.len(),
+            "store opened"
+        );
+        let shared = Arc::new(Shared::default());
+        let capacity = config.queue_capacity;
+        let (writer_requests, writer_rx) = crossbeam_channel::bounded(capacity);
+        let (reader_requests, reader_rx) = crossbeam_channel::bounded(capacity);
+        let mut reader_threads = Vec::with_capacity(config.reader_threads);
+        for reader_idx in 0..config.reader_threads {
+            let fjall = fjall.clone();
+            let requests = reader_rx.clone();
+            let read_entries_max = config.read_entries_max;
+            let thread = std::thread::Builder::new()
+                .name(format!("ringcast-store-read-{reader_idx}"))
+                .spawn(move || reader::run(&fjall, &requests, read_entries_max))
+                .map_err(|error| StoreError::io("spawning a reader thread", error.into()))?;
+            reader_threads.push(thread);
+        }
+        let writer = Writer::new(
+            fjall,
+            config,
+            writer_rx,
+            shared.clone(),
+            on_appended,
+            recovered,
+            epochs,
+        );
+        let writer_thread = std::thread::Builder::new()
+            .name("ringcast-store-write".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|error| StoreError::io("spawning the writer thread", error.into()))?;
+        Ok(Store {
+            writer_requests,
+            reader_requests,
+            shared,
+            capacity,
+            writer_thread: Some(writer_thread),
+            reader_threads,
+        })
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.shared.is_poisoned() {
+            return Err(StoreError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Appends one publication. See [`AppendRequest`] for what the store
+    /// fills in and [`crate::Durability`] for when the receiver resolves.
+    pub fn append(
+        &self,
+        request: AppendRequest,
+    ) -> Result<oneshot::Receiver<Result<Appended, StoreError>>, StoreError> {
+        self.check_writable()?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.writer_requests,
+            WriterMsg::Append { request, reply },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
+    /// Reads a stream's entries after `since` (see [`ReadRequest`]).
+    pub fn read(
+        &self,
+        request: ReadRequest,
+    ) -> Result<oneshot::Receiver<Result<ReadResult, StoreError>>, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.reader_requests,
+            ReaderMsg::Read { request, reply },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
+    /// Records that `(user, device)` has everything in `stream` up to
+    /// `offset`. Monotonic: a lower offset than the stored one is ignored;
+    /// an offset past the stream's end is clamped to it. Resolves to the
+    /// cursor now stored, once it reached the OS (Buffered durability, or
+    /// fsynced if an append in the same batch asked for Sync): a cursor lost
+    /// in a power cut only causes redelivery, which clients dedupe by id.
+    pub fn set_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        stream: &str,
+        offset: u64,
+    ) -> Result<oneshot::Receiver<Result<u64, StoreError>>, StoreError> {
+        validate_cursor(user, device, stream)?;
+        self.check_writable()?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.writer_requests,
+            WriterMsg::SetCursor {
+                user: user.to_owned(),
+                device: device.to_owned(),
+                stream: stream.to_owned(),
+                offset,
+                reply,
+            },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
+    /// The cursor of `(user, device)` in `stream`, or `None` if there is
+    /// none in the stream's current epoch.
+    pub fn get_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        stream: &str,
+    ) -> Result<oneshot::Receiver<Result<Option<u64>, StoreError>>, StoreError> {
+        validate_cursor(user, device, stream)?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.reader_requests,
+            ReaderMsg::GetCursor {
+                user: user.to_owned(),
+                device: device.to_owned(),
+                stream: stream.to_owned(),
+                reply,
+            },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
+    /// Drops every entry of `stream` and gives it a new epoch; offsets
+    /// restart at 1. Resolves to the new epoch. Old entries are deleted in
+    /// the background.
+    pub fn reset_stream(
+        &self,
+        stream: &str,
+    ) -> Result<oneshot::Receiver<Result<u64, StoreError>>, StoreError> {
+        self.check_writable()?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.writer_requests,
+            WriterMsg::Reset {
+                stream: stream.to_owned(),
+                reply,
+            },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
+    /// Whether the store still accepts writes, and its queue depths.
+    pub fn health(&self) -> Health {
+        Health {
+            poisoned: self.shared.is_poisoned(),
+            writer_queue_len: self.writer_requests.len(),
+            reader_queue_len: self.reader_requests.len(),
+        }
+    }
+
+    /// Answers everything queued, fsyncs, and joins the threads. Blocks.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<(), StoreError> {
+        // Blocking sends: close is allowed to wait for the queues to drain.
+        if let Some(writer) = self.writer_thread.take() {
+            drop(self.writer_requests.send(WriterMsg::Shutdown));
+            if writer.join().is_err() {
+                return Err(StoreError::Poisoned);
+            }
+        }
+        for _ in &self.reader_threads {
+            drop(self.reader_requests.send(ReaderMsg::Shutdown));
+        }
+        for reader in self.reader_threads.drain(..) {
+            if reader.join().is_err() {
+                tracing::error!("a store reader thread panicked");
+            }
+        }
+        if self.shared.is_poisoned() {
+            return Err(StoreError::Poisoned);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Store {
+    /// Dropping without [`Store::close`] still answers what is queued and
+    /// fsyncs, so a forgotten close loses nothing that was acknowledged.
+    fn drop(&mut self) {
+        if self.writer_thread.is_some() || !self.reader_threads.is_empty() {
+            drop(self.shutdown());
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("health", &self.health())
+            .finish()
+    }
+}

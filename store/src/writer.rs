@@ -1,0 +1,883 @@
+//! The writer thread: the only code that writes to fjall. It owns the
+//! stream metas (offsets, epochs, retention), folds requests into group
+//! commits, calls the `on_appended` hook, and between batches does bounded
+//! background work: retention trimming, dedup expiry and deleting the
+//! garbage of reset streams.
+//!
+//! One writer makes per-stream order total without locks: offsets are
+//! assigned in the order requests leave the queue, and a batch's metas are
+//! applied to the in-memory cache only once fjall accepted the batch, so a
+//! failed batch leaves no offset gap behind.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use fjall::{OwnedWriteBatch, PersistMode};
+use futures_channel::oneshot;
+use ringcast_protocol::envelope::{EncodedPush, MessageId, MessageIdGen};
+
+use crate::api::{
+    AppendRequest, Appended, Durability, OnAppended, StoreConfig, CLIENT_MSG_ID_BYTES_MAX,
+    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+};
+use crate::clock::{now_unix_ms, EpochGen};
+use crate::error::StoreError;
+use crate::keys::{
+    cursor_key, dedup_key, dedup_time_key, dedup_time_key_decode, entry_key, entry_key_decode,
+    meta_id_key, meta_name_key, CursorRecord, DedupRecord, StreamMeta, META_KEY_NEXT_STREAM_ID,
+    META_PREFIX_DROPPED, META_PREFIX_STREAM,
+};
+use crate::recovery::{Fjall, Recovered};
+
+/// The shard field of message ids issued by the store (shards 0..62 are
+/// the engine's).
+pub(crate) const STORE_MESSAGE_ID_SHARD: u8 = 62;
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A request for the writer. A closed set: the writer matches on it rather
+/// than running closures.
+pub(crate) enum WriterMsg {
+    Append {
+        request: AppendRequest,
+        reply: Reply<Appended>,
+    },
+    SetCursor {
+        user: String,
+        device: String,
+        stream: String,
+        offset: u64,
+        reply: Reply<u64>,
+    },
+    Reset {
+        stream: String,
+        reply: Reply<u64>,
+    },
+    /// Finish what is queued, persist, exit.
+    Shutdown,
+}
+
+/// State shared by the handle and the threads.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    pub(crate) poisoned: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+}
+
+/// Poisons the store if the writer thread unwinds, so callers get
+/// `Poisoned` instead of `Closed` forever without an explanation.
+struct PoisonOnPanic(Arc<Shared>);
+
+impl Drop for PoisonOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("store writer panicked: poisoning the store");
+            self.0.poisoned.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// An answer waiting for its batch to become durable.
+enum PendingReply {
+    Append {
+        reply: Reply<Appended>,
+        appended: Appended,
+    },
+    Value {
+        reply: Reply<u64>,
+        value: u64,
+    },
+}
+
+/// One group commit being assembled. Stream metas and names live in an
+/// overlay until the commit succeeds.
+struct BatchWork {
+    batch: OwnedWriteBatch,
+    metas: HashMap<u64, StreamMeta>,
+    names: HashMap<String, u64>,
+    removed: Vec<u64>,
+    next_stream_id: u64,
+    dedup_pending: HashMap<(u64, String), Appended>,
+    cursors_pending: HashMap<Vec<u8>, CursorRecord>,
+    replies: Vec<PendingReply>,
+    sync: bool,
+}
+
+pub(crate) struct Writer {
+    fjall: Fjall,
+    config: StoreConfig,
+    requests: Receiver<WriterMsg>,
+    shared: Arc<Shared>,
+    on_appended: OnAppended,
+    streams: HashMap<u64, StreamMeta>,
+    names: HashMap<String, u64>,
+    next_stream_id: u64,
+    epochs: EpochGen,
+    message_ids: MessageIdGen,
+    /// Streams over their count limit, trimmed a bounded step at a time.
+    trim_pending: VecDeque<u64>,
+    trim_pending_set: HashSet<u64>,
+    /// Streams with an age limit, visited round-robin by maintenance.
+    age_streams: BTreeSet<u64>,
+    age_next: u64,
+    /// Reset streams whose old entries and dedup records are still on disk.
+    dropped: VecDeque<u64>,
+    maintenance_last: Instant,
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
+    if request.stream.is_empty() || request.stream.len() > STREAM_NAME_BYTES_MAX {
+        return Err(StoreError::InvalidRequest {
+            reason: "stream name must be 1..=1024 bytes",
+        });
+    }
+    if let Some(client_msg_id) = &request.client_msg_id {
+        if client_msg_id.is_empty() || client_msg_id.len() > CLIENT_MSG_ID_BYTES_MAX {
+            return Err(StoreError::InvalidRequest {
+                reason: "client_msg_id must be 1..=256 bytes",
+            });
+        }
+    }
+    if request.retention.count_max == 0 {
+        return Err(StoreError::InvalidRequest {
+            reason: "retention count_max must be at least 1",
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_cursor(user: &str, device: &str, stream: &str) -> Result<(), StoreError> {
+    if user.len() > CURSOR_ID_BYTES_MAX || device.len() > CURSOR_ID_BYTES_MAX {
+        return Err(StoreError::InvalidRequest {
+            reason: "cursor user and device ids must be at most 1024 bytes",
+        });
+    }
+    if stream.is_empty() || stream.len() > STREAM_NAME_BYTES_MAX {
+        return Err(StoreError::InvalidRequest {
+            reason: "stream name must be 1..=1024 bytes",
+        });
+    }
+    Ok(())
+}
+
+impl Writer {
+    pub(crate) fn new(
+        fjall: Fjall,
+        config: StoreConfig,
+        requests: Receiver<WriterMsg>,
+        shared: Arc<Shared>,
+        on_appended: OnAppended,
+        recovered: Recovered,
+        epochs: EpochGen,
+    ) -> Writer {
+        let age_streams = recovered
+            .streams
+            .iter()
+            .filter(|(_, meta)| meta.age_max_ms != u64::MAX)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut writer = Writer {
+            message_ids: MessageIdGen::new(config.node_id, STORE_MESSAGE_ID_SHARD),
+            fjall,
+            config,
+            requests,
+            shared,
+            on_appended,
+            streams: recovered.streams,
+            names: recovered.names,
+            next_stream_id: recovered.next_stream_id,
+            epochs,
+            trim_pending: VecDeque::new(),
+            trim_pending_set: HashSet::new(),
+            age_streams,
+            age_next: 0,
+            dropped: recovered.dropped.into(),
+            maintenance_last: Instant::now(),
+        };
+        // Count limits may have been lowered by the last append before a
+        // restart without the trim finishing.
+        let over: Vec<u64> = writer.streams.keys().copied().collect();
+        for id in over {
+            writer.schedule_count_trim(id);
+        }
+        writer
+    }
+
+    pub(crate) fn run(mut self) {
+        let _poison_on_panic = PoisonOnPanic(self.shared.clone());
+        let mut msgs = Vec::with_capacity(self.config.group_commit_entries_max);
+        let mut shutdown = false;
+        while !shutdown {
+            let first = match self.requests.recv_timeout(self.config.maintenance_interval) {
+                Ok(msg) => msg,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.maintain();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let deadline = Instant::now() + self.config.group_commit_delay_max;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    WriterMsg::Shutdown => shutdown = true,
+                    msg => msgs.push(msg),
+                }
+                if msgs.len() >= self.config.group_commit_entries_max {
+                    break;
+                }
+                // After Shutdown, take what is queued without waiting.
+                next = if shutdown {
+                    self.requests.try_recv().ok()
+                } else {
+                    self.requests.recv_deadline(deadline).ok()
+                };
+            }
+            if !msgs.is_empty() {
+                self.commit_batch(std::mem::take(&mut msgs));
+            }
+            if shutdown {
+                // Close drains: everything queued before Shutdown is answered.
+                self.requests_drain_then_stop();
+                break;
+            }
+            self.trim_step();
+            if self.maintenance_last.elapsed() >= self.config.maintenance_interval {
+                self.maintain();
+            }
+        }
+        if let Err(error) = self.fjall.db.persist(PersistMode::SyncAll) {
+            tracing::error!(%error, "store: final fsync at shutdown failed");
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    fn requests_drain_then_stop(&mut self) {
+        loop {
+            let mut msgs = Vec::new();
+            while msgs.len() < self.config.group_commit_entries_max {
+                match self.requests.try_recv() {
+                    Ok(WriterMsg::Shutdown) => {}
+                    Ok(msg) => msgs.push(msg),
+                    Err(_) => break,
+                }
+            }
+            if msgs.is_empty() {
+                return;
+            }
+            self.commit_batch(msgs);
+        }
+    }
+
+    fn poison(&self, op: &str, error: &fjall::Error) {
+        tracing::error!(
+            op,
+            %error,
+            "store write failed: the store is now poisoned and refuses all writes; \
+             check the disk (full? read-only? failing?) and restart"
+        );
+        self.shared.poisoned.store(true, Ordering::Release);
+    }
+
+    fn commit_batch(&mut self, msgs: Vec<WriterMsg>) {
+        if self.shared.is_poisoned() {
+            for msg in msgs {
+                match msg {
+                    WriterMsg::Append { reply, .. } => drop(reply.send(Err(StoreError::Poisoned))),
+                    WriterMsg::SetCursor { reply, .. } | WriterMsg::Reset { reply, .. } => {
+                        drop(reply.send(Err(StoreError::Poisoned)));
+                    }
+                    WriterMsg::Shutdown => {}
+                }
+            }
+            return;
+        }
+        let now_ms = now_unix_ms();
+        let mut work = BatchWork {
+            batch: self.fjall.db.batch(),
+            metas: HashMap::new(),
+            names: HashMap::new(),
+            removed: Vec::new(),
+            next_stream_id: self.next_stream_id,
+            dedup_pending: HashMap::new(),
+            cursors_pending: HashMap::new(),
+            replies: Vec::with_capacity(msgs.len()),
+            sync: false,
+        };
+        for msg in msgs {
+            match msg {
+                WriterMsg::Append { request, reply } => {
+                    if let Err(error) = validate_append(&request) {
+                        drop(reply.send(Err(error)));
+                        continue;
+                    }
+                    self.stage_append(&mut work, request, reply, now_ms);
+                }
+                WriterMsg::SetCursor {
+                    user,
+                    device,
+                    stream,
+                    offset,
+                    reply,
+                } => self.stage_cursor(&mut work, &user, &device, &stream, offset, reply),
+                WriterMsg::Reset { stream, reply } => self.stage_reset(&mut work, stream, reply),
+                WriterMsg::Shutdown => {}
+            }
+        }
+        for (&id, meta) in &work.metas {
+            work.batch.insert(
+                &self.fjall.meta,
+                meta_id_key(META_PREFIX_STREAM, id),
+                meta.encode(),
+            );
+        }
+        if work.next_stream_id != self.next_stream_id {
+            work.batch.insert(
+                &self.fjall.meta,
+                META_KEY_NEXT_STREAM_ID,
+                work.next_stream_id.to_be_bytes(),
+            );
+        }
+        // One journal write for the whole batch, and at most one fsync: the
+        // point of group commit.
+        let mode = if work.sync {
+            PersistMode::SyncAll
+        } else {
+            PersistMode::Buffer
+        };
+        let result = if work.batch.is_empty() {
+            // Only duplicates or no-op cursor moves: a Sync retry still
+            // promises its original is on disk.
+            if work.sync {
+                self.fjall.db.persist(PersistMode::SyncAll)
+            } else {
+                Ok(())
+            }
+        } else {
+            let batch = std::mem::replace(&mut work.batch, self.fjall.db.batch());
+            batch.durability(Some(mode)).commit()
+        };
+        if let Err(error) = result {
+            self.poison("committing a batch", &error);
+            let error = StoreError::io("committing a batch", error);
+            for pending in work.replies {
+                match pending {
+                    PendingReply::Append { reply, .. } => drop(reply.send(Err(error.clone()))),
+                    PendingReply::Value { reply, .. } => drop(reply.send(Err(error.clone()))),
+                }
+            }
+            return;
+        }
+        self.apply(&mut work);
+        // Fan-out hook first, in queue order (= offset order per stream),
+        // so a subscriber never sees an ack before the data went out.
+        for pending in &work.replies {
+            if let PendingReply::Append { appended, .. } = pending {
+                if !appended.duplicate {
+                    (self.on_appended)(appended);
+                }
+            }
+        }
+        for pending in work.replies {
+            match pending {
+                PendingReply::Append { reply, appended } => drop(reply.send(Ok(appended))),
+                PendingReply::Value { reply, value } => drop(reply.send(Ok(value))),
+            }
+        }
+    }
+
+    /// Moves a committed batch's overlay into the cache.
+    fn apply(&mut self, work: &mut BatchWork) {
+        for (name, id) in work.names.drain() {
+            self.names.insert(name, id);
+        }
+        for id in work.removed.drain(..) {
+            self.streams.remove(&id);
+            self.age_streams.remove(&id);
+            self.dropped.push_back(id);
+        }
+        for (id, meta) in work.metas.drain() {
+            self.streams.insert(id, meta);
+            if meta.age_max_ms == u64::MAX {
+                self.age_streams.remove(&id);
+            } else {
+                self.age_streams.insert(id);
+            }
+            self.schedule_count_trim(id);
+        }
+        self.next_stream_id = work.next_stream_id;
+    }
+
+    fn stream_id(&self, work: &BatchWork, name: &str) -> Option<u64> {
+        work.names
+            .get(name)
+            .or_else(|| self.names.get(name))
+            .copied()
+    }
+
+    fn stream_meta(&self, work: &BatchWork, id: u64) -> Option<StreamMeta> {
+        work.metas
+            .get(&id)
+            .or_else(|| self.streams.get(&id))
+            .copied()
+    }
+
+    /// A new stream (fresh id, fresh epoch other than `previous_epoch`) in the overlay.
+    fn create_stream(&mut self, work: &mut BatchWork, name: &str, previous_epoch: u64) -> u64 {
+        let id = work.next_stream_id;
+        work.next_stream_id = id.checked_add(1).unwrap_or(id);
+        assert!(work.next_stream_id > id, "stream ids exhausted");
+        work.names.insert(name.to_owned(), id);
+        work.batch
+            .insert(&self.fjall.meta, meta_name_key(name), id.to_be_bytes());
+        work.metas
+            .insert(id, StreamMeta::new(self.epochs.next(previous_epoch)));
+        id
+    }
+
+    fn stage_append(
+        &mut self,
+        work: &mut BatchWork,
+        request: AppendRequest,
+        reply: Reply<Appended>,
+        now_ms: u64,
+    ) {
+        let AppendRequest {
+            stream,
+            mut envelope,
+            durability,
+            client_msg_id,
+            retention,
+        } = request;
+        let id = match self.stream_id(work, &stream) {
+            Some(id) => id,
+            None => self.create_stream(work, &stream, 0),
+        };
+        let Some(mut meta) = self.stream_meta(work, id) else {
+            // Every named id has a meta (recovery rebuilds missing ones).
+            drop(reply.send(Err(StoreError::Corrupt {
+                stream,
+                offset: 0,
+                reason: "stream has a name but no meta".to_owned(),
+            })));
+            return;
+        };
+        work.sync |= durability == Durability::Sync;
+        if let Some(client_msg_id) = &client_msg_id {
+            match self.find_duplicate(work, &stream, id, &meta, client_msg_id, &envelope, now_ms) {
+                Ok(Some(appended)) => {
+                    work.replies.push(PendingReply::Append { reply, appended });
+                    return;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    drop(reply.send(Err(error)));
+                    return;
+                }
+            }
+        }
+        let offset = meta.next_offset;
+        meta.next_offset = offset.checked_add(1).unwrap_or(offset);
+        assert!(meta.next_offset > offset, "stream offsets exhausted");
+        meta.count_max = retention.count_max;
+        meta.age_max_ms = duration_ms(retention.age_max);
+        let message_id = self.message_ids.next(now_ms);
+        envelope.id = message_id.as_u64();
+        envelope.offset = offset;
+        envelope.epoch = meta.epoch;
+        if envelope.time_ms == 0 {
+            envelope.time_ms = now_ms;
+        }
+        let push = Arc::new(EncodedPush::encode(&envelope));
+        work.batch
+            .insert(&self.fjall.entries, entry_key(id, offset), push.as_bytes());
+        let appended = Appended {
+            message_id,
+            offset,
+            epoch: meta.epoch,
+            push,
+            duplicate: false,
+        };
+        if let Some(client_msg_id) = client_msg_id {
+            let record = DedupRecord {
+                message_id: message_id.as_u64(),
+                offset,
+                epoch: meta.epoch,
+                time_ms: now_ms,
+            };
+            work.batch.insert(
+                &self.fjall.dedup,
+                dedup_key(id, &client_msg_id),
+                record.encode(),
+            );
+            work.batch.insert(
+                &self.fjall.dedup_by_time,
+                dedup_time_key(now_ms, id, &client_msg_id),
+                [],
+            );
+            work.dedup_pending.insert(
+                (id, client_msg_id),
+                Appended {
+                    duplicate: true,
+                    ..appended.clone()
+                },
+            );
+        }
+        work.metas.insert(id, meta);
+        work.replies.push(PendingReply::Append { reply, appended });
+    }
+
+    /// The original append of a retry, if it is within the dedup window
+    /// and the stream's epoch has not changed since.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; a struct would only rename them"
+    )]
+    fn find_duplicate(
+        &self,
+        work: &BatchWork,
+        stream: &str,
+        id: u64,
+        meta: &StreamMeta,
+        client_msg_id: &str,
+        envelope: &ringcast_protocol::envelope::Envelope,
+        now_ms: u64,
+    ) -> Result<Option<Appended>, StoreError> {
+        if let Some(appended) = work.dedup_pending.get(&(id, client_msg_id.to_owned())) {
+            return Ok(Some(appended.clone()));
+        }
+        let stored = self
+            .fjall
+            .dedup
+            .get(dedup_key(id, client_msg_id))
+            .map_err(|error| StoreError::io("reading the dedup index", error))?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let Some(record) = DedupRecord::decode(&stored) else {
+            tracing::error!(
+                stream,
+                client_msg_id,
+                "unreadable dedup record: ignoring it"
+            );
+            return Ok(None);
+        };
+        let window_ms = duration_ms(self.config.dedup_window);
+        if record.epoch != meta.epoch || now_ms.saturating_sub(record.time_ms) >= window_ms {
+            return Ok(None);
+        }
+        let entry = self
+            .fjall
+            .entries
+            .get(entry_key(id, record.offset))
+            .map_err(|error| StoreError::io("reading a deduplicated entry", error))?;
+        let push = match entry {
+            Some(bytes) => {
+                EncodedPush::from_untrusted(&bytes).map_err(|error| StoreError::Corrupt {
+                    stream: stream.to_owned(),
+                    offset: record.offset,
+                    reason: error.to_string(),
+                })?
+            }
+            // Trimmed by retention since: rebuild it from the retry, which
+            // carries the same publication.
+            None => {
+                let mut original = envelope.clone();
+                original.id = record.message_id;
+                original.offset = record.offset;
+                original.epoch = record.epoch;
+                if original.time_ms == 0 {
+                    original.time_ms = record.time_ms;
+                }
+                EncodedPush::encode(&original)
+            }
+        };
+        Ok(Some(Appended {
+            message_id: MessageId(record.message_id),
+            offset: record.offset,
+            epoch: record.epoch,
+            push: Arc::new(push),
+            duplicate: true,
+        }))
+    }
+
+    fn stage_cursor(
+        &mut self,
+        work: &mut BatchWork,
+        user: &str,
+        device: &str,
+        stream: &str,
+        offset: u64,
+        reply: Reply<u64>,
+    ) {
+        if let Err(error) = validate_cursor(user, device, stream) {
+            drop(reply.send(Err(error)));
+            return;
+        }
+        let meta = self
+            .stream_id(work, stream)
+            .and_then(|id| self.stream_meta(work, id));
+        let epoch = meta.map_or(0, |meta| meta.epoch);
+        // Acking past the end would make the store skip messages that do
+        // not exist yet.
+        let offset_max = meta.map_or(0, |meta| meta.next_offset.saturating_sub(1));
+        let offset = offset.min(offset_max);
+        let key = cursor_key(user, device, stream);
+        let current = match work.cursors_pending.get(&key) {
+            Some(record) => Some(*record),
+            None => match self.fjall.cursors.get(&key) {
+                Ok(stored) => stored.and_then(|bytes| CursorRecord::decode(&bytes)),
+                Err(error) => {
+                    drop(reply.send(Err(StoreError::io("reading a cursor", error))));
+                    return;
+                }
+            },
+        };
+        let value = match current {
+            Some(current) if current.epoch == epoch && current.offset >= offset => current.offset,
+            _ => {
+                let record = CursorRecord { offset, epoch };
+                work.batch
+                    .insert(&self.fjall.cursors, key.clone(), record.encode());
+                work.cursors_pending.insert(key, record);
+                offset
+            }
+        };
+        work.replies.push(PendingReply::Value { reply, value });
+    }
+
+    /// Gives the stream a new id and epoch; the old id's data becomes
+    /// garbage deleted in the background, so a reset is O(1) however long
+    /// the stream was.
+    fn stage_reset(&mut self, work: &mut BatchWork, stream: String, reply: Reply<u64>) {
+        if stream.is_empty() || stream.len() > STREAM_NAME_BYTES_MAX {
+            drop(reply.send(Err(StoreError::InvalidRequest {
+                reason: "stream name must be 1..=1024 bytes",
+            })));
+            return;
+        }
+        let mut previous_epoch = 0;
+        if let Some(old_id) = self.stream_id(work, &stream) {
+            previous_epoch = self.stream_meta(work, old_id).map_or(0, |meta| meta.epoch);
+            work.metas.remove(&old_id);
+            work.removed.push(old_id);
+            work.batch
+                .remove(&self.fjall.meta, meta_id_key(META_PREFIX_STREAM, old_id));
+            work.batch.insert(
+                &self.fjall.meta,
+                meta_id_key(META_PREFIX_DROPPED, old_id),
+                [],
+            );
+        }
+        let id = self.create_stream(work, &stream, previous_epoch);
+        let epoch = work.metas.get(&id).map_or(0, |meta| meta.epoch);
+        work.replies.push(PendingReply::Value {
+            reply,
+            value: epoch,
+        });
+    }
+
+    fn schedule_count_trim(&mut self, id: u64) {
+        let Some(meta) = self.streams.get(&id) else {
+            return;
+        };
+        let len = meta.next_offset - meta.first_offset;
+        if len > meta.count_max && self.trim_pending_set.insert(id) {
+            self.trim_pending.push_back(id);
+        }
+    }
+
+    /// One bounded step of count trimming.
+    fn trim_step(&mut self) {
+        let mut budget = self.config.trim_keys_per_step_max;
+        while budget > 0 {
+            let Some(id) = self.trim_pending.pop_front() else {
+                return;
+            };
+            self.trim_pending_set.remove(&id);
+            let deleted = self.trim_stream(id, budget, None);
+            budget = budget.saturating_sub(deleted);
+            self.schedule_count_trim(id);
+        }
+    }
+
+    /// Deletes up to `budget` of the stream's oldest entries that are over
+    /// its count limit or (with `now_ms`) older than its age limit, and
+    /// advances `first_offset` in the same atomic batch. Trimming only ever
+    /// removes a prefix, so the stored offsets stay contiguous. Returns the
+    /// number of keys deleted.
+    fn trim_stream(&mut self, id: u64, budget: usize, now_ms: Option<u64>) -> usize {
+        if self.shared.is_poisoned() {
+            return 0;
+        }
+        let Some(mut meta) = self.streams.get(&id).copied() else {
+            return 0;
+        };
+        let mut batch = self.fjall.db.batch();
+        let mut first = meta.first_offset;
+        let mut deleted = 0usize;
+        let count_cut = meta.next_offset.saturating_sub(meta.count_max);
+        while first < count_cut && deleted < budget {
+            batch.remove(&self.fjall.entries, entry_key(id, first));
+            first += 1;
+            deleted += 1;
+        }
+        if let Some(now_ms) = now_ms.filter(|_| meta.age_max_ms != u64::MAX) {
+            let cutoff_ms = now_ms.saturating_sub(meta.age_max_ms);
+            let range = entry_key(id, first)..entry_key(id, meta.next_offset);
+            for guard in self.fjall.entries.range(range) {
+                if deleted >= budget {
+                    break;
+                }
+                let (key, value) = match guard.into_inner() {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::error!(%error, stream_id = id, "age retention: read failed");
+                        break;
+                    }
+                };
+                let Some((_, offset)) = entry_key_decode(&key) else {
+                    break;
+                };
+                let time_ms = match EncodedPush::from_untrusted(&value) {
+                    Ok(push) => push.envelope().time_ms.to_native(),
+                    Err(error) => {
+                        // Keep it: deleting data we cannot read hides the problem.
+                        tracing::error!(%error, stream_id = id, offset, "age retention: corrupt entry");
+                        break;
+                    }
+                };
+                if time_ms >= cutoff_ms {
+                    break;
+                }
+                batch.remove(&self.fjall.entries, key);
+                first = offset + 1;
+                deleted += 1;
+            }
+        }
+        if first == meta.first_offset {
+            return deleted;
+        }
+        meta.first_offset = first;
+        batch.insert(
+            &self.fjall.meta,
+            meta_id_key(META_PREFIX_STREAM, id),
+            meta.encode(),
+        );
+        // Buffered is enough: a trim lost in a crash only brings back
+        // entries retention would have dropped, with their meta, atomically.
+        match batch.durability(Some(PersistMode::Buffer)).commit() {
+            Ok(()) => {
+                self.streams.insert(id, meta);
+            }
+            Err(error) => self.poison("trimming a stream", &error),
+        }
+        deleted
+    }
+
+    /// Periodic bounded work: age retention, dedup expiry, garbage of
+    /// reset streams, and any count trimming still pending.
+    fn maintain(&mut self) {
+        self.maintenance_last = Instant::now();
+        if self.shared.is_poisoned() {
+            return;
+        }
+        let now_ms = now_unix_ms();
+        self.trim_step();
+        let mut budget = self.config.trim_keys_per_step_max;
+        // Age retention, round-robin so every stream gets its turn.
+        let mut visited = 0;
+        while budget > 0 && visited < self.age_streams.len() {
+            let next = self
+                .age_streams
+                .range(self.age_next..)
+                .next()
+                .or_else(|| self.age_streams.iter().next())
+                .copied();
+            let Some(id) = next else {
+                break;
+            };
+            self.age_next = id.saturating_add(1);
+            visited += 1;
+            budget = budget.saturating_sub(self.trim_stream(id, budget, Some(now_ms)));
+        }
+        self.expire_dedup(now_ms);
+        self.collect_dropped();
+    }
+
+    fn expire_dedup(&mut self, now_ms: u64) {
+        let window_ms = duration_ms(self.config.dedup_window);
+        let mut batch = self.fjall.db.batch();
+        for guard in self
+            .fjall
+            .dedup_by_time
+            .iter()
+            .take(self.config.trim_keys_per_step_max)
+        {
+            let Ok(time_key) = guard.key() else {
+                break;
+            };
+            let Some((time_ms, primary)) = dedup_time_key_decode(&time_key) else {
+                batch.remove(&self.fjall.dedup_by_time, time_key.clone());
+                continue;
+            };
+            if now_ms.saturating_sub(time_ms) < window_ms {
+                break;
+            }
+            // A retry after expiry re-stores under the same primary key with
+            // a newer time; only delete the primary if it is still this one.
+            match self.fjall.dedup.get(primary) {
+                Ok(Some(value)) => {
+                    if DedupRecord::decode(&value).is_none_or(|record| record.time_ms == time_ms) {
+                        batch.remove(&self.fjall.dedup, primary.to_vec());
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => break,
+            }
+            batch.remove(&self.fjall.dedup_by_time, time_key.clone());
+        }
+        if let Err(error) = batch.durability(Some(PersistMode::Buffer)).commit() {
+            self.poison("expiring dedup records", &error);
+        }
+    }
+
+    fn collect_dropped(&mut self) {
+        let Some(&id) = self.dropped.front() else {
+            return;
+        };
+        let budget = self.config.trim_keys_per_step_max;
+        let prefix = id.to_be_bytes();
+        let mut batch = self.fjall.db.batch();
+        let mut deleted = 0;
+        for keyspace in [&self.fjall.entries, &self.fjall.dedup] {
+            for guard in keyspace.prefix(prefix).take(budget - deleted) {
+                let Ok(key) = guard.key() else {
+                    return;
+                };
+                batch.remove(keyspace, key);
+                deleted += 1;
+            }
+        }
+        if deleted == 0 {
+            // dedup_by_time entries of the old id expire by time.
+            batch.remove(&self.fjall.meta, meta_id_key(META_PREFIX_DROPPED, id));
+            self.dropped.pop_front();
+        }
+        if let Err(error) = batch.durability(Some(PersistMode::Buffer)).commit() {
+            self.poison("deleting a reset stream", &error);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Integration tests of `ringcast-store` against real fjall in temp dirs.
+//! One binary, one module per area (style guide §7).
+
+mod cursors;
+mod dedup;
+mod failure;
+mod kill;
+mod recovery;
+mod retention;
+mod streams;
+mod util;

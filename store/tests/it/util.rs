@@ -1,0 +1,121 @@
+//! Test helpers: a tiny `block_on` (the store's replies are futures), a
+//! test config with short timers, and blocking wrappers around the API.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use ringcast_protocol::envelope::{EncodedPush, Envelope};
+use ringcast_store::{
+    AppendRequest, Appended, Durability, ReadRequest, ReadResult, Retention, Store, StoreConfig,
+    StoreError,
+};
+
+struct ThreadWaker(Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs a future to completion on this thread.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// Short timers so retention and expiry happen within a test.
+pub fn config(path: &std::path::Path) -> StoreConfig {
+    let mut config = StoreConfig::new(path);
+    config.group_commit_delay_max = Duration::from_micros(200);
+    config.maintenance_interval = Duration::from_millis(10);
+    config
+}
+
+pub fn envelope(stream: &str, data: &str) -> Envelope {
+    Envelope {
+        id: 0,
+        offset: 0,
+        epoch: 0,
+        channel: stream.to_owned(),
+        sender: String::new(),
+        time_ms: 0,
+        data_is_json: true,
+        data: data.as_bytes().to_vec(),
+    }
+}
+
+pub fn request(stream: &str, data: &str, durability: Durability) -> AppendRequest {
+    AppendRequest {
+        stream: stream.to_owned(),
+        envelope: envelope(stream, data),
+        durability,
+        client_msg_id: None,
+        retention: Retention::UNLIMITED,
+    }
+}
+
+pub fn submit(store: &Store, request: AppendRequest) -> Result<Appended, StoreError> {
+    let receiver = store.append(request)?;
+    block_on(receiver).map_err(|_| StoreError::Closed)?
+}
+
+pub fn append(store: &Store, stream: &str, data: &str) -> Appended {
+    submit(store, request(stream, data, Durability::Sync)).expect("append")
+}
+
+pub fn read(
+    store: &Store,
+    stream: &str,
+    since: Option<u64>,
+    limit: usize,
+    reverse: bool,
+) -> ReadResult {
+    let receiver = store
+        .read(ReadRequest {
+            stream: stream.to_owned(),
+            since,
+            limit,
+            reverse,
+        })
+        .expect("read queued");
+    block_on(receiver).expect("reader alive").expect("read")
+}
+
+pub fn read_all(store: &Store, stream: &str) -> ReadResult {
+    read(store, stream, None, usize::MAX, false)
+}
+
+pub fn offsets(entries: &[EncodedPush]) -> Vec<u64> {
+    entries
+        .iter()
+        .map(|push| push.envelope().offset.to_native())
+        .collect()
+}
+
+pub fn data(entries: &[EncodedPush]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|push| String::from_utf8(push.envelope().data.as_slice().to_vec()).expect("utf8"))
+        .collect()
+}
+
+/// Polls `check` until it returns true or 5 s pass.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
