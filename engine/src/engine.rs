@@ -317,17 +317,10 @@ impl Engine {
         for thread in self.threads {
             let _ = thread.join();
         }
-        // Every other holder of `Shared` was a thread joined above; closing
-        // the store drains its queues and persists what it acknowledged.
-        match Arc::try_unwrap(self.shared) {
-            Ok(shared) => {
-                if let Err(err) = shared.store.close() {
-                    tracing::error!(error = %err, "closing the store failed");
-                }
-            }
-            Err(_) => {
-                tracing::error!("engine state still shared at shutdown; store not closed cleanly")
-            }
+        // Drains the store's queues, fsyncs and joins its threads. Tasks a
+        // runtime dropped may still hold `Shared`, so close through it.
+        if let Err(err) = self.shared.store.close() {
+            tracing::error!(error = %err, "closing the store failed");
         }
         tracing::info!("stopped");
     }

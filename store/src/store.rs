@@ -28,8 +28,10 @@ pub struct Store {
     reader_requests: Sender<ReaderMsg>,
     shared: Arc<Shared>,
     capacity: usize,
-    writer_thread: Option<JoinHandle<()>>,
-    reader_threads: Vec<JoinHandle<()>>,
+    // Behind mutexes only so `close` works through a shared reference (the
+    // engine shares the store across threads); taken once, at close.
+    writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    reader_threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 fn try_send<T>(sender: &Sender<T>, msg: T, capacity: usize) -> Result<(), StoreError> {
@@ -111,8 +113,8 @@ impl Store {
             reader_requests,
             shared,
             capacity,
-            writer_thread: Some(writer_thread),
-            reader_threads,
+            writer_thread: std::sync::Mutex::new(Some(writer_thread)),
+            reader_threads: std::sync::Mutex::new(reader_threads),
         })
     }
 
@@ -236,22 +238,32 @@ impl Store {
     }
 
     /// Answers everything queued, fsyncs, and joins the threads. Blocks.
-    pub fn close(mut self) -> Result<(), StoreError> {
+    pub fn close(&self) -> Result<(), StoreError> {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> Result<(), StoreError> {
+    fn shutdown(&self) -> Result<(), StoreError> {
         // Blocking sends: close is allowed to wait for the queues to drain.
-        if let Some(writer) = self.writer_thread.take() {
+        let writer = self
+            .writer_thread
+            .lock()
+            .map(|mut w| w.take())
+            .unwrap_or_default();
+        if let Some(writer) = writer {
             drop(self.writer_requests.send(WriterMsg::Shutdown));
             if writer.join().is_err() {
                 return Err(StoreError::Poisoned);
             }
         }
-        for _ in &self.reader_threads {
+        let readers: Vec<JoinHandle<()>> = self
+            .reader_threads
+            .lock()
+            .map(|mut r| r.drain(..).collect())
+            .unwrap_or_default();
+        for _ in &readers {
             drop(self.reader_requests.send(ReaderMsg::Shutdown));
         }
-        for reader in self.reader_threads.drain(..) {
+        for reader in readers {
             if reader.join().is_err() {
                 tracing::error!("a store reader thread panicked");
             }
@@ -267,9 +279,7 @@ impl Drop for Store {
     /// Dropping without [`Store::close`] still answers what is queued and
     /// fsyncs, so a forgotten close loses nothing that was acknowledged.
     fn drop(&mut self) {
-        if self.writer_thread.is_some() || !self.reader_threads.is_empty() {
-            drop(self.shutdown());
-        }
+        drop(self.shutdown());
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Shard {
     /// Unix milliseconds, refreshed by the sweep and on every mesh drain.
     now_ms: Cell<u64>,
     next_client_seq: Cell<u64>,
+    /// Unix milliseconds when this shard started; part of default device ids.
+    started_unix_ms: u64,
     stopping: Cell<bool>,
     accept_waker: RefCell<Option<Waker>>,
     idle_waker: RefCell<Option<Waker>>,
@@ -93,6 +95,7 @@ impl Shard {
             backlog_waker: RefCell::new(None),
             now_ms: Cell::new(unix_ms()),
             next_client_seq: Cell::new(1),
+            started_unix_ms: unix_ms(),
             stopping: Cell::new(false),
             accept_waker: RefCell::new(None),
             idle_waker: RefCell::new(None),
@@ -388,6 +391,19 @@ impl Shard {
                 "shutdown grace ran out; dropping connections"
             );
         }
+        // Break reference cycles before the runtime is dropped: a task's
+        // waker stored in a `Conn` (or in a waker slot here) keeps that
+        // task alive, and the task holds an `Rc` of this shard, which holds
+        // the engine's shared state and, through it, the store.
+        self.conns.borrow_mut().clear();
+        self.subscribers.borrow_mut().clear();
+        self.dirty.borrow_mut().clear();
+        for queue in self.backlog.borrow_mut().iter_mut() {
+            queue.clear();
+        }
+        self.accept_waker.borrow_mut().take();
+        self.backlog_waker.borrow_mut().take();
+        self.idle_waker.borrow_mut().take();
     }
 }
 
