@@ -62,7 +62,8 @@ pub(super) fn begin(shard: &Shard, key: usize, stream: &str) {
 
 /// Replays `stream` to connection `key` (which must be `client_id` still)
 /// after `since`, then releases the held live publications. Returns the
-/// subscribe reply.
+/// subscribe reply. `device_cursor` is set for the user's own inbox: without
+/// `since`, start from the device's stored cursor; on failure, stay joined.
 pub(super) async fn run(
     shard: Rc<Shard>,
     key: usize,
@@ -108,6 +109,18 @@ pub(super) async fn run(
         }
     }
     shard.flush_dirty();
+    if result.is_err() && !device_cursor {
+        // The subscribe failed as a whole: leave the channel so the client
+        // can simply retry it (the inbox, joined at connect, stays joined).
+        let current = shard
+            .conns
+            .borrow()
+            .get(key)
+            .is_some_and(|c| c.client_id == client_id);
+        if current {
+            shard.unsubscribe(key, &stream);
+        }
+    }
     result.map(|recovery| ReplyResult::Subscribed {
         channel: stream,
         recovery: Some(recovery),
