@@ -17,5 +17,6 @@ mod heartbeat;
 mod pubsub;
 mod shutdown;
 mod slow_consumer;
+mod store_failure;
 mod tidy;
 mod violations;
