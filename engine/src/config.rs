@@ -99,6 +99,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// How long shutdown waits for connections to drain before closing them.
     pub shutdown_grace: Duration,
+    /// How long a durable publish's `client_msg_id` is remembered: a retry
+    /// inside it is stored once and answered with the original ids.
+    pub dedup_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -352,6 +355,7 @@ override_flags! {
     server_node_id: "server.node_id", "RINGCAST_SERVER_NODE_ID", "0..63", "Node id";
     server_data_dir: "server.data_dir", "RINGCAST_SERVER_DATA_DIR", "PATH", "Store directory";
     server_shutdown_grace_ms: "server.shutdown_grace_ms", "RINGCAST_SERVER_SHUTDOWN_GRACE_MS", "MS", "Drain time at shutdown";
+    server_dedup_window_ms: "server.dedup_window_ms", "RINGCAST_SERVER_DEDUP_WINDOW_MS", "MS", "client_msg_id dedup window";
     websocket_listen: "websocket.listen", "RINGCAST_WEBSOCKET_LISTEN", "ADDR", "WebSocket listen address";
     websocket_path: "websocket.path", "RINGCAST_WEBSOCKET_PATH", "PATH", "WebSocket upgrade path";
     websocket_handshake_timeout_ms: "websocket.handshake_timeout_ms", "RINGCAST_WEBSOCKET_HANDSHAKE_TIMEOUT_MS", "MS", "Handshake deadline";
@@ -421,6 +425,7 @@ pub struct FileServer {
     pub node_id: Option<u64>,
     pub data_dir: Option<String>,
     pub shutdown_grace_ms: Option<u64>,
+    pub dedup_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -1115,6 +1120,12 @@ fn resolve_server(layers: &Layers<'_>, file: FileServer) -> Result<ServerConfig,
             file.shutdown_grace_ms,
             5000,
             0..=TIMEOUT_MS_MAX,
+        )?,
+        dedup_window: layers.millis(
+            "server.dedup_window_ms",
+            file.dedup_window_ms,
+            300_000,
+            1000..=TIMEOUT_MS_MAX,
         )?,
     })
 }

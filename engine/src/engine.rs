@@ -222,6 +222,7 @@ impl Engine {
         let interest = Arc::new(Interest::new());
         let mut store_config = StoreConfig::new(data_dir.clone());
         store_config.node_id = config.server.node_id.get();
+        store_config.dedup_window = config.server.dedup_window;
         let store = Store::open_with_hook(
             store_config,
             crate::streams::fanout_hook(store_sender, interest.clone()),
