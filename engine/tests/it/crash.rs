@@ -10,15 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::{api_raw, API_KEY, SECRET};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{api_raw, free_port, API_KEY, SECRET};
 
 struct Node {
     child: Child,
@@ -202,16 +194,7 @@ fn client_disconnecting_at_random_points_ends_with_the_full_stream() {
         assert!(sessions < 500, "no progress (seed {seed})");
         let last = processed.last().copied().unwrap_or(0);
         // Connect-time recovery of the inbox from the last processed offset.
-        let url = format!(
-            "{}&since={last}&epoch={epoch}",
-            ws_url(&engine, &token("flaky"))
-        );
-        let stream = std::net::TcpStream::connect(engine.ws_addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let (mut ws, _) = tungstenite::client(url, stream).expect("upgrade");
-        assert!(read_json(&mut ws).get("connect").is_some());
+        let mut ws = connect_query(&engine, "flaky", &format!("since={last}&epoch={epoch}"));
         // Read a random number of messages (the reply may come before or
         // after them), maybe ack, then vanish without a close.
         let take = xorshift(&mut rng) % 200;

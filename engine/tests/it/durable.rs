@@ -57,18 +57,6 @@ fn subscribe_since(
     (reply["result"]["recovery"].clone(), pushes)
 }
 
-/// Connects with extra query parameters (`since`, `epoch`, `device`).
-fn connect_query(engine: &ringcast_engine::Engine, user: &str, query: &str) -> Ws {
-    let url = format!("{}&{query}", ws_url(engine, &token(user)));
-    let stream = std::net::TcpStream::connect(engine.ws_addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let (mut ws, _) = tungstenite::client(url, stream).expect("upgrade");
-    assert!(read_json(&mut ws).get("connect").is_some());
-    ws
-}
-
 /// After a connect with an inbox position: the replayed pushes, then the
 /// id-0 reply with the recovery summary.
 fn connect_recovery(ws: &mut Ws) -> (Value, Vec<(u64, u64)>) {

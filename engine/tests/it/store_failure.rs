@@ -15,15 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{api_raw, API_KEY, SECRET};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::util::{api_raw, free_port, API_KEY, SECRET};
 
 fn wait_for(api: SocketAddr, up: bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -395,3 +395,25 @@ impl Raw {
         let _ = self.stream.write_all(&frame);
     }
 }
+
+/// A port that was free a moment ago (for processes that need a fixed one).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects as `user` with extra query parameters (`since`, `epoch`,
+/// `device`) and reads the `connect` message.
+pub fn connect_query(engine: &Engine, user: &str, query: &str) -> Ws {
+    let url = format!("{}&{query}", ws_url(engine, &token(user)));
+    let stream = TcpStream::connect(engine.ws_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (mut ws, _) = tungstenite::client(url, stream).expect("upgrade");
+    assert!(read_json(&mut ws).get("connect").is_some());
+    ws
+}
