@@ -172,3 +172,12 @@ pub struct Health {
     /// Requests waiting for a reader.
     pub reader_queue_len: usize,
 }
+
+/// A device's acknowledged position in a stream, with the epoch it was
+/// acknowledged in: a cursor from an older epoch tells the caller that the
+/// stream was reset since, which it must not treat as "nothing to replay".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredCursor {
+    pub offset: u64,
+    pub epoch: u64,
+}

@@ -27,7 +27,7 @@ mod writer;
 
 pub use api::{
     AppendRequest, Appended, Durability, Health, OnAppended, ReadRequest, ReadResult, Retention,
-    StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    StoreConfig, StoredCursor, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 pub use error::{ErrorSource, StoreError};
 pub use store::Store;

@@ -6,7 +6,7 @@ use crossbeam_channel::Receiver;
 use fjall::Readable;
 use ringcast_protocol::envelope::EncodedPush;
 
-use crate::api::{ReadRequest, ReadResult};
+use crate::api::{ReadRequest, ReadResult, StoredCursor};
 use crate::error::StoreError;
 use crate::keys::{
     cursor_key, entry_key, entry_key_decode, meta_id_key, meta_name_key, read_u64, CursorRecord,
@@ -24,7 +24,7 @@ pub(crate) enum ReaderMsg {
         user: String,
         device: String,
         stream: String,
-        reply: Reply<Option<u64>>,
+        reply: Reply<Option<StoredCursor>>,
     },
     Shutdown,
 }
@@ -138,14 +138,18 @@ fn get_cursor(
     user: &str,
     device: &str,
     stream: &str,
-) -> Result<Option<u64>, StoreError> {
+) -> Result<Option<StoredCursor>, StoreError> {
     let snapshot = fjall.db.snapshot();
-    let epoch = stream_meta(fjall, &snapshot, stream)?.map_or(0, |(_, meta)| meta.epoch);
     let stored = snapshot
         .get(&fjall.cursors, cursor_key(user, device, stream))
         .map_err(|error| StoreError::io("reading a cursor", error))?;
+    // Returned with its epoch, even an old one: the caller compares it with
+    // the stream's current epoch and reports a reset instead of a silent
+    // "nothing to replay".
     Ok(stored
         .and_then(|bytes| CursorRecord::decode(&bytes))
-        .filter(|record| record.epoch == epoch)
-        .map(|record| record.offset))
+        .map(|record| StoredCursor {
+            offset: record.offset,
+            epoch: record.epoch,
+        }))
 }

@@ -9,7 +9,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
 use crate::api::{
-    AppendRequest, Appended, Health, OnAppended, ReadRequest, ReadResult, StoreConfig,
+    AppendRequest, Appended, Health, OnAppended, ReadRequest, ReadResult, StoreConfig, StoredCursor,
 };
 use crate::clock::EpochGen;
 use crate::error::StoreError;
@@ -192,7 +192,7 @@ impl Store {
         user: &str,
         device: &str,
         stream: &str,
-    ) -> Result<oneshot::Receiver<Result<Option<u64>, StoreError>>, StoreError> {
+    ) -> Result<oneshot::Receiver<Result<Option<StoredCursor>, StoreError>>, StoreError> {
         validate_cursor(user, device, stream)?;
         let (reply, receiver) = oneshot::channel();
         try_send(

@@ -175,7 +175,12 @@ async fn replay(
             (conn.user.to_string(), conn.device.to_string())
         };
         let cursor = store_reply(shard.shared.store.get_cursor(&user, &device, stream)).await?;
-        position = cursor.map(|offset| StreamPosition { offset, epoch: 0 });
+        // With its epoch: a cursor acknowledged before the stream was reset
+        // makes the replay report `recovered: false`, never a silent skip.
+        position = cursor.map(|c| StreamPosition {
+            offset: c.offset,
+            epoch: c.epoch,
+        });
     }
     let Some(position) = position else {
         // A fresh subscriber: report where the stream is, replay nothing.

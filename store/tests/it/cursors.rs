@@ -16,10 +16,14 @@ fn set(store: &Store, offset: u64) -> u64 {
     .unwrap()
 }
 
-fn get(store: &Store) -> Option<u64> {
+fn get_with_epoch(store: &Store) -> Option<ringcast_store::StoredCursor> {
     block_on(store.get_cursor("alice", "phone", "user:alice").unwrap())
         .unwrap()
         .unwrap()
+}
+
+fn get(store: &Store) -> Option<u64> {
+    get_with_epoch(store).map(|cursor| cursor.offset)
 }
 
 proptest! {
@@ -62,13 +66,17 @@ fn cursor_survives_reopen_and_is_dropped_by_reset() {
 
     let store = Store::open(config(dir.path())).unwrap();
     assert_eq!(get(&store), Some(5));
-    block_on(store.reset_stream("user:alice").unwrap())
+    let acked_epoch = get_with_epoch(&store).unwrap().epoch;
+    let new_epoch = block_on(store.reset_stream("user:alice").unwrap())
         .unwrap()
         .unwrap();
-    assert_eq!(
-        get(&store),
-        None,
-        "a cursor from an old epoch means nothing"
+    // The old cursor comes back with its old epoch, so the caller can tell
+    // "stream reset" from "nothing acknowledged".
+    let stale = get_with_epoch(&store).unwrap();
+    assert_eq!(stale.epoch, acked_epoch);
+    assert_ne!(
+        stale.epoch, new_epoch,
+        "a cursor from an old epoch is marked as such"
     );
     append(&store, "user:alice", "new");
     assert_eq!(set(&store, 1), 1, "a new epoch starts a new cursor");
