@@ -221,7 +221,7 @@ fn run(shard: &Rc<Shard>, key: usize, id: u64, body: CommandBody) -> CommandResu
                 .conns
                 .borrow()
                 .get(key)
-                .map(|c| c.device.clone())
+                .map(|c| shard.device_id(c))
                 .ok_or_else(|| refuse(ErrorCode::Internal))?;
             let request = shard
                 .shared

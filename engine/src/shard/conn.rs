@@ -41,9 +41,10 @@ pub struct Conn {
     pub closing: Option<CloseReason>,
     pub client_id: u64,
     pub user: Rc<str>,
-    /// The device id from the connect URL (`?device=`), or the client id:
-    /// acknowledgements are stored per (user, device).
-    pub device: Rc<str>,
+    /// The device id from the connect URL (`?device=`); acknowledgements are
+    /// stored per (user, device). `None` (the common case, no allocation):
+    /// see `Shard::device_id` for the default.
+    pub device: Option<Rc<str>>,
     /// `Some` only while a durable stream is being replayed.
     pub recovering: Option<Box<Recovering>>,
     /// Channels this connection subscribed to, the personal one included.
@@ -72,7 +73,7 @@ impl Conn {
         fd: RawFd,
         client_id: u64,
         user: Rc<str>,
-        device: Rc<str>,
+        device: Option<Rc<str>>,
         binary: bool,
         now_ms: u64,
     ) -> Conn {
@@ -163,7 +164,7 @@ mod tests {
 
     #[test]
     fn consume_written_splits_frames() {
-        let mut conn = Conn::new(-1, 1, "u".into(), "d".into(), false, 0);
+        let mut conn = Conn::new(-1, 1, "u".into(), None, false, 0);
         for frame in [&b"abc"[..], b"de", b"fghi"] {
             conn.out.push_back(Bytes::copy_from_slice(frame));
             conn.out_bytes += frame.len();

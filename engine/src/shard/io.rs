@@ -300,17 +300,11 @@ fn register(shard: &Rc<Shard>, fd: RawFd, accepted: Accepted) -> usize {
     let client_id = shard.next_client_id();
     let recover_inbox =
         !accepted.user.is_empty() && (accepted.inbox_since.is_some() || accepted.device.is_some());
-    // Without `?device=`, a device id unique to this connection: client
-    // ids restart with the process, so the start time is part of it and a
-    // cursor acked under it can never be read back by another connection.
-    let device = accepted.device.unwrap_or_else(|| {
-        Rc::from(format!("conn-{}-{client_id}", shard.started_unix_ms).as_str())
-    });
     let mut conn = Conn::new(
         fd,
         client_id,
         accepted.user.clone(),
-        device,
+        accepted.device,
         accepted.binary,
         shard.now_ms(),
     );

@@ -118,6 +118,17 @@ impl Shard {
         (node_id << 58) | ((self.idx as u64) << 52) | (seq & ((1 << 52) - 1))
     }
 
+    /// The device id acknowledgements of `conn` are stored under: its
+    /// `?device=`, or one unique to the connection. Client ids restart with
+    /// the process, so the shard's start time is part of the default and a
+    /// cursor acked under it can never be read back by another connection.
+    pub(super) fn device_id(&self, conn: &Conn) -> String {
+        match &conn.device {
+            Some(device) => device.to_string(),
+            None => format!("conn-{}-{}", self.started_unix_ms, conn.client_id),
+        }
+    }
+
     pub fn n_conns(&self) -> usize {
         self.conns.borrow().len()
     }

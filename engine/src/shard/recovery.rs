@@ -172,7 +172,7 @@ async fn replay(
         let (user, device) = {
             let conns = shard.conns.borrow();
             let conn = conns.get(key).ok_or_else(gone)?;
-            (conn.user.to_string(), conn.device.to_string())
+            (conn.user.to_string(), shard.device_id(conn))
         };
         let cursor = store_reply(shard.shared.store.get_cursor(&user, &device, stream)).await?;
         // With its epoch: a cursor acknowledged before the stream was reset
