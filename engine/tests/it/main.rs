@@ -19,4 +19,5 @@ mod shutdown;
 mod slow_consumer;
 mod store_failure;
 mod tidy;
+mod tuning;
 mod violations;

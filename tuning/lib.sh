@@ -1,0 +1,117 @@
+# Shared by tuning/check, tuning/apply and tuning/revert: argument parsing,
+# host readers and the formulas that turn a connection target N into required
+# values. docs/tuning.md explains each formula; keep the two in step.
+#
+# Sourced, not executed. Uses only bash, coreutils, procps (sysctl) and
+# util-linux (prlimit).
+
+RINGCAST_SAVED=${RINGCAST_SAVED:-/var/lib/ringcast/tuning.saved}
+RINGCAST_SYSCTL_CONF=${RINGCAST_SYSCTL_CONF:-/etc/sysctl.d/90-ringcast.conf}
+
+# The engine's `websocket.backlog` (default 4096). Read from the same
+# environment variable the engine reads, so one setting drives both.
+BACKLOG=${RINGCAST_WEBSOCKET_BACKLOG:-4096}
+
+# io_uring submission queue entries per shard (engine/src/engine.rs,
+# URING_ENTRIES). The kernel gives the completion queue twice as many.
+URING_ENTRIES=4096
+
+PAGE_SIZE=$(getconf PAGESIZE 2>/dev/null || echo 4096)
+
+# Reads a sysctl, with tabs turned into single spaces; empty when it does not
+# exist on this host (e.g. nf_conntrack_max without the conntrack module).
+sysctl_get() {
+    sysctl -n "$1" 2>/dev/null | tr -s '\t ' '  '
+}
+
+# Parses `--connections=N` into CONNECTIONS and any flag listed in $1
+# (space-separated names such as "json dry-run") into FLAG_<name> variables.
+# Exits 2 with the usage text in $2 on anything else.
+parse_args() {
+    local allowed=$1 usage=$2 arg name
+    CONNECTIONS=1000000
+    shift 2
+    for arg in "$@"; do
+        case $arg in
+            --connections=*)
+                CONNECTIONS=${arg#--connections=}
+                if ! [[ $CONNECTIONS =~ ^[0-9]+$ ]] || ((CONNECTIONS < 1 || CONNECTIONS > 100000000)); then
+                    echo "error: --connections must be an integer from 1 to 100000000 (got '${arg#--connections=}')" >&2
+                    echo "$usage" >&2
+                    exit 2
+                fi
+                ;;
+            -h | --help)
+                echo "$usage"
+                exit 0
+                ;;
+            --*)
+                name=${arg#--}
+                if [[ " $allowed " == *" $name "* ]]; then
+                    printf -v "FLAG_${name//-/_}" 1
+                else
+                    echo "error: unknown argument '$arg'" >&2
+                    echo "$usage" >&2
+                    exit 2
+                fi
+                ;;
+            *)
+                echo "error: unknown argument '$arg'" >&2
+                echo "$usage" >&2
+                exit 2
+                ;;
+        esac
+    done
+}
+
+# --- Formulas (docs/tuning.md, "Formulas") ---------------------------------
+
+# Descriptors one engine process needs: one per connection, plus a margin for
+# listeners (one per shard per listener), eventfds, the store's files and log
+# output. The margin is 10% of N and at least 1024.
+need_nofile() {
+    local margin=$((CONNECTIONS / 10))
+    ((margin < 1024)) && margin=1024
+    echo $((CONNECTIONS + margin))
+}
+
+# System-wide file handles: 1.2 × N (the engine plus whatever else runs, load
+# generators included) plus 65536 for the rest of the system.
+need_file_max() {
+    echo $((CONNECTIONS * 12 / 10 + 65536))
+}
+
+# Pages the kernel charges for N sockets at their minimum buffers
+# (tcp_rmem[0] + tcp_wmem[0] each).
+socket_min_bytes() {
+    local rmin wmin
+    rmin=$(sysctl_get net.ipv4.tcp_rmem | awk '{print $1}')
+    wmin=$(sysctl_get net.ipv4.tcp_wmem | awk '{print $1}')
+    echo $((CONNECTIONS * (${rmin:-4096} + ${wmin:-4096})))
+}
+need_tcp_mem_pages() {
+    local bytes
+    bytes=$(socket_min_bytes)
+    echo $(((bytes + PAGE_SIZE - 1) / PAGE_SIZE))
+}
+
+# Locked memory for one shard's io_uring: 4096 SQEs × 64 B + 8192 CQEs × 16 B
+# + the 4096 × 4 B SQ index array, about 400 KiB; 512 KiB per shard with the
+# ring headers and rounding. Returned in KiB (the unit of `ulimit -l`).
+need_memlock_kib() {
+    local shards
+    shards=$(nproc)
+    echo $((shards * 512))
+}
+
+# Ephemeral ports a load generator gets per source IP with the widest sane
+# range (1024-65535).
+PORTS_WIDEST=64512
+
+# True when the running kernel is at least $1.$2.
+kernel_at_least() {
+    local major minor
+    IFS=. read -r major minor _ <<<"$(uname -r)"
+    minor=${minor%%[^0-9]*}
+    ((major > $1 || (major == $1 && minor >= $2)))
+}
