@@ -1,0 +1,282 @@
+//! Command line: the public `connect` and `fanout` subcommands and the
+//! hidden `worker` subcommand the parent uses to re-execute itself.
+//!
+//! Parsing only (no syscalls); `main` turns these into worker shares.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// The most sockets one worker process may hold. Keeps each process far
+/// below a default `ulimit -n` of 20k-ish plus headroom for the epoll fd and
+/// pipes, and keeps per-process ephemeral port use per source IP bounded.
+pub const SOCKETS_PER_WORKER_MAX: u32 = 18_000;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringcast-loadgen",
+    version,
+    about = "Load generator for Ringcast"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Open N connections at a fixed rate, hold them, close them; measures
+    /// connect latency (TCP connect start -> `connect` message received).
+    Connect(ConnectArgs),
+    /// N subscribers on one channel; the parent publishes at a fixed rate
+    /// over the HTTP API; measures publish-to-receive latency and loss.
+    Fanout(FanoutArgs),
+    /// Internal: one worker process (spawned by the parent).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+/// Flags shared by every scenario.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// WebSocket endpoint, `ws://host:port/path`.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/connection/websocket")]
+    pub target: String,
+    /// HTTP API address (`host:port`).
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub api: SocketAddr,
+    /// JWT secret (HS256) used to sign one token per connection.
+    #[arg(long, env = "RINGCAST_JWT_SECRET")]
+    pub secret: String,
+    /// Total connections over all workers.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u32,
+    /// Worker processes.
+    #[arg(long, default_value_t = 1)]
+    pub workers: u32,
+    /// Source IPv4 range `a.b.c.d-a.b.c.e` (inclusive) or a single address.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub source_ips: String,
+    /// Seed for the WebSocket keys and masks (runs are reproducible).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write `<prefix>.json` and `<prefix>.csv`.
+    #[arg(long)]
+    pub out: Option<String>,
+    /// Per-connection timeout for TCP connect + upgrade + `connect` message.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// New connections per second over all workers.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds to hold all connections after the last one was opened.
+    #[arg(long, default_value_t = 10)]
+    pub hold_s: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Channel all subscribers join.
+    #[arg(long, default_value = "news:load")]
+    pub channel: String,
+    /// Publications per second (fixed schedule).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds of publishing (fractions allowed); publications = rate x seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// New subscriber connections per second over all workers.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// HTTP API key.
+    #[arg(long, env = "RINGCAST_API_KEY")]
+    pub api_key: String,
+    /// Seconds to wait for in-flight pushes after the last publication.
+    #[arg(long, default_value_t = 5)]
+    pub drain_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Connect,
+    Fanout,
+}
+
+/// One worker's share of a run. Everything the worker needs comes on the
+/// command line so a worker can also be run by hand for debugging.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub scenario: Scenario,
+    #[arg(long)]
+    pub worker_idx: u32,
+    #[arg(long)]
+    pub target: String,
+    #[arg(long, env = "RINGCAST_JWT_SECRET")]
+    pub secret: String,
+    #[arg(long)]
+    pub connections: u32,
+    /// This worker's connections per second.
+    #[arg(long)]
+    pub rate: f64,
+    #[arg(long)]
+    pub source_ips: String,
+    #[arg(long)]
+    pub seed: u64,
+    #[arg(long)]
+    pub connect_timeout_s: u64,
+    /// connect: hold time after the last connection was opened.
+    #[arg(long, default_value_t = 0)]
+    pub hold_s: u64,
+    /// fanout: channel to subscribe to.
+    #[arg(long, default_value = "")]
+    pub channel: String,
+    /// fanout: publications the parent will send.
+    #[arg(long, default_value_t = 0)]
+    pub publications: u64,
+    /// Hard bound on the worker's run time; it stops by itself then.
+    #[arg(long)]
+    pub deadline_s: u64,
+}
+
+/// An inclusive IPv4 range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+}
+
+impl IpRange {
+    pub fn parse(text: &str) -> Result<IpRange, String> {
+        let (first, last) = match text.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (text.trim(), text.trim()),
+        };
+        let first: Ipv4Addr = first
+            .parse()
+            .map_err(|e| format!("source IP range {text:?}: {first:?}: {e}"))?;
+        let last: Ipv4Addr = last
+            .parse()
+            .map_err(|e| format!("source IP range {text:?}: {last:?}: {e}"))?;
+        if u32::from(first) > u32::from(last) {
+            return Err(format!(
+                "source IP range {text:?}: first address is after the last"
+            ));
+        }
+        Ok(IpRange { first, last })
+    }
+
+    pub fn len(&self) -> u32 {
+        u32::from(self.last) - u32::from(self.first) + 1
+    }
+
+    pub fn nth(&self, idx: u32) -> Ipv4Addr {
+        assert!(idx < self.len());
+        Ipv4Addr::from(u32::from(self.first) + idx)
+    }
+
+    /// Split into `parts` contiguous slices as even as possible. With fewer
+    /// addresses than parts, workers share addresses (round-robin).
+    pub fn split(&self, parts: u32) -> Vec<IpRange> {
+        assert!(parts > 0);
+        let len = self.len();
+        if len < parts {
+            return (0..parts)
+                .map(|part| {
+                    let ip = self.nth(part % len);
+                    IpRange {
+                        first: ip,
+                        last: ip,
+                    }
+                })
+                .collect();
+        }
+        let mut out = Vec::with_capacity(parts as usize);
+        let mut start = 0;
+        for part in 0..parts {
+            let size = len / parts + u32::from(part < len % parts);
+            out.push(IpRange {
+                first: self.nth(start),
+                last: self.nth(start + size - 1),
+            });
+            start += size;
+        }
+        assert_eq!(start, len);
+        out
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.first, self.last)
+    }
+}
+
+/// A parsed `ws://host:port/path` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub path: String,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| format!("target {url:?}: only ws:// is supported in this cut"))?;
+        let (host, path) = match rest.find('/') {
+            Some(idx) => (&rest[..idx], &rest[idx..]),
+            None => (rest, "/"),
+        };
+        let addr: SocketAddr = host
+            .parse()
+            .map_err(|e| format!("target {url:?}: host must be ip:port ({e})"))?;
+        Ok(Target {
+            addr,
+            host: host.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// Split `total` into `parts` counts as even as possible.
+pub fn split_count(total: u32, parts: u32) -> Vec<u32> {
+    assert!(parts > 0);
+    (0..parts)
+        .map(|part| total / parts + u32::from(part < total % parts))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_range_splits_evenly() {
+        let range = IpRange::parse("127.0.1.1-127.0.1.5").unwrap();
+        assert_eq!(range.len(), 5);
+        let parts = range.split(2);
+        assert_eq!(parts[0].to_string(), "127.0.1.1-127.0.1.3");
+        assert_eq!(parts[1].to_string(), "127.0.1.4-127.0.1.5");
+        let shared = IpRange::parse("127.0.0.1").unwrap().split(3);
+        assert!(shared.iter().all(|r| r.len() == 1));
+        assert!(IpRange::parse("127.0.0.2-127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn target_parses() {
+        let target = Target::parse("ws://127.0.0.1:8080/connection/websocket").unwrap();
+        assert_eq!(target.path, "/connection/websocket");
+        assert!(Target::parse("wss://x").is_err());
+        assert_eq!(split_count(5, 2), vec![3, 2]);
+    }
+}

@@ -1,0 +1,403 @@
+//! The parent process: splits the run into worker shares, re-executes its
+//! own binary once per worker (hidden `worker` subcommand), prints live
+//! progress from the workers' JSON lines, drives the fanout publisher, and
+//! merges the final results exactly (histograms are added, not averaged).
+//!
+//! Workers are processes, not threads, so that each has its own fd table
+//! (the per-process socket limit) and a crash or stall in one shows up as
+//! one missing result instead of a hung run.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::cli::{
+    split_count, CommonArgs, ConnectArgs, FanoutArgs, IpRange, Scenario, Target,
+    SOCKETS_PER_WORKER_MAX,
+};
+use crate::publisher::{self, PublishOutcome, PublishPlan};
+use crate::report::{Latency, Summary};
+use crate::stats::{self, Progress, WorkerLine, WorkerResult};
+
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Slack added to every computed bound (process start, close handshakes).
+const SLACK: Duration = Duration::from_secs(10);
+
+pub fn run_connect(args: &ConnectArgs) -> anyhow::Result<Summary> {
+    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    let common = &args.common;
+    let open_s = f64::from(common.connections) / args.rate;
+    let deadline = Duration::from_secs_f64(open_s)
+        + Duration::from_secs(common.connect_timeout_s + args.hold_s)
+        + SLACK;
+    let extra = |_: u32| vec![format!("--hold-s={}", args.hold_s)];
+    let mut fleet = Fleet::spawn(common, Scenario::Connect, args.rate, deadline, extra)?;
+    let started = Instant::now();
+    let mut live = Live::new(common.workers);
+    while !fleet.done() {
+        anyhow::ensure!(
+            started.elapsed() < deadline + SLACK,
+            "workers did not finish within {:?}",
+            deadline + SLACK
+        );
+        fleet.pump(&mut live)?;
+    }
+    let results = fleet.finish()?;
+    Ok(summarize(
+        "connect",
+        common,
+        &results,
+        None,
+        started.elapsed(),
+    ))
+}
+
+pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
+    anyhow::ensure!(
+        args.rate > 0.0 && args.connect_rate > 0.0,
+        "--rate and --connect-rate must be positive"
+    );
+    let common = &args.common;
+    let publications = (args.rate * args.seconds).round() as u64;
+    anyhow::ensure!(publications > 0, "--rate x --seconds gives no publications");
+    let subscribe_wait = Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate)
+        + Duration::from_secs(common.connect_timeout_s)
+        + Duration::from_secs(2);
+    let deadline = subscribe_wait
+        + Duration::from_secs_f64(args.seconds.max(0.0))
+        + Duration::from_secs(args.drain_s)
+        + SLACK;
+    let channel = args.channel.clone();
+    let extra = move |_: u32| {
+        vec![
+            format!("--channel={channel}"),
+            format!("--publications={publications}"),
+        ]
+    };
+    let mut fleet = Fleet::spawn(common, Scenario::Fanout, args.connect_rate, deadline, extra)?;
+    let started = Instant::now();
+    let mut live = Live::new(common.workers);
+
+    // 1. Wait until every subscriber is subscribed or has failed.
+    while live.sum(|p| p.subscribed + p.errors) < u64::from(common.connections) && !fleet.done() {
+        if started.elapsed() > subscribe_wait {
+            eprintln!("subscribers still missing after {subscribe_wait:?}; publishing anyway");
+            break;
+        }
+        fleet.pump(&mut live)?;
+    }
+    // 2. Publish on the fixed schedule from a thread; keep reporting.
+    let plan = PublishPlan {
+        api: common.api,
+        api_key: args.api_key.clone(),
+        channel: args.channel.clone(),
+        rate: args.rate,
+        publications,
+    };
+    let publisher = std::thread::spawn(move || publisher::run(&plan));
+    while !publisher.is_finished() {
+        fleet.pump(&mut live)?;
+    }
+    let outcome = publisher
+        .join()
+        .map_err(|_| anyhow::anyhow!("publisher thread panicked"))?;
+    // 3. Drain: wait until every subscriber has every publication, or drain_s.
+    let drain_started = Instant::now();
+    let expected = live.sum(|p| p.subscribed) * outcome.published;
+    while live.sum(|p| p.received) < expected
+        && drain_started.elapsed() < Duration::from_secs(args.drain_s)
+        && !fleet.done()
+    {
+        fleet.pump(&mut live)?;
+    }
+    // 4. Stop the workers (stdin EOF) and collect.
+    fleet.stop();
+    while !fleet.done() {
+        anyhow::ensure!(
+            started.elapsed() < deadline + SLACK,
+            "workers did not finish within {:?}",
+            deadline + SLACK
+        );
+        fleet.pump(&mut live)?;
+    }
+    let results = fleet.finish()?;
+    Ok(summarize(
+        "fanout",
+        common,
+        &results,
+        Some(&outcome),
+        started.elapsed(),
+    ))
+}
+
+/// The latest progress of each worker, and the live line's state.
+struct Live {
+    progress: Vec<Progress>,
+    started: Instant,
+    printed_at: Instant,
+    received_at_print: u64,
+}
+
+impl Live {
+    fn new(workers: u32) -> Live {
+        let now = Instant::now();
+        Live {
+            progress: vec![Progress::default(); workers as usize],
+            started: now,
+            printed_at: now,
+            received_at_print: 0,
+        }
+    }
+
+    fn sum(&self, field: impl Fn(&Progress) -> u64) -> u64 {
+        self.progress.iter().map(field).sum()
+    }
+
+    fn maybe_print(&mut self) {
+        let now = Instant::now();
+        let since = now.saturating_duration_since(self.printed_at);
+        if since < PROGRESS_INTERVAL {
+            return;
+        }
+        let received = self.sum(|p| p.received);
+        let rate = (received - self.received_at_print.min(received)) as f64 / since.as_secs_f64();
+        // Workers report their own p99; the max over workers is an upper
+        // bound of the merged p99 (the exact one is in the final table).
+        let p99_us = self.progress.iter().map(|p| p.p99_us).max().unwrap_or(0);
+        eprintln!(
+            "[{:>5.1}s] open {} | subscribed {} | msgs/s {:.0} | p99<= {} us | errors {}",
+            now.saturating_duration_since(self.started).as_secs_f64(),
+            self.sum(|p| p.open),
+            self.sum(|p| p.subscribed),
+            rate,
+            p99_us,
+            self.sum(|p| p.errors),
+        );
+        self.printed_at = now;
+        self.received_at_print = received;
+    }
+}
+
+enum Report {
+    Line(u32, WorkerLine),
+    Garbage(u32, String),
+    Eof(u32),
+}
+
+struct Fleet {
+    children: Vec<Child>,
+    stdins: Vec<Option<ChildStdin>>,
+    results: Vec<Option<WorkerResult>>,
+    eof: Vec<bool>,
+    reports: Receiver<Report>,
+}
+
+impl Fleet {
+    fn spawn(
+        common: &CommonArgs,
+        scenario: Scenario,
+        rate: f64,
+        deadline: Duration,
+        extra: impl Fn(u32) -> Vec<String>,
+    ) -> anyhow::Result<Fleet> {
+        anyhow::ensure!(common.workers > 0, "--workers must be at least 1");
+        anyhow::ensure!(common.connections > 0, "--connections must be at least 1");
+        Target::parse(&common.target).map_err(anyhow::Error::msg)?;
+        let ip_range = IpRange::parse(&common.source_ips).map_err(anyhow::Error::msg)?;
+        let shares = split_count(common.connections, common.workers);
+        let largest = shares.iter().copied().max().unwrap_or(0);
+        if largest > SOCKETS_PER_WORKER_MAX {
+            bail!(
+                "{} connections over {} workers is {largest} sockets per worker; the limit is \
+                 {SOCKETS_PER_WORKER_MAX} per worker process: pass --workers={} or more",
+                common.connections,
+                common.workers,
+                common.connections.div_ceil(SOCKETS_PER_WORKER_MAX)
+            );
+        }
+        let ip_slices = ip_range.split(common.workers);
+        let exe =
+            std::env::current_exe().context("cannot find this executable to start workers")?;
+        let (sender, reports) = mpsc::channel();
+        let mut children = Vec::new();
+        let mut stdins = Vec::new();
+        for (worker_idx, (&share, slice)) in (0u32..).zip(shares.iter().zip(&ip_slices)) {
+            let mut command = Command::new(&exe);
+            command
+                .arg("worker")
+                .arg("--scenario")
+                .arg(match scenario {
+                    Scenario::Connect => "connect",
+                    Scenario::Fanout => "fanout",
+                })
+                .arg(format!("--worker-idx={worker_idx}"))
+                .arg(format!("--target={}", common.target))
+                .arg(format!("--connections={share}"))
+                .arg(format!(
+                    "--rate={}",
+                    rate * f64::from(share) / f64::from(common.connections)
+                ))
+                .arg(format!("--source-ips={slice}"))
+                .arg(format!("--seed={}", common.seed))
+                .arg(format!("--connect-timeout-s={}", common.connect_timeout_s))
+                .arg(format!("--deadline-s={}", deadline.as_secs().max(1)))
+                .args(extra(worker_idx))
+                // The secret goes by environment, not argv (visible in ps).
+                .env("RINGCAST_JWT_SECRET", &common.secret)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit());
+            let mut child = command
+                .spawn()
+                .with_context(|| format!("starting worker {worker_idx}"))?;
+            let stdout = child.stdout.take().expect("stdout is piped");
+            stdins.push(child.stdin.take());
+            children.push(child);
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let report = match serde_json::from_str::<WorkerLine>(&line) {
+                        Ok(parsed) => Report::Line(worker_idx, parsed),
+                        Err(_) => Report::Garbage(worker_idx, line),
+                    };
+                    if sender.send(report).is_err() {
+                        return;
+                    }
+                }
+                let _ = sender.send(Report::Eof(worker_idx));
+            });
+        }
+        let workers = common.workers as usize;
+        Ok(Fleet {
+            children,
+            stdins,
+            results: vec![None; workers],
+            eof: vec![false; workers],
+            reports,
+        })
+    }
+
+    fn done(&self) -> bool {
+        self.eof.iter().all(|&eof| eof)
+    }
+
+    /// Closing a worker's stdin tells it to close its connections and report.
+    fn stop(&mut self) {
+        for stdin in &mut self.stdins {
+            drop(stdin.take());
+        }
+    }
+
+    /// Handle the reports that arrive within ~100 ms and print the live line.
+    fn pump(&mut self, live: &mut Live) -> anyhow::Result<()> {
+        match self.reports.recv_timeout(Duration::from_millis(100)) {
+            Ok(report) => self.handle(live, report),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => self.eof.iter_mut().for_each(|eof| *eof = true),
+        }
+        while let Ok(report) = self.reports.try_recv() {
+            self.handle(live, report);
+        }
+        live.maybe_print();
+        Ok(())
+    }
+
+    fn handle(&mut self, live: &mut Live, report: Report) {
+        match report {
+            Report::Line(idx, WorkerLine::Progress(progress)) => {
+                live.progress[idx as usize] = progress
+            }
+            Report::Line(idx, WorkerLine::Result(result)) => {
+                let progress = &mut live.progress[idx as usize];
+                progress.subscribed = result.subscribed;
+                progress.received = result.received;
+                progress.open = 0;
+                self.results[idx as usize] = Some(result);
+            }
+            Report::Garbage(idx, line) => eprintln!("worker {idx}: unexpected output: {line}"),
+            Report::Eof(idx) => self.eof[idx as usize] = true,
+        }
+    }
+
+    fn finish(mut self) -> anyhow::Result<Vec<WorkerResult>> {
+        self.stop();
+        let mut results = Vec::new();
+        for (idx, (child, result)) in self
+            .children
+            .iter_mut()
+            .zip(self.results.iter_mut())
+            .enumerate()
+        {
+            let status = child
+                .wait()
+                .with_context(|| format!("waiting for worker {idx}"))?;
+            match result.take() {
+                Some(result) if status.success() => results.push(result),
+                _ => bail!("worker {idx} exited ({status}) without a result; its error is above"),
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn summarize(
+    scenario: &str,
+    common: &CommonArgs,
+    results: &[WorkerResult],
+    publish: Option<&PublishOutcome>,
+    elapsed: Duration,
+) -> Summary {
+    let mut connect_hist = stats::new_histogram();
+    let mut push_hist = stats::new_histogram();
+    let mut summary = Summary {
+        scenario: scenario.to_owned(),
+        target: common.target.clone(),
+        workers: common.workers,
+        connections: common.connections,
+        elapsed_s: elapsed.as_secs_f64(),
+        ..Summary::default()
+    };
+    for result in results {
+        summary.attempted += result.attempted;
+        summary.connected += result.connected;
+        summary.subscribed += result.subscribed;
+        summary.received += result.received;
+        summary.duplicated += result.duplicated;
+        summary.out_of_order += result.out_of_order;
+        for (kind, count) in &result.errors {
+            *summary.errors.entry(kind.clone()).or_insert(0) += count;
+        }
+        for (wire, into) in [
+            (&result.connect_hist, &mut connect_hist),
+            (&result.push_hist, &mut push_hist),
+        ] {
+            match stats::decode_histogram(wire) {
+                Ok(histogram) => stats::merge(into, &histogram),
+                Err(error) => {
+                    eprintln!("worker {}: {error}", result.worker_idx);
+                    *summary
+                        .errors
+                        .entry("bad_worker_histogram".to_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    if let Some(publish) = publish {
+        summary.published = publish.published;
+        summary.publish_errors = publish.failed;
+        for (kind, count) in &publish.errors {
+            *summary.errors.entry(kind.clone()).or_insert(0) += count;
+        }
+        summary.expected = summary.subscribed * publish.published;
+        summary.lost = summary.expected.saturating_sub(summary.received);
+    }
+    summary.errors_total = summary.errors.values().sum();
+    summary.connect_latency = Latency::from_histogram(&connect_hist);
+    summary.push_latency = Latency::from_histogram(&push_hist);
+    summary
+}

@@ -1,0 +1,148 @@
+//! fanout's publisher: POSTs to `/api/publish` on a fixed schedule over one
+//! keep-alive HTTP/1.1 connection (blocking, on its own thread).
+//!
+//! No coordinated omission: publication `i` is due at `t0 + i / rate`, and
+//! its payload carries that *intended* time. When the API is slow the
+//! publisher falls behind and sends late, and the subscribers' latency
+//! includes the lateness, as a real backend's would.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::stats::{count_error, ErrorCounts, ErrorKind};
+use crate::worker::unix_us;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct PublishPlan {
+    pub api: SocketAddr,
+    pub api_key: String,
+    pub channel: String,
+    pub rate: f64,
+    pub publications: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct PublishOutcome {
+    pub published: u64,
+    pub failed: u64,
+    pub errors: ErrorCounts,
+}
+
+pub fn run(plan: &PublishPlan) -> PublishOutcome {
+    assert!(plan.rate > 0.0);
+    let mut outcome = PublishOutcome::default();
+    let mut conn: Option<(BufReader<TcpStream>, TcpStream)> = None;
+    let started = Instant::now();
+    let started_unix_us = unix_us();
+    for seq in 0..plan.publications {
+        let offset = Duration::from_secs_f64(seq as f64 / plan.rate);
+        let due = started + offset;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let intended_us = started_unix_us + offset.as_micros() as u64;
+        let body = serde_json::json!({
+            "channel": plan.channel,
+            "data": {"seq": seq, "t_us": intended_us},
+        })
+        .to_string();
+        match publish_one(&mut conn, plan, &body) {
+            Ok(200) => outcome.published += 1,
+            Ok(status) => {
+                outcome.failed += 1;
+                count_error(
+                    &mut outcome.errors,
+                    ErrorKind::HandshakeStatus,
+                    &format!("publish_{status}"),
+                );
+            }
+            Err(error) => {
+                conn = None;
+                outcome.failed += 1;
+                let kind = if matches!(
+                    error.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) {
+                    ErrorKind::Timeout
+                } else {
+                    ErrorKind::ConnectRefused
+                };
+                count_error(&mut outcome.errors, kind, "publish");
+            }
+        }
+    }
+    outcome
+}
+
+fn publish_one(
+    conn: &mut Option<(BufReader<TcpStream>, TcpStream)>,
+    plan: &PublishPlan,
+    body: &str,
+) -> io::Result<u16> {
+    if conn.is_none() {
+        let stream = TcpStream::connect_timeout(&plan.api, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        *conn = Some((BufReader::new(stream.try_clone()?), stream));
+    }
+    let (reader, writer) = conn.as_mut().expect("connected above");
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: apikey {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        plan.api,
+        plan.api_key,
+        body.len()
+    );
+    writer.write_all(request.as_bytes())?;
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "API closed the connection",
+        ));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad status line {line:?}"),
+            )
+        })?;
+    let mut content_len = 0usize;
+    let mut close = false;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "API closed mid-headers",
+            ));
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_len = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("connection")
+                && value.trim().eq_ignore_ascii_case("close")
+            {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0u8; content_len];
+    reader.read_exact(&mut body)?;
+    if close {
+        *conn = None;
+    }
+    Ok(status)
+}

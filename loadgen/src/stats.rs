@@ -1,0 +1,192 @@
+//! Per-worker measurements and the JSON lines workers send to the parent.
+//!
+//! Latencies go into an HdrHistogram (microseconds, 3 significant digits).
+//! Workers ship the histogram serialized with the V2 format and base64, so
+//! the parent's merge is exact: it adds bucket counts, it never averages
+//! percentiles.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Highest latency the histogram records: one hour in microseconds.
+/// Larger values are clamped (and still counted).
+pub const LATENCY_US_MAX: u64 = 3_600_000_000;
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+pub fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_US_MAX, SIGNIFICANT_DIGITS)
+        .expect("static histogram bounds are valid")
+}
+
+/// Record one latency, clamped into the histogram's range.
+pub fn record(histogram: &mut Histogram<u64>, latency_us: u64) {
+    let value = latency_us.clamp(1, LATENCY_US_MAX);
+    histogram
+        .record(value)
+        .expect("value clamped into the histogram's range");
+}
+
+pub fn encode_histogram(histogram: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2Serializer::new()
+        .serialize(histogram, &mut bytes)
+        .expect("serializing into a Vec cannot fail");
+    BASE64.encode(bytes)
+}
+
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = BASE64
+        .decode(text)
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram does not deserialize: {e:?}"))
+}
+
+/// Add `other` into `into` exactly (bucket counts).
+pub fn merge(into: &mut Histogram<u64>, other: &Histogram<u64>) {
+    into.add(other)
+        .expect("histograms with the same bounds always merge");
+}
+
+/// Error kinds, counted per kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// TCP connect failed (refused, unreachable, no ports left).
+    ConnectRefused,
+    /// The upgrade was answered with a status other than 101, or garbage.
+    HandshakeStatus,
+    /// The server closed the WebSocket (close code in the key) or the
+    /// stream broke mid-session, or it violated the protocol.
+    ProtocolClose,
+    /// A step did not finish in time.
+    Timeout,
+    /// A command (subscribe) was answered with an error.
+    CommandError,
+}
+
+/// Counts by error key (`connect_refused`, `handshake_status_401`,
+/// `close_4001`, `timeout_connect`, ...). A BTreeMap so output is stable.
+pub type ErrorCounts = BTreeMap<String, u64>;
+
+pub fn count_error(errors: &mut ErrorCounts, kind: ErrorKind, detail: &str) {
+    let base = match kind {
+        ErrorKind::ConnectRefused => "connect_refused",
+        ErrorKind::HandshakeStatus => "handshake_status",
+        ErrorKind::ProtocolClose => "protocol_close",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::CommandError => "command_error",
+    };
+    let key = if detail.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}_{detail}")
+    };
+    *errors.entry(key).or_insert(0) += 1;
+}
+
+/// A worker's once-a-second progress line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub worker_idx: u32,
+    pub elapsed_ms: u64,
+    /// Connections that got their `connect` message and are still open.
+    pub open: u64,
+    /// fanout: connections whose subscribe was acknowledged.
+    pub subscribed: u64,
+    /// Pushes received since the start.
+    pub received: u64,
+    /// p99 so far of this worker's main latency, microseconds.
+    pub p99_us: u64,
+    pub errors: u64,
+}
+
+/// A worker's final result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WorkerResult {
+    pub worker_idx: u32,
+    pub attempted: u64,
+    pub connected: u64,
+    pub subscribed: u64,
+    pub received: u64,
+    pub duplicated: u64,
+    pub out_of_order: u64,
+    pub errors: ErrorCounts,
+    /// Connect latency histogram (V2 + base64).
+    pub connect_hist: String,
+    /// Publish-to-receive latency histogram (V2 + base64); fanout only.
+    pub push_hist: String,
+    pub elapsed_ms: u64,
+}
+
+/// One line a worker writes to stdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerLine {
+    Progress(Progress),
+    Result(WorkerResult),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merged_worker_histograms_equal_one_histogram() {
+        let mut all = new_histogram();
+        let mut worker_a = new_histogram();
+        let mut worker_b = new_histogram();
+        // Deterministic spread over six decades, including the clamp edges.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        for idx in 0..50_000u64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let value = 1 + state % 10u64.pow(1 + (idx % 6) as u32);
+            record(&mut all, value);
+            if idx % 3 == 0 {
+                record(&mut worker_a, value);
+            } else {
+                record(&mut worker_b, value);
+            }
+        }
+        record(&mut all, LATENCY_US_MAX * 2);
+        record(&mut worker_b, LATENCY_US_MAX * 2);
+
+        let mut merged = new_histogram();
+        for worker in [&worker_a, &worker_b] {
+            let wire = encode_histogram(worker);
+            merge(&mut merged, &decode_histogram(&wire).unwrap());
+        }
+        assert_eq!(merged.len(), all.len());
+        assert_eq!(merged.max(), all.max());
+        assert_eq!(merged.min(), all.min());
+        for quantile in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.value_at_quantile(quantile),
+                all.value_at_quantile(quantile),
+                "quantile {quantile}"
+            );
+        }
+        for (a, b) in merged.iter_recorded().zip(all.iter_recorded()) {
+            assert_eq!(a.value_iterated_to(), b.value_iterated_to());
+            assert_eq!(a.count_at_value(), b.count_at_value());
+        }
+        assert_eq!(merged.iter_recorded().count(), all.iter_recorded().count());
+    }
+
+    #[test]
+    fn errors_count_by_kind() {
+        let mut errors = ErrorCounts::new();
+        count_error(&mut errors, ErrorKind::HandshakeStatus, "401");
+        count_error(&mut errors, ErrorKind::HandshakeStatus, "401");
+        count_error(&mut errors, ErrorKind::Timeout, "");
+        assert_eq!(errors.get("handshake_status_401"), Some(&2));
+        assert_eq!(errors.get("timeout"), Some(&1));
+    }
+}
