@@ -18,9 +18,20 @@ use ringcast_protocol::frame::Decoder;
 
 use crate::publication::Publication;
 
-/// Streams being replayed to a connection, each with the live publications
-/// held back until its replay ends (see `recovery.rs`).
-pub type Recovering = Vec<(Rc<str>, Vec<Arc<Publication>>)>;
+/// Durable streams this connection recovered (see `recovery.rs`).
+pub type Recovering = Vec<RecoveringStream>;
+
+/// One recovered stream: while its replay runs, the live publications held
+/// back; once it is done, the last replayed offset. The store makes a write
+/// readable before its fan-out reaches the shards, so a publication can be
+/// replayed and *then* arrive live: the floor drops such late copies.
+pub struct RecoveringStream {
+    pub stream: Rc<str>,
+    pub held: Vec<Arc<Publication>>,
+    /// `None` while replaying; then live publications at or below it are
+    /// duplicates of the replay.
+    pub floor: Option<u64>,
+}
 
 /// Why a connection is being closed, and what to tell the peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -250,6 +250,12 @@ impl Shard {
     pub(super) fn unsubscribe(&self, key: usize, channel: &str) {
         if let Some(conn) = self.conns.borrow_mut().get_mut(key) {
             conn.subscriptions.retain(|c| &**c != channel);
+            if let Some(streams) = conn.recovering.as_mut() {
+                streams.retain(|entry| &*entry.stream != channel);
+                if streams.is_empty() {
+                    conn.recovering = None;
+                }
+            }
         }
         self.remove_subscriber(key, channel);
     }

@@ -19,7 +19,7 @@ use ringcast_protocol::envelope::{encode_push_json, EncodedPush};
 use ringcast_protocol::frame::{encode_frame, OpCode};
 use ringcast_store::{ReadRequest, ReadResult, StoreError};
 
-use super::conn::CloseReason;
+use super::conn::{CloseReason, RecoveringStream};
 use super::fanout;
 use super::Shard;
 use crate::publication::Publication;
@@ -54,9 +54,14 @@ pub(super) async fn store_reply<T>(
 /// Holds live publications of `stream` for connection `key` from now on.
 pub(super) fn begin(shard: &Shard, key: usize, stream: &str) {
     if let Some(conn) = shard.conns.borrow_mut().get_mut(key) {
-        conn.recovering
-            .get_or_insert_with(Default::default)
-            .push((stream.into(), Vec::new()));
+        let streams = conn.recovering.get_or_insert_with(Default::default);
+        // A stream recovered before (its floor) starts over.
+        streams.retain(|entry| *entry.stream != *stream);
+        streams.push(RecoveringStream {
+            stream: stream.into(),
+            held: Vec::new(),
+            floor: None,
+        });
     }
 }
 
@@ -81,9 +86,18 @@ pub(super) async fn run(
         let mut conns = shard.conns.borrow_mut();
         let mut dirty = shard.dirty.borrow_mut();
         if let Some(conn) = conns.get_mut(key).filter(|c| c.client_id == client_id) {
+            // Keep the stream's entry as a floor (late live copies of what
+            // was replayed are dropped); on failure there is nothing to
+            // protect and the entry goes.
             let held = conn.recovering.as_mut().and_then(|streams| {
-                let pos = streams.iter().position(|(s, _)| **s == *stream)?;
-                Some(streams.swap_remove(pos).1)
+                let pos = streams.iter().position(|entry| *entry.stream == *stream)?;
+                if result.is_ok() {
+                    let entry = &mut streams[pos];
+                    entry.floor = Some(last_offset);
+                    Some(std::mem::take(&mut entry.held))
+                } else {
+                    Some(streams.swap_remove(pos).held)
+                }
             });
             if conn.recovering.as_ref().is_some_and(|s| s.is_empty()) {
                 conn.recovering = None;
@@ -271,18 +285,24 @@ fn queue_entry(shard: &Shard, key: usize, entry: &EncodedPush) {
     shard.send_frame(key, frame);
 }
 
-/// Holds `publication` if connection `conn` is replaying its stream.
-/// Returns true when held (the caller must not queue it).
+/// Holds `publication` if connection `conn` is replaying its stream, or
+/// drops it if the replay already delivered it. Returns true when the caller
+/// must not queue it.
 pub(super) fn hold(conn: &mut super::conn::Conn, publication: &Arc<Publication>) -> bool {
     let Some(streams) = conn.recovering.as_mut() else {
         return false;
     };
-    let Some((_, held)) = streams
+    let Some(entry) = streams
         .iter_mut()
-        .find(|(s, _)| **s == *publication.channel())
+        .find(|entry| *entry.stream == *publication.channel())
     else {
         return false;
     };
+    if let Some(floor) = entry.floor {
+        // Replay done: drop a late live copy of a replayed publication.
+        return publication.offset() <= floor;
+    }
+    let held = &mut entry.held;
     if held.len() >= RECOVERY_BUFFER_MAX {
         conn.request_close(CloseReason {
             code: ringcast_protocol::close::CloseCode::TRY_AGAIN_LATER,
