@@ -110,6 +110,14 @@ struct DisconnectBody {
 
 type ApiResult = Result<Response, Response>;
 
+/// A publication handed over but not yet acknowledged.
+enum Pending {
+    /// Live: delivered to the shards already.
+    Done(Published),
+    /// Durable: waiting for the store's group commit.
+    Stored(futures_channel::oneshot::Receiver<Result<ringcast_store::Appended, StoreError>>),
+}
+
 /// What a publish answers: the sender's acknowledgement. Ids and epochs are
 /// strings because they are u64s, past JavaScript's exact integers.
 #[derive(serde::Serialize)]
@@ -305,11 +313,18 @@ impl Api {
             }
         }
         let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
-        let mut results = Vec::with_capacity(body.channels.len());
+        // Submit every target first, then wait: durable targets share group
+        // commits instead of paying one fsync each, in turn.
+        let mut pending = Vec::with_capacity(body.channels.len());
         for channel in body.channels {
-            let published = self
-                .publish_one(channel.clone(), data.clone(), data_is_json, None)
+            let started = self
+                .submit_one(channel.clone(), data.clone(), data_is_json, None)
                 .await?;
+            pending.push((channel, started));
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (channel, started) in pending {
+            let published = Self::finish_one(started).await?;
             results.push(json!({"channel": channel, "id": published.id, "offset": published.offset, "epoch": published.epoch}));
         }
         Ok(Response::json(200, &json!({"results": results})))
@@ -333,16 +348,18 @@ impl Api {
             }
         }
         let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
-        let mut results = Vec::with_capacity(users.len());
+        // As in broadcast: submit all, then wait, so inboxes share fsyncs.
+        let mut pending = Vec::with_capacity(users.len());
         for user in users {
-            let published = self
-                .publish_one(
-                    channels::personal_channel(&user),
-                    data.clone(),
-                    data_is_json,
-                    None,
-                )
+            let inbox = channels::personal_channel(&user);
+            let started = self
+                .submit_one(inbox, data.clone(), data_is_json, None)
                 .await?;
+            pending.push((user, started));
+        }
+        let mut results = Vec::with_capacity(pending.len());
+        for (user, started) in pending {
+            let published = Self::finish_one(started).await?;
             results.push(json!({"user": user, "id": published.id, "offset": published.offset, "epoch": published.epoch}));
         }
         Ok(Response::json(200, &json!({"results": results})))
@@ -360,6 +377,23 @@ impl Api {
         data_is_json: bool,
         client_msg_id: Option<String>,
     ) -> Result<Published, Response> {
+        let pending = self
+            .submit_one(channel, data, data_is_json, client_msg_id)
+            .await?;
+        Self::finish_one(pending).await
+    }
+
+    /// Starts a publication: a live one is handed to the shards here; a
+    /// durable one is only submitted to the store, so a batch of targets
+    /// (`send` to many users, `broadcast`) shares the store's group commits
+    /// instead of waiting for one fsync per target.
+    async fn submit_one(
+        &self,
+        channel: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+        client_msg_id: Option<String>,
+    ) -> Result<Pending, Response> {
         let now = unix_ms();
         let id = self.message_ids.borrow_mut().next(now).0;
         let envelope = Envelope {
@@ -380,32 +414,44 @@ impl Api {
                 client_msg_id,
                 retention: policy.retention,
             };
-            let appended = match self.shared.store.append(request) {
-                Ok(reply) => match reply.await {
-                    Ok(result) => result,
-                    Err(_canceled) => Err(StoreError::Closed),
-                },
-                Err(err) => Err(err),
-            }
-            .map_err(|err| store_unavailable(&err))?;
-            return Ok(Published {
-                id: appended.message_id.0.to_string(),
-                offset: appended.offset,
-                epoch: appended.epoch.to_string(),
-                duplicate: appended.duplicate,
-            });
+            let reply = self
+                .shared
+                .store
+                .append(request)
+                .map_err(|err| store_unavailable(&err))?;
+            return Ok(Pending::Stored(reply));
         }
         let publication = Arc::new(Publication::new(&envelope));
         for shard_idx in shard_indexes(self.shared.interest.shards(&envelope.channel)) {
             self.send_with_retry(shard_idx, ShardEvent::Publish(publication.clone()))
                 .await?;
         }
-        Ok(Published {
+        Ok(Pending::Done(Published {
             id: id.to_string(),
             offset: 0,
             epoch: "0".into(),
             duplicate: false,
-        })
+        }))
+    }
+
+    /// Waits for a publication started by `submit_one` to be acknowledged.
+    async fn finish_one(pending: Pending) -> Result<Published, Response> {
+        match pending {
+            Pending::Done(published) => Ok(published),
+            Pending::Stored(reply) => {
+                let appended = match reply.await {
+                    Ok(result) => result,
+                    Err(_canceled) => Err(StoreError::Closed),
+                }
+                .map_err(|err| store_unavailable(&err))?;
+                Ok(Published {
+                    id: appended.message_id.0.to_string(),
+                    offset: appended.offset,
+                    epoch: appended.epoch.to_string(),
+                    duplicate: appended.duplicate,
+                })
+            }
+        }
     }
 
     async fn send_with_retry(
