@@ -1,4 +1,5 @@
-//! Command line: the public `connect` and `fanout` subcommands and the
+//! Command line: the public `connect`, `fanout` and `reconnect` subcommands
+//! and the
 //! hidden `worker` subcommand the parent uses to re-execute itself.
 //!
 //! Parsing only (no syscalls); `main` turns these into worker shares.
@@ -31,6 +32,10 @@ pub enum Command {
     /// N subscribers on one channel; the parent publishes at a fixed rate
     /// over the HTTP API; measures publish-to-receive latency and loss.
     Fanout(FanoutArgs),
+    /// N users, each on its own inbox; the parent sends to every inbox at a
+    /// fixed rate; at the middle a share of the connections is dropped and
+    /// reconnects with `since`/`epoch`; measures recovery and continuity.
+    Reconnect(ReconnectArgs),
     /// Internal: one worker process (spawned by the parent).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -104,10 +109,40 @@ pub struct FanoutArgs {
     pub drain_s: u64,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct ReconnectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Send requests per second (one `/api/send` per worker per tick, to
+    /// every user of that worker).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds of sending (fractions allowed).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Share of each worker's connections dropped at the middle of the run.
+    #[arg(long, default_value_t = 0.3)]
+    pub drop_share: f64,
+    /// Upper bound of the random (seeded) delay before a dropped connection
+    /// reconnects, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub reconnect_delay_ms: u64,
+    /// New connections per second over all workers (initial connects).
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// HTTP API key.
+    #[arg(long, env = "RINGCAST_API_KEY")]
+    pub api_key: String,
+    /// Seconds to wait for in-flight pushes after the last send.
+    #[arg(long, default_value_t = 5)]
+    pub drain_s: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     Connect,
     Fanout,
+    Reconnect,
 }
 
 /// One worker's share of a run. Everything the worker needs comes on the
@@ -142,6 +177,12 @@ pub struct WorkerArgs {
     /// fanout: publications the parent will send.
     #[arg(long, default_value_t = 0)]
     pub publications: u64,
+    /// reconnect: share of the connections to drop when the parent says so.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_share: f64,
+    /// reconnect: upper bound of the delay before reconnecting, ms.
+    #[arg(long, default_value_t = 0)]
+    pub reconnect_delay_ms: u64,
     /// Hard bound on the worker's run time; it stops by itself then.
     #[arg(long)]
     pub deadline_s: u64,

@@ -49,6 +49,18 @@ pub struct ClientSettings {
     pub channel: Option<String>,
     /// fanout: number of publications (sequence numbers `0..publications`).
     pub publications: u64,
+    /// reconnect: track the inbox's offsets instead of fanout's sequence
+    /// numbers.
+    pub inbox: bool,
+}
+
+/// reconnect: where a connection (or the user it reconnects as) stands in
+/// its inbox.
+#[derive(Debug, Clone, Default)]
+pub struct InboxState {
+    pub last_offset: Option<u64>,
+    pub epoch: Option<String>,
+    pub last_seq: Option<u64>,
 }
 
 pub struct Conn {
@@ -65,6 +77,11 @@ pub struct Conn {
     /// fanout: one bit per sequence number received.
     seen: Vec<u64>,
     seq_max: Option<u64>,
+    /// reconnect: the inbox position carried across a reconnect.
+    pub inbox: InboxState,
+    /// reconnect: set on a reconnecting connection until its id-0 recovery
+    /// reply arrives (recovery latency starts at `started`).
+    pub recovering: bool,
 }
 
 /// What the poll loop should do after an event.
@@ -77,8 +94,20 @@ pub enum Next {
 enum Inbound {
     Nothing,
     Connect,
-    Reply { id: u64, error: Option<String> },
-    Push { seq: u64, intended_us: u64 },
+    Reply {
+        id: u64,
+        error: Option<String>,
+    },
+    Push {
+        seq: u64,
+        intended_us: u64,
+        offset: Option<u64>,
+        epoch: Option<String>,
+    },
+    Recovery {
+        recovered: bool,
+        replayed: u64,
+    },
     Ping(Vec<u8>),
     Close(Option<u16>),
 }
@@ -108,6 +137,8 @@ impl Conn {
             decoder: Decoder::new(),
             seen: vec![0; words],
             seq_max: None,
+            inbox: InboxState::default(),
+            recovering: false,
         }
     }
 
@@ -159,6 +190,7 @@ impl Conn {
             Phase::TcpConnecting => "tcp",
             Phase::Upgrading => "upgrade",
             Phase::AwaitConnect => "connect_msg",
+            Phase::Open if self.recovering => "recovery",
             Phase::Open => "subscribe",
             Phase::Closing => "close",
             Phase::Done => return Next::Drop,
@@ -300,6 +332,10 @@ impl Conn {
             Inbound::Connect if self.phase == Phase::AwaitConnect => {
                 self.phase = Phase::Open;
                 tally.open += 1;
+                if self.recovering {
+                    // A reconnect: measured as recovery latency instead.
+                    return Next::Keep;
+                }
                 tally.connected += 1;
                 let latency_us = now.saturating_duration_since(self.started).as_micros() as u64;
                 record(&mut tally.connect_hist, latency_us);
@@ -330,8 +366,47 @@ impl Conn {
                     self.fail(tally, ErrorKind::CommandError, &format!("subscribe_{code}"))
                 }
             },
+            Inbound::Recovery {
+                recovered,
+                replayed,
+            } => {
+                if self.recovering {
+                    self.recovering = false;
+                    tally.reconnected += 1;
+                    if recovered {
+                        tally.recovered_true += 1;
+                    } else {
+                        tally.recovered_false += 1;
+                    }
+                    tally.replayed += replayed;
+                    let latency_us = now.saturating_duration_since(self.started).as_micros() as u64;
+                    record(&mut tally.recovery_hist, latency_us);
+                }
+                Next::Keep
+            }
+            Inbound::Reply { id: 0, error } => {
+                let code = error.unwrap_or_else(|| "no_recovery".to_owned());
+                count_error(
+                    &mut tally.errors,
+                    ErrorKind::CommandError,
+                    &format!("recovery_{code}"),
+                );
+                self.recovering = false;
+                Next::Keep
+            }
             Inbound::Reply { .. } => Next::Keep,
-            Inbound::Push { seq, intended_us } => {
+            Inbound::Push {
+                seq,
+                intended_us,
+                offset,
+                epoch,
+            } if settings.inbox => {
+                self.on_inbox_push(tally, seq, intended_us, offset, epoch);
+                Next::Keep
+            }
+            Inbound::Push {
+                seq, intended_us, ..
+            } => {
                 if seq >= settings.publications {
                     count_error(
                         &mut tally.errors,
@@ -374,6 +449,48 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// reconnect: one push of the inbox. Offsets must follow each other
+    /// (a jump is a gap, a repeat or step back a duplicate), `seq` must grow.
+    fn on_inbox_push(
+        &mut self,
+        tally: &mut Tally,
+        seq: u64,
+        intended_us: u64,
+        offset: Option<u64>,
+        epoch: Option<String>,
+    ) {
+        let Some(offset) = offset else {
+            count_error(&mut tally.errors, ErrorKind::ProtocolClose, "no_offset");
+            return;
+        };
+        if epoch.is_some() {
+            self.inbox.epoch = epoch;
+        }
+        match self.inbox.last_offset {
+            Some(last) if offset <= last => {
+                tally.duplicated += 1;
+                return;
+            }
+            Some(last) => tally.gaps += offset - last - 1,
+            None => {}
+        }
+        self.inbox.last_offset = Some(offset);
+        if self.inbox.last_seq.is_some_and(|last| seq <= last) {
+            tally.out_of_order += 1;
+        }
+        self.inbox.last_seq = Some(self.inbox.last_seq.map_or(seq, |last| last.max(seq)));
+        tally.received += 1;
+        if !self.recovering {
+            // Replayed pushes would measure the outage, not the push path.
+            record(
+                &mut tally.push_hist,
+                crate::worker::unix_us().saturating_sub(intended_us),
+            );
+        }
+    }
+}
+
 fn classify(message: Option<Message<'_>>) -> Inbound {
     match message {
         Some(Message::Text(bytes)) => classify_text(bytes),
@@ -392,17 +509,34 @@ struct ServerText {
     push: Option<PushText>,
     id: Option<u64>,
     error: Option<ErrorText>,
+    result: Option<ResultText>,
 }
 
 #[derive(serde::Deserialize)]
 struct PushText {
     data: LoadPayload,
+    offset: Option<u64>,
+    epoch: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResultText {
+    recovery: Option<RecoveryText>,
+}
+
+#[derive(serde::Deserialize)]
+struct RecoveryText {
+    recovered: bool,
+    #[serde(default)]
+    replayed: u64,
 }
 
 /// The payload the fanout publisher sends.
 #[derive(serde::Deserialize)]
 struct LoadPayload {
     seq: u64,
+    /// fanout sends `t_us`, reconnect (`/api/send`) sends `t`.
+    #[serde(alias = "t")]
     t_us: u64,
 }
 
@@ -424,6 +558,18 @@ fn classify_text(bytes: &[u8]) -> Inbound {
         return Inbound::Push {
             seq: push.data.seq,
             intended_us: push.data.t_us,
+            offset: push.offset,
+            epoch: push.epoch,
+        };
+    }
+    if let (Some(0), None, Some(recovery)) = (
+        text.id,
+        text.error.as_ref(),
+        text.result.as_ref().and_then(|r| r.recovery.as_ref()),
+    ) {
+        return Inbound::Recovery {
+            recovered: recovery.recovered,
+            replayed: recovery.replayed,
         };
     }
     if let Some(id) = text.id {
@@ -457,7 +603,16 @@ mod tests {
             Inbound::Nothing => "nothing".to_owned(),
             Inbound::Connect => "connect".to_owned(),
             Inbound::Reply { id, error } => format!("reply {id} {error:?}"),
-            Inbound::Push { seq, intended_us } => format!("push {seq} {intended_us}"),
+            Inbound::Push {
+                seq,
+                intended_us,
+                offset,
+                epoch,
+            } => format!("push {seq} {intended_us} {offset:?} {epoch:?}"),
+            Inbound::Recovery {
+                recovered,
+                replayed,
+            } => format!("recovery {recovered} {replayed}"),
             Inbound::Ping(_) | Inbound::Close(_) => unreachable!("not text"),
         }
     }
@@ -472,7 +627,19 @@ mod tests {
             check(
                 r#"{"push":{"channel":"news:load","id":"7","offset":0,"data":{"seq":3,"t_us":99}}}"#
             ),
-            "push 3 99"
+            "push 3 99 Some(0) None"
+        );
+        assert_eq!(
+            check(
+                r#"{"push":{"channel":"user:a","offset":4,"epoch":"17","data":{"seq":2,"t":5}}}"#
+            ),
+            "push 2 5 Some(4) Some(\"17\")"
+        );
+        assert_eq!(
+            check(
+                r#"{"id":0,"result":{"channel":"user:a","recovery":{"recovered":true,"epoch":"17","offset":4,"start_offset":1,"replayed":2}}}"#
+            ),
+            "recovery true 2"
         );
         assert_eq!(
             check(r#"{"push":{"channel":"user:a","data":{"text":"hi"}}}"#),

@@ -44,10 +44,14 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Connect(args) => (parent::run_connect(args)?, &args.common),
         Command::Fanout(args) => (parent::run_fanout(args)?, &args.common),
+        Command::Reconnect(args) => (parent::run_reconnect(args)?, &args.common),
     };
     write_report(&summary, common)?;
     let clean = summary.errors_total == 0
         && summary.lost == 0
+        && summary.gaps == 0
+        && summary.duplicated == 0
+        && summary.reconnected == summary.dropped
         && summary.connected == u64::from(summary.connections);
     Ok(if clean {
         ExitCode::SUCCESS

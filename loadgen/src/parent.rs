@@ -7,7 +7,7 @@
 //! (the per-process socket limit) and a crash or stall in one shows up as
 //! one missing result instead of a hung run.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::cli::{
-    split_count, CommonArgs, ConnectArgs, FanoutArgs, IpRange, Scenario, Target,
+    split_count, CommonArgs, ConnectArgs, FanoutArgs, IpRange, ReconnectArgs, Scenario, Target,
     SOCKETS_PER_WORKER_MAX,
 };
-use crate::publisher::{self, PublishOutcome, PublishPlan};
+use crate::publisher::{self, PublishOutcome, PublishPlan, SendOutcome, SendPlan};
 use crate::report::{Latency, Summary};
 use crate::stats::{self, Progress, WorkerLine, WorkerResult};
 
@@ -133,6 +133,119 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     ))
 }
 
+pub fn run_reconnect(args: &ReconnectArgs) -> anyhow::Result<Summary> {
+    anyhow::ensure!(
+        args.rate > 0.0 && args.connect_rate > 0.0,
+        "--rate and --connect-rate must be positive"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.drop_share),
+        "--drop-share must be within 0..=1"
+    );
+    let common = &args.common;
+    let ticks = (args.rate * args.seconds).round() as u64;
+    anyhow::ensure!(ticks > 0, "--rate x --seconds gives no sends");
+    let connect_wait = Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate)
+        + Duration::from_secs(common.connect_timeout_s)
+        + Duration::from_secs(2);
+    let deadline = connect_wait
+        + Duration::from_secs_f64(args.seconds.max(0.0))
+        + Duration::from_millis(args.reconnect_delay_ms)
+        + Duration::from_secs(common.connect_timeout_s + args.drain_s)
+        + SLACK;
+    let (drop_share, delay_ms) = (args.drop_share, args.reconnect_delay_ms);
+    let extra = move |_: u32| {
+        vec![
+            format!("--drop-share={drop_share}"),
+            format!("--reconnect-delay-ms={delay_ms}"),
+        ]
+    };
+    let mut fleet = Fleet::spawn(
+        common,
+        Scenario::Reconnect,
+        args.connect_rate,
+        deadline,
+        extra,
+    )?;
+    let started = Instant::now();
+    let mut live = Live::new(common.workers);
+
+    // 1. Wait until every connection is open or has failed.
+    while live.sum(|p| p.open + p.errors) < u64::from(common.connections) && !fleet.done() {
+        if started.elapsed() > connect_wait {
+            eprintln!("connections still missing after {connect_wait:?}; sending anyway");
+            break;
+        }
+        fleet.pump(&mut live)?;
+    }
+    // 2. Send on the fixed schedule from a thread; drop at the middle.
+    let users = (0u32..)
+        .zip(split_count(common.connections, common.workers))
+        .map(|(worker, share)| (0..share).map(|i| format!("rc-{worker}-{i}")).collect())
+        .collect();
+    let plan = SendPlan {
+        api: common.api,
+        api_key: args.api_key.clone(),
+        users,
+        rate: args.rate,
+        ticks,
+    };
+    let sending_started = Instant::now();
+    let middle = Duration::from_secs_f64(args.seconds.max(0.0) / 2.0);
+    let sender = std::thread::spawn(move || publisher::run_send(&plan));
+    let mut dropped = false;
+    while !sender.is_finished() {
+        if !dropped && sending_started.elapsed() >= middle {
+            dropped = true;
+            fleet.signal_drop();
+        }
+        fleet.pump(&mut live)?;
+    }
+    if !dropped {
+        fleet.signal_drop();
+    }
+    let outcome = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender thread panicked"))?;
+    // 3. Drain: wait until every expected message arrived, or drain_s (the
+    //    reconnects' own timeout included).
+    let drain_started = Instant::now();
+    let drain = Duration::from_secs(args.drain_s)
+        + Duration::from_millis(args.reconnect_delay_ms)
+        + Duration::from_secs(1);
+    while live.sum(|p| p.received) < outcome.expected
+        && drain_started.elapsed() < drain
+        && !fleet.done()
+    {
+        fleet.pump(&mut live)?;
+    }
+    // 4. Stop the workers (stdin EOF) and collect.
+    fleet.stop();
+    while !fleet.done() {
+        anyhow::ensure!(
+            started.elapsed() < deadline + SLACK,
+            "workers did not finish within {:?}",
+            deadline + SLACK
+        );
+        fleet.pump(&mut live)?;
+    }
+    let results = fleet.finish()?;
+    let mut summary = summarize("reconnect", common, &results, None, started.elapsed());
+    add_sends(&mut summary, &outcome);
+    Ok(summary)
+}
+
+fn add_sends(summary: &mut Summary, outcome: &SendOutcome) {
+    summary.published = outcome.sent;
+    summary.publish_errors = outcome.failed;
+    for (kind, count) in &outcome.errors {
+        *summary.errors.entry(kind.clone()).or_insert(0) += count;
+    }
+    summary.errors_total = summary.errors.values().sum();
+    summary.expected = outcome.expected;
+    summary.lost = summary.expected.saturating_sub(summary.received);
+}
+
 /// The latest progress of each worker, and the live line's state.
 struct Live {
     progress: Vec<Progress>,
@@ -232,6 +345,7 @@ impl Fleet {
                 .arg(match scenario {
                     Scenario::Connect => "connect",
                     Scenario::Fanout => "fanout",
+                    Scenario::Reconnect => "reconnect",
                 })
                 .arg(format!("--worker-idx={worker_idx}"))
                 .arg(format!("--target={}", common.target))
@@ -283,6 +397,17 @@ impl Fleet {
 
     fn done(&self) -> bool {
         self.eof.iter().all(|&eof| eof)
+    }
+
+    /// reconnect: one `d` on a worker's stdin tells it to drop its share.
+    fn signal_drop(&mut self) {
+        for (idx, stdin) in self.stdins.iter_mut().enumerate() {
+            if let Some(pipe) = stdin.as_mut() {
+                if let Err(error) = pipe.write_all(b"d").and_then(|()| pipe.flush()) {
+                    eprintln!("worker {idx}: cannot signal the drop: {error}");
+                }
+            }
+        }
     }
 
     /// Closing a worker's stdin tells it to close its connections and report.
@@ -353,6 +478,7 @@ fn summarize(
 ) -> Summary {
     let mut connect_hist = stats::new_histogram();
     let mut push_hist = stats::new_histogram();
+    let mut recovery_hist = stats::new_histogram();
     let mut summary = Summary {
         scenario: scenario.to_owned(),
         target: common.target.clone(),
@@ -368,6 +494,25 @@ fn summarize(
         summary.received += result.received;
         summary.duplicated += result.duplicated;
         summary.out_of_order += result.out_of_order;
+        let recovery = &result.recovery;
+        summary.dropped += recovery.dropped;
+        summary.reconnected += recovery.reconnected;
+        summary.recovered_true += recovery.recovered_true;
+        summary.recovered_false += recovery.recovered_false;
+        summary.replayed += recovery.replayed;
+        summary.gaps += recovery.gaps;
+        if !recovery.recovery_hist.is_empty() {
+            match stats::decode_histogram(&recovery.recovery_hist) {
+                Ok(histogram) => stats::merge(&mut recovery_hist, &histogram),
+                Err(error) => {
+                    eprintln!("worker {}: {error}", result.worker_idx);
+                    *summary
+                        .errors
+                        .entry("bad_worker_histogram".to_owned())
+                        .or_insert(0) += 1;
+                }
+            }
+        }
         for (kind, count) in &result.errors {
             *summary.errors.entry(kind.clone()).or_insert(0) += count;
         }
@@ -399,5 +544,6 @@ fn summarize(
     summary.errors_total = summary.errors.values().sum();
     summary.connect_latency = Latency::from_histogram(&connect_hist);
     summary.push_latency = Latency::from_histogram(&push_hist);
+    summary.recovery_latency = Latency::from_histogram(&recovery_hist);
     summary
 }

@@ -49,7 +49,7 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
             "data": {"seq": seq, "t_us": intended_us},
         })
         .to_string();
-        match publish_one(&mut conn, plan, &body) {
+        match post(&mut conn, plan.api, &plan.api_key, "/api/publish", &body) {
             Ok(200) => outcome.published += 1,
             Ok(status) => {
                 outcome.failed += 1;
@@ -77,13 +77,92 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
     outcome
 }
 
-fn publish_one(
+/// reconnect's sender: one `POST /api/send` per worker per tick, to every
+/// user of that worker, tick `k` due at `t0 + k / rate`, payload
+/// `{"seq": k, "t": <intended unix microseconds>}`.
+pub struct SendPlan {
+    pub api: SocketAddr,
+    pub api_key: String,
+    /// Users per worker.
+    pub users: Vec<Vec<String>>,
+    pub rate: f64,
+    pub ticks: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct SendOutcome {
+    /// Requests answered with 200.
+    pub sent: u64,
+    pub failed: u64,
+    /// Messages expected: the users of every request answered with 200.
+    pub expected: u64,
+    pub errors: ErrorCounts,
+}
+
+pub fn run_send(plan: &SendPlan) -> SendOutcome {
+    assert!(plan.rate > 0.0);
+    let mut outcome = SendOutcome::default();
+    let mut conn: Option<(BufReader<TcpStream>, TcpStream)> = None;
+    let started = Instant::now();
+    let started_unix_us = unix_us();
+    for seq in 0..plan.ticks {
+        let offset = Duration::from_secs_f64(seq as f64 / plan.rate);
+        let due = started + offset;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        let intended_us = started_unix_us + offset.as_micros() as u64;
+        for users in &plan.users {
+            if users.is_empty() {
+                continue;
+            }
+            let body = serde_json::json!({
+                "users": users,
+                "data": {"seq": seq, "t": intended_us},
+            })
+            .to_string();
+            match post(&mut conn, plan.api, &plan.api_key, "/api/send", &body) {
+                Ok(200) => {
+                    outcome.sent += 1;
+                    outcome.expected += users.len() as u64;
+                }
+                Ok(status) => {
+                    outcome.failed += 1;
+                    count_error(
+                        &mut outcome.errors,
+                        ErrorKind::HandshakeStatus,
+                        &format!("send_{status}"),
+                    );
+                }
+                Err(error) => {
+                    conn = None;
+                    outcome.failed += 1;
+                    let kind = if matches!(
+                        error.kind(),
+                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                    ) {
+                        ErrorKind::Timeout
+                    } else {
+                        ErrorKind::ConnectRefused
+                    };
+                    count_error(&mut outcome.errors, kind, "send");
+                }
+            }
+        }
+    }
+    outcome
+}
+
+fn post(
     conn: &mut Option<(BufReader<TcpStream>, TcpStream)>,
-    plan: &PublishPlan,
+    api: SocketAddr,
+    api_key: &str,
+    path: &str,
     body: &str,
 ) -> io::Result<u16> {
     if conn.is_none() {
-        let stream = TcpStream::connect_timeout(&plan.api, IO_TIMEOUT)?;
+        let stream = TcpStream::connect_timeout(&api, IO_TIMEOUT)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -91,10 +170,8 @@ fn publish_one(
     }
     let (reader, writer) = conn.as_mut().expect("connected above");
     let request = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nAuthorization: apikey {}\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: apikey {api_key}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        plan.api,
-        plan.api_key,
         body.len()
     );
     writer.write_all(request.as_bytes())?;

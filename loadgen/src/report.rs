@@ -67,6 +67,18 @@ pub struct Summary {
     pub connect_latency: Latency,
     /// fanout: intended publish time (schedule) -> push received.
     pub push_latency: Latency,
+    /// reconnect: connections dropped at the middle of the run.
+    pub dropped: u64,
+    /// reconnect: dropped connections that got the id-0 recovery reply.
+    pub reconnected: u64,
+    pub recovered_true: u64,
+    pub recovered_false: u64,
+    /// reconnect: publications replayed at reconnect, summed.
+    pub replayed: u64,
+    /// reconnect: offsets missing between a connection's first and last.
+    pub gaps: u64,
+    /// reconnect: reconnect start -> id-0 recovery reply.
+    pub recovery_latency: Latency,
     pub elapsed_s: f64,
 }
 
@@ -83,6 +95,34 @@ impl Summary {
             "connections   asked {}  attempted {}  connected {}",
             self.connections, self.attempted, self.connected
         );
+        if self.scenario == "reconnect" {
+            let _ = writeln!(
+                out,
+                "sends         requests {}  errors {}",
+                self.published, self.publish_errors
+            );
+            let _ = writeln!(
+                out,
+                "reconnect     dropped {}  reconnected {}  recovered {}  not recovered {}  \
+                 replayed {}",
+                self.dropped,
+                self.reconnected,
+                self.recovered_true,
+                self.recovered_false,
+                self.replayed
+            );
+            let _ = writeln!(
+                out,
+                "pushes        expected {}  received {}  lost {}  gaps {}  duplicated {}  \
+                 out-of-order {}",
+                self.expected,
+                self.received,
+                self.lost,
+                self.gaps,
+                self.duplicated,
+                self.out_of_order
+            );
+        }
         if self.scenario == "fanout" {
             let _ = writeln!(out, "subscribed    {}", self.subscribed);
             let _ = writeln!(
@@ -115,8 +155,11 @@ impl Summary {
             );
         };
         row("connect", &self.connect_latency);
-        if self.scenario == "fanout" {
+        if self.scenario != "connect" {
             row("push", &self.push_latency);
+        }
+        if self.scenario == "reconnect" {
+            row("recovery", &self.recovery_latency);
         }
         let _ = writeln!(out, "errors        {}", self.errors_total);
         for (kind, count) in &self.errors {
@@ -146,9 +189,16 @@ impl Summary {
         put("lost", self.lost.to_string());
         put("duplicated", self.duplicated.to_string());
         put("out_of_order", self.out_of_order.to_string());
+        put("dropped", self.dropped.to_string());
+        put("reconnected", self.reconnected.to_string());
+        put("recovered_true", self.recovered_true.to_string());
+        put("recovered_false", self.recovered_false.to_string());
+        put("replayed", self.replayed.to_string());
+        put("gaps", self.gaps.to_string());
         put("errors_total", self.errors_total.to_string());
         for (name, latency) in [
             ("connect", &self.connect_latency),
+            ("recovery", &self.recovery_latency),
             ("push", &self.push_latency),
         ] {
             put(&format!("{name}_count"), latency.count.to_string());

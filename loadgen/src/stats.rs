@@ -122,6 +122,26 @@ pub struct WorkerResult {
     /// Publish-to-receive latency histogram (V2 + base64); fanout only.
     pub push_hist: String,
     pub elapsed_ms: u64,
+    /// reconnect: the worker's recovery counts and histogram.
+    #[serde(default)]
+    pub recovery: RecoveryCounts,
+}
+
+/// reconnect: what one worker saw of the drop and the recovery.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RecoveryCounts {
+    /// Connections dropped abruptly at the middle of the run.
+    pub dropped: u64,
+    /// Dropped connections that got the id-0 recovery reply.
+    pub reconnected: u64,
+    pub recovered_true: u64,
+    pub recovered_false: u64,
+    /// Sum of `replayed` over the recovery replies.
+    pub replayed: u64,
+    /// Offsets skipped within a connection's inbox (missing messages).
+    pub gaps: u64,
+    /// Reconnect start -> id-0 recovery reply (V2 + base64).
+    pub recovery_hist: String,
 }
 
 /// One line a worker writes to stdout.

@@ -27,8 +27,10 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::{IpRange, Scenario, Target, WorkerArgs, SOCKETS_PER_WORKER_MAX};
-use crate::client::{io_kind, ClientSettings, Conn, Next, Phase};
-use crate::stats::{self, count_error, ErrorCounts, ErrorKind, Progress, WorkerLine, WorkerResult};
+use crate::client::{io_kind, ClientSettings, Conn, InboxState, Next, Phase};
+use crate::stats::{
+    self, count_error, ErrorCounts, ErrorKind, Progress, RecoveryCounts, WorkerLine, WorkerResult,
+};
 
 const STDIN_TOKEN: Token = Token(usize::MAX);
 const EVENTS_CAPACITY: usize = 1024;
@@ -54,6 +56,21 @@ pub struct Tally {
     pub errors: ErrorCounts,
     pub connect_hist: Histogram<u64>,
     pub push_hist: Histogram<u64>,
+    /// reconnect: see `stats::RecoveryCounts`.
+    pub dropped: u64,
+    pub reconnected: u64,
+    pub recovered_true: u64,
+    pub recovered_false: u64,
+    pub replayed: u64,
+    pub gaps: u64,
+    pub recovery_hist: Histogram<u64>,
+}
+
+/// reconnect: a dropped connection waiting for its reconnect time.
+struct PendingReconnect {
+    due: Instant,
+    slot: usize,
+    inbox: InboxState,
 }
 
 /// xorshift64*: masks and keys need to be unpredictable to nobody, only
@@ -106,7 +123,12 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let settings = ClientSettings {
         channel: (args.scenario == Scenario::Fanout).then(|| args.channel.clone()),
         publications: args.publications,
+        inbox: args.scenario == Scenario::Reconnect,
     };
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.drop_share),
+        "--drop-share must be within 0..=1"
+    );
     let connect_timeout = Duration::from_secs(args.connect_timeout_s);
     let deadline_at = Instant::now() + Duration::from_secs(args.deadline_s);
 
@@ -128,7 +150,17 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         errors: ErrorCounts::new(),
         connect_hist: stats::new_histogram(),
         push_hist: stats::new_histogram(),
+        dropped: 0,
+        reconnected: 0,
+        recovered_true: 0,
+        recovered_false: 0,
+        replayed: 0,
+        gaps: 0,
+        recovery_hist: stats::new_histogram(),
     };
+    let mut drop_requested = false;
+    let mut drop_done = false;
+    let mut pending: Vec<PendingReconnect> = Vec::new();
 
     let started = Instant::now();
     let interval_s = 1.0 / args.rate;
@@ -156,45 +188,90 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             let idx = tally.attempted as u32;
             tally.attempted += 1;
             opened += 1;
-            let src = source_ips.nth(idx % source_ips.len());
-            let conn_started = Instant::now();
-            let stream = match open_socket(src, target.addr) {
-                Ok(stream) => stream,
-                Err(error) => {
-                    count_error(
-                        &mut tally.errors,
-                        ErrorKind::ConnectRefused,
-                        &io_kind(&error),
-                    );
-                    conns.push(None);
-                    continue;
-                }
-            };
-            let user = format!("lg{}-{idx}", args.worker_idx);
-            let token = jsonwebtoken::encode(
-                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                &serde_json::json!({"sub": user, "exp": unix_us() / 1_000_000 + TOKEN_LIFETIME_S}),
+            let conn = open_conn(
+                args,
+                &target,
+                &source_ips,
                 &key,
-            )?;
-            let path = format!(
-                "{}{}token={token}",
-                target.path,
-                if target.path.contains('?') { '&' } else { '?' }
-            );
-            let mut conn = Conn::new(
-                stream,
-                conn_started,
-                &target.host,
-                &path,
                 &mut rng,
-                args.publications,
-            );
+                idx,
+                None,
+                &mut tally,
+            )?;
+            let Some(mut conn) = conn else {
+                conns.push(None);
+                continue;
+            };
             poll.registry().register(
                 &mut conn.stream,
                 Token(conns.len()),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
             conns.push(Some(conn));
+        }
+
+        // reconnect: drop a share of the connections once the parent says so.
+        if drop_requested && !drop_done && closing_since.is_none() {
+            drop_done = true;
+            let mut open: Vec<usize> = (0..conns.len())
+                .filter(|&slot| {
+                    conns[slot]
+                        .as_ref()
+                        .is_some_and(|conn| conn.phase == Phase::Open)
+                })
+                .collect();
+            let wanted = (args.drop_share * f64::from(args.connections)).round() as usize;
+            let count = wanted.min(open.len());
+            // Partial Fisher-Yates: the first `count` are a seeded sample.
+            for idx in 0..count {
+                let pick = idx + (rng.next_u64() % (open.len() - idx) as u64) as usize;
+                open.swap(idx, pick);
+            }
+            for &slot in &open[..count] {
+                let Some(mut conn) = conns[slot].take() else {
+                    continue;
+                };
+                poll.registry().deregister(&mut conn.stream)?;
+                tally.open = tally.open.saturating_sub(1);
+                tally.dropped += 1;
+                let delay_ms = rng.next_u64() % (args.reconnect_delay_ms + 1);
+                pending.push(PendingReconnect {
+                    due: now + Duration::from_millis(delay_ms),
+                    slot,
+                    inbox: std::mem::take(&mut conn.inbox),
+                });
+                // Dropping the socket closes it: no close frame.
+                drop(conn);
+            }
+        }
+        // reconnect: reopen the dropped connections whose delay is over.
+        let mut idx = 0;
+        while idx < pending.len() && closing_since.is_none() {
+            if pending[idx].due > now {
+                idx += 1;
+                continue;
+            }
+            let due = pending.swap_remove(idx);
+            let conn = open_conn(
+                args,
+                &target,
+                &source_ips,
+                &key,
+                &mut rng,
+                due.slot as u32,
+                Some(&due.inbox),
+                &mut tally,
+            )?;
+            if let Some(mut conn) = conn {
+                conn.inbox = due.inbox;
+                conn.recovering = true;
+                poll.registry().register(
+                    &mut conn.stream,
+                    Token(due.slot),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+                conns[due.slot] = Some(conn);
+            }
         }
 
         let wait = if (tally.attempted as u32) < args.connections && closing_since.is_none() {
@@ -211,11 +288,14 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         let now = Instant::now();
         for event in events.iter() {
             if event.token() == STDIN_TOKEN {
-                // The parent never writes: readable means EOF, the stop signal.
+                // EOF is the stop signal; a `d` (reconnect) the drop signal.
                 let mut scratch = [0u8; 64];
-                if matches!(io::stdin().read(&mut scratch), Ok(0) | Err(_)) {
-                    stop_requested = true;
-                    poll.registry().deregister(&mut SourceFd(&stdin_fd))?;
+                match io::stdin().read(&mut scratch) {
+                    Ok(0) | Err(_) => {
+                        stop_requested = true;
+                        poll.registry().deregister(&mut SourceFd(&stdin_fd))?;
+                    }
+                    Ok(n) => drop_requested |= scratch[..n].contains(&b'd'),
                 }
                 continue;
             }
@@ -236,7 +316,9 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                 };
                 let waiting = match conn.phase {
                     Phase::TcpConnecting | Phase::Upgrading | Phase::AwaitConnect => true,
-                    Phase::Open => settings.channel.is_some() && !conn.subscribed,
+                    Phase::Open => {
+                        (settings.channel.is_some() && !conn.subscribed) || conn.recovering
+                    }
                     Phase::Closing | Phase::Done => false,
                 };
                 if waiting
@@ -253,7 +335,9 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             let settled = all_attempted
                 && conns.iter().flatten().all(|conn| match conn.phase {
                     Phase::TcpConnecting | Phase::Upgrading | Phase::AwaitConnect => false,
-                    Phase::Open => settings.channel.is_none() || conn.subscribed,
+                    Phase::Open => {
+                        (settings.channel.is_none() || conn.subscribed) && !conn.recovering
+                    }
                     Phase::Closing | Phase::Done => true,
                 });
             if settled && all_settled_at.is_none() {
@@ -288,7 +372,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             progress_at += PROGRESS_INTERVAL;
             let p99_us = match args.scenario {
                 Scenario::Connect => tally.connect_hist.value_at_quantile(0.99),
-                Scenario::Fanout => tally.push_hist.value_at_quantile(0.99),
+                Scenario::Fanout | Scenario::Reconnect => tally.push_hist.value_at_quantile(0.99),
             };
             emit(&WorkerLine::Progress(Progress {
                 worker_idx: args.worker_idx,
@@ -314,8 +398,77 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         connect_hist: stats::encode_histogram(&tally.connect_hist),
         push_hist: stats::encode_histogram(&tally.push_hist),
         elapsed_ms: started.elapsed().as_millis() as u64,
+        recovery: RecoveryCounts {
+            dropped: tally.dropped,
+            reconnected: tally.reconnected,
+            recovered_true: tally.recovered_true,
+            recovered_false: tally.recovered_false,
+            replayed: tally.replayed,
+            gaps: tally.gaps,
+            recovery_hist: stats::encode_histogram(&tally.recovery_hist),
+        },
     }))?;
     Ok(())
+}
+
+/// Open connection `idx` of this worker (TCP connect started, upgrade
+/// queued). `inbox`: a reconnect, asking for recovery from that position.
+/// A socket that cannot be opened is counted and gives `None`.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker loop's locals, passed apart rather than through a one-use struct"
+)]
+fn open_conn(
+    args: &WorkerArgs,
+    target: &Target,
+    source_ips: &IpRange,
+    key: &jsonwebtoken::EncodingKey,
+    rng: &mut Rng,
+    idx: u32,
+    inbox: Option<&InboxState>,
+    tally: &mut Tally,
+) -> anyhow::Result<Option<Conn>> {
+    let src = source_ips.nth(idx % source_ips.len());
+    let conn_started = Instant::now();
+    let stream = match open_socket(src, target.addr) {
+        Ok(stream) => stream,
+        Err(error) => {
+            count_error(
+                &mut tally.errors,
+                ErrorKind::ConnectRefused,
+                &io_kind(&error),
+            );
+            return Ok(None);
+        }
+    };
+    let user = match args.scenario {
+        Scenario::Reconnect => format!("rc-{}-{idx}", args.worker_idx),
+        Scenario::Connect | Scenario::Fanout => format!("lg{}-{idx}", args.worker_idx),
+    };
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": user, "exp": unix_us() / 1_000_000 + TOKEN_LIFETIME_S}),
+        key,
+    )?;
+    let mut path = format!(
+        "{}{}token={token}",
+        target.path,
+        if target.path.contains('?') { '&' } else { '?' }
+    );
+    if let Some(inbox) = inbox {
+        path.push_str(&format!("&since={}", inbox.last_offset.unwrap_or(0)));
+        if let Some(epoch) = &inbox.epoch {
+            path.push_str(&format!("&epoch={epoch}"));
+        }
+    }
+    Ok(Some(Conn::new(
+        stream,
+        conn_started,
+        &target.host,
+        &path,
+        rng,
+        args.publications,
+    )))
 }
 
 fn drop_conn(poll: &Poll, conns: &mut [Option<Conn>], slot: usize) -> io::Result<()> {

@@ -277,7 +277,10 @@ fn run(shard: &Rc<Shard>, key: usize, id: u64, body: CommandBody) -> CommandResu
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "a publish command's fields, passed apart rather than through a one-use struct")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a publish command's fields, passed apart rather than through a one-use struct"
+)]
 fn publish(
     shard: &Rc<Shard>,
     key: usize,

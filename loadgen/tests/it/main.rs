@@ -3,4 +3,5 @@
 
 mod connect;
 mod fanout;
+mod reconnect;
 mod util;
