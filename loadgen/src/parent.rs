@@ -34,18 +34,10 @@ pub fn run_connect(args: &ConnectArgs) -> anyhow::Result<Summary> {
         + Duration::from_secs(common.connect_timeout_s + args.hold_s)
         + SLACK;
     let extra = |_: u32| vec![format!("--hold-s={}", args.hold_s)];
-    let mut fleet = Fleet::spawn(common, Scenario::Connect, args.rate, deadline, extra)?;
+    let fleet = Fleet::spawn(common, Scenario::Connect, args.rate, deadline, extra)?;
     let started = Instant::now();
     let mut live = Live::new(common.workers);
-    while !fleet.done() {
-        anyhow::ensure!(
-            started.elapsed() < deadline + SLACK,
-            "workers did not finish within {:?}",
-            deadline + SLACK
-        );
-        fleet.pump(&mut live)?;
-    }
-    let results = fleet.finish()?;
+    let results = collect(fleet, &mut live, started, deadline)?;
     Ok(summarize(
         "connect",
         common,
@@ -115,15 +107,7 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     }
     // 4. Stop the workers (stdin EOF) and collect.
     fleet.stop();
-    while !fleet.done() {
-        anyhow::ensure!(
-            started.elapsed() < deadline + SLACK,
-            "workers did not finish within {:?}",
-            deadline + SLACK
-        );
-        fleet.pump(&mut live)?;
-    }
-    let results = fleet.finish()?;
+    let results = collect(fleet, &mut live, started, deadline)?;
     Ok(summarize(
         "fanout",
         common,
@@ -221,15 +205,7 @@ pub fn run_reconnect(args: &ReconnectArgs) -> anyhow::Result<Summary> {
     }
     // 4. Stop the workers (stdin EOF) and collect.
     fleet.stop();
-    while !fleet.done() {
-        anyhow::ensure!(
-            started.elapsed() < deadline + SLACK,
-            "workers did not finish within {:?}",
-            deadline + SLACK
-        );
-        fleet.pump(&mut live)?;
-    }
-    let results = fleet.finish()?;
+    let results = collect(fleet, &mut live, started, deadline)?;
     let mut summary = summarize("reconnect", common, &results, None, started.elapsed());
     add_sends(&mut summary, &outcome);
     Ok(summary)
@@ -247,6 +223,25 @@ fn add_sends(summary: &mut Summary, outcome: &SendOutcome) {
 }
 
 /// The latest progress of each worker, and the live line's state.
+/// Waits (bounded by the run's deadline plus `SLACK`) for every worker to
+/// exit, then gathers their results.
+fn collect(
+    mut fleet: Fleet,
+    live: &mut Live,
+    started: Instant,
+    deadline: Duration,
+) -> anyhow::Result<Vec<WorkerResult>> {
+    while !fleet.done() {
+        anyhow::ensure!(
+            started.elapsed() < deadline + SLACK,
+            "workers did not finish within {:?}",
+            deadline + SLACK
+        );
+        fleet.pump(live)?;
+    }
+    fleet.finish()
+}
+
 struct Live {
     progress: Vec<Progress>,
     started: Instant,

@@ -37,13 +37,7 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
     let started = Instant::now();
     let started_unix_us = unix_us();
     for seq in 0..plan.publications {
-        let offset = Duration::from_secs_f64(seq as f64 / plan.rate);
-        let due = started + offset;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        let intended_us = started_unix_us + offset.as_micros() as u64;
+        let intended_us = wait_for_tick(started, started_unix_us, seq, plan.rate);
         let body = serde_json::json!({
             "channel": plan.channel,
             "data": {"seq": seq, "t_us": intended_us},
@@ -51,26 +45,9 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
         .to_string();
         match post(&mut conn, plan.api, &plan.api_key, "/api/publish", &body) {
             Ok(200) => outcome.published += 1,
-            Ok(status) => {
+            other => {
                 outcome.failed += 1;
-                count_error(
-                    &mut outcome.errors,
-                    ErrorKind::HandshakeStatus,
-                    &format!("publish_{status}"),
-                );
-            }
-            Err(error) => {
-                conn = None;
-                outcome.failed += 1;
-                let kind = if matches!(
-                    error.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) {
-                    ErrorKind::Timeout
-                } else {
-                    ErrorKind::ConnectRefused
-                };
-                count_error(&mut outcome.errors, kind, "publish");
+                count_failure(&mut outcome.errors, &mut conn, "publish", other);
             }
         }
     }
@@ -106,13 +83,7 @@ pub fn run_send(plan: &SendPlan) -> SendOutcome {
     let started = Instant::now();
     let started_unix_us = unix_us();
     for seq in 0..plan.ticks {
-        let offset = Duration::from_secs_f64(seq as f64 / plan.rate);
-        let due = started + offset;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        }
-        let intended_us = started_unix_us + offset.as_micros() as u64;
+        let intended_us = wait_for_tick(started, started_unix_us, seq, plan.rate);
         for users in &plan.users {
             if users.is_empty() {
                 continue;
@@ -127,31 +98,56 @@ pub fn run_send(plan: &SendPlan) -> SendOutcome {
                     outcome.sent += 1;
                     outcome.expected += users.len() as u64;
                 }
-                Ok(status) => {
+                other => {
                     outcome.failed += 1;
-                    count_error(
-                        &mut outcome.errors,
-                        ErrorKind::HandshakeStatus,
-                        &format!("send_{status}"),
-                    );
-                }
-                Err(error) => {
-                    conn = None;
-                    outcome.failed += 1;
-                    let kind = if matches!(
-                        error.kind(),
-                        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                    ) {
-                        ErrorKind::Timeout
-                    } else {
-                        ErrorKind::ConnectRefused
-                    };
-                    count_error(&mut outcome.errors, kind, "send");
+                    count_failure(&mut outcome.errors, &mut conn, "send", other);
                 }
             }
         }
     }
     outcome
+}
+
+/// Sleeps until tick `seq` of a fixed schedule at `rate` per second and
+/// returns its intended send time (unix µs): latency is measured from the
+/// schedule, so a stall shows up as latency, not as a lower rate.
+fn wait_for_tick(started: Instant, started_unix_us: u64, seq: u64, rate: f64) -> u64 {
+    let offset = Duration::from_secs_f64(seq as f64 / rate);
+    let due = started + offset;
+    let now = Instant::now();
+    if due > now {
+        std::thread::sleep(due - now);
+    }
+    started_unix_us + offset.as_micros() as u64
+}
+
+/// Counts a request that got no 200: by its status, or by the kind of I/O
+/// error, dropping the connection so the next request opens a new one.
+fn count_failure(
+    errors: &mut ErrorCounts,
+    conn: &mut Option<(BufReader<TcpStream>, TcpStream)>,
+    what: &str,
+    result: io::Result<u16>,
+) {
+    match result {
+        Ok(status) => count_error(
+            errors,
+            ErrorKind::HandshakeStatus,
+            &format!("{what}_{status}"),
+        ),
+        Err(error) => {
+            *conn = None;
+            let kind = if matches!(
+                error.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) {
+                ErrorKind::Timeout
+            } else {
+                ErrorKind::ConnectRefused
+            };
+            count_error(errors, kind, what);
+        }
+    }
 }
 
 fn post(

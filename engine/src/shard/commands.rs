@@ -374,33 +374,19 @@ fn history(
         match result {
             Ok(page) => {
                 let envelopes: Vec<_> = page.entries.iter().map(|e| e.envelope()).collect();
-                let frame = if binary {
-                    encode_frame(
+                let (epoch, first, next) = (page.epoch, page.first_offset, page.next_offset);
+                let (opcode, payload) = if binary {
+                    (
                         OpCode::Binary,
-                        &encode_history_binary(
-                            id,
-                            &stream,
-                            page.epoch,
-                            page.first_offset,
-                            page.next_offset,
-                            &envelopes,
-                        ),
-                        None,
+                        encode_history_binary(id, &stream, epoch, first, next, &envelopes),
                     )
                 } else {
-                    encode_frame(
+                    (
                         OpCode::Text,
-                        &encode_history_json(
-                            id,
-                            &stream,
-                            page.epoch,
-                            page.first_offset,
-                            page.next_offset,
-                            &envelopes,
-                        ),
-                        None,
+                        encode_history_json(id, &stream, epoch, first, next, &envelopes),
                     )
                 };
+                let frame = encode_frame(opcode, &payload, None);
                 shard.send_frame(key, frame);
             }
             Err((code, message)) => send_reply(&shard, key, &Reply::Error { id, code, message }),
