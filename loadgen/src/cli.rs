@@ -8,6 +8,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::profile::Profile;
+
 /// The most sockets one worker process may hold. Keeps each process far
 /// below a default `ulimit -n` of 20k-ish plus headroom for the epoll fd and
 /// pipes, and keeps per-process ephemeral port use per source IP bounded.
@@ -36,6 +38,13 @@ pub enum Command {
     /// fixed rate; at the middle a share of the connections is dropped and
     /// reconnects with `since`/`epoch`; measures recovery and continuity.
     Reconnect(ReconnectArgs),
+    /// Users in pairs (Ringcast `send` to the peer's inbox) and groups (a
+    /// channel per group, client `publish`), each sending at a fixed rate;
+    /// measures send-to-receive latency, ack latency, loss per sender.
+    Chat(ChatArgs),
+    /// Draw SVG charts (latency percentiles, throughput, connections over
+    /// time) from one or more results files written with `--out`.
+    Plot(PlotArgs),
     /// Internal: one worker process (spawned by the parent).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -44,15 +53,31 @@ pub enum Command {
 /// Flags shared by every scenario.
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
-    /// WebSocket endpoint, `ws://host:port/path`.
+    /// WebSocket endpoint, `ws://host:port/path`; several, comma-separated,
+    /// spread the connections round-robin (a server listening on several
+    /// addresses or ports: each (source, target) pair has its own ~28k
+    /// ephemeral ports).
     #[arg(long, default_value = "ws://127.0.0.1:8080/connection/websocket")]
     pub target: String,
+    /// The workers' kernel event interface: `uring` (io_uring) or `epoll`.
+    #[arg(long, value_enum, default_value = "uring")]
+    pub driver: Driver,
+    /// Pin worker i to core i mod cores (a dedicated load host; leave off
+    /// when the server shares the cores).
+    #[arg(long)]
+    pub pin_cores: bool,
     /// HTTP API address (`host:port`).
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub api: SocketAddr,
-    /// JWT secret (HS256) used to sign one token per connection.
+    /// The server's protocol: `ringcast` (JSON), `ringcast-binary` (rkyv),
+    /// `nchan` (raw frames), `pushpin` (raw frames, GRIP publishes),
+    /// `pusher` (Pusher Channels v7).
+    #[arg(long, value_enum, default_value = "ringcast")]
+    pub profile: Profile,
+    /// JWT secret (HS256) used to sign one token per connection; required
+    /// by the Ringcast profiles, unused by the others.
     #[arg(long, env = "RINGCAST_JWT_SECRET")]
-    pub secret: String,
+    pub secret: Option<String>,
     /// Total connections over all workers.
     #[arg(long, default_value_t = 1000)]
     pub connections: u32,
@@ -89,9 +114,10 @@ pub struct ConnectArgs {
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Channel all subscribers join.
-    #[arg(long, default_value = "news:load")]
-    pub channel: String,
+    /// Channel all subscribers join. Default: `news:load` for the Ringcast
+    /// profiles, `load` for the others.
+    #[arg(long)]
+    pub channel: Option<String>,
     /// Publications per second (fixed schedule).
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
@@ -101,10 +127,54 @@ pub struct FanoutArgs {
     /// New subscriber connections per second over all workers.
     #[arg(long, default_value_t = 2000.0)]
     pub connect_rate: f64,
-    /// HTTP API key.
+    /// HTTP API key (Ringcast profiles).
     #[arg(long, env = "RINGCAST_API_KEY")]
-    pub api_key: String,
+    pub api_key: Option<String>,
     /// Seconds to wait for in-flight pushes after the last publication.
+    #[arg(long, default_value_t = 5)]
+    pub drain_s: u64,
+    /// nchan, pushpin: where to POST publications, `http://ip:port/path`;
+    /// `{channel}` in it is replaced by the channel.
+    #[arg(long)]
+    pub publish_url: Option<String>,
+    /// pusher: the application id (`/apps/<id>/events`).
+    #[arg(long)]
+    pub pusher_app_id: Option<String>,
+    /// pusher: the application key (`auth_key`).
+    #[arg(long)]
+    pub pusher_key: Option<String>,
+    /// pusher: the application secret that signs publishes.
+    #[arg(long, env = "RINGCAST_PUSHER_SECRET")]
+    pub pusher_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Messages per second per user (fixed schedule).
+    #[arg(long, default_value_t = 1.0)]
+    pub rate: f64,
+    /// Seconds of sending (fractions allowed); each user sends
+    /// round(rate x seconds) messages.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Share of the users in 1:1 pairs (rounded down to an even count per
+    /// worker); the others are in groups.
+    #[arg(long, default_value_t = 0.5)]
+    pub pair_share: f64,
+    /// Members per group (at least; a worker's remainder is spread over its
+    /// groups).
+    #[arg(long, default_value_t = 8)]
+    pub group_size: u32,
+    /// Namespace of the group channels; it must allow client publishing
+    /// (`room` in the shipped config; `chat` also keeps history).
+    #[arg(long, default_value = "room")]
+    pub group_namespace: String,
+    /// New connections per second over all workers.
+    #[arg(long, default_value_t = 2000.0)]
+    pub connect_rate: f64,
+    /// Seconds to wait for in-flight messages after the last send.
     #[arg(long, default_value_t = 5)]
     pub drain_s: u64,
 }
@@ -138,11 +208,23 @@ pub struct ReconnectArgs {
     pub drain_s: u64,
 }
 
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// Results files (`<prefix>.json` from `--out=<prefix>`); several files
+    /// are drawn as one series each on the same charts.
+    #[arg(required = true)]
+    pub inputs: Vec<std::path::PathBuf>,
+    /// Directory the SVG files are written to (created if missing).
+    #[arg(long, default_value = "plots")]
+    pub out_dir: std::path::PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
     Connect,
     Fanout,
     Reconnect,
+    Chat,
 }
 
 /// One worker's share of a run. Everything the worker needs comes on the
@@ -155,8 +237,14 @@ pub struct WorkerArgs {
     pub worker_idx: u32,
     #[arg(long)]
     pub target: String,
+    #[arg(long, value_enum, default_value = "uring")]
+    pub driver: Driver,
+    #[arg(long)]
+    pub pin_cores: bool,
+    #[arg(long, value_enum, default_value = "ringcast")]
+    pub profile: Profile,
     #[arg(long, env = "RINGCAST_JWT_SECRET")]
-    pub secret: String,
+    pub secret: Option<String>,
     #[arg(long)]
     pub connections: u32,
     /// This worker's connections per second.
@@ -171,9 +259,25 @@ pub struct WorkerArgs {
     /// connect: hold time after the last connection was opened.
     #[arg(long, default_value_t = 0)]
     pub hold_s: u64,
-    /// fanout: channel to subscribe to.
+    /// fanout: channel to subscribe to (and, for URL-named channels, the
+    /// one in the URL).
     #[arg(long, default_value = "")]
     pub channel: String,
+    /// chat: share of the users in pairs.
+    #[arg(long, default_value_t = 0.0)]
+    pub pair_share: f64,
+    /// chat: members per group.
+    #[arg(long, default_value_t = 8)]
+    pub group_size: u32,
+    /// chat: namespace of the group channels.
+    #[arg(long, default_value = "room")]
+    pub group_namespace: String,
+    /// chat: messages each user sends.
+    #[arg(long, default_value_t = 0)]
+    pub messages: u64,
+    /// chat: messages per second per user.
+    #[arg(long, default_value_t = 1.0)]
+    pub send_rate: f64,
     /// fanout: publications the parent will send.
     #[arg(long, default_value_t = 0)]
     pub publications: u64,
@@ -186,6 +290,24 @@ pub struct WorkerArgs {
     /// Hard bound on the worker's run time; it stops by itself then.
     #[arg(long)]
     pub deadline_s: u64,
+}
+
+/// The worker's kernel event interface (see `poller.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Driver {
+    /// io_uring: multishot polls, one `io_uring_enter` per loop turn.
+    Uring,
+    /// epoll, through mio.
+    Epoll,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Uring => "uring",
+            Driver::Epoll => "epoll",
+        }
+    }
 }
 
 /// An inclusive IPv4 range.
@@ -270,6 +392,13 @@ pub struct Target {
 }
 
 impl Target {
+    /// A comma-separated list of targets (at least one).
+    pub fn parse_list(urls: &str) -> Result<Vec<Target>, String> {
+        urls.split(',')
+            .map(|url| Target::parse(url.trim()))
+            .collect::<Result<Vec<_>, _>>()
+    }
+
     pub fn parse(url: &str) -> Result<Target, String> {
         let rest = url
             .strip_prefix("ws://")
@@ -318,6 +447,10 @@ mod tests {
         let target = Target::parse("ws://127.0.0.1:8080/connection/websocket").unwrap();
         assert_eq!(target.path, "/connection/websocket");
         assert!(Target::parse("wss://x").is_err());
+        let list = Target::parse_list("ws://127.0.0.1:1/a, ws://127.0.0.2:2/b").unwrap();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[1].addr.port(), 2);
+        assert!(Target::parse_list("ws://127.0.0.1:1/a,").is_err());
         assert_eq!(split_count(5, 2), vec![3, 2]);
     }
 }

@@ -1,5 +1,8 @@
-//! One WebSocket client connection: a state machine driven by the worker's
-//! poll loop (readiness events in, bytes out).
+//! One WebSocket client connection's protocol state, sans I/O: bytes in
+//! (`on_bytes`), bytes out (`output`), events (`request_sent`, `on_eof`,
+//! `fail_io`, `close`, `time_out`). The drivers own the sockets: the epoll
+//! worker (`worker.rs`, readiness) and the io_uring worker (`uring.rs`,
+//! glommio tasks) feed the same `Session`, so both count the same way.
 //!
 //! The wire work is `ringcast-protocol`'s: `handshake::client_request` and
 //! `parse_response` for the upgrade, `frame::encode_frame` with a mask for
@@ -8,22 +11,27 @@
 //! engine's own codec is deliberate for this cut (no second implementation
 //! to maintain); a codec bug shared by both sides is what the engine's
 //! tungstenite-based integration tests are for.
+//!
+//! What the bytes mean is the target profile's business (`profile.rs`):
+//! the subprotocol, the subscribe command, how an inbound message maps to
+//! an `Inbound`. This module only acts on those.
 
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
+use std::io;
 use std::time::Instant;
 
-use mio::net::TcpStream;
 use ringcast_protocol::close::CloseCode;
-use ringcast_protocol::frame::{self, Decoder, Limits, Message, OpCode, Role};
+use ringcast_protocol::frame::{self, Decoder, Limits, OpCode, Role};
 use ringcast_protocol::handshake;
 
+use crate::chat::{self, ChatPlan, SeqTrack, SeqVerdict};
+use crate::profile::{Inbound, Outbound, Profile, Push};
 use crate::stats::{count_error, record, ErrorKind};
 use crate::worker::{Rng, Tally};
 
 /// Server frames larger than this are a protocol error for the load
 /// generator (pushes in these scenarios are a few hundred bytes).
 const MESSAGE_BYTES_MAX: usize = 1 << 20;
-const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// The id of the one command this client sends (subscribe).
 const SUBSCRIBE_ID: u64 = 1;
 
@@ -45,13 +53,34 @@ pub enum Phase {
 
 /// Per-run settings every connection shares.
 pub struct ClientSettings {
-    /// `Some(channel)` in fanout: subscribe once `connect` arrives.
-    pub channel: Option<String>,
+    pub profile: Profile,
     /// fanout: number of publications (sequence numbers `0..publications`).
     pub publications: u64,
     /// reconnect: track the inbox's offsets instead of fanout's sequence
     /// numbers.
     pub inbox: bool,
+    /// chat: the worker's layout; pushes are tracked per sender.
+    pub chat: Option<ChatPlan>,
+}
+
+/// What a connection joins, and so when it counts as subscribed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Join {
+    /// Nothing to wait for (connect, reconnect).
+    Nothing,
+    /// chat pairs: the inbox `user:<id>`, joined by the server at connect.
+    Inbox,
+    /// A channel: subscribed once the server confirms the profile's
+    /// subscribe (or at the 101, where the URL names the channel).
+    Channel(String),
+}
+
+/// chat: a message this connection sent whose reply has not arrived.
+#[derive(Debug, Clone, Copy)]
+struct PendingAck {
+    intended_us: u64,
+    /// Subscribed recipients when it was sent (the expected deliveries).
+    recipients: u64,
 }
 
 /// reconnect: where a connection (or the user it reconnects as) stands in
@@ -63,20 +92,26 @@ pub struct InboxState {
     pub last_seq: Option<u64>,
 }
 
-pub struct Conn {
-    pub stream: TcpStream,
+pub struct Session {
     pub phase: Phase,
     /// When the TCP connect started (connect latency starts here).
     pub started: Instant,
     pub subscribed: bool,
+    pub join: Join,
     key: String,
-    request: Vec<u8>,
+    /// Bytes received and not yet a whole frame.
     read_buf: Vec<u8>,
+    /// Bytes to send (the upgrade request first); the driver writes them.
     write_buf: Vec<u8>,
     decoder: Decoder,
-    /// fanout: one bit per sequence number received.
-    seen: Vec<u64>,
-    seq_max: Option<u64>,
+    /// fanout: the publications received.
+    seen: SeqTrack,
+    /// chat: this connection's user within the worker's layout.
+    pub chat_user: Option<u32>,
+    /// chat: per sender, the messages received from it.
+    senders: Vec<(u32, SeqTrack)>,
+    /// chat: sent messages by command id, until their reply.
+    pending_acks: HashMap<u64, PendingAck>,
     /// reconnect: the inbox position carried across a reconnect.
     pub inbox: InboxState,
     /// reconnect: set on a reconnecting connection until its id-0 recovery
@@ -91,89 +126,111 @@ pub enum Next {
     Drop,
 }
 
-enum Inbound {
-    Nothing,
-    Connect,
-    Reply {
-        id: u64,
-        error: Option<String>,
-    },
-    Push {
-        seq: u64,
-        intended_us: u64,
-        offset: Option<u64>,
-        epoch: Option<String>,
-    },
-    Recovery {
-        recovered: bool,
-        replayed: u64,
-    },
-    Ping(Vec<u8>),
-    Close(Option<u16>),
-}
-
-impl Conn {
-    /// `stream` must have a non-blocking connect in progress.
+impl Session {
+    /// A connection whose TCP connect started at `started`. Its first
+    /// output is the upgrade request.
     pub fn new(
-        stream: TcpStream,
         started: Instant,
         host: &str,
         path_and_query: &str,
         rng: &mut Rng,
-        publications: u64,
-    ) -> Conn {
+        settings: &ClientSettings,
+        join: Join,
+    ) -> Session {
         let key = handshake::client_key(rng.bytes16());
-        let request = handshake::client_request(host, path_and_query, &key, &[]);
-        let words = publications.div_ceil(64) as usize;
-        Conn {
-            stream,
+        let protocols: Vec<&str> = settings.profile.subprotocol().into_iter().collect();
+        let request = handshake::client_request(host, path_and_query, &key, &protocols);
+        Session {
             phase: Phase::TcpConnecting,
             started,
             subscribed: false,
+            join,
             key,
-            request,
             read_buf: Vec::new(),
-            write_buf: Vec::new(),
+            write_buf: request,
             decoder: Decoder::new(),
-            seen: vec![0; words],
-            seq_max: None,
+            seen: SeqTrack::new(settings.publications),
+            chat_user: None,
+            senders: Vec::new(),
+            pending_acks: HashMap::new(),
             inbox: InboxState::default(),
             recovering: false,
         }
     }
 
-    /// Handle one readiness event. Counts every error in `tally`.
-    pub fn on_ready(
+    /// What the driver must write, in order. Write it all (or as much as
+    /// the socket takes, then `consume_output`) after every call.
+    pub fn output(&self) -> &[u8] {
+        &self.write_buf
+    }
+
+    /// `n` bytes of `output()` were written.
+    pub fn consume_output(&mut self, n: usize) {
+        debug_assert!(n <= self.write_buf.len());
+        self.write_buf.drain(..n.min(self.write_buf.len()));
+    }
+
+    /// The TCP connect completed (the upgrade request can go, or went).
+    pub fn tcp_connected(&mut self) {
+        if self.phase == Phase::TcpConnecting {
+            self.phase = Phase::Upgrading;
+        }
+    }
+
+    /// The TCP connect failed.
+    pub fn fail_connect(&mut self, tally: &mut Tally, error: &io::Error) -> Next {
+        self.fail(tally, ErrorKind::ConnectRefused, &io_kind(error))
+    }
+
+    /// Bytes arrived. Counts every error in `tally`.
+    pub fn on_bytes(
         &mut self,
         tally: &mut Tally,
         settings: &ClientSettings,
         rng: &mut Rng,
         now: Instant,
+        bytes: &[u8],
     ) -> Next {
-        if self.phase == Phase::TcpConnecting {
-            match self.stream.take_error() {
-                Ok(None) => {}
-                Ok(Some(error)) | Err(error) => {
-                    return self.fail(tally, ErrorKind::ConnectRefused, &io_kind(&error))
-                }
-            }
-            match self.stream.peer_addr() {
-                Ok(_) => {}
-                // Spurious wakeup: still connecting.
-                Err(error) if error.kind() == io::ErrorKind::NotConnected => return Next::Keep,
-                Err(error) => return self.fail(tally, ErrorKind::ConnectRefused, &io_kind(&error)),
-            }
-            self.write_buf = std::mem::take(&mut self.request);
-            self.phase = Phase::Upgrading;
-        }
-        if self.flush(tally) == Next::Drop {
+        self.read_buf.extend_from_slice(bytes);
+        self.process(tally, settings, rng, now)
+    }
+
+    /// The server closed its side of the TCP stream.
+    pub fn on_eof(&mut self, tally: &mut Tally) -> Next {
+        if self.phase == Phase::Closing {
+            tally.open = tally.open.saturating_sub(1);
+            self.phase = Phase::Done;
             return Next::Drop;
         }
-        self.read_all(tally, settings, rng, now)
+        self.fail(tally, ErrorKind::ProtocolClose, "eof")
+    }
+
+    /// A read or write failed.
+    pub fn fail_io(&mut self, tally: &mut Tally, error: &io::Error) -> Next {
+        if self.phase == Phase::TcpConnecting {
+            return self.fail_connect(tally, error);
+        }
+        if self.phase == Phase::Closing {
+            // The server may drop the socket right after its close frame.
+            self.phase = Phase::Done;
+            tally.open = tally.open.saturating_sub(1);
+            return Next::Drop;
+        }
+        self.fail(tally, ErrorKind::ProtocolClose, &io_kind(error))
+    }
+
+    /// Done connecting: open and joined (and, reconnecting, recovered), or
+    /// finished. A run's hold and publishing start once all are settled.
+    pub fn settled(&self) -> bool {
+        match self.phase {
+            Phase::TcpConnecting | Phase::Upgrading | Phase::AwaitConnect => false,
+            Phase::Open => !self.awaits_subscribe() && !self.recovering,
+            Phase::Closing | Phase::Done => true,
+        }
     }
 
     /// Start a clean close (connect scenario end, fanout end).
-    pub fn close(&mut self, tally: &mut Tally, rng: &mut Rng) -> Next {
+    pub fn close(&mut self, rng: &mut Rng) -> Next {
         if self.phase != Phase::Open {
             self.phase = Phase::Done;
             return Next::Drop;
@@ -181,7 +238,7 @@ impl Conn {
         self.phase = Phase::Closing;
         let frame = frame::encode_close(CloseCode::NORMAL, "", Some(rng.mask()));
         self.write_buf.extend_from_slice(&frame);
-        self.flush(tally)
+        Next::Keep
     }
 
     /// Count a timeout in the current phase and finish.
@@ -198,11 +255,42 @@ impl Conn {
         self.fail(tally, ErrorKind::Timeout, step)
     }
 
-    /// fanout: is sequence number `seq` received?
-    pub fn has_seen(&self, seq: u64) -> bool {
-        self.seen
-            .get((seq / 64) as usize)
-            .is_some_and(|word| word & (1 << (seq % 64)) != 0)
+    /// Still waiting for the subscription to be confirmed.
+    pub fn awaits_subscribe(&self) -> bool {
+        matches!(self.join, Join::Channel(_)) && !self.subscribed
+    }
+
+    /// chat: messages sent whose reply has not arrived.
+    pub fn unacked(&self) -> u64 {
+        self.pending_acks.len() as u64
+    }
+
+    /// chat: write one message (`out`, command `id`) due at `intended_us`
+    /// to `recipients` subscribed users; its reply is matched by `id`.
+    pub fn send_chat(
+        &mut self,
+        tally: &mut Tally,
+        rng: &mut Rng,
+        id: u64,
+        intended_us: u64,
+        recipients: u64,
+        out: &Outbound,
+    ) -> Next {
+        self.pending_acks.insert(
+            id,
+            PendingAck {
+                intended_us,
+                recipients,
+            },
+        );
+        tally.sent += 1;
+        self.queue(out, rng);
+        Next::Keep
+    }
+
+    fn queue(&mut self, out: &Outbound, rng: &mut Rng) {
+        let frame = frame::encode_frame(out.opcode, &out.payload, Some(rng.mask()));
+        self.write_buf.extend_from_slice(&frame);
     }
 
     fn fail(&mut self, tally: &mut Tally, kind: ErrorKind, detail: &str) -> Next {
@@ -212,62 +300,6 @@ impl Conn {
         count_error(&mut tally.errors, kind, detail);
         self.phase = Phase::Done;
         Next::Drop
-    }
-
-    fn flush(&mut self, tally: &mut Tally) -> Next {
-        while !self.write_buf.is_empty() {
-            match self.stream.write(&self.write_buf) {
-                Ok(0) => return self.fail(tally, ErrorKind::ProtocolClose, "write_zero"),
-                Ok(n) => {
-                    self.write_buf.drain(..n);
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return self.fail_io(tally, &error),
-            }
-        }
-        Next::Keep
-    }
-
-    fn fail_io(&mut self, tally: &mut Tally, error: &io::Error) -> Next {
-        if self.phase == Phase::Closing {
-            // The server may drop the socket right after its close frame.
-            self.phase = Phase::Done;
-            tally.open = tally.open.saturating_sub(1);
-            return Next::Drop;
-        }
-        self.fail(tally, ErrorKind::ProtocolClose, &io_kind(error))
-    }
-
-    fn read_all(
-        &mut self,
-        tally: &mut Tally,
-        settings: &ClientSettings,
-        rng: &mut Rng,
-        now: Instant,
-    ) -> Next {
-        let mut chunk = [0u8; READ_CHUNK_BYTES];
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(0) => {
-                    if self.phase == Phase::Closing {
-                        tally.open = tally.open.saturating_sub(1);
-                        self.phase = Phase::Done;
-                        return Next::Drop;
-                    }
-                    return self.fail(tally, ErrorKind::ProtocolClose, "eof");
-                }
-                Ok(n) => {
-                    self.read_buf.extend_from_slice(&chunk[..n]);
-                    if self.process(tally, settings, rng, now) == Next::Drop {
-                        return Next::Drop;
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Next::Keep,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return self.fail_io(tally, &error),
-            }
-        }
     }
 
     fn process(
@@ -280,9 +312,21 @@ impl Conn {
         if self.phase == Phase::Upgrading {
             match handshake::parse_response(&self.read_buf, &self.key) {
                 Ok(None) => return Next::Keep,
-                Ok(Some((_, consumed))) => {
+                Ok(Some((response, consumed))) => {
                     self.read_buf.drain(..consumed);
                     self.phase = Phase::AwaitConnect;
+                    let wanted = settings.profile.subprotocol();
+                    if wanted.is_some() && response.protocol.as_deref() != wanted {
+                        return self.fail(tally, ErrorKind::HandshakeStatus, "subprotocol");
+                    }
+                    if settings.profile.connected_at_upgrade() {
+                        if self.on_connected(tally, settings, rng, now) == Next::Drop {
+                            return Next::Drop;
+                        }
+                        if matches!(self.join, Join::Channel(_)) {
+                            self.mark_subscribed(tally);
+                        }
+                    }
                 }
                 Err(error) => {
                     return self.fail(tally, ErrorKind::HandshakeStatus, &error.status.to_string())
@@ -302,7 +346,12 @@ impl Conn {
                     .decode(&mut self.read_buf[pos..], Role::Client, &limits)
                 {
                     Ok(None) => break,
-                    Ok(Some(decoded)) => (decoded.consumed, classify(decoded.message)),
+                    Ok(Some(decoded)) => (
+                        decoded.consumed,
+                        decoded
+                            .message
+                            .map_or(Inbound::Nothing, |m| settings.profile.classify(m)),
+                    ),
                     Err(error) => {
                         next = self.fail(
                             tally,
@@ -330,36 +379,19 @@ impl Conn {
         match inbound {
             Inbound::Nothing => Next::Keep,
             Inbound::Connect if self.phase == Phase::AwaitConnect => {
-                self.phase = Phase::Open;
-                tally.open += 1;
-                if self.recovering {
-                    // A reconnect: measured as recovery latency instead.
-                    return Next::Keep;
-                }
-                tally.connected += 1;
-                let latency_us = now.saturating_duration_since(self.started).as_micros() as u64;
-                record(&mut tally.connect_hist, latency_us);
-                if let Some(channel) = &settings.channel {
-                    let command = serde_json::json!({
-                        "id": SUBSCRIBE_ID, "method": "subscribe", "params": {"channel": channel}
-                    });
-                    let frame = frame::encode_frame(
-                        OpCode::Text,
-                        command.to_string().as_bytes(),
-                        Some(rng.mask()),
-                    );
-                    self.write_buf.extend_from_slice(&frame);
-                    return self.flush(tally);
-                }
-                Next::Keep
+                self.on_connected(tally, settings, rng, now)
             }
             Inbound::Connect => Next::Keep,
+            Inbound::Subscribed => {
+                self.mark_subscribed(tally);
+                Next::Keep
+            }
+            Inbound::SubscribeError(code) => {
+                self.fail(tally, ErrorKind::CommandError, &format!("subscribe_{code}"))
+            }
             Inbound::Reply { id, error } if id == SUBSCRIBE_ID => match error {
                 None => {
-                    if !self.subscribed {
-                        self.subscribed = true;
-                        tally.subscribed += 1;
-                    }
+                    self.mark_subscribed(tally);
                     Next::Keep
                 }
                 Some(code) => {
@@ -394,48 +426,32 @@ impl Conn {
                 self.recovering = false;
                 Next::Keep
             }
-            Inbound::Reply { .. } => Next::Keep,
-            Inbound::Push {
-                seq,
-                intended_us,
-                offset,
-                epoch,
-            } if settings.inbox => {
-                self.on_inbox_push(tally, seq, intended_us, offset, epoch);
+            Inbound::Reply { id, error } => {
+                self.on_chat_reply(tally, settings, id, error);
                 Next::Keep
             }
-            Inbound::Push {
-                seq, intended_us, ..
-            } => {
-                if seq >= settings.publications {
-                    count_error(
-                        &mut tally.errors,
-                        ErrorKind::ProtocolClose,
-                        "unexpected_seq",
-                    );
-                    return Next::Keep;
-                }
-                if self.has_seen(seq) {
-                    tally.duplicated += 1;
-                    return Next::Keep;
-                }
-                self.seen[(seq / 64) as usize] |= 1 << (seq % 64);
-                if self.seq_max.is_some_and(|max| seq < max) {
-                    tally.out_of_order += 1;
-                }
-                self.seq_max = Some(self.seq_max.map_or(seq, |max| max.max(seq)));
-                tally.received += 1;
-                record(
-                    &mut tally.push_hist,
-                    crate::worker::unix_us().saturating_sub(intended_us),
-                );
+            Inbound::Push(push) if settings.inbox => {
+                self.on_inbox_push(tally, push);
+                Next::Keep
+            }
+            Inbound::Push(push) if settings.chat.is_some() => {
+                self.on_chat_push(tally, settings, &push);
+                Next::Keep
+            }
+            Inbound::Push(push) => {
+                self.on_fanout_push(tally, &push);
                 Next::Keep
             }
             Inbound::Ping(payload) => {
                 let frame = frame::encode_frame(OpCode::Pong, &payload, Some(rng.mask()));
                 self.write_buf.extend_from_slice(&frame);
-                self.flush(tally)
+                Next::Keep
             }
+            Inbound::Answer(out) => {
+                self.queue(&out, rng);
+                Next::Keep
+            }
+            Inbound::Invalid(what) => self.fail(tally, ErrorKind::ProtocolClose, what),
             Inbound::Close(code) => {
                 if self.phase == Phase::Closing {
                     tally.open = tally.open.saturating_sub(1);
@@ -447,19 +463,138 @@ impl Conn {
             }
         }
     }
-}
 
-impl Conn {
-    /// reconnect: one push of the inbox. Offsets must follow each other
-    /// (a jump is a gap, a repeat or step back a duplicate), `seq` must grow.
-    fn on_inbox_push(
+    /// The server said "connected" (its message, or the 101 where there is
+    /// none): count it and join what this connection joins.
+    fn on_connected(
         &mut self,
         tally: &mut Tally,
-        seq: u64,
-        intended_us: u64,
-        offset: Option<u64>,
-        epoch: Option<String>,
+        settings: &ClientSettings,
+        rng: &mut Rng,
+        now: Instant,
+    ) -> Next {
+        self.phase = Phase::Open;
+        tally.open += 1;
+        tally.open_max = tally.open_max.max(tally.open);
+        if self.recovering {
+            // A reconnect: measured as recovery latency instead.
+            return Next::Keep;
+        }
+        tally.connected += 1;
+        let latency_us = now.saturating_duration_since(self.started).as_micros() as u64;
+        record(&mut tally.connect_hist, latency_us);
+        match &self.join {
+            Join::Nothing => Next::Keep,
+            Join::Inbox => {
+                self.mark_subscribed(tally);
+                Next::Keep
+            }
+            Join::Channel(channel) => match settings.profile.subscribe(SUBSCRIBE_ID, channel) {
+                Some(out) => {
+                    self.queue(&out, rng);
+                    Next::Keep
+                }
+                // The URL subscribed (counted at the 101).
+                None => Next::Keep,
+            },
+        }
+    }
+
+    fn mark_subscribed(&mut self, tally: &mut Tally) {
+        if !self.subscribed {
+            self.subscribed = true;
+            tally.subscribed += 1;
+        }
+    }
+}
+
+impl Session {
+    /// fanout: one publication. Sequence numbers must be new and grow.
+    fn on_fanout_push(&mut self, tally: &mut Tally, push: &Push) {
+        count_push(tally, self.seen.record(push.seq), push.intended_us);
+    }
+
+    /// chat: one message from a peer or group member (or this user's own
+    /// group message). Tracked per sender.
+    fn on_chat_push(&mut self, tally: &mut Tally, settings: &ClientSettings, push: &Push) {
+        let (Some(plan), Some(me), Some(from)) = (&settings.chat, self.chat_user, push.from) else {
+            count_error(&mut tally.errors, ErrorKind::ProtocolClose, "no_sender");
+            return;
+        };
+        let allowed = match plan.role(me) {
+            chat::Role::Pair { peer } => from == peer,
+            chat::Role::Group { first, len, .. } => (first..first + len).contains(&from),
+        };
+        if !allowed {
+            count_error(
+                &mut tally.errors,
+                ErrorKind::ProtocolClose,
+                "unexpected_sender",
+            );
+            return;
+        }
+        let track = match self.senders.iter().position(|(sender, _)| *sender == from) {
+            Some(idx) => &mut self.senders[idx].1,
+            None => {
+                self.senders
+                    .push((from, SeqTrack::new(plan.messages_per_user)));
+                let last = self.senders.len() - 1;
+                &mut self.senders[last].1
+            }
+        };
+        count_push(tally, track.record(push.seq), push.intended_us);
+    }
+
+    /// chat: the reply to a send or publish. An ok reply makes its
+    /// recipients expected deliveries.
+    fn on_chat_reply(
+        &mut self,
+        tally: &mut Tally,
+        settings: &ClientSettings,
+        id: u64,
+        error: Option<String>,
     ) {
+        if id < chat::CHAT_ID_FIRST || settings.chat.is_none() {
+            return;
+        }
+        let Some(pending) = self.pending_acks.remove(&id) else {
+            count_error(
+                &mut tally.errors,
+                ErrorKind::ProtocolClose,
+                "unexpected_reply",
+            );
+            return;
+        };
+        match error {
+            None => {
+                tally.acked += 1;
+                tally.expected += pending.recipients;
+                record(
+                    &mut tally.ack_hist,
+                    crate::worker::unix_us().saturating_sub(pending.intended_us),
+                );
+            }
+            Some(code) => {
+                tally.ack_errors += 1;
+                count_error(
+                    &mut tally.errors,
+                    ErrorKind::CommandError,
+                    &format!("chat_{code}"),
+                );
+            }
+        }
+    }
+
+    /// reconnect: one push of the inbox. Offsets must follow each other
+    /// (a jump is a gap, a repeat or step back a duplicate), `seq` must grow.
+    fn on_inbox_push(&mut self, tally: &mut Tally, push: Push) {
+        let Push {
+            seq,
+            intended_us,
+            offset,
+            epoch,
+            ..
+        } = push;
         let Some(offset) = offset else {
             count_error(&mut tally.errors, ErrorKind::ProtocolClose, "no_offset");
             return;
@@ -491,96 +626,25 @@ impl Conn {
     }
 }
 
-fn classify(message: Option<Message<'_>>) -> Inbound {
-    match message {
-        Some(Message::Text(bytes)) => classify_text(bytes),
-        Some(Message::Ping(payload)) => Inbound::Ping(payload.to_vec()),
-        Some(Message::Close(close)) => Inbound::Close(close.map(|(code, _)| code.0)),
-        Some(Message::Binary(_) | Message::Pong(_)) | None => Inbound::Nothing,
+/// Count one sequence-numbered push (fanout, chat) by its verdict; a new one
+/// records its latency from the intended send time.
+fn count_push(tally: &mut Tally, verdict: SeqVerdict, intended_us: u64) {
+    match verdict {
+        SeqVerdict::OutOfRange => count_error(
+            &mut tally.errors,
+            ErrorKind::ProtocolClose,
+            "unexpected_seq",
+        ),
+        SeqVerdict::Duplicate => tally.duplicated += 1,
+        SeqVerdict::New { out_of_order } => {
+            tally.out_of_order += u64::from(out_of_order);
+            tally.received += 1;
+            record(
+                &mut tally.push_hist,
+                crate::worker::unix_us().saturating_sub(intended_us),
+            );
+        }
     }
-}
-
-/// The server's text messages, as far as the load generator reads them.
-/// Typed (not `serde_json::Value`) because every push goes through here;
-/// unknown fields are skipped.
-#[derive(serde::Deserialize)]
-struct ServerText {
-    connect: Option<serde::de::IgnoredAny>,
-    push: Option<PushText>,
-    id: Option<u64>,
-    error: Option<ErrorText>,
-    result: Option<ResultText>,
-}
-
-#[derive(serde::Deserialize)]
-struct PushText {
-    data: LoadPayload,
-    offset: Option<u64>,
-    epoch: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-struct ResultText {
-    recovery: Option<RecoveryText>,
-}
-
-#[derive(serde::Deserialize)]
-struct RecoveryText {
-    recovered: bool,
-    #[serde(default)]
-    replayed: u64,
-}
-
-/// The payload the fanout publisher sends.
-#[derive(serde::Deserialize)]
-struct LoadPayload {
-    seq: u64,
-    /// fanout sends `t_us`, reconnect (`/api/send`) sends `t`.
-    #[serde(alias = "t")]
-    t_us: u64,
-}
-
-#[derive(serde::Deserialize)]
-struct ErrorText {
-    code: Option<serde_json::Value>,
-}
-
-fn classify_text(bytes: &[u8]) -> Inbound {
-    // A message that does not parse as one of these (a push with some other
-    // payload, say) is not the load generator's business.
-    let Ok(text) = serde_json::from_slice::<ServerText>(bytes) else {
-        return Inbound::Nothing;
-    };
-    if text.connect.is_some() {
-        return Inbound::Connect;
-    }
-    if let Some(push) = text.push {
-        return Inbound::Push {
-            seq: push.data.seq,
-            intended_us: push.data.t_us,
-            offset: push.offset,
-            epoch: push.epoch,
-        };
-    }
-    if let (Some(0), None, Some(recovery)) = (
-        text.id,
-        text.error.as_ref(),
-        text.result.as_ref().and_then(|r| r.recovery.as_ref()),
-    ) {
-        return Inbound::Recovery {
-            recovered: recovery.recovered,
-            replayed: recovery.replayed,
-        };
-    }
-    if let Some(id) = text.id {
-        let error = text.error.map(|error| {
-            error
-                .code
-                .map_or_else(|| "unknown".to_owned(), |code| code.to_string())
-        });
-        return Inbound::Reply { id, error };
-    }
-    Inbound::Nothing
 }
 
 pub fn io_kind(error: &io::Error) -> String {
@@ -591,68 +655,5 @@ pub fn io_kind(error: &io::Error) -> String {
         Some(libc::ETIMEDOUT) => "etimedout".to_owned(),
         Some(code) => format!("errno_{code}"),
         None => format!("{:?}", error.kind()).to_lowercase(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(text: &str) -> String {
-        match classify_text(text.as_bytes()) {
-            Inbound::Nothing => "nothing".to_owned(),
-            Inbound::Connect => "connect".to_owned(),
-            Inbound::Reply { id, error } => format!("reply {id} {error:?}"),
-            Inbound::Push {
-                seq,
-                intended_us,
-                offset,
-                epoch,
-            } => format!("push {seq} {intended_us} {offset:?} {epoch:?}"),
-            Inbound::Recovery {
-                recovered,
-                replayed,
-            } => format!("recovery {recovered} {replayed}"),
-            Inbound::Ping(_) | Inbound::Close(_) => unreachable!("not text"),
-        }
-    }
-
-    #[test]
-    fn server_text_is_classified() {
-        assert_eq!(
-            check(r#"{"connect":{"client":"1","user":"a","ping_interval_ms":25000,"shard":0}}"#),
-            "connect"
-        );
-        assert_eq!(
-            check(
-                r#"{"push":{"channel":"news:load","id":"7","offset":0,"data":{"seq":3,"t_us":99}}}"#
-            ),
-            "push 3 99 Some(0) None"
-        );
-        assert_eq!(
-            check(
-                r#"{"push":{"channel":"user:a","offset":4,"epoch":"17","data":{"seq":2,"t":5}}}"#
-            ),
-            "push 2 5 Some(4) Some(\"17\")"
-        );
-        assert_eq!(
-            check(
-                r#"{"id":0,"result":{"channel":"user:a","recovery":{"recovered":true,"epoch":"17","offset":4,"start_offset":1,"replayed":2}}}"#
-            ),
-            "recovery true 2"
-        );
-        assert_eq!(
-            check(r#"{"push":{"channel":"user:a","data":{"text":"hi"}}}"#),
-            "nothing"
-        );
-        assert_eq!(
-            check(r#"{"id":1,"result":{"channel":"news:load"}}"#),
-            "reply 1 None"
-        );
-        assert_eq!(
-            check(r#"{"id":1,"error":{"code":103,"message":"permission denied"}}"#),
-            "reply 1 Some(\"103\")"
-        );
-        assert_eq!(check("not json"), "nothing");
     }
 }

@@ -8,13 +8,18 @@
 
 #![deny(unsafe_code)]
 
+mod chat;
 mod cli;
 mod client;
 mod parent;
+mod plot;
+mod poller;
+mod profile;
 mod publisher;
 mod report;
 mod stats;
 mod sys;
+mod uring;
 mod worker;
 
 use std::process::ExitCode;
@@ -42,9 +47,16 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             worker::run(args)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Plot(args) => {
+            for path in plot::run(args)? {
+                println!("{}", path.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Connect(args) => (parent::run_connect(args)?, &args.common),
         Command::Fanout(args) => (parent::run_fanout(args)?, &args.common),
         Command::Reconnect(args) => (parent::run_reconnect(args)?, &args.common),
+        Command::Chat(args) => (parent::run_chat(args)?, &args.common),
     };
     write_report(&summary, common)?;
     let clean = summary.errors_total == 0

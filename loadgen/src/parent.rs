@@ -15,11 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::cli::{
-    split_count, CommonArgs, ConnectArgs, FanoutArgs, IpRange, ReconnectArgs, Scenario, Target,
-    SOCKETS_PER_WORKER_MAX,
+    split_count, ChatArgs, CommonArgs, ConnectArgs, FanoutArgs, IpRange, ReconnectArgs, Scenario,
+    Target, SOCKETS_PER_WORKER_MAX,
 };
+use crate::profile::{HttpUrl, Profile, PublishTarget, PusherApp};
 use crate::publisher::{self, PublishOutcome, PublishPlan, SendOutcome, SendPlan};
-use crate::report::{Latency, Summary};
+use crate::report::{spectrum, ClientUsage, Latency, Summary, TimelinePoint};
 use crate::stats::{self, Progress, WorkerLine, WorkerResult};
 
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -33,18 +34,19 @@ pub fn run_connect(args: &ConnectArgs) -> anyhow::Result<Summary> {
     let deadline = Duration::from_secs_f64(open_s)
         + Duration::from_secs(common.connect_timeout_s + args.hold_s)
         + SLACK;
-    let extra = |_: u32| vec![format!("--hold-s={}", args.hold_s)];
+    // URL-named channels (nchan, pushpin) need one even without publishing.
+    let channel = common.profile.default_channel();
+    let extra = |_: u32| {
+        vec![
+            format!("--hold-s={}", args.hold_s),
+            format!("--channel={channel}"),
+        ]
+    };
     let fleet = Fleet::spawn(common, Scenario::Connect, args.rate, deadline, extra)?;
     let started = Instant::now();
     let mut live = Live::new(common.workers);
     let results = collect(fleet, &mut live, started, deadline)?;
-    Ok(summarize(
-        "connect",
-        common,
-        &results,
-        None,
-        started.elapsed(),
-    ))
+    Ok(summarize("connect", common, &results, None, &live))
 }
 
 pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
@@ -62,10 +64,15 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
         + Duration::from_secs_f64(args.seconds.max(0.0))
         + Duration::from_secs(args.drain_s)
         + SLACK;
-    let channel = args.channel.clone();
+    let channel = args
+        .channel
+        .clone()
+        .unwrap_or_else(|| common.profile.default_channel().to_owned());
+    let target = publish_target(args)?;
+    let worker_channel = channel.clone();
     let extra = move |_: u32| {
         vec![
-            format!("--channel={channel}"),
+            format!("--channel={worker_channel}"),
             format!("--publications={publications}"),
         ]
     };
@@ -83,9 +90,8 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     }
     // 2. Publish on the fixed schedule from a thread; keep reporting.
     let plan = PublishPlan {
-        api: common.api,
-        api_key: args.api_key.clone(),
-        channel: args.channel.clone(),
+        target,
+        channel,
         rate: args.rate,
         publications,
     };
@@ -108,16 +114,16 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     // 4. Stop the workers (stdin EOF) and collect.
     fleet.stop();
     let results = collect(fleet, &mut live, started, deadline)?;
-    Ok(summarize(
-        "fanout",
-        common,
-        &results,
-        Some(&outcome),
-        started.elapsed(),
-    ))
+    Ok(summarize("fanout", common, &results, Some(&outcome), &live))
 }
 
 pub fn run_reconnect(args: &ReconnectArgs) -> anyhow::Result<Summary> {
+    anyhow::ensure!(
+        args.common.profile.is_ringcast(),
+        "reconnect measures Ringcast's inbox recovery (`since`/`epoch` at connect); \
+         --profile={} has none: use --profile=ringcast or ringcast-binary",
+        args.common.profile.name()
+    );
     anyhow::ensure!(
         args.rate > 0.0 && args.connect_rate > 0.0,
         "--rate and --connect-rate must be positive"
@@ -206,9 +212,164 @@ pub fn run_reconnect(args: &ReconnectArgs) -> anyhow::Result<Summary> {
     // 4. Stop the workers (stdin EOF) and collect.
     fleet.stop();
     let results = collect(fleet, &mut live, started, deadline)?;
-    let mut summary = summarize("reconnect", common, &results, None, started.elapsed());
+    let mut summary = summarize("reconnect", common, &results, None, &live);
     add_sends(&mut summary, &outcome);
     Ok(summary)
+}
+
+pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
+    let common = &args.common;
+    anyhow::ensure!(
+        common.profile.is_ringcast(),
+        "chat uses Ringcast's client `send` and `publish`; --profile={} has neither: use \
+         --profile=ringcast or ringcast-binary",
+        common.profile.name()
+    );
+    anyhow::ensure!(
+        args.rate > 0.0 && args.connect_rate > 0.0,
+        "--rate and --connect-rate must be positive"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.pair_share),
+        "--pair-share must be within 0..=1"
+    );
+    anyhow::ensure!(args.group_size >= 2, "--group-size must be at least 2");
+    let messages = (args.rate * args.seconds).round() as u64;
+    anyhow::ensure!(messages > 0, "--rate x --seconds gives no messages");
+    let connect_wait = Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate)
+        + Duration::from_secs(common.connect_timeout_s)
+        + Duration::from_secs(2);
+    let deadline = connect_wait
+        + Duration::from_secs_f64(args.seconds.max(0.0))
+        + Duration::from_secs(args.drain_s)
+        + SLACK;
+    let (pair_share, group_size, rate) = (args.pair_share, args.group_size, args.rate);
+    let namespace = args.group_namespace.clone();
+    let extra = move |_: u32| {
+        vec![
+            format!("--pair-share={pair_share}"),
+            format!("--group-size={group_size}"),
+            format!("--group-namespace={namespace}"),
+            format!("--messages={messages}"),
+            format!("--send-rate={rate}"),
+        ]
+    };
+    let mut fleet = Fleet::spawn(common, Scenario::Chat, args.connect_rate, deadline, extra)?;
+    let started = Instant::now();
+    let mut live = Live::new(common.workers);
+
+    // 1. Wait until every user is subscribed (pairs: connected) or failed.
+    while live.sum(|p| p.subscribed + p.errors) < u64::from(common.connections) && !fleet.done() {
+        if started.elapsed() > connect_wait {
+            eprintln!("users still missing after {connect_wait:?}; starting anyway");
+            break;
+        }
+        fleet.pump(&mut live)?;
+    }
+    // 2. Start every worker's schedule; it runs for `seconds`.
+    fleet.signal_start();
+    let sending_started = Instant::now();
+    let sending = Duration::from_secs_f64(args.seconds.max(0.0));
+    while sending_started.elapsed() < sending && !fleet.done() {
+        fleet.pump(&mut live)?;
+    }
+    // 3. Drain: every message answered and every expected delivery in, or
+    //    drain_s. Progress lines come once a second, so wait for one taken
+    //    after the schedule ended.
+    let drain_started = Instant::now();
+    while drain_started.elapsed() < Duration::from_secs(args.drain_s) && !fleet.done() {
+        let settled = live.sum(|p| p.sent) == live.sum(|p| p.replied)
+            && live.sum(|p| p.received) >= live.sum(|p| p.expected);
+        if settled && drain_started.elapsed() > PROGRESS_INTERVAL + Duration::from_millis(200) {
+            break;
+        }
+        fleet.pump(&mut live)?;
+    }
+    // 4. Stop the workers (stdin EOF) and collect.
+    fleet.stop();
+    let results = collect(fleet, &mut live, started, deadline)?;
+    let mut summary = summarize("chat", common, &results, None, &live);
+    add_chat(&mut summary, &results);
+    Ok(summary)
+}
+
+/// chat: the workers' message counts and ack latency.
+fn add_chat(summary: &mut Summary, results: &[WorkerResult]) {
+    let mut ack_hist = stats::new_histogram();
+    for result in results {
+        summary.sent += result.chat.sent;
+        summary.published += result.chat.acked;
+        summary.publish_errors += result.chat.ack_errors;
+        summary.expected += result.chat.expected;
+        match stats::decode_histogram(&result.chat.ack_hist) {
+            Ok(histogram) => stats::merge(&mut ack_hist, &histogram),
+            Err(error) => {
+                eprintln!("worker {}: {error}", result.worker_idx);
+                *summary
+                    .errors
+                    .entry("bad_worker_histogram".to_owned())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    summary.errors_total = summary.errors.values().sum();
+    summary.lost = summary.expected.saturating_sub(summary.received);
+    summary.ack_latency = Latency::from_histogram(&ack_hist);
+}
+
+/// fanout: where and how to publish, from the profile and its flags.
+fn publish_target(args: &FanoutArgs) -> anyhow::Result<PublishTarget> {
+    let profile = args.common.profile;
+    let api_url = || HttpUrl {
+        addr: args.common.api,
+        host: args.common.api.to_string(),
+        path: "/".to_owned(),
+    };
+    let mut target = PublishTarget {
+        profile,
+        url: api_url(),
+        api_key: String::new(),
+        pusher: None,
+    };
+    match profile {
+        Profile::Ringcast | Profile::RingcastBinary => {
+            target.api_key = args.api_key.clone().with_context(|| {
+                format!(
+                    "--profile={} publishes through the HTTP API: pass --api-key (or \
+                     RINGCAST_API_KEY)",
+                    profile.name()
+                )
+            })?;
+        }
+        Profile::Nchan | Profile::Pushpin => {
+            let url = args.publish_url.as_deref().with_context(|| {
+                format!(
+                    "--profile={} needs --publish-url=http://ip:port/path (`{{channel}}` in \
+                     it is replaced by the channel)",
+                    profile.name()
+                )
+            })?;
+            target.url = HttpUrl::parse(url).map_err(anyhow::Error::msg)?;
+        }
+        Profile::Pusher => {
+            let missing = |flag: &str| format!("--profile=pusher signs its publishes: pass {flag}");
+            target.pusher = Some(PusherApp {
+                app_id: args
+                    .pusher_app_id
+                    .clone()
+                    .with_context(|| missing("--pusher-app-id"))?,
+                key: args
+                    .pusher_key
+                    .clone()
+                    .with_context(|| missing("--pusher-key"))?,
+                secret: args
+                    .pusher_secret
+                    .clone()
+                    .with_context(|| missing("--pusher-secret (or RINGCAST_PUSHER_SECRET)"))?,
+            });
+        }
+    }
+    Ok(target)
 }
 
 fn add_sends(summary: &mut Summary, outcome: &SendOutcome) {
@@ -244,6 +405,8 @@ fn collect(
 
 struct Live {
     progress: Vec<Progress>,
+    /// The live line's figures, kept for the summary (`plot`).
+    timeline: Vec<TimelinePoint>,
     started: Instant,
     printed_at: Instant,
     received_at_print: u64,
@@ -254,6 +417,7 @@ impl Live {
         let now = Instant::now();
         Live {
             progress: vec![Progress::default(); workers as usize],
+            timeline: Vec::new(),
             started: now,
             printed_at: now,
             received_at_print: 0,
@@ -274,16 +438,24 @@ impl Live {
         let rate = (received - self.received_at_print.min(received)) as f64 / since.as_secs_f64();
         // Workers report their own p99; the max over workers is an upper
         // bound of the merged p99 (the exact one is in the final table).
-        let p99_us = self.progress.iter().map(|p| p.p99_us).max().unwrap_or(0);
+        let point = TimelinePoint {
+            t_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            open: self.sum(|p| p.open),
+            subscribed: self.sum(|p| p.subscribed),
+            msgs_per_s: rate,
+            p99_us_max: self.progress.iter().map(|p| p.p99_us).max().unwrap_or(0),
+            errors: self.sum(|p| p.errors),
+        };
         eprintln!(
             "[{:>5.1}s] open {} | subscribed {} | msgs/s {:.0} | p99<= {} us | errors {}",
-            now.saturating_duration_since(self.started).as_secs_f64(),
-            self.sum(|p| p.open),
-            self.sum(|p| p.subscribed),
-            rate,
-            p99_us,
-            self.sum(|p| p.errors),
+            point.t_s,
+            point.open,
+            point.subscribed,
+            point.msgs_per_s,
+            point.p99_us_max,
+            point.errors,
         );
+        self.timeline.push(point);
         self.printed_at = now;
         self.received_at_print = received;
     }
@@ -313,7 +485,13 @@ impl Fleet {
     ) -> anyhow::Result<Fleet> {
         anyhow::ensure!(common.workers > 0, "--workers must be at least 1");
         anyhow::ensure!(common.connections > 0, "--connections must be at least 1");
-        Target::parse(&common.target).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            common.secret.is_some() || !common.profile.is_ringcast(),
+            "--profile={} needs --secret (or RINGCAST_JWT_SECRET): every connection gets its \
+             own JWT",
+            common.profile.name()
+        );
+        Target::parse_list(&common.target).map_err(anyhow::Error::msg)?;
         let ip_range = IpRange::parse(&common.source_ips).map_err(anyhow::Error::msg)?;
         let shares = split_count(common.connections, common.workers);
         let largest = shares.iter().copied().max().unwrap_or(0);
@@ -341,9 +519,13 @@ impl Fleet {
                     Scenario::Connect => "connect",
                     Scenario::Fanout => "fanout",
                     Scenario::Reconnect => "reconnect",
+                    Scenario::Chat => "chat",
                 })
                 .arg(format!("--worker-idx={worker_idx}"))
                 .arg(format!("--target={}", common.target))
+                .arg(format!("--driver={}", common.driver.name()))
+                .args(common.pin_cores.then_some("--pin-cores"))
+                .arg(format!("--profile={}", common.profile.name()))
                 .arg(format!("--connections={share}"))
                 .arg(format!(
                     "--rate={}",
@@ -354,11 +536,13 @@ impl Fleet {
                 .arg(format!("--connect-timeout-s={}", common.connect_timeout_s))
                 .arg(format!("--deadline-s={}", deadline.as_secs().max(1)))
                 .args(extra(worker_idx))
-                // The secret goes by environment, not argv (visible in ps).
-                .env("RINGCAST_JWT_SECRET", &common.secret)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit());
+            if let Some(secret) = &common.secret {
+                // The secret goes by environment, not argv (visible in ps).
+                command.env("RINGCAST_JWT_SECRET", secret);
+            }
             let mut child = command
                 .spawn()
                 .with_context(|| format!("starting worker {worker_idx}"))?;
@@ -396,10 +580,19 @@ impl Fleet {
 
     /// reconnect: one `d` on a worker's stdin tells it to drop its share.
     fn signal_drop(&mut self) {
+        self.signal(b'd', "the drop");
+    }
+
+    /// chat: one `s` on a worker's stdin starts its send schedule.
+    fn signal_start(&mut self) {
+        self.signal(b's', "the start");
+    }
+
+    fn signal(&mut self, byte: u8, what: &str) {
         for (idx, stdin) in self.stdins.iter_mut().enumerate() {
             if let Some(pipe) = stdin.as_mut() {
-                if let Err(error) = pipe.write_all(b"d").and_then(|()| pipe.flush()) {
-                    eprintln!("worker {idx}: cannot signal the drop: {error}");
+                if let Err(error) = pipe.write_all(&[byte]).and_then(|()| pipe.flush()) {
+                    eprintln!("worker {idx}: cannot signal {what}: {error}");
                 }
             }
         }
@@ -436,7 +629,7 @@ impl Fleet {
                 progress.subscribed = result.subscribed;
                 progress.received = result.received;
                 progress.open = 0;
-                self.results[idx as usize] = Some(result);
+                self.results[idx as usize] = Some(*result);
             }
             Report::Garbage(idx, line) => eprintln!("worker {idx}: unexpected output: {line}"),
             Report::Eof(idx) => self.eof[idx as usize] = true,
@@ -469,13 +662,15 @@ fn summarize(
     common: &CommonArgs,
     results: &[WorkerResult],
     publish: Option<&PublishOutcome>,
-    elapsed: Duration,
+    live: &Live,
 ) -> Summary {
+    let elapsed = live.started.elapsed();
     let mut connect_hist = stats::new_histogram();
     let mut push_hist = stats::new_histogram();
     let mut recovery_hist = stats::new_histogram();
     let mut summary = Summary {
         scenario: scenario.to_owned(),
+        profile: common.profile.name().to_owned(),
         target: common.target.clone(),
         workers: common.workers,
         connections: common.connections,
@@ -540,5 +735,13 @@ fn summarize(
     summary.connect_latency = Latency::from_histogram(&connect_hist);
     summary.push_latency = Latency::from_histogram(&push_hist);
     summary.recovery_latency = Latency::from_histogram(&recovery_hist);
+    summary.connect_spectrum = spectrum(&connect_hist);
+    summary.push_spectrum = spectrum(&push_hist);
+    summary.timeline = live.timeline.clone();
+    let parent_usage = crate::sys::rusage_self().unwrap_or_else(|error| {
+        eprintln!("getrusage: {error}");
+        stats::Rusage::default()
+    });
+    summary.client = ClientUsage::from_results(results, parent_usage, summary.elapsed_s);
     summary
 }

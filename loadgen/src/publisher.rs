@@ -1,5 +1,8 @@
-//! fanout's publisher: POSTs to `/api/publish` on a fixed schedule over one
-//! keep-alive HTTP/1.1 connection (blocking, on its own thread).
+//! fanout's publisher: POSTs one publication per tick on a fixed schedule
+//! over one keep-alive HTTP/1.1 connection (blocking, on its own thread).
+//! What the request looks like (Ringcast's `/api/publish`, a raw body, a
+//! GRIP item, a signed Pusher event) is the profile's (`profile.rs`); any
+//! 2xx answer counts as published.
 //!
 //! No coordinated omission: publication `i` is due at `t0 + i / rate`, and
 //! its payload carries that *intended* time. When the API is slow the
@@ -10,14 +13,14 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::profile::{HttpRequest, PublishTarget};
 use crate::stats::{count_error, ErrorCounts, ErrorKind};
 use crate::worker::unix_us;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct PublishPlan {
-    pub api: SocketAddr,
-    pub api_key: String,
+    pub target: PublishTarget,
     pub channel: String,
     pub rate: f64,
     pub publications: u64,
@@ -38,13 +41,13 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
     let started_unix_us = unix_us();
     for seq in 0..plan.publications {
         let intended_us = wait_for_tick(started, started_unix_us, seq, plan.rate);
-        let body = serde_json::json!({
-            "channel": plan.channel,
-            "data": {"seq": seq, "t_us": intended_us},
-        })
-        .to_string();
-        match post(&mut conn, plan.api, &plan.api_key, "/api/publish", &body) {
-            Ok(200) => outcome.published += 1,
+        let payload = format!(r#"{{"seq":{seq},"t_us":{intended_us}}}"#);
+        let request = plan
+            .target
+            .request(&plan.channel, &payload, unix_us() / 1_000_000);
+        let url = &plan.target.url;
+        match post(&mut conn, url.addr, &url.host, &request) {
+            Ok(200..=299) => outcome.published += 1,
             other => {
                 outcome.failed += 1;
                 count_failure(&mut outcome.errors, &mut conn, "publish", other);
@@ -93,7 +96,15 @@ pub fn run_send(plan: &SendPlan) -> SendOutcome {
                 "data": {"seq": seq, "t": intended_us},
             })
             .to_string();
-            match post(&mut conn, plan.api, &plan.api_key, "/api/send", &body) {
+            let request = HttpRequest {
+                path: "/api/send".to_owned(),
+                headers: vec![
+                    ("Authorization", format!("apikey {}", plan.api_key)),
+                    ("Content-Type", "application/json".to_owned()),
+                ],
+                body,
+            };
+            match post(&mut conn, plan.api, &plan.api.to_string(), &request) {
                 Ok(200) => {
                     outcome.sent += 1;
                     outcome.expected += users.len() as u64;
@@ -152,25 +163,28 @@ fn count_failure(
 
 fn post(
     conn: &mut Option<(BufReader<TcpStream>, TcpStream)>,
-    api: SocketAddr,
-    api_key: &str,
-    path: &str,
-    body: &str,
+    addr: SocketAddr,
+    host: &str,
+    request: &HttpRequest,
 ) -> io::Result<u16> {
     if conn.is_none() {
-        let stream = TcpStream::connect_timeout(&api, IO_TIMEOUT)?;
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
         *conn = Some((BufReader::new(stream.try_clone()?), stream));
     }
     let (reader, writer) = conn.as_mut().expect("connected above");
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: apikey {api_key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    writer.write_all(request.as_bytes())?;
+    let mut head = format!("POST {} HTTP/1.1\r\nHost: {host}\r\n", request.path);
+    for (name, value) in &request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\n\r\n{}",
+        request.body.len(),
+        request.body
+    ));
+    writer.write_all(head.as_bytes())?;
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Err(io::Error::new(
@@ -189,6 +203,7 @@ fn post(
             )
         })?;
     let mut content_len = 0usize;
+    let mut chunked = false;
     let mut close = false;
     loop {
         line.clear();
@@ -205,6 +220,10 @@ fn post(
         if let Some((name, value)) = header.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 content_len = value.trim().parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                && value.trim().eq_ignore_ascii_case("chunked")
+            {
+                chunked = true;
             } else if name.eq_ignore_ascii_case("connection")
                 && value.trim().eq_ignore_ascii_case("close")
             {
@@ -212,10 +231,40 @@ fn post(
             }
         }
     }
-    let mut body = vec![0u8; content_len];
-    reader.read_exact(&mut body)?;
+    if chunked {
+        skip_chunked_body(reader, &mut line)?;
+    } else {
+        let mut body = vec![0u8; content_len];
+        reader.read_exact(&mut body)?;
+    }
     if close {
         *conn = None;
     }
     Ok(status)
+}
+
+/// Reads past a `Transfer-Encoding: chunked` body (other servers' APIs
+/// answer that way), so the keep-alive connection stays usable.
+fn skip_chunked_body(reader: &mut BufReader<TcpStream>, line: &mut String) -> io::Result<()> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    loop {
+        line.clear();
+        if reader.read_line(line)? == 0 {
+            return Err(bad("closed inside a chunked body"));
+        }
+        let size_text = line.trim_end().split(';').next().unwrap_or_default();
+        let size =
+            usize::from_str_radix(size_text.trim(), 16).map_err(|_| bad("bad chunk size"))?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                line.clear();
+                if reader.read_line(line)? == 0 || line.trim_end().is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        let mut chunk = vec![0u8; size + 2];
+        reader.read_exact(&mut chunk)?;
+    }
 }

@@ -4,12 +4,12 @@
 use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::ErrorCounts;
 
 /// Percentiles of one latency histogram, microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub count: u64,
     pub p50_us: u64,
@@ -35,7 +35,94 @@ impl Latency {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// One point of a latency percentile spectrum (for HDR-style plots).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct SpectrumPoint {
+    pub quantile: f64,
+    pub value_us: u64,
+}
+
+/// The quantiles every spectrum is sampled at: dense towards the tail.
+pub const SPECTRUM_QUANTILES: [f64; 14] = [
+    0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999, 1.0,
+];
+
+pub fn spectrum(histogram: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    SPECTRUM_QUANTILES
+        .iter()
+        .map(|&quantile| SpectrumPoint {
+            quantile,
+            value_us: histogram.value_at_quantile(quantile),
+        })
+        .collect()
+}
+
+/// The live line's figures, once a second, kept for `plot`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Seconds since the parent started the workers.
+    pub t_s: f64,
+    pub open: u64,
+    pub subscribed: u64,
+    /// Messages received per second over all workers, over the last interval.
+    pub msgs_per_s: f64,
+    /// The highest of the workers' own p99s so far (an upper bound of the
+    /// merged p99), microseconds.
+    pub p99_us_max: u64,
+    pub errors: u64,
+}
+
+/// The load generator's own cost, so a saturated client is visible.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ClientUsage {
+    /// CPU time of the workers (user + system), milliseconds.
+    pub workers_cpu_ms: u64,
+    /// CPU time of the parent (publisher/sender threads), milliseconds.
+    pub parent_cpu_ms: u64,
+    /// Average cores busy over the run: (workers + parent CPU) / elapsed.
+    pub cores_busy: f64,
+    /// Peak RSS summed over the workers, kilobytes.
+    pub workers_max_rss_kb: u64,
+    /// Peak RSS growth after start, summed over workers, divided by the most
+    /// connections open at once: the client's user-space memory per
+    /// connection, bytes.
+    pub rss_per_connection_bytes: u64,
+}
+
+impl ClientUsage {
+    pub fn from_results(
+        results: &[crate::stats::WorkerResult],
+        parent: crate::stats::Rusage,
+        elapsed_s: f64,
+    ) -> ClientUsage {
+        let workers_cpu_ms: u64 = results
+            .iter()
+            .map(|r| r.rusage.cpu_user_ms + r.rusage.cpu_sys_ms)
+            .sum();
+        let parent_cpu_ms = parent.cpu_user_ms + parent.cpu_sys_ms;
+        let growth_kb: u64 = results
+            .iter()
+            .map(|r| r.rusage.max_rss_kb.saturating_sub(r.rss_start_kb))
+            .sum();
+        let open_max: u64 = results.iter().map(|r| r.open_max).sum();
+        ClientUsage {
+            workers_cpu_ms,
+            parent_cpu_ms,
+            cores_busy: if elapsed_s > 0.0 {
+                (workers_cpu_ms + parent_cpu_ms) as f64 / 1000.0 / elapsed_s
+            } else {
+                0.0
+            },
+            workers_max_rss_kb: results.iter().map(|r| r.rusage.max_rss_kb).sum(),
+            rss_per_connection_bytes: (growth_kb * 1024).checked_div(open_max).unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: String,
     pub target: String,
@@ -79,7 +166,28 @@ pub struct Summary {
     pub gaps: u64,
     /// reconnect: reconnect start -> id-0 recovery reply.
     pub recovery_latency: Latency,
+    /// The target profile (`ringcast`, `ringcast-binary`, `nchan`, ...).
+    #[serde(default)]
+    pub profile: String,
+    /// chat: messages the users wrote (`published`: those acknowledged,
+    /// `publish_errors`: those refused).
+    #[serde(default)]
+    pub sent: u64,
+    /// chat: intended send time -> the send's or publish's reply.
+    #[serde(default)]
+    pub ack_latency: Latency,
     pub elapsed_s: f64,
+    /// The load generator's own CPU and memory.
+    #[serde(default)]
+    pub client: ClientUsage,
+    /// Percentile spectra of the merged histograms (for `plot`).
+    #[serde(default)]
+    pub connect_spectrum: Vec<SpectrumPoint>,
+    #[serde(default)]
+    pub push_spectrum: Vec<SpectrumPoint>,
+    /// The live line, once a second (for `plot`).
+    #[serde(default)]
+    pub timeline: Vec<TimelinePoint>,
 }
 
 impl Summary {
@@ -87,8 +195,8 @@ impl Summary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "scenario      {}  target {}  workers {}",
-            self.scenario, self.target, self.workers
+            "scenario      {}  profile {}  target {}  workers {}",
+            self.scenario, self.profile, self.target, self.workers
         );
         let _ = writeln!(
             out,
@@ -121,6 +229,19 @@ impl Summary {
                 self.gaps,
                 self.duplicated,
                 self.out_of_order
+            );
+        }
+        if self.scenario == "chat" {
+            let _ = writeln!(out, "subscribed    {}", self.subscribed);
+            let _ = writeln!(
+                out,
+                "messages      sent {}  acked {}  refused {}",
+                self.sent, self.published, self.publish_errors
+            );
+            let _ = writeln!(
+                out,
+                "deliveries    expected {}  received {}  lost {}  duplicated {}  out-of-order {}",
+                self.expected, self.received, self.lost, self.duplicated, self.out_of_order
             );
         }
         if self.scenario == "fanout" {
@@ -161,10 +282,23 @@ impl Summary {
         if self.scenario == "reconnect" {
             row("recovery", &self.recovery_latency);
         }
+        if self.scenario == "chat" {
+            row("ack", &self.ack_latency);
+        }
         let _ = writeln!(out, "errors        {}", self.errors_total);
         for (kind, count) in &self.errors {
             let _ = writeln!(out, "  {kind:<30}{count}");
         }
+        let _ = writeln!(
+            out,
+            "client        cpu {:.2} cores busy (workers {} ms, parent {} ms)  memory {} B/conn \
+             (peak RSS {} KiB over workers)",
+            self.client.cores_busy,
+            self.client.workers_cpu_ms,
+            self.client.parent_cpu_ms,
+            self.client.rss_per_connection_bytes,
+            self.client.workers_max_rss_kb
+        );
         let _ = writeln!(out, "elapsed       {:.1} s", self.elapsed_s);
         out
     }
@@ -195,10 +329,13 @@ impl Summary {
         put("recovered_false", self.recovered_false.to_string());
         put("replayed", self.replayed.to_string());
         put("gaps", self.gaps.to_string());
+        put("profile", self.profile.clone());
+        put("sent", self.sent.to_string());
         put("errors_total", self.errors_total.to_string());
         for (name, latency) in [
             ("connect", &self.connect_latency),
             ("recovery", &self.recovery_latency),
+            ("ack", &self.ack_latency),
             ("push", &self.push_latency),
         ] {
             put(&format!("{name}_count"), latency.count.to_string());
@@ -211,6 +348,26 @@ impl Summary {
         for (kind, count) in &self.errors {
             put(&format!("error_{kind}"), count.to_string());
         }
+        put(
+            "client_workers_cpu_ms",
+            self.client.workers_cpu_ms.to_string(),
+        );
+        put(
+            "client_parent_cpu_ms",
+            self.client.parent_cpu_ms.to_string(),
+        );
+        put(
+            "client_cores_busy",
+            format!("{:.3}", self.client.cores_busy),
+        );
+        put(
+            "client_workers_max_rss_kb",
+            self.client.workers_max_rss_kb.to_string(),
+        );
+        put(
+            "client_rss_per_connection_bytes",
+            self.client.rss_per_connection_bytes.to_string(),
+        );
         put("elapsed_s", format!("{:.3}", self.elapsed_s));
         out
     }

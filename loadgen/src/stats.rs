@@ -104,6 +104,14 @@ pub struct Progress {
     /// p99 so far of this worker's main latency, microseconds.
     pub p99_us: u64,
     pub errors: u64,
+    /// chat: messages sent, replies received (ok or error), and the
+    /// deliveries the ok replies make expected.
+    #[serde(default)]
+    pub sent: u64,
+    #[serde(default)]
+    pub replied: u64,
+    #[serde(default)]
+    pub expected: u64,
 }
 
 /// A worker's final result.
@@ -125,6 +133,46 @@ pub struct WorkerResult {
     /// reconnect: the worker's recovery counts and histogram.
     #[serde(default)]
     pub recovery: RecoveryCounts,
+    /// chat: the worker's message counts and ack histogram.
+    #[serde(default)]
+    pub chat: ChatCounts,
+    /// The worker's own CPU and peak memory at the end of its run.
+    #[serde(default)]
+    pub rusage: Rusage,
+    /// Peak RSS before the first connection was opened, kilobytes: the
+    /// growth from here to `rusage.max_rss_kb` is what the connections cost.
+    #[serde(default)]
+    pub rss_start_kb: u64,
+    /// The most connections the worker held open at once (for memory per
+    /// connection).
+    #[serde(default)]
+    pub open_max: u64,
+}
+
+/// A process's own CPU time and peak memory (`getrusage`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Rusage {
+    pub cpu_user_ms: u64,
+    pub cpu_sys_ms: u64,
+    /// Peak resident set size, kilobytes.
+    pub max_rss_kb: u64,
+}
+
+/// chat: what one worker's users sent and what the server acknowledged.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChatCounts {
+    /// Messages written (send or publish commands).
+    pub sent: u64,
+    /// Messages answered with a result.
+    pub acked: u64,
+    /// Messages answered with an error.
+    pub ack_errors: u64,
+    /// Deliveries expected from the acked messages: 1 per pair message
+    /// (the peer), the subscribed members per group message (the sender
+    /// included), counted when the message was sent.
+    pub expected: u64,
+    /// Intended send time -> reply (V2 + base64).
+    pub ack_hist: String,
 }
 
 /// reconnect: what one worker saw of the drop and the recovery.
@@ -149,7 +197,8 @@ pub struct RecoveryCounts {
 #[serde(rename_all = "snake_case")]
 pub enum WorkerLine {
     Progress(Progress),
-    Result(WorkerResult),
+    /// Boxed: far larger than a progress line, and sent once.
+    Result(Box<WorkerResult>),
 }
 
 #[cfg(test)]

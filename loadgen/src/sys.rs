@@ -1,5 +1,7 @@
-//! The one unsafe call in the load generator: `IP_BIND_ADDRESS_NO_PORT`,
-//! which socket2 0.5 does not wrap.
+//! The load generator's unsafe calls: `IP_BIND_ADDRESS_NO_PORT`, which
+//! socket2 0.5 does not wrap; `getrusage`, for the client's own CPU and
+//! memory (reported so a saturated client is visible next to the server's
+//! figures).
 //!
 //! With it, `bind(src_ip, 0)` defers the port choice to `connect`, so the
 //! kernel picks a port unique per (src, dst) 4-tuple instead of per source
@@ -28,5 +30,42 @@ pub fn set_bind_address_no_port(socket: &socket2::Socket) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// This process's CPU time and peak resident memory so far.
+pub fn rusage_self() -> io::Result<crate::stats::Rusage> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` points to writable memory the size of a `rusage`;
+    // RUSAGE_SELF is a valid `who`. On success the kernel filled it in.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getrusage returned 0, so every field was written (and the
+    // zeroed start makes any padding defined anyway).
+    let usage = unsafe { usage.assume_init() };
+    let millis = |tv: libc::timeval| tv.tv_sec as u64 * 1000 + tv.tv_usec as u64 / 1000;
+    Ok(crate::stats::Rusage {
+        cpu_user_ms: millis(usage.ru_utime),
+        cpu_sys_ms: millis(usage.ru_stime),
+        // Linux reports ru_maxrss in kilobytes.
+        max_rss_kb: usage.ru_maxrss as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rusage_reports_this_process() {
+        let usage = super::rusage_self().unwrap();
+        // A running test binary has touched at least a megabyte.
+        assert!(usage.max_rss_kb > 1024, "{usage:?}");
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::black_box(0u64);
+        }
+        let later = super::rusage_self().unwrap();
+        assert!(later.cpu_user_ms + later.cpu_sys_ms >= usage.cpu_user_ms + usage.cpu_sys_ms + 10);
     }
 }

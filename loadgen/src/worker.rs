@@ -1,14 +1,17 @@
-//! One worker process: a single thread running a `mio` poll loop over its
-//! share of the connections.
+//! One worker process: a single thread, pinned to a core when the host has
+//! one per worker, running one event loop over its share of the
+//! connections.
 //!
-//! Why mio (epoll) and not glommio for this cut: the engine runs on monoio
-//! (io_uring). A load generator on a different runtime and a different
-//! kernel interface means a runtime bug (lost wakeup, mishandled partial
-//! write, stalled completion queue) cannot hide on both sides of the
-//! measurement at once. epoll readiness also makes the client easy to read
-//! and debug. A glommio (io_uring) client is the planned next step, for
-//! connection and message rates where epoll's per-event syscalls become the
-//! load generator's bottleneck rather than the engine's.
+//! The loop's events come from io_uring (the default) or epoll
+//! (`--driver`), see `poller.rs`. Not glommio or another async runtime: the
+//! engine runs on monoio, and a load generator on a runtime of its own (a
+//! plain loop over `ringcast-protocol`'s codec) keeps one runtime's bug (a
+//! lost wakeup, a mishandled partial write, a stalled completion queue) from
+//! hiding on both sides of a measurement. A hand-written loop also keeps the
+//! per-connection state to a `Session` and a socket: no task, no future, no
+//! per-connection buffer while idle. glommio would add a task and its
+//! stream's state per connection, and its `connect` creates its own socket,
+//! so a socket bound to a source address first connects outside it anyway.
 //!
 //! A worker never holds more than `SOCKETS_PER_WORKER_MAX` sockets; the
 //! parent splits larger runs over more workers. It writes one JSON progress
@@ -17,25 +20,30 @@
 //! stop signal).
 
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::chat::{ChatPlan, Role, CHAT_ID_FIRST};
 use crate::cli::{IpRange, Scenario, Target, WorkerArgs, SOCKETS_PER_WORKER_MAX};
-use crate::client::{io_kind, ClientSettings, Conn, InboxState, Next, Phase};
+use crate::client::{io_kind, ClientSettings, InboxState, Join, Next, Phase, Session};
+use crate::poller::Poller;
 use crate::stats::{
-    self, count_error, ErrorCounts, ErrorKind, Progress, RecoveryCounts, WorkerLine, WorkerResult,
+    self, count_error, ChatCounts, ErrorCounts, ErrorKind, Progress, RecoveryCounts, WorkerLine,
+    WorkerResult,
 };
 
-const STDIN_TOKEN: Token = Token(usize::MAX);
-const EVENTS_CAPACITY: usize = 1024;
+const STDIN_TOKEN: usize = usize::MAX;
+/// Bytes read per `recv`; reads repeat until the socket is drained.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// At most this many connects per loop turn, so a late loop cannot burst.
 const OPENS_PER_TURN_MAX: usize = 256;
+/// chat: at most this many messages written per loop turn.
+const SENDS_PER_TURN_MAX: usize = 1024;
 const POLL_TIMEOUT_MAX: Duration = Duration::from_millis(10);
 const TIMEOUT_SCAN_INTERVAL: Duration = Duration::from_millis(100);
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,10 +52,123 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Token lifetime: longer than any bounded run.
 const TOKEN_LIFETIME_S: u64 = 24 * 3600;
 
+/// One connection: its socket (non-blocking) and its protocol state.
+pub struct Conn {
+    pub stream: TcpStream,
+    session: Session,
+}
+
+impl Deref for Conn {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        &self.session
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
+impl Conn {
+    /// Handle one readiness event: finish the TCP connect, write what is
+    /// queued, read until the socket is drained, write the answers.
+    fn on_ready(
+        &mut self,
+        tally: &mut Tally,
+        settings: &ClientSettings,
+        rng: &mut Rng,
+        now: Instant,
+    ) -> Next {
+        if self.session.phase == Phase::TcpConnecting {
+            match self.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(error)) | Err(error) => return self.session.fail_connect(tally, &error),
+            }
+            match self.stream.peer_addr() {
+                Ok(_) => {}
+                // Spurious wakeup: still connecting.
+                Err(error) if error.kind() == io::ErrorKind::NotConnected => return Next::Keep,
+                Err(error) => return self.session.fail_connect(tally, &error),
+            }
+            self.session.tcp_connected();
+        }
+        if self.flush(tally) == Next::Drop {
+            return Next::Drop;
+        }
+        let mut chunk = [0u8; READ_CHUNK_BYTES];
+        loop {
+            let next = match self.stream.read(&mut chunk) {
+                Ok(0) => self.session.on_eof(tally),
+                Ok(n) => self
+                    .session
+                    .on_bytes(tally, settings, rng, now, &chunk[..n]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return self.flush(tally)
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => Next::Keep,
+                Err(error) => self.session.fail_io(tally, &error),
+            };
+            if next == Next::Drop {
+                return Next::Drop;
+            }
+        }
+    }
+
+    /// Start a clean close (the end of a run).
+    fn close(&mut self, tally: &mut Tally, rng: &mut Rng) -> Next {
+        if self.session.close(rng) == Next::Drop {
+            return Next::Drop;
+        }
+        self.flush(tally)
+    }
+
+    /// chat: see `Session::send_chat`.
+    fn send_chat(
+        &mut self,
+        tally: &mut Tally,
+        rng: &mut Rng,
+        id: u64,
+        intended_us: u64,
+        recipients: u64,
+        out: &crate::profile::Outbound,
+    ) -> Next {
+        if self
+            .session
+            .send_chat(tally, rng, id, intended_us, recipients, out)
+            == Next::Drop
+        {
+            return Next::Drop;
+        }
+        self.flush(tally)
+    }
+
+    /// Write as much of the session's output as the socket takes.
+    fn flush(&mut self, tally: &mut Tally) -> Next {
+        while !self.session.output().is_empty() {
+            match self.stream.write(self.session.output()) {
+                Ok(0) => {
+                    let error = io::Error::from(io::ErrorKind::WriteZero);
+                    return self.session.fail_io(tally, &error);
+                }
+                Ok(n) => self.session.consume_output(n),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return self.session.fail_io(tally, &error),
+            }
+        }
+        Next::Keep
+    }
+}
+
 /// Everything a worker counts.
 pub struct Tally {
     pub attempted: u64,
     pub open: u64,
+    /// The most connections open at once.
+    pub open_max: u64,
     pub connected: u64,
     pub subscribed: u64,
     pub received: u64,
@@ -64,6 +185,20 @@ pub struct Tally {
     pub replayed: u64,
     pub gaps: u64,
     pub recovery_hist: Histogram<u64>,
+    /// chat: see `stats::ChatCounts`.
+    pub sent: u64,
+    pub acked: u64,
+    pub ack_errors: u64,
+    pub expected: u64,
+    pub ack_hist: Histogram<u64>,
+}
+
+/// chat: where the worker's send schedule stands once it started.
+struct ChatSchedule {
+    started: Instant,
+    started_unix_us: u64,
+    /// The next send of `ChatPlan::due`.
+    next: u64,
 }
 
 /// reconnect: a dropped connection waiting for its reconnect time.
@@ -117,14 +252,38 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         args.connections
     );
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
-    let target = Target::parse(&args.target).map_err(anyhow::Error::msg)?;
+    let targets = Target::parse_list(&args.target).map_err(anyhow::Error::msg)?;
     let source_ips = IpRange::parse(&args.source_ips).map_err(anyhow::Error::msg)?;
-    let key = jsonwebtoken::EncodingKey::from_secret(args.secret.as_bytes());
+    let key = match (&args.secret, args.profile.is_ringcast()) {
+        (Some(secret), true) => Some(jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())),
+        (None, true) => anyhow::bail!(
+            "--profile={} needs the JWT secret (RINGCAST_JWT_SECRET)",
+            args.profile.name()
+        ),
+        (_, false) => None,
+    };
+    let chat_plan = (args.scenario == Scenario::Chat).then(|| {
+        ChatPlan::new(
+            args.worker_idx,
+            args.connections,
+            args.pair_share.clamp(0.0, 1.0),
+            args.group_size.max(1),
+            args.group_namespace.clone(),
+            args.messages,
+            args.send_rate,
+        )
+    });
+    anyhow::ensure!(
+        chat_plan.is_none() || args.send_rate > 0.0,
+        "--send-rate must be positive"
+    );
     let settings = ClientSettings {
-        channel: (args.scenario == Scenario::Fanout).then(|| args.channel.clone()),
+        profile: args.profile,
         publications: args.publications,
         inbox: args.scenario == Scenario::Reconnect,
+        chat: chat_plan,
     };
+    let mut chat_schedule: Option<ChatSchedule> = None;
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.drop_share),
         "--drop-share must be within 0..=1"
@@ -132,16 +291,19 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let connect_timeout = Duration::from_secs(args.connect_timeout_s);
     let deadline_at = Instant::now() + Duration::from_secs(args.deadline_s);
 
-    let mut poll = Poll::new()?;
+    if args.pin_cores {
+        pin_to_core(args.worker_idx);
+    }
+    let mut poll = Poller::new(args.driver)?;
     let stdin_fd = io::stdin().as_raw_fd();
-    poll.registry()
-        .register(&mut SourceFd(&stdin_fd), STDIN_TOKEN, Interest::READABLE)?;
-    let mut events = Events::with_capacity(EVENTS_CAPACITY);
+    poll.register(stdin_fd, STDIN_TOKEN)?;
+    let mut ready: Vec<usize> = Vec::with_capacity(1024);
     let mut rng = Rng::new(args.seed ^ (u64::from(args.worker_idx) << 32));
     let mut conns: Vec<Option<Conn>> = Vec::with_capacity(args.connections as usize);
     let mut tally = Tally {
         attempted: 0,
         open: 0,
+        open_max: 0,
         connected: 0,
         subscribed: 0,
         received: 0,
@@ -157,11 +319,17 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         replayed: 0,
         gaps: 0,
         recovery_hist: stats::new_histogram(),
+        sent: 0,
+        acked: 0,
+        ack_errors: 0,
+        expected: 0,
+        ack_hist: stats::new_histogram(),
     };
     let mut drop_requested = false;
     let mut drop_done = false;
     let mut pending: Vec<PendingReconnect> = Vec::new();
 
+    let rss_start_kb = crate::sys::rusage_self()?.max_rss_kb;
     let started = Instant::now();
     let interval_s = 1.0 / args.rate;
     let mut progress_at = started + PROGRESS_INTERVAL;
@@ -190,23 +358,20 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             opened += 1;
             let conn = open_conn(
                 args,
-                &target,
+                &targets,
                 &source_ips,
-                &key,
+                key.as_ref(),
+                &settings,
                 &mut rng,
                 idx,
                 None,
                 &mut tally,
             )?;
-            let Some(mut conn) = conn else {
+            let Some(conn) = conn else {
                 conns.push(None);
                 continue;
             };
-            poll.registry().register(
-                &mut conn.stream,
-                Token(conns.len()),
-                Interest::READABLE | Interest::WRITABLE,
-            )?;
+            poll.register(conn.stream.as_raw_fd(), conns.len())?;
             conns.push(Some(conn));
         }
 
@@ -231,7 +396,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                 let Some(mut conn) = conns[slot].take() else {
                     continue;
                 };
-                poll.registry().deregister(&mut conn.stream)?;
+                poll.deregister(conn.stream.as_raw_fd(), slot)?;
                 tally.open = tally.open.saturating_sub(1);
                 tally.dropped += 1;
                 let delay_ms = rng.next_u64() % (args.reconnect_delay_ms + 1);
@@ -254,9 +419,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             let due = pending.swap_remove(idx);
             let conn = open_conn(
                 args,
-                &target,
+                &targets,
                 &source_ips,
-                &key,
+                key.as_ref(),
+                &settings,
                 &mut rng,
                 due.slot as u32,
                 Some(&due.inbox),
@@ -265,12 +431,18 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             if let Some(mut conn) = conn {
                 conn.inbox = due.inbox;
                 conn.recovering = true;
-                poll.registry().register(
-                    &mut conn.stream,
-                    Token(due.slot),
-                    Interest::READABLE | Interest::WRITABLE,
-                )?;
+                poll.register(conn.stream.as_raw_fd(), due.slot)?;
                 conns[due.slot] = Some(conn);
+            }
+        }
+
+        // chat: write the messages whose time has come.
+        let mut chat_next_due = None;
+        if let (Some(plan), Some(schedule)) = (&settings.chat, chat_schedule.as_mut()) {
+            if closing_since.is_none() {
+                chat_next_due = send_due_chat(
+                    plan, schedule, &mut conns, &mut poll, &mut tally, &settings, &mut rng, now,
+                )?;
             }
         }
 
@@ -280,31 +452,41 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         } else {
             POLL_TIMEOUT_MAX
         };
-        match poll.poll(&mut events, Some(wait)) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(error.into()),
-        }
+        let wait = chat_next_due.map_or(wait, |due: Instant| {
+            wait.min(due.saturating_duration_since(now))
+        });
+        ready.clear();
+        poll.poll(wait, &mut ready)?;
         let now = Instant::now();
-        for event in events.iter() {
-            if event.token() == STDIN_TOKEN {
+        for &token in &ready {
+            if token == STDIN_TOKEN {
                 // EOF is the stop signal; a `d` (reconnect) the drop signal.
                 let mut scratch = [0u8; 64];
                 match io::stdin().read(&mut scratch) {
                     Ok(0) | Err(_) => {
                         stop_requested = true;
-                        poll.registry().deregister(&mut SourceFd(&stdin_fd))?;
+                        poll.deregister(stdin_fd, STDIN_TOKEN)?;
                     }
-                    Ok(n) => drop_requested |= scratch[..n].contains(&b'd'),
+                    Ok(n) => {
+                        drop_requested |= scratch[..n].contains(&b'd');
+                        // chat: an `s` starts the send schedule.
+                        if scratch[..n].contains(&b's') && chat_schedule.is_none() {
+                            chat_schedule = Some(ChatSchedule {
+                                started: now,
+                                started_unix_us: unix_us(),
+                                next: 0,
+                            });
+                        }
+                    }
                 }
                 continue;
             }
-            let slot = event.token().0;
+            let slot = token;
             let Some(conn) = conns.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
             if conn.on_ready(&mut tally, &settings, &mut rng, now) == Next::Drop {
-                drop_conn(&poll, &mut conns, slot)?;
+                drop_conn(&mut poll, &mut conns, slot)?;
             }
         }
 
@@ -314,32 +496,18 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                 let Some(conn) = conns[slot].as_mut() else {
                     continue;
                 };
-                let waiting = match conn.phase {
-                    Phase::TcpConnecting | Phase::Upgrading | Phase::AwaitConnect => true,
-                    Phase::Open => {
-                        (settings.channel.is_some() && !conn.subscribed) || conn.recovering
-                    }
-                    Phase::Closing | Phase::Done => false,
-                };
-                if waiting
+                if !conn.settled()
                     && now.saturating_duration_since(conn.started) > connect_timeout
                     && conn.time_out(&mut tally) == Next::Drop
                 {
-                    drop_conn(&poll, &mut conns, slot)?;
+                    drop_conn(&mut poll, &mut conns, slot)?;
                 }
             }
             // Settled: every connection scheduled, none still connecting
             // (nor, in fanout, waiting for its subscribe reply). Checked here,
             // not every turn: it walks all connections.
             let all_attempted = tally.attempted as u32 == args.connections;
-            let settled = all_attempted
-                && conns.iter().flatten().all(|conn| match conn.phase {
-                    Phase::TcpConnecting | Phase::Upgrading | Phase::AwaitConnect => false,
-                    Phase::Open => {
-                        (settings.channel.is_none() || conn.subscribed) && !conn.recovering
-                    }
-                    Phase::Closing | Phase::Done => true,
-                });
+            let settled = all_attempted && conns.iter().flatten().all(|conn| conn.settled());
             if settled && all_settled_at.is_none() {
                 all_settled_at = Some(now);
             }
@@ -356,8 +524,13 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                 let Some(conn) = conns[slot].as_mut() else {
                     continue;
                 };
+                // chat: messages never answered by the end.
+                let unacked = conn.unacked();
+                if unacked > 0 {
+                    *tally.errors.entry("timeout_ack".to_owned()).or_insert(0) += unacked;
+                }
                 if conn.close(&mut tally, &mut rng) == Next::Drop {
-                    drop_conn(&poll, &mut conns, slot)?;
+                    drop_conn(&mut poll, &mut conns, slot)?;
                 }
             }
         }
@@ -372,7 +545,9 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             progress_at += PROGRESS_INTERVAL;
             let p99_us = match args.scenario {
                 Scenario::Connect => tally.connect_hist.value_at_quantile(0.99),
-                Scenario::Fanout | Scenario::Reconnect => tally.push_hist.value_at_quantile(0.99),
+                Scenario::Fanout | Scenario::Reconnect | Scenario::Chat => {
+                    tally.push_hist.value_at_quantile(0.99)
+                }
             };
             emit(&WorkerLine::Progress(Progress {
                 worker_idx: args.worker_idx,
@@ -382,11 +557,14 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                 received: tally.received,
                 p99_us,
                 errors: tally.errors.values().sum(),
+                sent: tally.sent,
+                replied: tally.acked + tally.ack_errors,
+                expected: tally.expected,
             }))?;
         }
     }
 
-    emit(&WorkerLine::Result(WorkerResult {
+    emit(&WorkerLine::Result(Box::new(WorkerResult {
         worker_idx: args.worker_idx,
         attempted: tally.attempted,
         connected: tally.connected,
@@ -407,7 +585,17 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             gaps: tally.gaps,
             recovery_hist: stats::encode_histogram(&tally.recovery_hist),
         },
-    }))?;
+        chat: ChatCounts {
+            sent: tally.sent,
+            acked: tally.acked,
+            ack_errors: tally.ack_errors,
+            expected: tally.expected,
+            ack_hist: stats::encode_histogram(&tally.ack_hist),
+        },
+        rusage: crate::sys::rusage_self()?,
+        open_max: tally.open_max,
+        rss_start_kb,
+    })))?;
     Ok(())
 }
 
@@ -420,15 +608,19 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
 )]
 fn open_conn(
     args: &WorkerArgs,
-    target: &Target,
+    targets: &[Target],
     source_ips: &IpRange,
-    key: &jsonwebtoken::EncodingKey,
+    key: Option<&jsonwebtoken::EncodingKey>,
+    settings: &ClientSettings,
     rng: &mut Rng,
     idx: u32,
     inbox: Option<&InboxState>,
     tally: &mut Tally,
 ) -> anyhow::Result<Option<Conn>> {
+    // Every source address with the first target, then with the next: each
+    // (source, target) pair is its own ephemeral port space.
     let src = source_ips.nth(idx % source_ips.len());
+    let target = &targets[(idx / source_ips.len()) as usize % targets.len()];
     let conn_started = Instant::now();
     let stream = match open_socket(src, target.addr) {
         Ok(stream) => stream,
@@ -444,36 +636,115 @@ fn open_conn(
     let user = match args.scenario {
         Scenario::Reconnect => format!("rc-{}-{idx}", args.worker_idx),
         Scenario::Connect | Scenario::Fanout => format!("lg{}-{idx}", args.worker_idx),
+        Scenario::Chat => format!("ch-{}-{idx}", args.worker_idx),
     };
-    let token = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": user, "exp": unix_us() / 1_000_000 + TOKEN_LIFETIME_S}),
-        key,
-    )?;
-    let mut path = format!(
-        "{}{}token={token}",
-        target.path,
-        if target.path.contains('?') { '&' } else { '?' }
-    );
+    let token = match key {
+        Some(key) => Some(jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": user, "exp": unix_us() / 1_000_000 + TOKEN_LIFETIME_S}),
+            key,
+        )?),
+        None => None,
+    };
+    let mut path = settings
+        .profile
+        .connect_path(&target.path, &args.channel, token.as_deref());
+    let join = match (&settings.chat, args.scenario) {
+        (Some(plan), _) => match plan.role(idx) {
+            Role::Pair { .. } => Join::Inbox,
+            Role::Group { group, .. } => Join::Channel(plan.group_channel(group)),
+        },
+        (None, Scenario::Fanout) => Join::Channel(args.channel.clone()),
+        (None, _) => Join::Nothing,
+    };
     if let Some(inbox) = inbox {
         path.push_str(&format!("&since={}", inbox.last_offset.unwrap_or(0)));
         if let Some(epoch) = &inbox.epoch {
             path.push_str(&format!("&epoch={epoch}"));
         }
     }
-    Ok(Some(Conn::new(
-        stream,
-        conn_started,
-        &target.host,
-        &path,
-        rng,
-        args.publications,
-    )))
+    let session = Session::new(conn_started, &target.host, &path, rng, settings, join);
+    let mut conn = Conn { stream, session };
+    if settings.chat.is_some() {
+        conn.chat_user = Some(idx);
+    }
+    Ok(Some(conn))
 }
 
-fn drop_conn(poll: &Poll, conns: &mut [Option<Conn>], slot: usize) -> io::Result<()> {
-    if let Some(mut conn) = conns[slot].take() {
-        poll.registry().deregister(&mut conn.stream)?;
+/// chat: write every message of the schedule whose time has come (at most
+/// `SENDS_PER_TURN_MAX`); returns when the next one is due. A user whose
+/// connection is not up (failed, or not yet subscribed) skips its turn; its
+/// failure is counted where it happened.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the worker loop's locals, passed apart rather than through a one-use struct"
+)]
+fn send_due_chat(
+    plan: &ChatPlan,
+    schedule: &mut ChatSchedule,
+    conns: &mut [Option<Conn>],
+    poll: &mut Poller,
+    tally: &mut Tally,
+    settings: &ClientSettings,
+    rng: &mut Rng,
+    now: Instant,
+) -> anyhow::Result<Option<Instant>> {
+    let ready = |conn: Option<&Option<Conn>>| {
+        conn.and_then(Option::as_ref)
+            .is_some_and(|conn| conn.phase == Phase::Open && conn.subscribed)
+    };
+    for _ in 0..SENDS_PER_TURN_MAX {
+        let Some(due) = plan.due(schedule.next) else {
+            return Ok(None);
+        };
+        let due_at = schedule.started + due.offset;
+        if due_at > now {
+            return Ok(Some(due_at));
+        }
+        schedule.next += 1;
+        let slot = due.user as usize;
+        if !ready(conns.get(slot)) {
+            continue;
+        }
+        let intended_us = schedule.started_unix_us + due.offset.as_micros() as u64;
+        let payload = format!(
+            r#"{{"seq":{},"t_us":{intended_us},"from":{}}}"#,
+            due.seq, due.user
+        );
+        let id = CHAT_ID_FIRST + due.seq;
+        let (out, recipients) = match plan.role(due.user) {
+            Role::Pair { peer } => (
+                settings.profile.send(id, &plan.user(peer), &payload),
+                u64::from(ready(conns.get(peer as usize))),
+            ),
+            Role::Group { group, first, len } => (
+                settings
+                    .profile
+                    .publish(id, &plan.group_channel(group), &payload),
+                (first..first + len)
+                    .filter(|&member| ready(conns.get(member as usize)))
+                    .count() as u64,
+            ),
+        };
+        let Some(out) = out else {
+            anyhow::bail!(
+                "--profile={} has no client send or publish",
+                settings.profile.name()
+            );
+        };
+        let Some(conn) = conns[slot].as_mut() else {
+            continue;
+        };
+        if conn.send_chat(tally, rng, id, intended_us, recipients, &out) == Next::Drop {
+            drop_conn(poll, conns, slot)?;
+        }
+    }
+    Ok(Some(now))
+}
+
+fn drop_conn(poll: &mut Poller, conns: &mut [Option<Conn>], slot: usize) -> io::Result<()> {
+    if let Some(conn) = conns[slot].take() {
+        poll.deregister(conn.stream.as_raw_fd(), slot)?;
     }
     Ok(())
 }
@@ -487,7 +758,7 @@ fn emit(line: &WorkerLine) -> io::Result<()> {
 
 /// A non-blocking TCP socket bound to `src` (port chosen at connect time)
 /// with its connect to `target` in progress.
-fn open_socket(src: Ipv4Addr, target: SocketAddr) -> io::Result<mio::net::TcpStream> {
+fn open_socket(src: Ipv4Addr, target: SocketAddr) -> io::Result<TcpStream> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     socket.set_nodelay(true)?;
@@ -498,5 +769,18 @@ fn open_socket(src: Ipv4Addr, target: SocketAddr) -> io::Result<mio::net::TcpStr
         Err(error) if error.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(error) => return Err(error),
     }
-    Ok(mio::net::TcpStream::from_std(socket.into()))
+    Ok(socket.into())
+}
+
+/// Pin this worker to core `worker_idx % cores`, as the engine pins its
+/// shards: the scheduler cannot then stack two workers on one core while
+/// another idles. Failure (a restricted cpuset) only costs that guarantee.
+fn pin_to_core(worker_idx: u32) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let core = core_affinity::CoreId {
+        id: worker_idx as usize % cores,
+    };
+    if !core_affinity::set_for_current(core) {
+        eprintln!("worker {worker_idx}: not pinned to core {}", core.id);
+    }
 }

@@ -52,6 +52,36 @@ fn refused_connections_are_counted_not_fatal() {
 }
 
 #[test]
+fn connections_spread_over_several_targets() {
+    // Two targets: the engine and a port nothing listens on. Round-robin
+    // over targets sends exactly half the connections to each.
+    let engine = TestEngine::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let out_dir = tempfile::tempdir().unwrap();
+    let (_, summary) = run_loadgen(
+        out_dir.path(),
+        &[
+            "connect".to_owned(),
+            format!(
+                "--target={},ws://{closed}/connection/websocket",
+                engine.target()
+            ),
+            format!("--secret={}", engine.jwt_secret),
+            "--connections=40".to_owned(),
+            "--rate=2000".to_owned(),
+            "--hold-s=0".to_owned(),
+        ],
+    );
+    assert_eq!(summary["connected"], 20, "{summary:#}");
+    assert_eq!(
+        summary["errors"]["connect_refused_econnrefused"], 20,
+        "{summary:#}"
+    );
+}
+
+#[test]
 fn share_over_the_socket_limit_is_refused() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast-loadgen"))
         .args([

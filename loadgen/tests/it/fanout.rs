@@ -1,7 +1,16 @@
 use crate::util::{run_loadgen, TestEngine};
 
 #[test]
-fn fanout_100_subscribers_20_publications() {
+fn fanout_100_subscribers_20_publications_io_uring() {
+    fanout_100_subscribers_20_publications("uring");
+}
+
+#[test]
+fn fanout_100_subscribers_20_publications_epoll() {
+    fanout_100_subscribers_20_publications("epoll");
+}
+
+fn fanout_100_subscribers_20_publications(driver: &str) {
     let engine = TestEngine::start();
     let out_dir = tempfile::tempdir().unwrap();
     let (output, summary) = run_loadgen(
@@ -18,6 +27,7 @@ fn fanout_100_subscribers_20_publications() {
             "--rate=50".to_owned(),
             "--seconds=0.4".to_owned(),
             "--source-ips=127.0.1.1-127.0.1.2".to_owned(),
+            format!("--driver={driver}"),
         ],
     );
     assert_eq!(summary["subscribed"], 100, "{summary:#}");
@@ -29,5 +39,37 @@ fn fanout_100_subscribers_20_publications() {
     assert_eq!(summary["out_of_order"], 0, "{summary:#}");
     assert_eq!(summary["errors_total"], 0, "{summary:#}");
     assert_eq!(summary["push_latency"]["count"], 100 * 20, "{summary:#}");
+    // The client's own cost is reported: CPU spent, memory per connection.
+    assert!(
+        summary["client"]["workers_cpu_ms"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    assert!(
+        summary["client"]["rss_per_connection_bytes"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{summary:#}"
+    );
+    // plot draws every chart from the results file.
+    let plots = out_dir.path().join("plots");
+    let plot = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast-loadgen"))
+        .arg("plot")
+        .arg(out_dir.path().join("run.json"))
+        .arg(format!("--out-dir={}", plots.display()))
+        .output()
+        .unwrap();
+    assert!(plot.status.success(), "{plot:?}");
+    for chart in [
+        "push-latency.svg",
+        "connect-latency.svg",
+        "throughput.svg",
+        "connections.svg",
+        "p99.svg",
+    ] {
+        let svg = std::fs::read_to_string(plots.join(chart)).unwrap();
+        assert!(svg.starts_with("<svg"), "{chart}");
+        assert!(svg.contains("<polyline"), "{chart} has no series");
+    }
     assert!(output.status.success(), "{summary:#}");
 }

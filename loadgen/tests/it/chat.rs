@@ -1,0 +1,53 @@
+use crate::util::{run_loadgen, TestEngine};
+
+/// 24 users over 2 workers; per worker 12 users: 6 in 3 pairs, 6 in one
+/// group. Each user sends 4 messages. A pair message reaches the peer only
+/// (1 delivery); a group message reaches every member, the sender included
+/// (6 deliveries).
+fn chat_24_users(profile: &str, namespace: &str) {
+    let engine = TestEngine::start();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_loadgen(
+        out_dir.path(),
+        &[
+            "chat".to_owned(),
+            format!("--profile={profile}"),
+            format!("--target={}", engine.target()),
+            format!("--secret={}", engine.jwt_secret),
+            "--connections=24".to_owned(),
+            "--workers=2".to_owned(),
+            "--pair-share=0.5".to_owned(),
+            "--group-size=4".to_owned(),
+            format!("--group-namespace={namespace}"),
+            "--rate=4".to_owned(),
+            "--seconds=1".to_owned(),
+        ],
+    );
+    let per_worker = 6 * 4 + 6 * 4 * 6;
+    assert_eq!(summary["subscribed"], 24, "{summary:#}");
+    assert_eq!(summary["sent"], 24 * 4, "{summary:#}");
+    assert_eq!(summary["published"], 24 * 4, "{summary:#}");
+    assert_eq!(summary["expected"], 2 * per_worker, "{summary:#}");
+    assert_eq!(summary["received"], 2 * per_worker, "{summary:#}");
+    assert_eq!(summary["lost"], 0, "{summary:#}");
+    assert_eq!(summary["duplicated"], 0, "{summary:#}");
+    assert_eq!(summary["out_of_order"], 0, "{summary:#}");
+    assert_eq!(summary["errors_total"], 0, "{summary:#}");
+    assert_eq!(summary["ack_latency"]["count"], 24 * 4, "{summary:#}");
+    assert_eq!(
+        summary["push_latency"]["count"],
+        2 * per_worker,
+        "{summary:#}"
+    );
+    assert!(output.status.success(), "{summary:#}");
+}
+
+#[test]
+fn chat_pairs_and_groups_json() {
+    chat_24_users("ringcast", "room");
+}
+
+#[test]
+fn chat_pairs_and_durable_groups_binary() {
+    chat_24_users("ringcast-binary", "chat");
+}
