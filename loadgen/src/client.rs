@@ -189,10 +189,25 @@ impl Session {
         settings: &ClientSettings,
         rng: &mut Rng,
         now: Instant,
-        bytes: &[u8],
+        bytes: &mut [u8],
     ) -> Next {
+        if self.read_buf.is_empty() && self.phase != Phase::Upgrading {
+            // Decode straight from the caller's buffer and keep only an
+            // incomplete tail: an idle connection then holds no read buffer
+            // (copying every read in would leave each busy connection with
+            // a buffer the size of the largest read it ever saw).
+            let (consumed, next) = self.decode_frames(tally, settings, rng, now, bytes);
+            if next == Next::Keep {
+                self.read_buf.extend_from_slice(&bytes[consumed..]);
+            }
+            return next;
+        }
         self.read_buf.extend_from_slice(bytes);
-        self.process(tally, settings, rng, now)
+        let next = self.process(tally, settings, rng, now);
+        if self.read_buf.is_empty() {
+            self.read_buf = Vec::new();
+        }
+        next
     }
 
     /// The server closed its side of the TCP stream.
@@ -333,18 +348,32 @@ impl Session {
                 }
             }
         }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let (consumed, next) = self.decode_frames(tally, settings, rng, now, &mut buf);
+        buf.drain(..consumed.min(buf.len()));
+        self.read_buf = buf;
+        next
+    }
+
+    /// Decode and apply the whole frames at the start of `buf`; returns how
+    /// many bytes they took.
+    fn decode_frames(
+        &mut self,
+        tally: &mut Tally,
+        settings: &ClientSettings,
+        rng: &mut Rng,
+        now: Instant,
+        buf: &mut [u8],
+    ) -> (usize, Next) {
         let limits = Limits {
             frame_bytes_max: MESSAGE_BYTES_MAX,
             message_bytes_max: MESSAGE_BYTES_MAX,
         };
         let mut pos = 0;
         let mut next = Next::Keep;
-        while pos < self.read_buf.len() && next == Next::Keep {
+        while pos < buf.len() && next == Next::Keep {
             let (consumed, inbound) =
-                match self
-                    .decoder
-                    .decode(&mut self.read_buf[pos..], Role::Client, &limits)
-                {
+                match self.decoder.decode(&mut buf[pos..], Role::Client, &limits) {
                     Ok(None) => break,
                     Ok(Some(decoded)) => (
                         decoded.consumed,
@@ -364,8 +393,7 @@ impl Session {
             pos += consumed;
             next = self.apply(tally, settings, rng, now, inbound);
         }
-        self.read_buf.drain(..pos.min(self.read_buf.len()));
-        next
+        (pos, next)
     }
 
     fn apply(

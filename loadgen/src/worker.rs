@@ -104,7 +104,7 @@ impl Conn {
                 Ok(0) => self.session.on_eof(tally),
                 Ok(n) => self
                     .session
-                    .on_bytes(tally, settings, rng, now, &chunk[..n]),
+                    .on_bytes(tally, settings, rng, now, &mut chunk[..n]),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                     return self.flush(tally)
                 }
