@@ -118,12 +118,23 @@ pub struct FanoutArgs {
     /// profiles, `load` for the others.
     #[arg(long)]
     pub channel: Option<String>,
-    /// Publications per second (fixed schedule).
+    /// Publications per second (fixed schedule); 0 = as fast as the target
+    /// takes (closed loop: at most `--window` publications ahead of the
+    /// subscribers' deliveries).
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
-    /// Seconds of publishing (fractions allowed); publications = rate x seconds.
+    /// Seconds of publishing (fractions allowed); publications = rate x
+    /// seconds unless `--publications` says otherwise. In closed loop, the
+    /// most time publishing may take.
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Publications to send (required with `--rate=0`).
+    #[arg(long)]
+    pub publications: Option<u64>,
+    /// Closed loop: publications in flight, counted as not yet delivered to
+    /// every subscriber (summed deliveries / subscribers).
+    #[arg(long, default_value_t = 8)]
+    pub window: u64,
     /// New subscriber connections per second over all workers.
     #[arg(long, default_value_t = 2000.0)]
     pub connect_rate: f64,

@@ -9,7 +9,9 @@
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -19,7 +21,7 @@ use crate::cli::{
     Target, SOCKETS_PER_WORKER_MAX,
 };
 use crate::profile::{HttpUrl, Profile, PublishTarget, PusherApp};
-use crate::publisher::{self, PublishOutcome, PublishPlan, SendOutcome, SendPlan};
+use crate::publisher::{self, Pace, PublishOutcome, PublishPlan, SendOutcome, SendPlan};
 use crate::report::{spectrum, ClientUsage, Latency, Summary, TimelinePoint};
 use crate::stats::{self, Progress, WorkerLine, WorkerResult};
 
@@ -51,12 +53,18 @@ pub fn run_connect(args: &ConnectArgs) -> anyhow::Result<Summary> {
 
 pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(
-        args.rate > 0.0 && args.connect_rate > 0.0,
-        "--rate and --connect-rate must be positive"
+        args.rate >= 0.0 && args.connect_rate > 0.0,
+        "--rate must be positive (or 0: closed loop) and --connect-rate positive"
     );
     let common = &args.common;
-    let publications = (args.rate * args.seconds).round() as u64;
+    let closed_loop = args.rate == 0.0;
+    let publications = match (args.publications, closed_loop) {
+        (Some(publications), _) => publications,
+        (None, false) => (args.rate * args.seconds).round() as u64,
+        (None, true) => bail!("--rate=0 (closed loop) needs --publications"),
+    };
     anyhow::ensure!(publications > 0, "--rate x --seconds gives no publications");
+    anyhow::ensure!(args.window > 0, "--window must be at least 1");
     let subscribe_wait = Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate)
         + Duration::from_secs(common.connect_timeout_s)
         + Duration::from_secs(2);
@@ -89,15 +97,28 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
         fleet.pump(&mut live)?;
     }
     // 2. Publish on the fixed schedule from a thread; keep reporting.
+    let delivered = Arc::new(AtomicU64::new(0));
+    let pace = if closed_loop {
+        Pace::Closed {
+            window: args.window,
+            subscribers: live.sum(|p| p.subscribed),
+            delivered: Arc::clone(&delivered),
+            limit: Duration::from_secs_f64(args.seconds.max(0.0)),
+        }
+    } else {
+        Pace::Fixed { rate: args.rate }
+    };
     let plan = PublishPlan {
         target,
         channel,
-        rate: args.rate,
+        pace,
         publications,
     };
+    let publishing_started = Instant::now();
     let publisher = std::thread::spawn(move || publisher::run(&plan));
     while !publisher.is_finished() {
         fleet.pump(&mut live)?;
+        delivered.store(live.sum(|p| p.received), Ordering::Relaxed);
     }
     let outcome = publisher
         .join()
@@ -111,10 +132,14 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     {
         fleet.pump(&mut live)?;
     }
+    let delivery_s = publishing_started.elapsed().as_secs_f64();
     // 4. Stop the workers (stdin EOF) and collect.
     fleet.stop();
     let results = collect(fleet, &mut live, started, deadline)?;
-    Ok(summarize("fanout", common, &results, Some(&outcome), &live))
+    let mut summary = summarize("fanout", common, &results, Some(&outcome), &live);
+    summary.delivery_s = delivery_s;
+    summary.deliveries_per_s = summary.received as f64 / delivery_s.max(f64::EPSILON);
+    Ok(summary)
 }
 
 pub fn run_reconnect(args: &ReconnectArgs) -> anyhow::Result<Summary> {
@@ -400,6 +425,7 @@ fn collect(
         );
         fleet.pump(live)?;
     }
+    live.print();
     fleet.finish()
 }
 
@@ -417,7 +443,8 @@ impl Live {
         let now = Instant::now();
         Live {
             progress: vec![Progress::default(); workers as usize],
-            timeline: Vec::new(),
+            // The start, so a timeline always has two points to draw.
+            timeline: vec![TimelinePoint::default()],
             started: now,
             printed_at: now,
             received_at_print: 0,
@@ -429,9 +456,17 @@ impl Live {
     }
 
     fn maybe_print(&mut self) {
+        if self.printed_at.elapsed() >= PROGRESS_INTERVAL {
+            self.print();
+        }
+    }
+
+    /// Print and record one live line now (each second, and once at the end
+    /// so even a short run has a timeline to plot).
+    fn print(&mut self) {
         let now = Instant::now();
         let since = now.saturating_duration_since(self.printed_at);
-        if since < PROGRESS_INTERVAL {
+        if since.is_zero() {
             return;
         }
         let received = self.sum(|p| p.received);

@@ -4,6 +4,9 @@
 //! GRIP item, a signed Pusher event) is the profile's (`profile.rs`); any
 //! 2xx answer counts as published.
 //!
+//! Two paces: a fixed rate, or closed loop (`--rate=0`: as fast as the
+//! target takes, a window of publications ahead of the deliveries).
+//!
 //! No coordinated omission: publication `i` is due at `t0 + i / rate`, and
 //! its payload carries that *intended* time. When the API is slow the
 //! publisher falls behind and sends late, and the subscribers' latency
@@ -11,6 +14,8 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::profile::{HttpRequest, PublishTarget};
@@ -18,12 +23,31 @@ use crate::stats::{count_error, ErrorCounts, ErrorKind};
 use crate::worker::unix_us;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Closed loop: how often the publisher looks at the deliveries while its
+/// window is full (the workers report every `worker::PROGRESS_INTERVAL`).
+const WINDOW_POLL: Duration = Duration::from_micros(200);
 
 pub struct PublishPlan {
     pub target: PublishTarget,
     pub channel: String,
-    pub rate: f64,
+    pub pace: Pace,
     pub publications: u64,
+}
+
+/// How the publisher paces itself.
+pub enum Pace {
+    /// Publication `i` is due at `t0 + i / rate`.
+    Fixed { rate: f64 },
+    /// As fast as the target takes: publish while fewer than `window`
+    /// publications are undelivered on average (`delivered` is the
+    /// subscribers' summed deliveries, kept current by the parent), for at
+    /// most `limit`.
+    Closed {
+        window: u64,
+        subscribers: u64,
+        delivered: Arc<AtomicU64>,
+        limit: Duration,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -34,13 +58,41 @@ pub struct PublishOutcome {
 }
 
 pub fn run(plan: &PublishPlan) -> PublishOutcome {
-    assert!(plan.rate > 0.0);
     let mut outcome = PublishOutcome::default();
     let mut conn: Option<(BufReader<TcpStream>, TcpStream)> = None;
     let started = Instant::now();
     let started_unix_us = unix_us();
     for seq in 0..plan.publications {
-        let intended_us = wait_for_tick(started, started_unix_us, seq, plan.rate);
+        let intended_us = match &plan.pace {
+            Pace::Fixed { rate } => {
+                assert!(*rate > 0.0);
+                wait_for_tick(started, started_unix_us, seq, *rate)
+            }
+            Pace::Closed {
+                window,
+                subscribers,
+                delivered,
+                limit,
+            } => {
+                // Wait for the window: accepted publications x subscribers
+                // minus deliveries, in publications.
+                let mut in_time = true;
+                while outcome.published * subscribers
+                    > delivered.load(Ordering::Relaxed) + window * subscribers
+                {
+                    if started.elapsed() >= *limit {
+                        in_time = false;
+                        break;
+                    }
+                    std::thread::sleep(WINDOW_POLL);
+                }
+                if !in_time || started.elapsed() >= *limit {
+                    break;
+                }
+                // No schedule: latency counts from the actual send.
+                unix_us()
+            }
+        };
         let payload = format!(r#"{{"seq":{seq},"t_us":{intended_us}}}"#);
         let request = plan
             .target

@@ -177,6 +177,13 @@ pub struct Summary {
     #[serde(default)]
     pub ack_latency: Latency,
     pub elapsed_s: f64,
+    /// fanout: seconds from the first publication to the last delivery (or
+    /// the end of the drain).
+    #[serde(default)]
+    pub delivery_s: f64,
+    /// fanout: received / delivery_s, the fan-out throughput.
+    #[serde(default)]
+    pub deliveries_per_s: f64,
     /// The load generator's own CPU and memory.
     #[serde(default)]
     pub client: ClientUsage,
@@ -255,6 +262,11 @@ impl Summary {
                 out,
                 "pushes        expected {}  received {}  lost {}  duplicated {}  out-of-order {}",
                 self.expected, self.received, self.lost, self.duplicated, self.out_of_order
+            );
+            let _ = writeln!(
+                out,
+                "throughput    {:.0} deliveries/s over {:.2} s (first publication to last delivery)",
+                self.deliveries_per_s, self.delivery_s
             );
         }
         let _ = writeln!(
@@ -368,6 +380,8 @@ impl Summary {
             "client_rss_per_connection_bytes",
             self.client.rss_per_connection_bytes.to_string(),
         );
+        put("delivery_s", format!("{:.3}", self.delivery_s));
+        put("deliveries_per_s", format!("{:.0}", self.deliveries_per_s));
         put("elapsed_s", format!("{:.3}", self.elapsed_s));
         out
     }

@@ -73,3 +73,45 @@ fn fanout_100_subscribers_20_publications(driver: &str) {
     }
     assert!(output.status.success(), "{summary:#}");
 }
+
+#[test]
+fn fanout_closed_loop_publishes_as_fast_as_delivered() {
+    let engine = TestEngine::start();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_loadgen(
+        out_dir.path(),
+        &[
+            "fanout".to_owned(),
+            format!("--target={}", engine.target()),
+            format!("--api={}", engine.engine().api_addr),
+            format!("--secret={}", engine.jwt_secret),
+            format!("--api-key={}", engine.api_key),
+            "--connections=50".to_owned(),
+            "--workers=2".to_owned(),
+            "--rate=0".to_owned(),
+            "--publications=200".to_owned(),
+            "--window=4".to_owned(),
+            "--seconds=20".to_owned(),
+        ],
+    );
+    assert_eq!(summary["subscribed"], 50, "{summary:#}");
+    assert_eq!(summary["published"], 200, "{summary:#}");
+    assert_eq!(summary["received"], 50 * 200, "{summary:#}");
+    assert_eq!(summary["lost"], 0, "{summary:#}");
+    let throughput = summary["deliveries_per_s"].as_f64().unwrap();
+    let delivery_s = summary["delivery_s"].as_f64().unwrap();
+    assert!(delivery_s > 0.0, "{summary:#}");
+    assert!(
+        (throughput * delivery_s - 10_000.0).abs() < 1.0,
+        "{summary:#}"
+    );
+    assert_eq!(summary["duplicated"], 0, "{summary:#}");
+    assert!(output.status.success(), "{summary:#}");
+    // Without --publications, closed loop has nothing to count to.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast-loadgen"))
+        .args(["fanout", "--rate=0", "--secret=s", "--api-key=k"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--publications"));
+}
