@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::envelope::Envelope;
+use slab::Slab;
 
 use super::conn::{CloseReason, Conn};
 use super::Shard;
@@ -63,6 +64,46 @@ pub(super) fn enqueue(
     if !conn.in_dirty {
         conn.in_dirty = true;
         dirty.push(key);
+    }
+}
+
+/// Queues `publication`'s frame (JSON or binary, per connection) on every
+/// connection in `keys` and marks each dirty: the whole per-recipient cost
+/// of a publication on a shard, short of the flush.
+///
+/// Public only so `benches/benches/fanout.rs` can time exactly this loop; it
+/// is re-exported under the `bench-internals` feature (see `shard/mod.rs`).
+pub fn deliver(
+    conns: &mut Slab<Conn>,
+    keys: &[usize],
+    publication: &Arc<Publication>,
+    dirty: &mut Vec<usize>,
+    queue_bytes_max: usize,
+    metrics: &ShardMetrics,
+    now_ms: u64,
+) {
+    metrics.publications.add(1);
+    for &key in keys {
+        let Some(conn) = conns.get_mut(key) else {
+            continue;
+        };
+        if super::recovery::hold(conn, publication) {
+            continue;
+        }
+        let frame = if conn.binary {
+            &publication.binary_frame
+        } else {
+            &publication.json_frame
+        };
+        enqueue(
+            conn,
+            key,
+            frame.clone(),
+            dirty,
+            queue_bytes_max,
+            metrics,
+            now_ms,
+        );
     }
 }
 
@@ -177,34 +218,15 @@ impl Shard {
         let Some(keys) = subscribers.get(publication.channel()) else {
             return;
         };
-        let queue_bytes_max = self.shared.config.websocket.outbound_queue_bytes_max;
-        let metrics = self.metrics();
-        let now = self.now_ms();
-        let mut conns = self.conns.borrow_mut();
-        let mut dirty = self.dirty.borrow_mut();
-        metrics.publications.add(1);
-        for &key in keys {
-            let Some(conn) = conns.get_mut(key) else {
-                continue;
-            };
-            if super::recovery::hold(conn, publication) {
-                continue;
-            }
-            let frame = if conn.binary {
-                &publication.binary_frame
-            } else {
-                &publication.json_frame
-            };
-            enqueue(
-                conn,
-                key,
-                frame.clone(),
-                &mut dirty,
-                queue_bytes_max,
-                metrics,
-                now,
-            );
-        }
+        deliver(
+            &mut self.conns.borrow_mut(),
+            keys,
+            publication,
+            &mut self.dirty.borrow_mut(),
+            self.shared.config.websocket.outbound_queue_bytes_max,
+            self.metrics(),
+            self.now_ms(),
+        );
     }
 
     /// Encodes `envelope` once and sends it to every shard with a subscriber

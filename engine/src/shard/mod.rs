@@ -14,6 +14,12 @@ mod fanout;
 mod io;
 mod recovery;
 
+/// The fan-out loop, for `benches/benches/fanout.rs` only: not part of the
+/// engine's API, so it exists only with the `bench-internals` feature.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub use fanout::deliver;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
