@@ -32,11 +32,27 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
         !args.inputs.is_empty(),
         "plot needs at least one results file"
     );
-    let runs = args
+    let mut runs = args
         .inputs
         .iter()
         .map(|path| load(path))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // The same file name from several directories (one per server, as
+    // benches/compare writes them): label each run by its directory.
+    let mut names: Vec<&str> = runs.iter().map(|(label, _)| label.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.len() < runs.len() {
+        for ((label, _), path) in runs.iter_mut().zip(&args.inputs) {
+            if let Some(dir) = path
+                .parent()
+                .and_then(Path::file_name)
+                .and_then(|dir| dir.to_str())
+            {
+                *label = dir.to_owned();
+            }
+        }
+    }
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let mut written = Vec::new();
