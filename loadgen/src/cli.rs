@@ -131,9 +131,10 @@ pub struct FanoutArgs {
     /// Publications to send (required with `--rate=0`).
     #[arg(long)]
     pub publications: Option<u64>,
-    /// Closed loop: publications in flight, counted as not yet delivered to
-    /// every subscriber (summed deliveries / subscribers).
-    #[arg(long, default_value_t = 8)]
+    /// Closed loop: at most this many publications in flight, counted as
+    /// not yet delivered to every subscriber (summed deliveries /
+    /// subscribers, as the workers report them every 20 ms).
+    #[arg(long, default_value_t = 32)]
     pub window: u64,
     /// New subscriber connections per second over all workers.
     #[arg(long, default_value_t = 2000.0)]

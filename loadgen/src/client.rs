@@ -1,8 +1,9 @@
 //! One WebSocket client connection's protocol state, sans I/O: bytes in
-//! (`on_bytes`), bytes out (`output`), events (`request_sent`, `on_eof`,
-//! `fail_io`, `close`, `time_out`). The drivers own the sockets: the epoll
-//! worker (`worker.rs`, readiness) and the io_uring worker (`uring.rs`,
-//! glommio tasks) feed the same `Session`, so both count the same way.
+//! (`on_bytes`), bytes out (`output`, `consume_output`), events
+//! (`tcp_connected`, `fail_connect`, `on_eof`, `fail_io`, `close`,
+//! `time_out`). The worker (`worker.rs`) owns the sockets and drives every
+//! `Session` from one loop, whichever kernel interface (`poller.rs`: io_uring
+//! or epoll) reports readiness, so both drivers count the same way.
 //!
 //! The wire work is `ringcast-protocol`'s: `handshake::client_request` and
 //! `parse_response` for the upgrade, `frame::encode_frame` with a mask for

@@ -68,8 +68,15 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     let subscribe_wait = Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate)
         + Duration::from_secs(common.connect_timeout_s)
         + Duration::from_secs(2);
+    // Fixed rate: the schedule's length, which --publications may stretch
+    // past --seconds. Closed loop: --seconds bounds the publishing.
+    let publishing_s = if closed_loop {
+        args.seconds.max(0.0)
+    } else {
+        args.seconds.max(publications as f64 / args.rate)
+    };
     let deadline = subscribe_wait
-        + Duration::from_secs_f64(args.seconds.max(0.0))
+        + Duration::from_secs_f64(publishing_s)
         + Duration::from_secs(args.drain_s)
         + SLACK;
     let channel = args
@@ -132,7 +139,12 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     {
         fleet.pump(&mut live)?;
     }
-    let delivery_s = publishing_started.elapsed().as_secs_f64();
+    // To the last delivery seen (as reported), not to the end of the drain:
+    // a subscriber that died early must not stretch the time by drain_s.
+    let delivery_s = live
+        .received_last_at
+        .saturating_duration_since(publishing_started)
+        .as_secs_f64();
     // 4. Stop the workers (stdin EOF) and collect.
     fleet.stop();
     let results = collect(fleet, &mut live, started, deadline)?;
@@ -299,8 +311,7 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
         fleet.pump(&mut live)?;
     }
     // 3. Drain: every message answered and every expected delivery in, or
-    //    drain_s. Progress lines come once a second, so wait for one taken
-    //    after the schedule ended.
+    //    drain_s. Wait for a progress line taken after the schedule ended.
     let drain_started = Instant::now();
     while drain_started.elapsed() < Duration::from_secs(args.drain_s) && !fleet.done() {
         let settled = live.sum(|p| p.sent) == live.sum(|p| p.replied)
@@ -431,6 +442,10 @@ fn collect(
 
 struct Live {
     progress: Vec<Progress>,
+    /// The summed `received` at the last progress line, and when it last
+    /// grew (fanout's throughput ends at the last delivery).
+    received_total: u64,
+    received_last_at: Instant,
     /// The live line's figures, kept for the summary (`plot`).
     timeline: Vec<TimelinePoint>,
     started: Instant,
@@ -443,6 +458,8 @@ impl Live {
         let now = Instant::now();
         Live {
             progress: vec![Progress::default(); workers as usize],
+            received_total: 0,
+            received_last_at: now,
             // The start, so a timeline always has two points to draw.
             timeline: vec![TimelinePoint::default()],
             started: now,
@@ -453,6 +470,14 @@ impl Live {
 
     fn sum(&self, field: impl Fn(&Progress) -> u64) -> u64 {
         self.progress.iter().map(field).sum()
+    }
+
+    fn note_received(&mut self) {
+        let received = self.sum(|p| p.received);
+        if received > self.received_total {
+            self.received_total = received;
+            self.received_last_at = Instant::now();
+        }
     }
 
     fn maybe_print(&mut self) {
@@ -645,7 +670,11 @@ impl Fleet {
         match self.reports.recv_timeout(Duration::from_millis(100)) {
             Ok(report) => self.handle(live, report),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => self.eof.iter_mut().for_each(|eof| *eof = true),
+            Err(RecvTimeoutError::Disconnected) => {
+                self.eof.iter_mut().for_each(|eof| *eof = true);
+                // Every worker is gone: nothing will arrive; do not spin.
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         while let Ok(report) = self.reports.try_recv() {
             self.handle(live, report);
@@ -657,7 +686,8 @@ impl Fleet {
     fn handle(&mut self, live: &mut Live, report: Report) {
         match report {
             Report::Line(idx, WorkerLine::Progress(progress)) => {
-                live.progress[idx as usize] = progress
+                live.progress[idx as usize] = progress;
+                live.note_received();
             }
             Report::Line(idx, WorkerLine::Result(result)) => {
                 let progress = &mut live.progress[idx as usize];

@@ -78,7 +78,7 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
                 // minus deliveries, in publications.
                 let mut in_time = true;
                 while outcome.published * subscribers
-                    > delivered.load(Ordering::Relaxed) + window * subscribers
+                    >= delivered.load(Ordering::Relaxed) + window * subscribers
                 {
                     if started.elapsed() >= *limit {
                         in_time = false;

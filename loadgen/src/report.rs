@@ -60,7 +60,7 @@ pub fn spectrum(histogram: &Histogram<u64>) -> Vec<SpectrumPoint> {
         .collect()
 }
 
-/// The live line's figures, once a second, kept for `plot`.
+/// The live line's figures, once a second (and at the end), kept for `plot`.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct TimelinePoint {
     /// Seconds since the parent started the workers.
@@ -192,7 +192,7 @@ pub struct Summary {
     pub connect_spectrum: Vec<SpectrumPoint>,
     #[serde(default)]
     pub push_spectrum: Vec<SpectrumPoint>,
-    /// The live line, once a second (for `plot`).
+    /// The live line, once a second and at the end (for `plot`).
     #[serde(default)]
     pub timeline: Vec<TimelinePoint>,
 }

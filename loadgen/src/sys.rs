@@ -1,7 +1,8 @@
 //! The load generator's unsafe calls: `IP_BIND_ADDRESS_NO_PORT`, which
 //! socket2 0.5 does not wrap; `getrusage`, for the client's own CPU and
 //! memory (reported so a saturated client is visible next to the server's
-//! figures).
+//! figures); `fcntl`, to make stdin (the parent's signal pipe)
+//! non-blocking.
 //!
 //! With it, `bind(src_ip, 0)` defers the port choice to `connect`, so the
 //! kernel picks a port unique per (src, dst) 4-tuple instead of per source
@@ -52,6 +53,22 @@ pub fn rusage_self() -> io::Result<crate::stats::Rusage> {
         // Linux reports ru_maxrss in kilobytes.
         max_rss_kb: usage.ru_maxrss as u64,
     })
+}
+
+/// Set `O_NONBLOCK` on `fd`.
+pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFL on a caller-owned fd reads its flags; no memory is
+    // passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above; F_SETFL takes the flags as an int argument.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

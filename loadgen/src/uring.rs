@@ -4,13 +4,12 @@
 //! crate because an entry may point at memory the kernel will use later.
 //!
 //! Why readiness through io_uring and not completion-based reads: the
-//! client's work per event is a `recv` into a stack buffer and a parse, the
-//! same as glommio's own socket path (a non-blocking `recv`, and an io_uring
-//! poll when nothing is there). What io_uring removes is epoll's
-//! `epoll_ctl` per socket and `epoll_wait` per turn: registrations, removals
-//! and waits all go in one `io_uring_enter`. Completion-based reads would
-//! need a buffer per connection in flight (or a provided-buffer ring),
-//! which is memory per idle connection the report is meant to keep small.
+//! client's work per event is a `recv` into a stack buffer and a parse.
+//! What io_uring removes is epoll's `epoll_ctl` per socket and `epoll_wait`
+//! per turn: registrations, removals and waits all go in one
+//! `io_uring_enter`. Completion-based reads would need a buffer per
+//! connection in flight (or a provided-buffer ring), which is memory per
+//! idle connection the report is meant to keep small.
 
 #![allow(unsafe_code)]
 
@@ -24,6 +23,10 @@ use io_uring::{cqueue, opcode, types, IoUring};
 /// Ring size. Submissions beyond it are flushed early (`push`), so it bounds
 /// batching, not the number of sockets.
 const RING_ENTRIES: u32 = 4096;
+/// Completion queue: room for one event from every socket a worker may hold
+/// (and then some), so a broadcast that wakes them all does not overflow it
+/// (an overflow ends multishot polls, which then cost a re-arm each).
+const CQ_ENTRIES: u32 = 2 * crate::cli::SOCKETS_PER_WORKER_MAX;
 /// user_data of the `POLL_REMOVE` entries themselves (their completions
 /// carry nothing we need).
 const REMOVE_USER_DATA: u64 = u64::MAX;
@@ -42,7 +45,9 @@ pub struct Ring {
 impl Ring {
     pub fn new() -> io::Result<Ring> {
         Ok(Ring {
-            ring: IoUring::new(RING_ENTRIES)?,
+            ring: IoUring::builder()
+                .setup_cqsize(CQ_ENTRIES)
+                .build(RING_ENTRIES)?,
             registered: HashMap::new(),
             generation: 0,
         })
@@ -102,7 +107,10 @@ impl Ring {
             // re-armed below). The connection's own read and write find out
             // which, as they do with epoll.
             ready.push(token_usize(token));
-            if !cqueue::more(entry.flags()) {
+            // An ended poll is re-armed, unless it failed: a failing
+            // POLL_ADD would fail again every turn. The connection then
+            // finds the socket's error itself, or times out.
+            if !cqueue::more(entry.flags()) && entry.result() >= 0 {
                 rearm.push((fd, entry.user_data()));
             }
         }

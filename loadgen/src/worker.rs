@@ -14,12 +14,13 @@
 //! so a socket bound to a source address first connects outside it anyway.
 //!
 //! A worker never holds more than `SOCKETS_PER_WORKER_MAX` sockets; the
-//! parent splits larger runs over more workers. It writes one JSON progress
-//! line per second and one final result line to stdout, and stops by itself
+//! parent splits larger runs over more workers. It writes a JSON progress
+//! line every `PROGRESS_INTERVAL` and one final result line to stdout, and
+//! stops by itself
 //! (scenario done, hard deadline) or when its stdin closes (the parent's
 //! stop signal).
 
-use std::io::{self, Read, Write};
+use std::io::{self, IsTerminal as _, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::ops::{Deref, DerefMut};
 use std::os::fd::AsRawFd;
@@ -49,7 +50,7 @@ const TIMEOUT_SCAN_INTERVAL: Duration = Duration::from_millis(100);
 /// Progress lines: often, because fanout's closed loop paces the publisher
 /// on the deliveries they report; the p99 in them is refreshed once a
 /// second (`P99_INTERVAL`), it walks the histogram.
-pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(50);
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(20);
 const P99_INTERVAL: Duration = Duration::from_secs(1);
 /// How long to wait for close handshakes at the end.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -300,7 +301,16 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     }
     let mut poll = Poller::new(args.driver)?;
     let stdin_fd = io::stdin().as_raw_fd();
+    // Non-blocking, read until WouldBlock after each readiness: a signal
+    // byte and the EOF behind it may come as one event.
+    // A terminal (a worker run by hand) stays blocking: its file description
+    // is the shell's too. One read per readiness then.
+    let stdin_terminal = io::stdin().is_terminal();
+    if !stdin_terminal {
+        crate::sys::set_nonblocking(stdin_fd)?;
+    }
     poll.register(stdin_fd, STDIN_TOKEN)?;
+    let mut stdin_open = true;
     let mut ready: Vec<usize> = Vec::with_capacity(1024);
     let mut rng = Rng::new(args.seed ^ (u64::from(args.worker_idx) << 32));
     let mut conns: Vec<Option<Conn>> = Vec::with_capacity(args.connections as usize);
@@ -468,20 +478,34 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             if token == STDIN_TOKEN {
                 // EOF is the stop signal; a `d` (reconnect) the drop signal.
                 let mut scratch = [0u8; 64];
-                match io::stdin().read(&mut scratch) {
-                    Ok(0) | Err(_) => {
-                        stop_requested = true;
-                        poll.deregister(stdin_fd, STDIN_TOKEN)?;
-                    }
-                    Ok(n) => {
-                        drop_requested |= scratch[..n].contains(&b'd');
-                        // chat: an `s` starts the send schedule.
-                        if scratch[..n].contains(&b's') && chat_schedule.is_none() {
-                            chat_schedule = Some(ChatSchedule {
-                                started: now,
-                                started_unix_us: unix_us(),
-                                next: 0,
-                            });
+                while stdin_open {
+                    match io::stdin().read(&mut scratch) {
+                        Ok(0) => {
+                            stop_requested = true;
+                            stdin_open = false;
+                            poll.deregister(stdin_fd, STDIN_TOKEN)?;
+                        }
+                        Ok(n) => {
+                            drop_requested |= scratch[..n].contains(&b'd');
+                            // chat: an `s` starts the send schedule.
+                            if scratch[..n].contains(&b's') && chat_schedule.is_none() {
+                                chat_schedule = Some(ChatSchedule {
+                                    started: now,
+                                    started_unix_us: unix_us(),
+                                    next: 0,
+                                });
+                            }
+                            if stdin_terminal {
+                                // Blocking: read again only at the next event.
+                                break;
+                            }
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => {
+                            stop_requested = true;
+                            stdin_open = false;
+                            poll.deregister(stdin_fd, STDIN_TOKEN)?;
                         }
                     }
                 }
