@@ -80,19 +80,17 @@ fn fanout_closed_loop_publishes_as_fast_as_delivered() {
     let out_dir = tempfile::tempdir().unwrap();
     let (output, summary) = run_loadgen(
         out_dir.path(),
-        &[
-            "fanout".to_owned(),
-            format!("--target={}", engine.target()),
-            format!("--api={}", engine.engine().api_addr),
-            format!("--secret={}", engine.jwt_secret),
-            format!("--api-key={}", engine.api_key),
-            "--connections=50".to_owned(),
-            "--workers=2".to_owned(),
-            "--rate=0".to_owned(),
-            "--publications=200".to_owned(),
-            "--window=4".to_owned(),
-            "--seconds=20".to_owned(),
-        ],
+        &engine.args(
+            "fanout",
+            &[
+                "--connections=50",
+                "--workers=2",
+                "--rate=0",
+                "--publications=200",
+                "--window=4",
+                "--seconds=20",
+            ],
+        ),
     );
     assert_eq!(summary["subscribed"], 50, "{summary:#}");
     assert_eq!(summary["published"], 200, "{summary:#}");

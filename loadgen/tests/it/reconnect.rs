@@ -6,19 +6,17 @@ fn reconnect_100_users_half_dropped_recover_without_gaps() {
     let out_dir = tempfile::tempdir().unwrap();
     let (output, summary) = run_loadgen(
         out_dir.path(),
-        &[
-            "reconnect".to_owned(),
-            format!("--target={}", engine.target()),
-            format!("--api={}", engine.engine().api_addr),
-            format!("--secret={}", engine.jwt_secret),
-            format!("--api-key={}", engine.api_key),
-            "--connections=100".to_owned(),
-            "--workers=2".to_owned(),
-            "--drop-share=0.5".to_owned(),
-            "--rate=20".to_owned(),
-            "--seconds=1.5".to_owned(),
-            "--source-ips=127.0.1.1-127.0.1.2".to_owned(),
-        ],
+        &engine.args(
+            "reconnect",
+            &[
+                "--connections=100",
+                "--workers=2",
+                "--drop-share=0.5",
+                "--rate=20",
+                "--seconds=1.5",
+                "--source-ips=127.0.1.1-127.0.1.2",
+            ],
+        ),
     );
     assert_eq!(summary["connected"], 100, "{summary:#}");
     assert_eq!(summary["dropped"], 50, "{summary:#}");

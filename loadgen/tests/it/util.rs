@@ -51,6 +51,20 @@ impl TestEngine {
     pub fn target(&self) -> String {
         format!("ws://{}/connection/websocket", self.engine().ws_addr)
     }
+
+    /// `scenario` and the flags that point the load generator at this
+    /// engine (target, API, JWT secret, API key), followed by `rest`.
+    pub fn args(&self, scenario: &str, rest: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            scenario.to_owned(),
+            format!("--target={}", self.target()),
+            format!("--api={}", self.engine().api_addr),
+            format!("--secret={}", self.jwt_secret),
+            format!("--api-key={}", self.api_key),
+        ];
+        args.extend(rest.iter().map(|arg| (*arg).to_owned()));
+        args
+    }
 }
 
 /// Run the load generator with `args`; returns the process output and the
