@@ -118,6 +118,11 @@ pub struct FanoutArgs {
     /// profiles, `load` for the others.
     #[arg(long)]
     pub channel: Option<String>,
+    /// Channels the subscribers spread over (round-robin within each
+    /// worker); publication `k` goes to channel `k mod channels`. With more
+    /// than one, the channels are `<channel>-0`, `<channel>-1`, ...
+    #[arg(long, default_value_t = 1)]
+    pub channels: u32,
     /// Publications per second (fixed schedule); 0 = as fast as the target
     /// takes (closed loop: at most `--window` publications ahead of the
     /// subscribers' deliveries).
@@ -275,6 +280,9 @@ pub struct WorkerArgs {
     /// one in the URL).
     #[arg(long, default_value = "")]
     pub channel: String,
+    /// fanout: channels spread over (see `FanoutArgs::channels`).
+    #[arg(long, default_value_t = 1)]
+    pub channels: u32,
     /// chat: share of the users in pairs.
     #[arg(long, default_value_t = 0.0)]
     pub pair_share: f64,
@@ -319,6 +327,15 @@ impl Driver {
             Driver::Uring => "uring",
             Driver::Epoll => "epoll",
         }
+    }
+}
+
+/// fanout: the name of channel `idx` of `channels` spread from `base`.
+pub fn fanout_channel(base: &str, channels: u32, idx: u32) -> String {
+    if channels <= 1 {
+        base.to_owned()
+    } else {
+        format!("{base}-{}", idx % channels)
     }
 }
 

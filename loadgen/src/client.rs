@@ -109,6 +109,8 @@ pub struct Session {
     seen: SeqTrack,
     /// chat: this connection's user within the worker's layout.
     pub chat_user: Option<u32>,
+    /// fanout: which of the run's channels this connection joins.
+    pub channel_idx: usize,
     /// chat: per sender, the messages received from it.
     senders: Vec<(u32, SeqTrack)>,
     /// chat: sent messages by command id, until their reply.
@@ -152,6 +154,7 @@ impl Session {
             decoder: Decoder::new(),
             seen: SeqTrack::new(settings.publications),
             chat_user: None,
+            channel_idx: 0,
             senders: Vec::new(),
             pending_acks: HashMap::new(),
             inbox: InboxState::default(),
@@ -533,6 +536,9 @@ impl Session {
         if !self.subscribed {
             self.subscribed = true;
             tally.subscribed += 1;
+            if let Some(count) = tally.subscribed_by_channel.get_mut(self.channel_idx) {
+                *count += 1;
+            }
         }
     }
 }

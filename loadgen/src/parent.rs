@@ -57,6 +57,8 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
         "--rate must be positive (or 0: closed loop) and --connect-rate positive"
     );
     let common = &args.common;
+    let channels = args.channels;
+    anyhow::ensure!(channels >= 1, "--channels must be at least 1");
     let closed_loop = args.rate == 0.0;
     let publications = match (args.publications, closed_loop) {
         (Some(publications), _) => publications,
@@ -88,6 +90,7 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     let extra = move |_: u32| {
         vec![
             format!("--channel={worker_channel}"),
+            format!("--channels={channels}"),
             format!("--publications={publications}"),
         ]
     };
@@ -108,7 +111,8 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     let pace = if closed_loop {
         Pace::Closed {
             window: args.window,
-            subscribers: live.sum(|p| p.subscribed),
+            // Recipients of one publication (the channels split them).
+            subscribers: (live.sum(|p| p.subscribed) / u64::from(channels)).max(1),
             delivered: Arc::clone(&delivered),
             limit: Duration::from_secs_f64(args.seconds.max(0.0)),
         }
@@ -118,6 +122,7 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     let plan = PublishPlan {
         target,
         channel,
+        channels,
         pace,
         publications,
     };
@@ -132,7 +137,9 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
         .map_err(|_| anyhow::anyhow!("publisher thread panicked"))?;
     // 3. Drain: wait until every subscriber has every publication, or drain_s.
     let drain_started = Instant::now();
-    let expected = live.sum(|p| p.subscribed) * outcome.published;
+    // With several channels the live figures do not say who is on which:
+    // drain against the even split; the summary's `expected` is exact.
+    let expected = live.sum(|p| p.subscribed) * outcome.published / u64::from(channels);
     while live.sum(|p| p.received) < expected
         && drain_started.elapsed() < Duration::from_secs(args.drain_s)
         && !fleet.done()
@@ -149,6 +156,20 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     fleet.stop();
     let results = collect(fleet, &mut live, started, deadline)?;
     let mut summary = summarize("fanout", common, &results, Some(&outcome), &live);
+    if channels > 1 {
+        // Exact: each channel's subscribers times its publications.
+        summary.expected = (0..channels as usize)
+            .map(|idx| {
+                let subscribed: u64 = results
+                    .iter()
+                    .map(|r| r.subscribed_by_channel.get(idx).copied().unwrap_or(0))
+                    .sum();
+                subscribed * outcome.published_by_channel[idx]
+            })
+            .sum();
+        summary.lost = summary.expected.saturating_sub(summary.received);
+    }
+    summary.channels = channels;
     summary.delivery_s = delivery_s;
     summary.deliveries_per_s = summary.received as f64 / delivery_s.max(f64::EPSILON);
     Ok(summary)

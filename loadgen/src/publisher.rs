@@ -29,7 +29,10 @@ const WINDOW_POLL: Duration = Duration::from_micros(200);
 
 pub struct PublishPlan {
     pub target: PublishTarget,
+    /// The base channel; publication `k` goes to
+    /// `fanout_channel(channel, channels, k)`.
     pub channel: String,
+    pub channels: u32,
     pub pace: Pace,
     pub publications: u64,
 }
@@ -40,8 +43,9 @@ pub enum Pace {
     Fixed { rate: f64 },
     /// As fast as the target takes: publish while fewer than `window`
     /// publications are undelivered on average (`delivered` is the
-    /// subscribers' summed deliveries, kept current by the parent), for at
-    /// most `limit`.
+    /// subscribers' summed deliveries, kept current by the parent;
+    /// `subscribers` the recipients of one publication), for at most
+    /// `limit`.
     Closed {
         window: u64,
         subscribers: u64,
@@ -53,16 +57,24 @@ pub enum Pace {
 #[derive(Debug, Default)]
 pub struct PublishOutcome {
     pub published: u64,
+    /// Accepted publications per channel index.
+    pub published_by_channel: Vec<u64>,
     pub failed: u64,
     pub errors: ErrorCounts,
 }
 
 pub fn run(plan: &PublishPlan) -> PublishOutcome {
-    let mut outcome = PublishOutcome::default();
+    let channels = plan.channels.max(1);
+    let mut outcome = PublishOutcome {
+        published_by_channel: vec![0; channels as usize],
+        ..PublishOutcome::default()
+    };
     let mut conn: Option<(BufReader<TcpStream>, TcpStream)> = None;
     let started = Instant::now();
     let started_unix_us = unix_us();
     for seq in 0..plan.publications {
+        let channel_idx = (seq % u64::from(channels)) as u32;
+        let channel = crate::cli::fanout_channel(&plan.channel, channels, channel_idx);
         let intended_us = match &plan.pace {
             Pace::Fixed { rate } => {
                 assert!(*rate > 0.0);
@@ -74,7 +86,7 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
                 delivered,
                 limit,
             } => {
-                // Wait for the window: accepted publications x subscribers
+                // Wait for the window: accepted publications x recipients
                 // minus deliveries, in publications.
                 let mut in_time = true;
                 while outcome.published * subscribers
@@ -96,10 +108,13 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
         let payload = format!(r#"{{"seq":{seq},"t_us":{intended_us}}}"#);
         let request = plan
             .target
-            .request(&plan.channel, &payload, unix_us() / 1_000_000);
+            .request(&channel, &payload, unix_us() / 1_000_000);
         let url = &plan.target.url;
         match post(&mut conn, url.addr, &url.host, &request) {
-            Ok(200..=299) => outcome.published += 1,
+            Ok(200..=299) => {
+                outcome.published += 1;
+                outcome.published_by_channel[channel_idx as usize] += 1;
+            }
             other => {
                 outcome.failed += 1;
                 count_failure(&mut outcome.errors, &mut conn, "publish", other);

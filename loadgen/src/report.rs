@@ -177,6 +177,9 @@ pub struct Summary {
     #[serde(default)]
     pub ack_latency: Latency,
     pub elapsed_s: f64,
+    /// fanout: the channels the subscribers spread over.
+    #[serde(default)]
+    pub channels: u32,
     /// fanout: seconds from the first publication to the last delivery (or
     /// the end of the drain).
     #[serde(default)]
@@ -239,7 +242,12 @@ impl Summary {
             );
         }
         if self.scenario == "chat" {
-            let _ = writeln!(out, "subscribed    {}", self.subscribed);
+            let _ = writeln!(
+                out,
+                "subscribed    {}  over {} channel(s)",
+                self.subscribed,
+                self.channels.max(1)
+            );
             let _ = writeln!(
                 out,
                 "messages      sent {}  acked {}  refused {}",
@@ -380,6 +388,7 @@ impl Summary {
             "client_rss_per_connection_bytes",
             self.client.rss_per_connection_bytes.to_string(),
         );
+        put("channels", self.channels.to_string());
         put("delivery_s", format!("{:.3}", self.delivery_s));
         put("deliveries_per_s", format!("{:.0}", self.deliveries_per_s));
         put("elapsed_s", format!("{:.3}", self.elapsed_s));

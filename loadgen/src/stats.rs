@@ -121,6 +121,9 @@ pub struct WorkerResult {
     pub attempted: u64,
     pub connected: u64,
     pub subscribed: u64,
+    /// fanout: subscribed connections per channel index.
+    #[serde(default)]
+    pub subscribed_by_channel: Vec<u64>,
     pub received: u64,
     pub duplicated: u64,
     pub out_of_order: u64,

@@ -176,6 +176,8 @@ pub struct Tally {
     pub open_max: u64,
     pub connected: u64,
     pub subscribed: u64,
+    /// fanout: subscribed connections per channel index (empty otherwise).
+    pub subscribed_by_channel: Vec<u64>,
     pub received: u64,
     pub duplicated: u64,
     pub out_of_order: u64,
@@ -320,6 +322,11 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         open_max: 0,
         connected: 0,
         subscribed: 0,
+        subscribed_by_channel: if args.scenario == Scenario::Fanout {
+            vec![0; args.channels.max(1) as usize]
+        } else {
+            Vec::new()
+        },
         received: 0,
         duplicated: 0,
         out_of_order: 0,
@@ -602,6 +609,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         attempted: tally.attempted,
         connected: tally.connected,
         subscribed: tally.subscribed,
+        subscribed_by_channel: tally.subscribed_by_channel.clone(),
         received: tally.received,
         duplicated: tally.duplicated,
         out_of_order: tally.out_of_order,
@@ -679,15 +687,19 @@ fn open_conn(
         )?),
         None => None,
     };
+    // fanout: each worker spreads its connections round-robin over the
+    // run's channels (exact per-channel counts without coordination).
+    let channel_idx = idx % args.channels.max(1);
+    let channel = crate::cli::fanout_channel(&args.channel, args.channels, channel_idx);
     let mut path = settings
         .profile
-        .connect_path(&target.path, &args.channel, token.as_deref());
+        .connect_path(&target.path, &channel, token.as_deref());
     let join = match (&settings.chat, args.scenario) {
         (Some(plan), _) => match plan.role(idx) {
             Role::Pair { .. } => Join::Inbox,
             Role::Group { group, .. } => Join::Channel(plan.group_channel(group)),
         },
-        (None, Scenario::Fanout) => Join::Channel(args.channel.clone()),
+        (None, Scenario::Fanout) => Join::Channel(channel),
         (None, _) => Join::Nothing,
     };
     if let Some(inbox) = inbox {
@@ -698,6 +710,7 @@ fn open_conn(
     }
     let session = Session::new(conn_started, &target.host, &path, rng, settings, join);
     let mut conn = Conn { stream, session };
+    conn.channel_idx = channel_idx as usize;
     if settings.chat.is_some() {
         conn.chat_user = Some(idx);
     }

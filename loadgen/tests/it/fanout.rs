@@ -113,3 +113,32 @@ fn fanout_closed_loop_publishes_as_fast_as_delivered() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--publications"));
 }
+
+#[test]
+fn fanout_over_several_channels_counts_each_channel_exactly() {
+    // 2 workers x 15 subscribers, round-robin over 3 channels: 5 per channel
+    // per worker; 12 publications, 4 per channel: 30 x 4 deliveries.
+    let engine = TestEngine::start();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_loadgen(
+        out_dir.path(),
+        &engine.args(
+            "fanout",
+            &[
+                "--connections=30",
+                "--workers=2",
+                "--channels=3",
+                "--rate=40",
+                "--seconds=0.3",
+            ],
+        ),
+    );
+    assert_eq!(summary["channels"], 3, "{summary:#}");
+    assert_eq!(summary["subscribed"], 30, "{summary:#}");
+    assert_eq!(summary["published"], 12, "{summary:#}");
+    assert_eq!(summary["expected"], 30 * 4, "{summary:#}");
+    assert_eq!(summary["received"], 30 * 4, "{summary:#}");
+    assert_eq!(summary["lost"], 0, "{summary:#}");
+    assert_eq!(summary["duplicated"], 0, "{summary:#}");
+    assert!(output.status.success(), "{summary:#}");
+}
