@@ -17,17 +17,14 @@
 //! each copied out, with no validation.
 
 use std::fs::File;
-use std::future::Future;
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
+use futures_executor::block_on;
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_store::{
     AppendRequest, Appended, Durability, ReadRequest, Retention, Store, StoreConfig,
@@ -47,28 +44,6 @@ const REPLAY_PAGE_ENTRIES: usize = 256;
 /// A chat-message-sized JSON body, as in `store/examples/append_throughput.rs`.
 const PAYLOAD: &[u8] =
     br#"{"text":"a 100-byte-ish chat message body for the throughput run ....."}"#;
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// The store answers on oneshot channels; a parking executor is all a
-/// bench thread needs to wait on them.
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
 
 fn envelope(stream: &str) -> Envelope {
     Envelope {

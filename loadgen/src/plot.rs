@@ -68,17 +68,12 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
             |summary: &Summary| &summary.connect_spectrum,
         ),
     ] {
-        let series: Vec<(String, Vec<(f64, f64)>)> = runs
-            .iter()
-            .filter(|(_, summary)| !pick(summary).is_empty())
-            .map(|(label, summary)| {
-                let points = pick(summary)
-                    .iter()
-                    .map(|point| (nines(point.quantile), point.value_us.max(1) as f64 / 1000.0))
-                    .collect();
-                (label.clone(), points)
-            })
-            .collect();
+        let series = collect_series(&runs, |summary| {
+            pick(summary)
+                .iter()
+                .map(|point| (nines(point.quantile), point.value_us.max(1) as f64 / 1000.0))
+                .collect()
+        });
         if series.is_empty() {
             continue;
         }
@@ -107,18 +102,13 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
             |point| point.p99_us_max as f64 / 1000.0,
         ),
     ] {
-        let series: Vec<(String, Vec<(f64, f64)>)> = runs
-            .iter()
-            .filter(|(_, summary)| !summary.timeline.is_empty())
-            .map(|(label, summary)| {
-                let points = summary
-                    .timeline
-                    .iter()
-                    .map(|point| (point.t_s, pick(point)))
-                    .collect();
-                (label.clone(), points)
-            })
-            .collect();
+        let series = collect_series(&runs, |summary| {
+            summary
+                .timeline
+                .iter()
+                .map(|point| (point.t_s, pick(point)))
+                .collect()
+        });
         if series.is_empty() {
             continue;
         }
@@ -132,6 +122,17 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<Vec<PathBuf>> {
          ringcast-loadgen?)"
     );
     Ok(written)
+}
+
+/// One series per run that has points: (label, points).
+fn collect_series(
+    runs: &[(String, Summary)],
+    points: impl Fn(&Summary) -> Vec<(f64, f64)>,
+) -> Vec<(String, Vec<(f64, f64)>)> {
+    runs.iter()
+        .map(|(label, summary)| (label.clone(), points(summary)))
+        .filter(|(_, points)| !points.is_empty())
+        .collect()
 }
 
 /// A run's label (the file name without `.json`) and its summary.

@@ -5,39 +5,15 @@
 //! Every append is `Durability::Sync`; all N are queued at once (as many
 //! concurrent publishers would), then awaited.
 
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use futures_executor::block_on;
 use ringcast_protocol::envelope::Envelope;
 use ringcast_store::{AppendRequest, Durability, Retention, Store, StoreConfig};
-
-struct ThreadWaker(std::thread::Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
 
 fn run(dir: &std::path::Path, entries_max: usize, count: usize) -> f64 {
     let mut config = StoreConfig::new(dir);
     config.group_commit_entries_max = entries_max;
-    config.group_commit_delay_max = Duration::from_micros(500);
     let store = Store::open(config).expect("open");
     let started = Instant::now();
     let receivers: Vec<_> = (0..count)

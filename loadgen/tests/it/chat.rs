@@ -9,19 +9,19 @@ fn chat_24_users(profile: &str, namespace: &str) {
     let out_dir = tempfile::tempdir().unwrap();
     let (output, summary) = run_loadgen(
         out_dir.path(),
-        &[
-            "chat".to_owned(),
-            format!("--profile={profile}"),
-            format!("--target={}", engine.target()),
-            format!("--secret={}", engine.jwt_secret),
-            "--connections=24".to_owned(),
-            "--workers=2".to_owned(),
-            "--pair-share=0.5".to_owned(),
-            "--group-size=4".to_owned(),
-            format!("--group-namespace={namespace}"),
-            "--rate=4".to_owned(),
-            "--seconds=1".to_owned(),
-        ],
+        &engine.args(
+            "chat",
+            &[
+                &format!("--profile={profile}"),
+                "--connections=24",
+                "--workers=2",
+                "--pair-share=0.5",
+                "--group-size=4",
+                &format!("--group-namespace={namespace}"),
+                "--rate=4",
+                "--seconds=1",
+            ],
+        ),
     );
     let per_worker = 6 * 4 + 6 * 4 * 6;
     assert_eq!(summary["subscribed"], 24, "{summary:#}");

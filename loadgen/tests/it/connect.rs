@@ -6,17 +6,16 @@ fn connect_200_over_2_workers_and_2_source_ips() {
     let out_dir = tempfile::tempdir().unwrap();
     let (output, summary) = run_loadgen(
         out_dir.path(),
-        &[
-            "connect".to_owned(),
-            format!("--target={}", engine.target()),
-            format!("--api={}", engine.engine().api_addr),
-            format!("--secret={}", engine.jwt_secret),
-            "--connections=200".to_owned(),
-            "--rate=1000".to_owned(),
-            "--hold-s=1".to_owned(),
-            "--workers=2".to_owned(),
-            "--source-ips=127.0.1.1-127.0.1.2".to_owned(),
-        ],
+        &engine.args(
+            "connect",
+            &[
+                "--connections=200",
+                "--rate=1000",
+                "--hold-s=1",
+                "--workers=2",
+                "--source-ips=127.0.1.1-127.0.1.2",
+            ],
+        ),
     );
     assert_eq!(summary["connected"], 200, "{summary:#}");
     assert_eq!(summary["errors_total"], 0, "{summary:#}");

@@ -15,20 +15,18 @@ fn fanout_100_subscribers_20_publications(driver: &str) {
     let out_dir = tempfile::tempdir().unwrap();
     let (output, summary) = run_loadgen(
         out_dir.path(),
-        &[
-            "fanout".to_owned(),
-            format!("--target={}", engine.target()),
-            format!("--api={}", engine.engine().api_addr),
-            format!("--secret={}", engine.jwt_secret),
-            format!("--api-key={}", engine.api_key),
-            "--connections=100".to_owned(),
-            "--workers=2".to_owned(),
-            "--channel=news:load".to_owned(),
-            "--rate=50".to_owned(),
-            "--seconds=0.4".to_owned(),
-            "--source-ips=127.0.1.1-127.0.1.2".to_owned(),
-            format!("--driver={driver}"),
-        ],
+        &engine.args(
+            "fanout",
+            &[
+                "--connections=100",
+                "--workers=2",
+                "--channel=news:load",
+                "--rate=50",
+                "--seconds=0.4",
+                "--source-ips=127.0.1.1-127.0.1.2",
+                &format!("--driver={driver}"),
+            ],
+        ),
     );
     assert_eq!(summary["subscribed"], 100, "{summary:#}");
     assert_eq!(summary["published"], 20, "{summary:#}");

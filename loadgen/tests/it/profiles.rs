@@ -10,18 +10,16 @@ fn fanout_binary_profile_40_subscribers_10_publications() {
     let out_dir = tempfile::tempdir().unwrap();
     let (output, summary) = run_loadgen(
         out_dir.path(),
-        &[
-            "fanout".to_owned(),
-            "--profile=ringcast-binary".to_owned(),
-            format!("--target={}", engine.target()),
-            format!("--api={}", engine.engine().api_addr),
-            format!("--secret={}", engine.jwt_secret),
-            format!("--api-key={}", engine.api_key),
-            "--connections=40".to_owned(),
-            "--workers=2".to_owned(),
-            "--rate=50".to_owned(),
-            "--seconds=0.2".to_owned(),
-        ],
+        &engine.args(
+            "fanout",
+            &[
+                "--profile=ringcast-binary",
+                "--connections=40",
+                "--workers=2",
+                "--rate=50",
+                "--seconds=0.2",
+            ],
+        ),
     );
     assert_eq!(summary["profile"], "ringcast-binary", "{summary:#}");
     assert_eq!(summary["subscribed"], 40, "{summary:#}");

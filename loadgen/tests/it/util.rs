@@ -53,15 +53,18 @@ impl TestEngine {
     }
 
     /// `scenario` and the flags that point the load generator at this
-    /// engine (target, API, JWT secret, API key), followed by `rest`.
+    /// engine (target, API, JWT secret, and the API key for the scenarios
+    /// that publish through the API), followed by `rest`.
     pub fn args(&self, scenario: &str, rest: &[&str]) -> Vec<String> {
         let mut args = vec![
             scenario.to_owned(),
             format!("--target={}", self.target()),
             format!("--api={}", self.engine().api_addr),
             format!("--secret={}", self.jwt_secret),
-            format!("--api-key={}", self.api_key),
         ];
+        if matches!(scenario, "fanout" | "reconnect") {
+            args.push(format!("--api-key={}", self.api_key));
+        }
         args.extend(rest.iter().map(|arg| (*arg).to_owned()));
         args
     }

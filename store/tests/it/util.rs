@@ -1,11 +1,6 @@
-//! Test helpers: a tiny `block_on` (the store's replies are futures), a
-//! test config with short timers, and blocking wrappers around the API.
+//! Test helpers: `block_on` (the store's replies are futures), a test
+//! config with short timers, and blocking wrappers around the API.
 
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
@@ -14,26 +9,9 @@ use ringcast_store::{
     StoreError,
 };
 
-struct ThreadWaker(Thread);
-
-impl Wake for ThreadWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-}
-
-/// Runs a future to completion on this thread.
-pub fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
+/// Runs a future to completion on this thread (the store's replies are
+/// futures).
+pub use futures_executor::block_on;
 
 /// Short timers so retention and expiry happen within a test.
 pub fn config(path: &std::path::Path) -> StoreConfig {
