@@ -42,10 +42,10 @@ use serde::Deserialize;
 pub const CONFIG_VERSION: u64 = 1;
 
 /// Upper bound for `server.shards` and for the resolved core count.
-pub const SHARDS_MAX: u16 = 64;
+pub const SHARDS_MAX: u16 = ringcast_protocol::limits::SHARDS_MAX as u16;
 
 /// Highest `server.node_id`. Node ids are packed into 6 bits of message ids.
-pub const NODE_ID_MAX: u8 = 63;
+pub const NODE_ID_MAX: u8 = ringcast_protocol::limits::NODE_ID_MAX;
 
 /// Minimum length of `auth.jwt_secret`: 256 bits for HS256 (RFC 7518 §3.2).
 pub const JWT_SECRET_BYTES_MIN: usize = 32;
@@ -2157,8 +2157,8 @@ mod tests {
     fn value_limits_enforced() {
         let cases: &[(&str, &str)] = &[
             (
-                "[server]\nshards = 65",
-                "server.shards must be a whole number of shards from 0 to 64 (got 65)",
+                "[server]\nshards = 63",
+                "server.shards must be a whole number of shards from 0 to 62 (got 63)",
             ),
             (
                 "[server]\nnode_id = 64",
@@ -2265,12 +2265,12 @@ mod tests {
         let config = Config::from_toml_str(&toml, Path::new("s.toml")).expect("loads");
         let cores = std::thread::available_parallelism()
             .map_or(1, |n| n.get())
-            .min(64);
+            .min(usize::from(SHARDS_MAX));
         assert_eq!(config.server.shards.as_usize(), cores);
         assert!(
             ShardCount::new(0).is_none()
-                && ShardCount::new(65).is_none()
-                && ShardCount::new(64).is_some()
+                && ShardCount::new(SHARDS_MAX + 1).is_none()
+                && ShardCount::new(SHARDS_MAX).is_some()
         );
         assert!(NodeId::new(64).is_none() && NodeId::new(63).is_some());
     }

@@ -66,7 +66,7 @@ pub enum EngineError {
     },
     #[error("server.driver = \"io_uring\" but io_uring is unavailable here (kernel too old, or blocked by seccomp); use \"auto\" or \"epoll\"")]
     IoUringUnavailable,
-    #[error("server.shards = {0} is over the engine's maximum of {max}", max = SHARDS_MAX - 1)]
+    #[error("server.shards = {0} is over the engine's maximum of {max}", max = SHARDS_MAX)]
     TooManyShards(usize),
     #[error("server.data_dir {path}: cannot create it: {source}")]
     DataDir {
@@ -165,7 +165,7 @@ impl Engine {
     /// shards are accepting.
     pub fn start(config: Config) -> Result<Engine, EngineError> {
         let n_shards = config.server.shards.as_usize();
-        if n_shards >= SHARDS_MAX {
+        if n_shards > SHARDS_MAX {
             return Err(EngineError::TooManyShards(n_shards));
         }
         let driver = resolve_driver(config.server.driver)?;

@@ -6,8 +6,8 @@
 //! A shard sets its bit before it acknowledges the subscribe, so a publish that
 //! starts after the subscribe reply is routed to it.
 
-/// Shards are numbered 0..64 so a mask fits one `u64`.
-pub const SHARDS_MAX: usize = 64;
+/// Shards are numbered `0..SHARDS_MAX` so a mask fits one `u64`.
+pub use ringcast_protocol::limits::SHARDS_MAX;
 
 #[derive(Default)]
 pub struct Interest {

@@ -32,9 +32,9 @@ use crate::keys::{
 };
 use crate::recovery::{Fjall, Recovered};
 
-/// The shard field of message ids issued by the store (shards 0..62 are
-/// the engine's).
-pub(crate) const STORE_MESSAGE_ID_SHARD: u8 = 62;
+/// The shard field of message ids issued by the store (see
+/// `ringcast_protocol::limits`).
+pub(crate) const STORE_MESSAGE_ID_SHARD: u8 = ringcast_protocol::limits::ID_SHARD_STORE;
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 

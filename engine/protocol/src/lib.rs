@@ -11,3 +11,4 @@ pub mod close;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;
+pub mod limits;

@@ -36,8 +36,9 @@ const MESH_RETRY_FOR: Duration = Duration::from_secs(1);
 const PRESENCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most targets in one send or broadcast request.
 const TARGETS_MAX: usize = 10_000;
-/// The message-id shard field used by the control thread; shards use 0..63.
-pub const CONTROL_ID_SHARD: u8 = 63;
+/// The message-id shard field used by the control thread (see
+/// `ringcast_protocol::limits`).
+pub const CONTROL_ID_SHARD: u8 = ringcast_protocol::limits::ID_SHARD_CONTROL;
 
 pub struct Api {
     shared: Arc<Shared>,
