@@ -17,14 +17,18 @@
 //! publications, which the engine does after the write, is not.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::io::IoSlice;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringcast_engine::config::Config;
+use ringcast_engine::limits::IOV_MAX;
 use ringcast_engine::metrics::ShardMetrics;
 use ringcast_engine::publication::Publication;
+use ringcast_engine::session::{Session, SessionConfig};
 use ringcast_engine::shard::conn::Conn;
 use ringcast_engine::shard::deliver;
 use ringcast_protocol::envelope::Envelope;
@@ -64,12 +68,19 @@ fn publication(payload_bytes: usize) -> Arc<Publication> {
 
 /// A shard's slab and one channel's subscriber list, as `subscribe` builds
 /// them: JSON-protocol connections with their keys in subscription order.
-fn subscribers(n_conns: usize) -> (Slab<Conn>, Vec<usize>) {
+/// Each connection owns a real fd (`/dev/null`; nothing is written to it)
+/// and an open session, as after an accepted upgrade.
+fn subscribers(n_conns: usize, config: &SessionConfig) -> (Slab<Conn>, Vec<usize>) {
     let mut conns = Slab::with_capacity(n_conns);
     let keys = (0..n_conns)
         .map(|idx| {
-            let user: Rc<str> = format!("user-{idx}").into();
-            conns.insert(Conn::new(-1, idx as u64, user, None, false, 0))
+            let fd = OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
+            let mut session = Session::new(0, config);
+            session.accept(0, Bytes::new(), false, 0);
+            let mut conn = Conn::new(fd, session);
+            conn.client_id = idx as u64;
+            conn.user = format!("user-{idx}").into();
+            conns.insert(conn)
         })
         .collect();
     (conns, keys)
@@ -80,27 +91,23 @@ fn ringcast(
     conns: &mut Slab<Conn>,
     keys: &[usize],
     publication: &Arc<Publication>,
+    config: &SessionConfig,
 ) -> Duration {
     let metrics = ShardMetrics::default();
     let mut dirty = Vec::with_capacity(keys.len());
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let start = Instant::now();
-        deliver(
-            conns,
-            keys,
-            publication,
-            &mut dirty,
-            QUEUE_BYTES_MAX,
-            &metrics,
-            0,
-        );
+        deliver(conns, keys, publication, &mut dirty, config, &metrics, 0);
         total += start.elapsed();
-        // What `flush_dirty` leaves behind after a complete write.
+        // What the flush leaves behind after a complete write.
         for key in dirty.drain(..) {
             let conn = &mut conns[key];
             conn.in_dirty = false;
-            conn.consume_written(conn.out_bytes);
+            let mut slices = [IoSlice::new(&[]); IOV_MAX];
+            let n_slices = conn.session.start_send(&mut slices);
+            let offered = slices[..n_slices].iter().map(|s| s.len()).sum();
+            conn.session.on_sent(offered, 0, config);
         }
     }
     black_box(metrics.messages_out.get());
@@ -154,7 +161,10 @@ fn fanout(c: &mut Criterion) {
             // Built once per N, outside the closures criterion calls per
             // sample, so every sample sees warm queues that kept their
             // capacity, as a shard's do in steady state.
-            let (mut conns, keys) = subscribers(n_conns);
+            let mut config = Config::test_min();
+            config.websocket.outbound_queue_bytes_max = QUEUE_BYTES_MAX;
+            let config = SessionConfig::new(&config);
+            let (mut conns, keys) = subscribers(n_conns, &config);
             let mut write_buffers: Vec<Vec<u8>> = (0..n_conns)
                 .map(|_| Vec::with_capacity(frame.len()))
                 .collect();
@@ -164,7 +174,7 @@ fn fanout(c: &mut Criterion) {
                 (0..n_conns).map(|_| VecDeque::with_capacity(4)).collect();
             group.throughput(Throughput::Elements(n_conns as u64));
             group.bench_function(BenchmarkId::new("ringcast", n_conns), |b| {
-                b.iter_custom(|iters| ringcast(iters, &mut conns, &keys, &publication))
+                b.iter_custom(|iters| ringcast(iters, &mut conns, &keys, &publication, &config))
             });
             group.bench_function(BenchmarkId::new("baseline_memcpy", n_conns), |b| {
                 b.iter_custom(|iters| baseline_memcpy(iters, &mut write_buffers, &frame))

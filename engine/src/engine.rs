@@ -2,7 +2,6 @@
 //! spawning one pinned thread per shard plus the control thread.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,11 +17,8 @@ use crate::metrics::{self, AllShardMetrics};
 use crate::shard::Shard;
 use ringcast_store::{Store, StoreConfig, StoreError};
 
-/// Capacity of each (producer, shard) queue. With `n` shards the mesh holds
-/// `n * (n + 1)` queues; a full one parks events in the producer's backlog.
-pub const MESH_QUEUE_CAPACITY: usize = 1024;
-/// io_uring submission queue entries per shard.
-const URING_ENTRIES: u32 = 4096;
+pub use crate::limits::MESH_QUEUE_CAPACITY;
+use crate::limits::URING_ENTRIES;
 
 /// The I/O driver actually in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +173,11 @@ impl Engine {
         let ws = &config.websocket;
         // Bind every shard's listener here so port 0 resolves once and all
         // shards share it through SO_REUSEPORT.
-        // monoio's epoll driver expects non-blocking listeners but
-        // `from_std` leaves the flag alone; a blocking one would stall the
-        // shard in accept(2). io_uring accepts through the ring either way.
+        // Shards accept after readiness, so their listeners never block.
+        // The API listener joins monoio, whose epoll driver expects a
+        // non-blocking one and whose io_uring driver accepts either.
         let nonblocking = driver == DriverKind::Epoll;
-        let first = bind(ws.listen, ws.backlog, true, nonblocking, "websocket.listen")?;
+        let first = bind(ws.listen, ws.backlog, true, true, "websocket.listen")?;
         let ws_addr = first.local_addr().map_err(|source| EngineError::Bind {
             what: "websocket.listen",
             addr: ws.listen,
@@ -189,13 +185,7 @@ impl Engine {
         })?;
         let mut ws_listeners = vec![first];
         for _ in 1..n_shards {
-            ws_listeners.push(bind(
-                ws_addr,
-                ws.backlog,
-                true,
-                nonblocking,
-                "websocket.listen",
-            )?);
+            ws_listeners.push(bind(ws_addr, ws.backlog, true, true, "websocket.listen")?);
         }
         let api_listener = bind(config.api.listen, 1024, false, nonblocking, "api.listen")?;
         let api_addr = api_listener
@@ -356,8 +346,8 @@ fn spawn_shard(
             }
             let ready_inner = ready.clone();
             let result = run_on_runtime(driver, async move {
-                let listener = match monoio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
+                let shard = match Shard::new(shard_idx, shared, sender, listener.into()) {
+                    Ok(shard) => shard,
                     Err(err) => {
                         let _ = ready_inner.send(Err(EngineError::ShardStart {
                             shard: shard_idx,
@@ -366,9 +356,8 @@ fn spawn_shard(
                         return;
                     }
                 };
-                let shard = Rc::new(Shard::new(shard_idx, shared, sender));
                 let _ = ready_inner.send(Ok(shard_idx));
-                shard.run(listener, receiver).await;
+                shard.run(receiver).await;
             });
             if let Err(err) = result {
                 let _ = ready.send(Err(EngineError::ShardStart {

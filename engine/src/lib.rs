@@ -6,17 +6,21 @@
 
 #![deny(unsafe_code)]
 
+pub mod admission;
 pub mod auth;
 pub mod channels;
 pub mod config;
 pub mod control;
 pub mod engine;
 pub mod interest;
+pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod publication;
+pub mod session;
 pub mod shard;
 pub mod streams;
 pub mod sys;
+pub mod uring;
 
 pub use engine::{Engine, EngineError};

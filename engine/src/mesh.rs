@@ -1,9 +1,20 @@
-//! The cross-shard mesh: one bounded lock-free queue per (producer, consumer)
+//! The cross-shard mesh: one bounded lock-free lane per (producer, consumer)
 //! pair, and one doorbell per consumer.
 //!
-//! Every queue has exactly one producer thread, so there is no contention
-//! between producers on a `crossbeam_queue::ArrayQueue`; a consumer drains its
-//! column round-robin. Producers are the shards plus the control thread.
+//! Every lane has exactly one producer thread, so there is no contention
+//! between producers; a consumer drains its column round-robin. Producers
+//! are the shards, the control thread and the store's writer.
+//!
+//! A lane is a `crossbeam_queue::ArrayQueue` ring (the fast path) plus a
+//! bounded overflow list (`SegQueue`) used only while the ring is full. The
+//! producer never waits: it pushes to the ring while the overflow is empty,
+//! else to the overflow; the consumer takes the ring first, then the
+//! overflow, which keeps per-lane order (whenever the overflow holds
+//! anything, everything in the ring is older). Because a lane has one
+//! producer, the room the producer sees can only grow until it pushes
+//! again, so `MeshSender::publish` can check every destination first and
+//! then send to all: a publication reaches every interested shard or none
+//! (see `docs/ARCHITECTURE.md`, "One publish path").
 //!
 //! The doorbell is an `AtomicWaker` guarded by a `parked` flag. A shard that
 //! finds every queue empty registers its waker, sets `parked`, and checks the
@@ -25,14 +36,19 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
-use crossbeam_queue::ArrayQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use crossbeam_utils::CachePadded;
 use ringcast_protocol::close::CloseCode;
 
+use crate::interest::shard_indexes;
+pub use crate::limits::MESH_DRAIN_MAX;
+use crate::limits::MESH_OVERFLOW_MAX;
 use crate::publication::Publication;
 
-/// Most events a shard takes from the mesh before it lets its sockets run.
-pub const MESH_DRAIN_MAX: usize = 256;
+/// A publication was refused because some interested shard's lane from
+/// this producer is full: it was delivered to no shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overloaded;
 
 /// A client as the presence query reports it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -63,9 +79,44 @@ pub struct Mesh {
     n_consumers: usize,
     n_producers: usize,
     /// Index `producer * n_consumers + consumer`.
-    queues: Box<[CachePadded<ArrayQueue<ShardEvent>>]>,
+    lanes: Box<[CachePadded<Lane>]>,
     doorbells: Box<[CachePadded<Doorbell>]>,
     shutdown: AtomicBool,
+    /// Woken on shutdown, for threads that are not mesh consumers (the
+    /// control thread).
+    shutdown_waker: AtomicWaker,
+}
+
+/// One (producer, consumer) pair's events.
+struct Lane {
+    ring: ArrayQueue<ShardEvent>,
+    overflow: SegQueue<ShardEvent>,
+    /// At least the number of events in `overflow`: raised by the producer
+    /// before it pushes, lowered by the consumer after it pops.
+    overflow_len: std::sync::atomic::AtomicUsize,
+}
+
+impl Lane {
+    fn new(capacity: usize) -> Lane {
+        Lane {
+            ring: ArrayQueue::new(capacity),
+            overflow: SegQueue::new(),
+            overflow_len: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    fn pop(&self) -> Option<ShardEvent> {
+        if let Some(event) = self.ring.pop() {
+            return Some(event);
+        }
+        let event = self.overflow.pop()?;
+        self.overflow_len.fetch_sub(1, Ordering::AcqRel);
+        Some(event)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ring.is_empty() && self.overflow.is_empty()
+    }
 }
 
 /// One shard's wake-up: its registered waker and whether it is parked.
@@ -73,6 +124,9 @@ pub struct Mesh {
 struct Doorbell {
     waker: AtomicWaker,
     parked: AtomicBool,
+    /// Set by the store's producer when this shard's lane was full and a
+    /// stored publication could not be handed over live.
+    lagged: AtomicBool,
 }
 
 /// The sending end owned by one producer thread. Not `Clone`: each queue must
@@ -100,8 +154,8 @@ impl Mesh {
     ) -> (Arc<Mesh>, Vec<MeshSender>, Vec<MeshReceiver>) {
         assert!(n_consumers > 0 && n_producers >= n_consumers);
         assert!(capacity > 0);
-        let queues = (0..n_consumers * n_producers)
-            .map(|_| CachePadded::new(ArrayQueue::new(capacity)))
+        let lanes = (0..n_consumers * n_producers)
+            .map(|_| CachePadded::new(Lane::new(capacity)))
             .collect();
         let doorbells = (0..n_consumers)
             .map(|_| CachePadded::new(Doorbell::default()))
@@ -109,9 +163,10 @@ impl Mesh {
         let mesh = Arc::new(Mesh {
             n_consumers,
             n_producers,
-            queues,
+            lanes,
             doorbells,
             shutdown: AtomicBool::new(false),
+            shutdown_waker: AtomicWaker::new(),
         });
         let senders = (0..n_producers)
             .map(|producer_idx| MeshSender {
@@ -139,23 +194,130 @@ impl Mesh {
         for doorbell in self.doorbells.iter() {
             doorbell.waker.wake();
         }
+        self.shutdown_waker.wake();
+    }
+
+    /// Resolves once `shutdown` has been called (a wake-up, not a poll).
+    pub async fn wait_shutdown(&self) {
+        poll_fn(|cx| {
+            if self.is_shutting_down() {
+                return Poll::Ready(());
+            }
+            self.shutdown_waker.register(cx.waker());
+            if self.is_shutting_down() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Whether the store could not hand shard `consumer_idx` a stored
+    /// publication since the last call (clears the mark).
+    pub fn take_lagged(&self, consumer_idx: usize) -> bool {
+        let doorbell = &self.doorbells[consumer_idx];
+        doorbell.lagged.load(Ordering::Relaxed) && doorbell.lagged.swap(false, Ordering::AcqRel)
     }
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
     }
 
-    fn queue(&self, producer_idx: usize, consumer_idx: usize) -> &ArrayQueue<ShardEvent> {
-        &self.queues[producer_idx * self.n_consumers + consumer_idx]
+    fn lane(&self, producer_idx: usize, consumer_idx: usize) -> &Lane {
+        &self.lanes[producer_idx * self.n_consumers + consumer_idx]
     }
 }
 
 impl MeshSender {
-    /// Hands `event` to shard `dst`. Gives the event back when that pair's
-    /// queue is full, so the caller decides between retrying and refusing.
+    /// Whether shard `dst` can take one more event from this producer. Only
+    /// this producer fills the lane, so a `true` holds until it sends.
+    pub fn has_room(&self, dst: usize) -> bool {
+        self.mesh
+            .lane(self.producer_idx, dst)
+            .overflow_len
+            .load(Ordering::Acquire)
+            < MESH_OVERFLOW_MAX
+    }
+
+    /// The one publish path: hands `publication` to every shard in `mask`,
+    /// or, when some shard's lane is full, to none of them. `on_local` is
+    /// called instead of sending for `local_idx` (a shard delivering to its
+    /// own subscribers directly).
+    pub fn publish(
+        &self,
+        mask: u64,
+        publication: &Arc<Publication>,
+        local_idx: Option<usize>,
+        mut on_local: impl FnMut(&Arc<Publication>),
+    ) -> Result<(), Overloaded> {
+        let remote = |dst: usize| Some(dst) != local_idx;
+        if !shard_indexes(mask)
+            .filter(|dst| remote(*dst))
+            .all(|dst| self.has_room(dst))
+        {
+            return Err(Overloaded);
+        }
+        for dst in shard_indexes(mask) {
+            if !remote(dst) {
+                on_local(publication);
+            } else if self
+                .send(dst, ShardEvent::Publish(publication.clone()))
+                .is_err()
+            {
+                unreachable!("lane to shard {dst} had room and has a single producer");
+            }
+        }
+        Ok(())
+    }
+
+    /// Like `publish` for a publication that is already stored: shards
+    /// with room get it; each shard without room is marked lagged (its
+    /// subscribers of durable streams are cut and recover from the store).
+    /// Returns how many shards were marked.
+    pub fn publish_stored(&self, mask: u64, publication: &Arc<Publication>) -> usize {
+        let mut lagged = 0;
+        for dst in shard_indexes(mask) {
+            if self
+                .send(dst, ShardEvent::Publish(publication.clone()))
+                .is_err()
+            {
+                self.mesh.doorbells[dst]
+                    .lagged
+                    .store(true, Ordering::Release);
+                self.ring(dst);
+                lagged += 1;
+            }
+        }
+        lagged
+    }
+
+    /// Hands `event` to shard `dst`, in the ring or, while the ring is full
+    /// or the overflow not yet drained, the overflow. Gives the event back
+    /// when the overflow is full too.
     pub fn send(&self, dst: usize, event: ShardEvent) -> Result<(), ShardEvent> {
         debug_assert!(dst < self.mesh.n_consumers);
-        self.mesh.queue(self.producer_idx, dst).push(event)?;
+        let lane = self.mesh.lane(self.producer_idx, dst);
+        let overflow_len = lane.overflow_len.load(Ordering::Acquire);
+        let event = if overflow_len == 0 {
+            lane.ring.push(event).err()
+        } else {
+            Some(event)
+        };
+        if let Some(event) = event {
+            if lane.overflow_len.load(Ordering::Acquire) >= MESH_OVERFLOW_MAX {
+                return Err(event);
+            }
+            // Raised before the push so the consumer's decrement after its
+            // pop can never take the count below the true length.
+            lane.overflow_len.fetch_add(1, Ordering::AcqRel);
+            lane.overflow.push(event);
+        }
+        self.ring(dst);
+        Ok(())
+    }
+
+    fn ring(&self, dst: usize) {
         // Pairs with the fence in `MeshReceiver::wait`.
         fence(Ordering::SeqCst);
         let doorbell = &self.mesh.doorbells[dst];
@@ -163,7 +325,6 @@ impl MeshSender {
         {
             doorbell.waker.wake();
         }
-        Ok(())
     }
 
     pub fn producer_idx(&self) -> usize {
@@ -185,7 +346,7 @@ impl MeshReceiver {
         while taken < max && idle_producers < n_producers {
             let producer_idx = self.next_producer_idx;
             self.next_producer_idx = (producer_idx + 1) % n_producers;
-            match self.mesh.queue(producer_idx, self.consumer_idx).pop() {
+            match self.mesh.lane(producer_idx, self.consumer_idx).pop() {
                 Some(event) => {
                     idle_producers = 0;
                     taken += 1;
@@ -198,8 +359,11 @@ impl MeshReceiver {
     }
 
     fn has_pending(&self) -> bool {
-        (0..self.mesh.n_producers)
-            .any(|producer_idx| !self.mesh.queue(producer_idx, self.consumer_idx).is_empty())
+        self.mesh.doorbells[self.consumer_idx]
+            .lagged
+            .load(Ordering::Relaxed)
+            || (0..self.mesh.n_producers)
+                .any(|producer_idx| !self.mesh.lane(producer_idx, self.consumer_idx).is_empty())
     }
 
     /// Parks until some producer has pushed or shutdown was asked.
@@ -249,14 +413,89 @@ mod tests {
     }
 
     #[test]
-    fn full_queue_gives_the_event_back() {
-        let (_mesh, senders, _receivers) = Mesh::build(2, 3, 2);
-        senders[0].send(1, disconnect("a")).unwrap();
-        senders[0].send(1, disconnect("b")).unwrap();
-        let refused = senders[0].send(1, disconnect("c")).unwrap_err();
-        assert_eq!(user_of(refused), "c");
-        // Another producer's queue to the same shard is independent.
-        senders[2].send(1, disconnect("d")).unwrap();
+    fn a_full_ring_spills_in_order_and_a_full_overflow_gives_the_event_back() {
+        let (_mesh, senders, mut receivers) = Mesh::build(2, 3, 2);
+        let n = 2 + MESH_OVERFLOW_MAX;
+        for i in 0..n {
+            senders[0].send(1, disconnect(&i.to_string())).unwrap();
+        }
+        assert!(!senders[0].has_room(1));
+        let refused = senders[0].send(1, disconnect("refused")).unwrap_err();
+        assert_eq!(user_of(refused), "refused");
+        // Another producer's lane to the same shard is independent.
+        assert!(senders[2].has_room(1));
+        senders[2].send(1, disconnect("other")).unwrap();
+        let mut got = Vec::new();
+        let mut sent_late = false;
+        while receivers[1].drain(MESH_DRAIN_MAX, |e| got.push(user_of(e))) > 0 {
+            // The ring has drained while the overflow has not: a new event
+            // must still come after everything queued before it.
+            if !sent_late {
+                sent_late = true;
+                senders[0].send(1, disconnect("late")).unwrap();
+            }
+        }
+        let own: Vec<String> = got.into_iter().filter(|u| u != "other").collect();
+        let expected: Vec<String> = (0..n)
+            .map(|i| i.to_string())
+            .chain(["late".to_string()])
+            .collect();
+        assert_eq!(own.len(), expected.len());
+        let first_difference = own.iter().zip(&expected).position(|(a, b)| a != b);
+        assert_eq!(first_difference, None, "lane order broken");
+        assert!(senders[0].has_room(1));
+    }
+
+    fn publication(channel: &str) -> Arc<Publication> {
+        Arc::new(Publication::new(&ringcast_protocol::envelope::Envelope {
+            id: 1,
+            offset: 0,
+            epoch: 0,
+            channel: channel.into(),
+            sender: String::new(),
+            time_ms: 0,
+            data_is_json: true,
+            data: b"1".to_vec(),
+        }))
+    }
+
+    #[test]
+    fn publish_reaches_every_shard_or_none() {
+        let (_mesh, senders, mut receivers) = Mesh::build(3, 4, 1);
+        // Fill shard 2's lane from producer 0 completely.
+        for _ in 0..(1 + MESH_OVERFLOW_MAX) {
+            senders[0].send(2, disconnect("x")).unwrap();
+        }
+        let mut local = 0;
+        let refused = senders[0].publish(0b111, &publication("c"), Some(0), |_| local += 1);
+        assert_eq!(refused, Err(Overloaded));
+        assert_eq!(local, 0, "refused: not delivered locally either");
+        assert_eq!(
+            receivers[1].drain(8, |_| {}),
+            0,
+            "refused: shard 1 got nothing"
+        );
+        // Without the full shard, every shard gets it, the local one directly.
+        senders[0]
+            .publish(0b011, &publication("c"), Some(0), |_| local += 1)
+            .unwrap();
+        assert_eq!(local, 1);
+        let mut delivered = 0;
+        receivers[1].drain(8, |e| {
+            assert!(matches!(e, ShardEvent::Publish(_)));
+            delivered += 1;
+        });
+        assert_eq!(delivered, 1);
+        // A stored publication cannot be refused: the full shard is marked
+        // lagged instead, the others get it.
+        assert_eq!(senders[3].publish_stored(0b110, &publication("c")), 0);
+        for _ in 0..MESH_OVERFLOW_MAX {
+            senders[3].send(2, disconnect("y")).unwrap();
+        }
+        assert_eq!(senders[3].publish_stored(0b110, &publication("c")), 1);
+        assert!(_mesh.take_lagged(2));
+        assert!(!_mesh.take_lagged(2), "the mark is taken once");
+        assert!(!_mesh.take_lagged(1));
     }
 
     #[test]

@@ -13,13 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_utils::Backoff;
 use ringcast_store::{Appended, Durability, OnAppended, Retention};
 
 use crate::channels::PERSONAL_NAMESPACE;
 use crate::config::{self, Config};
-use crate::interest::{shard_indexes, Interest};
-use crate::mesh::{MeshSender, ShardEvent};
+use crate::interest::Interest;
+use crate::mesh::MeshSender;
 use crate::publication::Publication;
 
 /// Newest entries kept in a user's inbox.
@@ -63,8 +62,11 @@ pub fn policy(config: &Config, channel: &str) -> Option<StreamPolicy> {
 
 /// The store's `on_appended` hook: hands each newly stored publication to
 /// the shards with subscribers of its channel. Runs on the store's writer
-/// thread, which may wait (with backoff) for a full mesh queue: that is the
-/// back-pressure from a slow shard to durable publishers.
+/// thread and never waits: a shard whose lane from the store is full (it is
+/// `MESH_QUEUE_CAPACITY + MESH_OVERFLOW_MAX` publications behind) is marked
+/// lagged instead, and closes its subscribers of durable streams with 1013;
+/// they reconnect with their position and recover the gap from the store.
+/// So one slow shard never stalls a group commit.
 pub fn fanout_hook(sender: MeshSender, interest: Arc<Interest>) -> OnAppended {
     Box::new(move |appended: &Appended| {
         if appended.duplicate {
@@ -72,16 +74,12 @@ pub fn fanout_hook(sender: MeshSender, interest: Arc<Interest>) -> OnAppended {
             return;
         }
         let publication = Arc::new(Publication::from_push(appended.push.clone()));
-        for shard_idx in shard_indexes(interest.shards(publication.channel())) {
-            let backoff = Backoff::new();
-            let mut event = ShardEvent::Publish(publication.clone());
-            while let Err(back) = sender.send(shard_idx, event) {
-                if sender.mesh().is_shutting_down() {
-                    return;
-                }
-                event = back;
-                backoff.snooze();
-            }
+        let mask = interest.shards(publication.channel());
+        if mask != 0 && sender.publish_stored(mask, &publication) > 0 {
+            tracing::warn!(
+                channel = publication.channel(),
+                "a shard fell behind the store's fan-out"
+            );
         }
     })
 }

@@ -1,22 +1,19 @@
-//! Raw, non-blocking socket calls made after monoio reports readiness.
+//! Non-blocking socket calls made after readiness, through rustix (safe
+//! wrappers over the raw syscalls, so this module needs no `unsafe`).
 //!
 //! Why not monoio's own `read`/`write`: those take an owned buffer per
 //! in-flight operation, so every idle connection would pin a read buffer.
-//! Instead a connection waits for readiness (`readable`/`writable`, a
-//! PollAdd on io_uring, epoll on the fallback driver) and then reads into the
-//! shard's one scratch buffer, or writes its queue of shared frames in one
-//! vectored call. `MSG_DONTWAIT` makes each call non-blocking whatever the
-//! socket's own flags are, which differ between monoio's two drivers.
-//!
-//! This is the only module in the engine with `unsafe` code.
-#![allow(unsafe_code)]
+//! Instead the shard waits for readiness (`shard/poller.rs`) and then reads
+//! into its one scratch buffer, or writes a connection's queue of shared
+//! frames in one vectored call. `MSG_DONTWAIT` makes each call
+//! non-blocking whatever the socket's own flags are.
 
-use std::io;
-use std::io::IoSlice;
-use std::os::fd::RawFd;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, OwnedFd};
 
-/// Most slices handed to one `sendmsg`; Linux's `UIO_MAXIOV` is 1024.
-pub const IOV_MAX: usize = 64;
+use rustix::net::{RecvFlags, SendAncillaryBuffer, SendFlags, Shutdown, SocketFlags};
+
+pub use crate::limits::IOV_MAX;
 
 /// Outcome of a non-blocking call.
 #[derive(Debug, PartialEq, Eq)]
@@ -27,34 +24,27 @@ pub enum Io {
     WouldBlock,
 }
 
+fn outcome(result: rustix::io::Result<usize>) -> io::Result<Io> {
+    match result {
+        Ok(n) => Ok(Io::Done(n)),
+        Err(rustix::io::Errno::AGAIN) => Ok(Io::WouldBlock),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
 /// Reads what is available into `buf` without blocking.
-pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<Io> {
+pub fn recv(fd: impl AsFd, buf: &mut [u8]) -> io::Result<Io> {
     loop {
-        // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for
-        // the duration of the call; the kernel writes at most that many.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                buf.as_mut_ptr().cast::<libc::c_void>(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            return Ok(Io::Done(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(Io::WouldBlock),
-            _ => return Err(err),
+        match rustix::net::recv(&fd, &mut *buf, RecvFlags::DONTWAIT) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => return outcome(result.map(|(n, _)| n)),
         }
     }
 }
 
 /// Writes as much of `slices` as the socket takes, in one syscall, without
 /// blocking and without raising SIGPIPE on a closed peer.
-pub fn send_vectored(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<Io> {
+pub fn send_vectored(fd: impl AsFd, slices: &[IoSlice<'_>]) -> io::Result<Io> {
     assert!(
         slices.len() <= IOV_MAX,
         "iovec count {} over IOV_MAX",
@@ -63,39 +53,47 @@ pub fn send_vectored(fd: RawFd, slices: &[IoSlice<'_>]) -> io::Result<Io> {
     if slices.is_empty() {
         return Ok(Io::Done(0));
     }
-    // SAFETY: msghdr is a plain C struct for which all-zero is a valid value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // `IoSlice` is guaranteed ABI-compatible with `struct iovec` on Unix.
-    msg.msg_iov = slices.as_ptr().cast_mut().cast::<libc::iovec>();
-    msg.msg_iovlen = slices.len();
     loop {
-        // SAFETY: `msg` points at `slices`, which outlive the call; the kernel
-        // only reads from the iovecs.
-        let n = unsafe { libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
-        if n >= 0 {
-            return Ok(Io::Done(n as usize));
-        }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::Interrupted => continue,
-            io::ErrorKind::WouldBlock => return Ok(Io::WouldBlock),
-            _ => return Err(err),
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        match rustix::net::sendmsg(&fd, slices, &mut SendAncillaryBuffer::default(), flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            result => return outcome(result),
         }
     }
 }
 
+/// Accepts one pending connection from a non-blocking listener; `Ok(None)`
+/// when none is pending. The socket itself is left in blocking mode: every
+/// call here passes `MSG_DONTWAIT`, and io_uring then waits for room
+/// inside the kernel when a send finds the socket full, instead of failing
+/// it with `EAGAIN` as it does for an `O_NONBLOCK` socket.
+pub fn accept(listener: impl AsFd) -> io::Result<Option<OwnedFd>> {
+    loop {
+        match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Ok(None),
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Disables Nagle: pushes are small and latency-bound.
+pub fn set_nodelay(fd: impl AsFd) {
+    // Best effort: a socket that refuses it still works.
+    let _ = rustix::net::sockopt::set_tcp_nodelay(fd, true);
+}
+
 /// Half-closes the write side so the peer sees FIN after our close frame.
-pub fn shutdown_write(fd: RawFd) {
-    // SAFETY: shutdown on a (possibly already closed) fd has no memory
-    // effects; an error here only means the peer is gone already.
-    let _ = unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+pub fn shutdown_write(fd: impl AsFd) {
+    // An error here only means the peer is gone already.
+    let _ = rustix::net::shutdown(fd, Shutdown::Write);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn recv_and_send_vectored_round_trip_without_blocking() {
@@ -104,22 +102,31 @@ mod tests {
         let (server, _) = listener.accept().unwrap();
         let mut buf = [0u8; 64];
         // Nothing sent yet: a blocking socket must still not block.
-        assert_eq!(recv(server.as_raw_fd(), &mut buf).unwrap(), Io::WouldBlock);
+        assert_eq!(recv(&server, &mut buf).unwrap(), Io::WouldBlock);
         client.write_all(b"hello").unwrap();
         client.flush().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(recv(server.as_raw_fd(), &mut buf).unwrap(), Io::Done(5));
+        assert_eq!(recv(&server, &mut buf).unwrap(), Io::Done(5));
         assert_eq!(&buf[..5], b"hello");
         let parts = [IoSlice::new(b"ab"), IoSlice::new(b"cd"), IoSlice::new(b"e")];
-        assert_eq!(
-            send_vectored(server.as_raw_fd(), &parts).unwrap(),
-            Io::Done(5)
-        );
+        assert_eq!(send_vectored(&server, &parts).unwrap(), Io::Done(5));
         let mut got = [0u8; 5];
         std::io::Read::read_exact(&mut client, &mut got).unwrap();
         assert_eq!(&got, b"abcde");
         drop(client);
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(recv(server.as_raw_fd(), &mut buf).unwrap(), Io::Done(0));
+        assert_eq!(recv(&server, &mut buf).unwrap(), Io::Done(0));
+    }
+
+    #[test]
+    fn accept_does_not_block_and_reads_do_not_block_on_accepted_sockets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        assert!(accept(&listener).unwrap().is_none());
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let fd = accept(&listener).unwrap().expect("pending connection");
+        let mut buf = [0u8; 4];
+        assert_eq!(recv(&fd, &mut buf).unwrap(), Io::WouldBlock);
     }
 }

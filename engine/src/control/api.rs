@@ -3,13 +3,15 @@
 //!
 //! Runs on the control thread. Publishing here encodes the envelope once and
 //! hands it to the interested shards through the control thread's own row of
-//! the mesh; a full queue is retried for up to `MESH_RETRY_FOR` before the
-//! request fails with 503, so the API never reports a publication it did not
-//! hand over.
+//! the mesh, by the one publish path (`MeshSender::publish`): every
+//! interested shard gets it, or none does and the request fails at once with
+//! 503 `overloaded` (and `Retry-After`), so the API never reports a
+//! publication it did not hand over, and never reports a failure for one it
+//! did.
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use ringcast_protocol::close::CloseCode;
@@ -30,12 +32,10 @@ use crate::streams;
 use ringcast_protocol::client::encode_history_json;
 use ringcast_store::{AppendRequest, ReadRequest, StoreError};
 
-/// How long a publish waits for a full mesh queue before answering 503.
-const MESH_RETRY_FOR: Duration = Duration::from_secs(1);
 /// How long a presence query waits for the shards.
 const PRESENCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most targets in one send or broadcast request.
-const TARGETS_MAX: usize = 10_000;
+const TARGETS_MAX: usize = crate::limits::API_TARGETS_MAX;
 /// The message-id shard field used by the control thread (see
 /// `ringcast_protocol::limits`).
 pub const CONTROL_ID_SHARD: u8 = ringcast_protocol::limits::ID_SHARD_CONTROL;
@@ -150,6 +150,13 @@ fn check_client_msg_id(key: &str) -> Result<(), Response> {
             "client_msg_id must be 1 to 64 printable ASCII characters",
         ))
     }
+}
+
+/// The shards cannot take more now: nothing was delivered; retry later.
+fn overloaded(message: &str) -> Response {
+    let mut response = Response::error(503, "overloaded", &format!("{message}; retry later"));
+    response.headers.push(("Retry-After", "1".to_owned()));
+    response
 }
 
 fn bad_request(message: impl AsRef<str>) -> Response {
@@ -370,7 +377,7 @@ impl Api {
     /// namespace with history) goes through the store, which assigns the
     /// offset and fans out once the write is durable; the reply waits for
     /// that. A live channel is encoded here and sent to every interested
-    /// shard; 503 if a shard's queue stays full for `MESH_RETRY_FOR`.
+    /// shard, or to none (503) when one of them is not keeping up.
     async fn publish_one(
         &self,
         channel: String,
@@ -423,10 +430,12 @@ impl Api {
             return Ok(Pending::Stored(reply));
         }
         let publication = Arc::new(Publication::new(&envelope));
-        for shard_idx in shard_indexes(self.shared.interest.shards(&envelope.channel)) {
-            self.send_with_retry(shard_idx, ShardEvent::Publish(publication.clone()))
-                .await?;
-        }
+        let mask = self.shared.interest.shards(&envelope.channel);
+        self.sender
+            .publish(mask, &publication, None, |_| {})
+            .map_err(|_| {
+                overloaded("a shard is not keeping up; the publication was delivered nowhere")
+            })?;
         Ok(Pending::Done(Published {
             id: id.to_string(),
             offset: 0,
@@ -455,28 +464,12 @@ impl Api {
         }
     }
 
-    async fn send_with_retry(
-        &self,
-        shard_idx: usize,
-        mut event: ShardEvent,
-    ) -> Result<(), Response> {
-        let deadline = Instant::now() + MESH_RETRY_FOR;
-        loop {
-            match self.sender.send(shard_idx, event) {
-                Ok(()) => return Ok(()),
-                Err(back) if Instant::now() < deadline => {
-                    event = back;
-                    monoio::time::sleep(Duration::from_micros(100)).await;
-                }
-                Err(_) => {
-                    return Err(Response::error(
-                        503,
-                        "overloaded",
-                        &format!("shard {shard_idx} is not keeping up; retry later"),
-                    ));
-                }
-            }
-        }
+    /// Hands a control event to shard `shard_idx`; 503 when its lane is
+    /// full (the shard is far behind), never a wait.
+    fn send_event(&self, shard_idx: usize, event: ShardEvent) -> Result<(), Response> {
+        self.sender
+            .send(shard_idx, event)
+            .map_err(|_| overloaded(&format!("shard {shard_idx} is not keeping up")))
     }
 
     /// A page of a durable stream, oldest first (or newest first with
@@ -487,8 +480,9 @@ impl Api {
         if streams::policy(&self.shared.config, &body.stream).is_none() {
             return Err(bad_request(format!("{} keeps no history", body.stream)));
         }
-        if body.limit == 0 || body.limit > 1000 {
-            return Err(bad_request("limit must be 1 to 1000"));
+        let limit_max = crate::limits::HISTORY_LIMIT_MAX;
+        if body.limit == 0 || body.limit > limit_max {
+            return Err(bad_request(format!("limit must be 1 to {limit_max}")));
         }
         let request = ReadRequest {
             stream: body.stream.clone(),
@@ -534,7 +528,7 @@ impl Api {
                 user: user.clone(),
                 code: CloseCode::DISCONNECTED_BY_SERVER,
             };
-            self.send_with_retry(shard_idx, event).await?;
+            self.send_event(shard_idx, event)?;
             n_shards += 1;
         }
         Ok(Response::json(
@@ -556,14 +550,13 @@ impl Api {
         let mut receivers = Vec::new();
         for shard_idx in shard_indexes(self.shared.interest.shards(&channel)) {
             let (tx, rx) = futures_channel::oneshot::channel();
-            self.send_with_retry(
+            self.send_event(
                 shard_idx,
                 ShardEvent::Presence {
                     channel: channel_arc.clone(),
                     reply: tx,
                 },
-            )
-            .await?;
+            )?;
             receivers.push(rx);
         }
         let mut clients = Vec::new();

@@ -7,7 +7,6 @@ pub mod http;
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::engine::Shared;
 use crate::mesh::MeshSender;
@@ -30,12 +29,6 @@ pub async fn run(shared: Arc<Shared>, sender: MeshSender, listener: std::net::Tc
     let idle_timeout = api_config.idle_timeout;
     let mesh = sender.mesh().clone();
     let api = Rc::new(api::Api::new(shared.clone(), sender));
-    // The control thread is not a mesh consumer, so it polls the shutdown
-    // flag; 50 ms is far below any shutdown deadline.
-    let shutdown = async move {
-        while !mesh.is_shutting_down() {
-            monoio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let shutdown = async move { mesh.wait_shutdown().await };
     http::serve(listener, api, limits, idle_timeout, shutdown).await;
 }

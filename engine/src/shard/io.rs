@@ -1,699 +1,483 @@
-//! The task that serves one connection: the HTTP upgrade, then a loop that
-//! waits for readiness and handles what arrives, then the close handshake.
-//!
-//! The task owns the `TcpStream` (so the fd lives exactly as long as the
-//! task) and a slab key; all other state is in the shard's `Conn`. Between
-//! events the task holds no buffer: it awaits `readable` (a PollAdd on
-//! io_uring), the socket turning writable while its queue is blocked, or a
-//! close request, and reads into the shard's scratch buffer.
+//! The shard's socket work: accepting, reading (the upgrade, then frames
+//! decoded in place in the scratch buffer), writing each connection's
+//! queue with one send per turn, and releasing a connection once its
+//! session is done. Decisions are the session's (`crate::session`) and the
+//! admission policy's (`crate::admission`); this module only moves bytes.
 
-use std::future::poll_fn;
-use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
-use std::task::Poll;
-use std::time::Duration;
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd};
 
-use monoio::net::TcpStream;
+use bytes::Bytes;
 use ringcast_protocol::client::{
-    decode_binary, decode_json, encode_connect_binary, encode_connect_json, encode_reply_binary,
-    encode_reply_json, ConnectInfo, Reply, StreamPosition, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON,
+    decode_binary, decode_json, encode_connect_binary, encode_connect_json, ConnectInfo, Reply,
 };
 use ringcast_protocol::close::CloseCode;
-use ringcast_protocol::frame::{encode_close, encode_frame, Limits, Message, OpCode, Role};
-use ringcast_protocol::handshake::{
-    http_error_response, parse_upgrade, response_101, HandshakeLimits, UpgradeRequest,
-};
+use ringcast_protocol::frame::{encode_frame, OpCode, Role};
 
-use super::conn::{CloseReason, Conn};
-use super::{fanout, Shard};
-use crate::auth::AuthError;
+use super::conn::{token_of, Conn};
+use super::poller::Send;
+use super::Shard;
+use crate::admission::{self, Admitted, RefusalKind};
 use crate::channels::personal_channel;
+use crate::limits::{ACCEPTS_PER_TURN_MAX, IOV_MAX, READS_PER_WAKE_MAX};
+use crate::session::{CloseReason, Handshake, Inbound, Session};
 use crate::sys::{self, Io};
 
-/// Reads per readiness event before other connections get a turn.
-const READS_PER_WAKE_MAX: usize = 8;
-/// How long the close handshake may take before the socket is dropped.
-const CLOSE_LINGER: Duration = Duration::from_secs(1);
+/// How often a failing `accept` is logged at most.
+const ACCEPT_ERROR_LOG_INTERVAL_MS: u64 = 10_000;
 
-/// What the upgrade established.
-struct Accepted {
-    user: Rc<str>,
-    /// `?device=` from the connect URL, if given.
-    device: Option<Rc<str>>,
-    /// `?since=<offset>[&epoch=<epoch>]`: the inbox position to recover from.
-    inbox_since: Option<StreamPosition>,
-    binary: bool,
-    expires_at_ms: u64,
-    /// Frames the client sent right behind its upgrade request.
-    leftover: Vec<u8>,
-}
-
-/// How the read loop ended.
-#[derive(Debug)]
-pub(super) enum End {
-    /// We close, telling the peer why.
-    Close(CloseReason),
-    /// The peer sent a close frame; echo its code.
-    PeerClosed(Option<CloseCode>),
-    /// The peer vanished (EOF or socket error): nothing to send.
-    Gone,
-}
-
-pub(super) async fn serve(shard: Rc<Shard>, stream: TcpStream) {
-    let fd = stream.as_raw_fd();
-    let timeout = shard.shared.config.websocket.handshake_timeout;
-    // The upgrade and the close handshake are boxed so their state is
-    // allocated only while they run: the task's own future, which an idle
-    // connection holds for its whole life, keeps just the read loop.
-    let accepted = match Box::pin(monoio::time::timeout(
-        timeout,
-        handshake(&shard, &stream, fd),
-    ))
-    .await
-    {
-        Ok(Some(accepted)) => accepted,
-        Ok(None) => {
-            shard.metrics().handshakes_failed.add(1);
+impl Shard {
+    /// Accepts what the listener has, up to the turn's budget.
+    pub(super) fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
             return;
-        }
-        Err(_elapsed) => {
-            shard.metrics().handshakes_failed.add(1);
-            let response = http_error_response(
-                408,
-                "handshake_timeout",
-                "the upgrade request did not arrive in time",
-                &[],
-            );
-            let _ = Box::pin(write_raw(&stream, fd, &response)).await;
-            return;
-        }
-    };
-    let key = register(&shard, fd, accepted);
-    let end = read_loop(&shard, &stream, fd, key).await;
-    Box::pin(finish(&shard, &stream, fd, key, end)).await;
-}
-
-/// Reads and answers the upgrade request. On refusal the HTTP error has
-/// been written and `None` is returned.
-async fn handshake(shard: &Shard, stream: &TcpStream, fd: RawFd) -> Option<Accepted> {
-    let ws = &shard.shared.config.websocket;
-    let limits = HandshakeLimits {
-        header_bytes_max: ws.header_bytes_max,
-        headers_count_max: ws.headers_count_max,
-    };
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        stream.readable(false).await.ok()?;
-        {
-            let mut scratch = shard.scratch.borrow_mut();
-            let room = (ws.header_bytes_max + 1)
-                .saturating_sub(buf.len())
-                .clamp(1, scratch.len());
-            match sys::recv(fd, &mut scratch[..room]) {
-                Ok(Io::Done(0)) | Err(_) => return None,
-                Ok(Io::Done(n)) => buf.extend_from_slice(&scratch[..n]),
-                Ok(Io::WouldBlock) => continue,
-            }
-        }
-        match parse_upgrade(&buf, &limits) {
-            Ok(None) => continue,
-            Ok(Some((request, consumed))) => {
-                let leftover = buf.get(consumed..).map(<[u8]>::to_vec).unwrap_or_default();
-                return match accept(shard, &request) {
-                    Ok((mut accepted, protocol)) => {
-                        accepted.leftover = leftover;
-                        let response = response_101(&request.key, protocol);
-                        write_raw(stream, fd, &response).await.ok()?;
-                        Some(accepted)
-                    }
-                    Err(response) => {
-                        let _ = write_raw(stream, fd, &response).await;
-                        None
-                    }
-                };
-            }
-            Err(err) => {
-                let _ = write_raw(stream, fd, &err.to_http_response()).await;
-                return None;
-            }
-        }
-    }
-}
-
-/// Decides on a parsed upgrade: path, origin, subprotocol, token, capacity.
-/// The error is the full HTTP response to send.
-fn accept(
-    shard: &Shard,
-    request: &UpgradeRequest,
-) -> Result<(Accepted, Option<&'static str>), Vec<u8>> {
-    let config = &shard.shared.config;
-    let ws = &config.websocket;
-    if request.path != ws.path {
-        return Err(http_error_response(
-            404,
-            "not_found",
-            &format!("WebSocket endpoint is {}", ws.path),
-            &[],
-        ));
-    }
-    if !ws.allowed_origins.is_empty() {
-        let allowed = request
-            .origin
-            .as_deref()
-            .is_some_and(|o| ws.allowed_origins.iter().any(|a| a == o));
-        if !allowed {
-            return Err(http_error_response(
-                403,
-                "origin_not_allowed",
-                "Origin is not in websocket.allowed_origins",
-                &[],
-            ));
-        }
-    }
-    let (binary, protocol) = negotiate(&request.protocols).ok_or_else(|| {
-        http_error_response(
-            400,
-            "unsupported_subprotocol",
-            &format!(
-                "offer {SUBPROTOCOL_JSON} or {SUBPROTOCOL_BINARY}, or no subprotocol for JSON"
-            ),
-            &[],
-        )
-    })?;
-    let token = request.query_param("token").or_else(|| {
-        request
-            .authorization
-            .as_deref()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(|t| t.trim().to_string())
-    });
-    let (user, expires_at_ms): (Rc<str>, u64) = match token {
-        None if config.auth.allow_anonymous => ("".into(), 0),
-        token => match shard.shared.auth.verify(token.as_deref().unwrap_or("")) {
-            Ok(claims) if crate::channels::validate_user_id(&claims.sub).is_err() => {
-                shard.metrics().auth_failures.add(1);
-                return Err(auth_refusal(&AuthError::Invalid(format!(
-                    "`sub` must be 1 to {} bytes without spaces or control characters",
-                    crate::channels::USER_ID_BYTES_MAX
-                ))));
-            }
-            Ok(claims) => (claims.sub.as_str().into(), claims.exp.saturating_mul(1000)),
-            Err(err) => {
-                shard.metrics().auth_failures.add(1);
-                return Err(auth_refusal(&err));
-            }
-        },
-    };
-    let device = match request.query_param("device") {
-        None => None,
-        Some(device) if valid_device_id(&device) => Some(Rc::from(device.as_str())),
-        Some(_) => {
-            return Err(http_error_response(
-                400,
-                "invalid_device",
-                "device must be 1 to 64 printable ASCII characters",
-                &[],
-            ))
-        }
-    };
-    let inbox_since = match (request.query_param("since"), request.query_param("epoch")) {
-        (None, None) => None,
-        (Some(offset), epoch) => {
-            let offset = offset.parse::<u64>().ok();
-            let epoch = epoch.map_or(Some(0), |e| e.parse::<u64>().ok());
-            match (offset, epoch) {
-                (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
-                _ => {
-                    return Err(http_error_response(
-                        400,
-                        "invalid_since",
-                        "since and epoch must be decimal u64 numbers",
-                        &[],
-                    ))
-                }
-            }
-        }
-        (None, Some(_)) => {
-            return Err(http_error_response(
-                400,
-                "invalid_since",
-                "epoch needs since",
-                &[],
-            ));
-        }
-    };
-    if shard.n_conns() >= ws.connections_max_per_shard as usize {
-        return Err(http_error_response(
-            503,
-            "at_capacity",
-            "connection limit reached; retry later",
-            &[("Retry-After", "5")],
-        ));
-    }
-    Ok((
-        Accepted {
-            user,
-            device,
-            inbox_since,
-            binary,
-            expires_at_ms,
-            leftover: Vec::new(),
-        },
-        protocol,
-    ))
-}
-
-fn valid_device_id(device: &str) -> bool {
-    !device.is_empty() && device.len() <= 64 && device.bytes().all(|b| b.is_ascii_graphic())
-}
-
-fn auth_refusal(err: &AuthError) -> Vec<u8> {
-    http_error_response(
-        401,
-        err.code(),
-        &err.to_string(),
-        &[("WWW-Authenticate", "Bearer")],
-    )
-}
-
-/// Picks the first offered subprotocol we speak. No offer means JSON.
-/// `None` when only unknown subprotocols were offered.
-fn negotiate(offered: &[String]) -> Option<(bool, Option<&'static str>)> {
-    if offered.is_empty() {
-        return Some((false, None));
-    }
-    offered.iter().find_map(|p| match p.as_str() {
-        SUBPROTOCOL_JSON => Some((false, Some(SUBPROTOCOL_JSON))),
-        SUBPROTOCOL_BINARY => Some((true, Some(SUBPROTOCOL_BINARY))),
-        _ => None,
-    })
-}
-
-/// Puts the connection in the slab, queues the `connect` message, joins its
-/// personal channel and, when the URL gave an inbox position or a device
-/// with a stored cursor, recovers the inbox.
-///
-/// Recovery starts here, before the inbox is joined, so no live push of the
-/// inbox can reach the client ahead of (or twice with) the replay. Its result
-/// arrives as a subscribe reply with id 0, an id no client command uses.
-fn register(shard: &Rc<Shard>, fd: RawFd, accepted: Accepted) -> usize {
-    let client_id = shard.next_client_id();
-    let recover_inbox =
-        !accepted.user.is_empty() && (accepted.inbox_since.is_some() || accepted.device.is_some());
-    let mut conn = Conn::new(
-        fd,
-        client_id,
-        accepted.user.clone(),
-        accepted.device,
-        accepted.binary,
-        shard.now_ms(),
-    );
-    conn.expires_at_ms = accepted.expires_at_ms;
-    if !accepted.leftover.is_empty() {
-        conn.partial = Some(accepted.leftover.into_boxed_slice());
-    }
-    let key = shard.conns.borrow_mut().insert(conn);
-    let metrics = shard.metrics();
-    metrics.connections.add(1);
-    metrics.connections_accepted.add(1);
-    let info = ConnectInfo {
-        client_id,
-        user: accepted.user.to_string(),
-        expires_at_ms: accepted.expires_at_ms,
-        ping_interval_ms: shard.shared.config.websocket.ping_interval.as_millis() as u64,
-        shard: shard.idx as u16,
-    };
-    let frame = if accepted.binary {
-        encode_frame(OpCode::Binary, &encode_connect_binary(&info), None)
-    } else {
-        encode_frame(OpCode::Text, &encode_connect_json(&info), None)
-    };
-    shard.send_frame(key, frame);
-    if !accepted.user.is_empty() {
-        let inbox = personal_channel(&accepted.user);
-        if recover_inbox {
-            super::recovery::begin(shard, key, &inbox);
-        }
-        shard.subscribe(key, &inbox);
-        if recover_inbox {
-            let work = super::recovery::run(
-                shard.clone(),
-                key,
-                client_id,
-                inbox,
-                accepted.inbox_since,
-                true,
-            );
-            super::commands::spawn_reply(shard, key, client_id, 0, work);
-        }
-    }
-    shard.flush_dirty();
-    key
-}
-
-/// What woke the connection task.
-enum Wake {
-    Readable(std::io::Result<()>),
-    Writable(std::io::Result<()>),
-    Changed,
-}
-
-async fn read_loop(shard: &Rc<Shard>, stream: &TcpStream, fd: RawFd, key: usize) -> End {
-    let has_leftover = shard
-        .conns
-        .borrow()
-        .get(key)
-        .is_some_and(|c| c.partial.is_some());
-    if has_leftover {
-        if let Some(end) = read_and_handle(shard, key, fd) {
-            return end;
-        }
-    }
-    loop {
-        let (closing, blocked) = match shard.conns.borrow().get(key) {
-            Some(conn) => (conn.closing, conn.write_blocked),
-            None => return End::Gone,
         };
-        if let Some(reason) = closing {
-            return End::Close(reason);
-        }
-        let changed = poll_fn(|cx| {
-            let mut conns = shard.conns.borrow_mut();
-            let Some(conn) = conns.get_mut(key) else {
-                return Poll::Ready(());
-            };
-            if conn.closing.is_some() || conn.write_blocked != blocked {
-                Poll::Ready(())
-            } else {
-                conn.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        });
-        let wake = if blocked {
-            // Rare (a full socket), so boxed: the idle state stays small.
-            Box::pin(async {
-                monoio::select! {
-                    r = stream.readable(false) => Wake::Readable(r),
-                    w = stream.writable(false) => Wake::Writable(w),
-                    _ = changed => Wake::Changed,
+        // Connections still in their upgrade count too, so a flood of
+        // half-open upgrades cannot grow the slab past its size.
+        let slots_max = self.conns.capacity();
+        for _ in 0..ACCEPTS_PER_TURN_MAX {
+            match sys::accept(listener) {
+                Ok(Some(fd)) => {
+                    if self.conns.len() >= slots_max {
+                        self.metrics().handshakes_failed.add(1);
+                        continue; // dropped: closed at once
+                    }
+                    sys::set_nodelay(&fd);
+                    let raw = fd.as_raw_fd();
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    entry.insert(Conn::new(
+                        fd,
+                        Session::new(self.now_ms, &self.session_config),
+                    ));
+                    if let Err(err) = self.poller.register(raw, token_of(key)) {
+                        tracing::warn!(shard = self.idx, error = %err, "cannot watch a socket");
+                        self.conns.remove(key);
+                    }
                 }
-            })
-            .await
+                Ok(None) => return,
+                Err(err) => {
+                    // EMFILE and friends: try again at the next tick rather
+                    // than spin, and say so once per interval, not per try.
+                    if self.now_ms >= self.accept_error_logged_ms + ACCEPT_ERROR_LOG_INTERVAL_MS {
+                        self.accept_error_logged_ms = self.now_ms;
+                        tracing::warn!(shard = self.idx, error = %err, "accept failed");
+                    }
+                    self.accept_again = true;
+                    return;
+                }
+            }
+        }
+        self.accept_again = true;
+    }
+
+    /// The poller says connection `key` needs a look.
+    pub(super) fn on_ready(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.session.is_handshaking() {
+            self.read_handshake(key);
+        } else if conn.session.is_open() {
+            self.read_frames(key);
         } else {
-            monoio::select! {
-                r = stream.readable(false) => Wake::Readable(r),
-                _ = changed => Wake::Changed,
-            }
-        };
-        match wake {
-            Wake::Changed => continue,
-            Wake::Readable(Err(_)) | Wake::Writable(Err(_)) => return End::Gone,
-            Wake::Writable(Ok(())) => {
-                let ws = &shard.shared.config.websocket;
-                let mut conns = shard.conns.borrow_mut();
-                let Some(conn) = conns.get_mut(key) else {
-                    return End::Gone;
-                };
-                conn.write_blocked = false;
-                if !fanout::flush_conn(
-                    conn,
-                    ws.outbound_queue_bytes_max,
-                    shard.metrics(),
-                    shard.now_ms(),
-                ) {
-                    return End::Gone;
-                }
-            }
-            Wake::Readable(Ok(())) => {
-                if let Some(end) = read_and_handle(shard, key, fd) {
-                    return end;
-                }
-            }
+            self.drain_closing(key);
         }
+        // Readiness may also mean writable (epoll): retry a blocked queue.
+        self.mark_dirty(key);
     }
-}
 
-/// Reads what the socket has, decodes frames in place in the scratch buffer
-/// and handles each message. `Some` when the connection must end.
-fn read_and_handle(shard: &Rc<Shard>, key: usize, fd: RawFd) -> Option<End> {
-    let ws = &shard.shared.config.websocket;
-    let limits = Limits {
-        frame_bytes_max: ws.frame_bytes_max,
-        message_bytes_max: ws.message_bytes_max,
-    };
-    let (mut decoder, partial) = {
-        let mut conns = shard.conns.borrow_mut();
-        let conn = conns.get_mut(key)?;
-        (std::mem::take(&mut conn.decoder), conn.partial.take())
-    };
-    let mut scratch = shard.scratch.borrow_mut();
-    let mut filled = 0;
-    if let Some(partial) = partial {
-        scratch[..partial.len()].copy_from_slice(&partial);
-        filled = partial.len();
-    }
-    let mut end = None;
-    let mut reads = 0;
-    'reading: loop {
-        let mut start = 0;
-        while start < filled {
-            match decoder.decode(&mut scratch[start..filled], Role::Server, &limits) {
-                Ok(None) => break,
-                Ok(Some(decoded)) => {
-                    start += decoded.consumed;
-                    if let Some(message) = decoded.message {
-                        if let Some(e) = handle_message(shard, key, message) {
-                            end = Some(e);
-                            break 'reading;
+    fn read_handshake(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let room = (self.session_config.handshake.header_bytes_max + 1).min(self.scratch.len());
+        let outcome = match sys::recv(&conn.fd, &mut self.scratch[..room]) {
+            Ok(Io::WouldBlock) => return,
+            Ok(Io::Done(0)) | Err(_) => {
+                conn.session.on_eof();
+                self.metrics().handshakes_failed.add(1);
+                return;
+            }
+            Ok(Io::Done(n)) => conn.session.on_handshake_bytes(
+                self.now_ms,
+                &self.scratch[..n],
+                &self.session_config,
+            ),
+        };
+        match outcome {
+            Handshake::Incomplete => {}
+            Handshake::Refused => self.metrics().handshakes_failed.add(1),
+            Handshake::Request(request) => {
+                match admission::admit(
+                    &self.shared.config,
+                    &self.shared.auth,
+                    &request,
+                    self.n_open,
+                ) {
+                    Ok(admitted) => {
+                        self.open(key, admitted);
+                        // Frames the client sent right behind its upgrade.
+                        self.read_frames(key);
+                    }
+                    Err(refusal) => {
+                        let metrics = &self.shared.metrics[self.idx];
+                        metrics.handshakes_failed.add(1);
+                        if refusal.kind == RefusalKind::Auth {
+                            metrics.auth_failures.add(1);
+                        }
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            conn.session.refuse(
+                                self.now_ms,
+                                Bytes::from(refusal.response),
+                                &self.session_config,
+                            );
                         }
                     }
                 }
-                Err(err) => {
-                    shard.metrics().protocol_errors.add(1);
-                    end = Some(End::Close(CloseReason {
-                        code: err.close_code,
-                        reason: err.reason,
-                        flush_queue: true,
-                    }));
-                    break 'reading;
-                }
             }
         }
-        scratch.copy_within(start..filled, 0);
-        filled -= start;
-        // The decoder refuses frames over frame_bytes_max from their header,
-        // and scratch holds one such frame, so a full buffer cannot happen.
-        assert!(filled < scratch.len(), "scratch buffer full of one frame");
-        if reads == READS_PER_WAKE_MAX {
-            break;
+    }
+
+    /// The upgrade was accepted: queue the 101 and the `connect` message,
+    /// join the personal channel and, when the URL gave an inbox position or
+    /// a device with a stored cursor, recover the inbox.
+    ///
+    /// Recovery starts before the inbox is joined, so no live push of the
+    /// inbox can reach the client ahead of (or twice with) the replay. Its
+    /// result arrives as a subscribe reply with id 0, an id no client
+    /// command uses.
+    fn open(&mut self, key: usize, admitted: Admitted) {
+        let client_id = self.next_client_id();
+        let recover_inbox = admitted.recovers_inbox();
+        let info = ConnectInfo {
+            client_id,
+            user: admitted.user.to_string(),
+            expires_at_ms: admitted.expires_at_ms,
+            ping_interval_ms: self.session_config.ping_interval_ms,
+            shard: self.idx as u16,
+        };
+        let connect = if admitted.binary {
+            encode_frame(OpCode::Binary, &encode_connect_binary(&info), None)
+        } else {
+            encode_frame(OpCode::Text, &encode_connect_json(&info), None)
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.client_id = client_id;
+        conn.user = admitted.user.clone();
+        conn.device = admitted.device.clone();
+        conn.counted = true;
+        conn.session.accept(
+            self.now_ms,
+            Bytes::from(admitted.response),
+            admitted.binary,
+            admitted.expires_at_ms,
+        );
+        conn.session
+            .queue(connect, self.now_ms, &self.session_config);
+        self.n_open += 1;
+        let metrics = &self.shared.metrics[self.idx];
+        metrics.connections.add(1);
+        metrics.connections_accepted.add(1);
+        if !admitted.user.is_empty() {
+            let inbox = personal_channel(&admitted.user);
+            if recover_inbox {
+                self.conns[key].session.begin_recovery(&inbox);
+            }
+            self.subscribe(key, &inbox);
+            if recover_inbox {
+                self.start_recovery(key, 0, inbox, admitted.inbox_since, true);
+            }
         }
-        reads += 1;
-        match sys::recv(fd, &mut scratch[filled..]) {
-            Ok(Io::WouldBlock) => break,
-            Ok(Io::Done(0)) | Err(_) => {
-                end = Some(End::Gone);
+        self.mark_dirty(key);
+    }
+
+    /// Reads what the socket has, decodes frames in place in the scratch
+    /// buffer and handles each message.
+    pub(super) fn read_frames(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut decoder = conn.session.take_decoder();
+        let mut filled = 0;
+        if let Some(partial) = conn.session.take_partial() {
+            scratch[..partial.len()].copy_from_slice(&partial);
+            filled = partial.len();
+        }
+        let mut reads = 0;
+        let mut more = false;
+        let mut received = false;
+        'reading: loop {
+            let mut start = 0;
+            while start < filled {
+                match decoder.decode(
+                    &mut scratch[start..filled],
+                    Role::Server,
+                    &self.session_config.frame,
+                ) {
+                    Ok(None) => break,
+                    Ok(Some(decoded)) => {
+                        start += decoded.consumed;
+                        let Some(message) = decoded.message else {
+                            continue;
+                        };
+                        let Some(conn) = self.conns.get_mut(key) else {
+                            break 'reading;
+                        };
+                        match conn
+                            .session
+                            .on_message(self.now_ms, message, &self.session_config)
+                        {
+                            Inbound::Handled => {}
+                            Inbound::Command(bytes) => self.on_command(key, bytes),
+                            Inbound::Closing => break 'reading,
+                            Inbound::Violation => {
+                                self.metrics().protocol_errors.add(1);
+                                break 'reading;
+                            }
+                        }
+                        if self.conns.get(key).is_none_or(|c| !c.session.is_open()) {
+                            break 'reading;
+                        }
+                    }
+                    Err(err) => {
+                        self.metrics().protocol_errors.add(1);
+                        self.close(
+                            key,
+                            CloseReason {
+                                code: err.close_code,
+                                reason: err.reason,
+                                flush_queue: true,
+                            },
+                        );
+                        break 'reading;
+                    }
+                }
+            }
+            scratch.copy_within(start..filled, 0);
+            filled -= start;
+            // The decoder refuses frames over frame_bytes_max from their
+            // header, and scratch holds one such frame, so a full buffer
+            // cannot happen.
+            assert!(filled < scratch.len(), "scratch buffer full of one frame");
+            if reads == READS_PER_WAKE_MAX {
+                more = true;
                 break;
             }
-            Ok(Io::Done(n)) => {
-                filled += n;
-                shard.metrics().bytes_in.add(n as u64);
-            }
-        }
-    }
-    {
-        let mut conns = shard.conns.borrow_mut();
-        if let Some(conn) = conns.get_mut(key) {
-            conn.decoder = decoder;
-            if end.is_none() && filled > 0 {
-                conn.partial = Some(scratch[..filled].to_vec().into_boxed_slice());
-            }
-            conn.last_rx_ms = shard.now_ms();
-            conn.ping_sent_ms = 0;
-        }
-    }
-    drop(scratch);
-    shard.flush_dirty();
-    end
-}
-
-fn handle_message(shard: &Rc<Shard>, key: usize, message: Message<'_>) -> Option<End> {
-    let binary = shard.conns.borrow().get(key)?.binary;
-    match message {
-        Message::Text(bytes) if !binary => {
-            shard.metrics().messages_in.add(1);
-            match decode_json(bytes) {
-                Ok(command) => super::commands::handle(shard, key, command),
-                Err(err) => bad_command(shard, key, err),
-            }
-        }
-        Message::Binary(bytes) if binary => {
-            shard.metrics().messages_in.add(1);
-            match decode_binary(bytes) {
-                Ok(command) => super::commands::handle(shard, key, command),
-                Err(err) => bad_command(shard, key, err),
-            }
-        }
-        Message::Text(_) | Message::Binary(_) => {
-            shard.metrics().protocol_errors.add(1);
-            Some(End::Close(CloseReason {
-                code: CloseCode::UNSUPPORTED_DATA,
-                reason: if binary {
-                    "binary subprotocol takes binary frames"
-                } else {
-                    "JSON subprotocol takes text frames"
-                },
-                flush_queue: true,
-            }))
-        }
-        Message::Ping(payload) => {
-            shard.send_frame(key, encode_frame(OpCode::Pong, payload, None));
-            None
-        }
-        Message::Pong(_) => None,
-        Message::Close(close) => Some(End::PeerClosed(close.map(|(code, _)| code))),
-    }
-}
-
-/// A command that did not decode: answer it when its id was readable,
-/// otherwise the stream of commands cannot be trusted and the connection
-/// closes with 4006.
-fn bad_command(
-    shard: &Shard,
-    key: usize,
-    err: ringcast_protocol::client::CommandError,
-) -> Option<End> {
-    match err.id {
-        Some(id) => {
-            send_reply(
-                shard,
-                key,
-                &Reply::Error {
-                    id,
-                    code: err.code,
-                    message: err.message,
-                },
-            );
-            None
-        }
-        None => {
-            shard.metrics().protocol_errors.add(1);
-            Some(End::Close(CloseReason {
-                code: CloseCode::BAD_REQUEST,
-                reason: "undecodable command",
-                flush_queue: true,
-            }))
-        }
-    }
-}
-
-pub(super) fn send_reply(shard: &Shard, key: usize, reply: &Reply) {
-    let Some(binary) = shard.conns.borrow().get(key).map(|c| c.binary) else {
-        return;
-    };
-    let frame = if binary {
-        encode_frame(OpCode::Binary, &encode_reply_binary(reply), None)
-    } else {
-        encode_frame(OpCode::Text, &encode_reply_json(reply), None)
-    };
-    shard.send_frame(key, frame);
-}
-
-/// Leaves every channel, runs the close handshake (bounded by
-/// `CLOSE_LINGER`), and frees the slot.
-async fn finish(shard: &Shard, stream: &TcpStream, fd: RawFd, key: usize, end: End) {
-    shard.unsubscribe_all(key);
-    let (close_frame, wait_for_peer) = match end {
-        End::Close(reason) => {
-            if let Some(conn) = shard.conns.borrow_mut().get_mut(key) {
-                conn.closing = Some(reason);
-                if !reason.flush_queue {
-                    conn.out.clear();
-                    conn.out_bytes = 0;
+            reads += 1;
+            let Some(conn) = self.conns.get_mut(key) else {
+                break;
+            };
+            match sys::recv(&conn.fd, &mut scratch[filled..]) {
+                Ok(Io::WouldBlock) => break,
+                Ok(Io::Done(0)) | Err(_) => {
+                    conn.session.on_eof();
+                    break;
+                }
+                Ok(Io::Done(n)) => {
+                    received = true;
+                    filled += n;
+                    self.shared.metrics[self.idx].bytes_in.add(n as u64);
                 }
             }
-            (Some(encode_close(reason.code, reason.reason, None)), true)
         }
-        // RFC 6455 §5.5.1: echo the peer's code; a close without one gets
-        // an empty close back.
-        End::PeerClosed(code) => (
-            Some(match code {
-                Some(code) => encode_close(code, "", None),
-                None => bytes::Bytes::from_static(&[0x88, 0x00]),
-            }),
-            false,
-        ),
-        End::Gone => (None, false),
-    };
-    if let Some(frame) = close_frame {
-        {
-            let mut conns = shard.conns.borrow_mut();
-            if let Some(conn) = conns.get_mut(key) {
-                conn.out_bytes += frame.len();
-                conn.out.push_back(frame);
-                conn.write_blocked = false;
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.session.put_decoder(decoder);
+            if received {
+                conn.session.on_receive(self.now_ms);
+            }
+            if conn.session.is_open() {
+                conn.session.keep_partial(&scratch[..filled]);
+                if more && !conn.in_read_again {
+                    conn.in_read_again = true;
+                    self.read_again.push(key);
+                }
             }
         }
-        let flushed = monoio::time::timeout(CLOSE_LINGER, flush_all(shard, stream, key)).await;
-        if matches!(flushed, Ok(true)) && wait_for_peer {
-            sys::shutdown_write(fd);
-            let _ = monoio::time::timeout(CLOSE_LINGER, drain_until_eof(shard, stream, fd)).await;
-        }
+        self.scratch = scratch;
+        self.mark_dirty(key);
     }
-    let mut conns = shard.conns.borrow_mut();
-    if conns.try_remove(key).is_some() {
-        shard.metrics().connections.sub(1);
-    }
-    if conns.is_empty() {
-        if let Some(waker) = shard.idle_waker.borrow_mut().take() {
-            waker.wake();
-        }
-    }
-}
 
-/// Writes the whole queue, waiting for writability as needed.
-async fn flush_all(shard: &Shard, stream: &TcpStream, key: usize) -> bool {
-    let queue_bytes_max = shard.shared.config.websocket.outbound_queue_bytes_max;
-    loop {
-        {
-            let mut conns = shard.conns.borrow_mut();
-            let Some(conn) = conns.get_mut(key) else {
-                return false;
-            };
-            conn.write_blocked = false;
-            if !fanout::flush_conn(conn, queue_bytes_max, shard.metrics(), shard.now_ms()) {
-                return false;
+    /// After our close frame: read and discard until the peer closes.
+    fn drain_closing(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        loop {
+            match sys::recv(&conn.fd, &mut self.scratch[..]) {
+                Ok(Io::Done(0)) | Err(_) => {
+                    conn.session.on_eof();
+                    return;
+                }
+                Ok(Io::Done(_)) => {}
+                Ok(Io::WouldBlock) => return,
             }
-            if conn.out.is_empty() {
-                return true;
-            }
-        }
-        if stream.writable(false).await.is_err() {
-            return false;
         }
     }
-}
 
-/// After our close frame: read and discard until the peer closes.
-async fn drain_until_eof(shard: &Shard, stream: &TcpStream, fd: RawFd) {
-    loop {
-        if stream.readable(false).await.is_err() {
+    /// Decodes one command and runs it; a command that does not decode is
+    /// answered when its id was readable, otherwise the stream of commands
+    /// cannot be trusted and the connection closes with 4006.
+    fn on_command(&mut self, key: usize, bytes: &[u8]) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        self.shared.metrics[self.idx].messages_in.add(1);
+        let decoded = if conn.session.binary() {
+            decode_binary(bytes)
+        } else {
+            decode_json(bytes)
+        };
+        match decoded {
+            Ok(command) => self.handle_command(key, command),
+            Err(err) => match err.id {
+                Some(id) => self.send_reply(
+                    key,
+                    &Reply::Error {
+                        id,
+                        code: err.code,
+                        message: err.message,
+                    },
+                ),
+                None => {
+                    self.metrics().protocol_errors.add(1);
+                    self.close(
+                        key,
+                        CloseReason {
+                            code: CloseCode::BAD_REQUEST,
+                            reason: "undecodable command",
+                            flush_queue: true,
+                        },
+                    );
+                }
+            },
+        }
+    }
+
+    /// A send of `key` completed (io_uring).
+    pub(super) fn on_sent(&mut self, key: usize, result: std::io::Result<usize>) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            unreachable!("send completion for free slot {key}");
+        };
+        match result {
+            Ok(written) => {
+                conn.session
+                    .on_sent(written, self.now_ms, &self.session_config);
+                self.shared.metrics[self.idx].bytes_out.add(written as u64);
+            }
+            Err(err) => {
+                conn.session.on_sent(0, self.now_ms, &self.session_config);
+                // Cancelled (the session is done) or "try again" (retried
+                // next turn): not a socket failure.
+                if !matches!(err.raw_os_error(), Some(libc::ECANCELED | libc::EAGAIN)) {
+                    conn.session.on_eof();
+                }
+            }
+        }
+        self.resume_replay(key);
+        self.mark_dirty(key);
+    }
+
+    pub(super) fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.in_dirty {
+                conn.in_dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Starts our side of the close handshake on `key`.
+    pub(super) fn close(&mut self, key: usize, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.session
+                .close(self.now_ms, reason, &self.session_config);
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Writes every connection with something queued (one send each), and
+    /// releases those whose session is done.
+    pub(super) fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for key in dirty.drain(..) {
+            self.flush_one(key);
+        }
+        // Hand the allocation back so steady state does not allocate.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn flush_one(&mut self, key: usize) {
+        let now_ms = self.now_ms;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.in_dirty = false;
+        // Direct sends (epoll) go on until the socket is full or the queue
+        // empty; a ring send completes later and comes back here.
+        while conn.session.wants_send() && !conn.session.is_done() {
+            let mut slices = [IoSlice::new(&[]); IOV_MAX];
+            let n_slices = conn.session.start_send(&mut slices);
+            if n_slices == 0 {
+                break;
+            }
+            let offered: usize = slices[..n_slices].iter().map(|s| s.len()).sum();
+            match self
+                .poller
+                .send(conn.fd.as_fd(), token_of(key), &slices[..n_slices])
+            {
+                Send::InFlight => break,
+                Send::Done(Ok(written)) => {
+                    conn.session.on_sent(written, now_ms, &self.session_config);
+                    self.shared.metrics[self.idx].bytes_out.add(written as u64);
+                    if written < offered {
+                        break;
+                    }
+                }
+                Send::Done(Err(_)) => {
+                    conn.session.on_sent(0, now_ms, &self.session_config);
+                    conn.session.on_eof();
+                }
+            }
+        }
+        if conn.session.take_shutdown() {
+            sys::shutdown_write(&conn.fd);
+        }
+        if conn.session.is_done() {
+            if !conn.session.send_in_flight() {
+                self.release(key);
+            } else if !conn.cancel_asked {
+                conn.cancel_asked = true;
+                let _ = self.poller.cancel_send(token_of(key));
+            }
             return;
         }
-        let mut scratch = shard.scratch.borrow_mut();
-        match sys::recv(fd, &mut scratch[..]) {
-            Ok(Io::Done(0)) | Err(_) => return,
-            Ok(Io::Done(_)) | Ok(Io::WouldBlock) => {}
-        }
+        self.resume_replay(key);
     }
-}
 
-/// Writes bytes before the connection is in the slab (handshake replies).
-async fn write_raw(stream: &TcpStream, fd: RawFd, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        match sys::send_vectored(fd, &[std::io::IoSlice::new(bytes)])? {
-            Io::Done(n) => bytes = &bytes[n..],
-            Io::WouldBlock => stream.writable(false).await?,
+    /// Frees slot `key`: leaves every channel, stops watching the socket,
+    /// closes it.
+    pub(super) fn release(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        assert!(
+            !conn.session.send_in_flight(),
+            "slot {key} released with a send in flight"
+        );
+        self.unsubscribe_all(key);
+        let conn = self.conns.remove(key);
+        let _ = self.poller.deregister(conn.fd.as_raw_fd(), token_of(key));
+        if conn.counted {
+            self.n_open -= 1;
+            self.shared.metrics[self.idx].connections.sub(1);
         }
+        self.paused_replays.retain(|job| job.key != key);
+        // `conn.fd` closes here.
     }
-    Ok(())
 }

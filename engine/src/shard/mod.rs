@@ -1,17 +1,21 @@
-//! One shard: a pinned thread running one monoio runtime that owns a slice of
-//! the connections outright.
+//! One shard: a pinned thread running one monoio runtime, whose single task
+//! is this event loop over the connections the shard owns outright.
 //!
-//! All shard state lives in `Shard` behind `RefCell`s that only this thread
-//! touches; tasks on the thread interleave only at `.await` points, and no
-//! borrow is held across one. The shard runs four kinds of task: the accept
-//! loop, one task per connection (`io.rs`), the heartbeat sweep, and the mesh
-//! loop that drains cross-shard events. Nothing here blocks: no locks, no
-//! fjall, no `thread::sleep`.
+//! The loop handles a closed set of events (`Wake`): readiness and send
+//! completions from the poller (`poller.rs`: io_uring or epoll), events
+//! from other shards, the control thread and the store (`mesh.rs`), store
+//! replies to this shard's requests, and the coarse timer tick. Each turn
+//! takes what is ready without waiting, then writes every connection with
+//! something queued (one send per connection, one submit per turn), then
+//! parks in monoio until the next wake. All state is owned by the loop
+//! (`&mut Shard`): no task per connection, no `RefCell`, no locks, no
+//! fjall, no sleeping.
 
 mod commands;
 pub mod conn;
 mod fanout;
 mod io;
+pub mod poller;
 mod recovery;
 
 /// The fan-out loop, for `benches/benches/fanout.rs` only: not part of the
@@ -20,54 +24,69 @@ mod recovery;
 #[doc(hidden)]
 pub use fanout::deliver;
 
-use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
-use std::future::poll_fn;
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::envelope::MessageIdGen;
 use slab::Slab;
 
 use crate::engine::Shared;
+use crate::limits::{SWEEPS_PER_PERIOD, SWEEP_TICK_MS_MAX, SWEEP_TICK_MS_MIN};
 use crate::mesh::{MeshReceiver, MeshSender, PresenceEntry, ShardEvent, MESH_DRAIN_MAX};
-use conn::{CloseReason, Conn};
+use crate::session::{CloseReason, SessionConfig};
+use conn::Conn;
+use poller::{Event, Poller};
 
-/// Sweeps per heartbeat period: each connection is checked this many times
-/// per `min(ping_interval, pong_timeout)`.
-const SWEEPS_PER_PERIOD: u64 = 10;
-
-/// Events parked because the destination's mesh queue was full, per
-/// destination shard, so order per destination is kept.
-const BACKLOG_EVENTS_MAX: usize = 65_536;
+/// A store reply on its way back to the loop.
+type StoreFuture = Pin<Box<dyn Future<Output = commands::StoreDone>>>;
 
 pub struct Shard {
     pub idx: usize,
-    pub shared: Arc<Shared>,
+    shared: Arc<Shared>,
     sender: MeshSender,
-    conns: RefCell<Slab<Conn>>,
+    session_config: SessionConfig,
+    conns: Slab<Conn>,
     /// channel → keys of local connections subscribed to it.
-    subscribers: RefCell<HashMap<Rc<str>, Vec<usize>>>,
-    /// Connections with frames queued since the last flush.
-    dirty: RefCell<Vec<usize>>,
-    /// The shard's one read buffer; see `sys`.
-    scratch: RefCell<Box<[u8]>>,
-    message_ids: RefCell<MessageIdGen>,
-    /// Per destination shard: events the mesh refused, oldest first.
-    backlog: RefCell<Vec<VecDeque<ShardEvent>>>,
-    backlog_waker: RefCell<Option<Waker>>,
-    /// Unix milliseconds, refreshed by the sweep and on every mesh drain.
-    now_ms: Cell<u64>,
-    next_client_seq: Cell<u64>,
+    subscribers: HashMap<Rc<str>, Vec<usize>>,
+    /// Connections with something to send or to finish this turn.
+    dirty: Vec<usize>,
+    /// Connections that hit the per-turn read cap with more to read.
+    read_again: Vec<usize>,
+    /// The shard's one read buffer.
+    scratch: Box<[u8]>,
+    message_ids: MessageIdGen,
+    /// Unix milliseconds, refreshed at the start of every turn.
+    now_ms: u64,
+    next_client_seq: u64,
     /// Unix milliseconds when this shard started; part of default device ids.
     started_unix_ms: u64,
-    stopping: Cell<bool>,
-    accept_waker: RefCell<Option<Waker>>,
-    idle_waker: RefCell<Option<Waker>>,
+    poller: Poller,
+    /// `None` once the shard stopped accepting.
+    listener: Option<OwnedFd>,
+    /// Accept again next tick (the process ran out of fds, or the turn's
+    /// accept budget was spent).
+    accept_again: bool,
+    /// When accept last logged a failure, to log it once per interval.
+    accept_error_logged_ms: u64,
+    store_replies: FuturesUnordered<StoreFuture>,
+    /// Replays waiting for their connection's queue to drain.
+    paused_replays: Vec<recovery::Job>,
+    sweep_cursor: usize,
+    next_sweep_ms: u64,
+    /// Open (upgraded) connections.
+    n_open: usize,
+    /// Events taken from the poller this turn (kept to reuse its allocation).
+    events: Vec<Event>,
+    stopping: bool,
 }
 
 pub fn unix_ms() -> u64 {
@@ -78,48 +97,62 @@ pub fn unix_ms() -> u64 {
 }
 
 impl Shard {
-    pub fn new(idx: usize, shared: Arc<Shared>, sender: MeshSender) -> Shard {
-        let ws = &shared.config.websocket;
+    pub fn new(
+        idx: usize,
+        shared: Arc<Shared>,
+        sender: MeshSender,
+        listener: OwnedFd,
+    ) -> std::io::Result<Shard> {
+        let config = &shared.config;
+        let ws = &config.websocket;
         // A whole frame plus its header must fit the scratch buffer, since
         // frames are decoded in place.
         let scratch_bytes = (ws.frame_bytes_max + 14).max(64 * 1024);
-        let n_shards = shared.mesh.n_consumers();
-        let node_id = shared.config.server.node_id.get();
-        Shard {
+        let node_id = config.server.node_id.get();
+        let id_shard = ringcast_protocol::limits::id_shard_of(idx)
+            .unwrap_or_else(|| panic!("shard index {idx} is over SHARDS_MAX"));
+        let mut poller = Poller::new(shared.driver)?;
+        poller.register(std::os::fd::AsRawFd::as_raw_fd(&listener), 0)?;
+        let now = unix_ms();
+        Ok(Shard {
             idx,
-            message_ids: RefCell::new(MessageIdGen::new(node_id, idx as u8)),
+            message_ids: MessageIdGen::new(node_id, id_shard),
             sender,
+            session_config: SessionConfig::new(config),
             // Sized for the configured maximum up front: the pages are only
             // committed as slots are used, and the slab never reallocates
             // (a doubling copy at 16k connections costs more than the
             // connections themselves).
-            conns: RefCell::new(Slab::with_capacity(ws.connections_max_per_shard as usize)),
-            subscribers: RefCell::new(HashMap::new()),
-            dirty: RefCell::new(Vec::new()),
-            scratch: RefCell::new(vec![0; scratch_bytes].into_boxed_slice()),
-            backlog: RefCell::new((0..n_shards).map(|_| VecDeque::new()).collect()),
-            backlog_waker: RefCell::new(None),
-            now_ms: Cell::new(unix_ms()),
-            next_client_seq: Cell::new(1),
-            started_unix_ms: unix_ms(),
-            stopping: Cell::new(false),
-            accept_waker: RefCell::new(None),
-            idle_waker: RefCell::new(None),
+            conns: Slab::with_capacity(ws.connections_max_per_shard as usize),
+            subscribers: HashMap::new(),
+            dirty: Vec::new(),
+            read_again: Vec::new(),
+            scratch: vec![0; scratch_bytes].into_boxed_slice(),
+            now_ms: now,
+            next_client_seq: 1,
+            started_unix_ms: now,
+            poller,
+            listener: Some(listener),
+            accept_again: false,
+            accept_error_logged_ms: 0,
+            store_replies: FuturesUnordered::new(),
+            paused_replays: Vec::new(),
+            sweep_cursor: 0,
+            next_sweep_ms: now,
+            n_open: 0,
+            events: Vec::new(),
+            stopping: false,
             shared,
-        }
+        })
     }
 
     pub fn metrics(&self) -> &crate::metrics::ShardMetrics {
         &self.shared.metrics[self.idx]
     }
 
-    pub fn now_ms(&self) -> u64 {
-        self.now_ms.get()
-    }
-
-    fn next_client_id(&self) -> u64 {
-        let seq = self.next_client_seq.get();
-        self.next_client_seq.set(seq + 1);
+    fn next_client_id(&mut self) -> u64 {
+        let seq = self.next_client_seq;
+        self.next_client_seq += 1;
         let node_id = u64::from(self.shared.config.server.node_id.get());
         (node_id << 58) | ((self.idx as u64) << 52) | (seq & ((1 << 52) - 1))
     }
@@ -128,78 +161,164 @@ impl Shard {
     /// `?device=`, or one unique to the connection. Client ids restart with
     /// the process, so the shard's start time is part of the default and a
     /// cursor acked under it can never be read back by another connection.
-    pub(super) fn device_id(&self, conn: &Conn) -> String {
+    fn device_id(&self, conn: &Conn) -> String {
         match &conn.device {
             Some(device) => device.to_string(),
             None => format!("conn-{}-{}", self.started_unix_ms, conn.client_id),
         }
     }
 
-    pub fn n_conns(&self) -> usize {
-        self.conns.borrow().len()
+    /// The sweep tick: each connection is visited `SWEEPS_PER_PERIOD` times
+    /// per the shortest of its timeouts.
+    fn tick_ms(&self) -> u64 {
+        let c = &self.session_config;
+        let period = c
+            .ping_interval_ms
+            .min(c.pong_timeout_ms)
+            .min(c.slow_consumer_timeout_ms)
+            .min(c.handshake_timeout_ms)
+            .min(c.close_linger_ms);
+        (period / u64::from(SWEEPS_PER_PERIOD)).clamp(SWEEP_TICK_MS_MIN, SWEEP_TICK_MS_MAX)
     }
 
     /// Runs the shard until shutdown has been asked and every connection
     /// has closed (or the grace period ran out).
-    pub async fn run(
-        self: Rc<Self>,
-        listener: monoio::net::TcpListener,
-        mut receiver: MeshReceiver,
-    ) {
-        monoio::spawn(self.clone().accept_loop(listener));
-        monoio::spawn(self.clone().sweep_loop());
-        monoio::spawn(self.clone().backlog_loop());
-        loop {
-            receiver.wait().await;
-            if self.shared.mesh.is_shutting_down() {
-                // Publications already handed to this shard were
-                // acknowledged to their publishers: deliver them before the
-                // connections close.
-                self.now_ms.set(unix_ms());
-                while receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event)) > 0 {}
-                self.flush_dirty();
-                break;
+    pub async fn run(mut self, mut receiver: MeshReceiver) {
+        let waiter = match self.poller.waiter() {
+            Ok(waiter) => waiter,
+            Err(err) => {
+                tracing::error!(shard = self.idx, error = %err, "poller cannot join the runtime");
+                return;
             }
-            self.now_ms.set(unix_ms());
-            let taken = receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event));
-            self.flush_dirty();
-            if taken == MESH_DRAIN_MAX {
+        };
+        let tick = Duration::from_millis(self.tick_ms());
+        let mut grace_deadline_ms = u64::MAX;
+        loop {
+            let busy = self.turn(&mut receiver);
+            if self.shared.mesh.is_shutting_down() && !self.stopping {
+                self.begin_shutdown();
+                grace_deadline_ms =
+                    self.now_ms + self.shared.config.server.shutdown_grace.as_millis() as u64;
+            }
+            if self.stopping {
+                if self.conns.is_empty() {
+                    break;
+                }
+                if self.now_ms >= grace_deadline_ms {
+                    tracing::warn!(
+                        shard = self.idx,
+                        left = self.conns.len(),
+                        "shutdown grace ran out; dropping connections"
+                    );
+                    break;
+                }
+            }
+            if busy {
                 yield_now().await;
+                continue;
+            }
+            let mut done = None;
+            {
+                let store_replies = &mut self.store_replies;
+                let next_reply = poll_fn(|cx| {
+                    if store_replies.is_empty() {
+                        return Poll::Pending;
+                    }
+                    match store_replies.poll_next_unpin(cx) {
+                        Poll::Ready(Some(reply)) => Poll::Ready(reply),
+                        _ => Poll::Pending,
+                    }
+                });
+                monoio::select! {
+                    _ = waiter.readable(false) => {},
+                    _ = receiver.wait() => {},
+                    reply = next_reply => done = Some(reply),
+                    _ = monoio::time::sleep(tick) => {},
+                }
+            }
+            if let Some(reply) = done {
+                self.now_ms = unix_ms();
+                self.on_store_done(reply);
             }
         }
-        self.shutdown().await;
+        self.release_all(&waiter).await;
     }
 
-    fn handle_event(&self, event: ShardEvent) {
+    /// One turn: everything ready, without waiting. Returns true when work
+    /// was left for the next turn (more mesh events or reads).
+    fn turn(&mut self, receiver: &mut MeshReceiver) -> bool {
+        self.now_ms = unix_ms();
+        let mut busy = false;
+        if self.shared.mesh.take_lagged(self.idx) {
+            self.cut_durable_subscribers();
+        }
+        let taken = receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event));
+        busy |= taken == MESH_DRAIN_MAX;
+        let mut events = std::mem::take(&mut self.events);
+        if let Err(err) = self.poller.poll(&mut events) {
+            tracing::error!(shard = self.idx, error = %err, "poller failed");
+        }
+        for event in events.drain(..) {
+            match event {
+                Event::Ready(0) => self.accept(),
+                Event::Ready(token) => self.on_ready(conn::key_of(token)),
+                Event::Sent(token, result) => self.on_sent(conn::key_of(token), result),
+            }
+        }
+        self.events = events;
+        for key in std::mem::take(&mut self.read_again) {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.in_read_again = false;
+                self.on_ready(key);
+            }
+        }
+        busy |= !self.read_again.is_empty();
+        while let Some(Some(reply)) = self.store_replies.next().now_or_never() {
+            self.on_store_done(reply);
+        }
+        if self.now_ms >= self.next_sweep_ms {
+            self.next_sweep_ms = self.now_ms + self.tick_ms();
+            self.sweep();
+            if self.accept_again {
+                self.accept_again = false;
+                self.accept();
+            }
+        }
+        self.flush();
+        if let Err(err) = self.poller.submit() {
+            tracing::error!(shard = self.idx, error = %err, "submitting to the ring failed");
+        }
+        busy
+    }
+
+    fn handle_event(&mut self, event: ShardEvent) {
         match event {
             ShardEvent::Publish(publication) => self.deliver_local(&publication),
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self
                     .subscribers
-                    .borrow()
                     .get(channel.as_str())
                     .cloned()
                     .unwrap_or_default();
-                let mut conns = self.conns.borrow_mut();
                 for key in keys {
-                    if let Some(conn) = conns.get_mut(key) {
-                        conn.request_close(CloseReason {
+                    self.close(
+                        key,
+                        CloseReason {
                             code,
                             reason: "disconnected by server",
                             flush_queue: true,
-                        });
-                    }
+                        },
+                    );
                 }
             }
             ShardEvent::Presence { channel, reply } => {
-                let subscribers = self.subscribers.borrow();
-                let conns = self.conns.borrow();
-                let entries = subscribers
+                let entries = self
+                    .subscribers
                     .get(&*channel)
                     .map(|keys| {
                         keys.iter()
-                            .filter_map(|key| conns.get(*key))
+                            .filter_map(|key| self.conns.get(*key))
                             .map(|conn| PresenceEntry {
                                 client: conn.client_id.to_string(),
                                 user: conn.user.to_string(),
@@ -214,218 +333,132 @@ impl Shard {
         }
     }
 
-    async fn accept_loop(self: Rc<Self>, listener: monoio::net::TcpListener) {
-        loop {
-            let stopping = poll_fn(|cx| {
-                if self.stopping.get() {
-                    Poll::Ready(())
-                } else {
-                    *self.accept_waker.borrow_mut() = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            });
-            monoio::select! {
-                _ = stopping => return,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        monoio::spawn(io::serve(self.clone(), stream));
-                    }
-                    Err(err) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(shard = self.idx, error = %err, "accept failed");
-                        monoio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                },
+    /// The store could not hand this shard some stored publications live
+    /// (its lane was full): every connection subscribed to a durable stream
+    /// may have missed one, so each is closed with 1013 and recovers the
+    /// gap from the store when it reconnects with its position.
+    fn cut_durable_subscribers(&mut self) {
+        tracing::warn!(
+            shard = self.idx,
+            "fell behind the store's fan-out; closing subscribers of durable streams"
+        );
+        let mut keys = Vec::new();
+        for (channel, subscribers) in &self.subscribers {
+            if crate::streams::policy(&self.shared.config, channel).is_some() {
+                keys.extend_from_slice(subscribers);
             }
         }
-    }
-
-    /// The coarse timer: instead of a timer per connection, visit a slice of
-    /// the slab every tick so each connection is checked
-    /// `SWEEPS_PER_PERIOD` times per heartbeat period.
-    async fn sweep_loop(self: Rc<Self>) {
-        let ws = &self.shared.config.websocket;
-        let period = ws
-            .ping_interval
-            .min(ws.pong_timeout)
-            .min(ws.slow_consumer_timeout);
-        let tick = (period / SWEEPS_PER_PERIOD as u32)
-            .clamp(Duration::from_millis(10), Duration::from_millis(1000));
-        let mut cursor = 0usize;
-        while !self.stopping.get() {
-            monoio::time::sleep(tick).await;
-            self.now_ms.set(unix_ms());
-            cursor = self.sweep(cursor);
-            self.flush_dirty();
+        for key in keys {
+            self.close(
+                key,
+                CloseReason {
+                    code: CloseCode::TRY_AGAIN_LATER,
+                    reason: "fell behind; reconnect to recover",
+                    flush_queue: true,
+                },
+            );
         }
     }
 
-    /// Checks `1/SWEEPS_PER_PERIOD` of the slab starting at `cursor`; returns
-    /// the next cursor.
-    fn sweep(&self, cursor: usize) -> usize {
-        let ws = &self.shared.config.websocket;
-        let now = self.now_ms();
-        let ping_interval_ms = ws.ping_interval.as_millis() as u64;
-        let pong_timeout_ms = ws.pong_timeout.as_millis() as u64;
-        let slow_ms = ws.slow_consumer_timeout.as_millis() as u64;
-        let mut conns = self.conns.borrow_mut();
-        let capacity = conns.capacity().max(1);
+    /// Visits `1/SWEEPS_PER_PERIOD` of the slab: heartbeats, expiry, slow
+    /// consumers, handshake and close deadlines.
+    fn sweep(&mut self) {
+        let capacity = self.conns.capacity().max(1);
         let chunk = capacity.div_ceil(SWEEPS_PER_PERIOD as usize);
-        let mut dirty = self.dirty.borrow_mut();
-        let metrics = self.metrics();
+        let now = self.now_ms;
         for offset in 0..chunk {
-            let key = (cursor + offset) % capacity;
-            let Some(conn) = conns.get_mut(key) else {
+            let key = (self.sweep_cursor + offset) % capacity;
+            let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.closing.is_some() {
+            let Some(timeout) = conn.session.handle_timeout(now, &self.session_config) else {
                 continue;
+            };
+            let metrics = &self.shared.metrics[self.idx];
+            match timeout {
+                crate::session::Timeout::Heartbeat => metrics.heartbeat_timeouts.add(1),
+                crate::session::Timeout::SlowConsumer => metrics.slow_consumer_disconnects.add(1),
+                crate::session::Timeout::Handshake => metrics.handshakes_failed.add(1),
+                _ => {}
             }
-            if conn.expires_at_ms != 0 && now >= conn.expires_at_ms {
-                conn.request_close(CloseReason {
-                    code: CloseCode::TOKEN_EXPIRED,
-                    reason: "token expired",
-                    flush_queue: true,
-                });
-            } else if conn.stalled_since_ms != 0
-                && now.saturating_sub(conn.stalled_since_ms) >= slow_ms
-            {
-                metrics.slow_consumer_disconnects.add(1);
-                conn.request_close(CloseReason {
-                    code: CloseCode::TRY_AGAIN_LATER,
-                    reason: "slow consumer",
-                    flush_queue: false,
-                });
-            } else if conn.ping_sent_ms != 0 {
-                if now.saturating_sub(conn.ping_sent_ms) >= pong_timeout_ms {
-                    metrics.heartbeat_timeouts.add(1);
-                    conn.request_close(CloseReason {
-                        code: CloseCode::HEARTBEAT_TIMEOUT,
-                        reason: "heartbeat timeout",
-                        flush_queue: false,
-                    });
-                }
-            } else if now.saturating_sub(conn.last_rx_ms) >= ping_interval_ms {
-                conn.ping_sent_ms = now;
-                fanout::enqueue(
-                    conn,
-                    key,
-                    Bytes::from_static(&PING_FRAME),
-                    &mut dirty,
-                    ws.outbound_queue_bytes_max,
-                    metrics,
-                    now,
-                );
-            }
+            self.mark_dirty(key);
         }
-        (cursor + chunk) % capacity
-    }
-
-    /// Retries events the mesh refused, in order, until every backlog is
-    /// empty.
-    async fn backlog_loop(self: Rc<Self>) {
-        loop {
-            poll_fn(|cx| {
-                if self.backlog.borrow().iter().any(|q| !q.is_empty()) || self.stopping.get() {
-                    Poll::Ready(())
-                } else {
-                    *self.backlog_waker.borrow_mut() = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            })
-            .await;
-            if self.stopping.get() {
-                return;
-            }
-            monoio::time::sleep(Duration::from_micros(200)).await;
-            let mut backlog = self.backlog.borrow_mut();
-            for (dst, queue) in backlog.iter_mut().enumerate() {
-                while let Some(event) = queue.pop_front() {
-                    if let Err(event) = self.sender.send(dst, event) {
-                        queue.push_front(event);
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends `event` to shard `dst`, parking it behind earlier refused
-    /// events for the same shard. False when even the backlog is full.
-    fn send_to_shard(&self, dst: usize, event: ShardEvent) -> bool {
-        let mut backlog = self.backlog.borrow_mut();
-        let queue = &mut backlog[dst];
-        let event = if queue.is_empty() {
-            match self.sender.send(dst, event) {
-                Ok(()) => return true,
-                Err(event) => event,
-            }
-        } else {
-            event
-        };
-        self.metrics().mesh_full.add(1);
-        if queue.len() >= BACKLOG_EVENTS_MAX {
-            return false;
-        }
-        queue.push_back(event);
-        if let Some(waker) = self.backlog_waker.borrow_mut().take() {
-            waker.wake();
-        }
-        true
+        self.sweep_cursor = (self.sweep_cursor + chunk) % capacity;
     }
 
     /// Graceful stop: no new connections, every open one closed with 1001
-    /// after its queue is flushed, bounded by `shutdown_grace`.
-    async fn shutdown(&self) {
-        self.stopping.set(true);
-        if let Some(waker) = self.accept_waker.borrow_mut().take() {
-            waker.wake();
+    /// after its queue is flushed.
+    fn begin_shutdown(&mut self) {
+        self.stopping = true;
+        self.now_ms = unix_ms();
+        if let Some(listener) = self.listener.take() {
+            let _ = self
+                .poller
+                .deregister(std::os::fd::AsRawFd::as_raw_fd(&listener), 0);
         }
-        if let Some(waker) = self.backlog_waker.borrow_mut().take() {
-            waker.wake();
-        }
-        for (_, conn) in self.conns.borrow_mut().iter_mut() {
-            conn.request_close(CloseReason {
-                code: CloseCode::GOING_AWAY,
-                reason: "server shutting down",
-                flush_queue: true,
-            });
-        }
-        let grace = self.shared.config.server.shutdown_grace;
-        let all_closed = poll_fn(|cx| {
-            if self.conns.borrow().is_empty() {
-                Poll::Ready(())
-            } else {
-                *self.idle_waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        });
-        if monoio::time::timeout(grace, all_closed).await.is_err() {
-            tracing::warn!(
-                shard = self.idx,
-                left = self.n_conns(),
-                "shutdown grace ran out; dropping connections"
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.close(
+                key,
+                CloseReason {
+                    code: CloseCode::GOING_AWAY,
+                    reason: "server shutting down",
+                    flush_queue: true,
+                },
             );
         }
-        // Break reference cycles before the runtime is dropped: a task's
-        // waker stored in a `Conn` (or in a waker slot here) keeps that
-        // task alive, and the task holds an `Rc` of this shard, which holds
-        // the engine's shared state and, through it, the store.
-        self.conns.borrow_mut().clear();
-        self.subscribers.borrow_mut().clear();
-        self.dirty.borrow_mut().clear();
-        for queue in self.backlog.borrow_mut().iter_mut() {
-            queue.clear();
+        self.flush();
+        let _ = self.poller.submit();
+    }
+
+    /// Drops what is left at exit. Sends still in flight hold pointers
+    /// into their connections' frames: cancel them and reap their
+    /// completions before the frames (and the ring) go.
+    async fn release_all(&mut self, waiter: &monoio::net::UnixStream) {
+        let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
+        for &key in &keys {
+            if self.conns[key].session.send_in_flight() {
+                let _ = self.poller.cancel_send(conn::token_of(key));
+            }
         }
-        self.accept_waker.borrow_mut().take();
-        self.backlog_waker.borrow_mut().take();
-        self.idle_waker.borrow_mut().take();
+        let _ = self.poller.submit();
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while self
+            .conns
+            .iter()
+            .any(|(_, conn)| conn.session.send_in_flight())
+        {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let _ = monoio::time::timeout(left, waiter.readable(false)).await;
+            let mut events = Vec::new();
+            let _ = self.poller.poll(&mut events);
+            for event in events {
+                if let Event::Sent(token, _) = event {
+                    if let Some(conn) = self.conns.get_mut(conn::key_of(token)) {
+                        conn.session.on_sent(0, self.now_ms, &self.session_config);
+                    }
+                }
+            }
+        }
+        if self
+            .conns
+            .iter()
+            .any(|(_, conn)| conn.session.send_in_flight())
+        {
+            // The kernel still owns memory of ours: leaking it is the only
+            // safe way out.
+            std::mem::forget(std::mem::take(&mut self.conns));
+            return;
+        }
+        for key in keys {
+            self.release(key);
+        }
+        self.subscribers.clear();
     }
 }
-
-/// An unmasked ping with no payload: `FIN | Ping`, length 0.
-const PING_FRAME: [u8; 2] = [0x89, 0x00];
 
 /// Lets other tasks on this thread run once.
 async fn yield_now() {

@@ -1,316 +1,287 @@
 //! Catching a connection up on a durable stream: replay from the store,
 //! then continue live, with no gap and no duplicate across the switch.
 //!
-//! The connection is subscribed live *before* the store is read, and live
-//! publications of that stream are held in a per-connection buffer while the
-//! replay runs. Every publication that was durable before the subscription
-//! took effect is in the store read; every one fanned out after it is in the
-//! buffer; some may be in both. Stream offsets make the merge exact: after
-//! the replay, buffered publications at or below the last replayed offset are
-//! dropped and the rest are queued in order.
-
-use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Duration;
+//! The connection is subscribed live *before* the store is read, and its
+//! session holds that stream's live publications while the replay runs
+//! (`Session::begin_recovery`). Every publication durable before the
+//! subscription took effect is in the store read; every one fanned out after
+//! it is held; some may be in both. Offsets make the merge exact
+//! (`Session::end_recovery`).
+//!
+//! A replay is a small state machine (`Job`) advanced by store answers
+//! arriving on the loop (`Step`): the device cursor, then pages. Between
+//! pages it waits, without polling, for the connection's queue to drain
+//! below half its bound: a send completion resumes it (`resume_replay`).
 
 use bytes::Bytes;
-use ringcast_protocol::client::{ErrorCode, Recovery, ReplyResult, StreamPosition};
+use ringcast_protocol::client::{Recovery, Reply, ReplyResult, StreamPosition};
 use ringcast_protocol::envelope::{encode_push_json, EncodedPush};
 use ringcast_protocol::frame::{encode_frame, OpCode};
-use ringcast_store::{ReadRequest, ReadResult, StoreError};
+use ringcast_store::{ReadRequest, ReadResult, StoredCursor};
 
-use super::conn::{CloseReason, RecoveringStream};
-use super::fanout;
+use super::commands::{store_reply, CommandError, StoreDone};
 use super::Shard;
-use crate::publication::Publication;
+use crate::limits::REPLAY_PAGE_ENTRIES;
 
-/// Entries read from the store per page.
-const REPLAY_PAGE_ENTRIES: usize = 256;
-/// Live publications held for one stream while it replays; past this the
-/// connection is too far behind and is closed like a slow consumer.
-pub(super) const RECOVERY_BUFFER_MAX: usize = 65_536;
-
-pub(super) type CommandError = (ErrorCode, String);
-
-pub(super) fn store_error(err: &StoreError) -> CommandError {
-    tracing::error!(error = %err, "store request failed");
-    (
-        ErrorCode::StoreUnavailable,
-        format!("store unavailable: {err}"),
-    )
-}
-
-/// Awaits a store reply, mapping a dropped reply channel to `Closed`.
-pub(super) async fn store_reply<T>(
-    request: Result<futures_channel::oneshot::Receiver<Result<T, StoreError>>, StoreError>,
-) -> Result<T, CommandError> {
-    let receiver = request.map_err(|e| store_error(&e))?;
-    match receiver.await {
-        Ok(result) => result.map_err(|e| store_error(&e)),
-        Err(_canceled) => Err(store_error(&StoreError::Closed)),
-    }
-}
-
-/// Holds live publications of `stream` for connection `key` from now on.
-pub(super) fn begin(shard: &Shard, key: usize, stream: &str) {
-    if let Some(conn) = shard.conns.borrow_mut().get_mut(key) {
-        let streams = conn.recovering.get_or_insert_with(Default::default);
-        // A stream recovered before (its floor) starts over.
-        streams.retain(|entry| *entry.stream != *stream);
-        streams.push(RecoveringStream {
-            stream: stream.into(),
-            held: Vec::new(),
-            floor: None,
-        });
-    }
-}
-
-/// Replays `stream` to connection `key` (which must be `client_id` still)
-/// after `since`, then releases the held live publications. Returns the
-/// subscribe reply. `device_cursor` is set for the user's own inbox: without
-/// `since`, start from the device's stored cursor; on failure, stay joined.
-pub(super) async fn run(
-    shard: Rc<Shard>,
-    key: usize,
+/// One stream's replay to one connection.
+#[derive(Debug)]
+pub(super) struct Job {
+    pub key: usize,
     client_id: u64,
+    /// The subscribe command to answer; 0 for the inbox at connect.
+    command_id: u64,
     stream: String,
-    since: Option<StreamPosition>,
+    /// The user's own inbox: without `since`, start from the device's
+    /// stored cursor; on failure, stay joined.
     device_cursor: bool,
-) -> Result<ReplyResult, CommandError> {
-    let result = replay(&shard, key, client_id, &stream, since, device_cursor).await;
-    let last_offset = result.as_ref().map(|r| r.offset).unwrap_or(u64::MAX);
-    // Release what arrived live during the replay, newer than it.
-    let queue_bytes_max = shard.shared.config.websocket.outbound_queue_bytes_max;
-    let now = shard.now_ms();
-    {
-        let mut conns = shard.conns.borrow_mut();
-        let mut dirty = shard.dirty.borrow_mut();
-        if let Some(conn) = conns.get_mut(key).filter(|c| c.client_id == client_id) {
-            // Keep the stream's entry as a floor (late live copies of what
-            // was replayed are dropped); on failure there is nothing to
-            // protect and the entry goes.
-            let held = conn.recovering.as_mut().and_then(|streams| {
-                let pos = streams.iter().position(|entry| *entry.stream == *stream)?;
-                if result.is_ok() {
-                    let entry = &mut streams[pos];
-                    entry.floor = Some(last_offset);
-                    Some(std::mem::take(&mut entry.held))
-                } else {
-                    Some(streams.swap_remove(pos).held)
-                }
-            });
-            if conn.recovering.as_ref().is_some_and(|s| s.is_empty()) {
-                conn.recovering = None;
-            }
-            for publication in held.unwrap_or_default() {
-                if publication.offset() > last_offset {
-                    let frame = if conn.binary {
-                        &publication.binary_frame
-                    } else {
-                        &publication.json_frame
-                    };
-                    fanout::enqueue(
-                        conn,
-                        key,
-                        frame.clone(),
-                        &mut dirty,
-                        queue_bytes_max,
-                        shard.metrics(),
-                        now,
-                    );
-                }
-            }
-        }
-    }
-    shard.flush_dirty();
-    if result.is_err() && !device_cursor {
-        // The subscribe failed as a whole: leave the channel so the client
-        // can simply retry it (the inbox, joined at connect, stays joined).
-        let current = shard
-            .conns
-            .borrow()
-            .get(key)
-            .is_some_and(|c| c.client_id == client_id);
-        if current {
-            shard.unsubscribe(key, &stream);
-        }
-    }
-    result.map(|recovery| ReplyResult::Subscribed {
-        channel: stream,
-        recovery: Some(recovery),
-    })
+    /// The client's position, or the device's cursor once read.
+    position: Option<StreamPosition>,
+    /// The last offset queued.
+    cursor: u64,
+    replayed: u64,
+    first_page: bool,
 }
 
-fn is_current(shard: &Shard, key: usize, client_id: u64) -> bool {
-    shard
-        .conns
-        .borrow()
-        .get(key)
-        .is_some_and(|c| c.client_id == client_id && c.closing.is_none())
+/// A store answer for a replay.
+pub(super) enum Step {
+    Cursor(Result<Option<StoredCursor>, CommandError>),
+    /// The stream's head, for a subscriber with nothing to replay.
+    Head(Result<ReadResult, CommandError>),
+    Page(Result<ReadResult, CommandError>),
 }
 
-async fn read(
-    shard: &Shard,
-    stream: &str,
-    since: Option<u64>,
-    limit: usize,
-    reverse: bool,
-) -> Result<ReadResult, CommandError> {
-    store_reply(shard.shared.store.read(ReadRequest {
-        stream: stream.to_string(),
-        since,
-        limit,
-        reverse,
-    }))
-    .await
-}
-
-async fn replay(
-    shard: &Rc<Shard>,
-    key: usize,
-    client_id: u64,
-    stream: &str,
-    since: Option<StreamPosition>,
-    device_cursor: bool,
-) -> Result<Recovery, CommandError> {
-    let gone = || {
-        (
-            ErrorCode::Internal,
-            "connection closed during recovery".to_string(),
-        )
-    };
-    // Where to start: the client's position, else this device's stored
-    // cursor (acks), else nothing to replay.
-    let mut position = since;
-    if position.is_none() && device_cursor {
-        let (user, device) = {
-            let conns = shard.conns.borrow();
-            let conn = conns.get(key).ok_or_else(gone)?;
-            (conn.user.to_string(), shard.device_id(conn))
+impl Shard {
+    /// Starts replaying `stream` to `key` after `since` (the session already
+    /// holds the stream's live publications).
+    pub(super) fn start_recovery(
+        &mut self,
+        key: usize,
+        command_id: u64,
+        stream: String,
+        since: Option<StreamPosition>,
+        device_cursor: bool,
+    ) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
         };
-        let cursor = store_reply(shard.shared.store.get_cursor(&user, &device, stream)).await?;
-        // With its epoch: a cursor acknowledged before the stream was reset
-        // makes the replay report `recovered: false`, never a silent skip.
-        position = cursor.map(|c| StreamPosition {
-            offset: c.offset,
-            epoch: c.epoch,
-        });
-    }
-    let Some(position) = position else {
-        // A fresh subscriber: report where the stream is, replay nothing.
-        let head = read(shard, stream, None, 1, true).await?;
-        return Ok(Recovery {
-            recovered: true,
-            epoch: head.epoch,
-            offset: head.next_offset.saturating_sub(1),
-            start_offset: head.first_offset,
+        let job = Job {
+            key,
+            client_id: conn.client_id,
+            command_id,
+            stream,
+            device_cursor,
+            position: since,
+            cursor: since.map_or(0, |p| p.offset),
             replayed: 0,
-        });
-    };
-    let mut cursor = position.offset;
-    let mut replayed = 0u64;
-    let mut first_page = true;
-    loop {
-        let page = read(shard, stream, Some(cursor), REPLAY_PAGE_ENTRIES, false).await?;
-        if !is_current(shard, key, client_id) {
-            return Err(gone());
+            first_page: true,
+        };
+        if job.position.is_none() && device_cursor {
+            let device = self.device_id(conn);
+            let request = self
+                .shared
+                .store
+                .get_cursor(&conn.user, &device, &job.stream);
+            self.store_replies.push(Box::pin(async move {
+                let result = store_reply(request).await;
+                StoreDone::Recovery(Box::new(job), Step::Cursor(result))
+            }));
+        } else {
+            self.next_read(job);
         }
-        if first_page {
-            first_page = false;
+    }
+
+    /// Reads the next page (or the head, for a fresh subscriber).
+    fn next_read(&mut self, job: Job) {
+        let store = &self.shared.store;
+        match job.position {
+            None => {
+                let request = store.read(ReadRequest {
+                    stream: job.stream.clone(),
+                    since: None,
+                    limit: 1,
+                    reverse: true,
+                });
+                self.store_replies.push(Box::pin(async move {
+                    let result = store_reply(request).await;
+                    StoreDone::Recovery(Box::new(job), Step::Head(result))
+                }));
+            }
+            Some(_) => {
+                let request = store.read(ReadRequest {
+                    stream: job.stream.clone(),
+                    since: Some(job.cursor),
+                    limit: REPLAY_PAGE_ENTRIES,
+                    reverse: false,
+                });
+                self.store_replies.push(Box::pin(async move {
+                    let result = store_reply(request).await;
+                    StoreDone::Recovery(Box::new(job), Step::Page(result))
+                }));
+            }
+        }
+    }
+
+    pub(super) fn recovery_step(&mut self, mut job: Job, step: Step) {
+        if !self.is_current(job.key, job.client_id) {
+            return;
+        }
+        match step {
+            Step::Cursor(Err(err)) | Step::Head(Err(err)) | Step::Page(Err(err)) => {
+                self.finish_recovery(job, Err(err))
+            }
+            Step::Cursor(Ok(cursor)) => {
+                // With its epoch: a cursor acknowledged before the stream was
+                // reset makes the replay report `recovered: false`, never a
+                // silent skip.
+                job.position = cursor.map(|c| StreamPosition {
+                    offset: c.offset,
+                    epoch: c.epoch,
+                });
+                job.cursor = job.position.map_or(0, |p| p.offset);
+                self.next_read(job);
+            }
+            Step::Head(Ok(head)) => {
+                // A fresh subscriber: report where the stream is, replay
+                // nothing.
+                let recovery = Recovery {
+                    recovered: true,
+                    epoch: head.epoch,
+                    offset: head.next_offset.saturating_sub(1),
+                    start_offset: head.first_offset,
+                    replayed: 0,
+                };
+                self.finish_recovery(job, Ok(recovery));
+            }
+            Step::Page(Ok(page)) => self.replay_page(job, page),
+        }
+    }
+
+    fn replay_page(&mut self, mut job: Job, page: ReadResult) {
+        if job.first_page {
+            job.first_page = false;
+            let position = job.position.unwrap_or(StreamPosition {
+                offset: job.cursor,
+                epoch: 0,
+            });
             let epoch_changed =
                 position.epoch != 0 && page.epoch != 0 && position.epoch != page.epoch;
-            let trimmed = page.epoch != 0 && cursor.saturating_add(1) < page.first_offset;
+            let trimmed = page.epoch != 0 && job.cursor.saturating_add(1) < page.first_offset;
             // A position past the stream's end belongs to a stream that was lost.
-            let ahead = cursor > page.next_offset.saturating_sub(1);
+            let ahead = job.cursor > page.next_offset.saturating_sub(1);
             if epoch_changed || trimmed || ahead {
-                // Never a silent skip: the client learns the stream moved on
-                // and where it now starts, and reloads from there.
-                return Ok(Recovery {
+                // Never a silent skip: the client learns the stream moved
+                // on and where it now starts, and reloads from there.
+                let recovery = Recovery {
                     recovered: false,
                     epoch: page.epoch,
                     offset: page.next_offset.saturating_sub(1),
                     start_offset: page.first_offset,
                     replayed: 0,
-                });
+                };
+                return self.finish_recovery(job, Ok(recovery));
             }
         }
         let n_entries = page.entries.len();
         for entry in &page.entries {
             let offset = entry.envelope().offset.to_native();
             debug_assert!(
-                offset > cursor,
-                "store returned offset {offset} at or below {cursor}"
+                offset > job.cursor,
+                "store returned offset {offset} at or below {}",
+                job.cursor
             );
-            queue_entry(shard, key, entry);
-            cursor = offset;
-            replayed += 1;
+            self.queue_entry(job.key, entry);
+            job.cursor = offset;
+            job.replayed += 1;
         }
-        shard.flush_dirty();
         if n_entries < REPLAY_PAGE_ENTRIES {
-            return Ok(Recovery {
+            let recovery = Recovery {
                 recovered: true,
                 epoch: page.epoch,
-                offset: cursor,
+                offset: job.cursor,
                 start_offset: page.first_offset,
-                replayed,
-            });
+                replayed: job.replayed,
+            };
+            return self.finish_recovery(job, Ok(recovery));
         }
         // Flow control: let the socket take the page before reading the
         // next, so a long replay never trips the slow-consumer bound.
-        let half_bound = shard.shared.config.websocket.outbound_queue_bytes_max / 2;
-        while shard
-            .conns
-            .borrow()
-            .get(key)
-            .is_some_and(|c| c.out_bytes > half_bound)
-        {
-            if !is_current(shard, key, client_id) {
-                return Err(gone());
+        if self.over_half_bound(job.key) {
+            if let Some(conn) = self.conns.get_mut(job.key) {
+                conn.replay_paused = true;
             }
-            monoio::time::sleep(Duration::from_millis(1)).await;
+            self.paused_replays.push(job);
+        } else {
+            self.next_read(job);
         }
     }
-}
 
-/// Queues one stored entry on the connection in its subprotocol's form.
-fn queue_entry(shard: &Shard, key: usize, entry: &EncodedPush) {
-    let Some(binary) = shard.conns.borrow().get(key).map(|c| c.binary) else {
-        return;
-    };
-    let frame: Bytes = if binary {
-        encode_frame(OpCode::Binary, entry.as_bytes(), None)
-    } else {
-        encode_frame(OpCode::Text, &encode_push_json(entry.envelope()), None)
-    };
-    shard.send_frame(key, frame);
-}
+    fn over_half_bound(&self, key: usize) -> bool {
+        let half = self.session_config.queue_bytes_max / 2;
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.session.out_bytes() > half)
+    }
 
-/// Holds `publication` if connection `conn` is replaying its stream, or
-/// drops it if the replay already delivered it. Returns true when the caller
-/// must not queue it.
-pub(super) fn hold(conn: &mut super::conn::Conn, publication: &Arc<Publication>) -> bool {
-    let Some(streams) = conn.recovering.as_mut() else {
-        return false;
-    };
-    let Some(entry) = streams
-        .iter_mut()
-        .find(|entry| *entry.stream == *publication.channel())
-    else {
-        return false;
-    };
-    if let Some(floor) = entry.floor {
-        // Replay done: drop a late live copy of a replayed publication.
-        return publication.offset() <= floor;
+    /// A send of `key` completed: continue its paused replay once the queue
+    /// is below half its bound.
+    pub(super) fn resume_replay(&mut self, key: usize) {
+        let paused = self.conns.get(key).is_some_and(|c| c.replay_paused);
+        if !paused || self.over_half_bound(key) {
+            return;
+        }
+        self.conns[key].replay_paused = false;
+        let (resumed, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.paused_replays)
+            .into_iter()
+            .partition(|job| job.key == key);
+        self.paused_replays = rest;
+        for job in resumed {
+            self.next_read(job);
+        }
     }
-    let held = &mut entry.held;
-    if held.len() >= RECOVERY_BUFFER_MAX {
-        conn.request_close(CloseReason {
-            code: ringcast_protocol::close::CloseCode::TRY_AGAIN_LATER,
-            reason: "too far behind during recovery",
-            flush_queue: false,
-        });
-        return true;
+
+    /// Ends the replay: releases (or drops) the held live publications and
+    /// answers the subscribe.
+    fn finish_recovery(&mut self, job: Job, result: Result<Recovery, CommandError>) {
+        let last_offset = result.as_ref().ok().map(|r| r.offset);
+        if let Some(conn) = self.conns.get_mut(job.key) {
+            // On success the last offset stays as a floor (late live copies
+            // of what was replayed are dropped); on failure the entry goes.
+            conn.session
+                .end_recovery(&job.stream, last_offset, self.now_ms, &self.session_config);
+        }
+        if result.is_err() && !job.device_cursor {
+            // The subscribe failed as a whole: leave the channel so the
+            // client can simply retry it (the inbox, joined at connect,
+            // stays joined).
+            self.unsubscribe(job.key, &job.stream);
+        }
+        let reply = match result {
+            Ok(recovery) => Reply::Ok {
+                id: job.command_id,
+                result: ReplyResult::Subscribed {
+                    channel: job.stream,
+                    recovery: Some(recovery),
+                },
+            },
+            Err((code, message)) => Reply::Error {
+                id: job.command_id,
+                code,
+                message,
+            },
+        };
+        self.send_reply(job.key, &reply);
     }
-    held.push(publication.clone());
-    true
+
+    /// Queues one stored entry on the connection in its subprotocol's form.
+    fn queue_entry(&mut self, key: usize, entry: &EncodedPush) {
+        let Some(binary) = self.conns.get(key).map(|c| c.session.binary()) else {
+            return;
+        };
+        let frame: Bytes = if binary {
+            encode_frame(OpCode::Binary, entry.as_bytes(), None)
+        } else {
+            encode_frame(OpCode::Text, &encode_push_json(entry.envelope()), None)
+        };
+        self.send_frame(key, frame);
+    }
 }

@@ -1,0 +1,198 @@
+//! Connection policy, in one place: whether an upgrade request is let in,
+//! and as whom. Path, origin, subprotocol, token, device id, the inbox
+//! position to recover from, and capacity are decided here from the
+//! request and the config alone; the shard only carries the answer out.
+
+use std::rc::Rc;
+
+use ringcast_protocol::client::{StreamPosition, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON};
+use ringcast_protocol::handshake::{http_error_response, response_101, UpgradeRequest};
+
+use crate::auth::{AuthError, Authenticator};
+use crate::config::Config;
+
+/// Longest `?device=` id.
+pub const DEVICE_ID_BYTES_MAX: usize = 64;
+
+/// An accepted upgrade: who connected and how.
+#[derive(Debug)]
+pub struct Admitted {
+    pub user: Rc<str>,
+    /// `?device=` from the connect URL, if given.
+    pub device: Option<Rc<str>>,
+    /// `?since=<offset>[&epoch=<epoch>]`: the inbox position to recover from.
+    pub inbox_since: Option<StreamPosition>,
+    pub binary: bool,
+    pub expires_at_ms: u64,
+    /// The 101 response to send.
+    pub response: Vec<u8>,
+}
+
+impl Admitted {
+    /// Whether the inbox is replayed at connect: a position was given, or a
+    /// device whose stored cursor says where it stopped.
+    pub fn recovers_inbox(&self) -> bool {
+        !self.user.is_empty() && (self.inbox_since.is_some() || self.device.is_some())
+    }
+}
+
+/// Why an upgrade was refused, for metrics; the response says it to the
+/// client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    Auth,
+    Other,
+}
+
+#[derive(Debug)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    /// The full HTTP response to send.
+    pub response: Vec<u8>,
+}
+
+fn refuse(status: u16, code: &str, message: &str) -> Refusal {
+    Refusal {
+        kind: RefusalKind::Other,
+        response: http_error_response(status, code, message, &[]),
+    }
+}
+
+/// Decides on a parsed upgrade. `n_open` is the shard's count of open
+/// connections.
+pub fn admit(
+    config: &Config,
+    auth: &Authenticator,
+    request: &UpgradeRequest,
+    n_open: usize,
+) -> Result<Admitted, Refusal> {
+    let ws = &config.websocket;
+    if request.path != ws.path {
+        return Err(refuse(
+            404,
+            "not_found",
+            &format!("WebSocket endpoint is {}", ws.path),
+        ));
+    }
+    if !ws.allowed_origins.is_empty() {
+        let allowed = request
+            .origin
+            .as_deref()
+            .is_some_and(|o| ws.allowed_origins.iter().any(|a| a == o));
+        if !allowed {
+            return Err(refuse(
+                403,
+                "origin_not_allowed",
+                "Origin is not in websocket.allowed_origins",
+            ));
+        }
+    }
+    let (binary, protocol) = negotiate(&request.protocols).ok_or_else(|| {
+        refuse(
+            400,
+            "unsupported_subprotocol",
+            &format!(
+                "offer {SUBPROTOCOL_JSON} or {SUBPROTOCOL_BINARY}, or no subprotocol for JSON"
+            ),
+        )
+    })?;
+    let token = request.query_param("token").or_else(|| {
+        request
+            .authorization
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(|t| t.trim().to_string())
+    });
+    let (user, expires_at_ms): (Rc<str>, u64) = match token {
+        None if config.auth.allow_anonymous => ("".into(), 0),
+        token => match auth.verify(token.as_deref().unwrap_or("")) {
+            Ok(claims) if crate::channels::validate_user_id(&claims.sub).is_err() => {
+                return Err(auth_refusal(&AuthError::Invalid(format!(
+                    "`sub` must be 1 to {} bytes without spaces or control characters",
+                    crate::channels::USER_ID_BYTES_MAX
+                ))));
+            }
+            Ok(claims) => (claims.sub.as_str().into(), claims.exp.saturating_mul(1000)),
+            Err(err) => return Err(auth_refusal(&err)),
+        },
+    };
+    let device = match request.query_param("device") {
+        None => None,
+        Some(device) if valid_device_id(&device) => Some(Rc::from(device.as_str())),
+        Some(_) => {
+            return Err(refuse(
+                400,
+                "invalid_device",
+                "device must be 1 to 64 printable ASCII characters",
+            ))
+        }
+    };
+    let inbox_since = match (request.query_param("since"), request.query_param("epoch")) {
+        (None, None) => None,
+        (Some(offset), epoch) => {
+            let offset = offset.parse::<u64>().ok();
+            let epoch = epoch.map_or(Some(0), |e| e.parse::<u64>().ok());
+            match (offset, epoch) {
+                (Some(offset), Some(epoch)) => Some(StreamPosition { offset, epoch }),
+                _ => {
+                    return Err(refuse(
+                        400,
+                        "invalid_since",
+                        "since and epoch must be decimal u64 numbers",
+                    ))
+                }
+            }
+        }
+        (None, Some(_)) => return Err(refuse(400, "invalid_since", "epoch needs since")),
+    };
+    if n_open >= ws.connections_max_per_shard as usize {
+        return Err(Refusal {
+            kind: RefusalKind::Other,
+            response: http_error_response(
+                503,
+                "at_capacity",
+                "connection limit reached; retry later",
+                &[("Retry-After", "5")],
+            ),
+        });
+    }
+    Ok(Admitted {
+        user,
+        device,
+        inbox_since,
+        binary,
+        expires_at_ms,
+        response: response_101(&request.key, protocol),
+    })
+}
+
+fn valid_device_id(device: &str) -> bool {
+    !device.is_empty()
+        && device.len() <= DEVICE_ID_BYTES_MAX
+        && device.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn auth_refusal(err: &AuthError) -> Refusal {
+    Refusal {
+        kind: RefusalKind::Auth,
+        response: http_error_response(
+            401,
+            err.code(),
+            &err.to_string(),
+            &[("WWW-Authenticate", "Bearer")],
+        ),
+    }
+}
+
+/// Picks the first offered subprotocol we speak. No offer means JSON.
+/// `None` when only unknown subprotocols were offered.
+fn negotiate(offered: &[String]) -> Option<(bool, Option<&'static str>)> {
+    if offered.is_empty() {
+        return Some((false, None));
+    }
+    offered.iter().find_map(|p| match p.as_str() {
+        SUBPROTOCOL_JSON => Some((false, Some(SUBPROTOCOL_JSON))),
+        SUBPROTOCOL_BINARY => Some((true, Some(SUBPROTOCOL_BINARY))),
+        _ => None,
+    })
+}

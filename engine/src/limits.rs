@@ -1,0 +1,64 @@
+//! The engine's limits, defined once and tied together by compile-time
+//! asserts. Limits shared with other crates (the shard count and the
+//! message-id layout) live in `ringcast_protocol::limits` and are
+//! re-exported here; values an operator sets live in `Config`, validated
+//! against the ranges here.
+
+pub use ringcast_protocol::limits::{
+    ID_SHARD_CONTROL, ID_SHARD_STORE, INTEREST_MASK_BITS, NODE_ID_MAX, SHARDS_MAX,
+};
+
+/// Capacity of each (producer, shard) mesh ring. With `n` shards the mesh
+/// holds `n * (n + 2)` rings (shards, the control thread, the store).
+pub const MESH_QUEUE_CAPACITY: usize = 1024;
+/// Events a (producer, shard) pair may hold beyond its ring, in the
+/// overflow list the consumer drains after the ring. Together they bound
+/// what one producer can have outstanding at one shard.
+pub const MESH_OVERFLOW_MAX: usize = 64 * 1024;
+/// Most mesh events a shard handles per loop turn before it serves its
+/// sockets again.
+pub const MESH_DRAIN_MAX: usize = 256;
+/// Most slices handed to one `sendmsg`; Linux's `UIO_MAXIOV` is 1024.
+pub const IOV_MAX: usize = 64;
+/// Reads per readiness event before other connections get a turn; a
+/// connection with more to read is served again next turn.
+pub const READS_PER_WAKE_MAX: usize = 8;
+/// Connections accepted per listener readiness before the loop serves
+/// others.
+pub const ACCEPTS_PER_TURN_MAX: usize = 256;
+/// A blocked connection this many times over its outbound bound is cut off
+/// at once, without waiting for the slow-consumer timeout.
+pub const QUEUE_HARD_LIMIT_FACTOR: usize = 4;
+/// How long the close handshake may take before the socket is dropped.
+pub const CLOSE_LINGER_MS: u64 = 1_000;
+/// Live publications held for one stream while it replays; past this the
+/// connection is too far behind and is closed like a slow consumer.
+pub const RECOVERY_HELD_MAX: usize = 65_536;
+/// Entries read from the store per replay page.
+pub const REPLAY_PAGE_ENTRIES: usize = 256;
+/// Most entries one history request returns.
+pub const HISTORY_LIMIT_MAX: u32 = 1000;
+/// Sweeps per heartbeat period: each connection is checked this many times
+/// per `min(ping_interval, pong_timeout, slow_consumer_timeout)`.
+pub const SWEEPS_PER_PERIOD: u32 = 10;
+/// Bounds of the sweep tick, whatever the configured timeouts.
+pub const SWEEP_TICK_MS_MIN: u64 = 10;
+pub const SWEEP_TICK_MS_MAX: u64 = 100;
+/// Most targets in one API send or broadcast request.
+pub const API_TARGETS_MAX: usize = 10_000;
+/// io_uring submission queue entries per shard ring (monoio's and ours).
+pub const URING_ENTRIES: u32 = 4096;
+
+const _: () = assert!(SHARDS_MAX <= INTEREST_MASK_BITS);
+const _: () = assert!(MESH_DRAIN_MAX <= MESH_QUEUE_CAPACITY);
+const _: () = assert!(IOV_MAX <= 1024, "UIO_MAXIOV");
+const _: () = assert!(QUEUE_HARD_LIMIT_FACTOR >= 2);
+const _: () = assert!(SWEEP_TICK_MS_MIN <= SWEEP_TICK_MS_MAX);
+const _: () = assert!(REPLAY_PAGE_ENTRIES <= HISTORY_LIMIT_MAX as usize);
+// A replay page's worth of live publications must fit the held buffer, or
+// an ordinary replay would trip the "too far behind" cut.
+const _: () = assert!(REPLAY_PAGE_ENTRIES < RECOVERY_HELD_MAX);
+const _: () = assert!(MESH_OVERFLOW_MAX >= MESH_QUEUE_CAPACITY);
+// Each shard's ring must take a whole drain of every producer and still
+// hold a turn's worth of completions.
+const _: () = assert!(URING_ENTRIES as usize >= IOV_MAX);
