@@ -1,0 +1,267 @@
+//! The key table: every config key, written once, with its type, kind,
+//! bounds, default and flag help. Everything else (the file structs, the
+//! flags, the env vars, `--help`, the resolve steps, the docs check) is
+//! derived from it by [`config_table!`]. Checks that span several keys follow
+//! the table.
+//!
+//! Adding a key: add a row here and a row to docs/config.md (the
+//! `docs_match_the_key_table` test says what the row must contain).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::error::{invalid, ConfigError};
+use super::keys::{config_table, KeyInfo, Section};
+use super::kinds::{
+    Addr, Bool, Bytes, Count, DirPath, Filter, Millis, NamespaceName, Node, Origins, Pick, Seconds,
+    SecretKey, Shards, UrlPath,
+};
+use super::sources::Layers;
+use super::types::{
+    Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret, ShardCount,
+    SubscribePolicy,
+};
+use super::{API_KEY_BYTES_MIN, JWT_SECRET_BYTES_MIN, NAMESPACES_MAX};
+
+/// Timeouts are driven by a wheel with 10 ms ticks; shorter values cannot be
+/// honored, so they are rejected rather than silently rounded.
+const TIMEOUT_MS_MIN: u64 = 10;
+const TIMEOUT_MS_MAX: u64 = 86_400_000;
+const SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
+const HEAD_BYTES_MAX: u64 = 1024 * 1024;
+/// Ten years: retention longer than that is a typo for "forever".
+const RETENTION_S_MAX: u64 = 315_360_000;
+
+const _: () = assert!(TIMEOUT_MS_MIN < TIMEOUT_MS_MAX);
+const _: () = assert!(SIZE_BYTES_MAX <= usize::MAX as u64);
+
+/// The tables whose keys have flags and env vars; a `RINGCAST_<TABLE>_*`
+/// variable that names no key of one of them is a typo and an error.
+pub(super) const OVERRIDE_TABLES: &[&str] = &["server", "websocket", "api", "auth", "log"];
+
+config_table! {
+    flags "server";
+    #[derive(Debug, Clone)]
+    pub struct ServerConfig, file FileServer {
+        /// Number of shard threads, resolved (never 0).
+        shards: ShardCount = Shards { default: 0 },
+            "N", "Shard threads; 0 = one per core";
+        /// Pin shard `i` to core `i`.
+        pin_cores: bool = Bool { default: true },
+            "BOOL", "Pin each shard to a core";
+        driver: Driver = Pick<Driver> { default: Driver::Auto },
+            "auto|io_uring|epoll", "I/O driver";
+        node_id: NodeId = Node { default: 0 },
+            "0..63", "Node id";
+        /// Directory of the embedded store. Created by the store, not here.
+        data_dir: PathBuf = DirPath { default: "./data" },
+            "PATH", "Store directory";
+        /// How long shutdown waits for connections to drain before closing them.
+        shutdown_grace as "shutdown_grace_ms": Duration
+            = Millis { default: 5000, min: 0, max: TIMEOUT_MS_MAX },
+            "MS", "Drain time at shutdown";
+        /// How long a durable publish's `client_msg_id` is remembered: a retry
+        /// inside it is stored once and answered with the original ids.
+        dedup_window as "dedup_window_ms": Duration
+            = Millis { default: 300_000, min: 1000, max: TIMEOUT_MS_MAX },
+            "MS", "client_msg_id dedup window";
+    }
+}
+
+config_table! {
+    flags "websocket";
+    #[derive(Debug, Clone)]
+    pub struct WebSocketConfig, file FileWebSocket {
+        listen: SocketAddr = Addr { default: "127.0.0.1:8080" },
+            "ADDR", "WebSocket listen address";
+        /// HTTP path of the upgrade request; starts with '/'.
+        path: String = UrlPath { default: "/connection/websocket" },
+            "PATH", "WebSocket upgrade path";
+        handshake_timeout as "handshake_timeout_ms": Duration
+            = Millis { default: 5000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Handshake deadline";
+        header_bytes_max: usize = Bytes { default: 8192, min: 512, max: HEAD_BYTES_MAX },
+            "BYTES", "Largest handshake request head";
+        headers_count_max: usize
+            = Count<usize> { default: 64, min: 8, max: 1024, unit: "headers" },
+            "N", "Most handshake headers";
+        frame_bytes_max: usize = Bytes { default: 65536, min: 128, max: SIZE_BYTES_MAX },
+            "BYTES", "Largest inbound frame payload";
+        message_bytes_max: usize
+            = Bytes { default: 1_048_576, min: 1024, max: SIZE_BYTES_MAX },
+            "BYTES", "Largest inbound message";
+        outbound_queue_bytes_max: usize
+            = Bytes { default: 1_048_576, min: 4096, max: 1024 * 1024 * 1024 },
+            "BYTES", "Per-connection send queue bound";
+        /// Close with 1013 when the outbound queue stays over its bound, or no
+        /// write progress is made, for this long.
+        slow_consumer_timeout as "slow_consumer_timeout_ms": Duration
+            = Millis { default: 5000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Close slow consumers after";
+        ping_interval as "ping_interval_ms": Duration
+            = Millis { default: 25000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Ping interval";
+        /// Close with 4005 when nothing arrives within this after a ping.
+        pong_timeout as "pong_timeout_ms": Duration
+            = Millis { default: 10000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Close if silent this long after a ping";
+        connections_max_per_shard: u32
+            = Count<u32> { default: 100_000, min: 1, max: 10_000_000, unit: "items" },
+            "N", "Connection slab size per shard";
+        subscriptions_max_per_connection: u32
+            = Count<u32> { default: 1024, min: 1, max: 1_000_000, unit: "items" },
+            "N", "Subscriptions per connection";
+        backlog: u32 = Count<u32> { default: 4096, min: 1, max: 1_048_576, unit: "items" },
+            "N", "listen(2) backlog";
+        /// Lowercased `scheme://host[:port]` origins. Empty means any origin.
+        allowed_origins: Vec<String> = Origins {},
+            "ORIGIN,...", "Allowed Origin values, comma-separated; empty = any";
+    }
+}
+
+config_table! {
+    flags "api";
+    #[derive(Debug, Clone)]
+    pub struct ApiConfig, file FileApi {
+        listen: SocketAddr = Addr { default: "127.0.0.1:8081" },
+            "ADDR", "Server API listen address";
+        /// Bearer key for the server API. At least [`API_KEY_BYTES_MIN`] bytes.
+        key: Secret = SecretKey { bytes_min: API_KEY_BYTES_MIN },
+            "KEY", "Server API key (prefer the env var: flags show in ps)";
+        body_bytes_max: usize = Bytes { default: 1_048_576, min: 1024, max: SIZE_BYTES_MAX },
+            "BYTES", "Largest API request body";
+        header_bytes_max: usize = Bytes { default: 16384, min: 512, max: HEAD_BYTES_MAX },
+            "BYTES", "Largest API request head";
+        idle_timeout as "idle_timeout_ms": Duration
+            = Millis { default: 60000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Close idle API connections after";
+    }
+}
+
+config_table! {
+    flags "auth";
+    #[derive(Debug, Clone)]
+    pub struct AuthConfig, file FileAuth {
+        /// HMAC key. At least [`JWT_SECRET_BYTES_MIN`] bytes.
+        jwt_secret: Secret = SecretKey { bytes_min: JWT_SECRET_BYTES_MIN },
+            "SECRET", "HS256 key (prefer the env var: flags show in ps)";
+        /// Fixed by config; never taken from the token header.
+        algorithm: JwtAlgorithm = Pick<JwtAlgorithm> { default: JwtAlgorithm::Hs256 },
+            "HS256", "JWT algorithm; only HS256";
+        /// Clock skew tolerated on `exp`/`nbf`.
+        leeway as "leeway_s": Duration = Seconds { default: 5, min: 0, max: 3600 },
+            "S", "Clock skew allowed on exp/nbf";
+        allow_anonymous: bool = Bool { default: false },
+            "BOOL", "Accept connections without a token";
+    }
+}
+
+config_table! {
+    file_only "namespace";
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Namespace, file FileNamespace {
+        /// `[a-z0-9_-]+`, or "" for the default namespace (channels without ':').
+        name: String = NamespaceName {};
+        subscribe: SubscribePolicy = Pick<SubscribePolicy> { default: SubscribePolicy::Public };
+        publish: PublishPolicy = Pick<PublishPolicy> { default: PublishPolicy::ServerOnly };
+        history: bool = Bool { default: false };
+        durability: Durability = Pick<Durability> { default: Durability::Buffered };
+        retention_count: u64
+            = Count<u64> { default: 1000, min: 1, max: 10_000_000, unit: "" };
+        retention_age as "retention_age_s": Duration
+            = Seconds { default: 86_400, min: 1, max: RETENTION_S_MAX };
+    }
+}
+
+config_table! {
+    flags "log";
+    #[derive(Debug, Clone)]
+    pub struct LogConfig, file FileLog {
+        /// `tracing_subscriber::EnvFilter` directives, stored unparsed.
+        level: String = Filter { default: "info" },
+            "FILTER", "tracing EnvFilter directives";
+        format: LogFormat = Pick<LogFormat> { default: LogFormat::Text },
+            "text|json", "Log format";
+    }
+}
+
+/// Every key of every table, in `--help` order.
+pub(super) fn all_keys() -> Vec<KeyInfo> {
+    [
+        ServerConfig::keys(),
+        WebSocketConfig::keys(),
+        ApiConfig::keys(),
+        AuthConfig::keys(),
+        Namespace::keys(),
+        LogConfig::keys(),
+    ]
+    .concat()
+}
+
+/// Both listeners bind `SO_REUSEPORT` sockets, so the same address twice
+/// would not fail at bind time: the two services would share connections.
+/// Port 0 picks two different ports, so tests may use it for both.
+pub(super) fn check_listeners(
+    layers: &Layers<'_>,
+    websocket: &WebSocketConfig,
+    api: &ApiConfig,
+) -> Result<(), ConfigError> {
+    if api.listen == websocket.listen && api.listen.port() != 0 {
+        return Err(invalid(
+            "api.listen",
+            layers.origin("api.listen"),
+            format!(
+                "must differ from websocket.listen (both are {})",
+                api.listen
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `[[namespace]]` entries in file order. Each entry is resolved by the
+/// table; names must also be unique, and "owner" needs a `<namespace>:` part.
+pub(super) fn resolve_namespaces(
+    file_path: Option<&Path>,
+    entries: Vec<FileNamespace>,
+) -> Result<Vec<Namespace>, ConfigError> {
+    let mut layers = Layers::file_only(file_path);
+    if entries.len() > NAMESPACES_MAX {
+        return Err(invalid(
+            "namespace",
+            layers.file_origin(),
+            format!(
+                "may have at most {NAMESPACES_MAX} entries (got {})",
+                entries.len()
+            ),
+        ));
+    }
+    let mut namespaces: Vec<Namespace> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let table = format!("namespace[{index}]");
+        let namespace = Namespace::resolve(&mut layers, &table, entry)?;
+        if namespaces.iter().any(|other| other.name == namespace.name) {
+            return Err(invalid(
+                &format!("{table}.name"),
+                layers.file_origin(),
+                format!(
+                    "must be unique, but {:?} is configured twice",
+                    namespace.name
+                ),
+            ));
+        }
+        if namespace.subscribe == SubscribePolicy::Owner && namespace.name.is_empty() {
+            return Err(invalid(
+                &format!("{table}.subscribe"),
+                layers.file_origin(),
+                "cannot be \"owner\" for the default namespace \"\": owner compares the part after \
+                 '<namespace>:' with the user id"
+                    .to_owned(),
+            ));
+        }
+        namespaces.push(namespace);
+    }
+    assert!(namespaces.len() <= NAMESPACES_MAX);
+    Ok(namespaces)
+}
