@@ -33,7 +33,7 @@ const _: () = assert!(SHARDS_MAX >= 1);
 
 /// The id field a shard's ids carry; `None` for an index no shard may have.
 pub fn id_shard_of(shard_idx: usize) -> Option<u8> {
-    (shard_idx < SHARDS_MAX).then(|| shard_idx as u8)
+    (shard_idx < SHARDS_MAX).then_some(shard_idx as u8)
 }
 
 #[cfg(test)]
