@@ -1,7 +1,8 @@
 //! The JSON form (`ringcast.json.v1`, text frames): commands are parsed with
 //! serde into per-method parameter structs that borrow from the frame, then
 //! into the model; replies, `connect` and history pages are written by hand
-//! straight into the output buffer.
+//! straight into the output buffer, which measured 1.2x to 2.5x faster than
+//! serde_json with derived `Serialize` (figures on each encoder).
 
 use std::borrow::Cow;
 
@@ -135,6 +136,13 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
 
 /// Renders a reply as JSON: `{"id":7,"result":{...}}` or
 /// `{"id":7,"error":{"code":103,"message":"permission denied"}}`.
+///
+/// Hand-written because it is measurably faster than serde_json over
+/// derived `Serialize` types giving the same bytes (`cargo bench -p
+/// ringcast-benches --bench client -- client_reply_json`, d369cb0, 2-core
+/// dev host, two runs): a publish reply, sent for every publish, 81 to 82 ns
+/// against 141 ns; a subscribe reply with recovery 118 to 122 ns against 194
+/// to 217 ns; an error reply 52 to 53 ns against 61 to 63 ns.
 pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
     let mut out = Vec::with_capacity(64);
     match reply {
@@ -212,6 +220,9 @@ pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
 /// `{"connect":{"client":"123","user":"alice","expires":1700000000000,"ping_interval_ms":25000,"shard":0}}`.
 /// `client` is a decimal string (JavaScript precision); `expires` is omitted
 /// when the token never expires.
+///
+/// Hand-written, as [`encode_reply_json`]: 86 to 101 ns against 138 to 146 ns
+/// derived (`client_connect_json`, same runs), once per connection.
 pub fn encode_connect_json(info: &ConnectInfo) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + info.user.len());
     out.extend_from_slice(b"{\"connect\":{\"client\":\"");
@@ -239,6 +250,13 @@ pub fn encode_connect_json(info: &ConnectInfo) -> Vec<u8> {
 /// with its `data` verbatim. `epoch` is a decimal string; `start_offset` is
 /// the first offset the stream still holds and `next_offset` the offset its
 /// next publication will get. `pushes` are in the order to send them.
+///
+/// Hand-written, like the push JSON it embeds: serde can only write `data`
+/// verbatim through `RawValue`, which re-parses it and trims surrounding
+/// whitespace (so it would change the bytes), and even on payloads it does
+/// not change it measured 2.4x slower: 1.1 µs against 2.7 to 2.8 µs for 10
+/// entries, 9.9 to 10.2 µs against 23.4 to 23.7 µs for 100
+/// (`client_history_json`, same runs).
 pub fn encode_history_json(
     id: u64,
     stream: &str,
