@@ -3,7 +3,6 @@
 //! everything the server sends is an archive of [`ServerMessage`], written
 //! from borrowed data by the mirror [`ServerMessageRef`].
 
-use bytes::Bytes;
 use rkyv::rancor::{self, BoxedError, Fallible, Source};
 use rkyv::ser::{Allocator, Writer};
 use rkyv::string::{ArchivedString, StringResolver};
@@ -13,9 +12,8 @@ use rkyv::with::Inline;
 use rkyv::Place;
 
 use super::model::{
-    ArchivedBinaryCommand, ArchivedServerMessage, BinaryCommand, BinaryCommandBody, Command,
-    CommandBody, CommandError, ConnectInfo, DecodeError, ErrorCode, Reply, ReplyResult,
-    ServerMessage,
+    ArchivedCommand, ArchivedServerMessage, BinaryCommand, Command, CommandBody, CommandError,
+    ConnectInfo, DecodeError, ErrorCode, Reply, ReplyResult, ServerMessage,
 };
 use super::validate::{id_zero_error, validate_binary_payload, validate_command};
 use crate::envelope::{ArchivedEnvelope, Envelope};
@@ -26,9 +24,9 @@ use crate::envelope::{ArchivedEnvelope, Envelope};
 /// The bytes may be unaligned; they are copied into an aligned buffer when
 /// needed. A payload flagged `data_is_json` must be valid UTF-8 JSON.
 pub fn decode_binary(bytes: &[u8]) -> Result<Command, CommandError> {
-    let binary = with_aligned(bytes, |aligned| {
-        let archived = rkyv::access::<ArchivedBinaryCommand, BoxedError>(aligned)?;
-        rkyv::deserialize::<BinaryCommand, BoxedError>(archived)
+    let command = with_aligned(bytes, |aligned| {
+        let archived = rkyv::access::<ArchivedCommand, BoxedError>(aligned)?;
+        rkyv::deserialize::<Command, BoxedError>(archived)
     })
     .map_err(|error| {
         CommandError::new(
@@ -37,59 +35,18 @@ pub fn decode_binary(bytes: &[u8]) -> Result<Command, CommandError> {
             format!("invalid binary command archive: {error}"),
         )
     })?;
-    let id = binary.id;
-    if id == 0 {
+    if command.id == 0 {
         return Err(id_zero_error());
     }
-    let body = match binary.body {
-        BinaryCommandBody::Subscribe { channel, since } => {
-            CommandBody::Subscribe { channel, since }
-        }
-        BinaryCommandBody::Unsubscribe { channel } => CommandBody::Unsubscribe { channel },
-        BinaryCommandBody::Publish {
-            channel,
-            data,
-            data_is_json,
-            client_msg_id,
-        } => {
-            validate_binary_payload(id, &data, data_is_json)?;
-            CommandBody::Publish {
-                channel,
-                data: Bytes::from(data),
-                data_is_json,
-                client_msg_id,
-            }
-        }
-        BinaryCommandBody::Send {
-            user,
-            data,
-            data_is_json,
-            client_msg_id,
-        } => {
-            validate_binary_payload(id, &data, data_is_json)?;
-            CommandBody::Send {
-                user,
-                data: Bytes::from(data),
-                data_is_json,
-                client_msg_id,
-            }
-        }
-        BinaryCommandBody::Refresh { token } => CommandBody::Refresh { token },
-        BinaryCommandBody::Ping => CommandBody::Ping,
-        BinaryCommandBody::Ack { stream, offset } => CommandBody::Ack { stream, offset },
-        BinaryCommandBody::History {
-            stream,
-            since,
-            limit,
-            reverse,
-        } => CommandBody::History {
-            stream,
-            since,
-            limit,
-            reverse,
-        },
-    };
-    let command = Command { id, body };
+    if let CommandBody::Publish {
+        data, data_is_json, ..
+    }
+    | CommandBody::Send {
+        data, data_is_json, ..
+    } = &command.body
+    {
+        validate_binary_payload(command.id, data, *data_is_json)?;
+    }
     validate_command(&command)?;
     Ok(command)
 }

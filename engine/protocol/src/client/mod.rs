@@ -15,8 +15,9 @@
 //!
 //! One concern per file:
 //! - `model.rs`: the types both forms share (commands, replies, the connect
-//!   message, errors) and [`ServerMessage`], whose rkyv archive is the
-//!   binary form of everything the server sends.
+//!   message, errors). [`Command`] and [`ServerMessage`] derive rkyv's
+//!   `Archive`: their archives are the binary form of what clients send and
+//!   of everything the server sends.
 //! - `json.rs`: the JSON form, decoding commands and rendering replies.
 //! - `binary.rs`: the rkyv form, with the borrowed mirror of
 //!   [`ServerMessage`] that archives without cloning.
@@ -35,10 +36,11 @@ pub use binary::{
 };
 pub use json::{decode_json, encode_connect_json, encode_history_json, encode_reply_json};
 pub use model::{
-    ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedConnectInfo, ArchivedRecovery,
-    ArchivedReplyResult, ArchivedServerMessage, ArchivedStreamPosition, BinaryCommand,
-    BinaryCommandBody, BinaryCommandBodyResolver, BinaryCommandResolver, Command, CommandBody,
-    CommandError, ConnectInfo, ConnectInfoResolver, DecodeError, ErrorCode, Recovery,
+    ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedCommand, ArchivedCommandBody,
+    ArchivedConnectInfo, ArchivedRecovery, ArchivedReplyResult, ArchivedServerMessage,
+    ArchivedStreamPosition, BinaryCommand, BinaryCommandBody, BinaryCommandBodyResolver,
+    BinaryCommandResolver, Command, CommandBody, CommandBodyResolver, CommandError,
+    CommandResolver, ConnectInfo, ConnectInfoResolver, DecodeError, ErrorCode, Recovery,
     RecoveryResolver, Reply, ReplyResult, ReplyResultResolver, ServerMessage,
     ServerMessageResolver, StreamPosition, StreamPositionResolver,
 };

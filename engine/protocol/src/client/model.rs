@@ -3,14 +3,19 @@
 //! a binary client. Both wire forms decode into and encode from these types;
 //! nothing here knows a wire form.
 
-use bytes::Bytes;
 use rkyv::rancor::BoxedError;
 use rkyv::with::{AsBox, Map};
 
 use crate::envelope::Envelope;
 
 /// One client command, from either wire form.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// This is also the binary form: binary clients send an rkyv archive of a
+/// `Command` (under its wire name [`BinaryCommand`]), so its archived layout
+/// is the `ringcast.rkyv.v1` command format. Adding a variant or field
+/// changes it and needs a new subprotocol version.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
 pub struct Command {
     /// Client-chosen id, echoed in the reply. Never 0.
     pub id: u64,
@@ -18,7 +23,8 @@ pub struct Command {
 }
 
 /// What a command asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
 #[non_exhaustive]
 pub enum CommandBody {
     /// With `since`, the server first replays every stored publication after
@@ -35,14 +41,14 @@ pub enum CommandBody {
     /// bytes of printable ASCII (`0x20..=0x7e`), checked by the decoders.
     Publish {
         channel: String,
-        data: Bytes,
+        data: Vec<u8>,
         data_is_json: bool,
         client_msg_id: Option<String>,
     },
     /// To every connection of `user`. `client_msg_id` as for `Publish`.
     Send {
         user: String,
-        data: Bytes,
+        data: Vec<u8>,
         data_is_json: bool,
         client_msg_id: Option<String>,
     },
@@ -61,6 +67,9 @@ pub enum CommandBody {
     /// first, from the stream's start when `since` is `None`. Reverse:
     /// offsets before `since`, newest first, from the newest when `None`.
     /// Answered with [`encode_history_json`](super::encode_history_json) / [`encode_history_binary`](super::encode_history_binary).
+    /// The JSON form defaults `limit` to
+    /// [`HISTORY_LIMIT_DEFAULT`](super::HISTORY_LIMIT_DEFAULT); the binary
+    /// form has no defaults.
     History {
         stream: String,
         since: Option<u64>,
@@ -137,57 +146,19 @@ pub enum ErrorCode {
     StoreUnavailable = 111,
 }
 
-/// The binary form of a command: clients send an rkyv archive of this.
-///
-/// The archived layout is the `ringcast.rkyv.v1` wire format. Adding a
-/// variant or field changes it and needs a new subprotocol version.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(derive(Debug))]
-pub struct BinaryCommand {
-    pub id: u64,
-    pub body: BinaryCommandBody,
-}
-
-/// See [`CommandBody`]; same meaning, archivable field types.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(derive(Debug))]
-#[non_exhaustive]
-pub enum BinaryCommandBody {
-    Subscribe {
-        channel: String,
-        since: Option<StreamPosition>,
-    },
-    Unsubscribe {
-        channel: String,
-    },
-    Publish {
-        channel: String,
-        data: Vec<u8>,
-        data_is_json: bool,
-        client_msg_id: Option<String>,
-    },
-    Send {
-        user: String,
-        data: Vec<u8>,
-        data_is_json: bool,
-        client_msg_id: Option<String>,
-    },
-    Refresh {
-        token: String,
-    },
-    Ping,
-    Ack {
-        stream: String,
-        offset: u64,
-    },
-    /// No defaults in this form: `limit` must be 1..=[`HISTORY_LIMIT_MAX`](super::HISTORY_LIMIT_MAX).
-    History {
-        stream: String,
-        since: Option<u64>,
-        limit: u32,
-        reverse: bool,
-    },
-}
+/// The binary form of a command: the same type as [`Command`], named for
+/// the wire (`docs/protocol.md` and binary clients use this name).
+pub type BinaryCommand = Command;
+/// See [`BinaryCommand`].
+pub type BinaryCommandBody = CommandBody;
+/// See [`BinaryCommand`].
+pub type ArchivedBinaryCommand = ArchivedCommand;
+/// See [`BinaryCommand`].
+pub type ArchivedBinaryCommandBody = ArchivedCommandBody;
+/// See [`BinaryCommand`].
+pub type BinaryCommandResolver = CommandResolver;
+/// See [`BinaryCommand`].
+pub type BinaryCommandBodyResolver = CommandBodyResolver;
 
 /// The answer to one command.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,7 +31,7 @@ fn json_optional_fields_default() {
             1,
             CommandBody::Publish {
                 channel: "a".into(),
-                data: Bytes::from_static(b"1"),
+                data: b"1".to_vec(),
                 data_is_json: true,
                 client_msg_id: None
             }
@@ -194,7 +194,7 @@ fn json_command_variants_accepted() {
             1,
             CommandBody::Publish {
                 channel: "ab".into(),
-                data: Bytes::from_static(b"null"),
+                data: b"null".to_vec(),
                 data_is_json: true,
                 client_msg_id: None,
             }

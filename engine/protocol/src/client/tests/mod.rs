@@ -5,8 +5,6 @@
 mod binary;
 mod json;
 
-use bytes::Bytes;
-
 use super::*;
 use crate::envelope::Envelope;
 
@@ -38,7 +36,9 @@ fn xorshift(state: &mut u64) -> u64 {
     *state
 }
 
-/// (JSON form, binary form, expected command) for every method.
+/// (JSON form, binary form, expected command) for every method. The binary
+/// form is a `BinaryCommand`, the same type as `Command`, so the last two
+/// are equal and the binary test is a round trip.
 fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
     let bin = |id, body| BinaryCommand { id, body };
     vec![
@@ -89,7 +89,7 @@ fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
                 3,
                 CommandBody::Publish {
                     channel: "news".into(),
-                    data: Bytes::from_static(br#"{"a": [1, 2.50]}"#),
+                    data: br#"{"a": [1, 2.50]}"#.to_vec(),
                     data_is_json: true,
                     client_msg_id: None,
                 },
@@ -110,7 +110,7 @@ fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
                 4,
                 CommandBody::Publish {
                     channel: "news".into(),
-                    data: Bytes::from_static(&[0, 1, 2, 255]),
+                    data: vec![0, 1, 2, 255],
                     data_is_json: false,
                     client_msg_id: None,
                 },
@@ -131,7 +131,7 @@ fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
                 5,
                 CommandBody::Send {
                     user: "alice".into(),
-                    data: Bytes::from_static(br#""hi""#),
+                    data: br#""hi""#.to_vec(),
                     data_is_json: true,
                     client_msg_id: None,
                 },
@@ -152,7 +152,7 @@ fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
                 6,
                 CommandBody::Send {
                     user: "alice".into(),
-                    data: Bytes::new(),
+                    data: Vec::new(),
                     data_is_json: false,
                     client_msg_id: None,
                 },
@@ -239,7 +239,7 @@ fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
                 11,
                 CommandBody::Publish {
                     channel: "news".into(),
-                    data: Bytes::from_static(b"[1]"),
+                    data: b"[1]".to_vec(),
                     data_is_json: true,
                     client_msg_id: Some("k-1 ~!".into()),
                 },
@@ -260,7 +260,7 @@ fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
                 12,
                 CommandBody::Send {
                     user: "bob".into(),
-                    data: Bytes::from_static(&[0]),
+                    data: vec![0],
                     data_is_json: false,
                     client_msg_id: Some(MAX_KEY.into()),
                 },
