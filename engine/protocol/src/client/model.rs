@@ -1,0 +1,346 @@
+//! The client protocol's model: what a command asks for, what a reply
+//! says, and the one enum whose rkyv archive is everything the server sends
+//! a binary client. Both wire forms decode into and encode from these types;
+//! nothing here knows a wire form.
+
+use rkyv::rancor::BoxedError;
+use rkyv::with::{AsBox, Map};
+
+use crate::envelope::Envelope;
+
+/// One client command, from either wire form.
+///
+/// This is also the binary form: binary clients send an rkyv archive of a
+/// `Command` (under its wire name [`BinaryCommand`]), so its archived layout
+/// is the `ringcast.rkyv.v1` command format. Adding a variant or field
+/// changes it and needs a new subprotocol version.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Command {
+    /// Client-chosen id, echoed in the reply. Never 0.
+    pub id: u64,
+    pub body: CommandBody,
+}
+
+/// What a command asks for.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[non_exhaustive]
+pub enum CommandBody {
+    /// With `since`, the server first replays every stored publication after
+    /// that position, then goes live; the reply's [`Recovery`] says how it went.
+    Subscribe {
+        channel: String,
+        since: Option<StreamPosition>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    /// `data_is_json` means `data` is valid UTF-8 JSON text.
+    /// `client_msg_id` is an idempotency key: 1 to [`CLIENT_MSG_ID_BYTES_MAX`](super::CLIENT_MSG_ID_BYTES_MAX)
+    /// bytes of printable ASCII (`0x20..=0x7e`), checked by the decoders.
+    Publish {
+        channel: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+        client_msg_id: Option<String>,
+    },
+    /// To every connection of `user`. `client_msg_id` as for `Publish`.
+    Send {
+        user: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+        client_msg_id: Option<String>,
+    },
+    Refresh {
+        token: String,
+    },
+    Ping,
+    /// Cumulative acknowledgement: this device has processed every
+    /// publication of `stream` up to and including `offset`.
+    Ack {
+        stream: String,
+        offset: u64,
+    },
+    /// Up to `limit` (1..=[`HISTORY_LIMIT_MAX`](super::HISTORY_LIMIT_MAX)) stored publications of
+    /// `stream`. Forward (`reverse == false`): offsets after `since`, oldest
+    /// first, from the stream's start when `since` is `None`. Reverse:
+    /// offsets before `since`, newest first, from the newest when `None`.
+    /// Answered with [`encode_history_json`](super::encode_history_json) / [`encode_history_binary`](super::encode_history_binary).
+    /// The JSON form defaults `limit` to
+    /// [`HISTORY_LIMIT_DEFAULT`](super::HISTORY_LIMIT_DEFAULT); the binary
+    /// form has no defaults.
+    History {
+        stream: String,
+        since: Option<u64>,
+        limit: u32,
+        reverse: bool,
+    },
+}
+
+/// A position in a durable stream: the offset of the last publication a
+/// client has processed, in the stream's epoch. Offsets start at 1; offset 0
+/// means "nothing yet".
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+)]
+#[rkyv(derive(Debug))]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: u64,
+}
+
+/// How a subscribe with `since` went. Failing to recover is not an error:
+/// the subscription is made either way.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+)]
+#[rkyv(derive(Debug))]
+pub struct Recovery {
+    /// Every publication after the requested offset was replayed (or there
+    /// were none): the client has no gap. False when the epoch differs or
+    /// the requested offset was already trimmed; then nothing was replayed
+    /// and the client must reload its state.
+    pub recovered: bool,
+    /// The stream's current epoch.
+    pub epoch: u64,
+    /// The last offset the client now has: the last replayed one, or the
+    /// requested one when nothing was replayed.
+    pub offset: u64,
+    /// The first offset the stream still holds.
+    pub start_offset: u64,
+    /// How many publications were replayed before the reply.
+    pub replayed: u64,
+}
+
+/// A command that could not be decoded.
+///
+/// When `id` is `Some`, the engine answers with [`CommandError::reply`] and
+/// keeps the connection; when it is `None` there is nothing to answer to, so
+/// the engine closes the connection (close code 4006, bad request).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("command rejected with error {code_number} ({code}): {message}", code_number = .code.as_u16())]
+#[non_exhaustive]
+pub struct CommandError {
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Error codes sent to clients in replies. Stable: never renumber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    Internal = 100,
+    Unauthorized = 101,
+    UnknownChannel = 102,
+    PermissionDenied = 103,
+    MethodNotFound = 104,
+    AlreadySubscribed = 105,
+    LimitExceeded = 106,
+    BadRequest = 107,
+    NotSubscribed = 108,
+    TokenExpired = 109,
+    UnknownUser = 110,
+    StoreUnavailable = 111,
+}
+
+/// The binary form of a command: the same type as [`Command`], named for
+/// the wire (`docs/protocol.md` and binary clients use this name).
+pub type BinaryCommand = Command;
+/// See [`BinaryCommand`].
+pub type BinaryCommandBody = CommandBody;
+/// See [`BinaryCommand`].
+pub type ArchivedBinaryCommand = ArchivedCommand;
+/// See [`BinaryCommand`].
+pub type ArchivedBinaryCommandBody = ArchivedCommandBody;
+/// See [`BinaryCommand`].
+pub type BinaryCommandResolver = CommandResolver;
+/// See [`BinaryCommand`].
+pub type BinaryCommandBodyResolver = CommandBodyResolver;
+
+/// The answer to one command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Ok {
+        id: u64,
+        result: ReplyResult,
+    },
+    Error {
+        id: u64,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// What a successful command returns.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+///
+/// History replies are not a `ReplyResult`: they embed stored publications
+/// as they are, so they are built by [`encode_history_json`](super::encode_history_json) and
+/// [`encode_history_binary`](super::encode_history_binary) ([`ServerMessage::History`]).
+pub enum ReplyResult {
+    /// Unsubscribe, ping, ack.
+    Empty,
+    /// Publish and send. `offset`/`epoch` are 0 when the channel is not stored.
+    /// `duplicate`: the `client_msg_id` was seen before, nothing new was
+    /// published, and the ids are those of the original publication.
+    Published {
+        message_id: u64,
+        offset: u64,
+        epoch: u64,
+        duplicate: bool,
+    },
+    /// Refresh. `expires_at_ms` is 0 when the new token never expires.
+    Refreshed { expires_at_ms: u64 },
+    /// Subscribe. `recovery` is `Some` exactly when the command had `since`.
+    Subscribed {
+        channel: String,
+        /// Archived out of line (a relative pointer) so that this variant,
+        /// and with it `ArchivedServerMessage`, stays no larger than a push:
+        /// the size of `ArchivedServerMessage` is part of the stored format.
+        #[rkyv(with = Map<AsBox>)]
+        recovery: Option<Recovery>,
+    },
+}
+
+/// The first message on every connection.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct ConnectInfo {
+    pub client_id: u64,
+    pub user: String,
+    /// Unix ms when the token expires; 0 = never.
+    pub expires_at_ms: u64,
+    pub ping_interval_ms: u64,
+    pub shard: u16,
+}
+
+/// Everything the server sends a binary client: each binary frame holds an
+/// rkyv archive of one `ServerMessage`. The rkyv mirror of [`ConnectInfo`],
+/// [`Reply`] and pushes ([`Envelope`]).
+///
+/// `Push` archives are also the canonical stored form of a publication (see
+/// [`crate::envelope::EncodedPush`]), so this layout is a storage format too:
+/// variants are only ever appended, and any change needs a new subprotocol
+/// version and a store migration. The archive's root sits at the end of the
+/// buffer and is `size_of::<ArchivedServerMessage>()` bytes long, so a new
+/// variant must not make that larger than the `Push` variant (72 bytes);
+/// the `push_archive_layout_is_frozen` test pins it.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum ServerMessage {
+    Connect(ConnectInfo),
+    Reply {
+        id: u64,
+        result: ReplyResult,
+    },
+    Error {
+        id: u64,
+        code: u16,
+        message: String,
+    },
+    Push(Envelope),
+    /// The reply to a history command; see [`encode_history_binary`](super::encode_history_binary).
+    History {
+        id: u64,
+        stream: String,
+        epoch: u64,
+        start_offset: u64,
+        next_offset: u64,
+        entries: Vec<Envelope>,
+    },
+}
+
+/// A server message archive that failed validation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("invalid rkyv archive")]
+    InvalidArchive(#[source] BoxedError),
+    #[error("expected a push archive, got a {variant} message")]
+    NotPush { variant: &'static str },
+}
+
+impl CommandError {
+    pub fn new(id: Option<u64>, code: ErrorCode, message: String) -> CommandError {
+        CommandError { id, code, message }
+    }
+
+    /// The error reply to send, or `None` when the command had no readable
+    /// id (then the connection is closed with 4006 instead).
+    pub fn reply(&self) -> Option<Reply> {
+        self.id.map(|id| Reply::Error {
+            id,
+            code: self.code,
+            message: self.message.clone(),
+        })
+    }
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::Internal,
+        ErrorCode::Unauthorized,
+        ErrorCode::UnknownChannel,
+        ErrorCode::PermissionDenied,
+        ErrorCode::MethodNotFound,
+        ErrorCode::AlreadySubscribed,
+        ErrorCode::LimitExceeded,
+        ErrorCode::BadRequest,
+        ErrorCode::NotSubscribed,
+        ErrorCode::TokenExpired,
+        ErrorCode::UnknownUser,
+        ErrorCode::StoreUnavailable,
+    ];
+
+    /// The numeric code on the wire.
+    pub fn as_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// The code for a wire number, if it is one we define.
+    pub fn from_u16(code: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|candidate| candidate.as_u16() == code)
+    }
+
+    /// The default human-readable message for this code.
+    pub fn message(&self) -> &'static str {
+        match self {
+            ErrorCode::Internal => "internal server error",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::UnknownChannel => "unknown channel",
+            ErrorCode::PermissionDenied => "permission denied",
+            ErrorCode::MethodNotFound => "method not found",
+            ErrorCode::AlreadySubscribed => "already subscribed",
+            ErrorCode::LimitExceeded => "limit exceeded",
+            ErrorCode::BadRequest => "bad request",
+            ErrorCode::NotSubscribed => "not subscribed",
+            ErrorCode::TokenExpired => "token expired",
+            ErrorCode::UnknownUser => "unknown user",
+            ErrorCode::StoreUnavailable => "store unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl Reply {
+    /// An error reply with the code's default message.
+    pub fn error(id: u64, code: ErrorCode) -> Reply {
+        Reply::Error {
+            id,
+            code,
+            message: code.message().to_owned(),
+        }
+    }
+}
