@@ -199,7 +199,7 @@ impl Engine {
         // Producers: one row per shard, then the control thread, then the
         // store's writer thread.
         let (mesh, mut senders, receivers) =
-            Mesh::build(n_shards, n_shards + 2, MESH_QUEUE_CAPACITY);
+            Mesh::build(n_shards, n_shards + 2, config.server.mesh_lane_events);
         let missing = |what: &str| EngineError::ShardStart {
             shard: n_shards,
             message: format!("{what} mesh sender missing"),

@@ -11,10 +11,12 @@ pub use ringcast_protocol::limits::{
 /// Capacity of each (producer, shard) mesh ring. With `n` shards the mesh
 /// holds `n * (n + 2)` rings (shards, the control thread, the store).
 pub const MESH_QUEUE_CAPACITY: usize = 1024;
-/// Events a (producer, shard) pair may hold beyond its ring, in the
-/// overflow list the consumer drains after the ring. Together they bound
-/// what one producer can have outstanding at one shard.
-pub const MESH_OVERFLOW_MAX: usize = 64 * 1024;
+/// Events one producer may have outstanding at one shard
+/// (`server.mesh_lane_events`): the ring, then an overflow list the
+/// consumer drains after it, allocated only when used.
+pub const MESH_LANE_EVENTS_DEFAULT: usize = MESH_QUEUE_CAPACITY + 64 * 1024;
+pub const MESH_LANE_EVENTS_MIN: usize = 8;
+pub const MESH_LANE_EVENTS_MAX: usize = 1024 * 1024;
 /// Most mesh events a shard handles per loop turn before it serves its
 /// sockets again.
 pub const MESH_DRAIN_MAX: usize = 256;
@@ -58,7 +60,9 @@ const _: () = assert!(REPLAY_PAGE_ENTRIES <= HISTORY_LIMIT_MAX as usize);
 // A replay page's worth of live publications must fit the held buffer, or
 // an ordinary replay would trip the "too far behind" cut.
 const _: () = assert!(REPLAY_PAGE_ENTRIES < RECOVERY_HELD_MAX);
-const _: () = assert!(MESH_OVERFLOW_MAX >= MESH_QUEUE_CAPACITY);
+const _: () = assert!(MESH_LANE_EVENTS_MIN <= MESH_LANE_EVENTS_DEFAULT);
+const _: () = assert!(MESH_LANE_EVENTS_DEFAULT <= MESH_LANE_EVENTS_MAX);
+const _: () = assert!(MESH_LANE_EVENTS_DEFAULT >= MESH_QUEUE_CAPACITY);
 // Each shard's ring must take a whole drain of every producer and still
 // hold a turn's worth of completions.
 const _: () = assert!(URING_ENTRIES as usize >= IOV_MAX);

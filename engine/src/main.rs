@@ -20,7 +20,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config);
+    // Held until exit: dropping it flushes what the writer thread still has.
+    let _log_flush = init_logging(&config);
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -31,16 +32,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) {
+/// Logs go through a bounded queue to a writer thread, so a shard that
+/// logs never blocks on a slow stderr (a pipe nobody drains, a full disk):
+/// when the queue is full, lines are dropped and counted by the writer.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    guard
 }
 
 fn run(config: Config) -> anyhow::Result<()> {

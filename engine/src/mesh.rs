@@ -42,7 +42,7 @@ use ringcast_protocol::close::CloseCode;
 
 use crate::interest::shard_indexes;
 pub use crate::limits::MESH_DRAIN_MAX;
-use crate::limits::MESH_OVERFLOW_MAX;
+use crate::limits::MESH_QUEUE_CAPACITY;
 use crate::publication::Publication;
 
 /// A publication was refused because some interested shard's lane from
@@ -82,6 +82,8 @@ pub struct Mesh {
     lanes: Box<[CachePadded<Lane>]>,
     doorbells: Box<[CachePadded<Doorbell>]>,
     shutdown: AtomicBool,
+    /// Most events in one lane's overflow list.
+    overflow_max: usize,
     /// Woken on shutdown, for threads that are not mesh consumers (the
     /// control thread).
     shutdown_waker: AtomicWaker,
@@ -150,12 +152,13 @@ impl Mesh {
     pub fn build(
         n_consumers: usize,
         n_producers: usize,
-        capacity: usize,
+        lane_events: usize,
     ) -> (Arc<Mesh>, Vec<MeshSender>, Vec<MeshReceiver>) {
         assert!(n_consumers > 0 && n_producers >= n_consumers);
-        assert!(capacity > 0);
+        assert!(lane_events > 0);
+        let ring_capacity = lane_events.min(MESH_QUEUE_CAPACITY);
         let lanes = (0..n_consumers * n_producers)
-            .map(|_| CachePadded::new(Lane::new(capacity)))
+            .map(|_| CachePadded::new(Lane::new(ring_capacity)))
             .collect();
         let doorbells = (0..n_consumers)
             .map(|_| CachePadded::new(Doorbell::default()))
@@ -166,6 +169,7 @@ impl Mesh {
             lanes,
             doorbells,
             shutdown: AtomicBool::new(false),
+            overflow_max: lane_events - ring_capacity,
             shutdown_waker: AtomicWaker::new(),
         });
         let senders = (0..n_producers)
@@ -237,7 +241,10 @@ impl MeshSender {
             .lane(self.producer_idx, dst)
             .overflow_len
             .load(Ordering::Acquire)
-            < MESH_OVERFLOW_MAX
+            < self.mesh.overflow_max
+            // A lane no larger than the ring has no overflow at all.
+            || (self.mesh.overflow_max == 0
+                && !self.mesh.lane(self.producer_idx, dst).ring.is_full())
     }
 
     /// The one publish path: hands `publication` to every shard in `mask`,
@@ -305,7 +312,7 @@ impl MeshSender {
             Some(event)
         };
         if let Some(event) = event {
-            if lane.overflow_len.load(Ordering::Acquire) >= MESH_OVERFLOW_MAX {
+            if lane.overflow_len.load(Ordering::Acquire) >= self.mesh.overflow_max {
                 return Err(event);
             }
             // Raised before the push so the consumer's decrement after its
@@ -412,10 +419,25 @@ mod tests {
         }
     }
 
+    /// A lane larger than the ring (`MESH_QUEUE_CAPACITY`), so it has an
+    /// overflow list behind its ring.
+    const LANE: usize = MESH_QUEUE_CAPACITY + 2000;
+
+    #[test]
+    fn lanes_no_larger_than_the_ring_have_no_overflow() {
+        let (_mesh, senders, _receivers) = Mesh::build(1, 1, 8);
+        for _ in 0..8 {
+            assert!(senders[0].has_room(0));
+            senders[0].send(0, disconnect("a")).unwrap();
+        }
+        assert!(!senders[0].has_room(0));
+        assert!(senders[0].send(0, disconnect("b")).is_err());
+    }
+
     #[test]
     fn a_full_ring_spills_in_order_and_a_full_overflow_gives_the_event_back() {
-        let (_mesh, senders, mut receivers) = Mesh::build(2, 3, 2);
-        let n = 2 + MESH_OVERFLOW_MAX;
+        let (_mesh, senders, mut receivers) = Mesh::build(2, 3, LANE);
+        let n = LANE;
         for i in 0..n {
             senders[0].send(1, disconnect(&i.to_string())).unwrap();
         }
@@ -428,9 +450,9 @@ mod tests {
         let mut got = Vec::new();
         let mut sent_late = false;
         while receivers[1].drain(MESH_DRAIN_MAX, |e| got.push(user_of(e))) > 0 {
-            // The ring has drained while the overflow has not: a new event
-            // must still come after everything queued before it.
-            if !sent_late {
+            // The ring has drained and the overflow has started to: a new
+            // event must still come after everything queued before it.
+            if !sent_late && got.len() > MESH_QUEUE_CAPACITY + 1 {
                 sent_late = true;
                 senders[0].send(1, disconnect("late")).unwrap();
             }
@@ -461,9 +483,9 @@ mod tests {
 
     #[test]
     fn publish_reaches_every_shard_or_none() {
-        let (_mesh, senders, mut receivers) = Mesh::build(3, 4, 1);
+        let (_mesh, senders, mut receivers) = Mesh::build(3, 4, LANE);
         // Fill shard 2's lane from producer 0 completely.
-        for _ in 0..(1 + MESH_OVERFLOW_MAX) {
+        for _ in 0..LANE {
             senders[0].send(2, disconnect("x")).unwrap();
         }
         let mut local = 0;
@@ -489,7 +511,7 @@ mod tests {
         // A stored publication cannot be refused: the full shard is marked
         // lagged instead, the others get it.
         assert_eq!(senders[3].publish_stored(0b110, &publication("c")), 0);
-        for _ in 0..MESH_OVERFLOW_MAX {
+        for _ in 0..(LANE - 1) {
             senders[3].send(2, disconnect("y")).unwrap();
         }
         assert_eq!(senders[3].publish_stored(0b110, &publication("c")), 1);

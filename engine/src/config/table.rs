@@ -66,6 +66,13 @@ config_table! {
         dedup_window as "dedup_window_ms": Duration
             = Millis { default: 300_000, min: 1000, max: TIMEOUT_MS_MAX },
             "MS", "client_msg_id dedup window";
+        /// Events one producer (a shard, the API, the store) may have
+        /// outstanding at one shard before its publications are refused
+        /// (the mesh lane: a ring of up to `MESH_QUEUE_CAPACITY`, the rest
+        /// an overflow list).
+        mesh_lane_events: usize
+            = Count<usize> { default: crate::limits::MESH_LANE_EVENTS_DEFAULT, min: crate::limits::MESH_LANE_EVENTS_MIN, max: crate::limits::MESH_LANE_EVENTS_MAX, unit: "events" },
+            "N", "Mesh lane capacity per producer and shard";
     }
 }
 

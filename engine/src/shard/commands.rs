@@ -205,15 +205,7 @@ impl Shard {
             } => {
                 let subscribed = is_subscribed(self, &channel);
                 channels::check_publish(config, &channel, subscribed).map_err(refuse)?;
-                self.publish_command(
-                    key,
-                    id,
-                    &user,
-                    channel,
-                    data.to_vec(),
-                    data_is_json,
-                    client_msg_id,
-                )
+                self.publish_command(key, id, &user, channel, data, data_is_json, client_msg_id)
             }
             CommandBody::Send {
                 user: to,
@@ -229,15 +221,7 @@ impl Shard {
                 }
                 channels::validate_user_id(&to).map_err(refuse)?;
                 let inbox = channels::personal_channel(&to);
-                self.publish_command(
-                    key,
-                    id,
-                    &user,
-                    inbox,
-                    data.to_vec(),
-                    data_is_json,
-                    client_msg_id,
-                )
+                self.publish_command(key, id, &user, inbox, data, data_is_json, client_msg_id)
             }
             CommandBody::Ack { stream, offset } => {
                 let ackable = personal(&stream)

@@ -14,6 +14,8 @@ mod crash;
 mod durable;
 mod handshake;
 mod heartbeat;
+mod limits;
+mod publish_path;
 mod pubsub;
 mod shutdown;
 mod slow_consumer;
