@@ -178,6 +178,9 @@ pub struct Session {
     binary: bool,
     /// A write came back short or would block: the socket is full.
     write_blocked: bool,
+    /// A short write ended inside the front frame of `out`: its head is on
+    /// the wire, so its rest must go out whatever else is dropped.
+    front_partial: bool,
     decoder: Decoder,
     /// Bytes of an incomplete frame left from the last read.
     partial: Option<Box<[u8]>>,
@@ -210,6 +213,7 @@ impl Session {
             phase: Phase::Handshake(Vec::new()),
             binary: false,
             write_blocked: false,
+            front_partial: false,
             decoder: Decoder::new(),
             partial: None,
             out: VecDeque::new(),
@@ -644,6 +648,11 @@ impl Session {
     /// The earliest time `handle_timeout` has something to do; `None` when
     /// nothing is pending (a done session).
     pub fn poll_timeout(&self, config: &SessionConfig) -> Option<u64> {
+        // A refusal or an echoed close is done once flushed, while its phase
+        // is still `Closing`: it has no deadline left either.
+        if self.is_done() {
+            return None;
+        }
         match self.phase {
             Phase::Done => None,
             Phase::Handshake(_) | Phase::Closing { .. } => Some(self.deadline_ms),
@@ -729,12 +738,19 @@ impl Session {
         self.out.push_back(frame);
     }
 
-    /// Drops what has not been handed to the kernel; bytes in flight stay.
+    /// Drops what has not been handed to the kernel; bytes in flight stay,
+    /// and so does the rest of a frame a short write began: dropping it
+    /// would make the peer read the next frame (our close) as its payload.
     fn drop_unsent(&mut self) {
+        let keep_bytes = if self.front_partial {
+            self.in_flight.max(1)
+        } else {
+            self.in_flight
+        };
         let mut keep = 0;
         let mut kept_bytes = 0;
         for frame in &self.out {
-            if kept_bytes >= self.in_flight {
+            if kept_bytes >= keep_bytes {
                 break;
             }
             kept_bytes += frame.len();
@@ -759,9 +775,11 @@ impl Session {
             if front.len() <= n {
                 n -= front.len();
                 self.out.pop_front();
+                self.front_partial = false;
             } else {
                 bytes::Buf::advance(front, n);
                 n = 0;
+                self.front_partial = true;
             }
         }
         debug_assert_eq!(
