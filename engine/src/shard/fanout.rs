@@ -127,7 +127,10 @@ impl Shard {
             None => {
                 self.shared.interest.add(channel, self.idx);
                 let channel: Rc<str> = channel.into();
-                self.subscribers.insert(channel.clone(), Vec::new());
+                // Most channels of a shard are personal ones with a single
+                // subscriber: start at one slot, not the default four.
+                self.subscribers
+                    .insert(channel.clone(), Vec::with_capacity(1));
                 channel
             }
         };
@@ -135,6 +138,11 @@ impl Shard {
             keys.push(key);
         }
         if let Some(conn) = self.conns.get_mut(key) {
+            // Every connection has its personal channel and most have
+            // nothing else: one slot first, not the default four.
+            if conn.subscriptions.capacity() == 0 {
+                conn.subscriptions.reserve_exact(1);
+            }
             conn.subscriptions.push(channel);
         }
         self.shared.metrics[self.idx].subscriptions.add(1);

@@ -63,12 +63,14 @@ impl Shard {
                         self.accept_error_logged_ms = self.now_ms;
                         tracing::warn!(shard = self.idx, error = %err, "accept failed");
                     }
-                    self.accept_again = true;
+                    self.accept_at_tick = true;
                     return;
                 }
             }
         }
-        self.accept_again = true;
+        // The budget ran out with connections still pending: the next turn
+        // goes on (no new readiness may come for those already queued).
+        self.accept_next_turn = true;
     }
 
     /// The poller says connection `key` needs a look.

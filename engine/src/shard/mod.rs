@@ -72,9 +72,10 @@ pub struct Shard {
     poller: Poller,
     /// `None` once the shard stopped accepting.
     listener: Option<OwnedFd>,
-    /// Accept again next tick (the process ran out of fds, or the turn's
-    /// accept budget was spent).
-    accept_again: bool,
+    /// Accept again next turn: the turn's accept budget was spent.
+    accept_next_turn: bool,
+    /// Accept again at the next tick: accepting failed (out of fds).
+    accept_at_tick: bool,
     /// When accept last logged a failure, to log it once per interval.
     accept_error_logged_ms: u64,
     store_replies: FuturesUnordered<StoreFuture>,
@@ -133,7 +134,8 @@ impl Shard {
             started_unix_ms: now,
             poller,
             listener: Some(listener),
-            accept_again: false,
+            accept_next_turn: false,
+            accept_at_tick: false,
             accept_error_logged_ms: 0,
             store_replies: FuturesUnordered::new(),
             paused_replays: Vec::new(),
@@ -254,6 +256,9 @@ impl Shard {
         }
         let taken = receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event));
         busy |= taken == MESH_DRAIN_MAX;
+        if std::mem::take(&mut self.accept_next_turn) {
+            self.accept();
+        }
         let mut events = std::mem::take(&mut self.events);
         if let Err(err) = self.poller.poll(&mut events) {
             tracing::error!(shard = self.idx, error = %err, "poller failed");
@@ -272,15 +277,14 @@ impl Shard {
                 self.on_ready(key);
             }
         }
-        busy |= !self.read_again.is_empty();
+        busy |= !self.read_again.is_empty() || self.accept_next_turn;
         while let Some(Some(reply)) = self.store_replies.next().now_or_never() {
             self.on_store_done(reply);
         }
         if self.now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = self.now_ms + self.tick_ms();
             self.sweep();
-            if self.accept_again {
-                self.accept_again = false;
+            if std::mem::take(&mut self.accept_at_tick) {
                 self.accept();
             }
         }
