@@ -198,6 +198,12 @@ impl Shard {
         loop {
             let busy = self.turn(&mut receiver);
             if self.shared.mesh.is_shutting_down() && !self.stopping {
+                // Publications already handed to this shard were
+                // acknowledged to their publishers: queue them before the
+                // connections close (the turn above may have drained the
+                // mesh before the last of them arrived).
+                self.now_ms = unix_ms();
+                while receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event)) > 0 {}
                 self.begin_shutdown();
                 grace_deadline_ms =
                     self.now_ms + self.shared.config.server.shutdown_grace.as_millis() as u64;

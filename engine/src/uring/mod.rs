@@ -41,10 +41,12 @@ pub enum Completion {
 }
 
 /// A send the kernel owns until its completion: the `msghdr` and the iovecs
-/// it points at. Boxed so neither moves while in flight.
+/// it points at. Boxed (and the iovecs in their own allocation, sized to
+/// the send: most carry one or two frames) so neither moves while in
+/// flight; kept for reuse afterwards.
 struct SendOp {
     msg: libc::msghdr,
-    iov: [libc::iovec; IOV_MAX],
+    iov: Vec<libc::iovec>,
     token: usize,
 }
 
@@ -120,21 +122,18 @@ impl Ring {
         assert!(!slices.is_empty() && slices.len() <= IOV_MAX);
         let mut op = self.spare.pop().unwrap_or_else(|| {
             Box::new(SendOp {
-                // SAFETY: msghdr and iovec are plain C structs for which
-                // all-zero is a valid value.
+                // SAFETY: msghdr is a plain C struct for which all-zero is a
+                // valid value.
                 msg: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                iov: unsafe { std::mem::zeroed() },
+                iov: Vec::new(),
                 token: 0,
             })
         });
-        for (iov, slice) in op.iov.iter_mut().zip(slices) {
-            // `IoSlice` is ABI-compatible with `struct iovec` on Unix.
-            *iov = libc::iovec {
-                iov_base: slice.as_ptr().cast_mut().cast(),
-                iov_len: slice.len(),
-            };
-        }
+        op.iov.clear();
+        op.iov.extend(slices.iter().map(|slice| libc::iovec {
+            iov_base: slice.as_ptr().cast_mut().cast(),
+            iov_len: slice.len(),
+        }));
         op.token = token;
         op.msg.msg_iov = op.iov.as_mut_ptr();
         op.msg.msg_iovlen = slices.len();
