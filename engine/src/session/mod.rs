@@ -477,15 +477,31 @@ impl Session {
             if self.stalled_since_ms == 0 {
                 self.stalled_since_ms = now_ms;
             }
-            // Only a connection whose socket is full (a short write, or a
-            // ring send still waiting for room) counts: one that is merely
-            // waiting for the end-of-turn flush may hold a burst.
-            if (self.write_blocked || self.in_flight > 0)
+            // Only a connection whose socket is full (its last write came
+            // back short) counts: one that is merely waiting for the
+            // end-of-turn flush, or for a ring send's completion, may hold
+            // a burst.
+            if self.write_blocked
                 && self.out_bytes > config.queue_bytes_max * QUEUE_HARD_LIMIT_FACTOR
             {
                 self.close(now_ms, CloseReason::SLOW_CONSUMER, config);
                 return Offer::SlowConsumer;
             }
+        }
+        Offer::Queued
+    }
+
+    /// Queues a frame of a replay. A replay is paced by its driver (a page
+    /// at a time, the next one only once the queue drained below half its
+    /// bound), so a page may exceed the hard bound without the connection
+    /// being slow; the slow-consumer timeout still applies.
+    pub fn queue_paced(&mut self, frame: Bytes, now_ms: u64) -> Offer {
+        if !self.is_open() {
+            return Offer::Dropped;
+        }
+        self.push(frame);
+        if self.stalled_since_ms == 0 && self.write_blocked {
+            self.stalled_since_ms = now_ms;
         }
         Offer::Queued
     }
