@@ -108,8 +108,18 @@ impl Lane {
     }
 
     fn pop(&self) -> Option<ShardEvent> {
+        // Whether the overflow held anything *before* the ring is looked
+        // at: the producer only goes back to the ring once the overflow is
+        // drained, so while this count is non-zero every ring event is older
+        // than every overflow event. Looking at the overflow without it, a
+        // ring found empty could refill (and spill) before the overflow is
+        // read, and a spilled event would overtake the ring.
+        let spilled = self.overflow_len.load(Ordering::Acquire) > 0;
         if let Some(event) = self.ring.pop() {
             return Some(event);
+        }
+        if !spilled {
+            return None;
         }
         let event = self.overflow.pop()?;
         self.overflow_len.fetch_sub(1, Ordering::AcqRel);
@@ -539,8 +549,10 @@ mod tests {
 
     #[test]
     fn per_producer_order_is_kept_across_threads() {
-        const N: usize = 20_000;
-        let (_mesh, senders, mut receivers) = Mesh::build(1, 2, 64);
+        const N: usize = 200_000;
+        // A lane with an overflow behind its ring, so order is checked
+        // across both while the consumer races the producers.
+        let (_mesh, senders, mut receivers) = Mesh::build(1, 2, MESH_QUEUE_CAPACITY + 256);
         let mut senders = senders.into_iter();
         let handles: Vec<_> = (0..2)
             .map(|p| {

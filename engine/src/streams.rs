@@ -63,7 +63,7 @@ pub fn policy(config: &Config, channel: &str) -> Option<StreamPolicy> {
 /// The store's `on_appended` hook: hands each newly stored publication to
 /// the shards with subscribers of its channel. Runs on the store's writer
 /// thread and never waits: a shard whose lane from the store is full (it is
-/// `MESH_QUEUE_CAPACITY + MESH_OVERFLOW_MAX` publications behind) is marked
+/// `server.mesh_lane_events` publications behind) is marked
 /// lagged instead, and closes its subscribers of durable streams with 1013;
 /// they reconnect with their position and recover the gap from the store.
 /// So one slow shard never stalls a group commit.

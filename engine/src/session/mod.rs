@@ -151,6 +151,9 @@ pub enum Offer {
 /// late copies.
 #[derive(Debug)]
 struct RecoveringStream {
+    /// Which replay this is: a replay that outlived its entry (the stream
+    /// was left, or recovered again) must not end the new one.
+    id: u64,
     stream: Rc<str>,
     held: Vec<Arc<Publication>>,
     /// `None` while replaying; then live publications at or below it are
@@ -552,15 +555,30 @@ impl Session {
     }
 
     /// From now on, live publications of `stream` are held until
-    /// `end_recovery`. A stream recovered before starts over.
-    pub fn begin_recovery(&mut self, stream: &str) {
+    /// `end_recovery`. A stream recovered before starts over. Returns this
+    /// replay's id (see `replay_id`).
+    pub fn begin_recovery(&mut self, stream: &str) -> u64 {
+        // Process-wide, so ids never repeat on a reused slot either.
+        static NEXT_REPLAY_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT_REPLAY_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let streams = self.recovering.get_or_insert_with(Default::default);
         streams.retain(|entry| *entry.stream != *stream);
         streams.push(RecoveringStream {
+            id,
             stream: stream.into(),
             held: Vec::new(),
             floor: None,
         });
+        id
+    }
+
+    /// The id of the replay of `stream` still running, if any.
+    pub fn replay_id(&self, stream: &str) -> Option<u64> {
+        self.recovering
+            .as_ref()?
+            .iter()
+            .find(|entry| *entry.stream == *stream && entry.floor.is_none())
+            .map(|entry| entry.id)
     }
 
     /// The replay of `stream` ended: `Some(last replayed offset)` releases

@@ -1028,3 +1028,28 @@ fn start_send_offers_nothing_while_a_send_is_in_flight() {
         [Got::Text("one".into()), Got::Text("two".into())]
     );
 }
+
+/// A replay that outlived its entry (the stream was left, or recovered
+/// again) is told apart from the running one by its id.
+#[test]
+fn each_replay_has_its_own_id_and_only_a_running_one_has_an_id() {
+    let mut pair = Pair::open(false);
+    let config = pair.config.clone();
+    assert_eq!(pair.server.replay_id(CHANNEL), None);
+    let first = pair.server.begin_recovery(CHANNEL);
+    assert_eq!(pair.server.replay_id(CHANNEL), Some(first));
+    let second = pair.server.begin_recovery(CHANNEL);
+    assert_ne!(first, second);
+    assert_eq!(pair.server.replay_id(CHANNEL), Some(second));
+    pair.server.forget_recovery(CHANNEL);
+    assert_eq!(pair.server.replay_id(CHANNEL), None);
+    let third = pair.server.begin_recovery(CHANNEL);
+    let now_ms = pair.now_ms;
+    pair.server.end_recovery(CHANNEL, Some(3), now_ms, &config);
+    assert_eq!(
+        pair.server.replay_id(CHANNEL),
+        None,
+        "ended: a floor, not a replay"
+    );
+    assert_ne!(third, second);
+}

@@ -180,8 +180,15 @@ impl Shard {
                     }));
                 }
                 // Durable: live first (held back), then the replay, then the
-                // held publications (recovery.rs).
+                // held publications (recovery.rs). One replay of a stream at
+                // a time: a second would interleave with the first.
                 if let Some(conn) = self.conns.get_mut(key) {
+                    if conn.session.replay_id(&channel).is_some() {
+                        return Err((
+                            ErrorCode::AlreadySubscribed,
+                            format!("{channel} is being recovered; wait for that reply"),
+                        ));
+                    }
                     conn.session.begin_recovery(&channel);
                 }
                 if !own_inbox {

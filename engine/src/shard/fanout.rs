@@ -155,6 +155,9 @@ impl Shard {
             conn.subscriptions.retain(|c| &**c != channel);
             conn.session.forget_recovery(channel);
         }
+        // A replay of the channel waiting for the queue to drain is over.
+        self.paused_replays
+            .retain(|job| job.key != key || job.stream != channel);
         self.remove_subscriber(key, channel);
     }
 

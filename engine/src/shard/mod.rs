@@ -237,9 +237,19 @@ impl Shard {
                         _ => Poll::Pending,
                     }
                 });
+                // Once shutdown was asked the mesh reports ready for good
+                // (the flag is up): stop waiting on it, or the loop spins.
+                let stopping = self.stopping;
+                let mesh_wait = async {
+                    if stopping {
+                        std::future::pending::<()>().await
+                    } else {
+                        receiver.wait().await
+                    }
+                };
                 monoio::select! {
                     _ = waiter.readable(false) => {},
-                    _ = receiver.wait() => {},
+                    _ = mesh_wait => {},
                     reply = next_reply => done = Some(reply),
                     _ = monoio::time::sleep(tick) => {},
                 }
@@ -303,7 +313,15 @@ impl Shard {
 
     fn handle_event(&mut self, event: ShardEvent) {
         match event {
-            ShardEvent::Publish(publication) => self.deliver_local(&publication),
+            ShardEvent::Publish(publication) => {
+                // A lagged mark set before this publication was sent means
+                // an earlier one of its stream may be missing: cut first, so
+                // no subscriber gets a later offset over a gap.
+                if self.shared.mesh.take_lagged(self.idx) {
+                    self.cut_durable_subscribers();
+                }
+                self.deliver_local(&publication)
+            }
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self

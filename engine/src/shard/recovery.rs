@@ -29,9 +29,11 @@ use crate::session::Offer;
 pub(super) struct Job {
     pub key: usize,
     client_id: u64,
+    /// The session's id for this replay (`Session::replay_id`).
+    replay_id: u64,
     /// The subscribe command to answer; 0 for the inbox at connect.
     command_id: u64,
-    stream: String,
+    pub stream: String,
     /// The user's own inbox: without `since`, start from the device's
     /// stored cursor; on failure, stay joined.
     device_cursor: bool,
@@ -65,9 +67,13 @@ impl Shard {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
+        let Some(replay_id) = conn.session.replay_id(&stream) else {
+            return;
+        };
         let job = Job {
             key,
             client_id: conn.client_id,
+            replay_id,
             command_id,
             stream,
             device_cursor,
@@ -123,7 +129,11 @@ impl Shard {
     }
 
     pub(super) fn recovery_step(&mut self, mut job: Job, step: Step) {
-        if !self.is_current(job.key, job.client_id) {
+        // The connection may have gone, left the stream, or started
+        // another replay of it: then this one is over, silently.
+        let current = self.is_current(job.key, job.client_id)
+            && self.conns[job.key].session.replay_id(&job.stream) == Some(job.replay_id);
+        if !current {
             return;
         }
         match step {
@@ -236,7 +246,10 @@ impl Shard {
             .partition(|job| job.key == key);
         self.paused_replays = rest;
         for job in resumed {
-            self.next_read(job);
+            let current = self.conns[key].session.replay_id(&job.stream) == Some(job.replay_id);
+            if current {
+                self.next_read(job);
+            }
         }
     }
 

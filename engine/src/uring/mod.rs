@@ -27,6 +27,8 @@ const KIND_POLL: u64 = 1;
 const KIND_SEND: u64 = 2;
 /// Completions of `POLL_REMOVE` and `ASYNC_CANCEL` themselves: nothing to do.
 const KIND_IGNORE: u64 = 3;
+/// Finished send ops kept for reuse.
+const SPARE_SENDS_MAX: usize = 1024;
 const POLL_EVENTS: u32 = (libc::POLLIN | libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
 
 /// What the ring reported.
@@ -71,8 +73,9 @@ impl Ring {
     pub fn new() -> io::Result<Ring> {
         Ok(Ring {
             ring: IoUring::builder()
-                // Room for a readiness event from every socket and a send
-                // completion for each, so a broadcast does not overflow it
+                // Room for a turn's readiness events and send completions
+                // on most shards; a broadcast to more sockets than this
+                // overflows into the kernel's list, which `submit` drains
                 // (an overflow ends multishot polls, costing a re-arm each).
                 .setup_cqsize(URING_ENTRIES * 16)
                 .build(URING_ENTRIES)?,
@@ -143,7 +146,21 @@ impl Ring {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data((KIND_SEND << KIND_SHIFT) | idx as u64);
-        self.push(&entry)
+        if let Err(err) = self.push(&entry) {
+            // Not queued: no completion will come for it.
+            let op = self.sends.remove(idx);
+            self.keep_spare(op);
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Keeps a finished op for reuse, up to `SPARE_SENDS_MAX`: after a
+    /// broadcast to many connections the rest are freed, not kept.
+    fn keep_spare(&mut self, op: Box<SendOp>) {
+        if self.spare.len() < SPARE_SENDS_MAX {
+            self.spare.push(op);
+        }
     }
 
     /// Cancels the send in flight for `token`, if any; its completion still
@@ -164,6 +181,13 @@ impl Ring {
 
     /// Submits what is queued (one `io_uring_enter`) without waiting.
     pub fn submit(&mut self) -> io::Result<()> {
+        // Completions that did not fit the completion queue wait in the
+        // kernel until an enter asks for events: without one after an
+        // overflow (a broadcast to more sockets than the queue holds), they
+        // would stay there and their connections would stall.
+        if self.ring.submission().cq_overflow() {
+            self.to_submit = true;
+        }
         if std::mem::take(&mut self.to_submit) {
             match self.ring.submit() {
                 Ok(_) => {}
@@ -209,15 +233,24 @@ impl Ring {
                             Err(io::Error::from_raw_os_error(-result))
                         },
                     ));
-                    self.spare.push(op);
+                    if self.spare.len() < SPARE_SENDS_MAX {
+                        self.spare.push(op);
+                    }
                 }
                 _ => {}
             }
         }
+        // Re-arm every ended poll even if one fails, then report the first
+        // failure: a socket left without its poll would go deaf.
+        let mut failed = Ok(());
         for (fd, user_data) in rearm {
-            self.arm(fd, user_data)?;
+            if let Err(err) = self.arm(fd, user_data) {
+                if failed.is_ok() {
+                    failed = Err(err);
+                }
+            }
         }
-        Ok(())
+        failed
     }
 
     fn arm(&mut self, fd: RawFd, user_data: u64) -> io::Result<()> {
