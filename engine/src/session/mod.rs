@@ -494,10 +494,11 @@ impl Session {
         Offer::Queued
     }
 
-    /// Queues a frame of a replay. A replay is paced by its driver (a page
-    /// at a time, the next one only once the queue drained below half its
-    /// bound), so a page may exceed the hard bound without the connection
-    /// being slow; the slow-consumer timeout still applies.
+    /// Queues a frame of a replay. A replay is paced by its driver (an
+    /// entry at a time while the queue is under half its bound), so the
+    /// queue stays within half the bound plus one entry, which may still be
+    /// a large one: the hard cut, meant for live traffic piling up, does
+    /// not apply; the slow-consumer timeout does.
     pub fn queue_paced(&mut self, frame: Bytes, now_ms: u64) -> Offer {
         if !self.is_open() {
             return Offer::Dropped;

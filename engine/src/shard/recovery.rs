@@ -43,6 +43,15 @@ pub(super) struct Job {
     cursor: u64,
     replayed: u64,
     first_page: bool,
+    /// Entries of the last page read and not yet queued: a page is queued
+    /// only while the connection's queue is under half its bound, so a
+    /// replay never holds more than that plus one entry.
+    pending: std::collections::VecDeque<EncodedPush>,
+    /// The last page read was the stream's end.
+    at_end: bool,
+    /// The page's `epoch` and `first_offset`, for the final reply.
+    epoch: u64,
+    first_offset: u64,
 }
 
 /// A store answer for a replay.
@@ -81,6 +90,10 @@ impl Shard {
             cursor: since.map_or(0, |p| p.offset),
             replayed: 0,
             first_page: true,
+            pending: std::collections::VecDeque::new(),
+            at_end: false,
+            epoch: 0,
+            first_offset: 0,
         };
         if job.position.is_none() && device_cursor {
             let device = self.device_id(conn);
@@ -192,8 +205,28 @@ impl Shard {
                 return self.finish_recovery(job, Ok(recovery));
             }
         }
-        let n_entries = page.entries.len();
-        for entry in &page.entries {
+        job.at_end = page.entries.len() < REPLAY_PAGE_ENTRIES;
+        job.epoch = page.epoch;
+        job.first_offset = page.first_offset;
+        job.pending = page.entries.into();
+        self.continue_replay(job);
+    }
+
+    /// Queues pending entries while the connection's queue is under half
+    /// its bound, then reads the next page, finishes, or waits for the
+    /// queue to drain (a send completion resumes it).
+    fn continue_replay(&mut self, mut job: Job) {
+        while let Some(entry) = job.pending.front() {
+            // Flow control: let the socket take what is queued first, so a
+            // long replay never trips the slow-consumer bound and never
+            // holds more than half the bound plus one entry.
+            if self.over_half_bound(job.key) {
+                if let Some(conn) = self.conns.get_mut(job.key) {
+                    conn.replay_paused = true;
+                }
+                self.paused_replays.push(job);
+                return;
+            }
             let offset = entry.envelope().offset.to_native();
             debug_assert!(
                 offset > job.cursor,
@@ -203,27 +236,19 @@ impl Shard {
             self.queue_entry(job.key, entry);
             job.cursor = offset;
             job.replayed += 1;
+            job.pending.pop_front();
         }
-        if n_entries < REPLAY_PAGE_ENTRIES {
+        if job.at_end {
             let recovery = Recovery {
                 recovered: true,
-                epoch: page.epoch,
+                epoch: job.epoch,
                 offset: job.cursor,
-                start_offset: page.first_offset,
+                start_offset: job.first_offset,
                 replayed: job.replayed,
             };
             return self.finish_recovery(job, Ok(recovery));
         }
-        // Flow control: let the socket take the page before reading the
-        // next, so a long replay never trips the slow-consumer bound.
-        if self.over_half_bound(job.key) {
-            if let Some(conn) = self.conns.get_mut(job.key) {
-                conn.replay_paused = true;
-            }
-            self.paused_replays.push(job);
-        } else {
-            self.next_read(job);
-        }
+        self.next_read(job);
     }
 
     fn over_half_bound(&self, key: usize) -> bool {
@@ -248,7 +273,7 @@ impl Shard {
         for job in resumed {
             let current = self.conns[key].session.replay_id(&job.stream) == Some(job.replay_id);
             if current {
-                self.next_read(job);
+                self.continue_replay(job);
             }
         }
     }
