@@ -799,7 +799,11 @@ impl Writer {
         let mut budget = self.config.trim_keys_per_step_max;
         // Age retention, round-robin so every stream gets its turn.
         let mut visited = 0;
-        while budget > 0 && visited < self.age_streams.len() {
+        let visits_max = self
+            .age_streams
+            .len()
+            .min(self.config.age_streams_per_step_max);
+        while budget > 0 && visited < visits_max {
             let next = self
                 .age_streams
                 .range(self.age_next..)

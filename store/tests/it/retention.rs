@@ -73,3 +73,38 @@ fn age_retention_trims_old_entries_only() {
     assert_eq!(offsets(&read_all(&store, "s").entries), vec![6, 7, 8]);
     store.close().unwrap();
 }
+
+/// Age retention looks at a bounded number of streams per maintenance
+/// step, round-robin: with more streams than that bound, every stream is
+/// still reached.
+#[test]
+fn age_retention_reaches_every_stream_a_few_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.age_streams_per_step_max = 2;
+    let store = Store::open(config).unwrap();
+    let retention = Retention {
+        count_max: u64::MAX,
+        age_max: Duration::from_secs(60),
+    };
+    let now = now_ms();
+    let streams: Vec<String> = (0..7).map(|i| format!("s{i}")).collect();
+    for stream in &streams {
+        for idx in 0..3u64 {
+            let mut append = AppendRequest {
+                retention,
+                ..request(stream, &idx.to_string(), Durability::Buffered)
+            };
+            // Two old entries, one new, in every stream.
+            append.envelope.time_ms = if idx < 2 { now - 600_000 } else { now };
+            submit(&store, append).unwrap();
+        }
+    }
+    for stream in &streams {
+        eventually("age trim of every stream", || {
+            read_all(&store, stream).first_offset == 3
+        });
+        assert_eq!(offsets(&read_all(&store, stream).entries), vec![3]);
+    }
+    store.close().unwrap();
+}
