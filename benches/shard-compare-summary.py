@@ -21,12 +21,9 @@ import statistics
 import sys
 
 
-def load(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+# One results-file reader for both scripts.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare"))
+from compare import load  # noqa: E402
 
 
 def ratio(a, b):

@@ -494,22 +494,6 @@ impl Session {
         Offer::Queued
     }
 
-    /// Queues a frame of a replay. A replay is paced by its driver (an
-    /// entry at a time while the queue is under half its bound), so the
-    /// queue stays within half the bound plus one entry, which may still be
-    /// a large one: the hard cut, meant for live traffic piling up, does
-    /// not apply; the slow-consumer timeout does.
-    pub fn queue_paced(&mut self, frame: Bytes, now_ms: u64) -> Offer {
-        if !self.is_open() {
-            return Offer::Dropped;
-        }
-        self.push(frame);
-        if self.stalled_since_ms == 0 && self.write_blocked {
-            self.stalled_since_ms = now_ms;
-        }
-        Offer::Queued
-    }
-
     /// Offers a live publication: queued, held while its stream replays, or
     /// dropped as a late copy of what the replay delivered.
     pub fn offer(

@@ -711,31 +711,6 @@ fn far_over_the_bound_with_a_send_in_flight_is_cut_only_once_a_write_comes_back_
     assert!(pair.server.is_closing());
 }
 
-/// A replay's page may exceed the hard bound on a full socket: the replay
-/// paces itself, so only the slow-consumer timeout applies.
-#[test]
-fn paced_replay_frames_are_never_cut_by_the_hard_bound() {
-    let mut pair = Pair::open(false);
-    pair.capacity = 0;
-    assert_eq!(pair.queue(big(b'a')), Offer::Queued);
-    pair.drive_bounded();
-    let hard_limit = QUEUE_BYTES_MAX * QUEUE_HARD_LIMIT_FACTOR;
-    let mut n = 0;
-    while pair.server.out_bytes() <= 2 * hard_limit {
-        assert_eq!(
-            pair.server.queue_paced(big(b'r'), pair.now_ms),
-            Offer::Queued
-        );
-        n += 1;
-    }
-    assert!(pair.server.is_open());
-    pair.capacity = UNLIMITED;
-    pair.drive_bounded();
-    let mut expected = vec![got_big(b'a')];
-    expected.extend(std::iter::repeat_n(got_big(b'r'), n));
-    assert_eq!(pair.got(), expected);
-}
-
 #[test]
 fn far_over_the_bound_after_a_short_write_closes_at_once() {
     let mut pair = Pair::open(false);

@@ -11,7 +11,8 @@ use crate::session::Session;
 pub struct Conn {
     pub fd: OwnedFd,
     pub session: Session,
-    /// 0 until the upgrade is accepted.
+    /// 0 until the upgrade is accepted (issued ids are never 0: their
+    /// sequence starts at 1), so also "counted in `connections`".
     pub client_id: u64,
     pub user: Rc<str>,
     /// The device id from the connect URL (`?device=`); acknowledgements are
@@ -24,8 +25,6 @@ pub struct Conn {
     pub in_dirty: bool,
     /// In the shard's `read_again` list (more to read after the fairness cap).
     pub in_read_again: bool,
-    /// Counted in `connections` (the upgrade was accepted).
-    pub counted: bool,
     /// A cancel was asked for the send in flight (the session is done).
     pub cancel_asked: bool,
     /// A replay of this connection waits for its queue to drain.
@@ -43,7 +42,6 @@ impl Conn {
             subscriptions: Vec::new(),
             in_dirty: false,
             in_read_again: false,
-            counted: false,
             cancel_asked: false,
             replay_paused: false,
         }

@@ -170,7 +170,6 @@ impl Shard {
         conn.client_id = client_id;
         conn.user = admitted.user.clone();
         conn.device = admitted.device.clone();
-        conn.counted = true;
         conn.session.accept(
             self.now_ms,
             Bytes::from(admitted.response),
@@ -475,7 +474,7 @@ impl Shard {
         self.unsubscribe_all(key);
         let conn = self.conns.remove(key);
         let _ = self.poller.deregister(conn.fd.as_raw_fd(), token_of(key));
-        if conn.counted {
+        if conn.client_id != 0 {
             self.n_open -= 1;
             self.shared.metrics[self.idx].connections.sub(1);
         }

@@ -22,7 +22,6 @@ use ringcast_store::{ReadRequest, ReadResult, StoredCursor};
 use super::commands::{store_reply, CommandError, StoreDone};
 use super::Shard;
 use crate::limits::REPLAY_PAGE_ENTRIES;
-use crate::session::Offer;
 
 /// One stream's replay to one connection.
 #[derive(Debug)]
@@ -321,11 +320,6 @@ impl Shard {
         } else {
             encode_frame(OpCode::Text, &encode_push_json(entry.envelope()), None)
         };
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.session.queue_paced(frame, self.now_ms) == Offer::Queued {
-                self.shared.metrics[self.idx].messages_out.add(1);
-            }
-            self.mark_dirty(key);
-        }
+        self.send_frame(key, frame);
     }
 }
