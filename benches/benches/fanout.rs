@@ -155,7 +155,7 @@ fn baseline_clone_vecdeque<T: Clone>(
 fn fanout(c: &mut Criterion) {
     for payload_bytes in PAYLOAD_SIZES {
         let publication = publication(payload_bytes);
-        let frame: Arc<[u8]> = publication.json_frame[..].into();
+        let frame: Arc<[u8]> = publication.json_frame()[..].into();
         let mut group = c.benchmark_group(format!("fanout_one_publication_{payload_bytes}B"));
         for n_conns in SUBSCRIBERS {
             // Built once per N, outside the closures criterion calls per
@@ -184,7 +184,7 @@ fn fanout(c: &mut Criterion) {
             });
             group.bench_function(BenchmarkId::new("baseline_bytes_vecdeque", n_conns), |b| {
                 b.iter_custom(|iters| {
-                    baseline_clone_vecdeque(iters, &mut bytes_queues, &publication.json_frame)
+                    baseline_clone_vecdeque(iters, &mut bytes_queues, publication.json_frame())
                 })
             });
         }

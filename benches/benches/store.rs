@@ -79,7 +79,7 @@ fn append_all(store: &Store, requests: impl Iterator<Item = AppendRequest>) -> V
 
 fn append_request(stream: String, durability: Durability) -> AppendRequest {
     AppendRequest {
-        envelope: envelope(&stream),
+        push: EncodedPush::encode(&envelope(&stream)),
         stream,
         durability,
         client_msg_id: None,

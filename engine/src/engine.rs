@@ -213,9 +213,10 @@ impl Engine {
         let mut store_config = StoreConfig::new(data_dir.clone());
         store_config.node_id = config.server.node_id.get();
         store_config.dedup_window = config.server.dedup_window;
-        let store = Store::open_with_hook(
+        store_config.sync_interval_min = config.server.store_sync_interval;
+        let store = Store::open_with_sink(
             store_config,
-            crate::streams::fanout_hook(store_sender, interest.clone()),
+            crate::streams::StoreSink::new(store_sender, interest.clone()),
         )
         .map_err(|source| EngineError::Store {
             path: data_dir.clone(),

@@ -26,6 +26,14 @@
 //! are per park, not per message (monoio's `sync` feature carries the wake
 //! to the owner thread through its eventfd).
 //!
+//! Beside the lanes, each shard has one queue of store answers: the
+//! store's writer hands each group commit's answers to the shards that
+//! asked (see `crate::streams::StoreSink`), then rings each of those shards
+//! once, so a commit of many requests costs each shard one wake-up, not
+//! one per request. The queue is unbounded on purpose: an answer must never
+//! be refused, and each one answers a request its shard submitted, so the
+//! store's own request queue bounds them.
+//!
 //! What crosses is an `Arc<Publication>`: the rkyv envelope and the frames
 //! built from it once, shared by reference, never copied per shard or per
 //! recipient.
@@ -58,6 +66,14 @@ pub struct PresenceEntry {
     pub shard: usize,
 }
 
+/// A store answer on its way to the shard that asked: the request's slot
+/// in that shard's table of requests waiting for the store.
+#[derive(Debug)]
+pub struct StoreAnswer {
+    pub slot: usize,
+    pub answer: ringcast_store::Answer,
+}
+
 /// Where a shard sends its answer to a presence query.
 pub type PresenceReply = futures_channel::oneshot::Sender<Vec<PresenceEntry>>;
 
@@ -81,6 +97,8 @@ pub struct Mesh {
     /// Index `producer * n_consumers + consumer`.
     lanes: Box<[CachePadded<Lane>]>,
     doorbells: Box<[CachePadded<Doorbell>]>,
+    /// Store answers, per consumer.
+    answers: Box<[CachePadded<SegQueue<StoreAnswer>>]>,
     shutdown: AtomicBool,
     /// Most events in one lane's overflow list.
     overflow_max: usize,
@@ -173,11 +191,15 @@ impl Mesh {
         let doorbells = (0..n_consumers)
             .map(|_| CachePadded::new(Doorbell::default()))
             .collect();
+        let answers = (0..n_consumers)
+            .map(|_| CachePadded::new(SegQueue::new()))
+            .collect();
         let mesh = Arc::new(Mesh {
             n_consumers,
             n_producers,
             lanes,
             doorbells,
+            answers,
             shutdown: AtomicBool::new(false),
             overflow_max: lane_events - ring_capacity,
             shutdown_waker: AtomicWaker::new(),
@@ -291,28 +313,41 @@ impl MeshSender {
     /// Like `publish` for a publication that is already stored: shards
     /// with room get it; each shard without room is marked lagged (its
     /// subscribers of durable streams are cut and recover from the store).
-    /// Returns how many shards were marked.
+    /// Returns how many shards were marked. Rings no doorbell: the caller
+    /// (the store's sink) rings each shard in `mask` once per batch.
     pub fn publish_stored(&self, mask: u64, publication: &Arc<Publication>) -> usize {
         let mut lagged = 0;
         for dst in shard_indexes(mask) {
             if self
-                .send(dst, ShardEvent::Publish(publication.clone()))
+                .send_quiet(dst, ShardEvent::Publish(publication.clone()))
                 .is_err()
             {
                 self.mesh.doorbells[dst]
                     .lagged
                     .store(true, Ordering::Release);
-                self.ring(dst);
                 lagged += 1;
             }
         }
         lagged
     }
 
+    /// Queues a store answer for shard `dst` without ringing (see
+    /// `publish_stored`). Never refused: see the module docs.
+    pub fn answer_quiet(&self, dst: usize, answer: StoreAnswer) {
+        self.mesh.answers[dst].push(answer);
+    }
+
     /// Hands `event` to shard `dst`, in the ring or, while the ring is full
     /// or the overflow not yet drained, the overflow. Gives the event back
     /// when the overflow is full too.
     pub fn send(&self, dst: usize, event: ShardEvent) -> Result<(), ShardEvent> {
+        self.send_quiet(dst, event)?;
+        self.ring(dst);
+        Ok(())
+    }
+
+    /// `send` without the doorbell: the caller rings `dst` later.
+    fn send_quiet(&self, dst: usize, event: ShardEvent) -> Result<(), ShardEvent> {
         debug_assert!(dst < self.mesh.n_consumers);
         let lane = self.mesh.lane(self.producer_idx, dst);
         let overflow_len = lane.overflow_len.load(Ordering::Acquire);
@@ -330,11 +365,11 @@ impl MeshSender {
             lane.overflow_len.fetch_add(1, Ordering::AcqRel);
             lane.overflow.push(event);
         }
-        self.ring(dst);
         Ok(())
     }
 
-    fn ring(&self, dst: usize) {
+    /// Wakes shard `dst` if it is parked; call after queueing for it.
+    pub fn ring(&self, dst: usize) {
         // Pairs with the fence in `MeshReceiver::wait`.
         fence(Ordering::SeqCst);
         let doorbell = &self.mesh.doorbells[dst];
@@ -375,10 +410,26 @@ impl MeshReceiver {
         taken
     }
 
+    /// Takes up to `max` store answers queued for this shard; returns how
+    /// many it took.
+    pub fn drain_answers(&mut self, max: usize, mut on_answer: impl FnMut(StoreAnswer)) -> usize {
+        let answers = &self.mesh.answers[self.consumer_idx];
+        let mut taken = 0;
+        while taken < max {
+            let Some(answer) = answers.pop() else {
+                break;
+            };
+            taken += 1;
+            on_answer(answer);
+        }
+        taken
+    }
+
     fn has_pending(&self) -> bool {
         self.mesh.doorbells[self.consumer_idx]
             .lagged
             .load(Ordering::Relaxed)
+            || !self.mesh.answers[self.consumer_idx].is_empty()
             || (0..self.mesh.n_producers)
                 .any(|producer_idx| !self.mesh.lane(producer_idx, self.consumer_idx).is_empty())
     }

@@ -4,21 +4,20 @@
 //! A user's inbox (`user:<id>`) is always stored, `sync` (acknowledged after
 //! the group commit's fsync). A channel is stored when its namespace has
 //! `history = true`, with that namespace's durability and retention. The
-//! store assigns each entry its offset on its single writer thread and calls
-//! `fanout_hook` in offset order once the batch is durable; the hook sends
-//! the publication to the interested shards through the store's own row of
-//! the mesh, so every shard receives a stream's publications in offset
-//! order from one producer.
+//! store assigns each entry its offset on its single writer thread and,
+//! once the batch is durable, hands the batch to [`StoreSink`]: the new
+//! publications to the interested shards, the answers to the shards that
+//! asked, one wake-up per shard per batch.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringcast_store::{Appended, Durability, OnAppended, Retention};
+use ringcast_store::{Answer, Appended, CommitSink, Durability, Retention};
 
 use crate::channels::PERSONAL_NAMESPACE;
 use crate::config::{self, Config};
-use crate::interest::Interest;
-use crate::mesh::MeshSender;
+use crate::interest::{shard_indexes, Interest};
+use crate::mesh::{MeshSender, StoreAnswer};
 use crate::publication::Publication;
 
 /// Newest entries kept in a user's inbox.
@@ -60,26 +59,95 @@ pub fn policy(config: &Config, channel: &str) -> Option<StreamPolicy> {
     })
 }
 
-/// The store's `on_appended` hook: hands each newly stored publication to
-/// the shards with subscribers of its channel. Runs on the store's writer
-/// thread and never waits: a shard whose lane from the store is full (it is
-/// `server.mesh_lane_events` publications behind) is marked
-/// lagged instead, and closes its subscribers of durable streams with 1013;
-/// they reconnect with their position and recover the gap from the store.
-/// So one slow shard never stalls a group commit.
-pub fn fanout_hook(sender: MeshSender, interest: Arc<Interest>) -> OnAppended {
-    Box::new(move |appended: &Appended| {
-        if appended.duplicate {
-            // Delivered when it was first stored.
+/// The tag of a store request submitted by shard `shard` for its pending
+/// slot `slot` (see [`StoreSink`]).
+pub fn request_tag(shard: usize, slot: usize) -> u64 {
+    debug_assert!(shard < crate::limits::SHARDS_MAX);
+    assert!(u32::try_from(slot).is_ok(), "pending store slot over u32");
+    ((shard as u64) << 32) | slot as u64
+}
+
+/// The shard and slot of a request tag.
+fn tag_parts(tag: u64) -> (usize, usize) {
+    ((tag >> 32) as usize, (tag & u64::from(u32::MAX)) as usize)
+}
+
+/// The store's commit sink: runs on the store's writer thread after each
+/// group commit and never waits.
+///
+/// - Each newly stored publication goes to the shards with subscribers of
+///   its channel, through the store's own row of the mesh, so every shard
+///   receives a stream's publications in offset order from one producer.
+///   A shard whose lane from the store is full (it is
+///   `server.mesh_lane_events` publications behind) is marked lagged
+///   instead, and closes its subscribers of durable streams with 1013; they
+///   reconnect with their position and recover the gap from the store. So
+///   one slow shard never stalls a group commit.
+/// - Each answer to a shard's request goes to that shard's answer queue.
+/// - At the end of the batch each shard that got anything is rung once.
+///
+/// Frames are not built here: a `Publication` builds them on the first
+/// shard that sends one (`publication.rs`).
+pub struct StoreSink {
+    sender: MeshSender,
+    interest: Arc<Interest>,
+    /// Shards handed something in this batch, to ring at its end.
+    touched: u64,
+}
+
+impl StoreSink {
+    pub fn new(sender: MeshSender, interest: Arc<Interest>) -> StoreSink {
+        StoreSink {
+            sender,
+            interest,
+            touched: 0,
+        }
+    }
+}
+
+impl CommitSink for StoreSink {
+    fn appended(&mut self, appended: &Appended) {
+        debug_assert!(!appended.duplicate, "the store hands over new entries only");
+        let publication = Arc::new(Publication::from_push(appended.push.clone()));
+        let mask = self.interest.shards(publication.channel());
+        if mask == 0 {
             return;
         }
-        let publication = Arc::new(Publication::from_push(appended.push.clone()));
-        let mask = interest.shards(publication.channel());
-        if mask != 0 && sender.publish_stored(mask, &publication) > 0 {
+        self.touched |= mask;
+        if self.sender.publish_stored(mask, &publication) > 0 {
             tracing::warn!(
                 channel = publication.channel(),
                 "a shard fell behind the store's fan-out"
             );
         }
-    })
+    }
+
+    fn answered(&mut self, tag: u64, answer: Answer) {
+        let (shard, slot) = tag_parts(tag);
+        if shard >= self.sender.mesh().n_consumers() {
+            tracing::error!(tag, "a store answer for no shard");
+            return;
+        }
+        self.touched |= 1 << shard;
+        self.sender
+            .answer_quiet(shard, StoreAnswer { slot, answer });
+    }
+
+    fn batch_done(&mut self) {
+        for shard in shard_indexes(std::mem::take(&mut self.touched)) {
+            self.sender.ring(shard);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_keep_shard_and_slot_apart() {
+        for (shard, slot) in [(0, 0), (61, 0), (3, u32::MAX as usize), (1, 12_345)] {
+            assert_eq!(tag_parts(request_tag(shard, slot)), (shard, slot));
+        }
+    }
 }

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use futures_executor::block_on;
-use ringcast_protocol::envelope::Envelope;
+use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_store::{AppendRequest, Durability, Retention, Store, StoreConfig};
 
 fn run(dir: &std::path::Path, entries_max: usize, count: usize) -> f64 {
@@ -21,7 +21,7 @@ fn run(dir: &std::path::Path, entries_max: usize, count: usize) -> f64 {
             let stream = format!("user:{}", idx % 64);
             store
                 .append(AppendRequest {
-                    envelope: Envelope {
+                    push: EncodedPush::encode(&Envelope {
                         id: 0,
                         offset: 0,
                         epoch: 0,
@@ -30,7 +30,7 @@ fn run(dir: &std::path::Path, entries_max: usize, count: usize) -> f64 {
                         time_ms: 0,
                         data_is_json: true,
                         data: br#"{"text":"a 100-byte-ish chat message body for the throughput run ....."}"#.to_vec(),
-                    },
+                    }),
                     stream,
                     durability: Durability::Sync,
                     client_msg_id: None,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringcast_protocol::envelope::{EncodedPush, Envelope, MessageId};
+use crate::error::StoreError;
+
+use ringcast_protocol::envelope::{EncodedPush, MessageId};
 
 /// Longest stream name, in bytes. Keeps meta keys small and bounds what a
 /// bad caller can make the store hold per request.
@@ -15,6 +17,9 @@ pub const STREAM_NAME_BYTES_MAX: usize = 1024;
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 256;
 /// Longest user or device id in a cursor, in bytes.
 pub const CURSOR_ID_BYTES_MAX: usize = 1024;
+
+/// Default of [`StoreConfig::sync_interval_min`], in microseconds.
+pub const SYNC_INTERVAL_MIN_DEFAULT_US: u64 = 1000;
 
 /// Store configuration. Build with [`StoreConfig::new`] and override fields.
 #[derive(Debug, Clone)]
@@ -57,6 +62,12 @@ pub struct StoreConfig {
     /// with 10,000 user inboxes was 100,000 range scans a second on the
     /// writer thread.
     pub age_streams_per_step_max: usize,
+    /// Least time between the starts of two fsyncs. A batch that must be
+    /// synced sooner keeps collecting requests until then, so under load
+    /// one fsync covers more appends (and the writer pays for fewer of
+    /// them); after a quiet spell nothing waits. Adds at most this much to
+    /// an acknowledgement, and only while fsyncs follow one another.
+    pub sync_interval_min: Duration,
 }
 
 impl StoreConfig {
@@ -75,6 +86,7 @@ impl StoreConfig {
             trim_keys_per_step_max: 1024,
             maintenance_interval: Duration::from_millis(100),
             age_streams_per_step_max: 256,
+            sync_interval_min: Duration::from_micros(SYNC_INTERVAL_MIN_DEFAULT_US),
         }
     }
 }
@@ -114,9 +126,11 @@ impl Retention {
 pub struct AppendRequest {
     /// Stream name: `user:<id>` for an inbox, the channel name for history.
     pub stream: String,
-    /// The publication. The store overwrites `id`, `offset` and `epoch`, and
-    /// sets `time_ms` to now when it is 0.
-    pub envelope: Envelope,
+    /// The publication, encoded by the caller (on its own thread: the
+    /// writer never encodes). The store stamps its id, `offset` and
+    /// `epoch` in place (see [`EncodedPush::stamp`]), and its time when
+    /// that is 0.
+    pub push: EncodedPush,
     /// When to acknowledge.
     pub durability: Durability,
     /// Idempotency key: a retry with the same `(stream, client_msg_id)`
@@ -170,10 +184,49 @@ pub struct ReadResult {
     pub next_offset: u64,
 }
 
-/// Called by the writer thread for every newly stored entry, after its
-/// batch is durable and before the append is acknowledged, in offset order
-/// per stream. It runs on the writer thread: it must not block.
-pub type OnAppended = Box<dyn FnMut(&Appended) + Send>;
+/// The answer to a request submitted with a tag ([`crate::Store::submit_append`],
+/// [`crate::Store::submit_cursor`]), handed to [`CommitSink::answered`].
+#[derive(Debug)]
+pub enum Answer {
+    Appended(Result<Appended, StoreError>),
+    Cursor(Result<u64, StoreError>),
+}
+
+/// What the writer hands back after each group commit, on the writer
+/// thread. It must not block: it runs between a batch's fsync and the next
+/// batch.
+///
+/// Per batch, in this order: [`CommitSink::appended`] for every newly
+/// stored entry (in offset order per stream), then [`CommitSink::answered`]
+/// for every tagged request of the batch, then [`CommitSink::batch_done`]
+/// once. So a consumer can queue everything of a batch and wake its
+/// readers once, and a subscriber sees an entry before its sender's
+/// acknowledgement is handed over.
+pub trait CommitSink: Send {
+    /// A newly stored entry, durable as its request asked.
+    fn appended(&mut self, appended: &Appended);
+    /// The answer to the request submitted with `tag`.
+    fn answered(&mut self, tag: u64, answer: Answer);
+    /// The batch is handed over.
+    fn batch_done(&mut self);
+}
+
+/// A sink for callers that only watch what is stored: a closure called for
+/// every newly stored entry. It takes no tagged requests.
+impl<F: FnMut(&Appended) + Send> CommitSink for F {
+    fn appended(&mut self, appended: &Appended) {
+        self(appended);
+    }
+
+    fn answered(&mut self, tag: u64, _answer: Answer) {
+        tracing::error!(
+            tag,
+            "a tagged store request, but the store's sink takes no answers"
+        );
+    }
+
+    fn batch_done(&mut self) {}
+}
 
 /// A point-in-time view of the store's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,8 +26,9 @@ mod store;
 mod writer;
 
 pub use api::{
-    AppendRequest, Appended, Durability, Health, OnAppended, ReadRequest, ReadResult, Retention,
-    StoreConfig, StoredCursor, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    Answer, AppendRequest, Appended, CommitSink, Durability, Health, ReadRequest, ReadResult,
+    Retention, StoreConfig, StoredCursor, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
+    STREAM_NAME_BYTES_MAX, SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};
 pub use store::Store;

@@ -13,7 +13,10 @@ use crate::keys::{
     StreamMeta, META_PREFIX_STREAM,
 };
 use crate::recovery::Fjall;
-use crate::writer::Reply;
+use futures_channel::oneshot;
+
+/// A reader's answer channel.
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 pub(crate) enum ReaderMsg {
     Read {

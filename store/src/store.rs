@@ -9,13 +9,13 @@ use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
 use crate::api::{
-    AppendRequest, Appended, Health, OnAppended, ReadRequest, ReadResult, StoreConfig, StoredCursor,
+    AppendRequest, Appended, CommitSink, Health, ReadRequest, ReadResult, StoreConfig, StoredCursor,
 };
 use crate::clock::EpochGen;
 use crate::error::StoreError;
 use crate::reader::{self, ReaderMsg};
 use crate::recovery::{recover, Fjall};
-use crate::writer::{validate_cursor, Shared, Writer, WriterMsg};
+use crate::writer::{validate_cursor, Reply, Shared, Writer, WriterMsg};
 
 /// The durable-streams store. `Sync`: share it by reference or `Arc`.
 ///
@@ -42,20 +42,20 @@ fn try_send<T>(sender: &Sender<T>, msg: T, capacity: usize) -> Result<(), StoreE
 }
 
 impl Store {
-    /// Opens (or creates) the store with a no-op `on_appended` hook.
+    /// Opens (or creates) the store with a sink that ignores what is stored.
     ///
     /// Blocks: opens fjall, replays its journal and checks every stream's
     /// meta (see `recovery.rs`). Call it at startup, not on a shard.
     pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
-        Store::open_with_hook(config, Box::new(|_: &Appended| {}))
+        Store::open_with_sink(config, |_: &Appended| {})
     }
 
-    /// Opens the store; `on_appended` runs on the writer thread for every
-    /// newly stored entry after its batch is durable and before it is
-    /// acknowledged, in offset order per stream (see [`OnAppended`]).
-    pub fn open_with_hook(
+    /// Opens the store; after each group commit the writer hands `sink`
+    /// every newly stored entry, then the answers to tagged requests (see
+    /// [`CommitSink`]).
+    pub fn open_with_sink(
         config: StoreConfig,
-        on_appended: OnAppended,
+        sink: impl CommitSink + 'static,
     ) -> Result<Store, StoreError> {
         if config.group_commit_entries_max == 0
             || config.queue_capacity == 0
@@ -90,7 +90,7 @@ impl Store {
             let requests = reader_rx.clone();
             let read_entries_max = config.read_entries_max;
             let thread = std::thread::Builder::new()
-                .name(format!("ringcast-store-read-{reader_idx}"))
+                .name(format!("ringcast-read-{reader_idx}"))
                 .spawn(move || reader::run(&fjall, &requests, read_entries_max))
                 .map_err(|error| StoreError::io("spawning a reader thread", error.into()))?;
             reader_threads.push(thread);
@@ -100,12 +100,12 @@ impl Store {
             config,
             writer_rx,
             shared.clone(),
-            on_appended,
+            Box::new(sink),
             recovered,
             epochs,
         );
         let writer_thread = std::thread::Builder::new()
-            .name("ringcast-store-write".to_owned())
+            .name("ringcast-writer".to_owned())
             .spawn(move || writer.run())
             .map_err(|error| StoreError::io("spawning the writer thread", error.into()))?;
         Ok(Store {
@@ -135,10 +135,28 @@ impl Store {
         let (reply, receiver) = oneshot::channel();
         try_send(
             &self.writer_requests,
-            WriterMsg::Append { request, reply },
+            WriterMsg::Append {
+                request,
+                reply: Reply::Future(reply),
+            },
             self.capacity,
         )?;
         Ok(receiver)
+    }
+
+    /// Like [`Store::append`], but the answer goes to the store's
+    /// [`CommitSink`] with `tag`, batched with the rest of its group commit
+    /// (no future, no wake-up per request).
+    pub fn submit_append(&self, request: AppendRequest, tag: u64) -> Result<(), StoreError> {
+        self.check_writable()?;
+        try_send(
+            &self.writer_requests,
+            WriterMsg::Append {
+                request,
+                reply: Reply::Tag(tag),
+            },
+            self.capacity,
+        )
     }
 
     /// Reads a stream's entries after `since` (see [`ReadRequest`]).
@@ -168,9 +186,34 @@ impl Store {
         stream: &str,
         offset: u64,
     ) -> Result<oneshot::Receiver<Result<u64, StoreError>>, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        self.queue_cursor(user, device, stream, offset, Reply::Future(reply))?;
+        Ok(receiver)
+    }
+
+    /// Like [`Store::set_cursor`], but the answer goes to the store's
+    /// [`CommitSink`] with `tag` (see [`Store::submit_append`]).
+    pub fn submit_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        stream: &str,
+        offset: u64,
+        tag: u64,
+    ) -> Result<(), StoreError> {
+        self.queue_cursor(user, device, stream, offset, Reply::Tag(tag))
+    }
+
+    fn queue_cursor(
+        &self,
+        user: &str,
+        device: &str,
+        stream: &str,
+        offset: u64,
+        reply: Reply<u64>,
+    ) -> Result<(), StoreError> {
         validate_cursor(user, device, stream)?;
         self.check_writable()?;
-        let (reply, receiver) = oneshot::channel();
         try_send(
             &self.writer_requests,
             WriterMsg::SetCursor {
@@ -181,8 +224,7 @@ impl Store {
                 reply,
             },
             self.capacity,
-        )?;
-        Ok(receiver)
+        )
     }
 
     /// The cursor of `(user, device)` in `stream`, or `None` if there is
@@ -221,7 +263,7 @@ impl Store {
             &self.writer_requests,
             WriterMsg::Reset {
                 stream: stream.to_owned(),
-                reply,
+                reply: Reply::Future(reply),
             },
             self.capacity,
         )?;

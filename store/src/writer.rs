@@ -1,6 +1,6 @@
 //! The writer thread: the only code that writes to fjall. It owns the
 //! stream metas (offsets, epochs, retention), folds requests into group
-//! commits, calls the `on_appended` hook, and between batches does bounded
+//! commits, hands each batch to the commit sink, and between batches does bounded
 //! background work: retention trimming, dedup expiry and deleting the
 //! garbage of reset streams.
 //!
@@ -20,7 +20,7 @@ use futures_channel::oneshot;
 use ringcast_protocol::envelope::{EncodedPush, MessageId, MessageIdGen};
 
 use crate::api::{
-    AppendRequest, Appended, Durability, OnAppended, StoreConfig, CLIENT_MSG_ID_BYTES_MAX,
+    Answer, AppendRequest, Appended, CommitSink, Durability, StoreConfig, CLIENT_MSG_ID_BYTES_MAX,
     CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
@@ -36,7 +36,39 @@ use crate::recovery::{Fjall, Recovered};
 /// `ringcast_protocol::limits`).
 pub(crate) const STORE_MESSAGE_ID_SHARD: u8 = ringcast_protocol::limits::ID_SHARD_STORE;
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+/// Where a request's answer goes: a future the caller awaits, or the
+/// commit sink with the caller's tag.
+pub(crate) enum Reply<T> {
+    Future(oneshot::Sender<Result<T, StoreError>>),
+    Tag(u64),
+}
+
+/// A result the commit sink can take as an [`Answer`].
+pub(crate) trait IntoAnswer: Sized {
+    fn into_answer(result: Result<Self, StoreError>) -> Answer;
+}
+
+impl IntoAnswer for Appended {
+    fn into_answer(result: Result<Appended, StoreError>) -> Answer {
+        Answer::Appended(result)
+    }
+}
+
+impl IntoAnswer for u64 {
+    fn into_answer(result: Result<u64, StoreError>) -> Answer {
+        Answer::Cursor(result)
+    }
+}
+
+impl<T: IntoAnswer> Reply<T> {
+    fn send(self, sink: &mut dyn CommitSink, result: Result<T, StoreError>) {
+        match self {
+            // A dropped receiver means the caller stopped waiting.
+            Reply::Future(sender) => drop(sender.send(result)),
+            Reply::Tag(tag) => sink.answered(tag, T::into_answer(result)),
+        }
+    }
+}
 
 /// A request for the writer. A closed set: the writer matches on it rather
 /// than running closures.
@@ -58,6 +90,16 @@ pub(crate) enum WriterMsg {
     },
     /// Finish what is queued, persist, exit.
     Shutdown,
+}
+
+impl WriterMsg {
+    /// Whether the batch holding this request must be fsynced.
+    fn needs_sync(&self) -> bool {
+        matches!(
+            self,
+            WriterMsg::Append { request, .. } if request.durability == Durability::Sync
+        )
+    }
 }
 
 /// State shared by the handle and the threads.
@@ -85,15 +127,16 @@ impl Drop for PoisonOnPanic {
     }
 }
 
-/// An answer waiting for its batch to become durable.
+/// An answer waiting for its batch to become durable (or a refusal of a
+/// request of the batch, answered with the rest).
 enum PendingReply {
     Append {
         reply: Reply<Appended>,
-        appended: Appended,
+        result: Result<Appended, StoreError>,
     },
     Value {
         reply: Reply<u64>,
-        value: u64,
+        result: Result<u64, StoreError>,
     },
 }
 
@@ -116,7 +159,7 @@ pub(crate) struct Writer {
     config: StoreConfig,
     requests: Receiver<WriterMsg>,
     shared: Arc<Shared>,
-    on_appended: OnAppended,
+    sink: Box<dyn CommitSink>,
     streams: HashMap<u64, StreamMeta>,
     names: HashMap<String, u64>,
     next_stream_id: u64,
@@ -131,6 +174,8 @@ pub(crate) struct Writer {
     /// Reset streams whose old entries and dedup records are still on disk.
     dropped: VecDeque<u64>,
     maintenance_last: Instant,
+    /// When the last fsync started (fsync pacing).
+    sync_started: Instant,
 }
 
 fn duration_ms(duration: Duration) -> u64 {
@@ -178,7 +223,7 @@ impl Writer {
         config: StoreConfig,
         requests: Receiver<WriterMsg>,
         shared: Arc<Shared>,
-        on_appended: OnAppended,
+        sink: Box<dyn CommitSink>,
         recovered: Recovered,
         epochs: EpochGen,
     ) -> Writer {
@@ -194,7 +239,7 @@ impl Writer {
             config,
             requests,
             shared,
-            on_appended,
+            sink,
             streams: recovered.streams,
             names: recovered.names,
             next_stream_id: recovered.next_stream_id,
@@ -205,6 +250,7 @@ impl Writer {
             age_next: 0,
             dropped: recovered.dropped.into(),
             maintenance_last: Instant::now(),
+            sync_started: Instant::now(),
         };
         // Count limits may have been lowered by the last append before a
         // restart without the trim finishing.
@@ -228,23 +274,7 @@ impl Writer {
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let deadline = Instant::now() + self.config.group_commit_delay_max;
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    WriterMsg::Shutdown => shutdown = true,
-                    msg => msgs.push(msg),
-                }
-                if msgs.len() >= self.config.group_commit_entries_max {
-                    break;
-                }
-                // After Shutdown, take what is queued without waiting.
-                next = if shutdown {
-                    self.requests.try_recv().ok()
-                } else {
-                    self.requests.recv_deadline(deadline).ok()
-                };
-            }
+            shutdown = self.collect_batch(first, &mut msgs);
             if !msgs.is_empty() {
                 self.commit_batch(std::mem::take(&mut msgs));
             }
@@ -262,6 +292,50 @@ impl Writer {
             tracing::error!(%error, "store: final fsync at shutdown failed");
         }
         tracing::debug!("store writer stopped");
+    }
+
+    /// Takes `first` and what is queued behind it into `msgs`; returns
+    /// whether `Shutdown` was among them.
+    ///
+    /// Waits only by sleeping, never blocked in the queue: a blocked
+    /// receiver is woken by every send, which under load is a context
+    /// switch on both sides per request. It sleeps until
+    /// `group_commit_delay_max` after `first` and, for a batch that must be
+    /// fsynced, until `sync_interval_min` after the last fsync started
+    /// (fsync pacing: under load one fsync covers more requests, after a
+    /// quiet spell nothing waits), then takes what arrived meanwhile.
+    fn collect_batch(&mut self, first: WriterMsg, msgs: &mut Vec<WriterMsg>) -> bool {
+        let entries_max = self.config.group_commit_entries_max;
+        let received_at = Instant::now();
+        let mut shutdown = false;
+        let mut next = Some(first);
+        let mut slept = false;
+        loop {
+            while let Some(msg) = next.take() {
+                match msg {
+                    WriterMsg::Shutdown => shutdown = true,
+                    msg => msgs.push(msg),
+                }
+                if msgs.len() < entries_max {
+                    next = self.requests.try_recv().ok();
+                }
+            }
+            // After Shutdown, what is queued is taken without waiting.
+            if slept || shutdown || msgs.len() >= entries_max {
+                return shutdown;
+            }
+            let mut wake_at = received_at + self.config.group_commit_delay_max;
+            if msgs.iter().any(WriterMsg::needs_sync) {
+                wake_at = wake_at.max(self.sync_started + self.config.sync_interval_min);
+            }
+            let now = Instant::now();
+            if wake_at <= now {
+                return shutdown;
+            }
+            std::thread::sleep(wake_at - now);
+            slept = true;
+            next = self.requests.try_recv().ok();
+        }
     }
 
     fn requests_drain_then_stop(&mut self) {
@@ -293,15 +367,17 @@ impl Writer {
 
     fn commit_batch(&mut self, msgs: Vec<WriterMsg>) {
         if self.shared.is_poisoned() {
+            let sink = &mut *self.sink;
             for msg in msgs {
                 match msg {
-                    WriterMsg::Append { reply, .. } => drop(reply.send(Err(StoreError::Poisoned))),
+                    WriterMsg::Append { reply, .. } => reply.send(sink, Err(StoreError::Poisoned)),
                     WriterMsg::SetCursor { reply, .. } | WriterMsg::Reset { reply, .. } => {
-                        drop(reply.send(Err(StoreError::Poisoned)));
+                        reply.send(sink, Err(StoreError::Poisoned));
                     }
                     WriterMsg::Shutdown => {}
                 }
             }
+            sink.batch_done();
             return;
         }
         let now_ms = now_unix_ms();
@@ -320,7 +396,10 @@ impl Writer {
             match msg {
                 WriterMsg::Append { request, reply } => {
                     if let Err(error) = validate_append(&request) {
-                        drop(reply.send(Err(error)));
+                        work.replies.push(PendingReply::Append {
+                            reply,
+                            result: Err(error),
+                        });
                         continue;
                     }
                     self.stage_append(&mut work, request, reply, now_ms);
@@ -352,8 +431,11 @@ impl Writer {
         }
         // One journal write for the whole batch, and at most one fsync: the
         // point of group commit.
+        // fdatasync: the journal's data and what is needed to read it back
+        // (its length, its blocks); the inode's times are not worth a write.
         let mode = if work.sync {
-            PersistMode::SyncAll
+            self.sync_started = Instant::now();
+            PersistMode::SyncData
         } else {
             PersistMode::Buffer
         };
@@ -361,7 +443,7 @@ impl Writer {
             // Only duplicates or no-op cursor moves: a Sync retry still
             // promises its original is on disk.
             if work.sync {
-                self.fjall.db.persist(PersistMode::SyncAll)
+                self.fjall.db.persist(PersistMode::SyncData)
             } else {
                 Ok(())
             }
@@ -372,30 +454,43 @@ impl Writer {
         if let Err(error) = result {
             self.poison("committing a batch", &error);
             let error = StoreError::io("committing a batch", error);
+            let sink = &mut *self.sink;
             for pending in work.replies {
+                // Refusals keep their reason; everything else failed with the batch.
                 match pending {
-                    PendingReply::Append { reply, .. } => drop(reply.send(Err(error.clone()))),
-                    PendingReply::Value { reply, .. } => drop(reply.send(Err(error.clone()))),
+                    PendingReply::Append { reply, result } => {
+                        reply.send(sink, result.and(Err(error.clone())));
+                    }
+                    PendingReply::Value { reply, result } => {
+                        reply.send(sink, result.and(Err(error.clone())));
+                    }
                 }
             }
+            sink.batch_done();
             return;
         }
         self.apply(&mut work);
-        // Fan-out hook first, in queue order (= offset order per stream),
+        let sink = &mut *self.sink;
+        // New entries first, in queue order (= offset order per stream),
         // so a subscriber never sees an ack before the data went out.
         for pending in &work.replies {
-            if let PendingReply::Append { appended, .. } = pending {
+            if let PendingReply::Append {
+                result: Ok(appended),
+                ..
+            } = pending
+            {
                 if !appended.duplicate {
-                    (self.on_appended)(appended);
+                    sink.appended(appended);
                 }
             }
         }
         for pending in work.replies {
             match pending {
-                PendingReply::Append { reply, appended } => drop(reply.send(Ok(appended))),
-                PendingReply::Value { reply, value } => drop(reply.send(Ok(value))),
+                PendingReply::Append { reply, result } => reply.send(sink, result),
+                PendingReply::Value { reply, result } => reply.send(sink, result),
             }
         }
+        sink.batch_done();
     }
 
     /// Moves a committed batch's overlay into the cache.
@@ -456,7 +551,7 @@ impl Writer {
     ) {
         let AppendRequest {
             stream,
-            mut envelope,
+            mut push,
             durability,
             client_msg_id,
             retention,
@@ -467,23 +562,32 @@ impl Writer {
         };
         let Some(mut meta) = self.stream_meta(work, id) else {
             // Every named id has a meta (recovery rebuilds missing ones).
-            drop(reply.send(Err(StoreError::Corrupt {
-                stream,
-                offset: 0,
-                reason: "stream has a name but no meta".to_owned(),
-            })));
+            work.replies.push(PendingReply::Append {
+                reply,
+                result: Err(StoreError::Corrupt {
+                    stream,
+                    offset: 0,
+                    reason: "stream has a name but no meta".to_owned(),
+                }),
+            });
             return;
         };
         work.sync |= durability == Durability::Sync;
         if let Some(client_msg_id) = &client_msg_id {
-            match self.find_duplicate(work, &stream, id, &meta, client_msg_id, &envelope, now_ms) {
+            match self.find_duplicate(work, &stream, id, &meta, client_msg_id, &push, now_ms) {
+                Ok(None) => {}
                 Ok(Some(appended)) => {
-                    work.replies.push(PendingReply::Append { reply, appended });
+                    work.replies.push(PendingReply::Append {
+                        reply,
+                        result: Ok(appended),
+                    });
                     return;
                 }
-                Ok(None) => {}
                 Err(error) => {
-                    drop(reply.send(Err(error)));
+                    work.replies.push(PendingReply::Append {
+                        reply,
+                        result: Err(error),
+                    });
                     return;
                 }
             }
@@ -494,13 +598,8 @@ impl Writer {
         meta.count_max = retention.count_max;
         meta.age_max_ms = duration_ms(retention.age_max);
         let message_id = self.message_ids.next(now_ms);
-        envelope.id = message_id.as_u64();
-        envelope.offset = offset;
-        envelope.epoch = meta.epoch;
-        if envelope.time_ms == 0 {
-            envelope.time_ms = now_ms;
-        }
-        let push = Arc::new(EncodedPush::encode(&envelope));
+        push.stamp(message_id.as_u64(), offset, meta.epoch, now_ms);
+        let push = Arc::new(push);
         work.batch
             .insert(&self.fjall.entries, entry_key(id, offset), push.as_bytes());
         let appended = Appended {
@@ -536,7 +635,10 @@ impl Writer {
             );
         }
         work.metas.insert(id, meta);
-        work.replies.push(PendingReply::Append { reply, appended });
+        work.replies.push(PendingReply::Append {
+            reply,
+            result: Ok(appended),
+        });
     }
 
     /// The original append of a retry, if it is within the dedup window
@@ -552,7 +654,7 @@ impl Writer {
         id: u64,
         meta: &StreamMeta,
         client_msg_id: &str,
-        envelope: &ringcast_protocol::envelope::Envelope,
+        push: &EncodedPush,
         now_ms: u64,
     ) -> Result<Option<Appended>, StoreError> {
         if let Some(appended) = work.dedup_pending.get(&(id, client_msg_id.to_owned())) {
@@ -594,14 +696,14 @@ impl Writer {
             // Trimmed by retention since: rebuild it from the retry, which
             // carries the same publication.
             None => {
-                let mut original = envelope.clone();
-                original.id = record.message_id;
-                original.offset = record.offset;
-                original.epoch = record.epoch;
-                if original.time_ms == 0 {
-                    original.time_ms = record.time_ms;
-                }
-                EncodedPush::encode(&original)
+                let mut original = push.clone();
+                original.stamp(
+                    record.message_id,
+                    record.offset,
+                    record.epoch,
+                    record.time_ms,
+                );
+                original
             }
         };
         Ok(Some(Appended {
@@ -623,7 +725,10 @@ impl Writer {
         reply: Reply<u64>,
     ) {
         if let Err(error) = validate_cursor(user, device, stream) {
-            drop(reply.send(Err(error)));
+            work.replies.push(PendingReply::Value {
+                reply,
+                result: Err(error),
+            });
             return;
         }
         let meta = self
@@ -640,7 +745,10 @@ impl Writer {
             None => match self.fjall.cursors.get(&key) {
                 Ok(stored) => stored.and_then(|bytes| CursorRecord::decode(&bytes)),
                 Err(error) => {
-                    drop(reply.send(Err(StoreError::io("reading a cursor", error))));
+                    work.replies.push(PendingReply::Value {
+                        reply,
+                        result: Err(StoreError::io("reading a cursor", error)),
+                    });
                     return;
                 }
             },
@@ -655,7 +763,10 @@ impl Writer {
                 offset
             }
         };
-        work.replies.push(PendingReply::Value { reply, value });
+        work.replies.push(PendingReply::Value {
+            reply,
+            result: Ok(value),
+        });
     }
 
     /// Gives the stream a new id and epoch; the old id's data becomes
@@ -663,9 +774,12 @@ impl Writer {
     /// the stream was.
     fn stage_reset(&mut self, work: &mut BatchWork, stream: String, reply: Reply<u64>) {
         if stream.is_empty() || stream.len() > STREAM_NAME_BYTES_MAX {
-            drop(reply.send(Err(StoreError::InvalidRequest {
-                reason: "stream name must be 1..=1024 bytes",
-            })));
+            work.replies.push(PendingReply::Value {
+                reply,
+                result: Err(StoreError::InvalidRequest {
+                    reason: "stream name must be 1..=1024 bytes",
+                }),
+            });
             return;
         }
         let mut previous_epoch = 0;
@@ -685,7 +799,7 @@ impl Writer {
         let epoch = work.metas.get(&id).map_or(0, |meta| meta.epoch);
         work.replies.push(PendingReply::Value {
             reply,
-            value: epoch,
+            result: Ok(epoch),
         });
     }
 

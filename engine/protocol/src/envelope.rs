@@ -362,6 +362,35 @@ impl EncodedPush {
         }
     }
 
+    /// Fills in what only the store knows (id, stream offset and epoch, and
+    /// the time when the publisher left it 0) by overwriting those fixed-size
+    /// fields of the archive in place, so a publication encoded by the
+    /// shard that accepted it is stored without being encoded again.
+    ///
+    /// Only plain integers are overwritten, and any bit pattern is a valid
+    /// archived integer, so the archive stays exactly as valid as it was.
+    pub fn stamp(&mut self, id: u64, offset: u64, epoch: u64, time_ms: u64) {
+        let envelope = self.envelope();
+        let fields = [
+            (field_at(&self.bytes, &envelope.id), id),
+            (field_at(&self.bytes, &envelope.offset), offset),
+            (field_at(&self.bytes, &envelope.epoch), epoch),
+            (
+                field_at(&self.bytes, &envelope.time_ms),
+                match envelope.time_ms.to_native() {
+                    0 => time_ms,
+                    set => set,
+                },
+            ),
+        ];
+        for (at, value) in fields {
+            // rkyv archives integers little-endian (its default format;
+            // `stamp_overwrites_the_archived_fields` checks it).
+            self.bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        debug_assert_eq!(self.envelope().offset, offset);
+    }
+
     /// The archive, as sent in a binary WebSocket frame.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.as_slice()
@@ -394,6 +423,14 @@ impl EncodedPush {
             ),
         }
     }
+}
+
+/// Where the archived integer `field` starts in `bytes` (it lies inside
+/// them: it was reached through an access to `bytes`).
+fn field_at(bytes: &AlignedVec, field: &rkyv::Archived<u64>) -> usize {
+    let at = (field as *const rkyv::Archived<u64>).addr() - bytes.as_ptr().addr();
+    assert!(at + 8 <= bytes.len(), "archived field outside its archive");
+    at
 }
 
 impl PartialEq for EncodedPush {
@@ -450,6 +487,32 @@ mod tests {
     use crate::client::{encode_reply_binary, Reply, ReplyResult, ServerMessage};
 
     const T0: u64 = MESSAGE_ID_EPOCH_UNIX_MS + 1_000_000;
+
+    #[test]
+    fn stamp_overwrites_the_archived_fields() {
+        let mut unstored = sample(true, br#"{"a":[1,2]}"#);
+        unstored.offset = 0;
+        unstored.epoch = 0;
+        for time_ms in [0, 1_700_000_000_000] {
+            unstored.time_ms = time_ms;
+            let mut push = EncodedPush::encode(&unstored);
+            push.stamp(u64::MAX - 1, 42, 0x0102_0304_0506_0708, 1_800_000_000_000);
+            let mut expected = unstored.clone();
+            expected.id = u64::MAX - 1;
+            expected.offset = 42;
+            expected.epoch = 0x0102_0304_0506_0708;
+            expected.time_ms = if time_ms == 0 {
+                1_800_000_000_000
+            } else {
+                time_ms
+            };
+            // Byte for byte what encoding the stamped envelope gives, and
+            // still a valid archive for the checked access.
+            assert_eq!(push, EncodedPush::encode(&expected));
+            let checked = EncodedPush::from_untrusted(push.as_bytes()).expect("valid archive");
+            assert_eq!(checked.envelope().channel.as_str(), "news:sport");
+        }
+    }
 
     fn sample(data_is_json: bool, data: &[u8]) -> Envelope {
         Envelope {

@@ -97,6 +97,13 @@ pub(super) struct Millis {
     pub max: u64,
 }
 
+/// A duration given in whole microseconds (keys ending in `_us`).
+pub(super) struct Micros {
+    pub default: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
 /// A duration given in whole seconds (keys ending in `_s`).
 pub(super) struct Seconds {
     pub default: u64,
@@ -264,6 +271,24 @@ impl Whole for Millis {
 
     fn convert(&self, value: u64) -> Result<Duration, Rejection> {
         Ok(Duration::from_millis(value))
+    }
+}
+
+impl Whole for Micros {
+    type Value = Duration;
+
+    fn bounds(&self) -> Bounds {
+        Bounds {
+            default: self.default,
+            min: self.min,
+            max: self.max,
+            unit: "microseconds",
+            doc_unit: " µs",
+        }
+    }
+
+    fn convert(&self, value: u64) -> Result<Duration, Rejection> {
+        Ok(Duration::from_micros(value))
     }
 }
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::error::{invalid, ConfigError};
 use super::keys::{config_table, KeyInfo, Section};
 use super::kinds::{
-    Addr, Bool, Bytes, Count, DirPath, Filter, Millis, NamespaceName, Node, Origins, Pick, Seconds,
-    SecretKey, Shards, UrlPath,
+    Addr, Bool, Bytes, Count, DirPath, Filter, Micros, Millis, NamespaceName, Node, Origins, Pick,
+    Seconds, SecretKey, Shards, UrlPath,
 };
 use super::sources::Layers;
 use super::types::{
@@ -66,6 +66,12 @@ config_table! {
         dedup_window as "dedup_window_ms": Duration
             = Millis { default: 300_000, min: 1000, max: TIMEOUT_MS_MAX },
             "MS", "client_msg_id dedup window";
+        /// Least time between the starts of two store fsyncs: under load a
+        /// batch waits for the interval to end, so one fsync covers more
+        /// appends; after a quiet spell nothing waits.
+        store_sync_interval as "store_sync_interval_us": Duration
+            = Micros { default: ringcast_store::SYNC_INTERVAL_MIN_DEFAULT_US, min: 0, max: 100_000 },
+            "US", "Least time between two store fsyncs";
         /// Events one producer (a shard, the API, the store) may have
         /// outstanding at one shard before its publications are refused
         /// (the mesh lane: a ring of up to `MESH_QUEUE_CAPACITY`, the rest

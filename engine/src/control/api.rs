@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use ringcast_protocol::close::CloseCode;
-use ringcast_protocol::envelope::{Envelope, MessageIdGen};
+use ringcast_protocol::envelope::{EncodedPush, Envelope, MessageIdGen};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -417,7 +417,7 @@ impl Api {
         if let Some(policy) = streams::policy(&self.shared.config, &envelope.channel) {
             let request = AppendRequest {
                 stream: envelope.channel.clone(),
-                envelope,
+                push: EncodedPush::encode(&envelope),
                 durability: policy.durability,
                 client_msg_id,
                 retention: policy.retention,

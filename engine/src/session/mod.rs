@@ -532,9 +532,9 @@ impl Session {
             }
         }
         let frame = if self.binary {
-            &publication.binary_frame
+            publication.binary_frame()
         } else {
-            &publication.json_frame
+            publication.json_frame()
         };
         self.queue(frame.clone(), now_ms, config)
     }
@@ -597,9 +597,9 @@ impl Session {
         for publication in held {
             if publication.offset() > floor {
                 let frame = if self.binary {
-                    &publication.binary_frame
+                    publication.binary_frame()
                 } else {
-                    &publication.json_frame
+                    publication.json_frame()
                 };
                 if self.queue(frame.clone(), now_ms, config) == Offer::SlowConsumer {
                     return;

@@ -783,7 +783,7 @@ fn recovery_holds_live_publications_and_releases_the_newer_ones() {
     pair.server.begin_recovery(CHANNEL);
     // The replay reads offsets 1..=5 while 4..=7 arrive live: 4 and 5 were
     // readable in the store before their fan-out reached the shard.
-    let replay = |offset| publication(CHANNEL, offset).json_frame.clone();
+    let replay = |offset| publication(CHANNEL, offset).json_frame().clone();
     assert_eq!(pair.queue(replay(1)), Offer::Queued);
     assert_eq!(pair.queue(replay(2)), Offer::Queued);
     assert_eq!(pair.offer(&publication(CHANNEL, 4)), Offer::Held);
@@ -834,7 +834,7 @@ fn too_many_held_publications_close_with_1013() {
         assert_eq!(pair.offer(&live), Offer::Held);
     }
     assert_eq!(
-        pair.queue(publication(CHANNEL, 1).json_frame.clone()),
+        pair.queue(publication(CHANNEL, 1).json_frame().clone()),
         Offer::Queued
     );
     assert_eq!(pair.offer(&live), Offer::SlowConsumer);

@@ -7,14 +7,15 @@
 use ringcast_protocol::client::{
     encode_history_binary, encode_history_json, Command, CommandBody, ErrorCode, Reply, ReplyResult,
 };
-use ringcast_protocol::envelope::Envelope;
+use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_protocol::frame::{encode_frame, OpCode};
-use ringcast_store::{AppendRequest, Appended, ReadRequest, ReadResult, StoreError};
+use ringcast_store::{Answer, AppendRequest, Appended, ReadRequest, ReadResult, StoreError};
 
 use super::recovery;
 use super::Shard;
 use crate::channels;
 use crate::limits::HISTORY_LIMIT_MAX;
+use crate::mesh::StoreAnswer;
 use crate::streams;
 
 pub(super) type CommandError = (ErrorCode, String);
@@ -26,6 +27,14 @@ pub(super) struct ReplyTo {
     pub key: usize,
     pub client_id: u64,
     pub id: u64,
+}
+
+/// A request waiting in the store's writer, by its slot in
+/// `Shard::pending_store` (the slot is the request's tag; see
+/// `streams::request_tag`).
+pub(super) enum StoreWait {
+    Published(ReplyTo),
+    Acked(ReplyTo),
 }
 
 /// A store answer, back on the shard's loop.
@@ -87,6 +96,35 @@ impl Shard {
         self.conns
             .get(key)
             .is_some_and(|c| c.client_id == client_id && c.session.is_open())
+    }
+
+    /// An answer from the store's writer to one of this shard's requests.
+    pub(super) fn on_store_answer(&mut self, answer: StoreAnswer) {
+        let Some(wait) = self.pending_store.try_remove(answer.slot) else {
+            tracing::error!(
+                shard = self.idx,
+                slot = answer.slot,
+                "a store answer for no request"
+            );
+            return;
+        };
+        let done = match (wait, answer.answer) {
+            (StoreWait::Published(to), Answer::Appended(result)) => {
+                StoreDone::Published(to, result.map_err(|err| store_error(&err)))
+            }
+            (StoreWait::Acked(to), Answer::Cursor(result)) => {
+                StoreDone::Acked(to, result.map_err(|err| store_error(&err)))
+            }
+            (StoreWait::Published(to) | StoreWait::Acked(to), answer) => {
+                tracing::error!(
+                    shard = self.idx,
+                    ?answer,
+                    "a store answer of the wrong kind"
+                );
+                StoreDone::Acked(to, Err(store_error(&StoreError::Closed)))
+            }
+        };
+        self.on_store_done(done);
     }
 
     pub(super) fn on_store_done(&mut self, done: StoreDone) {
@@ -244,11 +282,16 @@ impl Shard {
                     .get(key)
                     .map(|c| self.device_id(c))
                     .ok_or_else(|| refuse(ErrorCode::Internal))?;
-                let request = shared.store.set_cursor(&user, &device, &stream, offset);
                 let to = self.reply_to_of(key, id)?;
-                self.store_replies.push(Box::pin(async move {
-                    StoreDone::Acked(to, store_reply(request).await)
-                }));
+                let slot = self.pending_store.insert(StoreWait::Acked(to));
+                let tag = streams::request_tag(self.idx, slot);
+                if let Err(err) = shared
+                    .store
+                    .submit_cursor(&user, &device, &stream, offset, tag)
+                {
+                    self.pending_store.remove(slot);
+                    return Err(store_error(&err));
+                }
                 Ok(Outcome::Later)
             }
             CommandBody::History {
@@ -332,19 +375,23 @@ impl Shard {
             data,
         };
         if let Some(policy) = streams::policy(&self.shared.config, &envelope.channel) {
-            // The store assigns the offset and fans out once durable; the
-            // sender's acknowledgement waits for that.
-            let request = self.shared.store.append(AppendRequest {
+            // Encoded here, not on the store's writer; the store stamps
+            // the offset, fans out once durable, and the sender's
+            // acknowledgement waits for that.
+            let to = self.reply_to_of(key, id)?;
+            let request = AppendRequest {
                 stream: envelope.channel.clone(),
-                envelope,
+                push: EncodedPush::encode(&envelope),
                 durability: policy.durability,
                 client_msg_id,
                 retention: policy.retention,
-            });
-            let to = self.reply_to_of(key, id)?;
-            self.store_replies.push(Box::pin(async move {
-                StoreDone::Published(to, store_reply(request).await)
-            }));
+            };
+            let slot = self.pending_store.insert(StoreWait::Published(to));
+            let tag = streams::request_tag(self.idx, slot);
+            if let Err(err) = self.shared.store.submit_append(request, tag) {
+                self.pending_store.remove(slot);
+                return Err(store_error(&err));
+            }
             return Ok(Outcome::Later);
         }
         match self.publish(&envelope) {

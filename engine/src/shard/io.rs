@@ -73,15 +73,16 @@ impl Shard {
         self.accept_next_turn = true;
     }
 
-    /// The poller says connection `key` needs a look.
-    pub(super) fn on_ready(&mut self, key: usize) {
+    /// The poller says connection `key` needs a look; `hangup` when the
+    /// peer shut down or the socket failed (read on to the end).
+    pub(super) fn on_ready(&mut self, key: usize, hangup: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
         if conn.session.is_handshaking() {
             self.read_handshake(key);
         } else if conn.session.is_open() {
-            self.read_frames(key);
+            self.read_frames(key, hangup);
         } else {
             self.drain_closing(key);
         }
@@ -120,7 +121,7 @@ impl Shard {
                     Ok(admitted) => {
                         self.open(key, admitted);
                         // Frames the client sent right behind its upgrade.
-                        self.read_frames(key);
+                        self.read_frames(key, true);
                     }
                     Err(refusal) => {
                         let metrics = &self.shared.metrics[self.idx];
@@ -197,7 +198,14 @@ impl Shard {
 
     /// Reads what the socket has, decodes frames in place in the scratch
     /// buffer and handles each message.
-    pub(super) fn read_frames(&mut self, key: usize) {
+    ///
+    /// A read shorter than the room it was given emptied the socket, and
+    /// both pollers report new data after that as a new event, so reading
+    /// stops there without the extra read that would only say `WouldBlock`
+    /// (one syscall per message saved). Except after a hang-up: the peer's
+    /// FIN may have arrived with the data, reported by the same event, and
+    /// no later event would show it; then reading goes on to the end.
+    pub(super) fn read_frames(&mut self, key: usize, hangup: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -211,6 +219,7 @@ impl Shard {
         let mut reads = 0;
         let mut more = false;
         let mut received = false;
+        let mut drained = false;
         'reading: loop {
             let mut start = 0;
             while start < filled {
@@ -264,6 +273,9 @@ impl Shard {
             // header, and scratch holds one such frame, so a full buffer
             // cannot happen.
             assert!(filled < scratch.len(), "scratch buffer full of one frame");
+            if drained {
+                break;
+            }
             if reads == READS_PER_WAKE_MAX {
                 more = true;
                 break;
@@ -280,6 +292,7 @@ impl Shard {
                 }
                 Ok(Io::Done(n)) => {
                     received = true;
+                    drained = filled + n < scratch.len() && !hangup;
                     filled += n;
                     self.shared.metrics[self.idx].bytes_in.add(n as u64);
                 }

@@ -79,6 +79,9 @@ pub struct Shard {
     /// When accept last logged a failure, to log it once per interval.
     accept_error_logged_ms: u64,
     store_replies: FuturesUnordered<StoreFuture>,
+    /// Requests waiting in the store's writer; their answers come through
+    /// the mesh's answer queue, batched per group commit.
+    pending_store: Slab<commands::StoreWait>,
     /// Replays waiting for their connection's queue to drain.
     paused_replays: Vec<recovery::Job>,
     sweep_cursor: usize,
@@ -138,6 +141,7 @@ impl Shard {
             accept_at_tick: false,
             accept_error_logged_ms: 0,
             store_replies: FuturesUnordered::new(),
+            pending_store: Slab::new(),
             paused_replays: Vec::new(),
             sweep_cursor: 0,
             next_sweep_ms: now,
@@ -272,6 +276,9 @@ impl Shard {
         }
         let taken = receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event));
         busy |= taken == MESH_DRAIN_MAX;
+        let answered =
+            receiver.drain_answers(MESH_DRAIN_MAX, |answer| self.on_store_answer(answer));
+        busy |= answered == MESH_DRAIN_MAX;
         if std::mem::take(&mut self.accept_next_turn) {
             self.accept();
         }
@@ -281,8 +288,8 @@ impl Shard {
         }
         for event in events.drain(..) {
             match event {
-                Event::Ready(0) => self.accept(),
-                Event::Ready(token) => self.on_ready(conn::key_of(token)),
+                Event::Ready(0, _) => self.accept(),
+                Event::Ready(token, hangup) => self.on_ready(conn::key_of(token), hangup),
                 Event::Sent(token, result) => self.on_sent(conn::key_of(token), result),
             }
         }
@@ -290,7 +297,7 @@ impl Shard {
         for key in std::mem::take(&mut self.read_again) {
             if let Some(conn) = self.conns.get_mut(key) {
                 conn.in_read_again = false;
-                self.on_ready(key);
+                self.on_ready(key, true);
             }
         }
         busy |= !self.read_again.is_empty() || self.accept_next_turn;

@@ -63,7 +63,8 @@ impl Poller {
         monoio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(dup))
     }
 
-    /// Watch `fd` under `token` (edge-triggered: read until `WouldBlock`).
+    /// Watch `fd` under `token` (edge-triggered: read until `WouldBlock`, a
+    /// short read, or, after a hang-up, the end).
     pub fn register(&mut self, fd: RawFd, token: usize) -> io::Result<()> {
         match self {
             Poller::Uring(ring) => ring.register(fd, token),
@@ -130,7 +131,10 @@ impl Poller {
                 out.extend(
                     events
                         .iter()
-                        .map(|event| Completion::Ready(event.token().0)),
+                        .map(|event| {
+                            let hangup = event.is_read_closed() || event.is_error();
+                            Completion::Ready(event.token().0, hangup)
+                        }),
                 );
                 Ok(())
             }

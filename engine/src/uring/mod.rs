@@ -30,13 +30,15 @@ const KIND_IGNORE: u64 = 3;
 /// Finished send ops kept for reuse.
 const SPARE_SENDS_MAX: usize = 1024;
 const POLL_EVENTS: u32 = (libc::POLLIN | libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
+const HANGUP_EVENTS: u32 = (libc::POLLRDHUP | libc::POLLERR | libc::POLLHUP) as u32;
 
 /// What the ring reported.
 #[derive(Debug)]
 pub enum Completion {
     /// The socket registered under `token` needs a look (readable, hang-up,
-    /// error).
-    Ready(usize),
+    /// error). `hangup`: the peer shut down or the socket failed, so a
+    /// reader must read on to the end rather than stop at a short read.
+    Ready(usize, bool),
     /// A send for `token` finished: bytes written, or the error (cancelled
     /// sends report `ECANCELED`).
     Sent(usize, io::Result<usize>),
@@ -212,7 +214,9 @@ impl Ring {
                     if self.generations.get(token) != Some(&generation) {
                         continue;
                     }
-                    out.push(Completion::Ready(token));
+                    // A multishot poll's result is the ready mask.
+                    let mask = u32::try_from(entry.result()).unwrap_or(0);
+                    out.push(Completion::Ready(token, mask & HANGUP_EVENTS != 0));
                     // A failing POLL_ADD would fail again every turn; the
                     // connection finds the socket's error when it reads.
                     if !cqueue::more(entry.flags()) && entry.result() >= 0 {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ringcast_store::{AppendRequest, Durability, Retention, Store};
 
-use crate::util::{config, eventually, offsets, read, read_all, request, submit};
+use crate::util::{config, eventually, offsets, read, read_all, request, request_at, submit};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -61,12 +61,12 @@ fn age_retention_trims_old_entries_only() {
     };
     let now = now_ms();
     for idx in 0..8u64 {
-        let mut append = AppendRequest {
-            retention,
-            ..request("s", &idx.to_string(), Durability::Buffered)
-        };
         // Five entries from ten minutes ago, three from now.
-        append.envelope.time_ms = if idx < 5 { now - 600_000 } else { now };
+        let time_ms = if idx < 5 { now - 600_000 } else { now };
+        let append = AppendRequest {
+            retention,
+            ..request_at("s", &idx.to_string(), Durability::Buffered, time_ms)
+        };
         submit(&store, append).unwrap();
     }
     eventually("age trim", || read_all(&store, "s").first_offset == 6);
@@ -91,12 +91,12 @@ fn age_retention_reaches_every_stream_a_few_at_a_time() {
     let streams: Vec<String> = (0..7).map(|i| format!("s{i}")).collect();
     for stream in &streams {
         for idx in 0..3u64 {
-            let mut append = AppendRequest {
-                retention,
-                ..request(stream, &idx.to_string(), Durability::Buffered)
-            };
             // Two old entries, one new, in every stream.
-            append.envelope.time_ms = if idx < 2 { now - 600_000 } else { now };
+            let time_ms = if idx < 2 { now - 600_000 } else { now };
+            let append = AppendRequest {
+                retention,
+                ..request_at(stream, &idx.to_string(), Durability::Buffered, time_ms)
+            };
             submit(&store, append).unwrap();
         }
     }

@@ -22,12 +22,12 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
         let hook_seen = seen.clone();
-        let store = Store::open_with_hook(
+        let store = Store::open_with_sink(
             config(dir.path()),
-            Box::new(move |appended: &Appended| {
+            move |appended: &Appended| {
                 let channel = appended.push.envelope().channel.as_str().to_owned();
                 hook_seen.lock().unwrap().push((channel, appended.offset));
-            }),
+            },
         )
         .unwrap();
         let mut receivers = Vec::new();
@@ -178,12 +178,9 @@ fn full_queue_answers_overloaded() {
     config.queue_capacity = 2;
     config.group_commit_entries_max = 1;
     // The hook stalls the writer until released, so the queue fills.
-    let store = Store::open_with_hook(
-        config,
-        Box::new(move |_: &Appended| {
-            let _ = release_rx.lock().unwrap().recv();
-        }),
-    )
+    let store = Store::open_with_sink(config, move |_: &Appended| {
+        let _ = release_rx.lock().unwrap().recv();
+    })
     .unwrap();
     let mut receivers = Vec::new();
     let mut overloaded = None;

@@ -35,9 +35,17 @@ pub fn envelope(stream: &str, data: &str) -> Envelope {
 }
 
 pub fn request(stream: &str, data: &str, durability: Durability) -> AppendRequest {
+    request_at(stream, data, durability, 0)
+}
+
+/// A request whose publication carries `time_ms` (0: the store stamps now).
+pub fn request_at(stream: &str, data: &str, durability: Durability, time_ms: u64) -> AppendRequest {
     AppendRequest {
         stream: stream.to_owned(),
-        envelope: envelope(stream, data),
+        push: EncodedPush::encode(&Envelope {
+            time_ms,
+            ..envelope(stream, data)
+        }),
         durability,
         client_msg_id: None,
         retention: Retention::UNLIMITED,
