@@ -128,14 +128,10 @@ impl Poller {
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => return Ok(()),
                     Err(err) => return Err(err),
                 }
-                out.extend(
-                    events
-                        .iter()
-                        .map(|event| {
-                            let hangup = event.is_read_closed() || event.is_error();
-                            Completion::Ready(event.token().0, hangup)
-                        }),
-                );
+                out.extend(events.iter().map(|event| {
+                    let hangup = event.is_read_closed() || event.is_error();
+                    Completion::Ready(event.token().0, hangup)
+                }));
                 Ok(())
             }
         }

@@ -7,5 +7,6 @@ mod failure;
 mod kill;
 mod recovery;
 mod retention;
+mod sink;
 mod streams;
 mod util;

@@ -1,0 +1,155 @@
+//! The commit sink: what the writer hands back per group commit, and in
+//! what order, for requests submitted with a tag.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ringcast_store::{Answer, Appended, CommitSink, Durability, Store, StoreError};
+
+use crate::util::{config, read_all, request};
+
+/// Everything a sink is handed, in order.
+#[derive(Debug)]
+enum Seen {
+    Appended {
+        stream: String,
+        offset: u64,
+    },
+    Answered {
+        tag: u64,
+        offset: Result<u64, String>,
+    },
+    BatchDone,
+}
+
+struct Recorder(mpsc::Sender<Seen>);
+
+impl CommitSink for Recorder {
+    fn appended(&mut self, appended: &Appended) {
+        let stream = appended.push.envelope().channel.as_str().to_owned();
+        drop(self.0.send(Seen::Appended {
+            stream,
+            offset: appended.offset,
+        }));
+    }
+
+    fn answered(&mut self, tag: u64, answer: Answer) {
+        let offset = match answer {
+            Answer::Appended(result) => result.map(|a| a.offset),
+            Answer::Cursor(result) => result,
+        };
+        drop(self.0.send(Seen::Answered {
+            tag,
+            offset: offset.map_err(|e| e.to_string()),
+        }));
+    }
+
+    fn batch_done(&mut self) {
+        drop(self.0.send(Seen::BatchDone));
+    }
+}
+
+fn next(seen: &mpsc::Receiver<Seen>) -> Seen {
+    seen.recv_timeout(Duration::from_secs(10))
+        .expect("the sink is handed the batch")
+}
+
+/// Tagged requests are answered through the sink, never twice, each after
+/// the new entries of its batch; every batch ends with `batch_done`; a
+/// refused request is answered (with its error) in its batch like the rest.
+#[test]
+fn tagged_answers_follow_their_batch_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, seen) = mpsc::channel();
+    let mut config = config(dir.path());
+    // Fsync pacing makes the batches larger; the order must hold anyway.
+    config.sync_interval_min = Duration::from_millis(5);
+    // Several batches.
+    config.group_commit_entries_max = 16;
+    let store = Store::open_with_sink(config, Recorder(tx)).unwrap();
+    let n = 200u64;
+    for tag in 0..n {
+        let stream = format!("user:{}", tag % 7);
+        store
+            .submit_append(request(&stream, &tag.to_string(), Durability::Sync), tag)
+            .unwrap();
+    }
+    // Refused by the writer's validation: answered through the sink too.
+    store
+        .submit_append(request("", "refused", Durability::Sync), n)
+        .unwrap();
+    store
+        .submit_cursor("alice", "phone", "user:0", 3, n + 1)
+        .unwrap();
+    let mut answered = vec![None; (n + 2) as usize];
+    let mut stored_in_batch = Vec::new();
+    let mut stored_before: Vec<(String, u64)> = Vec::new();
+    let mut batches = 0;
+    while answered.iter().any(Option::is_none) {
+        match next(&seen) {
+            Seen::Appended { stream, offset } => {
+                assert!(
+                    stored_in_batch.iter().all(|(_, answered)| !answered),
+                    "an entry after an answer of its batch"
+                );
+                stored_in_batch.push(((stream, offset), false));
+            }
+            Seen::Answered { tag, offset } => {
+                let slot = &mut answered[tag as usize];
+                assert!(slot.is_none(), "tag {tag} answered twice");
+                if let Ok(offset) = offset {
+                    if tag < n {
+                        // Its entry was handed over earlier in this batch.
+                        let stream = format!("user:{}", tag % 7);
+                        let entry = stored_in_batch
+                            .iter_mut()
+                            .find(|((s, o), _)| *s == stream && *o == offset)
+                            .expect("an answered append's entry came first, in its batch");
+                        entry.1 = true;
+                    }
+                }
+                *slot = Some(offset);
+            }
+            Seen::BatchDone => {
+                batches += 1;
+                stored_before.extend(stored_in_batch.drain(..).map(|(entry, _)| entry));
+            }
+        }
+    }
+    assert!(
+        matches!(next(&seen), Seen::BatchDone),
+        "the last batch ends"
+    );
+    batches += 1;
+    stored_before.extend(stored_in_batch.drain(..).map(|(entry, _)| entry));
+    assert_eq!(stored_before.len() as u64, n, "one entry per new append");
+    assert!(batches > (n / 16), "{n} appends in {batches} batches");
+    // Offsets per stream are 1.. in submission order.
+    for tag in 0..n {
+        let expected = tag / 7 + 1;
+        assert_eq!(answered[tag as usize], Some(Ok(expected)), "tag {tag}");
+    }
+    let refused = answered[n as usize].clone().unwrap();
+    assert!(
+        refused.unwrap_err().contains("stream name"),
+        "a refusal says why"
+    );
+    // The cursor is clamped to the stream's end (user:0 has 29 entries).
+    assert_eq!(answered[(n + 1) as usize], Some(Ok(3)));
+    assert_eq!(read_all(&store, "user:3").entries.len(), 29);
+    store.close().unwrap();
+}
+
+/// A closed store refuses a tagged request at the door, as it refuses an
+/// untagged one.
+#[test]
+fn tagged_requests_on_a_closed_store_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, _seen) = mpsc::channel();
+    let store = Store::open_with_sink(config(dir.path()), Recorder(tx)).unwrap();
+    store.close().unwrap();
+    let error = store
+        .submit_append(request("user:a", "late", Durability::Sync), 1)
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Closed), "{error}");
+}
