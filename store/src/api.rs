@@ -28,13 +28,12 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Most requests the writer folds into one fjall batch (and one fsync).
     pub group_commit_entries_max: usize,
-    /// Longest the writer waits after the first request of a batch for more
-    /// to arrive. Adds at most this much latency to a lone append. The
-    /// default is zero: a batch is everything queued when the writer gets to
-    /// it, and what arrives during one fsync makes the next batch, so the
-    /// batch grows with the load by itself. A wait only pays off when
-    /// requests trickle in slower than an fsync takes and every fsync saved
-    /// matters more than latency.
+    /// How long the writer sleeps after the first request of a batch
+    /// before taking what arrived meanwhile. Adds this much latency to
+    /// every batch, even a lone append. The default is zero: a batch is
+    /// everything queued when the writer gets to it, what arrives during
+    /// one fsync makes the next batch, and [`StoreConfig::sync_interval_min`]
+    /// paces fsyncs under load without delaying a lone append.
     pub group_commit_delay_max: Duration,
     /// How long a `(stream, client_msg_id)` pair is remembered for
     /// idempotent retries.
