@@ -1,21 +1,38 @@
 //! Crash recovery with real processes: the `ringcast` binary is killed with
-//! SIGKILL while a publisher is writing, restarted on the same data
-//! directory, and every acknowledged message must be there exactly once,
-//! in order, with contiguous offsets and the same epoch. A longer run:
-//! `RINGCAST_CRASH_ROUNDS=50 cargo test -p ringcast-engine --test it crash`.
+//! SIGKILL while clients are writing, restarted on the same data directory,
+//! and every acknowledged message must be there exactly once, at the offset
+//! its acknowledgement gave, with offsets contiguous from 1 and the same
+//! epoch. Two writers: one publisher sending through the HTTP API one request
+//! at a time, and WebSocket clients sending each other DMs with several
+//! `send` commands in flight. A longer run:
+//! `RINGCAST_CRASH_ROUNDS=50 cargo test -p ringcast-engine --test it crash`
+//! (or `ci/crash-stress.sh`).
 
 use ringcast_engine::streams::INBOX_RETENTION_COUNT;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tungstenite::Message;
 
-use crate::util::{api_raw, free_port, API_KEY, SECRET};
+use crate::util::{api_raw, free_port, token, Ws, API_KEY, SECRET};
 
 struct Node {
     child: Child,
     api: SocketAddr,
+    ws: SocketAddr,
+}
+
+/// A test that fails part-way does not leave the engine running.
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start_node(data_dir: &std::path::Path, config_path: &std::path::Path) -> Node {
@@ -36,12 +53,15 @@ fn start_node(data_dir: &std::path::Path, config_path: &std::path::Path) -> Node
         .spawn()
         .expect("spawn ringcast");
     let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
+    let ws: SocketAddr = format!("127.0.0.1:{ws_port}").parse().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(api).is_err() {
-        assert!(Instant::now() < deadline, "engine did not start");
-        std::thread::sleep(Duration::from_millis(20));
+    for addr in [api, ws] {
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "engine did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    Node { child, api }
+    Node { child, api, ws }
 }
 
 /// A tiny deterministic PRNG so a failing seed can be replayed.
@@ -62,14 +82,15 @@ fn send(api: SocketAddr, n: u64) -> Option<Value> {
     }
 }
 
-/// Every entry of the inbox, paging through the history API.
-fn read_all(api: SocketAddr) -> (String, Vec<(u64, u64)>) {
+/// Every entry of `stream` as (offset, `data.n`), paging through the history
+/// API, and the stream's epoch.
+fn read_all(api: SocketAddr, stream: &str) -> (String, Vec<(u64, u64)>) {
     let mut since = 0u64;
     let mut entries = Vec::new();
     loop {
-        let body = json!({"stream": "user:crash", "since": since, "limit": 1000}).to_string();
+        let body = json!({"stream": stream, "since": since, "limit": 1000}).to_string();
         let (status, page) = api_raw(api, "POST", "/api/history", Some(&body), Some(API_KEY));
-        assert_eq!(status, 200, "{page}");
+        assert_eq!(status, 200, "{stream}: {page}");
         let epoch = page["epoch"].as_str().unwrap_or_default().to_string();
         let publications = page["publications"].as_array().unwrap().clone();
         for p in &publications {
@@ -83,13 +104,18 @@ fn read_all(api: SocketAddr) -> (String, Vec<(u64, u64)>) {
     }
 }
 
-#[test]
-fn acknowledged_messages_survive_kill_9_exactly_once_in_order() {
-    let rounds: u64 = std::env::var("RINGCAST_CRASH_ROUNDS")
+/// Kill rounds: `RINGCAST_CRASH_ROUNDS`, 4 by default.
+fn crash_rounds() -> u64 {
+    std::env::var("RINGCAST_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let seed: u64 = std::env::var("RINGCAST_CRASH_SEED")
+        .unwrap_or(4)
+}
+
+/// `RINGCAST_CRASH_SEED`, else one from the clock; printed so that a failing
+/// run can be replayed.
+fn crash_seed(test: &str) -> u64 {
+    let seed = std::env::var("RINGCAST_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| {
@@ -99,7 +125,14 @@ fn acknowledged_messages_survive_kill_9_exactly_once_in_order() {
                 .as_nanos() as u64
                 | 1
         });
-    eprintln!("crash test seed: RINGCAST_CRASH_SEED={seed}");
+    eprintln!("{test} seed: RINGCAST_CRASH_SEED={seed}");
+    seed
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9_exactly_once_in_order() {
+    let rounds = crash_rounds();
+    let seed = crash_seed("crash test");
     let mut rng = seed;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
@@ -129,7 +162,7 @@ fn acknowledged_messages_survive_kill_9_exactly_once_in_order() {
         node.child.wait().unwrap();
     }
     let mut node = start_node(&data_dir, &config_path);
-    let (stored_epoch, stored) = read_all(node.api);
+    let (stored_epoch, stored) = read_all(node.api, "user:crash");
     node.child.kill().unwrap();
     node.child.wait().unwrap();
     eprintln!(
@@ -180,6 +213,315 @@ fn acknowledged_messages_survive_kill_9_exactly_once_in_order() {
         "the newest acknowledged message is stored (seed {seed})"
     );
     eprintln!("crash test: {trimmed} acknowledged entries older than the retention count");
+}
+
+/// Users in the DM load test: pairs that send each other DMs, each user on
+/// its own WebSocket connection.
+const DM_PAIRS: usize = 8;
+/// Unanswered `send` commands one connection keeps in flight.
+const DM_IN_FLIGHT_MAX: usize = 8;
+/// Rounds that write to the same inboxes; a longer run moves on to new
+/// users, so that every round can keep the engine busy until the kill and
+/// no inbox reaches the retention count however many rounds there are.
+const DM_ROUNDS_PER_USERS: u64 = 4;
+/// Sends one user issues in one round. What can reach an inbox over its
+/// rounds (acknowledged or not) stays below INBOX_RETENTION_COUNT, so nothing
+/// is trimmed and every inbox is checked from offset 1.
+const DM_SENDS_PER_ROUND_MAX: u64 = (INBOX_RETENTION_COUNT - 1) / DM_ROUNDS_PER_USERS;
+const _: () = assert!(DM_SENDS_PER_ROUND_MAX * DM_ROUNDS_PER_USERS < INBOX_RETENTION_COUNT);
+const _: () = assert!(DM_SENDS_PER_ROUND_MAX >= 100 * DM_IN_FLIGHT_MAX as u64);
+/// How long a client's read waits before it looks at the stop flag.
+const DM_READ_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// What one client saw in one round.
+struct DmLog {
+    user: String,
+    /// The inbox this client sends to (its peer's).
+    inbox: String,
+    /// `data.n` of every `send` written to the socket, answered or not: each
+    /// of them may be stored.
+    issued: Vec<u64>,
+    /// (offset, n, epoch) of every `send` answered with a result.
+    acked: Vec<(u64, u64, String)>,
+    /// `send`s answered with an error (nothing stored, e.g. a full store queue).
+    refused: u64,
+    /// The round's cap on sends stopped this client before the kill.
+    capped: bool,
+    /// Pushes received (the peer's DMs to this user).
+    pushes: u64,
+    /// How the connection ended, when that happened before the kill.
+    early_end: Option<String>,
+}
+
+fn dm_user(generation: u64, idx: usize) -> String {
+    format!("dm{generation}-{idx}")
+}
+
+/// Connects as `user` to a spawned engine and reads the `connect` message.
+fn dm_connect(ws_addr: SocketAddr, user: &str) -> Result<Ws, String> {
+    let url = format!("ws://{ws_addr}/connection/websocket?token={}", token(user));
+    let stream = TcpStream::connect(ws_addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let (mut ws, _) = tungstenite::client(url, stream).map_err(|e| format!("upgrade: {e}"))?;
+    let first = loop {
+        match ws.read().map_err(|e| format!("read connect: {e}"))? {
+            Message::Text(text) => break text,
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => return Err(format!("first message was {other:?}")),
+        }
+    };
+    let first: Value = serde_json::from_str(&first).map_err(|e| format!("{first}: {e}"))?;
+    if first.get("connect").is_none() {
+        return Err(format!("first message is not connect: {first}"));
+    }
+    ws.get_ref()
+        .set_read_timeout(Some(DM_READ_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// One user's client for a round: sends DMs to `peer` with up to
+/// DM_IN_FLIGHT_MAX unanswered, reads replies and pushes as they come, until
+/// `stop` is set (the engine is about to be killed) or the connection ends.
+fn dm_client(
+    ws_addr: SocketAddr,
+    user: String,
+    peer: String,
+    next_n: &AtomicU64,
+    stop: &AtomicBool,
+    ready: mpsc::Sender<()>,
+    seed: u64,
+) -> DmLog {
+    let mut log = DmLog {
+        inbox: format!("user:{peer}"),
+        user,
+        issued: Vec::new(),
+        acked: Vec::new(),
+        refused: 0,
+        capped: false,
+        pushes: 0,
+        early_end: None,
+    };
+    let mut ws = match dm_connect(ws_addr, &log.user) {
+        Ok(ws) => ws,
+        // Too slow to connect before the kill: nothing sent, nothing to check.
+        Err(_) if stop.load(Ordering::SeqCst) => return log,
+        Err(err) => panic!("{} could not connect: {err} (seed {seed})", log.user),
+    };
+    let _ = ready.send(());
+    // id -> n of the sends not answered yet.
+    let mut in_flight: HashMap<u64, u64> = HashMap::new();
+    let mut next_id = 1u64;
+    loop {
+        while in_flight.len() < DM_IN_FLIGHT_MAX && !stop.load(Ordering::SeqCst) {
+            if log.issued.len() as u64 == DM_SENDS_PER_ROUND_MAX {
+                log.capped = true;
+                break;
+            }
+            let n = next_n.fetch_add(1, Ordering::Relaxed);
+            let id = next_id;
+            next_id += 1;
+            let command = json!({"id": id, "method": "send",
+                "params": {"user": peer, "data": {"n": n, "from": log.user}}});
+            // Counted before the write: a send the kill cut off may be stored.
+            log.issued.push(n);
+            in_flight.insert(id, n);
+            if let Err(err) = ws.send(Message::Text(command.to_string())) {
+                if !stop.load(Ordering::SeqCst) {
+                    log.early_end = Some(format!("write: {err}"));
+                }
+                return log;
+            }
+        }
+        let text = match ws.read() {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+            Ok(other) => {
+                if !stop.load(Ordering::SeqCst) {
+                    log.early_end = Some(format!("received {other:?}"));
+                }
+                return log;
+            }
+            Err(tungstenite::Error::Io(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Ordering::SeqCst) {
+                    return log;
+                }
+                continue;
+            }
+            Err(err) => {
+                if !stop.load(Ordering::SeqCst) {
+                    log.early_end = Some(format!("read: {err}"));
+                }
+                return log;
+            }
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message.get("push").is_some() {
+            log.pushes += 1;
+            continue;
+        }
+        let id = message["id"].as_u64();
+        let n = id.and_then(|id| in_flight.remove(&id));
+        let n =
+            n.unwrap_or_else(|| panic!("{}: reply to no send: {message} (seed {seed})", log.user));
+        match message.get("result") {
+            Some(result) => log.acked.push((
+                result["offset"].as_u64().unwrap(),
+                n,
+                result["epoch"].as_str().unwrap().to_string(),
+            )),
+            None => {
+                assert!(message.get("error").is_some(), "{message} (seed {seed})");
+                log.refused += 1;
+            }
+        }
+    }
+}
+
+/// What the rounds sent to one inbox.
+#[derive(Default)]
+struct DmInbox {
+    issued: Vec<u64>,
+    /// (offset, n, epoch) of the acknowledged sends.
+    acked: Vec<(u64, u64, String)>,
+}
+
+#[test]
+fn acknowledged_dms_survive_kill_9_under_load() {
+    let rounds = crash_rounds();
+    let seed = crash_seed("DM crash test");
+    let mut rng = seed;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config_path = dir.path().join("ringcast.toml");
+    let next_n = Arc::new(AtomicU64::new(0));
+    let mut inboxes: BTreeMap<String, DmInbox> = BTreeMap::new();
+    let (mut refused, mut capped, mut pushes) = (0u64, 0u64, 0u64);
+    for round in 0..rounds {
+        let generation = round / DM_ROUNDS_PER_USERS;
+        let kill_after = Duration::from_millis(100 + xorshift(&mut rng) % 400);
+        let mut node = start_node(&data_dir, &config_path);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let clients: Vec<_> = (0..2 * DM_PAIRS)
+            .map(|idx| {
+                let (user, peer) = (dm_user(generation, idx), dm_user(generation, idx ^ 1));
+                let (ws_addr, next_n, stop, ready) =
+                    (node.ws, next_n.clone(), stop.clone(), ready_tx.clone());
+                std::thread::spawn(move || {
+                    dm_client(ws_addr, user, peer, &next_n, &stop, ready, seed)
+                })
+            })
+            .collect();
+        drop(ready_tx);
+        // The kill comes kill_after into the load, not into the connects.
+        let connected =
+            (0..clients.len()).all(|_| ready_rx.recv_timeout(Duration::from_secs(20)).is_ok());
+        if connected {
+            std::thread::sleep(kill_after);
+        }
+        // SIGKILL: no shutdown, no flush. Clients see the stop flag first,
+        // so a connection that ends before it is an error.
+        stop.store(true, Ordering::SeqCst);
+        node.child.kill().unwrap();
+        node.child.wait().unwrap();
+        let logs: Vec<DmLog> = clients
+            .into_iter()
+            .map(|client| {
+                client
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect();
+        assert!(
+            connected,
+            "a client did not connect in round {round} (seed {seed})"
+        );
+        for log in logs {
+            assert!(
+                log.early_end.is_none(),
+                "{}'s connection ended before the kill in round {round}: {:?} (seed {seed})",
+                log.user,
+                log.early_end
+            );
+            refused += log.refused;
+            capped += u64::from(log.capped);
+            pushes += log.pushes;
+            let inbox = inboxes.entry(log.inbox).or_default();
+            inbox.issued.extend(log.issued);
+            inbox.acked.extend(log.acked);
+        }
+    }
+    let node = start_node(&data_dir, &config_path);
+    let (mut issued, mut acked, mut stored_total) = (0, 0, 0);
+    for (stream, inbox) in &inboxes {
+        let (stored_epoch, stored) = read_all(node.api, stream);
+        issued += inbox.issued.len();
+        acked += inbox.acked.len();
+        stored_total += stored.len();
+        assert!(
+            (inbox.issued.len() as u64) < INBOX_RETENTION_COUNT,
+            "{stream}: {} sends could trim the inbox (seed {seed})",
+            inbox.issued.len()
+        );
+        for (offset, n, epoch) in &inbox.acked {
+            assert_eq!(
+                epoch, &stored_epoch,
+                "{stream}: the epoch of the ack of n={n} at offset {offset} is not the stored one: \
+                 one epoch across rounds (seed {seed})"
+            );
+        }
+        let offsets: Vec<u64> = stored.iter().map(|(offset, _)| *offset).collect();
+        assert!(
+            offsets.iter().copied().eq(1..=stored.len() as u64),
+            "{stream}: offsets not contiguous from 1: {:?}..{:?} for {} entries (seed {seed})",
+            offsets.first(),
+            offsets.last(),
+            stored.len()
+        );
+        let mut ns: Vec<u64> = stored.iter().map(|(_, n)| *n).collect();
+        ns.sort_unstable();
+        let mut issued_ns = inbox.issued.clone();
+        issued_ns.sort_unstable();
+        for pair in ns.windows(2) {
+            assert_ne!(
+                pair[0], pair[1],
+                "{stream}: n={} stored twice (seed {seed})",
+                pair[0]
+            );
+        }
+        for n in &ns {
+            assert!(
+                issued_ns.binary_search(n).is_ok(),
+                "{stream}: n={n} stored but never sent to this inbox (seed {seed})"
+            );
+        }
+        for (offset, n, _) in &inbox.acked {
+            assert_eq!(
+                stored.get((*offset - 1) as usize),
+                Some(&(*offset, *n)),
+                "{stream}: acknowledged n={n} at offset {offset} is not there, {} stored \
+                 (seed {seed})",
+                stored.len()
+            );
+        }
+    }
+    drop(node);
+    eprintln!(
+        "DM crash test: {rounds} kills, {} inboxes, {issued} sent, {acked} acknowledged, \
+         {stored_total} stored, {refused} refused, {pushes} pushes, {capped} of {} client \
+         rounds reached the cap of {DM_SENDS_PER_ROUND_MAX} sends (seed {seed})",
+        inboxes.len(),
+        rounds * 2 * DM_PAIRS as u64
+    );
+    assert!(acked > 0, "nothing was acknowledged (seed {seed})");
 }
 
 #[test]
