@@ -107,6 +107,8 @@ for rate in $rates; do
         sleep "$window"
         read -r w1 s1 o1 < <(cpu_snapshot "$engine_pid")
         wait "$loadgen_pid" || true
+        # The per-second lines show whether latency rises through a run.
+        cp "$tmp/chat.log" "$out/chat-$label-$rate.log"
         kill -TERM "$engine_pid"
         wait "$engine_pid" || true
         engine_pid=""

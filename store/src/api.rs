@@ -151,7 +151,7 @@ pub struct Appended {
     /// The stored bytes, `offset` and `epoch` filled in: what the engine fans out.
     pub push: Arc<EncodedPush>,
     /// This was a retry of an earlier append: nothing new was stored and
-    /// the `on_appended` hook was not called again.
+    /// the commit sink was not handed it again.
     pub duplicate: bool,
 }
 

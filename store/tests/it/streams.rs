@@ -1,4 +1,4 @@
-//! Offsets, order, epochs, reads and the on_appended hook.
+//! Offsets, order, epochs, reads and the commit sink.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
