@@ -82,7 +82,15 @@ cpu_snapshot() { # pid
         END {printf "%d %d %d\n", ticks["writer"], ticks["shards"], ticks["other"]}'
 }
 
-echo "kind,build,rate,sent,acked,refused,lost,duplicated,ack_p50_us,ack_p99_us,ack_p999_us,push_p99_us,writer_us_per_msg,shards_us_per_msg,other_us_per_msg,client_cores" > "$out/raw.csv"
+# The store's counters from /metrics (builds before 2026-12-05 have none: 0 0).
+store_counters() {
+    curl -s "http://127.0.0.1:$((port + 1))/metrics" | awk '
+        $1 == "ringcast_store_commits_total" {c = $2}
+        $1 == "ringcast_store_syncs_total" {s = $2}
+        END {printf "%d %d\n", c, s}'
+}
+
+echo "kind,build,rate,sent,acked,refused,lost,duplicated,ack_p50_us,ack_p99_us,ack_p999_us,push_p99_us,writer_us_per_msg,shards_us_per_msg,other_us_per_msg,client_cores,batch_mean,fsyncs_per_s" > "$out/raw.csv"
 store_ceiling before
 tick_us=$((1000000 / $(getconf CLK_TCK)))
 for rate in $rates; do
@@ -104,8 +112,10 @@ for rate in $rates; do
         window=$((seconds / 2))
         sleep $((seconds / 2))
         read -r w0 s0 o0 < <(cpu_snapshot "$engine_pid")
+        read -r c0 f0 < <(store_counters)
         sleep "$window"
         read -r w1 s1 o1 < <(cpu_snapshot "$engine_pid")
+        read -r c1 f1 < <(store_counters)
         wait "$loadgen_pid" || true
         # The per-second lines show whether latency rises through a run.
         cp "$tmp/chat.log" "$out/chat-$label-$rate.log"
@@ -113,9 +123,9 @@ for rate in $rates; do
         wait "$engine_pid" || true
         engine_pid=""
         python3 - "$tmp/chat.json" "$label" "$rate" "$window" "$tick_us" \
-            "$((w1 - w0))" "$((s1 - s0))" "$((o1 - o0))" >> "$out/raw.csv" <<'PY'
+            "$((w1 - w0))" "$((s1 - s0))" "$((o1 - o0))" "$((c1 - c0))" "$((f1 - f0))" >> "$out/raw.csv" <<'PY'
 import json, sys
-path, label, rate, window, tick_us, w, s, o = sys.argv[1:]
+path, label, rate, window, tick_us, w, s, o, commits, fsyncs = sys.argv[1:]
 r = json.load(open(path))
 msgs = float(rate) * float(window)
 per = lambda ticks: f"{int(ticks) * int(tick_us) / msgs:.1f}"
@@ -123,7 +133,9 @@ ack = r["ack_latency"]
 print(",".join(str(v) for v in [
     "chat", label, rate, r["sent"], ack["count"], r.get("publish_errors", 0), r["lost"],
     r["duplicated"], ack["p50_us"], ack["p99_us"], ack["p999_us"], r["push_latency"]["p99_us"],
-    per(w), per(s), per(o), f"{r['client']['cores_busy']:.2f}"]))
+    per(w), per(s), per(o), f"{r['client']['cores_busy']:.2f}",
+    f"{msgs / int(commits):.1f}" if int(commits) else "n/a",
+    f"{int(fsyncs) / float(window):.0f}" if int(commits) else "n/a"]))
 PY
         tail -1 "$out/raw.csv" >&2
     done

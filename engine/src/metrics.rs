@@ -151,11 +151,16 @@ pub fn new_all(n_shards: usize) -> AllShardMetrics {
         .collect()
 }
 
+/// A node-wide metric beside the per-shard ones.
+pub struct NodeMetric<'a> {
+    pub name: &'a str,
+    pub help: &'a str,
+    pub is_gauge: bool,
+    pub value: u64,
+}
+
 /// Renders the Prometheus text exposition format (version 0.0.4).
-pub fn render_prometheus(
-    shards: &[CachePadded<ShardMetrics>],
-    extra: &[(&str, &str, u64)],
-) -> String {
+pub fn render_prometheus(shards: &[CachePadded<ShardMetrics>], extra: &[NodeMetric<'_>]) -> String {
     let mut out = String::with_capacity(4096);
     let values: Vec<[u64; 14]> = shards.iter().map(|m| m.values()).collect();
     for (metric_idx, (name, help, is_gauge)) in METRICS.iter().enumerate() {
@@ -170,9 +175,13 @@ pub fn render_prometheus(
             );
         }
     }
-    for (name, help, value) in extra {
+    for metric in extra {
+        let NodeMetric {
+            name, help, value, ..
+        } = metric;
+        let kind = if metric.is_gauge { "gauge" } else { "counter" };
         let _ = writeln!(out, "# HELP ringcast_{name} {help}");
-        let _ = writeln!(out, "# TYPE ringcast_{name} gauge");
+        let _ = writeln!(out, "# TYPE ringcast_{name} {kind}");
         let _ = writeln!(out, "ringcast_{name} {value}");
     }
     out
@@ -188,12 +197,31 @@ mod tests {
         shards[1].connections.add(3);
         shards[1].connections.sub(1);
         shards[0].bytes_out.add(10);
-        let text = render_prometheus(&shards, &[("channels", "Channels with subscribers.", 7)]);
+        let text = render_prometheus(
+            &shards,
+            &[
+                NodeMetric {
+                    name: "channels",
+                    help: "Channels with subscribers.",
+                    is_gauge: true,
+                    value: 7,
+                },
+                NodeMetric {
+                    name: "store_commits_total",
+                    help: "Group commits.",
+                    is_gauge: false,
+                    value: 3,
+                },
+            ],
+        );
         assert!(text.contains("ringcast_connections{shard=\"1\"} 2\n"));
         assert!(text.contains("ringcast_bytes_out_total{shard=\"0\"} 10\n"));
         assert!(text.contains("# TYPE ringcast_connections gauge\n"));
         assert!(text.contains("# TYPE ringcast_bytes_out_total counter\n"));
         assert!(text.contains("ringcast_channels 7\n"));
+        assert!(text.contains(
+            "# TYPE ringcast_store_commits_total counter\nringcast_store_commits_total 3\n"
+        ));
         assert_eq!(text.matches("{shard=").count(), 2 * METRICS.len());
     }
 }

@@ -228,7 +228,7 @@ impl<F: FnMut(&Appended) + Send> CommitSink for F {
 }
 
 /// A point-in-time view of the store's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Health {
     /// A write failed; the store refuses all writes until restarted.
     pub poisoned: bool,
@@ -236,6 +236,12 @@ pub struct Health {
     pub writer_queue_len: usize,
     /// Requests waiting for a reader.
     pub reader_queue_len: usize,
+    /// Group commits written since open.
+    pub commits: u64,
+    /// New entries stored since open (appends that were not duplicates).
+    pub appends: u64,
+    /// fsyncs of the journal since open.
+    pub syncs: u64,
 }
 
 /// A device's acknowledged position in a stream, with the epoch it was

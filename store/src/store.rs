@@ -276,6 +276,9 @@ impl Store {
             poisoned: self.shared.is_poisoned(),
             writer_queue_len: self.writer_requests.len(),
             reader_queue_len: self.reader_requests.len(),
+            commits: self.shared.commits.get(),
+            appends: self.shared.appends.get(),
+            syncs: self.shared.syncs.get(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! failed batch leaves no offset gap behind.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,25 @@ impl WriterMsg {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) poisoned: AtomicBool,
+    pub(crate) commits: WriterCounter,
+    pub(crate) appends: WriterCounter,
+    pub(crate) syncs: WriterCounter,
+}
+
+/// A counter only the writer thread raises: a relaxed load and store, no
+/// locked read-modify-write; readers may see a slightly old value.
+#[derive(Debug, Default)]
+pub(crate) struct WriterCounter(AtomicU64);
+
+impl WriterCounter {
+    fn add(&self, n: u64) {
+        let value = self.0.load(Ordering::Relaxed).wrapping_add(n);
+        self.0.store(value, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Shared {
@@ -470,6 +489,10 @@ impl Writer {
             return;
         }
         self.apply(&mut work);
+        self.shared.commits.add(1);
+        if work.sync {
+            self.shared.syncs.add(1);
+        }
         let sink = &mut *self.sink;
         // New entries first, in queue order (= offset order per stream),
         // so a subscriber never sees an ack before the data went out.
@@ -480,6 +503,7 @@ impl Writer {
             } = pending
             {
                 if !appended.duplicate {
+                    self.shared.appends.add(1);
                     sink.appended(appended);
                 }
             }

@@ -25,7 +25,7 @@ use crate::channels;
 use crate::engine::Shared;
 use crate::interest::shard_indexes;
 use crate::mesh::{MeshSender, ShardEvent};
-use crate::metrics::render_prometheus;
+use crate::metrics::{render_prometheus, NodeMetric};
 use crate::publication::Publication;
 use crate::shard::unix_ms;
 use crate::streams;
@@ -613,16 +613,49 @@ impl Api {
     }
 
     fn metrics(&self) -> Response {
+        let store = self.shared.store.health();
+        let node = |name, help, is_gauge, value| NodeMetric {
+            name,
+            help,
+            is_gauge,
+            value,
+        };
         let extra = [
-            (
+            node(
                 "channels",
                 "Channels with at least one subscriber on this node.",
+                true,
                 self.shared.interest.n_channels() as u64,
             ),
-            (
+            node(
                 "uptime_seconds",
                 "Seconds since the engine started.",
+                true,
                 self.shared.started_at.elapsed().as_secs(),
+            ),
+            node(
+                "store_commits_total",
+                "Group commits the store's writer made (batches written).",
+                false,
+                store.commits,
+            ),
+            node(
+                "store_appends_total",
+                "Entries the store's writer stored (appends that were not duplicates).",
+                false,
+                store.appends,
+            ),
+            node(
+                "store_syncs_total",
+                "fsyncs (fdatasync) of the store's journal.",
+                false,
+                store.syncs,
+            ),
+            node(
+                "store_writer_queue",
+                "Requests waiting for the store's writer.",
+                true,
+                store.writer_queue_len as u64,
             ),
         ];
         Response::text(

@@ -96,6 +96,14 @@ e2e!(
         assert_eq!(status, 200);
         assert_eq!(body["connections"], 2);
 
+        // One durable write (an inbox append), acknowledged after its fsync.
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/send",
+            Some(json!({"user": "offline-cid", "data": {"n": 1}})),
+        );
+        assert_eq!(status, 200, "{body}");
         let (status, metrics) = api_raw(engine.api_addr, "GET", "/metrics", None, None);
         assert_eq!(status, 200);
         let metrics = metrics.as_str().unwrap().to_string();
@@ -104,6 +112,20 @@ e2e!(
             "{metrics}"
         );
         assert!(metrics.contains("# TYPE ringcast_bytes_out_total counter"));
+        assert!(
+            metrics.contains(
+                "# TYPE ringcast_store_commits_total counter\nringcast_store_commits_total 1\n"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nringcast_store_appends_total 1\n"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("\nringcast_store_syncs_total 1\n"),
+            "{metrics}"
+        );
 
         let (status, body) = api(
             &engine,
