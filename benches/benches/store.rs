@@ -2,8 +2,9 @@
 //! stream from the start, on a real fjall store in a temporary directory on
 //! the same disk as the baselines.
 //!
-//! Appends: K appends in flight at once (K concurrent publishers with one
-//! request each), all awaited. Baselines, same run, same record bytes:
+//! Appends (group `store_append_sync`): K appends in flight at once (K
+//! concurrent publishers with one request each), all awaited. Baselines,
+//! same run, same record bytes:
 //! - `baseline_file_fsync_each`: a plain `File`, each record appended and
 //!   then `sync_all`, the store's fsync (fjall's `PersistMode::SyncAll`):
 //!   what durability costs without group commit. Preallocated like fjall's
@@ -11,28 +12,70 @@
 //! - `baseline_file_fsync_batch`: the K records in one `write` and one
 //!   `sync_all`: the floor for any group commit on this disk.
 //!
+//! Writer path (group `writer_path`): the same K `sync` appends over the
+//! same 64 inbox streams, with what the writer hands back after each group
+//! commit, per element. Its physical reference is the two plain-file
+//! baselines of `store_append_sync` (run them in the same invocation, e.g.
+//! filter `'writer_path|append'`).
+//! - `bare_futures`: `Store::append` with a oneshot future per request and
+//!   the no-op sink of `Store::open`; the same code as
+//!   `store_append_sync/ringcast_group_commit`, repeated here so the two
+//!   variants sit side by side in one group.
+//! - `engine_sink_tagged`: the store opened with the engine's own
+//!   `StoreSink` over a real `Mesh` of 2 consumer shards (the store's
+//!   sender is the last producer, as `engine.rs` builds it), every stream
+//!   with subscribers on one shard (`Interest`), requests submitted with
+//!   `Store::submit_append` and `request_tag(shard, slot)` tags alternating
+//!   between the two shards. Per commit the sink builds an
+//!   `Arc<Publication>` per entry (no frames: shards build those), pushes it
+//!   into the store's lane to the interested shard, queues each answer in
+//!   the asking shard's answer queue and rings each touched shard once. The
+//!   bench thread stands in for both shards: it drains their answer queues
+//!   and their publication lanes (dropping the publications, so no lane
+//!   fills), and parks on their doorbells (`MeshReceiver::wait`) while
+//!   nothing is queued, until all K answers are in.
+//!
+//! Both stores take `StoreConfig::new`'s defaults, as `store_append_sync`
+//! does: fsyncs paced at least `sync_interval_min` (1 ms, the engine's
+//! default `server.store_sync_interval_us`) apart, so a burst that takes
+//! two commits lasts at least 1 ms plus the second fsync, whatever the sink
+//! costs.
+//!
+//! It lives in this file rather than a file of its own because it shares
+//! the append helpers (`inbox_request`, `append_burst`) and the record
+//! size (`PAYLOAD`) with `store_append_sync`.
+//!
 //! Replay: read the first n entries of a 10,000-entry stream, as one read
 //! and in the engine's recovery pages of 256. Baseline: the same stored
 //! bytes read sequentially from a plain file of length-prefixed records,
 //! each copied out, with no validation.
 
 use std::fs::File;
+use std::future::{poll_fn, Future};
 use std::io::{BufReader, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use criterion::{
     black_box, criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use futures_executor::block_on;
+use ringcast_engine::interest::Interest;
+use ringcast_engine::limits::{MESH_DRAIN_MAX, MESH_LANE_EVENTS_DEFAULT};
+use ringcast_engine::mesh::{Mesh, MeshReceiver, ShardEvent};
+use ringcast_engine::streams::{request_tag, StoreSink};
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_store::{
-    AppendRequest, Appended, Durability, ReadRequest, Retention, Store, StoreConfig,
+    Answer, AppendRequest, Appended, Durability, ReadRequest, Retention, Store, StoreConfig,
 };
 
 const IN_FLIGHT: [usize; 2] = [64, 256];
 /// Streams the appends spread over, as many user inboxes would.
 const APPEND_STREAMS: usize = 64;
+/// Consumer shards of the writer-path bench's mesh.
+const WRITER_PATH_SHARDS: usize = 2;
 const REPLAY_STREAM: &str = "user:replay";
 const REPLAY_STORED: usize = 10_000;
 const REPLAY_COUNTS: [usize; 2] = [1_000, 10_000];
@@ -87,6 +130,20 @@ fn append_request(stream: String, durability: Durability) -> AppendRequest {
     }
 }
 
+/// The `sync` append of the `next`-th message, to inbox `user:<next % 64>`.
+fn inbox_request(next: usize) -> AppendRequest {
+    append_request(format!("user:{}", next % APPEND_STREAMS), Durability::Sync)
+}
+
+/// K `sync` appends in flight through `Store::append`, all awaited.
+fn append_burst(store: &Store, in_flight: usize, next: &mut usize) -> Vec<Appended> {
+    let requests = (0..in_flight).map(|_| {
+        *next += 1;
+        inbox_request(*next)
+    });
+    append_all(store, requests)
+}
+
 /// One length-prefixed record, as a plain log would frame it.
 fn put_record(out: &mut Vec<u8>, record: &[u8]) {
     let len = u32::try_from(record.len()).expect("record under 4 GiB");
@@ -128,13 +185,7 @@ fn append(c: &mut Criterion) {
     for in_flight in IN_FLIGHT {
         group.throughput(Throughput::Elements(in_flight as u64));
         group.bench_function(BenchmarkId::new("ringcast_group_commit", in_flight), |b| {
-            b.iter(|| {
-                let requests = (0..in_flight).map(|_| {
-                    next += 1;
-                    append_request(format!("user:{}", next % APPEND_STREAMS), Durability::Sync)
-                });
-                black_box(append_all(&store, requests));
-            });
+            b.iter(|| black_box(append_burst(&store, in_flight, &mut next)));
         });
         group.bench_function(
             BenchmarkId::new("baseline_file_fsync_each", in_flight),
@@ -164,6 +215,149 @@ fn append(c: &mut Criterion) {
     }
     group.finish();
     store.close().expect("close the store");
+}
+
+/// The store's writer with the engine's commit sink attached, and the two
+/// shards it hands commits to, played by the calling thread.
+struct EngineSinkStore {
+    store: Store,
+    mesh: Arc<Mesh>,
+    receivers: Vec<MeshReceiver>,
+}
+
+impl EngineSinkStore {
+    /// The mesh as `engine.rs` builds it (a row per shard, then the control
+    /// thread, then the store's writer, last), with every inbox subscribed
+    /// on one shard.
+    fn open(dir: &Path) -> EngineSinkStore {
+        let (mesh, mut senders, receivers) = Mesh::build(
+            WRITER_PATH_SHARDS,
+            WRITER_PATH_SHARDS + 2,
+            MESH_LANE_EVENTS_DEFAULT,
+        );
+        let store_sender = senders.pop().expect("the store's mesh sender");
+        assert_eq!(store_sender.producer_idx(), WRITER_PATH_SHARDS + 1);
+        let interest = Arc::new(Interest::new());
+        for stream in 0..APPEND_STREAMS {
+            interest.add(&format!("user:{stream}"), stream % WRITER_PATH_SHARDS);
+        }
+        let store = Store::open_with_sink(
+            StoreConfig::new(dir),
+            StoreSink::new(store_sender, interest),
+        )
+        .expect("open the store");
+        EngineSinkStore {
+            store,
+            mesh,
+            receivers,
+        }
+    }
+
+    /// K `sync` appends submitted with tags, request `slot` asked for by
+    /// shard `slot % 2`; returns once every answer is in, with every
+    /// publication drained from the lanes.
+    fn append_burst(&mut self, in_flight: usize, next: &mut usize) {
+        for slot in 0..in_flight {
+            *next += 1;
+            self.store
+                .submit_append(
+                    inbox_request(*next),
+                    request_tag(slot % WRITER_PATH_SHARDS, slot),
+                )
+                .expect("append queued");
+        }
+        let mut answered = 0;
+        let mut published = 0;
+        loop {
+            for receiver in &mut self.receivers {
+                published += drain_publications(receiver);
+                answered += receiver.drain_answers(usize::MAX, |answer| match answer.answer {
+                    Answer::Appended(result) => {
+                        black_box(result.expect("append stored"));
+                    }
+                    Answer::Cursor(_) => unreachable!("no cursor was asked for"),
+                });
+            }
+            if answered == in_flight {
+                break;
+            }
+            wait_any(&self.receivers);
+        }
+        // The sink queues a batch's publications before its answers, so
+        // the last ones are in the lanes by now.
+        for receiver in &mut self.receivers {
+            published += drain_publications(receiver);
+        }
+        // Each stream has subscribers on one shard: one publication each.
+        assert_eq!(published, in_flight, "publications handed to the shards");
+    }
+
+    fn close(self) {
+        for shard in 0..WRITER_PATH_SHARDS {
+            assert!(
+                !self.mesh.take_lagged(shard),
+                "shard {shard}'s lane from the store overflowed"
+            );
+        }
+        self.store.close().expect("close the store");
+    }
+}
+
+/// Takes every queued publication off `receiver`'s lanes and drops it, as
+/// a shard with no connections to deliver to would; returns how many.
+fn drain_publications(receiver: &mut MeshReceiver) -> usize {
+    let mut taken = 0;
+    loop {
+        let batch = receiver.drain(MESH_DRAIN_MAX, |event| match event {
+            ShardEvent::Publish(publication) => drop(black_box(publication)),
+            _ => unreachable!("only the store publishes in this bench"),
+        });
+        taken += batch;
+        if batch < MESH_DRAIN_MAX {
+            return taken;
+        }
+    }
+}
+
+/// Parks the thread until some shard's doorbell rings (or it has something
+/// queued already), as an idle shard parks on its own.
+fn wait_any(receivers: &[MeshReceiver]) {
+    let mut waits: Vec<_> = receivers
+        .iter()
+        .map(|receiver| Box::pin(receiver.wait()))
+        .collect();
+    block_on(poll_fn(|cx| {
+        if waits
+            .iter_mut()
+            .any(|wait| wait.as_mut().poll(cx).is_ready())
+        {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }));
+}
+
+fn writer_path(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let bare = open_store(&dir.path().join("bare"));
+    let mut engine = EngineSinkStore::open(&dir.path().join("engine-sink"));
+    let mut next = 0usize;
+
+    let mut group = c.benchmark_group("writer_path");
+    group.sampling_mode(SamplingMode::Flat);
+    for in_flight in IN_FLIGHT {
+        group.throughput(Throughput::Elements(in_flight as u64));
+        group.bench_function(BenchmarkId::new("bare_futures", in_flight), |b| {
+            b.iter(|| black_box(append_burst(&bare, in_flight, &mut next)));
+        });
+        group.bench_function(BenchmarkId::new("engine_sink_tagged", in_flight), |b| {
+            b.iter(|| engine.append_burst(in_flight, &mut next));
+        });
+    }
+    group.finish();
+    engine.close();
+    bare.close().expect("close the store");
 }
 
 fn read_store(store: &Store, count: usize, page_entries: usize) -> Vec<EncodedPush> {
@@ -252,6 +446,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = append, replay
+    targets = append, writer_path, replay
 }
 criterion_main!(benches);
