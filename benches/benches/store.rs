@@ -12,9 +12,11 @@
 //! - `baseline_file_fsync_batch`: the K records in one `write` and one
 //!   `sync_all`: the floor for any group commit on this disk.
 //!
-//! Writer path (group `writer_path`): the same K `sync` appends over the
-//! same 64 inbox streams, with what the writer hands back after each group
-//! commit, per element. Its physical reference is the two plain-file
+//! Writer path (group `writer_path`): the same K appends over the same 64
+//! inbox streams, with what the writer hands back after each group commit,
+//! per element; `sync` (the inbox's durability, fsync included) and
+//! `_buffered` (no fsync: the writer's own work per message, which fsync
+//! times that vary 20x on a shared disk would hide). Its physical reference is the two plain-file
 //! baselines of `store_append_sync` (run them in the same invocation, e.g.
 //! filter `'writer_path|append'`).
 //! - `bare_futures`: `Store::append` with a oneshot future per request and
@@ -130,16 +132,21 @@ fn append_request(stream: String, durability: Durability) -> AppendRequest {
     }
 }
 
-/// The `sync` append of the `next`-th message, to inbox `user:<next % 64>`.
-fn inbox_request(next: usize) -> AppendRequest {
-    append_request(format!("user:{}", next % APPEND_STREAMS), Durability::Sync)
+/// The append of the `next`-th message, to inbox `user:<next % 64>`.
+fn inbox_request(next: usize, durability: Durability) -> AppendRequest {
+    append_request(format!("user:{}", next % APPEND_STREAMS), durability)
 }
 
-/// K `sync` appends in flight through `Store::append`, all awaited.
-fn append_burst(store: &Store, in_flight: usize, next: &mut usize) -> Vec<Appended> {
+/// K appends in flight through `Store::append`, all awaited.
+fn append_burst(
+    store: &Store,
+    in_flight: usize,
+    next: &mut usize,
+    durability: Durability,
+) -> Vec<Appended> {
     let requests = (0..in_flight).map(|_| {
         *next += 1;
-        inbox_request(*next)
+        inbox_request(*next, durability)
     });
     append_all(store, requests)
 }
@@ -185,7 +192,7 @@ fn append(c: &mut Criterion) {
     for in_flight in IN_FLIGHT {
         group.throughput(Throughput::Elements(in_flight as u64));
         group.bench_function(BenchmarkId::new("ringcast_group_commit", in_flight), |b| {
-            b.iter(|| black_box(append_burst(&store, in_flight, &mut next)));
+            b.iter(|| black_box(append_burst(&store, in_flight, &mut next, Durability::Sync)));
         });
         group.bench_function(
             BenchmarkId::new("baseline_file_fsync_each", in_flight),
@@ -256,12 +263,12 @@ impl EngineSinkStore {
     /// K `sync` appends submitted with tags, request `slot` asked for by
     /// shard `slot % 2`; returns once every answer is in, with every
     /// publication drained from the lanes.
-    fn append_burst(&mut self, in_flight: usize, next: &mut usize) {
+    fn append_burst(&mut self, in_flight: usize, next: &mut usize, durability: Durability) {
         for slot in 0..in_flight {
             *next += 1;
             self.store
                 .submit_append(
-                    inbox_request(*next),
+                    inbox_request(*next, durability),
                     request_tag(slot % WRITER_PATH_SHARDS, slot),
                 )
                 .expect("append queued");
@@ -346,14 +353,21 @@ fn writer_path(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("writer_path");
     group.sampling_mode(SamplingMode::Flat);
-    for in_flight in IN_FLIGHT {
-        group.throughput(Throughput::Elements(in_flight as u64));
-        group.bench_function(BenchmarkId::new("bare_futures", in_flight), |b| {
-            b.iter(|| black_box(append_burst(&bare, in_flight, &mut next)));
-        });
-        group.bench_function(BenchmarkId::new("engine_sink_tagged", in_flight), |b| {
-            b.iter(|| engine.append_burst(in_flight, &mut next));
-        });
+    // `sync`: what an inbox append costs end to end, fsync included;
+    // `buffered`: the writer's own work per message, which fsync times
+    // (milliseconds, varying by 20x on a shared disk) would hide.
+    for (suffix, durability) in [("", Durability::Sync), ("_buffered", Durability::Buffered)] {
+        for in_flight in IN_FLIGHT {
+            group.throughput(Throughput::Elements(in_flight as u64));
+            let name = format!("bare_futures{suffix}");
+            group.bench_function(BenchmarkId::new(name, in_flight), |b| {
+                b.iter(|| black_box(append_burst(&bare, in_flight, &mut next, durability)));
+            });
+            let name = format!("engine_sink_tagged{suffix}");
+            group.bench_function(BenchmarkId::new(name, in_flight), |b| {
+                b.iter(|| engine.append_burst(in_flight, &mut next, durability));
+            });
+        }
     }
     group.finish();
     engine.close();
