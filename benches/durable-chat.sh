@@ -100,7 +100,7 @@ for rate in $rates; do
         read -r binary flags <<< "${build#*=}"
         rm -rf "$tmp/data"
         # shellcheck disable=SC2086 # flags are words on purpose
-        "$binary" --config="$tmp/engine.toml" ${flags:-} 2>>"$out/engine.log" &
+        "$binary" --config="$tmp/engine.toml" ${flags:-} 2>>"$tmp/engine.log" &
         engine_pid=$!
         sleep 1
         timeout $((seconds + 60)) target/release/ringcast-loadgen chat \
@@ -141,4 +141,8 @@ PY
     done
 done
 store_ceiling after
+# The engines' log can be large (an overloaded store logs every refusal):
+# keep its size and its end.
+wc -l < "$tmp/engine.log" | sed 's/^/engine log lines: /' > "$out/engine-log-tail.txt"
+tail -n 100 "$tmp/engine.log" >> "$out/engine-log-tail.txt"
 cat "$out/raw.csv"
