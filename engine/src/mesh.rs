@@ -32,7 +32,8 @@
 //! once, so a commit of many requests costs each shard one wake-up, not
 //! one per request. The queue is unbounded on purpose: an answer must never
 //! be refused, and each one answers a request its shard submitted, so the
-//! store's own request queue bounds them.
+//! store's own request queue bounds them (a shard takes all of its answers
+//! every turn).
 //!
 //! What crosses is an `Arc<Publication>`: the rkyv envelope and the frames
 //! built from it once, shared by reference, never copied per shard or per

@@ -86,8 +86,10 @@ fn tag_parts(tag: u64) -> (usize, usize) {
 /// - Each answer to a shard's request goes to that shard's answer queue.
 /// - At the end of the batch each shard that got anything is rung once.
 ///
-/// Frames are not built here: a `Publication` builds them on the first
-/// shard that sends one (`publication.rs`).
+/// Frames are built here only for a publication bound for several shards
+/// (which would otherwise race to build them); for one shard, the usual
+/// inbox case, the shard builds what its subscribers need
+/// (`publication.rs`).
 pub struct StoreSink {
     sender: MeshSender,
     interest: Arc<Interest>,
@@ -114,6 +116,14 @@ impl CommitSink for StoreSink {
             return;
         }
         self.touched |= mask;
+        if mask.count_ones() > 1 {
+            // Several shards would race to build the frames and all but
+            // one build would be thrown away: build them once, here.
+            // (For one shard, the usual inbox case, the shard builds what
+            // its subscribers need.)
+            publication.json_frame();
+            publication.binary_frame();
+        }
         if self.sender.publish_stored(mask, &publication) > 0 {
             tracing::warn!(
                 channel = publication.channel(),

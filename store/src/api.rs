@@ -208,6 +208,12 @@ pub trait CommitSink: Send {
     fn answered(&mut self, tag: u64, answer: Answer);
     /// The batch is handed over.
     fn batch_done(&mut self);
+
+    /// Whether this sink takes answers to tagged requests; a store whose
+    /// sink does not refuses `submit_*` calls.
+    fn takes_answers(&self) -> bool {
+        true
+    }
 }
 
 /// A sink for callers that only watch what is stored: a closure called for
@@ -218,6 +224,8 @@ impl<F: FnMut(&Appended) + Send> CommitSink for F {
     }
 
     fn answered(&mut self, tag: u64, _answer: Answer) {
+        // `takes_answers` keeps tagged requests out: unreachable through
+        // the store's API.
         tracing::error!(
             tag,
             "a tagged store request, but the store's sink takes no answers"
@@ -225,6 +233,10 @@ impl<F: FnMut(&Appended) + Send> CommitSink for F {
     }
 
     fn batch_done(&mut self) {}
+
+    fn takes_answers(&self) -> bool {
+        false
+    }
 }
 
 /// A point-in-time view of the store's health.
@@ -242,6 +254,9 @@ pub struct Health {
     pub appends: u64,
     /// fsyncs of the journal since open.
     pub syncs: u64,
+    /// The writer thread has ended (closed, or died of a panic): no
+    /// request still waiting for a tagged answer will get one.
+    pub writer_stopped: bool,
 }
 
 /// A device's acknowledged position in a stream, with the epoch it was

@@ -2,6 +2,7 @@
 //! and turns calls into queued requests. Nothing here waits on fjall; every
 //! call is a `try_send` on a bounded queue.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -28,6 +29,8 @@ pub struct Store {
     reader_requests: Sender<ReaderMsg>,
     shared: Arc<Shared>,
     capacity: usize,
+    /// The sink takes answers to tagged requests.
+    takes_answers: bool,
     // Behind mutexes only so `close` works through a shared reference (the
     // engine shares the store across threads); taken once, at close.
     writer_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -95,6 +98,7 @@ impl Store {
                 .map_err(|error| StoreError::io("spawning a reader thread", error.into()))?;
             reader_threads.push(thread);
         }
+        let takes_answers = sink.takes_answers();
         let writer = Writer::new(
             fjall,
             config,
@@ -113,9 +117,19 @@ impl Store {
             reader_requests,
             shared,
             capacity,
+            takes_answers,
             writer_thread: std::sync::Mutex::new(Some(writer_thread)),
             reader_threads: std::sync::Mutex::new(reader_threads),
         })
+    }
+
+    fn check_tagged(&self) -> Result<(), StoreError> {
+        if !self.takes_answers {
+            return Err(StoreError::InvalidRequest {
+                reason: "tagged requests need a commit sink that takes answers",
+            });
+        }
+        Ok(())
     }
 
     fn check_writable(&self) -> Result<(), StoreError> {
@@ -148,6 +162,7 @@ impl Store {
     /// [`CommitSink`] with `tag`, batched with the rest of its group commit
     /// (no future, no wake-up per request).
     pub fn submit_append(&self, request: AppendRequest, tag: u64) -> Result<(), StoreError> {
+        self.check_tagged()?;
         self.check_writable()?;
         try_send(
             &self.writer_requests,
@@ -201,6 +216,7 @@ impl Store {
         offset: u64,
         tag: u64,
     ) -> Result<(), StoreError> {
+        self.check_tagged()?;
         self.queue_cursor(user, device, stream, offset, Reply::Tag(tag))
     }
 
@@ -279,6 +295,7 @@ impl Store {
             commits: self.shared.commits.get(),
             appends: self.shared.appends.get(),
             syncs: self.shared.syncs.get(),
+            writer_stopped: self.shared.writer_stopped.load(Ordering::Acquire),
         }
     }
 

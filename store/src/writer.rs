@@ -106,6 +106,10 @@ impl WriterMsg {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) poisoned: AtomicBool,
+    /// The writer thread has ended (closed, or died): no more answers
+    /// will come, so a caller still waiting for a tagged answer must give
+    /// up on it.
+    pub(crate) writer_stopped: AtomicBool,
     pub(crate) commits: WriterCounter,
     pub(crate) appends: WriterCounter,
     pub(crate) syncs: WriterCounter,
@@ -143,6 +147,9 @@ impl Drop for PoisonOnPanic {
             tracing::error!("store writer panicked: poisoning the store");
             self.0.poisoned.store(true, Ordering::Release);
         }
+        // A panic drops the batch in hand and the queue with it: oneshot
+        // callers see their sender dropped; tagged callers learn it here.
+        self.0.writer_stopped.store(true, Ordering::Release);
     }
 }
 

@@ -410,8 +410,10 @@ impl EncodedPush {
     pub fn envelope(&self) -> &ArchivedEnvelope {
         // SAFETY: `EncodedPush` is only built by `encode` (our own
         // serialization of a `ServerMessage::Push`) or `from_untrusted`
-        // (checked access succeeded), the bytes are never mutated afterwards,
-        // and `AlignedVec` keeps them 16-byte aligned.
+        // (checked access succeeded); the only mutation afterwards is
+        // `stamp`, which overwrites four archived integers in place (any
+        // bit pattern is a valid integer; no pointer or length changes);
+        // and `AlignedVec` keeps the bytes 16-byte aligned.
         #[allow(unsafe_code)]
         let message = unsafe { access_trusted(self.bytes.as_slice()) };
         match message {

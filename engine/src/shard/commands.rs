@@ -127,6 +127,25 @@ impl Shard {
         self.on_store_done(done);
     }
 
+    /// The store's writer has stopped (it died: at a clean close the
+    /// shards are gone first): no answer will come for what is pending, so
+    /// each request is answered with the store's error now.
+    pub(super) fn fail_pending_store(&mut self) {
+        tracing::error!(
+            shard = self.idx,
+            pending = self.pending_store.len(),
+            "the store's writer stopped; failing the requests waiting for it"
+        );
+        let failed = std::mem::take(&mut self.pending_store);
+        for (_, wait) in failed {
+            let error = store_error(&StoreError::Poisoned);
+            self.on_store_done(match wait {
+                StoreWait::Published(to) => StoreDone::Published(to, Err(error)),
+                StoreWait::Acked(to) => StoreDone::Acked(to, Err(error)),
+            });
+        }
+    }
+
     pub(super) fn on_store_done(&mut self, done: StoreDone) {
         match done {
             StoreDone::Published(to, result) => {

@@ -82,6 +82,8 @@ pub struct Shard {
     /// Requests waiting in the store's writer; their answers come through
     /// the mesh's answer queue, batched per group commit.
     pending_store: Slab<commands::StoreWait>,
+    /// Store answers taken this turn (kept to reuse its allocation).
+    answers: Vec<crate::mesh::StoreAnswer>,
     /// Replays waiting for their connection's queue to drain.
     paused_replays: Vec<recovery::Job>,
     sweep_cursor: usize,
@@ -142,6 +144,7 @@ impl Shard {
             accept_error_logged_ms: 0,
             store_replies: FuturesUnordered::new(),
             pending_store: Slab::new(),
+            answers: Vec::new(),
             paused_replays: Vec::new(),
             sweep_cursor: 0,
             next_sweep_ms: now,
@@ -274,11 +277,19 @@ impl Shard {
         if self.shared.mesh.take_lagged(self.idx) {
             self.cut_durable_subscribers();
         }
+        // Answers are taken before the lanes are drained and handled after:
+        // the store queues a batch's publications before its answers, so a
+        // publisher subscribed to its own channel gets the push queued
+        // before its acknowledgement (unless the drain cap cuts in). All
+        // of them: each answers a request this shard made.
+        let mut answers = std::mem::take(&mut self.answers);
+        receiver.drain_answers(usize::MAX, |answer| answers.push(answer));
         let taken = receiver.drain(MESH_DRAIN_MAX, |event| self.handle_event(event));
         busy |= taken == MESH_DRAIN_MAX;
-        let answered =
-            receiver.drain_answers(MESH_DRAIN_MAX, |answer| self.on_store_answer(answer));
-        busy |= answered == MESH_DRAIN_MAX;
+        for answer in answers.drain(..) {
+            self.on_store_answer(answer);
+        }
+        self.answers = answers;
         if std::mem::take(&mut self.accept_next_turn) {
             self.accept();
         }
@@ -307,6 +318,9 @@ impl Shard {
         if self.now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = self.now_ms + self.tick_ms();
             self.sweep();
+            if !self.pending_store.is_empty() && self.shared.store.health().writer_stopped {
+                self.fail_pending_store();
+            }
             if std::mem::take(&mut self.accept_at_tick) {
                 self.accept();
             }

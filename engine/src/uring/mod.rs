@@ -214,9 +214,12 @@ impl Ring {
                     if self.generations.get(token) != Some(&generation) {
                         continue;
                     }
-                    // A multishot poll's result is the ready mask.
-                    let mask = u32::try_from(entry.result()).unwrap_or(0);
-                    out.push(Completion::Ready(token, mask & HANGUP_EVENTS != 0));
+                    // A multishot poll's result is the ready mask; a
+                    // failed poll (negative) counts as a hang-up, so the
+                    // reader reads on to the error.
+                    let hangup = u32::try_from(entry.result())
+                        .map_or(true, |mask| mask & HANGUP_EVENTS != 0);
+                    out.push(Completion::Ready(token, hangup));
                     // A failing POLL_ADD would fail again every turn; the
                     // connection finds the socket's error when it reads.
                     if !cqueue::more(entry.flags()) && entry.result() >= 0 {

@@ -153,3 +153,47 @@ fn tagged_requests_on_a_closed_store_are_refused_at_once() {
         .unwrap_err();
     assert!(matches!(error, StoreError::Closed), "{error}");
 }
+
+/// A sink that takes no answers (a closure) makes the store refuse tagged
+/// requests, instead of dropping their answers.
+#[test]
+fn a_closure_sink_refuses_tagged_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let error = store
+        .submit_append(request("user:a", "tagged", Durability::Sync), 1)
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::InvalidRequest { .. }),
+        "{error}"
+    );
+    let error = store.submit_cursor("a", "d", "user:a", 1, 2).unwrap_err();
+    assert!(
+        matches!(error, StoreError::InvalidRequest { .. }),
+        "{error}"
+    );
+    store.close().unwrap();
+}
+
+/// A writer that dies (here: its sink panics) says so in `health()`, so a
+/// caller waiting for tagged answers knows none will come.
+#[test]
+fn a_dead_writer_is_reported_stopped() {
+    struct Panics;
+    impl CommitSink for Panics {
+        fn appended(&mut self, _: &Appended) {
+            panic!("sink failure (on purpose)");
+        }
+        fn answered(&mut self, _: u64, _: Answer) {}
+        fn batch_done(&mut self) {}
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with_sink(config(dir.path()), Panics).unwrap();
+    assert!(!store.health().writer_stopped);
+    store
+        .submit_append(request("user:a", "boom", Durability::Sync), 7)
+        .unwrap();
+    crate::util::eventually("writer stopped", || store.health().writer_stopped);
+    assert!(store.health().poisoned);
+    assert!(store.close().is_err(), "closing reports the dead writer");
+}
