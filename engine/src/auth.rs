@@ -1,7 +1,10 @@
 //! Connection tokens: HS256 JWTs signed by the app backend.
 //!
 //! The algorithm is fixed here, never read from the token header, so a token
-//! claiming `alg: none` or an asymmetric algorithm is refused.
+//! claiming `alg: none` or an asymmetric algorithm is refused. `exp` is
+//! required and `nbf`, when present, is checked, both with the configured
+//! leeway; a header with `crit` is refused (RFC 7515 §4.1.11: Ringcast
+//! understands no JWS extension).
 
 use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -25,6 +28,8 @@ pub enum AuthError {
     Missing,
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet: its `nbf` is in the future")]
+    NotYetValid,
     #[error("token invalid: {0}")]
     Invalid(String),
 }
@@ -35,6 +40,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "token_missing",
             AuthError::Expired => "token_expired",
+            AuthError::NotYetValid => "token_not_yet_valid",
             AuthError::Invalid(_) => "token_invalid",
         }
     }
@@ -52,6 +58,7 @@ impl Authenticator {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = leeway_s;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Authenticator {
             key: DecodingKey::from_secret(secret),
@@ -63,6 +70,7 @@ impl Authenticator {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
+        refuse_critical_extensions(token)?;
         match decode::<Claims>(token, &self.key, &self.validation) {
             Ok(data) if data.claims.sub.is_empty() => {
                 Err(AuthError::Invalid("empty `sub` claim".into()))
@@ -70,9 +78,35 @@ impl Authenticator {
             Ok(data) => Ok(data.claims),
             Err(err) => match err.kind() {
                 ErrorKind::ExpiredSignature => Err(AuthError::Expired),
+                ErrorKind::ImmatureSignature => Err(AuthError::NotYetValid),
                 other => Err(AuthError::Invalid(format!("{other:?}"))),
             },
         }
+    }
+}
+
+/// RFC 7515 §4.1.11: a JWS whose `crit` header lists extensions the
+/// recipient does not understand must be rejected. Ringcast understands
+/// none, so any `crit` is refused. (jsonwebtoken's `Header` has no `crit`
+/// field and would ignore it.) A header that does not decode is left to
+/// `decode`, which refuses it with its own reason.
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Critical {
+        crit: Option<serde::de::IgnoredAny>,
+    }
+    let Some(header) = token.split('.').next() else {
+        return Ok(());
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return Ok(());
+    };
+    match serde_json::from_slice::<Critical>(&json) {
+        Ok(Critical { crit: Some(_) }) => Err(AuthError::Invalid(
+            "the header's `crit` lists extensions this server does not understand".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -144,6 +178,62 @@ mod tests {
             auth.verify("not.a.jwt"),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn nbf_in_the_future_is_refused_within_leeway_accepted() {
+        let auth = Authenticator::new(SECRET, 5);
+        let early = token(
+            Algorithm::HS256,
+            SECRET,
+            serde_json::json!({"sub": "a", "exp": now() + 7200, "nbf": now() + 3600}),
+        );
+        assert_eq!(auth.verify(&early).unwrap_err(), AuthError::NotYetValid);
+        assert_eq!(AuthError::NotYetValid.code(), "token_not_yet_valid");
+        // Within the leeway (clock skew) and in the past: fine.
+        for nbf in [now() + 3, now() - 60] {
+            let ok = token(
+                Algorithm::HS256,
+                SECRET,
+                serde_json::json!({"sub": "a", "exp": now() + 60, "nbf": nbf}),
+            );
+            assert_eq!(auth.verify(&ok).unwrap().sub, "a");
+        }
+    }
+
+    #[test]
+    fn a_crit_header_is_refused_even_when_signed() {
+        let mut header = Header::new(Algorithm::HS256);
+        // jsonwebtoken's Header has no `crit`: sign a hand-made header.
+        header.typ = Some("JWT".into());
+        let signed_with_crit = {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let head = b64.encode(br#"{"alg":"HS256","typ":"JWT","crit":["exp-ext"],"exp-ext":1}"#);
+            let claims = b64.encode(format!(r#"{{"sub":"a","exp":{}}}"#, now() + 60));
+            let message = format!("{head}.{claims}");
+            let signature = jsonwebtoken::crypto::sign(
+                message.as_bytes(),
+                &EncodingKey::from_secret(SECRET),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            format!("{message}.{signature}")
+        };
+        let auth = Authenticator::new(SECRET, 0);
+        let err = auth.verify(&signed_with_crit).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Invalid(why) if why.contains("crit")),
+            "{err}"
+        );
+        // The same token without `crit` is fine: the refusal is about `crit`.
+        let plain = encode(
+            &header,
+            &serde_json::json!({"sub": "a", "exp": now() + 60}),
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        assert_eq!(auth.verify(&plain).unwrap().sub, "a");
     }
 
     #[test]

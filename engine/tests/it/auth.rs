@@ -39,6 +39,56 @@ e2e!(good_token_connects_as_its_user, |driver| {
     engine.shutdown();
 });
 
+/// A token signed with the test secret from a hand-written header and
+/// claims (jsonwebtoken cannot write a `crit` header).
+fn signed(header: &str, claims: &serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let message = format!("{}.{}", b64.encode(header), b64.encode(claims.to_string()));
+    let signature = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .unwrap();
+    format!("{message}.{signature}")
+}
+
+e2e!(not_yet_valid_and_critical_tokens_get_401, |driver| {
+    let engine = start(config(driver, 2));
+    let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let early = signed(
+        header,
+        &serde_json::json!({"sub": "alice", "exp": now_s() + 7200, "nbf": now_s() + 3600}),
+    );
+    let (status, body) = upgrade_status(&engine, Some(&early));
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "token_not_yet_valid");
+
+    // RFC 7515 §4.1.11: `crit` naming anything the server does not
+    // understand makes the token invalid, signature or not.
+    let critical = signed(
+        r#"{"alg":"HS256","typ":"JWT","crit":["x-ext"],"x-ext":true}"#,
+        &serde_json::json!({"sub": "alice", "exp": now_s() + 60}),
+    );
+    let (status, body) = upgrade_status(&engine, Some(&critical));
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "token_invalid");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("crit"),
+        "{body}"
+    );
+
+    // The same helper with an `nbf` in the past and no `crit` connects.
+    let fine = signed(
+        header,
+        &serde_json::json!({"sub": "alice", "exp": now_s() + 60, "nbf": now_s() - 60}),
+    );
+    let (_ws, connect) = connect_with(&engine, &fine, None);
+    assert_eq!(connect["connect"]["user"], "alice");
+    engine.shutdown();
+});
+
 e2e!(
     bad_expired_missing_tokens_get_401_with_json_reason,
     |driver| {
