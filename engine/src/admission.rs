@@ -75,10 +75,11 @@ pub fn admit(
         ));
     }
     if !ws.allowed_origins.is_empty() {
+        // One rule, the config's: an ASCII case-insensitive match.
         let allowed = request
             .origin
             .as_deref()
-            .is_some_and(|o| ws.allowed_origins.iter().any(|a| a == o));
+            .is_some_and(|origin| ws.origin_allowed(origin));
         if !allowed {
             return Err(refuse(
                 403,

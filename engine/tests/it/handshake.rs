@@ -109,3 +109,45 @@ e2e!(frames_sent_right_behind_the_upgrade_are_handled, |driver| {
     assert!(saw_pong);
     engine.shutdown();
 });
+
+/// An upgrade by tungstenite with `origin`; Ok(connect message) or the
+/// HTTP status it was refused with.
+fn upgrade_with_origin(
+    engine: &ringcast_engine::Engine,
+    origin: &str,
+) -> Result<serde_json::Value, u16> {
+    use tungstenite::client::IntoClientRequest;
+    let mut request = ws_url(engine, &token("alice"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Origin", origin.parse().unwrap());
+    let stream = std::net::TcpStream::connect(engine.ws_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    match tungstenite::client(request, stream) {
+        Ok((mut ws, _)) => Ok(read_json(&mut ws)),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("upgrade failed otherwise: {other}"),
+    }
+}
+
+// Origins are compared ignoring ASCII case (scheme and host are
+// case-insensitive, RFC 6454), as docs/config.md says.
+e2e!(allowed_origins_ignore_ascii_case, |driver| {
+    let mut config = config(driver, 1);
+    config.websocket.allowed_origins = vec!["http://127.0.0.1:9403".to_owned()];
+    let engine = start(config);
+    for origin in ["http://127.0.0.1:9403", "HTTP://127.0.0.1:9403"] {
+        let connect = upgrade_with_origin(&engine, origin).expect(origin);
+        assert_eq!(connect["connect"]["user"], "alice", "{origin}");
+    }
+    for origin in ["http://127.0.0.1:9404", "https://127.0.0.1:9403", "null"] {
+        assert_eq!(upgrade_with_origin(&engine, origin), Err(403), "{origin}");
+    }
+    engine.shutdown();
+});
