@@ -42,6 +42,30 @@ fn split(channel: &str) -> (&str, &str) {
     channel.split_once(':').unwrap_or(("", channel))
 }
 
+/// Why the server API refuses a channel name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiChannelRefusal {
+    /// Not a channel name, or `user:` with no valid user id after it.
+    Invalid,
+    /// A valid name in no configured namespace.
+    UnknownNamespace,
+}
+
+/// A channel the server API may publish to or read: a valid name that is
+/// either the personal channel of a valid user id or in a configured
+/// namespace. The API's one check of channel names.
+pub fn check_api_channel(config: &Config, channel: &str) -> Result<(), ApiChannelRefusal> {
+    validate_name(channel).map_err(|_| ApiChannelRefusal::Invalid)?;
+    let (namespace, rest) = split(channel);
+    if namespace == PERSONAL_NAMESPACE {
+        return validate_user_id(rest).map_err(|_| ApiChannelRefusal::Invalid);
+    }
+    match config.namespace(channel) {
+        Some(_) => Ok(()),
+        None => Err(ApiChannelRefusal::UnknownNamespace),
+    }
+}
+
 pub fn check_subscribe(config: &Config, user: &str, channel: &str) -> Result<(), ErrorCode> {
     validate_name(channel)?;
     let (namespace, rest) = split(channel);

@@ -271,26 +271,19 @@ impl Api {
         }
     }
 
-    /// A channel the API may publish to: a valid name in a configured
-    /// namespace or a personal `user:<id>` channel.
+    /// A channel the API may publish to or read (`channels::check_api_channel`).
     fn check_channel(&self, channel: &str) -> Result<(), Response> {
-        if channel.is_empty()
-            || channel.len() > channels::CHANNEL_BYTES_MAX
-            || channel.chars().any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(bad_request(format!("invalid channel name {channel:?}")));
-        }
-        let personal = channel
-            .split_once(':')
-            .is_some_and(|(ns, _)| ns == channels::PERSONAL_NAMESPACE);
-        if !personal && self.shared.config.namespace(channel).is_none() {
-            return Err(Response::error(
+        match channels::check_api_channel(&self.shared.config, channel) {
+            Ok(()) => Ok(()),
+            Err(channels::ApiChannelRefusal::Invalid) => {
+                Err(bad_request(format!("invalid channel name {channel:?}")))
+            }
+            Err(channels::ApiChannelRefusal::UnknownNamespace) => Err(Response::error(
                 400,
                 "unknown_namespace",
                 &format!("channel {channel:?} is in no configured namespace"),
-            ));
+            )),
         }
-        Ok(())
     }
 
     async fn publish(&self, req: &Request) -> ApiResult {

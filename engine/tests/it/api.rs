@@ -146,3 +146,34 @@ e2e!(
         engine.shutdown();
     }
 );
+
+// Channel names are checked by one rule for every API route: a personal
+// channel needs a valid user id after `user:`.
+e2e!(api_channel_names_have_one_rule, |driver| {
+    let engine = start(config(driver, 1));
+    for (channel, status, code) in [
+        ("user:", 400, "bad_request"),
+        ("user:a b", 400, "bad_request"),
+        ("", 400, "bad_request"),
+        ("nowhere:x", 400, "unknown_namespace"),
+    ] {
+        for path in ["/api/publish", "/api/history"] {
+            let body = if path == "/api/publish" {
+                json!({"channel": channel, "data": {"n": 1}})
+            } else {
+                json!({"stream": channel})
+            };
+            let (got, body) = api(&engine, "POST", path, Some(body));
+            assert_eq!(got, status, "{path} {channel:?}: {body}");
+            assert_eq!(body["error"]["code"], code, "{path} {channel:?}: {body}");
+        }
+    }
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/api/publish",
+        Some(json!({"channel": "user:bob", "data": {"n": 1}})),
+    );
+    assert_eq!(status, 200, "{body}");
+    engine.shutdown();
+});
