@@ -16,6 +16,7 @@ pub mod interest;
 pub mod limits;
 pub mod mesh;
 pub mod metrics;
+pub mod payload;
 pub mod publication;
 pub mod session;
 pub mod shard;

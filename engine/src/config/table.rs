@@ -33,6 +33,10 @@ const HEAD_BYTES_MAX: u64 = 1024 * 1024;
 /// Ten years: retention longer than that is a typo for "forever".
 const RETENTION_S_MAX: u64 = 315_360_000;
 
+/// serde_json refuses input nested deeper than 128 while it parses a
+/// whole command, whose own object and `params` take two of those levels.
+const JSON_DEPTH_MAX_LIMIT: usize = 120;
+
 const _: () = assert!(TIMEOUT_MS_MIN < TIMEOUT_MS_MAX);
 const _: () = assert!(SIZE_BYTES_MAX <= usize::MAX as u64);
 
@@ -66,6 +70,11 @@ config_table! {
         dedup_window as "dedup_window_ms": Duration
             = Millis { default: 300_000, min: 1000, max: TIMEOUT_MS_MAX },
             "MS", "client_msg_id dedup window";
+        /// Deepest nesting of arrays and objects accepted in a
+        /// publication's JSON `data` (client `publish`/`send`, API bodies).
+        json_depth_max: usize
+            = Count<usize> { default: 64, min: 1, max: JSON_DEPTH_MAX_LIMIT, unit: "levels" },
+            "N", "Deepest JSON nesting accepted in data";
         /// Least time between the starts of two store fsyncs: under load a
         /// batch waits for the interval to end, so one fsync covers more
         /// appends; after a quiet spell nothing waits.

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::http::{Handler, Method, Request, Response};
+use super::http::{Handler, Method, Request, Response, CONTENT_TYPE_JSON};
 use crate::channels;
 use crate::engine::Shared;
 use crate::interest::shard_indexes;
@@ -29,7 +29,7 @@ use crate::metrics::{render_prometheus, NodeMetric};
 use crate::publication::Publication;
 use crate::shard::unix_ms;
 use crate::streams;
-use ringcast_protocol::client::encode_history_json;
+use ringcast_protocol::client::encode_history_result_json;
 use ringcast_store::{AppendRequest, ReadRequest, StoreError};
 
 /// How long a presence query waits for the shards.
@@ -257,6 +257,16 @@ impl Api {
     }
 
     fn payload(
+        &self,
+        data: Option<Box<RawValue>>,
+        b64data: Option<String>,
+    ) -> Result<(Vec<u8>, bool), Response> {
+        let (data, data_is_json) = Self::payload_bytes(data, b64data)?;
+        crate::payload::check(&self.shared.config, &data, data_is_json).map_err(bad_request)?;
+        Ok((data, data_is_json))
+    }
+
+    fn payload_bytes(
         data: Option<Box<RawValue>>,
         b64data: Option<String>,
     ) -> Result<(Vec<u8>, bool), Response> {
@@ -289,7 +299,7 @@ impl Api {
     async fn publish(&self, req: &Request) -> ApiResult {
         let body: PublishBody = Self::parse(req)?;
         self.check_channel(&body.channel)?;
-        let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
+        let (data, data_is_json) = self.payload(body.data, body.b64data)?;
         if let Some(key) = &body.client_msg_id {
             check_client_msg_id(key)?;
         }
@@ -313,7 +323,7 @@ impl Api {
                 return Err(bad_request(format!("channel {channel:?} is listed twice")));
             }
         }
-        let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
+        let (data, data_is_json) = self.payload(body.data, body.b64data)?;
         // Submit every target first, then wait: durable targets share group
         // commits instead of paying one fsync each, in turn.
         let mut pending = Vec::with_capacity(body.channels.len());
@@ -348,7 +358,7 @@ impl Api {
                 return Err(bad_request(format!("user {user:?} is listed twice")));
             }
         }
-        let (data, data_is_json) = Self::payload(body.data, body.b64data)?;
+        let (data, data_is_json) = self.payload(body.data, body.b64data)?;
         // As in broadcast: submit all, then wait, so inboxes share fsyncs.
         let mut pending = Vec::with_capacity(users.len());
         for user in users {
@@ -493,18 +503,15 @@ impl Api {
         .map_err(|err| store_unavailable(&err))?;
         let envelopes: Vec<_> = page.entries.iter().map(|e| e.envelope()).collect();
         // The client protocol's encoder keeps each message's data as stored;
-        // the API answers with its `result` object.
-        let encoded = encode_history_json(
-            0,
+        // the API answers with its `result` object, rendered, not re-parsed.
+        let encoded = encode_history_result_json(
             &body.stream,
             page.epoch,
             page.first_offset,
             page.next_offset,
             &envelopes,
         );
-        let value: serde_json::Value = serde_json::from_slice(&encoded)
-            .map_err(|err| Response::error(500, "internal", &format!("history encoding: {err}")))?;
-        Ok(Response::json(200, &value["result"]))
+        Ok(Response::text(200, CONTENT_TYPE_JSON, encoded))
     }
 
     async fn disconnect(&self, req: &Request) -> ApiResult {

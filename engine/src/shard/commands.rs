@@ -382,6 +382,8 @@ impl Shard {
         data_is_json: bool,
         client_msg_id: Option<String>,
     ) -> CommandResult {
+        crate::payload::check(&self.shared.config, &data, data_is_json)
+            .map_err(|reason| (ErrorCode::BadRequest, reason))?;
         let message_id = self.message_ids.next(self.now_ms).0;
         let envelope = Envelope {
             id: message_id,

@@ -177,3 +177,65 @@ e2e!(api_channel_names_have_one_rule, |driver| {
     assert_eq!(status, 200, "{body}");
     engine.shutdown();
 });
+
+/// `{"a":{"a":...}}` nested `depth` levels deep.
+fn nested(depth: usize) -> serde_json::Value {
+    let mut value = json!(1);
+    for _ in 0..depth {
+        value = json!({ "a": value });
+    }
+    value
+}
+
+// Over-deep JSON data is refused at every door with a reason, and data at
+// the limit is stored and read back whole.
+e2e!(json_data_deeper_than_the_limit_is_refused, |driver| {
+    let mut config = config(driver, 2);
+    config.server.json_depth_max = 100;
+    let engine = start(config);
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/api/send",
+        Some(json!({"user": "bob", "data": nested(101)})),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("json_depth_max"),
+        "{body}"
+    );
+
+    let (mut alice, _) = connect(&engine, "alice");
+    let reply = command(
+        &mut alice,
+        json!({"id": 1, "method": "send", "params": {"user": "bob", "data": nested(101)}}),
+    );
+    assert_eq!(reply["error"]["code"], 107, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("json_depth_max"),
+        "{reply}"
+    );
+
+    // At the limit: stored, and the history page renders it as it was.
+    let reply = command(
+        &mut alice,
+        json!({"id": 2, "method": "send", "params": {"user": "bob", "data": nested(100)}}),
+    );
+    assert!(reply["result"]["offset"].as_u64().is_some(), "{reply}");
+    let (status, page) = api(
+        &engine,
+        "POST",
+        "/api/history",
+        Some(json!({"stream": "user:bob"})),
+    );
+    assert_eq!(status, 200);
+    let stored = page["publications"][0]["data"].to_string();
+    assert_eq!(stored.matches('{').count(), 100);
+    engine.shutdown();
+});

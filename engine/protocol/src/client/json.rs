@@ -271,30 +271,62 @@ pub fn encode_history_json(
     next_offset: u64,
     pushes: &[&ArchivedEnvelope],
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(history_len_hint(stream, pushes) + 32);
+    out.extend_from_slice(b"{\"id\":");
+    push_u64(&mut out, id);
+    out.extend_from_slice(b",\"result\":");
+    push_history_result(&mut out, stream, epoch, start_offset, next_offset, pushes);
+    out.push(b'}');
+    out
+}
+
+/// The `result` object of [`encode_history_json`] alone, as the HTTP API
+/// answers a history read: rendered, never re-parsed, so a stored payload
+/// cannot make a page fail.
+pub fn encode_history_result_json(
+    stream: &str,
+    epoch: u64,
+    start_offset: u64,
+    next_offset: u64,
+    pushes: &[&ArchivedEnvelope],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(history_len_hint(stream, pushes));
+    push_history_result(&mut out, stream, epoch, start_offset, next_offset, pushes);
+    out
+}
+
+fn history_len_hint(stream: &str, pushes: &[&ArchivedEnvelope]) -> usize {
     let entries_len: usize = pushes
         .iter()
         .map(|env| crate::envelope::envelope_json_len_hint(env) + 1)
         .sum();
-    let mut out = Vec::with_capacity(160 + stream.len() + entries_len);
-    out.extend_from_slice(b"{\"id\":");
-    push_u64(&mut out, id);
-    out.extend_from_slice(b",\"result\":{\"stream\":");
-    push_json_str(&mut out, stream);
+    160 + stream.len() + entries_len
+}
+
+fn push_history_result(
+    out: &mut Vec<u8>,
+    stream: &str,
+    epoch: u64,
+    start_offset: u64,
+    next_offset: u64,
+    pushes: &[&ArchivedEnvelope],
+) {
+    out.extend_from_slice(b"{\"stream\":");
+    push_json_str(out, stream);
     out.extend_from_slice(b",\"epoch\":\"");
-    push_u64(&mut out, epoch);
+    push_u64(out, epoch);
     out.extend_from_slice(b"\",\"start_offset\":");
-    push_u64(&mut out, start_offset);
+    push_u64(out, start_offset);
     out.extend_from_slice(b",\"next_offset\":");
-    push_u64(&mut out, next_offset);
+    push_u64(out, next_offset);
     out.extend_from_slice(b",\"publications\":[");
     for (index, env) in pushes.iter().enumerate() {
         if index != 0 {
             out.push(b',');
         }
-        push_envelope_json(&mut out, env);
+        push_envelope_json(out, env);
     }
-    out.extend_from_slice(b"]}}");
-    out
+    out.extend_from_slice(b"]}");
 }
 
 /// Appends `s` as a JSON string literal, escaping `"`, `\` and control characters.

@@ -85,3 +85,32 @@ fn valid_client_msg_id(key: &str) -> bool {
     (1..=CLIENT_MSG_ID_BYTES_MAX).contains(&key.len())
         && key.bytes().all(|byte| matches!(byte, 0x20..=0x7e))
 }
+
+/// How deeply `json` nests arrays and objects (a scalar: 0, `[]`: 1,
+/// `{"a":[1]}`: 2). Counts brackets outside strings, so it is linear and
+/// needs no recursion; meant for text that already parsed as JSON.
+pub fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}

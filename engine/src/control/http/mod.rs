@@ -466,7 +466,7 @@ pub async fn serve<H: Handler + 'static>(
 
 /// Interim response that tells an `Expect: 100-continue` client to send its body.
 const CONTINUE_RESPONSE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-const CONTENT_TYPE_JSON: &str = "application/json";
+pub const CONTENT_TYPE_JSON: &str = "application/json";
 const FRAMING_HEADERS: [&str; 4] = [
     "content-length",
     "transfer-encoding",

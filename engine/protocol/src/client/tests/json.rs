@@ -554,3 +554,16 @@ fn push_u64_writes_decimal() {
         assert_eq!(out, format!("x{n}").into_bytes());
     }
 }
+
+#[test]
+fn json_depth_counts_nesting_outside_strings() {
+    use crate::client::json_depth;
+    assert_eq!(json_depth(b"1"), 0);
+    assert_eq!(json_depth(b"[]"), 1);
+    assert_eq!(json_depth(br#"{"a":[1,{"b":2}]}"#), 3);
+    // Brackets in strings, escaped quotes included, do not count.
+    assert_eq!(json_depth(br#"{"a":"[[[{\"x\":[[["}"#), 1);
+    assert_eq!(json_depth(br#"["\\",[]]"#), 2);
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    assert_eq!(json_depth(deep.as_bytes()), 200);
+}
