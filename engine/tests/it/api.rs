@@ -239,3 +239,51 @@ e2e!(json_data_deeper_than_the_limit_is_refused, |driver| {
     assert_eq!(stored.matches('{').count(), 100);
     engine.shutdown();
 });
+
+/// A POST with `content_type` (or none), as a plain HTTP/1.1 client sends it.
+fn post_with_content_type(
+    engine: &ringcast_engine::Engine,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(engine.api_addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let header = content_type
+        .map(|ct| format!("Content-Type: {ct}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: apikey {API_KEY}\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, response)
+}
+
+// The media type is compared as RFC 9110 says (case-insensitive,
+// parameters ignored), as docs/api.md says.
+e2e!(content_type_is_a_case_insensitive_media_type, |driver| {
+    let engine = start(config(driver, 1));
+    let body = r#"{"channel":"news:ct","data":{"n":1}}"#;
+    for content_type in [
+        Some("application/json"),
+        Some("Application/JSON"),
+        Some("application/json; charset=utf-8"),
+        None,
+    ] {
+        let (status, response) = post_with_content_type(&engine, content_type, body);
+        assert_eq!(status, 200, "{content_type:?}: {response}");
+    }
+    for content_type in ["application/jsonx", "text/json", "text/plain"] {
+        let (status, response) = post_with_content_type(&engine, Some(content_type), body);
+        assert_eq!(status, 415, "{content_type}: {response}");
+        assert!(response.contains("unsupported_media_type"), "{response}");
+    }
+    engine.shutdown();
+});
