@@ -54,6 +54,10 @@ impl CloseCode {
     /// 4006: the client sent a command we could not decode; the server
     /// closes because the session state can no longer be trusted.
     pub const BAD_REQUEST: Self = Self(4006);
+    /// 4007: part of a frame arrived and nothing more for the read-progress
+    /// timeout: a stalled (or slowloris) sender is cut before the heartbeat
+    /// would notice.
+    pub const READ_TIMEOUT: Self = Self(4007);
 
     /// Whether a peer may legitimately send this code in a Close frame
     /// (RFC 6455 §7.4). A Close frame carrying any other code is a protocol
@@ -82,6 +86,7 @@ impl CloseCode {
             4003 => "disconnected_by_server",
             4005 => "heartbeat_timeout",
             4006 => "bad_request",
+            4007 => "read_timeout",
             3000..=3999 => "registered",
             4000..=4999 => "application",
             _ => "invalid",

@@ -124,6 +124,12 @@ config_table! {
         ping_interval as "ping_interval_ms": Duration
             = Millis { default: 25000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
             "MS", "Ping interval";
+        /// Close with 4007 when part of a frame arrived and nothing more
+        /// within this (a stalled or slowloris sender), well before the
+        /// heartbeat would.
+        read_progress_timeout as "read_progress_timeout_ms": Duration
+            = Millis { default: 10000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Close if a frame stalls this long";
         /// Close with 4005 when nothing arrives within this after a ping.
         pong_timeout as "pong_timeout_ms": Duration
             = Millis { default: 10000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },

@@ -45,6 +45,8 @@ pub struct SessionConfig {
     pub ping_interval_ms: u64,
     pub pong_timeout_ms: u64,
     pub slow_consumer_timeout_ms: u64,
+    /// Longest silence allowed after part of a frame arrived.
+    pub read_progress_timeout_ms: u64,
     pub close_linger_ms: u64,
 }
 
@@ -65,6 +67,7 @@ impl SessionConfig {
             ping_interval_ms: ws.ping_interval.as_millis() as u64,
             pong_timeout_ms: ws.pong_timeout.as_millis() as u64,
             slow_consumer_timeout_ms: ws.slow_consumer_timeout.as_millis() as u64,
+            read_progress_timeout_ms: ws.read_progress_timeout.as_millis() as u64,
             close_linger_ms: CLOSE_LINGER_MS,
         }
     }
@@ -127,6 +130,9 @@ pub enum Timeout {
     TokenExpired,
     /// The queue stayed over its bound or writes made no progress: 1013.
     SlowConsumer,
+    /// Part of a frame arrived, then nothing for the read-progress
+    /// timeout: closing with 4007.
+    ReadStalled,
     /// The close handshake ran out of time: the session is done.
     Linger,
 }
@@ -688,6 +694,9 @@ impl Session {
                 if self.stalled_since_ms != 0 {
                     at = at.min(self.stalled_since_ms + config.slow_consumer_timeout_ms);
                 }
+                if self.partial.is_some() {
+                    at = at.min(self.last_rx_ms + config.read_progress_timeout_ms);
+                }
                 Some(at)
             }
         }
@@ -727,6 +736,17 @@ impl Session {
                         >= config.slow_consumer_timeout_ms
                 {
                     (CloseReason::SLOW_CONSUMER, Timeout::SlowConsumer)
+                } else if self.partial.is_some()
+                    && now_ms.saturating_sub(self.last_rx_ms) >= config.read_progress_timeout_ms
+                {
+                    (
+                        CloseReason {
+                            code: CloseCode::READ_TIMEOUT,
+                            reason: "part of a frame, then nothing",
+                            flush_queue: true,
+                        },
+                        Timeout::ReadStalled,
+                    )
                 } else if self.ping_sent_ms != 0 {
                     if now_ms.saturating_sub(self.ping_sent_ms) < config.pong_timeout_ms {
                         return None;

@@ -27,6 +27,7 @@ const HANDSHAKE_TIMEOUT_MS: u64 = 1_000;
 const PING_INTERVAL_MS: u64 = 500;
 const PONG_TIMEOUT_MS: u64 = 250;
 const SLOW_CONSUMER_TIMEOUT_MS: u64 = 200;
+const READ_PROGRESS_TIMEOUT_MS: u64 = 100;
 const LINGER_MS: u64 = 1_000;
 const QUEUE_BYTES_MAX: usize = 4_096;
 /// Bound on `drive_bounded`: a session that is still sending after this
@@ -177,6 +178,7 @@ impl Pair {
         config.ping_interval_ms = PING_INTERVAL_MS;
         config.pong_timeout_ms = PONG_TIMEOUT_MS;
         config.slow_consumer_timeout_ms = SLOW_CONSUMER_TIMEOUT_MS;
+        config.read_progress_timeout_ms = READ_PROGRESS_TIMEOUT_MS;
         config.close_linger_ms = LINGER_MS;
         config.queue_bytes_max = QUEUE_BYTES_MAX;
         Pair {
@@ -558,6 +560,8 @@ fn a_pong_clears_the_outstanding_ping() {
 #[test]
 fn any_received_bytes_clear_the_outstanding_ping() {
     let mut pair = Pair::open(false);
+    // The half frame below must not meet the read-progress deadline first.
+    pair.config.read_progress_timeout_ms = 10 * PING_INTERVAL_MS;
     assert_eq!(pair.advance(PING_INTERVAL_MS), Some(Timeout::Ping));
     pair.advance(100);
     // One byte of a frame: no message, but the peer is alive.
@@ -593,6 +597,39 @@ fn heartbeat_close_drops_queued_frames() {
     pair.capacity = UNLIMITED;
     pair.drive_bounded();
     assert_eq!(pair.got(), [Got::Close(Some(4005))]);
+}
+
+// Read progress.
+
+#[test]
+fn a_frame_stalled_midway_closes_with_4007_once_progress_stops() {
+    let mut pair = Pair::open(false);
+    let frame = encode_frame(OpCode::Text, br#"{"id":1,"method":"ping"}"#, Some(MASK));
+    // Half a frame: the read-progress deadline starts.
+    assert_eq!(pair.server_read(&frame[..5]), []);
+    assert_eq!(pair.poll_timeout(), Some(T0 + READ_PROGRESS_TIMEOUT_MS));
+    // More of it, later: progress moves the deadline.
+    assert_eq!(pair.advance(80), None);
+    assert_eq!(pair.server_read(&frame[5..9]), []);
+    assert_eq!(
+        pair.poll_timeout(),
+        Some(pair.now_ms + READ_PROGRESS_TIMEOUT_MS)
+    );
+    assert_eq!(pair.advance(READ_PROGRESS_TIMEOUT_MS - 1), None);
+    assert_eq!(pair.advance(1), Some(Timeout::ReadStalled));
+    assert!(pair.server.is_closing());
+    assert_eq!(pair.got(), [Got::Close(Some(4007))]);
+}
+
+#[test]
+fn whole_frames_leave_no_read_progress_deadline() {
+    let mut pair = Pair::open(false);
+    let ins = pair.client_send(OpCode::Text, br#"{"id":1,"method":"ping"}"#);
+    assert_eq!(ins.len(), 1);
+    // Only the heartbeat is due: nothing is half-read.
+    assert_eq!(pair.poll_timeout(), Some(T0 + PING_INTERVAL_MS));
+    assert_eq!(pair.advance(READ_PROGRESS_TIMEOUT_MS * 2), None);
+    assert!(pair.server.is_open());
 }
 
 // Token expiry.

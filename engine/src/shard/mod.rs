@@ -185,6 +185,7 @@ impl Shard {
             .ping_interval_ms
             .min(c.pong_timeout_ms)
             .min(c.slow_consumer_timeout_ms)
+            .min(c.read_progress_timeout_ms)
             .min(c.handshake_timeout_ms)
             .min(c.close_linger_ms);
         (period / u64::from(SWEEPS_PER_PERIOD)).clamp(SWEEP_TICK_MS_MIN, SWEEP_TICK_MS_MAX)

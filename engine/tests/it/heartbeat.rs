@@ -78,3 +78,34 @@ e2e!(
         engine.shutdown();
     }
 );
+
+// A sender that stops in the middle of a frame is cut with 4007 after the
+// read-progress timeout, long before the heartbeat would notice; one that
+// keeps trickling bytes of the frame is not.
+e2e!(a_frame_stalled_midway_is_closed_with_4007, |driver| {
+    use std::io::Write;
+    let mut config = config(driver, 1);
+    // Ten times the gap between the bytes below, so a loaded machine's
+    // late wake-ups do not look like a stall.
+    config.websocket.read_progress_timeout = Duration::from_millis(1000);
+    let engine = start(config);
+    let mut raw = Raw::connect(&engine, "slowloris");
+    raw.read_frame().expect("connect message");
+    // The header of a masked 100-byte text frame, and 10 bytes of it.
+    let mut partial = vec![0x81, 0x80 | 100, 1, 2, 3, 4];
+    partial.extend_from_slice(&[b'x' ^ 1; 10]);
+    let started = std::time::Instant::now();
+    let _ = raw.stream.write_all(&partial[..8]);
+    // Progress (a byte every 100 ms, for 500 ms) keeps it open.
+    for byte in &partial[8..13] {
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = raw.stream.write_all(&[*byte]);
+    }
+    assert_eq!(raw.read_close_code(), Some(4007));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed at {waited:?}, while bytes were still arriving"
+    );
+    engine.shutdown();
+});

@@ -60,7 +60,11 @@ e2e!(
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let code = read_close_code(&mut stalled);
-        assert_eq!(code, Some(1013), "the stalled client reads everything queued, then the 1013 close");
+        assert_eq!(
+            code,
+            Some(1013),
+            "the stalled client reads everything queued, then the 1013 close"
+        );
         engine.shutdown();
     }
 );
