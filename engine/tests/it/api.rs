@@ -287,3 +287,34 @@ e2e!(content_type_is_a_case_insensitive_media_type, |driver| {
     }
     engine.shutdown();
 });
+
+// RFC 9112 §6.1: an HTTP/1.0 request with Transfer-Encoding is refused and
+// the connection closed, so a request pipelined behind it is never read.
+e2e!(
+    http_1_0_with_transfer_encoding_is_refused_and_closed,
+    |driver| {
+        use std::io::{Read, Write};
+        let engine = start(config(driver, 1));
+        let mut stream = std::net::TcpStream::connect(engine.api_addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let body = r#"{"channel":"news:x","data":1}"#;
+        write!(
+        stream,
+        "POST /api/publish HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: apikey {API_KEY}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\nGET /health HTTP/1.1\r\nHost: t\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+        assert!(response.contains("HTTP/1.0"), "{response}");
+        assert_eq!(
+            response.matches("HTTP/1.1 ").count(),
+            1,
+            "one response, then close: {response}"
+        );
+        engine.shutdown();
+    }
+);

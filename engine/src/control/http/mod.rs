@@ -679,6 +679,19 @@ impl RequestParser {
         }
         buf.advance(head_len);
 
+        // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message means its
+        // framing cannot be trusted (a 1.0 intermediary may not have
+        // decoded it); refuse it and close, rather than guess where the
+        // next request starts.
+        if version == 0
+            && header_values(&headers, "transfer-encoding")
+                .next()
+                .is_some()
+        {
+            return Err(HttpError::bad_request(
+                "Transfer-Encoding in an HTTP/1.0 request: its framing cannot be trusted",
+            ));
+        }
         let body = body_framing(&headers, &limits)?;
         let keep_alive = keep_alive(version, &headers);
         let body_expected = match &body {

@@ -196,6 +196,15 @@ fn content_length_with_transfer_encoding_is_refused() {
 }
 
 #[test]
+fn transfer_encoding_in_http_1_0_is_refused() {
+    // RFC 9112 §6.1: the framing of such a message cannot be trusted.
+    let input = b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n";
+    let err = parse_all(input).expect_err("HTTP/1.0 with Transfer-Encoding");
+    assert_eq!((err.status, err.code), (400, "bad_request"));
+    assert!(err.message.contains("HTTP/1.0"), "{}", err.message);
+}
+
+#[test]
 fn errors_are_sticky() {
     let mut parser = RequestParser::new(HttpLimits::default());
     let mut buf = BytesMut::from(&b"GET / HTTP/9.9\r\n\r\n"[..]);
