@@ -197,3 +197,75 @@ fn negotiate(offered: &[String]) -> Option<(bool, Option<&'static str>)> {
         _ => None,
     })
 }
+
+/// The process's budget of connection sockets: `RLIMIT_NOFILE` minus
+/// `server.fd_reserve`, shared by every shard. A connection holds one from
+/// its accept (upgrade included) to its release, so however many sockets
+/// clients open (upgrading or not), the reserve stays free for the store's
+/// files, the API and the logs: running out of descriptors refuses new
+/// connections instead of failing a durable write.
+#[derive(Debug)]
+pub struct FdBudget {
+    max: usize,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl FdBudget {
+    /// A budget of `max` connection sockets.
+    pub fn new(max: usize) -> FdBudget {
+        FdBudget {
+            max,
+            held: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The budget under `nofile` (the soft `RLIMIT_NOFILE`; `None`:
+    /// unlimited) with `reserve` kept free; `None` when the reserve takes
+    /// every descriptor.
+    pub fn under_limit(nofile: Option<u64>, reserve: usize) -> Option<FdBudget> {
+        let limit = nofile.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let max = limit.checked_sub(reserve).filter(|&max| max > 0)?;
+        Some(FdBudget::new(max))
+    }
+
+    /// Takes one socket's worth; false when the budget is spent.
+    pub fn try_take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held < self.max).then_some(held + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back what `try_take` took.
+    pub fn give_back(&self) {
+        let before = self.held.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        debug_assert!(before > 0, "fd budget given back more than taken");
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+}
+
+#[cfg(test)]
+mod fd_budget_tests {
+    use super::FdBudget;
+
+    #[test]
+    fn the_budget_is_the_limit_less_the_reserve_and_refuses_past_it() {
+        let budget = FdBudget::under_limit(Some(20_000), 1024).unwrap();
+        assert_eq!(budget.max(), 18_976);
+        assert!(FdBudget::under_limit(Some(1000), 1000).is_none());
+        assert_eq!(
+            FdBudget::under_limit(None, 1024).unwrap().max(),
+            usize::MAX - 1024
+        );
+        let small = FdBudget::new(2);
+        assert!(small.try_take() && small.try_take());
+        assert!(!small.try_take(), "a spent budget refuses");
+        small.give_back();
+        assert!(small.try_take(), "a socket given back can be taken again");
+    }
+}

@@ -49,11 +49,19 @@ pub struct Shared {
     pub mesh: Arc<Mesh>,
     pub driver: DriverKind,
     pub started_at: Instant,
+    /// Connection sockets all shards may hold (`server.fd_reserve`).
+    pub fd_budget: crate::admission::FdBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
+    #[error(
+        "server.fd_reserve ({reserve}) leaves no file descriptors for connections under the \
+         process's RLIMIT_NOFILE ({nofile}): lower server.fd_reserve or raise the limit \
+         (ulimit -n, LimitNOFILE=)"
+    )]
+    FdReserve { reserve: usize, nofile: u64 },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -165,6 +173,17 @@ impl Engine {
             return Err(EngineError::TooManyShards(n_shards));
         }
         let driver = resolve_driver(config.server.driver)?;
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let fd_budget = crate::admission::FdBudget::under_limit(nofile, config.server.fd_reserve)
+            .ok_or(EngineError::FdReserve {
+            reserve: config.server.fd_reserve,
+            nofile: nofile.unwrap_or(u64::MAX),
+        })?;
+        tracing::info!(
+            connections_max = fd_budget.max(),
+            reserve = config.server.fd_reserve,
+            "file descriptor budget"
+        );
         let data_dir = config.server.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir {
             path: data_dir.clone(),
@@ -234,6 +253,7 @@ impl Engine {
             mesh,
             driver,
             started_at: Instant::now(),
+            fd_budget,
             config,
         });
         tracing::info!(shards = n_shards, driver = driver.as_str(), %ws_addr, %api_addr, "starting");

@@ -75,6 +75,12 @@ config_table! {
         json_depth_max: usize
             = Count<usize> { default: 64, min: 1, max: JSON_DEPTH_MAX_LIMIT, unit: "levels" },
             "N", "Deepest JSON nesting accepted in data";
+        /// File descriptors kept free for the store, the API and the logs:
+        /// shards accept connections (upgrading ones included) only while
+        /// all of them together hold fewer than `RLIMIT_NOFILE` minus this.
+        fd_reserve: usize
+            = Count<usize> { default: 1024, min: 16, max: 1_000_000, unit: "descriptors" },
+            "N", "File descriptors kept free of connections";
         /// Least time between the starts of two store fsyncs: under load a
         /// batch waits for the interval to end, so one fsync covers more
         /// appends; after a quiet spell nothing waits.

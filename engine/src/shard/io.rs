@@ -42,6 +42,22 @@ impl Shard {
                         self.metrics().handshakes_failed.add(1);
                         continue; // dropped: closed at once
                     }
+                    if !self.shared.fd_budget.try_take() {
+                        // The reserve is for the store and the API: refuse
+                        // the connection rather than spend it.
+                        self.metrics().handshakes_failed.add(1);
+                        if self.now_ms >= self.accept_error_logged_ms + ACCEPT_ERROR_LOG_INTERVAL_MS
+                        {
+                            self.accept_error_logged_ms = self.now_ms;
+                            tracing::warn!(
+                                shard = self.idx,
+                                budget = self.shared.fd_budget.max(),
+                                "connection refused: the file descriptor budget is spent \
+                                 (RLIMIT_NOFILE less server.fd_reserve)"
+                            );
+                        }
+                        continue; // dropped: closed at once
+                    }
                     sys::set_nodelay(&fd);
                     let raw = fd.as_raw_fd();
                     let entry = self.conns.vacant_entry();
@@ -53,6 +69,7 @@ impl Shard {
                     if let Err(err) = self.poller.register(raw, token_of(key)) {
                         tracing::warn!(shard = self.idx, error = %err, "cannot watch a socket");
                         self.conns.remove(key);
+                        self.shared.fd_budget.give_back();
                     }
                 }
                 Ok(None) => return,
@@ -486,6 +503,7 @@ impl Shard {
         );
         self.unsubscribe_all(key);
         let conn = self.conns.remove(key);
+        self.shared.fd_budget.give_back();
         let _ = self.poller.deregister(conn.fd.as_raw_fd(), token_of(key));
         if conn.client_id != 0 {
             self.n_open -= 1;

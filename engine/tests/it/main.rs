@@ -12,6 +12,7 @@ mod auth;
 mod binary;
 mod crash;
 mod durable;
+mod fd_budget;
 mod handshake;
 mod heartbeat;
 mod limits;
