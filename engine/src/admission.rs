@@ -269,3 +269,87 @@ mod fd_budget_tests {
         assert!(small.try_take(), "a socket given back can be taken again");
     }
 }
+
+/// Connections still in their upgrade on one shard, per source address:
+/// one source (an attacker with no credentials needed, or a broken client
+/// reconnecting in a loop) cannot hold more than its share of the upgrade
+/// slots and of the fd budget. Upgraded connections are not counted: a NAT
+/// can front many real users.
+#[derive(Debug)]
+pub struct Handshakes {
+    per_source_max: u32,
+    by_source: std::collections::HashMap<std::net::IpAddr, u32>,
+    /// The source of each slot still upgrading.
+    by_key: std::collections::HashMap<usize, std::net::IpAddr>,
+}
+
+impl Handshakes {
+    /// `per_node_max` is `websocket.handshakes_per_source_max`; each of the
+    /// `shards` enforces its share, rounded up (the kernel spreads a
+    /// source's connections over the shards' listeners by their ports).
+    pub fn new(per_node_max: u32, shards: u32) -> Handshakes {
+        Handshakes {
+            per_source_max: per_node_max.div_ceil(shards.max(1)),
+            by_source: std::collections::HashMap::new(),
+            by_key: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether one more upgrade from `source` fits (an unknown source always does).
+    pub fn admit(&self, source: Option<std::net::IpAddr>) -> bool {
+        source.is_none_or(|ip| self.by_source.get(&ip).copied().unwrap_or(0) < self.per_source_max)
+    }
+
+    /// Slot `key` started its upgrade from `source`.
+    pub fn started(&mut self, key: usize, source: Option<std::net::IpAddr>) {
+        if let Some(ip) = source {
+            *self.by_source.entry(ip).or_default() += 1;
+            let previous = self.by_key.insert(key, ip);
+            debug_assert!(previous.is_none(), "slot {key} started two upgrades");
+        }
+    }
+
+    /// Slot `key`'s upgrade is over (upgraded, or the slot released); a
+    /// no-op for a slot not upgrading.
+    pub fn ended(&mut self, key: usize) {
+        let Some(ip) = self.by_key.remove(&key) else {
+            return;
+        };
+        if let std::collections::hash_map::Entry::Occupied(mut count) = self.by_source.entry(ip) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod handshakes_tests {
+    use super::Handshakes;
+
+    #[test]
+    fn each_source_gets_its_share_until_its_upgrades_end() {
+        let a = Some("10.0.0.1".parse().unwrap());
+        let b = Some("10.0.0.2".parse().unwrap());
+        // 5 per node over 2 shards: 3 here.
+        let mut handshakes = Handshakes::new(5, 2);
+        for key in 0..3 {
+            assert!(handshakes.admit(a));
+            handshakes.started(key, a);
+        }
+        assert!(!handshakes.admit(a), "a's share is spent");
+        assert!(handshakes.admit(b), "another source is not affected");
+        assert!(handshakes.admit(None), "an unknown source is let in");
+        handshakes.ended(1);
+        handshakes.ended(1);
+        handshakes.ended(99);
+        assert!(handshakes.admit(a), "an ended upgrade frees one");
+        handshakes.started(1, a);
+        assert!(!handshakes.admit(a));
+        for key in 0..3 {
+            handshakes.ended(key);
+        }
+        assert!(handshakes.by_source.is_empty() && handshakes.by_key.is_empty());
+    }
+}

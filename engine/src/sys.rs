@@ -67,10 +67,15 @@ pub fn send_vectored(fd: impl AsFd, slices: &[IoSlice<'_>]) -> io::Result<Io> {
 /// call here passes `MSG_DONTWAIT`, and io_uring then waits for room
 /// inside the kernel when a send finds the socket full, instead of failing
 /// it with `EAGAIN` as it does for an `O_NONBLOCK` socket.
-pub fn accept(listener: impl AsFd) -> io::Result<Option<OwnedFd>> {
+pub fn accept(listener: impl AsFd) -> io::Result<Option<(OwnedFd, Option<std::net::IpAddr>)>> {
     loop {
-        match rustix::net::accept_with(&listener, SocketFlags::CLOEXEC) {
-            Ok(fd) => return Ok(Some(fd)),
+        match rustix::net::acceptfrom_with(&listener, SocketFlags::CLOEXEC) {
+            Ok((fd, peer)) => {
+                let ip = peer
+                    .and_then(|peer| std::net::SocketAddr::try_from(peer).ok())
+                    .map(|peer| peer.ip());
+                return Ok(Some((fd, ip)));
+            }
             Err(rustix::io::Errno::INTR) => continue,
             Err(rustix::io::Errno::AGAIN) => return Ok(None),
             Err(errno) => return Err(errno.into()),
@@ -125,7 +130,12 @@ mod tests {
         assert!(accept(&listener).unwrap().is_none());
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let fd = accept(&listener).unwrap().expect("pending connection");
+        let (fd, source) = accept(&listener).unwrap().expect("pending connection");
+        assert_eq!(
+            source,
+            Some("127.0.0.1".parse().unwrap()),
+            "the peer's address"
+        );
         let mut buf = [0u8; 4];
         assert_eq!(recv(&fd, &mut buf).unwrap(), Io::WouldBlock);
     }

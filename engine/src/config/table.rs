@@ -140,6 +140,12 @@ config_table! {
         pong_timeout as "pong_timeout_ms": Duration
             = Millis { default: 10000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
             "MS", "Close if silent this long after a ping";
+        /// Connections still in their upgrade from one source address, per
+        /// node (each shard enforces its share, rounded up); more are closed
+        /// at accept. Upgraded connections do not count.
+        handshakes_per_source_max: u32
+            = Count<u32> { default: 1024, min: 1, max: 10_000_000, unit: "connections" },
+            "N", "Upgrading connections per source address";
         connections_max_per_shard: u32
             = Count<u32> { default: 100_000, min: 1, max: 10_000_000, unit: "items" },
             "N", "Connection slab size per shard";

@@ -37,7 +37,7 @@ impl Shard {
         let slots_max = self.conns.capacity();
         for _ in 0..ACCEPTS_PER_TURN_MAX {
             match sys::accept(listener) {
-                Ok(Some(fd)) => {
+                Ok(Some((fd, source))) => {
                     if self.conns.len() >= slots_max {
                         self.metrics().handshakes_failed.add(1);
                         continue; // dropped: closed at once
@@ -58,10 +58,16 @@ impl Shard {
                         }
                         continue; // dropped: closed at once
                     }
+                    if !self.handshakes.admit(source) {
+                        self.shared.fd_budget.give_back();
+                        self.metrics().handshakes_failed.add(1);
+                        continue; // dropped: closed at once
+                    }
                     sys::set_nodelay(&fd);
                     let raw = fd.as_raw_fd();
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
+                    self.handshakes.started(key, source);
                     entry.insert(Conn::new(
                         fd,
                         Session::new(self.now_ms, &self.session_config),
@@ -70,6 +76,7 @@ impl Shard {
                         tracing::warn!(shard = self.idx, error = %err, "cannot watch a socket");
                         self.conns.remove(key);
                         self.shared.fd_budget.give_back();
+                        self.handshakes.ended(key);
                     }
                 }
                 Ok(None) => return,
@@ -168,6 +175,7 @@ impl Shard {
     /// result arrives as a subscribe reply with id 0, an id no client
     /// command uses.
     fn open(&mut self, key: usize, admitted: Admitted) {
+        self.handshakes.ended(key);
         let client_id = self.next_client_id();
         let recover_inbox = admitted.recovers_inbox();
         let info = ConnectInfo {
@@ -504,6 +512,7 @@ impl Shard {
         self.unsubscribe_all(key);
         let conn = self.conns.remove(key);
         self.shared.fd_budget.give_back();
+        self.handshakes.ended(key);
         let _ = self.poller.deregister(conn.fd.as_raw_fd(), token_of(key));
         if conn.client_id != 0 {
             self.n_open -= 1;

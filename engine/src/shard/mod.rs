@@ -82,6 +82,8 @@ pub struct Shard {
     /// Requests waiting in the store's writer; their answers come through
     /// the mesh's answer queue, batched per group commit.
     pending_store: Slab<commands::StoreWait>,
+    /// Connections still upgrading, per source address.
+    handshakes: crate::admission::Handshakes,
     /// Store answers taken this turn (kept to reuse its allocation).
     answers: Vec<crate::mesh::StoreAnswer>,
     /// Replays waiting for their connection's queue to drain.
@@ -144,6 +146,10 @@ impl Shard {
             accept_error_logged_ms: 0,
             store_replies: FuturesUnordered::new(),
             pending_store: Slab::new(),
+            handshakes: crate::admission::Handshakes::new(
+                ws.handshakes_per_source_max,
+                u32::from(config.server.shards.get()),
+            ),
             answers: Vec::new(),
             paused_replays: Vec::new(),
             sweep_cursor: 0,

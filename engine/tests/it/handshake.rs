@@ -151,3 +151,60 @@ e2e!(allowed_origins_ignore_ascii_case, |driver| {
     }
     engine.shutdown();
 });
+
+// One source cannot hold more than websocket.handshakes_per_source_max
+// connections in their upgrade; other sources still get in, and the source
+// gets its slots back as its upgrades end.
+e2e!(upgrading_connections_are_capped_per_source, |driver| {
+    use std::net::{SocketAddr, TcpStream};
+    let mut config = config(driver, 1);
+    config.websocket.handshakes_per_source_max = 20;
+    config.websocket.handshake_timeout = Duration::from_secs(30);
+    let engine = start(config);
+    let flood: Vec<TcpStream> = (0..30)
+        .map(|_| TcpStream::connect(engine.ws_addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (mut held, mut closed) = (0, 0);
+    for stream in &flood {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        match (&*stream).read(&mut [0u8; 1]) {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                held += 1;
+            }
+            Ok(0) | Err(_) => closed += 1,
+            Ok(_) => panic!("the server sent something before an upgrade"),
+        }
+    }
+    assert_eq!((held, closed), (20, 10));
+    // Another source address upgrades meanwhile.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    other.connect(&engine.ws_addr.into()).unwrap();
+    let other: TcpStream = other.into();
+    other
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (mut ws, _) =
+        tungstenite::client(ws_url(&engine, &token("other")), other).expect("upgrade");
+    assert_eq!(read_json(&mut ws)["connect"]["user"], "other");
+    // The flood ends: its source upgrades again.
+    drop(flood);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let stream = TcpStream::connect(engine.ws_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        tungstenite::client(ws_url(&engine, &token("again")), stream).is_ok()
+    }));
+    engine.shutdown();
+});
