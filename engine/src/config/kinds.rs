@@ -256,59 +256,32 @@ impl Whole for Bytes {
     }
 }
 
-impl Whole for Millis {
-    type Value = Duration;
+/// The three duration kinds differ only in their unit.
+macro_rules! duration_kind {
+    ($kind:ident, $unit:literal, $doc_unit:literal, $from:path) => {
+        impl Whole for $kind {
+            type Value = Duration;
 
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            default: self.default,
-            min: self.min,
-            max: self.max,
-            unit: "milliseconds",
-            doc_unit: " ms",
+            fn bounds(&self) -> Bounds {
+                Bounds {
+                    default: self.default,
+                    min: self.min,
+                    max: self.max,
+                    unit: $unit,
+                    doc_unit: $doc_unit,
+                }
+            }
+
+            fn convert(&self, value: u64) -> Result<Duration, Rejection> {
+                Ok($from(value))
+            }
         }
-    }
-
-    fn convert(&self, value: u64) -> Result<Duration, Rejection> {
-        Ok(Duration::from_millis(value))
-    }
+    };
 }
 
-impl Whole for Micros {
-    type Value = Duration;
-
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            default: self.default,
-            min: self.min,
-            max: self.max,
-            unit: "microseconds",
-            doc_unit: " µs",
-        }
-    }
-
-    fn convert(&self, value: u64) -> Result<Duration, Rejection> {
-        Ok(Duration::from_micros(value))
-    }
-}
-
-impl Whole for Seconds {
-    type Value = Duration;
-
-    fn bounds(&self) -> Bounds {
-        Bounds {
-            default: self.default,
-            min: self.min,
-            max: self.max,
-            unit: "seconds",
-            doc_unit: " s",
-        }
-    }
-
-    fn convert(&self, value: u64) -> Result<Duration, Rejection> {
-        Ok(Duration::from_secs(value))
-    }
-}
+duration_kind!(Millis, "milliseconds", " ms", Duration::from_millis);
+duration_kind!(Micros, "microseconds", " µs", Duration::from_micros);
+duration_kind!(Seconds, "seconds", " s", Duration::from_secs);
 
 impl Whole for Shards {
     type Value = ShardCount;
