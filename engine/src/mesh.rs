@@ -437,18 +437,29 @@ impl MeshReceiver {
 
     /// Parks until some producer has pushed or shutdown was asked.
     pub async fn wait(&self) {
+        self.wait_for(true).await;
+    }
+
+    /// Parks until some producer has pushed, shutdown or not: for a shard
+    /// that is already stopping.
+    pub async fn wait_queued(&self) {
+        self.wait_for(false).await;
+    }
+
+    async fn wait_for(&self, or_shutdown: bool) {
         let doorbell = &self.mesh.doorbells[self.consumer_idx];
+        let ready = || self.has_pending() || (or_shutdown && self.mesh.is_shutting_down());
         poll_fn(|cx| {
-            if self.has_pending() || self.mesh.is_shutting_down() {
+            if ready() {
                 doorbell.parked.store(false, Ordering::Relaxed);
                 return Poll::Ready(());
             }
             doorbell.waker.register(cx.waker());
             doorbell.parked.store(true, Ordering::Relaxed);
-            // Pairs with the fence in `MeshSender::send`: a push that missed
+            // Pairs with the fence in `MeshSender::ring`: a push that missed
             // `parked` is seen by this re-check.
             fence(Ordering::SeqCst);
-            if self.has_pending() || self.mesh.is_shutting_down() {
+            if ready() {
                 doorbell.parked.store(false, Ordering::Relaxed);
                 Poll::Ready(())
             } else {
@@ -656,5 +667,35 @@ mod tests {
         assert!(receiver.has_pending());
         let _sender = pusher.join().unwrap();
         drop(mesh);
+    }
+
+    #[test]
+    fn a_stopping_shard_waits_for_what_is_queued_not_for_the_shutdown_flag() {
+        use futures_util::FutureExt;
+        let (mesh, senders, mut receivers) = Mesh::build(1, 2, 8);
+        mesh.shutdown();
+        assert!(
+            receivers[0].wait().now_or_never().is_some(),
+            "shutdown wakes `wait`"
+        );
+        assert!(
+            receivers[0].wait_queued().now_or_never().is_none(),
+            "nothing queued: a stopping shard parks"
+        );
+        senders[1].answer_quiet(
+            0,
+            StoreAnswer {
+                slot: 3,
+                answer: ringcast_store::Answer::Cursor(Ok(1)),
+            },
+        );
+        senders[1].ring(0);
+        assert!(
+            receivers[0].wait_queued().now_or_never().is_some(),
+            "an answer wakes it"
+        );
+        let mut slots = Vec::new();
+        receivers[0].drain_answers(usize::MAX, |answer| slots.push(answer.slot));
+        assert_eq!(slots, [3]);
     }
 }

@@ -251,12 +251,14 @@ impl Shard {
                         _ => Poll::Pending,
                     }
                 });
-                // Once shutdown was asked the mesh reports ready for good
-                // (the flag is up): stop waiting on it, or the loop spins.
+                // Once shutdown was asked `wait` reports ready for good (the
+                // flag is up), so a stopping shard waits only for what is
+                // queued for it (store answers to its last requests above
+                // all), or the loop would spin.
                 let stopping = self.stopping;
                 let mesh_wait = async {
                     if stopping {
-                        std::future::pending::<()>().await
+                        receiver.wait_queued().await
                     } else {
                         receiver.wait().await
                     }
