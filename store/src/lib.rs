@@ -19,6 +19,8 @@
 mod api;
 mod clock;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod reader;
 mod recovery;

@@ -1,0 +1,31 @@
+//! The store's decoders of what it reads back from disk, for the fuzz
+//! targets (`engine/fuzz`): not part of the store's API.
+
+use crate::keys::{
+    dedup_time_key_decode, entry_key, entry_key_decode, read_u64, CursorRecord, DedupRecord,
+    StreamMeta,
+};
+
+/// Runs every key and record decoder on `bytes`. None may panic, and
+/// whatever decodes must encode back to the same bytes (the formats have
+/// no slack a corrupted record could hide in).
+pub fn decode_records(bytes: &[u8]) {
+    if let Some((stream_id, offset)) = entry_key_decode(bytes) {
+        assert_eq!(entry_key(stream_id, offset).as_slice(), bytes);
+    }
+    if let Some((_time_ms, dedup_key)) = dedup_time_key_decode(bytes) {
+        assert!(dedup_key.len() >= 8 && dedup_key.len() + 8 == bytes.len());
+    }
+    if let Ok(meta) = StreamMeta::decode(bytes) {
+        assert_eq!(meta.encode().as_slice(), bytes);
+    }
+    if let Some(record) = DedupRecord::decode(bytes) {
+        assert_eq!(record.encode().as_slice(), bytes);
+    }
+    if let Some(record) = CursorRecord::decode(bytes) {
+        assert_eq!(record.encode().as_slice(), bytes);
+    }
+    for at in [0, 8, bytes.len().saturating_sub(8), usize::MAX] {
+        let _ = read_u64(bytes, at);
+    }
+}
