@@ -2,14 +2,13 @@
 //! take the descriptors the store and the API need (issue 11, defect 1,
 //! the engine's half). The real binary runs under a small `ulimit -n`.
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::util::{api_raw, free_port, API_KEY, SECRET};
+use crate::util::{api_raw, free_port, held_and_closed, API_KEY, SECRET};
 
 const NOFILE: usize = 400;
 const RESERVE: usize = 200;
@@ -60,27 +59,7 @@ fn a_connection_flood_leaves_the_reserve_to_durable_writes() {
         .collect();
     // Those over the budget are accepted and closed at once: they read EOF.
     std::thread::sleep(Duration::from_millis(500));
-    let (mut held, mut refused) = (0, 0);
-    for stream in &flood {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let mut byte = [0u8; 1];
-        match (&*stream).read(&mut byte) {
-            // Still waiting for its upgrade.
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                held += 1;
-            }
-            // Closed (EOF or reset).
-            Ok(0) | Err(_) => refused += 1,
-            Ok(_) => panic!("the server sent something before an upgrade"),
-        }
-    }
+    let (held, refused) = held_and_closed(&flood);
     eprintln!("fd budget: {held} flood connections held, {refused} refused");
     assert_eq!(held, NOFILE - RESERVE, "exactly the budget is held");
     assert_eq!(refused, FLOOD - held);

@@ -165,24 +165,7 @@ e2e!(upgrading_connections_are_capped_per_source, |driver| {
         .map(|_| TcpStream::connect(engine.ws_addr).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    let (mut held, mut closed) = (0, 0);
-    for stream in &flood {
-        stream
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        match (&*stream).read(&mut [0u8; 1]) {
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                held += 1;
-            }
-            Ok(0) | Err(_) => closed += 1,
-            Ok(_) => panic!("the server sent something before an upgrade"),
-        }
-    }
+    let (held, closed) = held_and_closed(&flood);
     assert_eq!((held, closed), (20, 10));
     // Another source address upgrades meanwhile.
     let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();

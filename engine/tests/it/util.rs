@@ -417,3 +417,27 @@ pub fn connect_query(engine: &Engine, user: &str, query: &str) -> Ws {
     assert!(read_json(&mut ws).get("connect").is_some());
     ws
 }
+
+/// Of sockets that never sent an upgrade: how many the server still holds
+/// (a read times out) and how many it closed (EOF or reset).
+pub fn held_and_closed(streams: &[TcpStream]) -> (usize, usize) {
+    let (mut held, mut closed) = (0, 0);
+    for stream in streams {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        match (&*stream).read(&mut [0u8; 1]) {
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                held += 1;
+            }
+            Ok(0) | Err(_) => closed += 1,
+            Ok(_) => panic!("the server sent something before an upgrade"),
+        }
+    }
+    (held, closed)
+}
