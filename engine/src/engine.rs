@@ -193,9 +193,6 @@ impl Engine {
         // Bind every shard's listener here so port 0 resolves once and all
         // shards share it through SO_REUSEPORT.
         // Shards accept after readiness, so their listeners never block.
-        // The API listener joins monoio, whose epoll driver expects a
-        // non-blocking one and whose io_uring driver accepts either.
-        let nonblocking = driver == DriverKind::Epoll;
         let first = bind(ws.listen, ws.backlog, true, true, "websocket.listen")?;
         let ws_addr = first.local_addr().map_err(|source| EngineError::Bind {
             what: "websocket.listen",
@@ -206,7 +203,9 @@ impl Engine {
         for _ in 1..n_shards {
             ws_listeners.push(bind(ws_addr, ws.backlog, true, true, "websocket.listen")?);
         }
-        let api_listener = bind(config.api.listen, 1024, false, nonblocking, "api.listen")?;
+        // The API listener joins the control thread's tokio runtime, which
+        // needs it non-blocking.
+        let api_listener = bind(config.api.listen, 1024, false, true, "api.listen")?;
         let api_addr = api_listener
             .local_addr()
             .map_err(|source| EngineError::Bind {
@@ -285,10 +284,9 @@ impl Engine {
             std::thread::Builder::new()
                 .name("ringcast-control".into())
                 .spawn(move || {
-                    if let Err(err) = run_on_runtime(
-                        driver,
-                        crate::control::run(control_shared, control_sender, api_listener),
-                    ) {
+                    if let Err(err) =
+                        crate::control::run(control_shared, control_sender, api_listener)
+                    {
                         tracing::error!(error = %err, "control runtime failed to start");
                     }
                 })

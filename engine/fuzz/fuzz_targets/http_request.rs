@@ -1,27 +1,59 @@
-//! The API's HTTP/1.1 requests, fed in two pieces to exercise partial
-//! reads: requests, a clear error, or "need more", never a panic.
+//! The API's HTTP/1.1 requests through the real server (hyper plus our
+//! limits, body reading and error answers), over an in-memory pipe and fed in
+//! two pieces to exercise partial reads: answers, a refusal or a close, never
+//! a panic and never a hang.
 #![no_main]
 
-use bytes::BytesMut;
+use std::rc::Rc;
+use std::time::Duration;
+
 use libfuzzer_sys::fuzz_target;
-use ringcast_engine::control::http::{HttpLimits, RequestParser};
+use ringcast_engine::control::http::{
+    serve_connection, Handler, HttpLimits, Request, Response, ServeOptions,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct Echo;
+
+impl Handler for Echo {
+    async fn handle(&self, req: Request) -> Response {
+        Response::text(200, "text/plain", req.body)
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let split = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
-    let mut parser = RequestParser::new(HttpLimits {
-        header_bytes_max: 8192,
-        headers_count_max: 64,
-        body_bytes_max: 64 * 1024,
-    });
-    let mut buf = BytesMut::new();
-    for piece in [&data[..split], &data[split..]] {
-        buf.extend_from_slice(piece);
-        loop {
-            match parser.parse(&mut buf) {
-                Ok(Some(_request)) => continue,
-                Ok(None) => break,
-                Err(_error) => return,
+    let options = ServeOptions {
+        limits: HttpLimits {
+            header_bytes_max: 8192,
+            headers_count_max: 64,
+            body_bytes_max: 64 * 1024,
+        },
+        idle_timeout: Duration::from_millis(50),
+        shutdown_grace: Duration::from_millis(50),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let (mut client, server) = tokio::io::duplex(256 * 1024);
+        let served = tokio::task::spawn_local(serve_connection(
+            server,
+            Rc::new(Echo),
+            options,
+            std::future::pending::<()>(),
+        ));
+        for piece in [&data[..split], &data[split..]] {
+            if client.write_all(piece).await.is_err() {
+                break;
             }
         }
-    }
+        let _ = client.shutdown().await;
+        let mut answers = Vec::new();
+        let _ = client.read_to_end(&mut answers).await;
+        let _ = served.await;
+    });
 });

@@ -187,10 +187,10 @@ impl Api {
     async fn route(&self, req: Request) -> ApiResult {
         let path = req.path.as_str();
         match (&req.method, path) {
-            (Method::Get | Method::Head, "/health") => {
+            (&Method::GET | &Method::HEAD, "/health") => {
                 return Ok(Response::json(200, &json!({"status": "ok"})))
             }
-            (Method::Get | Method::Head, "/metrics") => return Ok(self.metrics()),
+            (&Method::GET | &Method::HEAD, "/metrics") => return Ok(self.metrics()),
             _ => {}
         }
         if !path.starts_with("/api/") {
@@ -209,8 +209,8 @@ impl Api {
             resp.headers.push(("WWW-Authenticate", "apikey".into()));
             return Err(resp);
         }
-        let is_post = req.method == Method::Post;
-        let is_get = matches!(req.method, Method::Get | Method::Head);
+        let is_post = req.method == Method::POST;
+        let is_get = req.method == Method::GET || req.method == Method::HEAD;
         let allow = match path {
             "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect"
             | "/api/history" => "POST",
@@ -561,7 +561,7 @@ impl Api {
         }
         let mut clients = Vec::new();
         for rx in receivers {
-            match monoio::time::timeout(PRESENCE_TIMEOUT, rx).await {
+            match tokio::time::timeout(PRESENCE_TIMEOUT, rx).await {
                 Ok(Ok(entries)) => clients.extend(entries),
                 _ => {
                     return Err(Response::error(

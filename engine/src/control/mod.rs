@@ -1,6 +1,7 @@
 //! The control plane: the HTTP API thread. It runs off the shard threads, on
-//! its own monoio runtime, and reaches the shards only through its row of the
-//! mesh and the read-only shared state (interest map, metrics).
+//! its own single-threaded tokio runtime (hyper's home; the shards stay on
+//! monoio), and reaches the shards only through its row of the mesh and the
+//! read-only shared state (interest map, metrics).
 
 pub mod api;
 pub mod http;
@@ -11,24 +12,44 @@ use std::sync::Arc;
 use crate::engine::Shared;
 use crate::mesh::MeshSender;
 
-/// Serves the API on `listener` until the engine shuts down.
-pub async fn run(shared: Arc<Shared>, sender: MeshSender, listener: std::net::TcpListener) {
-    let listener = match monoio::net::TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(err) => {
-            tracing::error!(error = %err, "API listener could not join the control runtime");
-            return;
-        }
-    };
+/// Runs the control thread's runtime and serves the API on `listener` until
+/// the engine shuts down; returns once in-flight requests have been answered
+/// (or the shutdown grace has passed). Errs only when the runtime or the
+/// listener cannot be set up.
+pub fn run(
+    shared: Arc<Shared>,
+    sender: MeshSender,
+    listener: std::net::TcpListener,
+) -> std::io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    // The handler holds `Rc`s and `RefCell`s: its tasks are local to this thread.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, serve(shared, sender, listener))
+}
+
+async fn serve(
+    shared: Arc<Shared>,
+    sender: MeshSender,
+    listener: std::net::TcpListener,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let api_config = &shared.config.api;
-    let limits = http::HttpLimits {
-        header_bytes_max: api_config.header_bytes_max,
-        headers_count_max: 100,
-        body_bytes_max: api_config.body_bytes_max,
+    let options = http::ServeOptions {
+        limits: http::HttpLimits {
+            header_bytes_max: api_config.header_bytes_max,
+            headers_count_max: http::HEADERS_COUNT_MAX,
+            body_bytes_max: api_config.body_bytes_max,
+        },
+        idle_timeout: api_config.idle_timeout,
+        shutdown_grace: shared.config.server.shutdown_grace,
     };
-    let idle_timeout = api_config.idle_timeout;
     let mesh = sender.mesh().clone();
     let api = Rc::new(api::Api::new(shared.clone(), sender));
     let shutdown = async move { mesh.wait_shutdown().await };
-    http::serve(listener, api, limits, idle_timeout, shutdown).await;
+    http::serve(listener, api, options, shutdown).await;
+    Ok(())
 }
