@@ -1,6 +1,6 @@
 //! A minimal, bounded WebSocket client for the measurement tools: blocking
 //! upgrade and subscribe, then non-blocking reads that only parse frame
-//! headers. Until the load generator lands this is the stand-in the issue
+//! headers; and the tools' API client, which is ureq's. Until the load generator lands this is the stand-in the issue
 //! allows; it is deliberately cheap per frame so the engine, not the client,
 //! is what gets measured.
 
@@ -83,6 +83,35 @@ pub fn command(stream: &mut TcpStream, json: &str) -> anyhow::Result<Vec<u8>> {
             return Ok(payload);
         }
     }
+}
+
+/// The measurement tools' HTTP client for the API (ureq): keep-alive
+/// connections pooled per thread's agent, every status an answer.
+pub fn api_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// POSTs a JSON `body` to `path` on the API at `api`; the status and the
+/// answer's body (read whole, so the connection is reused).
+pub fn api_post(
+    agent: &ureq::Agent,
+    api: SocketAddr,
+    api_key: &str,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let mut response = agent
+        .post(format!("http://{api}{path}"))
+        .header("Authorization", format!("apikey {api_key}"))
+        .header("Content-Type", "application/json")
+        .send(body)
+        .with_context(|| format!("POST {path}"))?;
+    let status = response.status().as_u16();
+    Ok((status, response.body_mut().read_to_string()?))
 }
 
 /// Resident set size of `pid` in bytes, from /proc.

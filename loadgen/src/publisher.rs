@@ -1,5 +1,6 @@
 //! fanout's publisher: POSTs one publication per tick on a fixed schedule
-//! over one keep-alive HTTP/1.1 connection (blocking, on its own thread).
+//! over one keep-alive HTTP/1.1 connection (blocking, on its own thread,
+//! with ureq: one request in flight at a time needs no runtime).
 //! What the request looks like (Ringcast's `/api/publish`, a raw body, a
 //! GRIP item, a signed Pusher event) is the profile's (`profile.rs`); any
 //! 2xx answer counts as published.
@@ -12,8 +13,7 @@
 //! publisher falls behind and sends late, and the subscribers' latency
 //! includes the lateness, as a real backend's would.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
         published_by_channel: vec![0; channels as usize],
         ..PublishOutcome::default()
     };
-    let mut conn: Option<(BufReader<TcpStream>, TcpStream)> = None;
+    let agent = http_agent();
     let started = Instant::now();
     let started_unix_us = unix_us();
     for seq in 0..plan.publications {
@@ -109,15 +109,14 @@ pub fn run(plan: &PublishPlan) -> PublishOutcome {
         let request = plan
             .target
             .request(&channel, &payload, unix_us() / 1_000_000);
-        let url = &plan.target.url;
-        match post(&mut conn, url.addr, &url.host, &request) {
+        match post(&agent, &plan.target.url.host, &request) {
             Ok(200..=299) => {
                 outcome.published += 1;
                 outcome.published_by_channel[channel_idx as usize] += 1;
             }
             other => {
                 outcome.failed += 1;
-                count_failure(&mut outcome.errors, &mut conn, "publish", other);
+                count_failure(&mut outcome.errors, "publish", other);
             }
         }
     }
@@ -149,7 +148,8 @@ pub struct SendOutcome {
 pub fn run_send(plan: &SendPlan) -> SendOutcome {
     assert!(plan.rate > 0.0);
     let mut outcome = SendOutcome::default();
-    let mut conn: Option<(BufReader<TcpStream>, TcpStream)> = None;
+    let agent = http_agent();
+    let api = plan.api.to_string();
     let started = Instant::now();
     let started_unix_us = unix_us();
     for seq in 0..plan.ticks {
@@ -171,14 +171,14 @@ pub fn run_send(plan: &SendPlan) -> SendOutcome {
                 ],
                 body,
             };
-            match post(&mut conn, plan.api, &plan.api.to_string(), &request) {
+            match post(&agent, &api, &request) {
                 Ok(200) => {
                     outcome.sent += 1;
                     outcome.expected += users.len() as u64;
                 }
                 other => {
                     outcome.failed += 1;
-                    count_failure(&mut outcome.errors, &mut conn, "send", other);
+                    count_failure(&mut outcome.errors, "send", other);
                 }
             }
         }
@@ -199,14 +199,10 @@ fn wait_for_tick(started: Instant, started_unix_us: u64, seq: u64, rate: f64) ->
     started_unix_us + offset.as_micros() as u64
 }
 
-/// Counts a request that got no 200: by its status, or by the kind of I/O
-/// error, dropping the connection so the next request opens a new one.
-fn count_failure(
-    errors: &mut ErrorCounts,
-    conn: &mut Option<(BufReader<TcpStream>, TcpStream)>,
-    what: &str,
-    result: io::Result<u16>,
-) {
+/// Counts a request that got no 200: by its status, or by the kind of
+/// failure (ureq drops a failed connection, so the next request opens a new
+/// one).
+fn count_failure(errors: &mut ErrorCounts, what: &str, result: Result<u16, ureq::Error>) {
     match result {
         Ok(status) => count_error(
             errors,
@@ -214,11 +210,15 @@ fn count_failure(
             &format!("{what}_{status}"),
         ),
         Err(error) => {
-            *conn = None;
-            let kind = if matches!(
-                error.kind(),
-                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-            ) {
+            let timed_out = match &error {
+                ureq::Error::Timeout(_) => true,
+                ureq::Error::Io(io) => matches!(
+                    io.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                ),
+                _ => false,
+            };
+            let kind = if timed_out {
                 ErrorKind::Timeout
             } else {
                 ErrorKind::ConnectRefused
@@ -228,110 +228,26 @@ fn count_failure(
     }
 }
 
-fn post(
-    conn: &mut Option<(BufReader<TcpStream>, TcpStream)>,
-    addr: SocketAddr,
-    host: &str,
-    request: &HttpRequest,
-) -> io::Result<u16> {
-    if conn.is_none() {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
-        stream.set_nodelay(true)?;
-        *conn = Some((BufReader::new(stream.try_clone()?), stream));
-    }
-    let (reader, writer) = conn.as_mut().expect("connected above");
-    let mut head = format!("POST {} HTTP/1.1\r\nHost: {host}\r\n", request.path);
-    for (name, value) in &request.headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!(
-        "Content-Length: {}\r\n\r\n{}",
-        request.body.len(),
-        request.body
-    ));
-    writer.write_all(head.as_bytes())?;
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "API closed the connection",
-        ));
-    }
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("bad status line {line:?}"),
-            )
-        })?;
-    let mut content_len = 0usize;
-    let mut chunked = false;
-    let mut close = false;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "API closed mid-headers",
-            ));
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                content_len = value.trim().parse().unwrap_or(0);
-            } else if name.eq_ignore_ascii_case("transfer-encoding")
-                && value.trim().eq_ignore_ascii_case("chunked")
-            {
-                chunked = true;
-            } else if name.eq_ignore_ascii_case("connection")
-                && value.trim().eq_ignore_ascii_case("close")
-            {
-                close = true;
-            }
-        }
-    }
-    if chunked {
-        skip_chunked_body(reader, &mut line)?;
-    } else {
-        let mut body = vec![0u8; content_len];
-        reader.read_exact(&mut body)?;
-    }
-    if close {
-        *conn = None;
-    }
-    Ok(status)
+/// The publisher's HTTP client: ureq keeps the connection alive between
+/// requests (one idle connection is all a one-at-a-time publisher needs),
+/// and every status is an answer to count, not an error.
+fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(IO_TIMEOUT))
+        .max_idle_connections_per_host(1)
+        .build()
+        .into()
 }
 
-/// Reads past a `Transfer-Encoding: chunked` body (other servers' APIs
-/// answer that way), so the keep-alive connection stays usable.
-fn skip_chunked_body(reader: &mut BufReader<TcpStream>, line: &mut String) -> io::Result<()> {
-    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-    loop {
-        line.clear();
-        if reader.read_line(line)? == 0 {
-            return Err(bad("closed inside a chunked body"));
-        }
-        let size_text = line.trim_end().split(';').next().unwrap_or_default();
-        let size =
-            usize::from_str_radix(size_text.trim(), 16).map_err(|_| bad("bad chunk size"))?;
-        if size == 0 {
-            // Trailers, up to the empty line.
-            loop {
-                line.clear();
-                if reader.read_line(line)? == 0 || line.trim_end().is_empty() {
-                    return Ok(());
-                }
-            }
-        }
-        let mut chunk = vec![0u8; size + 2];
-        reader.read_exact(&mut chunk)?;
+/// POSTs `request` to `host` (`ip:port`) and reads the answer whole, so the
+/// connection goes back to the pool for the next request.
+fn post(agent: &ureq::Agent, host: &str, request: &HttpRequest) -> Result<u16, ureq::Error> {
+    let mut builder = agent.post(format!("http://{host}{}", request.path));
+    for (name, value) in &request.headers {
+        builder = builder.header(*name, value);
     }
+    let mut response = builder.send(request.body.as_str())?;
+    response.body_mut().read_to_vec()?;
+    Ok(response.status().as_u16())
 }

@@ -12,26 +12,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use ringcast_benches::client::{read_frame, token, Args};
+use ringcast_benches::client::{api_agent, api_post, read_frame, token, Args};
 
-/// One POST on a keep-alive connection; returns the status line's code.
-fn post(
-    conn: &mut TcpStream,
-    api_key: &str,
-    path: &str,
-    body: &str,
-    buf: &mut [u8],
-) -> anyhow::Result<u16> {
-    // One write per request: a request split over several small writes
-    // meets Nagle's algorithm and the peer's delayed ACK.
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: b\r\nAuthorization: apikey {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(request.as_bytes())?;
-    let n = conn.read(buf)?;
-    let head = std::str::from_utf8(&buf[..n]).unwrap_or("");
-    Ok(head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0))
+/// One POST to the API on `agent`'s keep-alive connection; its status.
+fn post(agent: &ureq::Agent, api: SocketAddr, api_key: &str, body: &str) -> anyhow::Result<u16> {
+    Ok(api_post(agent, api, api_key, "/api/send", body)?.0)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,15 +39,13 @@ fn main() -> anyhow::Result<()> {
             let api_key = api_key.clone();
             std::thread::spawn(move || -> anyhow::Result<Histogram<u64>> {
                 let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-                let mut conn = TcpStream::connect(api)?;
-                conn.set_nodelay(true)?;
-                let mut buf = vec![0u8; 4096];
+                let agent = api_agent();
                 let body = format!(
                     r#"{{"user":"lat-{c}","data":{{"p":"0123456789abcdef0123456789abcdef"}}}}"#
                 );
                 while Instant::now() < stop_at {
                     let started = Instant::now();
-                    let status = post(&mut conn, &api_key, "/api/send", &body, &mut buf)?;
+                    let status = post(&agent, api, &api_key, &body)?;
                     anyhow::ensure!(status == 200, "send failed with {status}");
                     hist.record(started.elapsed().as_micros().max(1) as u64)?;
                 }
@@ -86,15 +69,10 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 2. Replay of `missed` messages to a reconnecting user.
-    let mut conn = TcpStream::connect(api)?;
-    conn.set_nodelay(true)?;
-    let mut buf = vec![0u8; 4096];
+    let agent = api_agent();
     for n in 0..missed {
         let body = format!(r#"{{"user":"replay","data":{{"n":{n}}}}}"#);
-        anyhow::ensure!(
-            post(&mut conn, &api_key, "/api/send", &body, &mut buf)? == 200,
-            "send failed"
-        );
+        anyhow::ensure!(post(&agent, api, &api_key, &body)? == 200, "send failed");
         if n % 200 == 0 {
             eprintln!("sent {n}");
         }

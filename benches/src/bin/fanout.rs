@@ -11,14 +11,13 @@
 //! latency percentiles, and the CPU seconds used by the engine and by this
 //! client, so a saturated client is visible.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
-use ringcast_benches::client::{command, connect, cpu_seconds, token, Args};
+use ringcast_benches::client::{api_agent, api_post, command, connect, cpu_seconds, token, Args};
 
 /// Publications in flight in closed-loop mode.
 const WINDOW: u64 = 8;
@@ -176,12 +175,10 @@ fn main() -> anyhow::Result<()> {
         0.0
     };
     let client_cpu_start = cpu_seconds(std::process::id())?;
-    let mut api_conn = TcpStream::connect(api).context("connect to the API")?;
-    api_conn.set_nodelay(true)?;
+    let agent = api_agent();
     let padding = "p".repeat(payload_bytes.saturating_sub(24));
     let started = Instant::now();
     let mut published = 0u64;
-    let mut response = vec![0u8; 4096];
     let started_us = now_us();
     while started.elapsed() < publish_for {
         // `rate` 0 (no division possible) means closed loop.
@@ -208,17 +205,8 @@ fn main() -> anyhow::Result<()> {
         };
         let body =
             format!(r#"{{"channel":"{channel}","data":{{"t":{stamp_us},"p":"{padding}"}}}}"#);
-        write!(
-            api_conn,
-            "POST /api/publish HTTP/1.1\r\nHost: b\r\nAuthorization: apikey {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        let n_read = api_conn.read(&mut response)?;
-        anyhow::ensure!(
-            response[..n_read].starts_with(b"HTTP/1.1 200"),
-            "publish failed: {}",
-            String::from_utf8_lossy(&response[..n_read])
-        );
+        let (status, answer) = api_post(&agent, api, &api_key, "/api/publish", &body)?;
+        anyhow::ensure!(status == 200, "publish failed: {status} {answer}");
         published += 1;
     }
     let publish_elapsed = started.elapsed().as_secs_f64();

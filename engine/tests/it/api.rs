@@ -240,30 +240,21 @@ e2e!(json_data_deeper_than_the_limit_is_refused, |driver| {
     engine.shutdown();
 });
 
-/// A POST with `content_type` (or none), as a plain HTTP/1.1 client sends it.
+/// A POST with `content_type` (or none).
 fn post_with_content_type(
     engine: &ringcast_engine::Engine,
     content_type: Option<&str>,
     body: &str,
 ) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(engine.api_addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    let header = content_type
-        .map(|ct| format!("Content-Type: {ct}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "POST /api/publish HTTP/1.1\r\nHost: t\r\nAuthorization: apikey {API_KEY}\r\n{header}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, response)
+    let mut request = http_agent()
+        .post(format!("http://{}/api/publish", engine.api_addr))
+        .header("Authorization", format!("apikey {API_KEY}"));
+    if let Some(content_type) = content_type {
+        request = request.header("Content-Type", content_type);
+    }
+    let mut response = request.send(body).unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
 }
 
 // The media type is compared as RFC 9110 says (case-insensitive,

@@ -211,7 +211,7 @@ pub fn _code(code: TCloseCode) -> u16 {
     u16::from(code)
 }
 
-/// One HTTP/1.1 request to the API on a fresh connection.
+/// One request to the API, with the API key.
 pub fn api(engine: &Engine, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     api_raw(
         engine.api_addr,
@@ -222,6 +222,18 @@ pub fn api(engine: &Engine, method: &str, path: &str, body: Option<Value>) -> (u
     )
 }
 
+/// The tests' HTTP client (ureq, an independent implementation): every
+/// status is an answer, not an error.
+pub fn http_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// One request to the API at `addr`, with `key` as the API key if given;
+/// the answer's status and its body, parsed when it is JSON, else as text.
 pub fn api_raw(
     addr: SocketAddr,
     method: &str,
@@ -229,31 +241,28 @@ pub fn api_raw(
     body: Option<&str>,
     key: Option<&str>,
 ) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let body = body.unwrap_or("");
-    let auth = key
-        .map(|k| format!("Authorization: apikey {k}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("response head");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let value = if head
-        .to_ascii_lowercase()
-        .contains("content-type: application/json")
-    {
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("bad JSON body {body:?}: {e}"))
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("Content-Type", "application/json");
+    if let Some(key) = key {
+        request = request.header("Authorization", format!("apikey {key}"));
+    }
+    let sent = match body {
+        Some(body) => http_agent().run(request.body(body.to_owned()).unwrap()),
+        None => http_agent().run(request.body(()).unwrap()),
+    };
+    let mut response = sent.unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+    let status = response.status().as_u16();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/json"));
+    let text = response.body_mut().read_to_string().unwrap();
+    let value = if is_json {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON body {text:?}: {e}"))
     } else {
-        Value::String(body.to_string())
+        Value::String(text)
     };
     (status, value)
 }
