@@ -340,6 +340,8 @@ where
         // response: it is both the keep-alive idle limit and the slowloris bound.
         .header_read_timeout(options.idle_timeout)
         .max_header_size(options.limits.header_bytes_max)
+        // The read buffer must hold the largest head allowed, or hyper refuses below the limit.
+        .max_buf_size(options.limits.header_bytes_max.max(READ_BUF_BYTES_MAX))
         .max_headers(options.limits.headers_count_max)
         .serve_connection(io, service);
     let mut stopping = std::pin::pin!(stopping);
@@ -367,6 +369,8 @@ const FRAMING_HEADERS: [&str; 4] = [
     "connection",
     "server",
 ];
+/// hyper's default read-buffer cap (`8192 + 4096 * 100`); raised only for a larger head limit.
+const READ_BUF_BYTES_MAX: usize = 8192 + 4096 * 100;
 /// How long and how much we drain after our FIN before closing (see [`linger_close`]).
 const LINGER_DURATION_MAX: Duration = Duration::from_secs(2);
 const LINGER_BYTES_MAX: usize = 256 * 1024;

@@ -525,6 +525,23 @@ fn header_limits() {
 }
 
 #[test]
+fn a_head_limit_above_the_default_read_buffer_is_honored() {
+    let limits = HttpLimits {
+        header_bytes_max: 1024 * 1024,
+        ..HttpLimits::default()
+    };
+    with_server(options(limits, IDLE), |addr| {
+        let mut client = RawClient::connect(addr);
+        let head = format!(
+            "GET /big-head HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(600_000)
+        );
+        client.send(head.as_bytes());
+        assert_eq!(client.read_response(false).json()["path"], "/big-head");
+    });
+}
+
+#[test]
 fn body_limit() {
     let limits = HttpLimits {
         body_bytes_max: 16,
