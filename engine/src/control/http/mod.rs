@@ -79,7 +79,9 @@ pub struct Request {
 }
 
 /// Why [`serve_connection`] ended a connection abnormally. A clean close (the peer hung up
-/// between requests, or a `Connection: close` exchange finished) is `Ok(())`.
+/// between requests, or a `Connection: close` exchange finished) is `Ok(())`. A keep-alive
+/// connection that went idle ends as hyper's header-read timeout (`hyper::Error::is_timeout`),
+/// the same error as a head that trickled in too slowly: hyper does not tell them apart.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServeError {
