@@ -32,13 +32,24 @@ fuzz_target!(|data: &[u8]| {
         idle_timeout: Duration::from_millis(50),
         shutdown_grace: Duration::from_millis(50),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    RUNTIME.with(|runtime| serve_once(runtime, data, split, options));
+});
+
+thread_local! {
+    // One runtime for every input: building one per input would dominate the run. Its clock is
+    // paused, so the idle deadlines pass as soon as nothing else can run.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
+}
+
+/// Writes `data` in two pieces to a server connection, closes the write side, and reads
+/// whatever the server answers until it closes.
+fn serve_once(runtime: &tokio::runtime::Runtime, data: &[u8], split: usize, options: ServeOptions) {
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, async {
+    local.block_on(runtime, async {
         let (mut client, server) = tokio::io::duplex(256 * 1024);
         let served = tokio::task::spawn_local(serve_connection(
             server,
@@ -56,4 +67,4 @@ fuzz_target!(|data: &[u8]| {
         let _ = client.read_to_end(&mut answers).await;
         let _ = served.await;
     });
-});
+}
