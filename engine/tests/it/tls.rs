@@ -83,7 +83,8 @@ impl Pki {
             cert_file: Some(self.cert_path()),
             key_file: Some(self.key_path()),
             websocket: true,
-            api: true,
+            // `util::api` speaks plain HTTP to the API.
+            api: false,
         }
     }
 
