@@ -17,7 +17,6 @@ import datetime
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 import urllib.request
 
 import jwt
+from e2e_common import command, free_port, recv_json
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -56,12 +56,6 @@ api = false
 [[namespace]]
 name = "news"
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def token(user):
@@ -141,19 +135,6 @@ def client_context(ca_path, max_version=None):
     if max_version is not None:
         ctx.maximum_version = max_version
     return ctx
-
-
-async def recv_json(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
-
-
-async def command(ws, msg):
-    await ws.send(json.dumps(msg))
-    while True:
-        reply = await recv_json(ws)
-        if "push" not in reply:
-            assert reply["id"] == msg["id"], reply
-            return reply
 
 
 def publish(api_port, channel, data):
