@@ -11,14 +11,16 @@
 //! latency percentiles, and the CPU seconds used by the engine and by this
 //! client, so a saturated client is visible.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
-use ringcast_benches::client::{command, connect, cpu_seconds, token, Args};
+use ringcast_benches::client::{
+    connect, cpu_seconds, frame_extent, publish_on, subscribe, token, Args,
+};
 
 /// Publications in flight in closed-loop mode.
 const WINDOW: u64 = 8;
@@ -42,17 +44,8 @@ fn scan(buf: &[u8], hist: &mut Histogram<u64>, frames: &mut u64) -> usize {
     let mut pos = 0;
     loop {
         let rest = &buf[pos..];
-        if rest.len() < 2 {
+        let Some((header, len)) = frame_extent(rest) else {
             return pos;
-        }
-        let (len, header) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => (
-                u64::from_be_bytes(rest[2..10].try_into().unwrap_or([0; 8])) as usize,
-                10,
-            ),
-            126 | 127 => return pos,
-            n => (n as usize, 2),
         };
         if rest.len() < header + len {
             return pos;
@@ -143,15 +136,7 @@ fn main() -> anyhow::Result<()> {
     let mut streams = Vec::with_capacity(n);
     for i in 0..n {
         let mut stream = connect(ws, &token(&secret, &format!("fan-{i}"))?)?;
-        let reply = command(
-            &mut stream,
-            &format!(r#"{{"id":1,"method":"subscribe","params":{{"channel":"{channel}"}}}}"#),
-        )?;
-        anyhow::ensure!(
-            reply.windows(8).any(|w| w == b"\"result\""),
-            "subscribe refused: {}",
-            String::from_utf8_lossy(&reply)
-        );
+        subscribe(&mut stream, channel)?;
         streams.push(stream);
     }
     eprintln!("{n} subscribers ready");
@@ -181,7 +166,6 @@ fn main() -> anyhow::Result<()> {
     let padding = "p".repeat(payload_bytes.saturating_sub(24));
     let started = Instant::now();
     let mut published = 0u64;
-    let mut response = vec![0u8; 4096];
     let started_us = now_us();
     while started.elapsed() < publish_for {
         // `rate` 0 (no division possible) means closed loop.
@@ -206,19 +190,12 @@ fn main() -> anyhow::Result<()> {
             }
             now_us()
         };
-        let body =
-            format!(r#"{{"channel":"{channel}","data":{{"t":{stamp_us},"p":"{padding}"}}}}"#);
-        write!(
-            api_conn,
-            "POST /api/publish HTTP/1.1\r\nHost: b\r\nAuthorization: apikey {api_key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+        publish_on(
+            &mut api_conn,
+            &api_key,
+            channel,
+            &format!(r#"{{"t":{stamp_us},"p":"{padding}"}}"#),
         )?;
-        let n_read = api_conn.read(&mut response)?;
-        anyhow::ensure!(
-            response[..n_read].starts_with(b"HTTP/1.1 200"),
-            "publish failed: {}",
-            String::from_utf8_lossy(&response[..n_read])
-        );
         published += 1;
     }
     let publish_elapsed = started.elapsed().as_secs_f64();
