@@ -2,7 +2,7 @@
 //! and a TLS engine, one after the other in one run, so the ratios compare
 //! like with like.
 //!
-//! `tls --engine=target/release/ringcast [--shards=2] [--idle=2000]
+//! `tls --engine=target/release/ringcast [--shards=2] [--idle=10000]
 //!      [--handshake-threads=2] [--handshake-seconds=5] [--subscribers=500]
 //!      [--publications=2000] [--payload-bytes=64]`
 //!
@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     let settings = Settings {
         engine: args.get("engine", PathBuf::from("target/release/ringcast"))?,
         shards: args.get("shards", 2)?,
-        idle: args.get("idle", 2000)?,
+        idle: args.get("idle", 10_000)?,
         handshake_threads: args.get("handshake-threads", 2)?,
         handshake_seconds: args.get("handshake-seconds", 5)?,
         subscribers: args.get("subscribers", 500)?,
@@ -173,13 +173,10 @@ fn write_certificates(dir: &Path) -> anyhow::Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-#[expect(
-    deprecated,
-    reason = "the engine's provider (ring); see engine/src/tls.rs"
-)]
+/// The engine's provider (X25519 first, as browsers order it).
 fn client_builder() -> anyhow::Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>> {
     Ok(
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        ClientConfig::builder_with_provider(Arc::new(ringcast_engine::tls::crypto_provider()))
             .with_safe_default_protocol_versions()?,
     )
 }
@@ -247,6 +244,9 @@ fn open(ws: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> anyhow::Result<Clien
     let tcp = TcpStream::connect(ws)?;
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    // Closed with a reset: thousands of client-side TIME_WAITs would run
+    // the loopback out of ports.
+    socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO))?;
     Ok(match tls {
         None => Client::Plain(tcp),
         Some(config) => {
@@ -300,11 +300,6 @@ fn measure(
                 while Instant::now() < stop_at {
                     let mut client = open(ws, tls.as_ref())?;
                     upgrade(&mut client, &bearer)?;
-                    let tcp = match &client {
-                        Client::Plain(tcp) => tcp,
-                        Client::Tls(stream) => &stream.sock,
-                    };
-                    socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO))?;
                     done += 1;
                 }
                 Ok(done)

@@ -17,7 +17,7 @@ mod fanout;
 mod io;
 pub mod poller;
 mod recovery;
-mod tls;
+pub mod tls;
 
 /// The fan-out loop, for `benches/benches/fanout.rs` only: not part of the
 /// engine's API, so it exists only with the `bench-internals` feature.

@@ -88,14 +88,10 @@ impl Pki {
         }
     }
 
-    #[expect(
-        deprecated,
-        reason = "the engine's provider (ring); see engine/src/tls.rs"
-    )]
     fn client_config(&self) -> Arc<ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(ringcast_engine::tls::crypto_provider());
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .unwrap()
@@ -135,7 +131,7 @@ fn upgrade_tls(
     engine: &Engine,
     pki: &Pki,
     token: &str,
-) -> Result<(Wss, tungstenite::handshake::client::Response), tungstenite::Error> {
+) -> Result<(Wss, tungstenite::handshake::client::Response), Box<tungstenite::Error>> {
     let tcp = TcpStream::connect(engine.ws_addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let server_name = ServerName::try_from("localhost").unwrap();
@@ -148,7 +144,7 @@ fn upgrade_tls(
     .into_client_request()
     .unwrap();
     tungstenite::client(request, stream).map_err(|err| match err {
-        tungstenite::HandshakeError::Failure(err) => err,
+        tungstenite::HandshakeError::Failure(err) => Box::new(err),
         tungstenite::HandshakeError::Interrupted(_) => panic!("blocking handshake interrupted"),
     })
 }
@@ -160,8 +156,19 @@ e2e!(wss_subscribe_publish_and_close, |driver| {
     let engine = tls_engine(driver, &pki);
     let (mut ws, presented, _) = connect_tls(&engine, &pki, "alice");
     assert_eq!(presented, leaf.der, "the configured certificate");
-    let version = ws.get_ref().conn.protocol_version();
-    assert_eq!(version, Some(rustls::ProtocolVersion::TLSv1_3));
+    let tls = &ws.get_ref().conn;
+    assert_eq!(
+        tls.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let group = tls
+        .negotiated_key_exchange_group()
+        .map(|group| group.name());
+    assert_eq!(
+        group,
+        Some(rustls::NamedGroup::X25519),
+        "the first group offered"
+    );
     subscribe(&mut ws, 1, "news:tls");
     publish(&engine, "news:tls", json!({"n": 1}));
     let push = read_json(&mut ws);
@@ -241,7 +248,7 @@ e2e!(wss_refusal_reaches_the_client_before_the_close, |driver| {
     let pki = Pki::new();
     pki.install(&pki.leaf());
     let engine = tls_engine(driver, &pki);
-    match upgrade_tls(&engine, &pki, "not-a-token") {
+    match upgrade_tls(&engine, &pki, "not-a-token").map_err(|err| *err) {
         Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
         other => panic!("expected a 401 over TLS, got {:?}", other.map(|(_, r)| r)),
     }
