@@ -458,3 +458,40 @@ fn cert_and_key_are_configured_together() {
     let config = Config::from_toml_str(base, path).expect("no TLS");
     assert!(config.tls.cert_file.is_none() && config.tls.key_file.is_none());
 }
+
+e2e!(
+    silent_tls_client_is_dropped_at_the_handshake_deadline,
+    |driver| {
+        let pki = Pki::new();
+        pki.install(&pki.leaf());
+        let mut config = config(driver, 1);
+        config.tls = pki.tls_config();
+        config.websocket.handshake_timeout = Duration::from_millis(300);
+        let engine = start(config);
+        // One client sends nothing; another stops inside its ClientHello. The
+        // TLS handshake runs under the upgrade's deadline, so both are closed.
+        let silent = TcpStream::connect(engine.ws_addr).unwrap();
+        let mut partial = TcpStream::connect(engine.ws_addr).unwrap();
+        // A TLS record header announcing a 512-byte handshake message.
+        std::io::Write::write_all(&mut partial, &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).unwrap();
+        for mut stream in [silent, partial] {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut got = Vec::new();
+            match std::io::Read::read_to_end(&mut stream, &mut got) {
+                Ok(_) => {}
+                Err(err) => assert_eq!(
+                    err.kind(),
+                    std::io::ErrorKind::ConnectionReset,
+                    "closed, not timed out on our side"
+                ),
+            }
+            assert!(!got.starts_with(b"HTTP/1.1 101"));
+        }
+        assert!(wait_until(Duration::from_secs(5), || {
+            shard_stat_sum(&engine, "handshakes_failed_total") >= 2
+        }));
+        let (_ws, _, _) = connect_tls(&engine, &pki, "after");
+    }
+);
