@@ -182,6 +182,14 @@ impl Engine {
         // Before anything is bound or opened: a bad certificate stops the
         // start with the key and the file named.
         let tls = TlsConfigs::from_config(&config.tls)?.map(Arc::new);
+        if tls.as_ref().is_some_and(|tls| tls.api_enabled) {
+            // Until the API's listener takes `TlsConfigs::api` (the hyper
+            // server), say so rather than let the docs promise HTTPS.
+            tracing::warn!(
+                "tls.api = true, but this build's API listener serves plain HTTP; set \
+                 tls.api = false to silence this"
+            );
+        }
         let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
         let fd_budget = crate::admission::FdBudget::under_limit(nofile, config.server.fd_reserve)
             .ok_or(EngineError::FdReserve {
