@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the release binary on loopback with a throwaway config and drives it
 # with the Python `websockets` library (an independent client
-# implementation). Installs what it needs into a venv under target/.
+# implementation), and over TLS with Python's `ssl` (OpenSSL). Installs what
+# it needs into a venv under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,8 +11,9 @@ venv=$target_dir/py-e2e
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'websockets>=13,<16' 'pyjwt>=2.8,<3'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'websockets>=13,<16' 'pyjwt>=2.8,<3' 'cryptography>=42,<47'
 
 cargo build --release --locked -p ringcast-engine --bin ringcast --bin ringcast-token
 "$venv/bin/python" engine/tests/e2e/test_python_client.py "$target_dir/release/ringcast"
 "$venv/bin/python" engine/tests/e2e/test_readme_demo.py "$target_dir/release"
+"$venv/bin/python" engine/tests/e2e/test_tls.py "$target_dir/release/ringcast"

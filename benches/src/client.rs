@@ -23,8 +23,8 @@ pub fn token(secret: &str, user: &str) -> anyhow::Result<String> {
     )?)
 }
 
-/// Reads one unmasked server frame with a blocking socket: (opcode, payload).
-pub fn read_frame(stream: &mut TcpStream) -> anyhow::Result<(u8, Vec<u8>)> {
+/// Reads one unmasked server frame from a blocking stream: (opcode, payload).
+pub fn read_frame<S: Read>(stream: &mut S) -> anyhow::Result<(u8, Vec<u8>)> {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head)?;
     let len = match head[1] & 0x7f {
@@ -50,10 +50,18 @@ pub fn connect(ws: SocketAddr, token: &str) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(ws).with_context(|| format!("connect {ws}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_nodelay(true)?;
+    upgrade(&mut stream, token)?;
+    Ok(stream)
+}
+
+/// Sends the upgrade request on a connected stream (plain or TLS), checks
+/// the 101 and reads the `connect` message.
+pub fn upgrade<S: Read + Write>(stream: &mut S, token: &str) -> anyhow::Result<()> {
     write!(
         stream,
         "GET /connection/websocket?token={token} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )?;
+    stream.flush()?;
     let mut head = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -63,15 +71,15 @@ pub fn connect(ws: SocketAddr, token: &str) -> anyhow::Result<TcpStream> {
     if !head.starts_with(b"HTTP/1.1 101") {
         bail!("upgrade refused: {}", String::from_utf8_lossy(&head));
     }
-    let (opcode, payload) = read_frame(&mut stream)?;
+    let (opcode, payload) = read_frame(stream)?;
     if opcode != 1 || !payload.starts_with(b"{\"connect\"") {
         bail!("expected connect message, got opcode {opcode}");
     }
-    Ok(stream)
+    Ok(())
 }
 
 /// Sends a JSON command as a masked text frame and waits for its reply.
-pub fn command(stream: &mut TcpStream, json: &str) -> anyhow::Result<Vec<u8>> {
+pub fn command<S: Read + Write>(stream: &mut S, json: &str) -> anyhow::Result<Vec<u8>> {
     stream.write_all(&encode_frame(
         OpCode::Text,
         json.as_bytes(),
@@ -112,6 +120,53 @@ pub fn api_post(
         .with_context(|| format!("POST {path}"))?;
     let status = response.status().as_u16();
     Ok((status, response.body_mut().read_to_string()?))
+}
+
+/// The header and payload length of the server frame at the start of
+/// `buf`, or `None` until its header is complete.
+pub fn frame_extent(buf: &[u8]) -> Option<(usize, usize)> {
+    let second = *buf.get(1)?;
+    match second & 0x7f {
+        126 => Some((
+            4,
+            usize::from(u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?])),
+        )),
+        127 => {
+            let bytes: [u8; 8] = buf.get(2..10)?.try_into().ok()?;
+            Some((10, usize::try_from(u64::from_be_bytes(bytes)).ok()?))
+        }
+        n => Some((2, usize::from(n))),
+    }
+}
+
+/// One publication through `agent` (a kept-alive API connection); fails
+/// unless 200.
+pub fn publish_on(
+    agent: &ureq::Agent,
+    api: SocketAddr,
+    api_key: &str,
+    channel: &str,
+    data: &str,
+) -> anyhow::Result<()> {
+    let body = format!(r#"{{"channel":"{channel}","data":{data}}}"#);
+    let (status, answer) = api_post(agent, api, api_key, "/api/publish", &body)?;
+    anyhow::ensure!(status == 200, "publish failed: {status} {answer}");
+    Ok(())
+}
+
+/// Subscribes to `channel` (command id 1); fails unless the reply is a
+/// result.
+pub fn subscribe<S: Read + Write>(stream: &mut S, channel: &str) -> anyhow::Result<()> {
+    let reply = command(
+        stream,
+        &format!(r#"{{"id":1,"method":"subscribe","params":{{"channel":"{channel}"}}}}"#),
+    )?;
+    anyhow::ensure!(
+        reply.windows(8).any(|w| w == b"\"result\""),
+        "subscribe refused: {}",
+        String::from_utf8_lossy(&reply)
+    );
+    Ok(())
 }
 
 /// Resident set size of `pid` in bytes, from /proc.

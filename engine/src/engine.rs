@@ -15,6 +15,7 @@ use crate::interest::{Interest, SHARDS_MAX};
 use crate::mesh::{Mesh, MeshReceiver, MeshSender};
 use crate::metrics::{self, AllShardMetrics};
 use crate::shard::Shard;
+use crate::tls::{TlsConfigs, TlsError};
 use ringcast_store::{Store, StoreConfig, StoreError};
 
 pub use crate::limits::MESH_QUEUE_CAPACITY;
@@ -51,6 +52,9 @@ pub struct Shared {
     pub started_at: Instant,
     /// Connection sockets all shards may hold (`server.fd_reserve`).
     pub fd_budget: crate::admission::FdBudget,
+    /// The certificate and its reload, when `tls.cert_file` is set; which
+    /// listeners use it is in `TlsConfigs::{websocket,api}_enabled`.
+    pub tls: Option<Arc<TlsConfigs>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,8 @@ pub enum EngineError {
         path: std::path::PathBuf,
         source: StoreError,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("shard {shard} failed to start: {message}")]
     ShardStart { shard: usize, message: String },
 }
@@ -173,6 +179,9 @@ impl Engine {
             return Err(EngineError::TooManyShards(n_shards));
         }
         let driver = resolve_driver(config.server.driver)?;
+        // Before anything is bound or opened: a bad certificate stops the
+        // start with the key and the file named.
+        let tls = TlsConfigs::from_config(&config.tls)?.map(Arc::new);
         let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
         let fd_budget = crate::admission::FdBudget::under_limit(nofile, config.server.fd_reserve)
             .ok_or(EngineError::FdReserve {
@@ -253,6 +262,7 @@ impl Engine {
             driver,
             started_at: Instant::now(),
             fd_budget,
+            tls,
             config,
         });
         tracing::info!(shards = n_shards, driver = driver.as_str(), %ws_addr, %api_addr, "starting");
@@ -333,6 +343,16 @@ impl Engine {
             tracing::error!(error = %err, "closing the store failed");
         }
         tracing::info!("stopped");
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP). New handshakes use
+    /// them once this returns `Ok`; open connections keep theirs. On error
+    /// the current certificate stays. `Ok(false)` when TLS is off.
+    pub fn reload_tls(&self) -> Result<bool, TlsError> {
+        match &self.shared.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// A handle that can ask for shutdown from another thread (signals).

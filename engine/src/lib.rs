@@ -22,6 +22,7 @@ pub mod session;
 pub mod shard;
 pub mod streams;
 pub mod sys;
+pub mod tls;
 pub mod uring;
 
 pub use engine::{Engine, EngineError};

@@ -48,6 +48,12 @@ pub const SWEEP_TICK_MS_MIN: u64 = 10;
 pub const SWEEP_TICK_MS_MAX: u64 = 100;
 /// Most targets in one API send or broadcast request.
 pub const API_TARGETS_MAX: usize = 10_000;
+/// Ciphertext a TLS connection holds in rustls before the session's queue
+/// stops draining into it: one full TLS record. Past it, plaintext stays in
+/// the session's queue, where the outbound bound and the slow-consumer
+/// timeout see it (and the shard's own copy of the records taken from
+/// rustls, waiting for the socket, holds at most this much again).
+pub const TLS_BUFFER_BYTES_MAX: usize = 16 * 1024;
 /// io_uring submission queue entries per shard ring (monoio's and ours).
 pub const URING_ENTRIES: u32 = 4096;
 
@@ -66,3 +72,7 @@ const _: () = assert!(MESH_LANE_EVENTS_DEFAULT >= MESH_QUEUE_CAPACITY);
 // Each shard's ring must take a whole drain of every producer and still
 // hold a turn's worth of completions.
 const _: () = assert!(URING_ENTRIES as usize >= IOV_MAX);
+const _: () = assert!(
+    TLS_BUFFER_BYTES_MAX >= 16 * 1024,
+    "one TLS record's payload"
+);

@@ -1,12 +1,12 @@
 //! The `ringcast` binary: flags/env/file → `Config` → engine → wait for
-//! SIGTERM/SIGINT → graceful shutdown.
+//! SIGTERM/SIGINT → graceful shutdown. SIGHUP re-reads the TLS certificate.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ringcast_engine::config::{Config, LogFormat, RawArgs};
 use ringcast_engine::Engine;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -51,12 +51,22 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 
 fn run(config: Config) -> anyhow::Result<()> {
     // Register before starting so a signal during startup is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("installing signal handlers")?;
     let engine = Engine::start(config).context("starting the engine")?;
     tracing::info!(websocket = %engine.ws_addr, api = %engine.api_addr, "ringcast is ready");
-    if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
+    for signal in signals.forever() {
+        if signal != SIGHUP {
+            tracing::info!(signal, "shutting down");
+            break;
+        }
+        match engine.reload_tls() {
+            Ok(true) => tracing::info!("tls reloaded; new handshakes use the new certificate"),
+            Ok(false) => tracing::info!("SIGHUP: no tls.cert_file configured; nothing to reload"),
+            Err(err) => {
+                tracing::error!(error = %err, "tls reload failed; keeping the current certificate");
+            }
+        }
     }
     engine.shutdown();
     Ok(())

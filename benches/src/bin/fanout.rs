@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use mio::{Events, Interest, Poll, Token};
-use ringcast_benches::client::{api_agent, api_post, command, connect, cpu_seconds, token, Args};
+use ringcast_benches::client::{
+    api_agent, api_post, connect, cpu_seconds, frame_extent, subscribe, token, Args,
+};
 
 /// Publications in flight in closed-loop mode.
 const WINDOW: u64 = 8;
@@ -41,17 +43,8 @@ fn scan(buf: &[u8], hist: &mut Histogram<u64>, frames: &mut u64) -> usize {
     let mut pos = 0;
     loop {
         let rest = &buf[pos..];
-        if rest.len() < 2 {
+        let Some((header, len)) = frame_extent(rest) else {
             return pos;
-        }
-        let (len, header) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => (
-                u64::from_be_bytes(rest[2..10].try_into().unwrap_or([0; 8])) as usize,
-                10,
-            ),
-            126 | 127 => return pos,
-            n => (n as usize, 2),
         };
         if rest.len() < header + len {
             return pos;
@@ -142,15 +135,7 @@ fn main() -> anyhow::Result<()> {
     let mut streams = Vec::with_capacity(n);
     for i in 0..n {
         let mut stream = connect(ws, &token(&secret, &format!("fan-{i}"))?)?;
-        let reply = command(
-            &mut stream,
-            &format!(r#"{{"id":1,"method":"subscribe","params":{{"channel":"{channel}"}}}}"#),
-        )?;
-        anyhow::ensure!(
-            reply.windows(8).any(|w| w == b"\"result\""),
-            "subscribe refused: {}",
-            String::from_utf8_lossy(&reply)
-        );
+        subscribe(&mut stream, channel)?;
         streams.push(stream);
     }
     eprintln!("{n} subscribers ready");

@@ -147,6 +147,11 @@ pub(super) struct DirPath {
     pub default: &'static str,
 }
 
+/// An optional file path: `""` (the default) for none. Whether the file
+/// exists and what it holds is checked by whoever reads it (TLS files are
+/// read at startup and on every reload, `crate::tls`), not here.
+pub(super) struct FilePath {}
+
 /// `tracing` `EnvFilter` directives, non-empty. Parsed when the logger
 /// starts, so that the config does not depend on tracing-subscriber.
 pub(super) struct Filter {
@@ -478,6 +483,30 @@ impl Kind for DirPath {
 
     fn doc_type(&self) -> String {
         "path, non-empty".to_owned()
+    }
+}
+
+impl Kind for FilePath {
+    type File = String;
+    type Value = Option<PathBuf>;
+
+    fn default_value(&self) -> Option<String> {
+        Some(String::new())
+    }
+
+    fn parse_text(&self, text: &str) -> Result<String, String> {
+        Ok(text.to_owned())
+    }
+
+    fn check(&self, path: String) -> Result<Option<PathBuf>, Rejection> {
+        if path.trim().is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(PathBuf::from(path)))
+    }
+
+    fn doc_type(&self) -> String {
+        "path, or `\"\"` for none".to_owned()
     }
 }
 

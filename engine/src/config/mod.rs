@@ -44,7 +44,9 @@ mod types;
 
 pub use error::{ConfigError, Origin};
 pub use sources::{RawArgs, RawFlags, ENV_CONFIG};
-pub use table::{ApiConfig, AuthConfig, LogConfig, Namespace, ServerConfig, WebSocketConfig};
+pub use table::{
+    ApiConfig, AuthConfig, LogConfig, Namespace, ServerConfig, TlsConfig, WebSocketConfig,
+};
 pub use types::{
     shards_for_cores, Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret,
     ShardCount, SubscribePolicy,
@@ -91,6 +93,7 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub api: ApiConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
     /// `[[namespace]]` tables in file order. Names are unique.
     pub namespaces: Vec<Namespace>,
     pub log: LogConfig,
@@ -112,6 +115,8 @@ struct FileConfig {
     api: table::FileApi,
     #[serde(default)]
     auth: table::FileAuth,
+    #[serde(default)]
+    tls: table::FileTls,
     #[serde(default)]
     namespace: Vec<table::FileNamespace>,
     #[serde(default)]
@@ -206,6 +211,8 @@ impl Config {
         let api = ApiConfig::resolve(&mut layers, "api", file.api)?;
         table::check_listeners(&layers, &websocket, &api)?;
         let auth = AuthConfig::resolve(&mut layers, "auth", file.auth)?;
+        let tls = TlsConfig::resolve(&mut layers, "tls", file.tls)?;
+        table::check_tls(&layers, &tls)?;
         let namespaces = table::resolve_namespaces(file_path, file.namespace)?;
         let log = LogConfig::resolve(&mut layers, "log", file.log)?;
         Ok(Config {
@@ -213,6 +220,7 @@ impl Config {
             websocket,
             api,
             auth,
+            tls,
             namespaces,
             log,
             file_path: file_path.map(Path::to_path_buf),

@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::error::{invalid, ConfigError};
 use super::keys::{config_table, KeyInfo, Section};
 use super::kinds::{
-    Addr, Bool, Bytes, Count, DirPath, Filter, Micros, Millis, NamespaceName, Node, Origins, Pick,
-    Seconds, SecretKey, Shards, UrlPath,
+    Addr, Bool, Bytes, Count, DirPath, FilePath, Filter, Micros, Millis, NamespaceName, Node,
+    Origins, Pick, Seconds, SecretKey, Shards, UrlPath,
 };
 use super::sources::Layers;
 use super::types::{
@@ -42,7 +42,7 @@ const _: () = assert!(SIZE_BYTES_MAX <= usize::MAX as u64);
 
 /// The tables whose keys have flags and env vars; a `RINGCAST_<TABLE>_*`
 /// variable that names no key of one of them is a typo and an error.
-pub(super) const OVERRIDE_TABLES: &[&str] = &["server", "websocket", "api", "auth", "log"];
+pub(super) const OVERRIDE_TABLES: &[&str] = &["server", "websocket", "api", "auth", "tls", "log"];
 
 config_table! {
     flags "server";
@@ -198,6 +198,26 @@ config_table! {
 }
 
 config_table! {
+    flags "tls";
+    #[derive(Debug, Clone)]
+    pub struct TlsConfig, file FileTls {
+        /// PEM certificate chain, leaf first. Set with `key_file` or not at
+        /// all; re-read on SIGHUP.
+        cert_file: Option<PathBuf> = FilePath {},
+            "PATH", "PEM certificate chain (leaf first); empty = no TLS";
+        /// PEM private key (PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+        key_file: Option<PathBuf> = FilePath {},
+            "PATH", "PEM private key of the certificate";
+        /// Serve `wss://` on `websocket.listen` when a certificate is set.
+        websocket: bool = Bool { default: true },
+            "BOOL", "TLS on the WebSocket listener when a certificate is set";
+        /// Serve `https://` on `api.listen` when a certificate is set.
+        api: bool = Bool { default: true },
+            "BOOL", "TLS on the API listener when a certificate is set";
+    }
+}
+
+config_table! {
     file_only "namespace";
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Namespace, file FileNamespace {
@@ -233,6 +253,7 @@ pub(super) fn all_keys() -> Vec<KeyInfo> {
         WebSocketConfig::keys(),
         ApiConfig::keys(),
         AuthConfig::keys(),
+        TlsConfig::keys(),
         Namespace::keys(),
         LogConfig::keys(),
     ]
@@ -256,6 +277,40 @@ pub(super) fn check_listeners(
                 api.listen
             ),
         ));
+    }
+    Ok(())
+}
+
+/// `tls.cert_file` and `tls.key_file` go together, and a certificate must
+/// serve at least one listener. The files themselves are read by
+/// `crate::tls` at startup (errors name the key and the file there).
+pub(super) fn check_tls(layers: &Layers<'_>, tls: &TlsConfig) -> Result<(), ConfigError> {
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(_), None) => {
+            return Err(invalid(
+                "tls.key_file",
+                layers.origin("tls.cert_file"),
+                "must be set when tls.cert_file is: the certificate needs its private key"
+                    .to_owned(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "tls.cert_file",
+                layers.origin("tls.key_file"),
+                "must be set when tls.key_file is: the key needs its certificate".to_owned(),
+            ))
+        }
+        (Some(_), Some(_)) if !tls.websocket && !tls.api => {
+            return Err(invalid(
+                "tls.websocket",
+                layers.origin("tls.websocket"),
+                "and tls.api are both false while tls.cert_file is set: the certificate would \
+                 serve nothing; turn one on or unset the files"
+                    .to_owned(),
+            ))
+        }
+        _ => {}
     }
     Ok(())
 }

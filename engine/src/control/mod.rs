@@ -50,6 +50,7 @@ async fn serve(
     let mesh = sender.mesh().clone();
     let api = Rc::new(api::Api::new(shared.clone(), sender));
     let shutdown = async move { mesh.wait_shutdown().await };
-    http::serve(listener, api, options, shutdown).await;
+    let tls = shared.tls.clone().filter(|tls| tls.api_enabled);
+    http::serve(listener, api, options, tls, shutdown).await;
     Ok(())
 }

@@ -458,6 +458,14 @@ impl Session {
         }
     }
 
+    /// Nothing more is written to this connection: the socket failed or
+    /// the peer closed it, or a deadline passed. Unlike `is_done`, false
+    /// while a refusal or a close is only flushed out of the queue, which
+    /// for a TLS connection is not yet on the wire.
+    pub fn writes_ended(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
     /// True once, when our close frame has gone out and the write side
     /// should be half-closed so the peer sees FIN after it.
     pub fn take_shutdown(&mut self) -> bool {

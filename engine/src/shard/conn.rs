@@ -1,16 +1,21 @@
 //! Per-connection state in the shard's slab: the socket (owned here, so
 //! the fd lives exactly as long as the slot), the sans-IO session, who the
 //! connection is, and what it is subscribed to. No task, future or buffer
-//! per connection: the shard loop drives every slot.
+//! per connection: the shard loop drives every slot. A `wss://` connection
+//! also has its TLS layer, boxed so a plain one pays a null pointer.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
+use super::tls::TlsConn;
 use crate::session::Session;
+use crate::sys::{self, Io};
 
 pub struct Conn {
     pub fd: OwnedFd,
     pub session: Session,
+    /// `Some` on the TLS listener.
+    pub tls: Option<Box<TlsConn>>,
     /// 0 until the upgrade is accepted (issued ids are never 0: their
     /// sequence starts at 1), so also "counted in `connections`".
     pub client_id: u64,
@@ -32,10 +37,11 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(fd: OwnedFd, session: Session) -> Conn {
+    pub fn new(fd: OwnedFd, session: Session, tls: Option<Box<TlsConn>>) -> Conn {
         Conn {
             fd,
             session,
+            tls,
             client_id: 0,
             user: Rc::from(""),
             device: None,
@@ -47,9 +53,47 @@ impl Conn {
         }
     }
 
+    /// A ring send owns memory of this connection (session frames or TLS
+    /// records) until its completion.
+    pub fn send_in_flight(&self) -> bool {
+        self.session.send_in_flight() || self.tls.as_ref().is_some_and(|tls| tls.in_flight)
+    }
+
+    /// One read of plaintext into `buf` (never empty), through TLS on a
+    /// `wss://` connection.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Recv {
+        match self.tls.as_deref_mut() {
+            Some(tls) => tls.recv(self.fd.as_fd(), buf),
+            None => {
+                let result = sys::recv(&self.fd, buf);
+                let (drained, wire_bytes) = match result {
+                    Ok(Io::Done(n)) => (n < buf.len(), n),
+                    _ => (true, 0),
+                };
+                Recv {
+                    result,
+                    drained,
+                    wire_bytes,
+                }
+            }
+        }
+    }
+
     pub fn is_subscribed(&self, channel: &str) -> bool {
         self.subscriptions.iter().any(|c| &**c == channel)
     }
+}
+
+/// What one read gave.
+pub struct Recv {
+    /// Plaintext bytes put in the buffer; `Done(0)` is the end of the
+    /// stream.
+    pub result: std::io::Result<Io>,
+    /// The socket is known to be empty (its last read came back short), so
+    /// the edge-triggered pollers report new data as a new event.
+    pub drained: bool,
+    /// Bytes taken from the socket (ciphertext on a TLS connection).
+    pub wire_bytes: usize,
 }
 
 /// The poller token of slab key `key`; token 0 is the listener.
@@ -75,6 +119,20 @@ mod tests {
         // guard against growth.
         let size = std::mem::size_of::<Conn>();
         assert!(size <= 232, "Conn is {size} bytes");
+    }
+
+    #[test]
+    fn tls_state_is_boxed_and_bounded() {
+        // A plain connection pays the pointer; a TLS one its box, which is
+        // mostly rustls' `ServerConnection` (1,168 bytes with rustls
+        // 0.23.48), besides rustls' heap (its record buffer of at least
+        // 4 KiB, the traffic keys): ~8 KB per idle TLS connection measured.
+        assert_eq!(
+            std::mem::size_of::<Option<Box<TlsConn>>>(),
+            std::mem::size_of::<usize>()
+        );
+        let size = std::mem::size_of::<TlsConn>();
+        assert!(size <= 1280, "TlsConn is {size} bytes");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use ringcast_protocol::frame::{encode_frame, OpCode, Role};
 
 use super::conn::{token_of, Conn};
 use super::poller::Send;
+use super::tls::TlsConn;
 use super::Shard;
 use crate::admission::{self, Admitted, RefusalKind};
 use crate::channels::personal_channel;
@@ -63,6 +64,16 @@ impl Shard {
                         self.metrics().handshakes_failed.add(1);
                         continue; // dropped: closed at once
                     }
+                    let tls = match self.tls.as_mut().map(|tls| TlsConn::new(tls.current())) {
+                        None => None,
+                        Some(Ok(tls)) => Some(Box::new(tls)),
+                        Some(Err(err)) => {
+                            tracing::warn!(shard = self.idx, error = %err, "cannot start TLS");
+                            self.shared.fd_budget.give_back();
+                            self.metrics().handshakes_failed.add(1);
+                            continue; // dropped: closed at once
+                        }
+                    };
                     sys::set_nodelay(&fd);
                     let raw = fd.as_raw_fd();
                     let entry = self.conns.vacant_entry();
@@ -71,6 +82,7 @@ impl Shard {
                     entry.insert(Conn::new(
                         fd,
                         Session::new(self.now_ms, &self.session_config),
+                        tls,
                     ));
                     if let Err(err) = self.poller.register(raw, token_of(key)) {
                         tracing::warn!(shard = self.idx, error = %err, "cannot watch a socket");
@@ -119,18 +131,30 @@ impl Shard {
             return;
         };
         let room = (self.session_config.handshake.header_bytes_max + 1).min(self.scratch.len());
-        let outcome = match sys::recv(&conn.fd, &mut self.scratch[..room]) {
-            Ok(Io::WouldBlock) => return,
-            Ok(Io::Done(0)) | Err(_) => {
-                conn.session.on_eof();
-                self.metrics().handshakes_failed.add(1);
-                return;
+        // A TLS connection reads its handshake here too (no plaintext until
+        // it is done); then a request may span several reads, and a read
+        // that did not empty the socket gets no new readiness event.
+        let outcome = loop {
+            let read = conn.recv(&mut self.scratch[..room]);
+            self.shared.metrics[self.idx]
+                .bytes_in
+                .add(read.wire_bytes as u64);
+            match read.result {
+                Ok(Io::WouldBlock) => return,
+                Ok(Io::Done(0)) | Err(_) => {
+                    conn.session.on_eof();
+                    self.metrics().handshakes_failed.add(1);
+                    return;
+                }
+                Ok(Io::Done(n)) => match conn.session.on_handshake_bytes(
+                    self.now_ms,
+                    &self.scratch[..n],
+                    &self.session_config,
+                ) {
+                    Handshake::Incomplete if !read.drained => {}
+                    outcome => break outcome,
+                },
             }
-            Ok(Io::Done(n)) => conn.session.on_handshake_bytes(
-                self.now_ms,
-                &self.scratch[..n],
-                &self.session_config,
-            ),
         };
         match outcome {
             Handshake::Incomplete => {}
@@ -309,7 +333,11 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 break;
             };
-            match sys::recv(&conn.fd, &mut scratch[filled..]) {
+            let read = conn.recv(&mut scratch[filled..]);
+            self.shared.metrics[self.idx]
+                .bytes_in
+                .add(read.wire_bytes as u64);
+            match read.result {
                 Ok(Io::WouldBlock) => break,
                 Ok(Io::Done(0)) | Err(_) => {
                     conn.session.on_eof();
@@ -317,9 +345,8 @@ impl Shard {
                 }
                 Ok(Io::Done(n)) => {
                     received = true;
-                    drained = filled + n < scratch.len() && !hangup;
+                    drained = read.drained && !hangup;
                     filled += n;
-                    self.shared.metrics[self.idx].bytes_in.add(n as u64);
                 }
             }
         }
@@ -346,7 +373,7 @@ impl Shard {
             return;
         };
         loop {
-            match sys::recv(&conn.fd, &mut self.scratch[..]) {
+            match conn.recv(&mut self.scratch[..]).result {
                 Ok(Io::Done(0)) | Err(_) => {
                     conn.session.on_eof();
                     return;
@@ -401,6 +428,27 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             unreachable!("send completion for free slot {key}");
         };
+        if let Some(tls) = conn.tls.as_deref_mut() {
+            assert!(
+                tls.in_flight,
+                "TLS send completion for slot {key} with none in flight"
+            );
+            tls.in_flight = false;
+            match result {
+                Ok(written) => {
+                    tls.on_sent(written);
+                    self.shared.metrics[self.idx].bytes_out.add(written as u64);
+                }
+                Err(err) => {
+                    if !matches!(err.raw_os_error(), Some(libc::ECANCELED | libc::EAGAIN)) {
+                        conn.session.on_eof();
+                    }
+                }
+            }
+            self.resume_replay(key);
+            self.mark_dirty(key);
+            return;
+        }
         match result {
             Ok(written) => {
                 conn.session
@@ -457,6 +505,10 @@ impl Shard {
             return;
         };
         conn.in_dirty = false;
+        if conn.tls.is_some() {
+            self.flush_tls(key);
+            return;
+        }
         // Direct sends (epoll) go on until the socket is full or the queue
         // empty; a ring send completes later and comes back here.
         while conn.session.wants_send() && !conn.session.is_done() {
@@ -490,13 +542,84 @@ impl Shard {
         if conn.session.is_done() {
             if !conn.session.send_in_flight() {
                 self.release(key);
-            } else if !conn.cancel_asked {
-                conn.cancel_asked = true;
-                let _ = self.poller.cancel_send(token_of(key));
+            } else {
+                self.cancel_send(key);
             }
             return;
         }
         self.resume_replay(key);
+    }
+
+    /// `flush_one` for a TLS connection: the session's frames are encrypted
+    /// into rustls while it has room (`TlsConn::encrypt`), and the records
+    /// go out with the poller's send. A refusal or a close is released only
+    /// once its records (and `close_notify`) are on the wire, or when its
+    /// linger deadline ends the session's writes.
+    fn flush_tls(&mut self, key: usize) {
+        let now_ms = self.now_ms;
+        let Some(Conn {
+            fd,
+            session,
+            tls: Some(tls),
+            ..
+        }) = self.conns.get_mut(key)
+        else {
+            return;
+        };
+        while !tls.in_flight && !session.writes_ended() {
+            tls.encrypt(session, now_ms, &self.session_config);
+            if session.take_shutdown() {
+                tls.close_notify(true);
+            } else if session.is_done() {
+                tls.close_notify(false);
+            }
+            let pending = tls.pending();
+            let offered = pending.len();
+            if offered == 0 {
+                break;
+            }
+            match self
+                .poller
+                .send(fd.as_fd(), token_of(key), &[IoSlice::new(pending)])
+            {
+                Send::InFlight => tls.in_flight = true,
+                Send::Done(Ok(written)) => {
+                    tls.on_sent(written);
+                    self.shared.metrics[self.idx].bytes_out.add(written as u64);
+                    if written < offered {
+                        break;
+                    }
+                }
+                Send::Done(Err(_)) => session.on_eof(),
+            }
+        }
+        if tls.take_shutdown() {
+            sys::shutdown_write(&*fd);
+        }
+        if !session.is_done() {
+            self.resume_replay(key);
+            return;
+        }
+        let writes_ended = session.writes_ended();
+        let flushed = tls.is_flushed();
+        let in_flight = tls.in_flight;
+        if in_flight {
+            if writes_ended {
+                self.cancel_send(key);
+            }
+        } else if flushed || writes_ended {
+            self.release(key);
+        }
+    }
+
+    /// Asks the ring to cancel `key`'s send in flight, once.
+    fn cancel_send(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.cancel_asked {
+                conn.cancel_asked = true;
+                let _ = self.poller.cancel_send(token_of(key));
+            }
+        }
     }
 
     /// Frees slot `key`: leaves every channel, stops watching the socket,
@@ -506,7 +629,7 @@ impl Shard {
             return;
         };
         assert!(
-            !conn.session.send_in_flight(),
+            !conn.send_in_flight(),
             "slot {key} released with a send in flight"
         );
         self.unsubscribe_all(key);

@@ -17,6 +17,7 @@ mod fanout;
 mod io;
 pub mod poller;
 mod recovery;
+pub mod tls;
 
 /// The fan-out loop, for `benches/benches/fanout.rs` only: not part of the
 /// engine's API, so it exists only with the `bench-internals` feature.
@@ -72,6 +73,9 @@ pub struct Shard {
     poller: Poller,
     /// `None` once the shard stopped accepting.
     listener: Option<OwnedFd>,
+    /// The shard's copy of the TLS configuration when the WebSocket
+    /// listener serves `wss://`.
+    tls: Option<crate::tls::ShardTls>,
     /// Accept again next turn: the turn's accept budget was spent.
     accept_next_turn: bool,
     /// Accept again at the next tick: accepting failed (out of fds).
@@ -141,6 +145,11 @@ impl Shard {
             started_unix_ms: now,
             poller,
             listener: Some(listener),
+            tls: shared
+                .tls
+                .as_ref()
+                .filter(|tls| tls.websocket_enabled)
+                .map(|tls| crate::tls::ShardTls::new(tls.clone())),
             accept_next_turn: false,
             accept_at_tick: false,
             accept_error_logged_ms: 0,
@@ -475,17 +484,13 @@ impl Shard {
     async fn release_all(&mut self, waiter: &monoio::net::UnixStream) {
         let keys: Vec<usize> = self.conns.iter().map(|(key, _)| key).collect();
         for &key in &keys {
-            if self.conns[key].session.send_in_flight() {
+            if self.conns[key].send_in_flight() {
                 let _ = self.poller.cancel_send(conn::token_of(key));
             }
         }
         let _ = self.poller.submit();
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
-        while self
-            .conns
-            .iter()
-            .any(|(_, conn)| conn.session.send_in_flight())
-        {
+        while self.conns.iter().any(|(_, conn)| conn.send_in_flight()) {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
@@ -496,16 +501,15 @@ impl Shard {
             for event in events {
                 if let Event::Sent(token, _) = event {
                     if let Some(conn) = self.conns.get_mut(conn::key_of(token)) {
-                        conn.session.on_sent(0, self.now_ms, &self.session_config);
+                        match conn.tls.as_deref_mut() {
+                            Some(tls) => tls.in_flight = false,
+                            None => conn.session.on_sent(0, self.now_ms, &self.session_config),
+                        }
                     }
                 }
             }
         }
-        if self
-            .conns
-            .iter()
-            .any(|(_, conn)| conn.session.send_in_flight())
-        {
+        if self.conns.iter().any(|(_, conn)| conn.send_in_flight()) {
             // The kernel still owns memory of ours: leaking it is the only
             // safe way out.
             std::mem::forget(std::mem::take(&mut self.conns));

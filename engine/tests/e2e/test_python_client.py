@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,7 @@ import urllib.error
 import urllib.request
 
 import jwt
+from e2e_common import command, free_port, recv_json
 import websockets
 from websockets.asyncio.client import connect
 
@@ -46,12 +46,6 @@ publish = "subscribers"
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def token(user, ttl=3600):
     return jwt.encode({"sub": user, "exp": int(time.time()) + ttl}, SECRET, algorithm="HS256")
 
@@ -66,19 +60,6 @@ def api(port, path, body=None):
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
-
-
-async def recv_json(ws):
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout=5))
-
-
-async def command(ws, msg):
-    await ws.send(json.dumps(msg))
-    while True:
-        reply = await recv_json(ws)
-        if "push" not in reply:
-            assert reply["id"] == msg["id"], reply
-            return reply
 
 
 RESULTS = []

@@ -22,5 +22,6 @@ mod shutdown;
 mod slow_consumer;
 mod store_failure;
 mod tidy;
+mod tls;
 mod tuning;
 mod violations;

@@ -156,7 +156,7 @@ pub fn connect(engine: &Engine, user: &str) -> (Ws, Value) {
     connect_with(engine, &token(user), None)
 }
 
-pub fn read_json(ws: &mut Ws) -> Value {
+pub fn read_json<S: Read + Write>(ws: &mut WebSocket<S>) -> Value {
     loop {
         match ws.read().expect("read") {
             Message::Text(text) => return serde_json::from_str(&text).unwrap(),
@@ -166,12 +166,12 @@ pub fn read_json(ws: &mut Ws) -> Value {
     }
 }
 
-pub fn send_json(ws: &mut Ws, value: Value) {
+pub fn send_json<S: Read + Write>(ws: &mut WebSocket<S>, value: Value) {
     ws.send(Message::Text(value.to_string())).unwrap();
 }
 
 /// Sends a command and returns its reply, skipping pushes that arrive first.
-pub fn command(ws: &mut Ws, value: Value) -> Value {
+pub fn command<S: Read + Write>(ws: &mut WebSocket<S>, value: Value) -> Value {
     let id = value["id"].clone();
     send_json(ws, value);
     loop {
@@ -183,7 +183,7 @@ pub fn command(ws: &mut Ws, value: Value) -> Value {
     }
 }
 
-pub fn subscribe(ws: &mut Ws, id: u64, channel: &str) {
+pub fn subscribe<S: Read + Write>(ws: &mut WebSocket<S>, id: u64, channel: &str) {
     let reply = command(
         ws,
         serde_json::json!({"id": id, "method": "subscribe", "params": {"channel": channel}}),
@@ -195,7 +195,7 @@ pub fn subscribe(ws: &mut Ws, id: u64, channel: &str) {
 }
 
 /// Reads until the server closes; returns the close code.
-pub fn read_close_code(ws: &mut Ws) -> Option<u16> {
+pub fn read_close_code<S: Read + Write>(ws: &mut WebSocket<S>) -> Option<u16> {
     loop {
         match ws.read() {
             Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
@@ -276,6 +276,17 @@ pub fn publish(engine: &Engine, channel: &str, data: Value) -> Value {
     );
     assert_eq!(status, 200, "publish: {body}");
     body
+}
+
+/// The sum of a per-shard counter of `/api/stats`.
+pub fn shard_stat_sum(engine: &Engine, counter: &str) -> u64 {
+    let (_, stats) = api(engine, "GET", "/api/stats", None);
+    stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[counter].as_u64().unwrap())
+        .sum()
 }
 
 /// Polls `cond` until it holds or `timeout` passes.

@@ -11,8 +11,8 @@
 //! handler's futures need not be `Send`: every connection is a local task on that one thread.
 //!
 //! The connection is generic over its transport: [`serve_connection`] takes any
-//! `AsyncRead + AsyncWrite` stream, so TLS is a wrapper around the accepted `TcpStream` in
-//! [`serve`], nothing more.
+//! `AsyncRead + AsyncWrite` stream, so TLS (`tokio-rustls`, with the configuration of
+//! `crate::tls`) is a wrapper around the accepted `TcpStream` in [`serve`], nothing more.
 //!
 //! What hyper refuses while reading a request head (a malformed request line or header field, a
 //! head over `header_bytes_max` or over [`HEADERS_COUNT_MAX`] fields, `Transfer-Encoding` in an
@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
+
+use crate::tls::TlsConfigs;
 
 pub use hyper::header::HeaderMap;
 pub use hyper::Method;
@@ -91,6 +94,9 @@ pub enum ServeError {
     /// account of why the connection ended. For a malformed request hyper already answered.
     #[error("control connection failed: {0}")]
     Http(#[from] hyper::Error),
+    /// The TLS handshake failed or did not finish within the idle timeout (https only).
+    #[error("control connection TLS handshake failed: {0}")]
+    Tls(std::io::Error),
 }
 
 /// Why a request body could not be read; the service answers or aborts on it.
@@ -254,10 +260,15 @@ impl Response {
 /// stops accepting, lets in-flight requests finish (idle keep-alive connections close at once),
 /// and returns once every connection has ended or `options.shutdown_grace` has passed, cutting
 /// those still open. Must run inside a `tokio::task::LocalSet`.
+///
+/// With `tls`, every connection first completes a TLS handshake (under the same
+/// `idle_timeout` as a request head) with the configuration current at its accept, so a
+/// certificate reloaded on SIGHUP takes effect at the next connection.
 pub async fn serve<H: Handler + 'static>(
     listener: TcpListener,
     handler: Rc<H>,
     options: ServeOptions,
+    tls: Option<Arc<TlsConfigs>>,
     shutdown: impl Future,
 ) {
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
@@ -277,18 +288,41 @@ pub async fn serve<H: Handler + 'static>(
                 // Responses are written whole; Nagle would only delay the tail of pipelined
                 // batches behind the client's delayed ACK. Failure just costs latency.
                 let _ = stream.set_nodelay(true);
-                // The transport seam: a TLS acceptor would wrap `stream` here.
                 let handler = Rc::clone(&handler);
                 let stopping = stopping_rx.clone();
+                let acceptor = tls
+                    .as_ref()
+                    .map(|tls| tokio_rustls::TlsAcceptor::from(tls.api()));
                 connections.spawn_local(async move {
                     let stopping = async move {
                         let mut stopping = stopping;
                         // A dropped sender also means stop.
                         let _ = stopping.wait_for(|stopping| *stopping).await;
                     };
-                    if let Err(err) =
-                        serve_connection(stream, Rc::clone(&handler), options, stopping).await
-                    {
+                    let served = match acceptor {
+                        None => {
+                            serve_connection(stream, Rc::clone(&handler), options, stopping).await
+                        }
+                        Some(acceptor) => {
+                            match tokio::time::timeout(
+                                options.idle_timeout,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(stream)) => {
+                                    serve_connection(stream, Rc::clone(&handler), options, stopping)
+                                        .await
+                                }
+                                Ok(Err(err)) => Err(ServeError::Tls(err)),
+                                Err(_) => Err(ServeError::Tls(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "TLS handshake not finished within api.idle_timeout_ms",
+                                ))),
+                            }
+                        }
+                    };
+                    if let Err(err) = served {
                         handler.on_connection_error(&err);
                     }
                 });

@@ -89,7 +89,7 @@ fn serve_while(
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let client_thread = std::thread::spawn(move || client(addr, stop_tx));
-        serve(listener, Rc::new(EchoHandler), options, stop_rx).await;
+        serve(listener, Rc::new(EchoHandler), options, None, stop_rx).await;
         if let Err(panic) = client_thread.join() {
             std::panic::resume_unwind(panic);
         }
