@@ -219,7 +219,7 @@ fn out_of_fds_is_retryable_and_the_store_recovers_by_itself() {
 
 #[test]
 fn a_background_write_failing_for_another_reason_still_poisons() {
-    let Some((dir, store)) =
+    let Some((_dir, store)) =
         store_in_child("resources::a_background_write_failing_for_another_reason_still_poisons")
     else {
         return;
