@@ -143,12 +143,8 @@ pub(crate) fn run_writer_thread(mut writer: Writer) {
 /// good (then the store is poisoned).
 fn reopen(mut parts: WriterParts, reason: &'static str) -> Option<Writer> {
     let shared = parts.shared.clone();
+    // The failure was logged (rate-limited) by the writer.
     shared.recovering.store(true, Ordering::Release);
-    tracing::warn!(
-        reason,
-        path = %parts.config.path.display(),
-        "store: reopening the database"
-    );
     // fjall locks its directory, so the old database must be gone (every
     // handle dropped, its workers joined) before the new one opens; its
     // file descriptors are freed with it.
@@ -169,7 +165,8 @@ fn reopen(mut parts: WriterParts, reason: &'static str) -> Option<Writer> {
                 tracing::warn!(
                     attempts,
                     streams = recovered.streams.len(),
-                    "store: database reopened; writes resume"
+                    path = %parts.config.path.display(),
+                    "store: database reopened after a transient failure; writes resume"
                 );
                 return Some(Writer::new(fjall, parts, recovered));
             }

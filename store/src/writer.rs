@@ -389,8 +389,12 @@ impl Writer {
                 self.maintain();
             }
         }
-        if let Err(error) = self.fjall.db.persist(PersistMode::SyncAll) {
-            tracing::error!(%error, "store: final fsync at shutdown failed");
+        // After a failed write fjall refuses this too; everything it
+        // acknowledged is in its journal already.
+        if self.reopen.is_none() {
+            if let Err(error) = self.fjall.db.persist(PersistMode::SyncAll) {
+                tracing::error!(%error, "store: final fsync at shutdown failed");
+            }
         }
         tracing::debug!("store writer stopped");
         WriterExit::Stopped
@@ -470,12 +474,8 @@ impl Writer {
             if msgs.is_empty() {
                 return;
             }
+            // After a transient failure this refuses the rest (Unavailable).
             self.commit_batch(msgs);
-            if self.reopen.is_some() {
-                // Closing: what is still queued is answered by the reopen
-                // loop, which sees the Shutdown first.
-                return;
-            }
         }
     }
 

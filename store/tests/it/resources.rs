@@ -135,64 +135,97 @@ fn assert_all_stored(store: &Store, stream: &str, acked: &[Acked]) {
     }
 }
 
-#[test]
-fn out_of_fds_is_retryable_and_the_store_recovers_by_itself() {
-    let Some((dir, store)) =
-        store_in_child("resources::out_of_fds_is_retryable_and_the_store_recovers_by_itself")
-    else {
-        return;
-    };
-    let stream = "history:fds";
-    let mut acked = Vec::new();
-    let mut next = 0usize;
-    let mut append = |store: &Store, acked: &mut Vec<Acked>| {
-        next += 1;
-        let data = payload(next);
-        let result = submit(store, request(stream, &data, Durability::Buffered));
-        if let Ok(appended) = &result {
-            acked.push(Acked {
-                offset: appended.offset,
-                message_id: appended.message_id.0,
-                data,
-            });
+/// Appends to one stream, remembering what was acknowledged.
+struct Appender {
+    stream: &'static str,
+    acked: Vec<Acked>,
+    next: usize,
+}
+
+impl Appender {
+    fn new(stream: &'static str) -> Appender {
+        Appender {
+            stream,
+            acked: Vec::new(),
+            next: 0,
         }
-        result
-    };
-    for _ in 0..20 {
-        append(&store, &mut acked).unwrap();
     }
 
-    set_soft_limit(libc::RLIMIT_NOFILE, 256);
-    let held = exhaust_fds();
-    let mut unavailable = 0;
-    for _ in 0..APPENDS_PER_PHASE_MAX {
-        match append(&store, &mut acked) {
-            Ok(_) => {}
-            Err(error @ StoreError::Unavailable { .. }) => {
-                assert!(error.is_retryable());
-                assert_eq!(error.source_tag(), ErrorSource::Resource);
-                unavailable += 1;
-                if unavailable >= 10 {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(error) => panic!("out of fds must be retryable, got {error:?}"),
+    fn append(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.next += 1;
+        let data = payload(self.next);
+        let appended = submit(store, request(self.stream, &data, Durability::Buffered))?;
+        self.acked.push(Acked {
+            offset: appended.offset,
+            message_id: appended.message_id.0,
+            data,
+        });
+        Ok(())
+    }
+
+    /// A few appends, then the process runs out of file descriptors and
+    /// appends go on until ten were refused, all of them retryable. Returns
+    /// the descriptors that hold the process at its limit.
+    fn run_out_of_fds(&mut self, store: &Store) -> Vec<File> {
+        for _ in 0..20 {
+            self.append(store).unwrap();
         }
+        set_soft_limit(libc::RLIMIT_NOFILE, 256);
+        let held = exhaust_fds();
+        let mut unavailable = 0;
+        for _ in 0..APPENDS_PER_PHASE_MAX {
+            match self.append(store) {
+                Ok(()) => {}
+                Err(error @ StoreError::Unavailable { .. }) => {
+                    assert!(error.is_retryable());
+                    assert_eq!(error.source_tag(), ErrorSource::Resource);
+                    unavailable += 1;
+                    if unavailable >= 10 {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(error) => panic!("out of fds must be retryable, got {error:?}"),
+            }
+            let health = store.health();
+            assert!(!health.poisoned, "{health:?}");
+        }
+        assert!(unavailable > 0, "no append failed while out of fds");
         let health = store.health();
         assert!(!health.poisoned, "{health:?}");
+        assert!(health.transient_failures > 0, "{health:?}");
+        println!("out of fds: {unavailable} appends unavailable, {health:?}");
+        held
     }
-    assert!(unavailable > 0, "no append failed while out of fds");
-    let health = store.health();
-    assert!(!health.poisoned, "{health:?}");
-    assert!(health.transient_failures > 0, "{health:?}");
-    println!("out of fds: {unavailable} appends unavailable, {health:?}");
+}
 
+/// In the child running test `name`: a store that ran out of file
+/// descriptors while appending to `stream` (see
+/// [`Appender::run_out_of_fds`]), and the descriptors that hold it there.
+fn out_of_fds_in_child(
+    name: &str,
+    stream: &'static str,
+) -> Option<(tempfile::TempDir, Store, Appender, Vec<File>)> {
+    let (dir, store) = store_in_child(name)?;
+    let mut appender = Appender::new(stream);
+    let held = appender.run_out_of_fds(&store);
+    Some((dir, store, appender, held))
+}
+
+#[test]
+fn out_of_fds_is_retryable_and_the_store_recovers_by_itself() {
+    let stream = "history:fds";
+    let Some((dir, store, mut appender, held)) = out_of_fds_in_child(
+        "resources::out_of_fds_is_retryable_and_the_store_recovers_by_itself",
+        stream,
+    ) else {
+        return;
+    };
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match append(&store, &mut acked) {
-            Ok(_) => break,
+        match appender.append(&store) {
+            Ok(()) => break,
             Err(StoreError::Unavailable { .. }) => {
                 assert!(Instant::now() < deadline, "store did not recover");
                 std::thread::sleep(Duration::from_millis(5));
@@ -202,18 +235,18 @@ fn out_of_fds_is_retryable_and_the_store_recovers_by_itself() {
     }
     // Enough appends for more memtable flushes, all succeeding.
     for _ in 0..100 {
-        append(&store, &mut acked).unwrap();
+        appender.append(&store).unwrap();
     }
     let health = store.health();
     assert!(!health.poisoned && !health.recovering, "{health:?}");
     assert!(health.recoveries >= 1, "{health:?}");
     println!("recovered: {health:?}");
-    assert_all_stored(&store, stream, &acked);
+    assert_all_stored(&store, stream, &appender.acked);
 
     store.close().unwrap();
     drop(store);
     let reopened = Store::open(small_memtables(dir.path())).unwrap();
-    assert_all_stored(&reopened, stream, &acked);
+    assert_all_stored(&reopened, stream, &appender.acked);
     reopened.close().unwrap();
 }
 
@@ -248,4 +281,37 @@ fn a_background_write_failing_for_another_reason_still_poisons() {
     let error = submit(&store, request(stream, "after", Durability::Sync)).unwrap_err();
     assert!(matches!(error, StoreError::Poisoned), "{error:?}");
     assert!(!error.is_retryable());
+}
+
+#[test]
+fn reads_and_close_while_recovering_answer_at_once() {
+    let stream = "history:closing";
+    let Some((dir, store, appender, held)) = out_of_fds_in_child(
+        "resources::reads_and_close_while_recovering_answer_at_once",
+        stream,
+    ) else {
+        return;
+    };
+    // Still out of descriptors: a read is answered (stored entries, or
+    // retryable while the database is being reopened), never left waiting.
+    let receiver = store
+        .read(ringcast_store::ReadRequest {
+            stream: stream.to_owned(),
+            since: None,
+            limit: 10,
+            reverse: false,
+        })
+        .unwrap();
+    match crate::util::block_on(receiver).unwrap() {
+        Ok(_) => {}
+        Err(error) => assert!(error.is_retryable(), "{error:?}"),
+    }
+    // Closing while out of descriptors ends cleanly: not poisoned.
+    store.close().unwrap();
+    assert!(!store.health().poisoned);
+    drop(store);
+    drop(held);
+    let reopened = Store::open(small_memtables(dir.path())).unwrap();
+    assert_all_stored(&reopened, stream, &appender.acked);
+    reopened.close().unwrap();
 }
