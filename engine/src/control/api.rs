@@ -137,8 +137,9 @@ struct Published {
 /// otherwise the store is poisoned or closed.
 fn store_unavailable(err: &StoreError) -> Response {
     let retryable = err.is_retryable();
-    if retryable {
-        tracing::warn!(error = %err, "store refused a durable request for now");
+    // A shortage of fds or memory is logged by the store, rate-limited.
+    if err.source_tag() == ringcast_store::ErrorSource::Resource {
+        tracing::debug!(error = %err, "store refused a durable request for now");
     } else {
         tracing::error!(error = %err, "store refused a durable request");
     }
