@@ -171,6 +171,9 @@ fn reopen(mut parts: WriterParts, reason: &'static str) -> Option<Writer> {
                 return Some(Writer::new(fjall, parts, recovered));
             }
             Err(StoreError::Unavailable { .. }) => {}
+            // The old database's last handles let go of its directory lock
+            // as they drop (fjall's keyspaces hold it too); not a disk fault.
+            Err(StoreError::Io { source, .. }) if matches!(*source, fjall::Error::Locked) => {}
             Err(error) => {
                 poison(&shared, "reopening the database", &error);
                 shared.recovering.store(false, Ordering::Release);
