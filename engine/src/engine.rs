@@ -241,6 +241,7 @@ impl Engine {
         store_config.node_id = config.server.node_id.get();
         store_config.dedup_window = config.server.dedup_window;
         store_config.sync_interval_min = config.server.store_sync_interval;
+        store_config.memtable_bytes_max = config.server.store_memtable_bytes_max as u64;
         let store = Store::open_with_sink(
             store_config,
             crate::streams::StoreSink::new(store_sender, interest.clone()),

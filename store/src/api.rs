@@ -21,6 +21,9 @@ pub const CURSOR_ID_BYTES_MAX: usize = 1024;
 /// Default of [`StoreConfig::sync_interval_min`], in microseconds.
 pub const SYNC_INTERVAL_MIN_DEFAULT_US: u64 = 1000;
 
+/// Default of [`StoreConfig::memtable_bytes_max`]: fjall's own default.
+pub const MEMTABLE_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+
 /// Store configuration. Build with [`StoreConfig::new`] and override fields.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -67,6 +70,12 @@ pub struct StoreConfig {
     /// them); after a quiet spell nothing waits. Adds at most this much to
     /// an acknowledgement, and only while fsyncs follow one another.
     pub sync_interval_min: Duration,
+    /// Size at which a keyspace's memtable is sealed and written to a
+    /// table file (a new file on disk). Applies to keyspaces created from
+    /// now on; fjall keeps what an existing one was created with. Small
+    /// values make many small files; the tests use them to make the store
+    /// need new files quickly.
+    pub memtable_bytes_max: u64,
 }
 
 impl StoreConfig {
@@ -86,6 +95,7 @@ impl StoreConfig {
             maintenance_interval: Duration::from_millis(100),
             age_streams_per_step_max: 256,
             sync_interval_min: Duration::from_micros(SYNC_INTERVAL_MIN_DEFAULT_US),
+            memtable_bytes_max: MEMTABLE_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -242,8 +252,17 @@ impl<F: FnMut(&Appended) + Send> CommitSink for F {
 /// A point-in-time view of the store's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Health {
-    /// A write failed; the store refuses all writes until restarted.
+    /// A write or fsync failed; the store refuses all writes until restarted.
     pub poisoned: bool,
+    /// The store is reopening its database after a transient failure (out
+    /// of file descriptors or memory); writes and reads answer
+    /// [`crate::StoreError::Unavailable`] until it is back.
+    pub recovering: bool,
+    /// Times the store reopened its database after a transient failure.
+    pub recoveries: u64,
+    /// Writes that failed for a transient reason (each one's requests were
+    /// answered [`crate::StoreError::Unavailable`]).
+    pub transient_failures: u64,
     /// Requests waiting for the writer.
     pub writer_queue_len: usize,
     /// Requests waiting for a reader.

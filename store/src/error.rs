@@ -48,6 +48,20 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
+    /// The process ran short of something the OS lends (file descriptors,
+    /// memory) while the store needed it. Nothing in the request was
+    /// acknowledged, and nothing acknowledged earlier was lost: the store
+    /// reopens its database by itself once there is enough again, so a
+    /// retry shortly after may succeed (with the same `client_msg_id` it
+    /// cannot store the publication twice).
+    #[error(
+        "store is temporarily unavailable: {reason}; nothing was acknowledged, \
+         retry shortly (the store recovers by itself)"
+    )]
+    Unavailable {
+        /// What ran short.
+        reason: &'static str,
+    },
     /// The store is shut down (or its worker thread died).
     #[error("store is closed")]
     Closed,
@@ -67,6 +81,9 @@ pub enum ErrorSource {
     Caller,
     /// The store is busy; retrying later may succeed.
     Load,
+    /// The process is short of file descriptors or memory; the store
+    /// recovers by itself, so retrying later may succeed.
+    Resource,
     /// The disk or the data on it; the operator has to look.
     Disk,
     /// The store is shutting down.
@@ -79,6 +96,7 @@ impl StoreError {
         match self {
             StoreError::InvalidRequest { .. } => ErrorSource::Caller,
             StoreError::Overloaded { .. } => ErrorSource::Load,
+            StoreError::Unavailable { .. } => ErrorSource::Resource,
             StoreError::Poisoned | StoreError::Io { .. } | StoreError::Corrupt { .. } => {
                 ErrorSource::Disk
             }
@@ -86,9 +104,21 @@ impl StoreError {
         }
     }
 
+    /// Whether the same request may succeed later without anyone acting:
+    /// the store was busy or short of a resource, not broken.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.source_tag(), ErrorSource::Load | ErrorSource::Resource)
+    }
+
+    /// A fjall error of a request that did not write (a read, a lookup):
+    /// a transient shortage is [`StoreError::Unavailable`], the rest is the
+    /// disk's.
     pub(crate) fn io(op: &'static str, error: fjall::Error) -> StoreError {
         if matches!(error, fjall::Error::Poisoned) {
             return StoreError::Poisoned;
+        }
+        if let Some(reason) = transient_reason(&error) {
+            return StoreError::Unavailable { reason };
         }
         StoreError::Io {
             op,
@@ -96,3 +126,36 @@ impl StoreError {
         }
     }
 }
+
+/// What a transient OS error ran short of, or `None` for any other error.
+///
+/// Transient: the OS refused a resource the process may get back by itself
+/// (a file descriptor, memory), not the disk refusing data. None of these
+/// can come from an fsync (fsync(2) fails with EIO, ENOSPC, EDQUOT, EROFS,
+/// EINVAL, EBADF or EINTR), so a failed fsync is never taken for one.
+pub(crate) fn transient_reason(error: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error().and_then(errno_reason);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// The reason [`StoreError::Unavailable`] gives for a transient errno.
+pub(crate) fn errno_reason(errno: i32) -> Option<&'static str> {
+    use rustix::io::Errno;
+    match Errno::from_raw_os_error(errno) {
+        Errno::MFILE => Some(EMFILE_REASON),
+        Errno::NFILE => Some("the system is out of file descriptors (ENFILE)"),
+        Errno::NOMEM => Some("out of memory (ENOMEM)"),
+        Errno::AGAIN => Some("a resource is temporarily unavailable (EAGAIN)"),
+        _ => None,
+    }
+}
+
+/// What [`StoreError::Unavailable`] says when the process is out of file
+/// descriptors.
+pub(crate) const EMFILE_REASON: &str = "the process is out of file descriptors (EMFILE)";

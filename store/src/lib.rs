@@ -24,13 +24,14 @@ pub mod fuzzing;
 mod keys;
 mod reader;
 mod recovery;
+mod reopen;
 mod store;
 mod writer;
 
 pub use api::{
     Answer, AppendRequest, Appended, CommitSink, Durability, Health, ReadRequest, ReadResult,
     Retention, StoreConfig, StoredCursor, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
-    STREAM_NAME_BYTES_MAX, SYNC_INTERVAL_MIN_DEFAULT_US,
+    MEMTABLE_BYTES_MAX_DEFAULT, STREAM_NAME_BYTES_MAX, SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};
 pub use store::Store;

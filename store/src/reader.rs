@@ -13,6 +13,7 @@ use crate::keys::{
     StreamMeta, META_PREFIX_STREAM,
 };
 use crate::recovery::Fjall;
+use crate::writer::Shared;
 use futures_channel::oneshot;
 
 /// A reader's answer channel.
@@ -32,8 +33,20 @@ pub(crate) enum ReaderMsg {
     Shutdown,
 }
 
-pub(crate) fn run(fjall: &Fjall, requests: &Receiver<ReaderMsg>, read_entries_max: usize) {
+pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_max: usize) {
     while let Ok(msg) = requests.recv() {
+        // Taken per request, and dropped after it: the writer waits for
+        // every handle on the old database before it reopens it.
+        let Some(fjall) = shared.fjall.get() else {
+            let error = shared.closed_error();
+            match msg {
+                ReaderMsg::Read { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::GetCursor { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::Shutdown => break,
+            }
+            continue;
+        };
+        let fjall = &*fjall;
         match msg {
             ReaderMsg::Read { request, reply } => {
                 drop(reply.send(read(fjall, &request, read_entries_max)));

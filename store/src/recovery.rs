@@ -8,6 +8,7 @@
 //! that opens once.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
@@ -40,13 +41,18 @@ pub(crate) struct Recovered {
 }
 
 impl Fjall {
-    pub(crate) fn open(path: &std::path::Path) -> Result<Fjall, StoreError> {
+    pub(crate) fn open(
+        path: &std::path::Path,
+        memtable_bytes_max: u64,
+    ) -> Result<Fjall, StoreError> {
         let db = Database::builder(path)
             .open()
             .map_err(|error| StoreError::io("opening the database", error))?;
         let keyspace = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(|error| StoreError::io("opening a keyspace", error))
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes_max)
+            })
+            .map_err(|error| StoreError::io("opening a keyspace", error))
         };
         Ok(Fjall {
             meta: keyspace(KEYSPACE_META)?,
@@ -56,6 +62,54 @@ impl Fjall {
             cursors: keyspace(KEYSPACE_CURSORS)?,
             db,
         })
+    }
+}
+
+/// Opens the database and loads every stream: what [`crate::Store::open`]
+/// does first, and what the writer does again to recover from a transient
+/// failure.
+pub(crate) fn open_and_recover(
+    config: &crate::StoreConfig,
+    epochs: &mut EpochGen,
+) -> Result<(Fjall, Recovered), StoreError> {
+    let fjall = Fjall::open(&config.path, config.memtable_bytes_max)?;
+    let recovered = recover(&fjall, epochs)?;
+    Ok((fjall, recovered))
+}
+
+/// The open database, where the readers find it; empty while the writer
+/// reopens it.
+///
+/// A lock, not a lock-free cell: a reader holds it only to clone an `Arc`
+/// once per request (history reads and cursor lookups, not the per-message
+/// path), and the writer takes it for writing only when it swaps the
+/// database, so nobody ever waits on it for long.
+#[derive(Default)]
+pub(crate) struct FjallSlot(RwLock<Option<Arc<Fjall>>>);
+
+impl FjallSlot {
+    /// The open database, or `None` while it is being reopened.
+    pub(crate) fn get(&self) -> Option<Arc<Fjall>> {
+        match self.0.read() {
+            Ok(slot) => slot.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `fjall` in the slot; returns what was there.
+    pub(crate) fn replace(&self, fjall: Option<Arc<Fjall>>) -> Option<Arc<Fjall>> {
+        match self.0.write() {
+            Ok(mut slot) => std::mem::replace(&mut *slot, fjall),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fjall),
+        }
+    }
+}
+
+impl std::fmt::Debug for FjallSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallSlot")
+            .field("open", &self.get().is_some())
+            .finish()
     }
 }
 

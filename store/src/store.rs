@@ -15,8 +15,8 @@ use crate::api::{
 use crate::clock::EpochGen;
 use crate::error::StoreError;
 use crate::reader::{self, ReaderMsg};
-use crate::recovery::{recover, Fjall};
-use crate::writer::{validate_cursor, Reply, Shared, Writer, WriterMsg};
+use crate::recovery::open_and_recover;
+use crate::writer::{validate_cursor, Reply, Shared, Writer, WriterMsg, WriterParts};
 
 /// The durable-streams store. `Sync`: share it by reference or `Arc`.
 ///
@@ -75,42 +75,36 @@ impl Store {
                 reason: "node_id must be < 64",
             });
         }
-        let fjall = Fjall::open(&config.path)?;
         let mut epochs = EpochGen::new();
-        let recovered = recover(&fjall, &mut epochs)?;
+        let (fjall, recovered) = open_and_recover(&config, &mut epochs)?;
+        let fjall = Arc::new(fjall);
         tracing::info!(
             path = %config.path.display(),
             streams = recovered.streams.len(),
             "store opened"
         );
         let shared = Arc::new(Shared::default());
+        shared.fjall.replace(Some(fjall.clone()));
         let capacity = config.queue_capacity;
         let (writer_requests, writer_rx) = crossbeam_channel::bounded(capacity);
         let (reader_requests, reader_rx) = crossbeam_channel::bounded(capacity);
         let mut reader_threads = Vec::with_capacity(config.reader_threads);
         for reader_idx in 0..config.reader_threads {
-            let fjall = fjall.clone();
+            let shared = shared.clone();
             let requests = reader_rx.clone();
             let read_entries_max = config.read_entries_max;
             let thread = std::thread::Builder::new()
                 .name(format!("ringcast-read-{reader_idx}"))
-                .spawn(move || reader::run(&fjall, &requests, read_entries_max))
+                .spawn(move || reader::run(&shared, &requests, read_entries_max))
                 .map_err(|error| StoreError::io("spawning a reader thread", error.into()))?;
             reader_threads.push(thread);
         }
         let takes_answers = sink.takes_answers();
-        let writer = Writer::new(
-            fjall,
-            config,
-            writer_rx,
-            shared.clone(),
-            Box::new(sink),
-            recovered,
-            epochs,
-        );
+        let parts = WriterParts::new(config, writer_rx, shared.clone(), Box::new(sink), epochs);
+        let writer = Writer::new(fjall, parts, recovered);
         let writer_thread = std::thread::Builder::new()
             .name("ringcast-writer".to_owned())
-            .spawn(move || writer.run())
+            .spawn(move || crate::reopen::run_writer_thread(writer))
             .map_err(|error| StoreError::io("spawning the writer thread", error.into()))?;
         Ok(Store {
             writer_requests,
@@ -132,9 +126,11 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses at once what the writer would refuse: writes to a poisoned
+    /// store, and writes while it reopens its database.
     fn check_writable(&self) -> Result<(), StoreError> {
-        if self.shared.is_poisoned() {
-            return Err(StoreError::Poisoned);
+        if self.shared.is_poisoned() || self.shared.is_recovering() {
+            return Err(self.shared.closed_error());
         }
         Ok(())
     }
@@ -290,6 +286,9 @@ impl Store {
     pub fn health(&self) -> Health {
         Health {
             poisoned: self.shared.is_poisoned(),
+            recovering: self.shared.is_recovering(),
+            recoveries: self.shared.recoveries.get(),
+            transient_failures: self.shared.transient_failures.get(),
             writer_queue_len: self.writer_requests.len(),
             reader_queue_len: self.reader_requests.len(),
             commits: self.shared.commits.get(),
@@ -330,6 +329,9 @@ impl Store {
                 tracing::error!("a store reader thread panicked");
             }
         }
+        // The threads are gone; the last handle on the database goes with
+        // this one, which closes it (and unlocks its directory).
+        drop(self.shared.fjall.replace(None));
         if self.shared.is_poisoned() {
             return Err(StoreError::Poisoned);
         }

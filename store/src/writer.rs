@@ -30,7 +30,8 @@ use crate::keys::{
     meta_id_key, meta_name_key, CursorRecord, DedupRecord, StreamMeta, META_KEY_NEXT_STREAM_ID,
     META_PREFIX_DROPPED, META_PREFIX_STREAM,
 };
-use crate::recovery::{Fjall, Recovered};
+use crate::recovery::{Fjall, FjallSlot, Recovered};
+use crate::reopen::{FailureLog, REOPENING_REASON};
 
 /// The shard field of message ids issued by the store (see
 /// `ringcast_protocol::limits`).
@@ -106,6 +107,12 @@ impl WriterMsg {
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) poisoned: AtomicBool,
+    /// The database the readers use; empty while the writer reopens it.
+    pub(crate) fjall: FjallSlot,
+    /// The writer is reopening the database after a transient failure.
+    pub(crate) recovering: AtomicBool,
+    pub(crate) recoveries: WriterCounter,
+    pub(crate) transient_failures: WriterCounter,
     /// The writer thread has ended (closed, or died): no more answers
     /// will come, so a caller still waiting for a tagged answer must give
     /// up on it.
@@ -121,7 +128,7 @@ pub(crate) struct Shared {
 pub(crate) struct WriterCounter(AtomicU64);
 
 impl WriterCounter {
-    fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         let value = self.0.load(Ordering::Relaxed).wrapping_add(n);
         self.0.store(value, Ordering::Relaxed);
     }
@@ -135,11 +142,26 @@ impl Shared {
     pub(crate) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
     }
+
+    pub(crate) fn is_recovering(&self) -> bool {
+        self.recovering.load(Ordering::Acquire)
+    }
+
+    /// Why the database is not there: poisoned for good, or being reopened.
+    pub(crate) fn closed_error(&self) -> StoreError {
+        if self.is_poisoned() {
+            StoreError::Poisoned
+        } else {
+            StoreError::Unavailable {
+                reason: REOPENING_REASON,
+            }
+        }
+    }
 }
 
 /// Poisons the store if the writer thread unwinds, so callers get
 /// `Poisoned` instead of `Closed` forever without an explanation.
-struct PoisonOnPanic(Arc<Shared>);
+pub(crate) struct PoisonOnPanic(pub(crate) Arc<Shared>);
 
 impl Drop for PoisonOnPanic {
     fn drop(&mut self) {
@@ -180,8 +202,50 @@ struct BatchWork {
     sync: bool,
 }
 
+/// What the writer keeps when it reopens the database: everything but the
+/// database and what it rebuilds from it.
+pub(crate) struct WriterParts {
+    pub(crate) config: StoreConfig,
+    pub(crate) requests: Receiver<WriterMsg>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) sink: Box<dyn CommitSink>,
+    pub(crate) epochs: EpochGen,
+    /// Kept so ids stay unique and increasing across a reopen.
+    message_ids: MessageIdGen,
+    pub(crate) failure_log: FailureLog,
+}
+
+impl WriterParts {
+    pub(crate) fn new(
+        config: StoreConfig,
+        requests: Receiver<WriterMsg>,
+        shared: Arc<Shared>,
+        sink: Box<dyn CommitSink>,
+        epochs: EpochGen,
+    ) -> WriterParts {
+        WriterParts {
+            message_ids: MessageIdGen::new(config.node_id, STORE_MESSAGE_ID_SHARD),
+            config,
+            requests,
+            shared,
+            sink,
+            epochs,
+            failure_log: FailureLog::default(),
+        }
+    }
+}
+
+/// Why [`Writer::run`] returned.
+pub(crate) enum WriterExit {
+    /// Shut down (or every handle is gone).
+    Stopped,
+    /// A write failed for a transient reason and fjall refuses writes
+    /// until it is reopened.
+    Reopen(Box<WriterParts>, &'static str),
+}
+
 pub(crate) struct Writer {
-    fjall: Fjall,
+    fjall: Arc<Fjall>,
     config: StoreConfig,
     requests: Receiver<WriterMsg>,
     shared: Arc<Shared>,
@@ -191,6 +255,10 @@ pub(crate) struct Writer {
     next_stream_id: u64,
     epochs: EpochGen,
     message_ids: MessageIdGen,
+    failure_log: FailureLog,
+    /// Set when a write failed for a transient reason: the writer stops
+    /// after the batch in hand and the database is reopened.
+    reopen: Option<&'static str>,
     /// Streams over their count limit, trimmed a bounded step at a time.
     trim_pending: VecDeque<u64>,
     trim_pending_set: HashSet<u64>,
@@ -244,15 +312,16 @@ pub(crate) fn validate_cursor(user: &str, device: &str, stream: &str) -> Result<
 }
 
 impl Writer {
-    pub(crate) fn new(
-        fjall: Fjall,
-        config: StoreConfig,
-        requests: Receiver<WriterMsg>,
-        shared: Arc<Shared>,
-        sink: Box<dyn CommitSink>,
-        recovered: Recovered,
-        epochs: EpochGen,
-    ) -> Writer {
+    pub(crate) fn new(fjall: Arc<Fjall>, parts: WriterParts, recovered: Recovered) -> Writer {
+        let WriterParts {
+            config,
+            requests,
+            shared,
+            sink,
+            epochs,
+            message_ids,
+            failure_log,
+        } = parts;
         let age_streams = recovered
             .streams
             .iter()
@@ -260,7 +329,9 @@ impl Writer {
             .map(|(&id, _)| id)
             .collect();
         let mut writer = Writer {
-            message_ids: MessageIdGen::new(config.node_id, STORE_MESSAGE_ID_SHARD),
+            message_ids,
+            failure_log,
+            reopen: None,
             fjall,
             config,
             requests,
@@ -287,11 +358,15 @@ impl Writer {
         writer
     }
 
-    pub(crate) fn run(mut self) {
-        let _poison_on_panic = PoisonOnPanic(self.shared.clone());
+    /// Serves requests until shutdown, or until a transient failure made
+    /// fjall refuse writes (then the caller reopens the database).
+    pub(crate) fn run(mut self) -> WriterExit {
         let mut msgs = Vec::with_capacity(self.config.group_commit_entries_max);
         let mut shutdown = false;
         while !shutdown {
+            if let Some(reason) = self.reopen {
+                return WriterExit::Reopen(Box::new(self.into_parts()), reason);
+            }
             let first = match self.requests.recv_timeout(self.config.maintenance_interval) {
                 Ok(msg) => msg,
                 Err(RecvTimeoutError::Timeout) => {
@@ -314,10 +389,32 @@ impl Writer {
                 self.maintain();
             }
         }
-        if let Err(error) = self.fjall.db.persist(PersistMode::SyncAll) {
-            tracing::error!(%error, "store: final fsync at shutdown failed");
+        // After a failed write fjall refuses this too; everything it
+        // acknowledged is in its journal already.
+        if self.reopen.is_none() {
+            if let Err(error) = self.fjall.db.persist(PersistMode::SyncAll) {
+                tracing::error!(%error, "store: final fsync at shutdown failed");
+            }
         }
         tracing::debug!("store writer stopped");
+        WriterExit::Stopped
+    }
+
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Gives up the database and the caches built from it.
+    fn into_parts(self) -> WriterParts {
+        WriterParts {
+            config: self.config,
+            requests: self.requests,
+            shared: self.shared,
+            sink: self.sink,
+            epochs: self.epochs,
+            message_ids: self.message_ids,
+            failure_log: self.failure_log,
+        }
     }
 
     /// Takes `first` and what is queued behind it into `msgs`; returns
@@ -377,33 +474,32 @@ impl Writer {
             if msgs.is_empty() {
                 return;
             }
+            // After a transient failure this refuses the rest (Unavailable).
             self.commit_batch(msgs);
         }
     }
 
-    fn poison(&self, op: &str, error: &fjall::Error) {
-        tracing::error!(
-            op,
-            %error,
-            "store write failed: the store is now poisoned and refuses all writes; \
-             check the disk (full? read-only? failing?) and restart"
-        );
-        self.shared.poisoned.store(true, Ordering::Release);
+    /// A write to fjall failed: fjall now refuses writes. A transient
+    /// shortage makes the writer reopen the database; anything else
+    /// poisons the store for good. Returns the error to answer with.
+    fn write_failed(&mut self, op: &'static str, error: fjall::Error) -> StoreError {
+        match crate::reopen::classify(&error, &self.config.path) {
+            Some(reason) => {
+                self.shared.transient_failures.add(1);
+                self.failure_log.transient(op, reason, &error);
+                self.reopen = Some(reason);
+                StoreError::Unavailable { reason }
+            }
+            None => {
+                poison(&self.shared, op, &error);
+                StoreError::io(op, error)
+            }
+        }
     }
 
     fn commit_batch(&mut self, msgs: Vec<WriterMsg>) {
-        if self.shared.is_poisoned() {
-            let sink = &mut *self.sink;
-            for msg in msgs {
-                match msg {
-                    WriterMsg::Append { reply, .. } => reply.send(sink, Err(StoreError::Poisoned)),
-                    WriterMsg::SetCursor { reply, .. } | WriterMsg::Reset { reply, .. } => {
-                        reply.send(sink, Err(StoreError::Poisoned));
-                    }
-                    WriterMsg::Shutdown => {}
-                }
-            }
-            sink.batch_done();
+        if self.shared.is_poisoned() || self.reopen.is_some() {
+            refuse_batch(&mut *self.sink, msgs, &self.shared.closed_error());
             return;
         }
         let now_ms = now_unix_ms();
@@ -478,8 +574,7 @@ impl Writer {
             batch.durability(Some(mode)).commit()
         };
         if let Err(error) = result {
-            self.poison("committing a batch", &error);
-            let error = StoreError::io("committing a batch", error);
+            let error = self.write_failed("committing a batch", error);
             let sink = &mut *self.sink;
             for pending in work.replies {
                 // Refusals keep their reason; everything else failed with the batch.
@@ -864,7 +959,7 @@ impl Writer {
     /// removes a prefix, so the stored offsets stay contiguous. Returns the
     /// number of keys deleted.
     fn trim_stream(&mut self, id: u64, budget: usize, now_ms: Option<u64>) -> usize {
-        if self.shared.is_poisoned() {
+        if self.shared.is_poisoned() || self.reopen.is_some() {
             return 0;
         }
         let Some(mut meta) = self.streams.get(&id).copied() else {
@@ -927,7 +1022,7 @@ impl Writer {
             Ok(()) => {
                 self.streams.insert(id, meta);
             }
-            Err(error) => self.poison("trimming a stream", &error),
+            Err(error) => drop(self.write_failed("trimming a stream", error)),
         }
         deleted
     }
@@ -936,7 +1031,15 @@ impl Writer {
     /// reset streams, and any count trimming still pending.
     fn maintain(&mut self) {
         self.maintenance_last = Instant::now();
-        if self.shared.is_poisoned() {
+        if self.shared.is_poisoned() || self.reopen.is_some() {
+            return;
+        }
+        // fjall poisons itself when its background work (flushing a
+        // memtable to a new file, compacting) fails, and says so only to
+        // the next write. Asking now, even when idle, lets the cause be
+        // judged while it still holds (see `reopen::classify`).
+        if let Err(error) = self.fjall.db.persist(PersistMode::Buffer) {
+            drop(self.write_failed("writing the journal", error));
             return;
         }
         let now_ms = now_unix_ms();
@@ -999,7 +1102,7 @@ impl Writer {
             batch.remove(&self.fjall.dedup_by_time, time_key.clone());
         }
         if let Err(error) = batch.durability(Some(PersistMode::Buffer)).commit() {
-            self.poison("expiring dedup records", &error);
+            drop(self.write_failed("expiring dedup records", error));
         }
     }
 
@@ -1026,7 +1129,32 @@ impl Writer {
             self.dropped.pop_front();
         }
         if let Err(error) = batch.durability(Some(PersistMode::Buffer)).commit() {
-            self.poison("deleting a reset stream", &error);
+            drop(self.write_failed("deleting a reset stream", error));
         }
     }
+}
+
+/// Marks the store poisoned for good and says why.
+pub(crate) fn poison(shared: &Shared, op: &str, error: &dyn std::fmt::Display) {
+    tracing::error!(
+        op,
+        %error,
+        "store write failed: the store is now poisoned and refuses all writes; \
+         check the disk (full? read-only? failing?) and restart"
+    );
+    shared.poisoned.store(true, Ordering::Release);
+}
+
+/// Answers every request of `msgs` with `error`, as one batch.
+pub(crate) fn refuse_batch(sink: &mut dyn CommitSink, msgs: Vec<WriterMsg>, error: &StoreError) {
+    for msg in msgs {
+        match msg {
+            WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
+            WriterMsg::SetCursor { reply, .. } | WriterMsg::Reset { reply, .. } => {
+                reply.send(sink, Err(error.clone()));
+            }
+            WriterMsg::Shutdown => {}
+        }
+    }
+    sink.batch_done();
 }

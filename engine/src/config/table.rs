@@ -87,6 +87,12 @@ config_table! {
         store_sync_interval as "store_sync_interval_us": Duration
             = Micros { default: ringcast_store::SYNC_INTERVAL_MIN_DEFAULT_US, min: 0, max: 100_000 },
             "US", "Least time between two store fsyncs";
+        /// Size at which each of the store's keyspaces seals its memtable
+        /// and writes it to a new table file: memory held per keyspace, and
+        /// how often the store needs a new file.
+        store_memtable_bytes_max: usize
+            = Bytes { default: ringcast_store::MEMTABLE_BYTES_MAX_DEFAULT, min: 65_536, max: 1_073_741_824 },
+            "BYTES", "Store memtable size per keyspace";
         /// Events one producer (a shard, the API, the store) may have
         /// outstanding at one shard before its publications are refused
         /// (the mesh lane: a ring of up to `MESH_QUEUE_CAPACITY`, the rest

@@ -131,14 +131,30 @@ struct Published {
 }
 
 /// A store failure as the API reports it: 503 and what went wrong. Nothing
-/// was acknowledged.
+/// was acknowledged. `retryable` says whether the same request may succeed
+/// later without an operator (the store was busy or short of file
+/// descriptors or memory and recovers by itself), with `Retry-After: 1`;
+/// otherwise the store is poisoned or closed.
 fn store_unavailable(err: &StoreError) -> Response {
-    tracing::error!(error = %err, "store refused a durable publish");
-    Response::error(
+    let retryable = err.is_retryable();
+    // A shortage of fds or memory is logged by the store, rate-limited.
+    if err.source_tag() == ringcast_store::ErrorSource::Resource {
+        tracing::debug!(error = %err, "store refused a durable request for now");
+    } else {
+        tracing::error!(error = %err, "store refused a durable request");
+    }
+    let mut response = Response::json(
         503,
-        "store_unavailable",
-        &format!("the message was not stored: {err}"),
-    )
+        &json!({"error": {
+            "code": "store_unavailable",
+            "message": format!("the message was not stored: {err}"),
+            "retryable": retryable,
+        }}),
+    );
+    if retryable {
+        response.headers.push(("Retry-After", "1".to_owned()));
+    }
+    response
 }
 
 fn check_client_msg_id(key: &str) -> Result<(), Response> {
@@ -650,6 +666,33 @@ impl Api {
                 "fsyncs (fdatasync) of the store's journal.",
                 false,
                 store.syncs,
+            ),
+            node(
+                "store_recoveries_total",
+                "Times the store reopened its database by itself after running short of \
+                 file descriptors or memory.",
+                false,
+                store.recoveries,
+            ),
+            node(
+                "store_transient_failures_total",
+                "Store writes that failed for want of file descriptors or memory (answered \
+                 503 / error 111, retryable).",
+                false,
+                store.transient_failures,
+            ),
+            node(
+                "store_recovering",
+                "1 while the store reopens its database after a transient failure, else 0.",
+                true,
+                u64::from(store.recovering),
+            ),
+            node(
+                "store_poisoned",
+                "1 once a failed write or fsync made the store refuse all writes until \
+                 restart, else 0.",
+                true,
+                u64::from(store.poisoned),
             ),
             node(
                 "store_writer_queue",

@@ -56,7 +56,13 @@ enum Outcome {
 type CommandResult = Result<Outcome, CommandError>;
 
 pub(super) fn store_error(err: &StoreError) -> CommandError {
-    tracing::error!(error = %err, "store request failed");
+    // A shortage of fds or memory is logged by the store, rate-limited;
+    // one line per refused request would flood the log while it lasts.
+    if err.source_tag() == ringcast_store::ErrorSource::Resource {
+        tracing::debug!(error = %err, "store request refused for now");
+    } else {
+        tracing::error!(error = %err, "store request failed");
+    }
     (
         ErrorCode::StoreUnavailable,
         format!("store unavailable: {err}"),

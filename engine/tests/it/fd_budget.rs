@@ -3,12 +3,11 @@
 //! the engine's half). The real binary runs under a small `ulimit -n`.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{api_raw, free_port, held_and_closed, API_KEY, SECRET};
+use crate::util::{api_raw, held_and_closed, start_under_nofile, API_KEY};
 
 const NOFILE: usize = 400;
 const RESERVE: usize = 200;
@@ -21,39 +20,15 @@ fn publish(api: SocketAddr, n: usize) -> u16 {
 
 #[test]
 fn a_connection_flood_leaves_the_reserve_to_durable_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (ws_port, api_port) = (free_port(), free_port());
-    let config = dir.path().join("ringcast.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "version = 1\n[server]\nshards = 2\npin_cores = false\nfd_reserve = {RESERVE}\n\
-             data_dir = {:?}\n[websocket]\nlisten = \"127.0.0.1:{ws_port}\"\n\
-             handshake_timeout_ms = 30000\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
-             key = \"{API_KEY}\"\n[auth]\njwt_secret = \"{SECRET}\"\n\
-             [[namespace]]\nname = \"hist\"\nhistory = true\n[log]\nlevel = \"error\"\n",
-            dir.path().join("data")
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("ulimit -n {NOFILE} && exec \"$0\" --config=\"$1\""))
-        .arg(env!("CARGO_BIN_EXE_ringcast"))
-        .arg(&config)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn ringcast under ulimit -n");
-    let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(api).is_err() {
-        assert!(Instant::now() < deadline, "engine did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let engine = start_under_nofile(
+        NOFILE,
+        &format!("fd_reserve = {RESERVE}"),
+        "handshake_timeout_ms = 30000",
+    );
+    let (api, ws) = (engine.api, engine.ws);
     assert_eq!(publish(api, 0), 200);
 
     // More connections than the budget, none of them upgrading.
-    let ws: SocketAddr = format!("127.0.0.1:{ws_port}").parse().unwrap();
     let flood: Vec<TcpStream> = (0..FLOOD)
         .map(|_| TcpStream::connect(ws).expect("the kernel's backlog takes the connection"))
         .collect();
@@ -79,6 +54,4 @@ fn a_connection_flood_leaves_the_reserve_to_durable_writes() {
     );
     assert_eq!(status, 200);
     assert_eq!(page["publications"].as_array().unwrap().len(), 22);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

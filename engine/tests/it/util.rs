@@ -461,3 +461,60 @@ pub fn held_and_closed(streams: &[TcpStream]) -> (usize, usize) {
     }
     (held, closed)
 }
+
+/// The real binary under `ulimit -n`, with a `hist:` namespace that keeps
+/// history; killed when dropped, failed assertions included (an orphan
+/// would hold the test's pipes and ports).
+pub struct LimitedEngine {
+    pub ws: SocketAddr,
+    pub api: SocketAddr,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LimitedEngine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary under `ulimit -n {nofile}` and waits for its API.
+/// `server` and `websocket` are extra lines of those config tables.
+pub fn start_under_nofile(nofile: usize, server: &str, websocket: &str) -> LimitedEngine {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws_port, api_port) = (free_port(), free_port());
+    let config = dir.path().join("ringcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n[server]\nshards = 2\npin_cores = false\ndata_dir = {:?}\n{server}\n\
+             [websocket]\nlisten = \"127.0.0.1:{ws_port}\"\n{websocket}\n\
+             [api]\nlisten = \"127.0.0.1:{api_port}\"\nkey = \"{API_KEY}\"\n\
+             [auth]\njwt_secret = \"{SECRET}\"\n\
+             [[namespace]]\nname = \"hist\"\nhistory = true\n[log]\nlevel = \"error\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" --config=\"$1\""))
+        .arg(env!("CARGO_BIN_EXE_ringcast"))
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ringcast under ulimit -n");
+    let engine = LimitedEngine {
+        ws: format!("127.0.0.1:{ws_port}").parse().unwrap(),
+        api: format!("127.0.0.1:{api_port}").parse().unwrap(),
+        child,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(engine.api).is_err() {
+        assert!(Instant::now() < deadline, "engine did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    engine
+}

@@ -6,6 +6,7 @@ mod dedup;
 mod failure;
 mod kill;
 mod recovery;
+mod resources;
 mod retention;
 mod sink;
 mod streams;
