@@ -668,6 +668,14 @@ impl Session {
             "kernel wrote {written} of {offered} bytes"
         );
         self.consume(written);
+        // A closing peer still reading through what was queued ahead of our
+        // close frame is slow, not gone: each write that makes progress
+        // restarts the linger, so it still gets its close code (a slow
+        // consumer's 1013). Bounded: nothing is queued while closing, so
+        // progress ends once the close frame is out.
+        if written > 0 && matches!(self.phase, Phase::Closing { .. }) {
+            self.deadline_ms = self.deadline_ms.max(now_ms + config.close_linger_ms);
+        }
         self.write_blocked = written < offered;
         if self.write_blocked {
             if self.stalled_since_ms == 0 {

@@ -729,6 +729,44 @@ fn slow_consumer_close_finishes_a_partly_written_frame() {
     assert_eq!(pair.got(), [got_big(b'a'), Got::Close(Some(1013))]);
 }
 
+/// The close linger counts from the last write progress: a cut consumer
+/// that reads again, slowly, through what the socket held still gets its
+/// 1013; one that never reads is released at the linger.
+#[test]
+fn a_slow_consumer_reading_again_gets_its_close_past_the_first_linger() {
+    let mut pair = Pair::open(false);
+    pair.capacity = 0;
+    let n = fill_over_bound(&mut pair);
+    // A ring send takes the whole queue and comes back a little at a time.
+    assert_eq!(pair.begin_send(), n * BIG_FRAME_LEN);
+    assert_eq!(
+        pair.advance(SLOW_CONSUMER_TIMEOUT_MS),
+        Some(Timeout::SlowConsumer)
+    );
+    let cut_at = T0 + SLOW_CONSUMER_TIMEOUT_MS;
+    assert_eq!(pair.poll_timeout(), Some(cut_at + LINGER_MS));
+    // Most of a linger later the peer has read part of the backlog.
+    assert_eq!(pair.advance(LINGER_MS - 1), None);
+    pair.complete_send(BIG_FRAME_LEN);
+    assert_eq!(pair.poll_timeout(), Some(cut_at + 2 * LINGER_MS - 1));
+    assert_eq!(
+        pair.advance(LINGER_MS - 1),
+        None,
+        "progress restarted the linger"
+    );
+    assert!(!pair.server.is_done());
+    pair.capacity = UNLIMITED;
+    pair.drive_bounded();
+    let mut expected: Vec<Got> = (0..n).map(|i| got_big(b'a' + i as u8)).collect();
+    expected.push(Got::Close(Some(1013)));
+    assert_eq!(pair.got(), expected);
+    // Then nothing more comes from the peer: the linger from the last write ends it.
+    let last_write = pair.now_ms;
+    assert_eq!(pair.poll_timeout(), Some(last_write + LINGER_MS));
+    assert_eq!(pair.advance(LINGER_MS), Some(Timeout::Linger));
+    assert!(pair.server.is_done());
+}
+
 /// A ring send in flight is not a full socket (on io_uring one is in
 /// flight after almost every turn): a burst behind it is queued; once the
 /// send comes back short, the socket is full and the hard bound cuts.

@@ -18,10 +18,38 @@ e2e!(
 
         let (mut reader, _) = connect(&engine, "reader");
         subscribe(&mut reader, 1, "news:firehose");
-        // The stalled client subscribes, then never reads again. A small receive
-        // buffer makes the server's socket fill quickly.
+        // The stalled client subscribes, then stops reading until it is cut.
         let (mut stalled, _) = connect(&engine, "stalled");
         subscribe(&mut stalled, 1, "news:firehose");
+        // A small receive buffer keeps what the stalled client must read
+        // through, once it reads again, small.
+        socket2::SockRef::from(stalled.get_ref())
+            .set_recv_buffer_size(16 * 1024)
+            .unwrap();
+
+        // The cut client gets its 1013 only if it reads again within the
+        // close linger (`limits::CLOSE_LINGER_MS`): the close frame waits
+        // behind what is queued. So it resumes reading as soon as the cut
+        // shows in the stats, while the publishing goes on.
+        let api_addr = engine.api_addr;
+        let stalled_thread = std::thread::spawn(move || {
+            let cut = wait_until(Duration::from_secs(20), || {
+                let (_, stats) = api_raw(api_addr, "GET", "/api/stats", None, Some(API_KEY));
+                stats["shards"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["slow_consumer_disconnects_total"].as_u64().unwrap())
+                    .sum::<u64>()
+                    == 1
+            });
+            assert!(cut, "the stalled client was cut off");
+            stalled
+                .get_mut()
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            read_close_code(&mut stalled)
+        });
 
         let blob = "x".repeat(32 * 1024);
         // 400 × 32 KiB is well past what loopback socket buffers absorb.
@@ -39,25 +67,20 @@ e2e!(
         let _reader = reader_thread
             .join()
             .expect("reader got every message in order");
-
-        assert!(
-            wait_until(Duration::from_secs(5), || {
-                shard_stat_sum(&engine, "slow_consumer_disconnects_total") == 1
-            }),
-            "exactly the stalled client was cut off"
-        );
-        // What the stalled client finally reads ends in a 1013 close (or a reset
-        // if the close frame could not be written).
-        stalled
-            .get_mut()
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let code = read_close_code(&mut stalled);
+        let code = stalled_thread.join().expect("the stalled client's close");
         assert_eq!(
             code,
             Some(1013),
             "the stalled client reads everything queued, then the 1013 close"
         );
+        let (_, stats) = api(&engine, "GET", "/api/stats", None);
+        let cut: u64 = stats["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["slow_consumer_disconnects_total"].as_u64().unwrap())
+            .sum();
+        assert_eq!(cut, 1, "exactly the stalled client was cut off");
         engine.shutdown();
     }
 );
