@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use crate::close::CloseCode;
-use crate::frame::{encode_header, OpCode, ProtocolError};
+use crate::frame::{encode_header, Message, OpCode, ProtocolError};
 
 /// The extension token in `Sec-WebSocket-Extensions`.
 pub const EXTENSION_NAME: &str = "permessage-deflate";
@@ -248,6 +248,24 @@ impl Inflater {
             });
         }
         Ok(&self.out)
+    }
+
+    /// Inflates a message the decoder marked compressed
+    /// (`Decoded::compressed`) under the message size `limit`.
+    pub fn inflate_message<'a>(
+        &'a mut self,
+        message: Message<'_>,
+        limit: usize,
+    ) -> Result<Message<'a>, ProtocolError> {
+        match message {
+            Message::Text(bytes) => self.inflate(bytes, true, limit).map(Message::Text),
+            Message::Binary(bytes) => self.inflate(bytes, false, limit).map(Message::Binary),
+            // The decoder never marks a control frame compressed.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Err(ProtocolError {
+                close_code: CloseCode::PROTOCOL_ERROR,
+                reason: "control frame marked compressed",
+            }),
+        }
     }
 
     /// Feeds `input` to the inflater until it is all taken and no output is
