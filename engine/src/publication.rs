@@ -216,15 +216,4 @@ mod tests {
             .to_vec();
         assert_eq!(inflated, plain[frame_header_len(&plain)..]);
     }
-
-    #[test]
-    fn incompressible_pushes_stay_plain_on_deflate_connections() {
-        let publication = Publication::new(&envelope());
-        let plain = publication.json_frame().clone();
-        // Too short to shrink: the cell holds the plain frame itself.
-        assert_eq!(
-            publication.frame_for(false, Some(15), 0).as_ptr(),
-            plain.as_ptr()
-        );
-    }
 }
