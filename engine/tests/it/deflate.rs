@@ -102,8 +102,8 @@ e2e!(
         let (compressed, push) = read_message(&mut raw, &mut inflater);
         assert!(!compressed, "a small push goes uncompressed");
         assert_eq!(push["push"]["data"], "hi", "{push}");
-    let (_, push) = read_message(&mut plain, &mut inflater);
-    assert_eq!(push["push"]["data"], "hi", "{push}");
+        let (_, push) = read_message(&mut plain, &mut inflater);
+        assert_eq!(push["push"]["data"], "hi", "{push}");
         // A compressed publish command round-trips to the other client.
         send_compressed(
             &mut raw,
