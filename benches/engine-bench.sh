@@ -69,13 +69,13 @@ stop_engine() {
 }
 
 shards=$(nproc)
-echo "driver,measure,subscribers_or_connections,publications,publications_per_s,deliveries,deliveries_per_s,lost,p50_us,p99_us,p999_us,max_us,engine_cpu_s,client_cpu_s,seconds,rss_growth_bytes,bytes_per_connection" > "$out/raw.csv"
+echo "driver,measure,subscribers_or_connections,publications,publications_per_s,deliveries,deliveries_per_s,lost,p50_us,p99_us,p999_us,max_us,engine_cpu_s,client_cpu_s,seconds,bytes_received,bytes_per_delivery,engine_cpu_ns_per_delivery,rss_growth_bytes,bytes_per_connection" > "$out/raw.csv"
 for driver in io_uring epoll; do
     config "$driver" "$shards"
     start_engine "$driver"
     target/release/idle_memory --ws=127.0.0.1:18080 --engine-pid="$engine_pid" --counts=1000,10000,18000 | grep -E '^[0-9]+,' |
         while IFS=, read -r conns _rss growth per; do
-            echo "$driver,idle_memory,$conns,,,,,,,,,,,,,$growth,$per" >> "$out/raw.csv"
+            echo "$driver,idle_memory,$conns,,,,,,,,,,,,,,,,$growth,$per" >> "$out/raw.csv"
         done
     stop_engine
     for mode in closed_loop "rate_$rate"; do

@@ -15,5 +15,6 @@ fi
 
 cargo build --release --locked -p ringcast-engine --bin ringcast --bin ringcast-token
 "$venv/bin/python" engine/tests/e2e/test_python_client.py "$target_dir/release/ringcast"
+"$venv/bin/python" engine/tests/e2e/test_python_deflate.py "$target_dir/release/ringcast"
 "$venv/bin/python" engine/tests/e2e/test_readme_demo.py "$target_dir/release"
 "$venv/bin/python" engine/tests/e2e/test_tls.py "$target_dir/release/ringcast"

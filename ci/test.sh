@@ -2,7 +2,8 @@
 # The whole test suite, as the README's quick start runs it and CI runs it:
 # formatting, lints, every Rust test (unit + end-to-end over real sockets,
 # both I/O drivers), the end-to-end test with an independent Python
-# WebSocket client against the release binary, and a fuzz smoke run.
+# WebSocket client and with headless Chromium against the release binary,
+# and a fuzz smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,9 @@ cargo test --workspace --locked
 
 step "end-to-end with Python websockets against the release binary"
 ci/e2e-python.sh
+
+step "end-to-end with headless Chromium (permessage-deflate) against the release binary"
+ci/e2e-browser.sh
 
 step "fuzz smoke: every parser target for a few seconds (ci/fuzz.sh runs longer)"
 ci/fuzz.sh 5

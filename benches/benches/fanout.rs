@@ -76,7 +76,7 @@ fn subscribers(n_conns: usize, config: &SessionConfig) -> (Slab<Conn>, Vec<usize
         .map(|idx| {
             let fd = OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
             let mut session = Session::new(0, config);
-            session.accept(0, Bytes::new(), false, 0);
+            session.accept(0, Bytes::new(), false, None, 0);
             let mut conn = Conn::new(fd, session, None);
             conn.client_id = idx as u64;
             conn.user = format!("user-{idx}").into();

@@ -1,6 +1,7 @@
 # Shared bash for the benchmark harnesses that run servers one after the
 # other on loopback: benches/compare/run (Ringcast and peers) and
-# benches/shard-compare.sh (two engine builds, the kernel floor and Nchan).
+# benches/shard-compare.sh (two engine builds, the kernel floor and Nchan),
+# and benches/deflate-bench.sh (compressed against plain fan-out).
 # Sourced, not run. What the caller must set before using a function:
 #
 #   PY           "python3 <repo>/benches/compare/compare.py" (process trees, CPU)

@@ -47,19 +47,41 @@ pub fn read_frame<S: Read>(stream: &mut S) -> anyhow::Result<(u8, Vec<u8>)> {
 
 /// Connects, upgrades and reads the `connect` message.
 pub fn connect(ws: SocketAddr, token: &str) -> anyhow::Result<TcpStream> {
+    connect_offering(ws, token, false)
+}
+
+/// [`connect`], offering permessage-deflate when `deflate` (as browsers
+/// do: `permessage-deflate; client_max_window_bits`); then the server must
+/// accept it.
+pub fn connect_offering(ws: SocketAddr, token: &str, deflate: bool) -> anyhow::Result<TcpStream> {
     let mut stream = TcpStream::connect(ws).with_context(|| format!("connect {ws}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_nodelay(true)?;
-    upgrade(&mut stream, token)?;
+    upgrade_offering(&mut stream, token, deflate)?;
     Ok(stream)
 }
 
 /// Sends the upgrade request on a connected stream (plain or TLS), checks
 /// the 101 and reads the `connect` message.
 pub fn upgrade<S: Read + Write>(stream: &mut S, token: &str) -> anyhow::Result<()> {
+    upgrade_offering(stream, token, false)
+}
+
+/// [`upgrade`], offering permessage-deflate when `deflate`; then the server
+/// must accept it.
+pub fn upgrade_offering<S: Read + Write>(
+    stream: &mut S,
+    token: &str,
+    deflate: bool,
+) -> anyhow::Result<()> {
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
     write!(
         stream,
-        "GET /connection/websocket?token={token} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        "GET /connection/websocket?token={token} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     )?;
     stream.flush()?;
     let mut head = Vec::with_capacity(256);
@@ -70,6 +92,9 @@ pub fn upgrade<S: Read + Write>(stream: &mut S, token: &str) -> anyhow::Result<(
     }
     if !head.starts_with(b"HTTP/1.1 101") {
         bail!("upgrade refused: {}", String::from_utf8_lossy(&head));
+    }
+    if deflate && !head.windows(18).any(|w| w == b"permessage-deflate") {
+        bail!("permessage-deflate was not negotiated: is websocket.compression on?");
     }
     let (opcode, payload) = read_frame(stream)?;
     if opcode != 1 || !payload.starts_with(b"{\"connect\"") {

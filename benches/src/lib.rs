@@ -2,4 +2,5 @@
 //! measurement tools that drive a running engine over sockets are the
 //! binaries in `src/bin/`.
 
+pub mod chat;
 pub mod client;

@@ -1,11 +1,12 @@
 //! Connection policy, in one place: whether an upgrade request is let in,
-//! and as whom. Path, origin, subprotocol, token, device id, the inbox
-//! position to recover from, and capacity are decided here from the
+//! and as whom. Path, origin, subprotocol, compression, token, device id,
+//! the inbox position to recover from, and capacity are decided here from the
 //! request and the config alone; the shard only carries the answer out.
 
 use std::rc::Rc;
 
 use ringcast_protocol::client::{StreamPosition, SUBPROTOCOL_BINARY, SUBPROTOCOL_JSON};
+use ringcast_protocol::deflate;
 use ringcast_protocol::handshake::{http_error_response, response_101, UpgradeRequest};
 
 use crate::auth::{AuthError, Authenticator};
@@ -23,6 +24,9 @@ pub struct Admitted {
     /// `?since=<offset>[&epoch=<epoch>]`: the inbox position to recover from.
     pub inbox_since: Option<StreamPosition>,
     pub binary: bool,
+    /// The server window agreed for permessage-deflate, if the client
+    /// offered it and `websocket.compression` is on.
+    pub deflate: Option<u8>,
     pub expires_at_ms: u64,
     /// The 101 response to send.
     pub response: Vec<u8>,
@@ -157,13 +161,22 @@ pub fn admit(
             ),
         });
     }
+    // An offer we cannot accept is declined, never refused: the
+    // connection goes on uncompressed (RFC 7692 §5).
+    let agreed = if ws.compression {
+        deflate::negotiate(&request.extensions)
+    } else {
+        None
+    };
+    let extensions = agreed.map(|agreed| agreed.response_value());
     Ok(Admitted {
         user,
         device,
         inbox_since,
         binary,
+        deflate: agreed.map(|agreed| agreed.server_window_bits),
         expires_at_ms,
-        response: response_101(&request.key, protocol),
+        response: response_101(&request.key, protocol, extensions.as_deref()),
     })
 }
 

@@ -281,7 +281,7 @@ fn on_request(conns: &mut Slab<Conn>, rounds: &mut Rounds, key: usize) -> io::Re
             let Some(websocket_key) = header("sec-websocket-key") else {
                 return Ok(Request::Bad);
             };
-            write_all_blocking(stream, &response_101(&websocket_key, None))?;
+            write_all_blocking(stream, &response_101(&websocket_key, None, None))?;
             if let Some(conn) = conns.get_mut(key) {
                 conn.request = None;
             }

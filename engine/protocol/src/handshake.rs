@@ -39,6 +39,9 @@ pub struct UpgradeRequest {
     pub authorization: Option<String>,
     /// `User-Agent`, if sent (lossily decoded: it is only logged).
     pub user_agent: Option<String>,
+    /// `Sec-WebSocket-Extensions` values in order, across repeated headers
+    /// (lossily decoded; `deflate::negotiate` reads them).
+    pub extensions: Vec<String>,
 }
 
 /// A refused handshake: what to answer and why.
@@ -68,6 +71,8 @@ pub struct ClientHandshake {
     pub status: u16,
     /// The subprotocol the server selected, if any.
     pub protocol: Option<String>,
+    /// The server's `Sec-WebSocket-Extensions` answer, if any.
+    pub extensions: Option<String>,
 }
 
 /// Parse and check an upgrade request from the front of `buf`.
@@ -192,6 +197,9 @@ pub fn parse_upgrade(
         user_agent: header_values(headers, "User-Agent")
             .next()
             .map(|v| String::from_utf8_lossy(v).into_owned()),
+        extensions: header_values(headers, "Sec-WebSocket-Extensions")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect(),
     };
     Ok(Some((request, consumed)))
 }
@@ -292,8 +300,9 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// The `101 Switching Protocols` response accepting `key`, selecting
-/// `protocol` when given (it must be one the client offered).
-pub fn response_101(key: &str, protocol: Option<&str>) -> Vec<u8> {
+/// `protocol` when given (it must be one the client offered) and answering
+/// with `extensions` (a `Sec-WebSocket-Extensions` value) when given.
+pub fn response_101(key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let mut out = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n",
         accept_key(key)
@@ -302,6 +311,12 @@ pub fn response_101(key: &str, protocol: Option<&str>) -> Vec<u8> {
         assert!(is_header_safe(protocol), "subprotocol contains CR or LF");
         out.push_str("Sec-WebSocket-Protocol: ");
         out.push_str(protocol);
+        out.push_str("\r\n");
+    }
+    if let Some(extensions) = extensions {
+        assert!(is_header_safe(extensions), "extensions contain CR or LF");
+        out.push_str("Sec-WebSocket-Extensions: ");
+        out.push_str(extensions);
         out.push_str("\r\n");
     }
     out.push_str("\r\n");
@@ -315,6 +330,18 @@ pub fn client_key(nonce: [u8; 16]) -> String {
 
 /// A client upgrade request. `key` should come from [`client_key`].
 pub fn client_request(host: &str, path_and_query: &str, key: &str, protocols: &[&str]) -> Vec<u8> {
+    client_request_with_extensions(host, path_and_query, key, protocols, None)
+}
+
+/// [`client_request`] offering `extensions` (a `Sec-WebSocket-Extensions`
+/// value, e.g. `permessage-deflate`).
+pub fn client_request_with_extensions(
+    host: &str,
+    path_and_query: &str,
+    key: &str,
+    protocols: &[&str],
+    extensions: Option<&str>,
+) -> Vec<u8> {
     let mut out = format!(
         "GET {path_and_query} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
@@ -322,6 +349,12 @@ pub fn client_request(host: &str, path_and_query: &str, key: &str, protocols: &[
     if !protocols.is_empty() {
         out.push_str("Sec-WebSocket-Protocol: ");
         out.push_str(&protocols.join(", "));
+        out.push_str("\r\n");
+    }
+    if let Some(extensions) = extensions {
+        assert!(is_header_safe(extensions), "extensions contain CR or LF");
+        out.push_str("Sec-WebSocket-Extensions: ");
+        out.push_str(extensions);
         out.push_str("\r\n");
     }
     out.push_str("\r\n");
@@ -394,7 +427,17 @@ pub fn parse_response(
     let protocol = header_values(headers, "Sec-WebSocket-Protocol")
         .next()
         .map(|v| String::from_utf8_lossy(v).trim().to_owned());
-    Ok(Some((ClientHandshake { status, protocol }, consumed)))
+    let extensions = header_values(headers, "Sec-WebSocket-Extensions")
+        .next()
+        .map(|v| String::from_utf8_lossy(v).trim().to_owned());
+    Ok(Some((
+        ClientHandshake {
+            status,
+            protocol,
+            extensions,
+        },
+        consumed,
+    )))
 }
 
 /// How much of a refusal's body [`parse_response`] quotes in its error.
@@ -606,6 +649,7 @@ mod tests {
                 origin: Some("https://app.example.com".into()),
                 authorization: Some("Bearer abc.def".into()),
                 user_agent: Some("test/1.0".into()),
+                extensions: vec![],
             }
         );
         assert_eq!(req.query_param("token").as_deref(), Some("a+b+c"));
@@ -889,6 +933,7 @@ mod tests {
             origin: None,
             authorization: None,
             user_agent: None,
+            extensions: vec![],
         };
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("token=abc", "token", Some("abc")),
@@ -953,7 +998,7 @@ mod tests {
         assert_eq!(req.protocols, ["ringcast.json", "ringcast.rkyv"]);
         assert_eq!(req.query_param("token").as_deref(), Some("t k"));
 
-        let mut response = response_101(&req.key, Some("ringcast.rkyv"));
+        let mut response = response_101(&req.key, Some("ringcast.rkyv"), None);
         let header_len = response.len();
         response.extend_from_slice(&[0x82, 0x00]);
         for end in 0..header_len {
@@ -971,11 +1016,12 @@ mod tests {
             handshake,
             ClientHandshake {
                 status: 101,
-                protocol: Some("ringcast.rkyv".into())
+                protocol: Some("ringcast.rkyv".into()),
+                extensions: None,
             }
         );
 
-        let plain = response_101(&key, None);
+        let plain = response_101(&key, None, None);
         let (handshake, _) = parse_response(&plain, &key)
             .expect("valid")
             .expect("complete");
@@ -983,9 +1029,40 @@ mod tests {
     }
 
     #[test]
+    fn extensions_travel_both_ways() {
+        let key = client_key([3; 16]);
+        let mut request = client_request_with_extensions(
+            "localhost",
+            "/ws",
+            &key,
+            &[],
+            Some("permessage-deflate; client_max_window_bits"),
+        );
+        // A repeated header adds offers after the first one's.
+        let end = request.len() - 2;
+        request.splice(
+            end..end,
+            b"Sec-WebSocket-Extensions: x-other\r\n".iter().copied(),
+        );
+        let (req, _) = parse_upgrade(&request, &LIMITS)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(
+            req.extensions,
+            ["permessage-deflate; client_max_window_bits", "x-other"]
+        );
+        let answer = "permessage-deflate; server_no_context_takeover";
+        let response = response_101(&key, None, Some(answer));
+        let (handshake, _) = parse_response(&response, &key)
+            .expect("valid")
+            .expect("complete");
+        assert_eq!(handshake.extensions.as_deref(), Some(answer));
+    }
+
+    #[test]
     fn client_rejects_bad_responses() {
         let key = client_key([1; 16]);
-        let wrong_accept = response_101(&client_key([2; 16]), None);
+        let wrong_accept = response_101(&client_key([2; 16]), None, None);
         let err = parse_response(&wrong_accept, &key).expect_err("wrong accept");
         assert_eq!((err.status, err.code), (502, "bad_accept_key"));
 
@@ -1015,7 +1092,8 @@ mod tests {
 
     #[test]
     fn response_101_shape() {
-        let response = String::from_utf8(response_101(KEY, Some("ringcast.json"))).expect("ascii");
+        let response =
+            String::from_utf8(response_101(KEY, Some("ringcast.json"), None)).expect("ascii");
         assert_eq!(
             response,
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -163,6 +163,12 @@ config_table! {
         /// Lowercased `scheme://host[:port]` origins. Empty means any origin.
         allowed_origins: Vec<String> = Origins {},
             "ORIGIN,...", "Allowed Origin values, comma-separated; empty = any";
+        /// Accept permessage-deflate (RFC 7692) from clients that offer it.
+        compression: bool = Bool { default: false },
+            "BOOL", "Negotiate permessage-deflate with clients that offer it";
+        /// Pushes with a payload smaller than this go uncompressed.
+        compression_min_bytes: usize = Bytes { default: 256, min: 0, max: SIZE_BYTES_MAX },
+            "BYTES", "Smallest push payload sent compressed";
     }
 }
 

@@ -48,6 +48,8 @@ pub struct SessionConfig {
     /// Longest silence allowed after part of a frame arrived.
     pub read_progress_timeout_ms: u64,
     pub close_linger_ms: u64,
+    /// Pushes whose frame is shorter go uncompressed on deflate connections.
+    pub compression_min_bytes: usize,
 }
 
 impl SessionConfig {
@@ -69,6 +71,7 @@ impl SessionConfig {
             slow_consumer_timeout_ms: ws.slow_consumer_timeout.as_millis() as u64,
             read_progress_timeout_ms: ws.read_progress_timeout.as_millis() as u64,
             close_linger_ms: CLOSE_LINGER_MS,
+            compression_min_bytes: ws.compression_min_bytes,
         }
     }
 }
@@ -185,6 +188,10 @@ enum Phase {
 pub struct Session {
     phase: Phase,
     binary: bool,
+    /// The server window (log2 bytes) agreed for permessage-deflate; 0
+    /// without the extension. One byte: both directions are without context
+    /// takeover, so there is no compression state per connection.
+    deflate_window_bits: u8,
     /// A write came back short or would block: the socket is full.
     write_blocked: bool,
     /// A short write ended inside the front frame of `out`: its head is on
@@ -221,6 +228,7 @@ impl Session {
         Session {
             phase: Phase::Handshake(Vec::new()),
             binary: false,
+            deflate_window_bits: 0,
             write_blocked: false,
             front_partial: false,
             decoder: Decoder::new(),
@@ -252,6 +260,11 @@ impl Session {
 
     pub fn binary(&self) -> bool {
         self.binary
+    }
+
+    /// The server window size when permessage-deflate was negotiated.
+    pub fn deflate(&self) -> Option<u8> {
+        (self.deflate_window_bits != 0).then_some(self.deflate_window_bits)
     }
 
     pub fn out_bytes(&self) -> usize {
@@ -303,11 +316,21 @@ impl Session {
     }
 
     /// The driver accepted the upgrade: queue the 101 (and the `connect`
-    /// message after it) and start the WebSocket phase.
-    pub fn accept(&mut self, now_ms: u64, response_101: Bytes, binary: bool, expires_at_ms: u64) {
+    /// message after it) and start the WebSocket phase. `deflate` is the
+    /// server window agreed for permessage-deflate, if it was.
+    pub fn accept(
+        &mut self,
+        now_ms: u64,
+        response_101: Bytes,
+        binary: bool,
+        deflate: Option<u8>,
+        expires_at_ms: u64,
+    ) {
         debug_assert!(self.is_handshaking(), "accept outside the handshake");
+        assert!(deflate != Some(0), "window bits 0 means no deflate");
         self.phase = Phase::Open;
         self.binary = binary;
+        self.deflate_window_bits = deflate.unwrap_or(0);
         self.expires_at_ms = expires_at_ms;
         self.last_rx_ms = now_ms;
         self.deadline_ms = 0;
@@ -545,12 +568,8 @@ impl Session {
                 }
             }
         }
-        let frame = if self.binary {
-            publication.binary_frame()
-        } else {
-            publication.json_frame()
-        };
-        self.queue(frame.clone(), now_ms, config)
+        let frame = self.frame_of(publication, config);
+        self.queue(frame, now_ms, config)
     }
 
     /// From now on, live publications of `stream` are held until
@@ -610,12 +629,8 @@ impl Session {
         let floor = last_offset.unwrap_or(u64::MAX);
         for publication in held {
             if publication.offset() > floor {
-                let frame = if self.binary {
-                    publication.binary_frame()
-                } else {
-                    publication.json_frame()
-                };
-                if self.queue(frame.clone(), now_ms, config) == Offer::SlowConsumer {
+                let frame = self.frame_of(&publication, config);
+                if self.queue(frame, now_ms, config) == Offer::SlowConsumer {
                     return;
                 }
             }
@@ -786,6 +801,13 @@ impl Session {
                 Some(timeout)
             }
         }
+    }
+
+    /// The shared frame of `publication` this connection receives.
+    fn frame_of(&self, publication: &Publication, config: &SessionConfig) -> Bytes {
+        publication
+            .frame_for(self.binary, self.deflate(), config.compression_min_bytes)
+            .clone()
     }
 
     fn push(&mut self, frame: Bytes) {

@@ -213,9 +213,9 @@ impl Pair {
     }
 
     fn accept(&mut self, binary: bool) {
-        let response = response_101(&self.client.key, None);
+        let response = response_101(&self.client.key, None, None);
         self.server
-            .accept(self.now_ms, Bytes::from(response), binary, 0);
+            .accept(self.now_ms, Bytes::from(response), binary, None, 0);
     }
 
     fn queue(&mut self, frame: Bytes) -> Offer {

@@ -224,6 +224,7 @@ impl Shard {
             self.now_ms,
             Bytes::from(admitted.response),
             admitted.binary,
+            admitted.deflate,
             admitted.expires_at_ms,
         );
         conn.session
@@ -260,6 +261,9 @@ impl Shard {
         };
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut decoder = conn.session.take_decoder();
+        let deflate = conn.session.deflate().is_some();
+        let mut inflater = self.inflater.take();
+        let message_bytes_max = self.session_config.frame.message_bytes_max;
         let mut filled = 0;
         if let Some(partial) = conn.session.take_partial() {
             scratch[..partial.len()].copy_from_slice(&partial);
@@ -272,15 +276,29 @@ impl Shard {
         'reading: loop {
             let mut start = 0;
             while start < filled {
-                match decoder.decode(
+                let step = match decoder.decode_with(
                     &mut scratch[start..filled],
                     Role::Server,
                     &self.session_config.frame,
+                    deflate,
                 ) {
+                    // A compressed message is inflated (and its size
+                    // bounded) before anything else sees it.
+                    Ok(Some(decoded)) if decoded.compressed => match decoded.message {
+                        None => Ok(Some((decoded.consumed, None))),
+                        Some(message) => inflater
+                            .get_or_insert_with(Box::default)
+                            .inflate_message(message, message_bytes_max)
+                            .map(|message| Some((decoded.consumed, Some(message)))),
+                    },
+                    Ok(step) => Ok(step.map(|decoded| (decoded.consumed, decoded.message))),
+                    Err(err) => Err(err),
+                };
+                match step {
                     Ok(None) => break,
-                    Ok(Some(decoded)) => {
-                        start += decoded.consumed;
-                        let Some(message) = decoded.message else {
+                    Ok(Some((consumed, message))) => {
+                        start += consumed;
+                        let Some(message) = message else {
                             continue;
                         };
                         let Some(conn) = self.conns.get_mut(key) else {
@@ -350,6 +368,7 @@ impl Shard {
                 }
             }
         }
+        self.inflater = inflater;
         if let Some(conn) = self.conns.get_mut(key) {
             conn.session.put_decoder(decoder);
             if received {

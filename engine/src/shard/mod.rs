@@ -37,6 +37,7 @@ use std::time::Duration;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use ringcast_protocol::close::CloseCode;
+use ringcast_protocol::deflate::Inflater;
 use ringcast_protocol::envelope::MessageIdGen;
 use slab::Slab;
 
@@ -64,6 +65,10 @@ pub struct Shard {
     read_again: Vec<usize>,
     /// The shard's one read buffer.
     scratch: Box<[u8]>,
+    /// The shard's one inflater for permessage-deflate messages, reset per
+    /// message (every client agreed to `client_no_context_takeover`);
+    /// `None` when `websocket.compression` is off.
+    inflater: Option<Box<Inflater>>,
     message_ids: MessageIdGen,
     /// Unix milliseconds, refreshed at the start of every turn.
     now_ms: u64,
@@ -140,6 +145,7 @@ impl Shard {
             dirty: Vec::new(),
             read_again: Vec::new(),
             scratch: vec![0; scratch_bytes].into_boxed_slice(),
+            inflater: ws.compression.then(Box::default),
             now_ms: now,
             next_client_seq: 1,
             started_unix_ms: now,

@@ -33,6 +33,7 @@ pin_cores = false
 shutdown_grace_ms = 2000
 [websocket]
 listen = "127.0.0.1:{ws_port}"
+{websocket_extra}
 [api]
 listen = "127.0.0.1:{api_port}"
 key = "{api_key}"
@@ -65,9 +66,9 @@ def api(port, path, body=None):
 RESULTS = []
 
 
-def check(name):
+def check(name, into=RESULTS):
     def wrap(fn):
-        RESULTS.append((name, fn))
+        into.append((name, fn))
         return fn
     return wrap
 
@@ -138,12 +139,18 @@ async def t_shutdown(ws_url, _api_port, proc):
     assert proc.wait(timeout=10) == 0, proc.returncode
 
 
-async def main(binary):
+async def main(binary, checks=RESULTS, websocket_extra="", label="python e2e"):
+    """Starts `binary` with the test config (plus `websocket_extra` lines in
+    its [websocket] table) and runs `checks`; True when all pass."""
     ws_port, api_port = free_port(), free_port()
     with tempfile.TemporaryDirectory() as tmp:
         config_path = os.path.join(tmp, "ringcast.toml")
         with open(config_path, "w") as f:
-            f.write(CONFIG.format(ws_port=ws_port, api_port=api_port, api_key=API_KEY, secret=SECRET))
+            f.write(
+                CONFIG.format(
+                    ws_port=ws_port, api_port=api_port, api_key=API_KEY, secret=SECRET, websocket_extra=websocket_extra
+                )
+            )
         proc = subprocess.Popen([binary, f"--config={config_path}"], env={**os.environ, "RINGCAST_LOG_LEVEL": "warn"})
         try:
             deadline = time.time() + 20
@@ -157,7 +164,7 @@ async def main(binary):
                     time.sleep(0.1)
             ws_url = f"ws://127.0.0.1:{ws_port}/connection/websocket"
             passed = failed = 0
-            for name, fn in RESULTS:
+            for name, fn in checks:
                 try:
                     await fn(ws_url, api_port, proc)
                     passed += 1
@@ -165,7 +172,7 @@ async def main(binary):
                 except Exception as err:  # report every failure, then fail the run
                     failed += 1
                     print(f"FAIL {name}: {err!r}")
-            print(f"python e2e: {passed} passed, {failed} failed")
+            print(f"{label}: {passed} passed, {failed} failed")
             return failed == 0
         finally:
             if proc.poll() is None:

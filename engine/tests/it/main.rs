@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod binary;
 mod crash;
+mod deflate;
 mod durable;
 mod fd_budget;
 mod handshake;

@@ -309,12 +309,18 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(engine: &Engine, user: &str) -> Raw {
+        Raw::connect_with_headers(engine, user, "").0
+    }
+
+    /// Connects sending `extra_headers` (each ending in CRLF); returns the
+    /// client and the 101's head.
+    pub fn connect_with_headers(engine: &Engine, user: &str, extra_headers: &str) -> (Raw, String) {
         let mut stream = TcpStream::connect(engine.ws_addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
         let request = format!(
-            "GET /connection/websocket?token={} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "GET /connection/websocket?token={} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra_headers}\r\n",
             token(user)
         );
         stream.write_all(request.as_bytes()).unwrap();
@@ -324,7 +330,7 @@ impl Raw {
         };
         let head = raw.read_http_head();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        raw
+        (raw, head)
     }
 
     pub fn read_http_head(&mut self) -> String {
@@ -353,9 +359,15 @@ impl Raw {
 
     /// Reads one server frame: (opcode, payload). None on EOF.
     pub fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        self.read_frame_first_byte()
+            .map(|(first_byte, payload)| (first_byte & 0x0f, payload))
+    }
+
+    /// Reads one server frame: (its first byte, payload). None on EOF.
+    pub fn read_frame_first_byte(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
             if self.buf.len() >= 2 {
-                let opcode = self.buf[0] & 0x0f;
+                let first_byte = self.buf[0];
                 let len7 = (self.buf[1] & 0x7f) as usize;
                 let (len, header) = match len7 {
                     126 if self.buf.len() >= 4 => {
@@ -371,7 +383,7 @@ impl Raw {
                 if len != usize::MAX && self.buf.len() >= header + len {
                     let payload = self.buf[header..header + len].to_vec();
                     self.buf.drain(..header + len);
-                    return Some((opcode, payload));
+                    return Some((first_byte, payload));
                 }
             }
             if self.fill() == 0 {

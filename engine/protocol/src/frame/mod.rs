@@ -143,6 +143,11 @@ pub struct Decoded<'a> {
     pub consumed: usize,
     /// The completed message, if this frame completed one.
     pub message: Option<Message<'a>>,
+    /// The message is compressed (permessage-deflate: RSV1 was set on its
+    /// first frame). Its bytes are deflate data, not yet checked as UTF-8
+    /// for text: inflate them (`deflate::Inflater`) before use. Always
+    /// false from [`Decoder::decode`].
+    pub compressed: bool,
 }
 
 /// Per-connection decoding state.
@@ -185,6 +190,22 @@ impl Decoder {
         role: Role,
         limits: &Limits,
     ) -> Result<Option<Decoded<'a>>, ProtocolError> {
+        self.decode_with(buf, role, limits, false)
+    }
+
+    /// Like [`Decoder::decode`] on a connection that negotiated
+    /// permessage-deflate when `deflate` is true: RSV1 on the first frame of
+    /// a data message marks it compressed (`Decoded::compressed`); RSV1 on a
+    /// continuation or a control frame stays a violation (RFC 7692 §6.1),
+    /// as do RSV2 and RSV3. Limits apply to the bytes on the wire; the
+    /// inflated size is the inflater's to bound.
+    pub fn decode_with<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+        role: Role,
+        limits: &Limits,
+        deflate: bool,
+    ) -> Result<Option<Decoded<'a>>, ProtocolError> {
         // The previous call may have returned a reassembled message that
         // borrowed the reassembly buffer; that borrow has ended, so free it
         // now rather than keep a large allocation on an idle connection.
@@ -192,7 +213,7 @@ impl Decoder {
             self.reassembly = None;
         }
         let in_progress_len = self.reassembly.as_ref().map(|r| r.payload.len());
-        let Some(header) = parse_header(buf, role, in_progress_len, limits)? else {
+        let Some(header) = parse_header(buf, role, in_progress_len, limits, deflate)? else {
             return Ok(None);
         };
 
@@ -208,11 +229,18 @@ impl Decoder {
         }
         let payload: &'a [u8] = payload;
         let consumed = frame_len;
+        let mut compressed = header.compressed;
 
         let message = match header.opcode {
             OpCode::Ping => Some(Message::Ping(payload)),
             OpCode::Pong => Some(Message::Pong(payload)),
             OpCode::Close => Some(Message::Close(parse_close_payload(payload)?)),
+            OpCode::Text | OpCode::Binary if header.fin && header.compressed => {
+                Some(match header.opcode {
+                    OpCode::Text => Message::Text(payload),
+                    _ => Message::Binary(payload),
+                })
+            }
             OpCode::Text if header.fin => {
                 if simdutf8::basic::from_utf8(payload).is_err() {
                     return Err(ProtocolError::invalid_utf8(
@@ -228,6 +256,7 @@ impl Decoder {
                     payload: Vec::with_capacity(payload.len()),
                     utf8_checked_len: 0,
                     complete: false,
+                    compressed: header.compressed,
                 });
                 reassembly.append(payload, false)?;
                 self.reassembly = Some(reassembly);
@@ -242,6 +271,7 @@ impl Decoder {
                     ));
                 };
                 reassembly.append(payload, header.fin)?;
+                compressed = reassembly.compressed;
                 if header.fin {
                     reassembly.complete = true;
                     Some(match reassembly.opcode {
@@ -253,7 +283,11 @@ impl Decoder {
                 }
             }
         };
-        Ok(Some(Decoded { consumed, message }))
+        Ok(Some(Decoded {
+            consumed,
+            message,
+            compressed,
+        }))
     }
 
     /// Whether a fragmented message is in progress (its first fragment was
@@ -292,7 +326,8 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
 }
 
 /// Write a frame header into `out` with the minimal length encoding and
-/// return its length (2 to 14 bytes). RSV bits are always zero.
+/// return its length (2 to 14 bytes). RSV bits are always zero (a compressed
+/// frame sets RSV1 afterwards: `deflate::compress_frame`).
 pub fn encode_header(
     out: &mut [u8; 14],
     fin: bool,
@@ -373,6 +408,8 @@ struct FrameHeader {
     mask: Option<[u8; 4]>,
     header_len: usize,
     payload_len: usize,
+    /// RSV1 on the first frame of a data message, with deflate negotiated.
+    compressed: bool,
 }
 
 /// State of a fragmented message between its first and final fragments.
@@ -386,12 +423,14 @@ struct Reassembly {
     utf8_checked_len: usize,
     /// The final fragment was appended and the message handed out.
     complete: bool,
+    /// The message is compressed: its bytes are not UTF-8-checked here.
+    compressed: bool,
 }
 
 impl Reassembly {
     fn append(&mut self, fragment: &[u8], fin: bool) -> Result<(), ProtocolError> {
         self.payload.extend_from_slice(fragment);
-        if self.opcode != OpCode::Text {
+        if self.opcode != OpCode::Text || self.compressed {
             return Ok(());
         }
         // Validate only what is new (plus a carried partial code point).
@@ -430,14 +469,15 @@ fn parse_header(
     role: Role,
     in_progress_len: Option<usize>,
     limits: &Limits,
+    deflate: bool,
 ) -> Result<Option<FrameHeader>, ProtocolError> {
     let (b0, b1) = match buf {
         [b0, b1, ..] => (*b0, *b1),
         _ => return Ok(None),
     };
     let fin = b0 & 0x80 != 0;
-    // We negotiate no extensions, so every RSV bit must be clear (§5.2).
-    if b0 & 0x70 != 0 {
+    // RSV2 and RSV3 belong to no extension we speak (§5.2).
+    if b0 & 0x30 != 0 {
         return Err(ProtocolError::protocol(
             "reserved bits set without a negotiated extension",
         ));
@@ -445,6 +485,17 @@ fn parse_header(
     let Some(opcode) = OpCode::from_u4(b0 & 0x0F) else {
         return Err(ProtocolError::protocol("reserved opcode"));
     };
+    // RSV1 is permessage-deflate's "compressed" bit: only with the
+    // extension, and only on the first frame of a data message (RFC 7692
+    // §6: never on continuations, never on control frames).
+    let compressed = b0 & 0x40 != 0;
+    if compressed && !(deflate && matches!(opcode, OpCode::Text | OpCode::Binary)) {
+        return Err(ProtocolError::protocol(if deflate {
+            "RSV1 set on a continuation or control frame"
+        } else {
+            "reserved bits set without a negotiated extension"
+        }));
+    }
     let masked = b1 & 0x80 != 0;
     match (role, masked) {
         (Role::Server, false) => return Err(ProtocolError::protocol("client frame is not masked")),
@@ -510,6 +561,7 @@ fn parse_header(
         mask,
         header_len,
         payload_len,
+        compressed,
     }))
 }
 

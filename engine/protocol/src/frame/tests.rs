@@ -629,3 +629,64 @@ fn protocol_error_displays_its_reason() {
     let err = ProtocolError::protocol("reserved opcode");
     assert_eq!(err.to_string(), "reserved opcode");
 }
+
+/// With permessage-deflate negotiated, RSV1 marks the first frame of a
+/// compressed message; everywhere else it stays a violation (RFC 7692 §6).
+#[test]
+fn rsv1_with_and_without_deflate() {
+    let decode_one = |frames: &[Vec<u8>], deflate: bool| {
+        let mut decoder = Decoder::new();
+        let mut results = Vec::new();
+        for frame in frames {
+            let mut buf = frame.clone();
+            match decoder.decode_with(&mut buf, Role::Server, &BIG, deflate) {
+                Ok(Some(decoded)) => {
+                    results.push(Ok((decoded.compressed, decoded.message.map(Owned::from))))
+                }
+                Ok(None) => results.push(Err(0)),
+                Err(err) => {
+                    results.push(Err(err.close_code.0));
+                    break;
+                }
+            }
+        }
+        results
+    };
+    // Not valid UTF-8 on its own: compressed text is checked after inflating.
+    let body = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    // A compressed text message in one frame.
+    assert_eq!(
+        decode_one(&[masked(0xC1, &body)], true),
+        [Ok((true, Some(Owned::Text(body.to_vec()))))]
+    );
+    // Without the extension RSV1 is a protocol error, as before.
+    assert_eq!(decode_one(&[masked(0xC1, &body)], false), [Err(1002)]);
+    assert_eq!(decode_one(&[masked(0xC2, &body)], false), [Err(1002)]);
+    // A compressed message in fragments: RSV1 on the first only.
+    assert_eq!(
+        decode_one(&[masked(0x41, &body[..3]), masked(0x80, &body[3..])], true),
+        [
+            Ok((true, None)),
+            Ok((true, Some(Owned::Text(body.to_vec()))))
+        ]
+    );
+    // RSV1 on a continuation is a violation.
+    assert_eq!(
+        decode_one(&[masked(0x01, b"ab"), masked(0xC0, b"cd")], true),
+        [Ok((false, None)), Err(1002)]
+    );
+    // Control frames are never compressed.
+    for opcode in [0x88, 0x89, 0x8A] {
+        assert_eq!(decode_one(&[masked(0x40 | opcode, b"")], true), [Err(1002)]);
+    }
+    // RSV2 and RSV3 are still violations with deflate.
+    assert_eq!(decode_one(&[masked(0xA1, b"x")], true), [Err(1002)]);
+    assert_eq!(decode_one(&[masked(0x91, b"x")], true), [Err(1002)]);
+    // An uncompressed message on a deflate connection is still checked as
+    // UTF-8 text, and not marked compressed.
+    assert_eq!(decode_one(&[masked(0x81, &[0xff])], true), [Err(1007)]);
+    assert_eq!(
+        decode_one(&[masked(0x81, b"hi")], true),
+        [Ok((false, Some(Owned::Text(b"hi".to_vec()))))]
+    );
+}
