@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         },
         idle_timeout: Duration::from_millis(50),
         shutdown_grace: Duration::from_millis(50),
+        connections_max: 4,
     };
     RUNTIME.with(|runtime| serve_once(runtime, data, split, options));
 });

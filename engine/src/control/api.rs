@@ -9,9 +9,9 @@
 //! publication it did not hand over, and never reports a failure for one it
 //! did.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use ringcast_protocol::close::CloseCode;
@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::http::{Handler, Method, Request, Response, CONTENT_TYPE_JSON};
+use super::http::{Handler, Method, Request, Response, ServeError, CONTENT_TYPE_JSON};
 use crate::channels;
 use crate::engine::Shared;
 use crate::interest::shard_indexes;
@@ -40,10 +40,14 @@ const TARGETS_MAX: usize = crate::limits::API_TARGETS_MAX;
 /// `ringcast_protocol::limits`).
 pub const CONTROL_ID_SHARD: u8 = ringcast_protocol::limits::ID_SHARD_CONTROL;
 
+/// How often a connection closed at the API's capacity is logged at most.
+const CAPACITY_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 pub struct Api {
     shared: Arc<Shared>,
     sender: MeshSender,
     message_ids: RefCell<MessageIdGen>,
+    capacity_logged_at: Cell<Option<Instant>>,
 }
 
 // The payload fields are repeated in each body rather than shared through
@@ -184,6 +188,7 @@ impl Api {
         let node_id = shared.config.server.node_id.get();
         Api {
             message_ids: RefCell::new(MessageIdGen::new(node_id, CONTROL_ID_SHARD)),
+            capacity_logged_at: Cell::new(None),
             shared,
             sender,
         }
@@ -216,15 +221,7 @@ impl Api {
                 &format!("no route for {path}"),
             ));
         }
-        if !self.authorized(&req) {
-            let mut resp = Response::error(
-                401,
-                "unauthorized",
-                "missing or wrong API key: send `Authorization: apikey <key>`",
-            );
-            resp.headers.push(("WWW-Authenticate", "apikey".into()));
-            return Err(resp);
-        }
+        // The API key was checked on the head, before the body was read (`Handler::screen`).
         let is_post = req.method == Method::POST;
         let is_get = req.method == Method::GET || req.method == Method::HEAD;
         let allow = match path {
@@ -713,6 +710,39 @@ impl Handler for Api {
     async fn handle(&self, req: Request) -> Response {
         match self.route(req).await {
             Ok(resp) | Err(resp) => resp,
+        }
+    }
+
+    /// Every `/api/` route needs the API key: without it, 401 before the body is read, so an
+    /// unauthenticated caller never makes the control thread buffer one.
+    fn screen(&self, head: &Request) -> Option<Response> {
+        if !head.path.starts_with("/api/") || self.authorized(head) {
+            return None;
+        }
+        let mut resp = Response::error(
+            401,
+            "unauthorized",
+            "missing or wrong API key: send `Authorization: apikey <key>`",
+        );
+        resp.headers.push(("WWW-Authenticate", "apikey".into()));
+        Some(resp)
+    }
+
+    fn on_connection_error(&self, err: &ServeError) {
+        if let ServeError::AtCapacity { connections_max } = err {
+            let now = Instant::now();
+            let due = self
+                .capacity_logged_at
+                .get()
+                .is_none_or(|at| now.duration_since(at) >= CAPACITY_LOG_INTERVAL);
+            if due {
+                self.capacity_logged_at.set(Some(now));
+                tracing::warn!(
+                    connections_max,
+                    "API connection closed at accept: {connections_max} are served already \
+                     (half of server.fd_reserve)"
+                );
+            }
         }
     }
 }

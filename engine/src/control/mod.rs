@@ -30,6 +30,11 @@ pub fn run(
     local.block_on(&runtime, serve(shared, sender, listener))
 }
 
+/// The API's share of `server.fd_reserve`: half (at least 8; the reserve is at least 16).
+pub fn api_connections_max(fd_reserve: usize) -> usize {
+    (fd_reserve / 2).max(8)
+}
+
 async fn serve(
     shared: Arc<Shared>,
     sender: MeshSender,
@@ -46,6 +51,9 @@ async fn serve(
         },
         idle_timeout: api_config.idle_timeout,
         shutdown_grace: shared.config.server.shutdown_grace,
+        // The API lives off the fd reserve the shards leave free (see `admission::FdBudget`):
+        // half of it, so the store and the logs keep the rest whatever the API is sent.
+        connections_max: api_connections_max(shared.config.server.fd_reserve),
     };
     let mesh = sender.mesh().clone();
     let api = Rc::new(api::Api::new(shared.clone(), sender));

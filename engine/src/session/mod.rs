@@ -677,12 +677,23 @@ impl Session {
     /// The kernel took `written` of the bytes marked in flight (fewer means
     /// the socket is full).
     pub fn on_sent(&mut self, written: usize, now_ms: u64, config: &SessionConfig) {
+        let offered = self.on_buffered(written);
+        self.on_wire(written, written < offered, now_ms, config);
+    }
+
+    /// A layer between the queue and the socket (TLS) took `taken` of the
+    /// bytes marked in flight; returns how many were offered. Taking fewer
+    /// says nothing about the socket: that is [`Session::on_wire`]'s.
+    pub fn on_buffered(&mut self, taken: usize) -> usize {
         let offered = std::mem::take(&mut self.in_flight);
-        assert!(
-            written <= offered,
-            "kernel wrote {written} of {offered} bytes"
-        );
-        self.consume(written);
+        assert!(taken <= offered, "{taken} of {offered} bytes taken");
+        self.consume(taken);
+        offered
+    }
+
+    /// `written` bytes reached the socket, which came back `short` (full)
+    /// or not: whether this connection is stalled, and the close linger.
+    pub fn on_wire(&mut self, written: usize, short: bool, now_ms: u64, config: &SessionConfig) {
         // A closing peer still reading through what was queued ahead of our
         // close frame is slow, not gone: each write that makes progress
         // restarts the linger, so it still gets its close code (a slow
@@ -691,7 +702,7 @@ impl Session {
         if written > 0 && matches!(self.phase, Phase::Closing { .. }) {
             self.deadline_ms = self.deadline_ms.max(now_ms + config.close_linger_ms);
         }
-        self.write_blocked = written < offered;
+        self.write_blocked = short;
         if self.write_blocked {
             if self.stalled_since_ms == 0 {
                 self.stalled_since_ms = now_ms;

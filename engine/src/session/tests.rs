@@ -729,6 +729,48 @@ fn slow_consumer_close_finishes_a_partly_written_frame() {
     assert_eq!(pair.got(), [got_big(b'a'), Got::Close(Some(1013))]);
 }
 
+/// A layer that takes part of what is offered (TLS: rustls holds at most
+/// 16 KiB) is not a full socket: only the socket's own short write starts
+/// the slow-consumer clock.
+#[test]
+fn a_partial_take_by_a_buffering_layer_is_not_a_stall() {
+    let mut pair = Pair::open(false);
+    // Under the bound (a replay keeps its queue near half of it).
+    let half = BIG_FRAME_LEN / 2;
+    while pair.server.out_bytes() + BIG_FRAME_LEN <= QUEUE_BYTES_MAX {
+        assert_eq!(pair.queue(big(b'a')), Offer::Queued);
+    }
+    assert!(
+        pair.server.out_bytes() > 3 * half,
+        "more queued than taken below"
+    );
+    for _ in 0..3 {
+        let offered = pair.begin_send();
+        let bytes = pair.in_flight.take().expect("offered");
+        assert_eq!(pair.server.on_buffered(half), offered);
+        pair.client.deliver(&bytes[..half]);
+        // The socket took everything it was given.
+        pair.server.on_wire(half, false, pair.now_ms, &pair.config);
+        pair.now_ms += SLOW_CONSUMER_TIMEOUT_MS;
+        // (A heartbeat ping may come due; a cut may not.)
+        assert_ne!(
+            pair.server.handle_timeout(pair.now_ms, &pair.config),
+            Some(Timeout::SlowConsumer)
+        );
+        assert!(pair.server.is_open(), "cut although the socket kept up");
+    }
+    // The socket itself comes back short: now the clock runs.
+    let _ = pair.begin_send();
+    pair.in_flight = None;
+    pair.server.on_buffered(0);
+    pair.server.on_wire(0, true, pair.now_ms, &pair.config);
+    pair.now_ms += SLOW_CONSUMER_TIMEOUT_MS;
+    assert_eq!(
+        pair.server.handle_timeout(pair.now_ms, &pair.config),
+        Some(Timeout::SlowConsumer)
+    );
+}
+
 /// The close linger counts from the last write progress: a cut consumer
 /// that reads again, slowly, through what the socket held still gets its
 /// 1013; one that never reads is released at the linger.

@@ -455,7 +455,9 @@ impl Shard {
             tls.in_flight = false;
             match result {
                 Ok(written) => {
-                    tls.on_sent(written);
+                    let short = tls.on_sent(written);
+                    conn.session
+                        .on_wire(written, short, self.now_ms, &self.session_config);
                     self.shared.metrics[self.idx].bytes_out.add(written as u64);
                 }
                 Err(err) => {
@@ -586,7 +588,7 @@ impl Shard {
             return;
         };
         while !tls.in_flight && !session.writes_ended() {
-            tls.encrypt(session, now_ms, &self.session_config);
+            tls.encrypt(session);
             if session.take_shutdown() {
                 tls.close_notify(true);
             } else if session.is_done() {
@@ -603,9 +605,10 @@ impl Shard {
             {
                 Send::InFlight => tls.in_flight = true,
                 Send::Done(Ok(written)) => {
-                    tls.on_sent(written);
+                    let short = tls.on_sent(written);
+                    session.on_wire(written, short, now_ms, &self.session_config);
                     self.shared.metrics[self.idx].bytes_out.add(written as u64);
-                    if written < offered {
+                    if short {
                         break;
                     }
                 }

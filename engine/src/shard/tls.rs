@@ -25,7 +25,7 @@ use rustls::{ServerConfig, ServerConnection};
 
 use super::conn::Recv;
 use crate::limits::{IOV_MAX, TLS_BUFFER_BYTES_MAX};
-use crate::session::{Session, SessionConfig};
+use crate::session::Session;
 use crate::sys::{self, Io};
 
 pub struct TlsConn {
@@ -109,9 +109,10 @@ impl TlsConn {
         }
     }
 
-    /// Moves the session's queued frames into rustls while it has room;
-    /// a partial take tells the session its peer is not keeping up.
-    pub fn encrypt(&mut self, session: &mut Session, now_ms: u64, config: &SessionConfig) {
+    /// Moves the session's queued frames into rustls while it has room. A
+    /// full rustls is not a full socket: whether the peer keeps up is told
+    /// by the socket's writes (`Session::on_wire`), not by this.
+    pub fn encrypt(&mut self, session: &mut Session) {
         while session.wants_send() {
             let mut slices = [io::IoSlice::new(&[]); IOV_MAX];
             let n_slices = session.start_send(&mut slices);
@@ -126,7 +127,7 @@ impl TlsConn {
                 .writer()
                 .write_vectored(&slices[..n_slices])
                 .unwrap_or(0);
-            session.on_sent(taken, now_ms, config);
+            session.on_buffered(taken);
             if taken < offered {
                 return;
             }
@@ -160,8 +161,9 @@ impl TlsConn {
         &self.out[self.sent..]
     }
 
-    /// `written` bytes of `pending()` reached the socket.
-    pub fn on_sent(&mut self, written: usize) {
+    /// `written` bytes of `pending()` reached the socket; returns whether
+    /// the write came back short of what was pending (the socket is full).
+    pub fn on_sent(&mut self, written: usize) -> bool {
         assert!(
             self.sent + written <= self.out.len(),
             "wrote {written} bytes past the {} pending",
@@ -172,6 +174,9 @@ impl TlsConn {
             // An idle connection holds no ciphertext buffer.
             self.out = Vec::new();
             self.sent = 0;
+            false
+        } else {
+            true
         }
     }
 

@@ -314,3 +314,29 @@ e2e!(
         engine.shutdown();
     }
 );
+
+/// Without the API key a request is refused on its head: the announced
+/// body is never waited for (nor buffered), and the connection closes.
+#[test]
+fn unauthenticated_request_is_refused_before_its_body() {
+    use std::io::{Read, Write};
+    let engine = start(config(ringcast_engine::config::Driver::Epoll, 1));
+    let mut stream = std::net::TcpStream::connect(engine.api_addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(
+            b"POST /api/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 900000\r\n\r\n",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .expect("the answer, then the close, without the body being sent");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("\"unauthorized\""), "{answer}");
+    engine.shutdown();
+}

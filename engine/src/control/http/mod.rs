@@ -67,6 +67,9 @@ pub struct ServeOptions {
     pub idle_timeout: Duration,
     /// On shutdown, how long in-flight requests get to finish before their connections are cut.
     pub shutdown_grace: Duration,
+    /// Connections served at once; one accepted beyond this is closed at once (each holds a file
+    /// descriptor and up to `body_bytes_max` of buffered body).
+    pub connections_max: usize,
 }
 
 /// A request with its body read whole. Header names are lowercase (hyper's `HeaderMap`).
@@ -94,6 +97,9 @@ pub enum ServeError {
     /// account of why the connection ended. For a malformed request hyper already answered.
     #[error("control connection failed: {0}")]
     Http(#[from] hyper::Error),
+    /// A connection arrived with `connections_max` already served; it was closed at once.
+    #[error("control connection refused: {connections_max} connections are served already")]
+    AtCapacity { connections_max: usize },
     /// The TLS handshake failed or did not finish within the idle timeout (https only).
     #[error("control connection TLS handshake failed: {0}")]
     Tls(std::io::Error),
@@ -105,7 +111,7 @@ pub enum ServeError {
 pub enum BodyError {
     #[error("request body exceeds {body_bytes_max} bytes")]
     TooLarge { body_bytes_max: usize },
-    #[error("peer stalled mid-body for longer than the idle timeout ({timeout_ms} ms)")]
+    #[error("request body not received whole within the idle timeout ({timeout_ms} ms)")]
     Stalled { timeout_ms: u128 },
     #[error("malformed request body: {0}")]
     Malformed(hyper::Error),
@@ -125,6 +131,14 @@ pub trait Handler {
     /// Answers one request. Called on the control thread; the future need not be `Send` because
     /// the control runtime is single-threaded.
     fn handle(&self, req: Request) -> impl Future<Output = Response>;
+
+    /// Looks at a request's head (its `body` still empty) before the body is read; a refusal is
+    /// sent at once and the connection closed, so a caller without credentials never makes the
+    /// server buffer a body. The default lets every request through.
+    fn screen(&self, head: &Request) -> Option<Response> {
+        let _ = head;
+        None
+    }
 
     /// Called once per connection that ended abnormally, and for each failed accept, so the
     /// control plane can count or log it. Per-connection failures are operating errors, never
@@ -284,6 +298,14 @@ pub async fn serve<H: Handler + 'static>(
         // Reap finished connections so the set holds only live ones.
         while connections.try_join_next().is_some() {}
         match accepted {
+            Ok((stream, _peer)) if connections.len() >= options.connections_max => {
+                // Closed unanswered: answering would take a task and buffers from the very
+                // budget the cap protects.
+                drop(stream);
+                handler.on_connection_error(&ServeError::AtCapacity {
+                    connections_max: options.connections_max,
+                });
+            }
             Ok((stream, _peer)) => {
                 // Responses are written whole; Nagle would only delay the tail of pipelined
                 // batches behind the client's delayed ACK. Failure just costs latency.
@@ -425,7 +447,18 @@ async fn answer<H: Handler>(
     if let Err(refusal) = check_transfer_coding(&parts.headers) {
         return Ok(refusal.into_hyper(true));
     }
-    let body = match read_body(body, options).await {
+    let mut request = Request {
+        method: parts.method,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body: Bytes::new(),
+    };
+    if let Some(refusal) = handler.screen(&request) {
+        // The body stays unread: the connection cannot be reused.
+        return Ok(refusal.into_hyper(true));
+    }
+    request.body = match read_body(body, options).await {
         Ok(body) => body,
         Err(BodyError::TooLarge { body_bytes_max }) => {
             let refusal = Response::error(
@@ -444,13 +477,6 @@ async fn answer<H: Handler>(
             return Ok(refusal.into_hyper(true));
         }
         Err(stalled) => return Err(stalled),
-    };
-    let request = Request {
-        method: parts.method,
-        path: parts.uri.path().to_owned(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers,
-        body,
     };
     Ok(handler.handle(request).await.into_hyper(false))
 }
@@ -495,7 +521,20 @@ fn check_transfer_coding(headers: &HeaderMap) -> Result<(), Response> {
 /// `body_bytes_max` bytes. A declared oversize is refused before any of the body is read, so an
 /// `Expect: 100-continue` client is never told to send it. Each wait for more of the body is
 /// bounded by the idle timeout.
-async fn read_body(mut body: Incoming, options: ServeOptions) -> Result<Bytes, BodyError> {
+/// Reads the body whole within `idle_timeout`, counted from the head: a per-piece deadline alone
+/// would let a body trickle in for hours (a byte per interval) while holding its buffer.
+async fn read_body(body: Incoming, options: ServeOptions) -> Result<Bytes, BodyError> {
+    tokio::time::timeout(options.idle_timeout, read_body_within_limit(body, options))
+        .await
+        .map_err(|_elapsed| BodyError::Stalled {
+            timeout_ms: options.idle_timeout.as_millis(),
+        })?
+}
+
+async fn read_body_within_limit(
+    mut body: Incoming,
+    options: ServeOptions,
+) -> Result<Bytes, BodyError> {
     use hyper::body::Body as _;
     let body_bytes_max = options.limits.body_bytes_max;
     let too_large = BodyError::TooLarge { body_bytes_max };
@@ -510,12 +549,9 @@ async fn read_body(mut body: Incoming, options: ServeOptions) -> Result<Bytes, B
     let mut first: Option<Bytes> = None;
     let mut joined = BytesMut::new();
     loop {
-        let frame = tokio::time::timeout(options.idle_timeout, body.frame())
-            .await
-            .map_err(|_elapsed| BodyError::Stalled {
-                timeout_ms: options.idle_timeout.as_millis(),
-            })?;
-        let Some(frame) = frame else { break };
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         let Ok(data) = frame.map_err(BodyError::Malformed)?.into_data() else {
             // Trailers: hyper bounds them by the head limits; the API ignores them.
             continue;

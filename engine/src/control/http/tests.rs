@@ -26,6 +26,11 @@ struct Echo<'a> {
 }
 
 impl Handler for EchoHandler {
+    fn screen(&self, head: &Request) -> Option<Response> {
+        (head.path == "/guarded" && head.header("x-key") != Some("k"))
+            .then(|| Response::error(401, "unauthorized", "no key"))
+    }
+
     async fn handle(&self, req: Request) -> Response {
         match req.path.as_str() {
             "/missing" => return Response::error(404, "not_found", "no such route"),
@@ -64,6 +69,7 @@ fn options(limits: HttpLimits, idle_timeout: Duration) -> ServeOptions {
         limits,
         idle_timeout,
         shutdown_grace: Duration::from_secs(5),
+        connections_max: 64,
     }
 }
 
@@ -168,6 +174,20 @@ impl RawClient {
             // The server's RST after its FIN also means closed.
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => 0,
             Err(err) => panic!("read: {err}"),
+        }
+    }
+
+    /// The status of a response, or `None` when the server closes first.
+    fn try_read_status(&mut self) -> Option<u16> {
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; 32];
+            let mut raw = httparse::Response::new(&mut slots);
+            if let Ok(httparse::Status::Complete(_)) = raw.parse(&self.buf) {
+                return raw.code;
+            }
+            if self.fill() == 0 {
+                return None;
+            }
         }
     }
 
@@ -641,6 +661,28 @@ fn idle_and_stalled_connections_are_closed() {
             client.send(b"POST /a HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
             client.assert_closed();
 
+            // A body that trickles in, each piece well within the idle timeout, is cut off once
+            // the whole body has taken longer than it.
+            let mut client = RawClient::connect(addr);
+            client.send(b"POST /a HTTP/1.1\r\nContent-Length: 100\r\n\r\n");
+            let started = Instant::now();
+            let mut cut_off = false;
+            for _ in 0..100 {
+                std::thread::sleep(Duration::from_millis(20));
+                if client.stream.write_all(b"x").is_err() {
+                    cut_off = true;
+                    break;
+                }
+            }
+            let elapsed = started.elapsed();
+            if !cut_off {
+                client.assert_closed();
+            }
+            assert!(
+                elapsed < Duration::from_secs(2),
+                "a trickling body was held {elapsed:?}"
+            );
+
             // Slowloris: a head that keeps trickling in is cut off once the deadline passes, even
             // though no single wait is longer than the idle timeout.
             let mut client = RawClient::connect(addr);
@@ -669,6 +711,63 @@ fn idle_and_stalled_connections_are_closed() {
             assert!(started.elapsed() < Duration::from_secs(2));
         },
     );
+}
+
+#[test]
+fn a_screened_request_is_refused_before_its_body_is_read() {
+    with_server(
+        options(HttpLimits::default(), Duration::from_secs(5)),
+        |addr| {
+            // The head alone, a large body announced and never sent: the refusal comes at once.
+            let mut client = RawClient::connect(addr);
+            client.send(b"POST /guarded HTTP/1.1\r\nContent-Length: 900000\r\n\r\n");
+            let response = client.read_response(false);
+            assert_eq!(response.status, 401);
+            assert_eq!(response.header("connection"), Some("close"));
+            let body: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON");
+            assert_eq!(body["error"]["code"], "unauthorized");
+            client.assert_closed();
+
+            // With the key the same route reads the body and answers.
+            let mut answer = agent()
+                .post(format!("http://{addr}/guarded"))
+                .header("x-key", "k")
+                .send("payload")
+                .expect("answer");
+            assert_eq!(answer.status(), 200);
+            assert_eq!(body_json(&mut answer)["body"], "payload");
+        },
+    );
+}
+
+#[test]
+fn connections_over_the_cap_are_closed_at_accept() {
+    let mut options = options(HttpLimits::default(), Duration::from_secs(5));
+    options.connections_max = 2;
+    with_server(options, |addr| {
+        let mut held: Vec<RawClient> = (0..2)
+            .map(|_| {
+                let mut client = RawClient::connect(addr);
+                client.send(b"GET /a HTTP/1.1\r\n\r\n");
+                assert_eq!(client.read_response(false).status, 200);
+                client
+            })
+            .collect();
+        // A third, while two are kept alive, is closed without an answer.
+        let mut extra = RawClient::connect(addr);
+        let _ = extra.stream.write_all(b"GET /a HTTP/1.1\r\n\r\n");
+        extra.assert_closed();
+        // Once one of the two goes, a new connection is served.
+        drop(held.pop());
+        let served = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            let mut client = RawClient::connect(addr);
+            client.stream.write_all(b"GET /a HTTP/1.1\r\n\r\n").is_ok()
+                && client.try_read_status() == Some(200)
+        });
+        assert!(served, "a freed slot is served again");
+        drop(held);
+    });
 }
 
 #[test]
