@@ -136,9 +136,12 @@ pub(crate) fn run_writer_thread(mut writer: Writer) {
     }
 }
 
-/// Lets go of the database, then reopens it with backoff, answering every
-/// request [`StoreError::Unavailable`] meanwhile (at once, never holding
-/// one until the database is back). Returns the writer on the reopened
+/// Lets go of the database, then reopens it with backoff, answering
+/// requests [`StoreError::Unavailable`] meanwhile: new ones at once (the
+/// store refuses them while `recovering`), those already queued between
+/// the backoff's tries; only an attempt in progress (dropping the old
+/// database, or opening and replaying the journal) holds them, never until
+/// the database is back. Returns the writer on the reopened
 /// database, or `None` if the store shut down or the reopen failed for
 /// good (then the store is poisoned).
 fn reopen(mut parts: WriterParts, reason: &'static str) -> Option<Writer> {

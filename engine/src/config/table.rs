@@ -166,9 +166,10 @@ config_table! {
         /// Accept permessage-deflate (RFC 7692) from clients that offer it.
         compression: bool = Bool { default: false },
             "BOOL", "Negotiate permessage-deflate with clients that offer it";
-        /// Pushes with a payload smaller than this go uncompressed.
+        /// Pushes whose frame (header included) is shorter than this go
+        /// uncompressed.
         compression_min_bytes: usize = Bytes { default: 256, min: 0, max: SIZE_BYTES_MAX },
-            "BYTES", "Smallest push payload sent compressed";
+            "BYTES", "Smallest push frame sent compressed";
     }
 }
 
