@@ -503,6 +503,7 @@ impl Api {
         let request = ReadRequest {
             stream: body.stream.clone(),
             since: body.since,
+            before: None,
             limit: body.limit as usize,
             reverse: body.reverse,
         };

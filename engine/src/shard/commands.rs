@@ -342,6 +342,7 @@ impl Shard {
                 let request = shared.store.read(ReadRequest {
                     stream: stream.clone(),
                     since,
+                    before: None,
                     limit: limit as usize,
                     reverse,
                 });
