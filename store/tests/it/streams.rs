@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 use ringcast_store::{Appended, Durability, ErrorSource, Store, StoreError};
 
-use crate::util::{
-    append, block_on, config, data, offsets, read, read_all, read_range, request, submit,
-};
+use crate::util::{append, block_on, config, data, offsets, read_all, read_range, request, submit};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]

@@ -76,6 +76,21 @@ pub enum CommandBody {
         limit: u32,
         reverse: bool,
     },
+    /// Backward paging: up to `limit` stored publications of `stream` with
+    /// offsets below `before` (and above `since` when given), newest first.
+    /// The last entry's offset is the next page's `before`; older entries
+    /// exist exactly when it is above the reply's `start_offset` (and
+    /// `since + 1`). The JSON form is `history` with `before`; a separate
+    /// variant, last, so the binary form of every older command keeps its
+    /// bytes; `since` is a plain offset (0: from the start, the same as
+    /// none) so the variant is no larger than the largest older one and the
+    /// archived size of every command is unchanged.
+    HistoryBefore {
+        stream: String,
+        before: u64,
+        since: u64,
+        limit: u32,
+    },
 }
 
 /// A position in a durable stream: the offset of the last publication a
