@@ -64,8 +64,9 @@ pub enum CommandBody {
     },
     /// Up to `limit` (1..=[`HISTORY_LIMIT_MAX`](super::HISTORY_LIMIT_MAX)) stored publications of
     /// `stream`. Forward (`reverse == false`): offsets after `since`, oldest
-    /// first, from the stream's start when `since` is `None`. Reverse:
-    /// offsets before `since`, newest first, from the newest when `None`.
+    /// first, from the stream's start when `since` is `None`. Reverse: the
+    /// newest offsets after `since`, newest first (paging back below an
+    /// offset is [`CommandBody::HistoryBefore`]).
     /// Answered with [`encode_history_json`](super::encode_history_json) / [`encode_history_binary`](super::encode_history_binary).
     /// The JSON form defaults `limit` to
     /// [`HISTORY_LIMIT_DEFAULT`](super::HISTORY_LIMIT_DEFAULT); the binary
