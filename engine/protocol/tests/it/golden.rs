@@ -286,9 +286,9 @@ const JSON_COMMAND_ERRORS: &[(&str, &str, Option<&str>)] = &[
     ),
     (
         r#"{"id":7,"method":"subscribe","params":{"channel":"a","x":1}}"#,
-        r#"command rejected with error 107 (bad request): invalid params: unknown field `x`, expected `channel` or `since` at line 1 column 18"#,
+        r#"command rejected with error 107 (bad request): invalid params: unknown field `x`, expected one of `channel`, `since`, `token` at line 1 column 18"#,
         Some(
-            r#"{"id":7,"error":{"code":107,"message":"invalid params: unknown field `x`, expected `channel` or `since` at line 1 column 18"}}"#,
+            r#"{"id":7,"error":{"code":107,"message":"invalid params: unknown field `x`, expected one of `channel`, `since`, `token` at line 1 column 18"}}"#,
         ),
     ),
     (
@@ -620,7 +620,7 @@ fn every_error_code_keeps_its_reply() {
         all.push_str(std::str::from_utf8(&encode_reply_json(&Reply::error(1, code))).unwrap());
         all.push('\n');
     }
-    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n", "codes");
+    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n", "codes");
 }
 
 fn connects() -> Vec<(ConnectInfo, &'static str, &'static str)> {
