@@ -369,6 +369,23 @@ mod tests {
     }
 
     #[test]
+    fn docs_integration_examples_mint_tokens_that_verify() {
+        // Minted by both examples of docs/integration.md ("Permissions"),
+        // the Python one and the Node one, which give the same bytes:
+        // alice, chat:g1, exp 4102444800 (2100-01-01).
+        let minted = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+            eyJzdWIiOiJhbGljZSIsImNoYW5uZWwiOiJjaGF0OmcxIiwiZXhwIjo0MTAyNDQ0ODAwfQ.\
+            nlItZbGhWFF_1aljqH0Jylt2bxVAk4VKxMgH8gUj-mw";
+        let claims = Authenticator::new(SECRET, 0)
+            .verify_subscription(minted)
+            .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.channel.as_str(), claims.exp),
+            ("alice", "chat:g1", 4_102_444_800)
+        );
+    }
+
+    #[test]
     fn unsigned_alg_none_token_is_refused() {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
