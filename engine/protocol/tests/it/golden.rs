@@ -12,8 +12,9 @@
 use ringcast_protocol::client::{
     decode_binary, decode_json, decode_server_binary, encode_binary_command, encode_connect_binary,
     encode_connect_json, encode_history_binary, encode_history_json, encode_reply_binary,
-    encode_reply_json, BinaryCommand, BinaryCommandBody, ConnectInfo, ErrorCode, Recovery, Reply,
-    ReplyResult, ServerMessage, StreamPosition,
+    encode_reply_json, encode_subscription_binary, encode_subscription_json, BinaryCommand,
+    BinaryCommandBody, ConnectInfo, ErrorCode, Recovery, Reply, ReplyResult, ServerMessage,
+    StreamPosition,
 };
 use ringcast_protocol::envelope::{encode_push_json, ArchivedEnvelope, EncodedPush, Envelope};
 
@@ -237,6 +238,33 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
             ),
             "0f0000000000000007000000636861743a61ffff000000000000000000000000\
             00000000000000006400000000000000",
+        ),
+        (
+            r#"{"id":12,"method":"subscribe","params":{"channel":"chat:g1","token":"a.b.c"}}"#,
+            bin(
+                12,
+                BinaryCommandBody::SubscribeWithToken {
+                    channel: "chat:g1".into(),
+                    token: "a.b.c".into(),
+                    since: None,
+                },
+            ),
+            "0c0000000000000008000000636861743a6731ff612e622e63ffffff0000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":13,"method":"subscribe","params":{"channel":"chat:g1","token":"a.b.c","since":{"offset":41,"epoch":123}}}"#,
+            bin(
+                13,
+                BinaryCommandBody::SubscribeWithToken {
+                    channel: "chat:g1".into(),
+                    token: "a.b.c".into(),
+                    since: Some(StreamPosition {
+                        offset: 41,
+                        epoch: 123,
+                    }),
+                },
+            ),
+            "29000000000000007b000000000000000d0000000000000008000000636861743a6731ff612e622e63ffffff01000000d0ffffff000000000000000000000000",
         ),
     ]
 }
@@ -610,6 +638,24 @@ fn replies_keep_their_bytes_in_both_forms() {
             },
         };
         assert_eq!(decode_server_binary(&unhex(binary)).expect(&what), expected);
+    }
+}
+
+#[test]
+fn subscription_changes_keep_their_bytes_in_both_forms() {
+    for (subscribed, json, binary) in [
+        (true, r#"{"subscribed":{"channel":"chat:g1"}}"#, "05000000636861743a6731ff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
+        (false, r#"{"unsubscribed":{"channel":"chat:g1"}}"#, "06000000636861743a6731ff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
+    ] {
+        check_text(&encode_subscription_json("chat:g1", subscribed), json, json);
+        check_hex(&encode_subscription_binary("chat:g1", subscribed), binary, json);
+        let channel = "chat:g1".to_string();
+        let expected = if subscribed {
+            ServerMessage::Subscribed { channel }
+        } else {
+            ServerMessage::Unsubscribed { channel }
+        };
+        assert_eq!(decode_server_binary(&unhex(binary)).expect(json), expected);
     }
 }
 

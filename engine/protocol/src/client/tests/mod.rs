@@ -225,25 +225,6 @@ fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
             ),
         ),
         (
-            r#"{"id":12,"method":"subscribe","params":{"channel":"chat:g1","token":"a.b.c"}}"#,
-            bin(
-                12,
-                BinaryCommandBody::SubscribeWithToken {
-                    channel: "chat:g1".into(),
-                    token: "a.b.c".into(),
-                    since: None,
-                },
-            ),
-            command(
-                12,
-                CommandBody::SubscribeWithToken {
-                    channel: "chat:g1".into(),
-                    token: "a.b.c".into(),
-                    since: None,
-                },
-            ),
-        ),
-        (
             r#"{"id":13,"method":"subscribe","params":{"token":"t","channel":"chat:g1","since":{"offset":4,"epoch":5}}}"#,
             bin(
                 13,
