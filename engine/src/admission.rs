@@ -19,6 +19,11 @@ pub const DEVICE_ID_BYTES_MAX: usize = 64;
 #[derive(Debug)]
 pub struct Admitted {
     pub user: Rc<str>,
+    /// The token's `channels` claim, checked (`channels::check_grant`).
+    pub grants: Box<[Box<str>]>,
+    /// The token's `subs` claim: channels to join at connect, checked
+    /// (`channels::check_server_subscription`).
+    pub subs: Vec<String>,
     /// `?device=` from the connect URL, if given.
     pub device: Option<Rc<str>>,
     /// `?since=<offset>[&epoch=<epoch>]`: the inbox position to recover from.
@@ -108,8 +113,8 @@ pub fn admit(
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string())
     });
-    let (user, expires_at_ms): (Rc<str>, u64) = match token {
-        None if config.auth.allow_anonymous => ("".into(), 0),
+    let (user, expires_at_ms, grants, subs) = match token {
+        None if config.auth.allow_anonymous => ("".into(), 0, Box::default(), Vec::new()),
         token => match auth.verify(token.as_deref().unwrap_or("")) {
             Ok(claims) if crate::channels::validate_user_id(&claims.sub).is_err() => {
                 return Err(auth_refusal(&AuthError::Invalid(format!(
@@ -117,7 +122,13 @@ pub fn admit(
                     crate::channels::USER_ID_BYTES_MAX
                 ))));
             }
-            Ok(claims) => (claims.sub.as_str().into(), claims.exp.saturating_mul(1000)),
+            Ok(claims) => {
+                check_permission_claims(config, &claims)
+                    .map_err(|why| auth_refusal(&AuthError::Invalid(why)))?;
+                let grants = claims.channels.into_iter().map(Box::from).collect();
+                let user: Rc<str> = claims.sub.as_str().into();
+                (user, claims.exp.saturating_mul(1000), grants, claims.subs)
+            }
             Err(err) => return Err(auth_refusal(&err)),
         },
     };
@@ -171,6 +182,8 @@ pub fn admit(
     let extensions = agreed.map(|agreed| agreed.response_value());
     Ok(Admitted {
         user,
+        grants,
+        subs,
         device,
         inbox_since,
         binary,
@@ -178,6 +191,26 @@ pub fn admit(
         expires_at_ms,
         response: response_101(&request.key, protocol, extensions.as_deref()),
     })
+}
+
+/// The `channels` and `subs` claims as they must be; a token that breaks
+/// them is refused whole, naming the entry, rather than half applied.
+fn check_permission_claims(config: &Config, claims: &crate::auth::Claims) -> Result<(), String> {
+    for (index, grant) in claims.channels.iter().enumerate() {
+        crate::channels::check_grant(grant).map_err(|why| format!("`channels[{index}]`: {why}"))?;
+    }
+    let max = config.websocket.subscriptions_max_per_connection as usize;
+    if claims.subs.len() > max {
+        return Err(format!(
+            "`subs` lists {} channels; at most {max} subscriptions per connection",
+            claims.subs.len()
+        ));
+    }
+    for (index, channel) in claims.subs.iter().enumerate() {
+        crate::channels::check_server_subscription(config, channel)
+            .map_err(|why| format!("`subs[{index}]`: {why}"))?;
+    }
+    Ok(())
 }
 
 fn valid_device_id(device: &str) -> bool {

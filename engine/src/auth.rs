@@ -1,4 +1,10 @@
-//! Connection tokens: HS256 JWTs signed by the app backend.
+//! Connection and subscription tokens: HS256 JWTs signed by the app
+//! backend with the one configured secret, checked by one path
+//! ([`Authenticator::decode`]) so both kinds get the same rules.
+//!
+//! A subscription token carries a `channel` claim and a connection token
+//! must not: without that rule a subscription token, which a backend hands
+//! out per channel, would also open connections as its user.
 //!
 //! The algorithm is fixed here, never read from the token header, so a token
 //! claiming `alg: none` or an asymmetric algorithm is refused. `exp` is
@@ -7,9 +13,10 @@
 //! understands no JWS extension).
 
 use jsonwebtoken::{decode, errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
-/// The claims Ringcast reads; others are ignored.
+/// The claims of a connection token that Ringcast reads; others are ignored.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Claims {
     /// The user id.
@@ -19,6 +26,60 @@ pub struct Claims {
     /// Free-form user info the app attaches (shown in presence).
     #[serde(default)]
     pub info: Option<serde_json::Value>,
+    /// Channel patterns this user may subscribe to on namespaces with
+    /// `subscribe = "token"` (grammar: [`crate::channels::grant_matches`]).
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Channels the server subscribes every connection of this token to at
+    /// connect (server-side subscriptions).
+    #[serde(default)]
+    pub subs: Vec<String>,
+    /// Only read to refuse it: see the module doc.
+    #[serde(default)]
+    channel: Option<IgnoredAny>,
+}
+
+/// The claims of a subscription token: the backend's grant of one channel
+/// to one user until `exp`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionClaims {
+    pub sub: String,
+    pub exp: u64,
+    pub channel: String,
+    /// Free-form info the app attaches to this subscription; accepted and
+    /// not used yet.
+    #[serde(default)]
+    pub info: Option<serde_json::Value>,
+}
+
+/// What both token kinds have, for the checks [`Authenticator::decode`]
+/// makes on either.
+trait TokenClaims: DeserializeOwned {
+    fn sub(&self) -> &str;
+    /// Why these claims are the wrong kind of token, if they are.
+    fn wrong_kind(&self) -> Option<&'static str>;
+}
+
+impl TokenClaims for Claims {
+    fn sub(&self) -> &str {
+        &self.sub
+    }
+
+    fn wrong_kind(&self) -> Option<&'static str> {
+        self.channel.as_ref().map(|_| {
+            "this is a subscription token (it has a `channel` claim): it cannot open a connection"
+        })
+    }
+}
+
+impl TokenClaims for SubscriptionClaims {
+    fn sub(&self) -> &str {
+        &self.sub
+    }
+
+    fn wrong_kind(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -66,16 +127,33 @@ impl Authenticator {
         }
     }
 
+    /// A connection token.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        self.decode(token)
+    }
+
+    /// A subscription token (`channel` is required). Whether it is for the
+    /// channel and user at hand is the caller's check.
+    pub fn verify_subscription(&self, token: &str) -> Result<SubscriptionClaims, AuthError> {
+        self.decode(token)
+    }
+
+    /// The one validation path of both kinds: fixed algorithm, `exp`
+    /// required, `nbf` checked, both with the leeway, `crit` refused, a
+    /// non-empty `sub`.
+    fn decode<T: TokenClaims>(&self, token: &str) -> Result<T, AuthError> {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
         refuse_critical_extensions(token)?;
-        match decode::<Claims>(token, &self.key, &self.validation) {
-            Ok(data) if data.claims.sub.is_empty() => {
+        match decode::<T>(token, &self.key, &self.validation) {
+            Ok(data) if data.claims.sub().is_empty() => {
                 Err(AuthError::Invalid("empty `sub` claim".into()))
             }
-            Ok(data) => Ok(data.claims),
+            Ok(data) => match data.claims.wrong_kind() {
+                Some(why) => Err(AuthError::Invalid(why.into())),
+                None => Ok(data.claims),
+            },
             Err(err) => match err.kind() {
                 ErrorKind::ExpiredSignature => Err(AuthError::Expired),
                 ErrorKind::ImmatureSignature => Err(AuthError::NotYetValid),
@@ -234,6 +312,77 @@ mod tests {
         )
         .unwrap();
         assert_eq!(auth.verify(&plain).unwrap().sub, "a");
+    }
+
+    #[test]
+    fn subscription_tokens_share_the_rules_and_are_not_connection_tokens() {
+        let auth = Authenticator::new(SECRET, 0);
+        let sub_token = token(
+            Algorithm::HS256,
+            SECRET,
+            serde_json::json!({"sub": "a", "exp": now() + 60, "channel": "chat:g1"}),
+        );
+        let claims = auth.verify_subscription(&sub_token).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.channel.as_str()),
+            ("a", "chat:g1")
+        );
+        let err = auth.verify(&sub_token).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Invalid(why) if why.contains("subscription token")),
+            "{err}"
+        );
+        // A connection token has no `channel`: not a subscription token.
+        let conn_token = token(
+            Algorithm::HS256,
+            SECRET,
+            serde_json::json!({"sub": "a", "exp": now() + 60, "channels": ["chat:*"], "subs": ["news:x"]}),
+        );
+        assert!(matches!(
+            auth.verify_subscription(&conn_token),
+            Err(AuthError::Invalid(_))
+        ));
+        let claims = auth.verify(&conn_token).unwrap();
+        assert_eq!(
+            (claims.channels, claims.subs),
+            (vec!["chat:*".to_string()], vec!["news:x".to_string()])
+        );
+        // The same path: expiry and nbf as for connection tokens.
+        let expired = token(
+            Algorithm::HS256,
+            SECRET,
+            serde_json::json!({"sub": "a", "exp": now() - 60, "channel": "chat:g1"}),
+        );
+        assert_eq!(
+            auth.verify_subscription(&expired).unwrap_err(),
+            AuthError::Expired
+        );
+        let early = token(
+            Algorithm::HS256,
+            SECRET,
+            serde_json::json!({"sub": "a", "exp": now() + 60, "nbf": now() + 600, "channel": "c"}),
+        );
+        assert_eq!(
+            auth.verify_subscription(&early).unwrap_err(),
+            AuthError::NotYetValid
+        );
+    }
+
+    #[test]
+    fn docs_integration_examples_mint_tokens_that_verify() {
+        // Minted by both examples of docs/integration.md ("Permissions"),
+        // the Python one and the Node one, which give the same bytes:
+        // alice, chat:g1, exp 4102444800 (2100-01-01).
+        let minted = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+            eyJzdWIiOiJhbGljZSIsImNoYW5uZWwiOiJjaGF0OmcxIiwiZXhwIjo0MTAyNDQ0ODAwfQ.\
+            nlItZbGhWFF_1aljqH0Jylt2bxVAk4VKxMgH8gUj-mw";
+        let claims = Authenticator::new(SECRET, 0)
+            .verify_subscription(minted)
+            .unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.channel.as_str(), claims.exp),
+            ("alice", "chat:g1", 4_102_444_800)
+        );
     }
 
     #[test]

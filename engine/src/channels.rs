@@ -4,9 +4,14 @@
 //! The `user` namespace is the engine's own: `user:<id>` is the personal
 //! channel every connection of user `<id>` joins at connect, so a message
 //! sent to a user reaches all of their devices.
+//!
+//! [`check_subscribe`] is the one answer to "may this connection read this
+//! channel": the `subscribe` command and the `history` command of a channel
+//! it has not joined both ask it.
 
 use ringcast_protocol::client::ErrorCode;
 
+use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, PublishPolicy, SubscribePolicy};
 
 pub const PERSONAL_NAMESPACE: &str = "user";
@@ -66,23 +71,152 @@ pub fn check_api_channel(config: &Config, channel: &str) -> Result<(), ApiChanne
     }
 }
 
-pub fn check_subscribe(config: &Config, user: &str, channel: &str) -> Result<(), ErrorCode> {
-    validate_name(channel)?;
+/// A channel the server may subscribe connections to (`/api/subscribe`, the
+/// `subs` claim): one the API may use, but not a personal channel, which
+/// every connection has joined already.
+pub fn check_server_subscription(config: &Config, channel: &str) -> Result<(), String> {
+    match check_api_channel(config, channel) {
+        Err(ApiChannelRefusal::Invalid) => Err(format!("{channel:?} is not a valid channel")),
+        Err(ApiChannelRefusal::UnknownNamespace) => {
+            Err(format!("{channel:?} is in no configured namespace"))
+        }
+        Ok(()) if split(channel).0 == PERSONAL_NAMESPACE => Err(format!(
+            "{channel:?} is a personal channel, joined at connect by its user only"
+        )),
+        Ok(()) => Ok(()),
+    }
+}
+
+/// A refused subscribe: the code and the message the client gets.
+pub type SubscribeRefusal = (ErrorCode, String);
+
+/// Who asks to read a channel.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    /// "" for an anonymous connection.
+    pub user: &'a str,
+    /// The connection token's `channels` claim.
+    pub grants: &'a [Box<str>],
+    /// The subscription token sent with the command, if any.
+    pub token: Option<&'a str>,
+}
+
+/// Whether `reader` may subscribe to `channel` (and so read its history).
+///
+/// On a `"token"` namespace a grant in the connection token's `channels`
+/// claim is enough; otherwise the subscription token must verify (the same
+/// path as connection tokens) and name exactly this channel and this user.
+/// The claim and the token play no part on the other policies: `"public"`
+/// is open to every connection anyway, and `"owner"` and `"none"` mean what
+/// they say whatever a token holds.
+pub fn check_subscribe(
+    config: &Config,
+    auth: &Authenticator,
+    reader: &Reader<'_>,
+    channel: &str,
+) -> Result<(), SubscribeRefusal> {
+    let refuse = |code: ErrorCode| (code, code.message().to_string());
+    validate_name(channel).map_err(refuse)?;
     let (namespace, rest) = split(channel);
     if namespace == PERSONAL_NAMESPACE {
         // Joined at connect; nobody may join another user's.
-        return Err(if rest == user {
+        return Err(refuse(if rest == reader.user {
             ErrorCode::AlreadySubscribed
         } else {
             ErrorCode::PermissionDenied
-        });
+        }));
     }
-    let rules = config.namespace(channel).ok_or(ErrorCode::UnknownChannel)?;
+    let rules = config
+        .namespace(channel)
+        .ok_or_else(|| refuse(ErrorCode::UnknownChannel))?;
+    let user = reader.user;
     match rules.subscribe {
         SubscribePolicy::Public => Ok(()),
         SubscribePolicy::Owner if !user.is_empty() && rest == user => Ok(()),
-        SubscribePolicy::Owner | SubscribePolicy::ServerOnly => Err(ErrorCode::PermissionDenied),
+        SubscribePolicy::Owner | SubscribePolicy::ServerOnly => {
+            Err(refuse(ErrorCode::PermissionDenied))
+        }
+        SubscribePolicy::Token
+            if reader
+                .grants
+                .iter()
+                .any(|grant| grant_matches(grant, channel)) =>
+        {
+            Ok(())
+        }
+        SubscribePolicy::Token => match reader.token {
+            None => Err((
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{channel} needs a subscription token (the `token` param) or a \
+                     matching `channels` claim in the connection token"
+                ),
+            )),
+            Some(token) => check_subscription_token(auth, user, channel, token),
+        },
     }
+}
+
+fn check_subscription_token(
+    auth: &Authenticator,
+    user: &str,
+    channel: &str,
+    token: &str,
+) -> Result<(), SubscribeRefusal> {
+    let invalid = |why: String| {
+        (
+            ErrorCode::SubscriptionTokenInvalid,
+            format!("subscription token invalid: {why}"),
+        )
+    };
+    let claims = auth.verify_subscription(token).map_err(|err| match err {
+        AuthError::Expired => (
+            ErrorCode::SubscriptionTokenExpired,
+            "subscription token expired: get a new one from the app and subscribe again".into(),
+        ),
+        other => invalid(other.to_string()),
+    })?;
+    if claims.channel != channel {
+        return Err(invalid(format!(
+            "it is for channel {:?}, not {channel:?}",
+            claims.channel
+        )));
+    }
+    if user.is_empty() || claims.sub != user {
+        return Err(invalid("it is for another user".into()));
+    }
+    Ok(())
+}
+
+/// Whether the `channels` claim entry `grant` covers `channel`. Grammar: an
+/// entry ending in `*` matches every channel that starts with what comes
+/// before the `*` (`chat:team1-*`, `chat:*`); any other entry matches
+/// exactly that channel. `*` elsewhere is literal. [`check_grant`] refuses
+/// entries that would match nothing useful at connect.
+pub fn grant_matches(grant: &str, channel: &str) -> bool {
+    match grant.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => grant == channel,
+    }
+}
+
+/// An entry of the `channels` claim as it must be: a valid channel name,
+/// with a namespace before any trailing `*` (so no entry is a bare `*` or
+/// reaches into every namespace), never a personal channel.
+pub fn check_grant(grant: &str) -> Result<(), String> {
+    validate_name(grant).map_err(|_| format!("{grant:?} is not a channel name"))?;
+    let (namespace, _) = split(grant);
+    if grant.ends_with('*') && !grant.contains(':') {
+        return Err(format!(
+            "{grant:?}: a `*` pattern must name its namespace first, as in \"chat:*\""
+        ));
+    }
+    if namespace == PERSONAL_NAMESPACE {
+        return Err(format!(
+            "{grant:?}: personal channels are joined at connect, never granted"
+        ));
+    }
+    Ok(())
 }
 
 pub fn check_publish(config: &Config, channel: &str, subscribed: bool) -> Result<(), ErrorCode> {
@@ -96,5 +230,36 @@ pub fn check_publish(config: &Config, channel: &str, subscribed: bool) -> Result
         PublishPolicy::Any => Ok(()),
         PublishPolicy::Subscribers if subscribed => Ok(()),
         PublishPolicy::Subscribers | PublishPolicy::ServerOnly => Err(ErrorCode::PermissionDenied),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_match_exact_names_and_trailing_star_prefixes() {
+        assert!(grant_matches("chat:g1", "chat:g1"));
+        assert!(!grant_matches("chat:g1", "chat:g10"));
+        assert!(grant_matches("chat:team1-*", "chat:team1-ops"));
+        assert!(grant_matches("chat:team1-*", "chat:team1-"));
+        assert!(!grant_matches("chat:team1-*", "chat:team2-ops"));
+        assert!(grant_matches("chat:*", "chat:anything"));
+        assert!(!grant_matches("chat:*", "news:x"));
+        // Only a trailing star is a wildcard.
+        assert!(!grant_matches("chat:*-x", "chat:a-x"));
+        assert!(grant_matches("chat:*-x", "chat:*-x"));
+    }
+
+    #[test]
+    fn grant_entries_are_checked() {
+        assert!(check_grant("chat:g1").is_ok());
+        assert!(check_grant("chat:*").is_ok());
+        assert!(check_grant("lobby").is_ok());
+        assert!(check_grant("*").unwrap_err().contains("namespace"));
+        assert!(check_grant("ch*").unwrap_err().contains("namespace"));
+        assert!(check_grant("user:*").unwrap_err().contains("personal"));
+        assert!(check_grant("").is_err());
+        assert!(check_grant("chat:a b").is_err());
     }
 }

@@ -78,6 +78,10 @@ pub struct StoreAnswer {
 /// Where a shard sends its answer to a presence query.
 pub type PresenceReply = futures_channel::oneshot::Sender<Vec<PresenceEntry>>;
 
+/// Where a shard answers a server-side subscription change: how many of its
+/// connections it changed.
+pub type SubscriptionReply = futures_channel::oneshot::Sender<usize>;
+
 /// The closed set of things one shard asks of another.
 #[derive(Debug)]
 pub enum ShardEvent {
@@ -89,6 +93,15 @@ pub enum ShardEvent {
     Presence {
         channel: Arc<str>,
         reply: PresenceReply,
+    },
+    /// Subscribe (`subscribe == true`) or unsubscribe every local
+    /// connection of `user` to `channel`, telling each client, and answer
+    /// with how many changed (`/api/subscribe`, `/api/unsubscribe`).
+    SubscribeUser {
+        user: Arc<str>,
+        channel: Arc<str>,
+        subscribe: bool,
+        reply: SubscriptionReply,
     },
 }
 

@@ -395,7 +395,9 @@ fn classify_ringcast_binary(bytes: &[u8]) -> Inbound {
                 stored.then(|| envelope.epoch.to_string()),
             )
         }
-        ServerMessage::History { .. } => Inbound::Nothing,
+        ServerMessage::History { .. }
+        | ServerMessage::Subscribed { .. }
+        | ServerMessage::Unsubscribed { .. } => Inbound::Nothing,
     }
 }
 

@@ -1,5 +1,5 @@
-//! Connection tokens: any string is verified or refused, never a panic,
-//! and nothing unsigned by the secret is ever accepted.
+//! Connection and subscription tokens: any string is verified or refused,
+//! never a panic, and nothing unsigned by the secret is ever accepted.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,5 +11,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(
         auth.verify(&token).is_err(),
         "a token not signed with the secret was accepted"
+    );
+    assert!(
+        auth.verify_subscription(&token).is_err(),
+        "a subscription token not signed with the secret was accepted"
     );
 });

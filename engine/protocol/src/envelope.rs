@@ -475,6 +475,8 @@ fn archived_variant_name(message: &ArchivedServerMessage) -> &'static str {
         ArchivedServerMessage::Error { .. } => "error",
         ArchivedServerMessage::Push(_) => "push",
         ArchivedServerMessage::History { .. } => "history",
+        ArchivedServerMessage::Subscribed { .. } => "subscribed",
+        ArchivedServerMessage::Unsubscribed { .. } => "unsubscribed",
     }
 }
 

@@ -488,6 +488,18 @@ fn namespace_rules_parse() {
         Some(SubscribePolicy::ServerOnly)
     );
     assert!(config.namespace("missing:x").is_none());
+    let token = Config::from_toml_str(
+        &format!(
+            "{}[[namespace]]\nname = \"g\"\nsubscribe = \"token\"\n",
+            minimal_toml()
+        ),
+        Path::new("n"),
+    )
+    .expect("loads");
+    assert_eq!(
+        token.namespace("g:1").map(|ns| ns.subscribe),
+        Some(SubscribePolicy::Token)
+    );
     assert!(config.namespace(":x").is_none());
     assert!(config.namespace("user:42").is_none());
 
@@ -506,7 +518,7 @@ fn namespace_errors_name_the_entry() {
         ("name = \"Chat\"", "namespace[0].name must be at most 64 characters of a-z"),
         ("name = \"a:b\"", "namespace[0].name must be"),
         ("subscribe = \"public\"", "namespace[0].name is required"),
-        ("name = \"a\"\nsubscribe = \"everyone\"", "namespace[0].subscribe must be one of \"public\", \"owner\", \"none\" (got \"everyone\")"),
+        ("name = \"a\"\nsubscribe = \"everyone\"", "namespace[0].subscribe must be one of \"public\", \"owner\", \"none\", \"token\" (got \"everyone\")"),
         ("name = \"a\"\npublish = \"all\"", "namespace[0].publish must be one of \"none\", \"subscribers\", \"any\""),
         ("name = \"a\"\ndurability = \"fsync\"", "namespace[0].durability must be one of \"sync\", \"buffered\""),
         ("name = \"a\"\nretention_count = 0", "namespace[0].retention_count must be"),

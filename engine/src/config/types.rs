@@ -34,7 +34,12 @@ pub enum JwtAlgorithm {
     Hs256,
 }
 
-/// Who may subscribe to a namespace's channels.
+/// Who may subscribe to a namespace's channels (and so read their history:
+/// `crate::channels::check_subscribe` is the one check).
+///
+/// A policy that asks someone else (the planned `"proxy"`, which asks the
+/// app backend) is a new variant here, a row in `CHOICES` and an arm in
+/// `check_subscribe`; nothing else in the config changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscribePolicy {
     /// `"public"`: any authenticated client.
@@ -43,6 +48,9 @@ pub enum SubscribePolicy {
     Owner,
     /// `"none"`: clients cannot subscribe; only the server API.
     ServerOnly,
+    /// `"token"`: with a subscription token for the channel and the user,
+    /// or when the connection token's `channels` claim matches the channel.
+    Token,
 }
 
 /// Who may publish to a namespace's channels.
@@ -218,6 +226,7 @@ impl Choice for SubscribePolicy {
         ("public", SubscribePolicy::Public),
         ("owner", SubscribePolicy::Owner),
         ("none", SubscribePolicy::ServerOnly),
+        ("token", SubscribePolicy::Token),
     ];
 }
 

@@ -132,6 +132,13 @@ struct DisconnectBody {
     user: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeUserBody {
+    user: String,
+    channel: String,
+}
+
 type ApiResult = Result<Response, Response>;
 
 /// A publication handed over but not yet acknowledged.
@@ -252,6 +259,28 @@ struct Origin {
 }
 
 /// The shards cannot take more now: nothing was delivered; retry later.
+/// Every shard's answer to a query sent to several shards, or a 503 when
+/// one does not answer within [`PRESENCE_TIMEOUT`] (`what` names the query).
+async fn gather<T>(
+    receivers: Vec<futures_channel::oneshot::Receiver<T>>,
+    what: &str,
+) -> Result<Vec<T>, Response> {
+    let mut answers = Vec::with_capacity(receivers.len());
+    for rx in receivers {
+        match tokio::time::timeout(PRESENCE_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => answers.push(answer),
+            _ => {
+                return Err(Response::error(
+                    503,
+                    "shard_timeout",
+                    &format!("a shard did not answer {what}"),
+                ))
+            }
+        }
+    }
+    Ok(answers)
+}
+
 fn overloaded(message: &str) -> Response {
     let mut response = Response::error(503, "overloaded", &format!("{message}; retry later"));
     response.headers.push(("Retry-After", "1".to_owned()));
@@ -308,7 +337,7 @@ impl Api {
         let is_get = req.method == Method::GET || req.method == Method::HEAD;
         let allow = match path {
             "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect"
-            | "/api/history" => "POST",
+            | "/api/history" | "/api/subscribe" | "/api/unsubscribe" => "POST",
             "/api/presence" | "/api/stats" => "GET, HEAD",
             _ => {
                 return Err(Response::error(
@@ -340,6 +369,8 @@ impl Api {
             "/api/broadcast" => self.broadcast(&req).await,
             "/api/send" => self.send(&req).await,
             "/api/disconnect" => self.disconnect(&req).await,
+            "/api/subscribe" => self.subscribe_user(&req, true).await,
+            "/api/unsubscribe" => self.subscribe_user(&req, false).await,
             "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
             _ => Ok(self.stats()),
@@ -753,6 +784,45 @@ impl Api {
         ))
     }
 
+    /// `/api/subscribe` (`subscribe == true`) and `/api/unsubscribe`: every
+    /// connection of the user, on every shard, at once; answers how many
+    /// connections changed.
+    async fn subscribe_user(&self, req: &Request, subscribe: bool) -> ApiResult {
+        let body: SubscribeUserBody = Self::parse(req)?;
+        channels::validate_user_id(&body.user).map_err(|_| bad_request("invalid user id"))?;
+        self.check_channel(&body.channel)?;
+        channels::check_server_subscription(&self.shared.config, &body.channel)
+            .map_err(bad_request)?;
+        let user: Arc<str> = body.user.as_str().into();
+        let channel: Arc<str> = body.channel.as_str().into();
+        let mask = self
+            .shared
+            .interest
+            .shards(&channels::personal_channel(&body.user));
+        let mut receivers = Vec::new();
+        for shard_idx in shard_indexes(mask) {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            let event = ShardEvent::SubscribeUser {
+                user: user.clone(),
+                channel: channel.clone(),
+                subscribe,
+                reply: tx,
+            };
+            self.send_event(shard_idx, event)?;
+            receivers.push(rx);
+        }
+        let what = if subscribe {
+            "the subscribe"
+        } else {
+            "the unsubscribe"
+        };
+        let connections: usize = gather(receivers, what).await?.into_iter().sum();
+        Ok(Response::json(
+            200,
+            &json!({"user": body.user, "channel": body.channel, "connections": connections}),
+        ))
+    }
+
     async fn presence(&self, req: &Request) -> ApiResult {
         let channel = req
             .query
@@ -775,19 +845,11 @@ impl Api {
             )?;
             receivers.push(rx);
         }
-        let mut clients = Vec::new();
-        for rx in receivers {
-            match tokio::time::timeout(PRESENCE_TIMEOUT, rx).await {
-                Ok(Ok(entries)) => clients.extend(entries),
-                _ => {
-                    return Err(Response::error(
-                        503,
-                        "shard_timeout",
-                        "a shard did not answer the presence query",
-                    ))
-                }
-            }
-        }
+        let clients: Vec<_> = gather(receivers, "the presence query")
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         Ok(Response::json(
             200,
             &json!({"channel": channel, "clients": clients}),

@@ -5,7 +5,8 @@
 //! to the loop as a `StoreDone` event.
 
 use ringcast_protocol::client::{
-    encode_history_binary, encode_history_json, Command, CommandBody, ErrorCode, Reply, ReplyResult,
+    encode_history_binary, encode_history_json, Command, CommandBody, ErrorCode, Reply,
+    ReplyResult, StreamPosition,
 };
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_protocol::frame::{encode_frame, OpCode};
@@ -198,13 +199,11 @@ impl Shard {
     fn run_command(&mut self, key: usize, id: u64, body: CommandBody) -> CommandResult {
         let shared = self.shared.clone();
         let config = &shared.config;
-        let (user, subscribed_count) = {
-            let conn = self
-                .conns
-                .get(key)
-                .ok_or_else(|| refuse(ErrorCode::Internal))?;
-            (conn.user.clone(), conn.subscriptions.len())
-        };
+        let user = self
+            .conns
+            .get(key)
+            .map(|conn| conn.user.clone())
+            .ok_or_else(|| refuse(ErrorCode::Internal))?;
         let is_subscribed = |shard: &Shard, channel: &str| {
             shard
                 .conns
@@ -215,51 +214,13 @@ impl Shard {
             |channel: &str| !user.is_empty() && channel == channels::personal_channel(&user);
         match body {
             CommandBody::Subscribe { channel, since } => {
-                let own_inbox = personal(&channel);
-                if !own_inbox {
-                    channels::check_subscribe(config, &user, &channel).map_err(refuse)?;
-                    if is_subscribed(self, &channel) {
-                        return Err(refuse(ErrorCode::AlreadySubscribed));
-                    }
-                    let max = config.websocket.subscriptions_max_per_connection;
-                    if subscribed_count >= max as usize {
-                        return Err((
-                            ErrorCode::LimitExceeded,
-                            format!("at most {max} subscriptions per connection"),
-                        ));
-                    }
-                }
-                if streams::policy(config, &channel).is_none() {
-                    if since.is_some() {
-                        return Err((
-                            ErrorCode::BadRequest,
-                            format!("{channel} keeps no history; nothing to recover"),
-                        ));
-                    }
-                    self.subscribe(key, &channel);
-                    return Ok(Outcome::Now(ReplyResult::Subscribed {
-                        channel,
-                        recovery: None,
-                    }));
-                }
-                // Durable: live first (held back), then the replay, then the
-                // held publications (recovery.rs). One replay of a stream at
-                // a time: a second would interleave with the first.
-                if let Some(conn) = self.conns.get_mut(key) {
-                    if conn.session.replay_id(&channel).is_some() {
-                        return Err((
-                            ErrorCode::AlreadySubscribed,
-                            format!("{channel} is being recovered; wait for that reply"),
-                        ));
-                    }
-                    conn.session.begin_recovery(&channel);
-                }
-                if !own_inbox {
-                    self.subscribe(key, &channel);
-                }
-                self.start_recovery(key, id, channel, since, own_inbox);
-                Ok(Outcome::Later)
+                self.subscribe_command(key, id, channel, since, None)
             }
+            CommandBody::SubscribeWithToken {
+                channel,
+                since,
+                token,
+            } => self.subscribe_command(key, id, channel, since, Some(&token)),
             CommandBody::Unsubscribe { channel } => {
                 if personal(&channel) || !is_subscribed(self, &channel) {
                     return Err(refuse(ErrorCode::NotSubscribed));
@@ -391,7 +352,7 @@ impl Shard {
                 .get(key)
                 .is_some_and(|c| c.is_subscribed(&stream));
             if !subscribed {
-                channels::check_subscribe(config, user, &stream).map_err(refuse)?;
+                self.check_reader(key, &stream, None)?;
             }
             if streams::policy(config, &stream).is_none() {
                 return Err((ErrorCode::BadRequest, format!("{stream} keeps no history")));
@@ -408,6 +369,88 @@ impl Shard {
         self.store_replies.push(Box::pin(async move {
             StoreDone::History(to, stream, store_reply(read).await)
         }));
+        Ok(Outcome::Later)
+    }
+
+    /// Whether connection `key` may read `channel`: the one permission
+    /// check of `subscribe` and of `history` (`channels::check_subscribe`).
+    fn check_reader(
+        &self,
+        key: usize,
+        channel: &str,
+        token: Option<&str>,
+    ) -> Result<(), CommandError> {
+        let conn = self
+            .conns
+            .get(key)
+            .ok_or_else(|| refuse(ErrorCode::Internal))?;
+        let reader = channels::Reader {
+            user: &conn.user,
+            grants: conn.grants(),
+            token,
+        };
+        channels::check_subscribe(&self.shared.config, &self.shared.auth, &reader, channel)
+    }
+
+    /// `subscribe`, with or without a subscription token.
+    fn subscribe_command(
+        &mut self,
+        key: usize,
+        id: u64,
+        channel: String,
+        since: Option<StreamPosition>,
+        token: Option<&str>,
+    ) -> CommandResult {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let conn = self
+            .conns
+            .get(key)
+            .ok_or_else(|| refuse(ErrorCode::Internal))?;
+        let own_inbox = !conn.user.is_empty() && channel == channels::personal_channel(&conn.user);
+        let (already, subscribed_count) = (conn.is_subscribed(&channel), conn.subscriptions.len());
+        if !own_inbox {
+            self.check_reader(key, &channel, token)?;
+            if already {
+                return Err(refuse(ErrorCode::AlreadySubscribed));
+            }
+            let max = config.websocket.subscriptions_max_per_connection;
+            if subscribed_count >= max as usize {
+                return Err((
+                    ErrorCode::LimitExceeded,
+                    format!("at most {max} subscriptions per connection"),
+                ));
+            }
+        }
+        if streams::policy(config, &channel).is_none() {
+            if since.is_some() {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("{channel} keeps no history; nothing to recover"),
+                ));
+            }
+            self.subscribe(key, &channel);
+            return Ok(Outcome::Now(ReplyResult::Subscribed {
+                channel,
+                recovery: None,
+            }));
+        }
+        // Durable: live first (held back), then the replay, then the
+        // held publications (recovery.rs). One replay of a stream at
+        // a time: a second would interleave with the first.
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.session.replay_id(&channel).is_some() {
+                return Err((
+                    ErrorCode::AlreadySubscribed,
+                    format!("{channel} is being recovered; wait for that reply"),
+                ));
+            }
+            conn.session.begin_recovery(&channel);
+        }
+        if !own_inbox {
+            self.subscribe(key, &channel);
+        }
+        self.start_recovery(key, id, channel, since, own_inbox);
         Ok(Outcome::Later)
     }
 

@@ -20,10 +20,9 @@ pub struct Conn {
     /// sequence starts at 1), so also "counted in `connections`".
     pub client_id: u64,
     pub user: Rc<str>,
-    /// The device id from the connect URL (`?device=`); acknowledgements are
-    /// stored per (user, device). `None` (the common case, no allocation):
-    /// see `Shard::device_id` for the default.
-    pub device: Option<Rc<str>>,
+    /// The device id and the `channels` grants, which most connections do
+    /// not have: boxed, so those pay a null pointer.
+    extras: Option<Box<Extras>>,
     /// Channels this connection subscribed to, the personal one included.
     pub subscriptions: Vec<Rc<str>>,
     /// In the shard's `dirty` list (something to send or to finish).
@@ -44,7 +43,7 @@ impl Conn {
             tls,
             client_id: 0,
             user: Rc::from(""),
-            device: None,
+            extras: None,
             subscriptions: Vec::new(),
             in_dirty: false,
             in_read_again: false,
@@ -79,9 +78,34 @@ impl Conn {
         }
     }
 
+    /// Sets the device and the grants, allocating only if there is either.
+    pub fn set_extras(&mut self, device: Option<Rc<str>>, grants: Box<[Box<str>]>) {
+        self.extras =
+            (device.is_some() || !grants.is_empty()).then(|| Box::new(Extras { device, grants }));
+    }
+
+    pub fn device(&self) -> Option<&Rc<str>> {
+        self.extras
+            .as_ref()
+            .and_then(|extras| extras.device.as_ref())
+    }
+
+    pub fn grants(&self) -> &[Box<str>] {
+        self.extras.as_ref().map_or(&[], |extras| &extras.grants)
+    }
+
     pub fn is_subscribed(&self, channel: &str) -> bool {
         self.subscriptions.iter().any(|c| &**c == channel)
     }
+}
+
+/// The rarer parts of who a connection is.
+struct Extras {
+    /// The device id from the connect URL (`?device=`); acknowledgements are
+    /// stored per (user, device). See `Shard::device_id` for the default.
+    device: Option<Rc<str>>,
+    /// The connection token's `channels` claim (`channels::grant_matches`).
+    grants: Box<[Box<str>]>,
 }
 
 /// What one read gave.

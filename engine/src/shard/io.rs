@@ -219,7 +219,7 @@ impl Shard {
         };
         conn.client_id = client_id;
         conn.user = admitted.user.clone();
-        conn.device = admitted.device.clone();
+        conn.set_extras(admitted.device.clone(), admitted.grants);
         conn.session.accept(
             self.now_ms,
             Bytes::from(admitted.response),
@@ -243,6 +243,7 @@ impl Shard {
                 self.start_recovery(key, 0, inbox, admitted.inbox_since, true);
             }
         }
+        self.apply_connect_subscriptions(key, &admitted.subs);
         self.mark_dirty(key);
     }
 

@@ -17,6 +17,7 @@ mod fanout;
 mod io;
 pub mod poller;
 mod recovery;
+mod server_subscriptions;
 pub mod tls;
 
 /// The fan-out loop, for `benches/benches/fanout.rs` only: not part of the
@@ -192,7 +193,7 @@ impl Shard {
     /// the process, so the shard's start time is part of the default and a
     /// cursor acked under it can never be read back by another connection.
     fn device_id(&self, conn: &Conn) -> String {
-        match &conn.device {
+        match conn.device() {
             Some(device) => device.to_string(),
             None => format!("conn-{}-{}", self.started_unix_ms, conn.client_id),
         }
@@ -384,6 +385,16 @@ impl Shard {
                         },
                     );
                 }
+            }
+            ShardEvent::SubscribeUser {
+                user,
+                channel,
+                subscribe,
+                reply,
+            } => {
+                let changed = self.subscribe_user(&user, &channel, subscribe);
+                // The API may have given up waiting; nothing to do then.
+                let _ = reply.send(changed);
             }
             ShardEvent::Presence { channel, reply } => {
                 let entries = self

@@ -18,6 +18,7 @@ mod fd_budget;
 mod handshake;
 mod heartbeat;
 mod limits;
+mod permissions;
 mod publish_path;
 mod pubsub;
 mod shutdown;

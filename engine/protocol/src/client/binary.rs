@@ -96,6 +96,19 @@ pub fn encode_connect_binary(info: &ConnectInfo) -> Vec<u8> {
     archive_to_vec(&ServerMessage::Connect(info.clone()))
 }
 
+/// Encodes a server-side subscription change as an archive of
+/// [`ServerMessage::Subscribed`] (`subscribed == true`) or
+/// [`ServerMessage::Unsubscribed`]. Derived, as [`encode_connect_binary`]:
+/// sent once per change, not per publication.
+pub fn encode_subscription_binary(channel: &str, subscribed: bool) -> Vec<u8> {
+    let channel = channel.to_owned();
+    archive_to_vec(&if subscribed {
+        ServerMessage::Subscribed { channel }
+    } else {
+        ServerMessage::Unsubscribed { channel }
+    })
+}
+
 /// Encodes the reply to a history command as an archive of
 /// [`ServerMessage::History`], copying each stored envelope straight into
 /// the archive (no intermediate [`Envelope`]). Fields as in
@@ -180,6 +193,14 @@ pub(crate) enum ServerMessageRef<'a> {
         start_offset: u64,
         next_offset: u64,
         entries: EnvelopesRef<'a>,
+    },
+    #[expect(dead_code, reason = "holds the tag of ServerMessage::Subscribed")]
+    Subscribed {
+        channel: StrRef<'a>,
+    },
+    #[expect(dead_code, reason = "holds the tag of ServerMessage::Unsubscribed")]
+    Unsubscribed {
+        channel: StrRef<'a>,
     },
 }
 

@@ -68,9 +68,16 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
                 }
                 None => None,
             };
-            CommandBody::Subscribe {
-                channel: params.channel,
-                since,
+            match params.token {
+                None => CommandBody::Subscribe {
+                    channel: params.channel,
+                    since,
+                },
+                Some(token) => CommandBody::SubscribeWithToken {
+                    channel: params.channel,
+                    token,
+                    since,
+                },
             }
         }
         "unsubscribe" => {
@@ -264,6 +271,21 @@ pub fn encode_connect_json(info: &ConnectInfo) -> Vec<u8> {
     out
 }
 
+/// Renders a server-side subscription change as JSON:
+/// `{"subscribed":{"channel":"chat:g1"}}` (`subscribed == true`) or
+/// `{"unsubscribed":{"channel":"chat:g1"}}`.
+pub fn encode_subscription_json(channel: &str, subscribed: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(36 + channel.len());
+    out.extend_from_slice(if subscribed {
+        b"{\"subscribed\":{\"channel\":"
+    } else {
+        b"{\"unsubscribed\":{\"channel\":"
+    });
+    push_json_str(&mut out, channel);
+    out.extend_from_slice(b"}}");
+    out
+}
+
 /// Renders the reply to a history command as JSON:
 ///
 /// `{"id":7,"result":{"stream":"chat:lobby","epoch":"123","start_offset":1,"next_offset":58,"publications":[{"channel":"chat:lobby","id":"...","offset":41,...},...]}}`
@@ -418,6 +440,9 @@ struct SubscribeParams<'a> {
     /// A [`JsonStreamPosition`], parsed by [`parse_object`]; `null` is absent.
     #[serde(borrow, default)]
     since: Option<&'a RawValue>,
+    /// A subscription token (a JWT); `null` is absent.
+    #[serde(default)]
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -33,11 +33,11 @@ pub use validate::json_depth;
 
 pub use binary::{
     decode_binary, decode_server_binary, encode_binary_command, encode_connect_binary,
-    encode_history_binary, encode_reply_binary,
+    encode_history_binary, encode_reply_binary, encode_subscription_binary,
 };
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,
-    encode_reply_json,
+    encode_reply_json, encode_subscription_json,
 };
 pub use model::{
     ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedCommand, ArchivedCommandBody,

@@ -92,6 +92,19 @@ pub enum CommandBody {
         since: u64,
         limit: u32,
     },
+    /// `Subscribe` with a subscription token: a JWT the app backend signed
+    /// for this user and this channel, checked on namespaces with
+    /// `subscribe = "token"` (ignored elsewhere). The JSON form is
+    /// `subscribe` with a `token` param. A variant of its own, appended,
+    /// rather than a field of `Subscribe`, so every earlier command keeps
+    /// its `ringcast.rkyv.v1` bytes; `since` is boxed so the variant is no
+    /// larger than `Subscribe` and the archived command keeps its size.
+    SubscribeWithToken {
+        channel: String,
+        token: String,
+        #[rkyv(with = Map<AsBox>)]
+        since: Option<StreamPosition>,
+    },
 }
 
 /// A position in a durable stream: the offset of the last publication a
@@ -160,6 +173,12 @@ pub enum ErrorCode {
     TokenExpired = 109,
     UnknownUser = 110,
     StoreUnavailable = 111,
+    /// The subscription token is past its `exp`: get a new one from the
+    /// app backend and subscribe again.
+    SubscriptionTokenExpired = 112,
+    /// The subscription token does not verify, or is for another channel
+    /// or another user.
+    SubscriptionTokenInvalid = 113,
 }
 
 /// The binary form of a command: the same type as [`Command`], named for
@@ -268,6 +287,16 @@ pub enum ServerMessage {
         next_offset: u64,
         entries: Vec<Envelope>,
     },
+    /// The server subscribed this connection to `channel` (`/api/subscribe`
+    /// or the connection token's `subs` claim); pushes of the channel follow.
+    Subscribed {
+        channel: String,
+    },
+    /// The server unsubscribed this connection from `channel`
+    /// (`/api/unsubscribe`); no push of it follows.
+    Unsubscribed {
+        channel: String,
+    },
 }
 
 /// A server message archive that failed validation.
@@ -298,7 +327,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -311,6 +340,8 @@ impl ErrorCode {
         ErrorCode::TokenExpired,
         ErrorCode::UnknownUser,
         ErrorCode::StoreUnavailable,
+        ErrorCode::SubscriptionTokenExpired,
+        ErrorCode::SubscriptionTokenInvalid,
     ];
 
     /// The numeric code on the wire.
@@ -340,6 +371,8 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token expired",
             ErrorCode::UnknownUser => "unknown user",
             ErrorCode::StoreUnavailable => "store unavailable",
+            ErrorCode::SubscriptionTokenExpired => "subscription token expired",
+            ErrorCode::SubscriptionTokenInvalid => "subscription token invalid",
         }
     }
 }

@@ -53,6 +53,7 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
     };
     let (field, value) = match &command.body {
         CommandBody::Subscribe { channel, .. }
+        | CommandBody::SubscribeWithToken { channel, .. }
         | CommandBody::Unsubscribe { channel }
         | CommandBody::Publish { channel, .. } => ("channel", channel),
         CommandBody::Send { user, .. } => ("user", user),

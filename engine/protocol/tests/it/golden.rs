@@ -12,8 +12,9 @@
 use ringcast_protocol::client::{
     decode_binary, decode_json, decode_server_binary, encode_binary_command, encode_connect_binary,
     encode_connect_json, encode_history_binary, encode_history_json, encode_reply_binary,
-    encode_reply_json, BinaryCommand, BinaryCommandBody, ConnectInfo, ErrorCode, Recovery, Reply,
-    ReplyResult, ServerMessage, StreamPosition,
+    encode_reply_json, encode_subscription_binary, encode_subscription_json, BinaryCommand,
+    BinaryCommandBody, ConnectInfo, ErrorCode, Recovery, Reply, ReplyResult, ServerMessage,
+    StreamPosition,
 };
 use ringcast_protocol::envelope::{encode_push_json, ArchivedEnvelope, EncodedPush, Envelope};
 
@@ -252,6 +253,33 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
             "100000000000000008000000636861743a61ffff000000003a00000000000000\
             00000000000000006400000000000000",
         ),
+        (
+            r#"{"id":12,"method":"subscribe","params":{"channel":"chat:g1","token":"a.b.c"}}"#,
+            bin(
+                12,
+                BinaryCommandBody::SubscribeWithToken {
+                    channel: "chat:g1".into(),
+                    token: "a.b.c".into(),
+                    since: None,
+                },
+            ),
+            "0c0000000000000009000000636861743a6731ff612e622e63ffffff0000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":13,"method":"subscribe","params":{"channel":"chat:g1","token":"a.b.c","since":{"offset":41,"epoch":123}}}"#,
+            bin(
+                13,
+                BinaryCommandBody::SubscribeWithToken {
+                    channel: "chat:g1".into(),
+                    token: "a.b.c".into(),
+                    since: Some(StreamPosition {
+                        offset: 41,
+                        epoch: 123,
+                    }),
+                },
+            ),
+            "29000000000000007b000000000000000d0000000000000009000000636861743a6731ff612e622e63ffffff01000000d0ffffff000000000000000000000000",
+        ),
     ]
 }
 
@@ -300,9 +328,9 @@ const JSON_COMMAND_ERRORS: &[(&str, &str, Option<&str>)] = &[
     ),
     (
         r#"{"id":7,"method":"subscribe","params":{"channel":"a","x":1}}"#,
-        r#"command rejected with error 107 (bad request): invalid params: unknown field `x`, expected `channel` or `since` at line 1 column 18"#,
+        r#"command rejected with error 107 (bad request): invalid params: unknown field `x`, expected one of `channel`, `since`, `token` at line 1 column 18"#,
         Some(
-            r#"{"id":7,"error":{"code":107,"message":"invalid params: unknown field `x`, expected `channel` or `since` at line 1 column 18"}}"#,
+            r#"{"id":7,"error":{"code":107,"message":"invalid params: unknown field `x`, expected one of `channel`, `since`, `token` at line 1 column 18"}}"#,
         ),
     ),
     (
@@ -628,13 +656,31 @@ fn replies_keep_their_bytes_in_both_forms() {
 }
 
 #[test]
+fn subscription_changes_keep_their_bytes_in_both_forms() {
+    for (subscribed, json, binary) in [
+        (true, r#"{"subscribed":{"channel":"chat:g1"}}"#, "05000000636861743a6731ff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
+        (false, r#"{"unsubscribed":{"channel":"chat:g1"}}"#, "06000000636861743a6731ff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
+    ] {
+        check_text(&encode_subscription_json("chat:g1", subscribed), json, json);
+        check_hex(&encode_subscription_binary("chat:g1", subscribed), binary, json);
+        let channel = "chat:g1".to_string();
+        let expected = if subscribed {
+            ServerMessage::Subscribed { channel }
+        } else {
+            ServerMessage::Unsubscribed { channel }
+        };
+        assert_eq!(decode_server_binary(&unhex(binary)).expect(json), expected);
+    }
+}
+
+#[test]
 fn every_error_code_keeps_its_reply() {
     let mut all = String::new();
     for code in ErrorCode::ALL {
         all.push_str(std::str::from_utf8(&encode_reply_json(&Reply::error(1, code))).unwrap());
         all.push('\n');
     }
-    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n", "codes");
+    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n", "codes");
 }
 
 fn connects() -> Vec<(ConnectInfo, &'static str, &'static str)> {

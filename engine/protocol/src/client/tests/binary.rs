@@ -250,6 +250,37 @@ fn server_messages_round_trip_in_binary() {
 }
 
 #[test]
+fn subscription_changes_round_trip_in_binary() {
+    for (subscribed, expected) in [
+        (
+            true,
+            ServerMessage::Subscribed {
+                channel: "chat:g1".into(),
+            },
+        ),
+        (
+            false,
+            ServerMessage::Unsubscribed {
+                channel: "chat:g1".into(),
+            },
+        ),
+    ] {
+        let bytes = encode_subscription_binary("chat:g1", subscribed);
+        assert_eq!(decode_server_binary(&bytes).expect("valid"), expected);
+        let name = if subscribed {
+            "subscribed"
+        } else {
+            "unsubscribed"
+        };
+        let error = crate::envelope::EncodedPush::from_untrusted(&bytes).expect_err("not a push");
+        assert!(
+            matches!(error, DecodeError::NotPush { variant } if variant == name),
+            "{error}"
+        );
+    }
+}
+
+#[test]
 fn borrowed_mirror_archives_exactly_like_server_message() {
     let owned = |message: &ServerMessage| archive_to_vec(message);
     let info = connect_info(5);

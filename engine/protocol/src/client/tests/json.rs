@@ -612,3 +612,34 @@ fn json_depth_counts_nesting_outside_strings() {
     let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
     assert_eq!(json_depth(deep.as_bytes()), 200);
 }
+
+#[test]
+fn subscription_changes_render_as_json() {
+    assert_eq!(
+        parse(&encode_subscription_json("chat:g1", true)),
+        serde_json::json!({"subscribed": {"channel": "chat:g1"}})
+    );
+    assert_eq!(
+        parse(&encode_subscription_json("chat:\"q\"", false)),
+        serde_json::json!({"unsubscribed": {"channel": "chat:\"q\""}})
+    );
+}
+
+#[test]
+fn subscribe_token_must_be_a_string() {
+    assert_json_error(
+        r#"{"id":4,"method":"subscribe","params":{"channel":"a","token":5}}"#,
+        Some(4),
+        ErrorCode::BadRequest,
+    );
+    assert_eq!(
+        decode_json_str(r#"{"id":4,"method":"subscribe","params":{"channel":"a","token":null}}"#),
+        Ok(command(
+            4,
+            CommandBody::Subscribe {
+                channel: "a".into(),
+                since: None,
+            }
+        ))
+    );
+}
