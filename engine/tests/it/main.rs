@@ -19,6 +19,7 @@ mod heartbeat;
 mod limits;
 mod publish_path;
 mod pubsub;
+mod rate_limits;
 mod shutdown;
 mod slow_consumer;
 mod store_failure;

@@ -144,6 +144,8 @@ pub enum ErrorCode {
     TokenExpired = 109,
     UnknownUser = 110,
     StoreUnavailable = 111,
+    /// A rate limit refused the command; the reply carries `retry_after_ms`.
+    RateLimited = 114,
 }
 
 /// The binary form of a command: the same type as [`Command`], named for
@@ -171,6 +173,16 @@ pub enum Reply {
         id: u64,
         code: ErrorCode,
         message: String,
+    },
+    /// An error reply that says when to try again: encoded as an error
+    /// with `retry_after_ms` (JSON) or `ServerMessage::Error`'s
+    /// `retry_after_ms` (binary). A variant of its own, not a field of
+    /// `Error`, so the many places that build plain errors stay as they are.
+    ErrorRetry {
+        id: u64,
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: u64,
     },
 }
 
@@ -241,6 +253,11 @@ pub enum ServerMessage {
         id: u64,
         code: u16,
         message: String,
+        /// When to try again, for errors that say (114, rate limited).
+        /// Appended last: the fields before it keep their archived offsets
+        /// and the variant stays smaller than `Push`, so a client built
+        /// before the field still reads the rest of the error.
+        retry_after_ms: Option<u64>,
     },
     Push(Envelope),
     /// The reply to a history command; see [`encode_history_binary`](super::encode_history_binary).
@@ -282,7 +299,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -295,6 +312,7 @@ impl ErrorCode {
         ErrorCode::TokenExpired,
         ErrorCode::UnknownUser,
         ErrorCode::StoreUnavailable,
+        ErrorCode::RateLimited,
     ];
 
     /// The numeric code on the wire.
@@ -324,6 +342,7 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token expired",
             ErrorCode::UnknownUser => "unknown user",
             ErrorCode::StoreUnavailable => "store unavailable",
+            ErrorCode::RateLimited => "rate limited",
         }
     }
 }
