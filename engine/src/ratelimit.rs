@@ -181,6 +181,23 @@ impl LimitKey {
     }
 }
 
+/// Whether any command limit is configured; when none is (the default),
+/// the shard skips the check, namespace lookup included.
+pub fn command_limits_configured(config: &Config) -> bool {
+    let ws = &config.websocket;
+    let rates = [
+        ws.send_rate,
+        ws.user_send_rate,
+        ws.rpc_rate,
+        ws.user_rpc_rate,
+    ];
+    rates.iter().any(|&rate| rate > 0)
+        || config
+            .namespaces
+            .iter()
+            .any(|ns| ns.publish_rate > 0 || ns.user_publish_rate > 0)
+}
+
 /// A refused command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {

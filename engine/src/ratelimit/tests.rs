@@ -92,6 +92,8 @@ fn publish_limits_are_per_namespace_and_both_buckets_must_have_a_token() {
         "",
         "publish_rate = 10\npublish_burst = 2\nuser_publish_rate = 10\nuser_publish_burst = 3",
     );
+    assert!(command_limits_configured(&config));
+    assert!(!command_limits_configured(&self::config("", "")));
     let room = LimitKey::Publish(1);
     assert_eq!(config.namespace_index("room:a"), Some(1));
     assert_eq!(room.connection_rate(&config), Rate::new(10, 2));

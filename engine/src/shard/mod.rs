@@ -98,6 +98,8 @@ pub struct Shard {
     source_buckets: crate::ratelimit::SourceBuckets,
     /// Per-user command limits of the users on this shard.
     user_buckets: crate::ratelimit::UserBuckets,
+    /// Some command rate limit is configured (else commands skip the check).
+    command_limits_on: bool,
     /// Store answers taken this turn (kept to reuse its allocation).
     answers: Vec<crate::mesh::StoreAnswer>,
     /// Replays waiting for their connection's queue to drain.
@@ -176,6 +178,7 @@ impl Shard {
                 crate::limits::RATE_LIMIT_SOURCES_MAX,
             ),
             user_buckets: crate::ratelimit::UserBuckets::default(),
+            command_limits_on: crate::ratelimit::command_limits_configured(config),
             answers: Vec::new(),
             paused_replays: Vec::new(),
             sweep_cursor: 0,

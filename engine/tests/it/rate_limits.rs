@@ -136,6 +136,13 @@ e2e!(
                 }
             }
         }
+        // The send is durable (an inbox): its reply follows the fsync, so
+        // the refusal, answered at once, may come first.
+        let reply_id = |message: &ServerMessage| match message {
+            ServerMessage::Reply { id, .. } | ServerMessage::Error { id, .. } => *id,
+            _ => 0,
+        };
+        replies.sort_by_key(reply_id);
         assert!(
             matches!(replies[0], ServerMessage::Reply { id: 1, .. }),
             "{replies:?}"
