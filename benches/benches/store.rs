@@ -383,6 +383,7 @@ fn read_store(store: &Store, count: usize, page_entries: usize) -> Vec<EncodedPu
                 .read(ReadRequest {
                     stream: REPLAY_STREAM.to_owned(),
                     since: Some(since),
+                    before: None,
                     limit: page_entries.min(count - entries.len()),
                     reverse: false,
                 })

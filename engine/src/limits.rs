@@ -54,6 +54,10 @@ pub const SWEEP_TICK_MS_MIN: u64 = 10;
 pub const SWEEP_TICK_MS_MAX: u64 = 100;
 /// Most targets in one API send or broadcast request.
 pub const API_TARGETS_MAX: usize = 10_000;
+/// Most idempotency keys the API remembers in memory at once (each with
+/// its answer, for `server.dedup_window_ms`). Past it the oldest are
+/// forgotten early; durable targets stay deduplicated by the store.
+pub const API_IDEMPOTENCY_KEYS_MAX: usize = 65_536;
 /// Ciphertext a TLS connection holds in rustls before the session's queue
 /// stops draining into it: one full TLS record. Past it, plaintext stays in
 /// the session's queue, where the outbound bound and the slow-consumer

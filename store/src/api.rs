@@ -165,17 +165,21 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// A history read: entries with `offset > since`.
+/// A history read: entries with `since < offset < before`.
 #[derive(Debug, Clone)]
 pub struct ReadRequest {
     /// Stream name.
     pub stream: String,
     /// Return entries after this offset; `None` reads from the beginning.
     pub since: Option<u64>,
+    /// Return entries before this offset; `None` reads to the newest. With
+    /// `reverse`, this pages backwards: the newest entries older than
+    /// `before`, and the last one's offset is the next page's `before`.
+    pub before: Option<u64>,
     /// Most entries to return (capped by `read_entries_max`).
     pub limit: usize,
-    /// `false`: the oldest entries after `since`, ascending. `true`: the
-    /// newest entries after `since`, newest first.
+    /// `false`: the oldest entries of the range, ascending. `true`: the
+    /// newest entries of the range, newest first.
     pub reverse: bool,
 }
 

@@ -109,12 +109,12 @@ fn read(
         .since
         .map_or(1, |since| since.saturating_add(1))
         .max(meta.first_offset);
+    let end = request
+        .before
+        .map_or(meta.next_offset, |before| before.min(meta.next_offset));
     let mut entries = Vec::with_capacity(limit.min(1024));
-    if limit > 0 && start < meta.next_offset {
-        let range = snapshot.range(
-            &fjall.entries,
-            entry_key(id, start)..entry_key(id, meta.next_offset),
-        );
+    if limit > 0 && start < end {
+        let range = snapshot.range(&fjall.entries, entry_key(id, start)..entry_key(id, end));
         let iter: Box<dyn Iterator<Item = fjall::Guard>> = if request.reverse {
             Box::new(range.rev())
         } else {

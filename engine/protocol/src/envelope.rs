@@ -137,7 +137,7 @@ pub unsafe fn access_trusted(bytes: &[u8]) -> &ArchivedServerMessage {
 /// 2^53. `offset` and `epoch` are omitted when 0 (not stored). `data` holds
 /// the publication's JSON verbatim when `data_is_json`; otherwise the bytes
 /// are sent as standard padded base64 in `b64data` and `data` is omitted.
-/// `sender` is `""` for publications made through the server API.
+/// `sender` is `""` for publications made through the server API without a `sender`.
 pub fn encode_push_json(env: &ArchivedEnvelope) -> Vec<u8> {
     let mut out = Vec::with_capacity(envelope_json_len_hint(env) + 10);
     out.extend_from_slice(b"{\"push\":");

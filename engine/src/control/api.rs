@@ -21,6 +21,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::http::{Handler, Method, Request, Response, ServeError, CONTENT_TYPE_JSON};
+use super::idempotency::{request_hash, Begin, Idempotency};
 use crate::channels;
 use crate::engine::Shared;
 use crate::interest::shard_indexes;
@@ -48,7 +49,13 @@ pub struct Api {
     sender: MeshSender,
     message_ids: RefCell<MessageIdGen>,
     capacity_logged_at: Cell<Option<Instant>>,
+    idempotency: RefCell<Idempotency>,
 }
+
+/// Prefix of the store's dedup key for an API idempotency key. A byte no
+/// client `client_msg_id` may hold (those are printable ASCII), so a client
+/// cannot claim a key the backend will use and swallow its publication.
+const API_KEY_PREFIX: &str = "\u{7f}api ";
 
 // The payload fields are repeated in each body rather than shared through
 // `#[serde(flatten)]`: serde_json's `RawValue` does not survive flattening.
@@ -62,10 +69,13 @@ struct PublishBody {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     b64data: Option<String>,
-    /// Idempotency key for durable channels: a retry with the same key is
-    /// stored once and answered with the original ids.
+    /// The idempotency key, as the body may carry it instead of the
+    /// `Idempotency-Key` header.
     #[serde(default)]
     client_msg_id: Option<String>,
+    /// The user the publication is from (pushes carry it as `sender`).
+    #[serde(default)]
+    sender: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +86,8 @@ struct BroadcastBody {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     b64data: Option<String>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +101,10 @@ struct SendBody {
     data: Option<Box<RawValue>>,
     #[serde(default)]
     b64data: Option<String>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+    #[serde(default)]
+    sender: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -97,6 +113,9 @@ struct HistoryBody {
     stream: String,
     #[serde(default)]
     since: Option<u64>,
+    /// Pages backwards: the newest entries below this offset, newest first.
+    #[serde(default)]
+    before: Option<u64>,
     #[serde(default = "default_history_limit")]
     limit: u32,
     #[serde(default)]
@@ -161,15 +180,75 @@ fn store_unavailable(err: &StoreError) -> Response {
     response
 }
 
-fn check_client_msg_id(key: &str) -> Result<(), Response> {
-    let ok = !key.is_empty() && key.len() <= 64 && key.bytes().all(|b| b.is_ascii_graphic());
-    if ok {
-        Ok(())
-    } else {
-        Err(bad_request(
-            "client_msg_id must be 1 to 64 printable ASCII characters",
-        ))
+/// The request's idempotency key: the `Idempotency-Key` header or the
+/// body's `client_msg_id` (the same key if both are given).
+fn idempotency_key(req: &Request, body_key: Option<String>) -> Result<Option<String>, Response> {
+    let header = req.header("idempotency-key").map(|key| {
+        // The IETF draft sends the key as a quoted string; bare is accepted too.
+        let key = key.trim();
+        key.strip_prefix('"')
+            .and_then(|k| k.strip_suffix('"'))
+            .unwrap_or(key)
+            .to_owned()
+    });
+    let key = match (header, body_key) {
+        (Some(header), Some(body)) if header != body => {
+            return Err(bad_request(
+                "Idempotency-Key and client_msg_id differ: give one key",
+            ))
+        }
+        (header, body) => header.or(body),
+    };
+    if let Some(key) = &key {
+        let ok = !key.is_empty()
+            && key.len() <= ringcast_protocol::client::CLIENT_MSG_ID_BYTES_MAX
+            && key.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(bad_request(
+                "the idempotency key must be 1 to 64 printable ASCII characters",
+            ));
+        }
     }
+    Ok(key)
+}
+
+/// The sender a request names, checked as a user id; "" when none.
+fn check_sender(sender: Option<String>) -> Result<String, Response> {
+    match sender {
+        None => Ok(String::new()),
+        Some(sender) => {
+            channels::validate_user_id(&sender)
+                .map_err(|_| bad_request(format!("invalid sender user id {sender:?}")))?;
+            Ok(sender)
+        }
+    }
+}
+
+/// Forgets an idempotency key whose request ended without an answer.
+struct InFlightGuard<'a> {
+    idempotency: &'a RefCell<Idempotency>,
+    key: Option<String>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.idempotency.borrow_mut().abandon(&key);
+        }
+    }
+}
+
+/// The payload and author of a send or broadcast, for every target.
+struct Message {
+    data: Vec<u8>,
+    data_is_json: bool,
+    sender: String,
+}
+
+/// What a new publication is: who it is from and its store dedup key.
+struct Origin {
+    sender: String,
+    store_key: Option<String>,
 }
 
 /// The shards cannot take more now: nothing was delivered; retry later.
@@ -189,6 +268,9 @@ impl Api {
         Api {
             message_ids: RefCell::new(MessageIdGen::new(node_id, CONTROL_ID_SHARD)),
             capacity_logged_at: Cell::new(None),
+            idempotency: RefCell::new(Idempotency::new(
+                u64::try_from(shared.config.server.dedup_window.as_millis()).unwrap_or(u64::MAX),
+            )),
             shared,
             sender,
         }
@@ -313,13 +395,95 @@ impl Api {
         let body: PublishBody = Self::parse(req)?;
         self.check_channel(&body.channel)?;
         let (data, data_is_json) = self.payload(body.data, body.b64data)?;
-        if let Some(key) = &body.client_msg_id {
-            check_client_msg_id(key)?;
+        let key = idempotency_key(req, body.client_msg_id)?;
+        let origin = Origin {
+            sender: check_sender(body.sender)?,
+            store_key: key.as_ref().map(|key| format!("{API_KEY_PREFIX}{key}")),
+        };
+        self.once(req, key, async {
+            let published = self
+                .publish_one(body.channel, data, data_is_json, origin)
+                .await?;
+            Ok(json!(published))
+        })
+        .await
+    }
+
+    /// Runs `work` once per idempotency key within the dedup window: a
+    /// retry gets the original answer with `duplicate: true`, a retry while
+    /// the original runs 409, the key with another request 422.
+    async fn once(
+        &self,
+        req: &Request,
+        key: Option<String>,
+        work: impl std::future::Future<Output = Result<serde_json::Value, Response>>,
+    ) -> ApiResult {
+        let Some(key) = key else {
+            return Ok(Response::json(200, &work.await?));
+        };
+        let hash = request_hash(&req.path, &req.body);
+        let begun = self.idempotency.borrow_mut().begin(&key, hash, unix_ms());
+        match begun {
+            Begin::New => {}
+            Begin::Done(mut answer) => {
+                if let Some(object) = answer.as_object_mut() {
+                    object.insert("duplicate".into(), true.into());
+                }
+                let mut response = Response::json(200, &answer);
+                response
+                    .headers
+                    .push(("Idempotent-Replayed", "true".to_owned()));
+                return Ok(response);
+            }
+            Begin::InFlight => {
+                return Err(Response::error(
+                    409,
+                    "conflict",
+                    "a request with this idempotency key is still being served; retry later",
+                ))
+            }
+            Begin::Mismatch => {
+                return Err(Response::error(
+                    422,
+                    "idempotency_key_reused",
+                    "this idempotency key was used with another request within the dedup window",
+                ))
+            }
         }
-        let published = self
-            .publish_one(body.channel, data, data_is_json, body.client_msg_id)
-            .await?;
-        Ok(Response::json(200, &published))
+        // Abandoned unless answered: a request dropped mid-way (its caller
+        // hung up) must not leave the key "in flight" for the whole window.
+        let mut guard = InFlightGuard {
+            idempotency: &self.idempotency,
+            key: Some(key),
+        };
+        let answer = work.await?;
+        if let Some(key) = guard.key.take() {
+            self.idempotency.borrow_mut().finish(&key, answer.clone());
+        }
+        Ok(Response::json(200, &answer))
+    }
+
+    /// The JSON a multi-target request answers: `duplicate` on each result
+    /// the store recognized as a retry, and on the whole when all were.
+    fn results_answer(results: Vec<serde_json::Value>) -> serde_json::Value {
+        let all_duplicates = !results.is_empty()
+            && results
+                .iter()
+                .all(|result| result.get("duplicate") == Some(&serde_json::Value::Bool(true)));
+        let mut answer = json!({"results": results});
+        if all_duplicates {
+            answer["duplicate"] = true.into();
+        }
+        answer
+    }
+
+    /// One target's result in a multi-target answer.
+    fn target_result(field: &str, target: String, published: Published) -> serde_json::Value {
+        let mut result = json!({field: target, "id": published.id, "offset": published.offset, "epoch": published.epoch});
+        if published.duplicate {
+            result["duplicate"] = true.into();
+        }
+        result
     }
 
     async fn broadcast(&self, req: &Request) -> ApiResult {
@@ -337,21 +501,21 @@ impl Api {
             }
         }
         let (data, data_is_json) = self.payload(body.data, body.b64data)?;
-        // Submit every target first, then wait: durable targets share group
-        // commits instead of paying one fsync each, in turn.
-        let mut pending = Vec::with_capacity(body.channels.len());
-        for channel in body.channels {
-            let started = self
-                .submit_one(channel.clone(), data.clone(), data_is_json, None)
-                .await?;
-            pending.push((channel, started));
-        }
-        let mut results = Vec::with_capacity(pending.len());
-        for (channel, started) in pending {
-            let published = Self::finish_one(started).await?;
-            results.push(json!({"channel": channel, "id": published.id, "offset": published.offset, "epoch": published.epoch}));
-        }
-        Ok(Response::json(200, &json!({"results": results})))
+        let key = idempotency_key(req, body.client_msg_id)?;
+        let targets = body
+            .channels
+            .into_iter()
+            .map(|channel| (channel.clone(), channel))
+            .collect();
+        let message = Message {
+            data,
+            data_is_json,
+            sender: String::new(),
+        };
+        self.once(req, key.clone(), async {
+            self.publish_targets("channel", targets, message, key).await
+        })
+        .await
     }
 
     async fn send(&self, req: &Request) -> ApiResult {
@@ -372,21 +536,59 @@ impl Api {
             }
         }
         let (data, data_is_json) = self.payload(body.data, body.b64data)?;
-        // As in broadcast: submit all, then wait, so inboxes share fsyncs.
-        let mut pending = Vec::with_capacity(users.len());
-        for user in users {
-            let inbox = channels::personal_channel(&user);
+        let key = idempotency_key(req, body.client_msg_id)?;
+        let sender = check_sender(body.sender)?;
+        let targets = users
+            .into_iter()
+            .map(|user| {
+                let inbox = channels::personal_channel(&user);
+                (user, inbox)
+            })
+            .collect();
+        let message = Message {
+            data,
+            data_is_json,
+            sender,
+        };
+        self.once(req, key.clone(), async {
+            self.publish_targets("user", targets, message, key).await
+        })
+        .await
+    }
+
+    /// Publishes `message` to each `(label, channel)` target of a send or
+    /// broadcast and answers `{"results": [...]}`, each result labelled
+    /// `field: label`. Every target is submitted first, then waited for, so
+    /// durable targets share group commits instead of paying one fsync
+    /// each, in turn. The idempotency key goes to the store with every
+    /// durable target: each is its own stream, so each is deduplicated
+    /// apart, and a retry after a partial failure stores only the targets
+    /// the first try missed.
+    async fn publish_targets(
+        &self,
+        field: &str,
+        targets: Vec<(String, String)>,
+        message: Message,
+        key: Option<String>,
+    ) -> Result<serde_json::Value, Response> {
+        let store_key = key.map(|key| format!("{API_KEY_PREFIX}{key}"));
+        let mut pending = Vec::with_capacity(targets.len());
+        for (label, channel) in targets {
+            let origin = Origin {
+                sender: message.sender.clone(),
+                store_key: store_key.clone(),
+            };
             let started = self
-                .submit_one(inbox, data.clone(), data_is_json, None)
+                .submit_one(channel, message.data.clone(), message.data_is_json, origin)
                 .await?;
-            pending.push((user, started));
+            pending.push((label, started));
         }
         let mut results = Vec::with_capacity(pending.len());
-        for (user, started) in pending {
+        for (label, started) in pending {
             let published = Self::finish_one(started).await?;
-            results.push(json!({"user": user, "id": published.id, "offset": published.offset, "epoch": published.epoch}));
+            results.push(Self::target_result(field, label, published));
         }
-        Ok(Response::json(200, &json!({"results": results})))
+        Ok(Self::results_answer(results))
     }
 
     /// Publishes one message. A durable channel (a user inbox, or a
@@ -399,11 +601,9 @@ impl Api {
         channel: String,
         data: Vec<u8>,
         data_is_json: bool,
-        client_msg_id: Option<String>,
+        origin: Origin,
     ) -> Result<Published, Response> {
-        let pending = self
-            .submit_one(channel, data, data_is_json, client_msg_id)
-            .await?;
+        let pending = self.submit_one(channel, data, data_is_json, origin).await?;
         Self::finish_one(pending).await
     }
 
@@ -416,7 +616,7 @@ impl Api {
         channel: String,
         data: Vec<u8>,
         data_is_json: bool,
-        client_msg_id: Option<String>,
+        origin: Origin,
     ) -> Result<Pending, Response> {
         let now = unix_ms();
         let id = self.message_ids.borrow_mut().next(now).0;
@@ -425,7 +625,7 @@ impl Api {
             offset: 0,
             epoch: 0,
             channel,
-            sender: String::new(),
+            sender: origin.sender,
             time_ms: now,
             data_is_json,
             data,
@@ -435,7 +635,7 @@ impl Api {
                 stream: envelope.channel.clone(),
                 push: EncodedPush::encode(&envelope),
                 durability: policy.durability,
-                client_msg_id,
+                client_msg_id: origin.store_key,
                 retention: policy.retention,
             };
             let reply = self
@@ -489,7 +689,8 @@ impl Api {
     }
 
     /// A page of a durable stream, oldest first (or newest first with
-    /// `reverse`), after offset `since`.
+    /// `reverse`), after offset `since`; with `before`, the newest entries
+    /// below that offset, newest first (backward paging).
     async fn history(&self, req: &Request) -> ApiResult {
         let body: HistoryBody = Self::parse(req)?;
         self.check_channel(&body.stream)?;
@@ -500,11 +701,13 @@ impl Api {
         if body.limit == 0 || body.limit > limit_max {
             return Err(bad_request(format!("limit must be 1 to {limit_max}")));
         }
+        // `before` pages backwards, so newest first whatever `reverse` says.
         let request = ReadRequest {
             stream: body.stream.clone(),
             since: body.since,
+            before: body.before,
             limit: body.limit as usize,
-            reverse: body.reverse,
+            reverse: body.reverse || body.before.is_some(),
         };
         let page = match self.shared.store.read(request) {
             Ok(reply) => match reply.await {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod http;
+mod idempotency;
 
 use std::rc::Rc;
 use std::sync::Arc;

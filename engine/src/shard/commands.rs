@@ -333,31 +333,29 @@ impl Shard {
                 limit,
                 reverse,
             } => {
-                if !personal(&stream) {
-                    if !is_subscribed(self, &stream) {
-                        channels::check_subscribe(config, &user, &stream).map_err(refuse)?;
-                    }
-                    if streams::policy(config, &stream).is_none() {
-                        return Err((ErrorCode::BadRequest, format!("{stream} keeps no history")));
-                    }
-                }
-                if limit == 0 || limit > HISTORY_LIMIT_MAX {
-                    return Err((
-                        ErrorCode::BadRequest,
-                        format!("limit must be 1 to {HISTORY_LIMIT_MAX}"),
-                    ));
-                }
-                let request = shared.store.read(ReadRequest {
-                    stream: stream.clone(),
+                let request = ReadRequest {
+                    stream,
                     since,
+                    before: None,
                     limit: limit as usize,
                     reverse,
-                });
-                let to = self.reply_to_of(key, id)?;
-                self.store_replies.push(Box::pin(async move {
-                    StoreDone::History(to, stream, store_reply(request).await)
-                }));
-                Ok(Outcome::Later)
+                };
+                self.history_command(key, id, &user, request)
+            }
+            CommandBody::HistoryBefore {
+                stream,
+                before,
+                since,
+                limit,
+            } => {
+                let request = ReadRequest {
+                    stream,
+                    since: Some(since),
+                    before: Some(before),
+                    limit: limit as usize,
+                    reverse: true,
+                };
+                self.history_command(key, id, &user, request)
             }
             CommandBody::Refresh { token } => {
                 let claims = shared.auth.verify(&token).map_err(|err| {
@@ -380,6 +378,45 @@ impl Shard {
             CommandBody::Ping => Ok(Outcome::Now(ReplyResult::Empty)),
             _ => Err(refuse(ErrorCode::MethodNotFound)),
         }
+    }
+
+    /// A `history` command, forward or backward (`before`): checks that
+    /// `user` may read the stream, then reads it on a store reader.
+    fn history_command(
+        &mut self,
+        key: usize,
+        id: u64,
+        user: &str,
+        request: ReadRequest,
+    ) -> CommandResult {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let stream = request.stream.clone();
+        let own_inbox = !user.is_empty() && stream == channels::personal_channel(user);
+        if !own_inbox {
+            let subscribed = self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.is_subscribed(&stream));
+            if !subscribed {
+                channels::check_subscribe(config, user, &stream).map_err(refuse)?;
+            }
+            if streams::policy(config, &stream).is_none() {
+                return Err((ErrorCode::BadRequest, format!("{stream} keeps no history")));
+            }
+        }
+        if request.limit == 0 || request.limit > HISTORY_LIMIT_MAX as usize {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("limit must be 1 to {HISTORY_LIMIT_MAX}"),
+            ));
+        }
+        let read = shared.store.read(request);
+        let to = self.reply_to_of(key, id)?;
+        self.store_replies.push(Box::pin(async move {
+            StoreDone::History(to, stream, store_reply(read).await)
+        }));
+        Ok(Outcome::Later)
     }
 
     #[expect(

@@ -117,6 +117,7 @@ impl Shard {
                 let request = store.read(ReadRequest {
                     stream: job.stream.clone(),
                     since: None,
+                    before: None,
                     limit: 1,
                     reverse: true,
                 });
@@ -129,6 +130,7 @@ impl Shard {
                 let request = store.read(ReadRequest {
                     stream: job.stream.clone(),
                     since: Some(job.cursor),
+                    before: None,
                     limit: REPLAY_PAGE_ENTRIES,
                     reverse: false,
                 });

@@ -8,6 +8,7 @@
 mod util;
 
 mod api;
+mod api_complete;
 mod auth;
 mod binary;
 mod crash;

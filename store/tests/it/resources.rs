@@ -298,6 +298,7 @@ fn reads_and_close_while_recovering_answer_at_once() {
         .read(ringcast_store::ReadRequest {
             stream: stream.to_owned(),
             since: None,
+            before: None,
             limit: 10,
             reverse: false,
         })

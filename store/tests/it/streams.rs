@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 use ringcast_store::{Appended, Durability, ErrorSource, Store, StoreError};
 
-use crate::util::{append, block_on, config, data, offsets, read, read_all, request, submit};
+use crate::util::{append, block_on, config, data, offsets, read_all, read_range, request, submit};
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
@@ -65,11 +65,12 @@ proptest! {
         store.close().unwrap();
     }
 
-    /// Forward and reverse reads with `since` and `limit` match a model.
+    /// Forward and reverse reads with `since`, `before` and `limit` match a model.
     #[test]
     fn reads_match_model(
         count in 0u64..30,
         since in prop::option::of(0u64..35),
+        before in prop::option::of(0u64..35),
         limit in 0usize..40,
         reverse in any::<bool>(),
     ) {
@@ -78,8 +79,10 @@ proptest! {
         for idx in 1..=count {
             append(&store, "history", &idx.to_string());
         }
-        let result = read(&store, "history", since, limit, reverse);
-        let mut want: Vec<u64> = (1..=count).filter(|&offset| offset > since.unwrap_or(0)).collect();
+        let result = read_range(&store, "history", since, before, limit, reverse);
+        let mut want: Vec<u64> = (1..=count)
+            .filter(|&offset| offset > since.unwrap_or(0) && offset < before.unwrap_or(u64::MAX))
+            .collect();
         if reverse {
             want.reverse();
         }
@@ -89,6 +92,41 @@ proptest! {
         prop_assert_eq!(result.epoch != 0, count > 0);
         store.close().unwrap();
     }
+}
+
+/// Paging back with `before` from the newest entry visits every entry once,
+/// newest first, and stops at the oldest stored one, also after retention
+/// trimmed the start of the stream.
+#[test]
+fn before_pages_back_through_every_entry_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for idx in 1..=250u64 {
+        append(&store, "paged", &idx.to_string());
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = read_range(&store, "paged", None, before, 100, true);
+        assert!(page.entries.len() <= 100);
+        let Some(last) = page.entries.last() else {
+            break;
+        };
+        let last_offset = last.envelope().offset.to_native();
+        seen.extend(offsets(&page.entries));
+        // More exist exactly when the page stopped above the oldest entry.
+        if last_offset <= page.first_offset {
+            break;
+        }
+        before = Some(last_offset);
+    }
+    assert_eq!(seen, (1..=250u64).rev().collect::<Vec<_>>());
+    // `before` past the end reads from the newest; `before` at the oldest reads nothing.
+    let newest = read_range(&store, "paged", None, Some(u64::MAX), 1, true);
+    assert_eq!(offsets(&newest.entries), vec![250]);
+    let none = read_range(&store, "paged", None, Some(1), 10, true);
+    assert!(none.entries.is_empty());
+    store.close().unwrap();
 }
 
 #[test]

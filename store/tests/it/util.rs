@@ -68,10 +68,23 @@ pub fn read(
     limit: usize,
     reverse: bool,
 ) -> ReadResult {
+    read_range(store, stream, since, None, limit, reverse)
+}
+
+/// A read of the entries with `since < offset < before`.
+pub fn read_range(
+    store: &Store,
+    stream: &str,
+    since: Option<u64>,
+    before: Option<u64>,
+    limit: usize,
+    reverse: bool,
+) -> ReadResult {
     let receiver = store
         .read(ReadRequest {
             stream: stream.to_owned(),
             since,
+            before,
             limit,
             reverse,
         })

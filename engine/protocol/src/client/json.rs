@@ -120,11 +120,28 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         }
         "history" => {
             let params: HistoryParams = parse_params(id, command.params)?;
-            CommandBody::History {
-                stream: params.stream,
-                since: params.since,
-                limit: params.limit,
-                reverse: params.reverse,
+            match params.before {
+                // Backward paging is newest first by definition: `reverse`
+                // adds nothing, and `false` would ask for what `before` is not.
+                Some(_) if params.reverse_given == Some(false) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`before` pages newest first: drop `reverse` or set it to true".to_owned(),
+                    ))
+                }
+                Some(before) => CommandBody::HistoryBefore {
+                    stream: params.stream,
+                    before,
+                    since: params.since.unwrap_or(0),
+                    limit: params.limit,
+                },
+                None => CommandBody::History {
+                    stream: params.stream,
+                    since: params.since,
+                    limit: params.limit,
+                    reverse: params.reverse_given.unwrap_or(false),
+                },
             }
         }
         _ => {
@@ -469,10 +486,12 @@ struct HistoryParams {
     stream: String,
     #[serde(default)]
     since: Option<u64>,
+    #[serde(default)]
+    before: Option<u64>,
     #[serde(default = "history_limit_default")]
     limit: u32,
-    #[serde(default)]
-    reverse: bool,
+    #[serde(default, rename = "reverse")]
+    reverse_given: Option<bool>,
 }
 
 fn history_limit_default() -> u32 {

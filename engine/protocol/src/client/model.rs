@@ -64,8 +64,9 @@ pub enum CommandBody {
     },
     /// Up to `limit` (1..=[`HISTORY_LIMIT_MAX`](super::HISTORY_LIMIT_MAX)) stored publications of
     /// `stream`. Forward (`reverse == false`): offsets after `since`, oldest
-    /// first, from the stream's start when `since` is `None`. Reverse:
-    /// offsets before `since`, newest first, from the newest when `None`.
+    /// first, from the stream's start when `since` is `None`. Reverse: the
+    /// newest offsets after `since`, newest first (paging back below an
+    /// offset is [`CommandBody::HistoryBefore`]).
     /// Answered with [`encode_history_json`](super::encode_history_json) / [`encode_history_binary`](super::encode_history_binary).
     /// The JSON form defaults `limit` to
     /// [`HISTORY_LIMIT_DEFAULT`](super::HISTORY_LIMIT_DEFAULT); the binary
@@ -75,6 +76,21 @@ pub enum CommandBody {
         since: Option<u64>,
         limit: u32,
         reverse: bool,
+    },
+    /// Backward paging: up to `limit` stored publications of `stream` with
+    /// offsets below `before` (and above `since` when given), newest first.
+    /// The last entry's offset is the next page's `before`; older entries
+    /// exist exactly when it is above the reply's `start_offset` (and
+    /// `since + 1`). The JSON form is `history` with `before`; a separate
+    /// variant, last, so the binary form of every older command keeps its
+    /// bytes; `since` is a plain offset (0: from the start, the same as
+    /// none) so the variant is no larger than the largest older one and the
+    /// archived size of every command is unchanged.
+    HistoryBefore {
+        stream: String,
+        before: u64,
+        since: u64,
+        limit: u32,
     },
 }
 

@@ -57,7 +57,9 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         | CommandBody::Publish { channel, .. } => ("channel", channel),
         CommandBody::Send { user, .. } => ("user", user),
         CommandBody::Refresh { token } => ("token", token),
-        CommandBody::Ack { stream, .. } | CommandBody::History { stream, .. } => ("stream", stream),
+        CommandBody::Ack { stream, .. }
+        | CommandBody::History { stream, .. }
+        | CommandBody::HistoryBefore { stream, .. } => ("stream", stream),
         CommandBody::Ping => return Ok(()),
     };
     if value.is_empty() {
@@ -74,7 +76,9 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         } if !valid_client_msg_id(key) => bad_request(format!(
             "`client_msg_id` must be 1 to {CLIENT_MSG_ID_BYTES_MAX} bytes of printable ASCII"
         )),
-        CommandBody::History { limit, .. } if !(1..=HISTORY_LIMIT_MAX).contains(limit) => {
+        CommandBody::History { limit, .. } | CommandBody::HistoryBefore { limit, .. }
+            if !(1..=HISTORY_LIMIT_MAX).contains(limit) =>
+        {
             bad_request(format!("`limit` must be 1 to {HISTORY_LIMIT_MAX}"))
         }
         _ => Ok(()),

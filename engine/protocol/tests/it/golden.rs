@@ -238,6 +238,20 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
             "0f0000000000000007000000636861743a61ffff000000000000000000000000\
             00000000000000006400000000000000",
         ),
+        (
+            r#"{"id":16,"method":"history","params":{"stream":"chat:a","before":58,"limit":100}}"#,
+            bin(
+                16,
+                BinaryCommandBody::HistoryBefore {
+                    stream: "chat:a".into(),
+                    before: 58,
+                    since: 0,
+                    limit: 100,
+                },
+            ),
+            "100000000000000008000000636861743a61ffff000000003a00000000000000\
+            00000000000000006400000000000000",
+        ),
     ]
 }
 

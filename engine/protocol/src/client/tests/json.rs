@@ -65,6 +65,51 @@ fn json_optional_fields_default() {
     );
 }
 
+/// `before` pages backwards: its own command variant, newest first, so
+/// `reverse: false` with it is refused.
+#[test]
+fn json_history_before_is_backward_paging() {
+    assert_eq!(
+        decode_json_str(
+            r#"{"id":1,"method":"history","params":{"stream":"s","before":42,"since":3,"limit":5}}"#
+        ),
+        Ok(command(
+            1,
+            CommandBody::HistoryBefore {
+                stream: "s".into(),
+                before: 42,
+                since: 3,
+                limit: 5,
+            }
+        ))
+    );
+    assert_eq!(
+        decode_json_str(
+            r#"{"id":1,"method":"history","params":{"stream":"s","before":1,"reverse":true}}"#
+        ),
+        Ok(command(
+            1,
+            CommandBody::HistoryBefore {
+                stream: "s".into(),
+                before: 1,
+                since: 0,
+                limit: HISTORY_LIMIT_DEFAULT,
+            }
+        ))
+    );
+    let refused = decode_json_str(
+        r#"{"id":1,"method":"history","params":{"stream":"s","before":1,"reverse":false}}"#,
+    );
+    assert!(
+        matches!(&refused, Err(err) if err.code == ErrorCode::BadRequest),
+        "{refused:?}"
+    );
+    let too_many = decode_json_str(
+        r#"{"id":1,"method":"history","params":{"stream":"s","before":1,"limit":5000}}"#,
+    );
+    assert!(too_many.is_err(), "limit is checked for before too");
+}
+
 #[test]
 fn json_durable_stream_params_are_validated() {
     let long_key = format!("{MAX_KEY}x");
