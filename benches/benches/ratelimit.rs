@@ -8,6 +8,11 @@
 //!   user id in the shard's map (1,000 users in it).
 //!
 //! Rates are high enough that nothing is refused: the common case.
+//!
+//! Two runs on the 2-core dev host, shared with other builds (`cargo bench
+//! -p ringcast-benches --bench ratelimit -- --warm-up-time 1
+//! --measurement-time 3`): off 8 / 25 ns, connection 14 / 35 ns,
+//! connection_and_user 46 / 68 ns.
 
 use std::rc::Rc;
 
