@@ -318,6 +318,8 @@ mod derived {
     struct ErrorJson<'a> {
         code: u16,
         message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     }
 
     #[derive(Serialize)]
@@ -391,6 +393,20 @@ mod derived {
                 error: ErrorJson {
                     code: code.as_u16(),
                     message,
+                    retry_after_ms: None,
+                },
+            },
+            Reply::ErrorRetry {
+                id,
+                code,
+                message,
+                retry_after_ms,
+            } => ReplyJson::Error {
+                id: *id,
+                error: ErrorJson {
+                    code: code.as_u16(),
+                    message,
+                    retry_after_ms: Some(*retry_after_ms),
                 },
             },
         };

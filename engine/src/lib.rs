@@ -18,6 +18,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod payload;
 pub mod publication;
+pub mod ratelimit;
 pub mod session;
 pub mod shard;
 pub mod streams;

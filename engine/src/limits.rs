@@ -31,6 +31,12 @@ pub const ACCEPTS_PER_TURN_MAX: usize = 256;
 /// A blocked connection this many times over its outbound bound is cut off
 /// at once, without waiting for the slow-consumer timeout.
 pub const QUEUE_HARD_LIMIT_FACTOR: usize = 4;
+/// The window in which `websocket.rate_limit_refusals_max` refusals (114)
+/// close a connection with 4008.
+pub const RATE_LIMIT_REFUSALS_WINDOW_MS: u64 = 10_000;
+/// Source addresses whose connection attempts one shard tracks for
+/// `websocket.accept_rate_per_source` (about 100 bytes each).
+pub const RATE_LIMIT_SOURCES_MAX: usize = 65_536;
 /// How long the close handshake may take before the socket is dropped.
 pub const CLOSE_LINGER_MS: u64 = 1_000;
 /// Live publications held for one stream while it replays; past this the

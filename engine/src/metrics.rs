@@ -53,10 +53,13 @@ pub struct ShardMetrics {
     pub heartbeat_timeouts: Counter,
     pub protocol_errors: Counter,
     pub subscriptions: Counter,
+    pub rate_limited: Counter,
+    pub rate_limit_disconnects: Counter,
+    pub accepts_rate_limited: Counter,
 }
 
 /// (metric name, help, is a gauge) in output order.
-const METRICS: [(&str, &str, bool); 14] = [
+const METRICS: [(&str, &str, bool); 17] = [
     ("connections", "Open WebSocket connections.", true),
     (
         "connections_accepted_total",
@@ -111,10 +114,25 @@ const METRICS: [(&str, &str, bool); 14] = [
         "Channel subscriptions held by connections.",
         true,
     ),
+    (
+        "rate_limited_total",
+        "Client commands refused by a rate limit (error 114).",
+        false,
+    ),
+    (
+        "rate_limit_disconnects_total",
+        "Connections closed with 4008 for going on past rate-limit refusals.",
+        false,
+    ),
+    (
+        "accepts_rate_limited_total",
+        "Connections closed at accept: their source was over its accept rate.",
+        false,
+    ),
 ];
 
 impl ShardMetrics {
-    fn values(&self) -> [u64; 14] {
+    fn values(&self) -> [u64; 17] {
         [
             self.connections.get(),
             self.connections_accepted.get(),
@@ -130,6 +148,9 @@ impl ShardMetrics {
             self.heartbeat_timeouts.get(),
             self.protocol_errors.get(),
             self.subscriptions.get(),
+            self.rate_limited.get(),
+            self.rate_limit_disconnects.get(),
+            self.accepts_rate_limited.get(),
         ]
     }
 
@@ -162,7 +183,7 @@ pub struct NodeMetric<'a> {
 /// Renders the Prometheus text exposition format (version 0.0.4).
 pub fn render_prometheus(shards: &[CachePadded<ShardMetrics>], extra: &[NodeMetric<'_>]) -> String {
     let mut out = String::with_capacity(4096);
-    let values: Vec<[u64; 14]> = shards.iter().map(|m| m.values()).collect();
+    let values: Vec<[u64; 17]> = shards.iter().map(|m| m.values()).collect();
     for (metric_idx, (name, help, is_gauge)) in METRICS.iter().enumerate() {
         let kind = if *is_gauge { "gauge" } else { "counter" };
         let _ = writeln!(out, "# HELP ringcast_{name} {help}");

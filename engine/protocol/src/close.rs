@@ -58,6 +58,10 @@ impl CloseCode {
     /// timeout: a stalled (or slowloris) sender is cut before the heartbeat
     /// would notice.
     pub const READ_TIMEOUT: Self = Self(4007);
+    /// 4008: the client kept sending commands that rate limits refused
+    /// (error 114) past `websocket.rate_limit_refusals_max` within
+    /// `RATE_LIMIT_REFUSALS_WINDOW_MS`. Reconnect only after backing off.
+    pub const RATE_LIMIT_ABUSE: Self = Self(4008);
 
     /// Whether a peer may legitimately send this code in a Close frame
     /// (RFC 6455 §7.4). A Close frame carrying any other code is a protocol
@@ -87,6 +91,7 @@ impl CloseCode {
             4005 => "heartbeat_timeout",
             4006 => "bad_request",
             4007 => "read_timeout",
+            4008 => "rate_limit_abuse",
             3000..=3999 => "registered",
             4000..=4999 => "application",
             _ => "invalid",

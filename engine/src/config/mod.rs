@@ -178,6 +178,12 @@ impl Config {
     /// has no namespace. `user:<id>` channels are the engine's and never
     /// match (the name is reserved).
     pub fn namespace(&self, channel: &str) -> Option<&Namespace> {
+        self.namespace_index(channel)
+            .and_then(|idx| self.namespaces.get(idx))
+    }
+
+    /// The index in `namespaces` of `channel`'s namespace.
+    pub fn namespace_index(&self, channel: &str) -> Option<usize> {
         let name = match channel.split_once(':') {
             Some(("", _)) => return None,
             Some((name, _)) => name,
@@ -185,7 +191,7 @@ impl Config {
         };
         self.namespaces
             .iter()
-            .find(|namespace| namespace.name == name)
+            .position(|namespace| namespace.name == name)
     }
 
     fn resolve(

@@ -37,6 +37,10 @@ const RETENTION_S_MAX: u64 = 315_360_000;
 /// whole command, whose own object and `params` take two of those levels.
 const JSON_DEPTH_MAX_LIMIT: usize = 120;
 
+/// Highest rate (per second) and burst a rate limit takes: the token
+/// bucket's arithmetic (`crate::ratelimit`) is sized for it.
+const RATE_MAX: u32 = crate::ratelimit::RATE_MAX;
+
 const _: () = assert!(TIMEOUT_MS_MIN < TIMEOUT_MS_MAX);
 const _: () = assert!(SIZE_BYTES_MAX <= usize::MAX as u64);
 
@@ -170,6 +174,42 @@ config_table! {
         /// uncompressed.
         compression_min_bytes: usize = Bytes { default: 256, min: 0, max: SIZE_BYTES_MAX },
             "BYTES", "Smallest push frame sent compressed";
+        /// Client `send` commands one connection may make per second, on
+        /// average (its token bucket's refill); 0 = no limit.
+        send_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" },
+            "N", "Client sends per second per connection; 0 = no limit";
+        /// Sends one connection may make at once with a full bucket.
+        send_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" },
+            "N", "Client send burst per connection";
+        /// As `send_rate`, for all of one user's connections on one shard.
+        user_send_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" },
+            "N", "Client sends per second per user and shard; 0 = no limit";
+        user_send_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" },
+            "N", "Client send burst per user and shard";
+        /// Client `rpc` commands one connection may make per second; 0 = no limit.
+        rpc_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" },
+            "N", "Client rpcs per second per connection; 0 = no limit";
+        rpc_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" },
+            "N", "Client rpc burst per connection";
+        user_rpc_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" },
+            "N", "Client rpcs per second per user and shard; 0 = no limit";
+        user_rpc_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" },
+            "N", "Client rpc burst per user and shard";
+        /// Commands refused by a rate limit (114) within
+        /// `RATE_LIMIT_REFUSALS_WINDOW_MS` at which the connection is
+        /// closed with 4008; 0 = never closed for it.
+        rate_limit_refusals_max: u32
+            = Count<u32> { default: 100, min: 0, max: RATE_MAX, unit: "refusals" },
+            "N", "Rate-limit refusals in 10 s before closing with 4008; 0 = never";
+        /// New connections one source address may open per second, per
+        /// node (each shard enforces its share, rounded up); more are
+        /// closed at accept. 0 = no limit.
+        accept_rate_per_source: u32
+            = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" },
+            "N", "Connection attempts per second per source address; 0 = no limit";
+        accept_burst_per_source: u32
+            = Count<u32> { default: 100, min: 1, max: RATE_MAX, unit: "connections" },
+            "N", "Connection attempt burst per source address";
     }
 }
 
@@ -244,6 +284,13 @@ config_table! {
             = Count<u64> { default: 1000, min: 1, max: 10_000_000, unit: "" };
         retention_age as "retention_age_s": Duration
             = Seconds { default: 86_400, min: 1, max: RETENTION_S_MAX };
+        /// Client publishes to this namespace one connection may make per
+        /// second, on average; 0 = no limit.
+        publish_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" };
+        publish_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" };
+        /// As `publish_rate`, for all of one user's connections on one shard.
+        user_publish_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" };
+        user_publish_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" };
     }
 }
 

@@ -90,6 +90,14 @@ impl Shard {
     /// its reply.
     pub(super) fn handle_command(&mut self, key: usize, command: Command) {
         let id = command.id;
+        if self.command_limits_on {
+            if let Some(limit) = crate::ratelimit::LimitKey::of(&self.shared.config, &command.body)
+            {
+                if self.rate_limited(key, id, limit) {
+                    return;
+                }
+            }
+        }
         let reply = match self.run_command(key, id, command.body) {
             Ok(Outcome::Now(result)) => Reply::Ok { id, result },
             Ok(Outcome::Later) => return,

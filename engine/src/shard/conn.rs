@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
 use super::tls::TlsConn;
+use crate::ratelimit::ConnLimits;
 use crate::session::Session;
 use crate::sys::{self, Io};
 
@@ -20,8 +21,9 @@ pub struct Conn {
     /// sequence starts at 1), so also "counted in `connections`".
     pub client_id: u64,
     pub user: Rc<str>,
-    /// The device id and the `channels` grants, which most connections do
-    /// not have: boxed, so those pay a null pointer.
+    /// The device id, the `channels` grants and the rate-limit buckets,
+    /// which most connections do not have: boxed, so those pay a null
+    /// pointer.
     extras: Option<Box<Extras>>,
     /// Channels this connection subscribed to, the personal one included.
     pub subscriptions: Vec<Rc<str>>,
@@ -80,8 +82,25 @@ impl Conn {
 
     /// Sets the device and the grants, allocating only if there is either.
     pub fn set_extras(&mut self, device: Option<Rc<str>>, grants: Box<[Box<str>]>) {
-        self.extras =
-            (device.is_some() || !grants.is_empty()).then(|| Box::new(Extras { device, grants }));
+        self.extras = (device.is_some() || !grants.is_empty()).then(|| {
+            Box::new(Extras {
+                device,
+                grants,
+                rate_limits: None,
+            })
+        });
+    }
+
+    /// The rate-limit buckets, made at the first limited command.
+    pub fn rate_limits(&mut self) -> &mut ConnLimits {
+        let extras = self.extras.get_or_insert_with(|| {
+            Box::new(Extras {
+                device: None,
+                grants: Box::default(),
+                rate_limits: None,
+            })
+        });
+        extras.rate_limits.get_or_insert_with(ConnLimits::default)
     }
 
     pub fn device(&self) -> Option<&Rc<str>> {
@@ -106,6 +125,8 @@ struct Extras {
     device: Option<Rc<str>>,
     /// The connection token's `channels` claim (`channels::grant_matches`).
     grants: Box<[Box<str>]>,
+    /// Rate-limit buckets, from the first limited command on.
+    rate_limits: Option<ConnLimits>,
 }
 
 /// What one read gave.
@@ -140,7 +161,8 @@ mod tests {
         // The struct is an idle connection's whole user-space state apart
         // from its subscription index entries (the task, its future and
         // monoio's per-operation state it replaced were ~700 bytes more):
-        // guard against growth.
+        // guard against growth. The rarer parts (device, grants, rate-limit
+        // buckets) share one boxed `Extras`.
         let size = std::mem::size_of::<Conn>();
         assert!(size <= 232, "Conn is {size} bytes");
     }

@@ -43,6 +43,12 @@ impl Shard {
                         self.metrics().handshakes_failed.add(1);
                         continue; // dropped: closed at once
                     }
+                    if !self.source_buckets.admit(source, self.now_ms) {
+                        // Over its source's accept rate (ratelimit.rs).
+                        self.metrics().accepts_rate_limited.add(1);
+                        self.metrics().handshakes_failed.add(1);
+                        continue; // dropped: closed at once
+                    }
                     if !self.shared.fd_budget.try_take() {
                         // The reserve is for the store and the API: refuse
                         // the connection rather than spend it.

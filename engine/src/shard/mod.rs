@@ -16,6 +16,7 @@ pub mod conn;
 mod fanout;
 mod io;
 pub mod poller;
+mod rate;
 mod recovery;
 mod server_subscriptions;
 pub mod tls;
@@ -94,6 +95,12 @@ pub struct Shard {
     pending_store: Slab<commands::StoreWait>,
     /// Connections still upgrading, per source address.
     handshakes: crate::admission::Handshakes,
+    /// Connection attempts per source address (`accept_rate_per_source`).
+    source_buckets: crate::ratelimit::SourceBuckets,
+    /// Per-user command limits of the users on this shard.
+    user_buckets: crate::ratelimit::UserBuckets,
+    /// Some command rate limit is configured (else commands skip the check).
+    command_limits_on: bool,
     /// Store answers taken this turn (kept to reuse its allocation).
     answers: Vec<crate::mesh::StoreAnswer>,
     /// Replays waiting for their connection's queue to drain.
@@ -166,6 +173,13 @@ impl Shard {
                 ws.handshakes_per_source_max,
                 u32::from(config.server.shards.get()),
             ),
+            source_buckets: crate::ratelimit::SourceBuckets::new(
+                crate::ratelimit::Rate::new(ws.accept_rate_per_source, ws.accept_burst_per_source),
+                u32::from(config.server.shards.get()),
+                crate::limits::RATE_LIMIT_SOURCES_MAX,
+            ),
+            user_buckets: crate::ratelimit::UserBuckets::default(),
+            command_limits_on: crate::ratelimit::command_limits_configured(config),
             answers: Vec::new(),
             paused_replays: Vec::new(),
             sweep_cursor: 0,
@@ -468,6 +482,10 @@ impl Shard {
             self.mark_dirty(key);
         }
         self.sweep_cursor = (self.sweep_cursor + chunk) % capacity;
+        if self.sweep_cursor < chunk {
+            // Once per sweep period: per-user buckets that refilled.
+            self.user_buckets.sweep(&self.shared.config, now);
+        }
     }
 
     /// Graceful stop: no new connections, every open one closed with 1001

@@ -21,6 +21,7 @@ mod limits;
 mod permissions;
 mod publish_path;
 mod pubsub;
+mod rate_limits;
 mod shutdown;
 mod slow_consumer;
 mod store_failure;

@@ -82,6 +82,18 @@ pub fn encode_reply_binary(reply: &Reply) -> Vec<u8> {
             id: *id,
             code: code.as_u16(),
             message: message.clone(),
+            retry_after_ms: None,
+        },
+        Reply::ErrorRetry {
+            id,
+            code,
+            message,
+            retry_after_ms,
+        } => ServerMessage::Error {
+            id: *id,
+            code: code.as_u16(),
+            message: message.clone(),
+            retry_after_ms: Some(*retry_after_ms),
         },
     };
     archive_to_vec(&message)
@@ -184,6 +196,7 @@ pub(crate) enum ServerMessageRef<'a> {
         code: u16,
         #[rkyv(with = Inline)]
         message: &'a String,
+        retry_after_ms: Option<u64>,
     },
     Push(#[rkyv(with = Inline)] &'a Envelope),
     History {

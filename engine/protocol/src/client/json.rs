@@ -233,17 +233,37 @@ pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
             }
             out.push(b'}');
         }
-        Reply::Error { id, code, message } => {
-            out.extend_from_slice(b"{\"id\":");
-            push_u64(&mut out, *id);
-            out.extend_from_slice(b",\"error\":{\"code\":");
-            push_u64(&mut out, u64::from(code.as_u16()));
-            out.extend_from_slice(b",\"message\":");
-            push_json_str(&mut out, message);
-            out.extend_from_slice(b"}}");
-        }
+        Reply::Error { id, code, message } => push_error(&mut out, *id, *code, message, None),
+        Reply::ErrorRetry {
+            id,
+            code,
+            message,
+            retry_after_ms,
+        } => push_error(&mut out, *id, *code, message, Some(*retry_after_ms)),
     }
     out
+}
+
+/// `{"id":1,"error":{"code":114,"message":"...","retry_after_ms":250}}`;
+/// `retry_after_ms` only when given.
+fn push_error(
+    out: &mut Vec<u8>,
+    id: u64,
+    code: ErrorCode,
+    message: &str,
+    retry_after_ms: Option<u64>,
+) {
+    out.extend_from_slice(b"{\"id\":");
+    push_u64(out, id);
+    out.extend_from_slice(b",\"error\":{\"code\":");
+    push_u64(out, u64::from(code.as_u16()));
+    out.extend_from_slice(b",\"message\":");
+    push_json_str(out, message);
+    if let Some(retry_after_ms) = retry_after_ms {
+        out.extend_from_slice(b",\"retry_after_ms\":");
+        push_u64(out, retry_after_ms);
+    }
+    out.extend_from_slice(b"}}");
 }
 
 /// Renders the connect message as JSON:

@@ -179,6 +179,8 @@ pub enum ErrorCode {
     /// The subscription token does not verify, or is for another channel
     /// or another user.
     SubscriptionTokenInvalid = 113,
+    /// A rate limit refused the command; the reply carries `retry_after_ms`.
+    RateLimited = 114,
 }
 
 /// The binary form of a command: the same type as [`Command`], named for
@@ -206,6 +208,16 @@ pub enum Reply {
         id: u64,
         code: ErrorCode,
         message: String,
+    },
+    /// An error reply that says when to try again: encoded as an error
+    /// with `retry_after_ms` (JSON) or `ServerMessage::Error`'s
+    /// `retry_after_ms` (binary). A variant of its own, not a field of
+    /// `Error`, so the many places that build plain errors stay as they are.
+    ErrorRetry {
+        id: u64,
+        code: ErrorCode,
+        message: String,
+        retry_after_ms: u64,
     },
 }
 
@@ -276,6 +288,11 @@ pub enum ServerMessage {
         id: u64,
         code: u16,
         message: String,
+        /// When to try again, for errors that say (114, rate limited).
+        /// Appended last: the fields before it keep their archived offsets
+        /// and the variant stays smaller than `Push`, so a client built
+        /// before the field still reads the rest of the error.
+        retry_after_ms: Option<u64>,
     },
     Push(Envelope),
     /// The reply to a history command; see [`encode_history_binary`](super::encode_history_binary).
@@ -327,7 +344,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -342,6 +359,7 @@ impl ErrorCode {
         ErrorCode::StoreUnavailable,
         ErrorCode::SubscriptionTokenExpired,
         ErrorCode::SubscriptionTokenInvalid,
+        ErrorCode::RateLimited,
     ];
 
     /// The numeric code on the wire.
@@ -373,6 +391,7 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable => "store unavailable",
             ErrorCode::SubscriptionTokenExpired => "subscription token expired",
             ErrorCode::SubscriptionTokenInvalid => "subscription token invalid",
+            ErrorCode::RateLimited => "rate limited",
         }
     }
 }

@@ -633,6 +633,21 @@ fn replies() -> Vec<(Reply, &'static str, &'static str)> {
             00000000000000006f00000095000000d4ffffff000000000000000000000000\
             0000000000000000000000000000000000000000000000000000000000000000",
         ),
+        (
+            // A client built before `retry_after_ms` reads the same id,
+            // code and message at the same offsets (compare the error
+            // above): the field is appended and the root keeps its size.
+            Reply::ErrorRetry {
+                id: 3,
+                code: ErrorCode::RateLimited,
+                message: "rate limited".into(),
+                retry_after_ms: 250,
+            },
+            r#"{"id":3,"error":{"code":114,"message":"rate limited","retry_after_ms":250}}"#,
+            "72617465206c696d697465640000000002000000000000000300000000000000\
+            720000008c000000dcffffff000000000100000000000000fa00000000000000\
+            000000000000000000000000000000000000000000000000",
+        ),
     ]
 }
 
@@ -649,6 +664,18 @@ fn replies_keep_their_bytes_in_both_forms() {
                 id,
                 code: code.as_u16(),
                 message,
+                retry_after_ms: None,
+            },
+            Reply::ErrorRetry {
+                id,
+                code,
+                message,
+                retry_after_ms,
+            } => ServerMessage::Error {
+                id,
+                code: code.as_u16(),
+                message,
+                retry_after_ms: Some(retry_after_ms),
             },
         };
         assert_eq!(decode_server_binary(&unhex(binary)).expect(&what), expected);
@@ -680,7 +707,7 @@ fn every_error_code_keeps_its_reply() {
         all.push_str(std::str::from_utf8(&encode_reply_json(&Reply::error(1, code))).unwrap());
         all.push('\n');
     }
-    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n", "codes");
+    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n{\"id\":1,\"error\":{\"code\":114,\"message\":\"rate limited\"}}\n", "codes");
 }
 
 fn connects() -> Vec<(ConnectInfo, &'static str, &'static str)> {

@@ -244,7 +244,23 @@ fn server_messages_round_trip_in_binary() {
         ServerMessage::Error {
             id: 9,
             code: 111,
-            message: "store unavailable".into()
+            message: "store unavailable".into(),
+            retry_after_ms: None,
+        }
+    );
+    let bytes = encode_reply_binary(&Reply::ErrorRetry {
+        id: 10,
+        code: ErrorCode::RateLimited,
+        message: "rate limited".into(),
+        retry_after_ms: 250,
+    });
+    assert_eq!(
+        decode_server_binary(&bytes).expect("valid"),
+        ServerMessage::Error {
+            id: 10,
+            code: 114,
+            message: "rate limited".into(),
+            retry_after_ms: Some(250),
         }
     );
 }
@@ -327,7 +343,22 @@ fn borrowed_mirror_archives_exactly_like_server_message() {
         owned(&ServerMessage::Error {
             id: 9,
             code: 100,
-            message: "m".into()
+            message: "m".into(),
+            retry_after_ms: None,
+        })
+    );
+    assert_eq!(
+        encode_reply_binary(&Reply::ErrorRetry {
+            id: 9,
+            code: ErrorCode::RateLimited,
+            message: "m".into(),
+            retry_after_ms: 7,
+        }),
+        owned(&ServerMessage::Error {
+            id: 9,
+            code: 114,
+            message: "m".into(),
+            retry_after_ms: Some(7),
         })
     );
 }

@@ -405,12 +405,26 @@ fn error_codes_round_trip() {
         assert_eq!(ErrorCode::from_u16(code.as_u16()), Some(code));
         assert!(!code.message().is_empty());
     }
+    // 100..=111 were assigned in order; later parts of the protocol took
+    // codes from ranges of their own (112, 113: subscription tokens; 114:
+    // rate limited).
+    let numbers = ErrorCode::ALL.map(ErrorCode::as_u16);
     assert_eq!(
-        ErrorCode::ALL.map(ErrorCode::as_u16),
-        std::array::from_fn(|i| 100 + i as u16)
+        numbers[..12],
+        std::array::from_fn::<u16, 12, _>(|i| 100 + i as u16)
     );
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]));
+    assert_eq!(
+        ErrorCode::from_u16(112),
+        Some(ErrorCode::SubscriptionTokenExpired)
+    );
+    assert_eq!(
+        ErrorCode::from_u16(113),
+        Some(ErrorCode::SubscriptionTokenInvalid)
+    );
+    assert_eq!(ErrorCode::from_u16(114), Some(ErrorCode::RateLimited));
     assert_eq!(ErrorCode::from_u16(99), None);
-    assert_eq!(ErrorCode::from_u16(100 + ErrorCode::ALL.len() as u16), None);
+    assert_eq!(ErrorCode::from_u16(115), None);
     let error = CommandError::new(Some(1), ErrorCode::MethodNotFound, "x".into());
     assert_eq!(
         error.to_string(),
