@@ -58,6 +58,9 @@ impl CloseCode {
     /// timeout: a stalled (or slowloris) sender is cut before the heartbeat
     /// would notice.
     pub const READ_TIMEOUT: Self = Self(4007);
+    /// 4009: a proxy backend answered `disconnect` without a code of its
+    /// own range (4500-4999, passed through as they are).
+    pub const PROXY_DISCONNECT: Self = Self(4009);
 
     /// Whether a peer may legitimately send this code in a Close frame
     /// (RFC 6455 §7.4). A Close frame carrying any other code is a protocol
@@ -87,6 +90,8 @@ impl CloseCode {
             4005 => "heartbeat_timeout",
             4006 => "bad_request",
             4007 => "read_timeout",
+            4009 => "proxy_disconnect",
+            4500..=4999 => "backend",
             3000..=3999 => "registered",
             4000..=4999 => "application",
             _ => "invalid",

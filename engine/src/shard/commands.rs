@@ -16,6 +16,7 @@ use super::Shard;
 use crate::channels;
 use crate::limits::HISTORY_LIMIT_MAX;
 use crate::mesh::StoreAnswer;
+use crate::proxy::{Decision, ProxyError, Subject};
 use crate::streams;
 
 pub(super) type CommandError = (ErrorCode, String);
@@ -43,6 +44,29 @@ pub(super) enum StoreDone {
     Acked(ReplyTo, Result<u64, CommandError>),
     History(ReplyTo, String, Result<ReadResult, CommandError>),
     Recovery(Box<recovery::Job>, recovery::Step),
+    /// A proxy backend's answer (`crate::proxy`), for the parked command.
+    Proxied(ReplyTo, Proxied, Result<Decision, ProxyError>),
+}
+
+/// A command parked while its proxy backend decides.
+pub(super) enum Proxied {
+    /// A `publish`, or a `send` (to the recipient's inbox channel).
+    Publish {
+        channel: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+        client_msg_id: Option<String>,
+    },
+}
+
+fn proxy_error(err: &ProxyError) -> CommandError {
+    let code = match err {
+        ProxyError::Timeout(_) => ErrorCode::ProxyTimeout,
+        ProxyError::Unavailable(_) | ProxyError::Stopped => ErrorCode::ProxyUnavailable,
+        ProxyError::BadResponse(_) => ErrorCode::ProxyBadResponse,
+    };
+    tracing::debug!(error = %err, "proxy call failed");
+    (code, err.to_string())
 }
 
 /// What a command produced.
@@ -168,6 +192,98 @@ impl Shard {
             }
             StoreDone::History(to, stream, result) => self.history_page(to, &stream, result),
             StoreDone::Recovery(job, step) => self.recovery_step(*job, step),
+            StoreDone::Proxied(to, pending, result) => self.on_proxied(to, pending, result),
+        }
+    }
+
+    /// Hands a command to its proxy backend and parks it; the answer comes
+    /// back through `store_replies` (the shard never waits for it).
+    fn proxy_call(
+        &mut self,
+        key: usize,
+        id: u64,
+        proxy: usize,
+        subject: Subject<'_>,
+        pending: Proxied,
+    ) -> CommandResult {
+        let Proxied::Publish {
+            data, data_is_json, ..
+        } = &pending;
+        crate::payload::check(&self.shared.config, data, *data_is_json)
+            .map_err(|reason| (ErrorCode::BadRequest, reason))?;
+        let to = self.reply_to_of(key, id)?;
+        let user = self
+            .conns
+            .get(key)
+            .map(|c| c.user.clone())
+            .ok_or_else(|| refuse(ErrorCode::Internal))?;
+        let Some(proxies) = self.shared.proxies.as_ref() else {
+            return Err(proxy_error(&ProxyError::Stopped));
+        };
+        let body = crate::proxy::call_body(to.client_id, &user, subject, data, *data_is_json);
+        let answer = proxies.call(proxy, body);
+        self.store_replies.push(Box::pin(async move {
+            let result = answer.await.unwrap_or(Err(ProxyError::Stopped));
+            StoreDone::Proxied(to, pending, result)
+        }));
+        Ok(Outcome::Later)
+    }
+
+    /// The backend decided on a parked command: go on with it (maybe with
+    /// the backend's data), refuse it, or close the connection.
+    fn on_proxied(&mut self, to: ReplyTo, pending: Proxied, result: Result<Decision, ProxyError>) {
+        if !self.is_current(to.key, to.client_id) {
+            return;
+        }
+        let decision = match result {
+            Ok(decision) => decision,
+            Err(err) => return self.reply_to(to, Err(proxy_error(&err))),
+        };
+        match decision {
+            Decision::Disconnect { code, reason } => {
+                tracing::debug!(client = to.client_id, code, %reason, "the backend disconnected a client");
+                self.close(
+                    to.key,
+                    crate::session::CloseReason {
+                        code: ringcast_protocol::close::CloseCode(code),
+                        reason: "disconnected by the backend",
+                        flush_queue: true,
+                    },
+                );
+            }
+            Decision::Deny { code, message } => {
+                let message = if message.is_empty() {
+                    format!("{} ({code})", ErrorCode::ProxyDenied.message())
+                } else {
+                    message
+                };
+                self.reply_to(to, Err((ErrorCode::ProxyDenied, message)));
+            }
+            Decision::Allow { data: replaced } => {
+                let Proxied::Publish {
+                    channel,
+                    data,
+                    data_is_json,
+                    client_msg_id,
+                } = pending;
+                let (data, data_is_json) =
+                    replaced.map_or((data, data_is_json), |d| (d.bytes, d.is_json));
+                let user = self.conns[to.key].user.clone();
+                let outcome = self.publish_command(
+                    to.key,
+                    to.id,
+                    &user,
+                    channel,
+                    data,
+                    data_is_json,
+                    client_msg_id,
+                );
+                match outcome {
+                    Ok(Outcome::Later) => {}
+                    Ok(Outcome::Now(result)) => self.reply_to(to, Ok(result)),
+                    Err(err) => self.reply_to(to, Err(err)),
+                }
+            }
         }
     }
 
@@ -275,6 +391,22 @@ impl Shard {
             } => {
                 let subscribed = is_subscribed(self, &channel);
                 channels::check_publish(config, &channel, subscribed).map_err(refuse)?;
+                let proxy = config
+                    .namespace(&channel)
+                    .and_then(|namespace| config.proxy_index(&namespace.publish_proxy));
+                if let Some(proxy) = proxy {
+                    let subject_channel = channel.clone();
+                    let pending = Proxied::Publish {
+                        channel,
+                        data,
+                        data_is_json,
+                        client_msg_id,
+                    };
+                    let subject = Subject::Publish {
+                        channel: &subject_channel,
+                    };
+                    return self.proxy_call(key, id, proxy, subject, pending);
+                }
                 self.publish_command(key, id, &user, channel, data, data_is_json, client_msg_id)
             }
             CommandBody::Send {
@@ -291,6 +423,15 @@ impl Shard {
                 }
                 channels::validate_user_id(&to).map_err(refuse)?;
                 let inbox = channels::personal_channel(&to);
+                if let Some(proxy) = config.proxy_index(&config.websocket.send_proxy) {
+                    let pending = Proxied::Publish {
+                        channel: inbox,
+                        data,
+                        data_is_json,
+                        client_msg_id,
+                    };
+                    return self.proxy_call(key, id, proxy, Subject::Send { to: &to }, pending);
+                }
                 self.publish_command(key, id, &user, inbox, data, data_is_json, client_msg_id)
             }
             CommandBody::Ack { stream, offset } => {

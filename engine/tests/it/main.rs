@@ -17,6 +17,7 @@ mod fd_budget;
 mod handshake;
 mod heartbeat;
 mod limits;
+mod proxy;
 mod publish_path;
 mod pubsub;
 mod shutdown;

@@ -144,6 +144,14 @@ pub enum ErrorCode {
     TokenExpired = 109,
     UnknownUser = 110,
     StoreUnavailable = 111,
+    /// The proxy backend did not answer within its `timeout_ms`.
+    ProxyTimeout = 116,
+    /// The proxy backend could not be reached (refused, reset, no route).
+    ProxyUnavailable = 117,
+    /// The proxy backend denied the command; the message is the backend's.
+    ProxyDenied = 118,
+    /// The proxy backend's answer was not a valid one (status, body).
+    ProxyBadResponse = 119,
 }
 
 /// The binary form of a command: the same type as [`Command`], named for
@@ -282,7 +290,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -295,6 +303,10 @@ impl ErrorCode {
         ErrorCode::TokenExpired,
         ErrorCode::UnknownUser,
         ErrorCode::StoreUnavailable,
+        ErrorCode::ProxyTimeout,
+        ErrorCode::ProxyUnavailable,
+        ErrorCode::ProxyDenied,
+        ErrorCode::ProxyBadResponse,
     ];
 
     /// The numeric code on the wire.
@@ -324,6 +336,10 @@ impl ErrorCode {
             ErrorCode::TokenExpired => "token expired",
             ErrorCode::UnknownUser => "unknown user",
             ErrorCode::StoreUnavailable => "store unavailable",
+            ErrorCode::ProxyTimeout => "proxy timeout",
+            ErrorCode::ProxyUnavailable => "proxy unavailable",
+            ErrorCode::ProxyDenied => "denied by the backend",
+            ErrorCode::ProxyBadResponse => "bad answer from the backend",
         }
     }
 }
