@@ -57,6 +57,19 @@ pub(super) enum Proxied {
         data_is_json: bool,
         client_msg_id: Option<String>,
     },
+    /// An `rpc`: the backend's answer is the reply.
+    Rpc { data: Vec<u8>, data_is_json: bool },
+}
+
+impl Proxied {
+    fn data(&self) -> (&[u8], bool) {
+        match self {
+            Proxied::Publish {
+                data, data_is_json, ..
+            }
+            | Proxied::Rpc { data, data_is_json } => (data, *data_is_json),
+        }
+    }
 }
 
 fn proxy_error(err: &ProxyError) -> CommandError {
@@ -206,10 +219,8 @@ impl Shard {
         subject: Subject<'_>,
         pending: Proxied,
     ) -> CommandResult {
-        let Proxied::Publish {
-            data, data_is_json, ..
-        } = &pending;
-        crate::payload::check(&self.shared.config, data, *data_is_json)
+        let (data, data_is_json) = pending.data();
+        crate::payload::check(&self.shared.config, data, data_is_json)
             .map_err(|reason| (ErrorCode::BadRequest, reason))?;
         let to = self.reply_to_of(key, id)?;
         let user = self
@@ -220,7 +231,7 @@ impl Shard {
         let Some(proxies) = self.shared.proxies.as_ref() else {
             return Err(proxy_error(&ProxyError::Stopped));
         };
-        let body = crate::proxy::call_body(to.client_id, &user, subject, data, *data_is_json);
+        let body = crate::proxy::call_body(to.client_id, &user, subject, data, data_is_json);
         let answer = proxies.call(proxy, body);
         self.store_replies.push(Box::pin(async move {
             let result = answer.await.unwrap_or(Err(ProxyError::Stopped));
@@ -260,12 +271,20 @@ impl Shard {
                 self.reply_to(to, Err((ErrorCode::ProxyDenied, message)));
             }
             Decision::Allow { data: replaced } => {
-                let Proxied::Publish {
-                    channel,
-                    data,
-                    data_is_json,
-                    client_msg_id,
-                } = pending;
+                let (channel, data, data_is_json, client_msg_id) = match pending {
+                    Proxied::Publish {
+                        channel,
+                        data,
+                        data_is_json,
+                        client_msg_id,
+                    } => (channel, data, data_is_json, client_msg_id),
+                    Proxied::Rpc { .. } => {
+                        let (data, data_is_json) =
+                            replaced.map_or((b"null".to_vec(), true), |d| (d.bytes, d.is_json));
+                        let result = ReplyResult::Rpc { data, data_is_json };
+                        return self.reply_to(to, Ok(result));
+                    }
+                };
                 let (data, data_is_json) =
                     replaced.map_or((data, data_is_json), |d| (d.bytes, d.is_json));
                 let user = self.conns[to.key].user.clone();
@@ -509,6 +528,20 @@ impl Shard {
                     conn.session.set_expires_at_ms(expires_at_ms);
                 }
                 Ok(Outcome::Now(ReplyResult::Refreshed { expires_at_ms }))
+            }
+            CommandBody::Rpc {
+                method,
+                data,
+                data_is_json,
+            } => {
+                let Some(proxy) = config.proxy_index(&config.websocket.rpc_proxy) else {
+                    return Err((
+                        ErrorCode::MethodNotFound,
+                        "rpc is not configured on this server (websocket.rpc_proxy)".into(),
+                    ));
+                };
+                let pending = Proxied::Rpc { data, data_is_json };
+                self.proxy_call(key, id, proxy, Subject::Rpc { method: &method }, pending)
             }
             CommandBody::Ping => Ok(Outcome::Now(ReplyResult::Empty)),
             _ => Err(refuse(ErrorCode::MethodNotFound)),

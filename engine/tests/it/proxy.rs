@@ -102,6 +102,18 @@ fn serve(
     }
 }
 
+/// Rpc answers: `echo` returns the call it got; `fail` denies.
+fn rpc_backend(body: &Value) -> (Duration, Value) {
+    match body["method"].as_str() {
+        Some("echo") => (Duration::ZERO, json!({"result": {"data": {"got": body}}})),
+        Some("bytes") => (Duration::ZERO, json!({"result": {"b64data": "AP8="}})),
+        _ => (
+            Duration::ZERO,
+            json!({"error": {"code": 7, "message": "no such method"}}),
+        ),
+    }
+}
+
 /// By the data's `act`: allow, deny, rewrite, kick, stall (5 s), slow (150 ms).
 fn by_act(body: &Value) -> (Duration, Value) {
     let act = body["data"]["act"].as_str().unwrap_or("allow");
@@ -289,3 +301,86 @@ e2e!(concurrency_max_bounds_calls_in_flight, |driver| {
     assert_eq!(backend.in_flight_max.load(Ordering::SeqCst), 1);
     engine.shutdown();
 });
+
+e2e!(rpc_goes_to_the_backend_and_returns_its_answer, |driver| {
+    let backend = Backend::start(rpc_backend);
+    let mut config = proxied_config(driver, 2, &backend.url, 2000, 8);
+    config.websocket.rpc_proxy = "p".into();
+    let engine = start(config);
+    let (mut alice, hello) = connect(&engine, "alice");
+    let reply = command(
+        &mut alice,
+        json!({"id": 1, "method": "rpc", "params": {"method": "echo", "data": {"q": [1, 2]}}}),
+    );
+    let got = &reply["result"]["data"]["got"];
+    assert_eq!(got["method"], "echo", "{reply}");
+    assert_eq!(got["user"], "alice");
+    assert_eq!(got["client"], hello["connect"]["client"]);
+    assert_eq!(got["data"], json!({"q": [1, 2]}));
+    let reply = command(
+        &mut alice,
+        json!({"id": 2, "method": "rpc", "params": {"method": "bytes"}}),
+    );
+    assert_eq!(reply["result"]["b64data"], "AP8=", "{reply}");
+    let reply = command(
+        &mut alice,
+        json!({"id": 3, "method": "rpc", "params": {"method": "nope", "data": null}}),
+    );
+    assert_eq!(reply["error"]["code"], 118, "{reply}");
+    assert_eq!(reply["error"]["message"], "no such method");
+    assert_eq!(backend.calls().len(), 3);
+    engine.shutdown();
+});
+
+e2e!(rpc_without_a_proxy_is_method_not_found, |driver| {
+    let engine = start(config(driver, 1));
+    let (mut alice, _) = connect(&engine, "alice");
+    let reply = command(
+        &mut alice,
+        json!({"id": 1, "method": "rpc", "params": {"method": "echo"}}),
+    );
+    assert_eq!(reply["error"]["code"], 104, "{reply}");
+    engine.shutdown();
+});
+
+#[test]
+fn rpc_in_the_binary_protocol() {
+    use ringcast_protocol::client::{
+        decode_server_binary, encode_binary_command, BinaryCommand, BinaryCommandBody, ReplyResult,
+        ServerMessage, SUBPROTOCOL_BINARY,
+    };
+    let backend = Backend::start(rpc_backend);
+    let mut config = proxied_config(Driver::Epoll, 1, &backend.url, 2000, 8);
+    config.websocket.rpc_proxy = "p".into();
+    let engine = start(config);
+    let (mut ws, _) = connect_with(&engine, &token("alice"), Some(SUBPROTOCOL_BINARY));
+    let command = BinaryCommand {
+        id: 5,
+        body: BinaryCommandBody::Rpc {
+            method: "bytes".into(),
+            data: vec![1, 2, 3],
+            data_is_json: false,
+        },
+    };
+    ws.send(tungstenite::Message::Binary(encode_binary_command(
+        &command,
+    )))
+    .unwrap();
+    let reply = match ws.read().unwrap() {
+        tungstenite::Message::Binary(bytes) => decode_server_binary(&bytes).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        reply,
+        ServerMessage::Reply {
+            id: 5,
+            result: ReplyResult::Rpc {
+                data: vec![0, 255],
+                data_is_json: false
+            }
+        }
+    );
+    let calls = backend.calls();
+    assert_eq!(calls[0].1["b64data"], "AQID", "binary data goes as base64");
+    engine.shutdown();
+}

@@ -76,6 +76,16 @@ pub enum CommandBody {
         limit: u32,
         reverse: bool,
     },
+    /// Forwarded to the app's backend (`websocket.rpc_proxy`); the backend's
+    /// answer is the reply ([`ReplyResult::Rpc`]). `method` is the app's own
+    /// name, 1 to [`RPC_METHOD_BYTES_MAX`](super::RPC_METHOD_BYTES_MAX)
+    /// bytes. Appended to the `v1` layout: archives of the earlier variants
+    /// are unchanged.
+    Rpc {
+        method: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+    },
 }
 
 /// A position in a durable stream: the offset of the last publication a
@@ -212,6 +222,8 @@ pub enum ReplyResult {
         #[rkyv(with = Map<AsBox>)]
         recovery: Option<Recovery>,
     },
+    /// Rpc: the backend's answer data (`data_is_json`: UTF-8 JSON text).
+    Rpc { data: Vec<u8>, data_is_json: bool },
 }
 
 /// The first message on every connection.

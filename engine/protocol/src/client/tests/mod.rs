@@ -41,7 +41,27 @@ fn xorshift(state: &mut u64) -> u64 {
 /// are equal and the binary test is a round trip.
 fn every_command() -> Vec<(&'static str, BinaryCommand, Command)> {
     let bin = |id, body| BinaryCommand { id, body };
+    let rpc = |data: &[u8], data_is_json| CommandBody::Rpc {
+        method: "cart.add".into(),
+        data: data.to_vec(),
+        data_is_json,
+    };
     vec![
+        (
+            r#"{"id":20,"method":"rpc","params":{"method":"cart.add","data":{"sku": 7}}}"#,
+            bin(20, rpc(br#"{"sku": 7}"#, true)),
+            command(20, rpc(br#"{"sku": 7}"#, true)),
+        ),
+        (
+            r#"{"id":21,"method":"rpc","params":{"method":"cart.add","b64data":"AAE="}}"#,
+            bin(21, rpc(&[0, 1], false)),
+            command(21, rpc(&[0, 1], false)),
+        ),
+        (
+            r#"{"id":22,"method":"rpc","params":{"method":"cart.add"}}"#,
+            bin(22, rpc(b"null", true)),
+            command(22, rpc(b"null", true)),
+        ),
         (
             r#"{"id":1,"method":"subscribe","params":{"channel":"news"}}"#,
             bin(
