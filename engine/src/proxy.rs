@@ -26,6 +26,11 @@ use crate::config::Config;
 /// Largest backend response body read; a larger one is a bad response.
 pub const PROXY_RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 
+/// Calls a backend may have outstanding (in flight and waiting for a slot)
+/// per unit of its `concurrency_max`; past that a call is refused at once
+/// (117) rather than queued on the proxy thread without bound.
+pub const PROXY_OUTSTANDING_PER_SLOT_MAX: usize = 64;
+
 /// Idle keep-alive connections kept per backend host.
 const POOL_IDLE_PER_HOST_MAX: usize = 256;
 /// How long an idle pooled connection is kept.
@@ -226,6 +231,9 @@ struct Backend {
     uri: hyper::Uri,
     timeout: Duration,
     permits: Arc<Semaphore>,
+    /// Calls handed over and not yet answered, against `outstanding_max`.
+    outstanding: Arc<std::sync::atomic::AtomicUsize>,
+    outstanding_max: usize,
 }
 
 /// The proxy thread and the configured backends, by `Config::proxies` index.
@@ -254,6 +262,9 @@ impl Proxies {
                 uri,
                 timeout: proxy.timeout,
                 permits: Arc::new(Semaphore::new(proxy.concurrency_max as usize)),
+                outstanding: Arc::default(),
+                outstanding_max: (proxy.concurrency_max as usize)
+                    .saturating_mul(PROXY_OUTSTANDING_PER_SLOT_MAX),
             });
         }
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
@@ -308,6 +319,16 @@ impl Proxies {
             let _ = tx.send(Err(ProxyError::Unavailable(format!("no backend {index}"))));
             return rx;
         };
+        use std::sync::atomic::Ordering;
+        if backend.outstanding.fetch_add(1, Ordering::Relaxed) >= backend.outstanding_max {
+            backend.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(Err(ProxyError::Unavailable(format!(
+                "{} calls already outstanding",
+                backend.outstanding_max
+            ))));
+            return rx;
+        }
+        let outstanding = backend.outstanding.clone();
         let client = self.client.clone();
         let uri = backend.uri.clone();
         let timeout = backend.timeout;
@@ -324,6 +345,7 @@ impl Proxies {
                 Ok(result) => result,
                 Err(_elapsed) => Err(ProxyError::Timeout(timeout.as_millis() as u64)),
             };
+            outstanding.fetch_sub(1, Ordering::Relaxed);
             // The shard may have dropped the receiver (its connection went).
             let _ = tx.send(result);
         });

@@ -384,3 +384,43 @@ fn rpc_in_the_binary_protocol() {
     assert_eq!(calls[0].1["b64data"], "AQID", "binary data goes as base64");
     engine.shutdown();
 }
+
+/// Not a test: client publish round trips with the publish proxy on
+/// (`room:`, a trivial backend that allows everything) and off (`free:`),
+/// interleaved on one engine, one connection. Prints p50/p99 per side:
+/// `cargo test --release -p ringcast-engine --test it proxy_overhead -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn proxy_overhead() {
+    const ROUNDS: usize = 5000;
+    let backend = Backend::start(|_| (Duration::ZERO, json!({"result": {}})));
+    let engine = start(proxied_config(Driver::IoUring, 2, &backend.url, 2000, 64));
+    let (mut alice, _) = connect(&engine, "alice");
+    let mut on = Vec::with_capacity(ROUNDS);
+    let mut off = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS as u64 {
+        for (channel, sink) in [("room:1", &mut on), ("free:1", &mut off)] {
+            let started = std::time::Instant::now();
+            let reply = command(
+                &mut alice,
+                publish_cmd(round + 1, channel, json!({"n": round})),
+            );
+            sink.push(started.elapsed());
+            assert!(reply.get("result").is_some(), "{reply}");
+        }
+    }
+    let pct = |samples: &mut Vec<Duration>, p: f64| {
+        samples.sort();
+        samples[((samples.len() as f64 - 1.0) * p) as usize]
+    };
+    let (on50, on99) = (pct(&mut on, 0.50), pct(&mut on, 0.99));
+    let (off50, off99) = (pct(&mut off, 0.50), pct(&mut off, 0.99));
+    println!(
+        "publish round trip over {ROUNDS} each: proxy on p50 {on50:?} p99 {on99:?}; \
+         off p50 {off50:?} p99 {off99:?}; ratio p50 {:.2} p99 {:.2}; backend calls {}",
+        on50.as_secs_f64() / off50.as_secs_f64(),
+        on99.as_secs_f64() / off99.as_secs_f64(),
+        backend.calls().len()
+    );
+    engine.shutdown();
+}
