@@ -189,6 +189,7 @@ pub enum Subject<'a> {
     Publish { channel: &'a str },
     Send { to: &'a str },
     Rpc { method: &'a str },
+    Subscribe { channel: &'a str },
 }
 
 /// The JSON body of a call: JSON data goes in `data` as it is, binary data
@@ -197,20 +198,23 @@ pub fn call_body(
     client_id: u64,
     user: &str,
     subject: Subject<'_>,
-    data: &[u8],
-    data_is_json: bool,
+    data: Option<(&[u8], bool)>,
 ) -> Vec<u8> {
-    let raw = if data_is_json {
-        serde_json::from_slice::<&RawValue>(data).ok()
-    } else {
-        None
+    let raw = match data {
+        Some((data, true)) => serde_json::from_slice::<&RawValue>(data).ok(),
+        _ => None,
     };
-    let b64data = raw.is_none().then(|| {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(data)
-    });
+    let b64data = match data {
+        Some((data, _)) if raw.is_none() => {
+            use base64::Engine as _;
+            Some(base64::engine::general_purpose::STANDARD.encode(data))
+        }
+        _ => None,
+    };
     let (channel, to, method) = match subject {
-        Subject::Publish { channel } => (Some(channel), None, None),
+        Subject::Publish { channel } | Subject::Subscribe { channel } => {
+            (Some(channel), None, None)
+        }
         Subject::Send { to } => (None, Some(to), None),
         Subject::Rpc { method } => (None, None, Some(method)),
     };

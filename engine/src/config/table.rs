@@ -256,6 +256,8 @@ config_table! {
             = Seconds { default: 86_400, min: 1, max: RETENTION_S_MAX };
         /// The `[[proxy]]` that checks client publishes to the namespace.
         publish_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC };
+        /// The `[[proxy]]` that checks client subscribes to the namespace.
+        subscribe_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC };
     }
 }
 
@@ -466,12 +468,17 @@ pub(super) fn check_proxy_refs(
     }
     let file_layers = Layers::file_only(file_path);
     for (index, namespace) in namespaces.iter().enumerate() {
-        if !known(&namespace.publish_proxy) {
-            return Err(unknown(
-                format!("namespace[{index}].publish_proxy"),
-                file_layers.file_origin(),
-                &namespace.publish_proxy,
-            ));
+        for (key, name) in [
+            ("publish_proxy", &namespace.publish_proxy),
+            ("subscribe_proxy", &namespace.subscribe_proxy),
+        ] {
+            if !known(name) {
+                return Err(unknown(
+                    format!("namespace[{index}].{key}"),
+                    file_layers.file_origin(),
+                    name,
+                ));
+            }
         }
     }
     Ok(())

@@ -59,15 +59,21 @@ pub(super) enum Proxied {
     },
     /// An `rpc`: the backend's answer is the reply.
     Rpc { data: Vec<u8>, data_is_json: bool },
+    /// A `subscribe`: carried on as if unproxied once allowed.
+    Subscribe {
+        channel: String,
+        since: Option<ringcast_protocol::client::StreamPosition>,
+    },
 }
 
 impl Proxied {
-    fn data(&self) -> (&[u8], bool) {
+    fn data(&self) -> Option<(&[u8], bool)> {
         match self {
             Proxied::Publish {
                 data, data_is_json, ..
             }
-            | Proxied::Rpc { data, data_is_json } => (data, *data_is_json),
+            | Proxied::Rpc { data, data_is_json } => Some((data, *data_is_json)),
+            Proxied::Subscribe { .. } => None,
         }
     }
 }
@@ -117,6 +123,11 @@ pub(super) async fn store_reply<T>(
     }
 }
 
+/// Whether `channel` is `user`'s personal channel.
+fn is_own_inbox(user: &str, channel: &str) -> bool {
+    !user.is_empty() && channel == channels::personal_channel(user)
+}
+
 fn refuse(code: ErrorCode) -> CommandError {
     (code, code.message().to_string())
 }
@@ -132,6 +143,12 @@ impl Shard {
             Err((code, message)) => Reply::Error { id, code, message },
         };
         self.send_reply(key, &reply);
+    }
+
+    fn conn_is_subscribed(&self, key: usize, channel: &str) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.is_subscribed(channel))
     }
 
     /// Whether slot `key` still holds the connection `to` was for.
@@ -219,9 +236,10 @@ impl Shard {
         subject: Subject<'_>,
         pending: Proxied,
     ) -> CommandResult {
-        let (data, data_is_json) = pending.data();
-        crate::payload::check(&self.shared.config, data, data_is_json)
-            .map_err(|reason| (ErrorCode::BadRequest, reason))?;
+        if let Some((data, data_is_json)) = pending.data() {
+            crate::payload::check(&self.shared.config, data, data_is_json)
+                .map_err(|reason| (ErrorCode::BadRequest, reason))?;
+        }
         let to = self.reply_to_of(key, id)?;
         let user = self
             .conns
@@ -231,7 +249,7 @@ impl Shard {
         let Some(proxies) = self.shared.proxies.as_ref() else {
             return Err(proxy_error(&ProxyError::Stopped));
         };
-        let body = crate::proxy::call_body(to.client_id, &user, subject, data, data_is_json);
+        let body = crate::proxy::call_body(to.client_id, &user, subject, pending.data());
         let answer = proxies.call(proxy, body);
         self.store_replies.push(Box::pin(async move {
             let result = answer.await.unwrap_or(Err(ProxyError::Stopped));
@@ -278,6 +296,10 @@ impl Shard {
                         data_is_json,
                         client_msg_id,
                     } => (channel, data, data_is_json, client_msg_id),
+                    Proxied::Subscribe { channel, since } => {
+                        let outcome = self.subscribe_command(to.key, to.id, channel, since);
+                        return self.reply_outcome(to, outcome);
+                    }
                     Proxied::Rpc { .. } => {
                         let (data, data_is_json) =
                             replaced.map_or((b"null".to_vec(), true), |d| (d.bytes, d.is_json));
@@ -297,12 +319,16 @@ impl Shard {
                     data_is_json,
                     client_msg_id,
                 );
-                match outcome {
-                    Ok(Outcome::Later) => {}
-                    Ok(Outcome::Now(result)) => self.reply_to(to, Ok(result)),
-                    Err(err) => self.reply_to(to, Err(err)),
-                }
+                self.reply_outcome(to, outcome);
             }
+        }
+    }
+
+    fn reply_outcome(&mut self, to: ReplyTo, outcome: CommandResult) {
+        match outcome {
+            Ok(Outcome::Later) => {}
+            Ok(Outcome::Now(result)) => self.reply_to(to, Ok(result)),
+            Err(err) => self.reply_to(to, Err(err)),
         }
     }
 
@@ -333,67 +359,40 @@ impl Shard {
     fn run_command(&mut self, key: usize, id: u64, body: CommandBody) -> CommandResult {
         let shared = self.shared.clone();
         let config = &shared.config;
-        let (user, subscribed_count) = {
-            let conn = self
-                .conns
-                .get(key)
-                .ok_or_else(|| refuse(ErrorCode::Internal))?;
-            (conn.user.clone(), conn.subscriptions.len())
-        };
-        let is_subscribed = |shard: &Shard, channel: &str| {
-            shard
-                .conns
-                .get(key)
-                .is_some_and(|c| c.is_subscribed(channel))
-        };
-        let personal =
-            |channel: &str| !user.is_empty() && channel == channels::personal_channel(&user);
+        let user = self
+            .conns
+            .get(key)
+            .map(|conn| conn.user.clone())
+            .ok_or_else(|| refuse(ErrorCode::Internal))?;
+        let is_subscribed = |shard: &Shard, channel: &str| shard.conn_is_subscribed(key, channel);
+        let personal = |channel: &str| is_own_inbox(&user, channel);
         match body {
             CommandBody::Subscribe { channel, since } => {
-                let own_inbox = personal(&channel);
-                if !own_inbox {
-                    channels::check_subscribe(config, &user, &channel).map_err(refuse)?;
-                    if is_subscribed(self, &channel) {
-                        return Err(refuse(ErrorCode::AlreadySubscribed));
+                let proxy = config
+                    .namespace(&channel)
+                    .and_then(|namespace| config.proxy_index(&namespace.subscribe_proxy));
+                match proxy {
+                    Some(proxy) if !personal(&channel) => {
+                        // Ringcast's own rules first: the backend only sees
+                        // what they allow.
+                        channels::check_subscribe(config, &user, &channel).map_err(refuse)?;
+                        if is_subscribed(self, &channel) {
+                            return Err(refuse(ErrorCode::AlreadySubscribed));
+                        }
+                        let subject_channel = channel.clone();
+                        let subject = Subject::Subscribe {
+                            channel: &subject_channel,
+                        };
+                        self.proxy_call(
+                            key,
+                            id,
+                            proxy,
+                            subject,
+                            Proxied::Subscribe { channel, since },
+                        )
                     }
-                    let max = config.websocket.subscriptions_max_per_connection;
-                    if subscribed_count >= max as usize {
-                        return Err((
-                            ErrorCode::LimitExceeded,
-                            format!("at most {max} subscriptions per connection"),
-                        ));
-                    }
+                    _ => self.subscribe_command(key, id, channel, since),
                 }
-                if streams::policy(config, &channel).is_none() {
-                    if since.is_some() {
-                        return Err((
-                            ErrorCode::BadRequest,
-                            format!("{channel} keeps no history; nothing to recover"),
-                        ));
-                    }
-                    self.subscribe(key, &channel);
-                    return Ok(Outcome::Now(ReplyResult::Subscribed {
-                        channel,
-                        recovery: None,
-                    }));
-                }
-                // Durable: live first (held back), then the replay, then the
-                // held publications (recovery.rs). One replay of a stream at
-                // a time: a second would interleave with the first.
-                if let Some(conn) = self.conns.get_mut(key) {
-                    if conn.session.replay_id(&channel).is_some() {
-                        return Err((
-                            ErrorCode::AlreadySubscribed,
-                            format!("{channel} is being recovered; wait for that reply"),
-                        ));
-                    }
-                    conn.session.begin_recovery(&channel);
-                }
-                if !own_inbox {
-                    self.subscribe(key, &channel);
-                }
-                self.start_recovery(key, id, channel, since, own_inbox);
-                Ok(Outcome::Later)
             }
             CommandBody::Unsubscribe { channel } => {
                 if personal(&channel) || !is_subscribed(self, &channel) {
@@ -546,6 +545,73 @@ impl Shard {
             CommandBody::Ping => Ok(Outcome::Now(ReplyResult::Empty)),
             _ => Err(refuse(ErrorCode::MethodNotFound)),
         }
+    }
+
+    /// Subscribes connection `key` to `channel`, recovering from `since`
+    /// (the command's checks included: they are made again after a
+    /// subscribe proxy answered, as the connection may have changed).
+    fn subscribe_command(
+        &mut self,
+        key: usize,
+        id: u64,
+        channel: String,
+        since: Option<ringcast_protocol::client::StreamPosition>,
+    ) -> CommandResult {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let (user, subscribed_count) = {
+            let conn = self
+                .conns
+                .get(key)
+                .ok_or_else(|| refuse(ErrorCode::Internal))?;
+            (conn.user.clone(), conn.subscriptions.len())
+        };
+        let is_subscribed = |shard: &Shard, channel: &str| shard.conn_is_subscribed(key, channel);
+        let personal = |channel: &str| is_own_inbox(&user, channel);
+        let own_inbox = personal(&channel);
+        if !own_inbox {
+            channels::check_subscribe(config, &user, &channel).map_err(refuse)?;
+            if is_subscribed(self, &channel) {
+                return Err(refuse(ErrorCode::AlreadySubscribed));
+            }
+            let max = config.websocket.subscriptions_max_per_connection;
+            if subscribed_count >= max as usize {
+                return Err((
+                    ErrorCode::LimitExceeded,
+                    format!("at most {max} subscriptions per connection"),
+                ));
+            }
+        }
+        if streams::policy(config, &channel).is_none() {
+            if since.is_some() {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("{channel} keeps no history; nothing to recover"),
+                ));
+            }
+            self.subscribe(key, &channel);
+            return Ok(Outcome::Now(ReplyResult::Subscribed {
+                channel,
+                recovery: None,
+            }));
+        }
+        // Durable: live first (held back), then the replay, then the
+        // held publications (recovery.rs). One replay of a stream at
+        // a time: a second would interleave with the first.
+        if let Some(conn) = self.conns.get_mut(key) {
+            if conn.session.replay_id(&channel).is_some() {
+                return Err((
+                    ErrorCode::AlreadySubscribed,
+                    format!("{channel} is being recovered; wait for that reply"),
+                ));
+            }
+            conn.session.begin_recovery(&channel);
+        }
+        if !own_inbox {
+            self.subscribe(key, &channel);
+        }
+        self.start_recovery(key, id, channel, since, own_inbox);
+        Ok(Outcome::Later)
     }
 
     #[expect(

@@ -116,7 +116,11 @@ fn rpc_backend(body: &Value) -> (Duration, Value) {
 
 /// By the data's `act`: allow, deny, rewrite, kick, stall (5 s), slow (150 ms).
 fn by_act(body: &Value) -> (Duration, Value) {
-    let act = body["data"]["act"].as_str().unwrap_or("allow");
+    let from_channel = || body["channel"].as_str()?.strip_prefix("room:");
+    let act = body["data"]["act"]
+        .as_str()
+        .or_else(from_channel)
+        .unwrap_or("allow");
     let now = Duration::ZERO;
     match act {
         "deny" => (
@@ -218,6 +222,41 @@ e2e!(
         engine.shutdown();
     }
 );
+
+e2e!(subscribe_proxy_allows_denies_and_disconnects, |driver| {
+    let backend = Backend::start(by_act);
+    let mut config = proxied_config(driver, 2, &backend.url, 2000, 8);
+    for namespace in config.namespaces.iter_mut() {
+        if namespace.name == "room" {
+            namespace.subscribe_proxy = "p".into();
+        }
+    }
+    let engine = start(config);
+    let (mut alice, _) = connect(&engine, "alice");
+    let (mut bob, _) = connect(&engine, "bob");
+    let sub = |id: u64, channel: &str| json!({"id": id, "method": "subscribe", "params": {"channel": channel}});
+    let reply = command(&mut alice, sub(1, "room:deny"));
+    assert_eq!(reply["error"]["code"], 118, "{reply}");
+    let reply = command(&mut alice, sub(2, "room:open"));
+    assert_eq!(reply["result"]["channel"], "room:open", "{reply}");
+    // Subscribed for real: a publication reaches alice.
+    let reply = command(&mut bob, publish_cmd(2, "room:open", json!({"n": 5})));
+    assert!(reply.get("result").is_some(), "{reply}");
+    assert_eq!(read_json(&mut alice)["push"]["data"]["n"], 5);
+    // Already subscribed: refused by Ringcast, the backend is not asked.
+    let reply = command(&mut alice, sub(3, "room:open"));
+    assert_eq!(reply["error"]["code"], 105, "{reply}");
+    send_json(&mut alice, sub(4, "room:kick"));
+    assert_eq!(read_close_code(&mut alice), Some(4600));
+    let subscribes: Vec<_> = backend
+        .calls()
+        .into_iter()
+        .filter(|(_, call)| call.get("data").is_none())
+        .map(|(_, call)| call["channel"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(subscribes, ["room:deny", "room:open", "room:kick"]);
+    engine.shutdown();
+});
 
 e2e!(send_proxy_checks_every_send, |driver| {
     let backend = Backend::start(by_act);
