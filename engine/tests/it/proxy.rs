@@ -114,7 +114,8 @@ fn rpc_backend(body: &Value) -> (Duration, Value) {
     }
 }
 
-/// By the data's `act`: allow, deny, rewrite, kick, stall (5 s), slow (150 ms).
+/// By the data's `act` (or a `room:<act>` channel): allow, deny, rewrite,
+/// kick, stall (5 s), slow (150 ms), garbage (not an answer).
 fn by_act(body: &Value) -> (Duration, Value) {
     let from_channel = || body["channel"].as_str()?.strip_prefix("room:");
     let act = body["data"]["act"]
@@ -134,6 +135,7 @@ fn by_act(body: &Value) -> (Duration, Value) {
         ),
         "stall" => (Duration::from_secs(5), json!({"result": {}})),
         "slow" => (Duration::from_millis(150), json!({"result": {}})),
+        "garbage" => (now, json!(["not", "an", "answer"])),
         _ => (now, json!({"result": {}})),
     }
 }
