@@ -326,6 +326,12 @@ mod derived {
     #[serde(untagged)]
     enum ResultJson<'a> {
         Empty {},
+        Rpc {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            data: Option<&'a RawValue>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            b64data: Option<String>,
+        },
         Published {
             #[serde(serialize_with = "decimal")]
             id: u64,
@@ -362,6 +368,18 @@ mod derived {
                 id: *id,
                 result: match result {
                     ReplyResult::Empty => ResultJson::Empty {},
+                    ReplyResult::Rpc { data, data_is_json } => {
+                        use base64::Engine as _;
+                        let raw = data_is_json
+                            .then(|| serde_json::from_slice::<&RawValue>(data).ok())
+                            .flatten();
+                        ResultJson::Rpc {
+                            data: raw,
+                            b64data: raw
+                                .is_none()
+                                .then(|| base64::engine::general_purpose::STANDARD.encode(data)),
+                        }
+                    }
                     ReplyResult::Published {
                         message_id,
                         offset,

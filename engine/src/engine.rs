@@ -55,6 +55,8 @@ pub struct Shared {
     /// The certificate and its reload, when `tls.cert_file` is set; which
     /// listeners use it is in `TlsConfigs::{websocket,api}_enabled`.
     pub tls: Option<Arc<TlsConfigs>>,
+    /// The proxy thread's client, when any `[[proxy]]` is configured.
+    pub proxies: Option<crate::proxy::Proxies>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,8 @@ pub enum EngineError {
     Tls(#[from] TlsError),
     #[error("shard {shard} failed to start: {message}")]
     ShardStart { shard: usize, message: String },
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyStartError),
 }
 
 /// A running engine. Dropping it does not stop it; call `shutdown`.
@@ -254,7 +258,9 @@ impl Engine {
             config.auth.jwt_secret.expose().as_bytes(),
             config.auth.leeway.as_secs(),
         );
+        let proxies = crate::proxy::Proxies::start(&config)?;
         let shared = Arc::new(Shared {
+            proxies,
             interest,
             store,
             metrics: metrics::new_all(n_shards),

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod mesh;
 pub mod metrics;
 pub mod payload;
+pub mod proxy;
 pub mod publication;
 pub mod ratelimit;
 pub mod session;

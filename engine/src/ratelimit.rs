@@ -168,14 +168,13 @@ impl LimitKey {
 
     /// The limited command `body` is, if any. A publish to a channel in no
     /// namespace is not limited here: it is refused anyway (102).
-    ///
-    /// The `rpc` command takes `LimitKey::Rpc` (one match arm here).
     pub fn of(config: &Config, body: &CommandBody) -> Option<LimitKey> {
         match body {
             CommandBody::Publish { channel, .. } => {
                 config.namespace_index(channel).map(LimitKey::Publish)
             }
             CommandBody::Send { .. } => Some(LimitKey::Send),
+            CommandBody::Rpc { .. } => Some(LimitKey::Rpc),
             _ => None,
         }
     }

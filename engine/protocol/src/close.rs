@@ -62,6 +62,9 @@ impl CloseCode {
     /// (error 114) past `websocket.rate_limit_refusals_max` within
     /// `RATE_LIMIT_REFUSALS_WINDOW_MS`. Reconnect only after backing off.
     pub const RATE_LIMIT_ABUSE: Self = Self(4008);
+    /// 4009: a proxy backend answered `disconnect` without a code of its
+    /// own range (4500-4999, passed through as they are).
+    pub const PROXY_DISCONNECT: Self = Self(4009);
 
     /// Whether a peer may legitimately send this code in a Close frame
     /// (RFC 6455 §7.4). A Close frame carrying any other code is a protocol
@@ -92,6 +95,8 @@ impl CloseCode {
             4006 => "bad_request",
             4007 => "read_timeout",
             4008 => "rate_limit_abuse",
+            4009 => "proxy_disconnect",
+            4500..=4999 => "backend",
             3000..=3999 => "registered",
             4000..=4999 => "application",
             _ => "invalid",

@@ -182,16 +182,23 @@ pub(crate) fn push_envelope_json(out: &mut Vec<u8>, env: &ArchivedEnvelope) {
     push_json_str(out, env.sender.as_str());
     out.extend_from_slice(b",\"time\":");
     push_u64(out, env.time_ms.to_native());
-    if env.data_is_json {
+    out.push(b',');
+    push_data_field(out, data, env.data_is_json);
+    out.push(b'}');
+}
+
+/// `"data":<the JSON as it is>` or `"b64data":"<standard base64>"`.
+pub(crate) fn push_data_field(out: &mut Vec<u8>, data: &[u8], data_is_json: bool) {
+    if data_is_json {
         // O(n) re-validation: debug builds only. Decoders guarantee it.
         debug_assert!(
             serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok(),
-            "envelope marked data_is_json holds invalid JSON"
+            "data marked data_is_json holds invalid JSON"
         );
-        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(b"\"data\":");
         out.extend_from_slice(data);
     } else {
-        out.extend_from_slice(b",\"b64data\":\"");
+        out.extend_from_slice(b"\"b64data\":\"");
         out.extend_from_slice(
             base64::engine::general_purpose::STANDARD
                 .encode(data)
@@ -199,7 +206,6 @@ pub(crate) fn push_envelope_json(out: &mut Vec<u8>, env: &ArchivedEnvelope) {
         );
         out.push(b'"');
     }
-    out.push(b'}');
 }
 
 impl MessageId {

@@ -170,6 +170,17 @@ pub(super) struct SecretKey {
 /// A `[[namespace]]` name: required, `[a-z0-9_-]*`, not reserved.
 pub(super) struct NamespaceName {}
 
+/// Longest `[[proxy]]` name.
+pub(super) const PROXY_NAME_BYTES_MAX: usize = 64;
+
+fn is_proxy_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= PROXY_NAME_BYTES_MAX
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// "a whole number of {unit} from {min} to {max}".
 fn whole_number(bounds: &Bounds) -> String {
     let Bounds { min, max, unit, .. } = bounds;
@@ -649,4 +660,75 @@ impl Kind for NamespaceName {
     fn doc_default(&self) -> String {
         String::new()
     }
+}
+
+/// A string checked by `check`; the proxy keys' kinds.
+pub(super) struct Text {
+    /// `None`: required.
+    pub default: Option<&'static str>,
+    pub check: fn(&str) -> Result<(), String>,
+    pub doc_type: &'static str,
+}
+
+impl Kind for Text {
+    type File = String;
+    type Value = String;
+
+    fn default_value(&self) -> Option<String> {
+        self.default.map(str::to_owned)
+    }
+
+    fn parse_text(&self, text: &str) -> Result<String, String> {
+        Ok(text.to_owned())
+    }
+
+    fn check(&self, value: String) -> Result<String, Rejection> {
+        (self.check)(&value).map_err(Rejection::Problem)?;
+        Ok(value)
+    }
+
+    fn doc_type(&self) -> String {
+        self.doc_type.to_owned()
+    }
+
+    fn doc_default(&self) -> String {
+        self.default
+            .map_or_else(String::new, |value| value.to_owned().doc())
+    }
+}
+
+/// A `[[proxy]]` name: 1 to 64 of `[a-z0-9_-]`.
+pub(super) fn proxy_name(name: &str) -> Result<(), String> {
+    if is_proxy_name(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be 1 to {PROXY_NAME_BYTES_MAX} characters of a-z, 0-9, '_' and '-' (got {name:?})"
+    ))
+}
+
+/// A `[[proxy]]` URL: `http://host[:port][/path]`.
+pub(super) fn proxy_url(url: &str) -> Result<(), String> {
+    let parsed = url.parse::<hyper::Uri>().ok();
+    let ok = parsed.as_ref().is_some_and(|uri| {
+        uri.scheme_str() == Some("http") && uri.host().is_some_and(|host| !host.is_empty())
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "must be an http:// URL such as http://127.0.0.1:3000/ringcast/publish (https is not \
+         supported: run the backend on a private interface) (got {url:?})"
+    ))
+}
+
+/// A reference to a `[[proxy]]` entry, or "" for none. That the entry
+/// exists is checked across tables (`table::check_proxy_refs`).
+pub(super) fn proxy_ref(name: &str) -> Result<(), String> {
+    if name.is_empty() || is_proxy_name(name) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be the name of a [[proxy]] entry, or \"\" for none (got {name:?})"
+    ))
 }

@@ -45,7 +45,7 @@ mod types;
 pub use error::{ConfigError, Origin};
 pub use sources::{RawArgs, RawFlags, ENV_CONFIG};
 pub use table::{
-    ApiConfig, AuthConfig, LogConfig, Namespace, ServerConfig, TlsConfig, WebSocketConfig,
+    ApiConfig, AuthConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig, WebSocketConfig,
 };
 pub use types::{
     shards_for_cores, Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret,
@@ -96,6 +96,9 @@ pub struct Config {
     pub tls: TlsConfig,
     /// `[[namespace]]` tables in file order. Names are unique.
     pub namespaces: Vec<Namespace>,
+    /// `[[proxy]]` tables in file order. Names are unique; the index is
+    /// the backend's index in `crate::proxy::Proxies`.
+    pub proxies: Vec<Proxy>,
     pub log: LogConfig,
     /// The file the config was read from, if any (for the startup log line).
     pub file_path: Option<PathBuf>,
@@ -119,6 +122,8 @@ struct FileConfig {
     tls: table::FileTls,
     #[serde(default)]
     namespace: Vec<table::FileNamespace>,
+    #[serde(default)]
+    proxy: Vec<table::FileProxy>,
     #[serde(default)]
     log: table::FileLog,
 }
@@ -194,6 +199,14 @@ impl Config {
             .position(|namespace| namespace.name == name)
     }
 
+    /// The index in `proxies` of the entry named `name`; `None` for "".
+    pub fn proxy_index(&self, name: &str) -> Option<usize> {
+        if name.is_empty() {
+            return None;
+        }
+        self.proxies.iter().position(|proxy| proxy.name == name)
+    }
+
     fn resolve(
         raw: &RawArgs,
         file: FileConfig,
@@ -220,6 +233,8 @@ impl Config {
         let tls = TlsConfig::resolve(&mut layers, "tls", file.tls)?;
         table::check_tls(&layers, &tls)?;
         let namespaces = table::resolve_namespaces(file_path, file.namespace)?;
+        let proxies = table::resolve_proxies(file_path, file.proxy)?;
+        table::check_proxy_refs(&layers, file_path, &websocket, &namespaces, &proxies)?;
         let log = LogConfig::resolve(&mut layers, "log", file.log)?;
         Ok(Config {
             server,
@@ -228,6 +243,7 @@ impl Config {
             auth,
             tls,
             namespaces,
+            proxies,
             log,
             file_path: file_path.map(Path::to_path_buf),
         })

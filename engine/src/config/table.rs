@@ -14,8 +14,8 @@ use std::time::Duration;
 use super::error::{invalid, ConfigError};
 use super::keys::{config_table, KeyInfo, Section};
 use super::kinds::{
-    Addr, Bool, Bytes, Count, DirPath, FilePath, Filter, Micros, Millis, NamespaceName, Node,
-    Origins, Pick, Seconds, SecretKey, Shards, UrlPath,
+    proxy_name, proxy_ref, proxy_url, Addr, Bool, Bytes, Count, DirPath, FilePath, Filter, Micros,
+    Millis, NamespaceName, Node, Origins, Pick, Seconds, SecretKey, Shards, Text, UrlPath,
 };
 use super::sources::Layers;
 use super::types::{
@@ -23,6 +23,9 @@ use super::types::{
     SubscribePolicy,
 };
 use super::{API_KEY_BYTES_MIN, JWT_SECRET_BYTES_MIN, NAMESPACES_MAX};
+
+/// The Type cell of the keys that name the `[[proxy]]` an event goes to.
+const PROXY_REF_DOC: &str = "proxy name, or `\"\"` for none";
 
 /// Timeouts are driven by a wheel with 10 ms ticks; shorter values cannot be
 /// honored, so they are rejected rather than silently rounded.
@@ -210,6 +213,13 @@ config_table! {
         accept_burst_per_source: u32
             = Count<u32> { default: 100, min: 1, max: RATE_MAX, unit: "connections" },
             "N", "Connection attempt burst per source address";
+        /// The `[[proxy]]` that checks every client `send` first; "" for none.
+        send_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC },
+            "NAME", "[[proxy]] that checks client send; empty = none";
+        /// The `[[proxy]]` that answers client `rpc` commands; "" for none
+        /// (then `rpc` is refused with 104).
+        rpc_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC },
+            "NAME", "[[proxy]] that answers client rpc; empty = none";
     }
 }
 
@@ -291,6 +301,27 @@ config_table! {
         /// As `publish_rate`, for all of one user's connections on one shard.
         user_publish_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "messages per second" };
         user_publish_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" };
+        /// The `[[proxy]]` that checks client publishes to the namespace.
+        publish_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC };
+        /// The `[[proxy]]` that checks client subscribes to the namespace.
+        subscribe_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC };
+    }
+}
+
+config_table! {
+    file_only "proxy";
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Proxy, file FileProxy {
+        /// Unique; namespaces and `websocket.*_proxy` refer to it.
+        name: String = Text { default: None, check: proxy_name, doc_type: "string, **required**" };
+        url: String = Text { default: None, check: proxy_url, doc_type: "http:// URL, **required**" };
+        /// Per call, waiting for a free connection included.
+        timeout as "timeout_ms": Duration
+            = Millis { default: 1000, min: TIMEOUT_MS_MIN, max: 60_000 };
+        /// Calls in flight to this backend at once; more wait (within
+        /// their timeout).
+        concurrency_max: u32
+            = Count<u32> { default: 64, min: 1, max: 100_000, unit: "calls" };
     }
 }
 
@@ -315,6 +346,7 @@ pub(super) fn all_keys() -> Vec<KeyInfo> {
         AuthConfig::keys(),
         TlsConfig::keys(),
         Namespace::keys(),
+        Proxy::keys(),
         LogConfig::keys(),
     ]
     .concat()
@@ -419,4 +451,82 @@ pub(super) fn resolve_namespaces(
     }
     assert!(namespaces.len() <= NAMESPACES_MAX);
     Ok(namespaces)
+}
+
+/// Most `[[proxy]]` tables.
+pub(super) const PROXIES_MAX: usize = 64;
+
+/// The `[[proxy]]` entries in file order, with unique names.
+pub(super) fn resolve_proxies(
+    file_path: Option<&Path>,
+    entries: Vec<FileProxy>,
+) -> Result<Vec<Proxy>, ConfigError> {
+    let mut layers = Layers::file_only(file_path);
+    if entries.len() > PROXIES_MAX {
+        return Err(invalid(
+            "proxy",
+            layers.file_origin(),
+            format!(
+                "may have at most {PROXIES_MAX} entries (got {})",
+                entries.len()
+            ),
+        ));
+    }
+    let mut proxies: Vec<Proxy> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let table = format!("proxy[{index}]");
+        let proxy = Proxy::resolve(&mut layers, &table, entry)?;
+        if proxies.iter().any(|other| other.name == proxy.name) {
+            return Err(invalid(
+                &format!("{table}.name"),
+                layers.file_origin(),
+                format!("must be unique, but {:?} is configured twice", proxy.name),
+            ));
+        }
+        proxies.push(proxy);
+    }
+    Ok(proxies)
+}
+
+/// Every proxy an event names is a `[[proxy]]` entry.
+pub(super) fn check_proxy_refs(
+    layers: &Layers<'_>,
+    file_path: Option<&Path>,
+    websocket: &WebSocketConfig,
+    namespaces: &[Namespace],
+    proxies: &[Proxy],
+) -> Result<(), ConfigError> {
+    let known = |name: &str| name.is_empty() || proxies.iter().any(|p| p.name == name);
+    let unknown = |key: String, origin, name: &str| {
+        let names: Vec<&str> = proxies.iter().map(|p| p.name.as_str()).collect();
+        invalid(
+            &key,
+            origin,
+            format!("names no [[proxy]] entry (got {name:?}; configured: {names:?})"),
+        )
+    };
+    for (key, name) in [
+        ("websocket.send_proxy", &websocket.send_proxy),
+        ("websocket.rpc_proxy", &websocket.rpc_proxy),
+    ] {
+        if !known(name) {
+            return Err(unknown(key.to_owned(), layers.origin(key), name));
+        }
+    }
+    let file_layers = Layers::file_only(file_path);
+    for (index, namespace) in namespaces.iter().enumerate() {
+        for (key, name) in [
+            ("publish_proxy", &namespace.publish_proxy),
+            ("subscribe_proxy", &namespace.subscribe_proxy),
+        ] {
+            if !known(name) {
+                return Err(unknown(
+                    format!("namespace[{index}].{key}"),
+                    file_layers.file_origin(),
+                    name,
+                ));
+            }
+        }
+    }
+    Ok(())
 }

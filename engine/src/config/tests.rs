@@ -711,3 +711,45 @@ fn secrets_are_redacted_in_debug() {
     assert!(!config.api.key.matches(b"test-api-key-012345678X"));
     assert!(!config.api.key.matches(b"short"));
 }
+
+#[test]
+fn proxies_parse_and_unknown_names_are_refused() {
+    let text = format!(
+        "{}[[proxy]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000/hook\"\ntimeout_ms = 500\n\
+         [[namespace]]\nname = \"talk\"\npublish = \"any\"\npublish_proxy = \"app\"\n",
+        minimal_toml()
+    );
+    let config = Config::from_toml_str(&text, Path::new("ringcast.toml")).expect("valid");
+    assert_eq!(config.proxies.len(), 1);
+    assert_eq!(config.proxies[0].timeout, Duration::from_millis(500));
+    assert_eq!(config.proxies[0].concurrency_max, 64);
+    assert_eq!(config.proxy_index("app"), Some(0));
+    assert_eq!(config.proxy_index(""), None);
+
+    let typo = text.replace("publish_proxy = \"app\"", "publish_proxy = \"ap\"");
+    let err = Config::from_toml_str(&typo, Path::new("ringcast.toml"))
+        .expect_err("unknown proxy")
+        .to_string();
+    assert!(
+        err.contains("namespace[0].publish_proxy") && err.contains("ringcast.toml"),
+        "{err}"
+    );
+
+    let https = text.replace("http://127", "https://127");
+    let err = Config::from_toml_str(&https, Path::new("ringcast.toml"))
+        .expect_err("https")
+        .to_string();
+    assert!(err.contains("proxy[0].url"), "{err}");
+
+    let twice = format!("{text}[[proxy]]\nname = \"app\"\nurl = \"http://127.0.0.1:3001/\"\n");
+    let err = Config::from_toml_str(&twice, Path::new("ringcast.toml"))
+        .expect_err("duplicate")
+        .to_string();
+    assert!(err.contains("proxy[1].name"), "{err}");
+
+    let send = format!("{}[websocket]\nsend_proxy = \"nope\"\n", minimal_toml());
+    let err = Config::from_toml_str(&send, Path::new("ringcast.toml"))
+        .expect_err("unknown send proxy")
+        .to_string();
+    assert!(err.contains("websocket.send_proxy"), "{err}");
+}

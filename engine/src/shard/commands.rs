@@ -17,6 +17,7 @@ use super::Shard;
 use crate::channels;
 use crate::limits::HISTORY_LIMIT_MAX;
 use crate::mesh::StoreAnswer;
+use crate::proxy::{Decision, ProxyError, Subject};
 use crate::streams;
 
 pub(super) type CommandError = (ErrorCode, String);
@@ -44,6 +45,50 @@ pub(super) enum StoreDone {
     Acked(ReplyTo, Result<u64, CommandError>),
     History(ReplyTo, String, Result<ReadResult, CommandError>),
     Recovery(Box<recovery::Job>, recovery::Step),
+    /// A proxy backend's answer (`crate::proxy`), for the parked command.
+    Proxied(ReplyTo, Proxied, Result<Decision, ProxyError>),
+}
+
+/// A command parked while its proxy backend decides.
+pub(super) enum Proxied {
+    /// A `publish`, or a `send` (to the recipient's inbox channel).
+    Publish {
+        channel: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+        client_msg_id: Option<String>,
+    },
+    /// An `rpc`: the backend's answer is the reply.
+    Rpc { data: Vec<u8>, data_is_json: bool },
+    /// A `subscribe`: carried on as if unproxied once allowed.
+    Subscribe {
+        channel: String,
+        since: Option<ringcast_protocol::client::StreamPosition>,
+        /// The subscription token it came with, checked again then.
+        token: Option<String>,
+    },
+}
+
+impl Proxied {
+    fn data(&self) -> Option<(&[u8], bool)> {
+        match self {
+            Proxied::Publish {
+                data, data_is_json, ..
+            }
+            | Proxied::Rpc { data, data_is_json } => Some((data, *data_is_json)),
+            Proxied::Subscribe { .. } => None,
+        }
+    }
+}
+
+fn proxy_error(err: &ProxyError) -> CommandError {
+    let code = match err {
+        ProxyError::Timeout(_) => ErrorCode::ProxyTimeout,
+        ProxyError::Unavailable(_) | ProxyError::Stopped => ErrorCode::ProxyUnavailable,
+        ProxyError::BadResponse(_) => ErrorCode::ProxyBadResponse,
+    };
+    tracing::debug!(error = %err, "proxy call failed");
+    (code, err.to_string())
 }
 
 /// What a command produced.
@@ -81,6 +126,11 @@ pub(super) async fn store_reply<T>(
     }
 }
 
+/// Whether `channel` is `user`'s personal channel.
+fn is_own_inbox(user: &str, channel: &str) -> bool {
+    !user.is_empty() && channel == channels::personal_channel(user)
+}
+
 fn refuse(code: ErrorCode) -> CommandError {
     (code, code.message().to_string())
 }
@@ -104,6 +154,12 @@ impl Shard {
             Err((code, message)) => Reply::Error { id, code, message },
         };
         self.send_reply(key, &reply);
+    }
+
+    fn conn_is_subscribed(&self, key: usize, channel: &str) -> bool {
+        self.conns
+            .get(key)
+            .is_some_and(|c| c.is_subscribed(channel))
     }
 
     /// Whether slot `key` still holds the connection `to` was for.
@@ -177,6 +233,118 @@ impl Shard {
             }
             StoreDone::History(to, stream, result) => self.history_page(to, &stream, result),
             StoreDone::Recovery(job, step) => self.recovery_step(*job, step),
+            StoreDone::Proxied(to, pending, result) => self.on_proxied(to, pending, result),
+        }
+    }
+
+    /// Hands a command to its proxy backend and parks it; the answer comes
+    /// back through `store_replies` (the shard never waits for it).
+    fn proxy_call(
+        &mut self,
+        key: usize,
+        id: u64,
+        proxy: usize,
+        subject: Subject<'_>,
+        pending: Proxied,
+    ) -> CommandResult {
+        if let Some((data, data_is_json)) = pending.data() {
+            crate::payload::check(&self.shared.config, data, data_is_json)
+                .map_err(|reason| (ErrorCode::BadRequest, reason))?;
+        }
+        let to = self.reply_to_of(key, id)?;
+        let user = self
+            .conns
+            .get(key)
+            .map(|c| c.user.clone())
+            .ok_or_else(|| refuse(ErrorCode::Internal))?;
+        let Some(proxies) = self.shared.proxies.as_ref() else {
+            return Err(proxy_error(&ProxyError::Stopped));
+        };
+        let body = crate::proxy::call_body(to.client_id, &user, subject, pending.data());
+        let answer = proxies.call(proxy, body);
+        self.store_replies.push(Box::pin(async move {
+            let result = answer.await.unwrap_or(Err(ProxyError::Stopped));
+            StoreDone::Proxied(to, pending, result)
+        }));
+        Ok(Outcome::Later)
+    }
+
+    /// The backend decided on a parked command: go on with it (maybe with
+    /// the backend's data), refuse it, or close the connection.
+    fn on_proxied(&mut self, to: ReplyTo, pending: Proxied, result: Result<Decision, ProxyError>) {
+        if !self.is_current(to.key, to.client_id) {
+            return;
+        }
+        let decision = match result {
+            Ok(decision) => decision,
+            Err(err) => return self.reply_to(to, Err(proxy_error(&err))),
+        };
+        match decision {
+            Decision::Disconnect { code, reason } => {
+                tracing::debug!(client = to.client_id, code, %reason, "the backend disconnected a client");
+                self.close(
+                    to.key,
+                    crate::session::CloseReason {
+                        code: ringcast_protocol::close::CloseCode(code),
+                        reason: "disconnected by the backend",
+                        flush_queue: true,
+                    },
+                );
+            }
+            Decision::Deny { code, message } => {
+                let message = if message.is_empty() {
+                    format!("{} ({code})", ErrorCode::ProxyDenied.message())
+                } else {
+                    message
+                };
+                self.reply_to(to, Err((ErrorCode::ProxyDenied, message)));
+            }
+            Decision::Allow { data: replaced } => {
+                let (channel, data, data_is_json, client_msg_id) = match pending {
+                    Proxied::Publish {
+                        channel,
+                        data,
+                        data_is_json,
+                        client_msg_id,
+                    } => (channel, data, data_is_json, client_msg_id),
+                    Proxied::Subscribe {
+                        channel,
+                        since,
+                        token,
+                    } => {
+                        let outcome =
+                            self.subscribe_command(to.key, to.id, channel, since, token.as_deref());
+                        return self.reply_outcome(to, outcome);
+                    }
+                    Proxied::Rpc { .. } => {
+                        let (data, data_is_json) =
+                            replaced.map_or((b"null".to_vec(), true), |d| (d.bytes, d.is_json));
+                        let result = ReplyResult::Rpc { data, data_is_json };
+                        return self.reply_to(to, Ok(result));
+                    }
+                };
+                let (data, data_is_json) =
+                    replaced.map_or((data, data_is_json), |d| (d.bytes, d.is_json));
+                let user = self.conns[to.key].user.clone();
+                let outcome = self.publish_command(
+                    to.key,
+                    to.id,
+                    &user,
+                    channel,
+                    data,
+                    data_is_json,
+                    client_msg_id,
+                );
+                self.reply_outcome(to, outcome);
+            }
+        }
+    }
+
+    fn reply_outcome(&mut self, to: ReplyTo, outcome: CommandResult) {
+        match outcome {
+            Ok(Outcome::Later) => {}
+            Ok(Outcome::Now(result)) => self.reply_to(to, Ok(result)),
+            Err(err) => self.reply_to(to, Err(err)),
         }
     }
 
@@ -212,23 +380,17 @@ impl Shard {
             .get(key)
             .map(|conn| conn.user.clone())
             .ok_or_else(|| refuse(ErrorCode::Internal))?;
-        let is_subscribed = |shard: &Shard, channel: &str| {
-            shard
-                .conns
-                .get(key)
-                .is_some_and(|c| c.is_subscribed(channel))
-        };
-        let personal =
-            |channel: &str| !user.is_empty() && channel == channels::personal_channel(&user);
+        let is_subscribed = |shard: &Shard, channel: &str| shard.conn_is_subscribed(key, channel);
+        let personal = |channel: &str| is_own_inbox(&user, channel);
         match body {
             CommandBody::Subscribe { channel, since } => {
-                self.subscribe_command(key, id, channel, since, None)
+                self.subscribe_or_proxy(key, id, &user, channel, since, None)
             }
             CommandBody::SubscribeWithToken {
                 channel,
                 since,
                 token,
-            } => self.subscribe_command(key, id, channel, since, Some(&token)),
+            } => self.subscribe_or_proxy(key, id, &user, channel, since, Some(token)),
             CommandBody::Unsubscribe { channel } => {
                 if personal(&channel) || !is_subscribed(self, &channel) {
                     return Err(refuse(ErrorCode::NotSubscribed));
@@ -244,6 +406,22 @@ impl Shard {
             } => {
                 let subscribed = is_subscribed(self, &channel);
                 channels::check_publish(config, &channel, subscribed).map_err(refuse)?;
+                let proxy = config
+                    .namespace(&channel)
+                    .and_then(|namespace| config.proxy_index(&namespace.publish_proxy));
+                if let Some(proxy) = proxy {
+                    let subject_channel = channel.clone();
+                    let pending = Proxied::Publish {
+                        channel,
+                        data,
+                        data_is_json,
+                        client_msg_id,
+                    };
+                    let subject = Subject::Publish {
+                        channel: &subject_channel,
+                    };
+                    return self.proxy_call(key, id, proxy, subject, pending);
+                }
                 self.publish_command(key, id, &user, channel, data, data_is_json, client_msg_id)
             }
             CommandBody::Send {
@@ -260,6 +438,15 @@ impl Shard {
                 }
                 channels::validate_user_id(&to).map_err(refuse)?;
                 let inbox = channels::personal_channel(&to);
+                if let Some(proxy) = config.proxy_index(&config.websocket.send_proxy) {
+                    let pending = Proxied::Publish {
+                        channel: inbox,
+                        data,
+                        data_is_json,
+                        client_msg_id,
+                    };
+                    return self.proxy_call(key, id, proxy, Subject::Send { to: &to }, pending);
+                }
                 self.publish_command(key, id, &user, inbox, data, data_is_json, client_msg_id)
             }
             CommandBody::Ack { stream, offset } => {
@@ -336,6 +523,20 @@ impl Shard {
                 }
                 Ok(Outcome::Now(ReplyResult::Refreshed { expires_at_ms }))
             }
+            CommandBody::Rpc {
+                method,
+                data,
+                data_is_json,
+            } => {
+                let Some(proxy) = config.proxy_index(&config.websocket.rpc_proxy) else {
+                    return Err((
+                        ErrorCode::MethodNotFound,
+                        "rpc is not configured on this server (websocket.rpc_proxy)".into(),
+                    ));
+                };
+                let pending = Proxied::Rpc { data, data_is_json };
+                self.proxy_call(key, id, proxy, Subject::Rpc { method: &method }, pending)
+            }
             CommandBody::Ping => Ok(Outcome::Now(ReplyResult::Empty)),
             _ => Err(refuse(ErrorCode::MethodNotFound)),
         }
@@ -400,7 +601,52 @@ impl Shard {
         channels::check_subscribe(&self.shared.config, &self.shared.auth, &reader, channel)
     }
 
-    /// `subscribe`, with or without a subscription token.
+    /// `subscribe`, through the namespace's subscribe proxy when it has
+    /// one: Ringcast's own rules first (the backend only sees what they
+    /// allow), then the backend, then [`Shard::subscribe_command`].
+    fn subscribe_or_proxy(
+        &mut self,
+        key: usize,
+        id: u64,
+        user: &str,
+        channel: String,
+        since: Option<StreamPosition>,
+        token: Option<String>,
+    ) -> CommandResult {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let proxy = config
+            .namespace(&channel)
+            .and_then(|namespace| config.proxy_index(&namespace.subscribe_proxy));
+        match proxy {
+            Some(proxy) if !is_own_inbox(user, &channel) => {
+                self.check_reader(key, &channel, token.as_deref())?;
+                if self.conn_is_subscribed(key, &channel) {
+                    return Err(refuse(ErrorCode::AlreadySubscribed));
+                }
+                let subject_channel = channel.clone();
+                let subject = Subject::Subscribe {
+                    channel: &subject_channel,
+                };
+                self.proxy_call(
+                    key,
+                    id,
+                    proxy,
+                    subject,
+                    Proxied::Subscribe {
+                        channel,
+                        since,
+                        token,
+                    },
+                )
+            }
+            _ => self.subscribe_command(key, id, channel, since, token.as_deref()),
+        }
+    }
+
+    /// `subscribe`, with or without a subscription token (the command's
+    /// checks included: they are made again after a subscribe proxy
+    /// answered, as the connection may have changed).
     fn subscribe_command(
         &mut self,
         key: usize,

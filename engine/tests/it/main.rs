@@ -19,6 +19,7 @@ mod handshake;
 mod heartbeat;
 mod limits;
 mod permissions;
+mod proxy;
 mod publish_path;
 mod pubsub;
 mod rate_limits;

@@ -43,6 +43,9 @@ pub fn decode_binary(bytes: &[u8]) -> Result<Command, CommandError> {
     }
     | CommandBody::Send {
         data, data_is_json, ..
+    }
+    | CommandBody::Rpc {
+        data, data_is_json, ..
     } = &command.body
     {
         validate_binary_payload(command.id, data, *data_is_json)?;

@@ -151,6 +151,19 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
                 },
             }
         }
+        "rpc" => {
+            let params: RpcParams<'_> = parse_params(id, command.params)?;
+            let (data, data_is_json) = if params.data.is_none() && params.b64data.is_none() {
+                (b"null".to_vec(), true)
+            } else {
+                json_payload(id, params.data, params.b64data)?
+            };
+            CommandBody::Rpc {
+                method: params.method,
+                data,
+                data_is_json,
+            }
+        }
         _ => {
             return Err(CommandError::new(
                 Some(id),
@@ -206,6 +219,11 @@ pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
                         out.extend_from_slice(b"\"expires\":");
                         push_u64(&mut out, *expires_at_ms);
                     }
+                    out.push(b'}');
+                }
+                ReplyResult::Rpc { data, data_is_json } => {
+                    out.push(b'{');
+                    crate::envelope::push_data_field(&mut out, data, *data_is_json);
                     out.push(b'}');
                 }
                 ReplyResult::Subscribed { channel, recovery } => {
@@ -496,6 +514,16 @@ struct SendParams<'a> {
     b64data: Option<String>,
     #[serde(default)]
     client_msg_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RpcParams<'a> {
+    method: String,
+    #[serde(borrow, default, deserialize_with = "raw_present")]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    b64data: Option<String>,
 }
 
 #[derive(Deserialize)]

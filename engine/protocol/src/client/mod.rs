@@ -63,5 +63,8 @@ pub const SUBPROTOCOL_BINARY: &str = "ringcast.rkyv.v1";
 pub const HISTORY_LIMIT_DEFAULT: u32 = 100;
 /// Largest `limit` a history command may ask for (the smallest is 1).
 pub const HISTORY_LIMIT_MAX: u32 = 1000;
+
+/// Longest `rpc` method name.
+pub const RPC_METHOD_BYTES_MAX: usize = 256;
 /// Longest `client_msg_id`, in bytes (the shortest is 1).
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;

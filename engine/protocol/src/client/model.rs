@@ -105,6 +105,16 @@ pub enum CommandBody {
         #[rkyv(with = Map<AsBox>)]
         since: Option<StreamPosition>,
     },
+    /// Forwarded to the app's backend (`websocket.rpc_proxy`); the backend's
+    /// answer is the reply ([`ReplyResult::Rpc`]). `method` is the app's own
+    /// name, 1 to [`RPC_METHOD_BYTES_MAX`](super::RPC_METHOD_BYTES_MAX)
+    /// bytes. Appended to the `v1` layout: archives of the earlier variants
+    /// are unchanged.
+    Rpc {
+        method: String,
+        data: Vec<u8>,
+        data_is_json: bool,
+    },
 }
 
 /// A position in a durable stream: the offset of the last publication a
@@ -181,6 +191,14 @@ pub enum ErrorCode {
     SubscriptionTokenInvalid = 113,
     /// A rate limit refused the command; the reply carries `retry_after_ms`.
     RateLimited = 114,
+    /// The proxy backend did not answer within its `timeout_ms`.
+    ProxyTimeout = 116,
+    /// The proxy backend could not be reached (refused, reset, no route).
+    ProxyUnavailable = 117,
+    /// The proxy backend denied the command; the message is the backend's.
+    ProxyDenied = 118,
+    /// The proxy backend's answer was not a valid one (status, body).
+    ProxyBadResponse = 119,
 }
 
 /// The binary form of a command: the same type as [`Command`], named for
@@ -251,6 +269,8 @@ pub enum ReplyResult {
         #[rkyv(with = Map<AsBox>)]
         recovery: Option<Recovery>,
     },
+    /// Rpc: the backend's answer data (`data_is_json`: UTF-8 JSON text).
+    Rpc { data: Vec<u8>, data_is_json: bool },
 }
 
 /// The first message on every connection.
@@ -344,7 +364,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -360,6 +380,10 @@ impl ErrorCode {
         ErrorCode::SubscriptionTokenExpired,
         ErrorCode::SubscriptionTokenInvalid,
         ErrorCode::RateLimited,
+        ErrorCode::ProxyTimeout,
+        ErrorCode::ProxyUnavailable,
+        ErrorCode::ProxyDenied,
+        ErrorCode::ProxyBadResponse,
     ];
 
     /// The numeric code on the wire.
@@ -392,6 +416,10 @@ impl ErrorCode {
             ErrorCode::SubscriptionTokenExpired => "subscription token expired",
             ErrorCode::SubscriptionTokenInvalid => "subscription token invalid",
             ErrorCode::RateLimited => "rate limited",
+            ErrorCode::ProxyTimeout => "proxy timeout",
+            ErrorCode::ProxyUnavailable => "proxy unavailable",
+            ErrorCode::ProxyDenied => "denied by the backend",
+            ErrorCode::ProxyBadResponse => "bad answer from the backend",
         }
     }
 }

@@ -6,7 +6,7 @@
 use serde::de::IgnoredAny;
 
 use super::model::{Command, CommandBody, CommandError, ErrorCode};
-use super::{CLIENT_MSG_ID_BYTES_MAX, HISTORY_LIMIT_MAX};
+use super::{CLIENT_MSG_ID_BYTES_MAX, HISTORY_LIMIT_MAX, RPC_METHOD_BYTES_MAX};
 
 pub(super) fn id_zero_error() -> CommandError {
     CommandError::new(
@@ -61,6 +61,7 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         CommandBody::Ack { stream, .. }
         | CommandBody::History { stream, .. }
         | CommandBody::HistoryBefore { stream, .. } => ("stream", stream),
+        CommandBody::Rpc { method, .. } => ("method", method),
         CommandBody::Ping => return Ok(()),
     };
     if value.is_empty() {
@@ -77,6 +78,9 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         } if !valid_client_msg_id(key) => bad_request(format!(
             "`client_msg_id` must be 1 to {CLIENT_MSG_ID_BYTES_MAX} bytes of printable ASCII"
         )),
+        CommandBody::Rpc { method, .. } if method.len() > RPC_METHOD_BYTES_MAX => bad_request(
+            format!("`method` must be at most {RPC_METHOD_BYTES_MAX} bytes"),
+        ),
         CommandBody::History { limit, .. } | CommandBody::HistoryBefore { limit, .. }
             if !(1..=HISTORY_LIMIT_MAX).contains(limit) =>
         {

@@ -280,6 +280,18 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
             ),
             "29000000000000007b000000000000000d0000000000000009000000636861743a6731ff612e622e63ffffff01000000d0ffffff000000000000000000000000",
         ),
+        (
+            r#"{"id":14,"method":"rpc","params":{"method":"ping","data":1}}"#,
+            bin(
+                14,
+                BinaryCommandBody::Rpc {
+                    method: "ping".into(),
+                    data: b"1".to_vec(),
+                    data_is_json: true,
+                },
+            ),
+            "31000000000000000e000000000000000a00000070696e67ffffffffe4ffffff010000000100000000000000000000000000000000000000",
+        ),
     ]
 }
 
@@ -707,7 +719,7 @@ fn every_error_code_keeps_its_reply() {
         all.push_str(std::str::from_utf8(&encode_reply_json(&Reply::error(1, code))).unwrap());
         all.push('\n');
     }
-    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n{\"id\":1,\"error\":{\"code\":114,\"message\":\"rate limited\"}}\n", "codes");
+    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n{\"id\":1,\"error\":{\"code\":114,\"message\":\"rate limited\"}}\n{\"id\":1,\"error\":{\"code\":116,\"message\":\"proxy timeout\"}}\n{\"id\":1,\"error\":{\"code\":117,\"message\":\"proxy unavailable\"}}\n{\"id\":1,\"error\":{\"code\":118,\"message\":\"denied by the backend\"}}\n{\"id\":1,\"error\":{\"code\":119,\"message\":\"bad answer from the backend\"}}\n", "codes");
 }
 
 fn connects() -> Vec<(ConnectInfo, &'static str, &'static str)> {

@@ -227,6 +227,14 @@ fn server_messages_round_trip_in_binary() {
                 replayed: 16,
             }),
         },
+        ReplyResult::Rpc {
+            data: br#"{"ok":true}"#.to_vec(),
+            data_is_json: true,
+        },
+        ReplyResult::Rpc {
+            data: vec![0, 255],
+            data_is_json: false,
+        },
     ];
     for result in results {
         let bytes = encode_reply_binary(&Reply::Ok {

@@ -378,6 +378,48 @@ fn json_random_input_never_panics() {
 }
 
 #[test]
+fn rpc_reply_and_bad_rpc_commands() {
+    let value = parse(&encode_reply_json(&Reply::Ok {
+        id: 7,
+        result: ReplyResult::Rpc {
+            data: br#"{"total": 3}"#.to_vec(),
+            data_is_json: true,
+        },
+    }));
+    assert_eq!(
+        value,
+        serde_json::json!({"id": 7, "result": {"data": {"total": 3}}})
+    );
+    let value = parse(&encode_reply_json(&Reply::Ok {
+        id: 8,
+        result: ReplyResult::Rpc {
+            data: vec![255, 0],
+            data_is_json: false,
+        },
+    }));
+    assert_eq!(
+        value,
+        serde_json::json!({"id": 8, "result": {"b64data": "/wA="}})
+    );
+    for bad in [
+        r#"{"id":1,"method":"rpc","params":{"data":1}}"#,
+        r#"{"id":1,"method":"rpc","params":{"method":"","data":1}}"#,
+        r#"{"id":1,"method":"rpc","params":{"method":"m","data":1,"extra":2}}"#,
+    ] {
+        let error = decode_json_str(bad).expect_err(bad);
+        assert_eq!(error.code, ErrorCode::BadRequest, "{bad}");
+    }
+    let long = format!(
+        r#"{{"id":1,"method":"rpc","params":{{"method":"{}"}}}}"#,
+        "m".repeat(RPC_METHOD_BYTES_MAX + 1)
+    );
+    assert_eq!(
+        decode_json_str(&long).map_err(|e| e.code),
+        Err(ErrorCode::BadRequest)
+    );
+}
+
+#[test]
 fn reply_json_shapes() {
     let value = parse(&encode_reply_json(&Reply::Ok {
         id: 7,

@@ -1,0 +1,449 @@
+//! Proxies to the app's backend: synchronous hooks on client commands.
+//!
+//! A shard never touches the network for a proxy. It builds the JSON body,
+//! hands it to [`Proxies::call`] and parks the command: the call runs on the
+//! proxy thread (one tokio runtime, hyper-util's pooled HTTP/1.1 client,
+//! one semaphore per backend bounding the calls in flight), and its answer
+//! comes back as a oneshot the shard polls among its store replies, so the
+//! shard's loop wakes for it like for a history page. A stalled backend
+//! costs the asking command its timeout and nothing else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+
+/// Largest backend response body read; a larger one is a bad response.
+pub const PROXY_RESPONSE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Calls a backend may have outstanding (in flight and waiting for a slot)
+/// per unit of its `concurrency_max`; past that a call is refused at once
+/// (117) rather than queued on the proxy thread without bound.
+pub const PROXY_OUTSTANDING_PER_SLOT_MAX: usize = 64;
+
+/// Idle keep-alive connections kept per backend host.
+const POOL_IDLE_PER_HOST_MAX: usize = 256;
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a call produced no answer from the backend.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProxyError {
+    #[error("the backend did not answer within {0} ms")]
+    Timeout(u64),
+    #[error("the backend is unreachable: {0}")]
+    Unavailable(String),
+    #[error("the backend's answer is not valid: {0}")]
+    BadResponse(String),
+    #[error("the proxy thread has stopped")]
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyStartError {
+    #[error("cannot start the proxy thread: {0}")]
+    Thread(#[source] std::io::Error),
+    #[error("[[proxy]] {name}: url {url:?} is not a valid URI")]
+    Url { name: String, url: String },
+}
+
+/// What the backend decided, parsed on the proxy thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Go on; `data` replaces the command's data when set.
+    Allow { data: Option<Data> },
+    /// Refuse the command with this message.
+    Deny { code: u32, message: String },
+    /// Close the connection with this close code and reason.
+    Disconnect { code: u16, reason: String },
+}
+
+/// Data a backend returned: raw JSON (`data`) or bytes (`b64data`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Data {
+    pub bytes: Vec<u8>,
+    pub is_json: bool,
+}
+
+/// The close codes a backend may choose for `disconnect`; any other is
+/// replaced by [`ringcast_protocol::close::CloseCode::PROXY_DISCONNECT`].
+pub const BACKEND_CLOSE_CODES: std::ops::RangeInclusive<u16> = 4500..=4999;
+
+#[derive(Deserialize)]
+struct WireAnswer<'a> {
+    #[serde(borrow, default)]
+    result: Option<WireResult<'a>>,
+    #[serde(default)]
+    error: Option<WireError>,
+    #[serde(default)]
+    disconnect: Option<WireDisconnect>,
+}
+
+#[derive(Deserialize)]
+struct WireResult<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    b64data: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    #[serde(default)]
+    code: u32,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct WireDisconnect {
+    #[serde(default)]
+    code: u16,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Parses a backend's 200 response body.
+pub fn parse_answer(body: &[u8]) -> Result<Decision, ProxyError> {
+    let wire: WireAnswer<'_> =
+        serde_json::from_slice(body).map_err(|err| ProxyError::BadResponse(err.to_string()))?;
+    if let Some(disconnect) = wire.disconnect {
+        let code = if BACKEND_CLOSE_CODES.contains(&disconnect.code) {
+            disconnect.code
+        } else {
+            ringcast_protocol::close::CloseCode::PROXY_DISCONNECT.0
+        };
+        return Ok(Decision::Disconnect {
+            code,
+            reason: disconnect.reason,
+        });
+    }
+    if let Some(error) = wire.error {
+        return Ok(Decision::Deny {
+            code: error.code,
+            message: error.message,
+        });
+    }
+    let Some(result) = wire.result else {
+        return Err(ProxyError::BadResponse(
+            "the body has none of result, error, disconnect".into(),
+        ));
+    };
+    let data = match (result.data, result.b64data) {
+        (Some(_), Some(_)) => {
+            return Err(ProxyError::BadResponse(
+                "result has both data and b64data".into(),
+            ))
+        }
+        (Some(raw), None) => Some(Data {
+            bytes: raw.get().as_bytes().to_vec(),
+            is_json: true,
+        }),
+        (None, Some(b64)) => {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|err| ProxyError::BadResponse(format!("b64data: {err}")))?;
+            Some(Data {
+                bytes,
+                is_json: false,
+            })
+        }
+        (None, None) => None,
+    };
+    Ok(Decision::Allow { data })
+}
+
+/// The body of a `publish`, `send` or `rpc` call.
+#[derive(serde::Serialize)]
+struct CallBody<'a> {
+    client: String,
+    user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<&'a str>,
+    /// `send`: the user the message is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
+    /// `rpc`: the method the client named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    b64data: Option<String>,
+}
+
+/// What a call is about, besides who makes it and its data.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    Publish { channel: &'a str },
+    Send { to: &'a str },
+    Rpc { method: &'a str },
+    Subscribe { channel: &'a str },
+}
+
+/// The JSON body of a call: JSON data goes in `data` as it is, binary data
+/// base64-encoded in `b64data` (as Centrifugo does).
+pub fn call_body(
+    client_id: u64,
+    user: &str,
+    subject: Subject<'_>,
+    data: Option<(&[u8], bool)>,
+) -> Vec<u8> {
+    let raw = match data {
+        Some((data, true)) => serde_json::from_slice::<&RawValue>(data).ok(),
+        _ => None,
+    };
+    let b64data = match data {
+        Some((data, _)) if raw.is_none() => {
+            use base64::Engine as _;
+            Some(base64::engine::general_purpose::STANDARD.encode(data))
+        }
+        _ => None,
+    };
+    let (channel, to, method) = match subject {
+        Subject::Publish { channel } | Subject::Subscribe { channel } => {
+            (Some(channel), None, None)
+        }
+        Subject::Send { to } => (None, Some(to), None),
+        Subject::Rpc { method } => (None, None, Some(method)),
+    };
+    let body = CallBody {
+        client: client_id.to_string(),
+        user,
+        channel,
+        to,
+        method,
+        data: raw,
+        b64data,
+    };
+    // Serializing strings and raw JSON into a Vec cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+struct Backend {
+    uri: hyper::Uri,
+    timeout: Duration,
+    permits: Arc<Semaphore>,
+    /// Calls handed over and not yet answered, against `outstanding_max`.
+    outstanding: Arc<std::sync::atomic::AtomicUsize>,
+    outstanding_max: usize,
+}
+
+/// The proxy thread and the configured backends, by `Config::proxies` index.
+pub struct Proxies {
+    backends: Vec<Backend>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    runtime: tokio::runtime::Handle,
+    /// Dropped with `Proxies`: the thread's `block_on` returns and the
+    /// runtime (with calls still pending) goes with it.
+    _stop: Option<oneshot::Sender<()>>,
+}
+
+impl Proxies {
+    /// Starts the proxy thread when any `[[proxy]]` is configured.
+    pub fn start(config: &Config) -> Result<Option<Proxies>, ProxyStartError> {
+        if config.proxies.is_empty() {
+            return Ok(None);
+        }
+        let mut backends = Vec::with_capacity(config.proxies.len());
+        for proxy in &config.proxies {
+            let uri = proxy.url.parse().map_err(|_| ProxyStartError::Url {
+                name: proxy.name.clone(),
+                url: proxy.url.clone(),
+            })?;
+            backends.push(Backend {
+                uri,
+                timeout: proxy.timeout,
+                permits: Arc::new(Semaphore::new(proxy.concurrency_max as usize)),
+                outstanding: Arc::default(),
+                outstanding_max: (proxy.concurrency_max as usize)
+                    .saturating_mul(PROXY_OUTSTANDING_PER_SLOT_MAX),
+            });
+        }
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("ringcast-proxy".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = handle_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(runtime.handle().clone()));
+                let _ = runtime.block_on(stop_rx);
+            })
+            .map_err(ProxyStartError::Thread)?;
+        let runtime = handle_rx
+            .recv()
+            .map_err(|_| {
+                ProxyStartError::Thread(std::io::Error::other("the proxy thread died at start"))
+            })?
+            .map_err(ProxyStartError::Thread)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST_MAX)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Ok(Some(Proxies {
+            backends,
+            client,
+            runtime,
+            _stop: Some(stop_tx),
+        }))
+    }
+
+    /// Posts `body` to backend `index` on the proxy thread. Never blocks:
+    /// the answer arrives on the returned receiver, within the backend's
+    /// timeout (waiting for a free slot of its concurrency included).
+    pub fn call(
+        &self,
+        index: usize,
+        body: Vec<u8>,
+    ) -> oneshot::Receiver<Result<Decision, ProxyError>> {
+        let (tx, rx) = oneshot::channel();
+        let Some(backend) = self.backends.get(index) else {
+            let _ = tx.send(Err(ProxyError::Unavailable(format!("no backend {index}"))));
+            return rx;
+        };
+        use std::sync::atomic::Ordering;
+        if backend.outstanding.fetch_add(1, Ordering::Relaxed) >= backend.outstanding_max {
+            backend.outstanding.fetch_sub(1, Ordering::Relaxed);
+            let _ = tx.send(Err(ProxyError::Unavailable(format!(
+                "{} calls already outstanding",
+                backend.outstanding_max
+            ))));
+            return rx;
+        }
+        let outstanding = backend.outstanding.clone();
+        let client = self.client.clone();
+        let uri = backend.uri.clone();
+        let timeout = backend.timeout;
+        let permits = backend.permits.clone();
+        self.runtime.spawn(async move {
+            let call = async {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ProxyError::Stopped)?;
+                post(&client, uri, body).await
+            };
+            let result = match tokio::time::timeout(timeout, call).await {
+                Ok(result) => result,
+                Err(_elapsed) => Err(ProxyError::Timeout(timeout.as_millis() as u64)),
+            };
+            outstanding.fetch_sub(1, Ordering::Relaxed);
+            // The shard may have dropped the receiver (its connection went).
+            let _ = tx.send(result);
+        });
+        rx
+    }
+}
+
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: hyper::Uri,
+    body: Vec<u8>,
+) -> Result<Decision, ProxyError> {
+    let request = hyper::Request::post(uri)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|err| ProxyError::Unavailable(err.to_string()))?;
+    let response = client.request(request).await.map_err(|err| {
+        let mut text = err.to_string();
+        if let Some(source) = std::error::Error::source(&err) {
+            text = format!("{text}: {source}");
+        }
+        ProxyError::Unavailable(text)
+    })?;
+    let status = response.status();
+    let limited = http_body_util::Limited::new(response.into_body(), PROXY_RESPONSE_BYTES_MAX);
+    let body = limited
+        .collect()
+        .await
+        .map_err(|err| ProxyError::BadResponse(format!("reading the body: {err}")))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(ProxyError::BadResponse(format!("HTTP status {status}")));
+    }
+    parse_answer(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_parse() {
+        assert_eq!(
+            parse_answer(br#"{"result":{}}"#),
+            Ok(Decision::Allow { data: None })
+        );
+        assert_eq!(
+            parse_answer(br#"{"result":{"data":{"a":[1, 2]}}}"#),
+            Ok(Decision::Allow {
+                data: Some(Data {
+                    bytes: br#"{"a":[1, 2]}"#.to_vec(),
+                    is_json: true
+                })
+            })
+        );
+        assert_eq!(
+            parse_answer(br#"{"result":{"b64data":"AAE="}}"#),
+            Ok(Decision::Allow {
+                data: Some(Data {
+                    bytes: vec![0, 1],
+                    is_json: false
+                })
+            })
+        );
+        assert_eq!(
+            parse_answer(br#"{"error":{"code":1001,"message":"no"}}"#),
+            Ok(Decision::Deny {
+                code: 1001,
+                message: "no".into()
+            })
+        );
+        assert_eq!(
+            parse_answer(br#"{"disconnect":{"code":4600,"reason":"banned"}}"#),
+            Ok(Decision::Disconnect {
+                code: 4600,
+                reason: "banned".into()
+            })
+        );
+        // Outside the backend's range: the engine's own code.
+        assert!(matches!(
+            parse_answer(br#"{"disconnect":{"code":1000}}"#),
+            Ok(Decision::Disconnect { code: 4009, .. })
+        ));
+        assert!(matches!(
+            parse_answer(br#"{}"#),
+            Err(ProxyError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_answer(b"not json"),
+            Err(ProxyError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_answer(br#"{"result":{"data":1,"b64data":"AA=="}}"#),
+            Err(ProxyError::BadResponse(_))
+        ));
+    }
+}
