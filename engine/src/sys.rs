@@ -1,5 +1,6 @@
 //! Non-blocking socket calls made after readiness, through rustix (safe
-//! wrappers over the raw syscalls, so this module needs no `unsafe`).
+//! wrappers over the raw syscalls; the one `unsafe` block is the `ioctl`
+//! rustix has no wrapper for, `unsent_bytes`).
 //!
 //! Why not monoio's own `read`/`write`: those take an owned buffer per
 //! in-flight operation, so every idle connection would pin a read buffer.
@@ -89,6 +90,20 @@ pub fn set_nodelay(fd: impl AsFd) {
     let _ = rustix::net::sockopt::set_tcp_nodelay(fd, true);
 }
 
+/// Bytes written to the socket that the peer has not acknowledged yet
+/// (`SIOCOUTQ`): while it shrinks, the peer is reading. `None` if the
+/// kernel will not say.
+#[allow(unsafe_code)] // one ioctl rustix does not wrap; see SAFETY below
+pub fn unsent_bytes(fd: impl AsFd) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut unsent: libc::c_int = 0;
+    // SAFETY: `fd` is a socket borrowed for the call, and TIOCOUTQ (the
+    // same request as SIOCOUTQ) writes one `c_int` through the pointer,
+    // which points at a live local of that type.
+    let result = unsafe { libc::ioctl(fd.as_fd().as_raw_fd(), libc::TIOCOUTQ, &mut unsent) };
+    (result == 0).then(|| u32::try_from(unsent).ok()).flatten()
+}
+
 /// Half-closes the write side so the peer sees FIN after our close frame.
 pub fn shutdown_write(fd: impl AsFd) {
     // An error here only means the peer is gone already.
@@ -99,6 +114,32 @@ pub fn shutdown_write(fd: impl AsFd) {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn unsent_bytes_falls_as_the_peer_reads() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        assert_eq!(unsent_bytes(&server), Some(0));
+        // Fill both buffers: the client does not read.
+        let chunk = vec![7u8; 64 * 1024];
+        while let Ok(Io::Done(_)) = send_vectored(&server, &[IoSlice::new(&chunk)]) {}
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let full = unsent_bytes(&server).expect("SIOCOUTQ");
+        assert!(full > 0, "a full socket holds unsent bytes");
+        // The client reads: the kernel moves what waited, the count falls.
+        let mut sink = vec![0u8; 1 << 20];
+        let mut fell = false;
+        for _ in 0..100 {
+            let _ = std::io::Read::read(&mut client, &mut sink).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            if unsent_bytes(&server).expect("SIOCOUTQ") < full {
+                fell = true;
+                break;
+            }
+        }
+        assert!(fell, "unsent bytes stayed at {full} while the peer read");
+    }
 
     #[test]
     fn recv_and_send_vectored_round_trip_without_blocking() {

@@ -691,6 +691,15 @@ impl Session {
         offered
     }
 
+    /// The peer took bytes out of the socket (its unsent count fell): while
+    /// closing, it is reading its way to our close frame, so the linger
+    /// restarts. Bounded: nothing new is queued while closing.
+    pub fn on_peer_progress(&mut self, now_ms: u64, config: &SessionConfig) {
+        if matches!(self.phase, Phase::Closing { .. }) {
+            self.deadline_ms = self.deadline_ms.max(now_ms + config.close_linger_ms);
+        }
+    }
+
     /// `written` bytes reached the socket, which came back `short` (full)
     /// or not: whether this connection is stalled, and the close linger.
     pub fn on_wire(&mut self, written: usize, short: bool, now_ms: u64, config: &SessionConfig) {

@@ -35,6 +35,8 @@ pub struct Conn {
     pub cancel_asked: bool,
     /// A replay of this connection waits for its queue to drain.
     pub replay_paused: bool,
+    /// While closing: the socket's unsent bytes at the last sweep.
+    pub unsent_seen: u32,
 }
 
 impl Conn {
@@ -51,6 +53,7 @@ impl Conn {
             in_read_again: false,
             cancel_asked: false,
             replay_paused: false,
+            unsent_seen: 0,
         }
     }
 

@@ -469,6 +469,16 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
+            if conn.session.is_closing() {
+                // What the kernel still holds for the peer drains as it
+                // reads: that is progress towards our close frame too.
+                if let Some(unsent) = crate::sys::unsent_bytes(&conn.fd) {
+                    if unsent < conn.unsent_seen {
+                        conn.session.on_peer_progress(now, &self.session_config);
+                    }
+                    conn.unsent_seen = unsent;
+                }
+            }
             let Some(timeout) = conn.session.handle_timeout(now, &self.session_config) else {
                 continue;
             };
