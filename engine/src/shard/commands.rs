@@ -562,6 +562,19 @@ impl Shard {
                 .is_some_and(|c| c.is_subscribed(&stream));
             if !subscribed {
                 self.check_reader(key, &stream, None)?;
+                // The backend decides who reads a proxied namespace, and
+                // it is asked on subscribe only: its members are the
+                // connections subscribed.
+                let proxied = config
+                    .namespace(&stream)
+                    .and_then(|ns| config.proxy_index(&ns.subscribe_proxy))
+                    .is_some();
+                if proxied {
+                    return Err((
+                        ErrorCode::PermissionDenied,
+                        format!("subscribe to {stream} first: its namespace's subscribe proxy decides who may read it"),
+                    ));
+                }
             }
             if streams::policy(config, &stream).is_none() {
                 return Err((ErrorCode::BadRequest, format!("{stream} keeps no history")));

@@ -33,8 +33,9 @@ pub(super) struct Job {
     /// The subscribe command to answer; 0 for the inbox at connect.
     command_id: u64,
     pub stream: String,
-    /// The user's own inbox: without `since`, start from the device's
-    /// stored cursor; on failure, stay joined.
+    /// Joined by the server (the inbox at connect, a server-side
+    /// subscription): without `since`, start from the device's stored
+    /// cursor; on failure, stay joined.
     device_cursor: bool,
     /// The client's position, or the device's cursor once read.
     position: Option<StreamPosition>,

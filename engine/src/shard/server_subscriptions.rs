@@ -7,12 +7,18 @@
 //! The server's decision is the permission: namespace rules are not checked
 //! again, only that the channel is one the server may subscribe to
 //! (`channels::check_server_subscription`, done before the event is sent).
+//!
+//! A channel with history is caught up from the device's stored cursor
+//! when the connection named a device (`?device=`): the client acks what it
+//! processed, as for its inbox, and a reconnect replays what it missed
+//! before live pushes resume, with no gap and no duplicate. The replay's
+//! result arrives as a subscribe reply with id 0, as the inbox's does.
 
 use ringcast_protocol::client::{encode_subscription_binary, encode_subscription_json};
 use ringcast_protocol::frame::{encode_frame, OpCode};
 
 use super::Shard;
-use crate::channels;
+use crate::{channels, streams};
 
 impl Shard {
     /// Subscribes or unsubscribes every local connection of `user` to
@@ -48,11 +54,12 @@ impl Shard {
                     );
                     continue;
                 }
-                self.subscribe(key, channel);
+                self.send_subscription_change(key, channel, true);
+                self.server_subscribe(key, channel);
             } else {
                 self.unsubscribe(key, channel);
+                self.send_subscription_change(key, channel, false);
             }
-            self.send_subscription_change(key, channel, subscribe);
             changed += 1;
         }
         changed
@@ -67,9 +74,30 @@ impl Shard {
                 .get(key)
                 .is_some_and(|c| c.is_subscribed(channel));
             if !joined {
-                self.subscribe(key, channel);
                 self.send_subscription_change(key, channel, true);
+                self.server_subscribe(key, channel);
             }
+        }
+    }
+
+    /// Joins `key` to `channel`; on a channel with history, for a
+    /// connection with a device, first holds the channel's live pushes and
+    /// replays from the device's cursor (`recovery.rs`), so the pushes it
+    /// missed while away come before the live ones. The `subscribed`
+    /// message goes first, so the client knows the channel before its
+    /// pushes arrive.
+    fn server_subscribe(&mut self, key: usize, channel: &str) {
+        let recover = streams::policy(&self.shared.config, channel).is_some()
+            && self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.device().is_some() && !c.user.is_empty());
+        if recover {
+            self.conns[key].session.begin_recovery(channel);
+        }
+        self.subscribe(key, channel);
+        if recover {
+            self.start_recovery(key, 0, channel.to_owned(), None, true);
         }
     }
 

@@ -233,6 +233,7 @@ e2e!(subscribe_proxy_allows_denies_and_disconnects, |driver| {
     for namespace in config.namespaces.iter_mut() {
         if namespace.name == "room" {
             namespace.subscribe_proxy = "p".into();
+            namespace.history = true;
         }
     }
     let engine = start(config);
@@ -247,6 +248,13 @@ e2e!(subscribe_proxy_allows_denies_and_disconnects, |driver| {
     let reply = command(&mut bob, publish_cmd(2, "room:open", json!({"n": 5})));
     assert!(reply.get("result").is_some(), "{reply}");
     assert_eq!(read_json(&mut alice)["push"]["data"]["n"], 5);
+    // History follows the backend's word: alice, whom it let subscribe,
+    // reads it; bob, never asked about, may not.
+    let history = |id: u64| json!({"id": id, "method": "history", "params": {"stream": "room:open", "limit": 10}});
+    let reply = command(&mut alice, history(5));
+    assert_eq!(reply["result"]["publications"][0]["data"]["n"], 5, "{reply}");
+    let reply = command(&mut bob, history(3));
+    assert_eq!(reply["error"]["code"], 103, "{reply}");
     // Already subscribed: refused by Ringcast, the backend is not asked.
     let reply = command(&mut alice, sub(3, "room:open"));
     assert_eq!(reply["error"]["code"], 105, "{reply}");
