@@ -20,6 +20,7 @@ mod heartbeat;
 mod limits;
 mod permissions;
 mod proxy;
+mod proxy_stall;
 mod publish_path;
 mod pubsub;
 mod rate_limits;

@@ -416,70 +416,73 @@ fn pushes_then_recovery(ws: &mut Ws, channel: &str) -> (Vec<u64>, Value) {
     }
 }
 
-e2e!(server_subscriptions_recover_from_the_device_cursor, |driver| {
-    let engine = start(token_config(driver, 2));
-    let with_subs = sign(&json!({"sub": "alice", "exp": now_s() + 3600, "subs": ["chat:g1"]}));
+e2e!(
+    server_subscriptions_recover_from_the_device_cursor,
+    |driver| {
+        let engine = start(token_config(driver, 2));
+        let with_subs = sign(&json!({"sub": "alice", "exp": now_s() + 3600, "subs": ["chat:g1"]}));
 
-    // First connection of the device: no cursor, nothing replayed.
-    let mut phone = connect_device(&engine, &with_subs, "phone");
-    assert_eq!(
-        read_json(&mut phone),
-        json!({"subscribed": {"channel": "chat:g1"}})
-    );
-    let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
-    assert!(replayed.is_empty(), "{replayed:?}");
-    assert_eq!(reply["result"]["recovery"]["replayed"], 0, "{reply}");
-    for n in [1, 2] {
-        publish(&engine, "chat:g1", json!({"n": n}));
-    }
-    let mut last_offset = 0;
-    for n in [1, 2] {
-        let push = read_json(&mut phone);
-        assert_eq!(push["push"]["data"]["n"], n, "{push}");
-        last_offset = push["push"]["offset"].as_u64().unwrap();
-    }
-    let ack = json!({"id": 7, "method": "ack", "params": {"stream": "chat:g1", "offset": last_offset}});
-    assert!(command(&mut phone, ack).get("result").is_some());
-    drop(phone);
-
-    // Away: two publications. Back with the same device: they come
-    // first, in order, then the recovery reply, then live ones, once.
-    for n in [3, 4] {
-        publish(&engine, "chat:g1", json!({"n": n}));
-    }
-    let mut phone = connect_device(&engine, &with_subs, "phone");
-    assert_eq!(
-        read_json(&mut phone),
-        json!({"subscribed": {"channel": "chat:g1"}})
-    );
-    let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
-    assert_eq!(replayed, [3, 4]);
-    assert_eq!(reply["result"]["recovery"]["recovered"], true, "{reply}");
-    assert_eq!(reply["result"]["recovery"]["replayed"], 2, "{reply}");
-    publish(&engine, "chat:g1", json!({"n": 5}));
-    let push = read_json(&mut phone);
-    assert_eq!(push["push"]["data"]["n"], 5, "{push}");
-    let ack = json!({"id": 8, "method": "ack", "params": {"stream": "chat:g1", "offset": push["push"]["offset"]}});
-    assert!(command(&mut phone, ack).get("result").is_some());
-    assert_nothing_queued(&mut phone, 9);
-    drop(phone);
-
-    // `/api/subscribe` later in a connection's life recovers the same way.
-    publish(&engine, "chat:g1", json!({"n": 6}));
-    let mut phone = connect_device(&engine, &token("alice"), "phone");
-    let (_, body) = server_subscription(&engine, "/api/subscribe", "alice", "chat:g1");
-    assert_eq!(body["connections"], 1, "{body}");
-    loop {
-        // The inbox's id-0 reply may come before the change.
-        let message = read_json(&mut phone);
-        if message.get("subscribed").is_some() {
-            assert_eq!(message, json!({"subscribed": {"channel": "chat:g1"}}));
-            break;
+        // First connection of the device: no cursor, nothing replayed.
+        let mut phone = connect_device(&engine, &with_subs, "phone");
+        assert_eq!(
+            read_json(&mut phone),
+            json!({"subscribed": {"channel": "chat:g1"}})
+        );
+        let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
+        assert!(replayed.is_empty(), "{replayed:?}");
+        assert_eq!(reply["result"]["recovery"]["replayed"], 0, "{reply}");
+        for n in [1, 2] {
+            publish(&engine, "chat:g1", json!({"n": n}));
         }
-        assert_eq!(message["id"], 0, "{message}");
+        let mut last_offset = 0;
+        for n in [1, 2] {
+            let push = read_json(&mut phone);
+            assert_eq!(push["push"]["data"]["n"], n, "{push}");
+            last_offset = push["push"]["offset"].as_u64().unwrap();
+        }
+        let ack = json!({"id": 7, "method": "ack", "params": {"stream": "chat:g1", "offset": last_offset}});
+        assert!(command(&mut phone, ack).get("result").is_some());
+        drop(phone);
+
+        // Away: two publications. Back with the same device: they come
+        // first, in order, then the recovery reply, then live ones, once.
+        for n in [3, 4] {
+            publish(&engine, "chat:g1", json!({"n": n}));
+        }
+        let mut phone = connect_device(&engine, &with_subs, "phone");
+        assert_eq!(
+            read_json(&mut phone),
+            json!({"subscribed": {"channel": "chat:g1"}})
+        );
+        let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
+        assert_eq!(replayed, [3, 4]);
+        assert_eq!(reply["result"]["recovery"]["recovered"], true, "{reply}");
+        assert_eq!(reply["result"]["recovery"]["replayed"], 2, "{reply}");
+        publish(&engine, "chat:g1", json!({"n": 5}));
+        let push = read_json(&mut phone);
+        assert_eq!(push["push"]["data"]["n"], 5, "{push}");
+        let ack = json!({"id": 8, "method": "ack", "params": {"stream": "chat:g1", "offset": push["push"]["offset"]}});
+        assert!(command(&mut phone, ack).get("result").is_some());
+        assert_nothing_queued(&mut phone, 9);
+        drop(phone);
+
+        // `/api/subscribe` later in a connection's life recovers the same way.
+        publish(&engine, "chat:g1", json!({"n": 6}));
+        let mut phone = connect_device(&engine, &token("alice"), "phone");
+        let (_, body) = server_subscription(&engine, "/api/subscribe", "alice", "chat:g1");
+        assert_eq!(body["connections"], 1, "{body}");
+        loop {
+            // The inbox's id-0 reply may come before the change.
+            let message = read_json(&mut phone);
+            if message.get("subscribed").is_some() {
+                assert_eq!(message, json!({"subscribed": {"channel": "chat:g1"}}));
+                break;
+            }
+            assert_eq!(message["id"], 0, "{message}");
+        }
+        let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
+        assert_eq!(replayed, [6]);
+        assert_eq!(reply["result"]["recovery"]["replayed"], 1, "{reply}");
+        engine.shutdown();
     }
-    let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
-    assert_eq!(replayed, [6]);
-    assert_eq!(reply["result"]["recovery"]["replayed"], 1, "{reply}");
-    engine.shutdown();
-});
+);

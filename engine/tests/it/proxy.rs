@@ -13,17 +13,17 @@ use ringcast_engine::config::{Config, Driver, Proxy};
 use serde_json::{json, Value};
 
 /// How the backend answers one call: after a delay, this body.
-type Answer = fn(&Value) -> (Duration, Value);
+pub(crate) type Answer = fn(&Value) -> (Duration, Value);
 
 /// A keep-alive HTTP/1.1 backend on a thread per connection.
-struct Backend {
-    url: String,
+pub(crate) struct Backend {
+    pub(crate) url: String,
     calls: Arc<Mutex<Vec<(String, Value)>>>,
     in_flight_max: Arc<AtomicUsize>,
 }
 
 impl Backend {
-    fn start(answer: Answer) -> Backend {
+    pub(crate) fn start(answer: Answer) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/proxy", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -44,7 +44,7 @@ impl Backend {
         }
     }
 
-    fn calls(&self) -> Vec<(String, Value)> {
+    pub(crate) fn calls(&self) -> Vec<(String, Value)> {
         self.calls.lock().unwrap().clone()
     }
 }
@@ -143,7 +143,13 @@ fn by_act(body: &Value) -> (Duration, Value) {
 }
 
 /// Namespace `room` goes through proxy `p`; `free` (publish any) does not.
-fn proxied_config(driver: Driver, shards: u16, url: &str, timeout_ms: u64, max: u32) -> Config {
+pub(crate) fn proxied_config(
+    driver: Driver,
+    shards: u16,
+    url: &str,
+    timeout_ms: u64,
+    max: u32,
+) -> Config {
     let mut config = config(driver, shards);
     config.proxies = vec![Proxy {
         name: "p".into(),
@@ -165,7 +171,7 @@ fn proxied_config(driver: Driver, shards: u16, url: &str, timeout_ms: u64, max: 
     config
 }
 
-fn publish_cmd(id: u64, channel: &str, data: Value) -> Value {
+pub(crate) fn publish_cmd(id: u64, channel: &str, data: Value) -> Value {
     json!({"id": id, "method": "publish", "params": {"channel": channel, "data": data}})
 }
 
@@ -252,7 +258,10 @@ e2e!(subscribe_proxy_allows_denies_and_disconnects, |driver| {
     // reads it; bob, never asked about, may not.
     let history = |id: u64| json!({"id": id, "method": "history", "params": {"stream": "room:open", "limit": 10}});
     let reply = command(&mut alice, history(5));
-    assert_eq!(reply["result"]["publications"][0]["data"]["n"], 5, "{reply}");
+    assert_eq!(
+        reply["result"]["publications"][0]["data"]["n"], 5,
+        "{reply}"
+    );
     let reply = command(&mut bob, history(3));
     assert_eq!(reply["error"]["code"], 103, "{reply}");
     // Already subscribed: refused by Ringcast, the backend is not asked.
