@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backend_http;
 pub mod channels;
 pub mod config;
 pub mod control;
@@ -26,5 +27,6 @@ pub mod streams;
 pub mod sys;
 pub mod tls;
 pub mod uring;
+pub mod webhook;
 
 pub use engine::{Engine, EngineError};
