@@ -250,7 +250,7 @@ impl EngineSinkStore {
         }
         let store = Store::open_with_sink(
             StoreConfig::new(dir),
-            StoreSink::new(store_sender, interest),
+            StoreSink::new(store_sender, interest, Arc::default()),
         )
         .expect("open the store");
         EngineSinkStore {

@@ -186,6 +186,13 @@ impl Scheduler {
         !parked
     }
 
+    /// Passes over a loaded record the caller will not send (its kind is
+    /// turned off): the next read starts after it.
+    pub fn skip(&mut self, seq: u64) {
+        assert!(seq > self.read_after, "outbox records out of order");
+        self.read_after = seq;
+    }
+
     /// The next attempt to make now, if a slot is free and one is ready.
     pub fn poll_job(&mut self, now_ms: u64) -> Option<Job> {
         self.fire_timers(now_ms);

@@ -30,3 +30,4 @@ mod tidy;
 mod tls;
 mod tuning;
 mod violations;
+mod webhooks;
