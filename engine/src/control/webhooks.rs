@@ -21,8 +21,11 @@ use crate::webhook::body;
 /// Most dead letters one list answers.
 pub const DEAD_LIST_LIMIT_MAX: usize = 1000;
 const DEAD_LIST_LIMIT_DEFAULT: usize = 100;
-/// Most seqs one replay names.
-pub const REPLAY_SEQS_MAX: usize = 10_000;
+/// Most seqs one replay names: what the store moves in one batch.
+pub const REPLAY_SEQS_MAX: usize = ringcast_store::DEAD_REPLAY_MAX;
+/// Batches one `{"all": true}` replay moves at most (the dead letters
+/// could grow while it runs); past that it answers what it moved.
+const REPLAY_ALL_BATCHES_MAX: usize = 1000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,13 +122,21 @@ pub async fn replay(shared: &Shared, req: &Request) -> Result<Response, Response
         (Some(seqs), false) => Some(seqs),
         (None, true) => None,
     };
-    let replayed = match shared.store.dead_replay(seqs) {
-        Ok(reply) => reply
-            .await
-            .unwrap_or(Err(ringcast_store::StoreError::Closed)),
-        Err(err) => Err(err),
+    let mut replayed = 0u64;
+    for _ in 0..REPLAY_ALL_BATCHES_MAX {
+        let moved = match shared.store.dead_replay(seqs.clone()) {
+            Ok(reply) => reply
+                .await
+                .unwrap_or(Err(ringcast_store::StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_unavailable(&err))?;
+        replayed += moved;
+        // `all` moves a batch at a time: again while batches come back full.
+        if seqs.is_some() || moved < REPLAY_SEQS_MAX as u64 {
+            break;
+        }
     }
-    .map_err(|err| store_unavailable(&err))?;
     Ok(Response::json(200, &json!({"replayed": replayed})))
 }
 

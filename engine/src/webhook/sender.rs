@@ -103,6 +103,12 @@ struct State {
     dead: Vec<Dead>,
 }
 
+/// What the loop's tasks report.
+enum Report {
+    Finished(Finished),
+    Page(Result<Vec<OutboxRecord>, StoreError>),
+}
+
 pub(super) async fn run(cx: Context) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -116,9 +122,9 @@ pub(super) async fn run(cx: Context) {
     };
     let client = crate::backend_http::pooled_client();
     let store = &cx.shared.store;
-    // Attempts in flight are at most `concurrency_max`: so is this queue.
-    let (finished_tx, mut finished_rx) = tokio::sync::mpsc::unbounded_channel::<Finished>();
-    let mut reading: Option<futures_channel::oneshot::Receiver<_>> = None;
+    // At most `concurrency_max` attempts and one read report at a time.
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
+    let mut reading = false;
     let mut requested = 0usize;
     // Whether the outbox may hold records past what was read.
     let mut dirty = true;
@@ -127,29 +133,28 @@ pub(super) async fn run(cx: Context) {
     while !cx.stop.requested.load(Ordering::Acquire) {
         let now_ms = unix_ms();
         let room = state.scheduler.room();
-        if reading.is_none() && dirty && room > 0 {
+        if !reading && dirty && room > 0 {
             requested = room.min(READ_PAGE_MAX);
+            dirty = false;
             match store.outbox_read(state.scheduler.read_after(), requested) {
                 Ok(receiver) => {
-                    reading = Some(receiver);
-                    dirty = false;
+                    reading = true;
+                    let report_tx = report_tx.clone();
+                    tokio::spawn(async move {
+                        let page = receiver.await.unwrap_or(Err(StoreError::Closed));
+                        let _ = report_tx.send(Report::Page(page));
+                    });
                 }
-                Err(err) => {
-                    // Tried again at the next poll.
-                    if !read_error_logged {
-                        tracing::warn!(error = %err, "webhooks: reading the outbox failed");
-                        read_error_logged = true;
-                    }
-                    dirty = false;
-                }
+                // Tried again at the next poll.
+                Err(err) => log_read_error(&mut read_error_logged, &err),
             }
         }
         while let Some(job) = state.scheduler.poll_job(now_ms) {
             let record = state.records.get(&job.seq).cloned();
             let attempt = attempt(&cx, &client, job, record);
-            let finished_tx = finished_tx.clone();
+            let report_tx = report_tx.clone();
             tokio::spawn(async move {
-                let _ = finished_tx.send(attempt.await);
+                let _ = report_tx.send(Report::Finished(attempt.await));
             });
         }
         flush(store, &mut state);
@@ -164,32 +169,24 @@ pub(super) async fn run(cx: Context) {
         tokio::select! {
             biased;
             () = cx.stop.notify.notified() => {}
-            Some(finished) = finished_rx.recv() => {
-                on_finished(&cx, &mut state, finished);
-                while let Ok(finished) = finished_rx.try_recv() {
-                    on_finished(&cx, &mut state, finished);
-                }
-            }
-            page = async {
-                match reading.as_mut() {
-                    Some(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
-                    None => std::future::pending().await,
-                }
-            }, if reading.is_some() => {
-                reading = None;
-                match page {
-                    Ok(page) => {
-                        read_error_logged = false;
-                        // A full page: there may be more right behind it.
-                        dirty |= page.len() >= requested;
-                        load(&cx, &mut state, page);
-                    }
-                    Err(err) => {
-                        if !read_error_logged {
-                            tracing::warn!(error = %err, "webhooks: reading the outbox failed");
-                            read_error_logged = true;
+            Some(report) = report_rx.recv() => {
+                let mut next = Some(report);
+                while let Some(report) = next {
+                    match report {
+                        Report::Finished(finished) => on_finished(&cx, &mut state, finished),
+                        Report::Page(Ok(page)) => {
+                            reading = false;
+                            read_error_logged = false;
+                            // A full page: there may be more right behind it.
+                            dirty |= page.len() >= requested;
+                            load(&cx, &mut state, page);
+                        }
+                        Report::Page(Err(err)) => {
+                            reading = false;
+                            log_read_error(&mut read_error_logged, &err);
                         }
                     }
+                    next = report_rx.try_recv().ok();
                 }
             }
             () = cx.waker.notify.notified() => dirty = true,
@@ -202,10 +199,19 @@ pub(super) async fn run(cx: Context) {
         }
     }
     // What finished is handed over; what is in flight goes again next start.
-    while let Ok(finished) = finished_rx.try_recv() {
-        on_finished(&cx, &mut state, finished);
+    while let Ok(report) = report_rx.try_recv() {
+        if let Report::Finished(finished) = report {
+            on_finished(&cx, &mut state, finished);
+        }
     }
     flush(store, &mut state);
+}
+
+fn log_read_error(logged: &mut bool, err: &StoreError) {
+    if !*logged {
+        tracing::warn!(error = %err, "webhooks: reading the outbox failed");
+        *logged = true;
+    }
 }
 
 /// Takes a page of the outbox into the scheduler.

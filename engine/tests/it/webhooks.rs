@@ -159,7 +159,7 @@ fn verify(call: &Call, secret: &[u8]) {
 fn hook_config(backend: &Backend) -> Config {
     let mut config = config(Driver::Epoll, 2);
     config.webhook.url = backend.url.clone();
-    config.webhook.secret = Some(HOOK_SECRET.parse().unwrap());
+    config.webhook.secret = Some(ringcast_engine::config::Secret::new(HOOK_SECRET.into()));
     config.webhook.backoff_min = Duration::from_millis(20);
     config.webhook.backoff_max = Duration::from_millis(200);
     config.webhook.timeout = Duration::from_secs(2);
@@ -582,4 +582,167 @@ fn kill_9_while_the_backend_is_down_loses_no_committed_event() {
     }
     assert_eq!(first_seen, (0..20).collect::<Vec<_>>());
     drop(node);
+}
+
+/// The code block under `<!-- verifier: NAME -->` in docs/integration.md.
+fn doc_snippet(name: &str) -> String {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/integration.md"
+    ))
+    .unwrap();
+    let marker = format!("<!-- verifier: {name} -->\n");
+    let after = &doc[doc.find(&marker).expect("marker") + marker.len()..];
+    let code = &after[after.find('\n').unwrap() + 1..];
+    code[..code.find("\n```\n").unwrap() + 1].to_owned()
+}
+
+fn has_program(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn docs_verifiers_accept_the_engines_signatures() {
+    for (name, program, file) in [
+        ("python", "python3", "receiver.py"),
+        ("node", "node", "receiver.js"),
+    ] {
+        if !has_program(program) {
+            eprintln!("{program} is not installed: the {name} verifier is not run");
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file);
+        std::fs::write(&path, doc_snippet(name)).unwrap();
+        let port = free_port();
+        // The Standard Webhooks form of the secret, as the docs show.
+        let secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(HOOK_SECRET)
+        );
+        let mut child = Command::new(program)
+            .arg(&path)
+            .env("RINGCAST_WEBHOOK_SECRET", &secret)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::<Value>::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                sink.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "the {name} receiver listens"
+        );
+        let mut config = config(Driver::Epoll, 1);
+        config.webhook.url = format!("http://127.0.0.1:{port}/ringcast/events");
+        config.webhook.secret = Some(ringcast_engine::config::Secret::new(secret));
+        config.webhook.backoff_min = Duration::from_millis(20);
+        config.webhook.backoff_max = Duration::from_millis(100);
+        let engine = start(config);
+        let (mut alice, _) = connect(&engine, "alice");
+        let ack = send_to(&mut alice, 1, "bob", json!({"text": "hi"}));
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|e| e["type"] == "message.stored" && e["message_id"] == ack["id"])
+            }),
+            "the {name} receiver verified and printed the event"
+        );
+        assert_eq!(
+            metric(&engine, "ringcast_webhook_attempts_failed_total"),
+            0,
+            "the {name} receiver refused no signature"
+        );
+        drop(alice);
+        engine.shutdown();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Webhook events delivered per second to a trivial local backend: the
+/// outbox is filled while the backend is down (100 users × 200 `send`s),
+/// then the engine restarts against a backend that answers 200 at once and
+/// the drain is timed. A measurement, not a check:
+/// `cargo test --release -p ringcast-engine --test it stress_webhook_delivery_rate -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn stress_webhook_delivery_rate() {
+    const USERS: usize = 100;
+    const SENDS: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let hook_port = free_port();
+    let mut config = config(Driver::Epoll, 2);
+    config.server.data_dir = dir.path().to_path_buf();
+    config.webhook.url = format!("http://127.0.0.1:{hook_port}/hook");
+    config.webhook.secret = Some(ringcast_engine::config::Secret::new(HOOK_SECRET.into()));
+    config.webhook.events = ringcast_engine::config::WebhookEvents::NONE
+        .with(ringcast_engine::config::WebhookEvent::Message);
+    config.webhook.backoff_min = Duration::from_secs(60);
+    config.webhook.backoff_max = Duration::from_secs(60);
+    config.webhook.attempts_max = 1000;
+    let engine = ringcast_engine::Engine::start(config.clone()).unwrap();
+    let mut sockets: Vec<Ws> = (0..USERS)
+        .map(|i| connect(&engine, &format!("u{i}")).0)
+        .collect();
+    for ws in &mut sockets {
+        for n in 0..SENDS {
+            send_json(
+                ws,
+                json!({"id": n + 1, "method": "send", "params": {"user": "sink", "data": {"n": n}}}),
+            );
+        }
+    }
+    for ws in &mut sockets {
+        for _ in 0..SENDS {
+            let reply = read_json(ws);
+            assert!(reply.get("result").is_some(), "{reply}");
+        }
+    }
+    drop(sockets);
+    let total = USERS as u64 * SENDS;
+    assert!(wait_until(Duration::from_secs(30), || metric(
+        &engine,
+        "ringcast_webhook_outbox_pending"
+    ) >= total));
+    engine.shutdown();
+    let backend = Backend::on(
+        TcpListener::bind(("127.0.0.1", hook_port)).unwrap(),
+        Mode::Ok,
+    );
+    let started = Instant::now();
+    let engine = ringcast_engine::Engine::start(config).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(300), || backend.delivered().len() as u64
+            >= total),
+        "delivered {} of {total}",
+        backend.delivered().len()
+    );
+    let elapsed = started.elapsed();
+    eprintln!(
+        "webhook events delivered: {total} in {:.2} s = {:.0}/s (concurrency_max {})",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        engine.shared.config.webhook.concurrency_max
+    );
+    engine.shutdown();
 }
