@@ -129,6 +129,7 @@ fn append_request(stream: String, durability: Durability) -> AppendRequest {
         durability,
         client_msg_id: None,
         retention: Retention::UNLIMITED,
+        outbox: Vec::new(),
     }
 }
 

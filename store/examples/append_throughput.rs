@@ -35,6 +35,7 @@ fn run(dir: &std::path::Path, entries_max: usize, count: usize) -> f64 {
                     durability: Durability::Sync,
                     client_msg_id: None,
                     retention: Retention::UNLIMITED,
+                    outbox: Vec::new(),
                 })
                 .expect("queued")
         })

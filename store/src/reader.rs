@@ -6,12 +6,13 @@ use crossbeam_channel::Receiver;
 use fjall::Readable;
 use ringcast_protocol::envelope::EncodedPush;
 
-use crate::api::{ReadRequest, ReadResult, StoredCursor};
+use crate::api::{DeadRecord, OutboxRecord, ReadRequest, ReadResult, StoredCursor};
 use crate::error::StoreError;
 use crate::keys::{
     cursor_key, entry_key, entry_key_decode, meta_id_key, meta_name_key, read_u64, CursorRecord,
     StreamMeta, META_PREFIX_STREAM,
 };
+use crate::outbox::{read_dead, read_outbox};
 use crate::recovery::Fjall;
 use crate::writer::Shared;
 use futures_channel::oneshot;
@@ -30,6 +31,16 @@ pub(crate) enum ReaderMsg {
         stream: String,
         reply: Reply<Option<StoredCursor>>,
     },
+    OutboxRead {
+        after_seq: u64,
+        limit: usize,
+        reply: Reply<Vec<OutboxRecord>>,
+    },
+    DeadRead {
+        after_seq: u64,
+        limit: usize,
+        reply: Reply<Vec<DeadRecord>>,
+    },
     Shutdown,
 }
 
@@ -42,6 +53,8 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
             match msg {
                 ReaderMsg::Read { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::GetCursor { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::OutboxRead { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::DeadRead { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -57,6 +70,16 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 stream,
                 reply,
             } => drop(reply.send(get_cursor(fjall, &user, &device, &stream))),
+            ReaderMsg::OutboxRead {
+                after_seq,
+                limit,
+                reply,
+            } => drop(reply.send(read_outbox(fjall, after_seq, limit.min(read_entries_max)))),
+            ReaderMsg::DeadRead {
+                after_seq,
+                limit,
+                reply,
+            } => drop(reply.send(read_dead(fjall, after_seq, limit.min(read_entries_max)))),
             ReaderMsg::Shutdown => break,
         }
     }

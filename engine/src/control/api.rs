@@ -672,6 +672,7 @@ impl Api {
                 durability: policy.durability,
                 client_msg_id: origin.store_key,
                 retention: policy.retention,
+                outbox: Vec::new(),
             };
             let reply = self
                 .shared

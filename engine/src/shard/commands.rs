@@ -746,6 +746,7 @@ impl Shard {
                 durability: policy.durability,
                 client_msg_id,
                 retention: policy.retention,
+                outbox: Vec::new(),
             };
             let slot = self.pending_store.insert(StoreWait::Published(to));
             let tag = streams::request_tag(self.idx, slot);
