@@ -283,6 +283,28 @@ impl Store {
         Ok(receiver)
     }
 
+    /// The highest cursor of any device of `user` in `stream`, in the
+    /// stream's current epoch, or `None` if no device has one there: "has
+    /// some device of this user acknowledged offset N?".
+    pub fn max_cursor(
+        &self,
+        user: &str,
+        stream: &str,
+    ) -> Result<oneshot::Receiver<Result<Option<StoredCursor>, StoreError>>, StoreError> {
+        validate_cursor(user, "", stream)?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.reader_requests,
+            ReaderMsg::MaxCursor {
+                user: user.to_owned(),
+                stream: stream.to_owned(),
+                reply,
+            },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
     /// Drops every entry of `stream` and gives it a new epoch; offsets
     /// restart at 1. Resolves to the new epoch. Old entries are deleted in
     /// the background.
