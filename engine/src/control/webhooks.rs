@@ -198,13 +198,13 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
             "webhook_dead_letters",
             "Webhook events in the dead letters now (list and replay them through the API).",
             "gauge",
-            health.dead_len as u64,
+            health.dead_len,
         ),
         (
             "webhook_outbox_pending",
             "Webhook events in the outbox, not yet delivered.",
             "gauge",
-            health.outbox_len as u64,
+            health.outbox_len,
         ),
         (
             "webhook_oldest_pending_seconds",

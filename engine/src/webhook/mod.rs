@@ -116,7 +116,10 @@ impl Webhooks {
     /// Checks the settings and starts the thread's runtime when
     /// `webhook.url` is set; the loop starts with [`Webhooks::launch`], once
     /// the store is open.
-    pub fn start(config: &Config, waker: Arc<Waker>) -> Result<Option<Webhooks>, WebhookStartError> {
+    pub fn start(
+        config: &Config,
+        waker: Arc<Waker>,
+    ) -> Result<Option<Webhooks>, WebhookStartError> {
         let webhook = &config.webhook;
         if webhook.url.is_empty() {
             return Ok(None);
@@ -139,7 +142,8 @@ impl Webhooks {
                 .max(WINDOW_MIN),
             parked_max: PARKED_MAX,
         };
-        let runtime = RuntimeThread::spawn("ringcast-webhook").map_err(WebhookStartError::Thread)?;
+        let runtime =
+            RuntimeThread::spawn("ringcast-webhook").map_err(WebhookStartError::Thread)?;
         Ok(Some(Webhooks {
             metrics: Arc::default(),
             waker,

@@ -19,7 +19,7 @@ use ringcast_store::{OutboxKind, OutboxRecord, Store, StoreError};
 
 use super::schedule::{Dead, Item, Job, Lane, Policy, Scheduler};
 use super::sign::Signer;
-use super::{body, kind_index, Stop, WebhookMetrics, Waker};
+use super::{body, kind_index, Stop, Waker, WebhookMetrics};
 use super::{POLL_INTERVAL, READ_PAGE_MAX, RESPONSE_BYTES_MAX};
 use crate::backend_http::{post_json, BackendClient};
 use crate::config::{WebhookEvent, WebhookEvents};
@@ -321,7 +321,8 @@ fn attempt(
         let record = match record {
             Some(record) => record,
             None => {
-                let page = await_store(shared.store.outbox_read(job.seq.saturating_sub(1), 1)).await;
+                let page =
+                    await_store(shared.store.outbox_read(job.seq.saturating_sub(1), 1)).await;
                 match page {
                     Ok(page) => match page.into_iter().next().filter(|r| r.seq == job.seq) {
                         Some(record) => {

@@ -143,7 +143,11 @@ fn verify(call: &Call, secret: &[u8]) {
     let id = &call.headers["webhook-id"];
     let timestamp = &call.headers["webhook-timestamp"];
     let signature = &call.headers["webhook-signature"];
-    assert_eq!(id, call.body["id"].as_str().unwrap(), "webhook-id is the id");
+    assert_eq!(
+        id,
+        call.body["id"].as_str().unwrap(),
+        "webhook-id is the id"
+    );
     let ts: u64 = timestamp.parse().unwrap();
     assert!(ts.abs_diff(now_s()) < 300, "timestamp is now: {ts}");
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
@@ -239,12 +243,23 @@ fn events_are_signed_and_carry_the_stored_message() {
         .collect();
     assert_eq!(
         order,
-        ["user.online", "message.stored", "message.stored", "user.offline"]
+        [
+            "user.online",
+            "message.stored",
+            "message.stored",
+            "user.offline"
+        ]
     );
-    let ids: HashSet<&str> = delivered.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    let ids: HashSet<&str> = delivered
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), delivered.len(), "every event has its own id");
     assert_eq!(
-        metric(&engine, "ringcast_webhook_delivered_total{type=\"message.stored\"}"),
+        metric(
+            &engine,
+            "ringcast_webhook_delivered_total{type=\"message.stored\"}"
+        ),
         2
     );
     assert!(wait_until(Duration::from_secs(5), || metric(
@@ -280,7 +295,11 @@ fn undelivered_fires_unless_a_device_acked_in_time() {
     ) == 1));
     let delivered = backend.delivered();
     let undelivered = of_type(&delivered, "message.undelivered");
-    assert_eq!(undelivered.len(), 1, "only the unacknowledged one: {undelivered:?}");
+    assert_eq!(
+        undelivered.len(),
+        1,
+        "only the unacknowledged one: {undelivered:?}"
+    );
     assert_eq!(undelivered[0]["user"], "bob");
     assert_eq!(undelivered[0]["offset"], missed["offset"]);
     assert_eq!(undelivered[0]["message_id"], missed["id"]);
@@ -335,7 +354,10 @@ fn failed_attempts_retry_with_the_same_id_in_order_per_user() {
         for call in calls.iter().filter(|c| c.body["user"] == user) {
             let id = call.body["id"].as_str().unwrap();
             if previous.is_some_and(|p| p != id) {
-                assert!(accepted.contains(previous.unwrap()), "{user}: {id} overtook");
+                assert!(
+                    accepted.contains(previous.unwrap()),
+                    "{user}: {id} overtook"
+                );
             }
             if call.status == 200 {
                 accepted.insert(id);
@@ -638,7 +660,9 @@ fn docs_verifiers_accept_the_engines_signatures() {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                sink.lock().unwrap().push(serde_json::from_str(&line).unwrap());
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
             }
         });
         assert!(
@@ -732,7 +756,8 @@ fn stress_webhook_delivery_rate() {
     let started = Instant::now();
     let engine = ringcast_engine::Engine::start(config).unwrap();
     assert!(
-        wait_until(Duration::from_secs(300), || backend.delivered().len() as u64
+        wait_until(Duration::from_secs(300), || backend.delivered().len()
+            as u64
             >= total),
         "delivered {} of {total}",
         backend.delivered().len()
@@ -745,4 +770,60 @@ fn stress_webhook_delivery_rate() {
         engine.shared.config.webhook.concurrency_max
     );
     engine.shutdown();
+}
+
+/// The sender alone, fed through the store's outbox API: 10 users × 10
+/// events, every first attempt answered 500.
+#[test]
+fn the_sender_keeps_each_users_order_through_retries() {
+    let backend = Backend::start(Mode::FailFirst);
+    let mut config = hook_config(&backend);
+    config.webhook.concurrency_max = 3;
+    let engine = start(config);
+    for n in 0..10u64 {
+        let events = (0..10)
+            .map(|user| ringcast_store::OutboxEvent {
+                kind: ringcast_store::OutboxKind::Online,
+                key: format!("user{user}"),
+                due_ms: 0,
+                body: format!(r#"{{"n":{n}}}"#).into_bytes(),
+            })
+            .collect();
+        engine.shared.store.submit_outbox(events).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || backend.delivered().len() >= 100),
+        "delivered {}",
+        backend.delivered().len()
+    );
+    let calls = backend.calls();
+    assert_eq!(calls.len(), 200, "one 500 and one 200 each");
+    for user in 0..10 {
+        let key = format!("user{user}");
+        let mine: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.body["user"] == key.as_str())
+            .collect();
+        let ns: Vec<(u64, u16)> = mine
+            .iter()
+            .map(|c| (c.body["n"].as_u64().unwrap(), c.status))
+            .collect();
+        let expected: Vec<(u64, u16)> = (0..10).flat_map(|n| [(n, 500), (n, 200)]).collect();
+        assert_eq!(ns, expected, "{key}: each event retried before the next");
+    }
+    assert!(wait_until(Duration::from_secs(5), || metric(
+        &engine,
+        "ringcast_webhook_outbox_pending"
+    ) == 0));
+    assert_eq!(
+        metric(&engine, "ringcast_webhook_attempts_failed_total"),
+        100
+    );
+    assert_eq!(
+        metric(
+            &engine,
+            "ringcast_webhook_delivered_total{type=\"user.online\"}"
+        ),
+        100
+    );
 }
