@@ -57,6 +57,8 @@ pub struct Shared {
     pub tls: Option<Arc<TlsConfigs>>,
     /// The proxy thread's client, when any `[[proxy]]` is configured.
     pub proxies: Option<crate::proxy::Proxies>,
+    /// Online and offline webhook events (`crate::presence`).
+    pub presence: crate::presence::Presence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +263,7 @@ impl Engine {
         let proxies = crate::proxy::Proxies::start(&config)?;
         let shared = Arc::new(Shared {
             proxies,
+            presence: crate::presence::Presence::new(&config),
             interest,
             store,
             metrics: metrics::new_all(n_shards),
