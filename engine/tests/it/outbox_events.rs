@@ -267,3 +267,130 @@ fn only_the_listed_events_are_written() {
     assert_eq!(kinds, vec![(OutboxKind::Offline, "gina")]);
     engine.shutdown();
 }
+
+/// The client's side of the kill test: sends DMs to `x` one at a time and
+/// reports each acknowledged offset, until the engine is gone.
+fn send_until_killed(mut ws: Ws, acks: std::sync::mpsc::Sender<u64>) {
+    for n in 0u64.. {
+        let sent = ws.send(tungstenite::Message::Text(
+            json!({"id": n + 1, "method": "send", "params": {"user": "x", "data": {"n": n}}})
+                .to_string(),
+        ));
+        if sent.is_err() {
+            return;
+        }
+        let reply = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Text(text)) => {
+                    let value: Value = serde_json::from_str(&text).expect("JSON reply");
+                    if value.get("push").is_none() {
+                        break value;
+                    }
+                }
+                Ok(_) => {}
+                // The read timeout (50 ms): keep waiting for the reply.
+                Err(tungstenite::Error::Io(error))
+                    if error.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    continue
+                }
+                Err(_) => return,
+            }
+        };
+        let Some(offset) = reply["result"]["offset"].as_u64() else {
+            return;
+        };
+        if acks.send(offset).is_err() {
+            return;
+        }
+    }
+}
+
+/// kill -9 of the engine while a client sends: every acknowledged send's
+/// events (its message, the recipient's undelivered check) are in the
+/// outbox after the restart, with the entry the acknowledgement named, and
+/// the sender, online when the process died, gets an Offline at reopen.
+#[test]
+fn kill_9_loses_no_event_of_an_acknowledged_send() {
+    use crate::crash::{crash_seed, dm_connect, start_node_with, xorshift};
+    let mut random = crash_seed("outbox kill");
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let extra = format!(
+        "[webhook]\nurl = \"http://127.0.0.1:{}/hooks\"\n\
+         secret = \"webhook-secret-0123456789abcdef0123\"\nattempts_max = 1000\n\
+         backoff_min_ms = 3600000\nbackoff_max_ms = 3600000\nundelivered_after_ms = 3600000\n",
+        free_port()
+    );
+    let mut node = start_node_with(&data_dir, &dir.path().join("ringcast.toml"), &extra);
+    let ws = dm_connect(node.ws, "w").expect("connect");
+    let (acks_tx, acks) = std::sync::mpsc::channel();
+    let client = std::thread::spawn(move || send_until_killed(ws, acks_tx));
+    let first = acks
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a first acknowledged send");
+    std::thread::sleep(Duration::from_millis(50 + xorshift(&mut random) % 400));
+    node.child.kill().unwrap(); // SIGKILL
+    node.child.wait().unwrap();
+    client.join().unwrap();
+    let mut acked = vec![first];
+    acked.extend(acks.try_iter());
+    drop(node);
+
+    let store = ringcast_store::Store::open(ringcast_store::StoreConfig::new(&data_dir))
+        .expect("store reopens");
+    let mut receiver = store.outbox_read(0, 1_000_000).expect("read queued");
+    let mut records = None;
+    assert!(wait_until(Duration::from_secs(10), || {
+        if let Ok(Some(result)) = receiver.try_recv() {
+            records = Some(result.expect("outbox read"));
+        }
+        records.is_some()
+    }));
+    let records = records.unwrap_or_default();
+    let offsets_of = |kind: OutboxKind, key: &str| -> std::collections::HashSet<u64> {
+        records
+            .iter()
+            .filter(|record| record.kind == kind && record.key == key)
+            .map(|record| {
+                let entry = record.entry.as_ref().expect("entry").envelope();
+                assert_eq!(entry.channel.as_str(), "user:x");
+                entry.offset.to_native()
+            })
+            .collect()
+    };
+    let messages = offsets_of(OutboxKind::Message, "w");
+    let checks = offsets_of(OutboxKind::Undelivered, "x");
+    for offset in &acked {
+        assert!(
+            messages.contains(offset),
+            "message event of acknowledged offset {offset} lost"
+        );
+        assert!(
+            checks.contains(offset),
+            "undelivered check of acknowledged offset {offset} lost"
+        );
+    }
+    let presence: Vec<(OutboxKind, String)> = records
+        .iter()
+        .filter(|record| record.key == "w" && record.kind != OutboxKind::Message)
+        .map(|record| {
+            (
+                record.kind,
+                String::from_utf8_lossy(&record.body).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(presence.len(), 2, "{presence:?}");
+    assert_eq!(presence[0].0, OutboxKind::Online);
+    assert_eq!(
+        presence[1],
+        (OutboxKind::Offline, r#"{"reason":"restart"}"#.to_owned())
+    );
+    eprintln!(
+        "outbox kill: {} sends acknowledged, {} message events stored",
+        acked.len(),
+        messages.len()
+    );
+    store.close().unwrap();
+}
