@@ -59,6 +59,8 @@ pub struct Shared {
     pub proxies: Option<crate::proxy::Proxies>,
     /// The webhook thread, when `webhook.url` is set.
     pub webhooks: Option<crate::webhook::Webhooks>,
+    /// Online and offline webhook events (`crate::presence`).
+    pub presence: crate::presence::Presence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +270,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             proxies,
             webhooks,
+            presence: crate::presence::Presence::new(&config),
             interest,
             store,
             metrics: metrics::new_all(n_shards),

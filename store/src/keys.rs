@@ -17,7 +17,7 @@
 //! | `meta` | `o` | next outbox seq (u64 BE) |
 //! | `outbox` | seq (u64 BE) | [`OutboxValue`] |
 //! | `dead` | seq (u64 BE) at the time it died | [`DeadValue`] |
-//! | `online` | user id | empty: the user's Online event was written, its Offline not yet |
+//! | `online` | user id | presence sequence of the user's Online (u64 BE; 0 = unsequenced): written with it, deleted with the Offline |
 //!
 //! Integers are big-endian so keys sort numerically: entries of one stream
 //! are contiguous and ordered by offset, and dedup records expire in time

@@ -20,8 +20,15 @@ use crate::api::{
 };
 use crate::clock::now_unix_ms;
 use crate::error::StoreError;
-use crate::keys::{seq_key, seq_key_decode, DeadValue, OutboxValue, META_KEY_NEXT_OUTBOX_SEQ};
+use crate::keys::{
+    read_u64, seq_key, seq_key_decode, DeadValue, OutboxValue, META_KEY_NEXT_OUTBOX_SEQ,
+};
 use crate::recovery::{Fjall, OutboxState};
+
+/// How long the writer remembers the sequence of a user's last Offline, to
+/// tell a late Online (one whose transition came before the Offline) from a
+/// new one. Far longer than an event waits in the writer's queue.
+pub(crate) const RECENT_OFFLINE_KEEP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The body of the Offline events [`close_presence`] writes at open.
 pub(crate) const RESTART_OFFLINE_BODY: &[u8] = br#"{"reason":"restart"}"#;
@@ -57,6 +64,14 @@ pub(crate) fn cut_error(mut last_error: String) -> String {
     last_error
 }
 
+/// A user's presence as a batch leaves it.
+#[derive(Debug, Clone, Copy)]
+struct PresenceChange {
+    online: bool,
+    /// The transition's sequence, 0 for an unsequenced event.
+    seq: u64,
+}
+
 /// The outbox part of one group commit, applied to [`OutboxState`] only
 /// once fjall accepted the batch.
 pub(crate) struct OutboxBatch {
@@ -70,7 +85,9 @@ pub(crate) struct OutboxBatch {
     touched: HashSet<u64>,
     /// Presence changes of the batch, last one per user wins: one fjall
     /// batch must not hold two writes of one key.
-    presence: HashMap<String, bool>,
+    presence: HashMap<String, PresenceChange>,
+    /// Sequenced presence events dropped as older than the user's last.
+    pub(crate) presence_stale: u64,
     /// The batch writes records into the outbox.
     pub(crate) written: bool,
 }
@@ -85,6 +102,7 @@ impl OutboxBatch {
             dead_removed: 0,
             touched: HashSet::new(),
             presence: HashMap::new(),
+            presence_stale: 0,
             written: false,
         }
     }
@@ -121,12 +139,74 @@ impl OutboxBatch {
             batch.insert(&fjall.outbox, seq_key(seq), value.encode());
             self.outbox_added += 1;
             self.written = true;
-            match event.kind {
-                OutboxKind::Online => drop(self.presence.insert(event.key.clone(), true)),
-                OutboxKind::Offline => drop(self.presence.insert(event.key.clone(), false)),
-                OutboxKind::Message | OutboxKind::Undelivered => {}
-            }
+            let online = match event.kind {
+                OutboxKind::Online => true,
+                OutboxKind::Offline => false,
+                OutboxKind::Message | OutboxKind::Undelivered => continue,
+            };
+            let change = PresenceChange { online, seq: 0 };
+            self.presence.insert(event.key.clone(), change);
         }
+    }
+
+    /// Stages an Online or Offline event whose transition has sequence
+    /// `presence_seq` (increasing per user in transition order), unless the
+    /// user's last presence event had a higher one: then this one is late
+    /// (it was overtaken on its way to the writer) and is dropped, so the
+    /// outbox and the presence set never end on the older state.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the batch's parts and the writer's state it reads, passed apart"
+    )]
+    pub(crate) fn stage_presence(
+        &mut self,
+        fjall: &Fjall,
+        batch: &mut OwnedWriteBatch,
+        event_ids: &mut MessageIdGen,
+        event: &OutboxEvent,
+        presence_seq: u64,
+        recent_offline: &HashMap<String, (u64, std::time::Instant)>,
+        now_ms: u64,
+    ) {
+        let last_seq = match self.presence.get(&event.key) {
+            Some(change) => change.seq,
+            None => match fjall.online.get(&event.key) {
+                Ok(Some(value)) => read_u64(&value, 0).unwrap_or(0),
+                Ok(None) => recent_offline.get(&event.key).map_or(0, |(seq, _)| *seq),
+                Err(error) => {
+                    tracing::error!(%error, "outbox: reading the presence set failed");
+                    0
+                }
+            },
+        };
+        if presence_seq <= last_seq {
+            self.presence_stale += 1;
+            tracing::debug!(
+                user = event.key,
+                presence_seq,
+                last_seq,
+                "outbox: presence event overtaken by a later one, dropped"
+            );
+            return;
+        }
+        self.stage_events(
+            fjall,
+            batch,
+            event_ids,
+            std::slice::from_ref(event),
+            None,
+            now_ms,
+        );
+        if let Some(change) = self.presence.get_mut(&event.key) {
+            change.seq = presence_seq;
+        }
+    }
+
+    /// The presence changes the batch makes: (user, online, sequence).
+    pub(crate) fn presence_changes(&self) -> impl Iterator<Item = (&String, bool, u64)> {
+        self.presence
+            .iter()
+            .map(|(user, change)| (user, change.online, change.seq))
     }
 
     /// Deletes delivered records. Unknown seqs (already done, dead, or
@@ -240,9 +320,11 @@ impl OutboxBatch {
         batch: &mut OwnedWriteBatch,
         state: &OutboxState,
     ) {
-        for (user, online) in self.presence.drain() {
-            if online {
-                batch.insert(&fjall.online, user, []);
+        for (user, change) in &self.presence {
+            if change.online {
+                // The sequence stays with the user while online: a late
+                // Offline is told by it (0: an unsequenced Online).
+                batch.insert(&fjall.online, user.as_str(), change.seq.to_be_bytes());
             } else {
                 batch.remove(&fjall.online, user);
             }

@@ -10,7 +10,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
 use crate::api::{
-    AppendRequest, Appended, CommitSink, DeadRecord, Health, OutboxEvent, OutboxRecord,
+    AppendRequest, Appended, CommitSink, DeadRecord, Health, OutboxEvent, OutboxKind, OutboxRecord,
     ReadRequest, ReadResult, StoreConfig, StoredCursor,
 };
 use crate::clock::EpochGen;
@@ -339,6 +339,28 @@ impl Store {
             return Ok(());
         }
         self.tell_writer(WriterMsg::Outbox { events })
+    }
+
+    /// Like [`Store::submit_outbox`] for one Online or Offline event made
+    /// by a presence transition with sequence `presence_seq`: increasing
+    /// per user in the order the transitions happened, whatever order the
+    /// events reach the writer in (producers on several threads cannot keep
+    /// that order without a lock). The writer drops an event whose sequence
+    /// is not above the user's last (it was overtaken by a later one), so
+    /// the outbox and the presence set end on the user's latest state.
+    /// The last sequence of an online user is kept in the presence set;
+    /// of an offline one, for `RECENT_OFFLINE_KEEP` (60 s) in memory.
+    pub fn submit_presence(&self, event: OutboxEvent, presence_seq: u64) -> Result<(), StoreError> {
+        validate_events(std::slice::from_ref(&event))?;
+        if !matches!(event.kind, OutboxKind::Online | OutboxKind::Offline) {
+            return Err(StoreError::InvalidRequest {
+                reason: "a presence event is Online or Offline",
+            });
+        }
+        self.tell_writer(WriterMsg::Presence {
+            event,
+            presence_seq,
+        })
     }
 
     /// Outbox records with `seq > after_seq`, ascending, at most `limit`

@@ -30,7 +30,7 @@ use crate::keys::{
     meta_id_key, meta_name_key, CursorRecord, DedupRecord, StreamMeta, META_KEY_NEXT_STREAM_ID,
     META_PREFIX_DROPPED, META_PREFIX_STREAM,
 };
-use crate::outbox::{validate_events, OutboxBatch};
+use crate::outbox::{validate_events, OutboxBatch, RECENT_OFFLINE_KEEP};
 use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
 use crate::reopen::{FailureLog, REOPENING_REASON};
 
@@ -93,6 +93,11 @@ pub(crate) enum WriterMsg {
     /// Standalone outbox events (validated by the caller).
     Outbox {
         events: Vec<OutboxEvent>,
+    },
+    /// An Online or Offline event with its transition's sequence.
+    Presence {
+        event: OutboxEvent,
+        presence_seq: u64,
     },
     /// Delivered outbox records to delete.
     OutboxDone {
@@ -299,6 +304,9 @@ pub(crate) struct Writer {
     /// When the last fsync started (fsync pacing).
     sync_started: Instant,
     outbox: OutboxState,
+    /// Users whose last presence event was a sequenced Offline, with its
+    /// sequence and when it was written; kept `RECENT_OFFLINE_KEEP`.
+    recent_offline: HashMap<String, (u64, Instant)>,
 }
 
 fn duration_ms(duration: Duration) -> u64 {
@@ -378,6 +386,7 @@ impl Writer {
             maintenance_last: Instant::now(),
             sync_started: Instant::now(),
             outbox: recovered.outbox,
+            recent_offline: HashMap::new(),
         };
         writer.publish_outbox_lens();
         // Count limits may have been lowered by the last append before a
@@ -581,6 +590,18 @@ impl Writer {
                         now_ms,
                     );
                 }
+                WriterMsg::Presence {
+                    event,
+                    presence_seq,
+                } => work.outbox.stage_presence(
+                    &self.fjall,
+                    &mut work.batch,
+                    &mut self.message_ids,
+                    &event,
+                    presence_seq,
+                    &self.recent_offline,
+                    now_ms,
+                ),
                 WriterMsg::OutboxDone { seqs } => {
                     work.outbox.stage_done(&self.fjall, &mut work.batch, &seqs);
                 }
@@ -663,6 +684,15 @@ impl Writer {
         self.apply(&mut work);
         work.outbox.apply(&mut self.outbox);
         self.publish_outbox_lens();
+        let committed_at = Instant::now();
+        for (user, online, seq) in work.outbox.presence_changes() {
+            if online || seq == 0 {
+                self.recent_offline.remove(user);
+            } else {
+                self.recent_offline
+                    .insert(user.clone(), (seq, committed_at));
+            }
+        }
         self.shared.commits.add(1);
         if work.sync {
             self.shared.syncs.add(1);
@@ -1151,6 +1181,8 @@ impl Writer {
         }
         self.expire_dedup(now_ms);
         self.collect_dropped();
+        self.recent_offline
+            .retain(|_, (_, at)| at.elapsed() < RECENT_OFFLINE_KEEP);
     }
 
     fn expire_dedup(&mut self, now_ms: u64) {
@@ -1241,6 +1273,7 @@ pub(crate) fn refuse_batch(sink: &mut dyn CommitSink, msgs: Vec<WriterMsg>, erro
             }
             // No answer to give: the caller did not wait for one.
             WriterMsg::Outbox { .. }
+            | WriterMsg::Presence { .. }
             | WriterMsg::OutboxDone { .. }
             | WriterMsg::OutboxDead { .. }
             | WriterMsg::Shutdown => {}

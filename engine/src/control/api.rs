@@ -666,13 +666,19 @@ impl Api {
             data,
         };
         if let Some(policy) = streams::policy(&self.shared.config, &envelope.channel) {
+            let outbox = crate::outbox::append_events(
+                &self.shared.config,
+                &envelope.channel,
+                crate::outbox::Cause::Api,
+                now,
+            );
             let request = AppendRequest {
                 stream: envelope.channel.clone(),
                 push: EncodedPush::encode(&envelope),
                 durability: policy.durability,
                 client_msg_id: origin.store_key,
                 retention: policy.retention,
-                outbox: Vec::new(),
+                outbox,
             };
             let reply = self
                 .shared

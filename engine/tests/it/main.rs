@@ -18,6 +18,7 @@ mod fd_budget;
 mod handshake;
 mod heartbeat;
 mod limits;
+mod outbox_events;
 mod permissions;
 mod proxy;
 mod publish_path;

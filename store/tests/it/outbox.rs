@@ -338,6 +338,66 @@ fn users_left_online_get_an_offline_event_at_the_next_open() {
     store.close().unwrap();
 }
 
+/// Presence events reach the writer in any order from the shards; their
+/// sequences say which is later, and an overtaken one is dropped.
+#[test]
+fn presence_events_overtaken_by_a_later_one_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    // dave: offline at 5 reaches the writer after online at 6.
+    store
+        .submit_presence(event(OutboxKind::Online, "dave", "{}"), 6)
+        .unwrap();
+    flush(&store);
+    store
+        .submit_presence(event(OutboxKind::Offline, "dave", "{}"), 5)
+        .unwrap();
+    // erin: online at 7 reaches it after offline at 8, in one batch.
+    store
+        .submit_presence(event(OutboxKind::Online, "erin", "{}"), 3)
+        .unwrap();
+    store
+        .submit_presence(event(OutboxKind::Offline, "erin", "{}"), 8)
+        .unwrap();
+    store
+        .submit_presence(event(OutboxKind::Online, "erin", "{}"), 7)
+        .unwrap();
+    flush(&store);
+    // erin again, later batch: still older than her offline at 8.
+    store
+        .submit_presence(event(OutboxKind::Online, "erin", "{}"), 8)
+        .unwrap();
+    flush(&store);
+    let records: Vec<(OutboxKind, String)> = outbox_all(&store)
+        .into_iter()
+        .map(|record| (record.kind, record.key))
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            (OutboxKind::Online, "dave".to_owned()),
+            (OutboxKind::Online, "erin".to_owned()),
+            (OutboxKind::Offline, "erin".to_owned()),
+        ]
+    );
+    let refused = store.submit_presence(event(OutboxKind::Message, "x", "{}"), 1);
+    assert!(
+        matches!(refused, Err(StoreError::InvalidRequest { .. })),
+        "{refused:?}"
+    );
+    drop(store);
+
+    // Dave is still online in the presence set, erin is not.
+    let store = Store::open(config(dir.path())).unwrap();
+    let restart: Vec<(OutboxKind, String)> = outbox_all(&store)
+        .into_iter()
+        .skip(3)
+        .map(|record| (record.kind, record.key))
+        .collect();
+    assert_eq!(restart, vec![(OutboxKind::Offline, "dave".to_owned())]);
+    store.close().unwrap();
+}
+
 /// Everything a sink is handed, in order.
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
