@@ -844,3 +844,41 @@ fn the_sender_keeps_each_users_order_through_retries() {
         100
     );
 }
+
+/// A backend that takes requests and never answers does not hold up the
+/// engine's shutdown: attempts in flight are dropped (and sent again at the
+/// next start).
+#[test]
+fn shutdown_does_not_wait_for_a_stalled_backend() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (got_tx, got_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            if stream.read(&mut buf).unwrap_or(0) > 0 {
+                let _ = got_tx.send(());
+            }
+            held.push(stream);
+        }
+    });
+    let mut config = config(Driver::Epoll, 1);
+    config.webhook.url = format!("http://127.0.0.1:{port}/hook");
+    config.webhook.secret = Some(ringcast_engine::config::Secret::new(HOOK_SECRET.into()));
+    config.webhook.timeout = Duration::from_secs(60);
+    let engine = start(config);
+    let (alice, _) = connect(&engine, "alice");
+    got_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the backend got the online event");
+    drop(alice);
+    let started = Instant::now();
+    engine.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?} with an attempt stalled for 60 s",
+        started.elapsed()
+    );
+}
