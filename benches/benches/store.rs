@@ -129,6 +129,7 @@ fn append_request(stream: String, durability: Durability) -> AppendRequest {
         durability,
         client_msg_id: None,
         retention: Retention::UNLIMITED,
+        outbox: Vec::new(),
     }
 }
 
@@ -250,7 +251,7 @@ impl EngineSinkStore {
         }
         let store = Store::open_with_sink(
             StoreConfig::new(dir),
-            StoreSink::new(store_sender, interest),
+            StoreSink::new(store_sender, interest, Arc::default()),
         )
         .expect("open the store");
         EngineSinkStore {

@@ -57,6 +57,10 @@ pub struct Shared {
     pub tls: Option<Arc<TlsConfigs>>,
     /// The proxy thread's client, when any `[[proxy]]` is configured.
     pub proxies: Option<crate::proxy::Proxies>,
+    /// The webhook thread, when `webhook.url` is set.
+    pub webhooks: Option<crate::webhook::Webhooks>,
+    /// Online and offline webhook events (`crate::presence`).
+    pub presence: crate::presence::Presence,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,8 @@ pub enum EngineError {
     ShardStart { shard: usize, message: String },
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyStartError),
+    #[error(transparent)]
+    Webhook(#[from] crate::webhook::WebhookStartError),
 }
 
 /// A running engine. Dropping it does not stop it; call `shutdown`.
@@ -241,6 +247,7 @@ impl Engine {
         assert_eq!(control_sender.producer_idx(), n_shards);
         assert_eq!(store_sender.producer_idx(), n_shards + 1);
         let interest = Arc::new(Interest::new());
+        let webhook_waker = Arc::new(crate::webhook::Waker::default());
         let mut store_config = StoreConfig::new(data_dir.clone());
         store_config.node_id = config.server.node_id.get();
         store_config.dedup_window = config.server.dedup_window;
@@ -248,7 +255,7 @@ impl Engine {
         store_config.memtable_bytes_max = config.server.store_memtable_bytes_max as u64;
         let store = Store::open_with_sink(
             store_config,
-            crate::streams::StoreSink::new(store_sender, interest.clone()),
+            crate::streams::StoreSink::new(store_sender, interest.clone(), webhook_waker.clone()),
         )
         .map_err(|source| EngineError::Store {
             path: data_dir.clone(),
@@ -259,8 +266,11 @@ impl Engine {
             config.auth.leeway.as_secs(),
         );
         let proxies = crate::proxy::Proxies::start(&config)?;
+        let webhooks = crate::webhook::Webhooks::start(&config, webhook_waker)?;
         let shared = Arc::new(Shared {
             proxies,
+            webhooks,
+            presence: crate::presence::Presence::new(&config),
             interest,
             store,
             metrics: metrics::new_all(n_shards),
@@ -329,6 +339,10 @@ impl Engine {
                 }
             }
         }
+        // Once everything that writes events runs: the loop holds `Shared`.
+        if let Some(webhooks) = &shared.webhooks {
+            webhooks.launch(shared.clone());
+        }
         Ok(Engine {
             ws_addr,
             api_addr,
@@ -343,6 +357,10 @@ impl Engine {
         self.shared.mesh.shutdown();
         for thread in self.threads {
             let _ = thread.join();
+        }
+        // Before the store closes: its last hand-over needs the writer.
+        if let Some(webhooks) = &self.shared.webhooks {
+            webhooks.shutdown();
         }
         // Drains the store's queues, fsyncs and joins its threads. Tasks a
         // runtime dropped may still hold `Shared`, so close through it.

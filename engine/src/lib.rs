@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backend_http;
 pub mod channels;
 pub mod config;
 pub mod control;
@@ -16,7 +17,9 @@ pub mod interest;
 pub mod limits;
 pub mod mesh;
 pub mod metrics;
+pub mod outbox;
 pub mod payload;
+pub mod presence;
 pub mod proxy;
 pub mod publication;
 pub mod ratelimit;
@@ -26,5 +29,6 @@ pub mod streams;
 pub mod sys;
 pub mod tls;
 pub mod uring;
+pub mod webhook;
 
 pub use engine::{Engine, EngineError};

@@ -13,14 +13,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_channel::oneshot;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
+use crate::backend_http::{post_json, BackendClient, PostError, RuntimeThread};
 use crate::config::Config;
 
 /// Largest backend response body read; a larger one is a bad response.
@@ -30,11 +27,6 @@ pub const PROXY_RESPONSE_BYTES_MAX: usize = 1024 * 1024;
 /// per unit of its `concurrency_max`; past that a call is refused at once
 /// (117) rather than queued on the proxy thread without bound.
 pub const PROXY_OUTSTANDING_PER_SLOT_MAX: usize = 64;
-
-/// Idle keep-alive connections kept per backend host.
-const POOL_IDLE_PER_HOST_MAX: usize = 256;
-/// How long an idle pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a call produced no answer from the backend.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -243,11 +235,9 @@ struct Backend {
 /// The proxy thread and the configured backends, by `Config::proxies` index.
 pub struct Proxies {
     backends: Vec<Backend>,
-    client: Client<HttpConnector, Full<Bytes>>,
-    runtime: tokio::runtime::Handle,
-    /// Dropped with `Proxies`: the thread's `block_on` returns and the
-    /// runtime (with calls still pending) goes with it.
-    _stop: Option<oneshot::Sender<()>>,
+    client: BackendClient,
+    /// Dropped with `Proxies`: the runtime (with calls still pending) goes.
+    runtime: RuntimeThread,
 }
 
 impl Proxies {
@@ -271,42 +261,12 @@ impl Proxies {
                     .saturating_mul(PROXY_OUTSTANDING_PER_SLOT_MAX),
             });
         }
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("ringcast-proxy".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(err) => {
-                        let _ = handle_tx.send(Err(err));
-                        return;
-                    }
-                };
-                let _ = handle_tx.send(Ok(runtime.handle().clone()));
-                let _ = runtime.block_on(stop_rx);
-            })
-            .map_err(ProxyStartError::Thread)?;
-        let runtime = handle_rx
-            .recv()
-            .map_err(|_| {
-                ProxyStartError::Thread(std::io::Error::other("the proxy thread died at start"))
-            })?
-            .map_err(ProxyStartError::Thread)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST_MAX)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
+        let runtime = RuntimeThread::spawn("ringcast-proxy").map_err(ProxyStartError::Thread)?;
+        let client = crate::backend_http::pooled_client();
         Ok(Some(Proxies {
             backends,
             client,
             runtime,
-            _stop: Some(stop_tx),
         }))
     }
 
@@ -337,7 +297,7 @@ impl Proxies {
         let uri = backend.uri.clone();
         let timeout = backend.timeout;
         let permits = backend.permits.clone();
-        self.runtime.spawn(async move {
+        self.runtime.handle.spawn(async move {
             let call = async {
                 let _permit = permits
                     .acquire_owned()
@@ -358,28 +318,22 @@ impl Proxies {
 }
 
 async fn post(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &BackendClient,
     uri: hyper::Uri,
     body: Vec<u8>,
 ) -> Result<Decision, ProxyError> {
-    let request = hyper::Request::post(uri)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|err| ProxyError::Unavailable(err.to_string()))?;
-    let response = client.request(request).await.map_err(|err| {
-        let mut text = err.to_string();
-        if let Some(source) = std::error::Error::source(&err) {
-            text = format!("{text}: {source}");
-        }
-        ProxyError::Unavailable(text)
+    let (status, body) = post_json(
+        client,
+        uri,
+        &[],
+        Bytes::from(body),
+        PROXY_RESPONSE_BYTES_MAX,
+    )
+    .await
+    .map_err(|err| match err {
+        PostError::Unavailable(text) => ProxyError::Unavailable(text),
+        PostError::Body(_) => ProxyError::BadResponse(err.to_string()),
     })?;
-    let status = response.status();
-    let limited = http_body_util::Limited::new(response.into_body(), PROXY_RESPONSE_BYTES_MAX);
-    let body = limited
-        .collect()
-        .await
-        .map_err(|err| ProxyError::BadResponse(format!("reading the body: {err}")))?
-        .to_bytes();
     if !status.is_success() {
         return Err(ProxyError::BadResponse(format!("HTTP status {status}")));
     }

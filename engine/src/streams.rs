@@ -95,14 +95,21 @@ pub struct StoreSink {
     interest: Arc<Interest>,
     /// Shards handed something in this batch, to ring at its end.
     touched: u64,
+    /// The webhook thread, woken when a batch wrote outbox records.
+    webhooks: Arc<crate::webhook::Waker>,
 }
 
 impl StoreSink {
-    pub fn new(sender: MeshSender, interest: Arc<Interest>) -> StoreSink {
+    pub fn new(
+        sender: MeshSender,
+        interest: Arc<Interest>,
+        webhooks: Arc<crate::webhook::Waker>,
+    ) -> StoreSink {
         StoreSink {
             sender,
             interest,
             touched: 0,
+            webhooks,
         }
     }
 }
@@ -141,6 +148,10 @@ impl CommitSink for StoreSink {
         self.touched |= 1 << shard;
         self.sender
             .answer_quiet(shard, StoreAnswer { slot, answer });
+    }
+
+    fn outbox_written(&mut self) {
+        self.webhooks.wake();
     }
 
     fn batch_done(&mut self) {

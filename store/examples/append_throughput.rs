@@ -1,4 +1,7 @@
-//! Appends/s with group commit vs one fsync per message, same disk, same run.
+//! Appends/s with group commit vs one fsync per message, same disk, same run;
+//! and group commit with the two webhook outbox events a client `send`
+//! carries when webhooks are on (a message event and an undelivered check,
+//! each with a copy of the entry).
 //!
 //! `cargo run --release -p ringcast-store --example append_throughput -- [DIR] [N]`
 //!
@@ -9,16 +12,37 @@ use std::time::Instant;
 
 use futures_executor::block_on;
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
-use ringcast_store::{AppendRequest, Durability, Retention, Store, StoreConfig};
+use ringcast_store::{
+    AppendRequest, Durability, OutboxEvent, OutboxKind, Retention, Store, StoreConfig,
+};
 
-fn run(dir: &std::path::Path, entries_max: usize, count: usize) -> f64 {
+/// The events of a client send from `alice` to `user`, as the engine builds them.
+fn send_events(user: &str) -> Vec<OutboxEvent> {
+    vec![
+        OutboxEvent {
+            kind: OutboxKind::Message,
+            key: "alice".to_owned(),
+            due_ms: 0,
+            body: br#"{"client":"123456","command":"send"}"#.to_vec(),
+        },
+        OutboxEvent {
+            kind: OutboxKind::Undelivered,
+            key: user.to_owned(),
+            due_ms: u64::MAX,
+            body: br#"{"source":"client"}"#.to_vec(),
+        },
+    ]
+}
+
+fn run(dir: &std::path::Path, entries_max: usize, count: usize, events: bool) -> f64 {
     let mut config = StoreConfig::new(dir);
     config.group_commit_entries_max = entries_max;
     let store = Store::open(config).expect("open");
     let started = Instant::now();
     let receivers: Vec<_> = (0..count)
         .map(|idx| {
-            let stream = format!("user:{}", idx % 64);
+            let user = format!("{}", idx % 64);
+            let stream = format!("user:{user}");
             store
                 .append(AppendRequest {
                     push: EncodedPush::encode(&Envelope {
@@ -35,6 +59,11 @@ fn run(dir: &std::path::Path, entries_max: usize, count: usize) -> f64 {
                     durability: Durability::Sync,
                     client_msg_id: None,
                     retention: Retention::UNLIMITED,
+                    outbox: if events {
+                        send_events(&user)
+                    } else {
+                        Vec::new()
+                    },
                 })
                 .expect("queued")
         })
@@ -58,12 +87,19 @@ fn main() {
         "ringcast-store-bench-single-{}",
         std::process::id()
     ));
+    let events_dir = base.join(format!(
+        "ringcast-store-bench-events-{}",
+        std::process::id()
+    ));
     let single_count = (count / 10).max(100);
-    let grouped = run(&group_dir, 4096, count);
-    let single = run(&single_dir, 1, single_count);
+    let grouped = run(&group_dir, 4096, count, false);
+    let with_events = run(&events_dir, 4096, count, true);
+    let single = run(&single_dir, 1, single_count, false);
     println!("group commit (<=4096/batch, Sync): {grouped:.0} appends/s over {count}");
+    println!("same, 2 outbox events per append:  {with_events:.0} appends/s over {count}");
     println!("one fsync per message (Sync):      {single:.0} appends/s over {single_count}");
     println!("speedup: {:.1}x", grouped / single);
     drop(std::fs::remove_dir_all(group_dir));
     drop(std::fs::remove_dir_all(single_dir));
+    drop(std::fs::remove_dir_all(events_dir));
 }

@@ -18,6 +18,17 @@ pub const CLIENT_MSG_ID_BYTES_MAX: usize = 256;
 /// Longest user or device id in a cursor, in bytes.
 pub const CURSOR_ID_BYTES_MAX: usize = 1024;
 
+/// Longest [`OutboxEvent::body`], in bytes: the engine writes small JSON
+/// objects; the bound keeps a bad caller from filling the outbox.
+pub const OUTBOX_BODY_BYTES_MAX: usize = 64 * 1024;
+/// Longest `last_error` kept with a dead-lettered event, in bytes (longer
+/// ones are cut at a character boundary).
+pub const DEAD_ERROR_BYTES_MAX: usize = 1024;
+/// Most dead-lettered events one [`crate::Store::dead_replay`] moves back
+/// (each is rewritten in one batch with the others): call it again while it
+/// answers this many.
+pub const DEAD_REPLAY_MAX: usize = 1024;
+
 /// Default of [`StoreConfig::sync_interval_min`], in microseconds.
 pub const SYNC_INTERVAL_MIN_DEFAULT_US: u64 = 1000;
 
@@ -147,6 +158,87 @@ pub struct AppendRequest {
     pub client_msg_id: Option<String>,
     /// Retention of the stream from now on.
     pub retention: Retention,
+    /// Outbox events that ride this append: written in the same batch as
+    /// the entry (each record carries the stamped entry), or not at all. A
+    /// duplicate append (dedup hit) writes none again. Empty for none.
+    pub outbox: Vec<OutboxEvent>,
+}
+
+/// What an outbox event is about. The numbers are stored on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutboxKind {
+    /// A client-originated message was stored.
+    Message = 1,
+    /// A user's first connection on the node. Also records the user in the
+    /// store's presence set (see [`crate::Store::submit_outbox`]).
+    Online = 2,
+    /// A user's last connection on the node is gone. Also removes the user
+    /// from the presence set.
+    Offline = 3,
+    /// A message in a user's inbox, to check at `due_ms` for an ack.
+    Undelivered = 4,
+}
+
+impl OutboxKind {
+    /// The kind stored as `byte`, if any.
+    pub fn from_u8(byte: u8) -> Option<OutboxKind> {
+        match byte {
+            1 => Some(OutboxKind::Message),
+            2 => Some(OutboxKind::Online),
+            3 => Some(OutboxKind::Offline),
+            4 => Some(OutboxKind::Undelivered),
+            _ => None,
+        }
+    }
+}
+
+/// An event to write to the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEvent {
+    pub kind: OutboxKind,
+    /// Ordering key: the user the event is about (events of one key are
+    /// delivered in outbox order). 1..=[`STREAM_NAME_BYTES_MAX`] bytes.
+    pub key: String,
+    /// Earliest time (unix ms) to deliver; 0 = at once. `Undelivered`
+    /// events carry the append's time + `undelivered_after`.
+    pub due_ms: u64,
+    /// Engine-defined bytes (a small JSON object), at most
+    /// [`OUTBOX_BODY_BYTES_MAX`].
+    pub body: Vec<u8>,
+}
+
+/// A stored outbox event, as the sender reads it.
+#[derive(Debug, Clone)]
+pub struct OutboxRecord {
+    /// Position in the outbox: strictly increasing per store, across
+    /// restarts too (a replayed dead event gets a new one).
+    pub seq: u64,
+    /// Unique and stable across retries, replays and restarts: a message
+    /// id (same layout and generator as the store's message ids, so unique
+    /// across nodes with distinct `node_id`s), assigned when first written.
+    pub event_id: u64,
+    pub kind: OutboxKind,
+    pub key: String,
+    pub due_ms: u64,
+    /// When it was written (writer clock, unix ms).
+    pub time_ms: u64,
+    pub body: Vec<u8>,
+    /// For events that rode an append: the stored entry as fanned out
+    /// (id, offset and epoch stamped). `None` for standalone events.
+    pub entry: Option<EncodedPush>,
+}
+
+/// A dead-lettered outbox event.
+#[derive(Debug, Clone)]
+pub struct DeadRecord {
+    /// The event as it was in the outbox (its `seq` is its dead-list key).
+    pub record: OutboxRecord,
+    /// Failed attempts before it was given up.
+    pub attempts: u32,
+    /// Why the last attempt failed (at most [`DEAD_ERROR_BYTES_MAX`] bytes).
+    pub last_error: String,
+    /// When it was dead-lettered (writer clock, unix ms).
+    pub dead_at_ms: u64,
 }
 
 /// An acknowledged append.
@@ -211,8 +303,9 @@ pub enum Answer {
 ///
 /// Per batch, in this order: [`CommitSink::appended`] for every newly
 /// stored entry (in offset order per stream), then [`CommitSink::answered`]
-/// for every tagged request of the batch, then [`CommitSink::batch_done`]
-/// once. So a consumer can queue everything of a batch and wake its
+/// for every tagged request of the batch, then
+/// [`CommitSink::outbox_written`] if the batch wrote outbox records, then
+/// [`CommitSink::batch_done`] once. So a consumer can queue everything of a batch and wake its
 /// readers once, and a subscriber sees an entry before its sender's
 /// acknowledgement is handed over.
 pub trait CommitSink: Send {
@@ -222,6 +315,11 @@ pub trait CommitSink: Send {
     fn answered(&mut self, tag: u64, answer: Answer);
     /// The batch is handed over.
     fn batch_done(&mut self);
+
+    /// The batch wrote outbox records (new events or replayed dead ones):
+    /// called once, before [`CommitSink::batch_done`], so the consumer can
+    /// wake the outbox's sender.
+    fn outbox_written(&mut self) {}
 
     /// Whether this sink takes answers to tagged requests; a store whose
     /// sink does not refuses `submit_*` calls.
@@ -280,6 +378,10 @@ pub struct Health {
     /// The writer thread has ended (closed, or died of a panic): no
     /// request still waiting for a tagged answer will get one.
     pub writer_stopped: bool,
+    /// Events in the outbox (written, not yet done or dead-lettered).
+    pub outbox_len: u64,
+    /// Events in the dead-letter list.
+    pub dead_len: u64,
 }
 
 /// A device's acknowledged position in a stream, with the epoch it was

@@ -2,8 +2,8 @@
 //! targets (`engine/fuzz`): not part of the store's API.
 
 use crate::keys::{
-    dedup_time_key_decode, entry_key, entry_key_decode, read_u64, CursorRecord, DedupRecord,
-    StreamMeta,
+    dedup_time_key_decode, entry_key, entry_key_decode, read_u64, seq_key, seq_key_decode,
+    CursorRecord, DeadValue, DedupRecord, OutboxValue, StreamMeta,
 };
 
 /// Runs every key and record decoder on `bytes`. None may panic, and
@@ -24,6 +24,21 @@ pub fn decode_records(bytes: &[u8]) {
     }
     if let Some(record) = CursorRecord::decode(bytes) {
         assert_eq!(record.encode().as_slice(), bytes);
+    }
+    if let Some(seq) = seq_key_decode(bytes) {
+        assert_eq!(seq_key(seq).as_slice(), bytes);
+    }
+    if let Ok(value) = OutboxValue::decode(bytes) {
+        assert_eq!(value.encode(), bytes);
+        // The entry is validated as a push; garbage is an error, not a panic.
+        let _ = value.to_record(1);
+    }
+    if let Ok((attempts, dead_at_ms, last_error, outbox_value)) = DeadValue::decode(bytes) {
+        assert_eq!(
+            DeadValue::encode(attempts, dead_at_ms, last_error, outbox_value),
+            bytes
+        );
+        let _ = DeadValue::to_record(1, bytes);
     }
     for at in [0, 8, bytes.len().saturating_sub(8), usize::MAX] {
         let _ = read_u64(bytes, at);

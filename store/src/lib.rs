@@ -22,6 +22,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod keys;
+mod outbox;
 mod reader;
 mod recovery;
 mod reopen;
@@ -29,9 +30,11 @@ mod store;
 mod writer;
 
 pub use api::{
-    Answer, AppendRequest, Appended, CommitSink, Durability, Health, ReadRequest, ReadResult,
-    Retention, StoreConfig, StoredCursor, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
-    MEMTABLE_BYTES_MAX_DEFAULT, STREAM_NAME_BYTES_MAX, SYNC_INTERVAL_MIN_DEFAULT_US,
+    Answer, AppendRequest, Appended, CommitSink, DeadRecord, Durability, Health, OutboxEvent,
+    OutboxKind, OutboxRecord, ReadRequest, ReadResult, Retention, StoreConfig, StoredCursor,
+    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX,
+    MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};
 pub use store::Store;

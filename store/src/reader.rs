@@ -6,12 +6,13 @@ use crossbeam_channel::Receiver;
 use fjall::Readable;
 use ringcast_protocol::envelope::EncodedPush;
 
-use crate::api::{ReadRequest, ReadResult, StoredCursor};
+use crate::api::{DeadRecord, OutboxRecord, ReadRequest, ReadResult, StoredCursor};
 use crate::error::StoreError;
 use crate::keys::{
     cursor_key, entry_key, entry_key_decode, meta_id_key, meta_name_key, read_u64, CursorRecord,
     StreamMeta, META_PREFIX_STREAM,
 };
+use crate::outbox::{read_dead, read_outbox};
 use crate::recovery::Fjall;
 use crate::writer::Shared;
 use futures_channel::oneshot;
@@ -30,6 +31,21 @@ pub(crate) enum ReaderMsg {
         stream: String,
         reply: Reply<Option<StoredCursor>>,
     },
+    OutboxRead {
+        after_seq: u64,
+        limit: usize,
+        reply: Reply<Vec<OutboxRecord>>,
+    },
+    DeadRead {
+        after_seq: u64,
+        limit: usize,
+        reply: Reply<Vec<DeadRecord>>,
+    },
+    MaxCursor {
+        user: String,
+        stream: String,
+        reply: Reply<Option<StoredCursor>>,
+    },
     Shutdown,
 }
 
@@ -42,6 +58,9 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
             match msg {
                 ReaderMsg::Read { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::GetCursor { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::OutboxRead { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::DeadRead { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::MaxCursor { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -57,6 +76,21 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 stream,
                 reply,
             } => drop(reply.send(get_cursor(fjall, &user, &device, &stream))),
+            ReaderMsg::OutboxRead {
+                after_seq,
+                limit,
+                reply,
+            } => drop(reply.send(read_outbox(fjall, after_seq, limit.min(read_entries_max)))),
+            ReaderMsg::DeadRead {
+                after_seq,
+                limit,
+                reply,
+            } => drop(reply.send(read_dead(fjall, after_seq, limit.min(read_entries_max)))),
+            ReaderMsg::MaxCursor {
+                user,
+                stream,
+                reply,
+            } => drop(reply.send(max_cursor(fjall, &user, &stream))),
             ReaderMsg::Shutdown => break,
         }
     }
@@ -168,4 +202,48 @@ fn get_cursor(
             offset: record.offset,
             epoch: record.epoch,
         }))
+}
+
+/// The highest cursor any device of `user` holds in `stream` in the
+/// stream's current epoch (cursors of older epochs mean nothing after a
+/// reset); `None` if there is none or the stream does not exist. One prefix
+/// scan of the user's cursors: every device, every stream.
+fn max_cursor(fjall: &Fjall, user: &str, stream: &str) -> Result<Option<StoredCursor>, StoreError> {
+    let snapshot = fjall.db.snapshot();
+    let Some((_, meta)) = stream_meta(fjall, &snapshot, stream)? else {
+        return Ok(None);
+    };
+    // `cursor_key`'s layout: u16 BE len + user + u16 BE len + device + stream.
+    let user_len = u16::try_from(user.len()).unwrap_or(u16::MAX);
+    let mut prefix = Vec::with_capacity(2 + user.len());
+    prefix.extend_from_slice(&user_len.to_be_bytes());
+    prefix.extend_from_slice(user.as_bytes());
+    let mut highest: Option<u64> = None;
+    for guard in snapshot.prefix(&fjall.cursors, &prefix) {
+        let (key, value) = guard
+            .into_inner()
+            .map_err(|error| StoreError::io("reading cursors", error))?;
+        let Some(rest) = key.get(prefix.len()..) else {
+            continue;
+        };
+        let Some(device_len) = rest
+            .get(..2)
+            .and_then(|len| <[u8; 2]>::try_from(len).ok())
+            .map(|len| usize::from(u16::from_be_bytes(len)))
+        else {
+            continue;
+        };
+        if rest.get(2 + device_len..) != Some(stream.as_bytes()) {
+            continue;
+        }
+        if let Some(cursor) = CursorRecord::decode(&value) {
+            if cursor.epoch == meta.epoch {
+                highest = highest.max(Some(cursor.offset));
+            }
+        }
+    }
+    Ok(highest.map(|offset| StoredCursor {
+        offset,
+        epoch: meta.epoch,
+    }))
 }

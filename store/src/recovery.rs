@@ -15,8 +15,9 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use crate::clock::EpochGen;
 use crate::error::StoreError;
 use crate::keys::{
-    entry_key_decode, meta_id_key, read_u64, StreamMeta, KEYSPACE_CURSORS, KEYSPACE_DEDUP,
-    KEYSPACE_DEDUP_BY_TIME, KEYSPACE_ENTRIES, KEYSPACE_META, META_KEY_NEXT_STREAM_ID,
+    entry_key_decode, meta_id_key, read_u64, seq_key_decode, StreamMeta, KEYSPACE_CURSORS,
+    KEYSPACE_DEAD, KEYSPACE_DEDUP, KEYSPACE_DEDUP_BY_TIME, KEYSPACE_ENTRIES, KEYSPACE_META,
+    KEYSPACE_ONLINE, KEYSPACE_OUTBOX, META_KEY_NEXT_OUTBOX_SEQ, META_KEY_NEXT_STREAM_ID,
     META_PREFIX_DROPPED, META_PREFIX_NAME, META_PREFIX_STREAM,
 };
 
@@ -29,6 +30,18 @@ pub(crate) struct Fjall {
     pub(crate) dedup: Keyspace,
     pub(crate) dedup_by_time: Keyspace,
     pub(crate) cursors: Keyspace,
+    pub(crate) outbox: Keyspace,
+    pub(crate) dead: Keyspace,
+    pub(crate) online: Keyspace,
+}
+
+/// Where the outbox stands: the writer's counters, loaded at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutboxState {
+    /// The seq the next outbox record gets; above every seq ever written.
+    pub(crate) next_seq: u64,
+    pub(crate) outbox_len: u64,
+    pub(crate) dead_len: u64,
 }
 
 /// What the writer needs to start: every stream, by id and by name.
@@ -38,6 +51,7 @@ pub(crate) struct Recovered {
     pub(crate) next_stream_id: u64,
     /// Ids of reset streams whose entries and dedup records still exist.
     pub(crate) dropped: Vec<u64>,
+    pub(crate) outbox: OutboxState,
 }
 
 impl Fjall {
@@ -60,6 +74,9 @@ impl Fjall {
             dedup: keyspace(KEYSPACE_DEDUP)?,
             dedup_by_time: keyspace(KEYSPACE_DEDUP_BY_TIME)?,
             cursors: keyspace(KEYSPACE_CURSORS)?,
+            outbox: keyspace(KEYSPACE_OUTBOX)?,
+            dead: keyspace(KEYSPACE_DEAD)?,
+            online: keyspace(KEYSPACE_ONLINE)?,
             db,
         })
     }
@@ -183,7 +200,7 @@ pub(crate) fn recover(fjall: &Fjall, epochs: &mut EpochGen) -> Result<Recovered,
                 stream_id_max = stream_id_max.max(id);
                 dropped.push(id);
             }
-            _ if &*key == META_KEY_NEXT_STREAM_ID => {}
+            _ if &*key == META_KEY_NEXT_STREAM_ID || &*key == META_KEY_NEXT_OUTBOX_SEQ => {}
             _ => return Err(corrupt(format!("unknown meta key {:?}", &*key))),
         }
     }
@@ -249,6 +266,45 @@ pub(crate) fn recover(fjall: &Fjall, epochs: &mut EpochGen) -> Result<Recovered,
         names,
         next_stream_id,
         dropped,
+        outbox: recover_outbox(fjall)?,
+    })
+}
+
+/// The outbox's next seq and lengths. Counting every key costs a scan of
+/// both keyspaces at open; they hold only what is not delivered yet.
+fn recover_outbox(fjall: &Fjall) -> Result<OutboxState, StoreError> {
+    let stored = match fjall.meta.get(META_KEY_NEXT_OUTBOX_SEQ) {
+        Ok(Some(value)) => {
+            read_u64(&value, 0).ok_or_else(|| corrupt("next outbox seq".to_owned()))?
+        }
+        Ok(None) => 1,
+        Err(error) => return Err(StoreError::io("loading the next outbox seq", error)),
+    };
+    let mut next_seq = stored.max(1);
+    let mut lens = [0u64; 2];
+    for (keyspace, len) in [&fjall.outbox, &fjall.dead].into_iter().zip(&mut lens) {
+        // A seq is never reused, even if the counter was lost: a sender
+        // past it would skip the new record.
+        if let Some(guard) = keyspace.last_key_value() {
+            let key = guard
+                .key()
+                .map_err(|error| StoreError::io("scanning the outbox", error))?;
+            let seq = seq_key_decode(&key)
+                .ok_or_else(|| corrupt(format!("outbox key of {} bytes", key.len())))?;
+            next_seq = next_seq.max(seq.saturating_add(1));
+        }
+        for guard in keyspace.iter() {
+            guard
+                .key()
+                .map_err(|error| StoreError::io("counting the outbox", error))?;
+            *len += 1;
+        }
+    }
+    let [outbox_len, dead_len] = lens;
+    Ok(OutboxState {
+        next_seq,
+        outbox_len,
+        dead_len,
     })
 }
 

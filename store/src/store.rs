@@ -10,10 +10,12 @@ use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
 use crate::api::{
-    AppendRequest, Appended, CommitSink, Health, ReadRequest, ReadResult, StoreConfig, StoredCursor,
+    AppendRequest, Appended, CommitSink, DeadRecord, Health, OutboxEvent, OutboxKind, OutboxRecord,
+    ReadRequest, ReadResult, StoreConfig, StoredCursor,
 };
 use crate::clock::EpochGen;
 use crate::error::StoreError;
+use crate::outbox::{close_presence, cut_error, validate_events};
 use crate::reader::{self, ReaderMsg};
 use crate::recovery::open_and_recover;
 use crate::writer::{validate_cursor, Reply, Shared, Writer, WriterMsg, WriterParts};
@@ -76,7 +78,7 @@ impl Store {
             });
         }
         let mut epochs = EpochGen::new();
-        let (fjall, recovered) = open_and_recover(&config, &mut epochs)?;
+        let (fjall, mut recovered) = open_and_recover(&config, &mut epochs)?;
         let fjall = Arc::new(fjall);
         tracing::info!(
             path = %config.path.display(),
@@ -100,7 +102,10 @@ impl Store {
             reader_threads.push(thread);
         }
         let takes_answers = sink.takes_answers();
-        let parts = WriterParts::new(config, writer_rx, shared.clone(), Box::new(sink), epochs);
+        let mut parts = WriterParts::new(config, writer_rx, shared.clone(), Box::new(sink), epochs);
+        // Once per process, not on a reopen: the users the last process
+        // left online are offline now.
+        close_presence(&fjall, &mut recovered.outbox, &mut parts.message_ids)?;
         let writer = Writer::new(fjall, parts, recovered);
         let writer_thread = std::thread::Builder::new()
             .name("ringcast-writer".to_owned())
@@ -133,6 +138,22 @@ impl Store {
             return Err(self.shared.closed_error());
         }
         Ok(())
+    }
+
+    /// Queues a write that gets no answer.
+    fn tell_writer(&self, msg: WriterMsg) -> Result<(), StoreError> {
+        self.check_writable()?;
+        try_send(&self.writer_requests, msg, self.capacity)
+    }
+
+    /// Queues a read; the receiver resolves to its answer.
+    fn ask_reader<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> ReaderMsg,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        try_send(&self.reader_requests, msg(reply), self.capacity)?;
+        Ok(receiver)
     }
 
     /// Appends one publication. See [`AppendRequest`] for what the store
@@ -262,6 +283,28 @@ impl Store {
         Ok(receiver)
     }
 
+    /// The highest cursor of any device of `user` in `stream`, in the
+    /// stream's current epoch, or `None` if no device has one there: "has
+    /// some device of this user acknowledged offset N?".
+    pub fn max_cursor(
+        &self,
+        user: &str,
+        stream: &str,
+    ) -> Result<oneshot::Receiver<Result<Option<StoredCursor>, StoreError>>, StoreError> {
+        validate_cursor(user, "", stream)?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.reader_requests,
+            ReaderMsg::MaxCursor {
+                user: user.to_owned(),
+                stream: stream.to_owned(),
+                reply,
+            },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
     /// Drops every entry of `stream` and gives it a new epoch; offsets
     /// restart at 1. Resolves to the new epoch. Old entries are deleted in
     /// the background.
@@ -282,6 +325,121 @@ impl Store {
         Ok(receiver)
     }
 
+    /// Writes standalone outbox events (Online, Offline) in the writer's
+    /// next batch, with that batch's durability; no answer. An Online event
+    /// also puts its key in the store's presence set and an Offline event
+    /// takes it out, in the same batch: at the next open every key still in
+    /// it gets an Offline event (body `{"reason":"restart"}`), so a crash
+    /// never leaves a user online for good. Events reach the writer in call
+    /// order from one thread; callers on several threads that need an
+    /// order between them must make it themselves.
+    pub fn submit_outbox(&self, events: Vec<OutboxEvent>) -> Result<(), StoreError> {
+        validate_events(&events)?;
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.tell_writer(WriterMsg::Outbox { events })
+    }
+
+    /// Like [`Store::submit_outbox`] for one Online or Offline event made
+    /// by a presence transition with sequence `presence_seq`: increasing
+    /// per user in the order the transitions happened, whatever order the
+    /// events reach the writer in (producers on several threads cannot keep
+    /// that order without a lock). The writer drops an event whose sequence
+    /// is not above the user's last (it was overtaken by a later one), so
+    /// the outbox and the presence set end on the user's latest state.
+    /// The last sequence of an online user is kept in the presence set;
+    /// of an offline one, for `RECENT_OFFLINE_KEEP` (60 s) in memory.
+    pub fn submit_presence(&self, event: OutboxEvent, presence_seq: u64) -> Result<(), StoreError> {
+        validate_events(std::slice::from_ref(&event))?;
+        if !matches!(event.kind, OutboxKind::Online | OutboxKind::Offline) {
+            return Err(StoreError::InvalidRequest {
+                reason: "a presence event is Online or Offline",
+            });
+        }
+        self.tell_writer(WriterMsg::Presence {
+            event,
+            presence_seq,
+        })
+    }
+
+    /// Outbox records with `seq > after_seq`, ascending, at most `limit`
+    /// (capped by `read_entries_max`), from one snapshot: only committed
+    /// records, never one the writer is still writing.
+    pub fn outbox_read(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<OutboxRecord>, StoreError>>, StoreError> {
+        self.ask_reader(|reply| ReaderMsg::OutboxRead {
+            after_seq,
+            limit,
+            reply,
+        })
+    }
+
+    /// Deletes delivered outbox records (in the writer's next batch;
+    /// buffered). Seqs that are not in the outbox are ignored.
+    pub fn outbox_done(&self, seqs: Vec<u64>) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.tell_writer(WriterMsg::OutboxDone { seqs })
+    }
+
+    /// Moves outbox record `seq` to the dead-letter list (same seq and
+    /// event id) with the attempts made, the last error (cut to
+    /// [`crate::DEAD_ERROR_BYTES_MAX`] bytes) and the time. Ignored if
+    /// `seq` is not in the outbox.
+    pub fn outbox_dead(
+        &self,
+        seq: u64,
+        attempts: u32,
+        last_error: String,
+    ) -> Result<(), StoreError> {
+        self.tell_writer(WriterMsg::OutboxDead {
+            seq,
+            attempts,
+            last_error: cut_error(last_error),
+        })
+    }
+
+    /// Dead-letter records with `seq > after_seq`, ascending, at most
+    /// `limit` (capped by `read_entries_max`).
+    pub fn dead_read(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<oneshot::Receiver<Result<Vec<DeadRecord>, StoreError>>, StoreError> {
+        self.ask_reader(|reply| ReaderMsg::DeadRead {
+            after_seq,
+            limit,
+            reply,
+        })
+    }
+
+    /// Moves dead-letter records back into the outbox under new seqs (so a
+    /// sender already past their old seq sees them), event ids unchanged:
+    /// the given seqs, or with `None` the oldest ones; at most
+    /// [`crate::DEAD_REPLAY_MAX`] per call either way. Resolves to how
+    /// many moved once the batch reached the OS.
+    pub fn dead_replay(
+        &self,
+        seqs: Option<Vec<u64>>,
+    ) -> Result<oneshot::Receiver<Result<u64, StoreError>>, StoreError> {
+        self.check_writable()?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.writer_requests,
+            WriterMsg::DeadReplay {
+                seqs,
+                reply: Reply::Future(reply),
+            },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
     /// Whether the store still accepts writes, and its queue depths.
     pub fn health(&self) -> Health {
         Health {
@@ -295,6 +453,8 @@ impl Store {
             appends: self.shared.appends.get(),
             syncs: self.shared.syncs.get(),
             writer_stopped: self.shared.writer_stopped.load(Ordering::Acquire),
+            outbox_len: self.shared.outbox_len.get(),
+            dead_len: self.shared.dead_len.get(),
         }
     }
 

@@ -20,8 +20,8 @@ use futures_channel::oneshot;
 use ringcast_protocol::envelope::{EncodedPush, MessageId, MessageIdGen};
 
 use crate::api::{
-    Answer, AppendRequest, Appended, CommitSink, Durability, StoreConfig, CLIENT_MSG_ID_BYTES_MAX,
-    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    Answer, AppendRequest, Appended, CommitSink, Durability, OutboxEvent, StoreConfig,
+    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
@@ -30,7 +30,8 @@ use crate::keys::{
     meta_id_key, meta_name_key, CursorRecord, DedupRecord, StreamMeta, META_KEY_NEXT_STREAM_ID,
     META_PREFIX_DROPPED, META_PREFIX_STREAM,
 };
-use crate::recovery::{Fjall, FjallSlot, Recovered};
+use crate::outbox::{validate_events, OutboxBatch, RECENT_OFFLINE_KEEP};
+use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
 use crate::reopen::{FailureLog, REOPENING_REASON};
 
 /// The shard field of message ids issued by the store (see
@@ -89,6 +90,30 @@ pub(crate) enum WriterMsg {
         stream: String,
         reply: Reply<u64>,
     },
+    /// Standalone outbox events (validated by the caller).
+    Outbox {
+        events: Vec<OutboxEvent>,
+    },
+    /// An Online or Offline event with its transition's sequence.
+    Presence {
+        event: OutboxEvent,
+        presence_seq: u64,
+    },
+    /// Delivered outbox records to delete.
+    OutboxDone {
+        seqs: Vec<u64>,
+    },
+    /// An outbox record to move to the dead-letter list.
+    OutboxDead {
+        seq: u64,
+        attempts: u32,
+        last_error: String,
+    },
+    /// Dead records to move back into the outbox (`None`: all, bounded).
+    DeadReplay {
+        seqs: Option<Vec<u64>>,
+        reply: Reply<u64>,
+    },
     /// Finish what is queued, persist, exit.
     Shutdown,
 }
@@ -120,6 +145,8 @@ pub(crate) struct Shared {
     pub(crate) commits: WriterCounter,
     pub(crate) appends: WriterCounter,
     pub(crate) syncs: WriterCounter,
+    pub(crate) outbox_len: WriterCounter,
+    pub(crate) dead_len: WriterCounter,
 }
 
 /// A counter only the writer thread raises: a relaxed load and store, no
@@ -135,6 +162,10 @@ impl WriterCounter {
 
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set(&self, value: u64) {
+        self.0.store(value, Ordering::Relaxed);
     }
 }
 
@@ -200,6 +231,7 @@ struct BatchWork {
     cursors_pending: HashMap<Vec<u8>, CursorRecord>,
     replies: Vec<PendingReply>,
     sync: bool,
+    outbox: OutboxBatch,
 }
 
 /// What the writer keeps when it reopens the database: everything but the
@@ -210,8 +242,9 @@ pub(crate) struct WriterParts {
     pub(crate) shared: Arc<Shared>,
     pub(crate) sink: Box<dyn CommitSink>,
     pub(crate) epochs: EpochGen,
-    /// Kept so ids stay unique and increasing across a reopen.
-    message_ids: MessageIdGen,
+    /// Kept so ids stay unique and increasing across a reopen. Outbox
+    /// event ids come from it too.
+    pub(crate) message_ids: MessageIdGen,
     pub(crate) failure_log: FailureLog,
 }
 
@@ -270,6 +303,10 @@ pub(crate) struct Writer {
     maintenance_last: Instant,
     /// When the last fsync started (fsync pacing).
     sync_started: Instant,
+    outbox: OutboxState,
+    /// Users whose last presence event was a sequenced Offline, with its
+    /// sequence and when it was written; kept `RECENT_OFFLINE_KEEP`.
+    recent_offline: HashMap<String, (u64, Instant)>,
 }
 
 fn duration_ms(duration: Duration) -> u64 {
@@ -294,7 +331,7 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
             reason: "retention count_max must be at least 1",
         });
     }
-    Ok(())
+    validate_events(&request.outbox)
 }
 
 pub(crate) fn validate_cursor(user: &str, device: &str, stream: &str) -> Result<(), StoreError> {
@@ -348,7 +385,10 @@ impl Writer {
             dropped: recovered.dropped.into(),
             maintenance_last: Instant::now(),
             sync_started: Instant::now(),
+            outbox: recovered.outbox,
+            recent_offline: HashMap::new(),
         };
+        writer.publish_outbox_lens();
         // Count limits may have been lowered by the last append before a
         // restart without the trim finishing.
         let over: Vec<u64> = writer.streams.keys().copied().collect();
@@ -402,6 +442,11 @@ impl Writer {
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
         self.shared.clone()
+    }
+
+    fn publish_outbox_lens(&self) {
+        self.shared.outbox_len.set(self.outbox.outbox_len);
+        self.shared.dead_len.set(self.outbox.dead_len);
     }
 
     /// Gives up the database and the caches built from it.
@@ -513,6 +558,7 @@ impl Writer {
             cursors_pending: HashMap::new(),
             replies: Vec::with_capacity(msgs.len()),
             sync: false,
+            outbox: OutboxBatch::new(&self.outbox),
         };
         for msg in msgs {
             match msg {
@@ -534,9 +580,54 @@ impl Writer {
                     reply,
                 } => self.stage_cursor(&mut work, &user, &device, &stream, offset, reply),
                 WriterMsg::Reset { stream, reply } => self.stage_reset(&mut work, stream, reply),
+                WriterMsg::Outbox { events } => {
+                    work.outbox.stage_events(
+                        &self.fjall,
+                        &mut work.batch,
+                        &mut self.message_ids,
+                        &events,
+                        None,
+                        now_ms,
+                    );
+                }
+                WriterMsg::Presence {
+                    event,
+                    presence_seq,
+                } => work.outbox.stage_presence(
+                    &self.fjall,
+                    &mut work.batch,
+                    &mut self.message_ids,
+                    &event,
+                    presence_seq,
+                    &self.recent_offline,
+                    now_ms,
+                ),
+                WriterMsg::OutboxDone { seqs } => {
+                    work.outbox.stage_done(&self.fjall, &mut work.batch, &seqs);
+                }
+                WriterMsg::OutboxDead {
+                    seq,
+                    attempts,
+                    last_error,
+                } => work.outbox.stage_dead(
+                    &self.fjall,
+                    &mut work.batch,
+                    seq,
+                    attempts,
+                    &last_error,
+                    now_ms,
+                ),
+                WriterMsg::DeadReplay { seqs, reply } => {
+                    let result =
+                        work.outbox
+                            .stage_replay(&self.fjall, &mut work.batch, seqs.as_deref());
+                    work.replies.push(PendingReply::Value { reply, result });
+                }
                 WriterMsg::Shutdown => {}
             }
         }
+        work.outbox
+            .finish(&self.fjall, &mut work.batch, &self.outbox);
         for (&id, meta) in &work.metas {
             work.batch.insert(
                 &self.fjall.meta,
@@ -591,6 +682,17 @@ impl Writer {
             return;
         }
         self.apply(&mut work);
+        work.outbox.apply(&mut self.outbox);
+        self.publish_outbox_lens();
+        let committed_at = Instant::now();
+        for (user, online, seq) in work.outbox.presence_changes() {
+            if online || seq == 0 {
+                self.recent_offline.remove(user);
+            } else {
+                self.recent_offline
+                    .insert(user.clone(), (seq, committed_at));
+            }
+        }
         self.shared.commits.add(1);
         if work.sync {
             self.shared.syncs.add(1);
@@ -615,6 +717,9 @@ impl Writer {
                 PendingReply::Append { reply, result } => reply.send(sink, result),
                 PendingReply::Value { reply, result } => reply.send(sink, result),
             }
+        }
+        if work.outbox.written {
+            sink.outbox_written();
         }
         sink.batch_done();
     }
@@ -681,6 +786,7 @@ impl Writer {
             durability,
             client_msg_id,
             retention,
+            outbox,
         } = request;
         let id = match self.stream_id(work, &stream) {
             Some(id) => id,
@@ -728,6 +834,14 @@ impl Writer {
         let push = Arc::new(push);
         work.batch
             .insert(&self.fjall.entries, entry_key(id, offset), push.as_bytes());
+        work.outbox.stage_events(
+            &self.fjall,
+            &mut work.batch,
+            &mut self.message_ids,
+            &outbox,
+            Some(push.as_bytes()),
+            now_ms,
+        );
         let appended = Appended {
             message_id,
             offset,
@@ -1067,6 +1181,8 @@ impl Writer {
         }
         self.expire_dedup(now_ms);
         self.collect_dropped();
+        self.recent_offline
+            .retain(|_, (_, at)| at.elapsed() < RECENT_OFFLINE_KEEP);
     }
 
     fn expire_dedup(&mut self, now_ms: u64) {
@@ -1150,10 +1266,17 @@ pub(crate) fn refuse_batch(sink: &mut dyn CommitSink, msgs: Vec<WriterMsg>, erro
     for msg in msgs {
         match msg {
             WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
-            WriterMsg::SetCursor { reply, .. } | WriterMsg::Reset { reply, .. } => {
+            WriterMsg::SetCursor { reply, .. }
+            | WriterMsg::Reset { reply, .. }
+            | WriterMsg::DeadReplay { reply, .. } => {
                 reply.send(sink, Err(error.clone()));
             }
-            WriterMsg::Shutdown => {}
+            // No answer to give: the caller did not wait for one.
+            WriterMsg::Outbox { .. }
+            | WriterMsg::Presence { .. }
+            | WriterMsg::OutboxDone { .. }
+            | WriterMsg::OutboxDead { .. }
+            | WriterMsg::Shutdown => {}
         }
     }
     sink.batch_done();

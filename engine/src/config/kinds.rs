@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use super::types::{shards_for_cores, Choice, NodeId, Secret, ShardCount};
+use super::types::{
+    shards_for_cores, Choice, NodeId, Secret, ShardCount, WebhookEvent, WebhookEvents,
+};
 use super::{NAMESPACE_NAME_BYTES_MAX, NODE_ID_MAX, RESERVED_NAMESPACE_USER, SHARDS_MAX};
 
 /// How one kind of key is read, checked and documented.
@@ -167,6 +169,16 @@ pub(super) struct SecretKey {
     pub bytes_min: usize,
 }
 
+/// A secret of at least `bytes_min` bytes, or `""` (the default) for none;
+/// whether it is needed depends on other keys (checked across the table).
+pub(super) struct OptionalSecret {
+    pub bytes_min: usize,
+}
+
+/// `webhook.events`: names of [`WebhookEvent`]s, all by default.
+/// Comma-separated in flags and env vars, an array in the file.
+pub(super) struct WebhookEventList {}
+
 /// A `[[namespace]]` name: required, `[a-z0-9_-]*`, not reserved.
 pub(super) struct NamespaceName {}
 
@@ -189,6 +201,14 @@ fn whole_number(bounds: &Bounds) -> String {
     } else {
         format!("a whole number of {unit} from {min} to {max}")
     }
+}
+
+/// A list given as one flag or env var: comma-separated, blanks dropped.
+fn comma_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|part| part.trim().to_owned())
+        .filter(|part| !part.is_empty())
+        .collect()
 }
 
 fn quoted(text: &str) -> String {
@@ -556,11 +576,7 @@ impl Kind for Origins {
     }
 
     fn parse_text(&self, text: &str) -> Result<Vec<String>, String> {
-        Ok(text
-            .split(',')
-            .map(|part| part.trim().to_owned())
-            .filter(|part| !part.is_empty())
-            .collect())
+        Ok(comma_list(text))
     }
 
     fn check(&self, origins: Vec<String>) -> Result<Vec<String>, Rejection> {
@@ -617,6 +633,74 @@ impl Kind for SecretKey {
 
     fn doc_type(&self) -> String {
         format!("string, ≥ {} bytes", self.bytes_min)
+    }
+}
+
+impl Kind for OptionalSecret {
+    type File = String;
+    type Value = Option<Secret>;
+
+    fn default_value(&self) -> Option<String> {
+        Some(String::new())
+    }
+
+    fn parse_text(&self, text: &str) -> Result<String, String> {
+        Ok(text.to_owned())
+    }
+
+    fn check(&self, value: String) -> Result<Option<Secret>, Rejection> {
+        if value.is_empty() {
+            return Ok(None);
+        }
+        SecretKey {
+            bytes_min: self.bytes_min,
+        }
+        .check(value)
+        .map(Some)
+    }
+
+    fn doc_type(&self) -> String {
+        format!("string, ≥ {} bytes, or `\"\"` for none", self.bytes_min)
+    }
+}
+
+impl Kind for WebhookEventList {
+    type File = Vec<String>;
+    type Value = WebhookEvents;
+
+    fn default_value(&self) -> Option<Vec<String>> {
+        Some(
+            WebhookEvent::CHOICES
+                .iter()
+                .map(|(name, _)| (*name).to_owned())
+                .collect(),
+        )
+    }
+
+    fn parse_text(&self, text: &str) -> Result<Vec<String>, String> {
+        Ok(comma_list(text))
+    }
+
+    fn check(&self, names: Vec<String>) -> Result<WebhookEvents, Rejection> {
+        let mut events = WebhookEvents::NONE;
+        for name in &names {
+            let event = WebhookEvent::parse(name).ok_or_else(|| {
+                Rejection::Problem(format!(
+                    "entries must be {} (got {name:?})",
+                    WebhookEvent::quoted_names(", ")
+                ))
+            })?;
+            events = events.with(event);
+        }
+        Ok(events)
+    }
+
+    fn doc_type(&self) -> String {
+        let names: Vec<String> = WebhookEvent::CHOICES
+            .iter()
+            .map(|(name, _)| quoted(name))
+            .collect();
+        format!("array of {}", names.join(", "))
     }
 }
 
@@ -720,6 +804,14 @@ pub(super) fn proxy_url(url: &str) -> Result<(), String> {
         "must be an http:// URL such as http://127.0.0.1:3000/ringcast/publish (https is not \
          supported: run the backend on a private interface) (got {url:?})"
     ))
+}
+
+/// `webhook.url`: an http:// URL like a proxy's, or "" for webhooks off.
+pub(super) fn webhook_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    proxy_url(url).map_err(|problem| format!("{problem}; or \"\" to turn webhooks off"))
 }
 
 /// A reference to a `[[proxy]]` entry, or "" for none. That the entry

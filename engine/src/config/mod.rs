@@ -46,10 +46,11 @@ pub use error::{ConfigError, Origin};
 pub use sources::{RawArgs, RawFlags, ENV_CONFIG};
 pub use table::{
     ApiConfig, AuthConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig, WebSocketConfig,
+    WebhookConfig,
 };
 pub use types::{
     shards_for_cores, Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret,
-    ShardCount, SubscribePolicy,
+    ShardCount, SubscribePolicy, WebhookEvent, WebhookEvents,
 };
 
 use error::describe_location;
@@ -68,6 +69,10 @@ pub const NODE_ID_MAX: u8 = ringcast_protocol::limits::NODE_ID_MAX;
 
 /// Minimum length of `auth.jwt_secret`: 256 bits for HS256 (RFC 7518 §3.2).
 pub const JWT_SECRET_BYTES_MIN: usize = 32;
+
+/// Minimum length of `webhook.secret`: the same 256 bits as the JWT key,
+/// for the same HMAC-SHA256.
+pub const WEBHOOK_SECRET_BYTES_MIN: usize = JWT_SECRET_BYTES_MIN;
 
 /// Minimum length of `api.key`.
 pub const API_KEY_BYTES_MIN: usize = 16;
@@ -94,6 +99,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub webhook: WebhookConfig,
     /// `[[namespace]]` tables in file order. Names are unique.
     pub namespaces: Vec<Namespace>,
     /// `[[proxy]]` tables in file order. Names are unique; the index is
@@ -120,6 +126,8 @@ struct FileConfig {
     auth: table::FileAuth,
     #[serde(default)]
     tls: table::FileTls,
+    #[serde(default)]
+    webhook: table::FileWebhook,
     #[serde(default)]
     namespace: Vec<table::FileNamespace>,
     #[serde(default)]
@@ -232,6 +240,8 @@ impl Config {
         let auth = AuthConfig::resolve(&mut layers, "auth", file.auth)?;
         let tls = TlsConfig::resolve(&mut layers, "tls", file.tls)?;
         table::check_tls(&layers, &tls)?;
+        let webhook = WebhookConfig::resolve(&mut layers, "webhook", file.webhook)?;
+        table::check_webhook(&layers, &webhook)?;
         let namespaces = table::resolve_namespaces(file_path, file.namespace)?;
         let proxies = table::resolve_proxies(file_path, file.proxy)?;
         table::check_proxy_refs(&layers, file_path, &websocket, &namespaces, &proxies)?;
@@ -242,6 +252,7 @@ impl Config {
             api,
             auth,
             tls,
+            webhook,
             namespaces,
             proxies,
             log,

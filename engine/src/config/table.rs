@@ -14,15 +14,16 @@ use std::time::Duration;
 use super::error::{invalid, ConfigError};
 use super::keys::{config_table, KeyInfo, Section};
 use super::kinds::{
-    proxy_name, proxy_ref, proxy_url, Addr, Bool, Bytes, Count, DirPath, FilePath, Filter, Micros,
-    Millis, NamespaceName, Node, Origins, Pick, Seconds, SecretKey, Shards, Text, UrlPath,
+    proxy_name, proxy_ref, proxy_url, webhook_url, Addr, Bool, Bytes, Count, DirPath, FilePath,
+    Filter, Micros, Millis, NamespaceName, Node, OptionalSecret, Origins, Pick, Seconds, SecretKey,
+    Shards, Text, UrlPath, WebhookEventList,
 };
 use super::sources::Layers;
 use super::types::{
     Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret, ShardCount,
-    SubscribePolicy,
+    SubscribePolicy, WebhookEvents,
 };
-use super::{API_KEY_BYTES_MIN, JWT_SECRET_BYTES_MIN, NAMESPACES_MAX};
+use super::{API_KEY_BYTES_MIN, JWT_SECRET_BYTES_MIN, NAMESPACES_MAX, WEBHOOK_SECRET_BYTES_MIN};
 
 /// The Type cell of the keys that name the `[[proxy]]` an event goes to.
 const PROXY_REF_DOC: &str = "proxy name, or `\"\"` for none";
@@ -49,7 +50,15 @@ const _: () = assert!(SIZE_BYTES_MAX <= usize::MAX as u64);
 
 /// The tables whose keys have flags and env vars; a `RINGCAST_<TABLE>_*`
 /// variable that names no key of one of them is a typo and an error.
-pub(super) const OVERRIDE_TABLES: &[&str] = &["server", "websocket", "api", "auth", "tls", "log"];
+pub(super) const OVERRIDE_TABLES: &[&str] = &[
+    "server",
+    "websocket",
+    "api",
+    "auth",
+    "tls",
+    "webhook",
+    "log",
+];
 
 config_table! {
     flags "server";
@@ -281,6 +290,46 @@ config_table! {
 }
 
 config_table! {
+    flags "webhook";
+    #[derive(Debug, Clone)]
+    pub struct WebhookConfig, file FileWebhook {
+        /// Where events are POSTed; "" turns webhooks off (no outbox
+        /// events are written either).
+        url: String = Text { default: Some(""), check: webhook_url, doc_type: "http:// URL, or `\"\"` for off" },
+            "URL", "Webhook endpoint (http://); empty = webhooks off";
+        /// HMAC-SHA256 key of the signature header; required with `url`.
+        secret: Option<Secret> = OptionalSecret { bytes_min: WEBHOOK_SECRET_BYTES_MIN },
+            "SECRET", "Webhook HMAC-SHA256 key (prefer the env var: flags show in ps)";
+        events: WebhookEvents = WebhookEventList {},
+            "EVENT,...", "Webhook events to send, comma-separated";
+        /// Per delivery attempt, connecting included.
+        timeout as "timeout_ms": Duration
+            = Millis { default: 5000, min: TIMEOUT_MS_MIN, max: 60_000 },
+            "MS", "Webhook request timeout";
+        /// Requests in flight at once (events of one user go one at a time).
+        concurrency_max: u32
+            = Count<u32> { default: 64, min: 1, max: 100_000, unit: "calls" },
+            "N", "Webhook requests in flight at once";
+        /// Attempts before an event moves to the dead-letter list.
+        attempts_max: u32
+            = Count<u32> { default: 10, min: 1, max: 1000, unit: "attempts" },
+            "N", "Webhook attempts before dead-lettering an event";
+        /// Wait before the first retry; doubles each attempt up to `backoff_max`.
+        backoff_min as "backoff_min_ms": Duration
+            = Millis { default: 500, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Webhook first retry delay";
+        backoff_max as "backoff_max_ms": Duration
+            = Millis { default: 60_000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Webhook longest retry delay";
+        /// A message in a user's inbox that no device acknowledged within
+        /// this is reported as undelivered.
+        undelivered_after as "undelivered_after_ms": Duration
+            = Millis { default: 30_000, min: TIMEOUT_MS_MIN, max: TIMEOUT_MS_MAX },
+            "MS", "Report inbox messages unacknowledged this long";
+    }
+}
+
+config_table! {
     file_only "namespace";
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Namespace, file FileNamespace {
@@ -345,6 +394,7 @@ pub(super) fn all_keys() -> Vec<KeyInfo> {
         ApiConfig::keys(),
         AuthConfig::keys(),
         TlsConfig::keys(),
+        WebhookConfig::keys(),
         Namespace::keys(),
         Proxy::keys(),
         LogConfig::keys(),
@@ -403,6 +453,36 @@ pub(super) fn check_tls(layers: &Layers<'_>, tls: &TlsConfig) -> Result<(), Conf
             ))
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// `webhook.url` needs `webhook.secret` (every request is signed), and the
+/// backoff range must not be upside down.
+pub(super) fn check_webhook(
+    layers: &Layers<'_>,
+    webhook: &WebhookConfig,
+) -> Result<(), ConfigError> {
+    if !webhook.url.is_empty() && webhook.secret.is_none() {
+        return Err(invalid(
+            "webhook.secret",
+            layers.origin("webhook.url"),
+            format!(
+                "must be set (at least {WEBHOOK_SECRET_BYTES_MIN} bytes) when webhook.url is: \
+                 every webhook request is signed with it"
+            ),
+        ));
+    }
+    if webhook.backoff_min > webhook.backoff_max {
+        return Err(invalid(
+            "webhook.backoff_min_ms",
+            layers.origin("webhook.backoff_min_ms"),
+            format!(
+                "must be at most webhook.backoff_max_ms ({} ms; got {} ms)",
+                webhook.backoff_max.as_millis(),
+                webhook.backoff_min.as_millis()
+            ),
+        ));
     }
     Ok(())
 }

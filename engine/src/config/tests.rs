@@ -753,3 +753,89 @@ fn proxies_parse_and_unknown_names_are_refused() {
         .to_string();
     assert!(err.contains("websocket.send_proxy"), "{err}");
 }
+
+const HOOK_SECRET: &str = "webhook-secret-0123456789abcdef0123";
+
+#[test]
+fn webhook_keys_parse_and_cross_checks_name_the_keys() {
+    let config = Config::from_toml_str(&minimal_toml(), Path::new("ringcast.toml")).expect("loads");
+    assert!(config.webhook.url.is_empty(), "webhooks are off by default");
+    assert!(config.webhook.secret.is_none());
+    assert_eq!(config.webhook.events, WebhookEvents::ALL);
+    assert_eq!(config.webhook.attempts_max, 10);
+    assert_eq!(
+        config.webhook.undelivered_after,
+        Duration::from_millis(30_000)
+    );
+
+    let text = format!(
+        "{}[webhook]\nurl = \"http://127.0.0.1:3000/events\"\nsecret = \"{HOOK_SECRET}\"\n\
+         events = [\"online\", \"offline\"]\nbackoff_min_ms = 100\nbackoff_max_ms = 200\n",
+        minimal_toml()
+    );
+    let config = Config::from_toml_str(&text, Path::new("ringcast.toml")).expect("valid");
+    assert_eq!(config.webhook.url, "http://127.0.0.1:3000/events");
+    assert_eq!(
+        config.webhook.secret.as_ref().map(Secret::expose),
+        Some(HOOK_SECRET)
+    );
+    assert!(config.webhook.events.contains(WebhookEvent::Online));
+    assert!(config.webhook.events.contains(WebhookEvent::Offline));
+    assert!(!config.webhook.events.contains(WebhookEvent::Message));
+    assert!(!config.webhook.events.contains(WebhookEvent::Undelivered));
+    assert!(
+        !format!("{config:?}").contains(HOOK_SECRET),
+        "webhook secret leaked in Debug"
+    );
+
+    let no_secret = text.replace(&format!("secret = \"{HOOK_SECRET}\"\n"), "");
+    let err = error_text(Config::from_toml_str(
+        &no_secret,
+        Path::new("ringcast.toml"),
+    ));
+    assert!(
+        err.contains("webhook.secret") && err.contains("ringcast.toml"),
+        "{err}"
+    );
+
+    let short = text.replace(HOOK_SECRET, "short");
+    let err = error_text(Config::from_toml_str(&short, Path::new("ringcast.toml")));
+    assert!(
+        err.contains("webhook.secret") && err.contains("32 bytes"),
+        "{err}"
+    );
+
+    let upside_down = text.replace("backoff_min_ms = 100", "backoff_min_ms = 300");
+    let err = error_text(Config::from_toml_str(
+        &upside_down,
+        Path::new("ringcast.toml"),
+    ));
+    assert!(
+        err.contains("webhook.backoff_min_ms") && err.contains("webhook.backoff_max_ms"),
+        "{err}"
+    );
+
+    let https = text.replace("http://127", "https://127");
+    let err = error_text(Config::from_toml_str(&https, Path::new("ringcast.toml")));
+    assert!(err.contains("webhook.url"), "{err}");
+
+    let unknown = text.replace("\"online\", ", "\"online\", \"typing\", ");
+    let err = error_text(Config::from_toml_str(&unknown, Path::new("ringcast.toml")));
+    assert!(
+        err.contains("webhook.events") && err.contains("typing"),
+        "{err}"
+    );
+
+    let env = [
+        ("RINGCAST_API_KEY", KEY),
+        ("RINGCAST_AUTH_JWT_SECRET", SECRET),
+        ("RINGCAST_WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+        ("RINGCAST_WEBHOOK_SECRET", HOOK_SECRET),
+        ("RINGCAST_WEBHOOK_EVENTS", "message, undelivered"),
+    ];
+    let config = Config::load(raw(&[], &env)).expect("loads");
+    assert_eq!(config.webhook.url, "http://127.0.0.1:9/hook");
+    assert!(config.webhook.events.contains(WebhookEvent::Message));
+    assert!(config.webhook.events.contains(WebhookEvent::Undelivered));
+    assert!(!config.webhook.events.contains(WebhookEvent::Online));
+}

@@ -72,6 +72,23 @@ pub enum Durability {
     Buffered,
 }
 
+/// An event kind the webhook sender posts (`webhook.events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookEvent {
+    /// A client `publish`/`send` stored in a durable stream.
+    Message,
+    /// A user's first connection on this node.
+    Online,
+    /// A user's last connection on this node closed.
+    Offline,
+    /// A message in a user's inbox that no device acknowledged in time.
+    Undelivered,
+}
+
+/// The set of [`WebhookEvent`]s `webhook.events` turns on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookEvents(u8);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -160,6 +177,35 @@ impl Secret {
     }
 }
 
+impl WebhookEvents {
+    pub const NONE: WebhookEvents = WebhookEvents(0);
+    pub const ALL: WebhookEvents = WebhookEvents(0b1111);
+
+    pub fn contains(self, event: WebhookEvent) -> bool {
+        self.0 & WebhookEvents::bit(event) != 0
+    }
+
+    pub fn with(self, event: WebhookEvent) -> WebhookEvents {
+        WebhookEvents(self.0 | WebhookEvents::bit(event))
+    }
+
+    fn bit(event: WebhookEvent) -> u8 {
+        match event {
+            WebhookEvent::Message => 1,
+            WebhookEvent::Online => 2,
+            WebhookEvent::Offline => 4,
+            WebhookEvent::Undelivered => 8,
+        }
+    }
+}
+
+impl WebhookEvent {
+    /// The name `webhook.events` and the webhook body use.
+    pub fn name(self) -> &'static str {
+        Choice::name(self)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Secret(<{} bytes redacted>)", self.0.len())
@@ -245,6 +291,15 @@ impl Choice for Durability {
     ];
 }
 
+impl Choice for WebhookEvent {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("message", WebhookEvent::Message),
+        ("online", WebhookEvent::Online),
+        ("offline", WebhookEvent::Offline),
+        ("undelivered", WebhookEvent::Undelivered),
+    ];
+}
+
 impl Choice for LogFormat {
     const CHOICES: &'static [(&'static str, Self)] =
         &[("text", LogFormat::Text), ("json", LogFormat::Json)];
@@ -283,5 +338,20 @@ mod tests {
         }
         assert_eq!(Driver::parse("IO_URING"), None);
         assert_eq!(JwtAlgorithm::Hs256.name(), "HS256");
+    }
+
+    #[test]
+    fn webhook_events_set_holds_what_was_added() {
+        let set = WebhookEvents::NONE
+            .with(WebhookEvent::Online)
+            .with(WebhookEvent::Undelivered);
+        assert!(set.contains(WebhookEvent::Online));
+        assert!(set.contains(WebhookEvent::Undelivered));
+        assert!(!set.contains(WebhookEvent::Message));
+        assert!(!set.contains(WebhookEvent::Offline));
+        for (name, event) in WebhookEvent::CHOICES {
+            assert!(WebhookEvents::ALL.contains(*event), "{name}");
+            assert!(!WebhookEvents::NONE.contains(*event), "{name}");
+        }
     }
 }

@@ -165,7 +165,7 @@ struct Published {
 /// later without an operator (the store was busy or short of file
 /// descriptors or memory and recovers by itself), with `Retry-After: 1`;
 /// otherwise the store is poisoned or closed.
-fn store_unavailable(err: &StoreError) -> Response {
+pub(super) fn store_unavailable(err: &StoreError) -> Response {
     let retryable = err.is_retryable();
     // A shortage of fds or memory is logged by the store, rate-limited.
     if err.source_tag() == ringcast_store::ErrorSource::Resource {
@@ -287,7 +287,7 @@ fn overloaded(message: &str) -> Response {
     response
 }
 
-fn bad_request(message: impl AsRef<str>) -> Response {
+pub(super) fn bad_request(message: impl AsRef<str>) -> Response {
     Response::error(400, "bad_request", message.as_ref())
 }
 
@@ -339,6 +339,8 @@ impl Api {
             "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect"
             | "/api/history" | "/api/subscribe" | "/api/unsubscribe" => "POST",
             "/api/presence" | "/api/stats" => "GET, HEAD",
+            "/api/webhooks/replay" => "POST",
+            "/api/webhooks/dead" => "GET, HEAD",
             _ => {
                 return Err(Response::error(
                     404,
@@ -373,6 +375,8 @@ impl Api {
             "/api/unsubscribe" => self.subscribe_user(&req, false).await,
             "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
+            "/api/webhooks/dead" => super::webhooks::dead(&self.shared, &req).await,
+            "/api/webhooks/replay" => super::webhooks::replay(&self.shared, &req).await,
             _ => Ok(self.stats()),
         }
     }
@@ -662,12 +666,19 @@ impl Api {
             data,
         };
         if let Some(policy) = streams::policy(&self.shared.config, &envelope.channel) {
+            let outbox = crate::outbox::append_events(
+                &self.shared.config,
+                &envelope.channel,
+                crate::outbox::Cause::Api,
+                now,
+            );
             let request = AppendRequest {
                 stream: envelope.channel.clone(),
                 push: EncodedPush::encode(&envelope),
                 durability: policy.durability,
                 client_msg_id: origin.store_key,
                 retention: policy.retention,
+                outbox,
             };
             let reply = self
                 .shared
@@ -963,11 +974,9 @@ impl Api {
                 store.writer_queue_len as u64,
             ),
         ];
-        Response::text(
-            200,
-            "text/plain; version=0.0.4",
-            render_prometheus(&self.shared.metrics, &extra),
-        )
+        let mut text = render_prometheus(&self.shared.metrics, &extra);
+        super::webhooks::render_metrics(&self.shared, &mut text);
+        Response::text(200, "text/plain; version=0.0.4", text)
     }
 }
 

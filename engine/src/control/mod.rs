@@ -6,6 +6,7 @@
 pub mod api;
 pub mod http;
 mod idempotency;
+mod webhooks;
 
 use std::rc::Rc;
 use std::sync::Arc;

@@ -753,12 +753,24 @@ impl Shard {
             // the offset, fans out once durable, and the sender's
             // acknowledgement waits for that.
             let to = self.reply_to_of(key, id)?;
+            let cause = crate::outbox::Cause::Client {
+                user: sender,
+                client_id: to.client_id,
+                command: crate::outbox::ClientCommand::of_channel(&envelope.channel),
+            };
+            let outbox = crate::outbox::append_events(
+                &self.shared.config,
+                &envelope.channel,
+                cause,
+                self.now_ms,
+            );
             let request = AppendRequest {
                 stream: envelope.channel.clone(),
                 push: EncodedPush::encode(&envelope),
                 durability: policy.durability,
                 client_msg_id,
                 retention: policy.retention,
+                outbox,
             };
             let slot = self.pending_store.insert(StoreWait::Published(to));
             let tag = streams::request_tag(self.idx, slot);

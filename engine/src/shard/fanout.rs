@@ -20,6 +20,7 @@ use super::conn::Conn;
 use super::Shard;
 use crate::mesh::Overloaded;
 use crate::metrics::ShardMetrics;
+use crate::presence::Change;
 use crate::publication::Publication;
 use crate::session::{Offer, SessionConfig};
 
@@ -125,7 +126,10 @@ impl Shard {
         let channel: Rc<str> = match self.subscribers.get_key_value(channel) {
             Some((existing, _)) => existing.clone(),
             None => {
-                self.shared.interest.add(channel, self.idx);
+                let change = self.presence_change(key, channel);
+                self.shared
+                    .presence
+                    .add(&self.shared.interest, &self.shared.store, change);
                 let channel: Rc<str> = channel.into();
                 // Most channels of a shard are personal ones with a single
                 // subscriber: start at one slot, not the default four.
@@ -146,6 +150,16 @@ impl Shard {
             conn.subscriptions.push(channel);
         }
         self.shared.metrics[self.idx].subscriptions.add(1);
+    }
+
+    /// This shard's first subscriber of `channel` came or its last went,
+    /// through connection `key`: what `crate::presence` needs to know.
+    fn presence_change<'a>(&self, key: usize, channel: &'a str) -> Change<'a> {
+        Change {
+            channel,
+            shard_idx: self.idx,
+            client_id: self.conns.get(key).map_or(0, |conn| conn.client_id),
+        }
     }
 
     /// Removes `key` from `channel`'s local subscribers; the last one
@@ -171,7 +185,10 @@ impl Shard {
         }
         if keys.is_empty() {
             self.subscribers.remove(channel);
-            self.shared.interest.remove(channel, self.idx);
+            let change = self.presence_change(key, channel);
+            self.shared
+                .presence
+                .remove(&self.shared.interest, &self.shared.store, change);
         }
     }
 

@@ -21,10 +21,10 @@ use tungstenite::Message;
 
 use crate::util::{api_raw, free_port, token, Ws, API_KEY, SECRET};
 
-struct Node {
-    child: Child,
-    api: SocketAddr,
-    ws: SocketAddr,
+pub struct Node {
+    pub child: Child,
+    pub api: SocketAddr,
+    pub ws: SocketAddr,
 }
 
 /// A test that fails part-way does not leave the engine running.
@@ -36,6 +36,15 @@ impl Drop for Node {
 }
 
 fn start_node(data_dir: &std::path::Path, config_path: &std::path::Path) -> Node {
+    start_node_with(data_dir, config_path, "")
+}
+
+/// Starts the binary with `extra` TOML tables after the test's own.
+pub fn start_node_with(
+    data_dir: &std::path::Path,
+    config_path: &std::path::Path,
+    extra: &str,
+) -> Node {
     let ws_port = free_port();
     let api_port = free_port();
     std::fs::write(
@@ -43,7 +52,7 @@ fn start_node(data_dir: &std::path::Path, config_path: &std::path::Path) -> Node
         format!(
             "version = 1\n[server]\nshards = 2\npin_cores = false\ndata_dir = {data_dir:?}\n\
              [websocket]\nlisten = \"127.0.0.1:{ws_port}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nkey = \"{API_KEY}\"\n\
-             [auth]\njwt_secret = \"{SECRET}\"\n[log]\nlevel = \"warn\"\n"
+             [auth]\njwt_secret = \"{SECRET}\"\n[log]\nlevel = \"warn\"\n{extra}"
         ),
     )
     .unwrap();
@@ -65,7 +74,7 @@ fn start_node(data_dir: &std::path::Path, config_path: &std::path::Path) -> Node
 }
 
 /// A tiny deterministic PRNG so a failing seed can be replayed.
-fn xorshift(state: &mut u64) -> u64 {
+pub fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state << 13;
     *state ^= *state >> 7;
     *state ^= *state << 17;
@@ -114,7 +123,7 @@ fn crash_rounds() -> u64 {
 
 /// `RINGCAST_CRASH_SEED`, else one from the clock; printed so that a failing
 /// run can be replayed.
-fn crash_seed(test: &str) -> u64 {
+pub fn crash_seed(test: &str) -> u64 {
     let seed = std::env::var("RINGCAST_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -258,7 +267,7 @@ fn dm_user(generation: u64, idx: usize) -> String {
 }
 
 /// Connects as `user` to a spawned engine and reads the `connect` message.
-fn dm_connect(ws_addr: SocketAddr, user: &str) -> Result<Ws, String> {
+pub fn dm_connect(ws_addr: SocketAddr, user: &str) -> Result<Ws, String> {
     let url = format!("ws://{ws_addr}/connection/websocket?token={}", token(user));
     let stream = TcpStream::connect(ws_addr).map_err(|e| format!("connect: {e}"))?;
     stream

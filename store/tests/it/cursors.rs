@@ -82,3 +82,54 @@ fn cursor_survives_reopen_and_is_dropped_by_reset() {
     assert_eq!(set(&store, 1), 1, "a new epoch starts a new cursor");
     store.close().unwrap();
 }
+
+#[test]
+fn max_cursor_is_the_highest_device_of_the_user_in_the_current_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let max = |user: &str, stream: &str| {
+        block_on(store.max_cursor(user, stream).unwrap())
+            .unwrap()
+            .unwrap()
+            .map(|cursor| cursor.offset)
+    };
+    assert_eq!(max("alice", "user:alice"), None, "no stream yet");
+    for idx in 0..9 {
+        append(&store, "user:alice", &idx.to_string());
+        append(&store, "user:al", &idx.to_string());
+    }
+    assert_eq!(max("alice", "user:alice"), None, "no cursor yet");
+    let ack = |user: &str, device: &str, stream: &str, offset: u64| {
+        block_on(store.set_cursor(user, device, stream, offset).unwrap())
+            .unwrap()
+            .unwrap();
+    };
+    ack("alice", "phone", "user:alice", 3);
+    ack("alice", "laptop", "user:alice", 7);
+    ack("alice", "tablet", "user:al", 9);
+    // Another user whose id and device would spell the same bytes without
+    // the length prefixes.
+    ack("al", "iceXphone", "user:alice", 9);
+    ack("bob", "phone", "user:alice", 9);
+    assert_eq!(max("alice", "user:alice"), Some(7));
+    assert_eq!(max("alice", "user:al"), Some(9));
+    assert_eq!(max("al", "user:alice"), Some(9));
+    assert_eq!(max("carol", "user:alice"), None);
+    // After a reset the old epoch's cursors no longer count.
+    block_on(store.reset_stream("user:alice").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(max("alice", "user:alice"), None);
+    append(&store, "user:alice", "new");
+    ack("alice", "phone", "user:alice", 1);
+    let cursor = block_on(store.max_cursor("alice", "user:alice").unwrap())
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(cursor.offset, 1);
+    assert_eq!(
+        cursor.epoch,
+        crate::util::read_all(&store, "user:alice").epoch
+    );
+    store.close().unwrap();
+}

@@ -39,12 +39,14 @@ fn child_process() {
                 println!("ACK {} {}", appended.offset, appended.epoch);
             }
         }
+        "outbox-sync" => crate::outbox::child_appends_with_events(&store, Durability::Sync),
+        "outbox-buffered" => crate::outbox::child_appends_with_events(&store, Durability::Buffered),
         other => panic!("unknown child mode {other}"),
     }
 }
 
 /// Starts the child and returns its stdout lines as they arrive.
-fn spawn_child(
+pub fn spawn_child(
     mode: &str,
     dir: &std::path::Path,
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
@@ -78,16 +80,16 @@ fn spawn_child(
 }
 
 /// xorshift64*: a seeded delay generator, no dependency needed.
-fn next_random(state: &mut u64) -> u64 {
+pub fn next_random(state: &mut u64) -> u64 {
     *state ^= *state >> 12;
     *state ^= *state << 25;
     *state ^= *state >> 27;
     state.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
-#[test]
-fn sigkill_loses_no_acknowledged_append() {
-    let seed = std::env::var("RINGCAST_STORE_SEED")
+/// `RINGCAST_STORE_SEED`, or one from the clock.
+pub fn test_seed() -> u64 {
+    std::env::var("RINGCAST_STORE_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(|| {
@@ -96,7 +98,12 @@ fn sigkill_loses_no_acknowledged_append() {
                 .unwrap()
                 .as_nanos() as u64
                 | 1
-        });
+        })
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_append() {
+    let seed = test_seed();
     eprintln!("sigkill test seed: {seed} (rerun with RINGCAST_STORE_SEED={seed})");
     let mut random = seed;
     let dir = tempfile::tempdir().unwrap();

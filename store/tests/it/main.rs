@@ -5,6 +5,7 @@ mod cursors;
 mod dedup;
 mod failure;
 mod kill;
+mod outbox;
 mod recovery;
 mod resources;
 mod retention;

@@ -49,6 +49,7 @@ pub fn request_at(stream: &str, data: &str, durability: Durability, time_ms: u64
         durability,
         client_msg_id: None,
         retention: Retention::UNLIMITED,
+        outbox: Vec::new(),
     }
 }
 

@@ -1,0 +1,415 @@
+//! The webhook thread's loop: reads the outbox in seq order into the
+//! scheduler, runs the attempts it asks for as tasks on the thread's
+//! runtime (hyper-util's pooled client), and hands what finished back to
+//! the store in batches: delivered (and satisfied) events are deleted,
+//! dead ones moved to the dead letters.
+//!
+//! At least once: an event leaves the outbox only after its backend
+//! answered 2xx (or, for `message.undelivered`, after a device was found
+//! to have acknowledged the message). A crash before the deletion is
+//! committed sends it again after restart, with the same `webhook-id`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringcast_store::{OutboxKind, OutboxRecord, Store, StoreError};
+
+use super::schedule::{Dead, Item, Job, Lane, Policy, Scheduler};
+use super::sign::Signer;
+use super::{body, kind_index, Stop, Waker, WebhookMetrics};
+use super::{POLL_INTERVAL, READ_PAGE_MAX, RESPONSE_BYTES_MAX};
+use crate::backend_http::{post_json, BackendClient};
+use crate::config::{WebhookEvent, WebhookEvents};
+use crate::shard::unix_ms;
+
+/// How long shutdown waits for the loop's last hand-over.
+pub const WAIT_STOP_MAX: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub(super) struct Settings {
+    pub uri: hyper::Uri,
+    pub signer: Arc<Signer>,
+    pub timeout: Duration,
+    pub policy: Policy,
+    pub events: WebhookEvents,
+}
+
+pub(super) struct Context {
+    pub shared: Arc<crate::engine::Shared>,
+    pub settings: Settings,
+    pub metrics: Arc<WebhookMetrics>,
+    pub waker: Arc<Waker>,
+    pub stop: Arc<Stop>,
+}
+
+/// How one attempt ended.
+enum Outcome {
+    /// The backend answered 2xx.
+    Delivered,
+    /// `message.undelivered`: a device acknowledged the message in time.
+    Satisfied,
+    /// The record is no longer in the outbox (a parked one read again).
+    Gone,
+    Failed(String),
+}
+
+struct Finished {
+    seq: u64,
+    kind: Option<OutboxKind>,
+    outcome: Outcome,
+    /// A parked record read again for this attempt, kept for its retries.
+    reloaded: Option<Arc<OutboxRecord>>,
+}
+
+/// The config's name for a kind, to filter by `webhook.events`.
+fn config_event(kind: OutboxKind) -> WebhookEvent {
+    match kind {
+        OutboxKind::Message => WebhookEvent::Message,
+        OutboxKind::Online => WebhookEvent::Online,
+        OutboxKind::Offline => WebhookEvent::Offline,
+        OutboxKind::Undelivered => WebhookEvent::Undelivered,
+    }
+}
+
+fn lane(kind: OutboxKind) -> Lane {
+    match kind {
+        OutboxKind::Undelivered => Lane::Alone,
+        OutboxKind::Message | OutboxKind::Online | OutboxKind::Offline => Lane::Ordered,
+    }
+}
+
+async fn await_store<T>(
+    reply: Result<futures_channel::oneshot::Receiver<Result<T, StoreError>>, StoreError>,
+) -> Result<T, StoreError> {
+    match reply {
+        Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+        Err(err) => Err(err),
+    }
+}
+
+/// What the loop holds between turns.
+struct State {
+    scheduler: Scheduler,
+    /// Records of the events loaded and not parked, by seq.
+    records: HashMap<u64, Arc<OutboxRecord>>,
+    /// `time_ms` of every event loaded and not finished, by seq.
+    times: BTreeMap<u64, u64>,
+    /// Finished events to delete from the outbox.
+    done: Vec<u64>,
+    /// Events to move to the dead letters.
+    dead: Vec<Dead>,
+}
+
+/// What the loop's tasks report.
+enum Report {
+    Finished(Finished),
+    Page(Result<Vec<OutboxRecord>, StoreError>),
+}
+
+pub(super) async fn run(cx: Context) {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut state = State {
+        scheduler: Scheduler::new(cx.settings.policy, seed),
+        records: HashMap::new(),
+        times: BTreeMap::new(),
+        done: Vec::new(),
+        dead: Vec::new(),
+    };
+    let client = crate::backend_http::pooled_client();
+    let store = &cx.shared.store;
+    // At most `concurrency_max` attempts and one read report at a time.
+    let (report_tx, mut report_rx) = tokio::sync::mpsc::unbounded_channel::<Report>();
+    let mut reading = false;
+    let mut requested = 0usize;
+    // Whether the outbox may hold records past what was read.
+    let mut dirty = true;
+    let mut poll_at = tokio::time::Instant::now() + POLL_INTERVAL;
+    let mut read_error_logged = false;
+    while !cx.stop.requested.load(Ordering::Acquire) {
+        let now_ms = unix_ms();
+        let room = state.scheduler.room();
+        if !reading && dirty && room > 0 {
+            requested = room.min(READ_PAGE_MAX);
+            dirty = false;
+            match store.outbox_read(state.scheduler.read_after(), requested) {
+                Ok(receiver) => {
+                    reading = true;
+                    let report_tx = report_tx.clone();
+                    tokio::spawn(async move {
+                        let page = receiver.await.unwrap_or(Err(StoreError::Closed));
+                        let _ = report_tx.send(Report::Page(page));
+                    });
+                }
+                // Tried again at the next poll.
+                Err(err) => log_read_error(&mut read_error_logged, &err),
+            }
+        }
+        while let Some(job) = state.scheduler.poll_job(now_ms) {
+            let record = state.records.get(&job.seq).cloned();
+            let attempt = attempt(&cx, &client, job, record);
+            let report_tx = report_tx.clone();
+            tokio::spawn(async move {
+                let _ = report_tx.send(Report::Finished(attempt.await));
+            });
+        }
+        flush(store, &mut state);
+        cx.metrics.oldest_pending_time_ms.store(
+            state.times.values().next().copied().unwrap_or(0),
+            Ordering::Relaxed,
+        );
+        let timer_at = state.scheduler.next_timer_ms().map(|at_ms| {
+            tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms))
+        });
+        let wake_at = timer_at.map_or(poll_at, |at| at.min(poll_at));
+        tokio::select! {
+            biased;
+            () = cx.stop.notify.notified() => {}
+            Some(report) = report_rx.recv() => {
+                let mut next = Some(report);
+                while let Some(report) = next {
+                    match report {
+                        Report::Finished(finished) => on_finished(&cx, &mut state, finished),
+                        Report::Page(Ok(page)) => {
+                            reading = false;
+                            read_error_logged = false;
+                            // A full page: there may be more right behind it.
+                            dirty |= page.len() >= requested;
+                            load(&cx, &mut state, page);
+                        }
+                        Report::Page(Err(err)) => {
+                            reading = false;
+                            log_read_error(&mut read_error_logged, &err);
+                        }
+                    }
+                    next = report_rx.try_recv().ok();
+                }
+            }
+            () = cx.waker.notify.notified() => dirty = true,
+            () = tokio::time::sleep_until(wake_at) => {
+                if tokio::time::Instant::now() >= poll_at {
+                    dirty = true;
+                    poll_at = tokio::time::Instant::now() + POLL_INTERVAL;
+                }
+            }
+        }
+    }
+    // What finished is handed over; what is in flight goes again next start.
+    while let Ok(report) = report_rx.try_recv() {
+        if let Report::Finished(finished) = report {
+            on_finished(&cx, &mut state, finished);
+        }
+    }
+    flush(store, &mut state);
+}
+
+fn log_read_error(logged: &mut bool, err: &StoreError) {
+    if !*logged {
+        tracing::warn!(error = %err, "webhooks: reading the outbox failed");
+        *logged = true;
+    }
+}
+
+/// Takes a page of the outbox into the scheduler.
+fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
+    let now_ms = unix_ms();
+    for record in page {
+        if record.seq <= state.scheduler.read_after() {
+            continue;
+        }
+        if !cx.settings.events.contains(config_event(record.kind)) {
+            // Written under an older `webhook.events`: not wanted now.
+            state.scheduler.skip(record.seq);
+            state.done.push(record.seq);
+            continue;
+        }
+        state.times.insert(record.seq, record.time_ms);
+        let item = Item {
+            seq: record.seq,
+            key: record.key.clone(),
+            lane: lane(record.kind),
+            due_ms: record.due_ms,
+        };
+        if state.scheduler.push(now_ms, item) {
+            state.records.insert(record.seq, Arc::new(record));
+        }
+    }
+}
+
+fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
+    let now_ms = unix_ms();
+    let Finished {
+        seq,
+        kind,
+        outcome,
+        reloaded,
+    } = finished;
+    let metrics = &cx.metrics;
+    match outcome {
+        Outcome::Delivered | Outcome::Satisfied | Outcome::Gone => {
+            state.scheduler.done(now_ms, seq);
+            state.records.remove(&seq);
+            state.times.remove(&seq);
+            match (outcome, kind) {
+                (Outcome::Delivered, Some(kind)) => metrics.delivered[kind_index(kind)].add(1),
+                (Outcome::Satisfied, _) => metrics.undelivered_satisfied.add(1),
+                _ => {}
+            }
+            state.done.push(seq);
+        }
+        Outcome::Failed(error) => {
+            metrics.attempts_failed.add(1);
+            tracing::debug!(seq, %error, "webhook attempt failed");
+            if let Some(record) = reloaded {
+                state.records.insert(seq, record);
+            }
+            if let Some(dead) = state.scheduler.failed(now_ms, seq, &error) {
+                tracing::warn!(
+                    seq,
+                    attempts = dead.attempts,
+                    error = %dead.last_error,
+                    "webhook event dead-lettered"
+                );
+                metrics.dead_lettered.add(1);
+                state.records.remove(&seq);
+                state.times.remove(&seq);
+                state.dead.push(dead);
+            }
+        }
+    }
+}
+
+/// Hands finished events to the store; what it cannot take now (its queue
+/// is full) is tried again next turn.
+fn flush(store: &Store, state: &mut State) {
+    if !state.done.is_empty() {
+        match store.outbox_done(state.done.clone()) {
+            Ok(()) => state.done.clear(),
+            Err(err) => tracing::debug!(error = %err, "webhooks: outbox_done deferred"),
+        }
+    }
+    while let Some(dead) = state.dead.first() {
+        match store.outbox_dead(dead.seq, dead.attempts, dead.last_error.clone()) {
+            Ok(()) => {
+                state.dead.remove(0);
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "webhooks: outbox_dead deferred");
+                break;
+            }
+        }
+    }
+}
+
+/// One attempt: read a parked record again, check an undelivered message's
+/// acknowledgement, sign and POST.
+fn attempt(
+    cx: &Context,
+    client: &BackendClient,
+    job: Job,
+    record: Option<Arc<OutboxRecord>>,
+) -> impl std::future::Future<Output = Finished> + 'static {
+    let shared = cx.shared.clone();
+    let settings = cx.settings.clone();
+    let client = client.clone();
+    async move {
+        let mut reloaded = None;
+        let record = match record {
+            Some(record) => record,
+            None => {
+                let page =
+                    await_store(shared.store.outbox_read(job.seq.saturating_sub(1), 1)).await;
+                match page {
+                    Ok(page) => match page.into_iter().next().filter(|r| r.seq == job.seq) {
+                        Some(record) => {
+                            let record = Arc::new(record);
+                            reloaded = Some(record.clone());
+                            record
+                        }
+                        None => {
+                            return Finished {
+                                seq: job.seq,
+                                kind: None,
+                                outcome: Outcome::Gone,
+                                reloaded: None,
+                            }
+                        }
+                    },
+                    Err(err) => {
+                        return Finished {
+                            seq: job.seq,
+                            kind: None,
+                            outcome: Outcome::Failed(format!("reading the outbox: {err}")),
+                            reloaded: None,
+                        }
+                    }
+                }
+            }
+        };
+        let kind = Some(record.kind);
+        let outcome = if record.kind == OutboxKind::Undelivered
+            && acknowledged(&shared.store, &record).await
+        {
+            Outcome::Satisfied
+        } else {
+            deliver(&settings, &client, &record).await
+        };
+        Finished {
+            seq: job.seq,
+            kind,
+            outcome,
+            reloaded,
+        }
+    }
+}
+
+/// Whether some device of the user acknowledged the record's message: a
+/// cursor in its stream's epoch at or past its offset. A failed read counts
+/// as "no" (a spare push beats a missed one).
+async fn acknowledged(store: &Store, record: &OutboxRecord) -> bool {
+    let Some(entry) = &record.entry else {
+        return false;
+    };
+    let env = entry.envelope();
+    let (offset, epoch) = (env.offset.to_native(), env.epoch.to_native());
+    match await_store(store.max_cursor(&record.key, env.channel.as_str())).await {
+        Ok(Some(cursor)) => cursor.epoch == epoch && cursor.offset >= offset,
+        Ok(None) => false,
+        Err(err) => {
+            tracing::debug!(error = %err, "webhooks: reading cursors failed");
+            false
+        }
+    }
+}
+
+async fn deliver(settings: &Settings, client: &BackendClient, record: &OutboxRecord) -> Outcome {
+    let id = body::event_id(record);
+    let body = body::build(record);
+    let timestamp_s = unix_ms() / 1000;
+    let signature = settings.signer.signature(&id, timestamp_s, &body);
+    let headers = [
+        ("webhook-id", id),
+        ("webhook-timestamp", timestamp_s.to_string()),
+        ("webhook-signature", signature),
+    ];
+    let post = post_json(
+        client,
+        settings.uri.clone(),
+        &headers,
+        Bytes::from(body),
+        RESPONSE_BYTES_MAX,
+    );
+    match tokio::time::timeout(settings.timeout, post).await {
+        Ok(Ok((status, _))) if status.is_success() => Outcome::Delivered,
+        Ok(Ok((status, _))) => Outcome::Failed(format!("HTTP status {status}")),
+        Ok(Err(err)) => Outcome::Failed(err.to_string()),
+        Err(_elapsed) => Outcome::Failed(format!(
+            "no answer within {} ms",
+            settings.timeout.as_millis()
+        )),
+    }
+}

@@ -1,0 +1,571 @@
+//! The webhook outbox: events written in the same batch as their append,
+//! standalone events, delivery (done), dead letters and replay, seqs and
+//! event ids across reopens, the presence set, and SIGKILL.
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ringcast_store::{
+    Answer, AppendRequest, Appended, CommitSink, DeadRecord, Durability, OutboxEvent, OutboxKind,
+    OutboxRecord, Store, StoreError, DEAD_ERROR_BYTES_MAX,
+};
+
+use crate::kill::{next_random, spawn_child, test_seed};
+use crate::util::{block_on, config, eventually, request, submit};
+
+fn event(kind: OutboxKind, key: &str, body: &str) -> OutboxEvent {
+    OutboxEvent {
+        kind,
+        key: key.to_owned(),
+        due_ms: 0,
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+/// An append to `stream` carrying `events`.
+fn with_events(stream: &str, data: &str, events: Vec<OutboxEvent>) -> AppendRequest {
+    AppendRequest {
+        outbox: events,
+        ..request(stream, data, Durability::Sync)
+    }
+}
+
+pub fn outbox_all(store: &Store) -> Vec<OutboxRecord> {
+    let receiver = store.outbox_read(0, usize::MAX).expect("read queued");
+    block_on(receiver)
+        .expect("reader alive")
+        .expect("outbox read")
+}
+
+fn dead_all(store: &Store) -> Vec<DeadRecord> {
+    let receiver = store.dead_read(0, usize::MAX).expect("read queued");
+    block_on(receiver)
+        .expect("reader alive")
+        .expect("dead read")
+}
+
+fn seqs(records: &[OutboxRecord]) -> Vec<u64> {
+    records.iter().map(|record| record.seq).collect()
+}
+
+/// Waits until the writer has applied what was submitted without an
+/// answer: an append behind it is answered after its batch.
+fn flush(store: &Store) {
+    submit(store, request("flush", "x", Durability::Buffered)).expect("flush append");
+}
+
+#[test]
+fn events_ride_their_append_with_the_stamped_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let appended = submit(
+        &store,
+        with_events(
+            "user:bob",
+            "hello",
+            vec![
+                event(OutboxKind::Message, "alice", r#"{"client":"c1"}"#),
+                OutboxEvent {
+                    due_ms: 12_345,
+                    ..event(OutboxKind::Undelivered, "bob", "{}")
+                },
+            ],
+        ),
+    )
+    .unwrap();
+    let records = outbox_all(&store);
+    assert_eq!(records.len(), 2);
+    let [message, undelivered] = &records[..] else {
+        unreachable!()
+    };
+    assert!(message.seq < undelivered.seq);
+    assert_ne!(message.event_id, undelivered.event_id);
+    assert_eq!(
+        (message.kind, message.key.as_str()),
+        (OutboxKind::Message, "alice")
+    );
+    assert_eq!(message.body, br#"{"client":"c1"}"#);
+    assert_eq!(
+        (
+            undelivered.kind,
+            undelivered.key.as_str(),
+            undelivered.due_ms
+        ),
+        (OutboxKind::Undelivered, "bob", 12_345)
+    );
+    for record in &records {
+        let entry = record.entry.as_ref().expect("the entry rode along");
+        assert_eq!(entry.as_bytes(), appended.push.as_bytes());
+        assert_eq!(entry.envelope().offset.to_native(), appended.offset);
+        assert_eq!(entry.envelope().id.to_native(), appended.message_id.0);
+        assert!(record.time_ms > 0);
+    }
+    assert_eq!(store.health().outbox_len, 2);
+    // After the first record: only the second.
+    let receiver = store.outbox_read(message.seq, 10).unwrap();
+    let after = block_on(receiver).unwrap().unwrap();
+    assert_eq!(seqs(&after), vec![undelivered.seq]);
+    store.close().unwrap();
+}
+
+#[test]
+fn a_duplicate_append_writes_no_second_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let with_id = || AppendRequest {
+        client_msg_id: Some("m1".to_owned()),
+        ..with_events(
+            "chat:a",
+            "x",
+            vec![event(OutboxKind::Message, "alice", "{}")],
+        )
+    };
+    let original = submit(&store, with_id()).unwrap();
+    let retry = submit(&store, with_id()).unwrap();
+    assert!(retry.duplicate && !original.duplicate);
+    let records = outbox_all(&store);
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(store.health().outbox_len, 1);
+    store.close().unwrap();
+}
+
+#[test]
+fn standalone_events_are_read_and_done_deletes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    store
+        .submit_outbox(vec![
+            event(OutboxKind::Online, "alice", r#"{"presence_seq":1}"#),
+            event(OutboxKind::Online, "bob", r#"{"presence_seq":2}"#),
+        ])
+        .unwrap();
+    store
+        .submit_outbox(vec![event(
+            OutboxKind::Offline,
+            "bob",
+            r#"{"presence_seq":3}"#,
+        )])
+        .unwrap();
+    eventually("standalone events stored", || outbox_all(&store).len() == 3);
+    let records = outbox_all(&store);
+    let kinds: Vec<(OutboxKind, &str)> = records
+        .iter()
+        .map(|record| (record.kind, record.key.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (OutboxKind::Online, "alice"),
+            (OutboxKind::Online, "bob"),
+            (OutboxKind::Offline, "bob")
+        ]
+    );
+    assert!(records.iter().all(|record| record.entry.is_none()));
+    let ids: HashSet<u64> = records.iter().map(|record| record.event_id).collect();
+    assert_eq!(ids.len(), 3, "event ids are unique");
+
+    // Done twice, and a seq that never existed: each counted once.
+    store.outbox_done(vec![records[0].seq, 999_999]).unwrap();
+    store
+        .outbox_done(vec![records[0].seq, records[2].seq])
+        .unwrap();
+    flush(&store);
+    assert_eq!(seqs(&outbox_all(&store)), vec![records[1].seq]);
+    assert_eq!(store.health().outbox_len, 1);
+
+    // Events with a bad key or body are refused at once.
+    let refused = store.submit_outbox(vec![event(OutboxKind::Online, "", "{}")]);
+    assert!(
+        matches!(refused, Err(StoreError::InvalidRequest { .. })),
+        "{refused:?}"
+    );
+    let big = OutboxEvent {
+        body: vec![b'x'; ringcast_store::OUTBOX_BODY_BYTES_MAX + 1],
+        ..event(OutboxKind::Online, "alice", "")
+    };
+    let refused = submit(&store, with_events("chat:a", "x", vec![big]));
+    assert!(
+        matches!(refused, Err(StoreError::InvalidRequest { .. })),
+        "{refused:?}"
+    );
+    store.close().unwrap();
+}
+
+#[test]
+fn dead_letters_keep_their_event_id_and_replay_under_new_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for user in ["a", "b", "c"] {
+        submit(
+            &store,
+            with_events("chat:x", user, vec![event(OutboxKind::Message, user, "{}")]),
+        )
+        .unwrap();
+    }
+    let records = outbox_all(&store);
+    assert_eq!(records.len(), 3);
+    let long_error = "é".repeat(DEAD_ERROR_BYTES_MAX);
+    store.outbox_dead(records[0].seq, 10, long_error).unwrap();
+    store
+        .outbox_dead(records[1].seq, 7, "HTTP 500".to_owned())
+        .unwrap();
+    flush(&store);
+    let health = store.health();
+    assert_eq!((health.outbox_len, health.dead_len), (1, 2));
+    assert_eq!(seqs(&outbox_all(&store)), vec![records[2].seq]);
+    let dead = dead_all(&store);
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].record.seq, records[0].seq);
+    assert_eq!(dead[0].record.event_id, records[0].event_id);
+    assert_eq!(dead[0].attempts, 10);
+    assert!(
+        dead[0].last_error.len() <= DEAD_ERROR_BYTES_MAX && dead[0].last_error.starts_with('é')
+    );
+    assert_eq!(
+        (dead[1].attempts, dead[1].last_error.as_str()),
+        (7, "HTTP 500")
+    );
+    assert!(dead[1].dead_at_ms >= records[1].time_ms);
+    assert!(dead[1].record.entry.is_some(), "the entry is kept");
+
+    // Replay one by seq, then the rest.
+    let moved = block_on(
+        store
+            .dead_replay(Some(vec![records[1].seq, 424_242]))
+            .unwrap(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(moved, 1);
+    let moved = block_on(store.dead_replay(None).unwrap()).unwrap().unwrap();
+    assert_eq!(moved, 1);
+    assert!(dead_all(&store).is_empty());
+    let back = outbox_all(&store);
+    assert_eq!(back.len(), 3);
+    let replayed_b = &back[1];
+    let replayed_a = &back[2];
+    assert_eq!(replayed_b.event_id, records[1].event_id);
+    assert_eq!(replayed_a.event_id, records[0].event_id);
+    assert!(
+        replayed_b.seq > records[2].seq,
+        "a sender past the old seq sees it"
+    );
+    assert!(replayed_a.seq > replayed_b.seq);
+    assert_eq!(replayed_a.body, records[0].body);
+    assert_eq!(replayed_a.key, "a");
+    let health = store.health();
+    assert_eq!((health.outbox_len, health.dead_len), (3, 0));
+    store.close().unwrap();
+
+    // The counts are rebuilt at open.
+    let store = Store::open(config(dir.path())).unwrap();
+    let health = store.health();
+    assert_eq!((health.outbox_len, health.dead_len), (3, 0));
+    store.close().unwrap();
+}
+
+#[test]
+fn seqs_keep_increasing_across_reopen_even_when_the_outbox_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    submit(
+        &store,
+        with_events("chat:x", "1", vec![event(OutboxKind::Message, "a", "{}")]),
+    )
+    .unwrap();
+    let first = outbox_all(&store);
+    store.outbox_done(seqs(&first)).unwrap();
+    flush(&store);
+    assert!(outbox_all(&store).is_empty());
+    store.close().unwrap();
+
+    let store = Store::open(config(dir.path())).unwrap();
+    submit(
+        &store,
+        with_events("chat:x", "2", vec![event(OutboxKind::Message, "a", "{}")]),
+    )
+    .unwrap();
+    let second = outbox_all(&store);
+    assert_eq!(second.len(), 1);
+    assert!(second[0].seq > first[0].seq, "{second:?} after {first:?}");
+    assert_ne!(second[0].event_id, first[0].event_id);
+    store.close().unwrap();
+}
+
+#[test]
+fn users_left_online_get_an_offline_event_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    store
+        .submit_outbox(vec![
+            event(OutboxKind::Online, "alice", "{}"),
+            event(OutboxKind::Online, "bob", "{}"),
+            event(OutboxKind::Online, "carol", "{}"),
+        ])
+        .unwrap();
+    // Bob goes offline in a later batch, carol in the same batch as her online.
+    flush(&store);
+    store
+        .submit_outbox(vec![event(OutboxKind::Offline, "bob", "{}")])
+        .unwrap();
+    store
+        .submit_outbox(vec![
+            event(OutboxKind::Online, "carol", "{}"),
+            event(OutboxKind::Offline, "carol", "{}"),
+        ])
+        .unwrap();
+    flush(&store);
+    let before = outbox_all(&store);
+    assert_eq!(before.len(), 6);
+    let seq_max = before.iter().map(|record| record.seq).max().unwrap();
+    drop(store);
+
+    let store = Store::open(config(dir.path())).unwrap();
+    let after = outbox_all(&store);
+    let restart: Vec<&OutboxRecord> = after.iter().filter(|record| record.seq > seq_max).collect();
+    assert_eq!(restart.len(), 1, "{restart:?}");
+    assert_eq!(
+        (restart[0].kind, restart[0].key.as_str()),
+        (OutboxKind::Offline, "alice")
+    );
+    assert_eq!(restart[0].body, br#"{"reason":"restart"}"#);
+    store.close().unwrap();
+
+    // Alice left the set with her Offline: the next open writes nothing.
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(outbox_all(&store).len(), after.len());
+    store.close().unwrap();
+}
+
+/// Presence events reach the writer in any order from the shards; their
+/// sequences say which is later, and an overtaken one is dropped.
+#[test]
+fn presence_events_overtaken_by_a_later_one_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    // dave: offline at 5 reaches the writer after online at 6.
+    store
+        .submit_presence(event(OutboxKind::Online, "dave", "{}"), 6)
+        .unwrap();
+    flush(&store);
+    store
+        .submit_presence(event(OutboxKind::Offline, "dave", "{}"), 5)
+        .unwrap();
+    // erin: online at 7 reaches it after offline at 8, in one batch.
+    store
+        .submit_presence(event(OutboxKind::Online, "erin", "{}"), 3)
+        .unwrap();
+    store
+        .submit_presence(event(OutboxKind::Offline, "erin", "{}"), 8)
+        .unwrap();
+    store
+        .submit_presence(event(OutboxKind::Online, "erin", "{}"), 7)
+        .unwrap();
+    flush(&store);
+    // erin again, later batch: still older than her offline at 8.
+    store
+        .submit_presence(event(OutboxKind::Online, "erin", "{}"), 8)
+        .unwrap();
+    flush(&store);
+    let records: Vec<(OutboxKind, String)> = outbox_all(&store)
+        .into_iter()
+        .map(|record| (record.kind, record.key))
+        .collect();
+    assert_eq!(
+        records,
+        vec![
+            (OutboxKind::Online, "dave".to_owned()),
+            (OutboxKind::Online, "erin".to_owned()),
+            (OutboxKind::Offline, "erin".to_owned()),
+        ]
+    );
+    let refused = store.submit_presence(event(OutboxKind::Message, "x", "{}"), 1);
+    assert!(
+        matches!(refused, Err(StoreError::InvalidRequest { .. })),
+        "{refused:?}"
+    );
+    drop(store);
+
+    // Dave is still online in the presence set, erin is not.
+    let store = Store::open(config(dir.path())).unwrap();
+    let restart: Vec<(OutboxKind, String)> = outbox_all(&store)
+        .into_iter()
+        .skip(3)
+        .map(|record| (record.kind, record.key))
+        .collect();
+    assert_eq!(restart, vec![(OutboxKind::Offline, "dave".to_owned())]);
+    store.close().unwrap();
+}
+
+/// Everything a sink is handed, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Appended,
+    OutboxWritten,
+    BatchDone,
+}
+
+struct Recorder(mpsc::Sender<Seen>);
+
+impl CommitSink for Recorder {
+    fn appended(&mut self, _appended: &Appended) {
+        drop(self.0.send(Seen::Appended));
+    }
+
+    fn answered(&mut self, _tag: u64, _answer: Answer) {}
+
+    fn outbox_written(&mut self) {
+        drop(self.0.send(Seen::OutboxWritten));
+    }
+
+    fn batch_done(&mut self) {
+        drop(self.0.send(Seen::BatchDone));
+    }
+}
+
+#[test]
+fn the_sink_hears_of_outbox_writes_once_per_batch_before_batch_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let (seen_tx, seen) = mpsc::channel();
+    let store = Store::open_with_sink(config(dir.path()), Recorder(seen_tx)).unwrap();
+    let next = || {
+        seen.recv_timeout(Duration::from_secs(10))
+            .expect("sink called")
+    };
+    submit(
+        &store,
+        with_events(
+            "chat:x",
+            "1",
+            vec![
+                event(OutboxKind::Message, "a", "{}"),
+                event(OutboxKind::Message, "a", "{}"),
+            ],
+        ),
+    )
+    .unwrap();
+    assert_eq!(next(), Seen::Appended);
+    assert_eq!(next(), Seen::OutboxWritten);
+    assert_eq!(next(), Seen::BatchDone);
+    // A batch without outbox records does not call it.
+    submit(&store, request("chat:x", "2", Durability::Sync)).unwrap();
+    assert_eq!(next(), Seen::Appended);
+    assert_eq!(next(), Seen::BatchDone);
+    store.close().unwrap();
+}
+
+/// The child side of the SIGKILL test (started by `kill::child_process`):
+/// marks a user online, then appends with a Message event per append and
+/// prints each acknowledged offset.
+pub fn child_appends_with_events(store: &Store, durability: Durability) -> ! {
+    store
+        .submit_outbox(vec![event(OutboxKind::Online, "kill-user", "{}")])
+        .unwrap();
+    loop {
+        let appended = submit(
+            store,
+            AppendRequest {
+                outbox: vec![event(OutboxKind::Message, "kill-user", "{}")],
+                ..request(OUTBOX_STREAM, "x", durability)
+            },
+        )
+        .unwrap();
+        println!("ACK {} {}", appended.offset, appended.epoch);
+    }
+}
+
+pub const OUTBOX_STREAM: &str = "chat:kill";
+
+/// kill -9 at a random moment loses no committed event: every acknowledged
+/// append's Message event is in the outbox after reopen, exactly once, with
+/// its entry; the user the child marked online gets a restart Offline.
+#[test]
+fn sigkill_loses_no_event_of_an_acknowledged_append() {
+    let seed = test_seed();
+    eprintln!("outbox sigkill seed: {seed} (rerun with RINGCAST_STORE_SEED={seed})");
+    let mut random = seed;
+    let dir = tempfile::tempdir().unwrap();
+    let mut seq_max = 0u64;
+    for (round, mode) in ["outbox-sync", "outbox-buffered", "outbox-sync"]
+        .iter()
+        .enumerate()
+    {
+        let (mut child, lines) = spawn_child(mode, dir.path());
+        let mut acked = Vec::new();
+        loop {
+            let line = lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("child acks");
+            if let Some(ack) = line.strip_prefix("ACK ") {
+                acked.push(ack.to_owned());
+                break;
+            }
+        }
+        let delay = Duration::from_millis(50 + next_random(&mut random) % 300);
+        std::thread::sleep(delay);
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        let drain_deadline = Instant::now() + Duration::from_secs(5);
+        while let Ok(line) =
+            lines.recv_timeout(drain_deadline.saturating_duration_since(Instant::now()))
+        {
+            if let Some(ack) = line.strip_prefix("ACK ") {
+                acked.push(ack.to_owned());
+            }
+        }
+        let acked: Vec<u64> = acked
+            .iter()
+            .filter_map(|ack| ack.split(' ').next()?.parse().ok())
+            .collect();
+        assert!(!acked.is_empty(), "round {round}: no acks parsed");
+
+        let store = Store::open(config(dir.path())).unwrap();
+        let records = outbox_all(&store);
+        let this_round: Vec<&OutboxRecord> = records
+            .iter()
+            .filter(|record| record.seq > seq_max)
+            .collect();
+        let messages: Vec<u64> = this_round
+            .iter()
+            .filter(|record| record.kind == OutboxKind::Message)
+            .map(|record| {
+                let entry = record
+                    .entry
+                    .as_ref()
+                    .expect("a message event has its entry");
+                entry.envelope().offset.to_native()
+            })
+            .collect();
+        let unique: HashSet<u64> = messages.iter().copied().collect();
+        assert_eq!(
+            unique.len(),
+            messages.len(),
+            "seed {seed} round {round}: an event twice"
+        );
+        for offset in &acked {
+            assert!(
+                unique.contains(offset),
+                "seed {seed} round {round} ({mode}, killed after {delay:?}): the event of \
+                 acknowledged offset {offset} is missing"
+            );
+        }
+        // Events and entries are one batch: no event without its entry.
+        let stored_max = crate::util::read_all(&store, OUTBOX_STREAM).next_offset - 1;
+        assert!(messages.iter().all(|&offset| offset <= stored_max));
+        let restart: Vec<&&OutboxRecord> = this_round
+            .iter()
+            .filter(|record| record.kind == OutboxKind::Offline)
+            .collect();
+        assert_eq!(restart.len(), 1, "seed {seed} round {round}: {restart:?}");
+        assert_eq!(restart[0].key, "kill-user");
+        assert_eq!(restart[0].body, br#"{"reason":"restart"}"#);
+        eprintln!(
+            "round {round} ({mode}): killed after {delay:?}, acked {}, events {}",
+            acked.len(),
+            messages.len()
+        );
+        seq_max = records.iter().map(|record| record.seq).max().unwrap_or(0);
+        store.close().unwrap();
+    }
+}
