@@ -10,10 +10,15 @@ use ringcast_protocol::deflate;
 use ringcast_protocol::handshake::{http_error_response, response_101, UpgradeRequest};
 
 use crate::auth::{AuthError, Authenticator};
-use crate::config::Config;
+use crate::config::{Config, ConnectProxyMode};
+use crate::proxy::Overrides;
 
 /// Longest `?device=` id.
 pub const DEVICE_ID_BYTES_MAX: usize = 64;
+
+/// Longest `info` a connect proxy may attach to a connection (raw JSON):
+/// it is kept for the connection's life and copied into presence answers.
+pub const CONNECT_INFO_BYTES_MAX: usize = 4096;
 
 /// An accepted upgrade: who connected and how.
 #[derive(Debug)]
@@ -33,6 +38,8 @@ pub struct Admitted {
     /// offered it and `websocket.compression` is on.
     pub deflate: Option<u8>,
     pub expires_at_ms: u64,
+    /// JSON the connect proxy attached to the connection.
+    pub info: Option<Box<str>>,
     /// The 101 response to send.
     pub response: Vec<u8>,
 }
@@ -113,7 +120,11 @@ pub fn admit(
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string())
     });
+    let replace_token =
+        ws.connect_proxy_mode == ConnectProxyMode::ReplaceToken && !ws.connect_proxy.is_empty();
     let (user, expires_at_ms, grants, subs) = match token {
+        // The connect proxy names the user (`apply_overrides`).
+        _ if replace_token => ("".into(), 0, Box::default(), Vec::new()),
         None if config.auth.allow_anonymous => ("".into(), 0, Box::default(), Vec::new()),
         token => match auth.verify(token.as_deref().unwrap_or("")) {
             Ok(claims) if crate::channels::validate_user_id(&claims.sub).is_err() => {
@@ -189,24 +200,84 @@ pub fn admit(
         binary,
         deflate: agreed.map(|agreed| agreed.server_window_bits),
         expires_at_ms,
+        info: None,
         response: response_101(&request.key, protocol, extensions.as_deref()),
     })
+}
+
+/// Applies what a connect proxy's `result` set to an upgrade `admit`
+/// accepted. The backend is held to the token's rules: a user id, grants
+/// and `subs` a token could not carry are refused whole (`Err` names the
+/// field), as is no user at all in `replace_token` mode unless
+/// `auth.allow_anonymous`.
+pub fn apply_overrides(
+    config: &Config,
+    admitted: &mut Admitted,
+    overrides: Option<&Overrides>,
+) -> Result<(), String> {
+    let ws = &config.websocket;
+    if let Some(overrides) = overrides {
+        if let Some(user) = &overrides.user {
+            crate::channels::validate_user_id(user).map_err(|_| {
+                format!(
+                    "`user` must be 1 to {} bytes without spaces or control characters",
+                    crate::channels::USER_ID_BYTES_MAX
+                )
+            })?;
+            admitted.user = user.as_str().into();
+        }
+        let mut subs = admitted.subs.clone();
+        subs.extend(overrides.subs.iter().cloned());
+        let channels = overrides.channels.as_deref().unwrap_or_default();
+        check_grants_and_subs(config, channels, &subs)?;
+        if let Some(channels) = &overrides.channels {
+            admitted.grants = channels.iter().map(|c| Box::from(c.as_str())).collect();
+        }
+        admitted.subs = subs;
+        if let Some(expire_at) = overrides.expire_at {
+            admitted.expires_at_ms = expire_at.saturating_mul(1000);
+        }
+        if let Some(info) = &overrides.info {
+            if info.len() > CONNECT_INFO_BYTES_MAX {
+                return Err(format!(
+                    "`info` is {} bytes; at most {CONNECT_INFO_BYTES_MAX}",
+                    info.len()
+                ));
+            }
+            admitted.info = Some(info.clone());
+        }
+    }
+    let anonymous_ok =
+        config.auth.allow_anonymous || ws.connect_proxy_mode == ConnectProxyMode::AfterToken;
+    if admitted.user.is_empty() && !anonymous_ok {
+        return Err("no `user`, and auth.allow_anonymous is off".into());
+    }
+    Ok(())
 }
 
 /// The `channels` and `subs` claims as they must be; a token that breaks
 /// them is refused whole, naming the entry, rather than half applied.
 fn check_permission_claims(config: &Config, claims: &crate::auth::Claims) -> Result<(), String> {
-    for (index, grant) in claims.channels.iter().enumerate() {
+    check_grants_and_subs(config, &claims.channels, &claims.subs)
+}
+
+/// Grants and connect-time subscriptions, from a token or a connect proxy.
+fn check_grants_and_subs(
+    config: &Config,
+    grants: &[String],
+    subs: &[String],
+) -> Result<(), String> {
+    for (index, grant) in grants.iter().enumerate() {
         crate::channels::check_grant(grant).map_err(|why| format!("`channels[{index}]`: {why}"))?;
     }
     let max = config.websocket.subscriptions_max_per_connection as usize;
-    if claims.subs.len() > max {
+    if subs.len() > max {
         return Err(format!(
             "`subs` lists {} channels; at most {max} subscriptions per connection",
-            claims.subs.len()
+            subs.len()
         ));
     }
-    for (index, channel) in claims.subs.iter().enumerate() {
+    for (index, channel) in subs.iter().enumerate() {
         crate::channels::check_server_subscription(config, channel)
             .map_err(|why| format!("`subs[{index}]`: {why}"))?;
     }
@@ -344,6 +415,11 @@ impl Handshakes {
     /// Whether one more upgrade from `source` fits (an unknown source always does).
     pub fn admit(&self, source: Option<std::net::IpAddr>) -> bool {
         source.is_none_or(|ip| self.by_source.get(&ip).copied().unwrap_or(0) < self.per_source_max)
+    }
+
+    /// The source address slot `key` is upgrading from, when known.
+    pub fn source(&self, key: usize) -> Option<std::net::IpAddr> {
+        self.by_key.get(&key).copied()
     }
 
     /// Slot `key` started its upgrade from `source`.

@@ -48,8 +48,8 @@ pub use table::{
     ApiConfig, AuthConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig, WebSocketConfig,
 };
 pub use types::{
-    shards_for_cores, Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret,
-    ShardCount, SubscribePolicy,
+    shards_for_cores, ConnectProxyMode, Driver, Durability, JwtAlgorithm, LogFormat, NodeId,
+    PublishPolicy, Secret, ShardCount, SubscribePolicy,
 };
 
 use error::describe_location;
