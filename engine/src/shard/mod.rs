@@ -500,7 +500,9 @@ impl Shard {
             match timeout {
                 crate::session::Timeout::Heartbeat => metrics.heartbeat_timeouts.add(1),
                 crate::session::Timeout::SlowConsumer => metrics.slow_consumer_disconnects.add(1),
-                crate::session::Timeout::Handshake => metrics.handshakes_failed.add(1),
+                crate::session::Timeout::Handshake | crate::session::Timeout::Admission => {
+                    metrics.handshakes_failed.add(1)
+                }
                 _ => {}
             }
             self.mark_dirty(key);

@@ -897,3 +897,60 @@ e2e!(
         engine.shutdown();
     }
 );
+
+/// Not a test: sequential connects (upgrade to the `connect` message, then
+/// close) to two engines alive at once, one with a connect proxy in
+/// `after_token` mode (a trivial local backend that allows everything) and
+/// one without, alternating. Prints connects/s and latency p50/p99 per side:
+/// `cargo test --release -p ringcast-engine --test it connect_proxy_overhead -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn connect_proxy_overhead() {
+    const ROUNDS: usize = 3000;
+    let backend = Backend::start(|_| (Duration::ZERO, json!({"result": {}})));
+    let mut with = connect_config(
+        Driver::IoUring,
+        &backend.url,
+        ConnectProxyMode::AfterToken,
+        2000,
+    );
+    with.server.shards = ringcast_engine::config::ShardCount::new(2).unwrap();
+    let mut without = config(Driver::IoUring, 2);
+    without.websocket.connections_max_per_shard = 2_000;
+    let (on_engine, off_engine) = (start(with), start(without));
+    let token = token("alice");
+    let mut on = Vec::with_capacity(ROUNDS);
+    let mut off = Vec::with_capacity(ROUNDS);
+    let mut on_total = Duration::ZERO;
+    let mut off_total = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        for (engine, sink, total) in [
+            (&on_engine, &mut on, &mut on_total),
+            (&off_engine, &mut off, &mut off_total),
+        ] {
+            let started = std::time::Instant::now();
+            let (ws, hello) = connect_with(engine, &token, None);
+            let took = started.elapsed();
+            assert_eq!(hello["connect"]["user"], "alice");
+            drop(ws);
+            sink.push(took);
+            *total += took;
+        }
+    }
+    let pct = |samples: &mut Vec<Duration>, p: f64| {
+        samples.sort();
+        samples[((samples.len() as f64 - 1.0) * p) as usize]
+    };
+    let rate = |total: Duration| ROUNDS as f64 / total.as_secs_f64();
+    let (on50, on99) = (pct(&mut on, 0.50), pct(&mut on, 0.99));
+    let (off50, off99) = (pct(&mut off, 0.50), pct(&mut off, 0.99));
+    println!(
+        "sequential connects over {ROUNDS} each: connect proxy on {:.0}/s p50 {on50:?} p99 {on99:?}; \
+         off {:.0}/s p50 {off50:?} p99 {off99:?}; backend calls {}",
+        rate(on_total),
+        rate(off_total),
+        backend.calls().len()
+    );
+    on_engine.shutdown();
+    off_engine.shutdown();
+}
