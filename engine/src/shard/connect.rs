@@ -181,7 +181,9 @@ impl Shard {
             }
             Ok(Decision::Disconnect { code, reason }) => (CloseCode(code), reason),
             Err(err) => {
-                tracing::info!(client = client_id, error = %err, "the connect proxy failed");
+                // Counted in the proxy metrics; a line per refused upgrade would
+                // flood the log while a backend is down.
+                tracing::debug!(client = client_id, error = %err, "the connect proxy failed");
                 let reason = match err {
                     ProxyError::Timeout(_) => "connect proxy: timeout",
                     ProxyError::Unavailable(_) | ProxyError::Stopped => {
