@@ -216,42 +216,47 @@ pub fn apply_overrides(
     overrides: Option<&Overrides>,
 ) -> Result<(), String> {
     let ws = &config.websocket;
-    if let Some(overrides) = overrides {
-        if let Some(user) = &overrides.user {
-            crate::channels::validate_user_id(user).map_err(|_| {
-                format!(
-                    "`user` must be 1 to {} bytes without spaces or control characters",
-                    crate::channels::USER_ID_BYTES_MAX
-                )
-            })?;
-            admitted.user = user.as_str().into();
-        }
-        let mut subs = admitted.subs.clone();
-        subs.extend(overrides.subs.iter().cloned());
-        let channels = overrides.channels.as_deref().unwrap_or_default();
-        check_grants_and_subs(config, channels, &subs)?;
-        if let Some(channels) = &overrides.channels {
-            admitted.grants = channels.iter().map(|c| Box::from(c.as_str())).collect();
-        }
-        admitted.subs = subs;
-        if let Some(expire_at) = overrides.expire_at {
-            admitted.expires_at_ms = expire_at.saturating_mul(1000);
-        }
-        if let Some(info) = &overrides.info {
-            if info.len() > CONNECT_INFO_BYTES_MAX {
-                return Err(format!(
-                    "`info` is {} bytes; at most {CONNECT_INFO_BYTES_MAX}",
-                    info.len()
-                ));
-            }
-            admitted.info = Some(info.clone());
-        }
-    }
     let anonymous_ok =
         config.auth.allow_anonymous || ws.connect_proxy_mode == ConnectProxyMode::AfterToken;
-    if admitted.user.is_empty() && !anonymous_ok {
+    let named = !admitted.user.is_empty() || overrides.is_some_and(|o| o.user.is_some());
+    if !named && !anonymous_ok {
         return Err("no `user`, and auth.allow_anonymous is off".into());
     }
+    let Some(overrides) = overrides else {
+        return Ok(());
+    };
+    // Everything is checked before anything is applied.
+    if let Some(user) = &overrides.user {
+        crate::channels::validate_user_id(user).map_err(|_| {
+            format!(
+                "`user` must be 1 to {} bytes without spaces or control characters",
+                crate::channels::USER_ID_BYTES_MAX
+            )
+        })?;
+    }
+    let mut subs = admitted.subs.clone();
+    subs.extend(overrides.subs.iter().cloned());
+    let channels = overrides.channels.as_deref().unwrap_or_default();
+    check_grants_and_subs(config, channels, &subs)?;
+    if let Some(info) = &overrides.info {
+        if info.len() > CONNECT_INFO_BYTES_MAX {
+            return Err(format!(
+                "`info` is {} bytes; at most {CONNECT_INFO_BYTES_MAX}",
+                info.len()
+            ));
+        }
+    }
+    if let Some(user) = &overrides.user {
+        admitted.user = user.as_str().into();
+    }
+    if let Some(channels) = &overrides.channels {
+        admitted.grants = channels.iter().map(|c| Box::from(c.as_str())).collect();
+    }
+    admitted.subs = subs;
+    if let Some(expire_at) = overrides.expire_at {
+        admitted.expires_at_ms = expire_at.saturating_mul(1000);
+    }
+    admitted.info = overrides.info.clone();
     Ok(())
 }
 
@@ -473,5 +478,87 @@ mod handshakes_tests {
             handshakes.ended(key);
         }
         assert!(handshakes.by_source.is_empty() && handshakes.by_key.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod overrides_tests {
+    use super::*;
+
+    fn admitted(user: &str) -> Admitted {
+        Admitted {
+            user: user.into(),
+            grants: Box::default(),
+            subs: vec!["news:a".into()],
+            device: None,
+            inbox_since: None,
+            binary: false,
+            deflate: None,
+            expires_at_ms: 5_000,
+            info: None,
+            response: Vec::new(),
+        }
+    }
+
+    fn replace_token_config() -> Config {
+        let mut config = Config::test_min();
+        config.websocket.connect_proxy = "p".into();
+        config.websocket.connect_proxy_mode = ConnectProxyMode::ReplaceToken;
+        config.websocket.subscriptions_max_per_connection = 2;
+        config
+    }
+
+    #[test]
+    fn a_connect_answer_sets_user_grants_subs_expiry_and_info() {
+        let config = replace_token_config();
+        let mut admitted = admitted("");
+        let overrides = Overrides {
+            user: Some("u1".into()),
+            info: Some(r#"{"a":1}"#.into()),
+            channels: Some(vec!["chat:g*".into()]),
+            subs: vec!["news:b".into()],
+            expire_at: Some(7),
+        };
+        apply_overrides(&config, &mut admitted, Some(&overrides)).unwrap();
+        assert_eq!(&*admitted.user, "u1");
+        assert_eq!(&*admitted.grants, [Box::from("chat:g*")]);
+        assert_eq!(admitted.subs, ["news:a", "news:b"], "added to the token's");
+        assert_eq!(admitted.expires_at_ms, 7_000);
+        assert_eq!(admitted.info.as_deref(), Some(r#"{"a":1}"#));
+    }
+
+    #[test]
+    fn a_connect_answer_breaking_the_token_rules_is_refused_whole() {
+        let config = replace_token_config();
+        let refused = |overrides: Overrides| {
+            let mut admitted = admitted("");
+            let why = apply_overrides(&config, &mut admitted, Some(&overrides)).unwrap_err();
+            assert_eq!(&*admitted.user, "", "nothing half applied before {why}");
+            why
+        };
+        let user = |user: &str| Overrides {
+            user: Some(user.into()),
+            ..Overrides::default()
+        };
+        assert!(refused(user("has space")).contains("`user`"));
+        assert!(refused(Overrides {
+            subs: vec!["news:b".into(), "news:c".into()],
+            ..user("u1")
+        })
+        .contains("`subs` lists 3"));
+        assert!(refused(Overrides {
+            info: Some("1".repeat(CONNECT_INFO_BYTES_MAX + 1).into()),
+            ..user("u1")
+        })
+        .contains("`info`"));
+        assert!(refused(Overrides::default()).contains("no `user`"));
+        // No user is fine after a token (the token's stands), or when
+        // anonymous connections are allowed.
+        let mut config = config.clone();
+        config.auth.allow_anonymous = true;
+        apply_overrides(&config, &mut admitted(""), None).unwrap();
+        config.auth.allow_anonymous = false;
+        config.websocket.connect_proxy_mode = ConnectProxyMode::AfterToken;
+        apply_overrides(&config, &mut admitted(""), None).unwrap();
     }
 }
