@@ -2,7 +2,9 @@
 # Starts the release binary on loopback with a throwaway config and drives it
 # with the Python `websockets` library (an independent client
 # implementation), and over TLS with Python's `ssl` (OpenSSL). Installs what
-# it needs into a venv under target/.
+# it needs into a venv under target/. The connect proxy test runs its own
+# backend (a stdlib HTTP server) and checks that a denial's close code and
+# reason are readable by this independent client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +21,4 @@ cargo build --release --locked -p ringcast-engine --bin ringcast --bin ringcast-
 "$venv/bin/python" engine/tests/e2e/test_readme_demo.py "$target_dir/release"
 "$venv/bin/python" engine/tests/e2e/test_tls.py "$target_dir/release/ringcast"
 "$venv/bin/python" engine/tests/e2e/test_integration_guide.py "$target_dir/release"
+"$venv/bin/python" engine/tests/e2e/test_connect_proxy.py "$target_dir/release/ringcast"

@@ -10,10 +10,15 @@ use ringcast_protocol::deflate;
 use ringcast_protocol::handshake::{http_error_response, response_101, UpgradeRequest};
 
 use crate::auth::{AuthError, Authenticator};
-use crate::config::Config;
+use crate::config::{Config, ConnectProxyMode};
+use crate::proxy::Overrides;
 
 /// Longest `?device=` id.
 pub const DEVICE_ID_BYTES_MAX: usize = 64;
+
+/// Longest `info` a connect proxy may attach to a connection (raw JSON):
+/// it is kept for the connection's life and copied into presence answers.
+pub const CONNECT_INFO_BYTES_MAX: usize = 4096;
 
 /// An accepted upgrade: who connected and how.
 #[derive(Debug)]
@@ -33,6 +38,8 @@ pub struct Admitted {
     /// offered it and `websocket.compression` is on.
     pub deflate: Option<u8>,
     pub expires_at_ms: u64,
+    /// JSON the connect proxy attached to the connection.
+    pub info: Option<Box<str>>,
     /// The 101 response to send.
     pub response: Vec<u8>,
 }
@@ -113,7 +120,11 @@ pub fn admit(
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(|t| t.trim().to_string())
     });
+    let replace_token =
+        ws.connect_proxy_mode == ConnectProxyMode::ReplaceToken && !ws.connect_proxy.is_empty();
     let (user, expires_at_ms, grants, subs) = match token {
+        // The connect proxy names the user (`apply_overrides`).
+        _ if replace_token => ("".into(), 0, Box::default(), Vec::new()),
         None if config.auth.allow_anonymous => ("".into(), 0, Box::default(), Vec::new()),
         token => match auth.verify(token.as_deref().unwrap_or("")) {
             Ok(claims) if crate::channels::validate_user_id(&claims.sub).is_err() => {
@@ -189,24 +200,89 @@ pub fn admit(
         binary,
         deflate: agreed.map(|agreed| agreed.server_window_bits),
         expires_at_ms,
+        info: None,
         response: response_101(&request.key, protocol, extensions.as_deref()),
     })
+}
+
+/// Applies what a connect proxy's `result` set to an upgrade `admit`
+/// accepted. The backend is held to the token's rules: a user id, grants
+/// and `subs` a token could not carry are refused whole (`Err` names the
+/// field), as is no user at all in `replace_token` mode unless
+/// `auth.allow_anonymous`.
+pub fn apply_overrides(
+    config: &Config,
+    admitted: &mut Admitted,
+    overrides: Option<&Overrides>,
+) -> Result<(), String> {
+    let ws = &config.websocket;
+    let anonymous_ok =
+        config.auth.allow_anonymous || ws.connect_proxy_mode == ConnectProxyMode::AfterToken;
+    let named = !admitted.user.is_empty() || overrides.is_some_and(|o| o.user.is_some());
+    if !named && !anonymous_ok {
+        return Err("no `user`, and auth.allow_anonymous is off".into());
+    }
+    let Some(overrides) = overrides else {
+        return Ok(());
+    };
+    // Everything is checked before anything is applied.
+    if let Some(user) = &overrides.user {
+        crate::channels::validate_user_id(user).map_err(|_| {
+            format!(
+                "`user` must be 1 to {} bytes without spaces or control characters",
+                crate::channels::USER_ID_BYTES_MAX
+            )
+        })?;
+    }
+    let mut subs = admitted.subs.clone();
+    subs.extend(overrides.subs.iter().cloned());
+    let channels = overrides.channels.as_deref().unwrap_or_default();
+    check_grants_and_subs(config, channels, &subs)?;
+    if let Some(info) = &overrides.info {
+        if info.len() > CONNECT_INFO_BYTES_MAX {
+            return Err(format!(
+                "`info` is {} bytes; at most {CONNECT_INFO_BYTES_MAX}",
+                info.len()
+            ));
+        }
+    }
+    if let Some(user) = &overrides.user {
+        admitted.user = user.as_str().into();
+    }
+    if let Some(channels) = &overrides.channels {
+        admitted.grants = channels.iter().map(|c| Box::from(c.as_str())).collect();
+    }
+    admitted.subs = subs;
+    if let Some(expire_at) = overrides.expire_at {
+        admitted.expires_at_ms = expire_at.saturating_mul(1000);
+    }
+    admitted.info = overrides.info.clone();
+    Ok(())
 }
 
 /// The `channels` and `subs` claims as they must be; a token that breaks
 /// them is refused whole, naming the entry, rather than half applied.
 fn check_permission_claims(config: &Config, claims: &crate::auth::Claims) -> Result<(), String> {
-    for (index, grant) in claims.channels.iter().enumerate() {
+    check_grants_and_subs(config, &claims.channels, &claims.subs)
+}
+
+/// Grants and connect-time subscriptions, from a token or a connect proxy.
+fn check_grants_and_subs(
+    config: &Config,
+    grants: &[String],
+    subs: &[String],
+) -> Result<(), String> {
+    for (index, grant) in grants.iter().enumerate() {
         crate::channels::check_grant(grant).map_err(|why| format!("`channels[{index}]`: {why}"))?;
     }
     let max = config.websocket.subscriptions_max_per_connection as usize;
-    if claims.subs.len() > max {
+    if subs.len() > max {
         return Err(format!(
             "`subs` lists {} channels; at most {max} subscriptions per connection",
-            claims.subs.len()
+            subs.len()
         ));
     }
-    for (index, channel) in claims.subs.iter().enumerate() {
+    for (index, channel) in subs.iter().enumerate() {
         crate::channels::check_server_subscription(config, channel)
             .map_err(|why| format!("`subs[{index}]`: {why}"))?;
     }
@@ -346,6 +422,11 @@ impl Handshakes {
         source.is_none_or(|ip| self.by_source.get(&ip).copied().unwrap_or(0) < self.per_source_max)
     }
 
+    /// The source address slot `key` is upgrading from, when known.
+    pub fn source(&self, key: usize) -> Option<std::net::IpAddr> {
+        self.by_key.get(&key).copied()
+    }
+
     /// Slot `key` started its upgrade from `source`.
     pub fn started(&mut self, key: usize, source: Option<std::net::IpAddr>) {
         if let Some(ip) = source {
@@ -397,5 +478,87 @@ mod handshakes_tests {
             handshakes.ended(key);
         }
         assert!(handshakes.by_source.is_empty() && handshakes.by_key.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod overrides_tests {
+    use super::*;
+
+    fn admitted(user: &str) -> Admitted {
+        Admitted {
+            user: user.into(),
+            grants: Box::default(),
+            subs: vec!["news:a".into()],
+            device: None,
+            inbox_since: None,
+            binary: false,
+            deflate: None,
+            expires_at_ms: 5_000,
+            info: None,
+            response: Vec::new(),
+        }
+    }
+
+    fn replace_token_config() -> Config {
+        let mut config = Config::test_min();
+        config.websocket.connect_proxy = "p".into();
+        config.websocket.connect_proxy_mode = ConnectProxyMode::ReplaceToken;
+        config.websocket.subscriptions_max_per_connection = 2;
+        config
+    }
+
+    #[test]
+    fn a_connect_answer_sets_user_grants_subs_expiry_and_info() {
+        let config = replace_token_config();
+        let mut admitted = admitted("");
+        let overrides = Overrides {
+            user: Some("u1".into()),
+            info: Some(r#"{"a":1}"#.into()),
+            channels: Some(vec!["chat:g*".into()]),
+            subs: vec!["news:b".into()],
+            expire_at: Some(7),
+        };
+        apply_overrides(&config, &mut admitted, Some(&overrides)).unwrap();
+        assert_eq!(&*admitted.user, "u1");
+        assert_eq!(&*admitted.grants, [Box::from("chat:g*")]);
+        assert_eq!(admitted.subs, ["news:a", "news:b"], "added to the token's");
+        assert_eq!(admitted.expires_at_ms, 7_000);
+        assert_eq!(admitted.info.as_deref(), Some(r#"{"a":1}"#));
+    }
+
+    #[test]
+    fn a_connect_answer_breaking_the_token_rules_is_refused_whole() {
+        let config = replace_token_config();
+        let refused = |overrides: Overrides| {
+            let mut admitted = admitted("");
+            let why = apply_overrides(&config, &mut admitted, Some(&overrides)).unwrap_err();
+            assert_eq!(&*admitted.user, "", "nothing half applied before {why}");
+            why
+        };
+        let user = |user: &str| Overrides {
+            user: Some(user.into()),
+            ..Overrides::default()
+        };
+        assert!(refused(user("has space")).contains("`user`"));
+        assert!(refused(Overrides {
+            subs: vec!["news:b".into(), "news:c".into()],
+            ..user("u1")
+        })
+        .contains("`subs` lists 3"));
+        assert!(refused(Overrides {
+            info: Some("1".repeat(CONNECT_INFO_BYTES_MAX + 1).into()),
+            ..user("u1")
+        })
+        .contains("`info`"));
+        assert!(refused(Overrides::default()).contains("no `user`"));
+        // No user is fine after a token (the token's stands), or when
+        // anonymous connections are allowed.
+        let mut config = config.clone();
+        config.auth.allow_anonymous = true;
+        apply_overrides(&config, &mut admitted(""), None).unwrap();
+        config.auth.allow_anonymous = false;
+        config.websocket.connect_proxy_mode = ConnectProxyMode::AfterToken;
+        apply_overrides(&config, &mut admitted(""), None).unwrap();
     }
 }

@@ -65,6 +65,9 @@ pub struct PresenceEntry {
     pub client: String,
     pub user: String,
     pub shard: usize,
+    /// What the connect proxy attached to the connection, as it gave it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// A store answer on its way to the shard that asked: the request's slot

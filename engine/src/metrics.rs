@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
+use crate::proxy::{Decision, ProxyError, ProxyEvent};
+
 /// A counter with exactly one writing thread.
 #[derive(Default)]
 pub struct Counter(AtomicU64);
@@ -56,6 +58,133 @@ pub struct ShardMetrics {
     pub rate_limited: Counter,
     pub rate_limit_disconnects: Counter,
     pub accepts_rate_limited: Counter,
+    /// Proxy calls this shard made, by `ProxyEvent::index`.
+    pub proxy: [ProxyCounters; ProxyEvent::ALL.len()],
+}
+
+/// Upper bounds of the proxy latency histogram's buckets, microseconds
+/// (rendered in seconds); slower calls fall in `+Inf` only.
+pub const PROXY_LATENCY_BUCKETS_US: [u64; 8] = [
+    1_000, 2_500, 10_000, 25_000, 100_000, 250_000, 1_000_000, 5_000_000,
+];
+
+/// One proxy event's counters on one shard: calls made, their outcomes,
+/// and how long each took from the shard's hand-over to its answer back
+/// on the shard (a histogram).
+#[derive(Default)]
+pub struct ProxyCounters {
+    pub calls: Counter,
+    pub allowed: Counter,
+    pub denied: Counter,
+    pub disconnects: Counter,
+    pub timeouts: Counter,
+    pub unavailable: Counter,
+    pub bad_responses: Counter,
+    latency_us_sum: Counter,
+    /// Not cumulative: each call counts in its one bucket; `+Inf` is the
+    /// last.
+    latency_buckets: [Counter; PROXY_LATENCY_BUCKETS_US.len() + 1],
+}
+
+impl ProxyCounters {
+    /// A call came back after `latency_us` with `result`. `result` is the
+    /// final word: an answer the engine could not use counts as a bad
+    /// response, not as allowed.
+    pub fn record(&self, latency_us: u64, result: &Result<Decision, ProxyError>) {
+        let outcome = match result {
+            Ok(Decision::Allow { .. }) => &self.allowed,
+            Ok(Decision::Deny { .. }) => &self.denied,
+            Ok(Decision::Disconnect { .. }) => &self.disconnects,
+            Err(ProxyError::Timeout(_)) => &self.timeouts,
+            Err(ProxyError::Unavailable(_) | ProxyError::Stopped) => &self.unavailable,
+            Err(ProxyError::BadResponse(_)) => &self.bad_responses,
+        };
+        outcome.add(1);
+        self.latency_us_sum.add(latency_us);
+        let bucket = PROXY_LATENCY_BUCKETS_US
+            .iter()
+            .position(|&bound| latency_us <= bound)
+            .unwrap_or(PROXY_LATENCY_BUCKETS_US.len());
+        self.latency_buckets[bucket].add(1);
+    }
+
+    /// (metric suffix, value) of the counters, in output order.
+    fn counters(&self) -> [(&'static str, u64); 7] {
+        [
+            ("calls_total", self.calls.get()),
+            ("allowed_total", self.allowed.get()),
+            ("denied_total", self.denied.get()),
+            ("disconnects_total", self.disconnects.get()),
+            ("timeouts_total", self.timeouts.get()),
+            ("unavailable_total", self.unavailable.get()),
+            ("bad_responses_total", self.bad_responses.get()),
+        ]
+    }
+}
+
+/// Help of the proxy counters, by suffix.
+const PROXY_HELP: [(&str, &str); 7] = [
+    ("calls_total", "Calls made to a proxy backend, by event."),
+    ("allowed_total", "Proxy calls the backend allowed."),
+    ("denied_total", "Proxy calls the backend denied."),
+    (
+        "disconnects_total",
+        "Proxy calls the backend answered with disconnect.",
+    ),
+    (
+        "timeouts_total",
+        "Proxy calls without an answer within the timeout.",
+    ),
+    (
+        "unavailable_total",
+        "Proxy calls that could not reach the backend (or over its outstanding bound).",
+    ),
+    (
+        "bad_responses_total",
+        "Proxy calls answered with a non-2xx status or a body the engine could not use.",
+    ),
+];
+
+/// Appends the proxy counters and the latency histogram, labelled by shard
+/// and event.
+fn render_proxy(out: &mut String, shards: &[CachePadded<ShardMetrics>]) {
+    for (index, (suffix, help)) in PROXY_HELP.iter().enumerate() {
+        let _ = writeln!(out, "# HELP ringcast_proxy_{suffix} {help}");
+        let _ = writeln!(out, "# TYPE ringcast_proxy_{suffix} counter");
+        for (shard_idx, shard) in shards.iter().enumerate() {
+            for event in ProxyEvent::ALL {
+                let value = shard.proxy[event.index()].counters()[index].1;
+                let _ = writeln!(
+                    out,
+                    "ringcast_proxy_{suffix}{{shard=\"{shard_idx}\",event=\"{}\"}} {value}",
+                    event.name()
+                );
+            }
+        }
+    }
+    let name = "ringcast_proxy_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Proxy call time, from the shard's hand-over to the answer back on the shard."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (shard_idx, shard) in shards.iter().enumerate() {
+        for event in ProxyEvent::ALL {
+            let counters = &shard.proxy[event.index()];
+            let labels = format!("shard=\"{shard_idx}\",event=\"{}\"", event.name());
+            let mut cumulative = 0;
+            for (bucket, bound_us) in PROXY_LATENCY_BUCKETS_US.iter().enumerate() {
+                cumulative += counters.latency_buckets[bucket].get();
+                let le = *bound_us as f64 / 1e6;
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+            }
+            cumulative += counters.latency_buckets[PROXY_LATENCY_BUCKETS_US.len()].get();
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+            let sum = counters.latency_us_sum.get() as f64 / 1e6;
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+        }
+    }
 }
 
 /// (metric name, help, is a gauge) in output order.
@@ -196,6 +325,7 @@ pub fn render_prometheus(shards: &[CachePadded<ShardMetrics>], extra: &[NodeMetr
             );
         }
     }
+    render_proxy(&mut out, shards);
     for metric in extra {
         let NodeMetric {
             name, help, value, ..
@@ -243,6 +373,40 @@ mod tests {
         assert!(text.contains(
             "# TYPE ringcast_store_commits_total counter\nringcast_store_commits_total 3\n"
         ));
-        assert_eq!(text.matches("{shard=").count(), 2 * METRICS.len());
+        assert_eq!(
+            text.matches("{shard=").count(),
+            2 * METRICS.len() + 2 * ProxyEvent::ALL.len() * (PROXY_HELP.len() + 11)
+        );
+    }
+
+    #[test]
+    fn proxy_outcomes_and_latency_render_per_event() {
+        let shards = new_all(1);
+        let connect = &shards[0].proxy[ProxyEvent::Connect.index()];
+        connect.calls.add(3);
+        let allow = Ok(Decision::Allow {
+            data: None,
+            overrides: None,
+        });
+        connect.record(800, &allow);
+        connect.record(30_000, &Err(ProxyError::Timeout(30)));
+        connect.record(9_000_000, &Err(ProxyError::Stopped));
+        let text = render_prometheus(&shards, &[]);
+        for line in [
+            "ringcast_proxy_calls_total{shard=\"0\",event=\"connect\"} 3\n",
+            "ringcast_proxy_allowed_total{shard=\"0\",event=\"connect\"} 1\n",
+            "ringcast_proxy_timeouts_total{shard=\"0\",event=\"connect\"} 1\n",
+            "ringcast_proxy_unavailable_total{shard=\"0\",event=\"connect\"} 1\n",
+            "ringcast_proxy_denied_total{shard=\"0\",event=\"publish\"} 0\n",
+            "ringcast_proxy_latency_seconds_bucket{shard=\"0\",event=\"connect\",le=\"0.001\"} 1\n",
+            "ringcast_proxy_latency_seconds_bucket{shard=\"0\",event=\"connect\",le=\"0.1\"} 2\n",
+            "ringcast_proxy_latency_seconds_bucket{shard=\"0\",event=\"connect\",le=\"5\"} 2\n",
+            "ringcast_proxy_latency_seconds_bucket{shard=\"0\",event=\"connect\",le=\"+Inf\"} 3\n",
+            "ringcast_proxy_latency_seconds_sum{shard=\"0\",event=\"connect\"} 9.0308\n",
+            "ringcast_proxy_latency_seconds_count{shard=\"0\",event=\"connect\"} 3\n",
+            "# TYPE ringcast_proxy_latency_seconds histogram\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 }

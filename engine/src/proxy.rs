@@ -7,6 +7,11 @@
 //! comes back as a oneshot the shard polls among its store replies, so the
 //! shard's loop wakes for it like for a history page. A stalled backend
 //! costs the asking command its timeout and nothing else.
+//!
+//! The same thread asks the `connect` proxy whether (and as whom) an
+//! upgrade is let in, and the `refresh` proxy whether a connection near its
+//! expiry may go on: one answer format ([`parse_answer`]) for every event,
+//! whose `result` may carry [`Overrides`] for those two.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,11 +54,54 @@ pub enum ProxyStartError {
     Url { name: String, url: String },
 }
 
+/// The events a backend can be asked about, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyEvent {
+    Connect,
+    Refresh,
+    Subscribe,
+    Publish,
+    Send,
+    Rpc,
+}
+
+impl ProxyEvent {
+    pub const ALL: [ProxyEvent; 6] = [
+        ProxyEvent::Connect,
+        ProxyEvent::Refresh,
+        ProxyEvent::Subscribe,
+        ProxyEvent::Publish,
+        ProxyEvent::Send,
+        ProxyEvent::Rpc,
+    ];
+
+    /// The `event` label in `/metrics`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ProxyEvent::Connect => "connect",
+            ProxyEvent::Refresh => "refresh",
+            ProxyEvent::Subscribe => "subscribe",
+            ProxyEvent::Publish => "publish",
+            ProxyEvent::Send => "send",
+            ProxyEvent::Rpc => "rpc",
+        }
+    }
+
+    /// The index in [`ProxyEvent::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// What the backend decided, parsed on the proxy thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Go on; `data` replaces the command's data when set.
-    Allow { data: Option<Data> },
+    /// Go on; `data` replaces the command's data when set; `overrides` is
+    /// what a `connect` or `refresh` answer set (other events ignore it).
+    Allow {
+        data: Option<Data>,
+        overrides: Option<Box<Overrides>>,
+    },
     /// Refuse the command with this message.
     Deny { code: u32, message: String },
     /// Close the connection with this close code and reason.
@@ -65,6 +113,23 @@ pub enum Decision {
 pub struct Data {
     pub bytes: Vec<u8>,
     pub is_json: bool,
+}
+
+/// What a `connect` (all of it) or `refresh` (`expire_at`) backend may set
+/// when it allows. Checked by the shard (`admission::apply_overrides`), not
+/// here: the rules are the config's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// The connection's user id (replaces the token's).
+    pub user: Option<String>,
+    /// Raw JSON the app attaches to the connection (shown by presence).
+    pub info: Option<Box<str>>,
+    /// Channel grants, like the token's `channels` claim (replace it).
+    pub channels: Option<Vec<String>>,
+    /// Channels joined at connect, like the token's `subs` claim (added).
+    pub subs: Vec<String>,
+    /// When the connection expires, Unix seconds; 0 for never.
+    pub expire_at: Option<u64>,
 }
 
 /// The close codes a backend may choose for `disconnect`; any other is
@@ -87,6 +152,16 @@ struct WireResult<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     b64data: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(borrow, default)]
+    info: Option<&'a RawValue>,
+    #[serde(default)]
+    channels: Option<Vec<String>>,
+    #[serde(default)]
+    subs: Option<Vec<String>>,
+    #[serde(default)]
+    expire_at: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -153,7 +228,21 @@ pub fn parse_answer(body: &[u8]) -> Result<Decision, ProxyError> {
         }
         (None, None) => None,
     };
-    Ok(Decision::Allow { data })
+    let has_overrides = result.user.is_some()
+        || result.info.is_some()
+        || result.channels.is_some()
+        || result.subs.is_some()
+        || result.expire_at.is_some();
+    let overrides = has_overrides.then(|| {
+        Box::new(Overrides {
+            user: result.user,
+            info: result.info.map(|raw| Box::from(raw.get())),
+            channels: result.channels,
+            subs: result.subs.unwrap_or_default(),
+            expire_at: result.expire_at,
+        })
+    });
+    Ok(Decision::Allow { data, overrides })
 }
 
 /// The body of a `publish`, `send` or `rpc` call.
@@ -182,6 +271,108 @@ pub enum Subject<'a> {
     Send { to: &'a str },
     Rpc { method: &'a str },
     Subscribe { channel: &'a str },
+}
+
+impl Subject<'_> {
+    pub fn event(&self) -> ProxyEvent {
+        match self {
+            Subject::Publish { .. } => ProxyEvent::Publish,
+            Subject::Send { .. } => ProxyEvent::Send,
+            Subject::Rpc { .. } => ProxyEvent::Rpc,
+            Subject::Subscribe { .. } => ProxyEvent::Subscribe,
+        }
+    }
+}
+
+/// The body of a `connect` call: who is knocking and with what.
+#[derive(serde::Serialize)]
+pub struct ConnectBody<'a> {
+    pub client: String,
+    pub transport: &'static str,
+    /// The token's user (`after_token`), or "" (`replace_token`, or an
+    /// anonymous connection).
+    pub user: &'a str,
+    /// `websocket.connect_proxy_headers` the request carried, by lowercase
+    /// name.
+    pub headers: serde_json::Map<String, serde_json::Value>,
+    /// The `cookie` header parsed, when it is forwarded.
+    pub cookies: serde_json::Map<String, serde_json::Value>,
+    /// The peer's address (the TCP source; see `x-forwarded-for` behind a
+    /// load balancer).
+    pub remote_addr: Option<String>,
+    pub path: &'a str,
+    /// The URL's query parameters, percent-decoded, except `token`.
+    pub query: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The body of a `connect` call from the upgrade's parts.
+pub fn connect_body(
+    client_id: u64,
+    user: &str,
+    headers: Vec<(String, String)>,
+    remote_addr: Option<std::net::IpAddr>,
+    path: &str,
+    query: Option<&str>,
+) -> Vec<u8> {
+    let mut cookies = serde_json::Map::new();
+    for (name, value) in &headers {
+        if name == "cookie" {
+            for (name, value) in parse_cookies(value) {
+                cookies.insert(name.to_owned(), value.to_owned().into());
+            }
+        }
+    }
+    let mut params = serde_json::Map::new();
+    for pair in query.unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = ringcast_protocol::handshake::percent_decode(name);
+        let value = ringcast_protocol::handshake::percent_decode(value);
+        if let (Some(name), Some(value)) = (name, value) {
+            // The token is the engine's to check, not the app's to log.
+            if !name.is_empty() && name != "token" {
+                params.insert(name, value.into());
+            }
+        }
+    }
+    let body = ConnectBody {
+        client: client_id.to_string(),
+        transport: "websocket",
+        user,
+        headers: headers
+            .into_iter()
+            .map(|(name, value)| (name, value.into()))
+            .collect(),
+        cookies,
+        remote_addr: remote_addr.map(|ip| ip.to_string()),
+        path,
+        query: params,
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The body of a `refresh` call.
+pub fn refresh_body(client_id: u64, user: &str, expire_at_s: u64) -> Vec<u8> {
+    let body = serde_json::json!({
+        "client": client_id.to_string(),
+        "user": user,
+        "expire_at": expire_at_s,
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `name=value` pairs of a `Cookie` header (RFC 6265 §4.2.1), values
+/// unquoted; a pair without `=` is skipped.
+pub fn parse_cookies(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    header.split(';').filter_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        let name = name.trim();
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        (!name.is_empty()).then_some((name, value))
+    })
 }
 
 /// The JSON body of a call: JSON data goes in `data` as it is, binary data
@@ -270,6 +461,11 @@ impl Proxies {
         }))
     }
 
+    /// Backend `index`'s timeout (`[[proxy]] timeout_ms`).
+    pub fn timeout(&self, index: usize) -> Option<Duration> {
+        self.backends.get(index).map(|backend| backend.timeout)
+    }
+
     /// Posts `body` to backend `index` on the proxy thread. Never blocks:
     /// the answer arrives on the returned receiver, within the backend's
     /// timeout (waiting for a free slot of its concurrency included).
@@ -348,7 +544,10 @@ mod tests {
     fn answers_parse() {
         assert_eq!(
             parse_answer(br#"{"result":{}}"#),
-            Ok(Decision::Allow { data: None })
+            Ok(Decision::Allow {
+                data: None,
+                overrides: None
+            })
         );
         assert_eq!(
             parse_answer(br#"{"result":{"data":{"a":[1, 2]}}}"#),
@@ -356,7 +555,8 @@ mod tests {
                 data: Some(Data {
                     bytes: br#"{"a":[1, 2]}"#.to_vec(),
                     is_json: true
-                })
+                }),
+                overrides: None
             })
         );
         assert_eq!(
@@ -365,7 +565,8 @@ mod tests {
                 data: Some(Data {
                     bytes: vec![0, 1],
                     is_json: false
-                })
+                }),
+                overrides: None
             })
         );
         assert_eq!(
@@ -399,5 +600,57 @@ mod tests {
             parse_answer(br#"{"result":{"data":1,"b64data":"AA=="}}"#),
             Err(ProxyError::BadResponse(_))
         ));
+    }
+
+    #[test]
+    fn connect_answers_carry_overrides() {
+        let answer = br#"{"result":{"user":"u1","info":{"name":"Ann"},
+            "channels":["chat:*"],"subs":["news"],"expire_at":1700000000}}"#;
+        assert_eq!(
+            parse_answer(answer),
+            Ok(Decision::Allow {
+                data: None,
+                overrides: Some(Box::new(Overrides {
+                    user: Some("u1".into()),
+                    info: Some(r#"{"name":"Ann"}"#.into()),
+                    channels: Some(vec!["chat:*".into()]),
+                    subs: vec!["news".into()],
+                    expire_at: Some(1_700_000_000),
+                }))
+            })
+        );
+        assert!(matches!(
+            parse_answer(br#"{"result":{"user":7}}"#),
+            Err(ProxyError::BadResponse(_))
+        ));
+    }
+
+    #[test]
+    fn connect_bodies_carry_headers_cookies_and_the_query_less_the_token() {
+        let body = connect_body(
+            42,
+            "",
+            vec![
+                ("cookie".into(), "sid=abc; theme=\"dark\"; junk".into()),
+                ("user-agent".into(), "t/1".into()),
+            ],
+            Some("10.1.2.3".parse().unwrap()),
+            "/ws",
+            Some("token=secret&device=ph%20one&x"),
+        );
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "client": "42",
+                "transport": "websocket",
+                "user": "",
+                "headers": {"cookie": "sid=abc; theme=\"dark\"; junk", "user-agent": "t/1"},
+                "cookies": {"sid": "abc", "theme": "dark"},
+                "remote_addr": "10.1.2.3",
+                "path": "/ws",
+                "query": {"device": "ph one", "x": ""},
+            })
+        );
     }
 }

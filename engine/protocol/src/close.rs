@@ -65,6 +65,11 @@ impl CloseCode {
     /// 4009: a proxy backend answered `disconnect` without a code of its
     /// own range (4500-4999, passed through as they are).
     pub const PROXY_DISCONNECT: Self = Self(4009);
+    /// 4403: the connect proxy's backend denied the connection. The upgrade
+    /// completes first so that a browser, which never sees an HTTP refusal's
+    /// body, can read the backend's message as the close reason. Do not
+    /// reconnect with the same credentials.
+    pub const CONNECT_DENIED: Self = Self(4403);
 
     /// Whether a peer may legitimately send this code in a Close frame
     /// (RFC 6455 §7.4). A Close frame carrying any other code is a protocol
@@ -96,6 +101,7 @@ impl CloseCode {
             4007 => "read_timeout",
             4008 => "rate_limit_abuse",
             4009 => "proxy_disconnect",
+            4403 => "connect_denied",
             4500..=4999 => "backend",
             3000..=3999 => "registered",
             4000..=4999 => "application",
@@ -181,11 +187,16 @@ mod tests {
             CloseCode::DISCONNECTED_BY_SERVER,
             CloseCode::HEARTBEAT_TIMEOUT,
             CloseCode::BAD_REQUEST,
+            CloseCode::READ_TIMEOUT,
+            CloseCode::RATE_LIMIT_ABUSE,
+            CloseCode::PROXY_DISCONNECT,
+            CloseCode::CONNECT_DENIED,
         ];
         for code in named {
             assert!(code.is_valid_received(), "{code}");
             assert_ne!(code.name(), "invalid", "{code}");
         }
+        assert_eq!(CloseCode::CONNECT_DENIED.name(), "connect_denied");
         assert_eq!(
             CloseCode::TRY_AGAIN_LATER.to_string(),
             "1013 (try_again_later)"

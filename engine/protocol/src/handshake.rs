@@ -475,6 +475,44 @@ fn bad_response(message: String) -> HandshakeError {
     HandshakeError::new(502, "malformed_response", message)
 }
 
+/// The headers of a complete request head at the front of `buf` whose
+/// names are in `names` (lowercase), as (lowercase name, value) in order;
+/// repeated headers are joined with `, ` (`; ` for `cookie`, RFC 6265 §5.4).
+/// Values that are not UTF-8 are left out. Empty when `buf` holds no
+/// complete head (the caller parsed it with [`parse_upgrade`] first).
+pub fn selected_headers(
+    buf: &[u8],
+    names: &[String],
+    limits: &HandshakeLimits,
+) -> Vec<(String, String)> {
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.headers_count_max];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(buf), Ok(httparse::Status::Complete(_))) {
+        return Vec::new();
+    }
+    let mut selected: Vec<(String, String)> = Vec::new();
+    for name in names {
+        let separator = if name == "cookie" { "; " } else { ", " };
+        let mut joined: Option<String> = None;
+        for value in header_values(request.headers, name) {
+            let Ok(value) = std::str::from_utf8(value) else {
+                continue;
+            };
+            match joined.as_mut() {
+                Some(joined) => {
+                    joined.push_str(separator);
+                    joined.push_str(value);
+                }
+                None => joined = Some(value.to_owned()),
+            }
+        }
+        if let Some(value) = joined {
+            selected.push((name.clone(), value));
+        }
+    }
+    selected
+}
+
 /// Values of every header named `name` (case-insensitive), in order.
 fn header_values<'h>(
     headers: &'h [httparse::Header<'_>],
@@ -610,6 +648,29 @@ mod tests {
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
             "Sec-WebSocket-Version: 13",
         ]
+    }
+
+    #[test]
+    fn selected_headers_keep_the_named_ones_and_join_repeats() {
+        let mut lines = valid_lines();
+        lines.extend([
+            "Cookie: sid=abc",
+            "X-Forwarded-For: 10.0.0.1",
+            "cookie: theme=dark",
+            "Authorization: Bearer secret",
+        ]);
+        let mut buf = request(&lines);
+        buf.extend_from_slice(&[0x81, 0x80]);
+        let names = ["cookie", "x-forwarded-for", "origin"].map(String::from);
+        assert_eq!(
+            selected_headers(&buf, &names, &LIMITS),
+            vec![
+                ("cookie".to_owned(), "sid=abc; theme=dark".to_owned()),
+                ("x-forwarded-for".to_owned(), "10.0.0.1".to_owned()),
+            ],
+            "only the named headers, repeats joined, absent ones left out"
+        );
+        assert!(selected_headers(b"GET / HTTP/1.1\r\n", &names, &LIMITS).is_empty());
     }
 
     #[test]

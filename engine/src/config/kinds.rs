@@ -164,6 +164,12 @@ pub(super) struct Filter {
 /// env vars, an array in the file.
 pub(super) struct Origins {}
 
+/// HTTP header names, lowercased. Comma-separated in flags and env vars, an
+/// array in the file.
+pub(super) struct HeaderNames {
+    pub default: &'static [&'static str],
+}
+
 /// A secret of at least `bytes_min` bytes, with no default. Never echoed.
 pub(super) struct SecretKey {
     pub bytes_min: usize,
@@ -604,6 +610,44 @@ impl Kind for Origins {
 
     fn doc_type(&self) -> String {
         "array of origins".to_owned()
+    }
+}
+
+impl Kind for HeaderNames {
+    type File = Vec<String>;
+    type Value = Vec<String>;
+
+    fn default_value(&self) -> Option<Vec<String>> {
+        Some(self.default.iter().map(|name| (*name).to_owned()).collect())
+    }
+
+    fn parse_text(&self, text: &str) -> Result<Vec<String>, String> {
+        Ok(comma_list(text))
+    }
+
+    fn check(&self, names: Vec<String>) -> Result<Vec<String>, Rejection> {
+        let mut normalized: Vec<String> = Vec::with_capacity(names.len());
+        for name in names {
+            // RFC 9110 §5.6.2 token characters.
+            let well_formed = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !well_formed {
+                return Err(Rejection::Problem(format!(
+                    "entries must be HTTP header names like \"cookie\" (got {name:?})"
+                )));
+            }
+            let name = name.to_ascii_lowercase();
+            if !normalized.contains(&name) {
+                normalized.push(name);
+            }
+        }
+        Ok(normalized)
+    }
+
+    fn doc_type(&self) -> String {
+        "array of header names".to_owned()
     }
 }
 

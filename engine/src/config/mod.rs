@@ -49,8 +49,8 @@ pub use table::{
     WebhookConfig,
 };
 pub use types::{
-    shards_for_cores, Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret,
-    ShardCount, SubscribePolicy, WebhookEvent, WebhookEvents,
+    shards_for_cores, ConnectProxyMode, Driver, Durability, JwtAlgorithm, LogFormat, NodeId,
+    PublishPolicy, Secret, ShardCount, SubscribePolicy, WebhookEvent, WebhookEvents,
 };
 
 use error::describe_location;

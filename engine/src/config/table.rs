@@ -15,13 +15,13 @@ use super::error::{invalid, ConfigError};
 use super::keys::{config_table, KeyInfo, Section};
 use super::kinds::{
     proxy_name, proxy_ref, proxy_url, webhook_url, Addr, Bool, Bytes, Count, DirPath, FilePath,
-    Filter, Micros, Millis, NamespaceName, Node, OptionalSecret, Origins, Pick, Seconds, SecretKey,
-    Shards, Text, UrlPath, WebhookEventList,
+    Filter, HeaderNames, Micros, Millis, NamespaceName, Node, OptionalSecret, Origins, Pick,
+    Seconds, SecretKey, Shards, Text, UrlPath, WebhookEventList,
 };
 use super::sources::Layers;
 use super::types::{
-    Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret, ShardCount,
-    SubscribePolicy, WebhookEvents,
+    ConnectProxyMode, Driver, Durability, JwtAlgorithm, LogFormat, NodeId, PublishPolicy, Secret,
+    ShardCount, SubscribePolicy, WebhookEvents,
 };
 use super::{API_KEY_BYTES_MIN, JWT_SECRET_BYTES_MIN, NAMESPACES_MAX, WEBHOOK_SECRET_BYTES_MIN};
 
@@ -229,6 +229,27 @@ config_table! {
         /// (then `rpc` is refused with 104).
         rpc_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC },
             "NAME", "[[proxy]] that answers client rpc; empty = none";
+        /// The `[[proxy]]` asked at every upgrade whether (and as whom) the
+        /// connection is let in; "" for none.
+        connect_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC },
+            "NAME", "[[proxy]] asked at every upgrade; empty = none";
+        connect_proxy_mode: ConnectProxyMode
+            = Pick<ConnectProxyMode> { default: ConnectProxyMode::AfterToken },
+            "MODE", "after_token (token, then backend) or replace_token (backend only)";
+        /// Request headers forwarded to the connect proxy (lowercased).
+        connect_proxy_headers: Vec<String> = HeaderNames {
+            default: &["cookie", "user-agent", "origin", "x-forwarded-for", "x-real-ip"],
+        },
+            "NAME,...", "Headers forwarded to the connect proxy, comma-separated";
+        /// The `[[proxy]]` asked to extend a connection near its expiry;
+        /// "" for none (the client sends `refresh` itself).
+        refresh_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC },
+            "NAME", "[[proxy]] asked to extend expiring connections; empty = none";
+        /// How long before a connection's expiry the refresh proxy is first
+        /// asked; a failed call is retried until the expiry.
+        refresh_proxy_margin as "refresh_proxy_margin_ms": Duration
+            = Millis { default: 30_000, min: 1000, max: TIMEOUT_MS_MAX },
+            "MS", "Ask the refresh proxy this long before expiry";
     }
 }
 
@@ -588,6 +609,8 @@ pub(super) fn check_proxy_refs(
     for (key, name) in [
         ("websocket.send_proxy", &websocket.send_proxy),
         ("websocket.rpc_proxy", &websocket.rpc_proxy),
+        ("websocket.connect_proxy", &websocket.connect_proxy),
+        ("websocket.refresh_proxy", &websocket.refresh_proxy),
     ] {
         if !known(name) {
             return Err(unknown(key.to_owned(), layers.origin(key), name));

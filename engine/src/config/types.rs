@@ -64,6 +64,17 @@ pub enum PublishPolicy {
     Any,
 }
 
+/// How the `connect` proxy and the connection token combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectProxyMode {
+    /// `"after_token"`: the token is checked as without a proxy, then the
+    /// backend is asked with the token's user.
+    AfterToken,
+    /// `"replace_token"`: no token; the backend names the user from the
+    /// request's headers and cookies (cookie-session apps).
+    ReplaceToken,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Fsync before acknowledging a publish.
@@ -281,6 +292,13 @@ impl Choice for PublishPolicy {
         ("none", PublishPolicy::ServerOnly),
         ("subscribers", PublishPolicy::Subscribers),
         ("any", PublishPolicy::Any),
+    ];
+}
+
+impl Choice for ConnectProxyMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("after_token", ConnectProxyMode::AfterToken),
+        ("replace_token", ConnectProxyMode::ReplaceToken),
     ];
 }
 

@@ -127,6 +127,9 @@ pub enum Timeout {
     Ping,
     /// The upgrade did not complete in time: 408 queued, closing.
     Handshake,
+    /// The admission decision (the connect proxy) did not come in time:
+    /// 503 queued, closing.
+    Admission,
     /// No pong (or anything) within the pong timeout: closing with 4005.
     Heartbeat,
     /// The token expired: closing with 4001.
@@ -174,6 +177,13 @@ struct RecoveringStream {
 enum Phase {
     /// Reading the upgrade request; the bytes so far.
     Handshake(Vec<u8>),
+    /// The request is parsed and waits for a decision made elsewhere (the
+    /// connect proxy): nothing is read or sent until `accept`,
+    /// `accept_then_close` or the deadline. `client_id` is the id the
+    /// connection will have, which the decision must name.
+    Admitting {
+        client_id: u64,
+    },
     Open,
     /// Our close frame (or echo, or refusal) is queued.
     Closing {
@@ -253,6 +263,61 @@ impl Session {
         matches!(self.phase, Phase::Handshake(_))
     }
 
+    /// Waiting for an admission decision: the id it must name.
+    pub fn admitting(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Admitting { client_id } => Some(client_id),
+            _ => None,
+        }
+    }
+
+    /// The upgrade request's bytes read so far (its head, once
+    /// `on_handshake_bytes` said `Request`); empty after the handshake.
+    pub fn request_head(&self) -> &[u8] {
+        match &self.phase {
+            Phase::Handshake(buf) => buf,
+            _ => &[],
+        }
+    }
+
+    /// The upgrade request is parsed and admissible as far as the driver
+    /// can tell alone; the decision now waits on someone else (the connect
+    /// proxy, whose answer comes within `wait_ms`). Until it comes nothing
+    /// is read or sent; after `wait_ms` the session refuses with 503 by
+    /// itself, so a decision that never comes cannot hold the slot.
+    pub fn await_admission(&mut self, now_ms: u64, client_id: u64, wait_ms: u64) {
+        debug_assert!(self.is_handshaking(), "admission outside the handshake");
+        assert!(client_id != 0, "client ids are never 0");
+        self.phase = Phase::Admitting { client_id };
+        self.deadline_ms = now_ms + wait_ms;
+    }
+
+    /// Completes the upgrade only to close at once with `code` and
+    /// `reason`: a refusal a browser can read (it sees no HTTP refusal's
+    /// status or body, only a failed connection; it does see a close code
+    /// and reason). `reason` is cut to the close frame's 123 bytes.
+    pub fn accept_then_close(
+        &mut self,
+        now_ms: u64,
+        response_101: Bytes,
+        code: CloseCode,
+        reason: &str,
+        config: &SessionConfig,
+    ) {
+        debug_assert!(
+            self.is_handshaking() || self.admitting().is_some(),
+            "accept_then_close outside the handshake"
+        );
+        self.push(response_101);
+        // `encode_close` cuts the reason on a character boundary.
+        self.push(encode_close(code, reason, None));
+        self.phase = Phase::Closing {
+            wait_peer: true,
+            shut_write: false,
+        };
+        self.deadline_ms = now_ms + config.close_linger_ms;
+    }
+
     /// Closing or done: no new frames are queued and no more is read.
     pub fn is_closing(&self) -> bool {
         matches!(self.phase, Phase::Closing { .. } | Phase::Done)
@@ -326,7 +391,10 @@ impl Session {
         deflate: Option<u8>,
         expires_at_ms: u64,
     ) {
-        debug_assert!(self.is_handshaking(), "accept outside the handshake");
+        debug_assert!(
+            self.is_handshaking() || self.admitting().is_some(),
+            "accept outside the handshake"
+        );
         assert!(deflate != Some(0), "window bits 0 means no deflate");
         self.phase = Phase::Open;
         self.binary = binary;
@@ -442,7 +510,7 @@ impl Session {
     pub fn close(&mut self, now_ms: u64, reason: CloseReason, config: &SessionConfig) -> bool {
         match self.phase {
             Phase::Open => {}
-            Phase::Handshake(_) => {
+            Phase::Handshake(_) | Phase::Admitting { .. } => {
                 // No WebSocket yet: nothing to say in WebSocket terms.
                 self.phase = Phase::Done;
                 return true;
@@ -731,7 +799,9 @@ impl Session {
         }
         match self.phase {
             Phase::Done => None,
-            Phase::Handshake(_) | Phase::Closing { .. } => Some(self.deadline_ms),
+            Phase::Handshake(_) | Phase::Admitting { .. } | Phase::Closing { .. } => {
+                Some(self.deadline_ms)
+            }
             Phase::Open => {
                 let heartbeat = if self.ping_sent_ms != 0 {
                     self.ping_sent_ms + config.pong_timeout_ms
@@ -767,6 +837,18 @@ impl Session {
                 );
                 self.refuse(now_ms, Bytes::from(response), config);
                 Timeout::Handshake
+            }),
+            Phase::Admitting { .. } => (now_ms >= self.deadline_ms).then(|| {
+                let response = http_error_response(
+                    503,
+                    "admission_timeout",
+                    "the connection could not be admitted in time; retry later",
+                    &[("Retry-After", "5")],
+                );
+                // `refuse` only acts on a session that is not closing.
+                self.phase = Phase::Handshake(Vec::new());
+                self.refuse(now_ms, Bytes::from(response), config);
+                Timeout::Admission
             }),
             Phase::Closing { .. } => (now_ms >= self.deadline_ms).then(|| {
                 self.phase = Phase::Done;

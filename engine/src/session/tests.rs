@@ -519,6 +519,87 @@ fn close_during_the_handshake_is_done_at_once() {
     assert_eq!(pair.client.rx, b"");
 }
 
+// Awaiting admission (the connect proxy).
+
+const ADMISSION_WAIT_MS: u64 = 300;
+
+/// A session whose request is parsed, with a frame the client sent right
+/// behind it, waiting for its admission decision.
+fn admitting() -> Pair {
+    let mut pair = Pair::new();
+    let mut request = pair.request();
+    request.extend_from_slice(&encode_frame(OpCode::Text, b"early", Some(MASK)));
+    assert!(matches!(pair.handshake(&request), Handshake::Request(_)));
+    assert!(
+        !pair.server.request_head().is_empty(),
+        "the head is kept for the proxy"
+    );
+    pair.server
+        .await_admission(pair.now_ms, 7, ADMISSION_WAIT_MS);
+    assert_eq!(pair.server.admitting(), Some(7));
+    assert!(pair.server.request_head().is_empty());
+    pair
+}
+
+#[test]
+fn awaiting_admission_sends_nothing_until_the_decision_then_opens() {
+    let mut pair = admitting();
+    assert_eq!(pair.poll_timeout(), Some(T0 + ADMISSION_WAIT_MS));
+    // Longer than any heartbeat: still nothing is sent, no ping, no close.
+    assert_eq!(pair.advance(ADMISSION_WAIT_MS - 1), None);
+    assert!(!pair.server.wants_send());
+    assert_eq!(pair.client.head, Head::Pending);
+    assert_eq!(pair.client.rx, b"", "not a byte before the decision");
+    assert!(!pair.server.is_open() && !pair.server.is_closing());
+    pair.accept(false);
+    pair.drive_bounded();
+    assert_eq!(pair.client.head, Head::Switched);
+    assert!(pair.server.is_open());
+    assert_eq!(pair.server.admitting(), None);
+    // The frame sent behind the request waited and is read now.
+    assert_eq!(pair.server_read(b""), [In::Command(b"early".to_vec())]);
+}
+
+#[test]
+fn an_admission_that_never_comes_is_refused_with_503_at_the_deadline() {
+    let mut pair = admitting();
+    assert_eq!(pair.advance(ADMISSION_WAIT_MS), Some(Timeout::Admission));
+    assert_eq!(pair.client.head, Head::Refused(503));
+    assert!(pair.server.is_done());
+    assert_eq!(pair.poll_timeout(), None);
+}
+
+#[test]
+fn a_denied_admission_completes_the_upgrade_then_closes_with_the_code() {
+    let mut pair = admitting();
+    pair.advance(10);
+    let response = Bytes::from(response_101(&pair.client.key, None, None));
+    let long = "é".repeat(100);
+    pair.server.accept_then_close(
+        pair.now_ms,
+        response,
+        CloseCode::CONNECT_DENIED,
+        &long,
+        &pair.config,
+    );
+    pair.drive_bounded();
+    assert_eq!(pair.client.head, Head::Switched);
+    assert_eq!(pair.got(), [Got::Close(Some(4403))]);
+    assert_eq!(pair.client.shutdowns, 1, "FIN after the close frame");
+    // The peer's close echo ends it.
+    pair.server.on_eof();
+    assert!(pair.server.is_done());
+}
+
+#[test]
+fn close_while_awaiting_admission_is_done_at_once() {
+    let mut pair = admitting();
+    assert!(pair.close(CloseCode::GOING_AWAY, true));
+    assert!(pair.server.is_done());
+    pair.drive_bounded();
+    assert_eq!(pair.client.rx, b"");
+}
+
 // Heartbeat.
 
 #[test]

@@ -47,6 +47,11 @@ pub(super) enum StoreDone {
     Recovery(Box<recovery::Job>, recovery::Step),
     /// A proxy backend's answer (`crate::proxy`), for the parked command.
     Proxied(ReplyTo, Proxied, Result<Decision, ProxyError>),
+    /// The connect proxy's answer for an upgrade awaiting admission.
+    Admission(Box<super::connect::AdmissionAnswer>),
+    /// The refresh proxy's answer for a connection near its expiry (`id`
+    /// unused), with the call's latency in microseconds.
+    Refreshed(ReplyTo, Result<Decision, ProxyError>, u64),
 }
 
 /// A command parked while its proxy backend decides.
@@ -234,6 +239,10 @@ impl Shard {
             StoreDone::History(to, stream, result) => self.history_page(to, &stream, result),
             StoreDone::Recovery(job, step) => self.recovery_step(*job, step),
             StoreDone::Proxied(to, pending, result) => self.on_proxied(to, pending, result),
+            StoreDone::Admission(answer) => self.on_admission(answer),
+            StoreDone::Refreshed(to, result, latency_us) => {
+                self.on_refreshed(to, result, latency_us)
+            }
         }
     }
 
@@ -257,13 +266,18 @@ impl Shard {
             .get(key)
             .map(|c| c.user.clone())
             .ok_or_else(|| refuse(ErrorCode::Internal))?;
-        let Some(proxies) = self.shared.proxies.as_ref() else {
+        if self.shared.proxies.is_none() {
             return Err(proxy_error(&ProxyError::Stopped));
-        };
+        }
         let body = crate::proxy::call_body(to.client_id, &user, subject, pending.data());
-        let answer = proxies.call(proxy, body);
+        let event = subject.event();
+        let answer = self.ask_backend(event, proxy, body);
+        let shared = self.shared.clone();
+        let idx = self.idx;
         self.store_replies.push(Box::pin(async move {
-            let result = answer.await.unwrap_or(Err(ProxyError::Stopped));
+            let (result, latency_us) = answer.await;
+            // On the shard's thread: the counters' one writer.
+            shared.metrics[idx].proxy[event.index()].record(latency_us, &result);
             StoreDone::Proxied(to, pending, result)
         }));
         Ok(Outcome::Later)
@@ -299,7 +313,7 @@ impl Shard {
                 };
                 self.reply_to(to, Err((ErrorCode::ProxyDenied, message)));
             }
-            Decision::Allow { data: replaced } => {
+            Decision::Allow { data: replaced, .. } => {
                 let (channel, data, data_is_json, client_msg_id) = match pending {
                     Proxied::Publish {
                         channel,

@@ -37,6 +37,8 @@ pub struct Conn {
     pub replay_paused: bool,
     /// While closing: the socket's unsent bytes at the last sweep.
     pub unsent_seen: u32,
+    /// The refresh proxy is being asked about this connection.
+    pub refresh_in_flight: bool,
 }
 
 impl Conn {
@@ -54,6 +56,7 @@ impl Conn {
             cancel_asked: false,
             replay_paused: false,
             unsent_seen: 0,
+            refresh_in_flight: false,
         }
     }
 
@@ -83,15 +86,29 @@ impl Conn {
         }
     }
 
-    /// Sets the device and the grants, allocating only if there is either.
-    pub fn set_extras(&mut self, device: Option<Rc<str>>, grants: Box<[Box<str>]>) {
-        self.extras = (device.is_some() || !grants.is_empty()).then(|| {
+    /// Sets the device, the grants and the connect proxy's info,
+    /// allocating only if there is any.
+    pub fn set_extras(
+        &mut self,
+        device: Option<Rc<str>>,
+        grants: Box<[Box<str>]>,
+        info: Option<Box<str>>,
+    ) {
+        self.extras = (device.is_some() || !grants.is_empty() || info.is_some()).then(|| {
             Box::new(Extras {
                 device,
                 grants,
+                info,
                 rate_limits: None,
             })
         });
+    }
+
+    /// The JSON the connect proxy attached to the connection.
+    pub fn info(&self) -> Option<&str> {
+        self.extras
+            .as_ref()
+            .and_then(|extras| extras.info.as_deref())
     }
 
     /// The rate-limit buckets, made at the first limited command.
@@ -100,6 +117,7 @@ impl Conn {
             Box::new(Extras {
                 device: None,
                 grants: Box::default(),
+                info: None,
                 rate_limits: None,
             })
         });
@@ -128,6 +146,8 @@ struct Extras {
     device: Option<Rc<str>>,
     /// The connection token's `channels` claim (`channels::grant_matches`).
     grants: Box<[Box<str>]>,
+    /// The connect proxy's `info` (raw JSON), shown by presence.
+    info: Option<Box<str>>,
     /// Rate-limit buckets, from the first limited command on.
     rate_limits: Option<ConnLimits>,
 }
@@ -164,8 +184,9 @@ mod tests {
         // The struct is an idle connection's whole user-space state apart
         // from its subscription index entries (the task, its future and
         // monoio's per-operation state it replaced were ~700 bytes more):
-        // guard against growth. The rarer parts (device, grants, rate-limit
-        // buckets) share one boxed `Extras`.
+        // guard against growth. The rarer parts (device, grants, the
+        // connect proxy's info, rate-limit buckets) share one boxed
+        // `Extras`.
         let size = std::mem::size_of::<Conn>();
         assert!(size <= 232, "Conn is {size} bytes");
     }

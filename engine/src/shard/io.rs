@@ -121,6 +121,11 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if conn.session.admitting().is_some() {
+            // Nothing is read until the connect proxy decides; what came
+            // meanwhile is read when the connection opens.
+            return;
+        }
         if conn.session.is_handshaking() {
             self.read_handshake(key);
         } else if conn.session.is_open() {
@@ -172,11 +177,15 @@ impl Shard {
                     &request,
                     self.n_open,
                 ) {
-                    Ok(admitted) => {
-                        self.open(key, admitted);
-                        // Frames the client sent right behind its upgrade.
-                        self.read_frames(key, true);
-                    }
+                    Ok(admitted) => match self.connect_proxy() {
+                        Some(proxy) => self.start_admission(key, proxy, &request, admitted),
+                        None => {
+                            let client_id = self.next_client_id();
+                            self.open(key, admitted, client_id);
+                            // Frames the client sent right behind its upgrade.
+                            self.read_frames(key, true);
+                        }
+                    },
                     Err(refusal) => {
                         let metrics = &self.shared.metrics[self.idx];
                         metrics.handshakes_failed.add(1);
@@ -204,9 +213,8 @@ impl Shard {
     /// inbox can reach the client ahead of (or twice with) the replay. Its
     /// result arrives as a subscribe reply with id 0, an id no client
     /// command uses.
-    fn open(&mut self, key: usize, admitted: Admitted) {
+    pub(super) fn open(&mut self, key: usize, admitted: Admitted, client_id: u64) {
         self.handshakes.ended(key);
-        let client_id = self.next_client_id();
         let recover_inbox = admitted.recovers_inbox();
         let info = ConnectInfo {
             client_id,
@@ -225,7 +233,7 @@ impl Shard {
         };
         conn.client_id = client_id;
         conn.user = admitted.user.clone();
-        conn.set_extras(admitted.device.clone(), admitted.grants);
+        conn.set_extras(admitted.device.clone(), admitted.grants, admitted.info);
         conn.session.accept(
             self.now_ms,
             Bytes::from(admitted.response),

@@ -13,6 +13,7 @@
 
 mod commands;
 pub mod conn;
+mod connect;
 mod fanout;
 mod io;
 pub mod poller;
@@ -421,6 +422,9 @@ impl Shard {
                                 client: conn.client_id.to_string(),
                                 user: conn.user.to_string(),
                                 shard: self.idx,
+                                info: conn.info().and_then(|info| {
+                                    serde_json::value::RawValue::from_string(info.to_owned()).ok()
+                                }),
                             })
                             .collect()
                     })
@@ -464,6 +468,10 @@ impl Shard {
         let capacity = self.conns.capacity().max(1);
         let chunk = capacity.div_ceil(SWEEPS_PER_PERIOD as usize);
         let now = self.now_ms;
+        let refresh_proxy = self
+            .shared
+            .config
+            .proxy_index(&self.shared.config.websocket.refresh_proxy);
         for offset in 0..chunk {
             let key = (self.sweep_cursor + offset) % capacity;
             let Some(conn) = self.conns.get_mut(key) else {
@@ -479,14 +487,22 @@ impl Shard {
                     conn.unsent_seen = unsent;
                 }
             }
-            let Some(timeout) = conn.session.handle_timeout(now, &self.session_config) else {
+            let timeout = conn.session.handle_timeout(now, &self.session_config);
+            if let Some(proxy) = refresh_proxy {
+                if timeout.is_none() && self.wants_refresh(key) {
+                    self.start_refresh(key, proxy);
+                }
+            }
+            let Some(timeout) = timeout else {
                 continue;
             };
             let metrics = &self.shared.metrics[self.idx];
             match timeout {
                 crate::session::Timeout::Heartbeat => metrics.heartbeat_timeouts.add(1),
                 crate::session::Timeout::SlowConsumer => metrics.slow_consumer_disconnects.add(1),
-                crate::session::Timeout::Handshake => metrics.handshakes_failed.add(1),
+                crate::session::Timeout::Handshake | crate::session::Timeout::Admission => {
+                    metrics.handshakes_failed.add(1)
+                }
                 _ => {}
             }
             self.mark_dirty(key);

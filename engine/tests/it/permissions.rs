@@ -402,8 +402,7 @@ fn connect_device(engine: &ringcast_engine::Engine, token: &str, device: &str) -
 }
 
 /// Reads until the id-0 recovery reply of `channel`, returning it and the
-/// `data.n` of the pushes of `channel` read before it, in order. The
-/// inbox's own id-0 reply (the URL has a device) may come in between.
+/// `data.n` of the pushes of `channel` read before it, in order.
 fn pushes_then_recovery(ws: &mut Ws, channel: &str) -> (Vec<u64>, Value) {
     let mut pushes = Vec::new();
     loop {
@@ -412,8 +411,40 @@ fn pushes_then_recovery(ws: &mut Ws, channel: &str) -> (Vec<u64>, Value) {
             pushes.push(message["push"]["data"]["n"].as_u64().unwrap());
         } else if message["id"] == 0 && message["result"]["channel"] == channel {
             return (pushes, message);
+        } else {
+            panic!("unexpected: {message}");
         }
     }
+}
+
+/// Connects alice's `phone` with the `subs` claim: `subscribed` first, then
+/// the replayed pushes of chat:g1 and its id-0 reply, with the inbox's own
+/// id-0 reply anywhere among them (both replays run at once). Returns the
+/// client, the replayed `data.n` and chat:g1's reply, nothing left unread.
+fn connect_phone(engine: &ringcast_engine::Engine, token: &str) -> (Ws, Vec<u64>, Value) {
+    let mut phone = connect_device(engine, token, "phone");
+    assert_eq!(
+        read_json(&mut phone),
+        json!({"subscribed": {"channel": "chat:g1"}})
+    );
+    let (mut pushes, mut reply, mut inbox_done) = (Vec::new(), None, false);
+    while reply.is_none() || !inbox_done {
+        let message = read_json(&mut phone);
+        if message["push"]["channel"] == "chat:g1" {
+            assert!(
+                reply.is_none(),
+                "a push after the recovery reply: {message}"
+            );
+            pushes.push(message["push"]["data"]["n"].as_u64().unwrap());
+        } else if message["id"] == 0 && message["result"]["channel"] == "chat:g1" {
+            reply = Some(message);
+        } else if message["id"] == 0 && message["result"]["channel"] == "user:alice" {
+            inbox_done = true;
+        } else {
+            panic!("unexpected: {message}");
+        }
+    }
+    (phone, pushes, reply.unwrap())
 }
 
 e2e!(
@@ -423,12 +454,7 @@ e2e!(
         let with_subs = sign(&json!({"sub": "alice", "exp": now_s() + 3600, "subs": ["chat:g1"]}));
 
         // First connection of the device: no cursor, nothing replayed.
-        let mut phone = connect_device(&engine, &with_subs, "phone");
-        assert_eq!(
-            read_json(&mut phone),
-            json!({"subscribed": {"channel": "chat:g1"}})
-        );
-        let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
+        let (mut phone, replayed, reply) = connect_phone(&engine, &with_subs);
         assert!(replayed.is_empty(), "{replayed:?}");
         assert_eq!(reply["result"]["recovery"]["replayed"], 0, "{reply}");
         for n in [1, 2] {
@@ -449,12 +475,7 @@ e2e!(
         for n in [3, 4] {
             publish(&engine, "chat:g1", json!({"n": n}));
         }
-        let mut phone = connect_device(&engine, &with_subs, "phone");
-        assert_eq!(
-            read_json(&mut phone),
-            json!({"subscribed": {"channel": "chat:g1"}})
-        );
-        let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
+        let (mut phone, replayed, reply) = connect_phone(&engine, &with_subs);
         assert_eq!(replayed, [3, 4]);
         assert_eq!(reply["result"]["recovery"]["recovered"], true, "{reply}");
         assert_eq!(reply["result"]["recovery"]["replayed"], 2, "{reply}");
@@ -469,17 +490,14 @@ e2e!(
         // `/api/subscribe` later in a connection's life recovers the same way.
         publish(&engine, "chat:g1", json!({"n": 6}));
         let mut phone = connect_device(&engine, &token("alice"), "phone");
+        let inbox = read_json(&mut phone);
+        assert_eq!(inbox["result"]["channel"], "user:alice", "{inbox}");
         let (_, body) = server_subscription(&engine, "/api/subscribe", "alice", "chat:g1");
         assert_eq!(body["connections"], 1, "{body}");
-        loop {
-            // The inbox's id-0 reply may come before the change.
-            let message = read_json(&mut phone);
-            if message.get("subscribed").is_some() {
-                assert_eq!(message, json!({"subscribed": {"channel": "chat:g1"}}));
-                break;
-            }
-            assert_eq!(message["id"], 0, "{message}");
-        }
+        assert_eq!(
+            read_json(&mut phone),
+            json!({"subscribed": {"channel": "chat:g1"}})
+        );
         let (replayed, reply) = pushes_then_recovery(&mut phone, "chat:g1");
         assert_eq!(replayed, [6]);
         assert_eq!(reply["result"]["recovery"]["replayed"], 1, "{reply}");

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use crate::e2e;
 use crate::util::*;
-use ringcast_engine::config::{Config, Driver, Proxy};
+use ringcast_engine::config::{Config, ConnectProxyMode, Driver, Proxy, SubscribePolicy};
+use ringcast_engine::Engine;
 use serde_json::{json, Value};
+use tungstenite::client::IntoClientRequest;
 
 /// How the backend answers one call: after a delay, this body.
 pub(crate) type Answer = fn(&Value) -> (Duration, Value);
@@ -483,4 +485,472 @@ fn proxy_overhead() {
         backend.calls().len()
     );
     engine.shutdown();
+}
+
+// The connect and refresh proxies.
+
+/// Refresh calls answered so far (the refresh test's backend extends the
+/// first and denies the next).
+static REFRESHES: AtomicUsize = AtomicUsize::new(0);
+
+/// Connect answers by the `sid` cookie (or, with none, allow as the token's
+/// user); refresh answers extend once, then deny.
+fn by_session(body: &Value) -> (Duration, Value) {
+    let now = Duration::ZERO;
+    if body.get("transport").is_none() {
+        // A refresh: {"client", "user", "expire_at"}.
+        return if REFRESHES.fetch_add(1, Ordering::SeqCst) == 0 {
+            (now, json!({"result": {"expire_at": now_s() + 8}}))
+        } else {
+            (
+                now,
+                json!({"error": {"code": 1, "message": "session over"}}),
+            )
+        };
+    }
+    match body["cookies"]["sid"].as_str() {
+        None => (now, json!({"result": {}})),
+        Some("s-alice") => (now, json!({"result": {"user": "alice"}})),
+        Some("s-bob") => (now, json!({"result": {"user": "bob"}})),
+        Some("s-sam") => (
+            now,
+            json!({"result": {"user": "sam", "subs": ["news:1"], "channels": ["chat:g*"],
+                "info": {"name": "Sam"}}}),
+        ),
+        Some("s-rita") => (
+            now,
+            json!({"result": {"user": "rita", "expire_at": now_s() + 3}}),
+        ),
+        Some("s-deny") => (
+            now,
+            json!({"error": {"code": 403, "message": "session expired: log in again"}}),
+        ),
+        Some("s-kick") => (
+            now,
+            json!({"disconnect": {"code": 4567, "reason": "banned"}}),
+        ),
+        Some("s-stall") => (Duration::from_secs(5), json!({"result": {"user": "late"}})),
+        Some("s-nouser") => (now, json!({"result": {}})),
+        Some(_) => (
+            now,
+            json!({"error": {"code": 401, "message": "unknown session"}}),
+        ),
+    }
+}
+
+/// One shard (unless told), the connect proxy `p` in `mode`, `chat:`
+/// subscribable by grant only.
+fn connect_config(driver: Driver, url: &str, mode: ConnectProxyMode, timeout_ms: u64) -> Config {
+    let mut config = proxied_config(driver, 1, url, timeout_ms, 8);
+    config.websocket.connect_proxy = "p".into();
+    config.websocket.connect_proxy_mode = mode;
+    config.websocket.send_proxy = String::new();
+    for namespace in config.namespaces.iter_mut() {
+        if namespace.name == "chat" {
+            namespace.subscribe = SubscribePolicy::Token;
+        }
+    }
+    config
+}
+
+/// Upgrades with a `Cookie` header (and `?token=` when given); the socket
+/// after the 101, whatever follows it.
+fn upgrade_with_cookie(engine: &Engine, cookie: &str, token: Option<&str>) -> Ws {
+    let url = match token {
+        Some(token) => format!(
+            "ws://{}/connection/websocket?token={token}&app=web",
+            engine.ws_addr
+        ),
+        None => format!("ws://{}/connection/websocket?app=web", engine.ws_addr),
+    };
+    let mut request = url.into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("Cookie", cookie.parse().unwrap());
+    headers.insert("User-Agent", "connect-test/1".parse().unwrap());
+    headers.insert("X-Secret", "not forwarded".parse().unwrap());
+    let stream = TcpStream::connect(engine.ws_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let (ws, response) = tungstenite::client(request, stream).expect("upgrade");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// The `connect` message of a socket `upgrade_with_cookie` opened.
+fn connected(ws: &mut Ws) -> Value {
+    let hello = read_json(ws);
+    assert!(hello.get("connect").is_some(), "first message: {hello}");
+    hello
+}
+
+/// Reads until the server's close frame: its code and reason.
+fn read_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Ok(tungstenite::Message::Close(None)) => panic!("a close without a code"),
+            Ok(_) => continue,
+            Err(err) => panic!("no close frame: {err:?}"),
+        }
+    }
+}
+
+/// An upgrade with `cookie` on its own thread, which answers the close
+/// code and reason that follow the 101.
+fn upgrade_in_background(
+    ws_addr: std::net::SocketAddr,
+    cookie: &'static str,
+) -> std::thread::JoinHandle<(u16, String)> {
+    std::thread::spawn(move || {
+        let url = format!("ws://{ws_addr}/connection/websocket");
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Cookie", cookie.parse().unwrap());
+        let stream = TcpStream::connect(ws_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (mut ws, _) = tungstenite::client(request, stream).expect("upgrade");
+        read_close(&mut ws)
+    })
+}
+
+fn connect_calls(backend: &Backend) -> Vec<Value> {
+    backend
+        .calls()
+        .into_iter()
+        .map(|(_, call)| call)
+        .filter(|call| call.get("transport").is_some())
+        .collect()
+}
+
+e2e!(
+    connect_proxy_replaces_the_token_with_a_cookie_session,
+    |driver| {
+        let backend = Backend::start(by_session);
+        let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 2000);
+        let engine = start(config);
+        let mut alice = upgrade_with_cookie(&engine, "sid=s-alice; theme=dark", None);
+        let hello = connected(&mut alice);
+        assert_eq!(
+            hello["connect"]["user"], "alice",
+            "the backend named the user"
+        );
+        // A send to the user the backend named reaches this connection.
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/send",
+            Some(json!({"user": "alice", "data": {"hi": 1}})),
+        );
+        assert_eq!(status, 200, "{body}");
+        let push = read_json(&mut alice);
+        assert_eq!(push["push"]["channel"], "user:alice", "{push}");
+        assert_eq!(push["push"]["data"], json!({"hi": 1}));
+
+        let calls = connect_calls(&backend);
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        let call = &calls[0];
+        assert_eq!(call["user"], "", "no token, no user yet");
+        assert_eq!(call["client"], hello["connect"]["client"]);
+        assert_eq!(call["transport"], "websocket");
+        assert_eq!(call["path"], "/connection/websocket");
+        assert_eq!(call["query"], json!({"app": "web"}));
+        assert_eq!(call["remote_addr"], "127.0.0.1");
+        assert_eq!(call["cookies"], json!({"sid": "s-alice", "theme": "dark"}));
+        assert_eq!(call["headers"]["cookie"], "sid=s-alice; theme=dark");
+        assert_eq!(call["headers"]["user-agent"], "connect-test/1");
+        assert!(
+            call["headers"].get("x-secret").is_none(),
+            "not a forwarded header: {call}"
+        );
+
+        // No user named and no anonymous connections: refused as a bad answer.
+        let mut nobody = upgrade_with_cookie(&engine, "sid=s-nouser", None);
+        let (code, reason) = read_close(&mut nobody);
+        assert_eq!(
+            (code, reason.as_str()),
+            (1013, "connect proxy: bad response")
+        );
+        engine.shutdown();
+    }
+);
+
+e2e!(connect_proxy_after_token_gets_the_token_user, |driver| {
+    let backend = Backend::start(by_session);
+    let config = connect_config(driver, &backend.url, ConnectProxyMode::AfterToken, 2000);
+    let engine = start(config);
+    // A bad token is refused before the backend is asked.
+    let bad = format!("ws://{}/connection/websocket?token=nope", engine.ws_addr);
+    let refused = tungstenite::connect(bad.as_str());
+    assert!(
+        matches!(refused, Err(tungstenite::Error::Http(ref r)) if r.status() == 401),
+        "{refused:?}"
+    );
+    let mut carol = upgrade_with_cookie(&engine, "lang=en", Some(&token("carol")));
+    let hello = connected(&mut carol);
+    assert_eq!(hello["connect"]["user"], "carol");
+    let calls = connect_calls(&backend);
+    assert_eq!(calls.len(), 1, "only the good token reached the backend");
+    assert_eq!(calls[0]["user"], "carol");
+    assert_eq!(
+        calls[0]["query"],
+        json!({"app": "web"}),
+        "the token is not forwarded"
+    );
+    // The backend may also rename the token's user.
+    let mut renamed = upgrade_with_cookie(&engine, "sid=s-bob", Some(&token("carol")));
+    assert_eq!(connected(&mut renamed)["connect"]["user"], "bob");
+    engine.shutdown();
+});
+
+e2e!(
+    connect_proxy_subs_channels_and_info_apply_at_connect,
+    |driver| {
+        let backend = Backend::start(by_session);
+        let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 2000);
+        let engine = start(config);
+        let mut sam = upgrade_with_cookie(&engine, "sid=s-sam", None);
+        assert_eq!(connected(&mut sam)["connect"]["user"], "sam");
+        assert_eq!(
+            read_json(&mut sam),
+            json!({"subscribed": {"channel": "news:1"}})
+        );
+        publish(&engine, "news:1", json!({"n": 1}));
+        assert_eq!(read_json(&mut sam)["push"]["data"]["n"], 1);
+        // The grant lets sam into chat:g1 (token-only) but not chat:h1.
+        subscribe(&mut sam, 2, "chat:g1");
+        let reply = command(
+            &mut sam,
+            json!({"id": 3, "method": "subscribe", "params": {"channel": "chat:h1"}}),
+        );
+        assert!(
+            reply.get("error").is_some(),
+            "no grant for chat:h1: {reply}"
+        );
+        let (status, body) = api(&engine, "GET", "/api/presence?channel=news%3A1", None);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["clients"][0]["user"], "sam", "{body}");
+        assert_eq!(body["clients"][0]["info"], json!({"name": "Sam"}), "{body}");
+        engine.shutdown();
+    }
+);
+
+e2e!(connect_proxy_denials_are_readable_close_codes, |driver| {
+    let backend = Backend::start(by_session);
+    let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 2000);
+    let engine = start(config);
+    let mut denied = upgrade_with_cookie(&engine, "sid=s-deny", None);
+    assert_eq!(
+        read_close(&mut denied),
+        (4403, "session expired: log in again".to_owned())
+    );
+    let mut kicked = upgrade_with_cookie(&engine, "sid=s-kick", None);
+    assert_eq!(read_close(&mut kicked), (4567, "banned".to_owned()));
+    // Neither was ever a connection.
+    let (status, stats) = api(&engine, "GET", "/api/stats", None);
+    assert_eq!(status, 200);
+    assert_eq!(stats["connections"], 0, "{stats}");
+    let (_, metrics) = api_raw(engine.api_addr, "GET", "/metrics", None, None);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        "ringcast_proxy_calls_total{shard=\"0\",event=\"connect\"} 2",
+        "ringcast_proxy_denied_total{shard=\"0\",event=\"connect\"} 1",
+        "ringcast_proxy_disconnects_total{shard=\"0\",event=\"connect\"} 1",
+        "ringcast_proxy_latency_seconds_count{shard=\"0\",event=\"connect\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    engine.shutdown();
+});
+
+e2e!(
+    stalled_connect_proxy_fails_one_upgrade_and_the_shard_serves_on,
+    |driver| {
+        let backend = Backend::start(by_session);
+        // One shard: the waiting upgrade and the others share it.
+        let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 500);
+        let engine = start(config);
+        let mut alice = upgrade_with_cookie(&engine, "sid=s-alice", None);
+        connected(&mut alice);
+        let mut bob = upgrade_with_cookie(&engine, "sid=s-bob", None);
+        connected(&mut bob);
+        subscribe(&mut bob, 1, "free:1");
+        let ws_addr = engine.ws_addr;
+        let stalled = upgrade_in_background(ws_addr, "sid=s-stall");
+        assert!(wait_until(Duration::from_secs(5), || {
+            connect_calls(&backend)
+                .iter()
+                .any(|call| call["cookies"]["sid"] == "s-stall")
+        }));
+        // While the backend holds the call, the shard serves the others.
+        for n in 0..20 {
+            let reply = command(&mut alice, publish_cmd(10 + n, "free:1", json!({"n": n})));
+            assert!(reply["result"]["id"].as_str().is_some(), "{reply}");
+            assert_eq!(read_json(&mut bob)["push"]["data"]["n"], n);
+        }
+        assert_eq!(
+            stalled.join().unwrap(),
+            (1013, "connect proxy: timeout".to_owned())
+        );
+        let reply = command(&mut alice, json!({"id": 99, "method": "ping"}));
+        assert!(reply.get("result").is_some(), "{reply}");
+        engine.shutdown();
+    }
+);
+
+e2e!(connect_proxy_down_is_try_again_later, |driver| {
+    let url = format!("http://127.0.0.1:{}/proxy", free_port());
+    let engine = start(connect_config(
+        driver,
+        &url,
+        ConnectProxyMode::ReplaceToken,
+        1000,
+    ));
+    let mut ws = upgrade_with_cookie(&engine, "sid=s-alice", None);
+    assert_eq!(
+        read_close(&mut ws),
+        (1013, "connect proxy: unavailable".to_owned())
+    );
+    engine.shutdown();
+});
+
+#[test]
+fn refresh_proxy_extends_then_its_denial_closes_with_4001() {
+    let backend = Backend::start(by_session);
+    let mut config = connect_config(
+        Driver::Epoll,
+        &backend.url,
+        ConnectProxyMode::ReplaceToken,
+        2000,
+    );
+    config.websocket.refresh_proxy = "p".into();
+    config.websocket.refresh_proxy_margin = Duration::from_millis(2000);
+    let engine = start(config);
+    let connected_at = now_s();
+    let mut rita = upgrade_with_cookie(&engine, "sid=s-rita", None);
+    let hello = connected(&mut rita);
+    let expires_at_ms = hello["connect"]["expires"].as_u64().unwrap();
+    assert!(expires_at_ms / 1000 <= connected_at + 4, "{hello}");
+    let refreshes = |backend: &Backend| backend.calls().len() - connect_calls(backend).len();
+    assert!(wait_until(Duration::from_secs(5), || refreshes(&backend) >= 1));
+    // Past the first expiry, the connection lives on: it was extended.
+    while now_s() * 1000 < expires_at_ms + 1000 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let reply = command(&mut rita, json!({"id": 1, "method": "ping"}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    // The second refresh is denied: 4001.
+    assert_eq!(read_close(&mut rita), (4001, "refresh denied".to_owned()));
+    let calls = backend.calls();
+    let refresh = calls
+        .iter()
+        .map(|(_, call)| call)
+        .find(|call| call.get("transport").is_none())
+        .unwrap();
+    assert_eq!(refresh["user"], "rita");
+    assert_eq!(refresh["client"], hello["connect"]["client"]);
+    assert_eq!(refreshes(&backend), 2);
+    engine.shutdown();
+}
+
+e2e!(
+    connections_awaiting_admission_hold_their_handshake_slot,
+    |driver| {
+        let backend = Backend::start(by_session);
+        let mut config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 1500);
+        config.websocket.handshakes_per_source_max = 1;
+        let engine = start(config);
+        let ws_addr = engine.ws_addr;
+        let stalled = upgrade_in_background(ws_addr, "sid=s-stall");
+        assert!(wait_until(Duration::from_secs(5), || {
+            !connect_calls(&backend).is_empty()
+        }));
+        // The source's one upgrade slot is held by the waiting connection: a
+        // second is closed at accept, before any request is read.
+        let url = format!("ws://{ws_addr}/connection/websocket");
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Cookie", "sid=s-alice".parse().unwrap());
+        let stream = TcpStream::connect(ws_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        assert!(tungstenite::client(request, stream).is_err());
+        assert_eq!(
+            connect_calls(&backend).len(),
+            1,
+            "the second never reached the backend"
+        );
+        assert_eq!(
+            stalled.join().unwrap(),
+            (1013, "connect proxy: timeout".to_owned())
+        );
+        // Its slot is free again.
+        let mut alice = upgrade_with_cookie(&engine, "sid=s-alice", None);
+        assert_eq!(connected(&mut alice)["connect"]["user"], "alice");
+        engine.shutdown();
+    }
+);
+
+/// Not a test: sequential connects (upgrade to the `connect` message, then
+/// close) to two engines alive at once, one with a connect proxy in
+/// `after_token` mode (a trivial local backend that allows everything) and
+/// one without, alternating. Prints connects/s and latency p50/p99 per side:
+/// `cargo test --release -p ringcast-engine --test it connect_proxy_overhead -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a check; run by hand"]
+fn connect_proxy_overhead() {
+    const ROUNDS: usize = 3000;
+    let backend = Backend::start(|_| (Duration::ZERO, json!({"result": {}})));
+    let mut with = connect_config(
+        Driver::IoUring,
+        &backend.url,
+        ConnectProxyMode::AfterToken,
+        2000,
+    );
+    with.server.shards = ringcast_engine::config::ShardCount::new(2).unwrap();
+    let mut without = config(Driver::IoUring, 2);
+    without.websocket.connections_max_per_shard = 2_000;
+    let (on_engine, off_engine) = (start(with), start(without));
+    let token = token("alice");
+    let mut on = Vec::with_capacity(ROUNDS);
+    let mut off = Vec::with_capacity(ROUNDS);
+    let mut on_total = Duration::ZERO;
+    let mut off_total = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        for (engine, sink, total) in [
+            (&on_engine, &mut on, &mut on_total),
+            (&off_engine, &mut off, &mut off_total),
+        ] {
+            let started = std::time::Instant::now();
+            let (ws, hello) = connect_with(engine, &token, None);
+            let took = started.elapsed();
+            assert_eq!(hello["connect"]["user"], "alice");
+            drop(ws);
+            sink.push(took);
+            *total += took;
+        }
+    }
+    let pct = |samples: &mut Vec<Duration>, p: f64| {
+        samples.sort();
+        samples[((samples.len() as f64 - 1.0) * p) as usize]
+    };
+    let rate = |total: Duration| ROUNDS as f64 / total.as_secs_f64();
+    let (on50, on99) = (pct(&mut on, 0.50), pct(&mut on, 0.99));
+    let (off50, off99) = (pct(&mut off, 0.50), pct(&mut off, 0.99));
+    println!(
+        "sequential connects over {ROUNDS} each: connect proxy on {:.0}/s p50 {on50:?} p99 {on99:?}; \
+         off {:.0}/s p50 {off50:?} p99 {off99:?}; backend calls {}",
+        rate(on_total),
+        rate(off_total),
+        backend.calls().len()
+    );
+    on_engine.shutdown();
+    off_engine.shutdown();
 }
