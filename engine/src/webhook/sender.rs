@@ -9,7 +9,7 @@
 //! to have acknowledged the message). A crash before the deletion is
 //! committed sends it again after restart, with the same `webhook-id`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use super::schedule::{Dead, Item, Job, Lane, Policy, Scheduler};
 use super::sign::Signer;
 use super::{body, kind_index, Stop, Waker, WebhookMetrics};
 use super::{POLL_INTERVAL, READ_PAGE_MAX, RESPONSE_BYTES_MAX};
-use crate::backend_http::{post_json, BackendClient};
+use crate::backend_http::{read_body, send_json, BackendClient};
 use crate::config::{WebhookEvent, WebhookEvents};
 use crate::shard::unix_ms;
 
@@ -53,6 +53,8 @@ enum Outcome {
     Satisfied,
     /// The record is no longer in the outbox (a parked one read again).
     Gone,
+    /// Reading a parked record again failed: no attempt was made.
+    NotAttempted(String),
     Failed(String),
 }
 
@@ -60,8 +62,6 @@ struct Finished {
     seq: u64,
     kind: Option<OutboxKind>,
     outcome: Outcome,
-    /// A parked record read again for this attempt, kept for its retries.
-    reloaded: Option<Arc<OutboxRecord>>,
 }
 
 /// The config's name for a kind, to filter by `webhook.events`.
@@ -95,12 +95,37 @@ struct State {
     scheduler: Scheduler,
     /// Records of the events loaded and not parked, by seq.
     records: HashMap<u64, Arc<OutboxRecord>>,
-    /// `time_ms` of every event loaded and not finished, by seq.
-    times: BTreeMap<u64, u64>,
+    /// Since when each event loaded and not finished is pending (its
+    /// `time_ms`, or for an undelivered one its due time), by seq ...
+    times: HashMap<u64, u64>,
+    /// ... and by that time, for the oldest.
+    by_time: BTreeSet<(u64, u64)>,
     /// Finished events to delete from the outbox.
     done: Vec<u64>,
     /// Events to move to the dead letters.
     dead: Vec<Dead>,
+}
+
+impl State {
+    fn pending_since(&mut self, seq: u64, since_ms: u64) {
+        self.times.insert(seq, since_ms);
+        self.by_time.insert((since_ms, seq));
+    }
+
+    fn finished(&mut self, seq: u64) {
+        if let Some(since_ms) = self.times.remove(&seq) {
+            self.by_time.remove(&(since_ms, seq));
+        }
+    }
+
+    /// The oldest pending time that has come; an undelivered event waiting
+    /// for its due time is not late yet. 0 if none.
+    fn oldest_pending(&self, now_ms: u64) -> u64 {
+        self.by_time.first().map_or(
+            0,
+            |&(since_ms, _)| if since_ms <= now_ms { since_ms } else { 0 },
+        )
+    }
 }
 
 /// What the loop's tasks report.
@@ -116,7 +141,8 @@ pub(super) async fn run(cx: Context) {
     let mut state = State {
         scheduler: Scheduler::new(cx.settings.policy, seed),
         records: HashMap::new(),
-        times: BTreeMap::new(),
+        times: HashMap::new(),
+        by_time: BTreeSet::new(),
         done: Vec::new(),
         dead: Vec::new(),
     };
@@ -158,10 +184,9 @@ pub(super) async fn run(cx: Context) {
             });
         }
         flush(store, &mut state);
-        cx.metrics.oldest_pending_time_ms.store(
-            state.times.values().next().copied().unwrap_or(0),
-            Ordering::Relaxed,
-        );
+        cx.metrics
+            .oldest_pending_time_ms
+            .store(state.oldest_pending(now_ms), Ordering::Relaxed);
         let timer_at = state.scheduler.next_timer_ms().map(|at_ms| {
             tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms))
         });
@@ -227,7 +252,7 @@ fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
             state.done.push(record.seq);
             continue;
         }
-        state.times.insert(record.seq, record.time_ms);
+        state.pending_since(record.seq, record.time_ms.max(record.due_ms));
         let item = Item {
             seq: record.seq,
             key: record.key.clone(),
@@ -242,18 +267,13 @@ fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
 
 fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
     let now_ms = unix_ms();
-    let Finished {
-        seq,
-        kind,
-        outcome,
-        reloaded,
-    } = finished;
+    let Finished { seq, kind, outcome } = finished;
     let metrics = &cx.metrics;
     match outcome {
         Outcome::Delivered | Outcome::Satisfied | Outcome::Gone => {
             state.scheduler.done(now_ms, seq);
             state.records.remove(&seq);
-            state.times.remove(&seq);
+            state.finished(seq);
             match (outcome, kind) {
                 (Outcome::Delivered, Some(kind)) => metrics.delivered[kind_index(kind)].add(1),
                 (Outcome::Satisfied, _) => metrics.undelivered_satisfied.add(1),
@@ -261,12 +281,15 @@ fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
             }
             state.done.push(seq);
         }
+        Outcome::NotAttempted(error) => {
+            tracing::debug!(seq, %error, "webhook attempt not made");
+            state.scheduler.not_attempted(now_ms, seq);
+        }
         Outcome::Failed(error) => {
             metrics.attempts_failed.add(1);
             tracing::debug!(seq, %error, "webhook attempt failed");
-            if let Some(record) = reloaded {
-                state.records.insert(seq, record);
-            }
+            // Parked while it waits (or dead): read again for its retry.
+            state.records.remove(&seq);
             if let Some(dead) = state.scheduler.failed(now_ms, seq, &error) {
                 tracing::warn!(
                     seq,
@@ -275,8 +298,7 @@ fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
                     "webhook event dead-lettered"
                 );
                 metrics.dead_lettered.add(1);
-                state.records.remove(&seq);
-                state.times.remove(&seq);
+                state.finished(seq);
                 state.dead.push(dead);
             }
         }
@@ -317,7 +339,6 @@ fn attempt(
     let settings = cx.settings.clone();
     let client = client.clone();
     async move {
-        let mut reloaded = None;
         let record = match record {
             Some(record) => record,
             None => {
@@ -325,17 +346,12 @@ fn attempt(
                     await_store(shared.store.outbox_read(job.seq.saturating_sub(1), 1)).await;
                 match page {
                     Ok(page) => match page.into_iter().next().filter(|r| r.seq == job.seq) {
-                        Some(record) => {
-                            let record = Arc::new(record);
-                            reloaded = Some(record.clone());
-                            record
-                        }
+                        Some(record) => Arc::new(record),
                         None => {
                             return Finished {
                                 seq: job.seq,
                                 kind: None,
                                 outcome: Outcome::Gone,
-                                reloaded: None,
                             }
                         }
                     },
@@ -343,8 +359,7 @@ fn attempt(
                         return Finished {
                             seq: job.seq,
                             kind: None,
-                            outcome: Outcome::Failed(format!("reading the outbox: {err}")),
-                            reloaded: None,
+                            outcome: Outcome::NotAttempted(format!("reading the outbox: {err}")),
                         }
                     }
                 }
@@ -362,7 +377,6 @@ fn attempt(
             seq: job.seq,
             kind,
             outcome,
-            reloaded,
         }
     }
 }
@@ -396,20 +410,24 @@ async fn deliver(settings: &Settings, client: &BackendClient, record: &OutboxRec
         ("webhook-timestamp", timestamp_s.to_string()),
         ("webhook-signature", signature),
     ];
-    let post = post_json(
-        client,
-        settings.uri.clone(),
-        &headers,
-        Bytes::from(body),
-        RESPONSE_BYTES_MAX,
-    );
-    match tokio::time::timeout(settings.timeout, post).await {
-        Ok(Ok((status, _))) if status.is_success() => Outcome::Delivered,
-        Ok(Ok((status, _))) => Outcome::Failed(format!("HTTP status {status}")),
-        Ok(Err(err)) => Outcome::Failed(err.to_string()),
-        Err(_elapsed) => Outcome::Failed(format!(
-            "no answer within {} ms",
-            settings.timeout.as_millis()
-        )),
+    let post = send_json(client, settings.uri.clone(), &headers, Bytes::from(body));
+    let response = match tokio::time::timeout(settings.timeout, post).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => return Outcome::Failed(err.to_string()),
+        Err(_elapsed) => {
+            return Outcome::Failed(format!(
+                "no answer within {} ms",
+                settings.timeout.as_millis()
+            ))
+        }
+    };
+    let status = response.status();
+    // The status decides; the body is read (so the connection can be used
+    // again) and ignored: one too large, broken off or slow changes nothing.
+    let _ = tokio::time::timeout(settings.timeout, read_body(response, RESPONSE_BYTES_MAX)).await;
+    if status.is_success() {
+        Outcome::Delivered
+    } else {
+        Outcome::Failed(format!("HTTP status {status}"))
     }
 }
