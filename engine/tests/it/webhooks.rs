@@ -27,6 +27,10 @@ pub enum Mode {
     Fail,
     /// 500 to the first attempt of each event id, 200 to the next ones.
     FailFirst,
+    /// 200 with a body over the sender's response limit.
+    OkHugeBody,
+    /// 200 whose body breaks off: the connection closes mid-body.
+    OkBrokenBody,
 }
 
 #[derive(Clone, Debug)]
@@ -114,7 +118,7 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Call>>, mode: &Mutex<Mode>) {
         let status = {
             let mut calls = calls.lock().unwrap();
             let status = match *mode.lock().unwrap() {
-                Mode::Ok => 200,
+                Mode::Ok | Mode::OkHugeBody | Mode::OkBrokenBody => 200,
                 Mode::Fail => 500,
                 Mode::FailFirst => {
                     let seen = calls.iter().any(|c| c.body["id"] == body["id"]);
@@ -137,8 +141,17 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Call>>, mode: &Mutex<Mode>) {
             OK_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let reason = if status == 200 { "OK" } else { "Oops" };
-        let response = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\n\r\nok");
-        if writer.write_all(response.as_bytes()).is_err() {
+        let mode = *mode.lock().unwrap();
+        let (length, sent) = match mode {
+            Mode::OkHugeBody => (1 << 20, 1 << 20),
+            Mode::OkBrokenBody => (1000, 10),
+            Mode::Ok | Mode::Fail | Mode::FailFirst => (2, 2),
+        };
+        let head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {length}\r\n\r\n");
+        if writer.write_all(head.as_bytes()).is_err()
+            || writer.write_all(&vec![b'x'; sent]).is_err()
+            || mode == Mode::OkBrokenBody
+        {
             return;
         }
     }
@@ -881,4 +894,37 @@ fn shutdown_does_not_wait_for_a_stalled_backend() {
         "shutdown took {:?} with an attempt stalled for 60 s",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_2xx_with_a_huge_or_broken_body_is_delivered() {
+    for mode in [Mode::OkHugeBody, Mode::OkBrokenBody] {
+        let backend = Backend::start(mode);
+        let mut config = hook_config(&backend);
+        config.webhook.events = ringcast_engine::config::WebhookEvents::NONE
+            .with(ringcast_engine::config::WebhookEvent::Message);
+        let engine = start(config);
+        let (mut ws, _) = connect(&engine, "alice");
+        for n in 0..3u64 {
+            let result = send_to(&mut ws, n + 1, "bob", json!({"n": n}));
+            assert!(result.get("offset").is_some(), "{result}");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || metric(
+                &engine,
+                "ringcast_webhook_delivered_total{type=\"message.stored\"}"
+            ) == 3),
+            "{mode:?}: delivered {:?}",
+            backend.calls().len()
+        );
+        // Each event was POSTed once: a 2xx is not retried whatever its body.
+        std::thread::sleep(Duration::from_millis(300));
+        let ids: Vec<String> = backend
+            .calls()
+            .iter()
+            .map(|c| c.body["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 3, "{mode:?}: {ids:?}");
+        assert_eq!(metric(&engine, "ringcast_webhook_attempts_failed_total"), 0);
+    }
 }
