@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringcast_store::{OutboxKind, OutboxRecord, Store, StoreError};
+use ringcast_store::{OutboxKind, OutboxRecord, Store, StoreError, Unreadable};
 
 use super::schedule::{Dead, Item, Job, Lane, Policy, Scheduler};
 use super::sign::Signer;
@@ -53,6 +53,8 @@ enum Outcome {
     Satisfied,
     /// The record is no longer in the outbox (a parked one read again).
     Gone,
+    /// A parked record read again does not decode.
+    Unreadable(Unreadable),
     /// Reading a parked record again failed: no attempt was made.
     NotAttempted(String),
     Failed(String),
@@ -102,8 +104,12 @@ struct State {
     by_time: BTreeSet<(u64, u64)>,
     /// Finished events to delete from the outbox.
     done: Vec<u64>,
-    /// Events to move to the dead letters.
+    /// Events to move to the dead letters, not yet handed to the store.
     dead: Vec<Dead>,
+    /// Dead letters handed to the store and not yet confirmed.
+    dead_in_store: usize,
+    /// After the store failed a dead letter: not again before this.
+    dead_retry_at: Option<tokio::time::Instant>,
 }
 
 impl State {
@@ -131,7 +137,9 @@ impl State {
 /// What the loop's tasks report.
 enum Report {
     Finished(Finished),
-    Page(Result<Vec<OutboxRecord>, StoreError>),
+    Page(Result<Vec<Result<OutboxRecord, Unreadable>>, StoreError>),
+    /// The store's answer to a dead letter.
+    DeadStored(Dead, Result<u64, StoreError>),
 }
 
 pub(super) async fn run(cx: Context) {
@@ -145,6 +153,8 @@ pub(super) async fn run(cx: Context) {
         by_time: BTreeSet::new(),
         done: Vec::new(),
         dead: Vec::new(),
+        dead_in_store: 0,
+        dead_retry_at: None,
     };
     let client = crate::backend_http::pooled_client();
     let store = &cx.shared.store;
@@ -183,7 +193,7 @@ pub(super) async fn run(cx: Context) {
                 let _ = report_tx.send(Report::Finished(attempt.await));
             });
         }
-        flush(store, &mut state);
+        flush(store, &mut state, &report_tx);
         cx.metrics
             .oldest_pending_time_ms
             .store(state.oldest_pending(now_ms), Ordering::Relaxed);
@@ -210,6 +220,7 @@ pub(super) async fn run(cx: Context) {
                             reading = false;
                             log_read_error(&mut read_error_logged, &err);
                         }
+                        Report::DeadStored(dead, result) => on_dead_stored(&mut state, dead, result),
                     }
                     next = report_rx.try_recv().ok();
                 }
@@ -229,7 +240,8 @@ pub(super) async fn run(cx: Context) {
             on_finished(&cx, &mut state, finished);
         }
     }
-    flush(store, &mut state);
+    // Dead letters not confirmed stay in the outbox: tried again next start.
+    flush(store, &mut state, &report_tx);
 }
 
 fn log_read_error(logged: &mut bool, err: &StoreError) {
@@ -240,9 +252,19 @@ fn log_read_error(logged: &mut bool, err: &StoreError) {
 }
 
 /// Takes a page of the outbox into the scheduler.
-fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
+fn load(cx: &Context, state: &mut State, page: Vec<Result<OutboxRecord, Unreadable>>) {
     let now_ms = unix_ms();
     for record in page {
+        let record = match record {
+            Ok(record) => record,
+            Err(unreadable) => {
+                if unreadable.seq > state.scheduler.read_after() {
+                    state.scheduler.skip(unreadable.seq);
+                    dead_unreadable(cx, state, unreadable);
+                }
+                continue;
+            }
+        };
         if record.seq <= state.scheduler.read_after() {
             continue;
         }
@@ -265,6 +287,27 @@ fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
     }
 }
 
+/// A record no attempt can be made of goes to the dead letters as it is
+/// (the list shows it with its error); it must not stop the others.
+fn dead_unreadable(cx: &Context, state: &mut State, unreadable: Unreadable) {
+    tracing::error!(seq = unreadable.seq, reason = %unreadable.reason, "webhooks: undecodable outbox record dead-lettered");
+    cx.metrics.dead_lettered.add(1);
+    state.dead.push(Dead {
+        seq: unreadable.seq,
+        attempts: 0,
+        last_error: format!("undecodable record: {}", unreadable.reason),
+    });
+}
+
+fn on_dead_stored(state: &mut State, dead: Dead, result: Result<u64, StoreError>) {
+    state.dead_in_store -= 1;
+    if let Err(err) = result {
+        tracing::debug!(seq = dead.seq, error = %err, "webhooks: dead letter not written, tried again");
+        state.dead.push(dead);
+        state.dead_retry_at = Some(tokio::time::Instant::now() + POLL_INTERVAL);
+    }
+}
+
 fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
     let now_ms = unix_ms();
     let Finished { seq, kind, outcome } = finished;
@@ -280,6 +323,12 @@ fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
                 _ => {}
             }
             state.done.push(seq);
+        }
+        Outcome::Unreadable(unreadable) => {
+            state.scheduler.done(now_ms, seq);
+            state.records.remove(&seq);
+            state.finished(seq);
+            dead_unreadable(cx, state, unreadable);
         }
         Outcome::NotAttempted(error) => {
             tracing::debug!(seq, %error, "webhook attempt not made");
@@ -306,21 +355,37 @@ fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
 }
 
 /// Hands finished events to the store; what it cannot take now (its queue
-/// is full) is tried again next turn.
-fn flush(store: &Store, state: &mut State) {
+/// is full) is tried again next turn. A dead letter stays here until the
+/// store confirms it was written: one refused is tried again later, never
+/// forgotten while still in the outbox.
+fn flush(store: &Store, state: &mut State, report_tx: &tokio::sync::mpsc::UnboundedSender<Report>) {
     if !state.done.is_empty() {
         match store.outbox_done(state.done.clone()) {
             Ok(()) => state.done.clear(),
             Err(err) => tracing::debug!(error = %err, "webhooks: outbox_done deferred"),
         }
     }
-    while let Some(dead) = state.dead.first() {
+    if state
+        .dead_retry_at
+        .is_some_and(|at| tokio::time::Instant::now() < at)
+    {
+        return;
+    }
+    state.dead_retry_at = None;
+    while let Some(dead) = state.dead.pop() {
         match store.outbox_dead(dead.seq, dead.attempts, dead.last_error.clone()) {
-            Ok(()) => {
-                state.dead.remove(0);
+            Ok(reply) => {
+                state.dead_in_store += 1;
+                let report_tx = report_tx.clone();
+                tokio::spawn(async move {
+                    let result = reply.await.unwrap_or(Err(StoreError::Closed));
+                    let _ = report_tx.send(Report::DeadStored(dead, result));
+                });
             }
             Err(err) => {
                 tracing::debug!(error = %err, "webhooks: outbox_dead deferred");
+                state.dead.push(dead);
+                state.dead_retry_at = Some(tokio::time::Instant::now() + POLL_INTERVAL);
                 break;
             }
         }
@@ -344,17 +409,28 @@ fn attempt(
             None => {
                 let page =
                     await_store(shared.store.outbox_read(job.seq.saturating_sub(1), 1)).await;
-                match page {
-                    Ok(page) => match page.into_iter().next().filter(|r| r.seq == job.seq) {
-                        Some(record) => Arc::new(record),
-                        None => {
-                            return Finished {
-                                seq: job.seq,
-                                kind: None,
-                                outcome: Outcome::Gone,
-                            }
+                let first = page.map(|page| {
+                    page.into_iter().next().filter(|item| match item {
+                        Ok(record) => record.seq == job.seq,
+                        Err(unreadable) => unreadable.seq == job.seq,
+                    })
+                });
+                match first {
+                    Ok(Some(Ok(record))) => Arc::new(record),
+                    Ok(Some(Err(unreadable))) => {
+                        return Finished {
+                            seq: job.seq,
+                            kind: None,
+                            outcome: Outcome::Unreadable(unreadable),
                         }
-                    },
+                    }
+                    Ok(None) => {
+                        return Finished {
+                            seq: job.seq,
+                            kind: None,
+                            outcome: Outcome::Gone,
+                        }
+                    }
                     Err(err) => {
                         return Finished {
                             seq: job.seq,
