@@ -1003,5 +1003,8 @@ fn an_undecodable_outbox_record_is_dead_lettered_and_the_rest_delivered() {
         "{replayed}"
     );
     assert_eq!(engine.shared.store.health().outbox_len, 0);
+    assert_eq!(metric(&engine, "ringcast_webhook_dead_lettered_total"), 1);
+    assert_eq!(metric(&engine, "ringcast_webhook_store_dropped_total"), 0);
+    assert_eq!(metric(&engine, "ringcast_webhook_presence_lost_total"), 0);
     engine.shutdown();
 }
