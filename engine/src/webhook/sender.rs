@@ -507,3 +507,45 @@ async fn deliver(settings: &Settings, client: &BackendClient, record: &OutboxRec
         Outcome::Failed(format!("HTTP status {status}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        let policy = Policy {
+            concurrency_max: 1,
+            attempts_max: 1,
+            backoff_min_ms: 10,
+            backoff_max_ms: 10,
+            window_max: 4,
+            parked_max: 4,
+            key_held_max: 1,
+        };
+        State {
+            scheduler: Scheduler::new(policy, 1),
+            records: HashMap::new(),
+            times: HashMap::new(),
+            by_time: BTreeSet::new(),
+            done: Vec::new(),
+            dead: Vec::new(),
+            dead_in_store: 0,
+            dead_retry_at: None,
+        }
+    }
+
+    #[test]
+    fn oldest_pending_leaves_out_undelivered_events_not_yet_due() {
+        let mut state = state();
+        // An undelivered event written at 900, due at 5_000 (the lower
+        // seq), and a message written at 1_000.
+        state.pending_since(1, 5_000);
+        state.pending_since(2, 1_000);
+        assert_eq!(state.oldest_pending(2_000), 1_000);
+        state.finished(2);
+        assert_eq!(state.oldest_pending(2_000), 0, "only a parked one left");
+        assert_eq!(state.oldest_pending(6_000), 5_000, "late from its due time");
+        state.finished(1);
+        assert_eq!(state.oldest_pending(6_000), 0);
+    }
+}
