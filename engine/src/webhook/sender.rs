@@ -113,6 +113,19 @@ struct State {
 }
 
 impl State {
+    fn new(policy: Policy, seed: u64) -> State {
+        State {
+            scheduler: Scheduler::new(policy, seed),
+            records: HashMap::new(),
+            times: HashMap::new(),
+            by_time: BTreeSet::new(),
+            done: Vec::new(),
+            dead: Vec::new(),
+            dead_in_store: 0,
+            dead_retry_at: None,
+        }
+    }
+
     fn pending_since(&mut self, seq: u64, since_ms: u64) {
         self.times.insert(seq, since_ms);
         self.by_time.insert((since_ms, seq));
@@ -146,16 +159,7 @@ pub(super) async fn run(cx: Context) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
-    let mut state = State {
-        scheduler: Scheduler::new(cx.settings.policy, seed),
-        records: HashMap::new(),
-        times: HashMap::new(),
-        by_time: BTreeSet::new(),
-        done: Vec::new(),
-        dead: Vec::new(),
-        dead_in_store: 0,
-        dead_retry_at: None,
-    };
+    let mut state = State::new(cx.settings.policy, seed);
     let client = crate::backend_http::pooled_client();
     let store = &cx.shared.store;
     // At most `concurrency_max` attempts and one read report at a time.
@@ -522,16 +526,7 @@ mod tests {
             parked_max: 4,
             key_held_max: 1,
         };
-        State {
-            scheduler: Scheduler::new(policy, 1),
-            records: HashMap::new(),
-            times: HashMap::new(),
-            by_time: BTreeSet::new(),
-            done: Vec::new(),
-            dead: Vec::new(),
-            dead_in_store: 0,
-            dead_retry_at: None,
-        }
+        State::new(policy, 1)
     }
 
     #[test]
