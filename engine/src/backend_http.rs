@@ -50,6 +50,20 @@ pub async fn post_json(
     body: Bytes,
     response_bytes_max: usize,
 ) -> Result<(hyper::StatusCode, Bytes), PostError> {
+    let response = send_json(client, uri, headers, body).await?;
+    let status = response.status();
+    let body = read_body(response, response_bytes_max).await?;
+    Ok((status, body))
+}
+
+/// POSTs a JSON `body` with extra `headers`; the response, its body not
+/// read yet.
+pub async fn send_json(
+    client: &BackendClient,
+    uri: hyper::Uri,
+    headers: &[(&'static str, String)],
+    body: Bytes,
+) -> Result<hyper::Response<hyper::body::Incoming>, PostError> {
     let mut request =
         hyper::Request::post(uri).header(hyper::header::CONTENT_TYPE, "application/json");
     for (name, value) in headers {
@@ -58,21 +72,27 @@ pub async fn post_json(
     let request = request
         .body(Full::new(body))
         .map_err(|err| PostError::Unavailable(err.to_string()))?;
-    let response = client.request(request).await.map_err(|err| {
+    client.request(request).await.map_err(|err| {
         let mut text = err.to_string();
         if let Some(source) = std::error::Error::source(&err) {
             text = format!("{text}: {source}");
         }
         PostError::Unavailable(text)
-    })?;
-    let status = response.status();
-    let limited = http_body_util::Limited::new(response.into_body(), response_bytes_max);
-    let body = limited
+    })
+}
+
+/// At most `bytes_max` of a response's body; reading it whole also lets
+/// the connection go back to the pool.
+pub async fn read_body(
+    response: hyper::Response<hyper::body::Incoming>,
+    bytes_max: usize,
+) -> Result<Bytes, PostError> {
+    let limited = http_body_util::Limited::new(response.into_body(), bytes_max);
+    Ok(limited
         .collect()
         .await
         .map_err(|err| PostError::Body(err.to_string()))?
-        .to_bytes();
-    Ok((status, body))
+        .to_bytes())
 }
 
 /// A thread running a tokio current-thread runtime until stopped; work is

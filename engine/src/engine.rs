@@ -253,6 +253,9 @@ impl Engine {
         store_config.dedup_window = config.server.dedup_window;
         store_config.sync_interval_min = config.server.store_sync_interval;
         store_config.memtable_bytes_max = config.server.store_memtable_bytes_max as u64;
+        // The set only serves the Offline events written after a crash.
+        store_config.presence_set =
+            crate::outbox::enabled(&config, crate::config::WebhookEvent::Offline);
         let store = Store::open_with_sink(
             store_config,
             crate::streams::StoreSink::new(store_sender, interest.clone(), webhook_waker.clone()),

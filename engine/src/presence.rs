@@ -40,7 +40,13 @@ pub struct Presence {
     /// logged, not retried (the store's presence set still answers a
     /// missing Offline at the next start).
     lost: AtomicU64,
+    /// When the last warning about lost events was logged (unix ms).
+    lost_logged_ms: AtomicU64,
 }
+
+/// At most one warning about lost presence events per this long: a store
+/// refusing everything would otherwise log once per connection change.
+const LOST_LOG_INTERVAL_MS: u64 = 10_000;
 
 /// The connection whose subscribe or unsubscribe may be a transition.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +63,7 @@ impl Presence {
             offline: enabled(config, WebhookEvent::Offline),
             node_id: config.server.node_id.get(),
             lost: AtomicU64::new(0),
+            lost_logged_ms: AtomicU64::new(0),
         }
     }
 
@@ -104,8 +111,25 @@ impl Presence {
             body: body.to_string().into_bytes(),
         };
         if let Err(error) = store.submit_presence(event, presence_seq) {
-            self.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, user, ?kind, "presence webhook event not written");
+            let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            let now_ms = crate::shard::unix_ms();
+            let logged_ms = self.lost_logged_ms.load(Ordering::Relaxed);
+            // One shard wins the slot; the others only count.
+            if now_ms.saturating_sub(logged_ms) >= LOST_LOG_INTERVAL_MS
+                && self
+                    .lost_logged_ms
+                    .compare_exchange(logged_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    %error,
+                    user,
+                    ?kind,
+                    lost_since_start = lost,
+                    "presence webhook events not written (logged at most every 10 s; \
+                     counted in ringcast_webhook_presence_lost_total)"
+                );
+            }
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct StoreConfig {
     /// values make many small files; the tests use them to make the store
     /// need new files quickly.
     pub memtable_bytes_max: u64,
+    /// Keep the presence set (`online` keyspace): the users online now,
+    /// for whom an Offline event is written at the next open after a crash.
+    /// Off when the app wants no Offline events: Online events then leave
+    /// the set alone (it would only grow), and open empties any set an
+    /// earlier run left, writing no events.
+    pub presence_set: bool,
 }
 
 impl StoreConfig {
@@ -107,6 +113,7 @@ impl StoreConfig {
             age_streams_per_step_max: 256,
             sync_interval_min: Duration::from_micros(SYNC_INTERVAL_MIN_DEFAULT_US),
             memtable_bytes_max: MEMTABLE_BYTES_MAX_DEFAULT,
+            presence_set: true,
         }
     }
 }
@@ -226,6 +233,15 @@ pub struct OutboxRecord {
     /// For events that rode an append: the stored entry as fanned out
     /// (id, offset and epoch stamped). `None` for standalone events.
     pub entry: Option<EncodedPush>,
+}
+
+/// An outbox or dead-letter record the store holds but cannot decode (a
+/// damaged value, or one written by a newer version): reported with its
+/// seq so the reader can move past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub seq: u64,
+    pub reason: String,
 }
 
 /// A dead-lettered outbox event.
@@ -382,6 +398,11 @@ pub struct Health {
     pub outbox_len: u64,
     /// Events in the dead-letter list.
     pub dead_len: u64,
+    /// Standalone and presence outbox events, and delivered seqs to
+    /// delete, that the store took without an answer and then could not
+    /// write (the store was poisoned or reopening, or their batch failed):
+    /// lost events, or deliveries sent again after a restart.
+    pub outbox_dropped: u64,
 }
 
 /// A device's acknowledged position in a stream, with the epoch it was

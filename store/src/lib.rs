@@ -32,8 +32,8 @@ mod writer;
 pub use api::{
     Answer, AppendRequest, Appended, CommitSink, DeadRecord, Durability, Health, OutboxEvent,
     OutboxKind, OutboxRecord, ReadRequest, ReadResult, Retention, StoreConfig, StoredCursor,
-    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX,
-    MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    Unreadable, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX,
+    DEAD_REPLAY_MAX, MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
     SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};

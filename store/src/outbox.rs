@@ -15,8 +15,8 @@ use fjall::{OwnedWriteBatch, PersistMode, Readable};
 use ringcast_protocol::envelope::MessageIdGen;
 
 use crate::api::{
-    DeadRecord, OutboxEvent, OutboxKind, OutboxRecord, DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX,
-    OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    DeadRecord, OutboxEvent, OutboxKind, OutboxRecord, Unreadable, DEAD_ERROR_BYTES_MAX,
+    DEAD_REPLAY_MAX, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::now_unix_ms;
 use crate::error::StoreError;
@@ -90,10 +90,13 @@ pub(crate) struct OutboxBatch {
     pub(crate) presence_stale: u64,
     /// The batch writes records into the outbox.
     pub(crate) written: bool,
+    /// Online and Offline events update the presence set
+    /// ([`crate::StoreConfig::presence_set`]).
+    track_presence: bool,
 }
 
 impl OutboxBatch {
-    pub(crate) fn new(state: &OutboxState) -> OutboxBatch {
+    pub(crate) fn new(state: &OutboxState, track_presence: bool) -> OutboxBatch {
         OutboxBatch {
             next_seq: state.next_seq,
             outbox_added: 0,
@@ -104,6 +107,7 @@ impl OutboxBatch {
             presence: HashMap::new(),
             presence_stale: 0,
             written: false,
+            track_presence,
         }
     }
 
@@ -144,6 +148,9 @@ impl OutboxBatch {
                 OutboxKind::Offline => false,
                 OutboxKind::Message | OutboxKind::Undelivered => continue,
             };
+            if !self.track_presence {
+                continue;
+            }
             let change = PresenceChange { online, seq: 0 };
             self.presence.insert(event.key.clone(), change);
         }
@@ -227,7 +234,9 @@ impl OutboxBatch {
         }
     }
 
-    /// Moves a record to the dead-letter list, same seq and event id.
+    /// Moves a record to the dead-letter list, same seq and event id, its
+    /// value as it is (decodable or not). Returns how many moved (0: not
+    /// in the outbox).
     pub(crate) fn stage_dead(
         &mut self,
         fjall: &Fjall,
@@ -236,16 +245,16 @@ impl OutboxBatch {
         attempts: u32,
         last_error: &str,
         now_ms: u64,
-    ) {
+    ) -> u64 {
         if !self.touched.insert(seq) {
-            return;
+            return 0;
         }
         let value = match fjall.outbox.get(seq_key(seq)) {
             Ok(Some(value)) => value,
-            Ok(None) => return,
+            Ok(None) => return 0,
             Err(error) => {
                 tracing::error!(%error, seq, "outbox: reading a dead record failed");
-                return;
+                return 0;
             }
         };
         batch.insert(
@@ -256,6 +265,7 @@ impl OutboxBatch {
         batch.remove(&fjall.outbox, seq_key(seq));
         self.outbox_removed += 1;
         self.dead_added += 1;
+        1
     }
 
     /// Moves dead records (`None`: the oldest, up to [`DEAD_REPLAY_MAX`])
@@ -271,9 +281,14 @@ impl OutboxBatch {
         let mut found: Vec<(u64, fjall::Slice)> = Vec::new();
         match seqs {
             None => {
-                for guard in fjall.dead.iter().take(DEAD_REPLAY_MAX) {
+                // Unreadable records stay (listing shows them) and are
+                // passed over, so they never stop the ones behind them.
+                for guard in fjall.dead.iter() {
+                    if found.len() >= DEAD_REPLAY_MAX {
+                        break;
+                    }
                     let (key, value) = guard.into_inner().map_err(io)?;
-                    if let Some(seq) = seq_key_decode(&key) {
+                    if let (Some(seq), Ok(_)) = (seq_key_decode(&key), replayable(&value)) {
                         found.push((seq, value));
                     }
                 }
@@ -291,9 +306,7 @@ impl OutboxBatch {
             if !self.touched.insert(dead_seq) {
                 continue;
             }
-            let outbox_value = match DeadValue::decode(&value).and_then(
-                |(_, _, _, outbox_value)| OutboxValue::decode(outbox_value).map(|_| outbox_value),
-            ) {
+            let outbox_value = match replayable(&value) {
                 Ok(outbox_value) => outbox_value,
                 Err(reason) => {
                     // Left where it is: listing it shows the problem.
@@ -348,56 +361,79 @@ impl OutboxBatch {
     }
 }
 
+/// The outbox value inside a dead value, if both decode.
+fn replayable(dead_value: &[u8]) -> Result<&[u8], String> {
+    let (_, _, _, outbox_value) = DeadValue::decode(dead_value)?;
+    OutboxValue::decode(outbox_value)?;
+    Ok(outbox_value)
+}
+
+/// Users closed per batch at open: a crash with many users online must not
+/// make one giant batch (its memory, its journal write).
+pub(crate) const CLOSE_PRESENCE_BATCH_MAX: usize = 1024;
+
 /// At open, after a crash: every user still in the presence set was online
 /// when the process died, and no Offline event was written for them. Writes
-/// one now (body [`RESTART_OFFLINE_BODY`]) and empties the set, durably,
-/// before the store takes requests. Returns how many were written.
+/// one now (body [`RESTART_OFFLINE_BODY`]) and empties the set, durably, in
+/// batches of at most [`CLOSE_PRESENCE_BATCH_MAX`] users, before the store
+/// takes requests. With `write_events` off (no Offline events wanted) the
+/// set is only emptied. Returns how many events were written.
 pub(crate) fn close_presence(
     fjall: &Fjall,
     state: &mut OutboxState,
     event_ids: &mut MessageIdGen,
+    write_events: bool,
 ) -> Result<u64, StoreError> {
-    let mut users = Vec::new();
-    let mut batch = fjall.db.batch();
-    for guard in fjall.online.iter() {
-        let key = guard
-            .key()
-            .map_err(|error| StoreError::io("reading the presence set", error))?;
-        match String::from_utf8(key.to_vec()) {
-            Ok(user) => users.push(user),
-            Err(_) => {
-                // No event can name it; it only has to go.
-                tracing::error!(key = ?&*key, "presence set: user id is not UTF-8; dropping it");
-                batch.remove(&fjall.online, key);
+    let mut written = 0;
+    loop {
+        // Each batch takes its users out of the set: the next scan starts
+        // with the ones left.
+        let mut users = Vec::new();
+        let mut batch = fjall.db.batch();
+        for guard in fjall.online.iter().take(CLOSE_PRESENCE_BATCH_MAX) {
+            let key = guard
+                .key()
+                .map_err(|error| StoreError::io("reading the presence set", error))?;
+            match String::from_utf8(key.to_vec()) {
+                Ok(user) if write_events => users.push(user),
+                Ok(_) => batch.remove(&fjall.online, key),
+                Err(_) => {
+                    // No event can name it; it only has to go.
+                    tracing::error!(key = ?&*key, "presence set: user id is not UTF-8; dropping it");
+                    batch.remove(&fjall.online, key);
+                }
             }
         }
+        if users.is_empty() && batch.is_empty() {
+            break;
+        }
+        let events: Vec<OutboxEvent> = users
+            .into_iter()
+            .map(|user| OutboxEvent {
+                kind: OutboxKind::Offline,
+                key: user,
+                due_ms: 0,
+                body: RESTART_OFFLINE_BODY.to_vec(),
+            })
+            .collect();
+        let mut work = OutboxBatch::new(state, true);
+        work.stage_events(fjall, &mut batch, event_ids, &events, None, now_unix_ms());
+        // The Offline events take the users out of the set (in `finish`).
+        work.finish(fjall, &mut batch, state);
+        batch
+            .durability(Some(PersistMode::SyncAll))
+            .commit()
+            .map_err(|error| StoreError::io("writing Offline events at open", error))?;
+        work.apply(state);
+        written += work.outbox_added;
     }
-    if users.is_empty() && batch.is_empty() {
-        return Ok(0);
+    if written > 0 {
+        tracing::info!(
+            users = written,
+            "store: users online when the process stopped get an Offline event"
+        );
     }
-    let events: Vec<OutboxEvent> = users
-        .into_iter()
-        .map(|user| OutboxEvent {
-            kind: OutboxKind::Offline,
-            key: user,
-            due_ms: 0,
-            body: RESTART_OFFLINE_BODY.to_vec(),
-        })
-        .collect();
-    let mut work = OutboxBatch::new(state);
-    work.stage_events(fjall, &mut batch, event_ids, &events, None, now_unix_ms());
-    // The Offline events take the users out of the set (in `finish`).
-    work.finish(fjall, &mut batch, state);
-    batch
-        .durability(Some(PersistMode::SyncAll))
-        .commit()
-        .map_err(|error| StoreError::io("writing Offline events at open", error))?;
-    work.apply(state);
-    tracing::info!(
-        users = events.len(),
-        "store: users online when the process stopped get an Offline event"
-    );
-    Ok(work.outbox_added)
+    Ok(written)
 }
 
 /// Outbox records with `seq > after_seq`, ascending, at most `limit`.
@@ -405,7 +441,7 @@ pub(crate) fn read_outbox(
     fjall: &Fjall,
     after_seq: u64,
     limit: usize,
-) -> Result<Vec<OutboxRecord>, StoreError> {
+) -> Result<Vec<Result<OutboxRecord, Unreadable>>, StoreError> {
     read_seqs(fjall, &fjall.outbox, after_seq, limit, |seq, value| {
         OutboxValue::decode(value).and_then(|value| value.to_record(seq))
     })
@@ -416,17 +452,21 @@ pub(crate) fn read_dead(
     fjall: &Fjall,
     after_seq: u64,
     limit: usize,
-) -> Result<Vec<DeadRecord>, StoreError> {
+) -> Result<Vec<Result<DeadRecord, Unreadable>>, StoreError> {
     read_seqs(fjall, &fjall.dead, after_seq, limit, DeadValue::to_record)
 }
 
+/// Records of `keyspace` past `after_seq`, each decoded on its own: one
+/// that does not decode is reported in its place, so a reader can move
+/// past it (a record whose key is not a seq cannot be named, and is
+/// logged and left out).
 fn read_seqs<T>(
     fjall: &Fjall,
     keyspace: &fjall::Keyspace,
     after_seq: u64,
     limit: usize,
     decode: impl Fn(u64, &[u8]) -> Result<T, String>,
-) -> Result<Vec<T>, StoreError> {
+) -> Result<Vec<Result<T, Unreadable>>, StoreError> {
     let Some(start) = after_seq.checked_add(1) else {
         return Ok(Vec::new());
     };
@@ -436,14 +476,11 @@ fn read_seqs<T>(
         let (key, value) = guard
             .into_inner()
             .map_err(|error| StoreError::io("reading the outbox", error))?;
-        let corrupt = |reason: String| StoreError::Corrupt {
-            stream: format!("<{}>", keyspace.name()),
-            offset: seq_key_decode(&key).unwrap_or(0),
-            reason,
+        let Some(seq) = seq_key_decode(&key) else {
+            tracing::error!(keyspace = %keyspace.name(), key = ?&*key, "outbox: a key that is not a seq, skipped");
+            continue;
         };
-        let seq =
-            seq_key_decode(&key).ok_or_else(|| corrupt(format!("key of {} bytes", key.len())))?;
-        records.push(decode(seq, &value).map_err(corrupt)?);
+        records.push(decode(seq, &value).map_err(|reason| Unreadable { seq, reason }));
     }
     Ok(records)
 }

@@ -6,7 +6,7 @@ use crossbeam_channel::Receiver;
 use fjall::Readable;
 use ringcast_protocol::envelope::EncodedPush;
 
-use crate::api::{DeadRecord, OutboxRecord, ReadRequest, ReadResult, StoredCursor};
+use crate::api::{DeadRecord, OutboxRecord, ReadRequest, ReadResult, StoredCursor, Unreadable};
 use crate::error::StoreError;
 use crate::keys::{
     cursor_key, entry_key, entry_key_decode, meta_id_key, meta_name_key, read_u64, CursorRecord,
@@ -34,12 +34,12 @@ pub(crate) enum ReaderMsg {
     OutboxRead {
         after_seq: u64,
         limit: usize,
-        reply: Reply<Vec<OutboxRecord>>,
+        reply: Reply<Vec<Result<OutboxRecord, Unreadable>>>,
     },
     DeadRead {
         after_seq: u64,
         limit: usize,
-        reply: Reply<Vec<DeadRecord>>,
+        reply: Reply<Vec<Result<DeadRecord, Unreadable>>>,
     },
     MaxCursor {
         user: String,

@@ -235,10 +235,15 @@ fn refuse_until_shutdown(
         match msg {
             Ok(WriterMsg::Shutdown) => {
                 let rest: Vec<WriterMsg> = parts.requests.try_iter().collect();
-                refuse_batch(&mut *parts.sink, rest, error);
+                refuse_batch(&mut *parts.sink, &parts.shared.outbox_dropped, rest, error);
                 return false;
             }
-            Ok(msg) => refuse_batch(&mut *parts.sink, vec![msg], error),
+            Ok(msg) => refuse_batch(
+                &mut *parts.sink,
+                &parts.shared.outbox_dropped,
+                vec![msg],
+                error,
+            ),
             Err(RecvTimeoutError::Timeout) => return true,
             Err(RecvTimeoutError::Disconnected) => return false,
         }

@@ -11,7 +11,7 @@ use futures_channel::oneshot;
 
 use crate::api::{
     AppendRequest, Appended, CommitSink, DeadRecord, Health, OutboxEvent, OutboxKind, OutboxRecord,
-    ReadRequest, ReadResult, StoreConfig, StoredCursor,
+    ReadRequest, ReadResult, StoreConfig, StoredCursor, Unreadable,
 };
 use crate::clock::EpochGen;
 use crate::error::StoreError;
@@ -105,7 +105,12 @@ impl Store {
         let mut parts = WriterParts::new(config, writer_rx, shared.clone(), Box::new(sink), epochs);
         // Once per process, not on a reopen: the users the last process
         // left online are offline now.
-        close_presence(&fjall, &mut recovered.outbox, &mut parts.message_ids)?;
+        close_presence(
+            &fjall,
+            &mut recovered.outbox,
+            &mut parts.message_ids,
+            parts.config.presence_set,
+        )?;
         let writer = Writer::new(fjall, parts, recovered);
         let writer_thread = std::thread::Builder::new()
             .name("ringcast-writer".to_owned())
@@ -144,6 +149,21 @@ impl Store {
     fn tell_writer(&self, msg: WriterMsg) -> Result<(), StoreError> {
         self.check_writable()?;
         try_send(&self.writer_requests, msg, self.capacity)
+    }
+
+    /// Queues a write that is answered; the receiver resolves to its answer.
+    fn ask_writer<T>(
+        &self,
+        msg: impl FnOnce(Reply<T>) -> WriterMsg,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError> {
+        self.check_writable()?;
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.writer_requests,
+            msg(Reply::Future(reply)),
+            self.capacity,
+        )?;
+        Ok(receiver)
     }
 
     /// Queues a read; the receiver resolves to its answer.
@@ -365,12 +385,20 @@ impl Store {
 
     /// Outbox records with `seq > after_seq`, ascending, at most `limit`
     /// (capped by `read_entries_max`), from one snapshot: only committed
-    /// records, never one the writer is still writing.
+    /// records, never one the writer is still writing. A record that cannot
+    /// be decoded comes as [`Unreadable`] in its place.
+    #[expect(
+        clippy::type_complexity,
+        reason = "a reply per record inside the page's reply"
+    )]
     pub fn outbox_read(
         &self,
         after_seq: u64,
         limit: usize,
-    ) -> Result<oneshot::Receiver<Result<Vec<OutboxRecord>, StoreError>>, StoreError> {
+    ) -> Result<
+        oneshot::Receiver<Result<Vec<Result<OutboxRecord, Unreadable>>, StoreError>>,
+        StoreError,
+    > {
         self.ask_reader(|reply| ReaderMsg::OutboxRead {
             after_seq,
             limit,
@@ -389,28 +417,38 @@ impl Store {
 
     /// Moves outbox record `seq` to the dead-letter list (same seq and
     /// event id) with the attempts made, the last error (cut to
-    /// [`crate::DEAD_ERROR_BYTES_MAX`] bytes) and the time. Ignored if
-    /// `seq` is not in the outbox.
+    /// [`crate::DEAD_ERROR_BYTES_MAX`] bytes) and the time. Resolves to
+    /// how many moved (0: `seq` is not in the outbox) once the batch is
+    /// written, or to the error that kept it from being written.
     pub fn outbox_dead(
         &self,
         seq: u64,
         attempts: u32,
         last_error: String,
-    ) -> Result<(), StoreError> {
-        self.tell_writer(WriterMsg::OutboxDead {
+    ) -> Result<oneshot::Receiver<Result<u64, StoreError>>, StoreError> {
+        self.ask_writer(|reply| WriterMsg::OutboxDead {
             seq,
             attempts,
             last_error: cut_error(last_error),
+            reply,
         })
     }
 
     /// Dead-letter records with `seq > after_seq`, ascending, at most
-    /// `limit` (capped by `read_entries_max`).
+    /// `limit` (capped by `read_entries_max`); an undecodable one comes as
+    /// [`Unreadable`] in its place.
+    #[expect(
+        clippy::type_complexity,
+        reason = "a reply per record inside the page's reply"
+    )]
     pub fn dead_read(
         &self,
         after_seq: u64,
         limit: usize,
-    ) -> Result<oneshot::Receiver<Result<Vec<DeadRecord>, StoreError>>, StoreError> {
+    ) -> Result<
+        oneshot::Receiver<Result<Vec<Result<DeadRecord, Unreadable>>, StoreError>>,
+        StoreError,
+    > {
         self.ask_reader(|reply| ReaderMsg::DeadRead {
             after_seq,
             limit,
@@ -427,17 +465,7 @@ impl Store {
         &self,
         seqs: Option<Vec<u64>>,
     ) -> Result<oneshot::Receiver<Result<u64, StoreError>>, StoreError> {
-        self.check_writable()?;
-        let (reply, receiver) = oneshot::channel();
-        try_send(
-            &self.writer_requests,
-            WriterMsg::DeadReplay {
-                seqs,
-                reply: Reply::Future(reply),
-            },
-            self.capacity,
-        )?;
-        Ok(receiver)
+        self.ask_writer(|reply| WriterMsg::DeadReplay { seqs, reply })
     }
 
     /// Whether the store still accepts writes, and its queue depths.
@@ -455,6 +483,7 @@ impl Store {
             writer_stopped: self.shared.writer_stopped.load(Ordering::Acquire),
             outbox_len: self.shared.outbox_len.get(),
             dead_len: self.shared.dead_len.get(),
+            outbox_dropped: self.shared.outbox_dropped.get(),
         }
     }
 

@@ -103,11 +103,13 @@ pub(crate) enum WriterMsg {
     OutboxDone {
         seqs: Vec<u64>,
     },
-    /// An outbox record to move to the dead-letter list.
+    /// An outbox record to move to the dead-letter list; answered with
+    /// how many moved (0: not in the outbox) once the batch is written.
     OutboxDead {
         seq: u64,
         attempts: u32,
         last_error: String,
+        reply: Reply<u64>,
     },
     /// Dead records to move back into the outbox (`None`: all, bounded).
     DeadReplay {
@@ -125,6 +127,23 @@ impl WriterMsg {
             self,
             WriterMsg::Append { request, .. } if request.durability == Durability::Sync
         )
+    }
+
+    /// What is lost, and no caller told, if this request is not written:
+    /// standalone and presence events, done seqs (sent again after a
+    /// restart). The rest have an answer to carry the failure.
+    fn unanswered(&self) -> u64 {
+        match self {
+            WriterMsg::Outbox { events } => events.len() as u64,
+            WriterMsg::Presence { .. } => 1,
+            WriterMsg::OutboxDone { seqs } => seqs.len() as u64,
+            WriterMsg::Append { .. }
+            | WriterMsg::SetCursor { .. }
+            | WriterMsg::Reset { .. }
+            | WriterMsg::OutboxDead { .. }
+            | WriterMsg::DeadReplay { .. }
+            | WriterMsg::Shutdown => 0,
+        }
     }
 }
 
@@ -147,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) syncs: WriterCounter,
     pub(crate) outbox_len: WriterCounter,
     pub(crate) dead_len: WriterCounter,
+    /// See [`crate::Health::outbox_dropped`].
+    pub(crate) outbox_dropped: WriterCounter,
 }
 
 /// A counter only the writer thread raises: a relaxed load and store, no
@@ -544,9 +565,15 @@ impl Writer {
 
     fn commit_batch(&mut self, msgs: Vec<WriterMsg>) {
         if self.shared.is_poisoned() || self.reopen.is_some() {
-            refuse_batch(&mut *self.sink, msgs, &self.shared.closed_error());
+            refuse_batch(
+                &mut *self.sink,
+                &self.shared.outbox_dropped,
+                msgs,
+                &self.shared.closed_error(),
+            );
             return;
         }
+        let unanswered: u64 = msgs.iter().map(WriterMsg::unanswered).sum();
         let now_ms = now_unix_ms();
         let mut work = BatchWork {
             batch: self.fjall.db.batch(),
@@ -558,7 +585,7 @@ impl Writer {
             cursors_pending: HashMap::new(),
             replies: Vec::with_capacity(msgs.len()),
             sync: false,
-            outbox: OutboxBatch::new(&self.outbox),
+            outbox: OutboxBatch::new(&self.outbox, self.config.presence_set),
         };
         for msg in msgs {
             match msg {
@@ -609,14 +636,21 @@ impl Writer {
                     seq,
                     attempts,
                     last_error,
-                } => work.outbox.stage_dead(
-                    &self.fjall,
-                    &mut work.batch,
-                    seq,
-                    attempts,
-                    &last_error,
-                    now_ms,
-                ),
+                    reply,
+                } => {
+                    let moved = work.outbox.stage_dead(
+                        &self.fjall,
+                        &mut work.batch,
+                        seq,
+                        attempts,
+                        &last_error,
+                        now_ms,
+                    );
+                    work.replies.push(PendingReply::Value {
+                        reply,
+                        result: Ok(moved),
+                    });
+                }
                 WriterMsg::DeadReplay { seqs, reply } => {
                     let result =
                         work.outbox
@@ -666,6 +700,7 @@ impl Writer {
         };
         if let Err(error) = result {
             let error = self.write_failed("committing a batch", error);
+            self.shared.outbox_dropped.add(unanswered);
             let sink = &mut *self.sink;
             for pending in work.replies {
                 // Refusals keep their reason; everything else failed with the batch.
@@ -1261,21 +1296,27 @@ pub(crate) fn poison(shared: &Shared, op: &str, error: &dyn std::fmt::Display) {
     shared.poisoned.store(true, Ordering::Release);
 }
 
-/// Answers every request of `msgs` with `error`, as one batch.
-pub(crate) fn refuse_batch(sink: &mut dyn CommitSink, msgs: Vec<WriterMsg>, error: &StoreError) {
+/// Answers every request of `msgs` with `error`, as one batch; what has
+/// no answer to carry the error is counted in `dropped`.
+pub(crate) fn refuse_batch(
+    sink: &mut dyn CommitSink,
+    dropped: &WriterCounter,
+    msgs: Vec<WriterMsg>,
+    error: &StoreError,
+) {
     for msg in msgs {
+        dropped.add(msg.unanswered());
         match msg {
             WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::SetCursor { reply, .. }
             | WriterMsg::Reset { reply, .. }
+            | WriterMsg::OutboxDead { reply, .. }
             | WriterMsg::DeadReplay { reply, .. } => {
                 reply.send(sink, Err(error.clone()));
             }
-            // No answer to give: the caller did not wait for one.
             WriterMsg::Outbox { .. }
             | WriterMsg::Presence { .. }
             | WriterMsg::OutboxDone { .. }
-            | WriterMsg::OutboxDead { .. }
             | WriterMsg::Shutdown => {}
         }
     }

@@ -166,18 +166,23 @@ struct Published {
 /// descriptors or memory and recovers by itself), with `Retry-After: 1`;
 /// otherwise the store is poisoned or closed.
 pub(super) fn store_unavailable(err: &StoreError) -> Response {
-    let retryable = err.is_retryable();
     // A shortage of fds or memory is logged by the store, rate-limited.
     if err.source_tag() == ringcast_store::ErrorSource::Resource {
         tracing::debug!(error = %err, "store refused a durable request for now");
     } else {
         tracing::error!(error = %err, "store refused a durable request");
     }
+    store_error_response(err, "the message was not stored")
+}
+
+/// The 503 of a store failure, its message saying what did not happen.
+pub(super) fn store_error_response(err: &StoreError, what: &str) -> Response {
+    let retryable = err.is_retryable();
     let mut response = Response::json(
         503,
         &json!({"error": {
             "code": "store_unavailable",
-            "message": format!("the message was not stored: {err}"),
+            "message": format!("{what}: {err}"),
             "retryable": retryable,
         }}),
     );

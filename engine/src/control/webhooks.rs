@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 
-use super::api::{bad_request, store_unavailable};
+use super::api::{bad_request, store_error_response};
 use super::http::{Request, Response};
 use crate::engine::Shared;
 use crate::webhook::body;
@@ -62,6 +62,16 @@ fn webhooks_off() -> Response {
     )
 }
 
+/// A store failure on a dead-letter route: nothing was read or moved.
+fn dead_letters_failed(err: &ringcast_store::StoreError, what: &str) -> Response {
+    if err.source_tag() == ringcast_store::ErrorSource::Resource {
+        tracing::debug!(error = %err, "webhooks: the store could not serve a dead-letter request for now");
+    } else {
+        tracing::warn!(error = %err, "webhooks: the store could not serve a dead-letter request");
+    }
+    store_error_response(err, what)
+}
+
 pub async fn dead(shared: &Shared, req: &Request) -> Result<Response, Response> {
     if shared.webhooks.is_none() {
         return Err(webhooks_off());
@@ -79,9 +89,17 @@ pub async fn dead(shared: &Shared, req: &Request) -> Result<Response, Response> 
             .unwrap_or(Err(ringcast_store::StoreError::Closed)),
         Err(err) => Err(err),
     }
-    .map_err(|err| store_unavailable(&err))?;
+    .map_err(|err| dead_letters_failed(&err, "the dead letters could not be read"))?;
     let mut items = Vec::with_capacity(page.len());
     for dead in &page {
+        let dead = match dead {
+            Ok(dead) => dead,
+            Err(unreadable) => {
+                // Listed so an operator sees it; replay passes over it.
+                items.push(json!({"seq": unreadable.seq, "error": unreadable.reason}));
+                continue;
+            }
+        };
         let record = &dead.record;
         let body = body::build(record);
         // The body is JSON built by `body::build`; kept as it would be sent.
@@ -98,7 +116,10 @@ pub async fn dead(shared: &Shared, req: &Request) -> Result<Response, Response> 
             "body": body,
         }));
     }
-    let next_after = page.last().map(|dead| dead.record.seq);
+    let next_after = page.last().map(|dead| match dead {
+        Ok(dead) => dead.record.seq,
+        Err(unreadable) => unreadable.seq,
+    });
     Ok(Response::json(
         200,
         &json!({"dead": items, "next_after": next_after}),
@@ -130,7 +151,7 @@ pub async fn replay(shared: &Shared, req: &Request) -> Result<Response, Response
                 .unwrap_or(Err(ringcast_store::StoreError::Closed)),
             Err(err) => Err(err),
         }
-        .map_err(|err| store_unavailable(&err))?;
+        .map_err(|err| dead_letters_failed(&err, "the dead letters were not replayed"))?;
         replayed += moved;
         // `all` moves a batch at a time: again while batches come back full.
         if seqs.is_some() || moved < REPLAY_SEQS_MAX as u64 {
@@ -205,6 +226,18 @@ pub fn render_metrics(shared: &Shared, out: &mut String) {
             "Webhook events in the outbox, not yet delivered.",
             "gauge",
             health.outbox_len,
+        ),
+        (
+            "webhook_store_dropped_total",
+            "Standalone and presence webhook events, and delivered-event deletions, the store took and then could not write (store poisoned, reopening, or a failed batch).",
+            "counter",
+            health.outbox_dropped,
+        ),
+        (
+            "webhook_presence_lost_total",
+            "user.online and user.offline events the store refused at once (queue full, store down); an Offline is written at the next start for a user left online.",
+            "counter",
+            shared.presence.lost(),
         ),
         (
             "webhook_oldest_pending_seconds",

@@ -34,8 +34,13 @@ pub use sender::WAIT_STOP_MAX;
 pub const WINDOW_PER_SLOT: usize = 16;
 /// The window's floor, so a small `concurrency_max` still batches reads.
 pub const WINDOW_MIN: usize = 256;
-/// Undelivered events parked (their metadata only) at most.
+/// Events parked (their metadata only) at most: undelivered ones before
+/// their due time, those waiting for a retry, a user's ordered ones past
+/// [`KEY_HELD_MAX`].
 pub const PARKED_MAX: usize = 100_000;
+/// Records of one user's ordered events held at once: only its head is
+/// ever in flight, so more would only take window room from other users.
+pub const KEY_HELD_MAX: usize = 16;
 /// Records read from the outbox per page.
 pub const READ_PAGE_MAX: usize = 256;
 /// Safety-net poll of the outbox, for a wake-up that went missing.
@@ -141,6 +146,7 @@ impl Webhooks {
                 .saturating_mul(WINDOW_PER_SLOT)
                 .max(WINDOW_MIN),
             parked_max: PARKED_MAX,
+            key_held_max: KEY_HELD_MAX,
         };
         let runtime =
             RuntimeThread::spawn("ringcast-webhook").map_err(WebhookStartError::Thread)?;

@@ -22,10 +22,15 @@
 //!   `backoff_min_ms ..= min(backoff_max_ms, backoff_min_ms × 2^(attempt-1))`.
 //!   After `attempts_max` failed attempts the event is dead-lettered and its
 //!   key's next event goes on.
-//! - **Bounded memory.** At most `window_max` records are held (loaded and
-//!   not yet finished) and at most `parked_max` undelivered events parked;
-//!   [`Scheduler::room`] says how many more the caller may load, from
-//!   [`Scheduler::read_after`] on, in seq order.
+//! - **Bounded memory, shared fairly.** At most `window_max` records are
+//!   held (loaded, not finished, not parked) and at most `parked_max`
+//!   events parked (metadata only; the caller reads the record again when
+//!   it starts): undelivered events before their due time, every event
+//!   waiting for a retry, and a key's ordered events past its first
+//!   `key_held_max` held ones. So one key whose events keep failing holds
+//!   at most `key_held_max` records of the window, and the other keys' events
+//!   are still read and sent. [`Scheduler::room`] says how many more the
+//!   caller may load, from [`Scheduler::read_after`] on, in seq order.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
@@ -47,8 +52,10 @@ pub struct Policy {
     pub backoff_max_ms: u64,
     /// Records held at most (loaded, not parked, not finished).
     pub window_max: usize,
-    /// Undelivered events parked (metadata only) at most.
+    /// Events parked (metadata only) at most.
     pub parked_max: usize,
+    /// Ordered records held per key at most; its later ones are parked.
+    pub key_held_max: usize,
 }
 
 /// One event the caller loaded from the outbox.
@@ -89,11 +96,18 @@ struct Entry {
     in_flight: bool,
 }
 
+#[derive(Default)]
+struct Fifo {
+    seqs: VecDeque<u64>,
+    /// Of them, those whose record is held (not parked).
+    held: usize,
+}
+
 pub struct Scheduler {
     policy: Policy,
     entries: HashMap<u64, Entry>,
-    /// Per key, its ordered events' seqs; the front is the head.
-    fifos: HashMap<String, VecDeque<u64>>,
+    /// Per key, its ordered events; the front is the head.
+    fifos: HashMap<String, Fifo>,
     /// Events waiting for a time (due or retry): (not before ms, seq).
     timers: BTreeSet<(u64, u64)>,
     /// Events that may start now, in the order they became ready.
@@ -114,6 +128,7 @@ impl Scheduler {
         assert!(policy.attempts_max > 0, "webhook attempts_max is 0");
         assert!(policy.backoff_min_ms <= policy.backoff_max_ms);
         assert!(policy.window_max >= policy.concurrency_max);
+        assert!(policy.key_held_max > 0, "webhook key_held_max is 0");
         Scheduler {
             policy,
             entries: HashMap::new(),
@@ -156,7 +171,13 @@ impl Scheduler {
     pub fn push(&mut self, now_ms: u64, item: Item) -> bool {
         assert!(item.seq > self.read_after, "outbox records out of order");
         self.read_after = item.seq;
-        let parked = item.lane == Lane::Alone && item.due_ms > now_ms;
+        let parked = match item.lane {
+            Lane::Alone => item.due_ms > now_ms,
+            Lane::Ordered => self
+                .fifos
+                .get(&item.key)
+                .is_some_and(|fifo| fifo.held >= self.policy.key_held_max),
+        };
         self.entries.insert(
             item.seq,
             Entry {
@@ -177,8 +198,11 @@ impl Scheduler {
             Lane::Alone => self.wait_until(now_ms, item.due_ms, item.seq),
             Lane::Ordered => {
                 let fifo = self.fifos.entry(item.key).or_default();
-                fifo.push_back(item.seq);
-                if fifo.len() == 1 {
+                fifo.seqs.push_back(item.seq);
+                if !parked {
+                    fifo.held += 1;
+                }
+                if fifo.seqs.len() == 1 {
                     self.wait_until(now_ms, item.due_ms, item.seq);
                 }
             }
@@ -208,6 +232,11 @@ impl Scheduler {
             entry.parked = false;
             self.parked -= 1;
             self.held += 1;
+            if entry.lane == Lane::Ordered {
+                if let Some(fifo) = self.fifos.get_mut(&entry.key) {
+                    fifo.held += 1;
+                }
+            }
         }
         self.in_flight += 1;
         Some(Job {
@@ -235,6 +264,8 @@ impl Scheduler {
 
     /// The attempt failed: a retry is scheduled, or (after `attempts_max`
     /// attempts) the event is finished and returned to be dead-lettered.
+    /// Either way the caller drops the record: an event waiting for a
+    /// retry is parked and read again when it starts.
     pub fn failed(&mut self, now_ms: u64, seq: u64, error: &str) -> Option<Dead> {
         let entry = self.entries.get_mut(&seq)?;
         assert!(entry.in_flight, "a failure for an event not in flight");
@@ -251,8 +282,40 @@ impl Scheduler {
             });
         }
         let delay = self.backoff_ms(failures);
+        self.park(seq);
         self.wait_until(now_ms, now_ms.saturating_add(delay), seq);
         None
+    }
+
+    /// The attempt never reached the backend (the caller could not read
+    /// the record): tried again after the shortest backoff, the attempt
+    /// not counted.
+    pub fn not_attempted(&mut self, now_ms: u64, seq: u64) {
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        assert!(entry.in_flight, "not_attempted for an event not in flight");
+        entry.in_flight = false;
+        self.in_flight -= 1;
+        self.park(seq);
+        let delay = self.policy.backoff_min_ms;
+        self.wait_until(now_ms, now_ms.saturating_add(delay), seq);
+    }
+
+    /// Drops a started event's record while it waits.
+    fn park(&mut self, seq: u64) {
+        let Some(entry) = self.entries.get_mut(&seq) else {
+            return;
+        };
+        debug_assert!(!entry.parked && !entry.in_flight);
+        entry.parked = true;
+        self.held -= 1;
+        self.parked += 1;
+        if entry.lane == Lane::Ordered {
+            if let Some(fifo) = self.fifos.get_mut(&entry.key) {
+                fifo.held -= 1;
+            }
+        }
     }
 
     /// The delay before retry number `failures` (1: after the first failure).
@@ -309,9 +372,14 @@ impl Scheduler {
         let Some(fifo) = self.fifos.get_mut(&entry.key) else {
             return;
         };
-        debug_assert_eq!(fifo.front(), Some(&seq), "only a key's head is in flight");
-        fifo.pop_front();
-        match fifo.front().copied() {
+        debug_assert_eq!(
+            fifo.seqs.front(),
+            Some(&seq),
+            "only a key's head is in flight"
+        );
+        fifo.seqs.pop_front();
+        fifo.held -= 1;
+        match fifo.seqs.front().copied() {
             Some(next) => {
                 let due_ms = self.entries.get(&next).map_or(0, |next| next.due_ms);
                 self.wait_until(now_ms, due_ms, next);

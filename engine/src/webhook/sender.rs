@@ -9,19 +9,19 @@
 //! to have acknowledged the message). A crash before the deletion is
 //! committed sends it again after restart, with the same `webhook-id`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringcast_store::{OutboxKind, OutboxRecord, Store, StoreError};
+use ringcast_store::{OutboxKind, OutboxRecord, Store, StoreError, Unreadable};
 
 use super::schedule::{Dead, Item, Job, Lane, Policy, Scheduler};
 use super::sign::Signer;
 use super::{body, kind_index, Stop, Waker, WebhookMetrics};
 use super::{POLL_INTERVAL, READ_PAGE_MAX, RESPONSE_BYTES_MAX};
-use crate::backend_http::{post_json, BackendClient};
+use crate::backend_http::{read_body, send_json, BackendClient};
 use crate::config::{WebhookEvent, WebhookEvents};
 use crate::shard::unix_ms;
 
@@ -53,6 +53,10 @@ enum Outcome {
     Satisfied,
     /// The record is no longer in the outbox (a parked one read again).
     Gone,
+    /// A parked record read again does not decode.
+    Unreadable(Unreadable),
+    /// Reading a parked record again failed: no attempt was made.
+    NotAttempted(String),
     Failed(String),
 }
 
@@ -60,8 +64,6 @@ struct Finished {
     seq: u64,
     kind: Option<OutboxKind>,
     outcome: Outcome,
-    /// A parked record read again for this attempt, kept for its retries.
-    reloaded: Option<Arc<OutboxRecord>>,
 }
 
 /// The config's name for a kind, to filter by `webhook.events`.
@@ -95,31 +97,69 @@ struct State {
     scheduler: Scheduler,
     /// Records of the events loaded and not parked, by seq.
     records: HashMap<u64, Arc<OutboxRecord>>,
-    /// `time_ms` of every event loaded and not finished, by seq.
-    times: BTreeMap<u64, u64>,
+    /// Since when each event loaded and not finished is pending (its
+    /// `time_ms`, or for an undelivered one its due time), by seq ...
+    times: HashMap<u64, u64>,
+    /// ... and by that time, for the oldest.
+    by_time: BTreeSet<(u64, u64)>,
     /// Finished events to delete from the outbox.
     done: Vec<u64>,
-    /// Events to move to the dead letters.
+    /// Events to move to the dead letters, not yet handed to the store.
     dead: Vec<Dead>,
+    /// Dead letters handed to the store and not yet confirmed.
+    dead_in_store: usize,
+    /// After the store failed a dead letter: not again before this.
+    dead_retry_at: Option<tokio::time::Instant>,
+}
+
+impl State {
+    fn new(policy: Policy, seed: u64) -> State {
+        State {
+            scheduler: Scheduler::new(policy, seed),
+            records: HashMap::new(),
+            times: HashMap::new(),
+            by_time: BTreeSet::new(),
+            done: Vec::new(),
+            dead: Vec::new(),
+            dead_in_store: 0,
+            dead_retry_at: None,
+        }
+    }
+
+    fn pending_since(&mut self, seq: u64, since_ms: u64) {
+        self.times.insert(seq, since_ms);
+        self.by_time.insert((since_ms, seq));
+    }
+
+    fn finished(&mut self, seq: u64) {
+        if let Some(since_ms) = self.times.remove(&seq) {
+            self.by_time.remove(&(since_ms, seq));
+        }
+    }
+
+    /// The oldest pending time that has come; an undelivered event waiting
+    /// for its due time is not late yet. 0 if none.
+    fn oldest_pending(&self, now_ms: u64) -> u64 {
+        self.by_time.first().map_or(
+            0,
+            |&(since_ms, _)| if since_ms <= now_ms { since_ms } else { 0 },
+        )
+    }
 }
 
 /// What the loop's tasks report.
 enum Report {
     Finished(Finished),
-    Page(Result<Vec<OutboxRecord>, StoreError>),
+    Page(Result<Vec<Result<OutboxRecord, Unreadable>>, StoreError>),
+    /// The store's answer to a dead letter.
+    DeadStored(Dead, Result<u64, StoreError>),
 }
 
 pub(super) async fn run(cx: Context) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64);
-    let mut state = State {
-        scheduler: Scheduler::new(cx.settings.policy, seed),
-        records: HashMap::new(),
-        times: BTreeMap::new(),
-        done: Vec::new(),
-        dead: Vec::new(),
-    };
+    let mut state = State::new(cx.settings.policy, seed);
     let client = crate::backend_http::pooled_client();
     let store = &cx.shared.store;
     // At most `concurrency_max` attempts and one read report at a time.
@@ -157,11 +197,10 @@ pub(super) async fn run(cx: Context) {
                 let _ = report_tx.send(Report::Finished(attempt.await));
             });
         }
-        flush(store, &mut state);
-        cx.metrics.oldest_pending_time_ms.store(
-            state.times.values().next().copied().unwrap_or(0),
-            Ordering::Relaxed,
-        );
+        flush(store, &mut state, &report_tx);
+        cx.metrics
+            .oldest_pending_time_ms
+            .store(state.oldest_pending(now_ms), Ordering::Relaxed);
         let timer_at = state.scheduler.next_timer_ms().map(|at_ms| {
             tokio::time::Instant::now() + Duration::from_millis(at_ms.saturating_sub(now_ms))
         });
@@ -185,6 +224,7 @@ pub(super) async fn run(cx: Context) {
                             reading = false;
                             log_read_error(&mut read_error_logged, &err);
                         }
+                        Report::DeadStored(dead, result) => on_dead_stored(&mut state, dead, result),
                     }
                     next = report_rx.try_recv().ok();
                 }
@@ -204,7 +244,8 @@ pub(super) async fn run(cx: Context) {
             on_finished(&cx, &mut state, finished);
         }
     }
-    flush(store, &mut state);
+    // Dead letters not confirmed stay in the outbox: tried again next start.
+    flush(store, &mut state, &report_tx);
 }
 
 fn log_read_error(logged: &mut bool, err: &StoreError) {
@@ -215,9 +256,19 @@ fn log_read_error(logged: &mut bool, err: &StoreError) {
 }
 
 /// Takes a page of the outbox into the scheduler.
-fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
+fn load(cx: &Context, state: &mut State, page: Vec<Result<OutboxRecord, Unreadable>>) {
     let now_ms = unix_ms();
     for record in page {
+        let record = match record {
+            Ok(record) => record,
+            Err(unreadable) => {
+                if unreadable.seq > state.scheduler.read_after() {
+                    state.scheduler.skip(unreadable.seq);
+                    dead_unreadable(cx, state, unreadable);
+                }
+                continue;
+            }
+        };
         if record.seq <= state.scheduler.read_after() {
             continue;
         }
@@ -227,7 +278,7 @@ fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
             state.done.push(record.seq);
             continue;
         }
-        state.times.insert(record.seq, record.time_ms);
+        state.pending_since(record.seq, record.time_ms.max(record.due_ms));
         let item = Item {
             seq: record.seq,
             key: record.key.clone(),
@@ -240,20 +291,36 @@ fn load(cx: &Context, state: &mut State, page: Vec<OutboxRecord>) {
     }
 }
 
+/// A record no attempt can be made of goes to the dead letters as it is
+/// (the list shows it with its error); it must not stop the others.
+fn dead_unreadable(cx: &Context, state: &mut State, unreadable: Unreadable) {
+    tracing::error!(seq = unreadable.seq, reason = %unreadable.reason, "webhooks: undecodable outbox record dead-lettered");
+    cx.metrics.dead_lettered.add(1);
+    state.dead.push(Dead {
+        seq: unreadable.seq,
+        attempts: 0,
+        last_error: format!("undecodable record: {}", unreadable.reason),
+    });
+}
+
+fn on_dead_stored(state: &mut State, dead: Dead, result: Result<u64, StoreError>) {
+    state.dead_in_store -= 1;
+    if let Err(err) = result {
+        tracing::debug!(seq = dead.seq, error = %err, "webhooks: dead letter not written, tried again");
+        state.dead.push(dead);
+        state.dead_retry_at = Some(tokio::time::Instant::now() + POLL_INTERVAL);
+    }
+}
+
 fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
     let now_ms = unix_ms();
-    let Finished {
-        seq,
-        kind,
-        outcome,
-        reloaded,
-    } = finished;
+    let Finished { seq, kind, outcome } = finished;
     let metrics = &cx.metrics;
     match outcome {
         Outcome::Delivered | Outcome::Satisfied | Outcome::Gone => {
             state.scheduler.done(now_ms, seq);
             state.records.remove(&seq);
-            state.times.remove(&seq);
+            state.finished(seq);
             match (outcome, kind) {
                 (Outcome::Delivered, Some(kind)) => metrics.delivered[kind_index(kind)].add(1),
                 (Outcome::Satisfied, _) => metrics.undelivered_satisfied.add(1),
@@ -261,12 +328,21 @@ fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
             }
             state.done.push(seq);
         }
+        Outcome::Unreadable(unreadable) => {
+            state.scheduler.done(now_ms, seq);
+            state.records.remove(&seq);
+            state.finished(seq);
+            dead_unreadable(cx, state, unreadable);
+        }
+        Outcome::NotAttempted(error) => {
+            tracing::debug!(seq, %error, "webhook attempt not made");
+            state.scheduler.not_attempted(now_ms, seq);
+        }
         Outcome::Failed(error) => {
             metrics.attempts_failed.add(1);
             tracing::debug!(seq, %error, "webhook attempt failed");
-            if let Some(record) = reloaded {
-                state.records.insert(seq, record);
-            }
+            // Parked while it waits (or dead): read again for its retry.
+            state.records.remove(&seq);
             if let Some(dead) = state.scheduler.failed(now_ms, seq, &error) {
                 tracing::warn!(
                     seq,
@@ -275,8 +351,7 @@ fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
                     "webhook event dead-lettered"
                 );
                 metrics.dead_lettered.add(1);
-                state.records.remove(&seq);
-                state.times.remove(&seq);
+                state.finished(seq);
                 state.dead.push(dead);
             }
         }
@@ -284,21 +359,37 @@ fn on_finished(cx: &Context, state: &mut State, finished: Finished) {
 }
 
 /// Hands finished events to the store; what it cannot take now (its queue
-/// is full) is tried again next turn.
-fn flush(store: &Store, state: &mut State) {
+/// is full) is tried again next turn. A dead letter stays here until the
+/// store confirms it was written: one refused is tried again later, never
+/// forgotten while still in the outbox.
+fn flush(store: &Store, state: &mut State, report_tx: &tokio::sync::mpsc::UnboundedSender<Report>) {
     if !state.done.is_empty() {
         match store.outbox_done(state.done.clone()) {
             Ok(()) => state.done.clear(),
             Err(err) => tracing::debug!(error = %err, "webhooks: outbox_done deferred"),
         }
     }
-    while let Some(dead) = state.dead.first() {
+    if state
+        .dead_retry_at
+        .is_some_and(|at| tokio::time::Instant::now() < at)
+    {
+        return;
+    }
+    state.dead_retry_at = None;
+    while let Some(dead) = state.dead.pop() {
         match store.outbox_dead(dead.seq, dead.attempts, dead.last_error.clone()) {
-            Ok(()) => {
-                state.dead.remove(0);
+            Ok(reply) => {
+                state.dead_in_store += 1;
+                let report_tx = report_tx.clone();
+                tokio::spawn(async move {
+                    let result = reply.await.unwrap_or(Err(StoreError::Closed));
+                    let _ = report_tx.send(Report::DeadStored(dead, result));
+                });
             }
             Err(err) => {
                 tracing::debug!(error = %err, "webhooks: outbox_dead deferred");
+                state.dead.push(dead);
+                state.dead_retry_at = Some(tokio::time::Instant::now() + POLL_INTERVAL);
                 break;
             }
         }
@@ -317,34 +408,38 @@ fn attempt(
     let settings = cx.settings.clone();
     let client = client.clone();
     async move {
-        let mut reloaded = None;
         let record = match record {
             Some(record) => record,
             None => {
                 let page =
                     await_store(shared.store.outbox_read(job.seq.saturating_sub(1), 1)).await;
-                match page {
-                    Ok(page) => match page.into_iter().next().filter(|r| r.seq == job.seq) {
-                        Some(record) => {
-                            let record = Arc::new(record);
-                            reloaded = Some(record.clone());
-                            record
+                let first = page.map(|page| {
+                    page.into_iter().next().filter(|item| match item {
+                        Ok(record) => record.seq == job.seq,
+                        Err(unreadable) => unreadable.seq == job.seq,
+                    })
+                });
+                match first {
+                    Ok(Some(Ok(record))) => Arc::new(record),
+                    Ok(Some(Err(unreadable))) => {
+                        return Finished {
+                            seq: job.seq,
+                            kind: None,
+                            outcome: Outcome::Unreadable(unreadable),
                         }
-                        None => {
-                            return Finished {
-                                seq: job.seq,
-                                kind: None,
-                                outcome: Outcome::Gone,
-                                reloaded: None,
-                            }
+                    }
+                    Ok(None) => {
+                        return Finished {
+                            seq: job.seq,
+                            kind: None,
+                            outcome: Outcome::Gone,
                         }
-                    },
+                    }
                     Err(err) => {
                         return Finished {
                             seq: job.seq,
                             kind: None,
-                            outcome: Outcome::Failed(format!("reading the outbox: {err}")),
-                            reloaded: None,
+                            outcome: Outcome::NotAttempted(format!("reading the outbox: {err}")),
                         }
                     }
                 }
@@ -362,7 +457,6 @@ fn attempt(
             seq: job.seq,
             kind,
             outcome,
-            reloaded,
         }
     }
 }
@@ -396,20 +490,57 @@ async fn deliver(settings: &Settings, client: &BackendClient, record: &OutboxRec
         ("webhook-timestamp", timestamp_s.to_string()),
         ("webhook-signature", signature),
     ];
-    let post = post_json(
-        client,
-        settings.uri.clone(),
-        &headers,
-        Bytes::from(body),
-        RESPONSE_BYTES_MAX,
-    );
-    match tokio::time::timeout(settings.timeout, post).await {
-        Ok(Ok((status, _))) if status.is_success() => Outcome::Delivered,
-        Ok(Ok((status, _))) => Outcome::Failed(format!("HTTP status {status}")),
-        Ok(Err(err)) => Outcome::Failed(err.to_string()),
-        Err(_elapsed) => Outcome::Failed(format!(
-            "no answer within {} ms",
-            settings.timeout.as_millis()
-        )),
+    let post = send_json(client, settings.uri.clone(), &headers, Bytes::from(body));
+    let response = match tokio::time::timeout(settings.timeout, post).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(err)) => return Outcome::Failed(err.to_string()),
+        Err(_elapsed) => {
+            return Outcome::Failed(format!(
+                "no answer within {} ms",
+                settings.timeout.as_millis()
+            ))
+        }
+    };
+    let status = response.status();
+    // The status decides; the body is read (so the connection can be used
+    // again) and ignored: one too large, broken off or slow changes nothing.
+    let _ = tokio::time::timeout(settings.timeout, read_body(response, RESPONSE_BYTES_MAX)).await;
+    if status.is_success() {
+        Outcome::Delivered
+    } else {
+        Outcome::Failed(format!("HTTP status {status}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> State {
+        let policy = Policy {
+            concurrency_max: 1,
+            attempts_max: 1,
+            backoff_min_ms: 10,
+            backoff_max_ms: 10,
+            window_max: 4,
+            parked_max: 4,
+            key_held_max: 1,
+        };
+        State::new(policy, 1)
+    }
+
+    #[test]
+    fn oldest_pending_leaves_out_undelivered_events_not_yet_due() {
+        let mut state = state();
+        // An undelivered event written at 900, due at 5_000 (the lower
+        // seq), and a message written at 1_000.
+        state.pending_since(1, 5_000);
+        state.pending_since(2, 1_000);
+        assert_eq!(state.oldest_pending(2_000), 1_000);
+        state.finished(2);
+        assert_eq!(state.oldest_pending(2_000), 0, "only a parked one left");
+        assert_eq!(state.oldest_pending(6_000), 5_000, "late from its due time");
+        state.finished(1);
+        assert_eq!(state.oldest_pending(6_000), 0);
     }
 }

@@ -32,19 +32,38 @@ fn webhook_config(driver: Driver, shards: u16) -> Config {
 
 /// Everything in the engine's outbox, oldest first.
 fn outbox(engine: &Engine) -> Vec<OutboxRecord> {
-    let mut receiver = engine
-        .shared
-        .store
-        .outbox_read(0, 10_000)
-        .expect("outbox read queued");
-    let mut answer = None;
-    assert!(wait_until(Duration::from_secs(5), || {
-        if let Ok(Some(result)) = receiver.try_recv() {
-            answer = Some(result.expect("outbox read"));
+    outbox_of(&engine.shared.store)
+}
+
+/// Records read per page: below the store's `read_entries_max`, which caps
+/// one read.
+const OUTBOX_PAGE: usize = 1000;
+
+/// Everything in a store's outbox, oldest first, page after page.
+fn outbox_of(store: &ringcast_store::Store) -> Vec<OutboxRecord> {
+    let mut records: Vec<OutboxRecord> = Vec::new();
+    loop {
+        let after = records.last().map_or(0, |record| record.seq);
+        let mut receiver = store
+            .outbox_read(after, OUTBOX_PAGE)
+            .expect("outbox read queued");
+        let mut answer = None;
+        assert!(wait_until(Duration::from_secs(10), || {
+            if let Ok(Some(result)) = receiver.try_recv() {
+                answer = Some(result.expect("outbox read"));
+            }
+            answer.is_some()
+        }));
+        let page = answer.unwrap_or_default();
+        let full = page.len() >= OUTBOX_PAGE;
+        records.extend(
+            page.into_iter()
+                .map(|item| item.expect("a readable record")),
+        );
+        if !full {
+            return records;
         }
-        answer.is_some()
-    }));
-    answer.unwrap_or_default()
+    }
 }
 
 fn body(record: &OutboxRecord) -> Value {
@@ -339,15 +358,7 @@ fn kill_9_loses_no_event_of_an_acknowledged_send() {
 
     let store = ringcast_store::Store::open(ringcast_store::StoreConfig::new(&data_dir))
         .expect("store reopens");
-    let mut receiver = store.outbox_read(0, 1_000_000).expect("read queued");
-    let mut records = None;
-    assert!(wait_until(Duration::from_secs(10), || {
-        if let Ok(Some(result)) = receiver.try_recv() {
-            records = Some(result.expect("outbox read"));
-        }
-        records.is_some()
-    }));
-    let records = records.unwrap_or_default();
+    let records = outbox_of(&store);
     let offsets_of = |kind: OutboxKind, key: &str| -> std::collections::HashSet<u64> {
         records
             .iter()

@@ -27,6 +27,10 @@ pub enum Mode {
     Fail,
     /// 500 to the first attempt of each event id, 200 to the next ones.
     FailFirst,
+    /// 200 with a body over the sender's response limit.
+    OkHugeBody,
+    /// 200 whose body breaks off: the connection closes mid-body.
+    OkBrokenBody,
 }
 
 #[derive(Clone, Debug)]
@@ -114,7 +118,7 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Call>>, mode: &Mutex<Mode>) {
         let status = {
             let mut calls = calls.lock().unwrap();
             let status = match *mode.lock().unwrap() {
-                Mode::Ok => 200,
+                Mode::Ok | Mode::OkHugeBody | Mode::OkBrokenBody => 200,
                 Mode::Fail => 500,
                 Mode::FailFirst => {
                     let seen = calls.iter().any(|c| c.body["id"] == body["id"]);
@@ -137,8 +141,17 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Call>>, mode: &Mutex<Mode>) {
             OK_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let reason = if status == 200 { "OK" } else { "Oops" };
-        let response = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 2\r\n\r\nok");
-        if writer.write_all(response.as_bytes()).is_err() {
+        let mode = *mode.lock().unwrap();
+        let (length, sent) = match mode {
+            Mode::OkHugeBody => (1 << 20, 1 << 20),
+            Mode::OkBrokenBody => (1000, 10),
+            Mode::Ok | Mode::Fail | Mode::FailFirst => (2, 2),
+        };
+        let head = format!("HTTP/1.1 {status} {reason}\r\nContent-Length: {length}\r\n\r\n");
+        if writer.write_all(head.as_bytes()).is_err()
+            || writer.write_all(&vec![b'x'; sent]).is_err()
+            || mode == Mode::OkBrokenBody
+        {
             return;
         }
     }
@@ -653,10 +666,12 @@ fn docs_verifiers_accept_the_engines_signatures() {
         ("python", "python3", "receiver.py"),
         ("node", "node", "receiver.js"),
     ] {
-        if !has_program(program) {
-            eprintln!("{program} is not installed: the {name} verifier is not run");
-            continue;
-        }
+        // Both are installed wherever the suite runs (ci/test.sh, dev
+        // machines): a missing one is a failure, not a silent pass.
+        assert!(
+            has_program(program),
+            "{program} is not installed: the {name} verifier of docs/integration.md cannot be checked"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(file);
         std::fs::write(&path, doc_snippet(name)).unwrap();
@@ -881,4 +896,115 @@ fn shutdown_does_not_wait_for_a_stalled_backend() {
         "shutdown took {:?} with an attempt stalled for 60 s",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_2xx_with_a_huge_or_broken_body_is_delivered() {
+    for mode in [Mode::OkHugeBody, Mode::OkBrokenBody] {
+        let backend = Backend::start(mode);
+        let mut config = hook_config(&backend);
+        config.webhook.events = ringcast_engine::config::WebhookEvents::NONE
+            .with(ringcast_engine::config::WebhookEvent::Message);
+        let engine = start(config);
+        let (mut ws, _) = connect(&engine, "alice");
+        for n in 0..3u64 {
+            let result = send_to(&mut ws, n + 1, "bob", json!({"n": n}));
+            assert!(result.get("offset").is_some(), "{result}");
+        }
+        assert!(
+            wait_until(Duration::from_secs(10), || metric(
+                &engine,
+                "ringcast_webhook_delivered_total{type=\"message.stored\"}"
+            ) == 3),
+            "{mode:?}: delivered {:?}",
+            backend.calls().len()
+        );
+        // Each event was POSTed once: a 2xx is not retried whatever its body.
+        std::thread::sleep(Duration::from_millis(300));
+        let ids: Vec<String> = backend
+            .calls()
+            .iter()
+            .map(|c| c.body["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 3, "{mode:?}: {ids:?}");
+        assert_eq!(metric(&engine, "ringcast_webhook_attempts_failed_total"), 0);
+    }
+}
+
+/// A record the store holds but cannot decode (damaged on disk here, with
+/// the engine stopped) is dead-lettered with its error and passed over:
+/// the events behind it are delivered, the dead list shows it with an
+/// `error`, and replaying all moves nothing.
+#[test]
+fn an_undecodable_outbox_record_is_dead_lettered_and_the_rest_delivered() {
+    let backend = Backend::start(Mode::Fail);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = hook_config(&backend);
+    config.server.data_dir = dir.path().to_path_buf();
+    config.webhook.events = ringcast_engine::config::WebhookEvents::NONE
+        .with(ringcast_engine::config::WebhookEvent::Message);
+    config.webhook.attempts_max = 1000;
+    let engine = ringcast_engine::Engine::start(config.clone()).expect("engine starts");
+    let (mut ws, _) = connect(&engine, "alice");
+    for n in 0..3u64 {
+        let result = send_to(&mut ws, n + 1, "bob", json!({"n": n}));
+        assert!(result.get("offset").is_some(), "{result}");
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        engine.shared.store.health().outbox_len == 3 && !backend.calls().is_empty()
+    }));
+    drop(ws);
+    engine.shutdown();
+
+    // The oldest record's value replaced by bytes no version decodes.
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let outbox = db
+            .keyspace("outbox", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let (key, _) = outbox.iter().next().unwrap().into_inner().unwrap();
+        outbox.insert(key, b"\xffdamaged").unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+
+    backend.set_mode(Mode::Ok);
+    let engine = ringcast_engine::Engine::start(config).expect("engine restarts");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let delivered = backend.delivered();
+            of_type(&delivered, "message.stored").len() == 2
+        }),
+        "the two good events behind the bad one: {:?}",
+        backend.delivered()
+    );
+    let mut listed = Value::Null;
+    assert!(wait_until(Duration::from_secs(10), || {
+        listed = api(&engine, "GET", "/api/webhooks/dead", None).1;
+        listed["dead"]
+            .as_array()
+            .is_some_and(|dead| dead.len() == 1)
+    }));
+    let dead = &listed["dead"][0];
+    assert!(dead["seq"].as_u64().is_some(), "{listed}");
+    assert!(
+        dead["error"].as_str().is_some(),
+        "an unreadable dead letter shows its error: {listed}"
+    );
+    assert_eq!(listed["next_after"], dead["seq"]);
+    let (status, replayed) = api(
+        &engine,
+        "POST",
+        "/api/webhooks/replay",
+        Some(json!({"all": true})),
+    );
+    assert_eq!(
+        (status, replayed["replayed"].as_u64()),
+        (200, Some(0)),
+        "{replayed}"
+    );
+    assert_eq!(engine.shared.store.health().outbox_len, 0);
+    assert_eq!(metric(&engine, "ringcast_webhook_dead_lettered_total"), 1);
+    assert_eq!(metric(&engine, "ringcast_webhook_store_dropped_total"), 0);
+    assert_eq!(metric(&engine, "ringcast_webhook_presence_lost_total"), 0);
+    engine.shutdown();
 }

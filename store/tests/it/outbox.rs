@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ringcast_store::{
     Answer, AppendRequest, Appended, CommitSink, DeadRecord, Durability, OutboxEvent, OutboxKind,
-    OutboxRecord, Store, StoreError, DEAD_ERROR_BYTES_MAX,
+    OutboxRecord, Store, StoreConfig, StoreError, Unreadable, DEAD_ERROR_BYTES_MAX,
 };
 
 use crate::kill::{next_random, spawn_child, test_seed};
@@ -32,6 +32,13 @@ fn with_events(stream: &str, data: &str, events: Vec<OutboxEvent>) -> AppendRequ
 }
 
 pub fn outbox_all(store: &Store) -> Vec<OutboxRecord> {
+    outbox_items(store)
+        .into_iter()
+        .map(|item| item.expect("a readable record"))
+        .collect()
+}
+
+fn outbox_items(store: &Store) -> Vec<Result<OutboxRecord, Unreadable>> {
     let receiver = store.outbox_read(0, usize::MAX).expect("read queued");
     block_on(receiver)
         .expect("reader alive")
@@ -39,6 +46,13 @@ pub fn outbox_all(store: &Store) -> Vec<OutboxRecord> {
 }
 
 fn dead_all(store: &Store) -> Vec<DeadRecord> {
+    dead_items(store)
+        .into_iter()
+        .map(|item| item.expect("a readable dead record"))
+        .collect()
+}
+
+fn dead_items(store: &Store) -> Vec<Result<DeadRecord, Unreadable>> {
     let receiver = store.dead_read(0, usize::MAX).expect("read queued");
     block_on(receiver)
         .expect("reader alive")
@@ -104,6 +118,16 @@ fn events_ride_their_append_with_the_stamped_entry() {
     assert_eq!(store.health().outbox_len, 2);
     // After the first record: only the second.
     let receiver = store.outbox_read(message.seq, 10).unwrap();
+    let receiver = async move {
+        receiver.await.map(|page| {
+            page.map(|items| {
+                items
+                    .into_iter()
+                    .map(|item| item.expect("readable"))
+                    .collect::<Vec<_>>()
+            })
+        })
+    };
     let after = block_on(receiver).unwrap().unwrap();
     assert_eq!(seqs(&after), vec![undelivered.seq]);
     store.close().unwrap();
@@ -206,11 +230,15 @@ fn dead_letters_keep_their_event_id_and_replay_under_new_seqs() {
     let records = outbox_all(&store);
     assert_eq!(records.len(), 3);
     let long_error = "é".repeat(DEAD_ERROR_BYTES_MAX);
-    store.outbox_dead(records[0].seq, 10, long_error).unwrap();
-    store
+    let first = store.outbox_dead(records[0].seq, 10, long_error).unwrap();
+    let second = store
         .outbox_dead(records[1].seq, 7, "HTTP 500".to_owned())
         .unwrap();
-    flush(&store);
+    // Answered once written: moved, and the same seq again moves nothing.
+    assert_eq!(block_on(first).unwrap().unwrap(), 1);
+    assert_eq!(block_on(second).unwrap().unwrap(), 1);
+    let again = store.outbox_dead(records[1].seq, 8, "x".into()).unwrap();
+    assert_eq!(block_on(again).unwrap().unwrap(), 0);
     let health = store.health();
     assert_eq!((health.outbox_len, health.dead_len), (1, 2));
     assert_eq!(seqs(&outbox_all(&store)), vec![records[2].seq]);
@@ -568,4 +596,151 @@ fn sigkill_loses_no_event_of_an_acknowledged_append() {
         seq_max = records.iter().map(|record| record.seq).max().unwrap_or(0);
         store.close().unwrap();
     }
+}
+
+/// Overwrites outbox record `seq` with bytes no version decodes, with the
+/// store closed (fjall opened directly, as a damaged disk would leave it).
+fn damage_outbox_record(dir: &std::path::Path, seq: u64) {
+    let db = fjall::Database::builder(dir).open().unwrap();
+    let outbox = db
+        .keyspace("outbox", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    assert!(outbox.get(seq.to_be_bytes()).unwrap().is_some());
+    outbox.insert(seq.to_be_bytes(), b"\xffdamaged").unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+#[test]
+fn an_undecodable_record_is_reported_in_place_dead_lettered_and_passed_over_by_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for user in ["a", "b", "c"] {
+        store
+            .submit_outbox(vec![event(OutboxKind::Message, user, "{}")])
+            .unwrap();
+        flush(&store);
+    }
+    let written = seqs(&outbox_all(&store));
+    assert_eq!(written.len(), 3);
+    store.close().unwrap();
+    damage_outbox_record(dir.path(), written[0]);
+
+    let store = Store::open(config(dir.path())).unwrap();
+    // The page holds the two good records and the bad one in its place.
+    let items = outbox_items(&store);
+    assert_eq!(items.len(), 3, "{items:?}");
+    let bad = items[0].as_ref().expect_err("the damaged record");
+    assert_eq!(bad.seq, written[0]);
+    assert_eq!(
+        items[1..]
+            .iter()
+            .map(|item| item.as_ref().unwrap().seq)
+            .collect::<Vec<_>>(),
+        written[1..]
+    );
+    // Dead-lettered as it is (raw bytes), then a good one behind it.
+    let dead_reply = store
+        .outbox_dead(written[0], 0, format!("undecodable record: {}", bad.reason))
+        .unwrap();
+    block_on(dead_reply).unwrap().unwrap();
+    let dead_reply = store.outbox_dead(written[1], 3, "HTTP 500".into()).unwrap();
+    block_on(dead_reply).unwrap().unwrap();
+    let dead = dead_items(&store);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].as_ref().expect_err("unreadable").seq, written[0]);
+    assert_eq!(dead[1].as_ref().unwrap().record.seq, written[1]);
+    // Replaying all passes over the unreadable one at the front.
+    let replayed = block_on(store.dead_replay(None).unwrap()).unwrap().unwrap();
+    assert_eq!(replayed, 1);
+    let dead = dead_items(&store);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].as_ref().expect_err("left where it is").seq,
+        written[0]
+    );
+    let outbox = outbox_all(&store);
+    assert_eq!(
+        outbox.iter().map(|r| r.key.as_str()).collect::<Vec<_>>(),
+        ["c", "b"],
+        "b replayed under a new seq"
+    );
+    store.close().unwrap();
+}
+
+fn offline_events(store: &Store) -> Vec<String> {
+    outbox_all(store)
+        .into_iter()
+        .filter(|record| record.kind == OutboxKind::Offline)
+        .map(|record| record.key)
+        .collect()
+}
+
+/// With no Offline events wanted, Online events leave the presence set
+/// alone (it would only grow), and a set an earlier run left is emptied at
+/// open without writing events.
+#[test]
+fn without_offline_events_there_is_no_presence_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_set = || StoreConfig {
+        presence_set: false,
+        ..config(dir.path())
+    };
+    let store = Store::open(no_set()).unwrap();
+    store
+        .submit_outbox(vec![event(OutboxKind::Online, "alice", "{}")])
+        .unwrap();
+    store
+        .submit_presence(event(OutboxKind::Online, "bob", "{}"), 1)
+        .unwrap();
+    flush(&store);
+    drop(store);
+    // Opened with the set on: nobody was in it.
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(offline_events(&store), Vec::<String>::new());
+    // Now carol is in the set; an open without the set empties it.
+    store
+        .submit_outbox(vec![event(OutboxKind::Online, "carol", "{}")])
+        .unwrap();
+    flush(&store);
+    drop(store);
+    let store = Store::open(no_set()).unwrap();
+    assert_eq!(offline_events(&store), Vec::<String>::new());
+    drop(store);
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(
+        offline_events(&store),
+        Vec::<String>::new(),
+        "carol's entry is gone"
+    );
+    store.close().unwrap();
+}
+
+/// More users online at a crash than one open-time batch closes: every
+/// one of them gets exactly one Offline.
+#[test]
+fn users_left_online_past_one_close_batch_all_get_one_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let users: Vec<String> = (0..2500).map(|n| format!("user{n:05}")).collect();
+    for chunk in users.chunks(500) {
+        let events = chunk
+            .iter()
+            .map(|user| event(OutboxKind::Online, user, "{}"))
+            .collect();
+        store.submit_outbox(events).unwrap();
+        flush(&store);
+    }
+    drop(store);
+    let store = Store::open(config(dir.path())).unwrap();
+    let mut closed = offline_events(&store);
+    closed.sort();
+    assert_eq!(closed, users);
+    drop(store);
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(
+        offline_events(&store).len(),
+        users.len(),
+        "the set is empty"
+    );
+    store.close().unwrap();
 }

@@ -316,3 +316,73 @@ fn reads_and_close_while_recovering_answer_at_once() {
     assert_all_stored(&reopened, stream, &appender.acked);
     reopened.close().unwrap();
 }
+
+/// Every standalone outbox event the store took without an answer is
+/// either written or counted as dropped, and every dead-letter request is
+/// answered, through running out of descriptors and the reopen after.
+#[test]
+fn unanswered_outbox_requests_are_written_or_counted_when_out_of_fds() {
+    let Some((_dir, store)) = store_in_child(
+        "resources::unanswered_outbox_requests_are_written_or_counted_when_out_of_fds",
+    ) else {
+        return;
+    };
+    let mut appender = Appender::new("history:outbox-fds");
+    for _ in 0..20 {
+        appender.append(&store).unwrap();
+    }
+    set_soft_limit(libc::RLIMIT_NOFILE, 256);
+    let held = exhaust_fds();
+    let mut accepted = 0u64;
+    let mut dead_replies = Vec::new();
+    let mut unavailable = 0;
+    for n in 0..APPENDS_PER_PHASE_MAX {
+        for _ in 0..5 {
+            let event = ringcast_store::OutboxEvent {
+                kind: ringcast_store::OutboxKind::Online,
+                key: format!("u{n}"),
+                due_ms: 0,
+                body: b"{}".to_vec(),
+            };
+            if store.submit_outbox(vec![event]).is_ok() {
+                accepted += 1;
+            }
+        }
+        if let Ok(reply) = store.outbox_dead(u64::MAX - 1, 1, "x".into()) {
+            dead_replies.push(reply);
+        }
+        if appender.append(&store).is_err() {
+            unavailable += 1;
+            if unavailable >= 10 {
+                break;
+            }
+        }
+    }
+    assert!(unavailable > 0, "no append failed while out of fds");
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while appender.append(&store).is_err() {
+        assert!(Instant::now() < deadline, "store did not recover");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for reply in dead_replies {
+        let answer = crate::util::block_on(reply).expect("every dead request is answered");
+        assert!(matches!(answer, Ok(0) | Err(_)), "{answer:?}");
+    }
+    let mut written = 0u64;
+    let mut after = 0;
+    loop {
+        let page = crate::util::block_on(store.outbox_read(after, 1000).unwrap())
+            .unwrap()
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = match last {
+            Ok(record) => record.seq,
+            Err(unreadable) => unreadable.seq,
+        };
+        written += page.len() as u64;
+    }
+    let health = store.health();
+    println!("accepted {accepted}, written {written}, {health:?}");
+    assert_eq!(accepted, written + health.outbox_dropped, "{health:?}");
+}

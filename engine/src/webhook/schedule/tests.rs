@@ -11,6 +11,7 @@ fn policy() -> Policy {
         backoff_max_ms: 1000,
         window_max: 8,
         parked_max: 4,
+        key_held_max: 8,
     }
 }
 
@@ -87,7 +88,7 @@ fn a_failed_head_retries_after_backoff_and_keeps_its_key_in_order() {
         Job {
             seq: 1,
             attempt: 2,
-            reload: false
+            reload: true
         }
     );
     assert_eq!(drain(&mut s, at), Vec::<u64>::new(), "2 still behind 1");
@@ -212,6 +213,7 @@ fn many_keys_many_failures_keep_every_key_in_order() {
             backoff_max_ms: 200,
             window_max: 64,
             parked_max: 16,
+            key_held_max: 4,
         },
         99,
     );
@@ -259,4 +261,96 @@ fn many_keys_many_failures_keep_every_key_in_order() {
         assert_eq!(seqs.len(), 20);
     }
     assert_eq!(s.pending(), 0);
+}
+
+#[test]
+fn a_key_that_keeps_failing_leaves_the_window_to_the_others() {
+    let policy = Policy {
+        concurrency_max: 2,
+        attempts_max: 1000,
+        backoff_min_ms: 100,
+        backoff_max_ms: 60_000,
+        window_max: 8,
+        parked_max: 1000,
+        key_held_max: 2,
+    };
+    let mut s = Scheduler::new(policy, 7);
+    // x has far more than window_max events queued, all failing.
+    let mut seq = 0;
+    let mut kept = 0;
+    while seq < 100 {
+        assert!(s.room() > 0, "x alone filled the window at {seq}");
+        seq += 1;
+        kept += usize::from(s.push(0, ordered(seq, "x")));
+    }
+    assert_eq!(kept, 2, "x holds key_held_max records, the rest parked");
+    let mut now = 0;
+    for _ in 0..5 {
+        for job in std::iter::from_fn(|| s.poll_job(now)).collect::<Vec<_>>() {
+            assert_eq!(job.seq, 1, "only x's head goes");
+            assert_eq!(s.failed(now, job.seq, "HTTP 400"), None);
+        }
+        now = s.next_timer_ms().expect("x's retry");
+    }
+    // In backoff x's head is parked too: y's events are read and sent now.
+    assert!(s.room() >= policy.window_max - policy.key_held_max);
+    let y_first = seq + 1;
+    for _ in 0..3 {
+        seq += 1;
+        assert!(s.push(now, ordered(seq, &format!("y{seq}"))));
+    }
+    let started: Vec<u64> = std::iter::from_fn(|| s.poll_job(now))
+        .map(|job| job.seq)
+        .filter(|&started| started >= y_first)
+        .collect();
+    assert_eq!(started.len(), 2, "y's events take both slots: {started:?}");
+    for started in started {
+        s.done(now, started);
+    }
+    assert_eq!(
+        std::iter::from_fn(|| s.poll_job(now))
+            .map(|job| job.seq)
+            .filter(|&started| started >= y_first)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_parked_key_event_is_read_again_when_it_becomes_the_head() {
+    let mut s = Scheduler::new(
+        Policy {
+            key_held_max: 1,
+            ..policy()
+        },
+        7,
+    );
+    assert!(s.push(0, ordered(1, "a")));
+    assert!(!s.push(0, ordered(2, "a")), "past key_held_max: parked");
+    assert_eq!(drain(&mut s, 0), vec![1]);
+    s.done(0, 1);
+    let job = s.poll_job(0).expect("2 is the head now");
+    assert_eq!(
+        job,
+        Job {
+            seq: 2,
+            attempt: 1,
+            reload: true
+        }
+    );
+    s.done(0, 2);
+    assert_eq!(s.pending(), 0);
+    assert_eq!(s.room(), 8);
+}
+
+#[test]
+fn an_attempt_that_never_reached_the_backend_is_not_counted() {
+    let mut s = Scheduler::new(policy(), 7);
+    s.push(0, ordered(1, "a"));
+    assert_eq!(drain(&mut s, 0), vec![1]);
+    s.not_attempted(0, 1);
+    let at = s.next_timer_ms().expect("tried again");
+    assert_eq!(at, 100);
+    let job = s.poll_job(at).expect("again");
+    assert_eq!((job.seq, job.attempt, job.reload), (1, 1, true));
 }
