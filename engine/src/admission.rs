@@ -38,8 +38,12 @@ pub struct Admitted {
     /// offered it and `websocket.compression` is on.
     pub deflate: Option<u8>,
     pub expires_at_ms: u64,
-    /// JSON the connect proxy attached to the connection.
-    pub info: Option<Box<str>>,
+    /// JSON the connect proxy attached to the connection, validated once
+    /// here: presence answers copy it as it is.
+    pub info: Option<Box<serde_json::value::RawValue>>,
+    /// The token's subject, when the connect proxy renamed the user: a
+    /// client `refresh` may still name it.
+    pub token_user: Option<Rc<str>>,
     /// The 101 response to send.
     pub response: Vec<u8>,
 }
@@ -133,7 +137,8 @@ pub fn admit(
                     crate::channels::USER_ID_BYTES_MAX
                 ))));
             }
-            Ok(claims) => {
+            Ok(mut claims) => {
+                dedup_in_order(&mut claims.subs);
                 check_permission_claims(config, &claims)
                     .map_err(|why| auth_refusal(&AuthError::Invalid(why)))?;
                 let grants = claims.channels.into_iter().map(Box::from).collect();
@@ -201,6 +206,7 @@ pub fn admit(
         deflate: agreed.map(|agreed| agreed.server_window_bits),
         expires_at_ms,
         info: None,
+        token_user: None,
         response: response_101(&request.key, protocol, extensions.as_deref()),
     })
 }
@@ -236,28 +242,62 @@ pub fn apply_overrides(
     }
     let mut subs = admitted.subs.clone();
     subs.extend(overrides.subs.iter().cloned());
+    dedup_in_order(&mut subs);
     let channels = overrides.channels.as_deref().unwrap_or_default();
     check_grants_and_subs(config, channels, &subs)?;
-    if let Some(info) = &overrides.info {
-        if info.len() > CONNECT_INFO_BYTES_MAX {
+    let info = match &overrides.info {
+        Some(info) if info.len() > CONNECT_INFO_BYTES_MAX => {
             return Err(format!(
                 "`info` is {} bytes; at most {CONNECT_INFO_BYTES_MAX}",
                 info.len()
             ));
         }
-    }
+        Some(info) => Some(
+            serde_json::value::RawValue::from_string(info.to_string())
+                .map_err(|_| "`info` is not JSON".to_owned())?,
+        ),
+        None => None,
+    };
     if let Some(user) = &overrides.user {
+        if !admitted.user.is_empty() && *admitted.user != **user {
+            admitted.token_user = Some(admitted.user.clone());
+        }
         admitted.user = user.as_str().into();
     }
     if let Some(channels) = &overrides.channels {
         admitted.grants = channels.iter().map(|c| Box::from(c.as_str())).collect();
     }
     admitted.subs = subs;
-    if let Some(expire_at) = overrides.expire_at {
-        admitted.expires_at_ms = expire_at.saturating_mul(1000);
-    }
-    admitted.info = overrides.info.clone();
+    admitted.expires_at_ms = overridden_expiry(
+        ws.connect_proxy_mode,
+        admitted.expires_at_ms,
+        overrides.expire_at,
+    );
+    admitted.info = info;
     Ok(())
+}
+
+/// A connection's expiry (Unix ms, 0 for never) once the connect proxy's
+/// `expire_at` (Unix seconds) is applied to the token's. In `after_token`
+/// mode the answer may shorten the token's life, never lengthen it (the
+/// refresh proxy extends it): 0 or no `expire_at` keeps the token's. In
+/// `replace_token` mode there is no token: `expire_at` is the expiry, 0
+/// or none for never.
+fn overridden_expiry(mode: ConnectProxyMode, token_ms: u64, expire_at: Option<u64>) -> u64 {
+    let answer_ms = expire_at.unwrap_or(0).saturating_mul(1000);
+    match mode {
+        ConnectProxyMode::ReplaceToken => answer_ms,
+        ConnectProxyMode::AfterToken if token_ms == 0 => answer_ms,
+        ConnectProxyMode::AfterToken if answer_ms == 0 => token_ms,
+        ConnectProxyMode::AfterToken => token_ms.min(answer_ms),
+    }
+}
+
+/// Drops repeated entries, keeping the first of each: a channel listed
+/// twice (by the token and the backend) is one subscription.
+fn dedup_in_order(list: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    list.retain(|entry| seen.insert(entry.clone()));
 }
 
 /// The `channels` and `subs` claims as they must be; a token that breaks
@@ -496,6 +536,7 @@ mod overrides_tests {
             deflate: None,
             expires_at_ms: 5_000,
             info: None,
+            token_user: None,
             response: Vec::new(),
         }
     }
@@ -524,7 +565,10 @@ mod overrides_tests {
         assert_eq!(&*admitted.grants, [Box::from("chat:g*")]);
         assert_eq!(admitted.subs, ["news:a", "news:b"], "added to the token's");
         assert_eq!(admitted.expires_at_ms, 7_000);
-        assert_eq!(admitted.info.as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(
+            admitted.info.as_deref().map(|info| info.get()),
+            Some(r#"{"a":1}"#)
+        );
     }
 
     #[test]
@@ -560,5 +604,88 @@ mod overrides_tests {
         config.auth.allow_anonymous = false;
         config.websocket.connect_proxy_mode = ConnectProxyMode::AfterToken;
         apply_overrides(&config, &mut admitted(""), None).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod override_rules_tests {
+    use super::*;
+
+    fn after_token(user: &str, expires_at_ms: u64, subs: &[&str]) -> (Config, Admitted) {
+        let mut config = Config::test_min();
+        config.websocket.connect_proxy = "p".into();
+        config.websocket.subscriptions_max_per_connection = 2;
+        let admitted = Admitted {
+            user: user.into(),
+            grants: Box::default(),
+            subs: subs.iter().map(|s| s.to_string()).collect(),
+            device: None,
+            inbox_since: None,
+            binary: false,
+            deflate: None,
+            expires_at_ms,
+            info: None,
+            token_user: None,
+            response: Vec::new(),
+        };
+        (config, admitted)
+    }
+
+    #[test]
+    fn after_a_token_expire_at_shortens_its_expiry_and_never_erases_or_extends_it() {
+        let expiry = |token_ms: u64, expire_at: Option<u64>| {
+            let (config, mut admitted) = after_token("u1", token_ms, &[]);
+            let overrides = Overrides {
+                expire_at,
+                ..Overrides::default()
+            };
+            apply_overrides(&config, &mut admitted, Some(&overrides)).unwrap();
+            admitted.expires_at_ms
+        };
+        assert_eq!(expiry(9_000, Some(0)), 9_000, "0 keeps the token's expiry");
+        assert_eq!(expiry(9_000, None), 9_000);
+        assert_eq!(expiry(9_000, Some(20)), 9_000, "no longer than the token");
+        assert_eq!(expiry(9_000, Some(5)), 5_000);
+        assert_eq!(expiry(0, Some(5)), 5_000, "a token without exp");
+        // Without a token, 0 is "never", as documented.
+        assert_eq!(
+            overridden_expiry(ConnectProxyMode::ReplaceToken, 9_000, Some(0)),
+            0
+        );
+        assert_eq!(
+            overridden_expiry(ConnectProxyMode::ReplaceToken, 0, Some(20)),
+            20_000
+        );
+    }
+
+    #[test]
+    fn subs_named_by_both_the_token_and_the_backend_count_once() {
+        // The limit is 2: the token's 2 plus the backend's same 2 fit.
+        let (config, mut admitted) = after_token("u1", 0, &["news:a", "news:b"]);
+        let overrides = Overrides {
+            subs: vec!["news:b".into(), "news:a".into(), "news:b".into()],
+            ..Overrides::default()
+        };
+        apply_overrides(&config, &mut admitted, Some(&overrides)).unwrap();
+        assert_eq!(admitted.subs, ["news:a", "news:b"]);
+    }
+
+    #[test]
+    fn a_renamed_user_keeps_its_token_subject() {
+        let (config, mut admitted) = after_token("t1", 0, &[]);
+        let rename = Overrides {
+            user: Some("app-1".into()),
+            ..Overrides::default()
+        };
+        apply_overrides(&config, &mut admitted, Some(&rename)).unwrap();
+        assert_eq!(&*admitted.user, "app-1");
+        assert_eq!(admitted.token_user.as_deref(), Some("t1"));
+        let (config, mut same) = after_token("t1", 0, &[]);
+        let keep = Overrides {
+            user: Some("t1".into()),
+            ..Overrides::default()
+        };
+        apply_overrides(&config, &mut same, Some(&keep)).unwrap();
+        assert_eq!(same.token_user, None, "not renamed");
     }
 }

@@ -317,8 +317,14 @@ pub fn connect_body(
     let mut cookies = serde_json::Map::new();
     for (name, value) in &headers {
         if name == "cookie" {
+            // The first of a repeated name wins, as in browsers' order
+            // (most specific path first) and Go, Node and Centrifugo: a
+            // cookie a sibling subdomain set (cookie tossing) comes later
+            // and cannot shadow the app's own.
             for (name, value) in parse_cookies(value) {
-                cookies.insert(name.to_owned(), value.to_owned().into());
+                cookies
+                    .entry(name.to_owned())
+                    .or_insert_with(|| value.to_owned().into());
             }
         }
     }
@@ -600,6 +606,21 @@ mod tests {
             parse_answer(br#"{"result":{"data":1,"b64data":"AA=="}}"#),
             Err(ProxyError::BadResponse(_))
         ));
+    }
+
+    #[test]
+    fn a_repeated_cookie_name_keeps_the_first() {
+        let headers = vec![(
+            "cookie".to_owned(),
+            "sid=app; theme=dark; sid=tossed".to_owned(),
+        )];
+        let body = connect_body(1, "", headers, None, "/", None);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body["cookies"],
+            serde_json::json!({"sid": "app", "theme": "dark"})
+        );
+        assert_eq!(body["headers"]["cookie"], "sid=app; theme=dark; sid=tossed");
     }
 
     #[test]

@@ -616,6 +616,34 @@ pub(super) fn check_proxy_refs(
             return Err(unknown(key.to_owned(), layers.origin(key), name));
         }
     }
+    if websocket.connect_proxy_mode == ConnectProxyMode::ReplaceToken
+        && websocket.connect_proxy.is_empty()
+    {
+        let key = "websocket.connect_proxy_mode";
+        return Err(invalid(
+            key,
+            layers.origin(key),
+            "is \"replace_token\" but websocket.connect_proxy is empty: nothing would \
+             check who connects"
+                .to_owned(),
+        ));
+    }
+    if let Some(refresh) = proxies.iter().find(|p| p.name == websocket.refresh_proxy) {
+        // A margin within the call's timeout leaves no time to retry a
+        // failed call before the expiry closes the connection.
+        if websocket.refresh_proxy_margin <= refresh.timeout {
+            let key = "websocket.refresh_proxy_margin_ms";
+            return Err(invalid(
+                key,
+                layers.origin(key),
+                format!(
+                    "must be longer than the refresh proxy's proxy.timeout_ms ({} ms for {:?})",
+                    refresh.timeout.as_millis(),
+                    refresh.name
+                ),
+            ));
+        }
+    }
     let file_layers = Layers::file_only(file_path);
     for (index, namespace) in namespaces.iter().enumerate() {
         for (key, name) in [

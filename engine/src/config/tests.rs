@@ -754,6 +754,32 @@ fn proxies_parse_and_unknown_names_are_refused() {
     assert!(err.contains("websocket.send_proxy"), "{err}");
 }
 
+#[test]
+fn replace_token_without_a_connect_proxy_and_a_refresh_margin_within_the_timeout_are_refused() {
+    let proxy =
+        "[[proxy]]\nname = \"app\"\nurl = \"http://127.0.0.1:3000/hook\"\ntimeout_ms = 2000\n";
+    let load = |websocket: &str| {
+        let text = format!("{}[websocket]\n{websocket}{proxy}", minimal_toml());
+        Config::from_toml_str(&text, Path::new("ringcast.toml")).map_err(|err| err.to_string())
+    };
+    let err = load("connect_proxy_mode = \"replace_token\"\n").expect_err("no connect proxy");
+    assert!(
+        err.contains("websocket.connect_proxy_mode")
+            && err.contains("websocket.connect_proxy ")
+            && err.contains("ringcast.toml"),
+        "{err}"
+    );
+    load("connect_proxy_mode = \"replace_token\"\nconnect_proxy = \"app\"\n").expect("valid");
+
+    let err = load("refresh_proxy = \"app\"\nrefresh_proxy_margin_ms = 2000\n")
+        .expect_err("margin within the timeout");
+    assert!(
+        err.contains("websocket.refresh_proxy_margin_ms") && err.contains("proxy.timeout_ms"),
+        "{err}"
+    );
+    load("refresh_proxy = \"app\"\nrefresh_proxy_margin_ms = 2001\n").expect("valid");
+}
+
 const HOOK_SECRET: &str = "webhook-secret-0123456789abcdef0123";
 
 #[test]

@@ -508,6 +508,25 @@ impl Session {
     /// Starts our side of the close handshake; the first reason wins.
     /// Returns false when the session was already closing.
     pub fn close(&mut self, now_ms: u64, reason: CloseReason, config: &SessionConfig) -> bool {
+        self.close_with(
+            now_ms,
+            reason.code,
+            reason.reason,
+            reason.flush_queue,
+            config,
+        )
+    }
+
+    /// `close` with a reason made at run time (a backend's), cut to the
+    /// close frame's 123 bytes.
+    pub fn close_with(
+        &mut self,
+        now_ms: u64,
+        code: CloseCode,
+        reason: &str,
+        flush_queue: bool,
+        config: &SessionConfig,
+    ) -> bool {
         match self.phase {
             Phase::Open => {}
             Phase::Handshake(_) | Phase::Admitting { .. } => {
@@ -517,11 +536,12 @@ impl Session {
             }
             Phase::Closing { .. } | Phase::Done => return false,
         }
-        if !reason.flush_queue {
+        if !flush_queue {
             self.drop_unsent();
         }
         self.recovering = None;
-        self.push(encode_close(reason.code, reason.reason, None));
+        // `encode_close` cuts the reason on a character boundary.
+        self.push(encode_close(code, reason, None));
         self.phase = Phase::Closing {
             wait_peer: true,
             shut_write: false,

@@ -49,8 +49,9 @@ pub(super) enum StoreDone {
     Proxied(ReplyTo, Proxied, Result<Decision, ProxyError>),
     /// The connect proxy's answer for an upgrade awaiting admission.
     Admission(Box<super::connect::AdmissionAnswer>),
-    /// The refresh proxy's answer for a connection near its expiry (`id`
-    /// unused), with the call's latency in microseconds.
+    /// The refresh proxy's answer for a connection near its expiry (`id`:
+    /// the expiry, Unix ms, the call was made for), with the call's
+    /// latency in microseconds.
     Refreshed(ReplyTo, Result<Decision, ProxyError>, u64),
 }
 
@@ -528,13 +529,18 @@ impl Shard {
                     };
                     (code, err.to_string())
                 })?;
-                if *claims.sub != *user {
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return Err(refuse(ErrorCode::Internal));
+                };
+                // A user the connect proxy renamed still refreshes with
+                // tokens for its original subject.
+                if *claims.sub != *user && conn.token_user() != Some(&*claims.sub) {
                     return Err((ErrorCode::Unauthorized, "token is for another user".into()));
                 }
                 let expires_at_ms = claims.exp.saturating_mul(1000);
-                if let Some(conn) = self.conns.get_mut(key) {
-                    conn.session.set_expires_at_ms(expires_at_ms);
-                }
+                conn.session.set_expires_at_ms(expires_at_ms);
+                // A new expiry: the refresh proxy's backoff starts over.
+                conn.set_refresh_backoff(0, 0);
                 Ok(Outcome::Now(ReplyResult::Refreshed { expires_at_ms }))
             }
             CommandBody::Rpc {

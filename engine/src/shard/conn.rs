@@ -7,6 +7,8 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::rc::Rc;
 
+use serde_json::value::RawValue;
+
 use super::tls::TlsConn;
 use crate::ratelimit::ConnLimits;
 use crate::session::Session;
@@ -86,52 +88,82 @@ impl Conn {
         }
     }
 
-    /// Sets the device, the grants and the connect proxy's info,
+    /// Sets who the connection is beyond its user (see [`ConnExtras`]),
     /// allocating only if there is any.
-    pub fn set_extras(
-        &mut self,
-        device: Option<Rc<str>>,
-        grants: Box<[Box<str>]>,
-        info: Option<Box<str>>,
-    ) {
-        self.extras = (device.is_some() || !grants.is_empty() || info.is_some()).then(|| {
+    pub fn set_extras(&mut self, extras: ConnExtras) {
+        let any = extras.device.is_some()
+            || !extras.grants.is_empty()
+            || extras.info.is_some()
+            || extras.token_user.is_some();
+        self.extras = any.then(|| {
             Box::new(Extras {
-                device,
-                grants,
-                info,
-                rate_limits: None,
+                who: extras,
+                ..Extras::default()
             })
         });
     }
 
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
     /// The JSON the connect proxy attached to the connection.
-    pub fn info(&self) -> Option<&str> {
+    pub fn info(&self) -> Option<&RawValue> {
         self.extras
             .as_ref()
-            .and_then(|extras| extras.info.as_deref())
+            .and_then(|extras| extras.who.info.as_deref())
+    }
+
+    /// The token's subject when the connect proxy renamed the user: a
+    /// client `refresh` may name it as well as the user.
+    pub fn token_user(&self) -> Option<&str> {
+        self.extras
+            .as_ref()
+            .and_then(|extras| extras.who.token_user.as_deref())
     }
 
     /// The rate-limit buckets, made at the first limited command.
     pub fn rate_limits(&mut self) -> &mut ConnLimits {
-        let extras = self.extras.get_or_insert_with(|| {
-            Box::new(Extras {
-                device: None,
-                grants: Box::default(),
-                info: None,
-                rate_limits: None,
-            })
-        });
-        extras.rate_limits.get_or_insert_with(ConnLimits::default)
+        self.extras_mut()
+            .rate_limits
+            .get_or_insert_with(ConnLimits::default)
+    }
+
+    /// When the refresh proxy may be asked about this connection again
+    /// (Unix ms; 0: as soon as it is within the margin).
+    pub fn refresh_next_ms(&self) -> u64 {
+        self.extras
+            .as_ref()
+            .map_or(0, |extras| extras.refresh_next_ms)
+    }
+
+    /// Refresh calls failed in a row since the last success.
+    pub fn refresh_failures(&self) -> u32 {
+        self.extras
+            .as_ref()
+            .map_or(0, |extras| extras.refresh_failures)
+    }
+
+    /// Sets when the refresh proxy is asked next and the failures in a row.
+    pub fn set_refresh_backoff(&mut self, next_ms: u64, failures: u32) {
+        if next_ms == 0 && failures == 0 && self.extras.is_none() {
+            return;
+        }
+        let extras = self.extras_mut();
+        extras.refresh_next_ms = next_ms;
+        extras.refresh_failures = failures;
     }
 
     pub fn device(&self) -> Option<&Rc<str>> {
         self.extras
             .as_ref()
-            .and_then(|extras| extras.device.as_ref())
+            .and_then(|extras| extras.who.device.as_ref())
     }
 
     pub fn grants(&self) -> &[Box<str>] {
-        self.extras.as_ref().map_or(&[], |extras| &extras.grants)
+        self.extras
+            .as_ref()
+            .map_or(&[], |extras| &extras.who.grants)
     }
 
     pub fn is_subscribed(&self, channel: &str) -> bool {
@@ -139,17 +171,31 @@ impl Conn {
     }
 }
 
-/// The rarer parts of who a connection is.
-struct Extras {
+/// Who a connection is beyond its user, from its admission.
+#[derive(Default)]
+pub struct ConnExtras {
     /// The device id from the connect URL (`?device=`); acknowledgements are
     /// stored per (user, device). See `Shard::device_id` for the default.
-    device: Option<Rc<str>>,
+    pub device: Option<Rc<str>>,
     /// The connection token's `channels` claim (`channels::grant_matches`).
-    grants: Box<[Box<str>]>,
-    /// The connect proxy's `info` (raw JSON), shown by presence.
-    info: Option<Box<str>>,
+    pub grants: Box<[Box<str>]>,
+    /// The connect proxy's `info`, validated JSON once at its answer, shown
+    /// by presence as it is.
+    pub info: Option<Box<RawValue>>,
+    /// The token's subject, when the connect proxy renamed the user.
+    pub token_user: Option<Rc<str>>,
+}
+
+/// The rarer parts of a connection: who it is beyond its user, its
+/// rate-limit buckets, and the refresh proxy's backoff.
+#[derive(Default)]
+struct Extras {
+    who: ConnExtras,
     /// Rate-limit buckets, from the first limited command on.
     rate_limits: Option<ConnLimits>,
+    /// See `Conn::refresh_next_ms`.
+    refresh_next_ms: u64,
+    refresh_failures: u32,
 }
 
 /// What one read gave.

@@ -22,7 +22,6 @@ use super::commands::{ReplyTo, StoreDone};
 use super::Shard;
 use crate::admission::{self, Admitted};
 use crate::proxy::{Decision, ProxyError, ProxyEvent};
-use crate::session::CloseReason;
 
 /// How much longer than the connect proxy's timeout a connection may wait
 /// for its decision before the session refuses it by itself (503): the
@@ -164,6 +163,12 @@ impl Shard {
             Ok(Decision::Allow { .. }) if at_capacity => {
                 (CloseCode::TRY_AGAIN_LATER, "at capacity".to_owned())
             }
+            // Refused before it opens: no online event, no subscriptions.
+            Ok(Decision::Allow { .. })
+                if admitted.expires_at_ms != 0 && admitted.expires_at_ms <= self.now_ms =>
+            {
+                (CloseCode::TOKEN_EXPIRED, "token expired".to_owned())
+            }
             Ok(Decision::Allow { .. }) => {
                 self.open(key, admitted, client_id);
                 // Frames the client sent while it waited.
@@ -209,8 +214,9 @@ impl Shard {
     }
 
     /// Whether the sweep should ask the refresh proxy about `key` now: it
-    /// expires within `websocket.refresh_proxy_margin_ms` and no call is
-    /// out for it.
+    /// expires within `websocket.refresh_proxy_margin_ms`, no call is out
+    /// for it, and its backoff (after a failure, or an answer that left it
+    /// within the margin) has passed.
     pub(super) fn wants_refresh(&self, key: usize) -> bool {
         let ws = &self.shared.config.websocket;
         self.conns.get(key).is_some_and(|conn| {
@@ -219,6 +225,7 @@ impl Shard {
                 && !conn.refresh_in_flight
                 && expires_at_ms != 0
                 && self.now_ms + ws.refresh_proxy_margin.as_millis() as u64 >= expires_at_ms
+                && self.now_ms >= conn.refresh_next_ms()
         })
     }
 
@@ -228,16 +235,13 @@ impl Shard {
             return;
         };
         conn.refresh_in_flight = true;
+        let expires_at_ms = conn.session.expires_at_ms();
         let to = ReplyTo {
             key,
             client_id: conn.client_id,
-            id: 0,
+            id: expires_at_ms,
         };
-        let body = crate::proxy::refresh_body(
-            conn.client_id,
-            &conn.user,
-            conn.session.expires_at_ms() / 1000,
-        );
+        let body = crate::proxy::refresh_body(conn.client_id, &conn.user, expires_at_ms / 1000);
         let answer = self.ask_backend(ProxyEvent::Refresh, proxy, body);
         self.store_replies.push(Box::pin(async move {
             let (result, latency_us) = answer.await;
@@ -245,9 +249,11 @@ impl Shard {
         }));
     }
 
-    /// The refresh proxy answered: extend, close, or (it failed) leave the
-    /// connection to be asked again at a later sweep, until its expiry
-    /// closes it with 4001.
+    /// The refresh proxy answered: extend, close, or (it failed) ask again
+    /// after a backoff, until the expiry closes the connection with 4001.
+    /// An answer to a call made for an expiry the connection no longer has
+    /// (the client sent its own `refresh` meanwhile) is dropped, and an
+    /// allow never shortens the expiry.
     pub(super) fn on_refreshed(
         &mut self,
         to: ReplyTo,
@@ -266,6 +272,12 @@ impl Shard {
         };
         self.record_proxy(ProxyEvent::Refresh, latency_us, &result);
         let now_ms = self.now_ms;
+        let margin_ms = self
+            .shared
+            .config
+            .websocket
+            .refresh_proxy_margin
+            .as_millis() as u64;
         let Some(conn) = self
             .conns
             .get_mut(to.key)
@@ -274,40 +286,98 @@ impl Shard {
             return;
         };
         conn.refresh_in_flight = false;
-        if !conn.session.is_open() {
+        let current_ms = conn.session.expires_at_ms();
+        if !conn.session.is_open() || current_ms != to.id {
             return;
         }
         let (code, reason) = match result {
-            Ok(_) if expire_at == Some(0) => {
-                conn.session.set_expires_at_ms(0);
+            Ok(Decision::Allow { .. }) => {
+                let asked_ms = expire_at.unwrap_or(0).saturating_mul(1000);
+                // 0 is "never"; otherwise never shorter than it was.
+                let expires_at_ms = if asked_ms == 0 {
+                    0
+                } else {
+                    asked_ms.max(current_ms)
+                };
+                conn.session.set_expires_at_ms(expires_at_ms);
+                // Still within the margin: asked again only halfway to the
+                // expiry, not at every sweep.
+                let next_ms = if expires_at_ms != 0 && now_ms + margin_ms >= expires_at_ms {
+                    now_ms + expires_at_ms.saturating_sub(now_ms) / 2
+                } else {
+                    0
+                };
+                conn.set_refresh_backoff(next_ms, 0);
                 return;
             }
-            Ok(Decision::Allow { .. }) => {
-                let expires_at_ms = expire_at.unwrap_or(0).saturating_mul(1000);
-                if expires_at_ms > now_ms {
-                    conn.session.set_expires_at_ms(expires_at_ms);
-                    return;
-                }
-                (CloseCode::TOKEN_EXPIRED, "token expired")
-            }
-            Ok(Decision::Deny { .. }) => (CloseCode::TOKEN_EXPIRED, "refresh denied"),
-            Ok(Decision::Disconnect { code, .. }) => {
-                (CloseCode(code), "disconnected by the backend")
-            }
+            Ok(Decision::Deny { .. }) => (CloseCode::TOKEN_EXPIRED, "refresh denied".to_owned()),
+            Ok(Decision::Disconnect { code, reason }) => (CloseCode(code), reason),
             Err(err) => {
-                // Asked again at a later sweep; the expiry closes it with
-                // 4001 if the backend never answers.
                 tracing::debug!(client = to.client_id, error = %err, "the refresh proxy failed");
+                let failures = conn.refresh_failures().saturating_add(1);
+                let next_ms = refresh_retry_at(now_ms, current_ms, failures, to.client_id);
+                conn.set_refresh_backoff(next_ms, failures);
                 return;
             }
         };
-        self.close(
-            to.key,
-            CloseReason {
-                code,
-                reason,
-                flush_queue: true,
-            },
+        conn.session
+            .close_with(now_ms, code, &reason, true, &self.session_config);
+        self.mark_dirty(to.key);
+    }
+}
+
+/// The first wait before asking the refresh proxy again after a failed
+/// call; it doubles with each failure in a row.
+const REFRESH_RETRY_FIRST_MS: u64 = 1_000;
+
+/// When to ask the refresh proxy again after `failures` failed calls in a
+/// row for a connection expiring at `expires_at_ms`: 1 s doubling, drawn
+/// from its upper half by the connection's id (connections that failed
+/// together retry apart), and never past halfway to the expiry, so a
+/// last try still comes before it.
+fn refresh_retry_at(now_ms: u64, expires_at_ms: u64, failures: u32, client_id: u64) -> u64 {
+    let backoff = REFRESH_RETRY_FIRST_MS.saturating_mul(1 << failures.saturating_sub(1).min(20));
+    let half = backoff / 2;
+    let jittered = half + spread(client_id ^ (u64::from(failures) << 32)) % (half + 1);
+    now_ms + jittered.min(expires_at_ms.saturating_sub(now_ms) / 2)
+}
+
+/// A well-mixed number from `x` (splitmix64's finalizer).
+fn spread(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refresh_retry_at;
+
+    #[test]
+    fn refresh_retries_back_off_doubling_with_jitter_and_end_before_the_expiry() {
+        let expires = 1_000_000_000;
+        let now = expires - 1_000_000;
+        let waits: Vec<u64> = (1..=6)
+            .map(|failures| refresh_retry_at(now, expires, failures, 7) - now)
+            .collect();
+        for (i, wait) in waits.iter().enumerate() {
+            let backoff = 1_000 << i;
+            assert!(
+                (backoff / 2..=backoff).contains(wait),
+                "failure {}: waited {wait} ms",
+                i + 1
+            );
+        }
+        let spread: std::collections::HashSet<u64> = (0..50)
+            .map(|client| refresh_retry_at(now, expires, 4, client))
+            .collect();
+        assert!(
+            spread.len() > 10,
+            "connections that failed together retry apart"
         );
+        // Near the expiry, never past halfway to it.
+        let now = expires - 3_000;
+        assert_eq!(refresh_retry_at(now, expires, 5, 7), now + 1_500);
     }
 }

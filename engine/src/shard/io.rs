@@ -14,7 +14,7 @@ use ringcast_protocol::client::{
 use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::frame::{encode_frame, OpCode, Role};
 
-use super::conn::{token_of, Conn};
+use super::conn::{token_of, Conn, ConnExtras};
 use super::poller::Send;
 use super::tls::TlsConn;
 use super::Shard;
@@ -123,7 +123,14 @@ impl Shard {
         };
         if conn.session.admitting().is_some() {
             // Nothing is read until the connect proxy decides; what came
-            // meanwhile is read when the connection opens.
+            // meanwhile is read when the connection opens. A client that
+            // hung up meanwhile is gone now: the answer finds it no longer
+            // awaiting, so it is never opened (no presence, no webhook).
+            if hangup {
+                conn.session.on_eof();
+                self.metrics().handshakes_failed.add(1);
+                self.mark_dirty(key);
+            }
             return;
         }
         if conn.session.is_handshaking() {
@@ -233,7 +240,12 @@ impl Shard {
         };
         conn.client_id = client_id;
         conn.user = admitted.user.clone();
-        conn.set_extras(admitted.device.clone(), admitted.grants, admitted.info);
+        conn.set_extras(ConnExtras {
+            device: admitted.device.clone(),
+            grants: admitted.grants,
+            info: admitted.info,
+            token_user: admitted.token_user,
+        });
         conn.session.accept(
             self.now_ms,
             Bytes::from(admitted.response),

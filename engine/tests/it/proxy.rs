@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tungstenite::client::IntoClientRequest;
 
 /// How the backend answers one call: after a delay, this body.
-pub(crate) type Answer = fn(&Value) -> (Duration, Value);
+pub(crate) type Answer = Arc<dyn Fn(&Value) -> (Duration, Value) + Send + Sync>;
 
 /// A keep-alive HTTP/1.1 backend on a thread per connection.
 pub(crate) struct Backend {
@@ -25,7 +25,10 @@ pub(crate) struct Backend {
 }
 
 impl Backend {
-    pub(crate) fn start(answer: Answer) -> Backend {
+    pub(crate) fn start(
+        answer: impl Fn(&Value) -> (Duration, Value) + Send + Sync + 'static,
+    ) -> Backend {
+        let answer: Answer = Arc::new(answer);
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/proxy", listener.local_addr().unwrap());
         let calls = Arc::new(Mutex::new(Vec::new()));
@@ -35,8 +38,8 @@ impl Backend {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
-                let (c, f, m) = (c.clone(), f.clone(), m.clone());
-                std::thread::spawn(move || serve(stream, answer, &c, &f, &m));
+                let (c, f, m, a) = (c.clone(), f.clone(), m.clone(), answer.clone());
+                std::thread::spawn(move || serve(stream, &*a, &c, &f, &m));
             }
         });
         Backend {
@@ -53,7 +56,7 @@ impl Backend {
 
 fn serve(
     stream: TcpStream,
-    answer: Answer,
+    answer: &(dyn Fn(&Value) -> (Duration, Value) + Send + Sync),
     calls: &Mutex<Vec<(String, Value)>>,
     in_flight: &AtomicUsize,
     in_flight_max: &AtomicUsize,
@@ -489,25 +492,46 @@ fn proxy_overhead() {
 
 // The connect and refresh proxies.
 
-/// Refresh calls answered so far (the refresh test's backend extends the
-/// first and denies the next).
-static REFRESHES: AtomicUsize = AtomicUsize::new(0);
-
 /// Connect answers by the `sid` cookie (or, with none, allow as the token's
-/// user); refresh answers extend once, then deny.
-fn by_session(body: &Value) -> (Duration, Value) {
-    let now = Duration::ZERO;
-    if body.get("transport").is_none() {
-        // A refresh: {"client", "user", "expire_at"}.
-        return if REFRESHES.fetch_add(1, Ordering::SeqCst) == 0 {
-            (now, json!({"result": {"expire_at": now_s() + 8}}))
+/// user); refresh answers by the user (`by_refresh`), each backend counting
+/// its own calls.
+fn by_session() -> impl Fn(&Value) -> (Duration, Value) + Send + Sync + 'static {
+    let refreshes = AtomicUsize::new(0);
+    move |body| {
+        if body.get("transport").is_none() {
+            by_refresh(body, &refreshes)
         } else {
-            (
-                now,
-                json!({"error": {"code": 1, "message": "session over"}}),
-            )
-        };
+            by_cookie(body)
+        }
     }
+}
+
+/// Refresh answers: `rita` is extended once, then denied; `ruth` is denied
+/// after 1 s; `rex` is extended by one second (still within any margin);
+/// `rick` is disconnected with the backend's reason.
+fn by_refresh(body: &Value, refreshes: &AtomicUsize) -> (Duration, Value) {
+    let now = Duration::ZERO;
+    let deny = json!({"error": {"code": 1, "message": "session over"}});
+    match body["user"].as_str() {
+        Some("ruth") => (Duration::from_secs(1), deny),
+        Some("rex") => (
+            now,
+            json!({"result": {"expire_at": body["expire_at"].as_u64().unwrap() + 1}}),
+        ),
+        Some("rick") => (
+            now,
+            json!({"disconnect": {"code": 4600, "reason": "banned at refresh"}}),
+        ),
+        _ if refreshes.fetch_add(1, Ordering::SeqCst) == 0 => {
+            (now, json!({"result": {"expire_at": now_s() + 8}}))
+        }
+        _ => (now, deny),
+    }
+}
+
+/// Connect answers by the `sid` cookie.
+fn by_cookie(body: &Value) -> (Duration, Value) {
+    let now = Duration::ZERO;
     match body["cookies"]["sid"].as_str() {
         None => (now, json!({"result": {}})),
         Some("s-alice") => (now, json!({"result": {"user": "alice"}})),
@@ -530,6 +554,22 @@ fn by_session(body: &Value) -> (Duration, Value) {
             json!({"disconnect": {"code": 4567, "reason": "banned"}}),
         ),
         Some("s-stall") => (Duration::from_secs(5), json!({"result": {"user": "late"}})),
+        Some("s-slow") => (
+            Duration::from_millis(300),
+            json!({"result": {"user": "slow"}}),
+        ),
+        Some("s-past") => (
+            now,
+            json!({"result": {"user": "past", "expire_at": now_s() - 10}}),
+        ),
+        Some(sid @ ("s-ruth" | "s-rick")) => (
+            now,
+            json!({"result": {"user": &sid[2..], "expire_at": now_s() + 3}}),
+        ),
+        Some("s-rex") => (
+            now,
+            json!({"result": {"user": "rex", "expire_at": now_s() + 30}}),
+        ),
         Some("s-nouser") => (now, json!({"result": {}})),
         Some(_) => (
             now,
@@ -631,7 +671,7 @@ fn connect_calls(backend: &Backend) -> Vec<Value> {
 e2e!(
     connect_proxy_replaces_the_token_with_a_cookie_session,
     |driver| {
-        let backend = Backend::start(by_session);
+        let backend = Backend::start(by_session());
         let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 2000);
         let engine = start(config);
         let mut alice = upgrade_with_cookie(&engine, "sid=s-alice; theme=dark", None);
@@ -681,7 +721,7 @@ e2e!(
 );
 
 e2e!(connect_proxy_after_token_gets_the_token_user, |driver| {
-    let backend = Backend::start(by_session);
+    let backend = Backend::start(by_session());
     let config = connect_config(driver, &backend.url, ConnectProxyMode::AfterToken, 2000);
     let engine = start(config);
     // A bad token is refused before the backend is asked.
@@ -711,7 +751,7 @@ e2e!(connect_proxy_after_token_gets_the_token_user, |driver| {
 e2e!(
     connect_proxy_subs_channels_and_info_apply_at_connect,
     |driver| {
-        let backend = Backend::start(by_session);
+        let backend = Backend::start(by_session());
         let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 2000);
         let engine = start(config);
         let mut sam = upgrade_with_cookie(&engine, "sid=s-sam", None);
@@ -741,7 +781,7 @@ e2e!(
 );
 
 e2e!(connect_proxy_denials_are_readable_close_codes, |driver| {
-    let backend = Backend::start(by_session);
+    let backend = Backend::start(by_session());
     let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 2000);
     let engine = start(config);
     let mut denied = upgrade_with_cookie(&engine, "sid=s-deny", None);
@@ -771,7 +811,7 @@ e2e!(connect_proxy_denials_are_readable_close_codes, |driver| {
 e2e!(
     stalled_connect_proxy_fails_one_upgrade_and_the_shard_serves_on,
     |driver| {
-        let backend = Backend::start(by_session);
+        let backend = Backend::start(by_session());
         // One shard: the waiting upgrade and the others share it.
         let config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 500);
         let engine = start(config);
@@ -821,7 +861,7 @@ e2e!(connect_proxy_down_is_try_again_later, |driver| {
 
 #[test]
 fn refresh_proxy_extends_then_its_denial_closes_with_4001() {
-    let backend = Backend::start(by_session);
+    let backend = Backend::start(by_session());
     let mut config = connect_config(
         Driver::Epoll,
         &backend.url,
@@ -858,10 +898,171 @@ fn refresh_proxy_extends_then_its_denial_closes_with_4001() {
     engine.shutdown();
 }
 
+/// An epoll engine with the connect proxy `p` in `mode` and, given a
+/// margin, `p` as the refresh proxy asked that long before expiry.
+fn proxy_engine(backend: &Backend, mode: ConnectProxyMode, margin_ms: Option<u64>) -> TestEngine {
+    let mut config = connect_config(Driver::Epoll, &backend.url, mode, 2000);
+    if let Some(margin_ms) = margin_ms {
+        config.websocket.refresh_proxy = "p".into();
+        config.websocket.refresh_proxy_margin = Duration::from_millis(margin_ms);
+    }
+    start(config)
+}
+
+fn refresh_engine(backend: &Backend, margin_ms: u64) -> TestEngine {
+    proxy_engine(backend, ConnectProxyMode::ReplaceToken, Some(margin_ms))
+}
+
+fn refresh_calls(backend: &Backend) -> Vec<Value> {
+    backend
+        .calls()
+        .into_iter()
+        .map(|(_, call)| call)
+        .filter(|call| call.get("transport").is_none())
+        .collect()
+}
+
+#[test]
+fn a_refresh_answer_that_leaves_the_connection_within_the_margin_is_not_asked_again_at_once() {
+    let backend = Backend::start(by_session());
+    // Everything is within a minute's margin: rex (30 s left) is asked at
+    // once, and each answer adds only a second.
+    let engine = refresh_engine(&backend, 60_000);
+    let mut rex = upgrade_with_cookie(&engine, "sid=s-rex", None);
+    let hello = connected(&mut rex);
+    assert!(wait_until(Duration::from_secs(5), || {
+        !refresh_calls(&backend).is_empty()
+    }));
+    // Sweeps pass about once a second: without a backoff each asked again.
+    std::thread::sleep(Duration::from_secs(3));
+    let calls = refresh_calls(&backend);
+    assert_eq!(calls.len(), 1, "asked again within 3 s: {calls:?}");
+    assert_eq!(calls[0]["client"], hello["connect"]["client"]);
+    let reply = command(&mut rex, json!({"id": 1, "method": "ping"}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    engine.shutdown();
+}
+
+#[test]
+fn a_client_refresh_while_the_refresh_proxy_is_asked_is_not_undone_by_its_answer() {
+    let backend = Backend::start(by_session());
+    let engine = refresh_engine(&backend, 2000);
+    let mut ruth = upgrade_with_cookie(&engine, "sid=s-ruth", None);
+    connected(&mut ruth);
+    // The backend holds ruth's refresh call for a second, then denies it.
+    assert!(wait_until(Duration::from_secs(5), || {
+        !refresh_calls(&backend).is_empty()
+    }));
+    let reply = command(
+        &mut ruth,
+        json!({"id": 1, "method": "refresh", "params": {"token": token("ruth")}}),
+    );
+    assert!(reply.get("result").is_some(), "{reply}");
+    // Past the denial's arrival and the old expiry, ruth is still open.
+    std::thread::sleep(Duration::from_secs(4));
+    let reply = command(&mut ruth, json!({"id": 2, "method": "ping"}));
+    assert!(reply.get("result").is_some(), "{reply}");
+    assert_eq!(refresh_calls(&backend).len(), 1);
+    engine.shutdown();
+}
+
+#[test]
+fn a_refresh_disconnect_closes_with_the_backends_code_and_reason() {
+    let backend = Backend::start(by_session());
+    let engine = refresh_engine(&backend, 2000);
+    let mut rick = upgrade_with_cookie(&engine, "sid=s-rick", None);
+    connected(&mut rick);
+    assert_eq!(
+        read_close(&mut rick),
+        (4600, "banned at refresh".to_owned())
+    );
+    engine.shutdown();
+}
+
+#[test]
+fn a_renamed_user_refreshes_with_its_original_tokens() {
+    let backend = Backend::start(by_session());
+    let engine = proxy_engine(&backend, ConnectProxyMode::AfterToken, None);
+    let mut renamed = upgrade_with_cookie(&engine, "sid=s-bob", Some(&token("carol")));
+    assert_eq!(connected(&mut renamed)["connect"]["user"], "bob");
+    let reply = command(
+        &mut renamed,
+        json!({"id": 1, "method": "refresh", "params": {"token": token("carol")}}),
+    );
+    assert!(reply["result"].is_object(), "{reply}");
+    // Anyone else's token is still refused.
+    let reply = command(
+        &mut renamed,
+        json!({"id": 2, "method": "refresh", "params": {"token": token("dave")}}),
+    );
+    assert_eq!(
+        reply["error"]["message"], "token is for another user",
+        "{reply}"
+    );
+    engine.shutdown();
+}
+
+/// The value of the metric line starting with `name` (labels included).
+fn metric(engine: &TestEngine, name: &str) -> Option<u64> {
+    let (_, metrics) = api_raw(engine.api_addr, "GET", "/metrics", None, None);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+}
+
+#[test]
+fn a_client_gone_while_awaiting_admission_is_never_opened() {
+    let backend = Backend::start(by_session());
+    let engine = proxy_engine(&backend, ConnectProxyMode::ReplaceToken, None);
+    // An upgrade whose answer takes 300 ms; the client hangs up first.
+    let mut raw = TcpStream::connect(engine.ws_addr).unwrap();
+    write!(
+        raw,
+        "GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nCookie: sid=s-slow\r\n\r\n"
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        !connect_calls(&backend).is_empty()
+    }));
+    drop(raw);
+    // The answer came back (counted) ...
+    let answered = "ringcast_proxy_latency_seconds_count{shard=\"0\",event=\"connect\"}";
+    assert!(wait_until(Duration::from_secs(5), || {
+        metric(&engine, answered) == Some(1)
+    }));
+    // ... and found no connection to open.
+    let accepted = metric(&engine, "ringcast_connections_accepted_total{shard=\"0\"}");
+    assert_eq!(accepted, Some(0));
+    engine.shutdown();
+}
+
+#[test]
+fn a_connect_expiry_already_past_is_refused_before_the_connection_opens() {
+    let backend = Backend::start(by_session());
+    let engine = proxy_engine(&backend, ConnectProxyMode::ReplaceToken, None);
+    let mut past = upgrade_with_cookie(&engine, "sid=s-past", None);
+    // The first frame after the 101 is the close: no `connect` message.
+    match past.read() {
+        Ok(tungstenite::Message::Close(Some(frame))) => {
+            assert_eq!(
+                (u16::from(frame.code), frame.reason.as_ref()),
+                (4001, "token expired")
+            );
+        }
+        other => panic!("expected the close first: {other:?}"),
+    }
+    let accepted = metric(&engine, "ringcast_connections_accepted_total{shard=\"0\"}");
+    assert_eq!(accepted, Some(0));
+    engine.shutdown();
+}
+
 e2e!(
     connections_awaiting_admission_hold_their_handshake_slot,
     |driver| {
-        let backend = Backend::start(by_session);
+        let backend = Backend::start(by_session());
         let mut config = connect_config(driver, &backend.url, ConnectProxyMode::ReplaceToken, 1500);
         config.websocket.handshakes_per_source_max = 1;
         let engine = start(config);
