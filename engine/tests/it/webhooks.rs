@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use base64::Engine as _;
 use hmac::Mac;
 use serde_json::{json, Value};
 
+use crate::crash::{start_node_with, Node};
 use crate::util::*;
 use ringcast_engine::config::{Config, Driver};
 
@@ -468,51 +469,17 @@ fn the_api_says_when_webhooks_are_off() {
     assert_eq!(status, 405);
 }
 
-/// The `ringcast` binary with webhooks on, its config in a file.
-struct Node {
-    child: Child,
-    api: SocketAddr,
-    ws: SocketAddr,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The `ringcast` binary with webhooks on (`crash::start_node_with`), its
+/// data and config under `dir`.
 fn start_node(dir: &std::path::Path, hook_port: u16) -> Node {
-    let ws_port = free_port();
-    let api_port = free_port();
-    let data_dir = dir.join("data");
-    let config_path = dir.join("ringcast.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "version = 1\n[server]\nshards = 2\npin_cores = false\ndata_dir = {data_dir:?}\n\
-             [websocket]\nlisten = \"127.0.0.1:{ws_port}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\nkey = \"{API_KEY}\"\n\
-             [auth]\njwt_secret = \"{SECRET}\"\n[log]\nlevel = \"warn\"\n\
-             [webhook]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret = \"{HOOK_SECRET}\"\n\
+    start_node_with(
+        &dir.join("data"),
+        &dir.join("ringcast.toml"),
+        &format!(
+            "[webhook]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\nsecret = \"{HOOK_SECRET}\"\n\
              backoff_min_ms = 20\nbackoff_max_ms = 100\nattempts_max = 1000\nundelivered_after_ms = 200\n"
         ),
     )
-    .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
-        .arg(format!("--config={}", config_path.display()))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn ringcast");
-    let api: SocketAddr = format!("127.0.0.1:{api_port}").parse().unwrap();
-    let ws: SocketAddr = format!("127.0.0.1:{ws_port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for addr in [api, ws] {
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "engine did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    Node { child, api, ws }
 }
 
 fn node_connect(node: &Node, user: &str) -> Ws {
