@@ -22,6 +22,11 @@ pub fn personal_channel(user: &str) -> String {
     format!("{PERSONAL_NAMESPACE}:{user}")
 }
 
+/// Whether `channel` is some user's personal channel (inbox).
+pub fn is_personal(channel: &str) -> bool {
+    split(channel).0 == PERSONAL_NAMESPACE
+}
+
 fn validate_name(name: &str) -> Result<(), ErrorCode> {
     let ok = !name.is_empty()
         && name.len() <= CHANNEL_BYTES_MAX

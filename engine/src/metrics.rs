@@ -387,6 +387,7 @@ mod tests {
         let allow = Ok(Decision::Allow {
             data: None,
             overrides: None,
+            skip_history: false,
         });
         connect.record(800, &allow);
         connect.record(30_000, &Err(ProxyError::Timeout(30)));

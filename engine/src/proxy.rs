@@ -97,10 +97,12 @@ impl ProxyEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Go on; `data` replaces the command's data when set; `overrides` is
-    /// what a `connect` or `refresh` answer set (other events ignore it).
+    /// what a `connect` or `refresh` answer set (other events ignore it);
+    /// `skip_history`: a `publish` answer's "deliver, do not store".
     Allow {
         data: Option<Data>,
         overrides: Option<Box<Overrides>>,
+        skip_history: bool,
     },
     /// Refuse the command with this message.
     Deny { code: u32, message: String },
@@ -162,6 +164,8 @@ struct WireResult<'a> {
     subs: Option<Vec<String>>,
     #[serde(default)]
     expire_at: Option<u64>,
+    #[serde(default)]
+    skip_history: bool,
 }
 
 #[derive(Deserialize)]
@@ -242,7 +246,11 @@ pub fn parse_answer(body: &[u8]) -> Result<Decision, ProxyError> {
             expire_at: result.expire_at,
         })
     });
-    Ok(Decision::Allow { data, overrides })
+    Ok(Decision::Allow {
+        data,
+        overrides,
+        skip_history: result.skip_history,
+    })
 }
 
 /// The body of a `publish`, `send` or `rpc` call.
@@ -552,7 +560,8 @@ mod tests {
             parse_answer(br#"{"result":{}}"#),
             Ok(Decision::Allow {
                 data: None,
-                overrides: None
+                overrides: None,
+                skip_history: false,
             })
         );
         assert_eq!(
@@ -562,7 +571,8 @@ mod tests {
                     bytes: br#"{"a":[1, 2]}"#.to_vec(),
                     is_json: true
                 }),
-                overrides: None
+                overrides: None,
+                skip_history: false,
             })
         );
         assert_eq!(
@@ -572,7 +582,16 @@ mod tests {
                     bytes: vec![0, 1],
                     is_json: false
                 }),
-                overrides: None
+                overrides: None,
+                skip_history: false,
+            })
+        );
+        assert_eq!(
+            parse_answer(br#"{"result":{"skip_history":true}}"#),
+            Ok(Decision::Allow {
+                data: None,
+                overrides: None,
+                skip_history: true,
             })
         );
         assert_eq!(
@@ -637,7 +656,8 @@ mod tests {
                     channels: Some(vec!["chat:*".into()]),
                     subs: vec!["news".into()],
                     expire_at: Some(1_700_000_000),
-                }))
+                })),
+                skip_history: false,
             })
         );
         assert!(matches!(

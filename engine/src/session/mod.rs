@@ -636,7 +636,9 @@ impl Session {
                 .find(|entry| *entry.stream == *publication.channel())
             {
                 if let Some(floor) = entry.floor {
-                    if publication.offset() <= floor {
+                    // Offset 0 was never stored (a publish proxy's
+                    // `skip_history`): it cannot be a replayed copy.
+                    if publication.offset() != 0 && publication.offset() <= floor {
                         return Offer::Dropped;
                     }
                 } else if entry.held.len() >= RECOVERY_HELD_MAX {
@@ -716,7 +718,7 @@ impl Session {
         }
         let floor = last_offset.unwrap_or(u64::MAX);
         for publication in held {
-            if publication.offset() > floor {
+            if publication.offset() == 0 || publication.offset() > floor {
                 let frame = self.frame_of(&publication, config);
                 if self.queue(frame, now_ms, config) == Offer::SlowConsumer {
                     return;

@@ -314,7 +314,11 @@ impl Shard {
                 };
                 self.reply_to(to, Err((ErrorCode::ProxyDenied, message)));
             }
-            Decision::Allow { data: replaced, .. } => {
+            Decision::Allow {
+                data: replaced,
+                skip_history,
+                ..
+            } => {
                 let (channel, data, data_is_json, client_msg_id) = match pending {
                     Proxied::Publish {
                         channel,
@@ -341,14 +345,17 @@ impl Shard {
                 let (data, data_is_json) =
                     replaced.map_or((data, data_is_json), |d| (d.bytes, d.is_json));
                 let user = self.conns[to.key].user.clone();
+                // An inbox is always stored: it is how an offline user gets
+                // its messages, so a `send` answer cannot skip it.
+                let store = !skip_history || channels::is_personal(&channel);
                 let outcome = self.publish_command(
                     to.key,
                     to.id,
                     &user,
                     channel,
-                    data,
-                    data_is_json,
+                    (data, data_is_json),
                     client_msg_id,
+                    store,
                 );
                 self.reply_outcome(to, outcome);
             }
@@ -437,7 +444,15 @@ impl Shard {
                     };
                     return self.proxy_call(key, id, proxy, subject, pending);
                 }
-                self.publish_command(key, id, &user, channel, data, data_is_json, client_msg_id)
+                self.publish_command(
+                    key,
+                    id,
+                    &user,
+                    channel,
+                    (data, data_is_json),
+                    client_msg_id,
+                    true,
+                )
             }
             CommandBody::Send {
                 user: to,
@@ -462,7 +477,15 @@ impl Shard {
                     };
                     return self.proxy_call(key, id, proxy, Subject::Send { to: &to }, pending);
                 }
-                self.publish_command(key, id, &user, inbox, data, data_is_json, client_msg_id)
+                self.publish_command(
+                    key,
+                    id,
+                    &user,
+                    inbox,
+                    (data, data_is_json),
+                    client_msg_id,
+                    true,
+                )
             }
             CommandBody::Ack { stream, offset } => {
                 let ackable = personal(&stream)
@@ -745,15 +768,18 @@ impl Shard {
         clippy::too_many_arguments,
         reason = "a publish command's fields, passed apart rather than through a one-use struct"
     )]
+    /// Publishes a client's message: stored first on a durable stream
+    /// (unless `store` is false: a publish proxy's `skip_history`), then
+    /// fanned out.
     fn publish_command(
         &mut self,
         key: usize,
         id: u64,
         sender: &str,
         channel: String,
-        data: Vec<u8>,
-        data_is_json: bool,
+        (data, data_is_json): (Vec<u8>, bool),
         client_msg_id: Option<String>,
+        store: bool,
     ) -> CommandResult {
         crate::payload::check(&self.shared.config, &data, data_is_json)
             .map_err(|reason| (ErrorCode::BadRequest, reason))?;
@@ -768,7 +794,8 @@ impl Shard {
             data_is_json,
             data,
         };
-        if let Some(policy) = streams::policy(&self.shared.config, &envelope.channel) {
+        let policy = streams::policy(&self.shared.config, &envelope.channel).filter(|_| store);
+        if let Some(policy) = policy {
             // Encoded here, not on the store's writer; the store stamps
             // the offset, fans out once durable, and the sender's
             // acknowledgement waits for that.

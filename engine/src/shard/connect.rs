@@ -140,13 +140,21 @@ impl Shard {
             .get(key)
             .is_some_and(|conn| conn.session.admitting() == Some(client_id));
         let result = match result {
-            Ok(Decision::Allow { data, overrides }) => {
+            Ok(Decision::Allow {
+                data,
+                overrides,
+                skip_history,
+            }) => {
                 match admission::apply_overrides(
                     &self.shared.config,
                     &mut admitted,
                     overrides.as_deref(),
                 ) {
-                    Ok(()) => Ok(Decision::Allow { data, overrides }),
+                    Ok(()) => Ok(Decision::Allow {
+                        data,
+                        overrides,
+                        skip_history,
+                    }),
                     Err(why) => Err(ProxyError::BadResponse(why)),
                 }
             }

@@ -101,7 +101,8 @@ fn rpc_backend(body: &Value) -> (Duration, Value) {
 }
 
 /// By the data's `act` (or a `room:<act>` channel): allow, deny, rewrite,
-/// kick, stall (5 s), slow (150 ms), garbage (not an answer).
+/// kick, stall (5 s), slow (150 ms), garbage (not an answer), nostore
+/// (allow with `skip_history`).
 fn by_act(body: &Value) -> (Duration, Value) {
     let from_channel = || body["channel"].as_str()?.strip_prefix("room:");
     let act = body["data"]["act"]
@@ -122,6 +123,7 @@ fn by_act(body: &Value) -> (Duration, Value) {
         "stall" => (Duration::from_secs(5), json!({"result": {}})),
         "slow" => (Duration::from_millis(150), json!({"result": {}})),
         "garbage" => (now, json!(["not", "an", "answer"])),
+        "nostore" => (now, json!({"result": {"skip_history": true}})),
         _ => (now, json!({"result": {}})),
     }
 }
@@ -262,6 +264,54 @@ e2e!(subscribe_proxy_allows_denies_and_disconnects, |driver| {
     assert_eq!(subscribes, ["room:deny", "room:open", "room:kick"]);
     engine.shutdown();
 });
+
+e2e!(
+    skip_history_delivers_without_storing_except_to_an_inbox,
+    |driver| {
+        let backend = Backend::start(by_act);
+        let mut config = proxied_config(driver, 2, &backend.url, 2000, 8);
+        for namespace in config.namespaces.iter_mut() {
+            if namespace.name == "room" {
+                namespace.history = true;
+            }
+        }
+        let engine = start(config);
+        let (mut alice, _) = connect(&engine, "alice");
+        let (mut bob, _) = connect(&engine, "bob");
+        subscribe(&mut bob, 1, "room:1");
+
+        // Stored: offset 1. Skipped: delivered live with offset 0, not stored.
+        let reply = command(&mut alice, publish_cmd(1, "room:1", json!({"n": 1})));
+        assert_eq!(reply["result"]["offset"], 1, "{reply}");
+        assert_eq!(read_json(&mut bob)["push"]["offset"], 1);
+        let reply = command(
+            &mut alice,
+            publish_cmd(2, "room:1", json!({"act": "nostore", "n": 2})),
+        );
+        assert!(reply["result"]["id"].as_str().is_some(), "{reply}");
+        assert_eq!(reply["result"]["offset"], 0, "not stored: {reply}");
+        let push = read_json(&mut bob);
+        assert_eq!(push["push"]["data"]["n"], 2, "{push}");
+        assert!(push["push"].get("offset").is_none(), "live only: {push}");
+        let reply = command(
+            &mut bob,
+            json!({"id": 2, "method": "history", "params": {"stream": "room:1", "limit": 10}}),
+        );
+        let stored: Vec<_> = reply["result"]["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["data"]["n"].clone())
+            .collect();
+        assert_eq!(stored, [json!(1)], "{reply}");
+
+        // An inbox is stored whatever the answer: bob reads it in his history.
+        let send = json!({"id": 3, "method": "send", "params": {"user": "bob", "data": {"act": "nostore", "n": 3}}});
+        let reply = command(&mut alice, send);
+        assert_eq!(reply["result"]["offset"], 1, "{reply}");
+        engine.shutdown();
+    }
+);
 
 e2e!(send_proxy_checks_every_send, |driver| {
     let backend = Backend::start(by_act);

@@ -268,6 +268,22 @@ fn recovery_holds_live_publications_and_releases_the_newer_ones() {
 }
 
 #[test]
+fn unstored_publications_are_never_taken_for_replayed_copies() {
+    // Offset 0: delivered without being stored (a publish proxy's
+    // `skip_history`), so no replay can have delivered it already.
+    let mut pair = Pair::open(false);
+    pair.server.begin_recovery(CHANNEL);
+    assert_eq!(pair.offer(&publication(CHANNEL, 0)), Offer::Held);
+    assert_eq!(pair.offer(&publication(CHANNEL, 3)), Offer::Held);
+    let (now_ms, config) = (pair.now_ms, pair.config.clone());
+    pair.server.end_recovery(CHANNEL, Some(3), now_ms, &config);
+    assert_eq!(pair.offer(&publication(CHANNEL, 0)), Offer::Queued);
+    assert_eq!(pair.offer(&publication(CHANNEL, 2)), Offer::Dropped);
+    pair.drive_bounded();
+    assert_eq!(pair.got().len(), 2, "both unstored publications go out");
+}
+
+#[test]
 fn a_failed_replay_drops_the_held_publications() {
     let mut pair = Pair::open(false);
     pair.server.begin_recovery(CHANNEL);
