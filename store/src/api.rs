@@ -311,6 +311,8 @@ pub struct ReadResult {
 pub enum Answer {
     Appended(Result<Appended, StoreError>),
     Cursor(Result<u64, StoreError>),
+    ImAppended(Result<ImAppended, StoreError>),
+    ImRead(Result<ImReadState, StoreError>),
 }
 
 /// What the writer hands back after each group commit, on the writer
@@ -412,4 +414,95 @@ pub struct Health {
 pub struct StoredCursor {
     pub offset: u64,
     pub epoch: u64,
+}
+
+/// An IM message to a direct conversation ([`crate::Store::im_append`]).
+#[derive(Debug, Clone)]
+pub struct ImAppend {
+    /// The conversation's stream name (`dm:<h>`, see `docs/im.md`); the
+    /// caller derives it from the pair. 1..=[`STREAM_NAME_BYTES_MAX`] bytes.
+    pub conv: String,
+    /// The two users, in any order (the store keeps them sorted); equal for
+    /// a conversation with oneself. Each 1..=[`CURSOR_ID_BYTES_MAX`] bytes.
+    pub pair: (String, String),
+    /// One of the pair.
+    pub sender: String,
+    /// The publication; the store stamps id, offset, epoch and its time
+    /// (`max(the conversation's last time, the push's time or now)`).
+    pub push: EncodedPush,
+    /// Idempotency key, as [`AppendRequest::client_msg_id`].
+    pub client_msg_id: Option<String>,
+    pub durability: Durability,
+}
+
+/// An acknowledged IM append.
+#[derive(Debug, Clone)]
+pub struct ImAppended {
+    pub appended: Appended,
+    /// Counting entries (messages) in the conversation up to this one.
+    pub count: u64,
+    /// The IM sequence of this write; 0 for a duplicate (nothing changed).
+    pub gseq: u64,
+}
+
+/// A user's read position in a conversation after [`crate::Store::im_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImReadState {
+    pub read_offset: u64,
+    pub unread: u64,
+}
+
+/// A sync token: where a device's view of its conversations stands. Only
+/// meaningful with the store it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    pub store_id: u64,
+    pub gseq: u64,
+}
+
+/// One conversation as a user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvSummary {
+    /// The stream name (`dm:<h>`).
+    pub conv: String,
+    /// The stream id: with `last_time_ms`, the conversation list's cursor.
+    pub sid: u64,
+    /// The other user of the pair.
+    pub peer: String,
+    pub epoch: u64,
+    pub last_offset: u64,
+    pub last_time_ms: u64,
+    pub last_msg_offset: u64,
+    pub count_total: u64,
+    pub read_offset: u64,
+    pub unread: u64,
+    /// The gseq of the last write that changed this user's view of it.
+    pub changed_gseq: u64,
+}
+
+/// A page of a user's conversation list ([`crate::Store::conv_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvPage {
+    /// Newest activity first; among equal times, the higher `sid` first.
+    pub convs: Vec<ConvSummary>,
+    /// The cursor of the next page (`(last_time_ms, sid)` of the last
+    /// conversation), `None` when this page reached the end.
+    pub next: Option<(u64, u64)>,
+    /// Unread over all the user's conversations.
+    pub total_unread: u64,
+}
+
+/// The conversations changed for a user since a token ([`crate::Store::im_sync`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImSync {
+    /// Newest activity first.
+    pub convs: Vec<ConvSummary>,
+    /// The token to sync from next time.
+    pub token: SyncToken,
+    /// More changes than `limit`: sync again from `token`.
+    pub more: bool,
+    /// The token given was from another store (restored or replaced): this
+    /// is a full sync, and the device must drop what it holds.
+    pub reset: bool,
+    pub total_unread: u64,
 }

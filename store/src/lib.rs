@@ -21,6 +21,7 @@ mod clock;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod im;
 mod keys;
 mod outbox;
 mod reader;
@@ -30,10 +31,11 @@ mod store;
 mod writer;
 
 pub use api::{
-    Answer, AppendRequest, Appended, CommitSink, DeadRecord, Durability, Health, OutboxEvent,
-    OutboxKind, OutboxRecord, ReadRequest, ReadResult, Retention, StoreConfig, StoredCursor,
-    Unreadable, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX,
-    DEAD_REPLAY_MAX, MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    Answer, AppendRequest, Appended, CommitSink, ConvPage, ConvSummary, DeadRecord, Durability,
+    Health, ImAppend, ImAppended, ImReadState, ImSync, OutboxEvent, OutboxKind, OutboxRecord,
+    ReadRequest, ReadResult, Retention, StoreConfig, StoredCursor, SyncToken, Unreadable,
+    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX,
+    MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
     SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};

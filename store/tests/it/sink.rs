@@ -37,6 +37,8 @@ impl CommitSink for Recorder {
         let offset = match answer {
             Answer::Appended(result) => result.map(|a| a.offset),
             Answer::Cursor(result) => result,
+            Answer::ImAppended(result) => result.map(|im| im.appended.offset),
+            Answer::ImRead(result) => result.map(|read| read.read_offset),
         };
         drop(self.0.send(Seen::Answered {
             tag,

@@ -1,0 +1,460 @@
+//! The IM layer's store side (`docs/im.md`): direct conversations, read
+//! positions, the conversation list and sync, on a real fjall in a temp
+//! dir, across reopens and a real SIGKILL.
+
+use std::collections::{HashMap, HashSet};
+
+use ringcast_protocol::envelope::{EncodedPush, Envelope};
+use ringcast_store::{
+    ConvPage, ConvSummary, Durability, ImAppend, ImAppended, ImReadState, ImSync, Store,
+    StoreError, SyncToken,
+};
+
+use crate::kill::{next_random, run_and_kill, test_seed};
+use crate::util::{block_on, config, envelope, read_all, request, submit};
+
+fn conv_name(a: &str, b: &str) -> String {
+    let (a, b) = if a <= b { (a, b) } else { (b, a) };
+    format!("dm:{a}-{b}")
+}
+
+fn im_request(from: &str, to: &str, text: &str, time_ms: u64) -> ImAppend {
+    let conv = conv_name(from, to);
+    ImAppend {
+        push: EncodedPush::encode(&Envelope {
+            sender: from.to_owned(),
+            time_ms,
+            ..envelope(&conv, text)
+        }),
+        conv,
+        pair: (from.to_owned(), to.to_owned()),
+        sender: from.to_owned(),
+        client_msg_id: None,
+        durability: Durability::Sync,
+    }
+}
+
+fn im_submit(store: &Store, request: ImAppend) -> Result<ImAppended, StoreError> {
+    block_on(store.im_append(request)?).map_err(|_| StoreError::Closed)?
+}
+
+fn send(store: &Store, from: &str, to: &str, text: &str) -> ImAppended {
+    im_submit(store, im_request(from, to, text, 0)).expect("IM append")
+}
+
+fn read_to(store: &Store, user: &str, conv: &str, offset: u64) -> ImReadState {
+    block_on(store.im_read(user, conv, offset).unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+fn list(store: &Store, user: &str, cursor: Option<(u64, u64)>, limit: usize) -> ConvPage {
+    block_on(store.conv_list(user, cursor, limit).unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+fn sync(store: &Store, user: &str, since: Option<SyncToken>, limit: usize) -> ImSync {
+    block_on(store.im_sync(user, since, limit).unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+fn by_conv(page: &ConvPage) -> HashMap<String, ConvSummary> {
+    page.convs
+        .iter()
+        .map(|summary| (summary.conv.clone(), summary.clone()))
+        .collect()
+}
+
+#[test]
+fn an_append_creates_the_conversation_for_both_users() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(list(&store, "alice", None, 10).convs, Vec::new());
+    let sent = send(&store, "alice", "bob", "hi");
+    assert_eq!((sent.appended.offset, sent.count), (1, 1));
+    assert!(sent.gseq > 0 && !sent.appended.duplicate);
+    let conv = conv_name("alice", "bob");
+    for (user, peer, unread) in [("alice", "bob", 0), ("bob", "alice", 1)] {
+        let page = list(&store, user, None, 10);
+        assert_eq!(page.convs.len(), 1, "{user}");
+        let summary = &page.convs[0];
+        assert_eq!(summary.conv, conv);
+        assert_eq!(summary.peer, peer);
+        assert_eq!((summary.last_offset, summary.count_total), (1, 1));
+        assert_eq!(summary.last_msg_offset, 1);
+        assert_eq!(summary.epoch, sent.appended.epoch);
+        assert_eq!(summary.unread, unread, "{user}");
+        assert_eq!(page.total_unread, unread);
+        assert_eq!(summary.changed_gseq, sent.gseq);
+        assert_eq!(page.next, None);
+    }
+    // The entry is an ordinary stream entry: history reads it.
+    let stored = read_all(&store, &conv);
+    assert_eq!(stored.entries.len(), 1);
+    assert_eq!(stored.entries[0].envelope().sender.as_str(), "alice");
+    // The pair is the conversation's: another pair under its name is refused.
+    let mut wrong = im_request("alice", "eve", "x", 0);
+    wrong.conv = conv.clone();
+    assert!(matches!(
+        im_submit(&store, wrong),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    let mut not_in_pair = im_request("alice", "bob", "x", 0);
+    not_in_pair.sender = "eve".to_owned();
+    assert!(matches!(
+        im_submit(&store, not_in_pair),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    store.close().unwrap();
+}
+
+#[test]
+fn own_messages_are_never_unread_and_read_clears_the_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let conv = conv_name("alice", "bob");
+    for text in ["1", "2", "3"] {
+        send(&store, "alice", "bob", text);
+    }
+    let unread = |user: &str| by_conv(&list(&store, user, None, 10))[&conv].unread;
+    assert_eq!((unread("alice"), unread("bob")), (0, 3));
+    assert_eq!(
+        read_to(&store, "bob", &conv, 2),
+        ImReadState {
+            read_offset: 2,
+            unread: 1
+        }
+    );
+    // Monotonic: a lower position changes nothing.
+    assert_eq!(read_to(&store, "bob", &conv, 1).read_offset, 2);
+    // Clamped to the last offset.
+    assert_eq!(
+        read_to(&store, "bob", &conv, 99),
+        ImReadState {
+            read_offset: 3,
+            unread: 0
+        }
+    );
+    // Bob answers: his message moves his own position, alice gets one unread.
+    let reply = send(&store, "bob", "alice", "4");
+    assert_eq!((reply.appended.offset, reply.count), (4, 4));
+    assert_eq!((unread("alice"), unread("bob")), (1, 0));
+    let bob = by_conv(&list(&store, "bob", None, 10))[&conv].clone();
+    assert_eq!(bob.read_offset, 4);
+    // Someone outside the pair has no read position to move.
+    assert!(matches!(
+        block_on(store.im_read("eve", &conv, 1).unwrap()).unwrap(),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        block_on(store.im_read("bob", "dm:none", 1).unwrap()).unwrap(),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    // A conversation with oneself: one user, nothing unread.
+    send(&store, "carol", "carol", "note");
+    let page = list(&store, "carol", None, 10);
+    assert_eq!(page.convs.len(), 1);
+    assert_eq!(
+        (page.convs[0].peer.as_str(), page.total_unread),
+        ("carol", 0)
+    );
+    store.close().unwrap();
+}
+
+/// Every page of `user`'s list, following the cursors.
+fn list_all(store: &Store, user: &str, limit: usize) -> Vec<ConvSummary> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(store, user, cursor, limit);
+        assert!(page.convs.len() <= limit);
+        all.extend(page.convs);
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return all,
+        }
+    }
+}
+
+#[test]
+fn conv_list_pages_in_exact_activity_order_with_equal_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    // Twelve conversations of alice's, three at each of four times.
+    let peers: Vec<String> = (0..12).map(|idx| format!("peer{idx:02}")).collect();
+    for (idx, peer) in peers.iter().enumerate() {
+        let time_ms = 1_000 + (idx as u64 / 3) * 10;
+        im_submit(&store, im_request(peer, "alice", "hi", time_ms)).unwrap();
+    }
+    let check_order = |all: &[ConvSummary]| {
+        for pair in all.windows(2) {
+            assert!(
+                (pair[0].last_time_ms, pair[0].sid) > (pair[1].last_time_ms, pair[1].sid),
+                "{:?} before {:?}",
+                (pair[0].last_time_ms, pair[0].sid),
+                (pair[1].last_time_ms, pair[1].sid)
+            );
+        }
+    };
+    for limit in [1, 2, 5, 12, 50] {
+        let all = list_all(&store, "alice", limit);
+        assert_eq!(all.len(), 12, "limit {limit}");
+        check_order(&all);
+        let convs: HashSet<&str> = all.iter().map(|summary| summary.conv.as_str()).collect();
+        assert_eq!(convs.len(), 12);
+        assert_eq!(all.iter().map(|summary| summary.unread).sum::<u64>(), 12);
+    }
+    // A newer message moves its conversation to the front; a push stamped
+    // in the past is stamped with the conversation's last time instead, so
+    // time never goes back along the stream.
+    let oldest = list_all(&store, "alice", 50).last().unwrap().clone();
+    let again = im_submit(&store, im_request(&oldest.peer, "alice", "late", 1)).unwrap();
+    assert_eq!(again.appended.push.envelope().time_ms.to_native(), 1_000);
+    let newer = im_submit(&store, im_request(&oldest.peer, "alice", "new", 5_000)).unwrap();
+    assert_eq!(newer.appended.push.envelope().time_ms.to_native(), 5_000);
+    let all = list_all(&store, "alice", 4);
+    check_order(&all);
+    assert_eq!(all.len(), 12);
+    assert_eq!(all[0].conv, oldest.conv);
+    assert_eq!((all[0].last_time_ms, all[0].unread), (5_000, 3));
+    let page = list(&store, "alice", None, 3);
+    assert_eq!(page.total_unread, 14);
+    // Each peer sees only its own conversation.
+    assert_eq!(list_all(&store, &peers[3], 10).len(), 1);
+    store.close().unwrap();
+}
+
+#[test]
+fn im_sync_returns_exactly_what_changed_since_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for peer in ["p1", "p2", "p3", "p4"] {
+        send(&store, peer, "alice", "hi");
+    }
+    let first = sync(&store, "alice", None, 100);
+    assert_eq!(
+        (first.convs.len(), first.more, first.reset),
+        (4, false, false)
+    );
+    assert_eq!(first.total_unread, 4);
+    let token = first.token;
+    // Nothing changed: nothing returned, same token.
+    let idle = sync(&store, "alice", Some(token), 100);
+    assert!(idle.convs.is_empty() && !idle.more);
+    assert_eq!(idle.token, token);
+    // Another user's conversation moves the sequence, not alice's sync.
+    send(&store, "p1", "p2", "aside");
+    let aside = sync(&store, "alice", Some(token), 100);
+    assert!(aside.convs.is_empty());
+    assert!(aside.token.gseq > token.gseq);
+    // A message, a read and a new conversation: exactly those three.
+    send(&store, "p2", "alice", "again");
+    read_to(&store, "alice", &conv_name("p3", "alice"), 1);
+    send(&store, "alice", "p5", "new");
+    let changed = sync(&store, "alice", Some(token), 100);
+    let convs: HashSet<String> = changed.convs.iter().map(|c| c.conv.clone()).collect();
+    let expected: HashSet<String> = ["p2", "p3", "p5"]
+        .iter()
+        .map(|peer| conv_name(peer, "alice"))
+        .collect();
+    assert_eq!(convs, expected);
+    assert_eq!(changed.total_unread, 1 + 2 + 1);
+    // Paged: two then one, no change lost between the pages.
+    let page1 = sync(&store, "alice", Some(token), 2);
+    assert_eq!((page1.convs.len(), page1.more), (2, true));
+    let page2 = sync(&store, "alice", Some(page1.token), 2);
+    assert_eq!((page2.convs.len(), page2.more), (1, false));
+    let paged: HashSet<String> = page1
+        .convs
+        .iter()
+        .chain(&page2.convs)
+        .map(|c| c.conv.clone())
+        .collect();
+    assert_eq!(paged, expected);
+    assert_eq!(page2.token, changed.token);
+    // A token of another store is a full sync, flagged.
+    let foreign = SyncToken {
+        store_id: token.store_id ^ 1,
+        gseq: token.gseq,
+    };
+    let full = sync(&store, "alice", Some(foreign), 100);
+    assert!(full.reset);
+    assert_eq!(full.convs.len(), 5);
+    store.close().unwrap();
+}
+
+#[test]
+fn everything_survives_reopen_and_conversations_take_only_im_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let conv = conv_name("alice", "bob");
+    let (token, before) = {
+        let store = Store::open(config(dir.path())).unwrap();
+        send(&store, "alice", "bob", "1");
+        send(&store, "bob", "alice", "2");
+        send(&store, "alice", "bob", "3");
+        read_to(&store, "bob", &conv, 1);
+        let mut retry = im_request("alice", "bob", "4", 0);
+        retry.client_msg_id = Some("m4".to_owned());
+        let original = im_submit(&store, retry.clone()).unwrap();
+        let duplicate = im_submit(&store, retry).unwrap();
+        assert!(duplicate.appended.duplicate);
+        assert_eq!(duplicate.appended.offset, original.appended.offset);
+        assert_eq!((duplicate.count, duplicate.gseq), (original.count, 0));
+        let token = sync(&store, "bob", None, 100).token;
+        let before = (
+            list(&store, "alice", None, 10),
+            list(&store, "bob", None, 10),
+        );
+        store.close().unwrap();
+        (token, before)
+    };
+    let store = Store::open(config(dir.path())).unwrap();
+    let after = (
+        list(&store, "alice", None, 10),
+        list(&store, "bob", None, 10),
+    );
+    assert_eq!(after, before);
+    assert_eq!(after.1.convs[0].unread, 2);
+    let same = sync(&store, "bob", Some(token), 100);
+    assert!(same.convs.is_empty() && !same.reset);
+    assert_eq!(same.token, token, "the store id and the sequence survive");
+    // The sequence goes on from where it was.
+    let next = send(&store, "bob", "alice", "5");
+    assert!(next.gseq > token.gseq);
+    assert_eq!((next.appended.offset, next.count), (5, 5));
+    // The stream is the conversation's: plain appends and resets are refused.
+    assert!(matches!(
+        submit(&store, request(&conv, "plain", Durability::Sync)),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        block_on(store.reset_stream(&conv).unwrap()).unwrap(),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    // And a plain stream is not a conversation.
+    submit(&store, request("chat:plain", "x", Durability::Sync)).unwrap();
+    let mut over_plain = im_request("alice", "bob", "x", 0);
+    over_plain.conv = "chat:plain".to_owned();
+    assert!(matches!(
+        im_submit(&store, over_plain),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    store.close().unwrap();
+}
+
+const KILL_USERS: [&str; 5] = ["u0", "u1", "u2", "u3", "u4"];
+
+/// The child side of the SIGKILL test (started by `kill::child_process`):
+/// rounds of eight IM appends between random pairs and two reads, queued
+/// together so they share batches; prints each acknowledged append.
+pub fn child_im_traffic(store: &Store, durability: Durability) -> ! {
+    let mut random = std::process::id() as u64 | 1;
+    loop {
+        let mut appends = Vec::new();
+        for _ in 0..8 {
+            let from = KILL_USERS[(next_random(&mut random) % 5) as usize];
+            let to = KILL_USERS[(next_random(&mut random) % 5) as usize];
+            let request = ImAppend {
+                durability,
+                ..im_request(from, to, "x", 0)
+            };
+            let conv = request.conv.clone();
+            appends.push((conv, store.im_append(request).unwrap()));
+        }
+        let mut reads = Vec::new();
+        for _ in 0..2 {
+            let user = KILL_USERS[(next_random(&mut random) % 5) as usize];
+            let peer = KILL_USERS[(next_random(&mut random) % 5) as usize];
+            let offset = next_random(&mut random) % 50;
+            reads.push(store.im_read(user, &conv_name(user, peer), offset).unwrap());
+        }
+        for (conv, receiver) in appends {
+            let appended = block_on(receiver).unwrap().unwrap();
+            println!("ACK {conv} {}", appended.appended.offset);
+        }
+        for receiver in reads {
+            // A read of a conversation not created yet is refused; fine.
+            drop(block_on(receiver).unwrap());
+        }
+    }
+}
+
+/// kill -9 during IM traffic: every acknowledged IM append is stored; each
+/// conversation's record agrees with its stream (count, last offset); each
+/// user's unread equals the count recomputed from the entries after its
+/// read position, none of which is its own.
+#[test]
+fn sigkill_keeps_conversations_read_positions_and_streams_consistent() {
+    let seed = test_seed();
+    eprintln!("im sigkill seed: {seed} (rerun with RINGCAST_STORE_SEED={seed})");
+    let mut random = seed;
+    let dir = tempfile::tempdir().unwrap();
+    for (round, mode) in ["im-sync", "im-buffered", "im-sync"].iter().enumerate() {
+        let (acked, delay) = run_and_kill(mode, dir.path(), &mut random, 300);
+        let store = Store::open(config(dir.path())).unwrap();
+        let mut acked_max: HashMap<String, u64> = HashMap::new();
+        for ack in &acked {
+            let (conv, offset) = ack.split_once(' ').expect("ACK conv offset");
+            let offset: u64 = offset.parse().expect("offset");
+            let max = acked_max.entry(conv.to_owned()).or_default();
+            *max = (*max).max(offset);
+        }
+        for (conv, offset) in &acked_max {
+            let stored = read_all(&store, conv).next_offset - 1;
+            assert!(
+                stored >= *offset,
+                "seed {seed} round {round} ({mode}, killed after {delay:?}): {conv} acked \
+                 {offset}, stored {stored}"
+            );
+        }
+        let mut convs_seen = HashSet::new();
+        for user in KILL_USERS {
+            let page = list(&store, user, None, 100);
+            assert_eq!(page.next, None);
+            let mut total = 0;
+            for summary in &page.convs {
+                convs_seen.insert(summary.conv.clone());
+                let stored = read_all(&store, &summary.conv);
+                assert_eq!(stored.first_offset, 1, "{}", summary.conv);
+                assert_eq!(
+                    (summary.count_total, summary.last_offset),
+                    (stored.entries.len() as u64, stored.next_offset - 1),
+                    "seed {seed} round {round}: {} disagrees with its stream",
+                    summary.conv
+                );
+                let after: Vec<_> = stored
+                    .entries
+                    .iter()
+                    .filter(|entry| entry.envelope().offset.to_native() > summary.read_offset)
+                    .collect();
+                assert_eq!(
+                    summary.unread,
+                    after.len() as u64,
+                    "seed {seed} round {round}: {user}'s unread in {}",
+                    summary.conv
+                );
+                assert!(
+                    after
+                        .iter()
+                        .all(|entry| entry.envelope().sender.as_str() != user),
+                    "seed {seed} round {round}: {user}'s own message unread in {}",
+                    summary.conv
+                );
+                total += summary.unread;
+            }
+            assert_eq!(page.total_unread, total);
+            assert_eq!(sync(&store, user, None, 100).convs.len(), page.convs.len());
+        }
+        for conv in acked_max.keys() {
+            assert!(convs_seen.contains(conv), "{conv} in no list");
+        }
+        eprintln!(
+            "round {round} ({mode}): killed after {delay:?}, acked {}, conversations {}",
+            acked.len(),
+            convs_seen.len()
+        );
+        store.close().unwrap();
+    }
+}
