@@ -531,6 +531,10 @@ mod tests {
             assert_eq!(push, EncodedPush::encode(&expected));
             let checked = EncodedPush::from_untrusted(push.as_bytes()).expect("valid archive");
             assert_eq!(checked.envelope().channel.as_str(), "news:sport");
+            // `stamp_time` overwrites a set time too, and only the time.
+            push.stamp_time(1_900_000_000_000);
+            expected.time_ms = 1_900_000_000_000;
+            assert_eq!(push, EncodedPush::encode(&expected));
         }
     }
 
