@@ -1110,6 +1110,17 @@ impl Writer {
                 });
             }
         }
+        // Everything fallible is read before the entry is staged: a
+        // refusal after it would leave the entry without its keys.
+        let peer = if pair.0 == sender {
+            pair.1.clone()
+        } else {
+            pair.0.clone()
+        };
+        let peer_view = match (&stored, peer != sender) {
+            (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
+            _ => None,
+        };
         let stored_time_ms = stored.as_ref().map(|record| record.last_time_ms);
         let mut record = stored.unwrap_or_else(|| ConvRecord {
             kind: CONV_KIND_DM,
@@ -1144,7 +1155,6 @@ impl Writer {
         record.count_total += 1;
         record.last_msg_offset = appended.offset;
         let count = record.count_total;
-        let peer = record.peer_of(&sender).unwrap_or(&sender).to_owned();
         work.im.put_uconv(
             &sender,
             id,
@@ -1157,10 +1167,7 @@ impl Writer {
             },
         );
         if peer != sender {
-            let mut view = work
-                .im
-                .uconv(&self.fjall, &peer, id)?
-                .unwrap_or_else(|| UConvRecord::unread(sender.clone()));
+            let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
             view.changed_gseq = gseq;
             work.im.put_uconv(&peer, id, view);
         }
