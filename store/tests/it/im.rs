@@ -13,12 +13,12 @@ use ringcast_store::{
 use crate::kill::{next_random, run_and_kill, test_seed};
 use crate::util::{block_on, config, envelope, read_all, request, submit};
 
-fn conv_name(a: &str, b: &str) -> String {
+pub fn conv_name(a: &str, b: &str) -> String {
     let (a, b) = if a <= b { (a, b) } else { (b, a) };
     format!("dm:{a}-{b}")
 }
 
-fn im_request(from: &str, to: &str, text: &str, time_ms: u64) -> ImAppend {
+pub fn im_request(from: &str, to: &str, text: &str, time_ms: u64) -> ImAppend {
     let conv = conv_name(from, to);
     ImAppend {
         push: EncodedPush::encode(&Envelope {
