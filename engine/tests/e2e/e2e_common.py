@@ -24,3 +24,20 @@ async def command(ws, msg):
         if "push" not in reply:
             assert reply["id"] == msg["id"], reply
             return reply
+
+
+def wait_until_serving(proc, api_port, timeout_s=20):
+    """Waits for the engine's API to answer /health; fails if the process
+    exits first or the time runs out."""
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health", timeout=1).read()
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise SystemExit("engine did not start")
+            time.sleep(0.05)

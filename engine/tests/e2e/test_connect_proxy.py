@@ -16,10 +16,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 
-from e2e_common import free_port, recv_json
+from e2e_common import free_port, recv_json, wait_until_serving
 import websockets
 from websockets.asyncio.client import connect
 
@@ -113,15 +111,7 @@ def main(binary):
         env = {**os.environ, "RINGCAST_LOG_LEVEL": "warn", "RINGCAST_SERVER_DATA_DIR": os.path.join(tmp, "data")}
         proc = subprocess.Popen([binary, f"--config={config_path}"], env=env)
         try:
-            deadline = time.time() + 20
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health", timeout=1).read()
-                    break
-                except OSError:
-                    if time.time() > deadline or proc.poll() is not None:
-                        raise SystemExit("engine did not start")
-                    time.sleep(0.1)
+            wait_until_serving(proc, api_port)
             asyncio.run(checks(f"ws://127.0.0.1:{ws_port}/connection/websocket"))
             print("connect proxy e2e: passed")
             return True

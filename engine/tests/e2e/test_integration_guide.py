@@ -13,15 +13,13 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 from websockets.asyncio.client import connect
 
-from e2e_common import free_port, recv_json
+from e2e_common import free_port, recv_json, wait_until_serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 # The dev secret of ringcast.toml, which this test starts the engine with.
@@ -73,14 +71,7 @@ async def run(release):
         ]
         proc = subprocess.Popen([os.path.join(release, "ringcast"), "--config=ringcast.toml", *flags], cwd=ROOT)
         try:
-            deadline = time.time() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", api_port), timeout=1).close()
-                    break
-                except OSError:
-                    assert time.time() < deadline, "engine did not start"
-                    time.sleep(0.05)
+            wait_until_serving(proc, api_port)
             await connects_as(ws_port, python_token("alice"), "alice")
             print("ok   integration guide: the Python token minter's token connects as its user")
             await connects_as(ws_port, node_token("bob", {"info": {"name": "Bob"}}), "bob")

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 
 import jwt
-from e2e_common import command, free_port, recv_json
+from e2e_common import command, free_port, recv_json, wait_until_serving
 import websockets
 from websockets.asyncio.client import connect
 
@@ -153,15 +153,7 @@ async def main(binary, checks=RESULTS, websocket_extra="", label="python e2e"):
             )
         proc = subprocess.Popen([binary, f"--config={config_path}"], env={**os.environ, "RINGCAST_LOG_LEVEL": "warn"})
         try:
-            deadline = time.time() + 20
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{api_port}/health", timeout=1).read()
-                    break
-                except OSError:
-                    if time.time() > deadline or proc.poll() is not None:
-                        raise SystemExit("engine did not start")
-                    time.sleep(0.1)
+            wait_until_serving(proc, api_port)
             ws_url = f"ws://127.0.0.1:{ws_port}/connection/websocket"
             passed = failed = 0
             for name, fn in checks:

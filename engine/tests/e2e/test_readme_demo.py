@@ -16,14 +16,14 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 from websockets.asyncio.client import connect
+
+from e2e_common import free_port, wait_until_serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 ANY_STRING = "\u0000any string"
@@ -57,12 +57,6 @@ def matches(want, got, path="$"):
         assert want == got, f"{path}: README shows {want!r}, server sent {got!r}"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def parse_demo(section):
     demo = {}
     demo["subscribe"] = re.search(r"ws\.send\('(.*?)'\)", section).group(1)
@@ -92,14 +86,7 @@ async def run(release, demo):
         ).stdout.strip()
         proc = subprocess.Popen([os.path.join(release, "ringcast"), "--config=ringcast.toml", *flags], cwd=ROOT)
         try:
-            deadline = time.time() + 20
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", api_port), timeout=1).close()
-                    break
-                except OSError:
-                    assert time.time() < deadline, "engine did not start"
-                    time.sleep(0.05)
+            wait_until_serving(proc, api_port)
             async with connect(f"ws://127.0.0.1:{ws_port}/connection/websocket?token={token}") as ws:
                 recv = lambda: asyncio.wait_for(ws.recv(), timeout=5)
                 matches(expected(demo["connect"]), json.loads(await recv()), "connect")

@@ -1,7 +1,7 @@
 //! Proxies to the backend: a real HTTP backend in the test process records
 //! every call and answers allow, deny, override, disconnect, or stalls.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,35 +64,14 @@ fn serve(
     stream.set_nodelay(true).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut length = 0;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        let body: Value = serde_json::from_slice(&body).unwrap();
+    while let Some(request) = read_backend_request(&mut reader) {
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         in_flight_max.fetch_max(now, Ordering::SeqCst);
         calls
             .lock()
             .unwrap()
-            .push((request_line.trim().to_owned(), body.clone()));
+            .push((request.request_line, body.clone()));
         let (delay, reply) = answer(&body);
         std::thread::sleep(delay);
         in_flight.fetch_sub(1, Ordering::SeqCst);

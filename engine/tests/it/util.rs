@@ -530,3 +530,43 @@ pub fn start_under_nofile(nofile: usize, server: &str, websocket: &str) -> Limit
     }
     engine
 }
+
+/// One HTTP/1.1 request as a test backend reads it.
+pub struct BackendRequest {
+    pub request_line: String,
+    /// Header names lower-cased.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// Reads the next request of a keep-alive connection (a `Content-Length`
+/// body); `None` once the client closed it.
+pub fn read_backend_request(reader: &mut impl std::io::BufRead) -> Option<BackendRequest> {
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut headers = std::collections::HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+    let length: usize = headers
+        .get("content-length")
+        .map_or(0, |length| length.parse().unwrap());
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(BackendRequest {
+        request_line: request_line.trim().to_owned(),
+        headers,
+        body,
+    })
+}

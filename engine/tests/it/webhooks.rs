@@ -93,27 +93,10 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Call>>, mode: &Mutex<Mode>) {
     stream.set_nodelay(true).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut headers = HashMap::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':') {
-                headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-            }
-        }
-        let length: usize = headers["content-length"].parse().unwrap();
-        let mut raw = vec![0; length];
-        reader.read_exact(&mut raw).unwrap();
+    while let Some(request) = read_backend_request(&mut reader) {
+        let BackendRequest {
+            headers, body: raw, ..
+        } = request;
         let body: Value = serde_json::from_slice(&raw).unwrap();
         let status = {
             let mut calls = calls.lock().unwrap();
@@ -744,7 +727,7 @@ fn docs_verifiers_accept_the_engines_signatures() {
 /// check:
 /// `cargo test --release -p ringcast-engine --test it stress_webhook_delivery_rate -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check; run by hand"]
 fn stress_webhook_delivery_rate() {
     const USERS: u64 = 100;
     const PER_USER: u64 = 200;
