@@ -424,6 +424,12 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
     validate_events(&request.outbox)
 }
 
+/// The dedup id of an IM append: the sender's length and id, then the
+/// client's id, so `(sender, client_msg_id)` pairs never collide.
+fn im_dedup_id(sender: &str, client_msg_id: &str) -> String {
+    format!("{}:{sender}{client_msg_id}", sender.len())
+}
+
 /// Checks an IM append's names; returns the pair sorted (`a <= b`).
 pub(crate) fn validate_im_append(
     conv: &str,
@@ -1101,6 +1107,10 @@ impl Writer {
                 reason: "stream has a name but no meta".to_owned(),
             })?;
         work.sync |= durability == Durability::Sync;
+        // Both users write to a DM, each with their own client ids: the
+        // sender is part of the dedup id, or the same id from the peer
+        // would be answered with the other user's message and lost.
+        let client_msg_id = client_msg_id.map(|id| im_dedup_id(&sender, &id));
         if let (Some(record), Some(client_msg_id)) = (&stored, &client_msg_id) {
             let duplicate =
                 self.find_duplicate(work, &conv, id, &meta, client_msg_id, &push, now_ms)?;

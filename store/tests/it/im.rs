@@ -286,6 +286,41 @@ fn im_sync_returns_exactly_what_changed_since_a_token() {
 }
 
 #[test]
+fn both_users_of_a_dm_may_send_the_same_client_msg_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let with_id = |from: &str, to: &str, text: &str| {
+        let mut request = im_request(from, to, text, 0);
+        request.client_msg_id = Some("1".to_owned());
+        im_submit(&store, request).unwrap()
+    };
+    let alice = with_id("alice", "bob", "from alice");
+    let bob = with_id("bob", "alice", "from bob");
+    assert!(
+        !bob.appended.duplicate,
+        "bob's message is his own, not alice's"
+    );
+    assert_eq!((alice.appended.offset, bob.appended.offset), (1, 2));
+    assert_eq!(bob.appended.push.envelope().sender.as_str(), "bob");
+    // Each sender's retry still finds that sender's own message.
+    let alice_retry = with_id("alice", "bob", "from alice");
+    let bob_retry = with_id("bob", "alice", "from bob");
+    assert!(alice_retry.appended.duplicate && bob_retry.appended.duplicate);
+    assert_eq!(alice_retry.appended.offset, 1);
+    assert_eq!(bob_retry.appended.offset, 2);
+    // Both messages are stored: bob's message is unread for alice, and
+    // bob, having sent last, has read everything.
+    for (user, unread) in [("alice", 1), ("bob", 0)] {
+        let page = list(&store, user, None, 10);
+        assert_eq!(
+            (page.convs[0].count_total, page.convs[0].unread),
+            (2, unread)
+        );
+    }
+    store.close().unwrap();
+}
+
+#[test]
 fn everything_survives_reopen_and_conversations_take_only_im_writes() {
     let dir = tempfile::tempdir().unwrap();
     let conv = conv_name("alice", "bob");
