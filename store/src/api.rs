@@ -499,10 +499,14 @@ pub struct ImSync {
     pub convs: Vec<ConvSummary>,
     /// The token to sync from next time.
     pub token: SyncToken,
-    /// More changes than `limit`: sync again from `token`.
+    /// More than `limit`. After a sync from a token: sync again from
+    /// `token`. After a sync without one (or a reset): this was the newest
+    /// page of the list, and the rest comes from `conv_list` after the last
+    /// conversation's `(last_time_ms, sid)`.
     pub more: bool,
-    /// The token given was from another store (restored or replaced): this
-    /// is a full sync, and the device must drop what it holds.
+    /// The token given cannot be continued (another store's, or ahead of
+    /// this store's sequence): this is a first sync, and the device must
+    /// drop what it holds.
     pub reset: bool,
     pub total_unread: u64,
 }

@@ -382,9 +382,17 @@ pub(crate) fn conv_list(
     })
 }
 
-/// The conversations whose view changed for `user` after `since` (all of
-/// them without a token or with another store's), at most `limit`: the
-/// oldest changes first, so that `more` and the token page exactly.
+/// What changed for `user`, from one snapshot.
+///
+/// With a token of this store: the conversations whose view changed after
+/// it, at most `limit`, the oldest changes first so that `more` and the
+/// token page exactly (call again from the token).
+///
+/// Without a token, or with one this store cannot continue from
+/// ([`ImSync::reset`]): the newest page of the conversation list by
+/// activity, and the snapshot's token; `more` then says the list goes on,
+/// and the client pages it with `conv_list` from the last conversation's
+/// `(last_time_ms, sid)`.
 pub(crate) fn im_sync(
     fjall: &Fjall,
     user: &str,
@@ -400,25 +408,35 @@ pub(crate) fn im_sync(
         .ok_or_else(|| corrupt("", "IM counter missing".to_owned()))?;
     let counter = ImCounter::decode(&counter).map_err(|reason| corrupt("", reason))?;
     let reset = since.is_some_and(|token| token.store_id != counter.store_id);
-    let since_gseq = since
-        .filter(|token| token.store_id == counter.store_id)
-        .map_or(0, |token| token.gseq);
+    let since_gseq = since.filter(|_| !reset).map(|token| token.gseq);
     let all = reader.all_of(user)?;
     let total = total_unread(&all);
-    let mut changed: Vec<_> = all
-        .into_iter()
-        .filter(|(_, _, uconv)| uconv.changed_gseq > since_gseq)
-        .collect();
-    changed.sort_by_key(|(_, _, uconv)| uconv.changed_gseq);
-    let more = changed.len() > limit;
-    changed.truncate(limit);
-    let gseq = if more {
-        changed
-            .last()
-            .map_or(since_gseq, |(_, _, uconv)| uconv.changed_gseq)
-    } else {
-        // Nothing past the page: everything up to the snapshot's counter.
-        counter.gseq
+    let (changed, more, gseq) = match since_gseq {
+        None => {
+            let mut newest = all;
+            newest.sort_by_key(|(id, conv, _)| std::cmp::Reverse((conv.last_time_ms, *id)));
+            let more = newest.len() > limit;
+            newest.truncate(limit);
+            (newest, more, counter.gseq)
+        }
+        Some(since_gseq) => {
+            let mut changed: Vec<_> = all
+                .into_iter()
+                .filter(|(_, _, uconv)| uconv.changed_gseq > since_gseq)
+                .collect();
+            changed.sort_by_key(|(_, _, uconv)| uconv.changed_gseq);
+            let more = changed.len() > limit;
+            changed.truncate(limit);
+            let gseq = if more {
+                changed
+                    .last()
+                    .map_or(since_gseq, |(_, _, uconv)| uconv.changed_gseq)
+            } else {
+                // Nothing past the page: everything up to the snapshot's counter.
+                counter.gseq
+            };
+            (changed, more, gseq)
+        }
     };
     let mut convs = changed
         .into_iter()

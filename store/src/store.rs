@@ -307,10 +307,12 @@ impl Store {
         })
     }
 
-    /// The conversations whose view changed for `user` since `since` (all
-    /// of them for `None`, or for a token of another store, then with
-    /// [`ImSync::reset`]), and the token to sync from next; at most `limit`
-    /// per call ([`ImSync::more`]: call again from the token).
+    /// The conversations whose view changed for `user` since `since`, and
+    /// the token to sync from next; at most `limit` per call, oldest change
+    /// first ([`ImSync::more`]: call again from the token). Without a token,
+    /// or with one this store cannot continue from (then with
+    /// [`ImSync::reset`]): the newest `limit` conversations of the list, the
+    /// rest paged with [`Store::conv_list`].
     pub fn im_sync(
         &self,
         user: &str,

@@ -321,6 +321,47 @@ fn both_users_of_a_dm_may_send_the_same_client_msg_id() {
 }
 
 #[test]
+fn a_first_sync_gets_the_newest_page_and_the_rest_pages_with_conv_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let peers: Vec<String> = (0..7).map(|idx| format!("p{idx}")).collect();
+    for peer in &peers {
+        send(&store, peer, "alice", "hi");
+    }
+    // The oldest conversation becomes the newest.
+    send(&store, &peers[0], "alice", "again");
+    let newest = list(&store, "alice", None, 3);
+    let first = sync(&store, "alice", None, 3);
+    assert_eq!((first.more, first.reset), (true, false));
+    assert_eq!(first.convs, newest.convs, "the newest page of the list");
+    assert_eq!(first.convs[0].conv, conv_name(&peers[0], "alice"));
+    // The rest of the list from the last conversation of the page.
+    let last = first.convs.last().unwrap();
+    let mut all = first.convs.clone();
+    let mut cursor = Some((last.last_time_ms, last.sid));
+    while let Some(next) = cursor {
+        let page = list(&store, "alice", Some(next), 3);
+        all.extend(page.convs);
+        cursor = page.next;
+    }
+    let convs: HashSet<String> = all.iter().map(|c| c.conv.clone()).collect();
+    assert_eq!((all.len(), convs.len()), (7, 7));
+    // The token covers everything up to the snapshot: nothing is left.
+    let after = sync(&store, "alice", Some(first.token), 3);
+    assert!(after.convs.is_empty() && !after.more);
+    // A token of another store gets the same newest page, flagged.
+    let foreign = SyncToken {
+        store_id: first.token.store_id ^ 1,
+        gseq: first.token.gseq,
+    };
+    let again = sync(&store, "alice", Some(foreign), 3);
+    assert!(again.reset && again.more);
+    assert_eq!(again.convs, newest.convs);
+    assert_eq!(again.token, first.token);
+    store.close().unwrap();
+}
+
+#[test]
 fn everything_survives_reopen_and_conversations_take_only_im_writes() {
     let dir = tempfile::tempdir().unwrap();
     let conv = conv_name("alice", "bob");
