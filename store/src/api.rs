@@ -13,6 +13,10 @@ use ringcast_protocol::envelope::{EncodedPush, MessageId};
 /// Longest stream name, in bytes. Keeps meta keys small and bounds what a
 /// bad caller can make the store hold per request.
 pub const STREAM_NAME_BYTES_MAX: usize = 1024;
+/// Name prefixes of IM conversations (`docs/im.md`, "Names"): the store
+/// refuses plain appends to them, so a stream of such a name is only ever
+/// made by its first IM message and cannot block the conversation.
+pub const IM_NAME_PREFIXES: [&str; 2] = ["dm:", "grp:"];
 /// Longest `client_msg_id`, in bytes.
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 256;
 /// Longest user or device id in a cursor, in bytes.

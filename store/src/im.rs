@@ -351,27 +351,25 @@ pub(crate) fn conv_list(
     };
     let mut convs = Vec::with_capacity(limit.min(1024));
     let mut next = None;
-    if limit > 0 {
-        for guard in reader
-            .snapshot
-            .range(&fjall.im_uact, (start, Bound::Unbounded))
-        {
-            let key = guard
-                .key()
-                .map_err(|error| StoreError::io("reading the conversation list", error))?;
-            if !key.starts_with(&prefix) {
-                break;
-            }
-            let Some((_, time_ms, id)) = im_uact_key_decode(&key) else {
-                return Err(corrupt("", format!("im_uact key of {} bytes", key.len())));
-            };
-            let conv = reader.conv(id)?;
-            let uconv = reader.uconv(user, id)?;
-            convs.push(reader.summary(id, conv, uconv)?);
-            if convs.len() == limit {
-                next = Some((time_ms, id));
-                break;
-            }
+    for guard in reader
+        .snapshot
+        .range(&fjall.im_uact, (start, Bound::Unbounded))
+    {
+        let key = guard
+            .key()
+            .map_err(|error| StoreError::io("reading the conversation list", error))?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let Some((_, time_ms, id)) = im_uact_key_decode(&key) else {
+            return Err(corrupt("", format!("im_uact key of {} bytes", key.len())));
+        };
+        let conv = reader.conv(id)?;
+        let uconv = reader.uconv(user, id)?;
+        convs.push(reader.summary(id, conv, uconv)?);
+        if convs.len() == limit {
+            next = Some((time_ms, id));
+            break;
         }
     }
     let all = reader.all_of(user)?;
@@ -407,7 +405,10 @@ pub(crate) fn im_sync(
         .get(&fjall.meta, META_KEY_IM_COUNTER, "reading the IM counter")?
         .ok_or_else(|| corrupt("", "IM counter missing".to_owned()))?;
     let counter = ImCounter::decode(&counter).map_err(|reason| corrupt("", reason))?;
-    let reset = since.is_some_and(|token| token.store_id != counter.store_id);
+    // A token ahead of the sequence comes from before a restore of this
+    // store: continuing from it would skip the changes made since.
+    let reset =
+        since.is_some_and(|token| token.store_id != counter.store_id || token.gseq > counter.gseq);
     let since_gseq = since.filter(|_| !reset).map(|token| token.gseq);
     let all = reader.all_of(user)?;
     let total = total_unread(&all);

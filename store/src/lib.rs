@@ -35,7 +35,7 @@ pub use api::{
     Health, ImAppend, ImAppended, ImReadState, ImSync, OutboxEvent, OutboxKind, OutboxRecord,
     ReadRequest, ReadResult, Retention, StoreConfig, StoredCursor, SyncToken, Unreadable,
     CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX,
-    MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    IM_NAME_PREFIXES, MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
     SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};

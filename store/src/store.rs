@@ -61,6 +61,18 @@ fn validate_im_names(user: &str, conv: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A page of 0 could never make progress: `im_sync` would answer `more`
+/// with the same token forever, and `conv_list` an empty page that reads
+/// as the end of the list.
+fn validate_page_limit(limit: usize) -> Result<(), StoreError> {
+    if limit == 0 {
+        return Err(StoreError::InvalidRequest {
+            reason: "a page limit must be at least 1",
+        });
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the store with a sink that ignores what is stored.
     ///
@@ -299,6 +311,7 @@ impl Store {
         limit: usize,
     ) -> Result<oneshot::Receiver<Result<ConvPage, StoreError>>, StoreError> {
         validate_im_names(user, "-")?;
+        validate_page_limit(limit)?;
         self.ask_reader(|reply| ReaderMsg::ConvList {
             user: user.to_owned(),
             cursor,
@@ -320,6 +333,7 @@ impl Store {
         limit: usize,
     ) -> Result<oneshot::Receiver<Result<ImSync, StoreError>>, StoreError> {
         validate_im_names(user, "-")?;
+        validate_page_limit(limit)?;
         self.ask_reader(|reply| ReaderMsg::ImSync {
             user: user.to_owned(),
             since,

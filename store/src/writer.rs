@@ -22,7 +22,7 @@ use ringcast_protocol::envelope::{EncodedPush, MessageId, MessageIdGen};
 use crate::api::{
     Answer, AppendRequest, Appended, CommitSink, Durability, ImAppend, ImAppended, ImReadState,
     OutboxEvent, Retention, StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
-    STREAM_NAME_BYTES_MAX,
+    IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
@@ -407,6 +407,14 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
     if request.stream.is_empty() || request.stream.len() > STREAM_NAME_BYTES_MAX {
         return Err(StoreError::InvalidRequest {
             reason: "stream name must be 1..=1024 bytes",
+        });
+    }
+    if IM_NAME_PREFIXES
+        .iter()
+        .any(|prefix| request.stream.starts_with(prefix))
+    {
+        return Err(StoreError::InvalidRequest {
+            reason: "dm: and grp: names are IM conversations: only im_append writes them",
         });
     }
     if let Some(client_msg_id) = &request.client_msg_id {
@@ -1083,6 +1091,13 @@ impl Writer {
             durability,
         } = request;
         let pair = validate_im_append(&conv, pair, &sender, client_msg_id.as_deref())?;
+        // Read positions follow `sender`; an entry claiming someone else
+        // would be unread for its own author.
+        if push.envelope().sender.as_str() != sender {
+            return Err(StoreError::InvalidRequest {
+                reason: "the push's sender must be the request's sender",
+            });
+        }
         let (id, stored) = match self.stream_id(work, &conv) {
             Some(id) => match work.im.conv(&self.fjall, &self.im, id, &conv)? {
                 Some(record) if record.pair == pair => (id, Some(record)),
@@ -1147,8 +1162,9 @@ impl Writer {
         });
         // Time never decreases along a conversation: paging by time is a
         // binary search, and the list order is the order of the stream.
-        let pushed_ms = push.envelope().time_ms.to_native();
-        let time_ms = if pushed_ms == 0 { now_ms } else { pushed_ms }.max(record.last_time_ms);
+        // The push's own time is not trusted: one from a skewed clock
+        // would pin the conversation at the top until the clock caught up.
+        let time_ms = now_ms.max(record.last_time_ms);
         push.stamp_time(time_ms);
         let appended = self.stage_entry(
             work,

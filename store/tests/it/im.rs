@@ -60,6 +60,13 @@ fn sync(store: &Store, user: &str, since: Option<SyncToken>, limit: usize) -> Im
         .unwrap()
 }
 
+/// A store on a new temp dir (kept alive by the returned guard).
+fn fresh_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    (dir, store)
+}
+
 fn by_conv(page: &ConvPage) -> HashMap<String, ConvSummary> {
     page.convs
         .iter()
@@ -178,16 +185,44 @@ fn list_all(store: &Store, user: &str, limit: usize) -> Vec<ConvSummary> {
     }
 }
 
+fn wall_ms() -> u64 {
+    let now = std::time::SystemTime::now();
+    let since = now.duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
 #[test]
 fn conv_list_pages_in_exact_activity_order_with_equal_times() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
-    // Twelve conversations of alice's, three at each of four times.
-    let peers: Vec<String> = (0..12).map(|idx| format!("peer{idx:02}")).collect();
-    for (idx, peer) in peers.iter().enumerate() {
-        let time_ms = 1_000 + (idx as u64 / 3) * 10;
-        im_submit(&store, im_request(peer, "alice", "hi", time_ms)).unwrap();
+    // The writer stamps the time: conversations queued together share the
+    // batch's millisecond. Rounds of twelve until two times are equal.
+    let mut peers: Vec<String> = Vec::new();
+    let mut shared = false;
+    for round in 0..10 {
+        let receivers: Vec<_> = (0..12)
+            .map(|idx| {
+                let peer = format!("peer{round:02}{idx:02}");
+                let mut request = im_request(&peer, "alice", "hi", 0);
+                request.durability = Durability::Buffered;
+                peers.push(peer);
+                store.im_append(request).unwrap()
+            })
+            .collect();
+        for receiver in receivers {
+            block_on(receiver).unwrap().unwrap();
+        }
+        let all = list_all(&store, "alice", 1_000);
+        if all
+            .windows(2)
+            .any(|w| w[0].last_time_ms == w[1].last_time_ms)
+        {
+            shared = true;
+            break;
+        }
     }
+    assert!(shared, "no two conversations shared a time");
+    let total = peers.len();
     let check_order = |all: &[ConvSummary]| {
         for pair in all.windows(2) {
             assert!(
@@ -200,27 +235,35 @@ fn conv_list_pages_in_exact_activity_order_with_equal_times() {
     };
     for limit in [1, 2, 5, 12, 50] {
         let all = list_all(&store, "alice", limit);
-        assert_eq!(all.len(), 12, "limit {limit}");
+        assert_eq!(all.len(), total, "limit {limit}");
         check_order(&all);
         let convs: HashSet<&str> = all.iter().map(|summary| summary.conv.as_str()).collect();
-        assert_eq!(convs.len(), 12);
-        assert_eq!(all.iter().map(|summary| summary.unread).sum::<u64>(), 12);
+        assert_eq!(convs.len(), total);
+        assert_eq!(
+            all.iter().map(|summary| summary.unread).sum::<u64>(),
+            total as u64
+        );
     }
-    // A newer message moves its conversation to the front; a push stamped
-    // in the past is stamped with the conversation's last time instead, so
-    // time never goes back along the stream.
+    // A newer message moves its conversation to the front. The push's own
+    // time is not trusted: one a day ahead is stamped with the writer's
+    // clock, and one in the past with the conversation's last time or now,
+    // so time never goes back along the stream.
     let oldest = list_all(&store, "alice", 50).last().unwrap().clone();
-    let again = im_submit(&store, im_request(&oldest.peer, "alice", "late", 1)).unwrap();
-    assert_eq!(again.appended.push.envelope().time_ms.to_native(), 1_000);
-    let newer = im_submit(&store, im_request(&oldest.peer, "alice", "new", 5_000)).unwrap();
-    assert_eq!(newer.appended.push.envelope().time_ms.to_native(), 5_000);
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let future = wall_ms() + 86_400_000;
+    let ahead = im_submit(&store, im_request(&oldest.peer, "alice", "ahead", future)).unwrap();
+    let ahead_ms = ahead.appended.push.envelope().time_ms.to_native();
+    assert!(ahead_ms > oldest.last_time_ms && ahead_ms <= wall_ms());
+    let past = im_submit(&store, im_request(&oldest.peer, "alice", "late", 1)).unwrap();
+    let past_ms = past.appended.push.envelope().time_ms.to_native();
+    assert!(past_ms >= ahead_ms && past_ms <= wall_ms());
     let all = list_all(&store, "alice", 4);
     check_order(&all);
-    assert_eq!(all.len(), 12);
+    assert_eq!(all.len(), total);
     assert_eq!(all[0].conv, oldest.conv);
-    assert_eq!((all[0].last_time_ms, all[0].unread), (5_000, 3));
+    assert_eq!((all[0].last_time_ms, all[0].unread), (past_ms, 3));
     let page = list(&store, "alice", None, 3);
-    assert_eq!(page.total_unread, 14);
+    assert_eq!(page.total_unread, total as u64 + 2);
     // Each peer sees only its own conversation.
     assert_eq!(list_all(&store, &peers[3], 10).len(), 1);
     store.close().unwrap();
@@ -287,8 +330,7 @@ fn im_sync_returns_exactly_what_changed_since_a_token() {
 
 #[test]
 fn both_users_of_a_dm_may_send_the_same_client_msg_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path())).unwrap();
+    let (_dir, store) = fresh_store();
     let with_id = |from: &str, to: &str, text: &str| {
         let mut request = im_request(from, to, text, 0);
         request.client_msg_id = Some("1".to_owned());
@@ -322,8 +364,7 @@ fn both_users_of_a_dm_may_send_the_same_client_msg_id() {
 
 #[test]
 fn a_first_sync_gets_the_newest_page_and_the_rest_pages_with_conv_list() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path())).unwrap();
+    let (_dir, store) = fresh_store();
     let peers: Vec<String> = (0..7).map(|idx| format!("p{idx}")).collect();
     for peer in &peers {
         send(&store, peer, "alice", "hi");
@@ -358,6 +399,78 @@ fn a_first_sync_gets_the_newest_page_and_the_rest_pages_with_conv_list() {
     assert!(again.reset && again.more);
     assert_eq!(again.convs, newest.convs);
     assert_eq!(again.token, first.token);
+    store.close().unwrap();
+}
+
+#[test]
+fn a_token_ahead_of_the_stores_sequence_is_a_reset() {
+    let (_dir, store) = fresh_store();
+    send(&store, "p1", "alice", "hi");
+    send(&store, "p2", "alice", "hi");
+    let token = sync(&store, "alice", None, 10).token;
+    // As if the store were restored from a copy taken before this token.
+    let ahead = SyncToken {
+        gseq: token.gseq + 1_000,
+        ..token
+    };
+    let full = sync(&store, "alice", Some(ahead), 10);
+    assert!(full.reset);
+    assert_eq!(full.convs.len(), 2);
+    assert_eq!(full.token, token, "the token goes back to the store's");
+    let from_own = sync(&store, "alice", Some(token), 10);
+    assert!(!from_own.reset && from_own.convs.is_empty());
+    store.close().unwrap();
+}
+
+#[test]
+fn a_page_limit_of_zero_is_refused() {
+    let (_dir, store) = fresh_store();
+    send(&store, "p1", "alice", "hi");
+    assert!(matches!(
+        store.conv_list("alice", None, 0),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    assert!(matches!(
+        store.im_sync("alice", None, 0),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    assert_eq!(list(&store, "alice", None, 1).convs.len(), 1);
+    store.close().unwrap();
+}
+
+#[test]
+fn the_push_sender_must_be_the_request_sender() {
+    let (_dir, store) = fresh_store();
+    let mut forged = im_request("alice", "bob", "hi", 0);
+    forged.sender = "bob".to_owned();
+    assert!(matches!(
+        im_submit(&store, forged),
+        Err(StoreError::InvalidRequest { .. })
+    ));
+    // Nothing was made: no conversation, no stream.
+    assert!(list(&store, "alice", None, 10).convs.is_empty());
+    assert!(list(&store, "bob", None, 10).convs.is_empty());
+    send(&store, "alice", "bob", "hi");
+    let summary = &list(&store, "bob", None, 10).convs[0];
+    assert_eq!((summary.count_total, summary.unread), (1, 1));
+    store.close().unwrap();
+}
+
+#[test]
+fn plain_appends_to_im_names_are_refused_so_the_conversation_stays_free() {
+    let (_dir, store) = fresh_store();
+    let conv = conv_name("alice", "bob");
+    for name in [conv.as_str(), "grp:team"] {
+        assert!(matches!(
+            submit(&store, request(name, "plain", Durability::Sync)),
+            Err(StoreError::InvalidRequest { .. })
+        ));
+    }
+    // The refused append made no stream: the first IM message makes it.
+    let first = send(&store, "alice", "bob", "hi");
+    assert_eq!((first.appended.offset, first.count), (1, 1));
+    // Other names are plain streams as before.
+    submit(&store, request("dmx:plain", "x", Durability::Sync)).unwrap();
     store.close().unwrap();
 }
 
