@@ -17,6 +17,8 @@ pub const STREAM_NAME_BYTES_MAX: usize = 1024;
 /// refuses plain appends to them, so a stream of such a name is only ever
 /// made by its first IM message and cannot block the conversation.
 pub const IM_NAME_PREFIXES: [&str; 2] = ["dm:", "grp:"];
+/// Default of [`StoreConfig::conversations_per_user_max`].
+pub const CONVERSATIONS_PER_USER_MAX_DEFAULT: usize = 10_000;
 /// Longest `client_msg_id`, in bytes.
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 256;
 /// Longest user or device id in a cursor, in bytes.
@@ -97,6 +99,13 @@ pub struct StoreConfig {
     /// the set alone (it would only grow), and open empties any set an
     /// earlier run left, writing no events.
     pub presence_set: bool,
+    /// Most conversations one user may have (`docs/im.md`,
+    /// `conversations_per_user_max`): an IM append that would start one
+    /// more for either user of the pair is refused with
+    /// [`crate::StoreError::ConversationLimit`]. Bounds what a user's list,
+    /// total unread and sync read (each reads all of the user's
+    /// conversations), and what strangers can make a victim's list hold.
+    pub conversations_per_user_max: usize,
 }
 
 impl StoreConfig {
@@ -118,6 +127,7 @@ impl StoreConfig {
             sync_interval_min: Duration::from_micros(SYNC_INTERVAL_MIN_DEFAULT_US),
             memtable_bytes_max: MEMTABLE_BYTES_MAX_DEFAULT,
             presence_set: true,
+            conversations_per_user_max: CONVERSATIONS_PER_USER_MAX_DEFAULT,
         }
     }
 }

@@ -183,6 +183,33 @@ impl ImBatch {
         }
     }
 
+    /// Whether `user` has at least `cap` conversations, counting those the
+    /// batch starts: a key scan of the user's `im_uconv`, stopped at `cap`.
+    pub(crate) fn at_conv_cap(
+        &self,
+        fjall: &Fjall,
+        user: &str,
+        cap: usize,
+    ) -> Result<bool, StoreError> {
+        let started = self
+            .convs
+            .values()
+            .filter(|change| change.stored_time_ms.is_none())
+            .filter(|change| change.record.pair.0 == user || change.record.pair.1 == user)
+            .count();
+        let mut count = started;
+        for guard in fjall.im_uconv.prefix(im_user_prefix(user)) {
+            if count >= cap {
+                break;
+            }
+            guard
+                .key()
+                .map_err(|error| StoreError::io("counting conversations", error))?;
+            count += 1;
+        }
+        Ok(count >= cap)
+    }
+
     pub(crate) fn put_uconv(&mut self, user: &str, id: u64, record: UConvRecord) {
         self.uconvs.insert((user.to_owned(), id), record);
     }

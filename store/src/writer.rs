@@ -1112,7 +1112,18 @@ impl Writer {
                     })
                 }
             },
-            None => (self.create_stream(work, &conv, 0), None),
+            None => {
+                let cap = self.config.conversations_per_user_max;
+                for user in [&pair.0, &pair.1] {
+                    if work.im.at_conv_cap(&self.fjall, user, cap)? {
+                        return Err(StoreError::ConversationLimit {
+                            user: user.clone(),
+                            limit: cap,
+                        });
+                    }
+                }
+                (self.create_stream(work, &conv, 0), None)
+            }
         };
         let meta = self
             .stream_meta(work, id)

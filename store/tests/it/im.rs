@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_store::{
     ConvPage, ConvSummary, Durability, ImAppend, ImAppended, ImReadState, ImSync, Store,
-    StoreError, SyncToken,
+    StoreConfig, StoreError, SyncToken,
 };
 
 use crate::kill::{next_random, run_and_kill, test_seed};
@@ -471,6 +471,64 @@ fn plain_appends_to_im_names_are_refused_so_the_conversation_stays_free() {
     assert_eq!((first.appended.offset, first.count), (1, 1));
     // Other names are plain streams as before.
     submit(&store, request("dmx:plain", "x", Durability::Sync)).unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn a_user_at_the_conversation_cap_gets_no_new_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = || StoreConfig {
+        conversations_per_user_max: 3,
+        ..config(dir.path())
+    };
+    let store = Store::open(capped()).unwrap();
+    for peer in ["p1", "p2", "p3"] {
+        send(&store, peer, "alice", "hi");
+    }
+    // A fourth stranger is refused, and nothing of it is stored.
+    match im_submit(&store, im_request("p4", "alice", "hi", 0)) {
+        Err(StoreError::ConversationLimit { user, limit }) => {
+            assert_eq!((user.as_str(), limit), ("alice", 3));
+        }
+        other => panic!("expected ConversationLimit, got {other:?}"),
+    }
+    assert!(list(&store, "p4", None, 10).convs.is_empty());
+    // Alice sending to a fourth is refused the same way.
+    assert!(matches!(
+        im_submit(&store, im_request("alice", "p4", "hi", 0)),
+        Err(StoreError::ConversationLimit { .. })
+    ));
+    // Existing conversations go on; other users are not affected.
+    send(&store, "alice", "p1", "still here");
+    send(&store, "p4", "p5", "elsewhere");
+    assert_eq!(list(&store, "alice", None, 10).convs.len(), 3);
+    // New conversations queued together count against the cap in one batch.
+    let receivers: Vec<_> = ["q1", "q2", "q3", "q4", "q5"]
+        .iter()
+        .map(|peer| {
+            let mut request = im_request(peer, "bob", "hi", 0);
+            request.durability = Durability::Buffered;
+            store.im_append(request).unwrap()
+        })
+        .collect();
+    let results: Vec<_> = receivers
+        .into_iter()
+        .map(|receiver| block_on(receiver).unwrap())
+        .collect();
+    let stored = results.iter().filter(|result| result.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|result| matches!(result, Err(StoreError::ConversationLimit { .. })))
+        .count();
+    assert_eq!((stored, refused), (3, 2));
+    assert_eq!(list(&store, "bob", None, 10).convs.len(), 3);
+    store.close().unwrap();
+    // The cap holds across a reopen: the count is read from the store.
+    let store = Store::open(capped()).unwrap();
+    assert!(matches!(
+        im_submit(&store, im_request("p6", "alice", "hi", 0)),
+        Err(StoreError::ConversationLimit { .. })
+    ));
     store.close().unwrap();
 }
 
