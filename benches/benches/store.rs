@@ -283,7 +283,9 @@ impl EngineSinkStore {
                     Answer::Appended(result) => {
                         black_box(result.expect("append stored"));
                     }
-                    Answer::Cursor(_) => unreachable!("no cursor was asked for"),
+                    Answer::Cursor(_) | Answer::ImAppended(_) | Answer::ImRead(_) => {
+                        unreachable!("only appends were asked for")
+                    }
                 });
             }
             if answered == in_flight {

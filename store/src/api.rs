@@ -13,6 +13,12 @@ use ringcast_protocol::envelope::{EncodedPush, MessageId};
 /// Longest stream name, in bytes. Keeps meta keys small and bounds what a
 /// bad caller can make the store hold per request.
 pub const STREAM_NAME_BYTES_MAX: usize = 1024;
+/// Name prefixes of IM conversations (`docs/im.md`, "Names"): the store
+/// refuses plain appends to them, so a stream of such a name is only ever
+/// made by its first IM message and cannot block the conversation.
+pub const IM_NAME_PREFIXES: [&str; 2] = ["dm:", "grp:"];
+/// Default of [`StoreConfig::conversations_per_user_max`].
+pub const CONVERSATIONS_PER_USER_MAX_DEFAULT: usize = 10_000;
 /// Longest `client_msg_id`, in bytes.
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 256;
 /// Longest user or device id in a cursor, in bytes.
@@ -93,6 +99,13 @@ pub struct StoreConfig {
     /// the set alone (it would only grow), and open empties any set an
     /// earlier run left, writing no events.
     pub presence_set: bool,
+    /// Most conversations one user may have (`docs/im.md`,
+    /// `conversations_per_user_max`): an IM append that would start one
+    /// more for either user of the pair is refused with
+    /// [`crate::StoreError::ConversationLimit`]. Bounds what a user's list,
+    /// total unread and sync read (each reads all of the user's
+    /// conversations), and what strangers can make a victim's list hold.
+    pub conversations_per_user_max: usize,
 }
 
 impl StoreConfig {
@@ -114,6 +127,7 @@ impl StoreConfig {
             sync_interval_min: Duration::from_micros(SYNC_INTERVAL_MIN_DEFAULT_US),
             memtable_bytes_max: MEMTABLE_BYTES_MAX_DEFAULT,
             presence_set: true,
+            conversations_per_user_max: CONVERSATIONS_PER_USER_MAX_DEFAULT,
         }
     }
 }
@@ -311,6 +325,8 @@ pub struct ReadResult {
 pub enum Answer {
     Appended(Result<Appended, StoreError>),
     Cursor(Result<u64, StoreError>),
+    ImAppended(Result<ImAppended, StoreError>),
+    ImRead(Result<ImReadState, StoreError>),
 }
 
 /// What the writer hands back after each group commit, on the writer
@@ -412,4 +428,99 @@ pub struct Health {
 pub struct StoredCursor {
     pub offset: u64,
     pub epoch: u64,
+}
+
+/// An IM message to a direct conversation ([`crate::Store::im_append`]).
+#[derive(Debug, Clone)]
+pub struct ImAppend {
+    /// The conversation's stream name (`dm:<h>`, see `docs/im.md`); the
+    /// caller derives it from the pair. 1..=[`STREAM_NAME_BYTES_MAX`] bytes.
+    pub conv: String,
+    /// The two users, in any order (the store keeps them sorted); equal for
+    /// a conversation with oneself. Each 1..=[`CURSOR_ID_BYTES_MAX`] bytes.
+    pub pair: (String, String),
+    /// One of the pair.
+    pub sender: String,
+    /// The publication; the store stamps id, offset, epoch and its time
+    /// (`max(the conversation's last time, the push's time or now)`).
+    pub push: EncodedPush,
+    /// Idempotency key, as [`AppendRequest::client_msg_id`].
+    pub client_msg_id: Option<String>,
+    pub durability: Durability,
+}
+
+/// An acknowledged IM append.
+#[derive(Debug, Clone)]
+pub struct ImAppended {
+    pub appended: Appended,
+    /// Counting entries (messages) in the conversation up to this one.
+    pub count: u64,
+    /// The IM sequence of this write; 0 for a duplicate (nothing changed).
+    pub gseq: u64,
+}
+
+/// A user's read position in a conversation after [`crate::Store::im_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImReadState {
+    pub read_offset: u64,
+    pub unread: u64,
+}
+
+/// A sync token: where a device's view of its conversations stands. Only
+/// meaningful with the store it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncToken {
+    pub store_id: u64,
+    pub gseq: u64,
+}
+
+/// One conversation as a user sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvSummary {
+    /// The stream name (`dm:<h>`).
+    pub conv: String,
+    /// The stream id: with `last_time_ms`, the conversation list's cursor.
+    pub sid: u64,
+    /// The other user of the pair.
+    pub peer: String,
+    pub epoch: u64,
+    pub last_offset: u64,
+    pub last_time_ms: u64,
+    pub last_msg_offset: u64,
+    pub count_total: u64,
+    pub read_offset: u64,
+    pub unread: u64,
+    /// The gseq of the last write that changed this user's view of it.
+    pub changed_gseq: u64,
+}
+
+/// A page of a user's conversation list ([`crate::Store::conv_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConvPage {
+    /// Newest activity first; among equal times, the higher `sid` first.
+    pub convs: Vec<ConvSummary>,
+    /// The cursor of the next page (`(last_time_ms, sid)` of the last
+    /// conversation), `None` when this page reached the end.
+    pub next: Option<(u64, u64)>,
+    /// Unread over all the user's conversations.
+    pub total_unread: u64,
+}
+
+/// The conversations changed for a user since a token ([`crate::Store::im_sync`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImSync {
+    /// Newest activity first.
+    pub convs: Vec<ConvSummary>,
+    /// The token to sync from next time.
+    pub token: SyncToken,
+    /// More than `limit`. After a sync from a token: sync again from
+    /// `token`. After a sync without one (or a reset): this was the newest
+    /// page of the list, and the rest comes from `conv_list` after the last
+    /// conversation's `(last_time_ms, sid)`.
+    pub more: bool,
+    /// The token given cannot be continued (another store's, or ahead of
+    /// this store's sequence): this is a first sync, and the device must
+    /// drop what it holds.
+    pub reset: bool,
+    pub total_unread: u64,
 }

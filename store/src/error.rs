@@ -65,6 +65,20 @@ pub enum StoreError {
     /// The store is shut down (or its worker thread died).
     #[error("store is closed")]
     Closed,
+    /// An IM append would start a new conversation for a user who already
+    /// has the most conversations one user may have
+    /// ([`crate::StoreConfig::conversations_per_user_max`]). Nothing was
+    /// written. For the engine to answer with error 126 (`docs/im.md`).
+    #[error(
+        "user {user:?} already has {limit} conversations, the most one user may have; \
+         nothing was written"
+    )]
+    ConversationLimit {
+        /// The user at the cap (the sender or the peer).
+        user: String,
+        /// The cap.
+        limit: usize,
+    },
     /// The request itself is invalid (empty stream name, oversized id, ...).
     #[error("invalid store request: {reason}")]
     InvalidRequest {
@@ -94,7 +108,9 @@ impl StoreError {
     /// Who is at fault.
     pub fn source_tag(&self) -> ErrorSource {
         match self {
-            StoreError::InvalidRequest { .. } => ErrorSource::Caller,
+            StoreError::InvalidRequest { .. } | StoreError::ConversationLimit { .. } => {
+                ErrorSource::Caller
+            }
             StoreError::Overloaded { .. } => ErrorSource::Load,
             StoreError::Unavailable { .. } => ErrorSource::Resource,
             StoreError::Poisoned | StoreError::Io { .. } | StoreError::Corrupt { .. } => {

@@ -2,8 +2,9 @@
 //! targets (`engine/fuzz`): not part of the store's API.
 
 use crate::keys::{
-    dedup_time_key_decode, entry_key, entry_key_decode, read_u64, seq_key, seq_key_decode,
-    CursorRecord, DeadValue, DedupRecord, OutboxValue, StreamMeta,
+    dedup_time_key_decode, entry_key, entry_key_decode, im_uact_key, im_uact_key_decode,
+    im_uconv_key, im_uconv_key_decode, read_u64, seq_key, seq_key_decode, ConvRecord, CursorRecord,
+    DeadValue, DedupRecord, ImCounter, OutboxValue, StreamMeta, UConvRecord,
 };
 
 /// Runs every key and record decoder on `bytes`. None may panic, and
@@ -39,6 +40,21 @@ pub fn decode_records(bytes: &[u8]) {
             bytes
         );
         let _ = DeadValue::to_record(1, bytes);
+    }
+    if let Ok(record) = ConvRecord::decode(bytes) {
+        assert_eq!(record.encode(), bytes);
+    }
+    if let Ok(record) = UConvRecord::decode(bytes) {
+        assert_eq!(record.encode(), bytes);
+    }
+    if let Ok(counter) = ImCounter::decode(bytes) {
+        assert_eq!(counter.encode().as_slice(), bytes);
+    }
+    if let Some((user, stream_id)) = im_uconv_key_decode(bytes) {
+        assert_eq!(im_uconv_key(user, stream_id), bytes);
+    }
+    if let Some((user, time_ms, stream_id)) = im_uact_key_decode(bytes) {
+        assert_eq!(im_uact_key(user, time_ms, stream_id), bytes);
     }
     for at in [0, 8, bytes.len().saturating_sub(8), usize::MAX] {
         let _ = read_u64(bytes, at);

@@ -18,6 +18,10 @@
 //! | `outbox` | seq (u64 BE) | [`OutboxValue`] |
 //! | `dead` | seq (u64 BE) at the time it died | [`DeadValue`] |
 //! | `online` | user id | presence sequence of the user's Online (u64 BE; 0 = unsequenced): written with it, deleted with the Offline |
+//! | `meta` | `g` | [`ImCounter`]: the store id and the IM sequence `gseq` |
+//! | `im_conv` | stream id (BE) | [`ConvRecord`] |
+//! | `im_uconv` | u16 BE len + user + stream id (BE) | [`UConvRecord`] |
+//! | `im_uact` | u16 BE len + user + !last time ms (BE) + !stream id (BE) | empty: the user's conversations, newest activity first |
 //!
 //! Integers are big-endian so keys sort numerically: entries of one stream
 //! are contiguous and ordered by offset, and dedup records expire in time
@@ -36,12 +40,16 @@ pub(crate) const KEYSPACE_CURSORS: &str = "cursors";
 pub(crate) const KEYSPACE_OUTBOX: &str = "outbox";
 pub(crate) const KEYSPACE_DEAD: &str = "dead";
 pub(crate) const KEYSPACE_ONLINE: &str = "online";
+pub(crate) const KEYSPACE_IM_CONV: &str = "im_conv";
+pub(crate) const KEYSPACE_IM_UCONV: &str = "im_uconv";
+pub(crate) const KEYSPACE_IM_UACT: &str = "im_uact";
 
 pub(crate) const META_PREFIX_NAME: u8 = b'n';
 pub(crate) const META_PREFIX_STREAM: u8 = b's';
 pub(crate) const META_PREFIX_DROPPED: u8 = b'd';
 pub(crate) const META_KEY_NEXT_STREAM_ID: &[u8] = b"i";
 pub(crate) const META_KEY_NEXT_OUTBOX_SEQ: &[u8] = b"o";
+pub(crate) const META_KEY_IM_COUNTER: &[u8] = b"g";
 
 const STREAM_META_VERSION: u8 = 1;
 const STREAM_META_BYTES: usize = 1 + 5 * 8;
@@ -49,6 +57,12 @@ const DEDUP_RECORD_BYTES: usize = 4 * 8;
 const CURSOR_RECORD_BYTES: usize = 2 * 8;
 const OUTBOX_VALUE_VERSION: u8 = 1;
 const DEAD_VALUE_VERSION: u8 = 1;
+const IM_COUNTER_VERSION: u8 = 1;
+const IM_COUNTER_BYTES: usize = 1 + 2 * 8;
+const CONV_RECORD_VERSION: u8 = 1;
+const UCONV_RECORD_VERSION: u8 = 1;
+/// The kind byte of a direct conversation in [`ConvRecord`] and [`UConvRecord`].
+pub(crate) const CONV_KIND_DM: u8 = 1;
 
 /// Reads a big-endian u64 at `at`, or `None` if `bytes` is too short.
 pub(crate) fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
@@ -492,6 +506,268 @@ impl DeadValue {
     }
 }
 
+/// Appends `len16(text)`: a u16 BE length, then the bytes. Callers bound
+/// ids far below `u16::MAX` ([`crate::CURSOR_ID_BYTES_MAX`],
+/// [`crate::STREAM_NAME_BYTES_MAX`]).
+fn push_len16(out: &mut Vec<u8>, text: &str) {
+    let len = u16::try_from(text.len()).unwrap_or(u16::MAX);
+    let text = text.get(..usize::from(len)).unwrap_or_default();
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// `len16(user)`: the prefix of a user's `im_uconv` and `im_uact` keys.
+pub(crate) fn im_user_prefix(user: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + user.len() + 16);
+    push_len16(&mut out, user);
+    out
+}
+
+pub(crate) fn im_uconv_key(user: &str, stream_id: u64) -> Vec<u8> {
+    let mut key = im_user_prefix(user);
+    key.extend_from_slice(&stream_id.to_be_bytes());
+    key
+}
+
+/// `(user, stream id)` of an `im_uconv` key.
+pub(crate) fn im_uconv_key_decode(key: &[u8]) -> Option<(&str, u64)> {
+    let mut cursor = Cursor { bytes: key, at: 0 };
+    let len = usize::from(cursor.u16().ok()?);
+    let user = cursor.text(len).ok()?;
+    let stream_id = cursor.u64().ok()?;
+    cursor.finish().ok()?;
+    Some((user, stream_id))
+}
+
+/// A key that sorts a user's conversations newest activity first, then
+/// higher stream id first: both numbers are stored inverted.
+pub(crate) fn im_uact_key(user: &str, last_time_ms: u64, stream_id: u64) -> Vec<u8> {
+    let mut key = im_user_prefix(user);
+    key.extend_from_slice(&(!last_time_ms).to_be_bytes());
+    key.extend_from_slice(&(!stream_id).to_be_bytes());
+    key
+}
+
+/// `(user, last time ms, stream id)` of an `im_uact` key.
+pub(crate) fn im_uact_key_decode(key: &[u8]) -> Option<(&str, u64, u64)> {
+    let mut cursor = Cursor { bytes: key, at: 0 };
+    let len = usize::from(cursor.u16().ok()?);
+    let user = cursor.text(len).ok()?;
+    let time = !cursor.u64().ok()?;
+    let stream_id = !cursor.u64().ok()?;
+    cursor.finish().ok()?;
+    Some((user, time, stream_id))
+}
+
+/// The IM sequence and the store's identity, under `meta` `g`: version
+/// (1), store id, gseq (u64 BE each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ImCounter {
+    /// Chosen at random when the store is created; never changes.
+    pub(crate) store_id: u64,
+    /// The last IM sequence handed out (0: none yet).
+    pub(crate) gseq: u64,
+}
+
+impl ImCounter {
+    pub(crate) fn encode(&self) -> [u8; IM_COUNTER_BYTES] {
+        let mut out = [0; IM_COUNTER_BYTES];
+        let (version, rest) = out.split_at_mut(1);
+        version.copy_from_slice(&[IM_COUNTER_VERSION]);
+        for (chunk, field) in rest.chunks_exact_mut(8).zip([self.store_id, self.gseq]) {
+            chunk.copy_from_slice(&field.to_be_bytes());
+        }
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ImCounter, String> {
+        if bytes.len() != IM_COUNTER_BYTES || bytes.first() != Some(&IM_COUNTER_VERSION) {
+            return Err(format!(
+                "IM counter of {} bytes or unknown version",
+                bytes.len()
+            ));
+        }
+        Ok(ImCounter {
+            store_id: read_u64(bytes, 1).ok_or("IM counter too short")?,
+            gseq: read_u64(bytes, 9).ok_or("IM counter too short")?,
+        })
+    }
+}
+
+/// A conversation, under `im_conv` + stream id: what every entry of it
+/// changes. Layout: version (1), kind (1), created ms, last offset, last
+/// time ms, last gseq, count total, last message offset (u64 BE each),
+/// then the conversation's name and its pair (`a <= b`), each `len16`.
+/// Nothing may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConvRecord {
+    pub(crate) kind: u8,
+    pub(crate) created_ms: u64,
+    pub(crate) last_offset: u64,
+    /// Non-decreasing along the stream: the writer stamps each entry with
+    /// `max(this, now)`.
+    pub(crate) last_time_ms: u64,
+    pub(crate) last_gseq: u64,
+    /// Counting entries (messages) ever appended.
+    pub(crate) count_total: u64,
+    pub(crate) last_msg_offset: u64,
+    pub(crate) name: String,
+    pub(crate) pair: (String, String),
+}
+
+impl ConvRecord {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let (a, b) = &self.pair;
+        let mut out = Vec::with_capacity(2 + 6 * 8 + 6 + self.name.len() + a.len() + b.len());
+        out.push(CONV_RECORD_VERSION);
+        out.push(self.kind);
+        for field in [
+            self.created_ms,
+            self.last_offset,
+            self.last_time_ms,
+            self.last_gseq,
+            self.count_total,
+            self.last_msg_offset,
+        ] {
+            out.extend_from_slice(&field.to_be_bytes());
+        }
+        for text in [&self.name, a, b] {
+            push_len16(&mut out, text);
+        }
+        out
+    }
+
+    /// Decodes a stored record; never panics on garbage.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<ConvRecord, String> {
+        let mut cursor = Cursor { bytes, at: 0 };
+        let version = cursor.u8()?;
+        if version != CONV_RECORD_VERSION {
+            return Err(format!("unknown conversation record version {version}"));
+        }
+        let kind = cursor.u8()?;
+        if kind != CONV_KIND_DM {
+            return Err(format!("unknown conversation kind {kind}"));
+        }
+        let mut fields = [0u64; 6];
+        for field in &mut fields {
+            *field = cursor.u64()?;
+        }
+        let [created_ms, last_offset, last_time_ms, last_gseq, count_total, last_msg_offset] =
+            fields;
+        let mut text = || -> Result<String, String> {
+            let len = usize::from(cursor.u16()?);
+            Ok(cursor.text(len)?.to_owned())
+        };
+        let name = text()?;
+        let a = text()?;
+        let b = text()?;
+        cursor.finish()?;
+        if a > b {
+            return Err("conversation pair out of order".to_owned());
+        }
+        Ok(ConvRecord {
+            kind,
+            created_ms,
+            last_offset,
+            last_time_ms,
+            last_gseq,
+            count_total,
+            last_msg_offset,
+            name,
+            pair: (a, b),
+        })
+    }
+
+    /// The `count` of entry `offset` (at most the last offset): every
+    /// entry of a step-1 conversation is a message, so the entries after
+    /// `offset` are all counted. Once non-counting kinds exist (member,
+    /// recall, edit) this becomes the count stamped on the entry.
+    pub(crate) fn count_at(&self, offset: u64) -> u64 {
+        self.count_total
+            .saturating_sub(self.last_offset.saturating_sub(offset))
+    }
+
+    /// The other user of the pair (`user` itself in a conversation with
+    /// oneself), or `None` if `user` is not in it.
+    pub(crate) fn peer_of(&self, user: &str) -> Option<&str> {
+        let (a, b) = &self.pair;
+        if a == user {
+            Some(b)
+        } else if b == user {
+            Some(a)
+        } else {
+            None
+        }
+    }
+}
+
+/// A user's view of a conversation, under `im_uconv`: version (1), kind
+/// (1), read offset, read count, changed gseq (u64 BE each), peer
+/// (`len16`). Nothing may follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UConvRecord {
+    pub(crate) kind: u8,
+    pub(crate) read_offset: u64,
+    /// The `count` of entry `read_offset` (0 with nothing read).
+    pub(crate) read_count: u64,
+    /// The gseq of the last IM write that changed what this user sees of
+    /// the conversation.
+    pub(crate) changed_gseq: u64,
+    pub(crate) peer: String,
+}
+
+impl UConvRecord {
+    /// A direct conversation's view with nothing read yet.
+    pub(crate) fn unread(peer: String) -> UConvRecord {
+        UConvRecord {
+            kind: CONV_KIND_DM,
+            read_offset: 0,
+            read_count: 0,
+            changed_gseq: 0,
+            peer,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2 + 3 * 8 + 2 + self.peer.len());
+        out.push(UCONV_RECORD_VERSION);
+        out.push(self.kind);
+        for field in [self.read_offset, self.read_count, self.changed_gseq] {
+            out.extend_from_slice(&field.to_be_bytes());
+        }
+        push_len16(&mut out, &self.peer);
+        out
+    }
+
+    /// Decodes a stored record; never panics on garbage.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<UConvRecord, String> {
+        let mut cursor = Cursor { bytes, at: 0 };
+        let version = cursor.u8()?;
+        if version != UCONV_RECORD_VERSION {
+            return Err(format!(
+                "unknown user conversation record version {version}"
+            ));
+        }
+        let kind = cursor.u8()?;
+        if kind != CONV_KIND_DM {
+            return Err(format!("unknown conversation kind {kind}"));
+        }
+        let read_offset = cursor.u64()?;
+        let read_count = cursor.u64()?;
+        let changed_gseq = cursor.u64()?;
+        let len = usize::from(cursor.u16()?);
+        let peer = cursor.text(len)?.to_owned();
+        cursor.finish()?;
+        Ok(UConvRecord {
+            kind,
+            read_offset,
+            read_count,
+            changed_gseq,
+            peer,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +889,106 @@ mod tests {
         // Every one-byte corruption decodes to an error or to bytes that
         // encode back the same (the fuzz target's rule), never a panic.
         for record in [bytes, dead] {
+            for at in 0..record.len() {
+                for flip in [0x01, 0x80, 0xff] {
+                    let mut corrupted = record.clone();
+                    corrupted[at] ^= flip;
+                    crate::fuzzing::decode_records(&corrupted);
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "cuts and flips of records of known length"
+    )]
+    fn im_records_round_trip_and_reject_garbage() {
+        let conv = ConvRecord {
+            kind: CONV_KIND_DM,
+            created_ms: 1,
+            last_offset: 9,
+            last_time_ms: 1000,
+            last_gseq: 77,
+            count_total: 9,
+            last_msg_offset: 9,
+            name: "dm:abc".to_owned(),
+            pair: ("alice".to_owned(), "bob".to_owned()),
+        };
+        assert_eq!(ConvRecord::decode(&conv.encode()), Ok(conv.clone()));
+        assert_eq!(conv.count_at(9), 9);
+        assert_eq!(conv.count_at(4), 4);
+        assert_eq!(
+            (conv.peer_of("bob"), conv.peer_of("eve")),
+            (Some("alice"), None)
+        );
+        let swapped = ConvRecord {
+            pair: ("bob".to_owned(), "alice".to_owned()),
+            ..conv.clone()
+        };
+        assert!(ConvRecord::decode(&swapped.encode()).is_err());
+        let uconv = UConvRecord {
+            kind: CONV_KIND_DM,
+            read_offset: 3,
+            read_count: 3,
+            changed_gseq: 70,
+            peer: "bob".to_owned(),
+        };
+        assert_eq!(UConvRecord::decode(&uconv.encode()), Ok(uconv.clone()));
+        let counter = ImCounter {
+            store_id: 5,
+            gseq: 6,
+        };
+        assert_eq!(ImCounter::decode(&counter.encode()), Ok(counter));
+        assert_eq!(
+            im_uconv_key_decode(&im_uconv_key("alice", 7)),
+            Some(("alice", 7))
+        );
+        assert_eq!(
+            im_uact_key_decode(&im_uact_key("alice", 1000, 7)),
+            Some(("alice", 1000, 7))
+        );
+        // Newer first, then the higher stream id first among equal times.
+        let mut keys = vec![
+            im_uact_key("a", 5, 1),
+            im_uact_key("a", 9, 1),
+            im_uact_key("a", 5, 2),
+        ];
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                im_uact_key("a", 9, 1),
+                im_uact_key("a", 5, 2),
+                im_uact_key("a", 5, 1)
+            ]
+        );
+        let records = [
+            conv.encode(),
+            uconv.encode(),
+            counter.encode().to_vec(),
+            im_uact_key("alice", 1000, 7),
+        ];
+        for cut in 0..records[0].len() {
+            assert!(
+                ConvRecord::decode(&records[0][..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for cut in 0..records[1].len() {
+            assert!(
+                UConvRecord::decode(&records[1][..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for cut in 0..records[2].len() {
+            assert!(
+                ImCounter::decode(&records[2][..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for record in records {
             for at in 0..record.len() {
                 for flip in [0x01, 0x80, 0xff] {
                     let mut corrupted = record.clone();

@@ -21,6 +21,7 @@ mod clock;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod im;
 mod keys;
 mod outbox;
 mod reader;
@@ -30,11 +31,12 @@ mod store;
 mod writer;
 
 pub use api::{
-    Answer, AppendRequest, Appended, CommitSink, DeadRecord, Durability, Health, OutboxEvent,
-    OutboxKind, OutboxRecord, ReadRequest, ReadResult, Retention, StoreConfig, StoredCursor,
-    Unreadable, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX,
-    DEAD_REPLAY_MAX, MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
-    SYNC_INTERVAL_MIN_DEFAULT_US,
+    Answer, AppendRequest, Appended, CommitSink, ConvPage, ConvSummary, DeadRecord, Durability,
+    Health, ImAppend, ImAppended, ImReadState, ImSync, OutboxEvent, OutboxKind, OutboxRecord,
+    ReadRequest, ReadResult, Retention, StoreConfig, StoredCursor, SyncToken, Unreadable,
+    CLIENT_MSG_ID_BYTES_MAX, CONVERSATIONS_PER_USER_MAX_DEFAULT, CURSOR_ID_BYTES_MAX,
+    DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX, IM_NAME_PREFIXES, MEMTABLE_BYTES_MAX_DEFAULT,
+    OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX, SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};
 pub use store::Store;

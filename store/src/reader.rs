@@ -6,7 +6,10 @@ use crossbeam_channel::Receiver;
 use fjall::Readable;
 use ringcast_protocol::envelope::EncodedPush;
 
-use crate::api::{DeadRecord, OutboxRecord, ReadRequest, ReadResult, StoredCursor, Unreadable};
+use crate::api::{
+    ConvPage, DeadRecord, ImSync, OutboxRecord, ReadRequest, ReadResult, StoredCursor, SyncToken,
+    Unreadable,
+};
 use crate::error::StoreError;
 use crate::keys::{
     cursor_key, entry_key, entry_key_decode, meta_id_key, meta_name_key, read_u64, CursorRecord,
@@ -46,6 +49,18 @@ pub(crate) enum ReaderMsg {
         stream: String,
         reply: Reply<Option<StoredCursor>>,
     },
+    ConvList {
+        user: String,
+        cursor: Option<(u64, u64)>,
+        limit: usize,
+        reply: Reply<ConvPage>,
+    },
+    ImSync {
+        user: String,
+        since: Option<SyncToken>,
+        limit: usize,
+        reply: Reply<ImSync>,
+    },
     Shutdown,
 }
 
@@ -61,6 +76,8 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 ReaderMsg::OutboxRead { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::DeadRead { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::MaxCursor { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::ConvList { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::ImSync { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -91,6 +108,28 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 stream,
                 reply,
             } => drop(reply.send(max_cursor(fjall, &user, &stream))),
+            ReaderMsg::ConvList {
+                user,
+                cursor,
+                limit,
+                reply,
+            } => drop(reply.send(crate::im::conv_list(
+                fjall,
+                &user,
+                cursor,
+                limit.min(read_entries_max),
+            ))),
+            ReaderMsg::ImSync {
+                user,
+                since,
+                limit,
+                reply,
+            } => drop(reply.send(crate::im::im_sync(
+                fjall,
+                &user,
+                since,
+                limit.min(read_entries_max),
+            ))),
             ReaderMsg::Shutdown => break,
         }
     }

@@ -16,9 +16,10 @@ use crate::clock::EpochGen;
 use crate::error::StoreError;
 use crate::keys::{
     entry_key_decode, meta_id_key, read_u64, seq_key_decode, StreamMeta, KEYSPACE_CURSORS,
-    KEYSPACE_DEAD, KEYSPACE_DEDUP, KEYSPACE_DEDUP_BY_TIME, KEYSPACE_ENTRIES, KEYSPACE_META,
-    KEYSPACE_ONLINE, KEYSPACE_OUTBOX, META_KEY_NEXT_OUTBOX_SEQ, META_KEY_NEXT_STREAM_ID,
-    META_PREFIX_DROPPED, META_PREFIX_NAME, META_PREFIX_STREAM,
+    KEYSPACE_DEAD, KEYSPACE_DEDUP, KEYSPACE_DEDUP_BY_TIME, KEYSPACE_ENTRIES, KEYSPACE_IM_CONV,
+    KEYSPACE_IM_UACT, KEYSPACE_IM_UCONV, KEYSPACE_META, KEYSPACE_ONLINE, KEYSPACE_OUTBOX,
+    META_KEY_IM_COUNTER, META_KEY_NEXT_OUTBOX_SEQ, META_KEY_NEXT_STREAM_ID, META_PREFIX_DROPPED,
+    META_PREFIX_NAME, META_PREFIX_STREAM,
 };
 
 /// The database and its keyspaces. Cheap to clone (fjall handles are `Arc`s).
@@ -33,6 +34,9 @@ pub(crate) struct Fjall {
     pub(crate) outbox: Keyspace,
     pub(crate) dead: Keyspace,
     pub(crate) online: Keyspace,
+    pub(crate) im_conv: Keyspace,
+    pub(crate) im_uconv: Keyspace,
+    pub(crate) im_uact: Keyspace,
 }
 
 /// Where the outbox stands: the writer's counters, loaded at open.
@@ -52,6 +56,7 @@ pub(crate) struct Recovered {
     /// Ids of reset streams whose entries and dedup records still exist.
     pub(crate) dropped: Vec<u64>,
     pub(crate) outbox: OutboxState,
+    pub(crate) im: crate::im::ImState,
 }
 
 impl Fjall {
@@ -77,6 +82,9 @@ impl Fjall {
             outbox: keyspace(KEYSPACE_OUTBOX)?,
             dead: keyspace(KEYSPACE_DEAD)?,
             online: keyspace(KEYSPACE_ONLINE)?,
+            im_conv: keyspace(KEYSPACE_IM_CONV)?,
+            im_uconv: keyspace(KEYSPACE_IM_UCONV)?,
+            im_uact: keyspace(KEYSPACE_IM_UACT)?,
             db,
         })
     }
@@ -200,7 +208,9 @@ pub(crate) fn recover(fjall: &Fjall, epochs: &mut EpochGen) -> Result<Recovered,
                 stream_id_max = stream_id_max.max(id);
                 dropped.push(id);
             }
-            _ if &*key == META_KEY_NEXT_STREAM_ID || &*key == META_KEY_NEXT_OUTBOX_SEQ => {}
+            _ if &*key == META_KEY_NEXT_STREAM_ID
+                || &*key == META_KEY_NEXT_OUTBOX_SEQ
+                || &*key == META_KEY_IM_COUNTER => {}
             _ => return Err(corrupt(format!("unknown meta key {:?}", &*key))),
         }
     }
@@ -267,6 +277,7 @@ pub(crate) fn recover(fjall: &Fjall, epochs: &mut EpochGen) -> Result<Recovered,
         next_stream_id,
         dropped,
         outbox: recover_outbox(fjall)?,
+        im: crate::im::recover_im(fjall)?,
     })
 }
 

@@ -10,8 +10,9 @@ use crossbeam_channel::{Sender, TrySendError};
 use futures_channel::oneshot;
 
 use crate::api::{
-    AppendRequest, Appended, CommitSink, DeadRecord, Health, OutboxEvent, OutboxKind, OutboxRecord,
-    ReadRequest, ReadResult, StoreConfig, StoredCursor, Unreadable,
+    AppendRequest, Appended, CommitSink, ConvPage, DeadRecord, Health, ImAppend, ImAppended,
+    ImReadState, ImSync, OutboxEvent, OutboxKind, OutboxRecord, ReadRequest, ReadResult,
+    StoreConfig, StoredCursor, SyncToken, Unreadable, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::EpochGen;
 use crate::error::StoreError;
@@ -44,6 +45,32 @@ fn try_send<T>(sender: &Sender<T>, msg: T, capacity: usize) -> Result<(), StoreE
         TrySendError::Full(_) => StoreError::Overloaded { capacity },
         TrySendError::Disconnected(_) => StoreError::Closed,
     })
+}
+
+fn validate_im_names(user: &str, conv: &str) -> Result<(), StoreError> {
+    if user.is_empty() || user.len() > CURSOR_ID_BYTES_MAX {
+        return Err(StoreError::InvalidRequest {
+            reason: "user ids must be 1..=1024 bytes",
+        });
+    }
+    if conv.is_empty() || conv.len() > STREAM_NAME_BYTES_MAX {
+        return Err(StoreError::InvalidRequest {
+            reason: "conversation name must be 1..=1024 bytes",
+        });
+    }
+    Ok(())
+}
+
+/// A page of 0 could never make progress: `im_sync` would answer `more`
+/// with the same token forever, and `conv_list` an empty page that reads
+/// as the end of the list.
+fn validate_page_limit(limit: usize) -> Result<(), StoreError> {
+    if limit == 0 {
+        return Err(StoreError::InvalidRequest {
+            reason: "a page limit must be at least 1",
+        });
+    }
+    Ok(())
 }
 
 impl Store {
@@ -209,6 +236,110 @@ impl Store {
             },
             self.capacity,
         )
+    }
+
+    /// Appends an IM message to a direct conversation and, in the same
+    /// batch, creates the conversation if new, updates its record, makes
+    /// the message read for its sender (one's own message is never unread)
+    /// and marks the conversation changed for both users (see
+    /// `docs/im.md`). Resolves like [`Store::append`] with the entry's
+    /// `count` and the write's gseq.
+    pub fn im_append(
+        &self,
+        request: ImAppend,
+    ) -> Result<oneshot::Receiver<Result<ImAppended, StoreError>>, StoreError> {
+        self.ask_writer(|reply| WriterMsg::ImAppend { request, reply })
+    }
+
+    /// Like [`Store::im_append`], but the answer goes to the store's
+    /// [`CommitSink`] with `tag` ([`crate::Answer::ImAppended`]).
+    pub fn submit_im_append(&self, request: ImAppend, tag: u64) -> Result<(), StoreError> {
+        self.check_tagged()?;
+        self.tell_writer(WriterMsg::ImAppend {
+            request,
+            reply: Reply::Tag(tag),
+        })
+    }
+
+    /// Moves `user`'s read position in `conv` to `offset`: monotonic (a
+    /// lower offset changes nothing), clamped to the last offset. Resolves
+    /// to the position now stored and the conversation's unread count, with
+    /// Buffered durability (or fsynced with a Sync append of the same
+    /// batch): a power cut can bring a badge back, never skip a message.
+    pub fn im_read(
+        &self,
+        user: &str,
+        conv: &str,
+        offset: u64,
+    ) -> Result<oneshot::Receiver<Result<ImReadState, StoreError>>, StoreError> {
+        validate_im_names(user, conv)?;
+        self.ask_writer(|reply| WriterMsg::ImRead {
+            user: user.to_owned(),
+            conv: conv.to_owned(),
+            offset,
+            reply,
+        })
+    }
+
+    /// Like [`Store::im_read`], but the answer goes to the store's
+    /// [`CommitSink`] with `tag` ([`crate::Answer::ImRead`]).
+    pub fn submit_im_read(
+        &self,
+        user: &str,
+        conv: &str,
+        offset: u64,
+        tag: u64,
+    ) -> Result<(), StoreError> {
+        self.check_tagged()?;
+        validate_im_names(user, conv)?;
+        self.tell_writer(WriterMsg::ImRead {
+            user: user.to_owned(),
+            conv: conv.to_owned(),
+            offset,
+            reply: Reply::Tag(tag),
+        })
+    }
+
+    /// A page of `user`'s conversations, newest activity first, after
+    /// `cursor` (the previous page's [`ConvPage::next`]); at most `limit`
+    /// (capped by `read_entries_max`), with unread per conversation and in
+    /// total, from one snapshot.
+    pub fn conv_list(
+        &self,
+        user: &str,
+        cursor: Option<(u64, u64)>,
+        limit: usize,
+    ) -> Result<oneshot::Receiver<Result<ConvPage, StoreError>>, StoreError> {
+        validate_im_names(user, "-")?;
+        validate_page_limit(limit)?;
+        self.ask_reader(|reply| ReaderMsg::ConvList {
+            user: user.to_owned(),
+            cursor,
+            limit,
+            reply,
+        })
+    }
+
+    /// The conversations whose view changed for `user` since `since`, and
+    /// the token to sync from next; at most `limit` per call, oldest change
+    /// first ([`ImSync::more`]: call again from the token). Without a token,
+    /// or with one this store cannot continue from (then with
+    /// [`ImSync::reset`]): the newest `limit` conversations of the list, the
+    /// rest paged with [`Store::conv_list`].
+    pub fn im_sync(
+        &self,
+        user: &str,
+        since: Option<SyncToken>,
+        limit: usize,
+    ) -> Result<oneshot::Receiver<Result<ImSync, StoreError>>, StoreError> {
+        validate_im_names(user, "-")?;
+        validate_page_limit(limit)?;
+        self.ask_reader(|reply| ReaderMsg::ImSync {
+            user: user.to_owned(),
+            since,
+            limit,
+            reply,
+        })
     }
 
     /// Reads a stream's entries after `since` (see [`ReadRequest`]).

@@ -20,14 +20,17 @@ use futures_channel::oneshot;
 use ringcast_protocol::envelope::{EncodedPush, MessageId, MessageIdGen};
 
 use crate::api::{
-    Answer, AppendRequest, Appended, CommitSink, Durability, OutboxEvent, StoreConfig,
-    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    Answer, AppendRequest, Appended, CommitSink, Durability, ImAppend, ImAppended, ImReadState,
+    OutboxEvent, Retention, StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
+    IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
+use crate::im::{ImBatch, ImState};
 use crate::keys::{
-    cursor_key, dedup_key, dedup_time_key, entry_key, meta_id_key, meta_name_key, CursorRecord,
-    DedupRecord, StreamMeta, META_KEY_NEXT_STREAM_ID, META_PREFIX_DROPPED, META_PREFIX_STREAM,
+    cursor_key, dedup_key, dedup_time_key, entry_key, meta_id_key, meta_name_key, ConvRecord,
+    CursorRecord, DedupRecord, StreamMeta, UConvRecord, CONV_KIND_DM, META_KEY_NEXT_STREAM_ID,
+    META_PREFIX_DROPPED, META_PREFIX_STREAM,
 };
 use crate::outbox::{validate_events, OutboxBatch};
 use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
@@ -51,17 +54,23 @@ pub(crate) trait IntoAnswer: Sized {
     fn into_answer(result: Result<Self, StoreError>) -> Answer;
 }
 
-impl IntoAnswer for Appended {
-    fn into_answer(result: Result<Appended, StoreError>) -> Answer {
-        Answer::Appended(result)
-    }
+/// Each result type with the [`Answer`] variant that carries it.
+macro_rules! into_answer {
+    ($($result:ty => $variant:ident),* $(,)?) => {
+        $(impl IntoAnswer for $result {
+            fn into_answer(result: Result<$result, StoreError>) -> Answer {
+                Answer::$variant(result)
+            }
+        })*
+    };
 }
 
-impl IntoAnswer for u64 {
-    fn into_answer(result: Result<u64, StoreError>) -> Answer {
-        Answer::Cursor(result)
-    }
-}
+into_answer!(
+    Appended => Appended,
+    u64 => Cursor,
+    ImAppended => ImAppended,
+    ImReadState => ImRead,
+);
 
 impl<T: IntoAnswer> Reply<T> {
     fn send(self, sink: &mut dyn CommitSink, result: Result<T, StoreError>) {
@@ -117,6 +126,18 @@ pub(crate) enum WriterMsg {
         seqs: Option<Vec<u64>>,
         reply: Reply<u64>,
     },
+    /// An IM message to a direct conversation.
+    ImAppend {
+        request: ImAppend,
+        reply: Reply<ImAppended>,
+    },
+    /// A user's read position in a conversation.
+    ImRead {
+        user: String,
+        conv: String,
+        offset: u64,
+        reply: Reply<ImReadState>,
+    },
     /// Finish what is queued, persist, exit.
     Shutdown,
 }
@@ -124,10 +145,11 @@ pub(crate) enum WriterMsg {
 impl WriterMsg {
     /// Whether the batch holding this request must be fsynced.
     fn needs_sync(&self) -> bool {
-        matches!(
-            self,
-            WriterMsg::Append { request, .. } if request.durability == Durability::Sync
-        )
+        match self {
+            WriterMsg::Append { request, .. } => request.durability == Durability::Sync,
+            WriterMsg::ImAppend { request, .. } => request.durability == Durability::Sync,
+            _ => false,
+        }
     }
 
     /// What is lost, and no caller told, if this request is not written:
@@ -143,6 +165,8 @@ impl WriterMsg {
             | WriterMsg::Reset { .. }
             | WriterMsg::OutboxDead { .. }
             | WriterMsg::DeadReplay { .. }
+            | WriterMsg::ImAppend { .. }
+            | WriterMsg::ImRead { .. }
             | WriterMsg::Shutdown => 0,
         }
     }
@@ -239,6 +263,48 @@ enum PendingReply {
         reply: Reply<u64>,
         result: Result<u64, StoreError>,
     },
+    ImAppend {
+        reply: Reply<ImAppended>,
+        result: Result<ImAppended, StoreError>,
+    },
+    ImRead {
+        reply: Reply<ImReadState>,
+        result: Result<ImReadState, StoreError>,
+    },
+}
+
+impl PendingReply {
+    /// The newly stored entry this reply acknowledges, if any.
+    fn stored(&self) -> Option<&Appended> {
+        let appended = match self {
+            PendingReply::Append {
+                result: Ok(appended),
+                ..
+            } => appended,
+            PendingReply::ImAppend { result: Ok(im), .. } => &im.appended,
+            _ => return None,
+        };
+        (!appended.duplicate).then_some(appended)
+    }
+
+    /// Sends the answer; `failed` (the batch's error) replaces a success.
+    fn send(self, sink: &mut dyn CommitSink, failed: Option<&StoreError>) {
+        fn settle<T>(
+            result: Result<T, StoreError>,
+            failed: Option<&StoreError>,
+        ) -> Result<T, StoreError> {
+            match failed {
+                Some(error) => result.and(Err(error.clone())),
+                None => result,
+            }
+        }
+        match self {
+            PendingReply::Append { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::Value { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::ImAppend { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::ImRead { reply, result } => reply.send(sink, settle(result, failed)),
+        }
+    }
 }
 
 /// One group commit being assembled. Stream metas and names live in an
@@ -254,6 +320,7 @@ struct BatchWork {
     replies: Vec<PendingReply>,
     sync: bool,
     outbox: OutboxBatch,
+    im: ImBatch,
 }
 
 /// What the writer keeps when it reopens the database: everything but the
@@ -329,6 +396,7 @@ pub(crate) struct Writer {
     /// Users whose last presence event was a sequenced Offline, with its
     /// sequence and when it was written; kept `RECENT_OFFLINE_KEEP`.
     recent_offline: HashMap<String, (u64, Instant)>,
+    im: ImState,
 }
 
 fn duration_ms(duration: Duration) -> u64 {
@@ -339,6 +407,14 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
     if request.stream.is_empty() || request.stream.len() > STREAM_NAME_BYTES_MAX {
         return Err(StoreError::InvalidRequest {
             reason: "stream name must be 1..=1024 bytes",
+        });
+    }
+    if IM_NAME_PREFIXES
+        .iter()
+        .any(|prefix| request.stream.starts_with(prefix))
+    {
+        return Err(StoreError::InvalidRequest {
+            reason: "dm: and grp: names are IM conversations: only im_append writes them",
         });
     }
     if let Some(client_msg_id) = &request.client_msg_id {
@@ -354,6 +430,45 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
         });
     }
     validate_events(&request.outbox)
+}
+
+/// The dedup id of an IM append: the sender's length and id, then the
+/// client's id, so `(sender, client_msg_id)` pairs never collide.
+fn im_dedup_id(sender: &str, client_msg_id: &str) -> String {
+    format!("{}:{sender}{client_msg_id}", sender.len())
+}
+
+/// Checks an IM append's names; returns the pair sorted (`a <= b`).
+pub(crate) fn validate_im_append(
+    conv: &str,
+    pair: (String, String),
+    sender: &str,
+    client_msg_id: Option<&str>,
+) -> Result<(String, String), StoreError> {
+    if conv.is_empty() || conv.len() > STREAM_NAME_BYTES_MAX {
+        return Err(StoreError::InvalidRequest {
+            reason: "conversation name must be 1..=1024 bytes",
+        });
+    }
+    let (a, b) = pair;
+    for user in [&a, &b] {
+        if user.is_empty() || user.len() > CURSOR_ID_BYTES_MAX {
+            return Err(StoreError::InvalidRequest {
+                reason: "user ids must be 1..=1024 bytes",
+            });
+        }
+    }
+    if sender != a && sender != b {
+        return Err(StoreError::InvalidRequest {
+            reason: "the sender must be one of the pair",
+        });
+    }
+    if client_msg_id.is_some_and(|id| id.is_empty() || id.len() > CLIENT_MSG_ID_BYTES_MAX) {
+        return Err(StoreError::InvalidRequest {
+            reason: "client_msg_id must be 1..=256 bytes",
+        });
+    }
+    Ok(if a <= b { (a, b) } else { (b, a) })
 }
 
 pub(crate) fn validate_cursor(user: &str, device: &str, stream: &str) -> Result<(), StoreError> {
@@ -409,6 +524,7 @@ impl Writer {
             sync_started: Instant::now(),
             outbox: recovered.outbox,
             recent_offline: HashMap::new(),
+            im: recovered.im,
         };
         writer.publish_outbox_lens();
         // Count limits may have been lowered by the last append before a
@@ -587,6 +703,7 @@ impl Writer {
             replies: Vec::with_capacity(msgs.len()),
             sync: false,
             outbox: OutboxBatch::new(&self.outbox, self.config.presence_set),
+            im: ImBatch::new(&self.im),
         };
         for msg in msgs {
             match msg {
@@ -658,11 +775,25 @@ impl Writer {
                             .stage_replay(&self.fjall, &mut work.batch, seqs.as_deref());
                     work.replies.push(PendingReply::Value { reply, result });
                 }
+                WriterMsg::ImAppend { request, reply } => {
+                    let result = self.stage_im_append(&mut work, request, now_ms);
+                    work.replies.push(PendingReply::ImAppend { reply, result });
+                }
+                WriterMsg::ImRead {
+                    user,
+                    conv,
+                    offset,
+                    reply,
+                } => {
+                    let result = self.stage_im_read(&mut work, &user, &conv, offset);
+                    work.replies.push(PendingReply::ImRead { reply, result });
+                }
                 WriterMsg::Shutdown => {}
             }
         }
         work.outbox
             .finish(&self.fjall, &mut work.batch, &self.outbox);
+        work.im.finish(&self.fjall, &mut work.batch, &self.im);
         for (&id, meta) in &work.metas {
             work.batch.insert(
                 &self.fjall.meta,
@@ -705,20 +836,14 @@ impl Writer {
             let sink = &mut *self.sink;
             for pending in work.replies {
                 // Refusals keep their reason; everything else failed with the batch.
-                match pending {
-                    PendingReply::Append { reply, result } => {
-                        reply.send(sink, result.and(Err(error.clone())));
-                    }
-                    PendingReply::Value { reply, result } => {
-                        reply.send(sink, result.and(Err(error.clone())));
-                    }
-                }
+                pending.send(sink, Some(&error));
             }
             sink.batch_done();
             return;
         }
         self.apply(&mut work);
         work.outbox.apply(&mut self.outbox);
+        work.im.apply(&mut self.im);
         self.publish_outbox_lens();
         let committed_at = Instant::now();
         for (user, online, seq) in work.outbox.presence_changes() {
@@ -736,23 +861,12 @@ impl Writer {
         let sink = &mut *self.sink;
         // New entries first, in queue order (= offset order per stream),
         // so a subscriber never sees an ack before the data went out.
-        for pending in &work.replies {
-            if let PendingReply::Append {
-                result: Ok(appended),
-                ..
-            } = pending
-            {
-                if !appended.duplicate {
-                    self.shared.appends.add(1);
-                    sink.appended(appended);
-                }
-            }
+        for appended in work.replies.iter().filter_map(PendingReply::stored) {
+            self.shared.appends.add(1);
+            sink.appended(appended);
         }
         for pending in work.replies {
-            match pending {
-                PendingReply::Append { reply, result } => reply.send(sink, result),
-                PendingReply::Value { reply, result } => reply.send(sink, result),
-            }
+            pending.send(sink, None);
         }
         if work.outbox.written {
             sink.outbox_written();
@@ -818,7 +932,7 @@ impl Writer {
     ) {
         let AppendRequest {
             stream,
-            mut push,
+            push,
             durability,
             client_msg_id,
             retention,
@@ -828,7 +942,16 @@ impl Writer {
             Some(id) => id,
             None => self.create_stream(work, &stream, 0),
         };
-        let Some(mut meta) = self.stream_meta(work, id) else {
+        if work.im.is_conv(&self.im, id) {
+            work.replies.push(PendingReply::Append {
+                reply,
+                result: Err(StoreError::InvalidRequest {
+                    reason: "a conversation's stream takes only IM appends",
+                }),
+            });
+            return;
+        }
+        let Some(meta) = self.stream_meta(work, id) else {
             // Every named id has a meta (recovery rebuilds missing ones).
             work.replies.push(PendingReply::Append {
                 reply,
@@ -860,6 +983,40 @@ impl Writer {
                 }
             }
         }
+        let appended = self.stage_entry(
+            work,
+            id,
+            meta,
+            push,
+            client_msg_id,
+            retention,
+            &outbox,
+            now_ms,
+        );
+        work.replies.push(PendingReply::Append {
+            reply,
+            result: Ok(appended),
+        });
+    }
+
+    /// Stages a new entry of stream `id` (whose current meta is `meta`):
+    /// stamps and stores it, the events riding it, its dedup record and the
+    /// stream's new meta.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "an append's parts, taken apart by its two callers"
+    )]
+    fn stage_entry(
+        &mut self,
+        work: &mut BatchWork,
+        id: u64,
+        mut meta: StreamMeta,
+        mut push: EncodedPush,
+        client_msg_id: Option<String>,
+        retention: Retention,
+        outbox: &[OutboxEvent],
+        now_ms: u64,
+    ) -> Appended {
         let offset = meta.next_offset;
         meta.next_offset = offset.checked_add(1).unwrap_or(offset);
         assert!(meta.next_offset > offset, "stream offsets exhausted");
@@ -874,7 +1031,7 @@ impl Writer {
             &self.fjall,
             &mut work.batch,
             &mut self.message_ids,
-            &outbox,
+            outbox,
             Some(push.as_bytes()),
             now_ms,
         );
@@ -911,10 +1068,191 @@ impl Writer {
             );
         }
         work.metas.insert(id, meta);
-        work.replies.push(PendingReply::Append {
-            reply,
-            result: Ok(appended),
+        appended
+    }
+
+    /// Stages an IM message to a direct conversation: creates the
+    /// conversation if new, appends the entry like [`Writer::stage_append`]
+    /// (offset, epoch, dedup), and updates the conversation's record, the
+    /// sender's read position (its own message is read), the peer's view
+    /// and the list order of both, with the next gseq: all in this batch.
+    fn stage_im_append(
+        &mut self,
+        work: &mut BatchWork,
+        request: ImAppend,
+        now_ms: u64,
+    ) -> Result<ImAppended, StoreError> {
+        let ImAppend {
+            conv,
+            pair,
+            sender,
+            mut push,
+            client_msg_id,
+            durability,
+        } = request;
+        let pair = validate_im_append(&conv, pair, &sender, client_msg_id.as_deref())?;
+        // Read positions follow `sender`; an entry claiming someone else
+        // would be unread for its own author.
+        if push.envelope().sender.as_str() != sender {
+            return Err(StoreError::InvalidRequest {
+                reason: "the push's sender must be the request's sender",
+            });
+        }
+        let (id, stored) = match self.stream_id(work, &conv) {
+            Some(id) => match work.im.conv(&self.fjall, &self.im, id, &conv)? {
+                Some(record) if record.pair == pair => (id, Some(record)),
+                Some(_) => {
+                    return Err(StoreError::InvalidRequest {
+                        reason: "the conversation belongs to another pair",
+                    })
+                }
+                None => {
+                    return Err(StoreError::InvalidRequest {
+                        reason: "a stream of that name exists and is not a conversation",
+                    })
+                }
+            },
+            None => {
+                let cap = self.config.conversations_per_user_max;
+                for user in [&pair.0, &pair.1] {
+                    if work.im.at_conv_cap(&self.fjall, user, cap)? {
+                        return Err(StoreError::ConversationLimit {
+                            user: user.clone(),
+                            limit: cap,
+                        });
+                    }
+                }
+                (self.create_stream(work, &conv, 0), None)
+            }
+        };
+        let meta = self
+            .stream_meta(work, id)
+            .ok_or_else(|| StoreError::Corrupt {
+                stream: conv.clone(),
+                offset: 0,
+                reason: "stream has a name but no meta".to_owned(),
+            })?;
+        work.sync |= durability == Durability::Sync;
+        // Both users write to a DM, each with their own client ids: the
+        // sender is part of the dedup id, or the same id from the peer
+        // would be answered with the other user's message and lost.
+        let client_msg_id = client_msg_id.map(|id| im_dedup_id(&sender, &id));
+        if let (Some(record), Some(client_msg_id)) = (&stored, &client_msg_id) {
+            let duplicate =
+                self.find_duplicate(work, &conv, id, &meta, client_msg_id, &push, now_ms)?;
+            if let Some(appended) = duplicate {
+                return Ok(ImAppended {
+                    count: record.count_at(appended.offset),
+                    appended,
+                    gseq: 0,
+                });
+            }
+        }
+        // Everything fallible is read before the entry is staged: a
+        // refusal after it would leave the entry without its keys.
+        let peer = if pair.0 == sender {
+            pair.1.clone()
+        } else {
+            pair.0.clone()
+        };
+        let peer_view = match (&stored, peer != sender) {
+            (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
+            _ => None,
+        };
+        let stored_time_ms = stored.as_ref().map(|record| record.last_time_ms);
+        let mut record = stored.unwrap_or_else(|| ConvRecord {
+            kind: CONV_KIND_DM,
+            created_ms: now_ms,
+            last_offset: 0,
+            last_time_ms: 0,
+            last_gseq: 0,
+            count_total: 0,
+            last_msg_offset: 0,
+            name: conv.clone(),
+            pair,
         });
+        // Time never decreases along a conversation: paging by time is a
+        // binary search, and the list order is the order of the stream.
+        // The push's own time is not trusted: one from a skewed clock
+        // would pin the conversation at the top until the clock caught up.
+        let time_ms = now_ms.max(record.last_time_ms);
+        push.stamp_time(time_ms);
+        let appended = self.stage_entry(
+            work,
+            id,
+            meta,
+            push,
+            client_msg_id,
+            Retention::UNLIMITED,
+            &[],
+            now_ms,
+        );
+        let gseq = work.im.next_gseq();
+        record.last_offset = appended.offset;
+        record.last_time_ms = time_ms;
+        record.last_gseq = gseq;
+        record.count_total += 1;
+        record.last_msg_offset = appended.offset;
+        let count = record.count_total;
+        work.im.put_uconv(
+            &sender,
+            id,
+            UConvRecord {
+                kind: CONV_KIND_DM,
+                read_offset: appended.offset,
+                read_count: count,
+                changed_gseq: gseq,
+                peer: peer.clone(),
+            },
+        );
+        if peer != sender {
+            let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
+            view.changed_gseq = gseq;
+            work.im.put_uconv(&peer, id, view);
+        }
+        work.im.put_conv(id, stored_time_ms, record);
+        Ok(ImAppended {
+            appended,
+            count,
+            gseq,
+        })
+    }
+
+    /// Stages `user`'s read position in `conv` at `offset` (clamped to the
+    /// last offset; a position at or below the stored one changes nothing).
+    fn stage_im_read(
+        &mut self,
+        work: &mut BatchWork,
+        user: &str,
+        conv: &str,
+        offset: u64,
+    ) -> Result<ImReadState, StoreError> {
+        let not_found = StoreError::InvalidRequest {
+            reason: "no such conversation for this user",
+        };
+        let id = self
+            .stream_id(work, conv)
+            .ok_or_else(|| not_found.clone())?;
+        let record = work
+            .im
+            .conv(&self.fjall, &self.im, id, conv)?
+            .ok_or_else(|| not_found.clone())?;
+        let peer = record.peer_of(user).ok_or(not_found)?.to_owned();
+        let mut view = work
+            .im
+            .uconv(&self.fjall, user, id)?
+            .unwrap_or_else(|| UConvRecord::unread(peer));
+        let offset = offset.min(record.last_offset);
+        if offset > view.read_offset {
+            view.read_offset = offset;
+            view.read_count = record.count_at(offset);
+            view.changed_gseq = work.im.next_gseq();
+            work.im.put_uconv(user, id, view.clone());
+        }
+        Ok(ImReadState {
+            read_offset: view.read_offset,
+            unread: record.count_total.saturating_sub(view.read_count),
+        })
     }
 
     /// The original append of a retry, if it is within the dedup window
@@ -1060,6 +1398,15 @@ impl Writer {
         }
         let mut previous_epoch = 0;
         if let Some(old_id) = self.stream_id(work, &stream) {
+            if work.im.is_conv(&self.im, old_id) {
+                work.replies.push(PendingReply::Value {
+                    reply,
+                    result: Err(StoreError::InvalidRequest {
+                        reason: "a conversation's stream cannot be reset",
+                    }),
+                });
+                return;
+            }
             previous_epoch = self.stream_meta(work, old_id).map_or(0, |meta| meta.epoch);
             work.metas.remove(&old_id);
             work.removed.push(old_id);
@@ -1103,6 +1450,8 @@ pub(crate) fn refuse_batch(
         dropped.add(msg.unanswered());
         match msg {
             WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
+            WriterMsg::ImAppend { reply, .. } => reply.send(sink, Err(error.clone())),
+            WriterMsg::ImRead { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::SetCursor { reply, .. }
             | WriterMsg::Reset { reply, .. }
             | WriterMsg::OutboxDead { reply, .. }

@@ -397,6 +397,16 @@ impl EncodedPush {
         debug_assert_eq!(self.envelope().offset, offset);
     }
 
+    /// Overwrites the time in place, whatever it was: the store's IM
+    /// conversations stamp `max(previous entry's time, now)` so that time
+    /// never decreases along a conversation. Call before [`Self::stamp`],
+    /// which keeps a time that is set.
+    pub fn stamp_time(&mut self, time_ms: u64) {
+        let at = field_at(&self.bytes, &self.envelope().time_ms);
+        // Little-endian, as in `stamp`.
+        self.bytes[at..at + 8].copy_from_slice(&time_ms.to_le_bytes());
+    }
+
     /// The archive, as sent in a binary WebSocket frame.
     pub fn as_bytes(&self) -> &[u8] {
         self.bytes.as_slice()
@@ -521,6 +531,10 @@ mod tests {
             assert_eq!(push, EncodedPush::encode(&expected));
             let checked = EncodedPush::from_untrusted(push.as_bytes()).expect("valid archive");
             assert_eq!(checked.envelope().channel.as_str(), "news:sport");
+            // `stamp_time` overwrites a set time too, and only the time.
+            push.stamp_time(1_900_000_000_000);
+            expected.time_ms = 1_900_000_000_000;
+            assert_eq!(push, EncodedPush::encode(&expected));
         }
     }
 

@@ -41,6 +41,8 @@ fn child_process() {
         }
         "outbox-sync" => crate::outbox::child_appends_with_events(&store, Durability::Sync),
         "outbox-buffered" => crate::outbox::child_appends_with_events(&store, Durability::Buffered),
+        "im-sync" => crate::im::child_im_traffic(&store, Durability::Sync),
+        "im-buffered" => crate::im::child_im_traffic(&store, Durability::Buffered),
         other => panic!("unknown child mode {other}"),
     }
 }
@@ -99,6 +101,41 @@ pub fn test_seed() -> u64 {
                 .as_nanos() as u64
                 | 1
         })
+}
+
+/// Starts the child in `mode`, waits for its first ack (so the kill lands
+/// mid-traffic, not mid-open), lets it run 50 ms plus a seeded random part
+/// of `spread_ms`, kills it with SIGKILL and returns what followed `ACK `
+/// on each acknowledged line, with the delay.
+pub fn run_and_kill(
+    mode: &str,
+    dir: &std::path::Path,
+    random: &mut u64,
+    spread_ms: u64,
+) -> (Vec<String>, Duration) {
+    let (mut child, lines) = spawn_child(mode, dir);
+    let mut acked = Vec::new();
+    while acked.is_empty() {
+        let line = lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("child acks");
+        if let Some(ack) = line.strip_prefix("ACK ") {
+            acked.push(ack.to_owned());
+        }
+    }
+    let delay = Duration::from_millis(50 + next_random(random) % spread_ms);
+    std::thread::sleep(delay);
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let drain_deadline = Instant::now() + Duration::from_secs(5);
+    while let Ok(line) =
+        lines.recv_timeout(drain_deadline.saturating_duration_since(Instant::now()))
+    {
+        if let Some(ack) = line.strip_prefix("ACK ") {
+            acked.push(ack.to_owned());
+        }
+    }
+    (acked, delay)
 }
 
 #[test]

@@ -4,6 +4,7 @@
 mod cursors;
 mod dedup;
 mod failure;
+mod im;
 mod kill;
 mod outbox;
 mod recovery;

@@ -4,14 +4,14 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringcast_store::{
     Answer, AppendRequest, Appended, CommitSink, DeadRecord, Durability, OutboxEvent, OutboxKind,
     OutboxRecord, Store, StoreConfig, StoreError, Unreadable, DEAD_ERROR_BYTES_MAX,
 };
 
-use crate::kill::{next_random, spawn_child, test_seed};
+use crate::kill::{run_and_kill, test_seed};
 use crate::util::{block_on, config, eventually, request, submit};
 
 fn event(kind: OutboxKind, key: &str, body: &str) -> OutboxEvent {
@@ -519,29 +519,7 @@ fn sigkill_loses_no_event_of_an_acknowledged_append() {
         .iter()
         .enumerate()
     {
-        let (mut child, lines) = spawn_child(mode, dir.path());
-        let mut acked = Vec::new();
-        loop {
-            let line = lines
-                .recv_timeout(Duration::from_secs(10))
-                .expect("child acks");
-            if let Some(ack) = line.strip_prefix("ACK ") {
-                acked.push(ack.to_owned());
-                break;
-            }
-        }
-        let delay = Duration::from_millis(50 + next_random(&mut random) % 300);
-        std::thread::sleep(delay);
-        child.kill().unwrap(); // SIGKILL on Unix
-        child.wait().unwrap();
-        let drain_deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(line) =
-            lines.recv_timeout(drain_deadline.saturating_duration_since(Instant::now()))
-        {
-            if let Some(ack) = line.strip_prefix("ACK ") {
-                acked.push(ack.to_owned());
-            }
-        }
+        let (acked, delay) = run_and_kill(mode, dir.path(), &mut random, 300);
         let acked: Vec<u64> = acked
             .iter()
             .filter_map(|ack| ack.split(' ').next()?.parse().ok())

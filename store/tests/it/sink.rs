@@ -37,6 +37,8 @@ impl CommitSink for Recorder {
         let offset = match answer {
             Answer::Appended(result) => result.map(|a| a.offset),
             Answer::Cursor(result) => result,
+            Answer::ImAppended(result) => result.map(|im| im.appended.offset),
+            Answer::ImRead(result) => result.map(|read| read.read_offset),
         };
         drop(self.0.send(Seen::Answered {
             tag,
@@ -196,4 +198,45 @@ fn a_dead_writer_is_reported_stopped() {
     crate::util::eventually("writer stopped", || store.health().writer_stopped);
     assert!(store.health().poisoned);
     assert!(store.close().is_err(), "closing reports the dead writer");
+}
+
+/// Tagged IM requests: the new entry is handed to `appended` before its
+/// answer, and `im_read` is answered with the position now stored.
+#[test]
+fn tagged_im_requests_are_answered_through_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, seen) = mpsc::channel();
+    let store = Store::open_with_sink(config(dir.path()), Recorder(tx)).unwrap();
+    let conv = crate::im::conv_name("alice", "bob");
+    store
+        .submit_im_append(crate::im::im_request("alice", "bob", "hi", 0), 7)
+        .unwrap();
+    let mut entry_seen = false;
+    loop {
+        match next(&seen) {
+            Seen::Appended { stream, offset } => {
+                assert_eq!((stream.as_str(), offset), (conv.as_str(), 1));
+                entry_seen = true;
+            }
+            Seen::Answered { tag, offset } => {
+                assert!(entry_seen, "the entry before its answer");
+                assert_eq!((tag, offset), (7, Ok(1)));
+                break;
+            }
+            Seen::BatchDone => {}
+        }
+    }
+    store.submit_im_read("bob", &conv, 5, 8).unwrap();
+    loop {
+        match next(&seen) {
+            Seen::Answered { tag, offset } => {
+                // Clamped to the last offset.
+                assert_eq!((tag, offset), (8, Ok(1)));
+                break;
+            }
+            Seen::Appended { stream, .. } => panic!("a read stores no entry ({stream})"),
+            Seen::BatchDone => {}
+        }
+    }
+    store.close().unwrap();
 }
