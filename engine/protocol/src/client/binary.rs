@@ -218,6 +218,8 @@ pub(crate) enum ServerMessageRef<'a> {
     Unsubscribed {
         channel: StrRef<'a>,
     },
+    #[expect(dead_code, reason = "holds the tag of ServerMessage::Im")]
+    Im(#[rkyv(with = Inline)] &'a Box<super::im::ImEvent>),
 }
 
 /// Archives a `&str` as a `String` would be.
