@@ -296,6 +296,8 @@ impl Shard {
             // stays joined).
             self.unsubscribe(job.key, &job.stream);
         }
+        let inbox_at_connect = job.command_id == 0 && job.device_cursor;
+        let key = job.key;
         let reply = match result {
             Ok(recovery) => Reply::Ok {
                 id: job.command_id,
@@ -311,6 +313,9 @@ impl Shard {
             },
         };
         self.send_reply(job.key, &reply);
+        if inbox_at_connect {
+            self.im_inbox_replayed(key);
+        }
     }
 
     /// Queues one stored entry on the connection in its subprotocol's form.
