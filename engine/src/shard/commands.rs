@@ -646,7 +646,10 @@ impl Shard {
             if user.is_empty() {
                 return Err(super::im::not_member(&stream));
             }
-            return self.dm_history(key, id, user, request);
+            // Only its two users may read a DM.
+            let to = self.reply_to_of(key, id)?;
+            let pending = super::im::ImPending::History(request);
+            return self.with_member(to, user, stream, pending);
         }
         let own_inbox = !user.is_empty() && stream == channels::personal_channel(user);
         if !own_inbox {

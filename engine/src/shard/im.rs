@@ -233,22 +233,9 @@ impl Shard {
         }
     }
 
-    /// A DM's `history`: only its two users may read it.
-    pub(super) fn dm_history(
-        &mut self,
-        key: usize,
-        id: u64,
-        user: &str,
-        request: ReadRequest,
-    ) -> CommandResult {
-        let to = self.reply_to_of(key, id)?;
-        let conv = request.stream.clone();
-        self.with_member(to, user, conv, ImPending::History(request))
-    }
-
     /// Goes on with `pending` once `user` is known to be one of `conv`'s
     /// pair: at once when the pair is known here, else after a lookup.
-    fn with_member(
+    pub(super) fn with_member(
         &mut self,
         to: ReplyTo,
         user: &str,
