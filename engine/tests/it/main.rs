@@ -17,6 +17,7 @@ mod durable;
 mod fd_budget;
 mod handshake;
 mod heartbeat;
+mod im_dm;
 mod limits;
 mod outbox_events;
 mod permissions;
