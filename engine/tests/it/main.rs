@@ -12,6 +12,7 @@ mod api_complete;
 mod auth;
 mod binary;
 mod crash;
+mod crash_im;
 mod deflate;
 mod durable;
 mod fd_budget;
