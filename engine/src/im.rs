@@ -174,6 +174,85 @@ pub struct ImFrames {
     pub binary: bytes::Bytes,
 }
 
+/// Both frames of an IM event.
+pub fn event_frames(event: &ringcast_protocol::client::ImEvent) -> Arc<ImFrames> {
+    use ringcast_protocol::client::{encode_im_event_binary, encode_im_event_json};
+    use ringcast_protocol::frame::{encode_frame, OpCode};
+    Arc::new(ImFrames {
+        json: encode_frame(OpCode::Text, &encode_im_event_json(event), None),
+        binary: encode_frame(OpCode::Binary, &encode_im_event_binary(event), None),
+    })
+}
+
+/// Conversations read per page while looking a conversation up in a
+/// user's list (at most `im.conversations_per_user_max` in all).
+const LOOKUP_PAGE_CONVS: usize = 1000;
+
+/// The pair of `conv` if `user` is one of it (`None`: not a member): from
+/// what this process knows, else from the user's conversation list, paged
+/// on a store reader (which also remembers every pair it meets).
+pub async fn resolve_member(
+    shared: &crate::engine::Shared,
+    user: &str,
+    conv: &str,
+) -> Result<Option<Arc<DmPair>>, ringcast_store::StoreError> {
+    use ringcast_store::StoreError;
+    if let Some(pair) = shared.dm_pairs.get(conv) {
+        return Ok(pair.has(user).then_some(pair));
+    }
+    let mut cursor = None;
+    loop {
+        let page = shared
+            .store
+            .conv_list(user, cursor, LOOKUP_PAGE_CONVS)?
+            .await
+            .map_err(|_canceled| StoreError::Closed)??;
+        for summary in &page.convs {
+            shared
+                .dm_pairs
+                .remember_listed(user, &summary.peer, &summary.conv);
+        }
+        if page.convs.iter().any(|summary| summary.conv == conv) {
+            return Ok(shared.dm_pairs.get(conv));
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(None),
+        }
+    }
+}
+
+/// The reply to a stored `msg_send`.
+pub fn sent_reply(
+    conv: String,
+    stored: &ringcast_store::ImAppended,
+) -> ringcast_protocol::client::ImReply {
+    let appended = &stored.appended;
+    ringcast_protocol::client::ImReply::Sent {
+        conv,
+        message_id: appended.message_id.0,
+        offset: appended.offset,
+        epoch: appended.epoch,
+        time_ms: appended.push.envelope().time_ms.to_native(),
+        duplicate: appended.duplicate,
+    }
+}
+
+/// A conversation as the wire shows it.
+pub fn conv_info(summary: ringcast_store::ConvSummary) -> ringcast_protocol::client::ConvInfo {
+    ringcast_protocol::client::ConvInfo {
+        conv: summary.conv,
+        sid: summary.sid,
+        peer: summary.peer,
+        epoch: summary.epoch,
+        last_offset: summary.last_offset,
+        last_time_ms: summary.last_time_ms,
+        last_msg_offset: summary.last_msg_offset,
+        read_offset: summary.read_offset,
+        unread: summary.unread,
+    }
+}
+
 /// A refusal: the client's error code and message.
 pub type Refusal = (ErrorCode, String);
 

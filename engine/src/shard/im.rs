@@ -16,12 +16,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ringcast_protocol::client::{
-    encode_im_event_binary, encode_im_event_json, ConvCursor, ConvInfo, ErrorCode, ImCommand,
-    ImEvent, ImReply, ImSyncInfo, MsgKind, ReplyResult, SyncToken,
+    ConvCursor, ErrorCode, ImCommand, ImEvent, ImReply, ImSyncInfo, MsgKind, ReplyResult, SyncToken,
 };
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
-use ringcast_protocol::frame::{encode_frame, OpCode};
-use ringcast_store::{ConvPage, ConvSummary, ImAppend, ImAppended, ImReadState, ReadRequest};
+use ringcast_store::{ConvPage, ImAppend, ImAppended, ImReadState, ReadRequest};
 use ringcast_store::{ImSync, StoreError};
 
 use super::commands::{
@@ -36,9 +34,6 @@ use crate::mesh::ShardEvent;
 use crate::publication::Publication;
 use crate::streams;
 
-/// Conversations read per page while looking a conversation up in a
-/// user's list (at most `im.conversations_per_user_max` in all).
-const LOOKUP_PAGE_CONVS: usize = 1000;
 /// Offsets of a connection's own `echo: false` messages remembered when
 /// their push had not arrived by the reply (the mesh drain cap cut in).
 const ECHO_SKIPS_MAX: usize = 64;
@@ -114,49 +109,16 @@ pub(super) fn im_store_error(error: &StoreError) -> CommandError {
     }
 }
 
-fn conv_info(summary: ConvSummary) -> ConvInfo {
-    ConvInfo {
-        conv: summary.conv,
-        sid: summary.sid,
-        peer: summary.peer,
-        epoch: summary.epoch,
-        last_offset: summary.last_offset,
-        last_time_ms: summary.last_time_ms,
-        last_msg_offset: summary.last_msg_offset,
-        read_offset: summary.read_offset,
-        unread: summary.unread,
-    }
-}
-
-/// The pair of `conv` if `user` is one of it: from what this process
-/// knows, else from the user's conversation list (a store reader).
+/// The pair of `conv` if `user` is one of it (`crate::im::resolve_member`).
 pub(super) async fn resolve_member(
     shared: Arc<Shared>,
     user: String,
     conv: String,
 ) -> Result<Arc<DmPair>, CommandError> {
-    if let Some(pair) = shared.dm_pairs.get(&conv) {
-        return if pair.has(&user) {
-            Ok(pair)
-        } else {
-            Err(not_member(&conv))
-        };
-    }
-    let mut cursor = None;
-    loop {
-        let page = store_reply(shared.store.conv_list(&user, cursor, LOOKUP_PAGE_CONVS)).await?;
-        for summary in &page.convs {
-            shared
-                .dm_pairs
-                .remember_listed(&user, &summary.peer, &summary.conv);
-        }
-        if page.convs.iter().any(|summary| summary.conv == conv) {
-            return shared.dm_pairs.get(&conv).ok_or_else(|| not_member(&conv));
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Err(not_member(&conv)),
-        }
+    match crate::im::resolve_member(&shared, &user, &conv).await {
+        Ok(Some(pair)) => Ok(pair),
+        Ok(None) => Err(not_member(&conv)),
+        Err(err) => Err(store_error(&err)),
     }
 }
 
@@ -390,17 +352,7 @@ impl Shard {
                 .map(|im| im.appended.offset);
             self.end_echo_hold(to, &conv, offset);
         }
-        let result = result.map(|im| {
-            let appended = im.appended;
-            ReplyResult::Im(Box::new(ImReply::Sent {
-                conv,
-                message_id: appended.message_id.0,
-                offset: appended.offset,
-                epoch: appended.epoch,
-                time_ms: appended.push.envelope().time_ms.to_native(),
-                duplicate: appended.duplicate,
-            }))
-        });
+        let result = result.map(|im| ReplyResult::Im(Box::new(crate::im::sent_reply(conv, &im))));
         self.reply_to(to, result);
     }
 
@@ -579,10 +531,7 @@ impl Shard {
         if mask == 0 {
             return;
         }
-        let frames = Arc::new(ImFrames {
-            json: encode_frame(OpCode::Text, &encode_im_event_json(event), None),
-            binary: encode_frame(OpCode::Binary, &encode_im_event_binary(event), None),
-        });
+        let frames = crate::im::event_frames(event);
         let user: Arc<str> = user.into();
         for dst in crate::interest::shard_indexes(mask) {
             if dst == self.idx {
@@ -634,7 +583,7 @@ impl Shard {
                     .remember_listed(&user, &summary.peer, &summary.conv);
             }
             ReplyResult::Im(Box::new(ImReply::ConvList {
-                convs: page.convs.into_iter().map(conv_info).collect(),
+                convs: page.convs.into_iter().map(crate::im::conv_info).collect(),
                 next: page.next.map(|(time_ms, sid)| ConvCursor { time_ms, sid }),
                 total_unread: page.total_unread,
             }))
@@ -714,7 +663,7 @@ impl Shard {
                 .remember_listed(&user, &summary.peer, &summary.conv);
         }
         let event = ImEvent::Sync(ImSyncInfo {
-            convs: sync.convs.into_iter().map(conv_info).collect(),
+            convs: sync.convs.into_iter().map(crate::im::conv_info).collect(),
             token: SyncToken {
                 store_id: sync.token.store_id,
                 gseq: sync.token.gseq,
@@ -723,10 +672,11 @@ impl Shard {
             reset: sync.reset,
             total_unread: sync.total_unread,
         });
+        let frames = crate::im::event_frames(&event);
         let frame = if self.conns[key].session.binary() {
-            encode_frame(OpCode::Binary, &encode_im_event_binary(&event), None)
+            frames.binary.clone()
         } else {
-            encode_frame(OpCode::Text, &encode_im_event_json(&event), None)
+            frames.json.clone()
         };
         self.send_frame(key, frame);
     }

@@ -344,10 +344,85 @@ crate::e2e!(messages_over_the_limits_are_refused, |driver| {
 });
 
 #[test]
-fn im_commands_answer_104_when_im_is_off() {
+fn im_commands_answer_104_and_the_api_404_when_im_is_off() {
     let engine = start(config(ringcast_engine::config::Driver::Epoll, 1));
     let (mut alice, _) = connect(&engine, "alice");
     let reply = send_text(&mut alice, 1, "bob", "hi", None);
     assert_eq!(reply["error"]["code"], 104, "{reply}");
+    let body = json!({"as_user": "alice", "to": "bob", "kind": "text", "data": {"text": "hi"}});
+    let (status, _) = api(&engine, "POST", "/api/im/msg_send", Some(body));
+    assert_eq!(status, 404);
     engine.shutdown();
 }
+
+crate::e2e!(the_api_twins_act_for_a_user, |driver| {
+    let engine = start(im_config(driver));
+    let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+    let (mut bob, _) = im_connect(&engine, "bob", "", Some(1));
+    let send = json!({"as_user": "alice", "to": "bob", "kind": "text", "data": {"text": "from the backend"}, "client_msg_id": "api-1"});
+    let (status, sent) = api(&engine, "POST", "/api/im/msg_send", Some(send.clone()));
+    assert_eq!(status, 200, "{sent}");
+    let conv = sent["conv"].as_str().unwrap().to_owned();
+    assert_eq!(sent["offset"], 1);
+    for ws in [&mut alice, &mut bob] {
+        let push = next_push(ws);
+        assert_eq!(push["sender"], "alice");
+        assert_eq!(push["id"], sent["id"]);
+    }
+    let (status, again) = api(&engine, "POST", "/api/im/msg_send", Some(send));
+    assert_eq!(
+        (status, &again["duplicate"], &again["offset"]),
+        (200, &json!(true), &json!(1))
+    );
+
+    let (status, list) = api(
+        &engine,
+        "POST",
+        "/api/im/conv_list",
+        Some(json!({"as_user": "bob"})),
+    );
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["convs"][0]["conv"], conv.as_str());
+    assert_eq!(list["convs"][0]["unread"], 1);
+    assert_eq!(list["total_unread"], 1);
+
+    let read = json!({"as_user": "bob", "conv": conv, "offset": 1});
+    let (status, state) = api(&engine, "POST", "/api/im/read", Some(read));
+    assert_eq!(status, 200, "{state}");
+    assert_eq!(
+        state,
+        json!({"conv": conv, "offset": 1, "unread": 0, "total_unread": 0})
+    );
+    assert_eq!(
+        read_json(&mut bob),
+        json!({"read": {"conv": conv, "offset": 1, "unread": 0, "total_unread": 0}})
+    );
+    assert_eq!(
+        read_json(&mut alice),
+        json!({"receipt": {"conv": conv, "user": "bob", "read": 1}})
+    );
+
+    let stranger = json!({"as_user": "carol", "conv": conv, "offset": 1});
+    let (status, error) = api(&engine, "POST", "/api/im/read", Some(stranger));
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (403, &json!("not_member")),
+        "{error}"
+    );
+    let long =
+        json!({"as_user": "alice", "to": "bob", "kind": "text", "data": {"text": "x".repeat(65)}});
+    let (status, error) = api(&engine, "POST", "/api/im/msg_send", Some(long));
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (413, &json!("too_large")),
+        "{error}"
+    );
+    let bad = json!({"as_user": "alice", "to": "bob", "kind": "text", "data": {"txt": "x"}});
+    let (status, error) = api(&engine, "POST", "/api/im/msg_send", Some(bad));
+    assert_eq!(
+        (status, &error["error"]["code"]),
+        (400, &json!("bad_request")),
+        "{error}"
+    );
+    engine.shutdown();
+});

@@ -545,6 +545,13 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
     }
 }
 
+/// The `result` object of an IM reply alone, as the HTTP API answers it.
+pub fn encode_im_reply_result_json(reply: &ImReply) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    push_im_reply_json(&mut out, reply);
+    out
+}
+
 /// Renders an IM event as JSON: `{"im_sync":{...}}`, `{"read":{...}}` or
 /// `{"receipt":{...}}` (`docs/protocol.md`, "IM").
 pub fn encode_im_event_json(event: &ImEvent) -> Vec<u8> {

@@ -37,9 +37,9 @@ pub use binary::{
     encode_history_binary, encode_reply_binary, encode_subscription_binary,
 };
 pub use im::{
-    check_msg_data, encode_im_event_binary, encode_im_event_json, ArchivedImCommand,
-    ArchivedImEvent, ArchivedImReply, ConvCursor, ConvInfo, ImCommand, ImEvent, ImReply,
-    ImSyncInfo, MsgKind, MsgSize, SyncToken, CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
+    check_msg_data, encode_im_event_binary, encode_im_event_json, encode_im_reply_result_json,
+    ArchivedImCommand, ArchivedImEvent, ArchivedImReply, ConvCursor, ConvInfo, ImCommand, ImEvent,
+    ImReply, ImSyncInfo, MsgKind, MsgSize, SyncToken, CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
 };
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,
