@@ -296,7 +296,12 @@ impl Shard {
             // stays joined).
             self.unsubscribe(job.key, &job.stream);
         }
-        let inbox_at_connect = job.command_id == 0 && job.device_cursor;
+        // The inbox's replay at connect (id 0), not a server-side
+        // subscription's: the IM sync follows that one.
+        let inbox_at_connect = job.command_id == 0
+            && self.conns.get(job.key).is_some_and(|conn| {
+                !conn.user.is_empty() && job.stream == crate::channels::personal_channel(&conn.user)
+            });
         let key = job.key;
         let reply = match result {
             Ok(recovery) => Reply::Ok {

@@ -426,3 +426,82 @@ crate::e2e!(the_api_twins_act_for_a_user, |driver| {
     );
     engine.shutdown();
 });
+
+fn read_binary(ws: &mut Ws) -> ringcast_protocol::client::ServerMessage {
+    loop {
+        match ws.read().expect("read") {
+            tungstenite::Message::Binary(bytes) => {
+                return ringcast_protocol::client::decode_server_binary(&bytes).expect("archive")
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => continue,
+            other => panic!("expected binary, got {other:?}"),
+        }
+    }
+}
+
+crate::e2e!(binary_clients_get_the_same_im_messages_archived, |driver| {
+    use ringcast_protocol::client::{
+        encode_binary_command, BinaryCommand, CommandBody, ImCommand, ImEvent, ImReply, MsgKind,
+        ReplyResult, ServerMessage, SUBPROTOCOL_BINARY,
+    };
+    let engine = start(im_config(driver));
+    let (mut bin, _) = connect_with(&engine, &token("bina"), Some(SUBPROTOCOL_BINARY));
+    let ServerMessage::Im(sync) = read_binary(&mut bin) else {
+        panic!("the sync follows the connect message");
+    };
+    assert!(
+        matches!(*sync, ImEvent::Sync(ref info) if info.convs.is_empty()),
+        "{sync:?}"
+    );
+    let (mut jason, _) = im_connect(&engine, "jason", "", None);
+    let send = BinaryCommand {
+        id: 9,
+        body: CommandBody::Im(Box::new(ImCommand::MsgSend {
+            to: Some("jason".into()),
+            conv: None,
+            kind: MsgKind::Text,
+            data: br#"{"text":"archived"}"#.to_vec(),
+            client_msg_id: None,
+            echo: true,
+        })),
+    };
+    bin.send(tungstenite::Message::Binary(encode_binary_command(&send)))
+        .unwrap();
+    let ServerMessage::Push(push) = read_binary(&mut bin) else {
+        panic!("the push comes before the reply");
+    };
+    let ServerMessage::Reply { id: 9, result } = read_binary(&mut bin) else {
+        panic!("then the reply");
+    };
+    let ReplyResult::Im(reply) = result else {
+        panic!("an IM reply: {result:?}");
+    };
+    let ImReply::Sent { conv, offset, .. } = *reply else {
+        panic!("a sent reply: {reply:?}");
+    };
+    assert_eq!(
+        (push.channel.as_str(), push.offset),
+        (conv.as_str(), offset)
+    );
+    assert_eq!(push.data, br#"{"kind":"text","data":{"text":"archived"}}"#);
+    let json_push = next_push(&mut jason);
+    assert_eq!(json_push["data"]["data"]["text"], "archived");
+    // The peer's read reaches the binary client as an archived receipt.
+    let read = command(
+        &mut jason,
+        json!({"id": 1, "method": "read", "params": {"conv": conv, "offset": offset}}),
+    );
+    assert!(read.get("result").is_some(), "{read}");
+    let ServerMessage::Im(receipt) = read_binary(&mut bin) else {
+        panic!("a receipt");
+    };
+    assert_eq!(
+        *receipt,
+        ImEvent::Receipt {
+            conv,
+            user: "jason".into(),
+            read: offset
+        }
+    );
+    engine.shutdown();
+});
