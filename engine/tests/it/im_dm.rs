@@ -505,3 +505,48 @@ crate::e2e!(binary_clients_get_the_same_im_messages_archived, |driver| {
     );
     engine.shutdown();
 });
+
+#[test]
+fn membership_is_looked_up_in_the_users_list_after_a_restart() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut config = im_config(ringcast_engine::config::Driver::Epoll);
+    config.server.data_dir = data_dir.path().to_path_buf();
+    let engine = ringcast_engine::Engine::start(config.clone()).expect("starts");
+    let (mut alice, _) = im_connect(&engine, "alice", "", None);
+    let sent = send_text(&mut alice, 1, "bob", "before", None);
+    let conv = sent["result"]["conv"].as_str().unwrap().to_owned();
+    let (_bob, sync) = im_connect(&engine, "bob", "", None);
+    let token = sync["token"].as_str().unwrap().to_owned();
+    drop(alice);
+    engine.shutdown();
+
+    // A fresh process knows no pair; the syncs below list nothing (nothing
+    // changed since the token), so every `conv` is looked up in a list.
+    let engine = ringcast_engine::Engine::start(config).expect("restarts");
+    let query = format!("im_since={token}");
+    let (mut carol, _) = im_connect(&engine, "carol", "", None);
+    let into = command(
+        &mut carol,
+        json!({"id": 1, "method": "msg_send", "params": {"conv": conv, "kind": "text", "data": {"text": "x"}}}),
+    );
+    assert_eq!(into["error"]["code"], 123, "{into}");
+    let (mut bob, sync) = im_connect(&engine, "bob", &query, None);
+    assert_eq!(sync["convs"], json!([]), "{sync}");
+    let reply = command(
+        &mut bob,
+        json!({"id": 1, "method": "msg_send", "params": {"conv": conv, "kind": "text", "data": {"text": "after"}}}),
+    );
+    assert_eq!(reply["result"]["offset"], 2, "{reply}");
+    let page = command(
+        &mut bob,
+        json!({"id": 2, "method": "history", "params": {"stream": conv}}),
+    );
+    let texts: Vec<_> = page["result"]["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["data"]["data"]["text"].clone())
+        .collect();
+    assert_eq!(texts, [json!("before"), json!("after")]);
+    engine.shutdown();
+}
