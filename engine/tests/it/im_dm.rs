@@ -343,6 +343,26 @@ crate::e2e!(messages_over_the_limits_are_refused, |driver| {
     engine.shutdown();
 });
 
+crate::e2e!(msg_send_counts_against_the_send_rate, |driver| {
+    let mut config = im_config(driver);
+    config.websocket.send_rate = 1;
+    config.websocket.send_burst = 2;
+    let engine = start(config);
+    let (mut alice, _) = im_connect(&engine, "alice", "", None);
+    for id in 1..=2 {
+        assert!(send_text(&mut alice, id, "bob", "hi", None)
+            .get("result")
+            .is_some());
+    }
+    let limited = send_text(&mut alice, 3, "bob", "hi", None);
+    assert_eq!(limited["error"]["code"], 114, "{limited}");
+    assert!(
+        limited["error"]["retry_after_ms"].as_u64().is_some(),
+        "{limited}"
+    );
+    engine.shutdown();
+});
+
 #[test]
 fn im_commands_answer_104_and_the_api_404_when_im_is_off() {
     let engine = start(config(ringcast_engine::config::Driver::Epoll, 1));
