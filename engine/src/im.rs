@@ -157,6 +157,14 @@ impl DmPairs {
         name
     }
 
+    /// Forgets the pair of a conversation the store refused to start
+    /// (`StoreError::ConversationLimit`: it refuses only a new conversation,
+    /// and no other message can have started it), so that refused sends to
+    /// ever new users do not grow the map.
+    pub fn forget_unstarted(&self, conv: &str) {
+        self.by_conv.pin().remove(conv);
+    }
+
     /// Records a pair found in `user`'s conversation list.
     pub fn remember_listed(&self, user: &str, peer: &str, conv: &str) {
         let pair = DmPair::new(user, peer);

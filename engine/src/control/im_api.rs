@@ -194,7 +194,12 @@ impl Api {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
-        .map_err(|err| store_refused(&err, what))?;
+        .map_err(|err| {
+            if matches!(err, StoreError::ConversationLimit { .. }) {
+                self.shared.dm_pairs.forget_unstarted(&conv);
+            }
+            store_refused(&err, what)
+        })?;
         Ok(ok_json(&crate::im::sent_reply(conv, &stored)))
     }
 

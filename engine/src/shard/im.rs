@@ -344,6 +344,9 @@ impl Shard {
     /// The store answered a `msg_send`.
     pub(super) fn on_im_sent(&mut self, wait: SentWait, result: Result<ImAppended, CommandError>) {
         let SentWait { to, conv, echo } = wait;
+        if matches!(&result, Err((ErrorCode::TooManyConversations, _))) {
+            self.shared.dm_pairs.forget_unstarted(&conv);
+        }
         if !echo {
             let offset = result
                 .as_ref()
