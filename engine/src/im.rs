@@ -147,14 +147,14 @@ impl DmPairs {
         self.by_conv.pin().get(conv).cloned()
     }
 
-    /// Records `pair` under its name and returns the name.
-    pub fn remember(&self, pair: DmPair) -> String {
+    /// Records `pair` under its name; returns the name and the pair.
+    pub fn remember(&self, pair: DmPair) -> (String, Arc<DmPair>) {
         let name = pair.conv_name();
         let map = self.by_conv.pin();
-        if map.get(name.as_str()).is_none() {
-            map.insert(name.clone().into_boxed_str(), Arc::new(pair));
-        }
-        name
+        let pair = map
+            .get_or_insert_with(name.clone().into_boxed_str(), || Arc::new(pair))
+            .clone();
+        (name, pair)
     }
 
     /// Forgets the pair of a conversation the store refused to start

@@ -160,11 +160,11 @@ impl Api {
                 crate::channels::validate_user_id(to).map_err(|_| {
                     refused((ErrorCode::UnknownUser, format!("invalid user id {to:?}")))
                 })?;
-                let conv = self
+                let (_, pair) = self
                     .shared
                     .dm_pairs
                     .remember(DmPair::new(&body.as_user, to));
-                self.member_pair(&body.as_user, &conv).await?
+                pair
             }
             (None, Some(conv)) => self.member_pair(&body.as_user, conv).await?,
             _ => return Err(bad_request("give either `to` or `conv`")),

@@ -164,13 +164,7 @@ impl Shard {
                     (Some(peer), _) => {
                         channels::validate_user_id(&peer)
                             .map_err(|code| (code, format!("{peer:?} is not a valid user id")))?;
-                        let pair = DmPair::new(user, &peer);
-                        let conv = self.shared.dm_pairs.remember(pair);
-                        let pair = self
-                            .shared
-                            .dm_pairs
-                            .get(&conv)
-                            .ok_or_else(|| refuse(ErrorCode::Internal))?;
+                        let (conv, pair) = self.shared.dm_pairs.remember(DmPair::new(user, &peer));
                         self.im_continue(to, user, conv, pair, pending)
                     }
                     (None, Some(conv)) => self.with_member(to, user, conv, pending),
