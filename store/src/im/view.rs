@@ -146,11 +146,11 @@ impl<'a> SnapshotReader<'a> {
             }
             None => return Err(corrupt(&conv.name, "conversation has no meta".to_owned())),
         };
-        let mut last = (conv.last_offset, conv.last_msg_offset);
+        let mut last = (conv.last_offset, conv.last_msg_offset, conv.count_total);
         let group = match (&conv.group, uconv.group) {
             (Some(group), Some(view)) => {
                 let role = if view.left {
-                    last = (view.visible_to, view.visible_msg_offset);
+                    last = (view.visible_to, view.visible_msg_offset, view.visible_count);
                     None
                 } else {
                     let record = self.member(id, user)?.ok_or_else(|| {
@@ -182,7 +182,7 @@ impl<'a> SnapshotReader<'a> {
             epoch,
             last_offset: last.0,
             last_msg_offset: last.1,
-            count_total: conv.count_total,
+            count_total: last.2,
             read_offset: uconv.read_offset,
             group,
         })

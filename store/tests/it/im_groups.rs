@@ -523,6 +523,7 @@ fn a_removed_member_of_fifty_sees_nothing_after_the_removal_offset() {
     );
     // Offsets 2..=11 are messages, m07 read up to 5: 6 unread, frozen.
     assert_eq!(seen.unread, 6);
+    assert_eq!(seen.count_total, 10, "nor the count of what came after");
     let read = read_to(&store, "m07", g, u64::MAX);
     assert_eq!(
         read.read_offset, removal.appended.offset,
