@@ -714,14 +714,15 @@ pub struct GroupInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {
     pub name: String,
-    /// `None` once the user left or was removed.
+    /// `None` once the user left or was removed, or the group dissolved.
     pub role: Option<GroupRole>,
-    /// The user left or was removed: its view stops at `visible_to`.
+    /// The user left or was removed, or the group dissolved: its view
+    /// stops at `visible_to`.
     pub left: bool,
     pub dissolved: bool,
     pub muted_all: bool,
     pub member_count: u32,
-    /// The user's history starts after this offset (0: from the start).
+    /// The user's history starts at this offset (0: from the start).
     pub visible_from: u64,
     /// The user's history ends at this offset (0 while a member).
     pub visible_to: u64,

@@ -215,7 +215,7 @@ impl GroupRecord {
 /// list time of a left group (u64 BE each), left (1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct GroupView {
-    /// History starts after this offset (0: from the start).
+    /// History starts at this offset (0: from the start).
     pub(crate) visible_from: u64,
     /// History ends at this offset (0 while a member).
     pub(crate) visible_to: u64,

@@ -148,8 +148,17 @@ impl Writer {
             self.check_join_caps(work, user, stored.is_none())?;
             joined_views.push(stored);
         }
-        let mut removed_views = Vec::with_capacity(removed.len());
-        for user in &removed {
+        // The views this entry closes: the removed users', or on a
+        // dissolve every member's (the table is kept as it was), so a
+        // dissolved group stays in its members' lists at a fixed place and
+        // no longer counts towards their group cap.
+        let closed: Vec<String> = if op == GroupOp::Dissolve {
+            members.ids.to_vec()
+        } else {
+            removed.clone()
+        };
+        let mut removed_views = Vec::with_capacity(closed.len());
+        for user in &closed {
             let stored = work
                 .im
                 .uconv(&self.fjall, user, id)?
@@ -204,7 +213,7 @@ impl Writer {
             let view = joined_view(stored, offset, count, gseq, history_from_join);
             work.im.put_uconv(user, id, view);
         }
-        for (user, mut view) in removed.iter().zip(removed_views) {
+        for (user, mut view) in closed.iter().zip(removed_views) {
             view.changed_gseq = gseq;
             view.group = Some(GroupView {
                 visible_to: offset,

@@ -457,6 +457,67 @@ fn a_member_limit_refuses_and_writes_nothing() {
 }
 
 #[test]
+fn a_user_at_its_group_cap_joins_no_more_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.groups_per_user_max = 2;
+    let store = Store::open(config).unwrap();
+    create(&store, "grp:c1", "o1", &["u"]);
+    create(&store, "grp:c2", "o2", &["u"]);
+    let over = |result| matches!(result, Err(StoreError::ConversationLimit { limit: 2, .. }));
+    assert!(over(op(&store, "grp:c3", "o3", create_op("o3", &["u"]))));
+    create(&store, "grp:c3", "o3", &[]);
+    assert!(over(add(&store, "grp:c3", "o3", &["u"])));
+    assert!(view(&store, "u", "grp:c3").is_none(), "nothing written");
+    // Leaving one, or its dissolve, makes room.
+    op(&store, "grp:c1", "u", GroupOp::Leave).unwrap();
+    add(&store, "grp:c3", "o3", &["u"]).unwrap();
+    assert!(over(add(&store, "grp:c1", "o1", &["u"])));
+    op(&store, "grp:c2", "o2", GroupOp::Dissolve).unwrap();
+    add(&store, "grp:c1", "o1", &["u"]).unwrap();
+    store.close().unwrap();
+}
+
+#[test]
+fn a_retried_group_write_is_answered_with_its_original() {
+    let (_dir, store) = fresh_store();
+    let g = "grp:retry";
+    create(&store, g, "o", &["m"]);
+    let mut request = msg_request(g, "m", true);
+    request.client_msg_id = Some("c1".to_owned());
+    let first = block_on(store.group_append(request.clone()).unwrap())
+        .unwrap()
+        .unwrap();
+    let again = block_on(store.group_append(request).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(again.appended.duplicate && again.gseq == 0);
+    assert_eq!(
+        (again.appended.offset, again.count),
+        (first.appended.offset, first.count)
+    );
+    let mut add_request = op_request(
+        g,
+        "o",
+        GroupOp::Add {
+            users: users(&["n"]),
+        },
+        "add:n",
+    );
+    add_request.client_msg_id = Some("c1".to_owned());
+    let added = block_on(store.group_op(add_request.clone()).unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(!added.appended.duplicate, "another sender's id is its own");
+    let retried = block_on(store.group_op(add_request).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(retried.appended.offset, added.appended.offset);
+    assert_eq!(read_all(&store, g).next_offset, added.appended.offset + 1);
+    store.close().unwrap();
+}
+
+#[test]
 fn a_dissolved_group_takes_no_write_and_shows_dissolved() {
     let (_dir, store) = fresh_store();
     let g = "grp:gone";
@@ -475,8 +536,15 @@ fn a_dissolved_group_takes_no_write_and_shows_dissolved() {
     assert!(dissolved_error(op(&store, g, "", GroupOp::MuteAll)));
     assert_eq!(read_all(&store, g).next_offset, before);
     let summary = view(&store, "m", g).unwrap();
-    assert!(summary.group.unwrap().dissolved);
+    let window = summary.group.unwrap();
+    assert!(window.dissolved);
+    // Every member's view is closed at the dissolve: a fixed place in its
+    // list, no role, and no place taken under its group cap.
+    assert!(window.left && window.role.is_none());
+    assert_eq!(window.visible_to, dissolved.appended.offset);
+    assert_eq!(list(&store, "o", None, 10).convs.len(), 1);
     assert!(info(&store, g).dissolved);
+    assert_eq!(member_ids(&store, g).len(), 2, "the table is kept");
     store.close().unwrap();
 }
 
