@@ -166,6 +166,7 @@ impl Writer {
             removed_views.push(stored);
         }
         record.group = Some(group);
+        let stored_time_ms = record.last_time_ms;
         let (appended, gseq, count, time_ms) = self.stage_conv_entry(
             work,
             &mut record,
@@ -238,8 +239,7 @@ impl Writer {
         let members = Members::from_table(table);
         let ids = Arc::clone(&members.ids);
         work.im.put_members(id, members);
-        work.im
-            .put_conv(id, Some(record.last_time_ms), record.clone());
+        work.im.put_conv(id, Some(stored_time_ms), record);
         Ok(GroupAppended {
             appended,
             count,
