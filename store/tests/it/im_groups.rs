@@ -856,7 +856,7 @@ const KILL_GROUPS: [&str; 2] = ["grp:k0", "grp:k1"];
 /// removes by the system, messages, silent ones) and reads; prints each
 /// acknowledged entry. Each member entry's data names its op, so the
 /// parent can replay the member table from the stream.
-pub fn child_group_traffic(store: &Store) -> ! {
+pub fn child_group_traffic(store: &Store, durability: Durability) -> ! {
     let mut random = std::process::id() as u64 | 1;
     let mut pick = |n: usize| (next_random(&mut random) % n as u64) as usize;
     loop {
@@ -867,22 +867,39 @@ pub fn child_group_traffic(store: &Store) -> ! {
             let receiver = match pick(10) {
                 0 => {
                     let create = create_op("k0", &["k1", "k2"]);
-                    store.group_op(op_request(conv, "", create, "create:k0,k1,k2"))
+                    let request = op_request(conv, "", create, "create:k0,k1,k2");
+                    store.group_op(GroupOpRequest {
+                        durability,
+                        ..request
+                    })
                 }
                 1 | 2 => {
                     let add = GroupOp::Add {
                         users: users(&[user]),
                     };
-                    store.group_op(op_request(conv, "", add, &format!("add:{user}")))
+                    let request = op_request(conv, "", add, &format!("add:{user}"));
+                    store.group_op(GroupOpRequest {
+                        durability,
+                        ..request
+                    })
                 }
                 3 | 4 => {
                     let remove = GroupOp::Remove {
                         users: users(&[user]),
                     };
-                    store.group_op(op_request(conv, "", remove, &format!("remove:{user}")))
+                    let request = op_request(conv, "", remove, &format!("remove:{user}"));
+                    store.group_op(GroupOpRequest {
+                        durability,
+                        ..request
+                    })
                 }
-                5 => store.group_append(msg_request(conv, user, false)),
-                _ => store.group_append(msg_request(conv, user, true)),
+                counted => {
+                    let request = msg_request(conv, user, counted != 5);
+                    store.group_append(GroupAppend {
+                        durability,
+                        ..request
+                    })
+                }
             };
             pending.push((conv, receiver.unwrap()));
         }
@@ -932,15 +949,18 @@ fn sigkill_keeps_member_tables_and_unread_equal_to_the_replay() {
     eprintln!("group sigkill seed: {seed} (rerun with RINGCAST_STORE_SEED={seed})");
     let mut random = seed;
     let dir = tempfile::tempdir().unwrap();
-    for round in 0..3 {
-        let (acked, delay) = run_and_kill("im-groups", dir.path(), &mut random, 300);
+    for (round, mode) in ["im-groups-sync", "im-groups-buffered", "im-groups-sync"]
+        .iter()
+        .enumerate()
+    {
+        let (acked, delay) = run_and_kill(mode, dir.path(), &mut random, 300);
         let store = Store::open(config(dir.path())).unwrap();
         for ack in &acked {
             let (conv, offset) = ack.split_once(' ').expect("ACK conv offset");
             let offset: u64 = offset.parse().expect("offset");
             assert!(
                 read_all(&store, conv).next_offset > offset,
-                "seed {seed} round {round}: {conv} acked {offset} (killed after {delay:?})"
+                "seed {seed} round {round} ({mode}): {conv} acked {offset} (killed after {delay:?})"
             );
         }
         for conv in KILL_GROUPS {
@@ -986,7 +1006,7 @@ fn sigkill_keeps_member_tables_and_unread_equal_to_the_replay() {
             }
         }
         eprintln!(
-            "group round {round}: killed after {delay:?}, acked {}",
+            "group round {round} ({mode}): killed after {delay:?}, acked {}",
             acked.len()
         );
         store.close().unwrap();
