@@ -283,9 +283,8 @@ impl EngineSinkStore {
                     Answer::Appended(result) => {
                         black_box(result.expect("append stored"));
                     }
-                    Answer::Cursor(_) | Answer::ImAppended(_) | Answer::ImRead(_) => {
-                        unreachable!("only appends were asked for")
-                    }
+                    // Any other answer (cursor, IM, group) was never asked for.
+                    _ => unreachable!("only appends were asked for"),
                 });
             }
             if answered == in_flight {

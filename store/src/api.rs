@@ -106,6 +106,15 @@ pub struct StoreConfig {
     /// total unread and sync read (each reads all of the user's
     /// conversations), and what strangers can make a victim's list hold.
     pub conversations_per_user_max: usize,
+    /// Members a group may have unless the system set its own limit
+    /// (`im.group_members_max`): a change past it is refused with
+    /// [`crate::StoreError::MemberLimit`].
+    pub group_members_max: u32,
+    /// Groups one user may be a member of at once: a join past it is
+    /// refused with [`crate::StoreError::ConversationLimit`]. Bounds the
+    /// part of the conversation list merged from the user's groups at
+    /// each read (`docs/im.md`, "Groups in the list").
+    pub groups_per_user_max: usize,
 }
 
 impl StoreConfig {
@@ -128,6 +137,8 @@ impl StoreConfig {
             memtable_bytes_max: MEMTABLE_BYTES_MAX_DEFAULT,
             presence_set: true,
             conversations_per_user_max: CONVERSATIONS_PER_USER_MAX_DEFAULT,
+            group_members_max: GROUP_MEMBERS_MAX_DEFAULT,
+            groups_per_user_max: GROUPS_PER_USER_MAX_DEFAULT,
         }
     }
 }
@@ -327,6 +338,7 @@ pub enum Answer {
     Cursor(Result<u64, StoreError>),
     ImAppended(Result<ImAppended, StoreError>),
     ImRead(Result<ImReadState, StoreError>),
+    Group(Result<GroupAppended, StoreError>),
 }
 
 /// What the writer hands back after each group commit, on the writer
@@ -477,11 +489,11 @@ pub struct SyncToken {
 /// One conversation as a user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConvSummary {
-    /// The stream name (`dm:<h>`).
+    /// The stream name (`dm:<h>` or `grp:<gid>`).
     pub conv: String,
     /// The stream id: with `last_time_ms`, the conversation list's cursor.
     pub sid: u64,
-    /// The other user of the pair.
+    /// The other user of the pair (empty for a group).
     pub peer: String,
     pub epoch: u64,
     pub last_offset: u64,
@@ -492,6 +504,9 @@ pub struct ConvSummary {
     pub unread: u64,
     /// The gseq of the last write that changed this user's view of it.
     pub changed_gseq: u64,
+    /// A group's name, the user's role and window; `None` for a DM. For a
+    /// group the user left, `last_*` and `unread` stop at its window.
+    pub group: Option<GroupSummary>,
 }
 
 /// A page of a user's conversation list ([`crate::Store::conv_list`]).
@@ -523,4 +538,202 @@ pub struct ImSync {
     /// drop what it holds.
     pub reset: bool,
     pub total_unread: u64,
+}
+
+/// Longest group name, and longest group info, in bytes (`docs/im.md`,
+/// "Keys in the store": name and info ≤ 1 KiB).
+pub const GROUP_TEXT_BYTES_MAX: usize = 1024;
+/// Most users one `member` entry names (`docs/im.md`, "What a
+/// conversation stream holds": 100 targets per entry).
+pub const GROUP_TARGETS_MAX: usize = 100;
+/// Default of [`StoreConfig::group_members_max`] (`im.group_members_max`).
+pub const GROUP_MEMBERS_MAX_DEFAULT: u32 = 2_000;
+/// The most members the system may allow one group
+/// ([`GroupOp::SetMembersMax`]).
+pub const GROUP_MEMBERS_MAX_CEILING: u32 = 100_000;
+/// Default of [`StoreConfig::groups_per_user_max`].
+pub const GROUPS_PER_USER_MAX_DEFAULT: usize = 1_000;
+
+/// Who asks for a group operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupActor {
+    /// A user: the roles table of `docs/im.md` applies.
+    User(String),
+    /// The app's backend: roles are bypassed, limits kept.
+    System,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupRole {
+    Member,
+    Admin,
+    Owner,
+}
+
+/// A change to a group, checked by the writer against the roles table in
+/// offset order (`docs/im.md`, "Roles").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOp {
+    /// Creates the group: `owner` owns it (for a user actor, the actor
+    /// itself), `members` (≤ [`GROUP_TARGETS_MAX`]) join as members.
+    /// `members_max` is the system's alone to set (`None`: the store's
+    /// [`StoreConfig::group_members_max`]).
+    Create {
+        owner: String,
+        name: String,
+        info: String,
+        members: Vec<String>,
+        members_max: Option<u32>,
+        /// New members see history from their join on, not before.
+        history_from_join: bool,
+        /// Plain members may add users.
+        members_can_invite: bool,
+    },
+    Add {
+        users: Vec<String>,
+    },
+    Remove {
+        users: Vec<String>,
+    },
+    /// The actor leaves (the owner must transfer first).
+    Leave,
+    /// Makes `user` an admin or a member again (not [`GroupRole::Owner`]:
+    /// that is [`GroupOp::Transfer`]).
+    Role {
+        user: String,
+        role: GroupRole,
+    },
+    /// `to` owns the group; the old owner becomes an admin.
+    Transfer {
+        to: String,
+    },
+    /// `user` may not send until `until_ms` (Unix ms).
+    Mute {
+        user: String,
+        until_ms: u64,
+    },
+    Unmute {
+        user: String,
+    },
+    MuteAll,
+    UnmuteAll,
+    /// New name and/or info (`None`: unchanged).
+    Update {
+        name: Option<String>,
+        info: Option<String>,
+    },
+    /// The system only: the group's member limit, up to
+    /// [`GROUP_MEMBERS_MAX_CEILING`].
+    SetMembersMax {
+        members_max: u32,
+    },
+    Dissolve,
+}
+
+/// A group operation ([`crate::Store::group_op`]): the op and the
+/// caller's encoded `member` entry, appended to the group's stream in the
+/// batch that changes the member table.
+#[derive(Debug, Clone)]
+pub struct GroupOpRequest {
+    /// `grp:<gid>`, 1..=[`STREAM_NAME_BYTES_MAX`] bytes.
+    pub conv: String,
+    pub actor: GroupActor,
+    pub op: GroupOp,
+    /// The `member` entry; for a user actor its sender must be the actor.
+    /// The store stamps id, offset, epoch and time, as for a message.
+    pub push: EncodedPush,
+    /// Idempotency key, as [`AppendRequest::client_msg_id`].
+    pub client_msg_id: Option<String>,
+    pub durability: Durability,
+}
+
+/// A message to a group ([`crate::Store::group_append`]).
+#[derive(Debug, Clone)]
+pub struct GroupAppend {
+    /// `grp:<gid>`.
+    pub conv: String,
+    pub sender: String,
+    /// The entry; its sender must be `sender`.
+    pub push: EncodedPush,
+    /// Whether it counts as unread (`false`: a silent `custom`).
+    pub counts: bool,
+    pub client_msg_id: Option<String>,
+    pub durability: Durability,
+}
+
+/// An acknowledged group entry (a message or a `member` entry), with what
+/// the engine needs to route it without another read.
+#[derive(Debug, Clone)]
+pub struct GroupAppended {
+    pub appended: Appended,
+    /// Counting entries (messages) in the conversation up to this one.
+    pub count: u64,
+    /// The IM sequence of this write; 0 for a duplicate.
+    pub gseq: u64,
+    /// The members after this entry, sorted: for a message, exactly who
+    /// receives it. For a duplicate: the members now.
+    pub members: Arc<[String]>,
+    /// Users this entry removed (remove, leave): they receive this entry
+    /// and nothing after it.
+    pub removed: Vec<String>,
+}
+
+/// A group member ([`crate::Store::group_members`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub user: String,
+    pub role: GroupRole,
+    /// The offset of the `member` entry that added it.
+    pub joined_offset: u64,
+    pub joined_ms: u64,
+    /// Muted until then (Unix ms); 0: not muted.
+    pub muted_until_ms: u64,
+    /// Who added it (the empty string: the system).
+    pub added_by: String,
+}
+
+/// A group's record ([`crate::Store::group_info`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    pub conv: String,
+    pub name: String,
+    pub info: String,
+    pub owner: String,
+    pub member_count: u32,
+    pub members_max: u32,
+    pub muted_all: bool,
+    pub dissolved: bool,
+    pub history_from_join: bool,
+    pub members_can_invite: bool,
+    pub last_offset: u64,
+    pub count_total: u64,
+}
+
+/// What a user sees of a group, in a [`ConvSummary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub name: String,
+    /// `None` once the user left or was removed, or the group dissolved.
+    pub role: Option<GroupRole>,
+    /// The user left or was removed, or the group dissolved: its view
+    /// stops at `visible_to`.
+    pub left: bool,
+    pub dissolved: bool,
+    pub muted_all: bool,
+    pub member_count: u32,
+    /// The user's history starts at this offset (0: from the start).
+    pub visible_from: u64,
+    /// The user's history ends at this offset (0 while a member).
+    pub visible_to: u64,
+}
+
+/// Who may send a user direct messages (`docs/im.md`, "Commands and API").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DmPolicy {
+    /// Anyone not blocked.
+    #[default]
+    Anyone,
+    /// Only users in the user's contacts.
+    Contacts,
 }

@@ -79,6 +79,57 @@ pub enum StoreError {
         /// The cap.
         limit: usize,
     },
+    /// A direct message between two users one of whom blocked the other.
+    /// Nothing was written. For the engine to answer with 120.
+    #[error("user {blocker:?} blocked user {blocked:?}; nothing was written")]
+    Blocked {
+        /// Who blocked (the sender or the peer).
+        blocker: String,
+        /// Whom.
+        blocked: String,
+    },
+    /// A direct message to a user who takes them from contacts only, from
+    /// a user not in its contacts. Nothing was written. For the engine to
+    /// answer with 103 (not allowed).
+    #[error(
+        "user {user:?} takes direct messages from contacts only and {sender:?} is not one; \
+         nothing was written"
+    )]
+    NotContact {
+        /// The recipient.
+        user: String,
+        /// The sender.
+        sender: String,
+    },
+    /// The user is not a member of the group (or the group does not
+    /// exist). Nothing was written. For the engine to answer with 123.
+    #[error("user {user:?} is not a member of {conv:?}; nothing was written")]
+    NotMember { conv: String, user: String },
+    /// The sender is muted in the group, alone (until `until_ms`) or by the
+    /// group's mute-all (`all`). Nothing was written. For 122.
+    #[error("user {user:?} is muted in {conv:?} (mute-all: {all}); nothing was written")]
+    Muted {
+        conv: String,
+        user: String,
+        /// Unix ms the user's own mute ends (0 under mute-all alone).
+        until_ms: u64,
+        all: bool,
+    },
+    /// The group is dissolved: it takes no write. For 121.
+    #[error("group {conv:?} is dissolved; nothing was written")]
+    Dissolved { conv: String },
+    /// The change would take the group past its member limit. For 124.
+    #[error("group {conv:?} may have at most {limit} members; nothing was written")]
+    MemberLimit { conv: String, limit: u32 },
+    /// The actor's role does not allow the action (`docs/im.md`, "Roles").
+    /// Nothing was written. For 103.
+    #[error("user {user:?} may not {action} in {conv:?}; nothing was written")]
+    NotAllowed {
+        conv: String,
+        user: String,
+        /// What was refused ("remove an admin", "dissolve", ...).
+        action: &'static str,
+    },
     /// The request itself is invalid (empty stream name, oversized id, ...).
     #[error("invalid store request: {reason}")]
     InvalidRequest {
@@ -108,9 +159,15 @@ impl StoreError {
     /// Who is at fault.
     pub fn source_tag(&self) -> ErrorSource {
         match self {
-            StoreError::InvalidRequest { .. } | StoreError::ConversationLimit { .. } => {
-                ErrorSource::Caller
-            }
+            StoreError::InvalidRequest { .. }
+            | StoreError::ConversationLimit { .. }
+            | StoreError::Blocked { .. }
+            | StoreError::NotContact { .. }
+            | StoreError::NotMember { .. }
+            | StoreError::Muted { .. }
+            | StoreError::Dissolved { .. }
+            | StoreError::MemberLimit { .. }
+            | StoreError::NotAllowed { .. } => ErrorSource::Caller,
             StoreError::Overloaded { .. } => ErrorSource::Load,
             StoreError::Unavailable { .. } => ErrorSource::Resource,
             StoreError::Poisoned | StoreError::Io { .. } | StoreError::Corrupt { .. } => {

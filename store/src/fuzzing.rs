@@ -2,9 +2,10 @@
 //! targets (`engine/fuzz`): not part of the store's API.
 
 use crate::keys::{
-    dedup_time_key_decode, entry_key, entry_key_decode, im_uact_key, im_uact_key_decode,
-    im_uconv_key, im_uconv_key_decode, read_u64, seq_key, seq_key_decode, ConvRecord, CursorRecord,
-    DeadValue, DedupRecord, ImCounter, OutboxValue, StreamMeta, UConvRecord,
+    dedup_time_key_decode, dm_policy_byte, dm_policy_decode, entry_key, entry_key_decode,
+    im_member_key, im_member_key_decode, im_uact_key, im_uact_key_decode, im_uconv_key,
+    im_uconv_key_decode, read_u64, seq_key, seq_key_decode, ConvRecord, CursorRecord, DeadValue,
+    DedupRecord, ImCounter, MemberRecord, OutboxValue, StreamMeta, UConvRecord,
 };
 
 /// Runs every key and record decoder on `bytes`. None may panic, and
@@ -55,6 +56,16 @@ pub fn decode_records(bytes: &[u8]) {
     }
     if let Some((user, time_ms, stream_id)) = im_uact_key_decode(bytes) {
         assert_eq!(im_uact_key(user, time_ms, stream_id), bytes);
+    }
+    if let Ok(record) = MemberRecord::decode(bytes) {
+        assert_eq!(record.encode(), bytes);
+    }
+    if let Some(user) = read_u64(bytes, 0).and_then(|id| im_member_key_decode(bytes, id)) {
+        let id = read_u64(bytes, 0).unwrap_or_default();
+        assert_eq!(im_member_key(id, user), bytes);
+    }
+    if let Ok(policy) = dm_policy_decode(bytes) {
+        assert_eq!([dm_policy_byte(policy)].as_slice(), bytes);
     }
     for at in [0, 8, bytes.len().saturating_sub(8), usize::MAX] {
         let _ = read_u64(bytes, at);

@@ -3,6 +3,11 @@
 //! each user's conversations in activity order (`im_uact`) and the IM
 //! sequence (`meta` `g`).
 //!
+//! Groups add member tables (`im_member`, held by the writer in
+//! [`members::Members`]), the offsets of entries that do not count
+//! (`im_nocount`), blocks, contacts and DM policy; the keys are in
+//! `keys/group.rs`.
+//!
 //! The writer stages every IM change of a batch through [`ImBatch`] and
 //! writes each key once when the batch is finished, in the same fjall batch
 //! as the entries, so after a crash a conversation's record, its users'
@@ -10,20 +15,42 @@
 //! serve [`conv_list`] and [`im_sync`] from one snapshot each.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::ops::Bound;
+use std::sync::Arc;
 
-use fjall::{OwnedWriteBatch, PersistMode, Readable};
+use fjall::{OwnedWriteBatch, PersistMode};
 
-use crate::api::{ConvPage, ConvSummary, ImSync, SyncToken};
 use crate::error::StoreError;
 use crate::keys::{
-    im_uact_key, im_uact_key_decode, im_uconv_key, im_uconv_key_decode, im_user_prefix,
-    meta_id_key, read_u64, ConvRecord, ImCounter, StreamMeta, UConvRecord, META_KEY_IM_COUNTER,
-    META_PREFIX_STREAM,
+    entry_key, im_uact_key, im_uconv_key, im_uconv_key_decode, im_user_prefix, read_u64,
+    ConvRecord, ImCounter, UConvRecord, CONV_KIND_GROUP, META_KEY_IM_COUNTER,
 };
 use crate::recovery::Fjall;
+
+pub(crate) mod members;
+mod view;
+
+use members::Members;
+pub(crate) use view::{
+    conv_get, conv_list, dm_policy, group_info, group_members, im_sync, pair_list,
+};
+
+/// Most member tables the writer keeps loaded between batches; past it
+/// the cache is emptied and tables are loaded again when next touched
+/// (one prefix scan each), so memory stays bounded whatever the number
+/// of groups.
+const MEMBER_TABLES_CACHED_MAX: usize = 4096;
+
+/// An IM keyspace written through [`ImBatch::put_key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ImKeyspace {
+    Member,
+    Uact,
+    Block,
+    Contact,
+    Policy,
+}
 
 /// The writer's IM state, loaded at open.
 #[derive(Debug, Clone)]
@@ -31,9 +58,11 @@ pub(crate) struct ImState {
     pub(crate) counter: ImCounter,
     /// The stream ids that are conversations: they take only IM writes.
     pub(crate) convs: HashSet<u64>,
+    /// Member tables loaded so far (at most [`MEMBER_TABLES_CACHED_MAX`]).
+    pub(crate) members: HashMap<u64, Arc<Members>>,
 }
 
-fn corrupt(conv: &str, reason: String) -> StoreError {
+pub(crate) fn corrupt(conv: &str, reason: String) -> StoreError {
     StoreError::Corrupt {
         stream: conv.to_owned(),
         offset: 0,
@@ -84,7 +113,11 @@ pub(crate) fn recover_im(fjall: &Fjall) -> Result<ImState, StoreError> {
             .ok_or_else(|| corrupt("", format!("im_conv key of {} bytes", key.len())))?;
         convs.insert(id);
     }
-    Ok(ImState { counter, convs })
+    Ok(ImState {
+        counter,
+        convs,
+        members: HashMap::new(),
+    })
 }
 
 /// A conversation changed by the batch: its list time before the batch
@@ -100,6 +133,15 @@ pub(crate) struct ImBatch {
     gseq: u64,
     convs: HashMap<u64, ConvChange>,
     uconvs: HashMap<(String, u64), UConvRecord>,
+    /// Member tables the batch loaded or changed, as it leaves them.
+    members: HashMap<u64, Arc<Members>>,
+    /// Keys of the other IM keyspaces, as the batch leaves them (`None`:
+    /// deleted): one write per key.
+    keys: HashMap<(ImKeyspace, Vec<u8>), Option<Vec<u8>>>,
+    /// Entries that do not count: `(sid, offset) → count` there.
+    nocount: BTreeMap<(u64, u64), u64>,
+    /// Conversations a group join started for a user in this batch.
+    started: HashMap<String, usize>,
 }
 
 impl ImBatch {
@@ -108,6 +150,10 @@ impl ImBatch {
             gseq: state.counter.gseq,
             convs: HashMap::new(),
             uconvs: HashMap::new(),
+            members: HashMap::new(),
+            keys: HashMap::new(),
+            nocount: BTreeMap::new(),
+            started: HashMap::new(),
         }
     }
 
@@ -197,7 +243,7 @@ impl ImBatch {
             .filter(|change| change.stored_time_ms.is_none())
             .filter(|change| change.record.pair.0 == user || change.record.pair.1 == user)
             .count();
-        let mut count = started;
+        let mut count = started + self.started.get(user).copied().unwrap_or(0);
         for guard in fjall.im_uconv.prefix(im_user_prefix(user)) {
             if count >= cap {
                 break;
@@ -221,6 +267,11 @@ impl ImBatch {
         for (&id, change) in &self.convs {
             let record = &change.record;
             batch.insert(&fjall.im_conv, id.to_be_bytes(), record.encode());
+            // A group's place in its members' lists is its record's time,
+            // merged at each read: a message writes no key per member.
+            if record.kind == CONV_KIND_GROUP {
+                continue;
+            }
             let (a, b) = &record.pair;
             let users: &[&String] = if a == b { &[a] } else { &[a, b] };
             for user in users {
@@ -240,6 +291,26 @@ impl ImBatch {
         for ((user, id), record) in &self.uconvs {
             batch.insert(&fjall.im_uconv, im_uconv_key(user, *id), record.encode());
         }
+        for ((keyspace, key), value) in &self.keys {
+            let keyspace = match keyspace {
+                ImKeyspace::Member => &fjall.im_member,
+                ImKeyspace::Uact => &fjall.im_uact,
+                ImKeyspace::Block => &fjall.im_block,
+                ImKeyspace::Contact => &fjall.im_contact,
+                ImKeyspace::Policy => &fjall.im_policy,
+            };
+            match value {
+                Some(value) => batch.insert(keyspace, key.as_slice(), value.as_slice()),
+                None => batch.remove(keyspace, key.as_slice()),
+            }
+        }
+        for (&(id, offset), count) in &self.nocount {
+            batch.insert(
+                &fjall.im_nocount,
+                entry_key(id, offset),
+                count.to_be_bytes(),
+            );
+        }
         if self.gseq != state.counter.gseq {
             let counter = ImCounter {
                 gseq: self.gseq,
@@ -250,235 +321,153 @@ impl ImBatch {
     }
 
     /// The batch is committed: its sequence and conversations become the store's.
-    pub(crate) fn apply(&self, state: &mut ImState) {
+    pub(crate) fn apply(&mut self, state: &mut ImState) {
         assert!(self.gseq >= state.counter.gseq);
         state.counter.gseq = self.gseq;
         state.convs.extend(self.convs.keys());
-    }
-}
-
-/// Reads of one snapshot: a conversation as `user` sees it.
-struct SnapshotReader<'a> {
-    fjall: &'a Fjall,
-    snapshot: fjall::Snapshot,
-}
-
-impl SnapshotReader<'_> {
-    fn get(
-        &self,
-        keyspace: &fjall::Keyspace,
-        key: &[u8],
-        what: &'static str,
-    ) -> Result<Option<fjall::Slice>, StoreError> {
-        self.snapshot
-            .get(keyspace, key)
-            .map_err(|error| StoreError::io(what, error))
+        if state.members.len() + self.members.len() > MEMBER_TABLES_CACHED_MAX {
+            state.members.clear();
+        }
+        state.members.extend(self.members.drain());
     }
 
-    fn conv(&self, id: u64) -> Result<ConvRecord, StoreError> {
-        let bytes = self
-            .get(
-                &self.fjall.im_conv,
-                &id.to_be_bytes(),
-                "reading a conversation",
-            )?
-            .ok_or_else(|| corrupt("", format!("conversation {id} has no record")))?;
-        ConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))
-    }
-
-    fn summary(
-        &self,
+    /// The member table of group `id` as the batch leaves it so far.
+    pub(crate) fn members(
+        &mut self,
+        fjall: &Fjall,
+        state: &ImState,
         id: u64,
-        conv: ConvRecord,
-        uconv: UConvRecord,
-    ) -> Result<ConvSummary, StoreError> {
-        let meta = self.get(
-            &self.fjall.meta,
-            &meta_id_key(META_PREFIX_STREAM, id),
-            "reading stream meta",
-        )?;
-        let epoch = match meta {
-            Some(bytes) => {
-                StreamMeta::decode(&bytes)
-                    .map_err(|reason| corrupt(&conv.name, reason))?
-                    .epoch
+        conv: &str,
+    ) -> Result<Arc<Members>, StoreError> {
+        if let Some(members) = self.members.get(&id).or_else(|| state.members.get(&id)) {
+            return Ok(Arc::clone(members));
+        }
+        let members = Arc::new(Members::load(fjall, id, conv)?);
+        self.members.insert(id, Arc::clone(&members));
+        Ok(members)
+    }
+
+    pub(crate) fn put_members(&mut self, id: u64, members: Members) {
+        self.members.insert(id, Arc::new(members));
+    }
+
+    /// A key of another IM keyspace as the batch leaves it so far.
+    pub(crate) fn get_key(
+        &self,
+        fjall: &Fjall,
+        keyspace: ImKeyspace,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.keys.get(&(keyspace, key.to_vec())) {
+            return Ok(value.clone());
+        }
+        let stored = match keyspace {
+            ImKeyspace::Member => &fjall.im_member,
+            ImKeyspace::Uact => &fjall.im_uact,
+            ImKeyspace::Block => &fjall.im_block,
+            ImKeyspace::Contact => &fjall.im_contact,
+            ImKeyspace::Policy => &fjall.im_policy,
+        }
+        .get(key)
+        .map_err(|error| StoreError::io("reading an IM key", error))?;
+        Ok(stored.map(|value| value.to_vec()))
+    }
+
+    /// Stages a key of another IM keyspace (`None`: delete it).
+    pub(crate) fn put_key(&mut self, keyspace: ImKeyspace, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.keys.insert((keyspace, key), value);
+    }
+
+    /// Marks entry `offset` of `id` as not counting; `count` is the count
+    /// there (the counting entries up to it).
+    pub(crate) fn put_nocount(&mut self, id: u64, offset: u64, count: u64) {
+        self.nocount.insert((id, offset), count);
+    }
+
+    /// A group join started a conversation for `user` in this batch.
+    pub(crate) fn count_started(&mut self, user: &str) {
+        *self.started.entry(user.to_owned()).or_default() += 1;
+    }
+
+    /// The `count` of entry `offset` of group `id` (whose record is
+    /// `record`): the nearest non-counting entry at or before it holds
+    /// the count there, and every entry after it up to `offset` counts.
+    /// One seek, however long the group's history.
+    pub(crate) fn count_at(
+        &self,
+        fjall: &Fjall,
+        id: u64,
+        record: &ConvRecord,
+        offset: u64,
+    ) -> Result<u64, StoreError> {
+        if offset >= record.last_offset {
+            return Ok(record.count_total);
+        }
+        let pending = self
+            .nocount
+            .range((id, 0)..=(id, offset))
+            .next_back()
+            .map(|(&(_, at), &count)| (at, count));
+        let stored = match fjall
+            .im_nocount
+            .range(entry_key(id, 0)..=entry_key(id, offset))
+            .next_back()
+        {
+            None => None,
+            Some(guard) => {
+                let (key, value) = guard
+                    .into_inner()
+                    .map_err(|error| StoreError::io("reading counts", error))?;
+                let at = read_u64(&key, 8)
+                    .ok_or_else(|| corrupt(&record.name, "im_nocount key".to_owned()))?;
+                let count = read_u64(&value, 0)
+                    .ok_or_else(|| corrupt(&record.name, "im_nocount value".to_owned()))?;
+                Some((at, count))
             }
-            None => return Err(corrupt(&conv.name, "conversation has no meta".to_owned())),
         };
-        Ok(ConvSummary {
-            unread: conv.count_total.saturating_sub(uconv.read_count),
-            conv: conv.name,
-            sid: id,
-            peer: uconv.peer,
-            epoch,
-            last_offset: conv.last_offset,
-            last_time_ms: conv.last_time_ms,
-            last_msg_offset: conv.last_msg_offset,
-            count_total: conv.count_total,
-            read_offset: uconv.read_offset,
-            changed_gseq: uconv.changed_gseq,
+        Ok(match pending.max(stored) {
+            None => offset,
+            Some((at, count)) => count + (offset - at),
         })
     }
 
-    /// Every conversation of `user` with its view: one prefix scan of
-    /// `im_uconv` and a point read of each record.
-    fn all_of(&self, user: &str) -> Result<Vec<(u64, ConvRecord, UConvRecord)>, StoreError> {
-        let mut all = Vec::new();
-        for guard in self
-            .snapshot
-            .prefix(&self.fjall.im_uconv, im_user_prefix(user))
-        {
+    /// How many groups `user` is a member of, with the batch's changes,
+    /// stopped at `cap`: a scan of the user's views.
+    pub(crate) fn groups_of(
+        &self,
+        fjall: &Fjall,
+        user: &str,
+        cap: usize,
+    ) -> Result<usize, StoreError> {
+        let is_member = |record: &UConvRecord| {
+            record.kind == CONV_KIND_GROUP && record.group.is_some_and(|view| !view.left)
+        };
+        let mut seen = HashSet::new();
+        let mut count = 0;
+        for guard in fjall.im_uconv.prefix(im_user_prefix(user)) {
+            if count >= cap {
+                return Ok(count);
+            }
             let (key, value) = guard
                 .into_inner()
-                .map_err(|error| StoreError::io("reading read positions", error))?;
-            // Another user whose id starts with this one's bytes cannot
-            // match: the prefix holds the length.
+                .map_err(|error| StoreError::io("counting groups", error))?;
             let Some((_, id)) = im_uconv_key_decode(&key) else {
                 return Err(corrupt("", format!("im_uconv key of {} bytes", key.len())));
             };
-            let uconv = UConvRecord::decode(&value).map_err(|reason| corrupt("", reason))?;
-            all.push((id, self.conv(id)?, uconv));
-        }
-        Ok(all)
-    }
-
-    fn uconv(&self, user: &str, id: u64) -> Result<UConvRecord, StoreError> {
-        let bytes = self
-            .get(
-                &self.fjall.im_uconv,
-                &im_uconv_key(user, id),
-                "reading a read position",
-            )?
-            .ok_or_else(|| corrupt("", format!("conversation {id} in the list, no position")))?;
-        UConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))
-    }
-}
-
-fn total_unread(all: &[(u64, ConvRecord, UConvRecord)]) -> u64 {
-    all.iter()
-        .map(|(_, conv, uconv)| conv.count_total.saturating_sub(uconv.read_count))
-        .sum()
-}
-
-/// A page of `user`'s conversations after `cursor`, newest activity first.
-pub(crate) fn conv_list(
-    fjall: &Fjall,
-    user: &str,
-    cursor: Option<(u64, u64)>,
-    limit: usize,
-) -> Result<ConvPage, StoreError> {
-    let reader = SnapshotReader {
-        fjall,
-        snapshot: fjall.db.snapshot(),
-    };
-    let prefix = im_user_prefix(user);
-    let start = match cursor {
-        None => Bound::Included(prefix.clone()),
-        Some((time_ms, id)) => Bound::Excluded(im_uact_key(user, time_ms, id)),
-    };
-    let mut convs = Vec::with_capacity(limit.min(1024));
-    let mut next = None;
-    for guard in reader
-        .snapshot
-        .range(&fjall.im_uact, (start, Bound::Unbounded))
-    {
-        let key = guard
-            .key()
-            .map_err(|error| StoreError::io("reading the conversation list", error))?;
-        if !key.starts_with(&prefix) {
-            break;
-        }
-        let Some((_, time_ms, id)) = im_uact_key_decode(&key) else {
-            return Err(corrupt("", format!("im_uact key of {} bytes", key.len())));
-        };
-        let conv = reader.conv(id)?;
-        let uconv = reader.uconv(user, id)?;
-        convs.push(reader.summary(id, conv, uconv)?);
-        if convs.len() == limit {
-            next = Some((time_ms, id));
-            break;
-        }
-    }
-    let all = reader.all_of(user)?;
-    Ok(ConvPage {
-        convs,
-        next,
-        total_unread: total_unread(&all),
-    })
-}
-
-/// What changed for `user`, from one snapshot.
-///
-/// With a token of this store: the conversations whose view changed after
-/// it, at most `limit`, the oldest changes first so that `more` and the
-/// token page exactly (call again from the token).
-///
-/// Without a token, or with one this store cannot continue from
-/// ([`ImSync::reset`]): the newest page of the conversation list by
-/// activity, and the snapshot's token; `more` then says the list goes on,
-/// and the client pages it with `conv_list` from the last conversation's
-/// `(last_time_ms, sid)`.
-pub(crate) fn im_sync(
-    fjall: &Fjall,
-    user: &str,
-    since: Option<SyncToken>,
-    limit: usize,
-) -> Result<ImSync, StoreError> {
-    let reader = SnapshotReader {
-        fjall,
-        snapshot: fjall.db.snapshot(),
-    };
-    let counter = reader
-        .get(&fjall.meta, META_KEY_IM_COUNTER, "reading the IM counter")?
-        .ok_or_else(|| corrupt("", "IM counter missing".to_owned()))?;
-    let counter = ImCounter::decode(&counter).map_err(|reason| corrupt("", reason))?;
-    // A token ahead of the sequence comes from before a restore of this
-    // store: continuing from it would skip the changes made since.
-    let reset =
-        since.is_some_and(|token| token.store_id != counter.store_id || token.gseq > counter.gseq);
-    let since_gseq = since.filter(|_| !reset).map(|token| token.gseq);
-    let all = reader.all_of(user)?;
-    let total = total_unread(&all);
-    let (changed, more, gseq) = match since_gseq {
-        None => {
-            let mut newest = all;
-            newest.sort_by_key(|(id, conv, _)| std::cmp::Reverse((conv.last_time_ms, *id)));
-            let more = newest.len() > limit;
-            newest.truncate(limit);
-            (newest, more, counter.gseq)
-        }
-        Some(since_gseq) => {
-            let mut changed: Vec<_> = all
-                .into_iter()
-                .filter(|(_, _, uconv)| uconv.changed_gseq > since_gseq)
-                .collect();
-            changed.sort_by_key(|(_, _, uconv)| uconv.changed_gseq);
-            let more = changed.len() > limit;
-            changed.truncate(limit);
-            let gseq = if more {
-                changed
-                    .last()
-                    .map_or(since_gseq, |(_, _, uconv)| uconv.changed_gseq)
-            } else {
-                // Nothing past the page: everything up to the snapshot's counter.
-                counter.gseq
+            seen.insert(id);
+            let member = match self.uconvs.get(&(user.to_owned(), id)) {
+                Some(record) => is_member(record),
+                None => is_member(&UConvRecord::decode(&value).map_err(|r| corrupt("", r))?),
             };
-            (changed, more, gseq)
+            count += usize::from(member);
         }
-    };
-    let mut convs = changed
-        .into_iter()
-        .map(|(id, conv, uconv)| reader.summary(id, conv, uconv))
-        .collect::<Result<Vec<_>, _>>()?;
-    convs.sort_by_key(|conv| std::cmp::Reverse((conv.last_time_ms, conv.sid)));
-    Ok(ImSync {
-        convs,
-        token: SyncToken {
-            store_id: counter.store_id,
-            gseq,
-        },
-        more,
-        reset,
-        total_unread: total,
-    })
+        count += self
+            .uconvs
+            .iter()
+            .filter(|((owner, id), record)| {
+                owner == user && !seen.contains(id) && is_member(record)
+            })
+            .count();
+        Ok(count)
+    }
 }

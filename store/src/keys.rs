@@ -21,7 +21,9 @@
 //! | `meta` | `g` | [`ImCounter`]: the store id and the IM sequence `gseq` |
 //! | `im_conv` | stream id (BE) | [`ConvRecord`] |
 //! | `im_uconv` | u16 BE len + user + stream id (BE) | [`UConvRecord`] |
-//! | `im_uact` | u16 BE len + user + !last time ms (BE) + !stream id (BE) | empty: the user's conversations, newest activity first |
+//! | `im_uact` | u16 BE len + user + !last time ms (BE) + !stream id (BE) | empty: the user's DMs and left groups, newest activity first |
+//!
+//! Groups, blocks and DM policy: see [`group`].
 //!
 //! Integers are big-endian so keys sort numerically: entries of one stream
 //! are contiguous and ordered by offset, and dedup records expire in time
@@ -31,6 +33,9 @@
 use ringcast_protocol::envelope::EncodedPush;
 
 use crate::api::{DeadRecord, OutboxKind, OutboxRecord};
+
+mod group;
+pub(crate) use group::*;
 
 pub(crate) const KEYSPACE_META: &str = "meta";
 pub(crate) const KEYSPACE_ENTRIES: &str = "entries";
@@ -597,8 +602,9 @@ impl ImCounter {
 /// A conversation, under `im_conv` + stream id: what every entry of it
 /// changes. Layout: version (1), kind (1), created ms, last offset, last
 /// time ms, last gseq, count total, last message offset (u64 BE each),
-/// then the conversation's name and its pair (`a <= b`), each `len16`.
-/// Nothing may follow.
+/// then the conversation's name (`len16`) and, for a DM, its pair
+/// (`a <= b`, `len16` each), for a group its [`GroupRecord`]. Nothing may
+/// follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConvRecord {
     pub(crate) kind: u8,
@@ -612,7 +618,10 @@ pub(crate) struct ConvRecord {
     pub(crate) count_total: u64,
     pub(crate) last_msg_offset: u64,
     pub(crate) name: String,
+    /// A DM's users; two empty strings for a group.
     pub(crate) pair: (String, String),
+    /// A group's part; `None` for a DM.
+    pub(crate) group: Option<GroupRecord>,
 }
 
 impl ConvRecord {
@@ -631,8 +640,13 @@ impl ConvRecord {
         ] {
             out.extend_from_slice(&field.to_be_bytes());
         }
-        for text in [&self.name, a, b] {
-            push_len16(&mut out, text);
+        push_len16(&mut out, &self.name);
+        match &self.group {
+            Some(group) => group.encode_into(&mut out),
+            None => {
+                push_len16(&mut out, a);
+                push_len16(&mut out, b);
+            }
         }
         out
     }
@@ -645,7 +659,7 @@ impl ConvRecord {
             return Err(format!("unknown conversation record version {version}"));
         }
         let kind = cursor.u8()?;
-        if kind != CONV_KIND_DM {
+        if kind != CONV_KIND_DM && kind != CONV_KIND_GROUP {
             return Err(format!("unknown conversation kind {kind}"));
         }
         let mut fields = [0u64; 6];
@@ -659,8 +673,14 @@ impl ConvRecord {
             Ok(cursor.text(len)?.to_owned())
         };
         let name = text()?;
-        let a = text()?;
-        let b = text()?;
+        let (a, b, group) = if kind == CONV_KIND_GROUP {
+            let group = GroupRecord::decode_from(&mut cursor)?;
+            (String::new(), String::new(), Some(group))
+        } else {
+            let a = text()?;
+            let b = text()?;
+            (a, b, None)
+        };
         cursor.finish()?;
         if a > b {
             return Err("conversation pair out of order".to_owned());
@@ -675,6 +695,7 @@ impl ConvRecord {
             last_msg_offset,
             name,
             pair: (a, b),
+            group,
         })
     }
 
@@ -688,8 +709,11 @@ impl ConvRecord {
     }
 
     /// The other user of the pair (`user` itself in a conversation with
-    /// oneself), or `None` if `user` is not in it.
+    /// oneself), or `None` if `user` is not in it (always for a group).
     pub(crate) fn peer_of(&self, user: &str) -> Option<&str> {
+        if self.group.is_some() {
+            return None;
+        }
         let (a, b) = &self.pair;
         if a == user {
             Some(b)
@@ -703,7 +727,8 @@ impl ConvRecord {
 
 /// A user's view of a conversation, under `im_uconv`: version (1), kind
 /// (1), read offset, read count, changed gseq (u64 BE each), peer
-/// (`len16`). Nothing may follow.
+/// (`len16`, empty for a group), then a group's [`GroupView`]. Nothing may
+/// follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UConvRecord {
     pub(crate) kind: u8,
@@ -714,6 +739,8 @@ pub(crate) struct UConvRecord {
     /// the conversation.
     pub(crate) changed_gseq: u64,
     pub(crate) peer: String,
+    /// A group's window and left flag; `None` for a DM.
+    pub(crate) group: Option<GroupView>,
 }
 
 impl UConvRecord {
@@ -725,6 +752,7 @@ impl UConvRecord {
             read_count: 0,
             changed_gseq: 0,
             peer,
+            group: None,
         }
     }
 
@@ -736,6 +764,9 @@ impl UConvRecord {
             out.extend_from_slice(&field.to_be_bytes());
         }
         push_len16(&mut out, &self.peer);
+        if let Some(group) = &self.group {
+            group.encode_into(&mut out);
+        }
         out
     }
 
@@ -749,7 +780,7 @@ impl UConvRecord {
             ));
         }
         let kind = cursor.u8()?;
-        if kind != CONV_KIND_DM {
+        if kind != CONV_KIND_DM && kind != CONV_KIND_GROUP {
             return Err(format!("unknown conversation kind {kind}"));
         }
         let read_offset = cursor.u64()?;
@@ -757,6 +788,11 @@ impl UConvRecord {
         let changed_gseq = cursor.u64()?;
         let len = usize::from(cursor.u16()?);
         let peer = cursor.text(len)?.to_owned();
+        let group = if kind == CONV_KIND_GROUP {
+            Some(GroupView::decode_from(&mut cursor)?)
+        } else {
+            None
+        };
         cursor.finish()?;
         Ok(UConvRecord {
             kind,
@@ -764,6 +800,7 @@ impl UConvRecord {
             read_count,
             changed_gseq,
             peer,
+            group,
         })
     }
 }
@@ -915,6 +952,7 @@ mod tests {
             last_msg_offset: 9,
             name: "dm:abc".to_owned(),
             pair: ("alice".to_owned(), "bob".to_owned()),
+            group: None,
         };
         assert_eq!(ConvRecord::decode(&conv.encode()), Ok(conv.clone()));
         assert_eq!(conv.count_at(9), 9);
@@ -934,8 +972,38 @@ mod tests {
             read_count: 3,
             changed_gseq: 70,
             peer: "bob".to_owned(),
+            group: None,
         };
         assert_eq!(UConvRecord::decode(&uconv.encode()), Ok(uconv.clone()));
+        let group = ConvRecord {
+            kind: CONV_KIND_GROUP,
+            pair: (String::new(), String::new()),
+            group: Some(GroupRecord {
+                title: "team".to_owned(),
+                info: "{}".to_owned(),
+                owner: "alice".to_owned(),
+                member_count: 3,
+                members_max: 2000,
+                flags: GROUP_FLAG_MUTED_ALL,
+            }),
+            ..conv.clone()
+        };
+        assert_eq!(ConvRecord::decode(&group.encode()), Ok(group.clone()));
+        assert_eq!(group.peer_of("alice"), None);
+        let view = UConvRecord {
+            kind: CONV_KIND_GROUP,
+            peer: String::new(),
+            group: Some(GroupView {
+                visible_from: 1,
+                visible_to: 8,
+                visible_count: 5,
+                visible_msg_offset: 7,
+                list_time_ms: 900,
+                left: true,
+            }),
+            ..uconv.clone()
+        };
+        assert_eq!(UConvRecord::decode(&view.encode()), Ok(view));
         let counter = ImCounter {
             store_id: 5,
             gseq: 6,

@@ -7,8 +7,8 @@ use fjall::Readable;
 use ringcast_protocol::envelope::EncodedPush;
 
 use crate::api::{
-    ConvPage, DeadRecord, ImSync, OutboxRecord, ReadRequest, ReadResult, StoredCursor, SyncToken,
-    Unreadable,
+    ConvPage, ConvSummary, DeadRecord, DmPolicy, GroupInfo, GroupMember, ImSync, OutboxRecord,
+    ReadRequest, ReadResult, StoredCursor, SyncToken, Unreadable,
 };
 use crate::error::StoreError;
 use crate::keys::{
@@ -61,6 +61,33 @@ pub(crate) enum ReaderMsg {
         limit: usize,
         reply: Reply<ImSync>,
     },
+    ConvGet {
+        user: String,
+        conv: String,
+        reply: Reply<Option<ConvSummary>>,
+    },
+    GroupInfo {
+        conv: String,
+        reply: Reply<Option<GroupInfo>>,
+    },
+    GroupMembers {
+        conv: String,
+        after: Option<String>,
+        limit: usize,
+        reply: Reply<Vec<GroupMember>>,
+    },
+    /// Blocks (`contacts: false`) or contacts of `owner`.
+    PairList {
+        contacts: bool,
+        owner: String,
+        after: Option<String>,
+        limit: usize,
+        reply: Reply<Vec<(String, u64)>>,
+    },
+    DmPolicy {
+        user: String,
+        reply: Reply<DmPolicy>,
+    },
     Shutdown,
 }
 
@@ -78,6 +105,11 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 ReaderMsg::MaxCursor { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::ConvList { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::ImSync { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::ConvGet { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::GroupInfo { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::GroupMembers { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::PairList { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::DmPolicy { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -130,6 +162,39 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 since,
                 limit.min(read_entries_max),
             ))),
+            ReaderMsg::ConvGet { user, conv, reply } => {
+                drop(reply.send(crate::im::conv_get(fjall, &user, &conv)));
+            }
+            ReaderMsg::GroupInfo { conv, reply } => {
+                drop(reply.send(crate::im::group_info(fjall, &conv)));
+            }
+            ReaderMsg::GroupMembers {
+                conv,
+                after,
+                limit,
+                reply,
+            } => drop(reply.send(crate::im::group_members(
+                fjall,
+                &conv,
+                after.as_deref(),
+                limit.min(read_entries_max),
+            ))),
+            ReaderMsg::PairList {
+                contacts,
+                owner,
+                after,
+                limit,
+                reply,
+            } => drop(reply.send(crate::im::pair_list(
+                fjall,
+                contacts,
+                &owner,
+                after.as_deref(),
+                limit.min(read_entries_max),
+            ))),
+            ReaderMsg::DmPolicy { user, reply } => {
+                drop(reply.send(crate::im::dm_policy(fjall, &user)));
+            }
             ReaderMsg::Shutdown => break,
         }
     }

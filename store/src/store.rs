@@ -21,6 +21,8 @@ use crate::reader::{self, ReaderMsg};
 use crate::recovery::open_and_recover;
 use crate::writer::{validate_cursor, Reply, Shared, Writer, WriterMsg, WriterParts};
 
+mod group;
+
 /// The durable-streams store. `Sync`: share it by reference or `Arc`.
 ///
 /// Every method except [`Store::open`] and [`Store::close`] returns at once:

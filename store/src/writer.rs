@@ -17,26 +17,30 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use fjall::{OwnedWriteBatch, PersistMode};
 use futures_channel::oneshot;
-use ringcast_protocol::envelope::{EncodedPush, MessageId, MessageIdGen};
+use ringcast_protocol::envelope::{EncodedPush, MessageIdGen};
 
 use crate::api::{
-    Answer, AppendRequest, Appended, CommitSink, Durability, ImAppend, ImAppended, ImReadState,
-    OutboxEvent, Retention, StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
-    IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
+    Answer, AppendRequest, Appended, CommitSink, Durability, GroupAppend, GroupAppended,
+    GroupOpRequest, ImAppend, ImAppended, ImReadState, OutboxEvent, Retention, StoreConfig,
+    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
 use crate::im::{ImBatch, ImState};
 use crate::keys::{
-    cursor_key, dedup_key, dedup_time_key, entry_key, meta_id_key, meta_name_key, ConvRecord,
-    CursorRecord, DedupRecord, StreamMeta, UConvRecord, CONV_KIND_DM, META_KEY_NEXT_STREAM_ID,
-    META_PREFIX_DROPPED, META_PREFIX_STREAM,
+    dedup_key, dedup_time_key, entry_key, meta_id_key, meta_name_key, CursorRecord, DedupRecord,
+    StreamMeta, META_KEY_NEXT_STREAM_ID, META_PREFIX_STREAM,
 };
 use crate::outbox::{validate_events, OutboxBatch};
 use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
 use crate::reopen::{FailureLog, REOPENING_REASON};
 
+mod group;
+mod im;
 mod maintenance;
+mod requests;
+
+pub(crate) use im::ImUserChange;
 
 /// The shard field of message ids issued by the store (see
 /// `ringcast_protocol::limits`).
@@ -70,6 +74,7 @@ into_answer!(
     u64 => Cursor,
     ImAppended => ImAppended,
     ImReadState => ImRead,
+    GroupAppended => Group,
 );
 
 impl<T: IntoAnswer> Reply<T> {
@@ -138,6 +143,22 @@ pub(crate) enum WriterMsg {
         offset: u64,
         reply: Reply<ImReadState>,
     },
+    /// A group operation.
+    GroupOp {
+        request: GroupOpRequest,
+        reply: Reply<GroupAppended>,
+    },
+    /// A message to a group.
+    GroupAppend {
+        request: GroupAppend,
+        reply: Reply<GroupAppended>,
+    },
+    /// A change to a user's blocks, contacts or DM policy; answered with
+    /// 1 if it changed something.
+    ImUser {
+        change: ImUserChange,
+        reply: Reply<u64>,
+    },
     /// Finish what is queued, persist, exit.
     Shutdown,
 }
@@ -148,6 +169,8 @@ impl WriterMsg {
         match self {
             WriterMsg::Append { request, .. } => request.durability == Durability::Sync,
             WriterMsg::ImAppend { request, .. } => request.durability == Durability::Sync,
+            WriterMsg::GroupOp { request, .. } => request.durability == Durability::Sync,
+            WriterMsg::GroupAppend { request, .. } => request.durability == Durability::Sync,
             _ => false,
         }
     }
@@ -167,6 +190,9 @@ impl WriterMsg {
             | WriterMsg::DeadReplay { .. }
             | WriterMsg::ImAppend { .. }
             | WriterMsg::ImRead { .. }
+            | WriterMsg::GroupOp { .. }
+            | WriterMsg::GroupAppend { .. }
+            | WriterMsg::ImUser { .. }
             | WriterMsg::Shutdown => 0,
         }
     }
@@ -271,6 +297,10 @@ enum PendingReply {
         reply: Reply<ImReadState>,
         result: Result<ImReadState, StoreError>,
     },
+    Group {
+        reply: Reply<GroupAppended>,
+        result: Result<GroupAppended, StoreError>,
+    },
 }
 
 impl PendingReply {
@@ -282,6 +312,9 @@ impl PendingReply {
                 ..
             } => appended,
             PendingReply::ImAppend { result: Ok(im), .. } => &im.appended,
+            PendingReply::Group {
+                result: Ok(group), ..
+            } => &group.appended,
             _ => return None,
         };
         (!appended.duplicate).then_some(appended)
@@ -303,6 +336,7 @@ impl PendingReply {
             PendingReply::Value { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::ImAppend { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::ImRead { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::Group { reply, result } => reply.send(sink, settle(result, failed)),
         }
     }
 }
@@ -430,45 +464,6 @@ fn validate_append(request: &AppendRequest) -> Result<(), StoreError> {
         });
     }
     validate_events(&request.outbox)
-}
-
-/// The dedup id of an IM append: the sender's length and id, then the
-/// client's id, so `(sender, client_msg_id)` pairs never collide.
-fn im_dedup_id(sender: &str, client_msg_id: &str) -> String {
-    format!("{}:{sender}{client_msg_id}", sender.len())
-}
-
-/// Checks an IM append's names; returns the pair sorted (`a <= b`).
-pub(crate) fn validate_im_append(
-    conv: &str,
-    pair: (String, String),
-    sender: &str,
-    client_msg_id: Option<&str>,
-) -> Result<(String, String), StoreError> {
-    if conv.is_empty() || conv.len() > STREAM_NAME_BYTES_MAX {
-        return Err(StoreError::InvalidRequest {
-            reason: "conversation name must be 1..=1024 bytes",
-        });
-    }
-    let (a, b) = pair;
-    for user in [&a, &b] {
-        if user.is_empty() || user.len() > CURSOR_ID_BYTES_MAX {
-            return Err(StoreError::InvalidRequest {
-                reason: "user ids must be 1..=1024 bytes",
-            });
-        }
-    }
-    if sender != a && sender != b {
-        return Err(StoreError::InvalidRequest {
-            reason: "the sender must be one of the pair",
-        });
-    }
-    if client_msg_id.is_some_and(|id| id.is_empty() || id.len() > CLIENT_MSG_ID_BYTES_MAX) {
-        return Err(StoreError::InvalidRequest {
-            reason: "client_msg_id must be 1..=256 bytes",
-        });
-    }
-    Ok(if a <= b { (a, b) } else { (b, a) })
 }
 
 pub(crate) fn validate_cursor(user: &str, device: &str, stream: &str) -> Result<(), StoreError> {
@@ -788,6 +783,18 @@ impl Writer {
                     let result = self.stage_im_read(&mut work, &user, &conv, offset);
                     work.replies.push(PendingReply::ImRead { reply, result });
                 }
+                WriterMsg::GroupOp { request, reply } => {
+                    let result = self.stage_group_op(&mut work, request, now_ms);
+                    work.replies.push(PendingReply::Group { reply, result });
+                }
+                WriterMsg::GroupAppend { request, reply } => {
+                    let result = self.stage_group_append(&mut work, request, now_ms);
+                    work.replies.push(PendingReply::Group { reply, result });
+                }
+                WriterMsg::ImUser { change, reply } => {
+                    let result = self.stage_user_change(&mut work, change, now_ms);
+                    work.replies.push(PendingReply::Value { reply, result });
+                }
                 WriterMsg::Shutdown => {}
             }
         }
@@ -1070,361 +1077,6 @@ impl Writer {
         work.metas.insert(id, meta);
         appended
     }
-
-    /// Stages an IM message to a direct conversation: creates the
-    /// conversation if new, appends the entry like [`Writer::stage_append`]
-    /// (offset, epoch, dedup), and updates the conversation's record, the
-    /// sender's read position (its own message is read), the peer's view
-    /// and the list order of both, with the next gseq: all in this batch.
-    fn stage_im_append(
-        &mut self,
-        work: &mut BatchWork,
-        request: ImAppend,
-        now_ms: u64,
-    ) -> Result<ImAppended, StoreError> {
-        let ImAppend {
-            conv,
-            pair,
-            sender,
-            mut push,
-            client_msg_id,
-            durability,
-        } = request;
-        let pair = validate_im_append(&conv, pair, &sender, client_msg_id.as_deref())?;
-        // Read positions follow `sender`; an entry claiming someone else
-        // would be unread for its own author.
-        if push.envelope().sender.as_str() != sender {
-            return Err(StoreError::InvalidRequest {
-                reason: "the push's sender must be the request's sender",
-            });
-        }
-        let (id, stored) = match self.stream_id(work, &conv) {
-            Some(id) => match work.im.conv(&self.fjall, &self.im, id, &conv)? {
-                Some(record) if record.pair == pair => (id, Some(record)),
-                Some(_) => {
-                    return Err(StoreError::InvalidRequest {
-                        reason: "the conversation belongs to another pair",
-                    })
-                }
-                None => {
-                    return Err(StoreError::InvalidRequest {
-                        reason: "a stream of that name exists and is not a conversation",
-                    })
-                }
-            },
-            None => {
-                let cap = self.config.conversations_per_user_max;
-                for user in [&pair.0, &pair.1] {
-                    if work.im.at_conv_cap(&self.fjall, user, cap)? {
-                        return Err(StoreError::ConversationLimit {
-                            user: user.clone(),
-                            limit: cap,
-                        });
-                    }
-                }
-                (self.create_stream(work, &conv, 0), None)
-            }
-        };
-        let meta = self
-            .stream_meta(work, id)
-            .ok_or_else(|| StoreError::Corrupt {
-                stream: conv.clone(),
-                offset: 0,
-                reason: "stream has a name but no meta".to_owned(),
-            })?;
-        work.sync |= durability == Durability::Sync;
-        // Both users write to a DM, each with their own client ids: the
-        // sender is part of the dedup id, or the same id from the peer
-        // would be answered with the other user's message and lost.
-        let client_msg_id = client_msg_id.map(|id| im_dedup_id(&sender, &id));
-        if let (Some(record), Some(client_msg_id)) = (&stored, &client_msg_id) {
-            let duplicate =
-                self.find_duplicate(work, &conv, id, &meta, client_msg_id, &push, now_ms)?;
-            if let Some(appended) = duplicate {
-                return Ok(ImAppended {
-                    count: record.count_at(appended.offset),
-                    appended,
-                    gseq: 0,
-                });
-            }
-        }
-        // Everything fallible is read before the entry is staged: a
-        // refusal after it would leave the entry without its keys.
-        let peer = if pair.0 == sender {
-            pair.1.clone()
-        } else {
-            pair.0.clone()
-        };
-        let peer_view = match (&stored, peer != sender) {
-            (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
-            _ => None,
-        };
-        let stored_time_ms = stored.as_ref().map(|record| record.last_time_ms);
-        let mut record = stored.unwrap_or_else(|| ConvRecord {
-            kind: CONV_KIND_DM,
-            created_ms: now_ms,
-            last_offset: 0,
-            last_time_ms: 0,
-            last_gseq: 0,
-            count_total: 0,
-            last_msg_offset: 0,
-            name: conv.clone(),
-            pair,
-        });
-        // Time never decreases along a conversation: paging by time is a
-        // binary search, and the list order is the order of the stream.
-        // The push's own time is not trusted: one from a skewed clock
-        // would pin the conversation at the top until the clock caught up.
-        let time_ms = now_ms.max(record.last_time_ms);
-        push.stamp_time(time_ms);
-        let appended = self.stage_entry(
-            work,
-            id,
-            meta,
-            push,
-            client_msg_id,
-            Retention::UNLIMITED,
-            &[],
-            now_ms,
-        );
-        let gseq = work.im.next_gseq();
-        record.last_offset = appended.offset;
-        record.last_time_ms = time_ms;
-        record.last_gseq = gseq;
-        record.count_total += 1;
-        record.last_msg_offset = appended.offset;
-        let count = record.count_total;
-        work.im.put_uconv(
-            &sender,
-            id,
-            UConvRecord {
-                kind: CONV_KIND_DM,
-                read_offset: appended.offset,
-                read_count: count,
-                changed_gseq: gseq,
-                peer: peer.clone(),
-            },
-        );
-        if peer != sender {
-            let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
-            view.changed_gseq = gseq;
-            work.im.put_uconv(&peer, id, view);
-        }
-        work.im.put_conv(id, stored_time_ms, record);
-        Ok(ImAppended {
-            appended,
-            count,
-            gseq,
-        })
-    }
-
-    /// Stages `user`'s read position in `conv` at `offset` (clamped to the
-    /// last offset; a position at or below the stored one changes nothing).
-    fn stage_im_read(
-        &mut self,
-        work: &mut BatchWork,
-        user: &str,
-        conv: &str,
-        offset: u64,
-    ) -> Result<ImReadState, StoreError> {
-        let not_found = StoreError::InvalidRequest {
-            reason: "no such conversation for this user",
-        };
-        let id = self
-            .stream_id(work, conv)
-            .ok_or_else(|| not_found.clone())?;
-        let record = work
-            .im
-            .conv(&self.fjall, &self.im, id, conv)?
-            .ok_or_else(|| not_found.clone())?;
-        let peer = record.peer_of(user).ok_or(not_found)?.to_owned();
-        let mut view = work
-            .im
-            .uconv(&self.fjall, user, id)?
-            .unwrap_or_else(|| UConvRecord::unread(peer));
-        let offset = offset.min(record.last_offset);
-        if offset > view.read_offset {
-            view.read_offset = offset;
-            view.read_count = record.count_at(offset);
-            view.changed_gseq = work.im.next_gseq();
-            work.im.put_uconv(user, id, view.clone());
-        }
-        Ok(ImReadState {
-            read_offset: view.read_offset,
-            unread: record.count_total.saturating_sub(view.read_count),
-        })
-    }
-
-    /// The original append of a retry, if it is within the dedup window
-    /// and the stream's epoch has not changed since.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site; a struct would only rename them"
-    )]
-    fn find_duplicate(
-        &self,
-        work: &BatchWork,
-        stream: &str,
-        id: u64,
-        meta: &StreamMeta,
-        client_msg_id: &str,
-        push: &EncodedPush,
-        now_ms: u64,
-    ) -> Result<Option<Appended>, StoreError> {
-        if let Some(appended) = work.dedup_pending.get(&(id, client_msg_id.to_owned())) {
-            return Ok(Some(appended.clone()));
-        }
-        let stored = self
-            .fjall
-            .dedup
-            .get(dedup_key(id, client_msg_id))
-            .map_err(|error| StoreError::io("reading the dedup index", error))?;
-        let Some(stored) = stored else {
-            return Ok(None);
-        };
-        let Some(record) = DedupRecord::decode(&stored) else {
-            tracing::error!(
-                stream,
-                client_msg_id,
-                "unreadable dedup record: ignoring it"
-            );
-            return Ok(None);
-        };
-        let window_ms = duration_ms(self.config.dedup_window);
-        if record.epoch != meta.epoch || now_ms.saturating_sub(record.time_ms) >= window_ms {
-            return Ok(None);
-        }
-        let entry = self
-            .fjall
-            .entries
-            .get(entry_key(id, record.offset))
-            .map_err(|error| StoreError::io("reading a deduplicated entry", error))?;
-        let push = match entry {
-            Some(bytes) => {
-                EncodedPush::from_untrusted(&bytes).map_err(|error| StoreError::Corrupt {
-                    stream: stream.to_owned(),
-                    offset: record.offset,
-                    reason: error.to_string(),
-                })?
-            }
-            // Trimmed by retention since: rebuild it from the retry, which
-            // carries the same publication.
-            None => {
-                let mut original = push.clone();
-                original.stamp(
-                    record.message_id,
-                    record.offset,
-                    record.epoch,
-                    record.time_ms,
-                );
-                original
-            }
-        };
-        Ok(Some(Appended {
-            message_id: MessageId(record.message_id),
-            offset: record.offset,
-            epoch: record.epoch,
-            push: Arc::new(push),
-            duplicate: true,
-        }))
-    }
-
-    fn stage_cursor(
-        &mut self,
-        work: &mut BatchWork,
-        user: &str,
-        device: &str,
-        stream: &str,
-        offset: u64,
-        reply: Reply<u64>,
-    ) {
-        if let Err(error) = validate_cursor(user, device, stream) {
-            work.replies.push(PendingReply::Value {
-                reply,
-                result: Err(error),
-            });
-            return;
-        }
-        let meta = self
-            .stream_id(work, stream)
-            .and_then(|id| self.stream_meta(work, id));
-        let epoch = meta.map_or(0, |meta| meta.epoch);
-        // Acking past the end would make the store skip messages that do
-        // not exist yet.
-        let offset_max = meta.map_or(0, |meta| meta.next_offset.saturating_sub(1));
-        let offset = offset.min(offset_max);
-        let key = cursor_key(user, device, stream);
-        let current = match work.cursors_pending.get(&key) {
-            Some(record) => Some(*record),
-            None => match self.fjall.cursors.get(&key) {
-                Ok(stored) => stored.and_then(|bytes| CursorRecord::decode(&bytes)),
-                Err(error) => {
-                    work.replies.push(PendingReply::Value {
-                        reply,
-                        result: Err(StoreError::io("reading a cursor", error)),
-                    });
-                    return;
-                }
-            },
-        };
-        let value = match current {
-            Some(current) if current.epoch == epoch && current.offset >= offset => current.offset,
-            _ => {
-                let record = CursorRecord { offset, epoch };
-                work.batch
-                    .insert(&self.fjall.cursors, key.clone(), record.encode());
-                work.cursors_pending.insert(key, record);
-                offset
-            }
-        };
-        work.replies.push(PendingReply::Value {
-            reply,
-            result: Ok(value),
-        });
-    }
-
-    /// Gives the stream a new id and epoch; the old id's data becomes
-    /// garbage deleted in the background, so a reset is O(1) however long
-    /// the stream was.
-    fn stage_reset(&mut self, work: &mut BatchWork, stream: String, reply: Reply<u64>) {
-        if stream.is_empty() || stream.len() > STREAM_NAME_BYTES_MAX {
-            work.replies.push(PendingReply::Value {
-                reply,
-                result: Err(StoreError::InvalidRequest {
-                    reason: "stream name must be 1..=1024 bytes",
-                }),
-            });
-            return;
-        }
-        let mut previous_epoch = 0;
-        if let Some(old_id) = self.stream_id(work, &stream) {
-            if work.im.is_conv(&self.im, old_id) {
-                work.replies.push(PendingReply::Value {
-                    reply,
-                    result: Err(StoreError::InvalidRequest {
-                        reason: "a conversation's stream cannot be reset",
-                    }),
-                });
-                return;
-            }
-            previous_epoch = self.stream_meta(work, old_id).map_or(0, |meta| meta.epoch);
-            work.metas.remove(&old_id);
-            work.removed.push(old_id);
-            work.batch
-                .remove(&self.fjall.meta, meta_id_key(META_PREFIX_STREAM, old_id));
-            work.batch.insert(
-                &self.fjall.meta,
-                meta_id_key(META_PREFIX_DROPPED, old_id),
-                [],
-            );
-        }
-        let id = self.create_stream(work, &stream, previous_epoch);
-        let epoch = work.metas.get(&id).map_or(0, |meta| meta.epoch);
-        work.replies.push(PendingReply::Value {
-            reply,
-            result: Ok(epoch),
-        });
-    }
 }
 
 /// Marks the store poisoned for good and says why.
@@ -1452,7 +1104,11 @@ pub(crate) fn refuse_batch(
             WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::ImAppend { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::ImRead { reply, .. } => reply.send(sink, Err(error.clone())),
+            WriterMsg::GroupOp { reply, .. } | WriterMsg::GroupAppend { reply, .. } => {
+                reply.send(sink, Err(error.clone()));
+            }
             WriterMsg::SetCursor { reply, .. }
+            | WriterMsg::ImUser { reply, .. }
             | WriterMsg::Reset { reply, .. }
             | WriterMsg::OutboxDead { reply, .. }
             | WriterMsg::DeadReplay { reply, .. } => {

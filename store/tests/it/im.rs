@@ -34,34 +34,34 @@ pub fn im_request(from: &str, to: &str, text: &str, time_ms: u64) -> ImAppend {
     }
 }
 
-fn im_submit(store: &Store, request: ImAppend) -> Result<ImAppended, StoreError> {
+pub fn im_submit(store: &Store, request: ImAppend) -> Result<ImAppended, StoreError> {
     block_on(store.im_append(request)?).map_err(|_| StoreError::Closed)?
 }
 
-fn send(store: &Store, from: &str, to: &str, text: &str) -> ImAppended {
+pub fn send(store: &Store, from: &str, to: &str, text: &str) -> ImAppended {
     im_submit(store, im_request(from, to, text, 0)).expect("IM append")
 }
 
-fn read_to(store: &Store, user: &str, conv: &str, offset: u64) -> ImReadState {
+pub fn read_to(store: &Store, user: &str, conv: &str, offset: u64) -> ImReadState {
     block_on(store.im_read(user, conv, offset).unwrap())
         .unwrap()
         .unwrap()
 }
 
-fn list(store: &Store, user: &str, cursor: Option<(u64, u64)>, limit: usize) -> ConvPage {
+pub fn list(store: &Store, user: &str, cursor: Option<(u64, u64)>, limit: usize) -> ConvPage {
     block_on(store.conv_list(user, cursor, limit).unwrap())
         .unwrap()
         .unwrap()
 }
 
-fn sync(store: &Store, user: &str, since: Option<SyncToken>, limit: usize) -> ImSync {
+pub fn sync(store: &Store, user: &str, since: Option<SyncToken>, limit: usize) -> ImSync {
     block_on(store.im_sync(user, since, limit).unwrap())
         .unwrap()
         .unwrap()
 }
 
 /// A store on a new temp dir (kept alive by the returned guard).
-fn fresh_store() -> (tempfile::TempDir, Store) {
+pub fn fresh_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(config(dir.path())).unwrap();
     (dir, store)

@@ -43,6 +43,8 @@ fn child_process() {
         "outbox-buffered" => crate::outbox::child_appends_with_events(&store, Durability::Buffered),
         "im-sync" => crate::im::child_im_traffic(&store, Durability::Sync),
         "im-buffered" => crate::im::child_im_traffic(&store, Durability::Buffered),
+        "im-groups-sync" => crate::im_groups::child_group_traffic(&store, Durability::Sync),
+        "im-groups-buffered" => crate::im_groups::child_group_traffic(&store, Durability::Buffered),
         other => panic!("unknown child mode {other}"),
     }
 }

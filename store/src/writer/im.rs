@@ -1,0 +1,444 @@
+//! The writer's IM requests (`docs/im.md`): direct messages with their
+//! block and DM policy checks, read positions, and the per-user sets
+//! (blocks, contacts, DM policy). Groups are in `writer/group.rs`. Each
+//! stages its keys in the batch's [`crate::im::ImBatch`], so they are
+//! written in the same fjall batch as the entry.
+
+use crate::api::{
+    DmPolicy, Durability, ImAppend, ImAppended, ImReadState, Retention, CLIENT_MSG_ID_BYTES_MAX,
+    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+};
+use ringcast_protocol::envelope::EncodedPush;
+
+use crate::api::Appended;
+use crate::error::StoreError;
+use crate::im::ImKeyspace;
+use crate::keys::{
+    dm_policy_byte, dm_policy_decode, im_pair_key, ConvRecord, StreamMeta, UConvRecord,
+    CONV_KIND_DM,
+};
+
+use super::{BatchWork, Writer};
+
+/// The prefix of a group's name (`docs/im.md`, "Entities and names").
+pub(crate) const GROUP_NAME_PREFIX: &str = "grp:";
+
+/// The parts of a conversation's entry being staged.
+pub(super) struct ConvEntry {
+    pub(super) id: u64,
+    pub(super) meta: StreamMeta,
+    pub(super) push: EncodedPush,
+    pub(super) client_msg_id: Option<String>,
+    /// Counts as unread (a message); `false`: a `member` entry or a
+    /// silent message, whose offset goes to `im_nocount`.
+    pub(super) counts: bool,
+}
+
+/// A change to a user's blocks, contacts or DM policy.
+pub(crate) enum ImUserChange {
+    Block {
+        owner: String,
+        other: String,
+        on: bool,
+    },
+    Contact {
+        owner: String,
+        other: String,
+        on: bool,
+    },
+    Policy {
+        user: String,
+        policy: DmPolicy,
+    },
+}
+
+/// The dedup id of an IM append: the sender's length and id, then the
+/// client's id, so `(sender, client_msg_id)` pairs never collide.
+pub(super) fn im_dedup_id(sender: &str, client_msg_id: &str) -> String {
+    format!("{}:{sender}{client_msg_id}", sender.len())
+}
+
+/// Checks an IM append's names; returns the pair sorted (`a <= b`).
+fn validate_im_append(
+    conv: &str,
+    pair: (String, String),
+    sender: &str,
+    client_msg_id: Option<&str>,
+) -> Result<(String, String), StoreError> {
+    if conv.is_empty() || conv.len() > STREAM_NAME_BYTES_MAX {
+        return Err(StoreError::InvalidRequest {
+            reason: "conversation name must be 1..=1024 bytes",
+        });
+    }
+    if conv.starts_with(GROUP_NAME_PREFIX) {
+        return Err(StoreError::InvalidRequest {
+            reason: "grp: names are groups: only group_append and group_op write them",
+        });
+    }
+    let (a, b) = pair;
+    for user in [&a, &b] {
+        if user.is_empty() || user.len() > CURSOR_ID_BYTES_MAX {
+            return Err(StoreError::InvalidRequest {
+                reason: "user ids must be 1..=1024 bytes",
+            });
+        }
+    }
+    if sender != a && sender != b {
+        return Err(StoreError::InvalidRequest {
+            reason: "the sender must be one of the pair",
+        });
+    }
+    if client_msg_id.is_some_and(|id| id.is_empty() || id.len() > CLIENT_MSG_ID_BYTES_MAX) {
+        return Err(StoreError::InvalidRequest {
+            reason: "client_msg_id must be 1..=256 bytes",
+        });
+    }
+    Ok(if a <= b { (a, b) } else { (b, a) })
+}
+
+impl Writer {
+    /// Stages an IM message to a direct conversation: creates the
+    /// conversation if new, appends the entry like [`Writer::stage_append`]
+    /// (offset, epoch, dedup), and updates the conversation's record, the
+    /// sender's read position (its own message is read), the peer's view
+    /// and the list order of both, with the next gseq: all in this batch.
+    pub(super) fn stage_im_append(
+        &mut self,
+        work: &mut BatchWork,
+        request: ImAppend,
+        now_ms: u64,
+    ) -> Result<ImAppended, StoreError> {
+        let ImAppend {
+            conv,
+            pair,
+            sender,
+            push,
+            client_msg_id,
+            durability,
+        } = request;
+        let pair = validate_im_append(&conv, pair, &sender, client_msg_id.as_deref())?;
+        // Read positions follow `sender`; an entry claiming someone else
+        // would be unread for its own author.
+        if push.envelope().sender.as_str() != sender {
+            return Err(StoreError::InvalidRequest {
+                reason: "the push's sender must be the request's sender",
+            });
+        }
+        if pair.0 != pair.1 {
+            let peer = if pair.0 == sender { &pair.1 } else { &pair.0 };
+            self.check_dm_allowed(work, &sender, peer)?;
+        }
+        let (id, stored) = match self.stream_id(work, &conv) {
+            Some(id) => match work.im.conv(&self.fjall, &self.im, id, &conv)? {
+                Some(record) if record.pair == pair => (id, Some(record)),
+                Some(_) => {
+                    return Err(StoreError::InvalidRequest {
+                        reason: "the conversation belongs to another pair",
+                    })
+                }
+                None => {
+                    return Err(StoreError::InvalidRequest {
+                        reason: "a stream of that name exists and is not a conversation",
+                    })
+                }
+            },
+            None => {
+                let cap = self.config.conversations_per_user_max;
+                for user in [&pair.0, &pair.1] {
+                    if work.im.at_conv_cap(&self.fjall, user, cap)? {
+                        return Err(StoreError::ConversationLimit {
+                            user: user.clone(),
+                            limit: cap,
+                        });
+                    }
+                }
+                (self.create_stream(work, &conv, 0), None)
+            }
+        };
+        let meta = self
+            .stream_meta(work, id)
+            .ok_or_else(|| StoreError::Corrupt {
+                stream: conv.clone(),
+                offset: 0,
+                reason: "stream has a name but no meta".to_owned(),
+            })?;
+        work.sync |= durability == Durability::Sync;
+        // Both users write to a DM, each with their own client ids: the
+        // sender is part of the dedup id, or the same id from the peer
+        // would be answered with the other user's message and lost.
+        let client_msg_id = client_msg_id.map(|id| im_dedup_id(&sender, &id));
+        if let (Some(record), Some(client_msg_id)) = (&stored, &client_msg_id) {
+            let duplicate =
+                self.find_duplicate(work, &conv, id, &meta, client_msg_id, &push, now_ms)?;
+            if let Some(appended) = duplicate {
+                return Ok(ImAppended {
+                    count: record.count_at(appended.offset),
+                    appended,
+                    gseq: 0,
+                });
+            }
+        }
+        // Everything fallible is read before the entry is staged: a
+        // refusal after it would leave the entry without its keys.
+        let peer = if pair.0 == sender {
+            pair.1.clone()
+        } else {
+            pair.0.clone()
+        };
+        let peer_view = match (&stored, peer != sender) {
+            (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
+            _ => None,
+        };
+        let stored_time_ms = stored.as_ref().map(|record| record.last_time_ms);
+        let mut record = stored.unwrap_or_else(|| ConvRecord {
+            kind: CONV_KIND_DM,
+            created_ms: now_ms,
+            last_offset: 0,
+            last_time_ms: 0,
+            last_gseq: 0,
+            count_total: 0,
+            last_msg_offset: 0,
+            name: conv.clone(),
+            pair,
+            group: None,
+        });
+        let (appended, gseq, count, _) = self.stage_conv_entry(
+            work,
+            &mut record,
+            ConvEntry {
+                id,
+                meta,
+                push,
+                client_msg_id,
+                counts: true,
+            },
+            now_ms,
+        );
+        work.im.put_uconv(
+            &sender,
+            id,
+            UConvRecord {
+                kind: CONV_KIND_DM,
+                read_offset: appended.offset,
+                read_count: count,
+                changed_gseq: gseq,
+                peer: peer.clone(),
+                group: None,
+            },
+        );
+        if peer != sender {
+            let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
+            view.changed_gseq = gseq;
+            work.im.put_uconv(&peer, id, view);
+        }
+        work.im.put_conv(id, stored_time_ms, record);
+        Ok(ImAppended {
+            appended,
+            count,
+            gseq,
+        })
+    }
+
+    /// Stages `user`'s read position in `conv` at `offset` (clamped to the
+    /// last offset; a position at or below the stored one changes nothing).
+    pub(super) fn stage_im_read(
+        &mut self,
+        work: &mut BatchWork,
+        user: &str,
+        conv: &str,
+        offset: u64,
+    ) -> Result<ImReadState, StoreError> {
+        let not_found = StoreError::InvalidRequest {
+            reason: "no such conversation for this user",
+        };
+        let id = self
+            .stream_id(work, conv)
+            .ok_or_else(|| not_found.clone())?;
+        let record = work
+            .im
+            .conv(&self.fjall, &self.im, id, conv)?
+            .ok_or_else(|| not_found.clone())?;
+        let stored = work.im.uconv(&self.fjall, user, id)?;
+        let (mut view, end) = match (&record.group, stored) {
+            // A group's members have a view from their join on; what a
+            // user left ends at its window.
+            (Some(_), Some(view)) => {
+                let end = match view.group {
+                    Some(window) if window.left => window.visible_to,
+                    _ => record.last_offset,
+                };
+                (view, end)
+            }
+            (Some(_), None) => return Err(not_found),
+            (None, stored) => {
+                let peer = record.peer_of(user).ok_or(not_found)?.to_owned();
+                let view = stored.unwrap_or_else(|| UConvRecord::unread(peer));
+                (view, record.last_offset)
+            }
+        };
+        let offset = offset.min(end);
+        if offset > view.read_offset {
+            view.read_offset = offset;
+            view.read_count = if record.group.is_some() {
+                work.im.count_at(&self.fjall, id, &record, offset)?
+            } else {
+                record.count_at(offset)
+            };
+            view.changed_gseq = work.im.next_gseq();
+            work.im.put_uconv(user, id, view.clone());
+        }
+        let unread = match view.group {
+            Some(window) if window.left => window.visible_count,
+            _ => record.count_total,
+        };
+        Ok(ImReadState {
+            read_offset: view.read_offset,
+            unread: unread.saturating_sub(view.read_count),
+        })
+    }
+
+    /// Refuses a DM from `sender` to `peer` when either blocked the other,
+    /// or when `peer` takes DMs from contacts only and `sender` is not one:
+    /// up to four point reads, before anything is staged.
+    fn check_dm_allowed(
+        &self,
+        work: &BatchWork,
+        sender: &str,
+        peer: &str,
+    ) -> Result<(), StoreError> {
+        for (blocker, blocked) in [(peer, sender), (sender, peer)] {
+            let key = im_pair_key(blocker, blocked);
+            if work
+                .im
+                .get_key(&self.fjall, ImKeyspace::Block, &key)?
+                .is_some()
+            {
+                return Err(StoreError::Blocked {
+                    blocker: blocker.to_owned(),
+                    blocked: blocked.to_owned(),
+                });
+            }
+        }
+        let policy = work
+            .im
+            .get_key(&self.fjall, ImKeyspace::Policy, peer.as_bytes())?
+            .map_or(Ok(DmPolicy::Anyone), |bytes| dm_policy_decode(&bytes))
+            .map_err(|reason| crate::im::corrupt("", reason))?;
+        if policy == DmPolicy::Contacts {
+            let key = im_pair_key(peer, sender);
+            if work
+                .im
+                .get_key(&self.fjall, ImKeyspace::Contact, &key)?
+                .is_none()
+            {
+                return Err(StoreError::NotContact {
+                    user: peer.to_owned(),
+                    sender: sender.to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages a change to a user's blocks, contacts or DM policy; answers
+    /// 1 if it changed something, 0 if it was so already.
+    pub(super) fn stage_user_change(
+        &mut self,
+        work: &mut BatchWork,
+        change: ImUserChange,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        let (keyspace, key, value) = match change {
+            ImUserChange::Block { owner, other, on } => {
+                validate_user_pair(&owner, &other)?;
+                let time = on.then(|| now_ms.to_be_bytes().to_vec());
+                (ImKeyspace::Block, im_pair_key(&owner, &other), time)
+            }
+            ImUserChange::Contact { owner, other, on } => {
+                validate_user_pair(&owner, &other)?;
+                let time = on.then(|| now_ms.to_be_bytes().to_vec());
+                (ImKeyspace::Contact, im_pair_key(&owner, &other), time)
+            }
+            ImUserChange::Policy { user, policy } => {
+                validate_user_pair(&user, "-")?;
+                let byte = (policy != DmPolicy::Anyone).then(|| vec![dm_policy_byte(policy)]);
+                (ImKeyspace::Policy, user.into_bytes(), byte)
+            }
+        };
+        // A block or contact keeps the time it was first made.
+        let stored = work.im.get_key(&self.fjall, keyspace, &key)?;
+        let unchanged = match keyspace {
+            ImKeyspace::Policy => stored == value,
+            _ => stored.is_some() == value.is_some(),
+        };
+        if unchanged {
+            return Ok(0);
+        }
+        work.im.put_key(keyspace, key, value);
+        Ok(1)
+    }
+}
+
+/// Checks the two users of a block or contact.
+fn validate_user_pair(owner: &str, other: &str) -> Result<(), StoreError> {
+    for user in [owner, other] {
+        if user.is_empty() || user.len() > CURSOR_ID_BYTES_MAX {
+            return Err(StoreError::InvalidRequest {
+                reason: "user ids must be 1..=1024 bytes",
+            });
+        }
+    }
+    if owner == other {
+        return Err(StoreError::InvalidRequest {
+            reason: "a user cannot block itself or be its own contact",
+        });
+    }
+    Ok(())
+}
+
+impl Writer {
+    /// Stamps and stages a conversation's entry and updates its record:
+    /// last offset and time (never decreasing along the stream, so paging
+    /// by time is a binary search and the list order is the stream's; the
+    /// push's own time is not trusted, a skewed clock would pin the
+    /// conversation at the top), gseq and counts. Returns the entry, its
+    /// gseq, its count and its time.
+    pub(super) fn stage_conv_entry(
+        &mut self,
+        work: &mut BatchWork,
+        record: &mut ConvRecord,
+        entry: ConvEntry,
+        now_ms: u64,
+    ) -> (Appended, u64, u64, u64) {
+        let ConvEntry {
+            id,
+            meta,
+            mut push,
+            client_msg_id,
+            counts,
+        } = entry;
+        let time_ms = now_ms.max(record.last_time_ms);
+        push.stamp_time(time_ms);
+        let appended = self.stage_entry(
+            work,
+            id,
+            meta,
+            push,
+            client_msg_id,
+            Retention::UNLIMITED,
+            &[],
+            now_ms,
+        );
+        let gseq = work.im.next_gseq();
+        record.last_offset = appended.offset;
+        record.last_time_ms = time_ms;
+        record.last_gseq = gseq;
+        if counts {
+            record.count_total += 1;
+            record.last_msg_offset = appended.offset;
+        } else {
+            work.im.put_nocount(id, appended.offset, record.count_total);
+        }
+        (appended, gseq, record.count_total, time_ms)
+    }
+}
