@@ -368,6 +368,11 @@ mod derived {
                 id: *id,
                 result: match result {
                     ReplyResult::Empty => ResultJson::Empty {},
+                    // No serde twin: these benches time the replies of the
+                    // push commands only.
+                    ReplyResult::Im(_) => {
+                        return ringcast_protocol::client::encode_reply_json(reply)
+                    }
                     ReplyResult::Rpc { data, data_is_json } => {
                         use base64::Engine as _;
                         let raw = data_is_json

@@ -33,6 +33,8 @@ pub struct Admitted {
     pub device: Option<Rc<str>>,
     /// `?since=<offset>[&epoch=<epoch>]`: the inbox position to recover from.
     pub inbox_since: Option<StreamPosition>,
+    /// `?im_since=<token>`: the IM sync token of the device's last sync.
+    pub im_since: Option<ringcast_protocol::client::SyncToken>,
     pub binary: bool,
     /// The server window agreed for permessage-deflate, if the client
     /// offered it and `websocket.compression` is on.
@@ -177,6 +179,19 @@ pub fn admit(
         }
         (None, Some(_)) => return Err(refuse(400, "invalid_since", "epoch needs since")),
     };
+    let im_since = match request.query_param("im_since") {
+        None => None,
+        Some(token) => match ringcast_protocol::client::SyncToken::parse(&token) {
+            Some(token) => Some(token),
+            None => {
+                return Err(refuse(
+                    400,
+                    "invalid_im_since",
+                    "im_since must be a sync token (<store_id>.<gseq>, both decimal)",
+                ))
+            }
+        },
+    };
     if n_open >= ws.connections_max_per_shard as usize {
         return Err(Refusal {
             kind: RefusalKind::Other,
@@ -202,6 +217,7 @@ pub fn admit(
         subs,
         device,
         inbox_since,
+        im_since,
         binary,
         deflate: agreed.map(|agreed| agreed.server_window_bits),
         expires_at_ms,
@@ -532,6 +548,7 @@ mod overrides_tests {
             subs: vec!["news:a".into()],
             device: None,
             inbox_since: None,
+            im_since: None,
             binary: false,
             deflate: None,
             expires_at_ms: 5_000,
@@ -621,6 +638,7 @@ mod override_rules_tests {
             subs: subs.iter().map(|s| s.to_string()).collect(),
             device: None,
             inbox_since: None,
+            im_since: None,
             binary: false,
             deflate: None,
             expires_at_ms,

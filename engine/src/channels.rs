@@ -88,6 +88,9 @@ pub fn check_server_subscription(config: &Config, channel: &str) -> Result<(), S
         Ok(()) if split(channel).0 == PERSONAL_NAMESPACE => Err(format!(
             "{channel:?} is a personal channel, joined at connect by its user only"
         )),
+        Ok(()) if crate::im::is_reserved(config, channel) => Err(format!(
+            "{channel:?} is in a namespace the IM layer reserves: conversations need no subscribe"
+        )),
         Ok(()) => Ok(()),
     }
 }
@@ -122,6 +125,14 @@ pub fn check_subscribe(
 ) -> Result<(), SubscribeRefusal> {
     let refuse = |code: ErrorCode| (code, code.message().to_string());
     validate_name(channel).map_err(refuse)?;
+    if crate::im::is_reserved(config, channel) {
+        return Err((
+            ErrorCode::PermissionDenied,
+            format!(
+                "{channel} is a conversation: its messages reach its members without a subscribe"
+            ),
+        ));
+    }
     let (namespace, rest) = split(channel);
     if namespace == PERSONAL_NAMESPACE {
         // Joined at connect; nobody may join another user's.
@@ -226,6 +237,10 @@ pub fn check_grant(grant: &str) -> Result<(), String> {
 
 pub fn check_publish(config: &Config, channel: &str, subscribed: bool) -> Result<(), ErrorCode> {
     validate_name(channel)?;
+    if crate::im::is_reserved(config, channel) {
+        // Conversations take IM commands only (`msg_send`).
+        return Err(ErrorCode::PermissionDenied);
+    }
     if split(channel).0 == PERSONAL_NAMESPACE {
         // Messages to a user go through `send`, which names the sender.
         return Err(ErrorCode::PermissionDenied);

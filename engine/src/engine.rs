@@ -61,6 +61,8 @@ pub struct Shared {
     pub webhooks: Option<crate::webhook::Webhooks>,
     /// Online and offline webhook events (`crate::presence`).
     pub presence: crate::presence::Presence,
+    /// The pairs of the DMs touched since start (`crate::im`).
+    pub dm_pairs: Arc<crate::im::DmPairs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -248,17 +250,24 @@ impl Engine {
         assert_eq!(store_sender.producer_idx(), n_shards + 1);
         let interest = Arc::new(Interest::new());
         let webhook_waker = Arc::new(crate::webhook::Waker::default());
+        let dm_pairs = Arc::new(crate::im::DmPairs::default());
         let mut store_config = StoreConfig::new(data_dir.clone());
         store_config.node_id = config.server.node_id.get();
         store_config.dedup_window = config.server.dedup_window;
         store_config.sync_interval_min = config.server.store_sync_interval;
         store_config.memtable_bytes_max = config.server.store_memtable_bytes_max as u64;
+        store_config.conversations_per_user_max = config.im.conversations_per_user_max;
         // The set only serves the Offline events written after a crash.
         store_config.presence_set =
             crate::outbox::enabled(&config, crate::config::WebhookEvent::Offline);
         let store = Store::open_with_sink(
             store_config,
-            crate::streams::StoreSink::new(store_sender, interest.clone(), webhook_waker.clone()),
+            crate::streams::StoreSink::new(
+                store_sender,
+                interest.clone(),
+                webhook_waker.clone(),
+                dm_pairs.clone(),
+            ),
         )
         .map_err(|source| EngineError::Store {
             path: data_dir.clone(),
@@ -274,6 +283,7 @@ impl Engine {
             proxies,
             webhooks,
             presence: crate::presence::Presence::new(&config),
+            dm_pairs,
             interest,
             store,
             metrics: metrics::new_all(n_shards),

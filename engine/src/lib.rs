@@ -13,6 +13,7 @@ pub mod channels;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod im;
 pub mod interest;
 pub mod limits;
 pub mod mesh;

@@ -106,6 +106,13 @@ pub enum ShardEvent {
         subscribe: bool,
         reply: SubscriptionReply,
     },
+    /// An IM event (a read, a receipt) for every local connection of
+    /// `user` but the one with client id `skip_client` (0: none).
+    ImEvent {
+        user: Arc<str>,
+        frames: Arc<crate::im::ImFrames>,
+        skip_client: u64,
+    },
 }
 
 pub struct Mesh {

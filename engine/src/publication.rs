@@ -39,6 +39,8 @@ pub struct Publication {
     /// permessage-deflate needs one: 8 bytes on a publication nobody
     /// receives compressed.
     deflated: OnceBox<Deflated>,
+    /// A DM entry: the two users whose connections get it (`shard/im.rs`).
+    dm: Option<Arc<crate::im::DmPair>>,
 }
 
 /// Compressed frames of one publication, per format and window size
@@ -63,7 +65,21 @@ impl Publication {
             json_frame: OnceBox::new(),
             binary_frame: OnceBox::new(),
             deflated: OnceBox::new(),
+            dm: None,
         }
+    }
+
+    /// A DM entry, routed to every connection of `pair`'s users.
+    pub fn for_dm(push: Arc<EncodedPush>, pair: Arc<crate::im::DmPair>) -> Publication {
+        Publication {
+            dm: Some(pair),
+            ..Publication::from_push(push)
+        }
+    }
+
+    /// The users of a DM entry.
+    pub fn dm(&self) -> Option<&Arc<crate::im::DmPair>> {
+        self.dm.as_ref()
     }
 
     /// The frame for one recipient: its format, and compressed with

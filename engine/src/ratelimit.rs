@@ -175,6 +175,12 @@ impl LimitKey {
             }
             CommandBody::Send { .. } => Some(LimitKey::Send),
             CommandBody::Rpc { .. } => Some(LimitKey::Rpc),
+            // An IM message is a message to a user: the send limits.
+            CommandBody::Im(im)
+                if matches!(**im, ringcast_protocol::client::ImCommand::MsgSend { .. }) =>
+            {
+                Some(LimitKey::Send)
+            }
             _ => None,
         }
     }

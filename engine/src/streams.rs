@@ -97,6 +97,8 @@ pub struct StoreSink {
     touched: u64,
     /// The webhook thread, woken when a batch wrote outbox records.
     webhooks: Arc<crate::webhook::Waker>,
+    /// Who a DM entry goes to.
+    dm_pairs: Arc<crate::im::DmPairs>,
 }
 
 impl StoreSink {
@@ -104,12 +106,14 @@ impl StoreSink {
         sender: MeshSender,
         interest: Arc<Interest>,
         webhooks: Arc<crate::webhook::Waker>,
+        dm_pairs: Arc<crate::im::DmPairs>,
     ) -> StoreSink {
         StoreSink {
             sender,
             interest,
             touched: 0,
             webhooks,
+            dm_pairs,
         }
     }
 }
@@ -117,8 +121,25 @@ impl StoreSink {
 impl CommitSink for StoreSink {
     fn appended(&mut self, appended: &Appended) {
         debug_assert!(!appended.duplicate, "the store hands over new entries only");
-        let publication = Arc::new(Publication::from_push(appended.push.clone()));
-        let mask = self.interest.shards(publication.channel());
+        let (publication, mask) = if crate::im::is_dm(appended.push.envelope().channel.as_str()) {
+            // To every connection of both users, by their inboxes' interest.
+            let channel = appended.push.envelope().channel.as_str();
+            let Some(pair) = self.dm_pairs.get(channel) else {
+                tracing::error!(channel, "a DM entry whose pair is unknown: not pushed");
+                return;
+            };
+            let mask = pair.users().fold(0, |mask, user| {
+                mask | self
+                    .interest
+                    .shards(&crate::channels::personal_channel(user))
+            });
+            let publication = Publication::for_dm(appended.push.clone(), pair);
+            (Arc::new(publication), mask)
+        } else {
+            let publication = Arc::new(Publication::from_push(appended.push.clone()));
+            let mask = self.interest.shards(publication.channel());
+            (publication, mask)
+        };
         if mask == 0 {
             return;
         }

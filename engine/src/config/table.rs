@@ -34,6 +34,9 @@ const TIMEOUT_MS_MIN: u64 = 10;
 const TIMEOUT_MS_MAX: u64 = 86_400_000;
 const SIZE_BYTES_MAX: u64 = 64 * 1024 * 1024;
 const HEAD_BYTES_MAX: u64 = 1024 * 1024;
+/// Largest IM message data limit: a message is one publication, which a
+/// frame must carry whole.
+const IM_DATA_BYTES_MAX: u64 = 1024 * 1024;
 /// Ten years: retention longer than that is a typo for "forever".
 const RETENTION_S_MAX: u64 = 315_360_000;
 
@@ -57,6 +60,7 @@ pub(super) const OVERRIDE_TABLES: &[&str] = &[
     "auth",
     "tls",
     "webhook",
+    "im",
     "log",
 ];
 
@@ -351,6 +355,38 @@ config_table! {
 }
 
 config_table! {
+    flags "im";
+    #[derive(Debug, Clone)]
+    pub struct ImConfig, file FileIm {
+        /// The IM layer (`docs/im.md`): its commands, and the `dm` and
+        /// `grp` namespaces reserved for them.
+        enabled: bool = Bool { default: false },
+            "BOOL", "IM commands on; reserves the dm and grp namespaces";
+        /// Longest text of a `text` message, in bytes.
+        text_bytes_max: usize
+            = Bytes { default: 4096, min: 1, max: IM_DATA_BYTES_MAX },
+            "BYTES", "Longest IM text message";
+        /// Longest data of a `custom` message, in bytes.
+        custom_bytes_max: usize
+            = Bytes { default: 16_384, min: 1, max: IM_DATA_BYTES_MAX },
+            "BYTES", "Longest IM custom message data";
+        /// Longest URL (`url`, `thumb_url`) of an `attachment` message.
+        attachment_url_bytes_max: usize
+            = Bytes { default: 2048, min: 1, max: IM_DATA_BYTES_MAX },
+            "BYTES", "Longest IM attachment URL";
+        /// Most conversations in one sync message at connect.
+        sync_convs_max: usize
+            = Count<usize> { default: 500, min: 1, max: 10_000, unit: "conversations" },
+            "N", "Most conversations in one IM sync message";
+        /// Conversations one user may have; a message that would start one
+        /// more for either user is refused (126).
+        conversations_per_user_max: usize
+            = Count<usize> { default: 10_000, min: 1, max: 1_000_000, unit: "conversations" },
+            "N", "Most conversations per user";
+    }
+}
+
+config_table! {
     file_only "namespace";
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Namespace, file FileNamespace {
@@ -416,6 +452,7 @@ pub(super) fn all_keys() -> Vec<KeyInfo> {
         AuthConfig::keys(),
         TlsConfig::keys(),
         WebhookConfig::keys(),
+        ImConfig::keys(),
         Namespace::keys(),
         Proxy::keys(),
         LogConfig::keys(),

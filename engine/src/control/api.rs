@@ -45,9 +45,9 @@ pub const CONTROL_ID_SHARD: u8 = ringcast_protocol::limits::ID_SHARD_CONTROL;
 const CAPACITY_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub struct Api {
-    shared: Arc<Shared>,
-    sender: MeshSender,
-    message_ids: RefCell<MessageIdGen>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) sender: MeshSender,
+    pub(super) message_ids: RefCell<MessageIdGen>,
     capacity_logged_at: Cell<Option<Instant>>,
     idempotency: RefCell<Idempotency>,
 }
@@ -346,6 +346,11 @@ impl Api {
             "/api/presence" | "/api/stats" => "GET, HEAD",
             "/api/webhooks/replay" => "POST",
             "/api/webhooks/dead" => "GET, HEAD",
+            "/api/im/msg_send" | "/api/im/conv_list" | "/api/im/read"
+                if self.shared.config.im.enabled =>
+            {
+                "POST"
+            }
             _ => {
                 return Err(Response::error(
                     404,
@@ -382,11 +387,14 @@ impl Api {
             "/api/presence" => self.presence(&req).await,
             "/api/webhooks/dead" => super::webhooks::dead(&self.shared, &req).await,
             "/api/webhooks/replay" => super::webhooks::replay(&self.shared, &req).await,
+            "/api/im/msg_send" => self.im_msg_send(&req).await,
+            "/api/im/conv_list" => self.im_conv_list(&req).await,
+            "/api/im/read" => self.im_read(&req).await,
             _ => Ok(self.stats()),
         }
     }
 
-    fn parse<'a, T: Deserialize<'a>>(req: &'a Request) -> Result<T, Response> {
+    pub(super) fn parse<'a, T: Deserialize<'a>>(req: &'a Request) -> Result<T, Response> {
         serde_json::from_slice(&req.body)
             .map_err(|err| bad_request(format!("invalid JSON body: {err}")))
     }

@@ -10,6 +10,8 @@ use ringcast_protocol::client::{
 };
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_protocol::frame::{encode_frame, OpCode};
+use std::sync::Arc;
+
 use ringcast_store::{Answer, AppendRequest, Appended, ReadRequest, ReadResult, StoreError};
 
 use super::recovery;
@@ -37,6 +39,7 @@ pub(super) struct ReplyTo {
 pub(super) enum StoreWait {
     Published(ReplyTo),
     Acked(ReplyTo),
+    ImSent(Box<super::im::SentWait>),
 }
 
 /// A store answer, back on the shard's loop.
@@ -53,6 +56,22 @@ pub(super) enum StoreDone {
     /// the expiry, Unix ms, the call was made for), with the call's
     /// latency in microseconds.
     Refreshed(ReplyTo, Result<Decision, ProxyError>, u64),
+    /// A command naming a conversation, once its pair was looked up.
+    ImResolved(
+        ReplyTo,
+        Box<super::im::ImPending>,
+        Result<Arc<crate::im::DmPair>, CommandError>,
+    ),
+    /// A `read` stored, with the user's total unread after it.
+    ImRead(
+        ReplyTo,
+        String,
+        Arc<crate::im::DmPair>,
+        Result<(ringcast_store::ImReadState, u64), CommandError>,
+    ),
+    ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
+    /// The sync of a new connection (slot, client id).
+    ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
 }
 
 /// A command parked while its proxy backend decides.
@@ -98,14 +117,14 @@ fn proxy_error(err: &ProxyError) -> CommandError {
 }
 
 /// What a command produced.
-enum Outcome {
+pub(super) enum Outcome {
     /// Reply now with this result.
     Now(ReplyResult),
     /// The reply follows a store answer.
     Later,
 }
 
-type CommandResult = Result<Outcome, CommandError>;
+pub(super) type CommandResult = Result<Outcome, CommandError>;
 
 pub(super) fn store_error(err: &StoreError) -> CommandError {
     // A shortage of fds or memory is logged by the store, rate-limited;
@@ -137,7 +156,7 @@ fn is_own_inbox(user: &str, channel: &str) -> bool {
     !user.is_empty() && channel == channels::personal_channel(user)
 }
 
-fn refuse(code: ErrorCode) -> CommandError {
+pub(super) fn refuse(code: ErrorCode) -> CommandError {
     (code, code.message().to_string())
 }
 
@@ -192,6 +211,18 @@ impl Shard {
             (StoreWait::Acked(to), Answer::Cursor(result)) => {
                 StoreDone::Acked(to, result.map_err(|err| store_error(&err)))
             }
+            (StoreWait::ImSent(wait), Answer::ImAppended(result)) => {
+                let result = result.map_err(|err| super::im::im_store_error(&err));
+                return self.on_im_sent(*wait, result);
+            }
+            (StoreWait::ImSent(wait), answer) => {
+                tracing::error!(
+                    shard = self.idx,
+                    ?answer,
+                    "a store answer of the wrong kind"
+                );
+                return self.on_im_sent(*wait, Err(store_error(&StoreError::Closed)));
+            }
             (StoreWait::Published(to) | StoreWait::Acked(to), answer) => {
                 tracing::error!(
                     shard = self.idx,
@@ -216,10 +247,13 @@ impl Shard {
         let failed = std::mem::take(&mut self.pending_store);
         for (_, wait) in failed {
             let error = store_error(&StoreError::Poisoned);
-            self.on_store_done(match wait {
-                StoreWait::Published(to) => StoreDone::Published(to, Err(error)),
-                StoreWait::Acked(to) => StoreDone::Acked(to, Err(error)),
-            });
+            match wait {
+                StoreWait::Published(to) => {
+                    self.on_store_done(StoreDone::Published(to, Err(error)))
+                }
+                StoreWait::Acked(to) => self.on_store_done(StoreDone::Acked(to, Err(error))),
+                StoreWait::ImSent(wait) => self.on_im_sent(*wait, Err(error)),
+            }
         }
     }
 
@@ -244,6 +278,10 @@ impl Shard {
             StoreDone::Refreshed(to, result, latency_us) => {
                 self.on_refreshed(to, result, latency_us)
             }
+            StoreDone::ImResolved(to, pending, result) => self.on_im_resolved(to, *pending, result),
+            StoreDone::ImRead(to, conv, pair, result) => self.on_im_read(to, conv, pair, result),
+            StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
+            StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
         }
     }
 
@@ -362,7 +400,7 @@ impl Shard {
         }
     }
 
-    fn reply_outcome(&mut self, to: ReplyTo, outcome: CommandResult) {
+    pub(super) fn reply_outcome(&mut self, to: ReplyTo, outcome: CommandResult) {
         match outcome {
             Ok(Outcome::Later) => {}
             Ok(Outcome::Now(result)) => self.reply_to(to, Ok(result)),
@@ -370,7 +408,7 @@ impl Shard {
         }
     }
 
-    fn reply_to(&mut self, to: ReplyTo, result: Result<ReplyResult, CommandError>) {
+    pub(super) fn reply_to(&mut self, to: ReplyTo, result: Result<ReplyResult, CommandError>) {
         if !self.is_current(to.key, to.client_id) {
             return;
         }
@@ -385,7 +423,7 @@ impl Shard {
         self.send_reply(to.key, &reply);
     }
 
-    fn reply_to_of(&self, key: usize, id: u64) -> Result<ReplyTo, CommandError> {
+    pub(super) fn reply_to_of(&self, key: usize, id: u64) -> Result<ReplyTo, CommandError> {
         let client_id = self
             .conns
             .get(key)
@@ -581,6 +619,7 @@ impl Shard {
                 self.proxy_call(key, id, proxy, Subject::Rpc { method: &method }, pending)
             }
             CommandBody::Ping => Ok(Outcome::Now(ReplyResult::Empty)),
+            CommandBody::Im(command) => self.im_command(key, id, &user, *command),
             _ => Err(refuse(ErrorCode::MethodNotFound)),
         }
     }
@@ -597,6 +636,21 @@ impl Shard {
         let shared = self.shared.clone();
         let config = &shared.config;
         let stream = request.stream.clone();
+        if config.im.enabled && crate::im::is_dm(&stream) {
+            if request.limit == 0 || request.limit > HISTORY_LIMIT_MAX as usize {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("limit must be 1 to {HISTORY_LIMIT_MAX}"),
+                ));
+            }
+            if user.is_empty() {
+                return Err(super::im::not_member(&stream));
+            }
+            // Only its two users may read a DM.
+            let to = self.reply_to_of(key, id)?;
+            let pending = super::im::ImPending::History(request);
+            return self.with_member(to, user, stream, pending);
+        }
         let own_inbox = !user.is_empty() && stream == channels::personal_channel(user);
         if !own_inbox {
             let subscribed = self

@@ -268,6 +268,7 @@ impl Shard {
             if recover_inbox {
                 self.start_recovery(key, 0, inbox, admitted.inbox_since, true);
             }
+            self.im_at_connect(key, admitted.im_since, recover_inbox);
         }
         self.apply_connect_subscriptions(key, &admitted.subs);
         self.mark_dirty(key);
@@ -691,6 +692,7 @@ impl Shard {
             self.shared.metrics[self.idx].connections.sub(1);
         }
         self.paused_replays.retain(|job| job.key != key);
+        self.im.forget(key);
         // `conn.fd` closes here.
     }
 }

@@ -15,6 +15,7 @@ mod commands;
 pub mod conn;
 mod connect;
 mod fanout;
+mod im;
 mod io;
 pub mod poller;
 mod rate;
@@ -104,6 +105,8 @@ pub struct Shard {
     command_limits_on: bool,
     /// Store answers taken this turn (kept to reuse its allocation).
     answers: Vec<crate::mesh::StoreAnswer>,
+    /// IM state per connection slot (`im.rs`).
+    im: im::ImShard,
     /// Replays waiting for their connection's queue to drain.
     paused_replays: Vec<recovery::Job>,
     sweep_cursor: usize,
@@ -182,6 +185,7 @@ impl Shard {
             user_buckets: crate::ratelimit::UserBuckets::default(),
             command_limits_on: crate::ratelimit::command_limits_configured(config),
             answers: Vec::new(),
+            im: im::ImShard::default(),
             paused_replays: Vec::new(),
             sweep_cursor: 0,
             next_sweep_ms: now,
@@ -381,8 +385,19 @@ impl Shard {
                 if self.shared.mesh.take_lagged(self.idx) {
                     self.cut_durable_subscribers();
                 }
-                self.deliver_local(&publication)
+                match publication.dm() {
+                    Some(pair) => {
+                        let pair = pair.clone();
+                        self.deliver_dm(&publication, &pair);
+                    }
+                    None => self.deliver_local(&publication),
+                }
             }
+            ShardEvent::ImEvent {
+                user,
+                frames,
+                skip_client,
+            } => self.deliver_im_event(&user, &frames, skip_client),
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self

@@ -296,6 +296,13 @@ impl Shard {
             // stays joined).
             self.unsubscribe(job.key, &job.stream);
         }
+        // The inbox's replay at connect (id 0), not a server-side
+        // subscription's: the IM sync follows that one.
+        let inbox_at_connect = job.command_id == 0
+            && self.conns.get(job.key).is_some_and(|conn| {
+                !conn.user.is_empty() && job.stream == crate::channels::personal_channel(&conn.user)
+            });
+        let key = job.key;
         let reply = match result {
             Ok(recovery) => Reply::Ok {
                 id: job.command_id,
@@ -311,6 +318,9 @@ impl Shard {
             },
         };
         self.send_reply(job.key, &reply);
+        if inbox_at_connect {
+            self.im_inbox_replayed(key);
+        }
     }
 
     /// Queues one stored entry on the connection in its subprotocol's form.

@@ -114,7 +114,7 @@ fn read_all(api: SocketAddr, stream: &str) -> (String, Vec<(u64, u64)>) {
 }
 
 /// Kill rounds: `RINGCAST_CRASH_ROUNDS`, 4 by default.
-fn crash_rounds() -> u64 {
+pub fn crash_rounds() -> u64 {
     std::env::var("RINGCAST_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -138,14 +138,64 @@ pub fn crash_seed(test: &str) -> u64 {
     seed
 }
 
+/// Waits for `clients` to say they are connected, lets the load run for
+/// `kill_after`, sets `stop` and kills the node with SIGKILL (no shutdown,
+/// no flush). Clients see the stop flag first, so a connection that ends
+/// before it is an error. Returns whether every client connected.
+pub fn kill_under_load(
+    node: &mut Node,
+    clients: usize,
+    ready: &mpsc::Receiver<()>,
+    stop: &AtomicBool,
+    kill_after: Duration,
+) -> bool {
+    // The kill comes kill_after into the load, not into the connects.
+    let connected = (0..clients).all(|_| ready.recv_timeout(Duration::from_secs(20)).is_ok());
+    if connected {
+        std::thread::sleep(kill_after);
+    }
+    stop.store(true, Ordering::SeqCst);
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    connected
+}
+
+/// What every kill test starts from: its rounds, its seed (and a PRNG
+/// from it), a data directory and a config file in a temp dir.
+pub struct Run {
+    pub rounds: u64,
+    pub seed: u64,
+    pub rng: u64,
+    pub dir: tempfile::TempDir,
+    pub data_dir: std::path::PathBuf,
+    pub config_path: std::path::PathBuf,
+}
+
+impl Run {
+    pub fn new(test: &str) -> Run {
+        let seed = crash_seed(test);
+        let dir = tempfile::tempdir().unwrap();
+        Run {
+            rounds: crash_rounds(),
+            seed,
+            rng: seed,
+            data_dir: dir.path().join("data"),
+            config_path: dir.path().join("ringcast.toml"),
+            dir,
+        }
+    }
+}
+
 #[test]
 fn acknowledged_messages_survive_kill_9_exactly_once_in_order() {
-    let rounds = crash_rounds();
-    let seed = crash_seed("crash test");
-    let mut rng = seed;
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
-    let config_path = dir.path().join("ringcast.toml");
+    let Run {
+        rounds,
+        seed,
+        mut rng,
+        dir: _dir,
+        data_dir,
+        config_path,
+    } = Run::new("crash test");
     let mut acked: Vec<(u64, u64)> = Vec::new();
     let mut next_n = 0u64;
     let mut epoch: Option<String> = None;
@@ -337,39 +387,12 @@ fn dm_client(
             // Counted before the write: a send the kill cut off may be stored.
             log.issued.push(n);
             in_flight.insert(id, n);
-            if let Err(err) = ws.send(Message::Text(command.to_string())) {
-                if !stop.load(Ordering::SeqCst) {
-                    log.early_end = Some(format!("write: {err}"));
-                }
+            if !write_text(&mut ws, &command, stop, &mut log.early_end) {
                 return log;
             }
         }
-        let text = match ws.read() {
-            Ok(Message::Text(text)) => text,
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
-            Ok(other) => {
-                if !stop.load(Ordering::SeqCst) {
-                    log.early_end = Some(format!("received {other:?}"));
-                }
-                return log;
-            }
-            Err(tungstenite::Error::Io(err))
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.load(Ordering::SeqCst) {
-                    return log;
-                }
-                continue;
-            }
-            Err(err) => {
-                if !stop.load(Ordering::SeqCst) {
-                    log.early_end = Some(format!("read: {err}"));
-                }
-                return log;
-            }
+        let Some(text) = next_text(&mut ws, stop, &mut log.early_end) else {
+            return log;
         };
         let message: Value = serde_json::from_str(&text).unwrap();
         if message.get("push").is_some() {
@@ -391,6 +414,54 @@ fn dm_client(
                 log.refused += 1;
             }
         }
+    }
+}
+
+/// Writes a load client's command; `false` once it should end (as
+/// [`next_text`]).
+pub fn write_text(
+    ws: &mut Ws,
+    command: &Value,
+    stop: &AtomicBool,
+    early_end: &mut Option<String>,
+) -> bool {
+    match ws.send(Message::Text(command.to_string())) {
+        Ok(()) => true,
+        Err(err) => {
+            if !stop.load(Ordering::SeqCst) {
+                *early_end = Some(format!("write: {err}"));
+            }
+            false
+        }
+    }
+}
+
+/// A load client's next text message; `None` once it should end: the
+/// stop flag is set (the kill is due), or the connection ended, which
+/// `early_end` then describes.
+pub fn next_text(ws: &mut Ws, stop: &AtomicBool, early_end: &mut Option<String>) -> Option<String> {
+    loop {
+        let ended = match ws.read() {
+            Ok(Message::Text(text)) => return Some(text.to_string()),
+            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+            Ok(other) => format!("received {other:?}"),
+            Err(tungstenite::Error::Io(err))
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                continue;
+            }
+            Err(err) => format!("read: {err}"),
+        };
+        if !stop.load(Ordering::SeqCst) {
+            *early_end = Some(ended);
+        }
+        return None;
     }
 }
 
@@ -430,17 +501,7 @@ fn acknowledged_dms_survive_kill_9_under_load() {
             })
             .collect();
         drop(ready_tx);
-        // The kill comes kill_after into the load, not into the connects.
-        let connected =
-            (0..clients.len()).all(|_| ready_rx.recv_timeout(Duration::from_secs(20)).is_ok());
-        if connected {
-            std::thread::sleep(kill_after);
-        }
-        // SIGKILL: no shutdown, no flush. Clients see the stop flag first,
-        // so a connection that ends before it is an error.
-        stop.store(true, Ordering::SeqCst);
-        node.child.kill().unwrap();
-        node.child.wait().unwrap();
+        let connected = kill_under_load(&mut node, clients.len(), &ready_rx, &stop, kill_after);
         let logs: Vec<DmLog> = clients
             .into_iter()
             .map(|client| {

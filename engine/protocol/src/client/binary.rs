@@ -218,6 +218,12 @@ pub(crate) enum ServerMessageRef<'a> {
     Unsubscribed {
         channel: StrRef<'a>,
     },
+    #[expect(dead_code, reason = "holds the tag of ServerMessage::Im")]
+    #[expect(
+        clippy::borrowed_box,
+        reason = "archives as ServerMessage::Im's Box does: a relative pointer"
+    )]
+    Im(#[rkyv(with = Inline)] &'a Box<super::im::ImEvent>),
 }
 
 /// Archives a `&str` as a `String` would be.

@@ -164,6 +164,21 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
                 data_is_json,
             }
         }
+        "msg_send" => {
+            let params: super::im::MsgSendParams<'_> = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id)?))
+        }
+        "conv_list" => {
+            let params: super::im::ConvListParams = match command.params {
+                Some(_) => parse_params(id, command.params)?,
+                None => parse_object(id, "params", empty_object())?,
+            };
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "read" => {
+            let params: super::im::ReadParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
         _ => {
             return Err(CommandError::new(
                 Some(id),
@@ -226,6 +241,7 @@ pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
                     crate::envelope::push_data_field(&mut out, data, *data_is_json);
                     out.push(b'}');
                 }
+                ReplyResult::Im(reply) => super::im::push_im_reply_json(&mut out, reply),
                 ReplyResult::Subscribed { channel, recovery } => {
                     out.extend_from_slice(b"{\"channel\":");
                     push_json_str(&mut out, channel);
@@ -450,6 +466,15 @@ pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 const UNKNOWN_METHOD_MESSAGE: &str = "unknown method; expected subscribe, unsubscribe, publish, \
      send, refresh, ping, ack or history";
 
+/// `{}`, for a command whose params may be left out.
+fn empty_object() -> &'static RawValue {
+    static EMPTY: std::sync::OnceLock<Box<RawValue>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| {
+        RawValue::from_string("{}".to_owned())
+            .unwrap_or_else(|_| unreachable!("an empty object is JSON"))
+    })
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JsonCommand<'a> {
@@ -552,7 +577,7 @@ fn history_limit_default() -> u32 {
 }
 
 /// A u64 given as a JSON number or as a string of decimal digits.
-fn u64_or_decimal_string<'de, D>(deserializer: D) -> Result<u64, D::Error>
+pub(super) fn u64_or_decimal_string<'de, D>(deserializer: D) -> Result<u64, D::Error>
 where
     D: Deserializer<'de>,
 {

@@ -24,6 +24,7 @@
 //! - `validate.rs`: the rules both decoders apply after parsing.
 
 mod binary;
+mod im;
 mod json;
 mod model;
 #[cfg(test)]
@@ -34,6 +35,11 @@ pub use validate::json_depth;
 pub use binary::{
     decode_binary, decode_server_binary, encode_binary_command, encode_connect_binary,
     encode_history_binary, encode_reply_binary, encode_subscription_binary,
+};
+pub use im::{
+    check_msg_data, encode_im_event_binary, encode_im_event_json, encode_im_reply_result_json,
+    ArchivedImCommand, ArchivedImEvent, ArchivedImReply, ConvCursor, ConvInfo, ImCommand, ImEvent,
+    ImReply, ImSyncInfo, MsgKind, MsgSize, SyncToken, CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
 };
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,

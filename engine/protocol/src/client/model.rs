@@ -6,6 +6,7 @@
 use rkyv::rancor::BoxedError;
 use rkyv::with::{AsBox, Map};
 
+use super::im::{ImCommand, ImEvent, ImReply};
 use crate::envelope::Envelope;
 
 /// One client command, from either wire form.
@@ -115,6 +116,11 @@ pub enum CommandBody {
         data: Vec<u8>,
         data_is_json: bool,
     },
+    /// An IM command (`docs/im.md`, [`super::im`]). One appended variant
+    /// for every IM command, present and future: later IM commands are
+    /// appended to [`ImCommand`], so neither this enum nor the archived
+    /// size of a command grows again (the box is a relative pointer).
+    Im(Box<ImCommand>),
 }
 
 /// A position in a durable stream: the offset of the last publication a
@@ -199,6 +205,11 @@ pub enum ErrorCode {
     ProxyDenied = 118,
     /// The proxy backend's answer was not a valid one (status, body).
     ProxyBadResponse = 119,
+    /// The user is not a member of the conversation (a DM's two users).
+    NotMember = 123,
+    /// The command would start a conversation for a user who already has
+    /// `im.conversations_per_user_max`.
+    TooManyConversations = 126,
 }
 
 /// The binary form of a command: the same type as [`Command`], named for
@@ -271,6 +282,9 @@ pub enum ReplyResult {
     },
     /// Rpc: the backend's answer data (`data_is_json`: UTF-8 JSON text).
     Rpc { data: Vec<u8>, data_is_json: bool },
+    /// The reply to an IM command ([`ImReply`]); boxed, so the archived
+    /// reply, and with it a server message, keeps its size.
+    Im(Box<ImReply>),
 }
 
 /// The first message on every connection.
@@ -334,6 +348,10 @@ pub enum ServerMessage {
     Unsubscribed {
         channel: String,
     },
+    /// An IM event the server sends unasked ([`ImEvent`]: the sync at
+    /// connect, a read on another device, a peer's receipt). Boxed: the
+    /// archive of a server message stays no larger than a push.
+    Im(Box<ImEvent>),
 }
 
 /// A server message archive that failed validation.
@@ -364,7 +382,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -384,6 +402,8 @@ impl ErrorCode {
         ErrorCode::ProxyUnavailable,
         ErrorCode::ProxyDenied,
         ErrorCode::ProxyBadResponse,
+        ErrorCode::NotMember,
+        ErrorCode::TooManyConversations,
     ];
 
     /// The numeric code on the wire.
@@ -420,6 +440,8 @@ impl ErrorCode {
             ErrorCode::ProxyUnavailable => "proxy unavailable",
             ErrorCode::ProxyDenied => "denied by the backend",
             ErrorCode::ProxyBadResponse => "bad answer from the backend",
+            ErrorCode::NotMember => "not a member of the conversation",
+            ErrorCode::TooManyConversations => "too many conversations",
         }
     }
 }

@@ -62,6 +62,7 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         | CommandBody::History { stream, .. }
         | CommandBody::HistoryBefore { stream, .. } => ("stream", stream),
         CommandBody::Rpc { method, .. } => ("method", method),
+        CommandBody::Im(im) => return super::im::validate_im(command.id, im),
         CommandBody::Ping => return Ok(()),
     };
     if value.is_empty() {
@@ -90,7 +91,7 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
     }
 }
 
-fn valid_client_msg_id(key: &str) -> bool {
+pub(super) fn valid_client_msg_id(key: &str) -> bool {
     (1..=CLIENT_MSG_ID_BYTES_MAX).contains(&key.len())
         && key.bytes().all(|byte| matches!(byte, 0x20..=0x7e))
 }

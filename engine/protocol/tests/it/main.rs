@@ -3,3 +3,4 @@
 
 mod api;
 mod golden;
+mod golden_im;

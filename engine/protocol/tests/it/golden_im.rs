@@ -1,0 +1,365 @@
+//! Golden bytes of the IM commands, replies and events (`docs/protocol.md`,
+//! "IM"), in JSON and in binary, kept in this one file so that a merge that
+//! renumbers appended variants regenerates them in one place: run with
+//! `GOLDEN_IM_PRINT=1` to print the current forms.
+
+use ringcast_protocol::client::{
+    decode_binary, decode_json, decode_server_binary, encode_binary_command,
+    encode_im_event_binary, encode_im_event_json, encode_reply_binary, encode_reply_json,
+    BinaryCommand, CommandBody, ConvCursor, ConvInfo, ErrorCode, ImCommand, ImEvent, ImReply,
+    ImSyncInfo, MsgKind, Reply, ReplyResult, ServerMessage, SyncToken,
+};
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn printing() -> bool {
+    std::env::var_os("GOLDEN_IM_PRINT").is_some()
+}
+
+#[track_caller]
+fn check(actual_json: &[u8], actual_bin: &[u8], json: &str, binary: &str, what: &str) {
+    let actual_json = std::str::from_utf8(actual_json).unwrap();
+    if printing() {
+        println!("{what}\n  json: {actual_json}\n  hex: {}", hex(actual_bin));
+        return;
+    }
+    assert_eq!(actual_json, json, "JSON form of {what}");
+    assert_eq!(hex(actual_bin), binary, "binary form of {what}");
+}
+
+fn im(id: u64, command: ImCommand) -> BinaryCommand {
+    BinaryCommand {
+        id,
+        body: CommandBody::Im(Box::new(command)),
+    }
+}
+
+fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
+    vec![
+        (
+            r#"{"id":1,"method":"msg_send","params":{"to":"bob","kind":"text","data":{"text":"hi"},"client_msg_id":"m1"}}"#,
+            im(
+                1,
+                ImCommand::MsgSend {
+                    to: Some("bob".into()),
+                    conv: None,
+                    kind: MsgKind::Text,
+                    data: br#"{"text":"hi"}"#.to_vec(),
+                    client_msg_id: Some("m1".into()),
+                    echo: true,
+                },
+            ),
+            "7b2274657874223a226869227d0000000000000001000000626f62ffffffffff00000000000000000000000000000000d0ffffff0d000000010000006d31ffffffffffff0100000001000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":2,"method":"msg_send","params":{"conv":"dm:abc","kind":"attachment","data":{"url":"https://x/y.png","mime":"image/png","size":10},"echo":false}}"#,
+            im(
+                2,
+                ImCommand::MsgSend {
+                    to: None,
+                    conv: Some("dm:abc".into()),
+                    kind: MsgKind::Attachment,
+                    data: br#"{"url":"https://x/y.png","mime":"image/png","size":10}"#.to_vec(),
+                    client_msg_id: None,
+                    echo: false,
+                },
+            ),
+            "7b2275726c223a2268747470733a2f2f782f792e706e67222c226d696d65223a22696d6167652f706e67222c2273697a65223a31307d00000000000000000000000000000000000001000000646d3a616263ffff02000000a8ffffff360000000000000000000000000000000000000002000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":3,"method":"conv_list","params":{"cursor":{"time_ms":1700000000000,"sid":"42"},"limit":20}}"#,
+            im(
+                3,
+                ImCommand::ConvList {
+                    cursor: Some(ConvCursor {
+                        time_ms: 1_700_000_000_000,
+                        sid: 42,
+                    }),
+                    limit: 20,
+                },
+            ),
+            "010000000000000001000000000000000068e5cf8b0100002a0000000000000014000000000000000000000000000000000000000000000003000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":4,"method":"conv_list"}"#,
+            im(
+                4,
+                ImCommand::ConvList {
+                    cursor: None,
+                    limit: 50,
+                },
+            ),
+            "010000000000000000000000000000000000000000000000000000000000000032000000000000000000000000000000000000000000000004000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":5,"method":"read","params":{"conv":"dm:abc","offset":7}}"#,
+            im(
+                5,
+                ImCommand::Read {
+                    conv: "dm:abc".into(),
+                    offset: 7,
+                },
+            ),
+            "02000000646d3a616263ffff000000000700000000000000000000000000000000000000000000000000000000000000000000000000000005000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ]
+}
+
+#[test]
+fn im_commands_keep_their_bytes_in_both_forms() {
+    for (json, command, binary) in commands() {
+        assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
+        let bytes = encode_binary_command(&command);
+        assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
+        if printing() {
+            println!("{json}\n  hex: {}", hex(&bytes));
+        } else {
+            assert_eq!(hex(&bytes), binary, "binary form of {json}");
+        }
+    }
+}
+
+fn conv(unread: u64) -> ConvInfo {
+    ConvInfo {
+        conv: "dm:abc".into(),
+        sid: 42,
+        peer: "bob".into(),
+        epoch: 123,
+        last_offset: 9,
+        last_time_ms: 1_700_000_000_000,
+        last_msg_offset: 9,
+        read_offset: 9 - unread,
+        unread,
+    }
+}
+
+fn replies() -> Vec<(ImReply, &'static str, &'static str)> {
+    vec![
+        (
+            ImReply::Sent {
+                conv: "dm:abc".into(),
+                message_id: 77,
+                offset: 9,
+                epoch: 123,
+                time_ms: 1_700_000_000_000,
+                duplicate: false,
+            },
+            r#"{"id":1,"result":{"conv":"dm:abc","id":"77","offset":9,"epoch":"123","time":1700000000000}}"#,
+            "00000000646d3a616263ffff000000004d0000000000000009000000000000007b000000000000000068e5cf8b01000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::Sent {
+                conv: "dm:abc".into(),
+                message_id: 77,
+                offset: 9,
+                epoch: 123,
+                time_ms: 1_700_000_000_000,
+                duplicate: true,
+            },
+            r#"{"id":1,"result":{"conv":"dm:abc","id":"77","offset":9,"epoch":"123","time":1700000000000,"duplicate":true}}"#,
+            "00000000646d3a616263ffff000000004d0000000000000009000000000000007b000000000000000068e5cf8b01000001000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::ConvList {
+                convs: vec![conv(2)],
+                next: Some(ConvCursor {
+                    time_ms: 1_700_000_000_000,
+                    sid: 42,
+                }),
+                total_unread: 5,
+            },
+            r#"{"id":1,"result":{"convs":[{"conv":"dm:abc","sid":"42","peer":"bob","epoch":"123","last_offset":9,"last_time_ms":1700000000000,"last_msg_offset":9,"read_offset":7,"unread":2}],"next":{"time_ms":1700000000000,"sid":"42"},"total_unread":5}}"#,
+            "646d3a616263ffff2a00000000000000626f62ffffffffff7b0000000000000009000000000000000068e5cf8b01000009000000000000000700000000000000020000000000000001000000b4ffffff010000000000000001000000000000000068e5cf8b0100002a00000000000000050000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::ConvList {
+                convs: vec![],
+                next: None,
+                total_unread: 0,
+            },
+            r#"{"id":1,"result":{"convs":[],"total_unread":0}}"#,
+            "01000000fcffffff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::Read {
+                conv: "dm:abc".into(),
+                offset: 9,
+                unread: 0,
+                total_unread: 3,
+            },
+            r#"{"id":1,"result":{"conv":"dm:abc","offset":9,"unread":0,"total_unread":3}}"#,
+            "02000000646d3a616263ffff00000000090000000000000000000000000000000300000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ]
+}
+
+#[test]
+fn im_replies_keep_their_bytes_in_both_forms() {
+    for (reply, json, binary) in replies() {
+        let reply = Reply::Ok {
+            id: 1,
+            result: ReplyResult::Im(Box::new(reply)),
+        };
+        let bytes = encode_reply_binary(&reply);
+        check(&encode_reply_json(&reply), &bytes, json, binary, json);
+        let Reply::Ok { id, result } = reply else {
+            unreachable!()
+        };
+        assert_eq!(
+            decode_server_binary(&bytes).expect(json),
+            ServerMessage::Reply { id, result }
+        );
+    }
+}
+
+fn events() -> Vec<(ImEvent, &'static str, &'static str)> {
+    vec![
+        (
+            ImEvent::Sync(ImSyncInfo {
+                convs: vec![conv(2)],
+                token: SyncToken {
+                    store_id: 99,
+                    gseq: 12,
+                },
+                more: false,
+                reset: false,
+                total_unread: 2,
+            }),
+            r#"{"im_sync":{"convs":[{"conv":"dm:abc","sid":"42","peer":"bob","epoch":"123","last_offset":9,"last_time_ms":1700000000000,"last_msg_offset":9,"read_offset":7,"unread":2}],"token":"99.12","more":false,"total_unread":2}}"#,
+            "646d3a616263ffff2a00000000000000626f62ffffffffff7b0000000000000009000000000000000068e5cf8b0100000900000000000000070000000000000002000000000000000000000000000000b0ffffff0100000063000000000000000c000000000000000000000000000000020000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImEvent::Sync(ImSyncInfo {
+                convs: vec![],
+                token: SyncToken {
+                    store_id: 99,
+                    gseq: 0,
+                },
+                more: true,
+                reset: true,
+                total_unread: 0,
+            }),
+            r#"{"im_sync":{"convs":[],"token":"99.0","more":true,"reset":true,"total_unread":0}}"#,
+            "0000000000000000f8ffffff00000000630000000000000000000000000000000101000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImEvent::Read {
+                conv: "dm:abc".into(),
+                offset: 9,
+                unread: 0,
+                total_unread: 1,
+            },
+            r#"{"read":{"conv":"dm:abc","offset":9,"unread":0,"total_unread":1}}"#,
+            "01000000646d3a616263ffff00000000090000000000000000000000000000000100000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImEvent::Receipt {
+                conv: "dm:abc".into(),
+                user: "alice".into(),
+                read: 9,
+            },
+            r#"{"receipt":{"conv":"dm:abc","user":"alice","read":9}}"#,
+            "02000000646d3a616263ffff616c696365ffffff0000000009000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ]
+}
+
+#[test]
+fn im_events_keep_their_bytes_in_both_forms() {
+    for (event, json, binary) in events() {
+        let bytes = encode_im_event_binary(&event);
+        check(&encode_im_event_json(&event), &bytes, json, binary, json);
+        assert_eq!(
+            decode_server_binary(&bytes).expect(json),
+            ServerMessage::Im(Box::new(event))
+        );
+    }
+}
+
+#[test]
+fn sync_tokens_round_trip_and_bad_ones_are_refused() {
+    let token = SyncToken {
+        store_id: u64::MAX,
+        gseq: 7,
+    };
+    assert_eq!(SyncToken::parse(&token.to_text()), Some(token));
+    for bad in ["", "1", "1.", ".1", "a.1", "1.2.3", "-1.2", "1.+2"] {
+        assert_eq!(SyncToken::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn bad_im_commands_are_refused_with_107() {
+    for (json, needle) in [
+        (
+            r#"{"id":1,"method":"msg_send","params":{"kind":"text","data":{"text":"hi"}}}"#,
+            "`to`",
+        ),
+        (
+            r#"{"id":1,"method":"msg_send","params":{"to":"b","conv":"dm:x","kind":"text","data":{"text":"hi"}}}"#,
+            "not both",
+        ),
+        (
+            r#"{"id":1,"method":"msg_send","params":{"to":"b","kind":"voice","data":{}}}"#,
+            "unknown `kind`",
+        ),
+        (
+            r#"{"id":1,"method":"msg_send","params":{"to":"b","kind":"text","data":{"text":"hi","x":1}}}"#,
+            "text message",
+        ),
+        (
+            r#"{"id":1,"method":"msg_send","params":{"to":"b","kind":"text","data":"hi"}}"#,
+            "text message",
+        ),
+        (
+            r#"{"id":1,"method":"msg_send","params":{"to":"b","kind":"attachment","data":{"url":"u"}}}"#,
+            "attachment",
+        ),
+        (
+            r#"{"id":1,"method":"msg_send","params":{"to":"b","kind":"text","data":{"text":"hi"},"client_msg_id":""}}"#,
+            "client_msg_id",
+        ),
+        (
+            r#"{"id":1,"method":"conv_list","params":{"limit":101}}"#,
+            "`limit` must be 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"conv_list","params":{"limit":0}}"#,
+            "`limit` must be 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"read","params":{"conv":"dm:x","offset":0}}"#,
+            "`offset`",
+        ),
+        (
+            r#"{"id":1,"method":"read","params":{"conv":"","offset":1}}"#,
+            "`conv`",
+        ),
+    ] {
+        let error = decode_json(json.as_bytes()).expect_err(json);
+        assert_eq!(error.code, ErrorCode::BadRequest, "{json}");
+        assert_eq!(error.id, Some(1), "{json}");
+        assert!(error.message.contains(needle), "{json}: {}", error.message);
+    }
+    // The binary form applies the same rules: a text whose data is not JSON.
+    let command = im(
+        1,
+        ImCommand::MsgSend {
+            to: Some("b".into()),
+            conv: None,
+            kind: MsgKind::Text,
+            data: b"hi".to_vec(),
+            client_msg_id: None,
+            echo: true,
+        },
+    );
+    let error = decode_binary(&encode_binary_command(&command)).expect_err("not JSON");
+    assert_eq!(error.code, ErrorCode::BadRequest);
+    assert!(
+        error.message.contains("not valid JSON"),
+        "{}",
+        error.message
+    );
+}

@@ -1,0 +1,313 @@
+//! The IM commands' API twins (`docs/api.md`, "IM"): the app's backend acts
+//! for a user (`as_user`) with the same checks and effects as the client
+//! command: `POST /api/im/msg_send`, `/api/im/conv_list`, `/api/im/read`.
+//! Served only with `im.enabled` (404 otherwise).
+
+use std::sync::Arc;
+
+use ringcast_protocol::client::{
+    encode_im_reply_result_json, ConvCursor, ErrorCode, ImEvent, ImReply, MsgKind,
+    CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
+};
+use ringcast_protocol::envelope::{EncodedPush, Envelope};
+use ringcast_store::{ImAppend, StoreError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::api::{bad_request, store_error_response, Api};
+use super::http::{Request, Response, CONTENT_TYPE_JSON};
+use crate::im::DmPair;
+use crate::interest::shard_indexes;
+use crate::mesh::ShardEvent;
+use crate::shard::unix_ms;
+
+type ApiResult = Result<Response, Response>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MsgSendBody {
+    as_user: String,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
+    conv: Option<String>,
+    kind: String,
+    data: Box<RawValue>,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConvListBody {
+    as_user: String,
+    #[serde(default)]
+    cursor: Option<CursorBody>,
+    #[serde(default = "conv_list_limit_default")]
+    limit: u32,
+}
+
+fn conv_list_limit_default() -> u32 {
+    CONV_LIST_LIMIT_DEFAULT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CursorBody {
+    time_ms: u64,
+    #[serde(deserialize_with = "decimal_or_number")]
+    sid: u64,
+}
+
+fn decimal_or_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Number(u64),
+        Text(String),
+    }
+    match Either::deserialize(deserializer)? {
+        Either::Number(n) => Ok(n),
+        Either::Text(text) => text
+            .parse()
+            .map_err(|_| serde::de::Error::custom("sid must be a decimal u64")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadBody {
+    as_user: String,
+    conv: String,
+    offset: u64,
+}
+
+/// A refusal of the client command, as the API's 4xx.
+fn refused((code, message): (ErrorCode, String)) -> Response {
+    let (status, name) = match code {
+        ErrorCode::LimitExceeded => (413, "too_large"),
+        ErrorCode::NotMember => (403, "not_member"),
+        ErrorCode::TooManyConversations => (409, "too_many_conversations"),
+        ErrorCode::UnknownUser => (400, "invalid_user"),
+        _ => (400, "bad_request"),
+    };
+    Response::error(status, name, &message)
+}
+
+fn store_refused(err: &StoreError, what: &str) -> Response {
+    match err {
+        StoreError::ConversationLimit { user, limit } => Response::error(
+            409,
+            "too_many_conversations",
+            &format!("{user} has {limit} conversations, the most allowed (im.conversations_per_user_max)"),
+        ),
+        StoreError::InvalidRequest { reason } => bad_request(reason),
+        other => store_error_response(other, what),
+    }
+}
+
+fn check_user(user: &str) -> Result<(), Response> {
+    crate::channels::validate_user_id(user)
+        .map_err(|_| bad_request(format!("invalid as_user user id {user:?}")))
+}
+
+fn ok_json(reply: &ImReply) -> Response {
+    Response::text(200, CONTENT_TYPE_JSON, encode_im_reply_result_json(reply))
+}
+
+impl Api {
+    /// The pair of `conv` if `user` is one of it; 403 otherwise.
+    async fn member_pair(&self, user: &str, conv: &str) -> Result<Arc<DmPair>, Response> {
+        if !crate::im::is_dm(conv) {
+            return Err(bad_request(format!(
+                "{conv} is not a conversation (dm:...)"
+            )));
+        }
+        match crate::im::resolve_member(&self.shared, user, conv).await {
+            Ok(Some(pair)) => Ok(pair),
+            Ok(None) => Err(refused((
+                ErrorCode::NotMember,
+                format!("{user} is not a member of {conv}"),
+            ))),
+            Err(err) => Err(store_refused(&err, "nothing was done")),
+        }
+    }
+
+    /// `POST /api/im/msg_send`: a message from `as_user`, stored and
+    /// pushed to every connection of both users, as the client's `msg_send`.
+    pub(super) async fn im_msg_send(&self, req: &Request) -> ApiResult {
+        let body: MsgSendBody = Self::parse(req)?;
+        check_user(&body.as_user)?;
+        let kind = MsgKind::parse(&body.kind).ok_or_else(|| {
+            bad_request(format!(
+                "unknown kind {:?}; expected text, custom or attachment",
+                body.kind
+            ))
+        })?;
+        let data = body.data.get().as_bytes();
+        crate::im::check_message(&self.shared.config, kind, data).map_err(refused)?;
+        if let Some(key) = &body.client_msg_id {
+            let ok = (1..=ringcast_protocol::client::CLIENT_MSG_ID_BYTES_MAX).contains(&key.len())
+                && key.bytes().all(|b| (0x20..=0x7e).contains(&b));
+            if !ok {
+                return Err(bad_request(
+                    "client_msg_id must be 1 to 64 bytes of printable ASCII",
+                ));
+            }
+        }
+        let pair = match (&body.to, &body.conv) {
+            (Some(to), None) => {
+                crate::channels::validate_user_id(to).map_err(|_| {
+                    refused((ErrorCode::UnknownUser, format!("invalid user id {to:?}")))
+                })?;
+                let (_, pair) = self
+                    .shared
+                    .dm_pairs
+                    .remember(DmPair::new(&body.as_user, to));
+                pair
+            }
+            (None, Some(conv)) => self.member_pair(&body.as_user, conv).await?,
+            _ => return Err(bad_request("give either `to` or `conv`")),
+        };
+        let conv = pair.conv_name();
+        let now_ms = unix_ms();
+        let envelope = Envelope {
+            id: self.message_ids.borrow_mut().next(now_ms).0,
+            offset: 0,
+            epoch: 0,
+            channel: conv.clone(),
+            sender: body.as_user.clone(),
+            time_ms: now_ms,
+            data_is_json: true,
+            data: crate::im::entry_data(kind, data),
+        };
+        let request = ImAppend {
+            conv: conv.clone(),
+            pair: (pair.a.to_string(), pair.b.to_string()),
+            sender: body.as_user,
+            push: EncodedPush::encode(&envelope),
+            client_msg_id: body.client_msg_id,
+            durability: crate::im::dm_durability(&self.shared.config),
+        };
+        let what = "the message was not stored";
+        let stored = match self.shared.store.im_append(request) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| {
+            if matches!(err, StoreError::ConversationLimit { .. }) {
+                self.shared.dm_pairs.forget_unstarted(&conv);
+            }
+            store_refused(&err, what)
+        })?;
+        Ok(ok_json(&crate::im::sent_reply(conv, &stored)))
+    }
+
+    /// `POST /api/im/conv_list`: a page of `as_user`'s conversations.
+    pub(super) async fn im_conv_list(&self, req: &Request) -> ApiResult {
+        let body: ConvListBody = Self::parse(req)?;
+        check_user(&body.as_user)?;
+        if !(1..=CONV_LIST_LIMIT_MAX).contains(&body.limit) {
+            return Err(bad_request(format!(
+                "limit must be 1 to {CONV_LIST_LIMIT_MAX}"
+            )));
+        }
+        let cursor = body.cursor.map(|c| (c.time_ms, c.sid));
+        let page = match self
+            .shared
+            .store
+            .conv_list(&body.as_user, cursor, body.limit as usize)
+        {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, "nothing was read"))?;
+        let convs = page
+            .convs
+            .into_iter()
+            .map(|summary| {
+                self.shared
+                    .dm_pairs
+                    .remember_listed(&body.as_user, &summary.peer, &summary.conv);
+                crate::im::conv_info(summary)
+            })
+            .collect();
+        Ok(ok_json(&ImReply::ConvList {
+            convs,
+            next: page.next.map(|(time_ms, sid)| ConvCursor { time_ms, sid }),
+            total_unread: page.total_unread,
+        }))
+    }
+
+    /// `POST /api/im/read`: `as_user` read `conv` up to `offset`; its
+    /// connections get the `read` event, the peer's the `receipt`.
+    pub(super) async fn im_read(&self, req: &Request) -> ApiResult {
+        let body: ReadBody = Self::parse(req)?;
+        check_user(&body.as_user)?;
+        if body.offset == 0 {
+            return Err(bad_request("offset must be at least 1"));
+        }
+        let pair = self.member_pair(&body.as_user, &body.conv).await?;
+        let user = body.as_user;
+        let what = "the read position was not stored";
+        let state = match self.shared.store.im_read(&user, &body.conv, body.offset) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, what))?;
+        let total_unread = match self.shared.store.conv_list(&user, None, 1) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, "the read was stored; its total was not read"))?
+        .total_unread;
+        self.im_event_to_user(
+            &user,
+            &ImEvent::Read {
+                conv: body.conv.clone(),
+                offset: state.read_offset,
+                unread: state.unread,
+                total_unread,
+            },
+        );
+        let peer = pair.peer_of(&user);
+        if peer != user {
+            self.im_event_to_user(
+                peer,
+                &ImEvent::Receipt {
+                    conv: body.conv.clone(),
+                    user: user.clone(),
+                    read: state.read_offset,
+                },
+            );
+        }
+        Ok(ok_json(&ImReply::Read {
+            conv: body.conv,
+            offset: state.read_offset,
+            unread: state.unread,
+            total_unread,
+        }))
+    }
+
+    /// `event` to every connection of `user`, on every shard (ephemeral: a
+    /// shard whose lane is full does not get it).
+    fn im_event_to_user(&self, user: &str, event: &ImEvent) {
+        let channel = crate::channels::personal_channel(user);
+        let mask = self.shared.interest.shards(&channel);
+        if mask == 0 {
+            return;
+        }
+        let frames = crate::im::event_frames(event);
+        let user: Arc<str> = user.into();
+        for dst in shard_indexes(mask) {
+            let event = ShardEvent::ImEvent {
+                user: user.clone(),
+                frames: frames.clone(),
+                skip_client: 0,
+            };
+            if self.sender.send(dst, event).is_err() {
+                tracing::debug!(shard = dst, "an IM event to a full lane was dropped");
+            }
+        }
+    }
+}

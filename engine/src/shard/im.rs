@@ -1,0 +1,680 @@
+//! The IM commands on a shard (`docs/im.md`, step 1: direct
+//! conversations): `msg_send`, `read`, `conv_list`, the membership check of
+//! a DM's `history`, the sync message at connect, and the delivery of DM
+//! entries and IM events to every connection of their users.
+//!
+//! A DM entry is stored by the store's writer (`submit_im_append`) and
+//! handed by the commit sink to every shard holding a connection of either
+//! user (`streams::StoreSink`), encoded once; this shard then offers it to
+//! each local connection of the two users. A command that names a
+//! conversation (`conv`) checks the user against the conversation's pair:
+//! known since a send or a list page (`crate::im::DmPairs`), or looked up in
+//! the user's conversation list on a store reader, never on this thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringcast_protocol::client::{
+    ConvCursor, ErrorCode, ImCommand, ImEvent, ImReply, ImSyncInfo, MsgKind, ReplyResult, SyncToken,
+};
+use ringcast_protocol::envelope::{EncodedPush, Envelope};
+use ringcast_store::{ConvPage, ImAppend, ImAppended, ImReadState, ReadRequest};
+use ringcast_store::{ImSync, StoreError};
+
+use super::commands::{
+    refuse, store_error, store_reply, CommandError, CommandResult, Outcome, ReplyTo, StoreDone,
+    StoreWait,
+};
+use super::Shard;
+use crate::channels;
+use crate::engine::Shared;
+use crate::im::{DmPair, ImFrames};
+use crate::mesh::ShardEvent;
+use crate::publication::Publication;
+use crate::streams;
+
+/// Offsets of a connection's own `echo: false` messages remembered when
+/// their push had not arrived by the reply (the mesh drain cap cut in).
+const ECHO_SKIPS_MAX: usize = 64;
+/// Publications held for one connection while its `echo: false` sends
+/// are in flight; past it the connection is closed (1013), as a replay
+/// that falls too far behind is.
+const ECHO_HELD_MAX: usize = 1024;
+
+/// The shard's IM state, per connection slot.
+#[derive(Default)]
+pub(super) struct ImShard {
+    /// Connections with `echo: false` sends in flight.
+    holds: HashMap<usize, Hold>,
+    /// Connections whose sync message waits for their inbox's replay.
+    sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
+}
+
+/// One connection's `echo: false` sends: while one to a conversation is in
+/// flight, that conversation's pushes to this connection are held, so the
+/// push of the message itself (which comes before the reply) can be
+/// dropped and the rest released in order.
+struct Hold {
+    client_id: u64,
+    in_flight: Vec<(Box<str>, u32)>,
+    held: Vec<Arc<Publication>>,
+    skips: Vec<(Box<str>, u64)>,
+}
+
+impl ImShard {
+    pub(super) fn forget(&mut self, key: usize) {
+        self.holds.remove(&key);
+        self.sync_after_inbox.remove(&key);
+    }
+}
+
+/// A command waiting for its conversation's pair.
+pub(super) enum ImPending {
+    MsgSend {
+        kind: MsgKind,
+        data: Vec<u8>,
+        client_msg_id: Option<String>,
+        echo: bool,
+    },
+    Read {
+        offset: u64,
+    },
+    History(ReadRequest),
+}
+
+/// A `msg_send` waiting in the store's writer.
+pub(super) struct SentWait {
+    pub to: ReplyTo,
+    pub conv: String,
+    pub echo: bool,
+}
+
+pub(super) fn not_member(conv: &str) -> CommandError {
+    (
+        ErrorCode::NotMember,
+        format!("not a member of the conversation {conv}"),
+    )
+}
+
+/// The store's refusal of an IM request, as the client's error.
+pub(super) fn im_store_error(error: &StoreError) -> CommandError {
+    match error {
+        StoreError::ConversationLimit { user, limit } => (
+            ErrorCode::TooManyConversations,
+            format!("{user} has {limit} conversations, the most allowed (im.conversations_per_user_max)"),
+        ),
+        StoreError::InvalidRequest { reason } => (ErrorCode::BadRequest, (*reason).to_owned()),
+        other => store_error(other),
+    }
+}
+
+/// The pair of `conv` if `user` is one of it (`crate::im::resolve_member`).
+pub(super) async fn resolve_member(
+    shared: Arc<Shared>,
+    user: String,
+    conv: String,
+) -> Result<Arc<DmPair>, CommandError> {
+    match crate::im::resolve_member(&shared, &user, &conv).await {
+        Ok(Some(pair)) => Ok(pair),
+        Ok(None) => Err(not_member(&conv)),
+        Err(err) => Err(store_error(&err)),
+    }
+}
+
+impl Shard {
+    /// An IM command from connection `key` of `user`.
+    pub(super) fn im_command(
+        &mut self,
+        key: usize,
+        id: u64,
+        user: &str,
+        command: ImCommand,
+    ) -> CommandResult {
+        if !self.shared.config.im.enabled {
+            return Err((
+                ErrorCode::MethodNotFound,
+                "IM is not enabled on this server (im.enabled)".to_owned(),
+            ));
+        }
+        if user.is_empty() {
+            return Err((
+                ErrorCode::PermissionDenied,
+                "anonymous connections have no conversations".to_owned(),
+            ));
+        }
+        let to = self.reply_to_of(key, id)?;
+        match command {
+            ImCommand::MsgSend {
+                to: peer,
+                conv,
+                kind,
+                data,
+                client_msg_id,
+                echo,
+            } => {
+                crate::im::check_message(&self.shared.config, kind, &data)?;
+                let pending = ImPending::MsgSend {
+                    kind,
+                    data,
+                    client_msg_id,
+                    echo,
+                };
+                match (peer, conv) {
+                    (Some(peer), _) => {
+                        channels::validate_user_id(&peer)
+                            .map_err(|code| (code, format!("{peer:?} is not a valid user id")))?;
+                        let (conv, pair) = self.shared.dm_pairs.remember(DmPair::new(user, &peer));
+                        self.im_continue(to, user, conv, pair, pending)
+                    }
+                    (None, Some(conv)) => self.with_member(to, user, conv, pending),
+                    (None, None) => Err(refuse(ErrorCode::BadRequest)),
+                }
+            }
+            ImCommand::Read { conv, offset } => {
+                self.with_member(to, user, conv, ImPending::Read { offset })
+            }
+            ImCommand::ConvList { cursor, limit } => {
+                let list = self.shared.store.conv_list(
+                    user,
+                    cursor.map(|c| (c.time_ms, c.sid)),
+                    limit as usize,
+                );
+                self.store_replies.push(Box::pin(async move {
+                    StoreDone::ConvList(to, store_reply(list).await)
+                }));
+                Ok(Outcome::Later)
+            }
+            _ => Err(refuse(ErrorCode::MethodNotFound)),
+        }
+    }
+
+    /// Goes on with `pending` once `user` is known to be one of `conv`'s
+    /// pair: at once when the pair is known here, else after a lookup.
+    pub(super) fn with_member(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        pending: ImPending,
+    ) -> CommandResult {
+        if !crate::im::is_dm(&conv) {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("{conv} is not a conversation (dm:...)"),
+            ));
+        }
+        if let Some(pair) = self.shared.dm_pairs.get(&conv) {
+            if !pair.has(user) {
+                return Err(not_member(&conv));
+            }
+            return self.im_continue(to, user, conv, pair, pending);
+        }
+        let lookup = resolve_member(self.shared.clone(), user.to_owned(), conv);
+        self.store_replies.push(Box::pin(async move {
+            StoreDone::ImResolved(to, Box::new(pending), lookup.await)
+        }));
+        Ok(Outcome::Later)
+    }
+
+    /// The lookup of a parked command's conversation answered.
+    pub(super) fn on_im_resolved(
+        &mut self,
+        to: ReplyTo,
+        pending: ImPending,
+        result: Result<Arc<DmPair>, CommandError>,
+    ) {
+        if !self.is_current(to.key, to.client_id) {
+            return;
+        }
+        let user = self.conns[to.key].user.to_string();
+        let outcome = result.and_then(|pair| {
+            let conv = pair.conv_name();
+            self.im_continue(to, &user, conv, pair, pending)
+        });
+        self.reply_outcome(to, outcome);
+    }
+
+    fn im_continue(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        pair: Arc<DmPair>,
+        pending: ImPending,
+    ) -> CommandResult {
+        match pending {
+            ImPending::MsgSend {
+                kind,
+                data,
+                client_msg_id,
+                echo,
+            } => self.im_send(to, user, conv, &pair, kind, &data, client_msg_id, echo),
+            ImPending::Read { offset } => {
+                let read = self.shared.store.im_read(user, &conv, offset);
+                let shared = self.shared.clone();
+                let user = user.to_owned();
+                self.store_replies.push(Box::pin(async move {
+                    let result = async {
+                        let state = store_reply(read).await?;
+                        let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
+                        Ok((state, page.total_unread))
+                    }
+                    .await;
+                    StoreDone::ImRead(to, conv, pair, result)
+                }));
+                Ok(Outcome::Later)
+            }
+            ImPending::History(request) => {
+                let stream = request.stream.clone();
+                let read = self.shared.store.read(request);
+                self.store_replies.push(Box::pin(async move {
+                    StoreDone::History(to, stream, store_reply(read).await)
+                }));
+                Ok(Outcome::Later)
+            }
+        }
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a message's fields, passed apart rather than through a one-use struct"
+    )]
+    fn im_send(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        pair: &DmPair,
+        kind: MsgKind,
+        data: &[u8],
+        client_msg_id: Option<String>,
+        echo: bool,
+    ) -> CommandResult {
+        let envelope = Envelope {
+            id: self.message_ids.next(self.now_ms).0,
+            offset: 0,
+            epoch: 0,
+            channel: conv.clone(),
+            sender: user.to_owned(),
+            time_ms: self.now_ms,
+            data_is_json: true,
+            data: crate::im::entry_data(kind, data),
+        };
+        let request = ImAppend {
+            conv: conv.clone(),
+            pair: (pair.a.to_string(), pair.b.to_string()),
+            sender: user.to_owned(),
+            push: EncodedPush::encode(&envelope),
+            client_msg_id,
+            durability: crate::im::dm_durability(&self.shared.config),
+        };
+        let wait = SentWait {
+            to,
+            conv: conv.clone(),
+            echo,
+        };
+        let slot = self.pending_store.insert(StoreWait::ImSent(Box::new(wait)));
+        let tag = streams::request_tag(self.idx, slot);
+        if let Err(err) = self.shared.store.submit_im_append(request, tag) {
+            self.pending_store.remove(slot);
+            return Err(im_store_error(&err));
+        }
+        if !echo {
+            let hold = self.im.holds.entry(to.key).or_insert_with(|| Hold {
+                client_id: to.client_id,
+                in_flight: Vec::new(),
+                held: Vec::new(),
+                skips: Vec::new(),
+            });
+            match hold.in_flight.iter_mut().find(|(c, _)| **c == *conv) {
+                Some((_, count)) => *count += 1,
+                None => hold.in_flight.push((conv.into_boxed_str(), 1)),
+            }
+        }
+        Ok(Outcome::Later)
+    }
+
+    /// The store answered a `msg_send`.
+    pub(super) fn on_im_sent(&mut self, wait: SentWait, result: Result<ImAppended, CommandError>) {
+        let SentWait { to, conv, echo } = wait;
+        if matches!(&result, Err((ErrorCode::TooManyConversations, _))) {
+            self.shared.dm_pairs.forget_unstarted(&conv);
+        }
+        if !echo {
+            let offset = result
+                .as_ref()
+                .ok()
+                .filter(|im| !im.appended.duplicate)
+                .map(|im| im.appended.offset);
+            self.end_echo_hold(to, &conv, offset);
+        }
+        let result = result.map(|im| ReplyResult::Im(Box::new(crate::im::sent_reply(conv, &im))));
+        self.reply_to(to, result);
+    }
+
+    /// One `echo: false` send to `conv` is answered: its own push (at
+    /// `offset`) is dropped, and the conversation's held pushes go out
+    /// once no other such send to it is in flight.
+    fn end_echo_hold(&mut self, to: ReplyTo, conv: &str, offset: Option<u64>) {
+        let Some(hold) = self.im.holds.get_mut(&to.key) else {
+            return;
+        };
+        if hold.client_id != to.client_id {
+            return;
+        }
+        if let Some(offset) = offset {
+            let position = hold
+                .held
+                .iter()
+                .position(|p| p.channel() == conv && p.offset() == offset);
+            match position {
+                Some(index) => {
+                    hold.held.remove(index);
+                }
+                None if hold.skips.len() < ECHO_SKIPS_MAX => {
+                    hold.skips.push((conv.into(), offset));
+                }
+                None => {}
+            }
+        }
+        let mut done = false;
+        if let Some(index) = hold.in_flight.iter().position(|(c, _)| &**c == conv) {
+            let count = &mut hold.in_flight[index].1;
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                hold.in_flight.swap_remove(index);
+                done = true;
+            }
+        }
+        if !done {
+            return;
+        }
+        let (release, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut hold.held)
+            .into_iter()
+            .partition(|p| p.channel() == conv);
+        hold.held = keep;
+        if hold.in_flight.is_empty() && hold.held.is_empty() && hold.skips.is_empty() {
+            self.im.holds.remove(&to.key);
+        }
+        for publication in release {
+            self.offer_one(to.key, &publication);
+        }
+    }
+
+    fn offer_one(&mut self, key: usize, publication: &Arc<Publication>) {
+        super::fanout::deliver(
+            &mut self.conns,
+            &[key],
+            publication,
+            &mut self.dirty,
+            &self.session_config,
+            &self.shared.metrics[self.idx],
+            self.now_ms,
+        );
+    }
+
+    /// A DM entry from the store: to every local connection of its users.
+    pub(super) fn deliver_dm(&mut self, publication: &Arc<Publication>, pair: &DmPair) {
+        let mut keys = Vec::new();
+        for user in pair.users() {
+            let channel = channels::personal_channel(user);
+            if let Some(subscribers) = self.subscribers.get(channel.as_str()) {
+                keys.extend_from_slice(subscribers);
+            }
+        }
+        let conv = publication.channel();
+        let mut overflowed = Vec::new();
+        keys.retain(|key| {
+            let Some(hold) = self.im.holds.get_mut(key) else {
+                return true;
+            };
+            let current = self
+                .conns
+                .get(*key)
+                .is_some_and(|c| c.client_id == hold.client_id);
+            if !current {
+                return true;
+            }
+            if let Some(index) = hold
+                .skips
+                .iter()
+                .position(|(c, o)| &**c == conv && *o == publication.offset())
+            {
+                hold.skips.swap_remove(index);
+                return false;
+            }
+            if hold.in_flight.iter().any(|(c, _)| &**c == conv) {
+                if hold.held.len() >= ECHO_HELD_MAX {
+                    overflowed.push(*key);
+                } else {
+                    hold.held.push(publication.clone());
+                }
+                return false;
+            }
+            true
+        });
+        for key in overflowed {
+            self.im.holds.remove(&key);
+            self.close(
+                key,
+                crate::session::CloseReason {
+                    code: ringcast_protocol::close::CloseCode::TRY_AGAIN_LATER,
+                    reason: "too far behind its own messages",
+                    flush_queue: false,
+                },
+            );
+        }
+        super::fanout::deliver(
+            &mut self.conns,
+            &keys,
+            publication,
+            &mut self.dirty,
+            &self.session_config,
+            &self.shared.metrics[self.idx],
+            self.now_ms,
+        );
+    }
+
+    /// The store answered a `read`: reply, tell the user's other devices,
+    /// and give the peer its receipt.
+    pub(super) fn on_im_read(
+        &mut self,
+        to: ReplyTo,
+        conv: String,
+        pair: Arc<DmPair>,
+        result: Result<(ImReadState, u64), CommandError>,
+    ) {
+        let Some(user) = self.conns.get(to.key).map(|c| c.user.to_string()) else {
+            return;
+        };
+        let (state, total_unread) = match result {
+            Ok(done) => done,
+            Err(err) => return self.reply_to(to, Err(err)),
+        };
+        let read = ImEvent::Read {
+            conv: conv.clone(),
+            offset: state.read_offset,
+            unread: state.unread,
+            total_unread,
+        };
+        if self.is_current(to.key, to.client_id) {
+            self.im_event_to_user(&user, &read, to.client_id);
+        }
+        let peer = pair.peer_of(&user);
+        if peer != user {
+            let receipt = ImEvent::Receipt {
+                conv: conv.clone(),
+                user: user.clone(),
+                read: state.read_offset,
+            };
+            self.im_event_to_user(peer, &receipt, 0);
+        }
+        let reply = ImReply::Read {
+            conv,
+            offset: state.read_offset,
+            unread: state.unread,
+            total_unread,
+        };
+        self.reply_to(to, Ok(ReplyResult::Im(Box::new(reply))));
+    }
+
+    /// Sends `event` to every connection of `user` on every shard but the
+    /// connection `skip_client` (0: none). Ephemeral: a shard whose lane
+    /// is full does not get it (the positions are in the next sync).
+    fn im_event_to_user(&mut self, user: &str, event: &ImEvent, skip_client: u64) {
+        let channel = channels::personal_channel(user);
+        let mask = self.shared.interest.shards(&channel);
+        if mask == 0 {
+            return;
+        }
+        let frames = crate::im::event_frames(event);
+        let user: Arc<str> = user.into();
+        for dst in crate::interest::shard_indexes(mask) {
+            if dst == self.idx {
+                self.deliver_im_event(&user, &frames, skip_client);
+                continue;
+            }
+            let event = ShardEvent::ImEvent {
+                user: user.clone(),
+                frames: frames.clone(),
+                skip_client,
+            };
+            if self.sender.send(dst, event).is_err() {
+                self.shared.metrics[self.idx].mesh_full.add(1);
+            }
+        }
+    }
+
+    /// An IM event for the local connections of `user`.
+    pub(super) fn deliver_im_event(&mut self, user: &str, frames: &ImFrames, skip_client: u64) {
+        let channel = channels::personal_channel(user);
+        let Some(keys) = self.subscribers.get(channel.as_str()).cloned() else {
+            return;
+        };
+        for key in keys {
+            let Some(conn) = self.conns.get(key) else {
+                continue;
+            };
+            if conn.client_id == skip_client || &*conn.user != user {
+                continue;
+            }
+            let frame: Bytes = if conn.session.binary() {
+                frames.binary.clone()
+            } else {
+                frames.json.clone()
+            };
+            self.send_frame(key, frame);
+        }
+    }
+
+    /// The answer to a `conv_list`.
+    pub(super) fn on_conv_list(&mut self, to: ReplyTo, result: Result<ConvPage, CommandError>) {
+        let Some(user) = self.conns.get(to.key).map(|c| c.user.to_string()) else {
+            return;
+        };
+        let result = result.map(|page| {
+            for summary in &page.convs {
+                self.shared
+                    .dm_pairs
+                    .remember_listed(&user, &summary.peer, &summary.conv);
+            }
+            ReplyResult::Im(Box::new(ImReply::ConvList {
+                convs: page.convs.into_iter().map(crate::im::conv_info).collect(),
+                next: page.next.map(|(time_ms, sid)| ConvCursor { time_ms, sid }),
+                total_unread: page.total_unread,
+            }))
+        });
+        self.reply_to(to, result);
+    }
+
+    /// At connect: the IM sync follows the inbox's replay (its id-0 reply)
+    /// when there is one, else it starts now.
+    pub(super) fn im_at_connect(
+        &mut self,
+        key: usize,
+        since: Option<SyncToken>,
+        after_inbox: bool,
+    ) {
+        if !self.shared.config.im.enabled {
+            return;
+        }
+        let Some(client_id) = self.conns.get(key).map(|c| c.client_id) else {
+            return;
+        };
+        if after_inbox {
+            self.im.sync_after_inbox.insert(key, (client_id, since));
+        } else {
+            self.start_im_sync(key, client_id, since);
+        }
+    }
+
+    /// The inbox's replay at connect ended (its id-0 reply is queued).
+    pub(super) fn im_inbox_replayed(&mut self, key: usize) {
+        if let Some((client_id, since)) = self.im.sync_after_inbox.remove(&key) {
+            self.start_im_sync(key, client_id, since);
+        }
+    }
+
+    fn start_im_sync(&mut self, key: usize, client_id: u64, since: Option<SyncToken>) {
+        let Some(user) = self.conns.get(key).map(|c| c.user.to_string()) else {
+            return;
+        };
+        if user.is_empty() {
+            return;
+        }
+        let since = since.map(|token| ringcast_store::SyncToken {
+            store_id: token.store_id,
+            gseq: token.gseq,
+        });
+        let sync = self
+            .shared
+            .store
+            .im_sync(&user, since, self.shared.config.im.sync_convs_max);
+        self.store_replies.push(Box::pin(async move {
+            StoreDone::ImSync(key, client_id, store_reply(sync).await)
+        }));
+    }
+
+    /// The store's sync for a new connection: its first IM message.
+    pub(super) fn on_im_sync(
+        &mut self,
+        key: usize,
+        client_id: u64,
+        result: Result<ImSync, CommandError>,
+    ) {
+        if !self.is_current(key, client_id) {
+            return;
+        }
+        let sync = match result {
+            Ok(sync) => sync,
+            Err((code, message)) => {
+                tracing::warn!(shard = self.idx, client = client_id, ?code, %message, "IM sync at connect failed");
+                return;
+            }
+        };
+        let user = self.conns[key].user.to_string();
+        for summary in &sync.convs {
+            self.shared
+                .dm_pairs
+                .remember_listed(&user, &summary.peer, &summary.conv);
+        }
+        let event = ImEvent::Sync(ImSyncInfo {
+            convs: sync.convs.into_iter().map(crate::im::conv_info).collect(),
+            token: SyncToken {
+                store_id: sync.token.store_id,
+                gseq: sync.token.gseq,
+            },
+            more: sync.more,
+            reset: sync.reset,
+            total_unread: sync.total_unread,
+        });
+        let frames = crate::im::event_frames(&event);
+        let frame = if self.conns[key].session.binary() {
+            frames.binary.clone()
+        } else {
+            frames.json.clone()
+        };
+        self.send_frame(key, frame);
+    }
+}
