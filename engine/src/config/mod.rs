@@ -45,7 +45,7 @@ mod types;
 pub use error::{ConfigError, Origin};
 pub use sources::{RawArgs, RawFlags, ENV_CONFIG};
 pub use table::{
-    ApiConfig, AuthConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig, WebSocketConfig,
+    ApiConfig, AuthConfig, ImConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig, WebSocketConfig,
     WebhookConfig,
 };
 pub use types::{
@@ -100,6 +100,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub webhook: WebhookConfig,
+    /// `[im]`: the IM layer's limits (presence only on this branch).
+    pub im: ImConfig,
     /// `[[namespace]]` tables in file order. Names are unique.
     pub namespaces: Vec<Namespace>,
     /// `[[proxy]]` tables in file order. Names are unique; the index is
@@ -128,6 +130,8 @@ struct FileConfig {
     tls: table::FileTls,
     #[serde(default)]
     webhook: table::FileWebhook,
+    #[serde(default)]
+    im: table::FileIm,
     #[serde(default)]
     namespace: Vec<table::FileNamespace>,
     #[serde(default)]
@@ -242,6 +246,7 @@ impl Config {
         table::check_tls(&layers, &tls)?;
         let webhook = WebhookConfig::resolve(&mut layers, "webhook", file.webhook)?;
         table::check_webhook(&layers, &webhook)?;
+        let im = ImConfig::resolve(&mut layers, "im", file.im)?;
         let namespaces = table::resolve_namespaces(file_path, file.namespace)?;
         let proxies = table::resolve_proxies(file_path, file.proxy)?;
         table::check_proxy_refs(&layers, file_path, &websocket, &namespaces, &proxies)?;
@@ -253,6 +258,7 @@ impl Config {
             auth,
             tls,
             webhook,
+            im,
             namespaces,
             proxies,
             log,

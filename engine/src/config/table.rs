@@ -57,6 +57,7 @@ pub(super) const OVERRIDE_TABLES: &[&str] = &[
     "auth",
     "tls",
     "webhook",
+    "im",
     "log",
 ];
 
@@ -351,6 +352,22 @@ config_table! {
 }
 
 config_table! {
+    flags "im";
+    #[derive(Debug, Clone)]
+    pub struct ImConfig, file FileIm {
+        /// Users one connection may watch for presence (`presence_watch`).
+        presence_watch_max: u32
+            = Count<u32> { default: 1000, min: 1, max: 100_000, unit: "users" },
+            "N", "Users one connection may watch for presence";
+        /// A user whose last connection closed is reported offline only
+        /// after this long; a reconnect within it is never reported.
+        presence_offline_grace as "presence_offline_grace_ms": Duration
+            = Millis { default: 5000, min: 0, max: 3_600_000 },
+            "MS", "Wait before reporting a user offline (flap damping)";
+    }
+}
+
+config_table! {
     file_only "namespace";
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Namespace, file FileNamespace {
@@ -416,6 +433,7 @@ pub(super) fn all_keys() -> Vec<KeyInfo> {
         AuthConfig::keys(),
         TlsConfig::keys(),
         WebhookConfig::keys(),
+        ImConfig::keys(),
         Namespace::keys(),
         Proxy::keys(),
         LogConfig::keys(),
