@@ -397,7 +397,8 @@ fn classify_ringcast_binary(bytes: &[u8]) -> Inbound {
         }
         ServerMessage::History { .. }
         | ServerMessage::Subscribed { .. }
-        | ServerMessage::Unsubscribed { .. } => Inbound::Nothing,
+        | ServerMessage::Unsubscribed { .. }
+        | ServerMessage::Presence(_) => Inbound::Nothing,
     }
 }
 

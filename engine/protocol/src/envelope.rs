@@ -493,6 +493,7 @@ fn archived_variant_name(message: &ArchivedServerMessage) -> &'static str {
         ArchivedServerMessage::History { .. } => "history",
         ArchivedServerMessage::Subscribed { .. } => "subscribed",
         ArchivedServerMessage::Unsubscribed { .. } => "unsubscribed",
+        ArchivedServerMessage::Presence(_) => "presence",
     }
 }
 

@@ -45,8 +45,8 @@ mod types;
 pub use error::{ConfigError, Origin};
 pub use sources::{RawArgs, RawFlags, ENV_CONFIG};
 pub use table::{
-    ApiConfig, AuthConfig, ImConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig, WebSocketConfig,
-    WebhookConfig,
+    ApiConfig, AuthConfig, ImConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig,
+    WebSocketConfig, WebhookConfig,
 };
 pub use types::{
     shards_for_cores, ConnectProxyMode, Driver, Durability, JwtAlgorithm, LogFormat, NodeId,
