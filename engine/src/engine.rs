@@ -61,6 +61,9 @@ pub struct Shared {
     pub webhooks: Option<crate::webhook::Webhooks>,
     /// Online and offline webhook events (`crate::presence`).
     pub presence: crate::presence::Presence,
+    /// Who is online, last-seen times and the shards watching each user
+    /// (`crate::presence::book`): presence for clients and the API.
+    pub presence_book: crate::presence::book::PresenceBook,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -274,6 +277,10 @@ impl Engine {
             proxies,
             webhooks,
             presence: crate::presence::Presence::new(&config),
+            presence_book: crate::presence::book::PresenceBook::new(
+                config.im.presence_offline_grace.as_millis() as u64,
+                n_shards,
+            ),
             interest,
             store,
             metrics: metrics::new_all(n_shards),

@@ -106,6 +106,12 @@ pub enum ShardEvent {
         subscribe: bool,
         reply: SubscriptionReply,
     },
+    /// A user this shard watches went online or offline
+    /// (`crate::presence::book`): tell the local watchers.
+    PresenceChanged {
+        user: Arc<str>,
+        snapshot: crate::presence::book::Snapshot,
+    },
 }
 
 pub struct Mesh {

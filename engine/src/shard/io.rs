@@ -268,6 +268,7 @@ impl Shard {
             if recover_inbox {
                 self.start_recovery(key, 0, inbox, admitted.inbox_since, true);
             }
+            self.presence_connected(&admitted.user);
         }
         self.apply_connect_subscriptions(key, &admitted.subs);
         self.mark_dirty(key);
@@ -681,6 +682,7 @@ impl Shard {
             !conn.send_in_flight(),
             "slot {key} released with a send in flight"
         );
+        self.presence_released(key);
         self.unsubscribe_all(key);
         let conn = self.conns.remove(key);
         self.shared.fd_budget.give_back();
