@@ -396,6 +396,10 @@ impl IdleList {
     pub fn len(&self) -> usize {
         self.users.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod heartbeat;
 mod limits;
 mod outbox_events;
 mod permissions;
+mod presence_watch;
 mod proxy;
 mod proxy_stall;
 mod publish_path;
