@@ -957,6 +957,20 @@ impl Api {
                 self.shared.interest.n_channels() as u64,
             ),
             node(
+                "presence_users",
+                "Users the presence book holds: online, pending offline, watched, or \
+                 remembered for their last seen (bounded).",
+                true,
+                self.shared.presence_book.n_users() as u64,
+            ),
+            node(
+                "presence_changes_lost_total",
+                "Presence changes a shard could not be handed (its mesh lane was full); \
+                 each is answered by that shard reading its watched users again.",
+                false,
+                self.shared.presence_book.changes_lost(),
+            ),
+            node(
                 "uptime_seconds",
                 "Seconds since the engine started.",
                 true,

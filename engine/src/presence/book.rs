@@ -528,6 +528,17 @@ mod tests {
     }
 
     #[test]
+    fn a_missed_change_marks_that_shard_once() {
+        let book = PresenceBook::new(0, 3);
+        assert!(!book.take_resync(1));
+        book.mark_resync(1);
+        assert!(!book.take_resync(0), "only the shard that missed it");
+        assert!(book.take_resync(1));
+        assert!(!book.take_resync(1), "cleared by the take");
+        assert_eq!(book.changes_lost(), 1);
+    }
+
+    #[test]
     fn unwatching_a_never_seen_user_frees_its_entry() {
         let book = PresenceBook::new(GRACE_MS, 2);
         book.watch("ghost", 0);

@@ -34,8 +34,12 @@ impl Shard {
         let Some(conn) = self.conns.get(key) else {
             return;
         };
-        // Only opened connections (a client id) of a user were counted.
-        if conn.client_id == 0 || conn.user.is_empty() {
+        // Counted exactly when it joined its personal channel at open (it
+        // cannot leave it before this): refused or never-opened upgrades,
+        // and anonymous connections, never were.
+        let counted = !conn.user.is_empty()
+            && conn.is_subscribed(&crate::channels::personal_channel(&conn.user));
+        if !counted {
             return;
         }
         let user = conn.user.clone();

@@ -296,6 +296,17 @@ e2e!(the_query_and_its_api_twin_agree, |driver| {
         Some(json!({"users": ["bad id"]})),
     );
     assert_eq!(status, 400, "{body}");
+    // asker and gina online, hank remembered for his last seen.
+    let (status, metrics) = api(&engine, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let text = metrics.as_str().expect("metrics text");
+    let users: u64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("ringcast_presence_users "))
+        .expect("ringcast_presence_users")
+        .parse()
+        .unwrap();
+    assert_eq!(users, 3, "{text}");
     let too_many: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
     let (status, _) = api(
         &engine,
