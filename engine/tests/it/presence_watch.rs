@@ -364,3 +364,59 @@ e2e!(a_binary_watcher_gets_binary_events, |driver| {
         other => panic!("expected an offline event, got {other:?}"),
     }
 });
+
+e2e!(
+    under_a_burst_over_full_lanes_each_user_is_told_online_then_offline,
+    |driver| {
+        let mut config = config(driver, 2);
+        config.im.presence_offline_grace = Duration::ZERO;
+        // Lanes of 8 events: a burst of changes on one shard can overrun
+        // the lane to the watcher's, which then reads its users again.
+        config.server.mesh_lane_events = 8;
+        let engine = start(config);
+        let (mut watcher, _) = connect_on_shard(&engine, "w", 0);
+        let users: Vec<String> = (0..40).map(|i| format!("burst{i}")).collect();
+        let names: Vec<&str> = users.iter().map(String::as_str).collect();
+        watch(&mut watcher, 1, &names);
+        // All at once, from threads: many opens land in one shard turn.
+        let sockets: Vec<Ws> = std::thread::scope(|scope| {
+            let threads: Vec<_> = users
+                .iter()
+                .map(|user| scope.spawn(|| crate::util::connect(&engine, user).0))
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let mut seen: std::collections::HashMap<String, Vec<bool>> = Default::default();
+        let collect = |watcher: &mut Ws,
+                       seen: &mut std::collections::HashMap<String, Vec<bool>>,
+                       online: bool| {
+            while seen
+                .values()
+                .filter(|events| events.last() == Some(&online))
+                .count()
+                < users.len()
+            {
+                let event = next_presence(watcher);
+                let user = event["user"].as_str().unwrap().to_owned();
+                seen.entry(user)
+                    .or_default()
+                    .push(event["online"].as_bool().unwrap());
+            }
+        };
+        collect(&mut watcher, &mut seen, true);
+        std::thread::scope(|scope| {
+            for ws in sockets {
+                scope.spawn(|| close(ws));
+            }
+        });
+        collect(&mut watcher, &mut seen, false);
+        for user in &users {
+            assert_eq!(
+                seen[user],
+                [true, false],
+                "{user}: once online, then offline"
+            );
+        }
+        no_event_pending(&mut watcher, 10);
+    }
+);
