@@ -1,7 +1,7 @@
 //! The node's presence book: which users are online, since when the others
-//! were last seen, and which shards watch each user. Sans-IO: every input
-//! carries the caller's clock (`now_ms`), so the flap damping is tested on
-//! a virtual clock (`tests` below).
+//! were last seen, and which shards watch each user. Sans-IO: the inputs
+//! that depend on time take the caller's clock (`now_ms`), so the flap
+//! damping is tested on a virtual clock (`tests` below).
 //!
 //! **State.** One entry per user in a lock-free map (papaya, as
 //! [`crate::interest::Interest`]): the node-wide count of the user's open
@@ -152,7 +152,7 @@ impl PresenceBook {
     /// A connection of `user` opened. Reports `online` when watchers were
     /// last told `offline` (or nothing); a reconnect within the grace
     /// reports nothing.
-    pub fn connected(&self, user: &str, _now_ms: u64) -> Option<Report> {
+    pub fn connected(&self, user: &str) -> Option<Report> {
         self.update(user, |entry| {
             let mut next = *entry;
             next.devices = next.devices.saturating_add(1);
@@ -435,7 +435,7 @@ mod tests {
     fn offline_only_after_the_last_device_and_the_grace() {
         let book = PresenceBook::new(GRACE_MS, 2);
         assert_eq!(book.watch("bob", 1), offline(0, 0));
-        let report = book.connected("bob", 1_000).expect("first device");
+        let report = book.connected("bob").expect("first device");
         assert_eq!(
             report,
             Report {
@@ -443,7 +443,7 @@ mod tests {
                 watch_mask: 0b10
             }
         );
-        assert_eq!(book.connected("bob", 1_100), None, "second device");
+        assert_eq!(book.connected("bob"), None, "second device");
         assert_eq!(book.closed("bob", 2_000), Closed::StillOnline);
         assert_eq!(
             book.closed("bob", 3_000),
@@ -468,12 +468,12 @@ mod tests {
     fn a_reconnect_within_the_grace_is_never_reported() {
         let book = PresenceBook::new(GRACE_MS, 1);
         book.watch("bob", 0);
-        assert!(book.connected("bob", 0).is_some());
+        assert!(book.connected("bob").is_some());
         assert_eq!(
             book.closed("bob", 1_000),
             Closed::OfflineAt { due_ms: 6_000 }
         );
-        assert_eq!(book.connected("bob", 5_999), None, "back within the grace");
+        assert_eq!(book.connected("bob"), None, "back within the grace");
         assert_eq!(book.expire("bob", 6_000), None, "the deadline was cleared");
         // Leaves again: the first deadline is stale, the second reports.
         assert_eq!(
@@ -492,7 +492,7 @@ mod tests {
     #[test]
     fn no_grace_reports_at_once() {
         let book = PresenceBook::new(0, 1);
-        assert!(book.connected("bob", 10).is_some());
+        assert!(book.connected("bob").is_some());
         match book.closed("bob", 20) {
             Closed::Reported { report, idle } => {
                 assert_eq!(report.snapshot, offline(20, 2));
@@ -508,7 +508,7 @@ mod tests {
         let mut idle = IdleList::new(3);
         book.watch("watched", 0);
         for user in ["watched", "a", "b", "c", "d", "e"] {
-            book.connected(user, 1);
+            book.connected(user);
             if let Closed::Reported { idle: true, .. } = book.closed(user, 2) {
                 idle.push(&book, user);
             }
@@ -520,7 +520,7 @@ mod tests {
         assert_eq!(book.lookup("e"), offline(2, 2));
         assert_eq!(book.lookup("watched"), offline(2, 2));
         // A forgotten-while-busy user stays: only idle entries go.
-        book.connected("c", 3);
+        book.connected("c");
         for user in ["f", "g", "h"] {
             idle.push(&book, user);
         }
@@ -560,7 +560,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut seen = Vec::new();
                     for now in 0..2_000 {
-                        if let Some(report) = book.connected("u", now) {
+                        if let Some(report) = book.connected("u") {
                             seen.push(report.snapshot);
                         }
                         if let Closed::Reported { report, .. } = book.closed("u", now) {

@@ -213,7 +213,7 @@ mod tests {
         let book = PresenceBook::new(0, 1);
         let mut local = ShardPresence::new(16);
         local.watch(&book, 0, 1, &["bob"], 10).unwrap();
-        let report = book.connected("bob", 5).expect("online");
+        let report = book.connected("bob").expect("online");
         local.watch(&book, 0, 2, &["bob"], 10).unwrap();
         // Slot 2 watched after the change: its answer already said online.
         assert_eq!(local.to_tell("bob", report.snapshot), vec![1]);

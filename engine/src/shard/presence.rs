@@ -20,7 +20,7 @@ use crate::presence::book::{distinct_users, states, Closed, Report, Snapshot};
 impl Shard {
     /// A connection of `user` opened on this shard.
     pub(super) fn presence_connected(&mut self, user: &str) {
-        if let Some(report) = self.shared.presence_book.connected(user, self.now_ms) {
+        if let Some(report) = self.shared.presence_book.connected(user) {
             self.presence_dispatch(user, report);
         }
     }
