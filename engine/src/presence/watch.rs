@@ -205,7 +205,7 @@ mod tests {
         local.forget_conn(&book, 0, 7);
         assert_eq!(local.n_watched(7), 0);
         assert!(local.watched_users().is_empty());
-        assert_eq!(book.n_users(), 0, "never-seen users leave nothing");
+        assert_eq!(local.idle.len(), 3, "a, b and c each queued once, idle");
     }
 
     #[test]
