@@ -1,9 +1,12 @@
 //! Issue 13, presence: watchers see a watched user's online and offline
 //! changes whatever shard either side is on, offline only after the
 //! user's last connection closed and the grace passed, never for a
-//! reconnect within the grace; unwatch, the watch limit (106), the query
-//! and its API twin (`POST /api/presence/users`), over real sockets
-//! (tungstenite, ureq) on two shards.
+//! reconnect within the grace; unwatch and the end of a watcher, the watch
+//! limit (106), the query and its API twin (`POST /api/presence/users`), a
+//! binary watcher, a burst over full mesh lanes (the resync), anonymous
+//! connections (103), over real sockets (tungstenite, ureq) on two shards.
+//! The grace's state machine is tested on a virtual clock in
+//! `engine/src/presence/book.rs`.
 
 use std::time::Duration;
 
@@ -420,3 +423,29 @@ e2e!(
         no_event_pending(&mut watcher, 10);
     }
 );
+
+e2e!(anonymous_connections_have_no_presence, |driver| {
+    let mut config = config(driver, 2);
+    config.auth.allow_anonymous = true;
+    let engine = start(config);
+    let url = format!("ws://{}/connection/websocket", engine.ws_addr);
+    let (mut anonymous, _) = tungstenite::connect(url).expect("anonymous connect");
+    let connect = read_json(&mut anonymous);
+    assert_eq!(connect["connect"]["user"], "", "{connect}");
+    for method in ["presence_watch", "presence_query"] {
+        let reply = command(
+            &mut anonymous,
+            json!({"id": 1, "method": method, "params": {"users": ["bob"]}}),
+        );
+        assert_eq!(reply["error"]["code"], 103, "{method}: {reply}");
+    }
+    // Nor is an anonymous connection anyone's presence.
+    let (status, body) = api(
+        &engine,
+        "POST",
+        "/api/presence/users",
+        Some(json!({"users": ["bob"]})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(body["users"][0]["online"], false);
+});
