@@ -350,6 +350,16 @@ mod derived {
             #[serde(skip_serializing_if = "Option::is_none")]
             recovery: Option<RecoveryJson>,
         },
+        Presence {
+            users: Vec<PresenceJson<'a>>,
+        },
+    }
+
+    #[derive(Serialize)]
+    struct PresenceJson<'a> {
+        user: &'a str,
+        online: bool,
+        last_seen_ms: u64,
     }
 
     #[derive(Serialize)]
@@ -398,6 +408,16 @@ mod derived {
                     },
                     ReplyResult::Refreshed { expires_at_ms } => ResultJson::Refreshed {
                         expires: *expires_at_ms,
+                    },
+                    ReplyResult::Presence { users } => ResultJson::Presence {
+                        users: users
+                            .iter()
+                            .map(|state| PresenceJson {
+                                user: &state.user,
+                                online: state.online,
+                                last_seen_ms: state.last_seen_ms,
+                            })
+                            .collect(),
                     },
                     ReplyResult::Subscribed { channel, recovery } => ResultJson::Subscribed {
                         channel,

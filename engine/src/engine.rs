@@ -63,6 +63,9 @@ pub struct Shared {
     pub presence: crate::presence::Presence,
     /// The pairs of the DMs touched since start (`crate::im`).
     pub dm_pairs: Arc<crate::im::DmPairs>,
+    /// Who is online, last-seen times and the shards watching each user
+    /// (`crate::presence::book`): presence for clients and the API.
+    pub presence_book: crate::presence::book::PresenceBook,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -284,6 +287,10 @@ impl Engine {
             webhooks,
             presence: crate::presence::Presence::new(&config),
             dm_pairs,
+            presence_book: crate::presence::book::PresenceBook::new(
+                config.im.presence_offline_grace.as_millis() as u64,
+                n_shards,
+            ),
             interest,
             store,
             metrics: metrics::new_all(n_shards),

@@ -4,6 +4,7 @@
 //! re-exported here; values an operator sets live in `Config`, validated
 //! against the ranges here.
 
+pub use ringcast_protocol::client::PRESENCE_USERS_MAX;
 pub use ringcast_protocol::limits::{
     ID_SHARD_CONTROL, ID_SHARD_STORE, INTEREST_MASK_BITS, NODE_ID_MAX, SHARDS_MAX,
 };
@@ -58,6 +59,11 @@ pub const API_TARGETS_MAX: usize = 10_000;
 /// its answer, for `server.dedup_window_ms`). Past it the oldest are
 /// forgotten early; durable targets stay deduplicated by the store.
 pub const API_IDEMPOTENCY_KEYS_MAX: usize = 65_536;
+/// Idle presence entries (offline users nobody watches, kept for their
+/// last-seen time) the node remembers, shared evenly by the shards; past
+/// a shard's share its oldest are forgotten (last seen unknown again).
+/// About 100 bytes each (key, entry, map overhead): 10 MB at most.
+pub const PRESENCE_IDLE_USERS_MAX: usize = 100_000;
 /// Ciphertext a TLS connection holds in rustls before the session's queue
 /// stops draining into it: one full TLS record. Past it, plaintext stays in
 /// the session's queue, where the outbound bound and the slow-consumer
@@ -68,6 +74,11 @@ pub const TLS_BUFFER_BYTES_MAX: usize = 16 * 1024;
 pub const URING_ENTRIES: u32 = 4096;
 
 const _: () = assert!(SHARDS_MAX <= INTEREST_MASK_BITS);
+const _: () = assert!(
+    PRESENCE_IDLE_USERS_MAX >= SHARDS_MAX,
+    "every shard gets a share"
+);
+const _: () = assert!(PRESENCE_USERS_MAX <= API_TARGETS_MAX);
 const _: () = assert!(MESH_DRAIN_MAX <= MESH_QUEUE_CAPACITY);
 const _: () = assert!(IOV_MAX <= 1024, "UIO_MAXIOV");
 const _: () = assert!(QUEUE_HARD_LIMIT_FACTOR >= 2);

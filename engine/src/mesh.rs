@@ -113,6 +113,12 @@ pub enum ShardEvent {
         frames: Arc<crate::im::ImFrames>,
         skip_client: u64,
     },
+    /// A user this shard watches went online or offline
+    /// (`crate::presence::book`): tell the local watchers.
+    PresenceChanged {
+        user: Arc<str>,
+        snapshot: crate::presence::book::Snapshot,
+    },
 }
 
 pub struct Mesh {

@@ -1,5 +1,8 @@
-//! Online and offline webhook events: a user's first connection on this
-//! node, and the last one gone.
+//! Presence. This file: online and offline webhook events, a user's first
+//! connection on this node and the last one gone. `book.rs`: the node's
+//! presence state that clients watch and query (online, last seen, flap
+//! damping, the cluster seam); `watch.rs`: one shard's watchers and
+//! offline deadlines.
 //!
 //! Every connection of a user joins the personal channel `user:<id>`, so
 //! the node-wide [`Interest`] mask of that channel goes from 0 to non-0 at
@@ -22,6 +25,9 @@
 //! latest state. An app may see a user online twice in a row that way,
 //! never offline while connected. The number is in each body as
 //! `presence_seq`.
+
+pub mod book;
+pub mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

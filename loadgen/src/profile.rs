@@ -398,7 +398,8 @@ fn classify_ringcast_binary(bytes: &[u8]) -> Inbound {
         ServerMessage::History { .. }
         | ServerMessage::Subscribed { .. }
         | ServerMessage::Unsubscribed { .. }
-        | ServerMessage::Im(_) => Inbound::Nothing,
+        | ServerMessage::Im(_)
+        | ServerMessage::Presence(_) => Inbound::Nothing,
     }
 }
 

@@ -494,6 +494,7 @@ fn archived_variant_name(message: &ArchivedServerMessage) -> &'static str {
         ArchivedServerMessage::Subscribed { .. } => "subscribed",
         ArchivedServerMessage::Unsubscribed { .. } => "unsubscribed",
         ArchivedServerMessage::Im(_) => "im",
+        ArchivedServerMessage::Presence(_) => "presence",
     }
 }
 

@@ -383,6 +383,15 @@ config_table! {
         conversations_per_user_max: usize
             = Count<usize> { default: 10_000, min: 1, max: 1_000_000, unit: "conversations" },
             "N", "Most conversations per user";
+        /// Users one connection may watch for presence (`presence_watch`).
+        presence_watch_max: u32
+            = Count<u32> { default: 1000, min: 1, max: 100_000, unit: "users" },
+            "N", "Users one connection may watch for presence";
+        /// A user whose last connection closed is reported offline only
+        /// after this long; a reconnect within it is never reported.
+        presence_offline_grace as "presence_offline_grace_ms": Duration
+            = Millis { default: 5000, min: 0, max: 3_600_000 },
+            "MS", "Wait before reporting a user offline (flap damping)";
     }
 }
 

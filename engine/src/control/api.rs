@@ -128,6 +128,12 @@ fn default_history_limit() -> u32 {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct PresenceUsersBody {
+    users: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DisconnectBody {
     user: String,
 }
@@ -341,8 +347,14 @@ impl Api {
         let is_post = req.method == Method::POST;
         let is_get = req.method == Method::GET || req.method == Method::HEAD;
         let allow = match path {
-            "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect"
-            | "/api/history" | "/api/subscribe" | "/api/unsubscribe" => "POST",
+            "/api/publish"
+            | "/api/broadcast"
+            | "/api/send"
+            | "/api/disconnect"
+            | "/api/history"
+            | "/api/subscribe"
+            | "/api/unsubscribe"
+            | "/api/presence/users" => "POST",
             "/api/presence" | "/api/stats" => "GET, HEAD",
             "/api/webhooks/replay" => "POST",
             "/api/webhooks/dead" => "GET, HEAD",
@@ -385,6 +397,7 @@ impl Api {
             "/api/unsubscribe" => self.subscribe_user(&req, false).await,
             "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
+            "/api/presence/users" => self.presence_users(&req),
             "/api/webhooks/dead" => super::webhooks::dead(&self.shared, &req).await,
             "/api/webhooks/replay" => super::webhooks::replay(&self.shared, &req).await,
             "/api/im/msg_send" => self.im_msg_send(&req).await,
@@ -880,6 +893,28 @@ impl Api {
         ))
     }
 
+    /// `presence_query` for the backend: each user's online state and
+    /// last seen, from the node's presence book (no shard is asked).
+    fn presence_users(&self, req: &Request) -> ApiResult {
+        let body: PresenceUsersBody = Self::parse(req)?;
+        let max = crate::limits::PRESENCE_USERS_MAX;
+        if !(1..=max).contains(&body.users.len()) {
+            return Err(bad_request(format!("users must hold 1 to {max} ids")));
+        }
+        let users = crate::presence::book::distinct_users(&body.users)
+            .map_err(|bad| bad_request(format!("not a user id: {bad:?}")))?;
+        let states: Vec<_> = self
+            .shared
+            .presence_book
+            .states(&users)
+            .into_iter()
+            .map(|state| {
+                json!({"user": state.user, "online": state.online, "last_seen_ms": state.last_seen_ms})
+            })
+            .collect();
+        Ok(Response::json(200, &json!({ "users": states })))
+    }
+
     fn stats(&self) -> Response {
         let shards: Vec<_> = self
             .shared
@@ -928,6 +963,20 @@ impl Api {
                 "Channels with at least one subscriber on this node.",
                 true,
                 self.shared.interest.n_channels() as u64,
+            ),
+            node(
+                "presence_users",
+                "Users the presence book holds: online, pending offline, watched, or \
+                 remembered for their last seen (bounded).",
+                true,
+                self.shared.presence_book.n_users() as u64,
+            ),
+            node(
+                "presence_changes_lost_total",
+                "Presence changes a shard could not be handed (its mesh lane was full); \
+                 each is answered by that shard reading its watched users again.",
+                false,
+                self.shared.presence_book.changes_lost(),
             ),
             node(
                 "uptime_seconds",

@@ -604,6 +604,9 @@ impl Shard {
                 conn.set_refresh_backoff(0, 0);
                 Ok(Outcome::Now(ReplyResult::Refreshed { expires_at_ms }))
             }
+            CommandBody::Presence(presence) => self
+                .presence_command(key, &user, presence)
+                .map(Outcome::Now),
             CommandBody::Rpc {
                 method,
                 data,

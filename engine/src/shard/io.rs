@@ -269,6 +269,7 @@ impl Shard {
                 self.start_recovery(key, 0, inbox, admitted.inbox_since, true);
             }
             self.im_at_connect(key, admitted.im_since, recover_inbox);
+            self.presence_connected(&admitted.user);
         }
         self.apply_connect_subscriptions(key, &admitted.subs);
         self.mark_dirty(key);
@@ -682,6 +683,7 @@ impl Shard {
             !conn.send_in_flight(),
             "slot {key} released with a send in flight"
         );
+        self.presence_released(key);
         self.unsubscribe_all(key);
         let conn = self.conns.remove(key);
         self.shared.fd_budget.give_back();

@@ -18,6 +18,7 @@ mod fanout;
 mod im;
 mod io;
 pub mod poller;
+mod presence;
 mod rate;
 mod recovery;
 mod server_subscriptions;
@@ -115,6 +116,8 @@ pub struct Shard {
     n_open: usize,
     /// Events taken from the poller this turn (kept to reuse its allocation).
     events: Vec<Event>,
+    /// This shard's presence watchers and offline deadlines.
+    presence: crate::presence::watch::ShardPresence,
     stopping: bool,
 }
 
@@ -191,6 +194,9 @@ impl Shard {
             next_sweep_ms: now,
             n_open: 0,
             events: Vec::new(),
+            presence: crate::presence::watch::ShardPresence::new(
+                crate::limits::PRESENCE_IDLE_USERS_MAX / config.server.shards.as_usize(),
+            ),
             stopping: false,
             shared,
         })
@@ -362,6 +368,7 @@ impl Shard {
         if self.now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = self.now_ms + self.tick_ms();
             self.sweep();
+            self.presence_tick();
             if !self.pending_store.is_empty() && self.shared.store.health().writer_stopped {
                 self.fail_pending_store();
             }
@@ -426,6 +433,7 @@ impl Shard {
                 // The API may have given up waiting; nothing to do then.
                 let _ = reply.send(changed);
             }
+            ShardEvent::PresenceChanged { user, snapshot } => self.presence_tell(&user, snapshot),
             ShardEvent::Presence { channel, reply } => {
                 let entries = self
                     .subscribers

@@ -22,6 +22,7 @@ mod im_dm;
 mod limits;
 mod outbox_events;
 mod permissions;
+mod presence_watch;
 mod proxy;
 mod proxy_stall;
 mod publish_path;

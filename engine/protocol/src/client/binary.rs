@@ -13,7 +13,7 @@ use rkyv::Place;
 
 use super::model::{
     ArchivedCommand, ArchivedServerMessage, BinaryCommand, Command, CommandBody, CommandError,
-    ConnectInfo, DecodeError, ErrorCode, Reply, ReplyResult, ServerMessage,
+    ConnectInfo, DecodeError, ErrorCode, PresenceState, Reply, ReplyResult, ServerMessage,
 };
 use super::validate::{id_zero_error, validate_binary_payload, validate_command};
 use crate::envelope::{ArchivedEnvelope, Envelope};
@@ -124,6 +124,13 @@ pub fn encode_subscription_binary(channel: &str, subscribed: bool) -> Vec<u8> {
     })
 }
 
+/// Encodes a watched user's change as an archive of
+/// [`ServerMessage::Presence`]. Derived, as [`encode_connect_binary`]: sent
+/// once per watcher per change.
+pub fn encode_presence_binary(state: &PresenceState) -> Vec<u8> {
+    archive_to_vec(&ServerMessage::Presence(state.clone()))
+}
+
 /// Encodes the reply to a history command as an archive of
 /// [`ServerMessage::History`], copying each stored envelope straight into
 /// the archive (no intermediate [`Envelope`]). Fields as in
@@ -224,6 +231,8 @@ pub(crate) enum ServerMessageRef<'a> {
         reason = "archives as ServerMessage::Im's Box does: a relative pointer"
     )]
     Im(#[rkyv(with = Inline)] &'a Box<super::im::ImEvent>),
+    #[expect(dead_code, reason = "holds the tag of ServerMessage::Presence")]
+    Presence(#[rkyv(with = Inline)] &'a PresenceState),
 }
 
 /// Archives a `&str` as a `String` would be.

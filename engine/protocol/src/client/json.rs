@@ -19,7 +19,8 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::model::{
-    Command, CommandBody, CommandError, ConnectInfo, ErrorCode, Reply, ReplyResult, StreamPosition,
+    Command, CommandBody, CommandError, ConnectInfo, ErrorCode, PresenceCommand, PresenceState,
+    Reply, ReplyResult, StreamPosition,
 };
 use super::validate::{id_zero_error, validate_command};
 use super::HISTORY_LIMIT_DEFAULT;
@@ -179,6 +180,15 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
         }
+        "presence_watch" | "presence_unwatch" | "presence_query" => {
+            let params: PresenceParams = parse_params(id, command.params)?;
+            let users = params.users;
+            CommandBody::Presence(match command.method.as_ref() {
+                "presence_watch" => PresenceCommand::Watch { users },
+                "presence_unwatch" => PresenceCommand::Unwatch { users },
+                _ => PresenceCommand::Query { users },
+            })
+        }
         _ => {
             return Err(CommandError::new(
                 Some(id),
@@ -242,6 +252,16 @@ pub fn encode_reply_json(reply: &Reply) -> Vec<u8> {
                     out.push(b'}');
                 }
                 ReplyResult::Im(reply) => super::im::push_im_reply_json(&mut out, reply),
+                ReplyResult::Presence { users } => {
+                    out.extend_from_slice(b"{\"users\":[");
+                    for (index, state) in users.iter().enumerate() {
+                        if index != 0 {
+                            out.push(b',');
+                        }
+                        push_presence_state(&mut out, state);
+                    }
+                    out.extend_from_slice(b"]}");
+                }
                 ReplyResult::Subscribed { channel, recovery } => {
                     out.extend_from_slice(b"{\"channel\":");
                     push_json_str(&mut out, channel);
@@ -338,6 +358,30 @@ pub fn encode_subscription_json(channel: &str, subscribed: bool) -> Vec<u8> {
     push_json_str(&mut out, channel);
     out.extend_from_slice(b"}}");
     out
+}
+
+/// Renders a watched user's change as JSON:
+/// `{"presence":{"user":"bob","online":false,"last_seen_ms":1700000000000}}`.
+pub fn encode_presence_json(state: &PresenceState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(72 + state.user.len());
+    out.extend_from_slice(b"{\"presence\":");
+    push_presence_state(&mut out, state);
+    out.push(b'}');
+    out
+}
+
+/// `{"user":"bob","online":true,"last_seen_ms":0}`: the one shape of a
+/// user's presence, in replies, events and the API.
+pub fn push_presence_state(out: &mut Vec<u8>, state: &PresenceState) {
+    out.extend_from_slice(b"{\"user\":");
+    push_json_str(out, &state.user);
+    out.extend_from_slice(if state.online {
+        b",\"online\":true,\"last_seen_ms\":"
+    } else {
+        b",\"online\":false,\"last_seen_ms\":"
+    });
+    push_u64(out, state.last_seen_ms);
+    out.push(b'}');
 }
 
 /// Renders the reply to a history command as JSON:
@@ -549,6 +593,14 @@ struct RpcParams<'a> {
     data: Option<&'a RawValue>,
     #[serde(default)]
     b64data: Option<String>,
+}
+
+/// `conv` (a query by conversation) is not accepted yet: it comes with
+/// the engine's conversations (docs/im.md, "Presence").
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresenceParams {
+    users: Vec<String>,
 }
 
 #[derive(Deserialize)]

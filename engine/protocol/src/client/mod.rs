@@ -34,7 +34,7 @@ pub use validate::json_depth;
 
 pub use binary::{
     decode_binary, decode_server_binary, encode_binary_command, encode_connect_binary,
-    encode_history_binary, encode_reply_binary, encode_subscription_binary,
+    encode_history_binary, encode_presence_binary, encode_reply_binary, encode_subscription_binary,
 };
 pub use im::{
     check_msg_data, encode_im_event_binary, encode_im_event_json, encode_im_reply_result_json,
@@ -43,19 +43,20 @@ pub use im::{
 };
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,
-    encode_reply_json, encode_subscription_json,
+    encode_presence_json, encode_reply_json, encode_subscription_json,
 };
 pub use model::{
     ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedCommand, ArchivedCommandBody,
     ArchivedConnectInfo, ArchivedRecovery, ArchivedReplyResult, ArchivedServerMessage,
     ArchivedStreamPosition, BinaryCommand, BinaryCommandBody, BinaryCommandBodyResolver,
     BinaryCommandResolver, Command, CommandBody, CommandBodyResolver, CommandError,
-    CommandResolver, ConnectInfo, ConnectInfoResolver, DecodeError, ErrorCode, Recovery,
-    RecoveryResolver, Reply, ReplyResult, ReplyResultResolver, ServerMessage,
-    ServerMessageResolver, StreamPosition, StreamPositionResolver,
+    CommandResolver, ConnectInfo, ConnectInfoResolver, DecodeError, ErrorCode, PresenceCommand,
+    PresenceState, Recovery, RecoveryResolver, Reply, ReplyResult, ReplyResultResolver,
+    ServerMessage, ServerMessageResolver, StreamPosition, StreamPositionResolver,
 };
 
 pub(crate) use binary::ServerMessageRef;
+pub use json::push_presence_state;
 pub(crate) use json::{push_json_str, push_u64};
 
 /// Subprotocol for JSON text frames. Also used when the client offers none.
@@ -74,3 +75,7 @@ pub const HISTORY_LIMIT_MAX: u32 = 1000;
 pub const RPC_METHOD_BYTES_MAX: usize = 256;
 /// Longest `client_msg_id`, in bytes (the shortest is 1).
 pub const CLIENT_MSG_ID_BYTES_MAX: usize = 64;
+
+/// Most users one presence command (or `POST /api/presence/users`) may
+/// name; the fewest is 1.
+pub const PRESENCE_USERS_MAX: usize = 1000;

@@ -121,6 +121,52 @@ pub enum CommandBody {
     /// appended to [`ImCommand`], so neither this enum nor the archived
     /// size of a command grows again (the box is a relative pointer).
     Im(Box<ImCommand>),
+    /// Presence: watch, unwatch or query users' online state
+    /// (`docs/im.md`, "Presence"). One appended variant holding its own
+    /// sub-enum, so later presence commands (a query by conversation) are
+    /// appended there and this enum, and every archived command, keep
+    /// their layout and size.
+    Presence(PresenceCommand),
+}
+
+/// What a presence command asks for. Each takes 1 to
+/// [`PRESENCE_USERS_MAX`](super::PRESENCE_USERS_MAX) user ids.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+#[non_exhaustive]
+pub enum PresenceCommand {
+    /// Watch `users`: the reply is their state now
+    /// ([`ReplyResult::Presence`]), then each change of a watched user
+    /// arrives as a [`ServerMessage::Presence`] until the connection
+    /// unwatches it or closes.
+    Watch { users: Vec<String> },
+    /// Stop watching `users` (ids not watched are ignored).
+    Unwatch { users: Vec<String> },
+    /// The state of `users` now, without watching them.
+    Query { users: Vec<String> },
+}
+
+impl PresenceCommand {
+    pub fn users(&self) -> &[String] {
+        match self {
+            PresenceCommand::Watch { users }
+            | PresenceCommand::Unwatch { users }
+            | PresenceCommand::Query { users } => users,
+        }
+    }
+}
+
+/// One user's presence as a client sees it: `online` while any of its
+/// connections is open (or closed less than the offline grace ago);
+/// `last_seen_ms` is when its last connection closed (Unix ms), 0 while it
+/// is online or when this node does not know (never seen since start, or
+/// forgotten: see `docs/im.md`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
+#[rkyv(derive(Debug))]
+pub struct PresenceState {
+    pub user: String,
+    pub online: bool,
+    pub last_seen_ms: u64,
 }
 
 /// A position in a durable stream: the offset of the last publication a
@@ -285,6 +331,9 @@ pub enum ReplyResult {
     /// The reply to an IM command ([`ImReply`]); boxed, so the archived
     /// reply, and with it a server message, keeps its size.
     Im(Box<ImReply>),
+    /// `presence_watch` and `presence_query`: each asked user's state, in
+    /// the order asked (duplicates once). Appended.
+    Presence { users: Vec<PresenceState> },
 }
 
 /// The first message on every connection.
@@ -352,6 +401,8 @@ pub enum ServerMessage {
     /// connect, a read on another device, a peer's receipt). Boxed: the
     /// archive of a server message stays no larger than a push.
     Im(Box<ImEvent>),
+    /// A watched user went online or offline (`presence_watch`). Appended.
+    Presence(PresenceState),
 }
 
 /// A server message archive that failed validation.

@@ -6,7 +6,7 @@
 use serde::de::IgnoredAny;
 
 use super::model::{Command, CommandBody, CommandError, ErrorCode};
-use super::{CLIENT_MSG_ID_BYTES_MAX, HISTORY_LIMIT_MAX, RPC_METHOD_BYTES_MAX};
+use super::{CLIENT_MSG_ID_BYTES_MAX, HISTORY_LIMIT_MAX, PRESENCE_USERS_MAX, RPC_METHOD_BYTES_MAX};
 
 pub(super) fn id_zero_error() -> CommandError {
     CommandError::new(
@@ -64,6 +64,16 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         CommandBody::Rpc { method, .. } => ("method", method),
         CommandBody::Im(im) => return super::im::validate_im(command.id, im),
         CommandBody::Ping => return Ok(()),
+        CommandBody::Presence(presence) => {
+            let users = presence.users();
+            if !(1..=PRESENCE_USERS_MAX).contains(&users.len()) {
+                return bad_request(format!("`users` must hold 1 to {PRESENCE_USERS_MAX} ids"));
+            }
+            if users.iter().any(String::is_empty) {
+                return bad_request("`users` must not hold an empty id".to_owned());
+            }
+            return Ok(());
+        }
     };
     if value.is_empty() {
         return bad_request(format!("`{field}` must not be empty"));

@@ -888,3 +888,124 @@ fn pushes_keep_their_bytes_in_both_forms() {
         );
     }
 }
+
+/// Presence (docs/protocol.md "Presence"): the three commands, the reply
+/// with users' states and the event, in both forms. Kept together so a
+/// renumbering of appended variants regenerates one place.
+#[test]
+fn presence_keeps_its_bytes_in_both_forms() {
+    use ringcast_protocol::client::{
+        encode_presence_binary, encode_presence_json, ArchivedCommand, PresenceCommand,
+        PresenceState,
+    };
+    // The sub-enum keeps every archived command the size it was.
+    assert_eq!(std::mem::size_of::<ArchivedCommand>(), 48);
+    let users = || vec!["bob".to_string(), "carol".to_string()];
+    // The tag of `PresenceCommand` is the 4 bytes after the 0x0c of
+    // `CommandBody::Presence`: 0 watch, 1 unwatch, 2 query.
+    for (json, body, expected_hex) in [
+        (
+            r#"{"id":21,"method":"presence_watch","params":{"users":["bob","carol"]}}"#,
+            PresenceCommand::Watch { users: users() },
+            "626f62ffffffffff6361726f6cffffff15000000000000000c00000000000000\
+            e0ffffff02000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":21,"method":"presence_unwatch","params":{"users":["bob","carol"]}}"#,
+            PresenceCommand::Unwatch { users: users() },
+            "626f62ffffffffff6361726f6cffffff15000000000000000c00000001000000\
+            e0ffffff02000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":21,"method":"presence_query","params":{"users":["bob","carol"]}}"#,
+            PresenceCommand::Query { users: users() },
+            "626f62ffffffffff6361726f6cffffff15000000000000000c00000002000000\
+            e0ffffff02000000000000000000000000000000000000000000000000000000",
+        ),
+    ] {
+        let binary = bin(21, BinaryCommandBody::Presence(body));
+        check_hex(&encode_binary_command(&binary), expected_hex, json);
+        assert_eq!(decode_json(json.as_bytes()), Ok(binary.clone()), "{json}");
+        assert_eq!(decode_binary(&unhex(expected_hex)), Ok(binary), "{json}");
+    }
+    let bob = PresenceState {
+        user: "bob".into(),
+        online: true,
+        last_seen_ms: 0,
+    };
+    let carol = PresenceState {
+        user: "carol".into(),
+        online: false,
+        last_seen_ms: 1_700_000_000_000,
+    };
+    let reply = Reply::Ok {
+        id: 21,
+        result: ReplyResult::Presence {
+            users: vec![bob.clone(), carol.clone()],
+        },
+    };
+    let reply_hex = "626f62ffffffffff010000000000000000000000000000006361726f6cffffff\
+        00000000000000000068e5cf8b0100000100000000000000150000000000000006000000\
+        bcffffff02000000000000000000000000000000000000000000000000000000000000000000\
+        0000000000000000000000000000";
+    check_hex(&encode_reply_binary(&reply), reply_hex, "presence reply");
+    let event_hex = "08000000000000006361726f6cffffff00000000000000000068e5cf8b010000\
+        00000000000000000000000000000000000000000000000000000000000000000000000000000000";
+    check_hex(&encode_presence_binary(&carol), event_hex, "presence event");
+    assert_eq!(
+        decode_server_binary(&unhex(reply_hex)).expect("reply"),
+        ServerMessage::Reply {
+            id: 21,
+            result: ReplyResult::Presence {
+                users: vec![bob, carol.clone()]
+            }
+        }
+    );
+    assert_eq!(
+        decode_server_binary(&unhex(event_hex)).expect("event"),
+        ServerMessage::Presence(carol.clone())
+    );
+    check_text(
+        &encode_reply_json(&reply),
+        r#"{"id":21,"result":{"users":[{"user":"bob","online":true,"last_seen_ms":0},{"user":"carol","online":false,"last_seen_ms":1700000000000}]}}"#,
+        "presence reply",
+    );
+    check_text(
+        &encode_presence_json(&carol),
+        r#"{"presence":{"user":"carol","online":false,"last_seen_ms":1700000000000}}"#,
+        "presence event",
+    );
+}
+
+/// What the decoders refuse in a presence command, with the same replies
+/// in both forms.
+#[test]
+fn presence_commands_are_checked() {
+    use ringcast_protocol::client::PresenceCommand;
+    for (json, message) in [
+        (
+            r#"{"id":5,"method":"presence_query","params":{"users":[]}}"#,
+            "`users` must hold 1 to 1000 ids",
+        ),
+        (
+            r#"{"id":5,"method":"presence_watch","params":{"users":["a",""]}}"#,
+            "`users` must not hold an empty id",
+        ),
+    ] {
+        let error = decode_json(json.as_bytes()).expect_err(json);
+        assert_eq!(
+            (error.code, error.message.as_str()),
+            (ErrorCode::BadRequest, message)
+        );
+    }
+    let too_many: Vec<String> = (0..1001).map(|n| format!("u{n}")).collect();
+    let bytes = encode_binary_command(&bin(
+        5,
+        BinaryCommandBody::Presence(PresenceCommand::Watch { users: too_many }),
+    ));
+    let error = decode_binary(&bytes).expect_err("1001 users");
+    assert_eq!(error.message, "`users` must hold 1 to 1000 ids");
+    let error = decode_json(br#"{"id":5,"method":"presence_query","params":{"conv":"dm:x"}}"#)
+        .expect_err("conv is not taken yet");
+    assert_eq!(error.code, ErrorCode::BadRequest);
+}
