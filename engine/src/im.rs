@@ -112,6 +112,13 @@ pub fn is_reserved(config: &Config, channel: &str) -> bool {
             .is_some_and(|(ns, _)| ns == DM_NAMESPACE || ns == GROUP_NAMESPACE)
 }
 
+/// Whether `channel` names a conversation (a DM or a group).
+pub fn is_conv(channel: &str) -> bool {
+    channel
+        .split_once(':')
+        .is_some_and(|(ns, _)| ns == DM_NAMESPACE || ns == GROUP_NAMESPACE)
+}
+
 /// Whether `channel` names a DM.
 pub fn is_dm(channel: &str) -> bool {
     channel
@@ -258,6 +265,26 @@ pub fn conv_info(summary: ringcast_store::ConvSummary) -> ringcast_protocol::cli
         last_msg_offset: summary.last_msg_offset,
         read_offset: summary.read_offset,
         unread: summary.unread,
+    }
+}
+
+/// A store page of receipts as the wire shows it.
+pub fn receipts_reply(
+    conv: String,
+    page: ringcast_store::ReceiptPage,
+) -> ringcast_protocol::client::ImReply {
+    ringcast_protocol::client::ImReply::Receipts {
+        conv,
+        receipts: page
+            .receipts
+            .into_iter()
+            .map(|receipt| ringcast_protocol::client::MemberPositions {
+                user: receipt.user,
+                read: receipt.read_offset,
+                delivered: receipt.recv_offset,
+            })
+            .collect(),
+        next: page.next,
     }
 }
 

@@ -392,6 +392,16 @@ config_table! {
         presence_offline_grace as "presence_offline_grace_ms": Duration
             = Millis { default: 5000, min: 0, max: 3_600_000 },
             "MS", "Wait before reporting a user offline (flap damping)";
+        /// Groups up to this many members get read and delivery receipts
+        /// pushed to their members; larger ones only answer `receipts`.
+        group_receipts_members_max: u32
+            = Count<u32> { default: 100, min: 0, max: 10_000, unit: "members" },
+            "N", "Largest group whose receipts are pushed to its members";
+        /// Most entries one `catchup` replays per conversation; past it the
+        /// result says `truncated` and the client pages with `history`.
+        catchup_per_conv_max: u32
+            = Count<u32> { default: 50, min: 1, max: 10_000, unit: "entries" },
+            "N", "Most entries a catchup replays per conversation";
     }
 }
 

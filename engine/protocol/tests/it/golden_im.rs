@@ -110,14 +110,24 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
 #[test]
 fn im_commands_keep_their_bytes_in_both_forms() {
     for (json, command, binary) in commands() {
-        assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
-        let bytes = encode_binary_command(&command);
-        assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
-        if printing() {
-            println!("{json}\n  hex: {}", hex(&bytes));
-        } else {
-            assert_eq!(hex(&bytes), binary, "binary form of {json}");
-        }
+        check_command(json, &command, binary);
+    }
+}
+
+/// A command decodes from its JSON, and its binary form keeps its bytes.
+#[track_caller]
+fn check_command(json: &str, command: &BinaryCommand, binary: &str) {
+    assert_eq!(
+        &decode_json(json.as_bytes()).expect(json),
+        command,
+        "{json}"
+    );
+    let bytes = encode_binary_command(command);
+    assert_eq!(&decode_binary(&bytes).expect(json), command, "{json}");
+    if printing() {
+        println!("{json}\n  hex: {}", hex(&bytes));
+    } else {
+        assert_eq!(hex(&bytes), binary, "binary form of {json}");
     }
 }
 
@@ -198,20 +208,26 @@ fn replies() -> Vec<(ImReply, &'static str, &'static str)> {
 #[test]
 fn im_replies_keep_their_bytes_in_both_forms() {
     for (reply, json, binary) in replies() {
-        let reply = Reply::Ok {
-            id: 1,
-            result: ReplyResult::Im(Box::new(reply)),
-        };
-        let bytes = encode_reply_binary(&reply);
-        check(&encode_reply_json(&reply), &bytes, json, binary, json);
-        let Reply::Ok { id, result } = reply else {
-            unreachable!()
-        };
-        assert_eq!(
-            decode_server_binary(&bytes).expect(json),
-            ServerMessage::Reply { id, result }
-        );
+        check_reply(reply, json, binary);
     }
+}
+
+/// An IM reply's bytes in both forms, and its binary form decoded back.
+#[track_caller]
+fn check_reply(reply: ImReply, json: &str, binary: &str) {
+    let reply = Reply::Ok {
+        id: 1,
+        result: ReplyResult::Im(Box::new(reply)),
+    };
+    let bytes = encode_reply_binary(&reply);
+    check(&encode_reply_json(&reply), &bytes, json, binary, json);
+    let Reply::Ok { id, result } = reply else {
+        unreachable!()
+    };
+    assert_eq!(
+        decode_server_binary(&bytes).expect(json),
+        ServerMessage::Reply { id, result }
+    );
 }
 
 fn events() -> Vec<(ImEvent, &'static str, &'static str)> {
@@ -362,4 +378,123 @@ fn bad_im_commands_are_refused_with_107() {
         "{}",
         error.message
     );
+}
+
+/// The delivery part (`receipts`, `catchup`, `delivered`), all in this one
+/// function so that a merge renumbering appended variants regenerates them
+/// together (`GOLDEN_IM_PRINT=1`).
+#[test]
+fn im_delivery_commands_replies_and_events_keep_their_bytes() {
+    use ringcast_protocol::client::{
+        CatchupFrom, CatchupResult, MemberPositions, Recovery, StreamPosition,
+    };
+    let commands = [
+        (
+            r#"{"id":6,"method":"receipts","params":{"conv":"grp:team","cursor":"bob","limit":2}}"#,
+            ImCommand::Receipts {
+                conv: "grp:team".into(),
+                cursor: Some("bob".into()),
+                limit: 2,
+            },
+            "030000006772703a7465616d01000000626f62ffffffffff020000000000000000000000000000000000000000000000000000000000000006000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":6,"method":"catchup","params":{"convs":[{"conv":"dm:a","since":4,"epoch":"77"},{"conv":"dm:b","since":"cursor"}],"limit_per_conv":10}}"#,
+            ImCommand::Catchup {
+                convs: vec![
+                    CatchupFrom {
+                        conv: "dm:a".into(),
+                        since: Some(StreamPosition {
+                            offset: 4,
+                            epoch: 77,
+                        }),
+                    },
+                    CatchupFrom {
+                        conv: "dm:b".into(),
+                        since: None,
+                    },
+                ],
+                limit_per_conv: 10,
+            },
+            "646d3a61ffffffff010000000000000004000000000000004d00000000000000646d3a62ffffffff00000000000000000000000000000000000000000000000004000000bcffffff020000000a0000000000000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (json, command, binary) in commands {
+        check_command(json, &im(6, command), binary);
+    }
+    let replies = [
+        (
+            ImReply::Receipts {
+                conv: "grp:team".into(),
+                receipts: vec![MemberPositions {
+                    user: "carol".into(),
+                    read: 3,
+                    delivered: 5,
+                }],
+                next: Some("carol".into()),
+            },
+            r#"{"id":1,"result":{"conv":"grp:team","receipts":[{"user":"carol","read":3,"delivered":5}],"next":"carol"}}"#,
+            "6361726f6cffffff03000000000000000500000000000000030000006772703a7465616ddcffffff01000000010000006361726f6cffffff0000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::Catchup {
+                convs: vec![CatchupResult {
+                    conv: "dm:a".into(),
+                    recovery: Recovery {
+                        recovered: true,
+                        epoch: 77,
+                        offset: 9,
+                        start_offset: 1,
+                        replayed: 5,
+                    },
+                    truncated: true,
+                }],
+            },
+            r#"{"id":1,"result":{"convs":[{"conv":"dm:a","recovered":true,"epoch":"77","offset":9,"start_offset":1,"replayed":5,"truncated":true}]}}"#,
+            "646d3a61ffffffff01000000000000004d00000000000000090000000000000001000000000000000500000000000000010000000000000004000000c4ffffff0100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (reply, json, binary) in replies {
+        check_reply(reply, json, binary);
+    }
+    let event = ImEvent::Delivered {
+        conv: "dm:abc".into(),
+        user: "bob".into(),
+        offset: 9,
+    };
+    let json = r#"{"delivered":{"conv":"dm:abc","user":"bob","offset":9}}"#;
+    let bytes = encode_im_event_binary(&event);
+    check(
+        &encode_im_event_json(&event),
+        &bytes,
+        json,
+        "03000000646d3a616263ffff626f62ffffffffff0000000009000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        json,
+    );
+    assert_eq!(
+        decode_server_binary(&bytes).expect(json),
+        ServerMessage::Im(Box::new(event))
+    );
+    for (json, needle) in [
+        (
+            r#"{"id":1,"method":"receipts","params":{"conv":"dm:x","limit":0}}"#,
+            "`limit` must be 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[]}}"#,
+            "`convs` must hold 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[{"conv":"dm:x","since":"start"}]}}"#,
+            "\"cursor\"",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[{"conv":"dm:x","since":1},{"conv":"dm:x","since":2}]}}"#,
+            "named twice",
+        ),
+    ] {
+        let error = decode_json(json.as_bytes()).expect_err(json);
+        assert_eq!(error.code, ErrorCode::BadRequest, "{json}");
+        assert!(error.message.contains(needle), "{json}: {}", error.message);
+    }
 }
