@@ -3,7 +3,8 @@
 //! refuses DMs both ways with 120 and says who blocked; the blocker's other
 //! devices hear of it; a contacts-only user takes DMs from contacts only
 //! (103); typing reaches the other member's devices, not the typist's own
-//! other connection, at most once per interval, and is never stored.
+//! other connection, at most once per interval, and is never stored; in a
+//! group it reaches the other members and a non-member gets 123.
 
 use std::time::Duration;
 
@@ -314,3 +315,80 @@ crate::e2e!(
         engine.shutdown();
     }
 );
+
+/// Creates group `conv` as the system, owned by `owner`, with `members`,
+/// through the engine's own store (the engine's group commands are another
+/// part's).
+fn create_group(engine: &ringcast_engine::Engine, conv: &str, owner: &str, members: &[&str]) {
+    use ringcast_protocol::envelope::{EncodedPush, Envelope};
+    use ringcast_store::{Durability, GroupActor, GroupOp, GroupOpRequest};
+    let envelope = Envelope {
+        id: 1,
+        offset: 0,
+        epoch: 0,
+        channel: conv.to_owned(),
+        sender: String::new(),
+        time_ms: 1,
+        data_is_json: true,
+        data: br#"{"kind":"member","data":{"op":"create"}}"#.to_vec(),
+    };
+    let request = GroupOpRequest {
+        conv: conv.to_owned(),
+        actor: GroupActor::System,
+        op: GroupOp::Create {
+            owner: owner.to_owned(),
+            name: "team".to_owned(),
+            info: String::new(),
+            members: members.iter().map(|user| (*user).to_owned()).collect(),
+            members_max: None,
+            history_from_join: false,
+            members_can_invite: false,
+        },
+        push: EncodedPush::encode(&envelope),
+        client_msg_id: None,
+        durability: Durability::Sync,
+    };
+    let mut receiver = engine.shared.store.group_op(request).expect("queued");
+    let mut answer = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            answer = receiver.try_recv().expect("answered");
+            answer.is_some()
+        }),
+        "the group was created in time"
+    );
+    answer.unwrap().expect("created");
+}
+
+crate::e2e!(typing_in_a_group_reaches_its_other_members_only, |driver| {
+    let mut config = im_config(driver);
+    config.im.typing_interval = Duration::from_secs(60);
+    let engine = start(config);
+    create_group(&engine, "grp:team", "alice", &["bob", "carol"]);
+    let (mut alice1, _) = im_connect(&engine, "alice", "", Some(0));
+    let (mut alice2, _) = im_connect(&engine, "alice", "", Some(1));
+    let (mut bob, _) = im_connect(&engine, "bob", "", Some(1));
+    let (mut carol, _) = im_connect(&engine, "carol", "", Some(2));
+    let (mut dave, _) = im_connect(&engine, "dave", "", Some(2));
+
+    let reply = typing(&mut alice1, 1, "grp:team", "typing");
+    assert_eq!(reply["result"], json!({}), "{reply}");
+    let signal = json!({"typing": {"conv": "grp:team", "user": "alice", "state": "typing"}});
+    for ws in [&mut bob, &mut carol] {
+        assert_eq!(read_json(ws), signal, "every other member, on two shards");
+    }
+    nothing_waiting(&mut alice2, 2);
+    nothing_waiting(&mut dave, 2);
+    // From a member on another shard, which reads the list itself.
+    typing(&mut bob, 3, "grp:team", "typing");
+    let from_bob = json!({"typing": {"conv": "grp:team", "user": "bob", "state": "typing"}});
+    for ws in [&mut alice1, &mut alice2, &mut carol] {
+        assert_eq!(read_json(ws), from_bob);
+    }
+    let refused = typing(&mut dave, 4, "grp:team", "typing");
+    assert_eq!(refused["error"]["code"], 123, "{refused}");
+    for ws in [&mut alice1, &mut bob, &mut carol] {
+        nothing_waiting(ws, 5);
+    }
+    engine.shutdown();
+});
