@@ -36,6 +36,18 @@ fn history(ws: &mut Ws, id: u64, conv: &str) -> Value {
     page["result"].clone()
 }
 
+/// The batches the store's writer has committed (`/metrics`).
+fn store_commits(engine: &ringcast_engine::Engine) -> u64 {
+    let (status, metrics) = api_raw(engine.api_addr, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ringcast_store_commits_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no store_commits_total in {metrics}"))
+}
+
 crate::e2e!(
     a_block_refuses_dms_both_ways_with_120_until_unblocked,
     |driver| {
@@ -267,6 +279,7 @@ crate::e2e!(
             next_push(ws);
         }
         let before = history(&mut bob1, 2, &conv);
+        let commits_before = store_commits(&engine);
 
         let reply = typing(&mut alice1, 3, &conv, "typing");
         assert_eq!(reply["result"], json!({}), "{reply}");
@@ -298,9 +311,15 @@ crate::e2e!(
         }
         nothing_waiting(&mut alice1, 12);
 
-        // Never stored: the history and its last offset are as before.
+        // Never stored: the history and its last offset are as before, and
+        // the store's writer committed nothing meanwhile.
         let after = history(&mut bob1, 13, &conv);
         assert_eq!(after, before, "typing left no entry");
+        assert_eq!(
+            store_commits(&engine),
+            commits_before,
+            "typing never reaches the writer"
+        );
 
         // Not a member: 123, and nothing reaches the pair.
         let refused = typing(&mut carol, 14, &conv, "typing");
