@@ -358,7 +358,14 @@ impl Api {
             "/api/presence" | "/api/stats" => "GET, HEAD",
             "/api/webhooks/replay" => "POST",
             "/api/webhooks/dead" => "GET, HEAD",
-            "/api/im/msg_send" | "/api/im/conv_list" | "/api/im/read"
+            "/api/im/msg_send"
+            | "/api/im/conv_list"
+            | "/api/im/read"
+            | "/api/im/block"
+            | "/api/im/unblock"
+            | "/api/im/blocks_list"
+            | "/api/im/dm_policy"
+            | "/api/im/contacts"
                 if self.shared.config.im.enabled =>
             {
                 "POST"
@@ -403,6 +410,11 @@ impl Api {
             "/api/im/msg_send" => self.im_msg_send(&req).await,
             "/api/im/conv_list" => self.im_conv_list(&req).await,
             "/api/im/read" => self.im_read(&req).await,
+            "/api/im/block" => self.im_block(&req, true).await,
+            "/api/im/unblock" => self.im_block(&req, false).await,
+            "/api/im/blocks_list" => self.im_blocks_list(&req).await,
+            "/api/im/dm_policy" => self.im_dm_policy(&req).await,
+            "/api/im/contacts" => self.im_contacts(&req).await,
             _ => Ok(self.stats()),
         }
     }

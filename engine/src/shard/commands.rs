@@ -72,6 +72,8 @@ pub(super) enum StoreDone {
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
+    /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
+    ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
 }
 
 /// A command parked while its proxy backend decides.
@@ -282,6 +284,7 @@ impl Shard {
             StoreDone::ImRead(to, conv, pair, result) => self.on_im_read(to, conv, pair, result),
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
+            StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
         }
     }
 

@@ -180,6 +180,23 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
         }
+        "block" | "unblock" => {
+            let params: super::im::BlockParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(
+                params.into_command(command.method.as_ref() == "block"),
+            ))
+        }
+        "blocks_list" => {
+            let params: super::im::BlocksListParams = match command.params {
+                Some(_) => parse_params(id, command.params)?,
+                None => parse_object(id, "params", empty_object())?,
+            };
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "typing" => {
+            let params: super::im::TypingParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id)?))
+        }
         "presence_watch" | "presence_unwatch" | "presence_query" => {
             let params: PresenceParams = parse_params(id, command.params)?;
             let users = params.users;

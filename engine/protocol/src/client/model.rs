@@ -251,6 +251,9 @@ pub enum ErrorCode {
     ProxyDenied = 118,
     /// The proxy backend's answer was not a valid one (status, body).
     ProxyBadResponse = 119,
+    /// A direct message between two users one of whom blocked the other;
+    /// the message says which.
+    Blocked = 120,
     /// The user is not a member of the conversation (a DM's two users).
     NotMember = 123,
     /// The command would start a conversation for a user who already has
@@ -433,7 +436,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -453,6 +456,7 @@ impl ErrorCode {
         ErrorCode::ProxyUnavailable,
         ErrorCode::ProxyDenied,
         ErrorCode::ProxyBadResponse,
+        ErrorCode::Blocked,
         ErrorCode::NotMember,
         ErrorCode::TooManyConversations,
     ];
@@ -491,6 +495,7 @@ impl ErrorCode {
             ErrorCode::ProxyUnavailable => "proxy unavailable",
             ErrorCode::ProxyDenied => "denied by the backend",
             ErrorCode::ProxyBadResponse => "bad answer from the backend",
+            ErrorCode::Blocked => "blocked",
             ErrorCode::NotMember => "not a member of the conversation",
             ErrorCode::TooManyConversations => "too many conversations",
         }

@@ -195,22 +195,27 @@ fn replies() -> Vec<(ImReply, &'static str, &'static str)> {
     ]
 }
 
+#[track_caller]
+fn check_reply(reply: ImReply, json: &str, binary: &str) {
+    let reply = Reply::Ok {
+        id: 1,
+        result: ReplyResult::Im(Box::new(reply)),
+    };
+    let bytes = encode_reply_binary(&reply);
+    check(&encode_reply_json(&reply), &bytes, json, binary, json);
+    let Reply::Ok { id, result } = reply else {
+        unreachable!()
+    };
+    assert_eq!(
+        decode_server_binary(&bytes).expect(json),
+        ServerMessage::Reply { id, result }
+    );
+}
+
 #[test]
 fn im_replies_keep_their_bytes_in_both_forms() {
     for (reply, json, binary) in replies() {
-        let reply = Reply::Ok {
-            id: 1,
-            result: ReplyResult::Im(Box::new(reply)),
-        };
-        let bytes = encode_reply_binary(&reply);
-        check(&encode_reply_json(&reply), &bytes, json, binary, json);
-        let Reply::Ok { id, result } = reply else {
-            unreachable!()
-        };
-        assert_eq!(
-            decode_server_binary(&bytes).expect(json),
-            ServerMessage::Reply { id, result }
-        );
+        check_reply(reply, json, binary);
     }
 }
 
@@ -362,4 +367,114 @@ fn bad_im_commands_are_refused_with_107() {
         "{}",
         error.message
     );
+}
+
+/// Blocks and typing (`docs/im.md`, "Blocks and DM policy", "Typing"):
+/// their commands, replies and events, in one place.
+#[test]
+fn blocks_and_typing_keep_their_bytes_in_both_forms() {
+    use ringcast_protocol::client::{BlockedUser, TypingState};
+    let commands = [
+        (
+            r#"{"id":1,"method":"block","params":{"user":"bob"}}"#,
+            im(1, ImCommand::Block { user: "bob".into() }),
+            "03000000626f62ffffffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":2,"method":"unblock","params":{"user":"bob"}}"#,
+            im(2, ImCommand::Unblock { user: "bob".into() }),
+            "04000000626f62ffffffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":3,"method":"blocks_list","params":{"cursor":"bob","limit":10}}"#,
+            im(
+                3,
+                ImCommand::BlocksList {
+                    cursor: Some("bob".into()),
+                    limit: 10,
+                },
+            ),
+            "0500000001000000626f62ffffffffff0a00000000000000000000000000000000000000000000000000000000000000000000000000000003000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":4,"method":"typing","params":{"conv":"dm:abc","state":"typing"}}"#,
+            im(
+                4,
+                ImCommand::Typing {
+                    conv: "dm:abc".into(),
+                    state: TypingState::Typing,
+                },
+            ),
+            "06000000646d3a616263ffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000004000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":5,"method":"typing","params":{"conv":"dm:abc","state":"stopped"}}"#,
+            im(
+                5,
+                ImCommand::Typing {
+                    conv: "dm:abc".into(),
+                    state: TypingState::Stopped,
+                },
+            ),
+            "06000000646d3a616263ffff010000000000000000000000000000000000000000000000000000000000000000000000000000000000000005000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (json, command, binary) in commands {
+        assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
+        let bytes = encode_binary_command(&command);
+        assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
+        check(json.as_bytes(), &bytes, json, binary, json);
+    }
+    let replies = [
+        (
+            ImReply::Block {
+                user: "bob".into(),
+                blocked: true,
+                changed: true,
+            },
+            r#"{"id":1,"result":{"user":"bob","blocked":true,"changed":true}}"#,
+            "03000000626f62ffffffffff01010000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::BlocksList {
+                users: vec![BlockedUser {
+                    user: "bob".into(),
+                    time_ms: 1_700_000_000_000,
+                }],
+                next: Some("bob".into()),
+            },
+            r#"{"id":1,"result":{"users":[{"user":"bob","time_ms":1700000000000}],"next":"bob"}}"#,
+            "626f62ffffffffff0068e5cf8b01000004000000ecffffff0100000001000000626f62ffffffffff00000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (reply, json, binary) in replies {
+        check_reply(reply, json, binary);
+    }
+    let events = [
+        (
+            ImEvent::Block {
+                user: "bob".into(),
+                blocked: false,
+            },
+            r#"{"block":{"user":"bob","blocked":false}}"#,
+            "03000000626f62ffffffffff00000000000000000000000000000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImEvent::Typing {
+                conv: "dm:abc".into(),
+                user: "alice".into(),
+                state: TypingState::Typing,
+            },
+            r#"{"typing":{"conv":"dm:abc","user":"alice","state":"typing"}}"#,
+            "04000000646d3a616263ffff616c696365ffffff0000000000000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (event, json, binary) in events {
+        let bytes = encode_im_event_binary(&event);
+        check(&encode_im_event_json(&event), &bytes, json, binary, json);
+        assert_eq!(
+            decode_server_binary(&bytes).expect(json),
+            ServerMessage::Im(Box::new(event))
+        );
+    }
 }
