@@ -121,6 +121,8 @@ impl Shard {
                     before: None,
                     limit: 1,
                     reverse: true,
+                    from_time_ms: None,
+                    before_time_ms: None,
                 });
                 self.store_replies.push(Box::pin(async move {
                     let result = store_reply(request).await;
@@ -134,6 +136,8 @@ impl Shard {
                     before: None,
                     limit: REPLAY_PAGE_ENTRIES,
                     reverse: false,
+                    from_time_ms: None,
+                    before_time_ms: None,
                 });
                 self.store_replies.push(Box::pin(async move {
                     let result = store_reply(request).await;
