@@ -551,34 +551,11 @@ impl Shard {
                 }
                 Ok(Outcome::Later)
             }
-            CommandBody::History {
-                stream,
-                since,
-                limit,
-                reverse,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since,
-                    before: None,
-                    limit: limit as usize,
-                    reverse,
-                };
-                self.history_command(key, id, &user, request)
-            }
-            CommandBody::HistoryBefore {
-                stream,
-                before,
-                since,
-                limit,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since: Some(since),
-                    before: Some(before),
-                    limit: limit as usize,
-                    reverse: true,
-                };
+            body @ (CommandBody::History { .. }
+            | CommandBody::HistoryBefore { .. }
+            | CommandBody::HistoryByTime { .. }) => {
+                let request =
+                    streams::history_read(body).ok_or_else(|| refuse(ErrorCode::Internal))?;
                 self.history_command(key, id, &user, request)
             }
             CommandBody::Refresh { token } => {
@@ -627,7 +604,8 @@ impl Shard {
         }
     }
 
-    /// A `history` command, forward or backward (`before`): checks that
+    /// A `history` command, forward or backward (`before`), by offset or
+    /// by time: checks that
     /// `user` may read the stream, then reads it on a store reader.
     fn history_command(
         &mut self,

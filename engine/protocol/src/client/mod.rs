@@ -43,7 +43,8 @@ pub use im::{
 };
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,
-    encode_presence_json, encode_reply_json, encode_subscription_json,
+    encode_presence_json, encode_reply_json, encode_subscription_json, history_by_time,
+    HistoryBounds,
 };
 pub use model::{
     ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedCommand, ArchivedCommandBody,
