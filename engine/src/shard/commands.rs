@@ -795,7 +795,7 @@ impl Shard {
         if !own_inbox {
             self.subscribe(key, &channel);
         }
-        self.start_recovery(key, id, channel, since, own_inbox);
+        self.start_recovery(key, id, channel, since, own_inbox, false);
         Ok(Outcome::Later)
     }
 
