@@ -280,60 +280,58 @@ e2e!(
     }
 );
 
-/// io_uring only: replaying 10,000 entries takes about 1 s there and about
-/// 75 s on the epoll driver on this machine, for any replay (a `since`
-/// replay of the same inbox as well), which is the epoll driver's replay
-/// flow control, not this option; the option's code is the shard's, the
-/// same on both drivers, and `device_start_oldest_replays_the_inbox_to_a_new_device_once_acked`
-/// runs on both.
-#[test]
-fn device_start_oldest_after_retention_trimmed_the_inbox() {
-    use ringcast_engine::streams::INBOX_RETENTION_COUNT;
-    let engine = start(config(ringcast_engine::config::Driver::IoUring, 2));
-    let extra = 10;
-    let total = INBOX_RETENTION_COUNT + extra;
-    // Pipelined sends from one client, then their replies.
-    let (mut sender, _) = connect(&engine, "sam");
-    for n in 0..total {
-        send_json(
-            &mut sender,
-            json!({"id": n + 1, "method": "send", "params": {"user": "ola", "data": {"n": n}}}),
+// Also the drivers' test of a long replay: 10,000 entries (it took ~75 s
+// on epoll until the shard loop took frames queued by a flush for work).
+e2e!(
+    device_start_oldest_after_retention_trimmed_the_inbox,
+    |driver| {
+        use ringcast_engine::streams::INBOX_RETENTION_COUNT;
+        let engine = start(config(driver, 2));
+        let extra = 10;
+        let total = INBOX_RETENTION_COUNT + extra;
+        // Pipelined sends from one client, then their replies.
+        let (mut sender, _) = connect(&engine, "sam");
+        for n in 0..total {
+            send_json(
+                &mut sender,
+                json!({"id": n + 1, "method": "send", "params": {"user": "ola", "data": {"n": n}}}),
+            );
+        }
+        for _ in 0..total {
+            let reply = read_json(&mut sender);
+            assert!(reply.get("result").is_some(), "{reply}");
+        }
+        let start_offset = || {
+            let (status, body) = api(
+                &engine,
+                "POST",
+                "/api/history",
+                Some(json!({"stream": "user:ola", "limit": 1})),
+            );
+            assert_eq!(status, 200, "{body}");
+            body["start_offset"].as_u64().unwrap()
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || start_offset() == extra + 1),
+            "count retention trims the inbox to its newest {INBOX_RETENTION_COUNT}"
         );
+        // Offset 0 is below the start: for a position that would be a gap
+        // (recovered false, nothing replayed); a new device has no position,
+        // so it gets every retained publication.
+        let mut ws = connect_query(&engine, "ola", "device=new&device_start=oldest");
+        let (recovery, replayed) = connect_recovery(&mut ws);
+        assert_eq!(recovery["recovered"], true, "{recovery}");
+        assert_eq!(recovery["start_offset"], extra + 1);
+        assert_eq!(recovery["replayed"], INBOX_RETENTION_COUNT);
+        let offsets: Vec<u64> = replayed.iter().map(|&(offset, _)| offset).collect();
+        assert_eq!(offsets, (extra + 1..=total).collect::<Vec<_>>());
+        // `since=0` still reports the trimmed start.
+        let mut ws = connect_query(&engine, "ola", "since=0");
+        let (recovery, replayed) = connect_recovery(&mut ws);
+        assert_eq!((&recovery["recovered"], replayed.len()), (&json!(false), 0));
+        engine.shutdown();
     }
-    for _ in 0..total {
-        let reply = read_json(&mut sender);
-        assert!(reply.get("result").is_some(), "{reply}");
-    }
-    let start_offset = || {
-        let (status, body) = api(
-            &engine,
-            "POST",
-            "/api/history",
-            Some(json!({"stream": "user:ola", "limit": 1})),
-        );
-        assert_eq!(status, 200, "{body}");
-        body["start_offset"].as_u64().unwrap()
-    };
-    assert!(
-        wait_until(Duration::from_secs(10), || start_offset() == extra + 1),
-        "count retention trims the inbox to its newest {INBOX_RETENTION_COUNT}"
-    );
-    // Offset 0 is below the start: for a position that would be a gap
-    // (recovered false, nothing replayed); a new device has no position,
-    // so it gets every retained publication.
-    let mut ws = connect_query(&engine, "ola", "device=new&device_start=oldest");
-    let (recovery, replayed) = connect_recovery(&mut ws);
-    assert_eq!(recovery["recovered"], true, "{recovery}");
-    assert_eq!(recovery["start_offset"], extra + 1);
-    assert_eq!(recovery["replayed"], INBOX_RETENTION_COUNT);
-    let offsets: Vec<u64> = replayed.iter().map(|&(offset, _)| offset).collect();
-    assert_eq!(offsets, (extra + 1..=total).collect::<Vec<_>>());
-    // `since=0` still reports the trimmed start.
-    let mut ws = connect_query(&engine, "ola", "since=0");
-    let (recovery, replayed) = connect_recovery(&mut ws);
-    assert_eq!((&recovery["recovered"], replayed.len()), (&json!(false), 0));
-    engine.shutdown();
-}
+);
 
 e2e!(
     changed_epoch_or_trimmed_offset_is_never_a_silent_skip,
