@@ -1,5 +1,5 @@
 //! History by time (`from_time`, `before_time`) over real sockets: a
-//! channel with history and a user inbox, paged forward and backward across
+//! channel with history, a user inbox and a DM, paged forward and backward across
 //! several pages, checked against the stream read whole by offset; the HTTP
 //! API's twin; the binary form; refusals.
 
@@ -121,6 +121,20 @@ fn check_paging(read: &mut Reader<'_>, stream: &str) {
     assert_eq!(page["next_offset"], all.last().unwrap().0 + 1);
 }
 
+/// [`check_paging`] with `history` commands over `ws`.
+fn check_paging_over(ws: &mut Ws, stream: &str) {
+    let mut next_id = 100;
+    let mut over_socket = |params: Value| {
+        next_id += 1;
+        let reply = command(
+            ws,
+            json!({"id": next_id, "method": "history", "params": params}),
+        );
+        reply["result"].clone()
+    };
+    check_paging(&mut over_socket, stream);
+}
+
 /// Writes `n` publications in `rounds` rounds a few milliseconds apart, so
 /// the stream holds runs of equal times and distinct ones.
 fn spread(rounds: usize, mut write: impl FnMut(usize)) {
@@ -171,18 +185,8 @@ e2e!(history_pages_a_channel_and_an_inbox_by_time, |driver| {
         }
     });
 
-    for (ws, stream) in [(&mut ann, "chat:times"), (&mut bob, "user:bob")] {
-        let mut next_id = 100;
-        let mut over_socket = |params: Value| {
-            next_id += 1;
-            let reply = command(
-                ws,
-                json!({"id": next_id, "method": "history", "params": params}),
-            );
-            reply["result"].clone()
-        };
-        check_paging(&mut over_socket, stream);
-    }
+    check_paging_over(&mut ann, "chat:times");
+    check_paging_over(&mut bob, "user:bob");
     // The HTTP API's twin, the same checks.
     for stream in ["chat:times", "user:bob"] {
         let mut over_api = |params: Value| {
@@ -284,3 +288,58 @@ e2e!(binary_clients_page_by_time, |driver| {
     assert_eq!(from_4.iter().map(|e| e.0).collect::<Vec<_>>(), [4, 5, 6]);
     engine.shutdown();
 });
+
+/// Connects `user` with the IM layer on and reads what connect sends
+/// first (the inbox's id-0 reply and the IM sync).
+fn im_connect(engine: &ringcast_engine::Engine, user: &str) -> Ws {
+    let (mut ws, _) = connect(engine, user);
+    while read_json(&mut ws).get("im_sync").is_none() {}
+    ws
+}
+
+e2e!(
+    history_pages_a_conversation_by_time_for_its_users_only,
+    |driver| {
+        let mut config = config(driver, 2);
+        config.im.enabled = true;
+        let engine = start(config);
+        let mut ann = im_connect(&engine, "ann");
+        let mut bob = im_connect(&engine, "bob");
+        let mut conv = String::new();
+        let mut id = 10;
+        spread(4, |index| {
+            id += 1;
+            let (ws, to) = if index % 2 == 0 {
+                (&mut ann, "bob")
+            } else {
+                (&mut bob, "ann")
+            };
+            let reply = command(
+                ws,
+                json!({"id": id, "method": "msg_send", "params": {"to": to, "kind": "text", "data": {"text": "hi"}}}),
+            );
+            conv = reply["result"]["conv"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{reply}"))
+                .to_owned();
+        });
+        check_paging_over(&mut ann, &conv);
+        check_paging_over(&mut bob, &conv);
+        // Not one of its two users: refused by time as by offset.
+        let mut cid = im_connect(&engine, "cid");
+        let by_offset = command(
+            &mut cid,
+            json!({"id": 1, "method": "history", "params": {"stream": conv}}),
+        );
+        let by_time = command(
+            &mut cid,
+            json!({"id": 2, "method": "history", "params": {"stream": conv, "before_time": u64::MAX}}),
+        );
+        assert!(by_offset["error"]["code"].is_u64(), "{by_offset}");
+        assert_eq!(
+            by_time["error"]["code"], by_offset["error"]["code"],
+            "{by_time}"
+        );
+        engine.shutdown();
+    }
+);
