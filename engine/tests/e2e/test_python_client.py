@@ -128,11 +128,13 @@ async def t_violation(ws_url, _api_port, _proc):
 
 @check("a new device replays its inbox with device_start=oldest, then pages it back by time")
 async def t_history_by_time(ws_url, api_port, _proc):
+    # A user of its own: the data directory outlives a run.
+    user = f"hana-{time.time_ns()}"
     for n in range(9):
-        status, body = api(api_port, "/api/send", {"user": "hana", "data": {"n": n}})
+        status, body = api(api_port, "/api/send", {"user": user, "data": {"n": n}})
         assert status == 200, body
         time.sleep(0.002)  # each send a millisecond of its own
-    async with connect(f"{ws_url}?token={token('hana')}&device=py-new&device_start=oldest") as ws:
+    async with connect(f"{ws_url}?token={token(user)}&device=py-new&device_start=oldest") as ws:
         await recv_json(ws)  # connect
         replayed = []
         while True:
@@ -146,7 +148,7 @@ async def t_history_by_time(ws_url, api_port, _proc):
         assert times == sorted(times), replayed
         # Backward from the time of offset 8, four at a time, each next page
         # below the last offset seen: offsets 7 down to 1, once each.
-        params = {"stream": "user:hana", "before_time": times[7], "limit": 4}
+        params = {"stream": f"user:{user}", "before_time": times[7], "limit": 4}
         seen, next_id = [], 10
         while True:
             reply = await command(ws, {"id": next_id, "method": "history", "params": params})
@@ -157,7 +159,7 @@ async def t_history_by_time(ws_url, api_port, _proc):
             seen += page
             params = {**params, "before": page[-1]}
         assert seen == [7, 6, 5, 4, 3, 2, 1], seen
-        reply = await command(ws, {"id": 99, "method": "history", "params": {"stream": "user:hana", "from_time": 5, "before_time": 5}})
+        reply = await command(ws, {"id": 99, "method": "history", "params": {"stream": f"user:{user}", "from_time": 5, "before_time": 5}})
         assert reply["error"]["code"] == 107, reply
 
 

@@ -128,42 +128,41 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         }
         "history" => {
             let params: HistoryParams = parse_params(id, command.params)?;
-            if params.from_time.is_some() || params.before_time.is_some() {
-                let bounds = HistoryBounds {
-                    since: params.since,
-                    before: params.before,
-                    from_time: params.from_time,
-                    before_time: params.before_time,
-                    reverse: params.reverse_given,
-                };
-                history_by_time(params.stream, params.limit, bounds).map_err(|message| {
-                    CommandError::new(Some(id), ErrorCode::BadRequest, message)
-                })?
-            } else {
-                match params.before {
-                    // Backward paging is newest first by definition: `reverse`
-                    // adds nothing, and `false` would ask for what `before` is not.
-                    Some(_) if params.reverse_given == Some(false) => {
-                        return Err(CommandError::new(
-                            Some(id),
-                            ErrorCode::BadRequest,
-                            "`before` pages newest first: drop `reverse` or set it to true"
-                                .to_owned(),
-                        ))
-                    }
-                    Some(before) => CommandBody::HistoryBefore {
-                        stream: params.stream,
-                        before,
-                        since: params.since.unwrap_or(0),
-                        limit: params.limit,
-                    },
-                    None => CommandBody::History {
-                        stream: params.stream,
+            let by_time = params.from_time.is_some() || params.before_time.is_some();
+            match params.before {
+                _ if by_time => {
+                    let bounds = HistoryBounds {
                         since: params.since,
-                        limit: params.limit,
-                        reverse: params.reverse_given.unwrap_or(false),
-                    },
+                        before: params.before,
+                        from_time: params.from_time,
+                        before_time: params.before_time,
+                        reverse: params.reverse_given,
+                    };
+                    history_by_time(params.stream, params.limit, bounds).map_err(|message| {
+                        CommandError::new(Some(id), ErrorCode::BadRequest, message)
+                    })?
                 }
+                // Backward paging is newest first by definition: `reverse`
+                // adds nothing, and `false` would ask for what `before` is not.
+                Some(_) if params.reverse_given == Some(false) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        BEFORE_NEWEST_FIRST.to_owned(),
+                    ))
+                }
+                Some(before) => CommandBody::HistoryBefore {
+                    stream: params.stream,
+                    before,
+                    since: params.since.unwrap_or(0),
+                    limit: params.limit,
+                },
+                None => CommandBody::History {
+                    stream: params.stream,
+                    since: params.since,
+                    limit: params.limit,
+                    reverse: params.reverse_given.unwrap_or(false),
+                },
             }
         }
         "rpc" => {
@@ -642,6 +641,9 @@ struct HistoryParams {
     before_time: Option<u64>,
 }
 
+/// Why `before` with `"reverse": false` is refused.
+const BEFORE_NEWEST_FIRST: &str = "`before` pages newest first: drop `reverse` or set it to true";
+
 /// The bounds of a history read by time as a client gives them: the JSON
 /// command's `history` params, and the HTTP API's `/api/history` body.
 #[derive(Debug, Clone, Copy, Default)]
@@ -671,9 +673,7 @@ pub fn history_by_time(
     let offset_bound = match (reverse, bounds.since, bounds.before) {
         (false, since, None) => since.unwrap_or(0),
         (true, None, before) => before.unwrap_or(u64::MAX),
-        (false, _, Some(_)) => {
-            return Err("`before` pages newest first: drop `reverse` or set it to true".to_owned())
-        }
+        (false, _, Some(_)) => return Err(BEFORE_NEWEST_FIRST.to_owned()),
         (true, Some(_), _) => {
             return Err(
                 "`since` pages oldest first, and `before` or `before_time` newest \
