@@ -293,7 +293,7 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
                     offset_bound: 41,
                 },
             ),
-            "11000000000000000c00000032000000636861743a61ffff0068e5cf8b010000\
+            "11000000000000000d00000032000000636861743a61ffff0068e5cf8b010000\
             ffffffffffffffff2900000000000000",
         ),
         (
@@ -309,7 +309,7 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
                     offset_bound: u64::MAX,
                 },
             ),
-            "757365723a616c69636500000000000012000000000000000c010000640000008a000000\
+            "757365723a616c69636500000000000012000000000000000d010000640000008a000000\
             e0ffffff00000000000000000068e5cf8b010000ffffffffffffffff",
         ),
         (
