@@ -554,34 +554,11 @@ impl Shard {
                 }
                 Ok(Outcome::Later)
             }
-            CommandBody::History {
-                stream,
-                since,
-                limit,
-                reverse,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since,
-                    before: None,
-                    limit: limit as usize,
-                    reverse,
-                };
-                self.history_command(key, id, &user, request)
-            }
-            CommandBody::HistoryBefore {
-                stream,
-                before,
-                since,
-                limit,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since: Some(since),
-                    before: Some(before),
-                    limit: limit as usize,
-                    reverse: true,
-                };
+            body @ (CommandBody::History { .. }
+            | CommandBody::HistoryBefore { .. }
+            | CommandBody::HistoryByTime { .. }) => {
+                let request =
+                    streams::history_read(body).ok_or_else(|| refuse(ErrorCode::Internal))?;
                 self.history_command(key, id, &user, request)
             }
             CommandBody::Refresh { token } => {
@@ -630,7 +607,8 @@ impl Shard {
         }
     }
 
-    /// A `history` command, forward or backward (`before`): checks that
+    /// A `history` command, forward or backward (`before`), by offset or
+    /// by time: checks that
     /// `user` may read the stream, then reads it on a store reader.
     fn history_command(
         &mut self,
@@ -820,7 +798,7 @@ impl Shard {
         if !own_inbox {
             self.subscribe(key, &channel);
         }
-        self.start_recovery(key, id, channel, since, own_inbox);
+        self.start_recovery(key, id, channel, since, own_inbox, false);
         Ok(Outcome::Later)
     }
 

@@ -18,6 +18,7 @@ mod durable;
 mod fd_budget;
 mod handshake;
 mod heartbeat;
+mod history_time;
 mod im_dm;
 mod im_signals;
 mod limits;

@@ -13,4 +13,5 @@ mod resources;
 mod retention;
 mod sink;
 mod streams;
+mod time;
 mod util;

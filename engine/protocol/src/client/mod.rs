@@ -44,7 +44,8 @@ pub use im::{
 pub use im::{BlockedUser, TypingState, BLOCKS_LIST_LIMIT_DEFAULT, BLOCKS_LIST_LIMIT_MAX};
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,
-    encode_presence_json, encode_reply_json, encode_subscription_json,
+    encode_presence_json, encode_reply_json, encode_subscription_json, history_by_time,
+    HistoryBounds,
 };
 pub use model::{
     ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedCommand, ArchivedCommandBody,

@@ -281,6 +281,38 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
             "29000000000000007b000000000000000d0000000000000009000000636861743a6731ff612e622e63ffffff01000000d0ffffff000000000000000000000000",
         ),
         (
+            r#"{"id":17,"method":"history","params":{"stream":"chat:a","from_time":1700000000000,"since":41,"limit":50}}"#,
+            bin(
+                17,
+                BinaryCommandBody::HistoryByTime {
+                    reverse: false,
+                    limit: 50,
+                    stream: "chat:a".into(),
+                    from_time_ms: 1_700_000_000_000,
+                    before_time_ms: u64::MAX,
+                    offset_bound: 41,
+                },
+            ),
+            "11000000000000000d00000032000000636861743a61ffff0068e5cf8b010000\
+            ffffffffffffffff2900000000000000",
+        ),
+        (
+            r#"{"id":18,"method":"history","params":{"stream":"user:alice","before_time":1700000000000}}"#,
+            bin(
+                18,
+                BinaryCommandBody::HistoryByTime {
+                    reverse: true,
+                    limit: 100,
+                    stream: "user:alice".into(),
+                    from_time_ms: 0,
+                    before_time_ms: 1_700_000_000_000,
+                    offset_bound: u64::MAX,
+                },
+            ),
+            "757365723a616c69636500000000000012000000000000000d010000640000008a000000\
+            e0ffffff00000000000000000068e5cf8b010000ffffffffffffffff",
+        ),
+        (
             r#"{"id":14,"method":"rpc","params":{"method":"ping","data":1}}"#,
             bin(
                 14,
