@@ -112,6 +112,13 @@ pub fn is_reserved(config: &Config, channel: &str) -> bool {
             .is_some_and(|(ns, _)| ns == DM_NAMESPACE || ns == GROUP_NAMESPACE)
 }
 
+/// Whether `channel` names a group.
+pub fn is_group(channel: &str) -> bool {
+    channel
+        .split_once(':')
+        .is_some_and(|(ns, _)| ns == GROUP_NAMESPACE)
+}
+
 /// Whether `channel` names a conversation (a DM or a group).
 pub fn is_conv(channel: &str) -> bool {
     channel
@@ -265,6 +272,21 @@ pub fn conv_info(summary: ringcast_store::ConvSummary) -> ringcast_protocol::cli
         last_msg_offset: summary.last_msg_offset,
         read_offset: summary.read_offset,
         unread: summary.unread,
+    }
+}
+
+/// A `blocks_list` reply from a store page of at most `limit` users:
+/// a full page has a next one to ask for.
+pub fn blocks_page(page: Vec<(String, u64)>, limit: u32) -> ringcast_protocol::client::ImReply {
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|(user, _)| user.clone()))
+        .flatten();
+    ringcast_protocol::client::ImReply::BlocksList {
+        users: page
+            .into_iter()
+            .map(|(user, time_ms)| ringcast_protocol::client::BlockedUser { user, time_ms })
+            .collect(),
+        next,
     }
 }
 

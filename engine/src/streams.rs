@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringcast_store::{Answer, Appended, CommitSink, Durability, Retention};
+use ringcast_protocol::client::CommandBody;
+use ringcast_store::{Answer, Appended, CommitSink, Durability, ReadRequest, Retention};
 
 use crate::channels::PERSONAL_NAMESPACE;
 use crate::config::{self, Config};
@@ -57,6 +58,62 @@ pub fn policy(config: &Config, channel: &str) -> Option<StreamPolicy> {
             age_max: namespace.retention_age,
         },
     })
+}
+
+/// The store read a history command asks for, or `None` if `body` is not
+/// one. The commands differ only in their bounds: `History` is an offset
+/// lower bound, `HistoryBefore` an offset upper bound newest first, and
+/// `HistoryByTime` a time window whose open sides (`0`, `u64::MAX`) bound
+/// nothing, plus an offset bound on the side its page starts from.
+pub fn history_read(body: CommandBody) -> Option<ReadRequest> {
+    let request = match body {
+        CommandBody::History {
+            stream,
+            since,
+            limit,
+            reverse,
+        } => ReadRequest {
+            stream,
+            since,
+            before: None,
+            limit: limit as usize,
+            reverse,
+            from_time_ms: None,
+            before_time_ms: None,
+        },
+        CommandBody::HistoryBefore {
+            stream,
+            before,
+            since,
+            limit,
+        } => ReadRequest {
+            stream,
+            since: Some(since),
+            before: Some(before),
+            limit: limit as usize,
+            reverse: true,
+            from_time_ms: None,
+            before_time_ms: None,
+        },
+        CommandBody::HistoryByTime {
+            reverse,
+            limit,
+            stream,
+            from_time_ms,
+            before_time_ms,
+            offset_bound,
+        } => ReadRequest {
+            stream,
+            since: (!reverse).then_some(offset_bound),
+            before: reverse.then_some(offset_bound),
+            limit: limit as usize,
+            reverse,
+            from_time_ms: (from_time_ms != 0).then_some(from_time_ms),
+            before_time_ms: (before_time_ms != u64::MAX).then_some(before_time_ms),
+        },
+        _ => return None,
+    };
+    Some(request)
 }
 
 /// The tag of a store request submitted by shard `shard` for its pending

@@ -35,7 +35,7 @@ pub use api::{
     Durability, GroupActor, GroupAppend, GroupAppended, GroupInfo, GroupMember, GroupOp,
     GroupOpRequest, GroupRole, GroupSummary, Health, ImAppend, ImAppended, ImDelivery, ImReadState,
     ImSync, MemberReceipt, OutboxEvent, OutboxKind, OutboxRecord, ReadRequest, ReadResult,
-    ReceiptPage, Retention, StoreConfig, StoredCursor, SyncToken, Unreadable,
+    ReceiptPage, Retention, StoreConfig, StoredCursor, SyncToken, TimeSeek, Unreadable,
     CLIENT_MSG_ID_BYTES_MAX, CONVERSATIONS_PER_USER_MAX_DEFAULT, CURSOR_ID_BYTES_MAX,
     DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX, GROUPS_PER_USER_MAX_DEFAULT, GROUP_MEMBERS_MAX_CEILING,
     GROUP_MEMBERS_MAX_DEFAULT, GROUP_TARGETS_MAX, GROUP_TEXT_BYTES_MAX, IM_NAME_PREFIXES,

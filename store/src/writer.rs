@@ -1061,6 +1061,15 @@ impl Writer {
         meta.age_max_ms = duration_ms(retention.age_max);
         let message_id = self.message_ids.next(now_ms);
         push.stamp(message_id.as_u64(), offset, meta.epoch, now_ms);
+        // Time never decreases along a stream, so a time is found by a
+        // binary search over offsets (`reader::seek_time`). Publications
+        // carry their shard's clock; a shard a little behind another, or a
+        // clock stepped back, gets the previous entry's time instead.
+        let stamped_ms = push.envelope().time_ms.to_native();
+        if stamped_ms < meta.last_time_ms {
+            push.stamp_time(meta.last_time_ms);
+        }
+        meta.last_time_ms = stamped_ms.max(meta.last_time_ms);
         let push = Arc::new(push);
         work.batch
             .insert(&self.fjall.entries, entry_key(id, offset), push.as_bytes());

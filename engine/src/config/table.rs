@@ -392,6 +392,11 @@ config_table! {
         presence_offline_grace as "presence_offline_grace_ms": Duration
             = Millis { default: 5000, min: 0, max: 3_600_000 },
             "MS", "Wait before reporting a user offline (flap damping)";
+        /// Least time between two `typing` signals one connection sends to
+        /// one conversation; those between are dropped.
+        typing_interval as "typing_interval_ms": Duration
+            = Millis { default: 3000, min: 0, max: 60_000 },
+            "MS", "Least time between typing signals per connection and conversation";
         /// Groups up to this many members get read and delivery receipts
         /// pushed to their members; larger ones only answer `receipts`.
         group_receipts_members_max: u32

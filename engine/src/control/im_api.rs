@@ -118,6 +118,16 @@ fn store_refused(err: &StoreError, what: &str) -> Response {
             &format!("{user} has {limit} conversations, the most allowed (im.conversations_per_user_max)"),
         ),
         StoreError::InvalidRequest { reason } => bad_request(reason),
+        StoreError::Blocked { blocker, blocked } => Response::error(
+            403,
+            "blocked",
+            &format!("{blocker} blocked {blocked}; nothing was stored"),
+        ),
+        StoreError::NotContact { user, sender } => Response::error(
+            403,
+            "not_contact",
+            &format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
+        ),
         other => store_error_response(other, what),
     }
 }
@@ -336,7 +346,7 @@ impl Api {
 
     /// `event` to every connection of `user`, on every shard (ephemeral: a
     /// shard whose lane is full does not get it).
-    fn im_event_to_user(&self, user: &str, event: &ImEvent) {
+    pub(super) fn im_event_to_user(&self, user: &str, event: &ImEvent) {
         let channel = crate::channels::personal_channel(user);
         let mask = self.shared.interest.shards(&channel);
         if mask == 0 {

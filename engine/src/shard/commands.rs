@@ -72,6 +72,8 @@ pub(super) enum StoreDone {
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
+    /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
+    ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
     /// An `ack` of a conversation stored, with the delivery position.
     ImAcked(
         ReplyTo,
@@ -306,6 +308,7 @@ impl Shard {
             StoreDone::ImRead(to, conv, pair, result) => self.on_im_read(to, conv, pair, result),
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
+            StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
             StoreDone::ImAcked(to, conv, result) => self.on_im_acked(to, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),
             StoreDone::ImGroupReceipt(frames, skip, result) => {
@@ -584,34 +587,11 @@ impl Shard {
                 }
                 Ok(Outcome::Later)
             }
-            CommandBody::History {
-                stream,
-                since,
-                limit,
-                reverse,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since,
-                    before: None,
-                    limit: limit as usize,
-                    reverse,
-                };
-                self.history_command(key, id, &user, request)
-            }
-            CommandBody::HistoryBefore {
-                stream,
-                before,
-                since,
-                limit,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since: Some(since),
-                    before: Some(before),
-                    limit: limit as usize,
-                    reverse: true,
-                };
+            body @ (CommandBody::History { .. }
+            | CommandBody::HistoryBefore { .. }
+            | CommandBody::HistoryByTime { .. }) => {
+                let request =
+                    streams::history_read(body).ok_or_else(|| refuse(ErrorCode::Internal))?;
                 self.history_command(key, id, &user, request)
             }
             CommandBody::Refresh { token } => {
@@ -660,7 +640,8 @@ impl Shard {
         }
     }
 
-    /// A `history` command, forward or backward (`before`): checks that
+    /// A `history` command, forward or backward (`before`), by offset or
+    /// by time: checks that
     /// `user` may read the stream, then reads it on a store reader.
     fn history_command(
         &mut self,
@@ -850,7 +831,7 @@ impl Shard {
         if !own_inbox {
             self.subscribe(key, &channel);
         }
-        self.start_recovery(key, id, channel, since, own_inbox);
+        self.start_recovery(key, id, channel, since, own_inbox, false);
         Ok(Outcome::Later)
     }
 

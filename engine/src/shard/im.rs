@@ -49,6 +49,8 @@ pub(super) struct ImShard {
     holds: HashMap<usize, Hold>,
     /// Connections whose sync message waits for their inbox's replay.
     sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
+    /// Typing limits and group member lists (`im_signals.rs`).
+    pub(super) signals: super::im_signals::Signals,
     /// `catchup` commands whose replays run.
     pub(super) catchups: super::im_delivery::Catchups,
 }
@@ -68,6 +70,7 @@ impl ImShard {
     pub(super) fn forget(&mut self, key: usize) {
         self.holds.remove(&key);
         self.sync_after_inbox.remove(&key);
+        self.signals.forget(key);
         self.catchups.forget(key);
     }
 }
@@ -117,6 +120,14 @@ pub(super) fn im_store_error(error: &StoreError) -> CommandError {
             format!("{user} has {limit} conversations, the most allowed (im.conversations_per_user_max)"),
         ),
         StoreError::InvalidRequest { reason } => (ErrorCode::BadRequest, (*reason).to_owned()),
+        StoreError::Blocked { blocker, blocked } => (
+            ErrorCode::Blocked,
+            format!("{blocker} blocked {blocked}; nothing was stored"),
+        ),
+        StoreError::NotContact { user, sender } => (
+            ErrorCode::PermissionDenied,
+            format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
+        ),
         other => store_error(other),
     }
 }
@@ -213,6 +224,10 @@ impl Shard {
                 }));
                 Ok(Outcome::Later)
             }
+            ImCommand::Block { user: other } => self.im_block(to, user, other, true),
+            ImCommand::Unblock { user: other } => self.im_block(to, user, other, false),
+            ImCommand::BlocksList { cursor, limit } => self.im_blocks_list(to, user, cursor, limit),
+            ImCommand::Typing { conv, state } => self.im_typing(to, user, conv, state),
             _ => Err(refuse(ErrorCode::MethodNotFound)),
         }
     }

@@ -330,6 +330,9 @@ impl Shard {
                 from.conv,
                 from.since,
                 device_cursor,
+                // `"cursor"` without a stored cursor replays nothing
+                // (docs/protocol.md, `catchup`), whatever `device_start`.
+                false,
                 Some(slot),
             );
         }

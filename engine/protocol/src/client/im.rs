@@ -47,6 +47,16 @@ pub enum ImCommand {
     },
     /// The user has read `conv` up to and including `offset`.
     Read { conv: String, offset: u64 },
+    /// The user blocks `user`: DMs between them are refused both ways (120).
+    Block { user: String },
+    /// The user lifts its block of `user`.
+    Unblock { user: String },
+    /// A page of the users the user blocked, in id order after `cursor`
+    /// (the previous page's `next`); `limit` 1..=[`BLOCKS_LIST_LIMIT_MAX`].
+    BlocksList { cursor: Option<String>, limit: u32 },
+    /// The user is typing in `conv`, or stopped: never stored, delivered
+    /// to the conversation's other members' connections.
+    Typing { conv: String, state: TypingState },
     /// The read and delivery positions of `conv`'s users (a DM's two, a
     /// group's members of any size) in user id order after `cursor` (the
     /// previous page's `next`); `limit` 1..=[`super::RECEIPTS_LIMIT_MAX`].
@@ -63,6 +73,47 @@ pub enum ImCommand {
         convs: Vec<super::CatchupFrom>,
         limit_per_conv: u32,
     },
+}
+
+/// Most users one `blocks_list` page returns (the least is 1).
+pub const BLOCKS_LIST_LIMIT_MAX: u32 = 100;
+/// `limit` of a `blocks_list` when the JSON form leaves it out.
+pub const BLOCKS_LIST_LIMIT_DEFAULT: u32 = 50;
+
+/// What a `typing` signal says.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+)]
+#[rkyv(derive(Debug))]
+pub enum TypingState {
+    Typing,
+    Stopped,
+}
+
+impl TypingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TypingState::Typing => "typing",
+            TypingState::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TypingState> {
+        match text {
+            "typing" => Some(TypingState::Typing),
+            "stopped" => Some(TypingState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// One user in a `blocks_list` page.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BlockedUser {
+    pub user: String,
+    /// When the block was set (Unix ms).
+    pub time_ms: u64,
 }
 
 /// What a message is; each kind has its data shape (`docs/im.md`, "What a
@@ -189,6 +240,18 @@ pub enum ImReply {
         unread: u64,
         total_unread: u64,
     },
+    /// `block` / `unblock`: whether `user` is blocked now, and whether
+    /// the command changed that.
+    Block {
+        user: String,
+        blocked: bool,
+        changed: bool,
+    },
+    /// `blocks_list`: `next` is the next page's cursor, `None` at the end.
+    BlocksList {
+        users: Vec<BlockedUser>,
+        next: Option<String>,
+    },
     /// `receipts`: `next` is the next page's cursor, `None` at the end.
     Receipts {
         conv: String,
@@ -221,6 +284,14 @@ pub enum ImEvent {
         conv: String,
         user: String,
         read: u64,
+    },
+    /// The user blocked (`blocked`) or unblocked `user` on another device.
+    Block { user: String, blocked: bool },
+    /// Another member `user` of `conv` is typing or stopped.
+    Typing {
+        conv: String,
+        user: String,
+        state: TypingState,
     },
     /// Some device of `user` acknowledged `conv` up to `offset` (sent when
     /// the user's delivery position advances).
@@ -296,6 +367,69 @@ struct JsonCursor {
 pub(super) struct ReadParams {
     conv: String,
     offset: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BlockParams {
+    user: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BlocksListParams {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default = "blocks_list_limit_default")]
+    limit: u32,
+}
+
+fn blocks_list_limit_default() -> u32 {
+    BLOCKS_LIST_LIMIT_DEFAULT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TypingParams {
+    conv: String,
+    state: String,
+}
+
+impl BlockParams {
+    pub(super) fn into_command(self, block: bool) -> ImCommand {
+        if block {
+            ImCommand::Block { user: self.user }
+        } else {
+            ImCommand::Unblock { user: self.user }
+        }
+    }
+}
+
+impl BlocksListParams {
+    pub(super) fn into_command(self) -> ImCommand {
+        ImCommand::BlocksList {
+            cursor: self.cursor,
+            limit: self.limit,
+        }
+    }
+}
+
+impl TypingParams {
+    pub(super) fn into_command(self, id: u64) -> Result<ImCommand, CommandError> {
+        let state = TypingState::parse(&self.state).ok_or_else(|| {
+            bad_request(
+                id,
+                format!(
+                    "unknown `state` {:?}; expected typing or stopped",
+                    self.state
+                ),
+            )
+        })?;
+        Ok(ImCommand::Typing {
+            conv: self.conv,
+            state,
+        })
+    }
 }
 
 impl MsgSendParams<'_> {
@@ -457,16 +591,7 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
             check_msg_data(*kind, data).map_err(|reason| bad_request(id, reason))?;
             Ok(())
         }
-        ImCommand::ConvList { limit, .. } => {
-            if (1..=CONV_LIST_LIMIT_MAX).contains(limit) {
-                Ok(())
-            } else {
-                Err(bad_request(
-                    id,
-                    format!("`limit` must be 1 to {CONV_LIST_LIMIT_MAX}"),
-                ))
-            }
-        }
+        ImCommand::ConvList { limit, .. } => check_limit(id, *limit, CONV_LIST_LIMIT_MAX),
         ImCommand::Receipts { conv, limit, .. } => {
             super::im_delivery::validate_receipts(id, conv, *limit)
         }
@@ -480,6 +605,28 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
                 Ok(())
             }
         }
+        ImCommand::Block { user } | ImCommand::Unblock { user } => {
+            check_not_empty(id, user, "user")
+        }
+        ImCommand::BlocksList { limit, .. } => check_limit(id, *limit, BLOCKS_LIST_LIMIT_MAX),
+        ImCommand::Typing { conv, .. } => check_not_empty(id, conv, "conv"),
+    }
+}
+
+/// A page's `limit`, 1..=`max`.
+fn check_limit(id: u64, limit: u32, max: u32) -> Result<(), CommandError> {
+    if (1..=max).contains(&limit) {
+        Ok(())
+    } else {
+        Err(bad_request(id, format!("`limit` must be 1 to {max}")))
+    }
+}
+
+fn check_not_empty(id: u64, value: &str, field: &str) -> Result<(), CommandError> {
+    if value.is_empty() {
+        Err(bad_request(id, format!("`{field}` must not be empty")))
+    } else {
+        Ok(())
     }
 }
 
@@ -578,6 +725,38 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             unread,
             total_unread,
         } => push_read(out, conv, *offset, *unread, *total_unread),
+        ImReply::Block {
+            user,
+            blocked,
+            changed,
+        } => {
+            out.extend_from_slice(b"{\"user\":");
+            push_json_str(out, user);
+            out.extend_from_slice(b",\"blocked\":");
+            push_bool(out, *blocked);
+            out.extend_from_slice(b",\"changed\":");
+            push_bool(out, *changed);
+            out.push(b'}');
+        }
+        ImReply::BlocksList { users, next } => {
+            out.extend_from_slice(b"{\"users\":[");
+            for (index, blocked) in users.iter().enumerate() {
+                if index != 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"user\":");
+                push_json_str(out, &blocked.user);
+                out.extend_from_slice(b",\"time_ms\":");
+                push_u64(out, blocked.time_ms);
+                out.push(b'}');
+            }
+            out.push(b']');
+            if let Some(next) = next {
+                out.extend_from_slice(b",\"next\":");
+                push_json_str(out, next);
+            }
+            out.push(b'}');
+        }
         ImReply::Receipts {
             conv,
             receipts,
@@ -587,6 +766,10 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
     }
 }
 
+fn push_bool(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
 /// The `result` object of an IM reply alone, as the HTTP API answers it.
 pub fn encode_im_reply_result_json(reply: &ImReply) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
@@ -594,8 +777,8 @@ pub fn encode_im_reply_result_json(reply: &ImReply) -> Vec<u8> {
     out
 }
 
-/// Renders an IM event as JSON: `{"im_sync":{...}}`, `{"read":{...}}` or
-/// `{"receipt":{...}}` (`docs/protocol.md`, "IM").
+/// Renders an IM event as JSON: `{"im_sync":{...}}`, `{"read":{...}}`,
+/// `{"receipt":{...}}`, `{"block":{...}}` or `{"typing":{...}}` (`docs/protocol.md`, "IM").
 pub fn encode_im_event_json(event: &ImEvent) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     match event {
@@ -631,6 +814,22 @@ pub fn encode_im_event_json(event: &ImEvent) -> Vec<u8> {
             out.extend_from_slice(b",\"read\":");
             push_u64(&mut out, *read);
             out.extend_from_slice(b"}}");
+        }
+        ImEvent::Block { user, blocked } => {
+            out.extend_from_slice(b"{\"block\":{\"user\":");
+            push_json_str(&mut out, user);
+            out.extend_from_slice(b",\"blocked\":");
+            push_bool(&mut out, *blocked);
+            out.extend_from_slice(b"}}");
+        }
+        ImEvent::Typing { conv, user, state } => {
+            out.extend_from_slice(b"{\"typing\":{\"conv\":");
+            push_json_str(&mut out, conv);
+            out.extend_from_slice(b",\"user\":");
+            push_json_str(&mut out, user);
+            out.extend_from_slice(b",\"state\":\"");
+            out.extend_from_slice(state.as_str().as_bytes());
+            out.extend_from_slice(b"\"}}");
         }
         ImEvent::Delivered { conv, user, offset } => {
             super::im_delivery::push_delivered(&mut out, conv, user, *offset);

@@ -128,14 +128,27 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         }
         "history" => {
             let params: HistoryParams = parse_params(id, command.params)?;
+            let by_time = params.from_time.is_some() || params.before_time.is_some();
             match params.before {
+                _ if by_time => {
+                    let bounds = HistoryBounds {
+                        since: params.since,
+                        before: params.before,
+                        from_time: params.from_time,
+                        before_time: params.before_time,
+                        reverse: params.reverse_given,
+                    };
+                    history_by_time(params.stream, params.limit, bounds).map_err(|message| {
+                        CommandError::new(Some(id), ErrorCode::BadRequest, message)
+                    })?
+                }
                 // Backward paging is newest first by definition: `reverse`
                 // adds nothing, and `false` would ask for what `before` is not.
                 Some(_) if params.reverse_given == Some(false) => {
                     return Err(CommandError::new(
                         Some(id),
                         ErrorCode::BadRequest,
-                        "`before` pages newest first: drop `reverse` or set it to true".to_owned(),
+                        BEFORE_NEWEST_FIRST.to_owned(),
                     ))
                 }
                 Some(before) => CommandBody::HistoryBefore {
@@ -179,6 +192,23 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         "read" => {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
+        }
+        "block" | "unblock" => {
+            let params: super::im::BlockParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(
+                params.into_command(command.method.as_ref() == "block"),
+            ))
+        }
+        "blocks_list" => {
+            let params: super::im::BlocksListParams = match command.params {
+                Some(_) => parse_params(id, command.params)?,
+                None => parse_object(id, "params", empty_object())?,
+            };
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "typing" => {
+            let params: super::im::TypingParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id)?))
         }
         "receipts" => {
             let params: super::im_delivery::ReceiptsParams = parse_params(id, command.params)?;
@@ -630,6 +660,77 @@ struct HistoryParams {
     limit: u32,
     #[serde(default, rename = "reverse")]
     reverse_given: Option<bool>,
+    #[serde(default)]
+    from_time: Option<u64>,
+    #[serde(default)]
+    before_time: Option<u64>,
+}
+
+/// Why `before` with `"reverse": false` is refused.
+const BEFORE_NEWEST_FIRST: &str = "`before` pages newest first: drop `reverse` or set it to true";
+
+/// The bounds of a history read by time as a client gives them: the JSON
+/// command's `history` params, and the HTTP API's `/api/history` body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryBounds {
+    pub since: Option<u64>,
+    pub before: Option<u64>,
+    pub from_time: Option<u64>,
+    pub before_time: Option<u64>,
+    /// `None`: newest first when `before` or `before_time` is given.
+    pub reverse: Option<bool>,
+}
+
+/// The [`CommandBody::HistoryByTime`] of a history read with a time bound,
+/// or the message of the 107 error that refuses it. Newest first when
+/// `reverse` says so, or by default when `before` or `before_time` is given
+/// (as `before` alone does); the page's offset bound is `since` going
+/// forward and `before` going back, so giving the other one contradicts the
+/// direction.
+pub fn history_by_time(
+    stream: String,
+    limit: u32,
+    bounds: HistoryBounds,
+) -> Result<CommandBody, String> {
+    let reverse = bounds
+        .reverse
+        .unwrap_or(bounds.before.is_some() || bounds.before_time.is_some());
+    let offset_bound = match (reverse, bounds.since, bounds.before) {
+        (false, since, None) => since.unwrap_or(0),
+        (true, None, before) => before.unwrap_or(u64::MAX),
+        (false, _, Some(_)) => return Err(BEFORE_NEWEST_FIRST.to_owned()),
+        (true, Some(_), _) => {
+            return Err(
+                "`since` pages oldest first, and `before` or `before_time` newest \
+                first unless `reverse` is false: page a time window forward with \
+                `\"reverse\": false`, back with `before`"
+                    .to_owned(),
+            )
+        }
+    };
+    let from_time_ms = bounds.from_time.unwrap_or(0);
+    let before_time_ms = bounds.before_time.unwrap_or(u64::MAX);
+    if let Some(message) = history_window_error(from_time_ms, before_time_ms) {
+        return Err(message);
+    }
+    Ok(CommandBody::HistoryByTime {
+        reverse,
+        limit,
+        stream,
+        from_time_ms,
+        before_time_ms,
+        offset_bound,
+    })
+}
+
+/// Why a history time window is refused, if it is: it must hold a time.
+pub(super) fn history_window_error(from_time_ms: u64, before_time_ms: u64) -> Option<String> {
+    (from_time_ms >= before_time_ms).then(|| {
+        format!(
+            "`from_time` ({from_time_ms}) must be below `before_time` ({before_time_ms}): \
+            the window is from_time <= time < before_time"
+        )
+    })
 }
 
 fn history_limit_default() -> u32 {

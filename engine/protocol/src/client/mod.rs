@@ -42,13 +42,15 @@ pub use im::{
     ArchivedImCommand, ArchivedImEvent, ArchivedImReply, ConvCursor, ConvInfo, ImCommand, ImEvent,
     ImReply, ImSyncInfo, MsgKind, MsgSize, SyncToken, CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
 };
+pub use im::{BlockedUser, TypingState, BLOCKS_LIST_LIMIT_DEFAULT, BLOCKS_LIST_LIMIT_MAX};
 pub use im_delivery::{
     ArchivedCatchupFrom, ArchivedCatchupResult, ArchivedMemberPositions, CatchupFrom,
     CatchupResult, MemberPositions, CATCHUP_CONVS_MAX, RECEIPTS_LIMIT_DEFAULT, RECEIPTS_LIMIT_MAX,
 };
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,
-    encode_presence_json, encode_reply_json, encode_subscription_json,
+    encode_presence_json, encode_reply_json, encode_subscription_json, history_by_time,
+    HistoryBounds,
 };
 pub use model::{
     ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedCommand, ArchivedCommandBody,

@@ -205,13 +205,6 @@ fn replies() -> Vec<(ImReply, &'static str, &'static str)> {
     ]
 }
 
-#[test]
-fn im_replies_keep_their_bytes_in_both_forms() {
-    for (reply, json, binary) in replies() {
-        check_reply(reply, json, binary);
-    }
-}
-
 /// An IM reply's bytes in both forms, and its binary form decoded back.
 #[track_caller]
 fn check_reply(reply: ImReply, json: &str, binary: &str) {
@@ -228,6 +221,13 @@ fn check_reply(reply: ImReply, json: &str, binary: &str) {
         decode_server_binary(&bytes).expect(json),
         ServerMessage::Reply { id, result }
     );
+}
+
+#[test]
+fn im_replies_keep_their_bytes_in_both_forms() {
+    for (reply, json, binary) in replies() {
+        check_reply(reply, json, binary);
+    }
 }
 
 fn events() -> Vec<(ImEvent, &'static str, &'static str)> {
@@ -380,6 +380,116 @@ fn bad_im_commands_are_refused_with_107() {
     );
 }
 
+/// Blocks and typing (`docs/im.md`, "Blocks and DM policy", "Typing"):
+/// their commands, replies and events, in one place.
+#[test]
+fn blocks_and_typing_keep_their_bytes_in_both_forms() {
+    use ringcast_protocol::client::{BlockedUser, TypingState};
+    let commands = [
+        (
+            r#"{"id":1,"method":"block","params":{"user":"bob"}}"#,
+            im(1, ImCommand::Block { user: "bob".into() }),
+            "03000000626f62ffffffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":2,"method":"unblock","params":{"user":"bob"}}"#,
+            im(2, ImCommand::Unblock { user: "bob".into() }),
+            "04000000626f62ffffffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000002000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":3,"method":"blocks_list","params":{"cursor":"bob","limit":10}}"#,
+            im(
+                3,
+                ImCommand::BlocksList {
+                    cursor: Some("bob".into()),
+                    limit: 10,
+                },
+            ),
+            "0500000001000000626f62ffffffffff0a00000000000000000000000000000000000000000000000000000000000000000000000000000003000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":4,"method":"typing","params":{"conv":"dm:abc","state":"typing"}}"#,
+            im(
+                4,
+                ImCommand::Typing {
+                    conv: "dm:abc".into(),
+                    state: TypingState::Typing,
+                },
+            ),
+            "06000000646d3a616263ffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000004000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":5,"method":"typing","params":{"conv":"dm:abc","state":"stopped"}}"#,
+            im(
+                5,
+                ImCommand::Typing {
+                    conv: "dm:abc".into(),
+                    state: TypingState::Stopped,
+                },
+            ),
+            "06000000646d3a616263ffff010000000000000000000000000000000000000000000000000000000000000000000000000000000000000005000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (json, command, binary) in commands {
+        assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
+        let bytes = encode_binary_command(&command);
+        assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
+        check(json.as_bytes(), &bytes, json, binary, json);
+    }
+    let replies = [
+        (
+            ImReply::Block {
+                user: "bob".into(),
+                blocked: true,
+                changed: true,
+            },
+            r#"{"id":1,"result":{"user":"bob","blocked":true,"changed":true}}"#,
+            "03000000626f62ffffffffff01010000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::BlocksList {
+                users: vec![BlockedUser {
+                    user: "bob".into(),
+                    time_ms: 1_700_000_000_000,
+                }],
+                next: Some("bob".into()),
+            },
+            r#"{"id":1,"result":{"users":[{"user":"bob","time_ms":1700000000000}],"next":"bob"}}"#,
+            "626f62ffffffffff0068e5cf8b01000004000000ecffffff0100000001000000626f62ffffffffff00000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (reply, json, binary) in replies {
+        check_reply(reply, json, binary);
+    }
+    let events = [
+        (
+            ImEvent::Block {
+                user: "bob".into(),
+                blocked: false,
+            },
+            r#"{"block":{"user":"bob","blocked":false}}"#,
+            "03000000626f62ffffffffff00000000000000000000000000000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImEvent::Typing {
+                conv: "dm:abc".into(),
+                user: "alice".into(),
+                state: TypingState::Typing,
+            },
+            r#"{"typing":{"conv":"dm:abc","user":"alice","state":"typing"}}"#,
+            "04000000646d3a616263ffff616c696365ffffff0000000000000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (event, json, binary) in events {
+        let bytes = encode_im_event_binary(&event);
+        check(&encode_im_event_json(&event), &bytes, json, binary, json);
+        assert_eq!(
+            decode_server_binary(&bytes).expect(json),
+            ServerMessage::Im(Box::new(event))
+        );
+    }
+}
+
 /// The delivery part (`receipts`, `catchup`, `delivered`), all in this one
 /// function so that a merge renumbering appended variants regenerates them
 /// together (`GOLDEN_IM_PRINT=1`).
@@ -396,7 +506,7 @@ fn im_delivery_commands_replies_and_events_keep_their_bytes() {
                 cursor: Some("bob".into()),
                 limit: 2,
             },
-            "030000006772703a7465616d01000000626f62ffffffffff020000000000000000000000000000000000000000000000000000000000000006000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+            "070000006772703a7465616d01000000626f62ffffffffff020000000000000000000000000000000000000000000000000000000000000006000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
         ),
         (
             r#"{"id":6,"method":"catchup","params":{"convs":[{"conv":"dm:a","since":4,"epoch":"77"},{"conv":"dm:b","since":"cursor"}],"limit_per_conv":10}}"#,
@@ -416,7 +526,7 @@ fn im_delivery_commands_replies_and_events_keep_their_bytes() {
                 ],
                 limit_per_conv: 10,
             },
-            "646d3a61ffffffff010000000000000004000000000000004d00000000000000646d3a62ffffffff00000000000000000000000000000000000000000000000004000000bcffffff020000000a0000000000000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+            "646d3a61ffffffff010000000000000004000000000000004d00000000000000646d3a62ffffffff00000000000000000000000000000000000000000000000008000000bcffffff020000000a0000000000000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
         ),
     ];
     for (json, command, binary) in commands {
@@ -434,7 +544,7 @@ fn im_delivery_commands_replies_and_events_keep_their_bytes() {
                 next: Some("carol".into()),
             },
             r#"{"id":1,"result":{"conv":"grp:team","receipts":[{"user":"carol","read":3,"delivered":5}],"next":"carol"}}"#,
-            "6361726f6cffffff03000000000000000500000000000000030000006772703a7465616ddcffffff01000000010000006361726f6cffffff0000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "6361726f6cffffff03000000000000000500000000000000050000006772703a7465616ddcffffff01000000010000006361726f6cffffff0000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
         ),
         (
             ImReply::Catchup {
@@ -451,7 +561,7 @@ fn im_delivery_commands_replies_and_events_keep_their_bytes() {
                 }],
             },
             r#"{"id":1,"result":{"convs":[{"conv":"dm:a","recovered":true,"epoch":"77","offset":9,"start_offset":1,"replayed":5,"truncated":true}]}}"#,
-            "646d3a61ffffffff01000000000000004d00000000000000090000000000000001000000000000000500000000000000010000000000000004000000c4ffffff0100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "646d3a61ffffffff01000000000000004d00000000000000090000000000000001000000000000000500000000000000010000000000000006000000c4ffffff0100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
         ),
     ];
     for (reply, json, binary) in replies {
@@ -468,7 +578,7 @@ fn im_delivery_commands_replies_and_events_keep_their_bytes() {
         &encode_im_event_json(&event),
         &bytes,
         json,
-        "03000000646d3a616263ffff626f62ffffffffff0000000009000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        "05000000646d3a616263ffff626f62ffffffffff0000000009000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
         json,
     );
     assert_eq!(
