@@ -258,6 +258,28 @@ pub fn conv_info(summary: ringcast_store::ConvSummary) -> ringcast_protocol::cli
         last_msg_offset: summary.last_msg_offset,
         read_offset: summary.read_offset,
         unread: summary.unread,
+        group: summary.group.map(|group| {
+            Box::new(ringcast_protocol::client::ConvGroup {
+                name: group.name,
+                role: group.role.map(wire_role),
+                left: group.left,
+                dissolved: group.dissolved,
+                muted_all: group.muted_all,
+                member_count: group.member_count,
+                visible_from: group.visible_from,
+                visible_to: group.visible_to,
+            })
+        }),
+    }
+}
+
+/// A store role as the wire names it.
+pub fn wire_role(role: ringcast_store::GroupRole) -> ringcast_protocol::client::GroupRole {
+    use ringcast_protocol::client::GroupRole as Wire;
+    match role {
+        ringcast_store::GroupRole::Member => Wire::Member,
+        ringcast_store::GroupRole::Admin => Wire::Admin,
+        ringcast_store::GroupRole::Owner => Wire::Owner,
     }
 }
 

@@ -14,6 +14,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::im_group::{ConvGroup, GroupChange, GroupDetails, GroupMemberInfo};
 use super::json::{push_json_str, push_u64};
 use super::model::{CommandError, ErrorCode};
 
@@ -47,6 +48,31 @@ pub enum ImCommand {
     },
     /// The user has read `conv` up to and including `offset`.
     Read { conv: String, offset: u64 },
+    /// A new group (`grp:<gid>`, the gid made by the server) that the
+    /// sender owns, with `members` (at most [`super::GROUP_USERS_MAX`]) as members.
+    /// `members_can_invite`: `None` takes `im.members_can_invite`.
+    GroupCreate {
+        name: String,
+        info: String,
+        members: Vec<String>,
+        members_can_invite: Option<bool>,
+        client_msg_id: Option<String>,
+    },
+    /// A change to group `conv` (`group_add`, `group_remove`, ...): one
+    /// `member` entry, checked by the store against the roles.
+    Group {
+        conv: String,
+        change: GroupChange,
+        client_msg_id: Option<String>,
+    },
+    /// A page of group `conv`'s members in id order after `after`.
+    GroupMembers {
+        conv: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    /// Group `conv`'s record.
+    GroupInfo { conv: String },
 }
 
 /// What a message is; each kind has its data shape (`docs/im.md`, "What a
@@ -110,6 +136,8 @@ pub struct ConvInfo {
     pub last_msg_offset: u64,
     pub read_offset: u64,
     pub unread: u64,
+    /// A group's part (`None` for a DM): boxed, so a DM's entry stays small.
+    pub group: Option<Box<ConvGroup>>,
 }
 
 /// A sync token: where a device's view of its conversations stands. On the
@@ -173,6 +201,15 @@ pub enum ImReply {
         unread: u64,
         total_unread: u64,
     },
+    /// `group_members`: `next` is the `after` of the next page, `None` at
+    /// the end.
+    GroupMembers {
+        conv: String,
+        members: Vec<GroupMemberInfo>,
+        next: Option<String>,
+    },
+    /// `group_info`.
+    GroupInfo(Box<GroupDetails>),
 }
 
 /// What the server tells a connection unasked.
@@ -444,6 +481,10 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
                 Ok(())
             }
         }
+        ImCommand::GroupCreate { .. }
+        | ImCommand::Group { .. }
+        | ImCommand::GroupMembers { .. }
+        | ImCommand::GroupInfo { .. } => super::im_group::validate_group(id, command),
     }
 }
 
@@ -466,6 +507,9 @@ fn push_conv_info(out: &mut Vec<u8>, conv: &ConvInfo) {
     push_u64(out, conv.read_offset);
     out.extend_from_slice(b",\"unread\":");
     push_u64(out, conv.unread);
+    if let Some(group) = &conv.group {
+        super::im_group::push_conv_group(out, group);
+    }
     out.push(b'}');
 }
 
@@ -542,6 +586,12 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             unread,
             total_unread,
         } => push_read(out, conv, *offset, *unread, *total_unread),
+        ImReply::GroupMembers {
+            conv,
+            members,
+            next,
+        } => super::im_group::push_group_members(out, conv, members, next.as_deref()),
+        ImReply::GroupInfo(details) => super::im_group::push_group_details(out, details),
     }
 }
 

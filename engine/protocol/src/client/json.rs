@@ -180,6 +180,23 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
         }
+        "group_create" => {
+            let params: super::im_group::GroupCreateParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "group_add" | "group_remove" | "group_leave" | "group_role" | "group_transfer"
+        | "group_update" | "group_mute" | "group_unmute" | "group_mute_all" | "group_dissolve" => {
+            let params: super::im_group::GroupChangeParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id, &command.method)?))
+        }
+        "group_members" => {
+            let params: super::im_group::GroupMembersParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "group_info" => {
+            let params: super::im_group::GroupInfoParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
         "presence_watch" | "presence_unwatch" | "presence_query" => {
             let params: PresenceParams = parse_params(id, command.params)?;
             let users = params.users;

@@ -251,8 +251,15 @@ pub enum ErrorCode {
     ProxyDenied = 118,
     /// The proxy backend's answer was not a valid one (status, body).
     ProxyBadResponse = 119,
-    /// The user is not a member of the conversation (a DM's two users).
+    /// The group is dissolved: it takes no more writes.
+    Dissolved = 121,
+    /// The sender is muted in the group (alone, or by mute-all).
+    Muted = 122,
+    /// The user is not a member of the conversation (a DM's two users, a
+    /// group's member table).
     NotMember = 123,
+    /// The change would take the group past its member limit.
+    MemberLimit = 124,
     /// The command would start a conversation for a user who already has
     /// `im.conversations_per_user_max`.
     TooManyConversations = 126,
@@ -433,7 +440,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -455,6 +462,9 @@ impl ErrorCode {
         ErrorCode::ProxyBadResponse,
         ErrorCode::NotMember,
         ErrorCode::TooManyConversations,
+        ErrorCode::Dissolved,
+        ErrorCode::Muted,
+        ErrorCode::MemberLimit,
     ];
 
     /// The numeric code on the wire.
@@ -493,6 +503,9 @@ impl ErrorCode {
             ErrorCode::ProxyBadResponse => "bad answer from the backend",
             ErrorCode::NotMember => "not a member of the conversation",
             ErrorCode::TooManyConversations => "too many conversations",
+            ErrorCode::Dissolved => "the group is dissolved",
+            ErrorCode::Muted => "muted in the group",
+            ErrorCode::MemberLimit => "the group's member limit",
         }
     }
 }
