@@ -200,7 +200,7 @@ impl Api {
             }
             store_refused(&err, what)
         })?;
-        Ok(ok_json(&crate::im::sent_reply(conv, &stored)))
+        Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))
     }
 
     /// `POST /api/im/conv_list`: a page of `as_user`'s conversations.
