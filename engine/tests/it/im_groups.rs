@@ -134,7 +134,7 @@ crate::e2e!(
         );
         let conv = reply["result"]["conv"]
             .as_str()
-            .expect(&reply.to_string())
+            .unwrap_or_else(|| panic!("{reply}"))
             .to_owned();
         assert!(conv.starts_with("grp:") && conv.len() == 17, "{reply}");
         assert_eq!(reply["result"]["offset"], 1);
@@ -313,7 +313,7 @@ crate::e2e!(
         );
         let listed = page["result"]["members"]
             .as_array()
-            .expect(&page.to_string());
+            .unwrap_or_else(|| panic!("{page}"));
         assert_eq!(listed.len(), 60);
         let after = page["result"]["next"]
             .as_str()
