@@ -299,6 +299,54 @@ pub fn member_entry_data(actor: &str, op: &ringcast_store::GroupOp) -> Vec<u8> {
     out
 }
 
+/// The store's op for a `group_create` (`members_can_invite` `None`:
+/// `im.members_can_invite`; `members_max` `None`: `im.group_members_max`).
+/// New members see the history from their join on.
+pub fn create_op(
+    config: &Config,
+    owner: String,
+    command: ringcast_protocol::client::ImCommand,
+    members_max: Option<u32>,
+) -> Option<(ringcast_store::GroupOp, Option<String>)> {
+    let ringcast_protocol::client::ImCommand::GroupCreate {
+        name,
+        info,
+        members,
+        members_can_invite,
+        client_msg_id,
+    } = command
+    else {
+        return None;
+    };
+    let op = ringcast_store::GroupOp::Create {
+        owner,
+        name,
+        info,
+        members,
+        members_max,
+        history_from_join: true,
+        members_can_invite: members_can_invite.unwrap_or(config.im.members_can_invite),
+    };
+    Some((op, client_msg_id))
+}
+
+/// `group_members`' reply for a page the store read with `limit`: a full
+/// page names its last member as the next page's `after`.
+pub fn members_reply(
+    conv: String,
+    page: Vec<ringcast_store::GroupMember>,
+    limit: u32,
+) -> ringcast_protocol::client::ImReply {
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|member| member.user.clone()))
+        .flatten();
+    ringcast_protocol::client::ImReply::GroupMembers {
+        conv,
+        members: page.into_iter().map(member_info).collect(),
+        next,
+    }
+}
+
 /// A wire change as the store's op.
 pub fn store_op(change: ringcast_protocol::client::GroupChange) -> ringcast_store::GroupOp {
     use ringcast_protocol::client::GroupChange;

@@ -363,6 +363,12 @@ impl Api {
             {
                 "POST"
             }
+            route
+                if self.shared.config.im.enabled
+                    && super::im_group_api::GROUP_ROUTES.contains(&route) =>
+            {
+                "POST"
+            }
             _ => {
                 return Err(Response::error(
                     404,
@@ -403,6 +409,9 @@ impl Api {
             "/api/im/msg_send" => self.im_msg_send(&req).await,
             "/api/im/conv_list" => self.im_conv_list(&req).await,
             "/api/im/read" => self.im_read(&req).await,
+            route if super::im_group_api::GROUP_ROUTES.contains(&route) => {
+                self.im_group(&req, route).await
+            }
             _ => Ok(self.stats()),
         }
     }

@@ -155,6 +155,11 @@ impl Api {
                 ));
             }
         }
+        if let (None, Some(conv)) = (&body.to, &body.conv) {
+            if crate::im::is_group(conv) {
+                return self.im_group_send(body, kind).await;
+            }
+        }
         let pair = match (&body.to, &body.conv) {
             (Some(to), None) => {
                 crate::channels::validate_user_id(to).map_err(|_| {
@@ -170,17 +175,7 @@ impl Api {
             _ => return Err(bad_request("give either `to` or `conv`")),
         };
         let conv = pair.conv_name();
-        let now_ms = unix_ms();
-        let envelope = Envelope {
-            id: self.message_ids.borrow_mut().next(now_ms).0,
-            offset: 0,
-            epoch: 0,
-            channel: conv.clone(),
-            sender: body.as_user.clone(),
-            time_ms: now_ms,
-            data_is_json: true,
-            data: crate::im::entry_data(kind, data),
-        };
+        let envelope = self.im_envelope(&conv, &body.as_user, crate::im::entry_data(kind, data));
         let request = ImAppend {
             conv: conv.clone(),
             pair: (pair.a.to_string(), pair.b.to_string()),
@@ -199,6 +194,45 @@ impl Api {
                 self.shared.dm_pairs.forget_unstarted(&conv);
             }
             store_refused(&err, what)
+        })?;
+        Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))
+    }
+
+    /// A new IM entry of `sender` in `conv` (the store stamps offset and epoch).
+    pub(super) fn im_envelope(&self, conv: &str, sender: &str, data: Vec<u8>) -> Envelope {
+        let now_ms = unix_ms();
+        Envelope {
+            id: self.message_ids.borrow_mut().next(now_ms).0,
+            offset: 0,
+            epoch: 0,
+            channel: conv.to_owned(),
+            sender: sender.to_owned(),
+            time_ms: now_ms,
+            data_is_json: true,
+            data,
+        }
+    }
+
+    /// `msg_send` to a group for `as_user`: the store checks membership,
+    /// mutes and the dissolved flag.
+    async fn im_group_send(&self, body: MsgSendBody, kind: MsgKind) -> ApiResult {
+        let conv = body.conv.unwrap_or_default();
+        let data = crate::im::entry_data(kind, body.data.get().as_bytes());
+        let envelope = self.im_envelope(&conv, &body.as_user, data);
+        let request = ringcast_store::GroupAppend {
+            conv: conv.clone(),
+            sender: body.as_user,
+            push: EncodedPush::encode(&envelope),
+            counts: true,
+            client_msg_id: body.client_msg_id,
+            durability: crate::im::group_durability(&self.shared.config),
+        };
+        let stored = match self.shared.store.group_append(request) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| {
+            super::im_group_api::group_store_refused(&err, "the message was not stored")
         })?;
         Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))
     }

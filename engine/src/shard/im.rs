@@ -203,23 +203,13 @@ impl Shard {
             ImCommand::Read { conv, offset } => {
                 self.with_member(to, user, conv, ImPending::Read { offset })
             }
-            ImCommand::GroupCreate {
-                name,
-                info,
-                members,
-                members_can_invite,
-                client_msg_id,
-            } => {
+            create @ ImCommand::GroupCreate { .. } => {
                 let conv = crate::im::group_conv_name(self.message_ids.next(self.now_ms).0);
-                let op = GroupOp::Create {
-                    owner: user.to_owned(),
-                    name,
-                    info,
-                    members,
-                    members_max: None,
-                    history_from_join: true,
-                    members_can_invite: members_can_invite
-                        .unwrap_or(self.shared.config.im.members_can_invite),
+                let config = &self.shared.config;
+                let Some((op, client_msg_id)) =
+                    crate::im::create_op(config, user.to_owned(), create, None)
+                else {
+                    return Err(refuse(ErrorCode::BadRequest));
                 };
                 self.group_change(to, user, conv, op, client_msg_id)
             }
@@ -240,15 +230,7 @@ impl Shard {
                             limit as usize,
                         ))
                         .await?;
-                        let next = (page.len() == limit as usize)
-                            .then(|| page.last().map(|member| member.user.clone()))
-                            .flatten();
-                        let members = page.into_iter().map(crate::im::member_info).collect();
-                        Ok(ImReply::GroupMembers {
-                            conv,
-                            members,
-                            next,
-                        })
+                        Ok(crate::im::members_reply(conv, page, limit))
                     }
                     .await;
                     StoreDone::ImReply(to, result)

@@ -385,3 +385,128 @@ crate::e2e!(
         engine.shutdown();
     }
 );
+
+crate::e2e!(
+    the_group_api_twins_act_for_a_user_or_for_the_system,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut alice, _) = im_connect(&engine, "alice", 0);
+        let (mut bob, _) = im_connect(&engine, "bob", 1);
+        let (mut carol, _) = im_connect(&engine, "carol", 2);
+        let post =
+            |path: &str, body: Value| api(&engine, "POST", &format!("/api/im/{path}"), Some(body));
+
+        // The system creates a group for its owner, with a gid of its own.
+        let (status, created) = post(
+            "group_create",
+            json!({"owner": "alice", "conv": "grp:backend-1", "name": "ops", "members": ["bob", "carol"]}),
+        );
+        assert_eq!(status, 200, "{created}");
+        assert_eq!(created["conv"], "grp:backend-1");
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            let push = next_push(ws);
+            assert_eq!(push["data"]["data"]["op"], "create");
+            assert_eq!(push["data"]["data"]["actor"], "", "the system acted");
+            assert_eq!(push["data"]["data"]["owner"], "alice");
+        }
+        let conv = "grp:backend-1";
+        // A user may not name an owner, a gid or a member limit.
+        let (status, error) = post(
+            "group_create",
+            json!({"as_user": "bob", "owner": "alice", "name": "x"}),
+        );
+        assert_eq!(status, 400, "{error}");
+        let (status, _) = post(
+            "group_members_max",
+            json!({"as_user": "alice", "conv": conv, "members_max": 5}),
+        );
+        assert_eq!(status, 400);
+
+        // As a user, the roles apply: bob (a member) may not remove carol.
+        let (status, error) = post(
+            "group_remove",
+            json!({"as_user": "bob", "conv": conv, "users": ["carol"]}),
+        );
+        assert_eq!(status, 403, "{error}");
+        // The owner may make bob an admin, through the API as through a command.
+        let (status, role) = post(
+            "group_role",
+            json!({"as_user": "alice", "conv": conv, "user": "bob", "role": "admin"}),
+        );
+        assert_eq!(status, 200, "{role}");
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(next_push(ws)["data"]["data"]["op"], "role");
+        }
+
+        // The system's member limit: 3, so a fourth member is refused (409).
+        let (status, limit) = post("group_members_max", json!({"conv": conv, "members_max": 3}));
+        assert_eq!(status, 200, "{limit}");
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(next_push(ws)["data"]["data"]["op"], "members_max");
+        }
+        let (status, error) = post("group_add", json!({"conv": conv, "users": ["dave"]}));
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (409, &json!("member_limit")),
+            "{error}"
+        );
+
+        // A message as a user, then the system removes carol (roles bypassed).
+        let (status, sent) = post(
+            "msg_send",
+            json!({"as_user": "bob", "conv": conv, "kind": "text", "data": {"text": "from the backend"}}),
+        );
+        assert_eq!(status, 200, "{sent}");
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(text(&next_push(ws)), "from the backend");
+        }
+        let (status, removed) = post("group_remove", json!({"conv": conv, "users": ["carol"]}));
+        assert_eq!(status, 200, "{removed}");
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(next_push(ws)["data"]["data"]["op"], "remove");
+        }
+        let (status, error) = post(
+            "msg_send",
+            json!({"as_user": "carol", "conv": conv, "kind": "text", "data": {"text": "still here?"}}),
+        );
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (403, &json!("not_member")),
+            "{error}"
+        );
+        nothing_waiting(&mut carol, 1);
+
+        // Members and info: the system reads any group, a user only its own.
+        let (status, page) = post("group_members", json!({"conv": conv}));
+        assert_eq!(status, 200, "{page}");
+        let members = page["members"].as_array().unwrap();
+        let role_of = |user: &str| {
+            members
+                .iter()
+                .find(|m| m["user"] == user)
+                .map(|m| m["role"].clone())
+        };
+        assert_eq!(members.len(), 2, "{page}");
+        assert_eq!(role_of("alice"), Some(json!("owner")));
+        assert_eq!(role_of("bob"), Some(json!("admin")));
+        let (status, _) = post("group_members", json!({"as_user": "carol", "conv": conv}));
+        assert_eq!(status, 403);
+        let (status, info) = post("group_info", json!({"as_user": "bob", "conv": conv}));
+        assert_eq!(status, 200, "{info}");
+        assert_eq!(
+            (&info["members_max"], &info["member_count"]),
+            (&json!(3), &json!(2))
+        );
+
+        // The system dissolves it; a later write is refused with 409.
+        let (status, _) = post("group_dissolve", json!({"conv": conv}));
+        assert_eq!(status, 200);
+        let (status, error) = post("group_add", json!({"conv": conv, "users": ["erin"]}));
+        assert_eq!(
+            (status, &error["error"]["code"]),
+            (409, &json!("dissolved")),
+            "{error}"
+        );
+        engine.shutdown();
+    }
+);
