@@ -133,6 +133,23 @@ impl Api {
         }
     }
 
+    /// 403 unless `user` has a view of group `conv` (a member, or one
+    /// that left: it reads up to its removal).
+    async fn group_view(&self, user: &str, conv: &str) -> Result<(), Response> {
+        let view = match self.shared.store.conv_get(user, conv) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, "nothing was done"))?;
+        match view.and_then(|summary| summary.group) {
+            Some(_) => Ok(()),
+            None => Err(refused((
+                ErrorCode::NotMember,
+                format!("{user} is not a member of {conv}"),
+            ))),
+        }
+    }
+
     /// `POST /api/im/msg_send`: a message from `as_user`, stored and
     /// pushed to every connection of both users, as the client's `msg_send`.
     pub(super) async fn im_msg_send(&self, req: &Request) -> ApiResult {
@@ -281,7 +298,12 @@ impl Api {
         if body.offset == 0 {
             return Err(bad_request("offset must be at least 1"));
         }
-        let pair = self.member_pair(&body.as_user, &body.conv).await?;
+        let pair = if crate::im::is_group(&body.conv) {
+            self.group_view(&body.as_user, &body.conv).await?;
+            None
+        } else {
+            Some(self.member_pair(&body.as_user, &body.conv).await?)
+        };
         let user = body.as_user;
         let what = "the read position was not stored";
         let state = match self.shared.store.im_read(&user, &body.conv, body.offset) {
@@ -304,7 +326,10 @@ impl Api {
                 total_unread,
             },
         );
-        let peer = pair.peer_of(&user);
+        // A DM's peer gets its receipt; group receipts are not built.
+        let peer = pair
+            .as_ref()
+            .map_or(user.as_str(), |pair| pair.peer_of(&user));
         if peer != user {
             self.im_event_to_user(
                 peer,

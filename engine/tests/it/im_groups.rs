@@ -198,6 +198,30 @@ crate::e2e!(
                 assert_eq!(text(&next_push(ws)), "after", "{user}");
             }
         }
+        // echo: false: the reply and no push on the sending connection,
+        // its user's other device and every other member get it.
+        let (reply, own) = call(
+            &mut devices[1].1,
+            30,
+            "msg_send",
+            json!({"conv": conv, "kind": "text", "data": {"text": "quiet"}, "echo": false}),
+        );
+        assert!(own.is_empty(), "no push of its own: {own:?}");
+        let quiet = reply["result"]["offset"].clone();
+        for (index, (user, ws)) in devices.iter_mut().enumerate() {
+            if index == 1 {
+                nothing_waiting(ws, 300);
+            } else if user == "m01" {
+                nothing_waiting(ws, 300 + index as u64);
+            } else {
+                let push = next_push(ws);
+                assert_eq!(
+                    (text(&push), &push["offset"]),
+                    (&json!("quiet"), &quiet),
+                    "{user}"
+                );
+            }
+        }
         let (reply, _) = say(&mut devices[3].1, 6, &conv, "let me in");
         assert_eq!(code(&reply), 123, "a removed member cannot send: {reply}");
 
@@ -209,7 +233,7 @@ crate::e2e!(
             "group_mute",
             json!({"conv": conv, "user": "m02", "until_ms": until}),
         );
-        assert_eq!(reply["result"]["offset"], 5, "{reply}");
+        assert_eq!(reply["result"]["offset"], 6, "{reply}");
         assert_eq!(own[0]["data"]["data"]["op"], "mute");
         for (user, ws) in devices.iter_mut().skip(1).filter(|(user, _)| user != "m01") {
             assert_eq!(next_push(ws), own[0], "{user} gets the mute entry");
@@ -229,7 +253,7 @@ crate::e2e!(
                 .collect()
         };
         assert_eq!(code(&history(&mut outsider, 2)), 123);
-        assert_eq!(offsets(&history(&mut devices[7].1, 9)), [1, 2, 3, 4, 5]);
+        assert_eq!(offsets(&history(&mut devices[7].1, 9)), [1, 2, 3, 4, 5, 6]);
         assert_eq!(
             offsets(&history(&mut devices[3].1, 10)),
             [1, 2, 3],
@@ -241,7 +265,7 @@ crate::e2e!(
         let (list, _) = call(&mut devices[7].1, 11, "conv_list", json!({}));
         let entry = &list["result"]["convs"][0];
         assert_eq!(entry["conv"], conv.as_str(), "{list}");
-        assert_eq!(entry["unread"], 2, "{list}");
+        assert_eq!(entry["unread"], 3, "{list}");
         assert_eq!(entry["group"]["name"], "team");
         assert_eq!(entry["group"]["role"], "member");
         assert_eq!(entry["group"]["member_count"], 49);
@@ -257,14 +281,14 @@ crate::e2e!(
         let (_, sync) = im_connect(&engine, "m03", 2);
         let entry = &sync["convs"][0];
         assert_eq!(entry["conv"], conv.as_str(), "{sync}");
-        assert_eq!(entry["unread"], 2);
+        assert_eq!(entry["unread"], 3);
         assert_eq!(entry["group"]["name"], "team");
         // `read` clears it and the member's other device is told.
         let (reply, _) = call(
             &mut devices[7].1,
             13,
             "read",
-            json!({"conv": conv, "offset": 5}),
+            json!({"conv": conv, "offset": 6}),
         );
         assert_eq!(reply["result"]["unread"], 0, "{reply}");
         assert_eq!(
@@ -281,10 +305,10 @@ crate::e2e!(
             "group_add",
             json!({"conv": conv, "users": more}),
         );
-        assert_eq!(reply["result"]["offset"], 6, "{reply}");
+        assert_eq!(reply["result"]["offset"], 7, "{reply}");
         let added = own[0].clone();
         let (reply, _) = say(&mut devices[0].1, 15, &conv, "seventy");
-        assert_eq!(reply["result"]["offset"], 7);
+        assert_eq!(reply["result"]["offset"], 8);
         for (index, (user, ws)) in devices.iter_mut().enumerate().skip(1) {
             if user == "m01" {
                 nothing_waiting(ws, 200 + index as u64);
@@ -374,7 +398,7 @@ crate::e2e!(
             "group_dissolve",
             json!({"conv": conv}),
         );
-        assert_eq!(reply["result"]["offset"], 8, "{reply}");
+        assert_eq!(reply["result"]["offset"], 9, "{reply}");
         for (user, ws) in devices.iter_mut().skip(1) {
             if user != "m01" {
                 assert_eq!(next_push(ws), own[0], "{user}");
@@ -497,6 +521,11 @@ crate::e2e!(
             (&info["members_max"], &info["member_count"]),
             (&json!(3), &json!(2))
         );
+
+        // `read` through the API: the user's connections are told.
+        let (status, read) = post("read", json!({"as_user": "bob", "conv": conv, "offset": 4}));
+        assert_eq!((status, &read["unread"]), (200, &json!(0)), "{read}");
+        assert_eq!(read_json(&mut bob)["read"]["conv"], conv);
 
         // The system dissolves it; a later write is refused with 409.
         let (status, _) = post("group_dissolve", json!({"conv": conv}));
