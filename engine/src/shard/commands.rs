@@ -73,10 +73,7 @@ pub(super) enum StoreDone {
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
     /// An IM command answered from store reads alone.
-    ImReply(
-        ReplyTo,
-        Result<ringcast_protocol::client::ImReply, CommandError>,
-    ),
+    Replied(ReplyTo, Result<ReplyResult, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
 }
@@ -299,9 +296,7 @@ impl Shard {
             StoreDone::ImRead(to, conv, pair, result) => self.on_im_read(to, conv, pair, result),
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
-            StoreDone::ImReply(to, result) => {
-                self.reply_to(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
-            }
+            StoreDone::Replied(to, result) => self.reply_to(to, result),
         }
     }
 

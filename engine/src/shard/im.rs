@@ -145,6 +145,33 @@ pub(super) async fn member_view(
     }
 }
 
+/// `presence_query` by conversation: the presence of `conv`'s members now
+/// (a DM's two users, a group's first `PRESENCE_USERS_MAX` in id order),
+/// for a member of it (123 otherwise). The members are read on a store
+/// reader, the states from the node's presence book.
+async fn conv_presence(
+    shared: Arc<Shared>,
+    user: String,
+    conv: String,
+) -> Result<ReplyResult, CommandError> {
+    let users: Vec<String> = if crate::im::is_group(&conv) {
+        member_view(&shared, &user, &conv, true).await?;
+        let limit = ringcast_protocol::client::PRESENCE_USERS_MAX;
+        store_reply(shared.store.group_members(&conv, None, limit))
+            .await?
+            .into_iter()
+            .map(|member| member.user)
+            .collect()
+    } else {
+        let pair = resolve_member(shared.clone(), user, conv).await?;
+        pair.users().map(str::to_owned).collect()
+    };
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    Ok(ReplyResult::Presence {
+        users: shared.presence_book.states(&users),
+    })
+}
+
 impl Shard {
     /// An IM command from connection `key` of `user`.
     pub(super) fn im_command(
@@ -233,7 +260,7 @@ impl Shard {
                         Ok(crate::im::members_reply(conv, page, limit))
                     }
                     .await;
-                    StoreDone::ImReply(to, result)
+                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
                 }));
                 Ok(Outcome::Later)
             }
@@ -251,7 +278,7 @@ impl Shard {
                         }
                     }
                     .await;
-                    StoreDone::ImReply(to, result)
+                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
                 }));
                 Ok(Outcome::Later)
             }
@@ -263,6 +290,15 @@ impl Shard {
                 );
                 self.store_replies.push(Box::pin(async move {
                     StoreDone::ConvList(to, store_reply(list).await)
+                }));
+                Ok(Outcome::Later)
+            }
+            ImCommand::PresenceConv { conv } => {
+                let shared = self.shared.clone();
+                let user = user.to_owned();
+                self.store_replies.push(Box::pin(async move {
+                    let result = conv_presence(shared, user, conv).await;
+                    StoreDone::Replied(to, result)
                 }));
                 Ok(Outcome::Later)
             }

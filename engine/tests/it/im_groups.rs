@@ -383,6 +383,31 @@ crate::e2e!(
             123
         );
 
+        // Presence by conversation: every member's state, for members.
+        let (reply, _) = call(
+            &mut devices[7].1,
+            40,
+            "presence_query",
+            json!({"conv": conv}),
+        );
+        let states = reply["result"]["users"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{reply}"));
+        assert_eq!(states.len(), 70, "{reply}");
+        let mut online: Vec<&str> = states
+            .iter()
+            .filter(|state| state["online"] == true)
+            .map(|state| state["user"].as_str().unwrap())
+            .collect();
+        online.sort_unstable();
+        assert_eq!(
+            online,
+            ["m00", "m02", "m03", "owner"],
+            "m01 is no member now"
+        );
+        let (reply, _) = call(&mut outsider, 6, "presence_query", json!({"conv": conv}));
+        assert_eq!(code(&reply), 123);
+
         // Dissolve: a member may not (103); the owner may, everyone gets
         // it, and later writes get 121.
         let (reply, _) = call(

@@ -73,6 +73,11 @@ pub enum ImCommand {
     },
     /// Group `conv`'s record.
     GroupInfo { conv: String },
+    /// `presence_query` by conversation: the presence of `conv`'s members
+    /// (a DM's two users; a group's first
+    /// [`PRESENCE_USERS_MAX`](super::PRESENCE_USERS_MAX) in id order), for
+    /// a member; answered with [`super::ReplyResult::Presence`].
+    PresenceConv { conv: String },
 }
 
 /// What a message is; each kind has its data shape (`docs/im.md`, "What a
@@ -485,6 +490,13 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
         | ImCommand::Group { .. }
         | ImCommand::GroupMembers { .. }
         | ImCommand::GroupInfo { .. } => super::im_group::validate_group(id, command),
+        ImCommand::PresenceConv { conv } => {
+            if conv.is_empty() {
+                Err(bad_request(id, "`conv` must not be empty".to_owned()))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 

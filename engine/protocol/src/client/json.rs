@@ -199,12 +199,30 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         }
         "presence_watch" | "presence_unwatch" | "presence_query" => {
             let params: PresenceParams = parse_params(id, command.params)?;
-            let users = params.users;
-            CommandBody::Presence(match command.method.as_ref() {
-                "presence_watch" => PresenceCommand::Watch { users },
-                "presence_unwatch" => PresenceCommand::Unwatch { users },
-                _ => PresenceCommand::Query { users },
-            })
+            match (params.users, params.conv) {
+                (None, Some(conv)) if command.method == "presence_query" => {
+                    CommandBody::Im(Box::new(super::im::ImCommand::PresenceConv { conv }))
+                }
+                (Some(users), None) => CommandBody::Presence(match command.method.as_ref() {
+                    "presence_watch" => PresenceCommand::Watch { users },
+                    "presence_unwatch" => PresenceCommand::Unwatch { users },
+                    _ => PresenceCommand::Query { users },
+                }),
+                (_, Some(_)) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`conv` is for presence_query alone, without `users`".to_owned(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "missing field `users`".to_owned(),
+                    ))
+                }
+            }
         }
         _ => {
             return Err(CommandError::new(
@@ -617,7 +635,11 @@ struct RpcParams<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PresenceParams {
-    users: Vec<String>,
+    #[serde(default)]
+    users: Option<Vec<String>>,
+    /// `presence_query` only: a conversation's members instead of `users`.
+    #[serde(default)]
+    conv: Option<String>,
 }
 
 #[derive(Deserialize)]

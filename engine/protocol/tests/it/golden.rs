@@ -1005,7 +1005,10 @@ fn presence_commands_are_checked() {
     ));
     let error = decode_binary(&bytes).expect_err("1001 users");
     assert_eq!(error.message, "`users` must hold 1 to 1000 ids");
-    let error = decode_json(br#"{"id":5,"method":"presence_query","params":{"conv":"dm:x"}}"#)
-        .expect_err("conv is not taken yet");
+    // `conv` is presence_query's alone, and never beside `users`.
+    let error = decode_json(
+        br#"{"id":5,"method":"presence_query","params":{"conv":"dm:x","users":["a"]}}"#,
+    )
+    .expect_err("conv and users");
     assert_eq!(error.code, ErrorCode::BadRequest);
 }

@@ -481,6 +481,13 @@ fn group_commands_and_replies_keep_their_bytes_in_both_forms() {
             },
             "060000006772703a616263ff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
         ),
+        (
+            r#"{"id":1,"method":"presence_query","params":{"conv":"grp:abc"}}"#,
+            ImCommand::PresenceConv {
+                conv: "grp:abc".into(),
+            },
+            "070000006772703a616263ff0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
     ];
     check_commands(
         commands
@@ -577,6 +584,10 @@ fn group_commands_and_replies_keep_their_bytes_in_both_forms() {
         (
             r#"{"id":1,"method":"group_mute","params":{"conv":"grp:abc","user":"b","until_ms":0}}"#,
             "until_ms",
+        ),
+        (
+            r#"{"id":1,"method":"presence_watch","params":{"conv":"grp:abc"}}"#,
+            "presence_query alone",
         ),
         (
             r#"{"id":1,"method":"group_members","params":{"conv":"grp:abc","limit":0}}"#,
