@@ -644,6 +644,65 @@ mod tests {
     }
 
     #[test]
+    fn group_names_are_13_base32_characters_of_a_message_id() {
+        let name = group_conv_name(u64::MAX);
+        assert_eq!(name.len(), 17, "{name}");
+        assert!(is_group(&name) && !is_dm(&name));
+        assert_ne!(group_conv_name(1), group_conv_name(2));
+    }
+
+    #[test]
+    fn member_entries_carry_op_actor_targets_and_the_ops_fields() {
+        let op = ringcast_store::GroupOp::Mute {
+            user: "bob".into(),
+            until_ms: 7,
+        };
+        let data: serde_json::Value =
+            serde_json::from_slice(&member_entry_data("alice", &op)).unwrap();
+        assert_eq!(
+            data,
+            serde_json::json!({"kind": "member", "data": {"op": "mute", "actor": "alice",
+                "targets": ["bob"], "until_ms": 7}})
+        );
+        let data: serde_json::Value =
+            serde_json::from_slice(&member_entry_data("", &ringcast_store::GroupOp::UnmuteAll))
+                .unwrap();
+        assert_eq!(data["data"]["op"], "mute_all");
+        assert_eq!(data["data"]["on"], false);
+        assert_eq!(data["data"]["actor"], "");
+    }
+
+    #[test]
+    fn a_read_keeps_to_the_members_window() {
+        let window = |visible_from, visible_to| ringcast_store::GroupSummary {
+            name: String::new(),
+            role: None,
+            left: visible_to > 0,
+            dissolved: false,
+            muted_all: false,
+            member_count: 2,
+            visible_from,
+            visible_to,
+        };
+        let request = |since, before| ringcast_store::ReadRequest {
+            stream: "grp:x".into(),
+            since,
+            before,
+            limit: 10,
+            reverse: false,
+        };
+        let mut read = request(None, None);
+        clamp_to_view(&mut read, &window(5, 9));
+        assert_eq!((read.since, read.before), (Some(4), Some(10)));
+        let mut read = request(Some(6), Some(8));
+        clamp_to_view(&mut read, &window(5, 9));
+        assert_eq!((read.since, read.before), (Some(6), Some(8)));
+        let mut read = request(Some(1), None);
+        clamp_to_view(&mut read, &window(0, 0));
+        assert_eq!((read.since, read.before), (Some(1), None));
+    }
+
+    #[test]
     fn a_pair_lists_each_user_once() {
         let own = DmPair::new("me", "me");
         assert_eq!(own.users().collect::<Vec<_>>(), ["me"]);
