@@ -347,11 +347,12 @@ pub fn members_reply(
     }
 }
 
-/// A wire change as the store's op.
-pub fn store_op(change: ringcast_protocol::client::GroupChange) -> ringcast_store::GroupOp {
+/// A wire change as the store's op; `None` for a change this engine does
+/// not serve (the wire enum is non-exhaustive).
+pub fn store_op(change: ringcast_protocol::client::GroupChange) -> Option<ringcast_store::GroupOp> {
     use ringcast_protocol::client::GroupChange;
     use ringcast_store::{GroupOp, GroupRole};
-    match change {
+    Some(match change {
         GroupChange::Add { users } => GroupOp::Add { users },
         GroupChange::Remove { users } => GroupOp::Remove { users },
         GroupChange::Leave => GroupOp::Leave,
@@ -370,13 +371,8 @@ pub fn store_op(change: ringcast_protocol::client::GroupChange) -> ringcast_stor
         GroupChange::MuteAll { on: true } => GroupOp::MuteAll,
         GroupChange::MuteAll { on: false } => GroupOp::UnmuteAll,
         GroupChange::Dissolve => GroupOp::Dissolve,
-        // The wire enum is non-exhaustive; a change this engine does not
-        // know is none it can have decoded.
-        _ => GroupOp::Update {
-            name: None,
-            info: None,
-        },
-    }
+        _ => return None,
+    })
 }
 
 /// The store's refusal of a group request, as the client's code and message.

@@ -195,7 +195,8 @@ impl Api {
                 change,
                 client_msg_id,
             } => {
-                let op = crate::im::store_op(change);
+                let op = crate::im::store_op(change)
+                    .ok_or_else(|| bad_request(format!("{method} is not served here")))?;
                 if as_user.is_none() && op == GroupOp::Leave {
                     return Err(bad_request("group_leave needs `as_user`"));
                 }

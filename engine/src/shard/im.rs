@@ -244,7 +244,11 @@ impl Shard {
                 conv,
                 change,
                 client_msg_id,
-            } => self.group_change(to, user, conv, crate::im::store_op(change), client_msg_id),
+            } => {
+                let op =
+                    crate::im::store_op(change).ok_or_else(|| refuse(ErrorCode::MethodNotFound))?;
+                self.group_change(to, user, conv, op, client_msg_id)
+            }
             ImCommand::GroupMembers { conv, after, limit } => {
                 let shared = self.shared.clone();
                 let user = user.to_owned();
