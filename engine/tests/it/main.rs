@@ -20,6 +20,7 @@ mod handshake;
 mod heartbeat;
 mod history_time;
 mod im_dm;
+mod im_groups;
 mod im_signals;
 mod limits;
 mod outbox_events;
