@@ -384,6 +384,13 @@ pub enum Answer {
 pub trait CommitSink: Send {
     /// A newly stored entry, durable as its request asked.
     fn appended(&mut self, appended: &Appended);
+    /// A newly stored group entry (a message or a `member` entry), with
+    /// the members the writer decided it goes to at its offset: a sink
+    /// that routes by user needs them, and no other read can give the set
+    /// as of that offset. By default, handed on as a plain entry.
+    fn group_appended(&mut self, group: &GroupAppended) {
+        self.appended(&group.appended);
+    }
     /// The answer to the request submitted with `tag`.
     fn answered(&mut self, tag: u64, answer: Answer);
     /// The batch is handed over.

@@ -336,6 +336,16 @@ impl PendingReply {
         (!appended.duplicate).then_some(appended)
     }
 
+    /// The newly stored group entry this reply acknowledges, if any.
+    fn stored_group(&self) -> Option<&GroupAppended> {
+        match self {
+            PendingReply::Group {
+                result: Ok(group), ..
+            } if !group.appended.duplicate => Some(group),
+            _ => None,
+        }
+    }
+
     /// Sends the answer; `failed` (the batch's error) replaces a success.
     fn send(self, sink: &mut dyn CommitSink, failed: Option<&StoreError>) {
         fn settle<T>(
@@ -898,9 +908,14 @@ impl Writer {
         let sink = &mut *self.sink;
         // New entries first, in queue order (= offset order per stream),
         // so a subscriber never sees an ack before the data went out.
-        for appended in work.replies.iter().filter_map(PendingReply::stored) {
-            self.shared.appends.add(1);
-            sink.appended(appended);
+        for pending in &work.replies {
+            if let Some(group) = pending.stored_group() {
+                self.shared.appends.add(1);
+                sink.group_appended(group);
+            } else if let Some(appended) = pending.stored() {
+                self.shared.appends.add(1);
+                sink.appended(appended);
+            }
         }
         for pending in work.replies {
             pending.send(sink, None);

@@ -378,6 +378,12 @@ impl Api {
             {
                 "POST"
             }
+            route
+                if self.shared.config.im.enabled
+                    && super::im_group_api::GROUP_ROUTES.contains(&route) =>
+            {
+                "POST"
+            }
             _ => {
                 return Err(Response::error(
                     404,
@@ -423,6 +429,9 @@ impl Api {
             "/api/im/blocks_list" => self.im_blocks_list(&req).await,
             "/api/im/dm_policy" => self.im_dm_policy(&req).await,
             "/api/im/contacts" => self.im_contacts(&req).await,
+            route if super::im_group_api::GROUP_ROUTES.contains(&route) => {
+                self.im_group(&req, route).await
+            }
             "/api/im/receipts" => self.im_receipts(&req).await,
             _ => Ok(self.stats()),
         }

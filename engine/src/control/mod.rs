@@ -7,6 +7,7 @@ pub mod api;
 pub mod http;
 mod idempotency;
 mod im_api;
+mod im_group_api;
 mod im_signals_api;
 mod webhooks;
 

@@ -40,6 +40,8 @@ pub(super) enum StoreWait {
     Published(ReplyTo),
     Acked(ReplyTo),
     ImSent(Box<super::im::SentWait>),
+    /// A group message or change, answered like a `msg_send`.
+    GroupSent(Box<super::im::SentWait>),
 }
 
 /// A store answer, back on the shard's loop.
@@ -66,10 +68,12 @@ pub(super) enum StoreDone {
     ImRead(
         ReplyTo,
         String,
-        Arc<crate::im::DmPair>,
+        Option<Arc<crate::im::DmPair>>,
         Result<(ringcast_store::ImReadState, u64), CommandError>,
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
+    /// An IM command answered from store reads alone.
+    Replied(ReplyTo, Result<ReplyResult, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
     /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
@@ -238,10 +242,18 @@ impl Shard {
                 StoreDone::Acked(to, result.map_err(|err| store_error(&err)))
             }
             (StoreWait::ImSent(wait), Answer::ImAppended(result)) => {
-                let result = result.map_err(|err| super::im::im_store_error(&err));
+                let result = result
+                    .map(|im| im.appended)
+                    .map_err(|err| super::im::im_store_error(&err));
                 return self.on_im_sent(*wait, result);
             }
-            (StoreWait::ImSent(wait), answer) => {
+            (StoreWait::GroupSent(wait), Answer::Group(result)) => {
+                let result = result
+                    .map(|group| group.appended)
+                    .map_err(|err| super::im::group_store_error(&err));
+                return self.on_im_sent(*wait, result);
+            }
+            (StoreWait::ImSent(wait) | StoreWait::GroupSent(wait), answer) => {
                 tracing::error!(
                     shard = self.idx,
                     ?answer,
@@ -278,7 +290,9 @@ impl Shard {
                     self.on_store_done(StoreDone::Published(to, Err(error)))
                 }
                 StoreWait::Acked(to) => self.on_store_done(StoreDone::Acked(to, Err(error))),
-                StoreWait::ImSent(wait) => self.on_im_sent(*wait, Err(error)),
+                StoreWait::ImSent(wait) | StoreWait::GroupSent(wait) => {
+                    self.on_im_sent(*wait, Err(error))
+                }
             }
         }
     }
@@ -309,6 +323,7 @@ impl Shard {
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
+            StoreDone::Replied(to, result) => self.reply_to(to, result),
             StoreDone::ImAcked(to, conv, result) => self.on_im_acked(to, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),
             StoreDone::ImGroupReceipt(frames, skip, result) => {
@@ -667,6 +682,31 @@ impl Shard {
             let to = self.reply_to_of(key, id)?;
             let pending = super::im::ImPending::History(request);
             return self.with_member(to, user, stream, pending);
+        }
+        if config.im.enabled && crate::im::is_group(&stream) {
+            if request.limit == 0 || request.limit > HISTORY_LIMIT_MAX as usize {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("limit must be 1 to {HISTORY_LIMIT_MAX}"),
+                ));
+            }
+            if user.is_empty() {
+                return Err(super::im::not_member(&stream));
+            }
+            // A member reads its window; one that left, up to its leaving.
+            let to = self.reply_to_of(key, id)?;
+            let user = user.to_owned();
+            self.store_replies.push(Box::pin(async move {
+                let result = async {
+                    let view = super::im::member_view(&shared, &user, &stream, false).await?;
+                    let mut request = request;
+                    crate::im::clamp_to_view(&mut request, &view);
+                    store_reply(shared.store.read(request)).await
+                }
+                .await;
+                StoreDone::History(to, stream, result)
+            }));
+            return Ok(Outcome::Later);
         }
         let own_inbox = !user.is_empty() && stream == channels::personal_channel(user);
         if !own_inbox {

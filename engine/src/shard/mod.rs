@@ -400,12 +400,14 @@ impl Shard {
                 if self.shared.mesh.take_lagged(self.idx) {
                     self.cut_durable_subscribers();
                 }
-                match publication.dm() {
-                    Some(pair) => {
-                        let pair = pair.clone();
-                        self.deliver_dm(&publication, &pair);
-                    }
-                    None => self.deliver_local(&publication),
+                if let Some(pair) = publication.dm() {
+                    let pair = pair.clone();
+                    self.deliver_to_users(&publication, pair.users());
+                } else if let Some(group) = publication.group() {
+                    let group = group.clone();
+                    self.deliver_to_users(&publication, group.users());
+                } else {
+                    self.deliver_local(&publication);
                 }
             }
             ShardEvent::ImEvent {

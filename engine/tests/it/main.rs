@@ -21,6 +21,7 @@ mod heartbeat;
 mod history_time;
 mod im_delivery;
 mod im_dm;
+mod im_groups;
 mod im_signals;
 mod limits;
 mod outbox_events;

@@ -14,6 +14,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::im_group::{ConvGroup, GroupChange, GroupDetails, GroupMemberInfo};
 use super::json::{push_json_str, push_u64};
 use super::model::{CommandError, ErrorCode};
 
@@ -57,6 +58,36 @@ pub enum ImCommand {
     /// The user is typing in `conv`, or stopped: never stored, delivered
     /// to the conversation's other members' connections.
     Typing { conv: String, state: TypingState },
+    /// A new group (`grp:<gid>`, the gid made by the server) that the
+    /// sender owns, with `members` (at most [`super::GROUP_USERS_MAX`]) as members.
+    /// `members_can_invite`: `None` takes `im.members_can_invite`.
+    GroupCreate {
+        name: String,
+        info: String,
+        members: Vec<String>,
+        members_can_invite: Option<bool>,
+        client_msg_id: Option<String>,
+    },
+    /// A change to group `conv` (`group_add`, `group_remove`, ...): one
+    /// `member` entry, checked by the store against the roles.
+    Group {
+        conv: String,
+        change: GroupChange,
+        client_msg_id: Option<String>,
+    },
+    /// A page of group `conv`'s members in id order after `after`.
+    GroupMembers {
+        conv: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    /// Group `conv`'s record.
+    GroupInfo { conv: String },
+    /// `presence_query` by conversation: the presence of `conv`'s members
+    /// (a DM's two users; a group's first
+    /// [`PRESENCE_USERS_MAX`](super::PRESENCE_USERS_MAX) in id order), for
+    /// a member; answered with [`super::ReplyResult::Presence`].
+    PresenceConv { conv: String },
     /// The read and delivery positions of `conv`'s users (a DM's two, a
     /// group's members of any size) in user id order after `cursor` (the
     /// previous page's `next`); `limit` 1..=[`super::RECEIPTS_LIMIT_MAX`].
@@ -177,6 +208,8 @@ pub struct ConvInfo {
     pub last_msg_offset: u64,
     pub read_offset: u64,
     pub unread: u64,
+    /// A group's part (`None` for a DM): boxed, so a DM's entry stays small.
+    pub group: Option<Box<ConvGroup>>,
 }
 
 /// A sync token: where a device's view of its conversations stands. On the
@@ -252,6 +285,15 @@ pub enum ImReply {
         users: Vec<BlockedUser>,
         next: Option<String>,
     },
+    /// `group_members`: `next` is the `after` of the next page, `None` at
+    /// the end.
+    GroupMembers {
+        conv: String,
+        members: Vec<GroupMemberInfo>,
+        next: Option<String>,
+    },
+    /// `group_info`.
+    GroupInfo(Box<GroupDetails>),
     /// `receipts`: `next` is the next page's cursor, `None` at the end.
     Receipts {
         conv: String,
@@ -610,6 +652,17 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
         }
         ImCommand::BlocksList { limit, .. } => check_limit(id, *limit, BLOCKS_LIST_LIMIT_MAX),
         ImCommand::Typing { conv, .. } => check_not_empty(id, conv, "conv"),
+        ImCommand::GroupCreate { .. }
+        | ImCommand::Group { .. }
+        | ImCommand::GroupMembers { .. }
+        | ImCommand::GroupInfo { .. } => super::im_group::validate_group(id, command),
+        ImCommand::PresenceConv { conv } => {
+            if conv.is_empty() {
+                Err(bad_request(id, "`conv` must not be empty".to_owned()))
+            } else {
+                Ok(())
+            }
+        }
     }
 }
 
@@ -649,6 +702,9 @@ fn push_conv_info(out: &mut Vec<u8>, conv: &ConvInfo) {
     push_u64(out, conv.read_offset);
     out.extend_from_slice(b",\"unread\":");
     push_u64(out, conv.unread);
+    if let Some(group) = &conv.group {
+        super::im_group::push_conv_group(out, group);
+    }
     out.push(b'}');
 }
 
@@ -757,6 +813,12 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             }
             out.push(b'}');
         }
+        ImReply::GroupMembers {
+            conv,
+            members,
+            next,
+        } => super::im_group::push_group_members(out, conv, members, next.as_deref()),
+        ImReply::GroupInfo(details) => super::im_group::push_group_details(out, details),
         ImReply::Receipts {
             conv,
             receipts,

@@ -210,6 +210,23 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im::TypingParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command(id)?))
         }
+        "group_create" => {
+            let params: super::im_group::GroupCreateParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "group_add" | "group_remove" | "group_leave" | "group_role" | "group_transfer"
+        | "group_update" | "group_mute" | "group_unmute" | "group_mute_all" | "group_dissolve" => {
+            let params: super::im_group::GroupChangeParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id, &command.method)?))
+        }
+        "group_members" => {
+            let params: super::im_group::GroupMembersParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "group_info" => {
+            let params: super::im_group::GroupInfoParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
         "receipts" => {
             let params: super::im_delivery::ReceiptsParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
@@ -220,12 +237,30 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         }
         "presence_watch" | "presence_unwatch" | "presence_query" => {
             let params: PresenceParams = parse_params(id, command.params)?;
-            let users = params.users;
-            CommandBody::Presence(match command.method.as_ref() {
-                "presence_watch" => PresenceCommand::Watch { users },
-                "presence_unwatch" => PresenceCommand::Unwatch { users },
-                _ => PresenceCommand::Query { users },
-            })
+            match (params.users, params.conv) {
+                (None, Some(conv)) if command.method == "presence_query" => {
+                    CommandBody::Im(Box::new(super::im::ImCommand::PresenceConv { conv }))
+                }
+                (Some(users), None) => CommandBody::Presence(match command.method.as_ref() {
+                    "presence_watch" => PresenceCommand::Watch { users },
+                    "presence_unwatch" => PresenceCommand::Unwatch { users },
+                    _ => PresenceCommand::Query { users },
+                }),
+                (_, Some(_)) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`conv` is for presence_query alone, without `users`".to_owned(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "missing field `users`".to_owned(),
+                    ))
+                }
+            }
         }
         _ => {
             return Err(CommandError::new(
@@ -638,7 +673,11 @@ struct RpcParams<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PresenceParams {
-    users: Vec<String>,
+    #[serde(default)]
+    users: Option<Vec<String>>,
+    /// `presence_query` only: a conversation's members instead of `users`.
+    #[serde(default)]
+    conv: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,7 @@
 mod binary;
 mod im;
 mod im_delivery;
+mod im_group;
 mod json;
 mod model;
 #[cfg(test)]
@@ -46,6 +47,10 @@ pub use im::{BlockedUser, TypingState, BLOCKS_LIST_LIMIT_DEFAULT, BLOCKS_LIST_LI
 pub use im_delivery::{
     ArchivedCatchupFrom, ArchivedCatchupResult, ArchivedMemberPositions, CatchupFrom,
     CatchupResult, MemberPositions, CATCHUP_CONVS_MAX, RECEIPTS_LIMIT_DEFAULT, RECEIPTS_LIMIT_MAX,
+};
+pub use im_group::{
+    is_group_conv, ConvGroup, GroupChange, GroupDetails, GroupMemberInfo, GroupRole,
+    GROUP_MEMBERS_LIMIT_DEFAULT, GROUP_MEMBERS_LIMIT_MAX, GROUP_TEXT_BYTES_MAX, GROUP_USERS_MAX,
 };
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,

@@ -280,8 +280,15 @@ pub enum ErrorCode {
     /// A direct message between two users one of whom blocked the other;
     /// the message says which.
     Blocked = 120,
-    /// The user is not a member of the conversation (a DM's two users).
+    /// The group is dissolved: it takes no more writes.
+    Dissolved = 121,
+    /// The sender is muted in the group (alone, or by mute-all).
+    Muted = 122,
+    /// The user is not a member of the conversation (a DM's two users, a
+    /// group's member table).
     NotMember = 123,
+    /// The change would take the group past its member limit.
+    MemberLimit = 124,
     /// The command would start a conversation for a user who already has
     /// `im.conversations_per_user_max`.
     TooManyConversations = 126,
@@ -462,7 +469,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -483,7 +490,10 @@ impl ErrorCode {
         ErrorCode::ProxyDenied,
         ErrorCode::ProxyBadResponse,
         ErrorCode::Blocked,
+        ErrorCode::Dissolved,
+        ErrorCode::Muted,
         ErrorCode::NotMember,
+        ErrorCode::MemberLimit,
         ErrorCode::TooManyConversations,
     ];
 
@@ -524,6 +534,9 @@ impl ErrorCode {
             ErrorCode::Blocked => "blocked",
             ErrorCode::NotMember => "not a member of the conversation",
             ErrorCode::TooManyConversations => "too many conversations",
+            ErrorCode::Dissolved => "the group is dissolved",
+            ErrorCode::Muted => "muted in the group",
+            ErrorCode::MemberLimit => "the group's member limit",
         }
     }
 }
