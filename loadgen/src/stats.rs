@@ -176,6 +176,17 @@ pub struct ChatCounts {
     pub expected: u64,
     /// Intended send time -> reply (V2 + base64).
     pub ack_hist: String,
+    /// IM: `read` commands written and answered with a result.
+    #[serde(default)]
+    pub reads_sent: u64,
+    #[serde(default)]
+    pub reads_acked: u64,
+    /// IM: receipts owed by the answered reads (the peer's devices
+    /// connected when each was sent) and receipts received.
+    #[serde(default)]
+    pub receipts_expected: u64,
+    #[serde(default)]
+    pub receipts: u64,
 }
 
 /// reconnect: what one worker saw of the drop and the recovery.
