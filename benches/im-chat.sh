@@ -35,6 +35,7 @@ shards=${SHARDS:-2}
 out=${OUT:-docs/bench-runs/$(date +%F)-im-chat}
 secret=dev-only-jwt-secret-change-me-0123456789
 connections=$((users * devices))
+release=${CARGO_TARGET_DIR:-target}/release
 
 cargo build --release --locked -p ringcast-engine -p ringcast-loadgen >&2
 cargo build --release --locked -p ringcast-store --example append_throughput \
@@ -74,11 +75,11 @@ TOML
 
 store_ceilings() { # label
     local appends dms group
-    appends=$(timeout 120 target/release/examples/append_throughput "$tmp/ceiling" 60000 \
+    appends=$(timeout 120 "$release"/examples/append_throughput "$tmp/ceiling" 60000 \
         | grep -m1 "group commit" || true)
     rm -rf "$tmp/ceiling"
     mkdir -p "$tmp/ceiling"
-    timeout 300 target/release/examples/group_throughput "$tmp/ceiling" 20000 > "$tmp/groups.txt" || true
+    timeout 300 "$release"/examples/group_throughput "$tmp/ceiling" 20000 > "$tmp/groups.txt" || true
     rm -rf "$tmp/ceiling"
     dms=$(grep -m1 "^DMs" "$tmp/groups.txt" || true)
     group=$(grep -m1 "group of   500" "$tmp/groups.txt" || true)
@@ -92,10 +93,10 @@ store_ceilings before
 for rate in $rates; do
     per_user=$(awk -v r="$rate" -v u="$users" 'BEGIN {printf "%g", r / u}')
     rm -rf "$tmp/data"
-    target/release/ringcast --config="$tmp/engine.toml" 2>>"$tmp/engine.log" &
+    "$release"/ringcast --config="$tmp/engine.toml" 2>>"$tmp/engine.log" &
     engine_pid=$!
     sleep 1
-    timeout $((seconds + 90)) target/release/ringcast-loadgen chat --im \
+    timeout $((seconds + 90)) "$release"/ringcast-loadgen chat --im \
         --target="ws://127.0.0.1:$port/connection/websocket" --api="127.0.0.1:$((port + 1))" \
         --secret="$secret" --profile="$profile" --connections="$connections" --workers=2 \
         --pair-share=1.0 --devices-per-user="$devices" --read-every="$read_every" \
@@ -123,7 +124,7 @@ store_ceilings after
 # conv_list end to end (the HTTP API: engine, store reader, JSON) for one
 # user with 1,000 and 10,000 conversations.
 rm -rf "$tmp/data"
-target/release/ringcast --config="$tmp/engine.toml" 2>>"$tmp/engine.log" &
+"$release"/ringcast --config="$tmp/engine.toml" 2>>"$tmp/engine.log" &
 engine_pid=$!
 sleep 1
 for n in 1000 10000; do
