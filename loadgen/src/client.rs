@@ -141,7 +141,8 @@ pub struct Session {
     /// whose reply has not arrived.
     reads: u64,
     pending_reads: HashSet<u64>,
-    /// reconnect: the inbox position carried across a reconnect.
+    /// reconnect: the inbox position carried across a reconnect; chat, IM:
+    /// the last offset seen of the user's conversation.
     pub inbox: InboxState,
     /// reconnect: set on a reconnecting connection until its id-0 recovery
     /// reply arrives (recovery latency starts at `started`).
@@ -680,7 +681,7 @@ impl Session {
             return;
         }
         self.peer_msgs += 1;
-        if self.peer_msgs % im.read_every == 0 {
+        if self.peer_msgs.is_multiple_of(im.read_every) {
             let id = READ_ID_FIRST + self.reads;
             if let Some(out) = settings.profile.read(id, conv, offset) {
                 self.reads += 1;

@@ -302,7 +302,9 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
             "--im runs pairs only (--pair-share=1.0): group commands are not on the wire yet"
         );
         anyhow::ensure!(
-            common.connections % (common.workers * 2 * devices) == 0,
+            common
+                .connections
+                .is_multiple_of(common.workers * 2 * devices),
             "--im: --connections must be a multiple of --workers x 2 x --devices-per-user, so \
              every worker holds whole pairs of users with all their devices"
         );

@@ -172,7 +172,8 @@ pub struct ChatCounts {
     pub ack_errors: u64,
     /// Deliveries expected from the acked messages: 1 per pair message
     /// (the peer), the subscribed members per group message (the sender
-    /// included), counted when the message was sent.
+    /// included), the connected devices of both users per IM message,
+    /// counted when the message was sent.
     pub expected: u64,
     /// Intended send time -> reply (V2 + base64).
     pub ack_hist: String,

@@ -279,7 +279,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     });
     let devices = im.map_or(1, |im| im.devices);
     anyhow::ensure!(
-        args.connections % (2 * devices) == 0 || im.is_none(),
+        args.connections.is_multiple_of(2 * devices) || im.is_none(),
         "--im: worker {} was given {} connections, not whole pairs of users with {devices} \
          devices each",
         args.worker_idx,
