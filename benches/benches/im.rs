@@ -100,7 +100,10 @@ fn conv_list(c: &mut Criterion) {
         let deep = deep_cursor(&store, &user, conversations);
         assert!(deep.is_some(), "a cursor into the list");
         for (name, cursor) in [("first_page", None), ("deep_page", deep)] {
-            let mut latencies = Histogram::<u64>::new(3).expect("histogram bounds");
+            // Fixed bounds (1 µs to 60 s): an auto-resizing histogram's
+            // saturating record would clamp to its current top.
+            let mut latencies =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             group.bench_function(BenchmarkId::new(name, conversations), |b| {
                 b.iter_custom(|iterations| {
                     let mut total = Duration::ZERO;
