@@ -48,6 +48,8 @@ pub(crate) const KEYSPACE_ONLINE: &str = "online";
 pub(crate) const KEYSPACE_IM_CONV: &str = "im_conv";
 pub(crate) const KEYSPACE_IM_UCONV: &str = "im_uconv";
 pub(crate) const KEYSPACE_IM_UACT: &str = "im_uact";
+/// Each user's total unread over its DMs: key the user id, value u64 BE.
+pub(crate) const KEYSPACE_IM_UNREAD: &str = "im_unread";
 
 pub(crate) const META_PREFIX_NAME: u8 = b'n';
 pub(crate) const META_PREFIX_STREAM: u8 = b's';
@@ -734,8 +736,9 @@ impl ConvRecord {
 
 /// A user's view of a conversation, under `im_uconv`: version (1), kind
 /// (1), read offset, read count, changed gseq (u64 BE each), peer
-/// (`len16`, empty for a group), then a group's [`GroupView`]. Nothing may
-/// follow.
+/// (`len16`, empty for a group), then a group's [`GroupView`], then the
+/// delivery position `recv_offset` (u64 BE; absent in records written
+/// before delivery receipts, read as 0). Nothing may follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UConvRecord {
     pub(crate) kind: u8,
@@ -748,6 +751,9 @@ pub(crate) struct UConvRecord {
     pub(crate) peer: String,
     /// A group's window and left flag; `None` for a DM.
     pub(crate) group: Option<GroupView>,
+    /// The highest offset any of the user's devices acknowledged
+    /// (delivery receipts), at most the conversation's last offset.
+    pub(crate) recv_offset: u64,
 }
 
 impl UConvRecord {
@@ -760,11 +766,12 @@ impl UConvRecord {
             changed_gseq: 0,
             peer,
             group: None,
+            recv_offset: 0,
         }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + 3 * 8 + 2 + self.peer.len());
+        let mut out = Vec::with_capacity(2 + 4 * 8 + 2 + self.peer.len());
         out.push(UCONV_RECORD_VERSION);
         out.push(self.kind);
         for field in [self.read_offset, self.read_count, self.changed_gseq] {
@@ -774,6 +781,7 @@ impl UConvRecord {
         if let Some(group) = &self.group {
             group.encode_into(&mut out);
         }
+        out.extend_from_slice(&self.recv_offset.to_be_bytes());
         out
     }
 
@@ -800,6 +808,11 @@ impl UConvRecord {
         } else {
             None
         };
+        let recv_offset = if cursor.at == cursor.bytes.len() {
+            0
+        } else {
+            cursor.u64()?
+        };
         cursor.finish()?;
         Ok(UConvRecord {
             kind,
@@ -808,6 +821,7 @@ impl UConvRecord {
             changed_gseq,
             peer,
             group,
+            recv_offset,
         })
     }
 }
@@ -981,8 +995,13 @@ mod tests {
             changed_gseq: 70,
             peer: "bob".to_owned(),
             group: None,
+            recv_offset: 2,
         };
         assert_eq!(UConvRecord::decode(&uconv.encode()), Ok(uconv.clone()));
+        // A record written before delivery receipts has no recv_offset.
+        let older = uconv.encode();
+        let older = older.get(..older.len() - 8).unwrap_or_default();
+        assert_eq!(UConvRecord::decode(older).map(|r| r.recv_offset), Ok(0));
         let group = ConvRecord {
             kind: CONV_KIND_GROUP,
             pair: (String::new(), String::new()),
@@ -1052,7 +1071,8 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        for cut in 0..records[1].len() {
+        // Cut before its recv_offset, a record is the older form (above).
+        for cut in (0..records[1].len()).filter(|cut| *cut != records[1].len() - 8) {
             assert!(
                 UConvRecord::decode(&records[1][..cut]).is_err(),
                 "cut at {cut}"

@@ -21,8 +21,9 @@ use ringcast_protocol::envelope::{EncodedPush, MessageIdGen};
 
 use crate::api::{
     Answer, AppendRequest, Appended, CommitSink, Durability, GroupAppend, GroupAppended,
-    GroupOpRequest, ImAppend, ImAppended, ImReadState, OutboxEvent, Retention, StoreConfig,
-    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
+    GroupOpRequest, ImAppend, ImAppended, ImDelivery, ImReadState, OutboxEvent, Retention,
+    StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, IM_NAME_PREFIXES,
+    STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
@@ -75,6 +76,7 @@ into_answer!(
     ImAppended => ImAppended,
     ImReadState => ImRead,
     GroupAppended => Group,
+    ImDelivery => ImAck,
 );
 
 impl<T: IntoAnswer> Reply<T> {
@@ -143,6 +145,15 @@ pub(crate) enum WriterMsg {
         offset: u64,
         reply: Reply<ImReadState>,
     },
+    /// A device's acknowledgement of a conversation: its cursor and the
+    /// user's delivery position.
+    ImAck {
+        user: String,
+        device: String,
+        conv: String,
+        offset: u64,
+        reply: Reply<ImDelivery>,
+    },
     /// A group operation.
     GroupOp {
         request: GroupOpRequest,
@@ -190,6 +201,7 @@ impl WriterMsg {
             | WriterMsg::DeadReplay { .. }
             | WriterMsg::ImAppend { .. }
             | WriterMsg::ImRead { .. }
+            | WriterMsg::ImAck { .. }
             | WriterMsg::GroupOp { .. }
             | WriterMsg::GroupAppend { .. }
             | WriterMsg::ImUser { .. }
@@ -301,6 +313,10 @@ enum PendingReply {
         reply: Reply<GroupAppended>,
         result: Result<GroupAppended, StoreError>,
     },
+    ImAck {
+        reply: Reply<ImDelivery>,
+        result: Result<ImDelivery, StoreError>,
+    },
 }
 
 impl PendingReply {
@@ -347,6 +363,7 @@ impl PendingReply {
             PendingReply::ImAppend { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::ImRead { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::Group { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::ImAck { reply, result } => reply.send(sink, settle(result, failed)),
         }
     }
 }
@@ -728,7 +745,10 @@ impl Writer {
                     stream,
                     offset,
                     reply,
-                } => self.stage_cursor(&mut work, &user, &device, &stream, offset, reply),
+                } => {
+                    let result = self.stage_cursor(&mut work, &user, &device, &stream, offset);
+                    work.replies.push(PendingReply::Value { reply, result });
+                }
                 WriterMsg::Reset { stream, reply } => self.stage_reset(&mut work, stream, reply),
                 WriterMsg::Outbox { events } => {
                     work.outbox.stage_events(
@@ -792,6 +812,16 @@ impl Writer {
                 } => {
                     let result = self.stage_im_read(&mut work, &user, &conv, offset);
                     work.replies.push(PendingReply::ImRead { reply, result });
+                }
+                WriterMsg::ImAck {
+                    user,
+                    device,
+                    conv,
+                    offset,
+                    reply,
+                } => {
+                    let result = self.stage_im_ack(&mut work, &user, &device, &conv, offset);
+                    work.replies.push(PendingReply::ImAck { reply, result });
                 }
                 WriterMsg::GroupOp { request, reply } => {
                     let result = self.stage_group_op(&mut work, request, now_ms);
@@ -1128,6 +1158,7 @@ pub(crate) fn refuse_batch(
             WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::ImAppend { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::ImRead { reply, .. } => reply.send(sink, Err(error.clone())),
+            WriterMsg::ImAck { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::GroupOp { reply, .. } | WriterMsg::GroupAppend { reply, .. } => {
                 reply.send(sink, Err(error.clone()));
             }

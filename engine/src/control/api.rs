@@ -373,6 +373,7 @@ impl Api {
             | "/api/im/blocks_list"
             | "/api/im/dm_policy"
             | "/api/im/contacts"
+            | "/api/im/receipts"
                 if self.shared.config.im.enabled =>
             {
                 "POST"
@@ -431,6 +432,7 @@ impl Api {
             route if super::im_group_api::GROUP_ROUTES.contains(&route) => {
                 self.im_group(&req, route).await
             }
+            "/api/im/receipts" => self.im_receipts(&req).await,
             _ => Ok(self.stats()),
         }
     }

@@ -5,8 +5,8 @@
 //! written in the same fjall batch as the entry.
 
 use crate::api::{
-    DmPolicy, Durability, ImAppend, ImAppended, ImReadState, Retention, CLIENT_MSG_ID_BYTES_MAX,
-    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    DmPolicy, Durability, ImAppend, ImAppended, ImDelivery, ImReadState, Retention,
+    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use ringcast_protocol::envelope::EncodedPush;
 
@@ -50,6 +50,11 @@ pub(crate) enum ImUserChange {
         user: String,
         policy: DmPolicy,
     },
+}
+
+/// A count as a delta (counts never come near `i64::MAX`).
+fn signed(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// The dedup id of an IM append: the sender's length and id, then the
@@ -189,6 +194,20 @@ impl Writer {
             (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
             _ => None,
         };
+        let sender_view = match &stored {
+            Some(_) => work.im.uconv(&self.fjall, &sender, id)?,
+            None => None,
+        };
+        let sender_recv_offset = sender_view.as_ref().map_or(0, |view| view.recv_offset);
+        // The DM unread totals move in this batch: the peer's by this
+        // message, the sender's by what it had unread here (its own
+        // message reads the conversation).
+        let sender_unread = match (&stored, &sender_view) {
+            (Some(record), Some(view)) => record.count_total.saturating_sub(view.read_count),
+            _ => 0,
+        };
+        work.im.load_dm_unread(&self.fjall, &sender)?;
+        work.im.load_dm_unread(&self.fjall, &peer)?;
         let stored_time_ms = stored.as_ref().map(|record| record.last_time_ms);
         let mut record = stored.unwrap_or_else(|| ConvRecord {
             kind: CONV_KIND_DM,
@@ -224,9 +243,12 @@ impl Writer {
                 changed_gseq: gseq,
                 peer: peer.clone(),
                 group: None,
+                recv_offset: sender_recv_offset,
             },
         );
+        work.im.add_dm_unread(&sender, -signed(sender_unread));
         if peer != sender {
+            work.im.add_dm_unread(&peer, 1);
             let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
             view.changed_gseq = gseq;
             work.im.put_uconv(&peer, id, view);
@@ -248,6 +270,70 @@ impl Writer {
         conv: &str,
         offset: u64,
     ) -> Result<ImReadState, StoreError> {
+        let (id, record, mut view, end) = self.user_view(work, user, conv)?;
+        let offset = offset.min(end);
+        if offset > view.read_offset {
+            view.read_offset = offset;
+            let read_count = if record.group.is_some() {
+                work.im.count_at(&self.fjall, id, &record, offset)?
+            } else {
+                work.im.load_dm_unread(&self.fjall, user)?;
+                let read = record.count_at(offset).saturating_sub(view.read_count);
+                work.im.add_dm_unread(user, -signed(read));
+                record.count_at(offset)
+            };
+            view.read_count = read_count;
+            view.changed_gseq = work.im.next_gseq();
+            work.im.put_uconv(user, id, view.clone());
+        }
+        let unread = match view.group {
+            Some(window) if window.left => window.visible_count,
+            _ => record.count_total,
+        };
+        Ok(ImReadState {
+            read_offset: view.read_offset,
+            unread: unread.saturating_sub(view.read_count),
+        })
+    }
+
+    /// Stages a device's acknowledgement of conversation `conv` up to
+    /// `offset`: the device's cursor (as a plain `ack`) and the user's
+    /// delivery position `recv_offset`, raised to the cursor (monotonic,
+    /// clamped to what the user may see). The delivery position changes no
+    /// gseq: it is the senders' information, not the user's view.
+    pub(super) fn stage_im_ack(
+        &mut self,
+        work: &mut BatchWork,
+        user: &str,
+        device: &str,
+        conv: &str,
+        offset: u64,
+    ) -> Result<ImDelivery, StoreError> {
+        let (id, record, mut view, end) = self.user_view(work, user, conv)?;
+        let cursor = self.stage_cursor(work, user, device, conv, offset.min(end))?;
+        let advanced = cursor > view.recv_offset;
+        if advanced {
+            view.recv_offset = cursor;
+            work.im.put_uconv(user, id, view.clone());
+        }
+        Ok(ImDelivery {
+            cursor,
+            recv_offset: view.recv_offset,
+            advanced,
+            peer: record.peer_of(user).map(str::to_owned),
+            member_count: record.group.as_ref().map_or(0, |group| group.member_count),
+        })
+    }
+
+    /// `user`'s view of `conv` (a fresh one for a DM's user who has none
+    /// yet), with the conversation's id and record and the last offset the
+    /// user may see (a left group's window end).
+    fn user_view(
+        &mut self,
+        work: &mut BatchWork,
+        user: &str,
+        conv: &str,
+    ) -> Result<(u64, ConvRecord, UConvRecord, u64), StoreError> {
         let not_found = StoreError::InvalidRequest {
             reason: "no such conversation for this user",
         };
@@ -259,7 +345,7 @@ impl Writer {
             .conv(&self.fjall, &self.im, id, conv)?
             .ok_or_else(|| not_found.clone())?;
         let stored = work.im.uconv(&self.fjall, user, id)?;
-        let (mut view, end) = match (&record.group, stored) {
+        let (view, end) = match (&record.group, stored) {
             // A group's members have a view from their join on; what a
             // user left ends at its window.
             (Some(_), Some(view)) => {
@@ -276,25 +362,7 @@ impl Writer {
                 (view, record.last_offset)
             }
         };
-        let offset = offset.min(end);
-        if offset > view.read_offset {
-            view.read_offset = offset;
-            view.read_count = if record.group.is_some() {
-                work.im.count_at(&self.fjall, id, &record, offset)?
-            } else {
-                record.count_at(offset)
-            };
-            view.changed_gseq = work.im.next_gseq();
-            work.im.put_uconv(user, id, view.clone());
-        }
-        let unread = match view.group {
-            Some(window) if window.left => window.visible_count,
-            _ => record.count_total,
-        };
-        Ok(ImReadState {
-            read_offset: view.read_offset,
-            unread: unread.saturating_sub(view.read_count),
-        })
+        Ok((id, record, view, end))
     }
 
     /// Refuses a DM from `sender` to `peer` when either blocked the other,

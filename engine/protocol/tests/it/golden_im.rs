@@ -202,6 +202,7 @@ fn replies() -> Vec<(ImReply, &'static str, &'static str)> {
     ]
 }
 
+/// An IM reply's bytes in both forms, and its binary form decoded back.
 #[track_caller]
 fn check_reply(reply: ImReply, json: &str, binary: &str) {
     let reply = Reply::Ok {
@@ -736,4 +737,126 @@ fn group_commands_and_replies_keep_their_bytes_in_both_forms() {
     assert_eq!(ErrorCode::from_u16(121), Some(ErrorCode::Dissolved));
     assert_eq!(ErrorCode::from_u16(122), Some(ErrorCode::Muted));
     assert_eq!(ErrorCode::from_u16(124), Some(ErrorCode::MemberLimit));
+}
+
+/// The delivery part (`receipts`, `catchup`, `delivered`), all in this one
+/// function so that a merge renumbering appended variants regenerates them
+/// together (`GOLDEN_IM_PRINT=1`).
+#[test]
+fn im_delivery_commands_replies_and_events_keep_their_bytes() {
+    use ringcast_protocol::client::{
+        CatchupFrom, CatchupResult, MemberPositions, Recovery, StreamPosition,
+    };
+    let commands = [
+        (
+            r#"{"id":6,"method":"receipts","params":{"conv":"grp:team","cursor":"bob","limit":2}}"#,
+            ImCommand::Receipts {
+                conv: "grp:team".into(),
+                cursor: Some("bob".into()),
+                limit: 2,
+            },
+            "0c0000006772703a7465616d01000000626f62ffffffffff0200000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":6,"method":"catchup","params":{"convs":[{"conv":"dm:a","since":4,"epoch":"77"},{"conv":"dm:b","since":"cursor"}],"limit_per_conv":10}}"#,
+            ImCommand::Catchup {
+                convs: vec![
+                    CatchupFrom {
+                        conv: "dm:a".into(),
+                        since: Some(StreamPosition {
+                            offset: 4,
+                            epoch: 77,
+                        }),
+                    },
+                    CatchupFrom {
+                        conv: "dm:b".into(),
+                        since: None,
+                    },
+                ],
+                limit_per_conv: 10,
+            },
+            "646d3a61ffffffff010000000000000004000000000000004d00000000000000646d3a62ffffffff0000000000000000000000000000000000000000000000000d000000bcffffff020000000a00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    check_commands(
+        commands
+            .into_iter()
+            .map(|(json, command, binary)| (json, im(6, command), binary))
+            .collect(),
+    );
+    let replies = [
+        (
+            ImReply::Receipts {
+                conv: "grp:team".into(),
+                receipts: vec![MemberPositions {
+                    user: "carol".into(),
+                    read: 3,
+                    delivered: 5,
+                }],
+                next: Some("carol".into()),
+            },
+            r#"{"id":1,"result":{"conv":"grp:team","receipts":[{"user":"carol","read":3,"delivered":5}],"next":"carol"}}"#,
+            "6361726f6cffffff03000000000000000500000000000000070000006772703a7465616ddcffffff01000000010000006361726f6cffffff0000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::Catchup {
+                convs: vec![CatchupResult {
+                    conv: "dm:a".into(),
+                    recovery: Recovery {
+                        recovered: true,
+                        epoch: 77,
+                        offset: 9,
+                        start_offset: 1,
+                        replayed: 5,
+                    },
+                    truncated: true,
+                }],
+            },
+            r#"{"id":1,"result":{"convs":[{"conv":"dm:a","recovered":true,"epoch":"77","offset":9,"start_offset":1,"replayed":5,"truncated":true}]}}"#,
+            "646d3a61ffffffff01000000000000004d00000000000000090000000000000001000000000000000500000000000000010000000000000008000000c4ffffff0100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (reply, json, binary) in replies {
+        check_reply(reply, json, binary);
+    }
+    let event = ImEvent::Delivered {
+        conv: "dm:abc".into(),
+        user: "bob".into(),
+        offset: 9,
+    };
+    let json = r#"{"delivered":{"conv":"dm:abc","user":"bob","offset":9}}"#;
+    let bytes = encode_im_event_binary(&event);
+    check(
+        &encode_im_event_json(&event),
+        &bytes,
+        json,
+        "05000000646d3a616263ffff626f62ffffffffff0000000009000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        json,
+    );
+    assert_eq!(
+        decode_server_binary(&bytes).expect(json),
+        ServerMessage::Im(Box::new(event))
+    );
+    for (json, needle) in [
+        (
+            r#"{"id":1,"method":"receipts","params":{"conv":"dm:x","limit":0}}"#,
+            "`limit` must be 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[]}}"#,
+            "`convs` must hold 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[{"conv":"dm:x","since":"start"}]}}"#,
+            "\"cursor\"",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[{"conv":"dm:x","since":1},{"conv":"dm:x","since":2}]}}"#,
+            "named twice",
+        ),
+    ] {
+        let error = decode_json(json.as_bytes()).expect_err(json);
+        assert_eq!(error.code, ErrorCode::BadRequest, "{json}");
+        assert!(error.message.contains(needle), "{json}: {}", error.message);
+    }
 }
