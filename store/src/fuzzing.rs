@@ -46,7 +46,14 @@ pub fn decode_records(bytes: &[u8]) {
         assert_eq!(record.encode(), bytes);
     }
     if let Ok(record) = UConvRecord::decode(bytes) {
-        assert_eq!(record.encode(), bytes);
+        // A record written before delivery receipts has no `recv_offset`
+        // and re-encodes with it (0): the one form that is not canonical.
+        let again = record.encode();
+        if again != bytes {
+            assert_eq!(record.recv_offset, 0);
+            assert_eq!(again, [bytes, &[0; 8]].concat());
+        }
+        assert_eq!(UConvRecord::decode(&again), Ok(record));
     }
     if let Ok(counter) = ImCounter::decode(bytes) {
         assert_eq!(counter.encode().as_slice(), bytes);
