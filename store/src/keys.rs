@@ -699,15 +699,6 @@ impl ConvRecord {
         })
     }
 
-    /// The `count` of entry `offset` (at most the last offset): every
-    /// entry of a step-1 conversation is a message, so the entries after
-    /// `offset` are all counted. Once non-counting kinds exist (member,
-    /// recall, edit) this becomes the count stamped on the entry.
-    pub(crate) fn count_at(&self, offset: u64) -> u64 {
-        self.count_total
-            .saturating_sub(self.last_offset.saturating_sub(offset))
-    }
-
     /// The other user of the pair (`user` itself in a conversation with
     /// oneself), or `None` if `user` is not in it (always for a group).
     pub(crate) fn peer_of(&self, user: &str) -> Option<&str> {
@@ -955,8 +946,6 @@ mod tests {
             group: None,
         };
         assert_eq!(ConvRecord::decode(&conv.encode()), Ok(conv.clone()));
-        assert_eq!(conv.count_at(9), 9);
-        assert_eq!(conv.count_at(4), 4);
         assert_eq!(
             (conv.peer_of("bob"), conv.peer_of("eve")),
             (Some("alice"), None)

@@ -21,8 +21,9 @@ use ringcast_protocol::envelope::{EncodedPush, MessageIdGen};
 
 use crate::api::{
     Answer, AppendRequest, Appended, CommitSink, Durability, GroupAppend, GroupAppended,
-    GroupOpRequest, ImAppend, ImAppended, ImReadState, OutboxEvent, Retention, StoreConfig,
-    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
+    GroupOpRequest, ImAppend, ImAppended, ImReadState, ImRewrite, ImRewritten, OutboxEvent,
+    Retention, StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, IM_NAME_PREFIXES,
+    STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
@@ -39,6 +40,7 @@ mod group;
 mod im;
 mod maintenance;
 mod requests;
+mod rewrite;
 
 pub(crate) use im::ImUserChange;
 
@@ -75,6 +77,7 @@ into_answer!(
     ImAppended => ImAppended,
     ImReadState => ImRead,
     GroupAppended => Group,
+    ImRewritten => Rewritten,
 );
 
 impl<T: IntoAnswer> Reply<T> {
@@ -153,6 +156,11 @@ pub(crate) enum WriterMsg {
         request: GroupAppend,
         reply: Reply<GroupAppended>,
     },
+    /// A recall or an edit.
+    ImRewrite {
+        request: ImRewrite,
+        reply: Reply<ImRewritten>,
+    },
     /// A change to a user's blocks, contacts or DM policy; answered with
     /// 1 if it changed something.
     ImUser {
@@ -171,6 +179,7 @@ impl WriterMsg {
             WriterMsg::ImAppend { request, .. } => request.durability == Durability::Sync,
             WriterMsg::GroupOp { request, .. } => request.durability == Durability::Sync,
             WriterMsg::GroupAppend { request, .. } => request.durability == Durability::Sync,
+            WriterMsg::ImRewrite { request, .. } => request.durability == Durability::Sync,
             _ => false,
         }
     }
@@ -193,6 +202,7 @@ impl WriterMsg {
             | WriterMsg::GroupOp { .. }
             | WriterMsg::GroupAppend { .. }
             | WriterMsg::ImUser { .. }
+            | WriterMsg::ImRewrite { .. }
             | WriterMsg::Shutdown => 0,
         }
     }
@@ -301,6 +311,10 @@ enum PendingReply {
         reply: Reply<GroupAppended>,
         result: Result<GroupAppended, StoreError>,
     },
+    Rewrite {
+        reply: Reply<ImRewritten>,
+        result: Result<ImRewritten, StoreError>,
+    },
 }
 
 impl PendingReply {
@@ -315,6 +329,10 @@ impl PendingReply {
             PendingReply::Group {
                 result: Ok(group), ..
             } => &group.appended,
+            PendingReply::Rewrite {
+                result: Ok(rewrite),
+                ..
+            } => &rewrite.appended,
             _ => return None,
         };
         (!appended.duplicate).then_some(appended)
@@ -337,6 +355,7 @@ impl PendingReply {
             PendingReply::ImAppend { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::ImRead { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::Group { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::Rewrite { reply, result } => reply.send(sink, settle(result, failed)),
         }
     }
 }
@@ -791,6 +810,10 @@ impl Writer {
                     let result = self.stage_group_append(&mut work, request, now_ms);
                     work.replies.push(PendingReply::Group { reply, result });
                 }
+                WriterMsg::ImRewrite { request, reply } => {
+                    let result = self.stage_im_rewrite(&mut work, request, now_ms);
+                    work.replies.push(PendingReply::Rewrite { reply, result });
+                }
                 WriterMsg::ImUser { change, reply } => {
                     let result = self.stage_user_change(&mut work, change, now_ms);
                     work.replies.push(PendingReply::Value { reply, result });
@@ -1107,6 +1130,7 @@ pub(crate) fn refuse_batch(
             WriterMsg::GroupOp { reply, .. } | WriterMsg::GroupAppend { reply, .. } => {
                 reply.send(sink, Err(error.clone()));
             }
+            WriterMsg::ImRewrite { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::SetCursor { reply, .. }
             | WriterMsg::ImUser { reply, .. }
             | WriterMsg::Reset { reply, .. }

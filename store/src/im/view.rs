@@ -19,11 +19,11 @@ use crate::api::{
 };
 use crate::error::StoreError;
 use crate::keys::{
-    dm_policy_decode, im_member_key, im_member_key_decode, im_pair_key, im_pair_key_decode,
-    im_uact_key, im_uact_key_decode, im_uconv_key, im_uconv_key_decode, im_user_prefix,
-    meta_id_key, meta_name_key, read_u64, ConvRecord, ImCounter, MemberRecord, StreamMeta,
-    UConvRecord, GROUP_FLAG_DISSOLVED, GROUP_FLAG_HISTORY_FROM_JOIN, GROUP_FLAG_MEMBERS_CAN_INVITE,
-    GROUP_FLAG_MUTED_ALL, META_KEY_IM_COUNTER, META_PREFIX_STREAM,
+    dm_policy_decode, entry_key, im_member_key, im_member_key_decode, im_pair_key,
+    im_pair_key_decode, im_uact_key, im_uact_key_decode, im_uconv_key, im_uconv_key_decode,
+    im_user_prefix, meta_id_key, meta_name_key, read_u64, ConvRecord, ImCounter, MemberRecord,
+    StreamMeta, UConvRecord, GROUP_FLAG_DISSOLVED, GROUP_FLAG_HISTORY_FROM_JOIN,
+    GROUP_FLAG_MEMBERS_CAN_INVITE, GROUP_FLAG_MUTED_ALL, META_KEY_IM_COUNTER, META_PREFIX_STREAM,
 };
 use crate::recovery::Fjall;
 
@@ -35,11 +35,12 @@ fn is_current_group(uconv: &UConvRecord) -> bool {
     uconv.group.is_some_and(|view| !view.left)
 }
 
-/// Unread for the user: up to its window's end in a group it left.
-fn unread(conv: &ConvRecord, uconv: &UConvRecord) -> u64 {
+/// The end of what the user sees, as `(offset, count)`: its window's end
+/// in a group it left.
+fn seen_end(conv: &ConvRecord, uconv: &UConvRecord) -> (u64, u64) {
     match uconv.group {
-        Some(view) if view.left => view.visible_count.saturating_sub(uconv.read_count),
-        _ => conv.count_total.saturating_sub(uconv.read_count),
+        Some(view) if view.left => (view.visible_to, view.visible_count),
+        _ => (conv.last_offset, conv.count_total),
     }
 }
 
@@ -87,6 +88,34 @@ impl<'a> SnapshotReader<'a> {
         self.snapshot
             .get(keyspace, key)
             .map_err(|error| StoreError::io(what, error))
+    }
+
+    /// Unread for the user (`docs/im.md`, "Unread counts"): the counted
+    /// messages after its read position up to its end, less those
+    /// recalled there (one range read of `im_recalled`, usually empty).
+    fn unread(&self, id: u64, conv: &ConvRecord, uconv: &UConvRecord) -> Result<u64, StoreError> {
+        let (end, count) = seen_end(conv, uconv);
+        let mut recalled = 0u64;
+        if end > uconv.read_offset {
+            let range = entry_key(id, uconv.read_offset + 1)..=entry_key(id, end);
+            for guard in self.snapshot.range(&self.fjall.im_recalled, range) {
+                let value = guard
+                    .value()
+                    .map_err(|error| StoreError::io("reading recalls", error))?;
+                recalled += u64::from(value.first() == Some(&1));
+            }
+        }
+        Ok(count
+            .saturating_sub(uconv.read_count)
+            .saturating_sub(recalled))
+    }
+
+    fn total_unread(&self, all: &[Held]) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for (id, conv, uconv) in all {
+            total += self.unread(*id, conv, uconv)?;
+        }
+        Ok(total)
     }
 
     fn conv(&self, id: u64) -> Result<ConvRecord, StoreError> {
@@ -173,7 +202,7 @@ impl<'a> SnapshotReader<'a> {
             _ => return Err(corrupt(&conv.name, "a view of another kind".to_owned())),
         };
         Ok(ConvSummary {
-            unread: unread(&conv, &uconv),
+            unread: self.unread(id, &conv, &uconv)?,
             last_time_ms: list_time(&conv, &uconv),
             changed_gseq: changed_gseq(&conv, &uconv),
             conv: conv.name,
@@ -221,10 +250,6 @@ impl<'a> SnapshotReader<'a> {
     }
 }
 
-fn total_unread(all: &[Held]) -> u64 {
-    all.iter().map(|(_, conv, uconv)| unread(conv, uconv)).sum()
-}
-
 /// A page of `user`'s conversations after `cursor`, newest activity first:
 /// its `im_uact` keys (DMs, groups it left) merged with the groups it is a
 /// member of, by `(time, sid)` descending.
@@ -236,7 +261,7 @@ pub(crate) fn conv_list(
 ) -> Result<ConvPage, StoreError> {
     let reader = SnapshotReader::new(fjall);
     let all = reader.all_of(user)?;
-    let total = total_unread(&all);
+    let total = reader.total_unread(&all)?;
     let mut held: HashMap<u64, (ConvRecord, UConvRecord)> = HashMap::with_capacity(all.len());
     // The groups it is a member of, after the cursor, newest first.
     let mut groups: Vec<(u64, u64)> = Vec::new();
@@ -329,7 +354,7 @@ pub(crate) fn im_sync(
         since.is_some_and(|token| token.store_id != counter.store_id || token.gseq > counter.gseq);
     let since_gseq = since.filter(|_| !reset).map(|token| token.gseq);
     let all = reader.all_of(user)?;
-    let total = total_unread(&all);
+    let total = reader.total_unread(&all)?;
     let (changed, more, gseq) = match since_gseq {
         None => {
             let mut newest = all;

@@ -172,7 +172,7 @@ impl Writer {
                 self.find_duplicate(work, &conv, id, &meta, client_msg_id, &push, now_ms)?;
             if let Some(appended) = duplicate {
                 return Ok(ImAppended {
-                    count: record.count_at(appended.offset),
+                    count: work.im.count_at(&self.fjall, id, record, appended.offset)?,
                     appended,
                     gseq: 0,
                 });
@@ -279,21 +279,24 @@ impl Writer {
         let offset = offset.min(end);
         if offset > view.read_offset {
             view.read_offset = offset;
-            view.read_count = if record.group.is_some() {
-                work.im.count_at(&self.fjall, id, &record, offset)?
-            } else {
-                record.count_at(offset)
-            };
+            // Recall and edit events do not count in a DM either: one
+            // seek of `im_nocount`, as in a group.
+            view.read_count = work.im.count_at(&self.fjall, id, &record, offset)?;
             view.changed_gseq = work.im.next_gseq();
             work.im.put_uconv(user, id, view.clone());
         }
-        let unread = match view.group {
-            Some(window) if window.left => window.visible_count,
-            _ => record.count_total,
+        let (end, count) = match view.group {
+            Some(window) if window.left => (window.visible_to, window.visible_count),
+            _ => (record.last_offset, record.count_total),
         };
+        let recalled = work
+            .im
+            .recalled_between(&self.fjall, id, view.read_offset, end)?;
         Ok(ImReadState {
             read_offset: view.read_offset,
-            unread: unread.saturating_sub(view.read_count),
+            unread: count
+                .saturating_sub(view.read_count)
+                .saturating_sub(recalled),
         })
     }
 

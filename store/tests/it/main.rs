@@ -6,6 +6,7 @@ mod dedup;
 mod failure;
 mod im;
 mod im_groups;
+mod im_recall;
 mod kill;
 mod outbox;
 mod recovery;

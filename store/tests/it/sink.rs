@@ -40,6 +40,7 @@ impl CommitSink for Recorder {
             Answer::ImAppended(result) => result.map(|im| im.appended.offset),
             Answer::ImRead(result) => result.map(|read| read.read_offset),
             Answer::Group(result) => result.map(|group| group.appended.offset),
+            Answer::Rewritten(result) => result.map(|rewrite| rewrite.appended.offset),
         };
         drop(self.0.send(Seen::Answered {
             tag,
