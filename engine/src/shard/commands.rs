@@ -70,6 +70,8 @@ pub(super) enum StoreDone {
         Result<(ringcast_store::ImReadState, u64), CommandError>,
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
+    /// A `recall` or `edit` stored (or refused).
+    ImRewritten(ReplyTo, Result<ReplyResult, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
 }
@@ -281,6 +283,7 @@ impl Shard {
             StoreDone::ImResolved(to, pending, result) => self.on_im_resolved(to, *pending, result),
             StoreDone::ImRead(to, conv, pair, result) => self.on_im_read(to, conv, pair, result),
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
+            StoreDone::ImRewritten(to, result) => self.reply_to(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
         }
     }

@@ -81,6 +81,11 @@ pub(super) enum ImPending {
         offset: u64,
     },
     History(ReadRequest),
+    /// A `recall` or an `edit` of the message at `offset`.
+    Rewrite {
+        offset: u64,
+        ask: crate::im::RewriteAsk,
+    },
 }
 
 /// A `msg_send` waiting in the store's writer.
@@ -174,6 +179,19 @@ impl Shard {
             ImCommand::Read { conv, offset } => {
                 self.with_member(to, user, conv, ImPending::Read { offset })
             }
+            ImCommand::Recall { conv, offset } => {
+                let ask = crate::im::RewriteAsk::Recall;
+                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+            }
+            ImCommand::Edit {
+                conv,
+                offset,
+                kind,
+                data,
+            } => {
+                let ask = crate::im::RewriteAsk::Edit { kind, data };
+                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+            }
             ImCommand::ConvList { cursor, limit } => {
                 let list = self.shared.store.conv_list(
                     user,
@@ -262,6 +280,15 @@ impl Shard {
                     }
                     .await;
                     StoreDone::ImRead(to, conv, pair, result)
+                }));
+                Ok(Outcome::Later)
+            }
+            ImPending::Rewrite { offset, ask } => {
+                let shared = self.shared.clone();
+                let actor = ringcast_store::GroupActor::User(user.to_owned());
+                self.store_replies.push(Box::pin(async move {
+                    let result = crate::im::rewrite(&shared, actor, conv, offset, ask).await;
+                    StoreDone::ImRewritten(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
                 }));
                 Ok(Outcome::Later)
             }

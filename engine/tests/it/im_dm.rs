@@ -13,7 +13,9 @@ use crate::util::*;
 
 const SHARDS: u16 = 3;
 
-fn im_config(driver: ringcast_engine::config::Driver) -> ringcast_engine::config::Config {
+pub(crate) fn im_config(
+    driver: ringcast_engine::config::Driver,
+) -> ringcast_engine::config::Config {
     let mut config = config(driver, SHARDS);
     config.im.enabled = true;
     config.im.text_bytes_max = 64;
@@ -23,7 +25,7 @@ fn im_config(driver: ringcast_engine::config::Driver) -> ringcast_engine::config
 /// A connection of `user` on shard `shard` (reconnecting until the kernel's
 /// `SO_REUSEPORT` hash puts one there), with extra query parameters; the
 /// IM sync it gets at connect is returned beside it.
-fn im_connect(
+pub(crate) fn im_connect(
     engine: &ringcast_engine::Engine,
     user: &str,
     query: &str,
@@ -54,7 +56,13 @@ fn im_connect(
     panic!("no connection of {user} landed on shard {shard:?}");
 }
 
-fn send_text(ws: &mut Ws, id: u64, to: &str, text: &str, client_msg_id: Option<&str>) -> Value {
+pub(crate) fn send_text(
+    ws: &mut Ws,
+    id: u64,
+    to: &str,
+    text: &str,
+    client_msg_id: Option<&str>,
+) -> Value {
     let mut params = json!({"to": to, "kind": "text", "data": {"text": text}});
     if let Some(key) = client_msg_id {
         params["client_msg_id"] = json!(key);
@@ -66,7 +74,7 @@ fn send_text(ws: &mut Ws, id: u64, to: &str, text: &str, client_msg_id: Option<&
 }
 
 /// The next message, which must be a push; returns its body.
-fn next_push(ws: &mut Ws) -> Value {
+pub(crate) fn next_push(ws: &mut Ws) -> Value {
     let message = read_json(ws);
     message
         .get("push")
@@ -75,7 +83,7 @@ fn next_push(ws: &mut Ws) -> Value {
 }
 
 /// Nothing but the reply to a ping is waiting: no push, no event.
-fn nothing_waiting(ws: &mut Ws, id: u64) {
+pub(crate) fn nothing_waiting(ws: &mut Ws, id: u64) {
     send_json(ws, json!({"id": id, "method": "ping"}));
     let message = read_json(ws);
     assert_eq!(

@@ -19,6 +19,7 @@ mod fd_budget;
 mod handshake;
 mod heartbeat;
 mod im_dm;
+mod im_recall;
 mod limits;
 mod outbox_events;
 mod permissions;

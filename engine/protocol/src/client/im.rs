@@ -47,6 +47,17 @@ pub enum ImCommand {
     },
     /// The user has read `conv` up to and including `offset`.
     Read { conv: String, offset: u64 },
+    /// Recalls the message at `offset` of `conv`: it becomes a tombstone
+    /// for everyone (`docs/im.md`, "Recall, edit, delete").
+    Recall { conv: String, offset: u64 },
+    /// Replaces the data of the user's message at `offset` of `conv`;
+    /// `kind`, when given, must be the message's.
+    Edit {
+        conv: String,
+        offset: u64,
+        kind: Option<MsgKind>,
+        data: Vec<u8>,
+    },
 }
 
 /// What a message is; each kind has its data shape (`docs/im.md`, "What a
@@ -173,6 +184,14 @@ pub enum ImReply {
         unread: u64,
         total_unread: u64,
     },
+    /// `recall` or `edit`, once stored: the event's `offset`, the
+    /// message's `ref_offset`, its edits so far (0 for a recall).
+    Rewritten {
+        conv: String,
+        offset: u64,
+        ref_offset: u64,
+        edits: u32,
+    },
 }
 
 /// What the server tells a connection unasked.
@@ -266,6 +285,17 @@ pub(super) struct ReadParams {
     offset: u64,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EditParams<'a> {
+    conv: String,
+    offset: u64,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
+}
+
 impl MsgSendParams<'_> {
     pub(super) fn into_command(self, id: u64) -> Result<ImCommand, CommandError> {
         let kind = MsgKind::parse(&self.kind).ok_or_else(|| {
@@ -306,6 +336,34 @@ impl ReadParams {
             conv: self.conv,
             offset: self.offset,
         }
+    }
+
+    /// `recall` takes the same params as `read`.
+    pub(super) fn into_recall(self) -> ImCommand {
+        ImCommand::Recall {
+            conv: self.conv,
+            offset: self.offset,
+        }
+    }
+}
+
+impl EditParams<'_> {
+    pub(super) fn into_command(self, id: u64) -> Result<ImCommand, CommandError> {
+        let kind = match self.kind {
+            None => None,
+            Some(text) => Some(MsgKind::parse(&text).ok_or_else(|| {
+                bad_request(
+                    id,
+                    format!("unknown `kind` {text:?}; expected text, custom or attachment"),
+                )
+            })?),
+        };
+        Ok(ImCommand::Edit {
+            conv: self.conv,
+            offset: self.offset,
+            kind,
+            data: self.data.get().as_bytes().to_vec(),
+        })
     }
 }
 
@@ -435,15 +493,33 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
                 ))
             }
         }
-        ImCommand::Read { conv, offset } => {
-            if conv.is_empty() {
-                Err(bad_request(id, "`conv` must not be empty".to_owned()))
-            } else if *offset == 0 {
-                Err(bad_request(id, "`offset` must be at least 1".to_owned()))
-            } else {
-                Ok(())
+        ImCommand::Edit {
+            conv,
+            offset,
+            kind,
+            data,
+        } => {
+            check_conv_offset(id, conv, *offset)?;
+            super::validate::validate_binary_payload(id, data, true)?;
+            if let Some(kind) = kind {
+                check_msg_data(*kind, data).map_err(|reason| bad_request(id, reason))?;
             }
+            Ok(())
         }
+        ImCommand::Read { conv, offset } | ImCommand::Recall { conv, offset } => {
+            check_conv_offset(id, conv, *offset)
+        }
+    }
+}
+
+/// A command's `conv` and `offset`: a conversation and an entry of it.
+fn check_conv_offset(id: u64, conv: &str, offset: u64) -> Result<(), CommandError> {
+    if conv.is_empty() {
+        Err(bad_request(id, "`conv` must not be empty".to_owned()))
+    } else if offset == 0 {
+        Err(bad_request(id, "`offset` must be at least 1".to_owned()))
+    } else {
+        Ok(())
     }
 }
 
@@ -542,6 +618,22 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             unread,
             total_unread,
         } => push_read(out, conv, *offset, *unread, *total_unread),
+        ImReply::Rewritten {
+            conv,
+            offset,
+            ref_offset,
+            edits,
+        } => {
+            out.extend_from_slice(b"{\"conv\":");
+            push_json_str(out, conv);
+            out.extend_from_slice(b",\"offset\":");
+            push_u64(out, *offset);
+            out.extend_from_slice(b",\"ref_offset\":");
+            push_u64(out, *ref_offset);
+            out.extend_from_slice(b",\"edits\":");
+            push_u64(out, u64::from(*edits));
+            out.push(b'}');
+        }
     }
 }
 

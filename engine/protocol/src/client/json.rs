@@ -180,6 +180,14 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
         }
+        "recall" => {
+            let params: super::im::ReadParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_recall()))
+        }
+        "edit" => {
+            let params: super::im::EditParams<'_> = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id)?))
+        }
         "presence_watch" | "presence_unwatch" | "presence_query" => {
             let params: PresenceParams = parse_params(id, command.params)?;
             let users = params.users;

@@ -253,6 +253,9 @@ pub enum ErrorCode {
     ProxyBadResponse = 119,
     /// The user is not a member of the conversation (a DM's two users).
     NotMember = 123,
+    /// A recall or an edit too late: past `im.recall_window_s` or
+    /// `im.edit_window_s`, or past `im.edits_max` edits of the message.
+    WindowPassed = 125,
     /// The command would start a conversation for a user who already has
     /// `im.conversations_per_user_max`.
     TooManyConversations = 126,
@@ -433,7 +436,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -454,6 +457,7 @@ impl ErrorCode {
         ErrorCode::ProxyDenied,
         ErrorCode::ProxyBadResponse,
         ErrorCode::NotMember,
+        ErrorCode::WindowPassed,
         ErrorCode::TooManyConversations,
     ];
 
@@ -492,6 +496,7 @@ impl ErrorCode {
             ErrorCode::ProxyDenied => "denied by the backend",
             ErrorCode::ProxyBadResponse => "bad answer from the backend",
             ErrorCode::NotMember => "not a member of the conversation",
+            ErrorCode::WindowPassed => "recall or edit window passed",
             ErrorCode::TooManyConversations => "too many conversations",
         }
     }

@@ -363,3 +363,84 @@ fn bad_im_commands_are_refused_with_107() {
         error.message
     );
 }
+
+/// `recall` and `edit` and their reply, in one place (appended variants:
+/// a merge that renumbers them regenerates these).
+#[test]
+fn recall_and_edit_keep_their_bytes_in_both_forms() {
+    let commands = [
+        (
+            r#"{"id":6,"method":"recall","params":{"conv":"dm:abc","offset":7}}"#,
+            im(
+                6,
+                ImCommand::Recall {
+                    conv: "dm:abc".into(),
+                    offset: 7,
+                },
+            ),
+            "03000000646d3a616263ffff000000000700000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":7,"method":"edit","params":{"conv":"dm:abc","offset":7,"kind":"text","data":{"text":"hello"}}}"#,
+            im(
+                7,
+                ImCommand::Edit {
+                    conv: "dm:abc".into(),
+                    offset: 7,
+                    kind: Some(MsgKind::Text),
+                    data: br#"{"text":"hello"}"#.to_vec(),
+                },
+            ),
+            "7b2274657874223a2268656c6c6f227d04000000646d3a616263ffff00000000070000000000000001000000d4ffffff10000000000000000000000000000000000000000000000007000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (json, command, binary) in commands {
+        assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
+        let bytes = encode_binary_command(&command);
+        assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
+        if printing() {
+            println!("{json}\n  hex: {}", hex(&bytes));
+        } else {
+            assert_eq!(hex(&bytes), binary, "binary form of {json}");
+        }
+    }
+    let reply = Reply::Ok {
+        id: 1,
+        result: ReplyResult::Im(Box::new(ImReply::Rewritten {
+            conv: "dm:abc".into(),
+            offset: 10,
+            ref_offset: 7,
+            edits: 1,
+        })),
+    };
+    let bytes = encode_reply_binary(&reply);
+    let json = r#"{"id":1,"result":{"conv":"dm:abc","offset":10,"ref_offset":7,"edits":1}}"#;
+    check(&encode_reply_json(&reply), &bytes, json, "03000000646d3a616263ffff000000000a0000000000000007000000000000000100000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000", "rewritten");
+    let Reply::Ok { id, result } = reply else {
+        unreachable!()
+    };
+    assert_eq!(
+        decode_server_binary(&bytes).expect(json),
+        ServerMessage::Reply { id, result }
+    );
+    let bad = [
+        r#"{"id":8,"method":"recall","params":{"conv":"","offset":7}}"#,
+        r#"{"id":8,"method":"recall","params":{"conv":"dm:abc","offset":0}}"#,
+        r#"{"id":8,"method":"edit","params":{"conv":"dm:abc","offset":7,"kind":"text","data":{"txt":1}}}"#,
+        r#"{"id":8,"method":"edit","params":{"conv":"dm:abc","offset":7,"kind":"video","data":{}}}"#,
+    ];
+    for json in bad {
+        let error = decode_json(json.as_bytes()).expect_err(json);
+        assert_eq!(
+            error.reply().map(|r| matches!(
+                r,
+                Reply::Error {
+                    code: ErrorCode::BadRequest,
+                    ..
+                }
+            )),
+            Some(true),
+            "{json}"
+        );
+    }
+}
