@@ -358,7 +358,8 @@ impl Api {
             "/api/presence" | "/api/stats" => "GET, HEAD",
             "/api/webhooks/replay" => "POST",
             "/api/webhooks/dead" => "GET, HEAD",
-            "/api/im/msg_send" | "/api/im/conv_list" | "/api/im/read"
+            "/api/im/msg_send" | "/api/im/conv_list" | "/api/im/read" | "/api/im/recall"
+            | "/api/im/edit"
                 if self.shared.config.im.enabled =>
             {
                 "POST"
@@ -403,6 +404,8 @@ impl Api {
             "/api/im/msg_send" => self.im_msg_send(&req).await,
             "/api/im/conv_list" => self.im_conv_list(&req).await,
             "/api/im/read" => self.im_read(&req).await,
+            "/api/im/recall" => self.im_rewrite(&req, false).await,
+            "/api/im/edit" => self.im_rewrite(&req, true).await,
             _ => Ok(self.stats()),
         }
     }

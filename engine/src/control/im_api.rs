@@ -82,11 +82,29 @@ struct ReadBody {
     offset: u64,
 }
 
+/// `/api/im/recall` and `/api/im/edit`: without `as_user`, the system
+/// (any message, at any time; `im.edits_max` still applies).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewriteBody {
+    #[serde(default)]
+    as_user: Option<String>,
+    conv: String,
+    offset: u64,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
 /// A refusal of the client command, as the API's 4xx.
 fn refused((code, message): (ErrorCode, String)) -> Response {
     let (status, name) = match code {
         ErrorCode::LimitExceeded => (413, "too_large"),
         ErrorCode::NotMember => (403, "not_member"),
+        ErrorCode::PermissionDenied => (403, "forbidden"),
+        ErrorCode::WindowPassed => (409, "window_passed"),
+        ErrorCode::StoreUnavailable => (503, "store_unavailable"),
         ErrorCode::TooManyConversations => (409, "too_many_conversations"),
         ErrorCode::UnknownUser => (400, "invalid_user"),
         _ => (400, "bad_request"),
@@ -287,6 +305,45 @@ impl Api {
             unread: state.unread,
             total_unread,
         }))
+    }
+
+    /// `POST /api/im/recall` and `/api/im/edit` (`edit`: with `data`): as
+    /// the client commands, for `as_user`, or for the system without it.
+    pub(super) async fn im_rewrite(&self, req: &Request, edit: bool) -> ApiResult {
+        let body: RewriteBody = Self::parse(req)?;
+        let actor = match &body.as_user {
+            Some(user) => {
+                check_user(user)?;
+                ringcast_store::GroupActor::User(user.clone())
+            }
+            None => ringcast_store::GroupActor::System,
+        };
+        if body.offset == 0 || body.conv.is_empty() {
+            return Err(bad_request(
+                "conv must not be empty and offset must be at least 1",
+            ));
+        }
+        let ask = match (edit, body.data, body.kind) {
+            (false, None, None) => crate::im::RewriteAsk::Recall,
+            (true, Some(data), kind) => {
+                let kind = match kind {
+                    None => None,
+                    Some(text) => Some(MsgKind::parse(&text).ok_or_else(|| {
+                        bad_request(format!(
+                            "unknown kind {text:?}; expected text, custom or attachment"
+                        ))
+                    })?),
+                };
+                let data = data.get().as_bytes().to_vec();
+                crate::im::RewriteAsk::Edit { kind, data }
+            }
+            (false, _, _) => return Err(bad_request("a recall takes no kind or data")),
+            (true, None, _) => return Err(bad_request("an edit needs data")),
+        };
+        let reply = crate::im::rewrite(&self.shared, actor, body.conv, body.offset, ask)
+            .await
+            .map_err(refused)?;
+        Ok(ok_json(&reply))
     }
 
     /// `event` to every connection of `user`, on every shard (ephemeral: a

@@ -108,6 +108,23 @@ pub async fn rewrite(
         return Err(bad(format!("the message at offset {offset} is recalled")));
     }
     let ref_id = header.id.to_native();
+    // The commit sink pushes the event by the DM's pair: the system (the
+    // API without a user) may name a DM this process never touched.
+    if super::is_dm(&conv) && shared.dm_pairs.get(&conv).is_none() {
+        let sender = header.sender.as_str();
+        let summary = shared
+            .store
+            .conv_get(sender, &conv)
+            .map_err(store_error)?
+            .await
+            .map_err(|_canceled| store_error(StoreError::Closed))?
+            .map_err(store_error)?;
+        if let Some(summary) = summary {
+            shared
+                .dm_pairs
+                .remember_listed(sender, &summary.peer, &summary.conv);
+        }
+    }
     let actor_name = match &actor {
         GroupActor::User(user) => user.clone(),
         GroupActor::System => String::new(),

@@ -182,3 +182,42 @@ fn an_edit_changes_history_and_pushes_the_new_data() {
     );
     engine.shutdown();
 }
+
+#[test]
+fn the_api_recalls_as_the_system_and_edits_as_a_user() {
+    let engine = start(recall_config());
+    let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+    let (mut bob, _) = im_connect(&engine, "bob", "", Some(1));
+    let first = send_text(&mut alice, 1, "bob", "one", None);
+    let conv = first["result"]["conv"].as_str().unwrap().to_owned();
+    send_text(&mut alice, 2, "bob", "two", None);
+    for _ in 0..2 {
+        next_push(&mut bob);
+    }
+    let edit = json!({"as_user": "alice", "conv": conv, "offset": 2, "data": {"text": "deux"}});
+    let (status, reply) = api(&engine, "POST", "/api/im/edit", Some(edit));
+    assert_eq!((status, reply["edits"].clone()), (200, json!(1)), "{reply}");
+    assert_eq!(next_push(&mut bob)["data"]["kind"], "edit");
+    let by_peer = json!({"as_user": "bob", "conv": conv, "offset": 2, "data": {"text": "x"}});
+    let (status, error) = api(&engine, "POST", "/api/im/edit", Some(by_peer));
+    assert_eq!(status, 403, "{error}");
+    // The system recalls past the sender's window.
+    std::thread::sleep(Duration::from_millis(1100));
+    let late = json!({"as_user": "alice", "conv": conv, "offset": 1});
+    let (status, error) = api(&engine, "POST", "/api/im/recall", Some(late));
+    assert_eq!(status, 409, "{error}");
+    let system = json!({"conv": conv, "offset": 1});
+    let (status, reply) = api(&engine, "POST", "/api/im/recall", Some(system));
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["ref_offset"], 1);
+    let push = next_push(&mut bob);
+    assert_eq!(
+        (push["data"]["kind"].clone(), push["sender"].clone()),
+        (json!("recall"), json!(""))
+    );
+    assert_eq!(unread(&mut bob, 3), (json!(1), json!(2)));
+    let page = history(&mut alice, 4, &conv);
+    assert_eq!(page[0]["data"]["state"], "recalled");
+    assert_eq!(page[1]["data"]["data"]["text"], "deux");
+    engine.shutdown();
+}

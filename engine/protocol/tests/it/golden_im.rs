@@ -29,6 +29,19 @@ fn check(actual_json: &[u8], actual_bin: &[u8], json: &str, binary: &str, what: 
     assert_eq!(hex(actual_bin), binary, "binary form of {what}");
 }
 
+/// A command decodes from its JSON form and keeps its binary bytes.
+#[track_caller]
+fn check_command(json: &str, command: BinaryCommand, binary: &str) {
+    assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
+    let bytes = encode_binary_command(&command);
+    assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
+    if printing() {
+        println!("{json}\n  hex: {}", hex(&bytes));
+    } else {
+        assert_eq!(hex(&bytes), binary, "binary form of {json}");
+    }
+}
+
 fn im(id: u64, command: ImCommand) -> BinaryCommand {
     BinaryCommand {
         id,
@@ -110,14 +123,7 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
 #[test]
 fn im_commands_keep_their_bytes_in_both_forms() {
     for (json, command, binary) in commands() {
-        assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
-        let bytes = encode_binary_command(&command);
-        assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
-        if printing() {
-            println!("{json}\n  hex: {}", hex(&bytes));
-        } else {
-            assert_eq!(hex(&bytes), binary, "binary form of {json}");
-        }
+        check_command(json, command, binary);
     }
 }
 
@@ -395,14 +401,7 @@ fn recall_and_edit_keep_their_bytes_in_both_forms() {
         ),
     ];
     for (json, command, binary) in commands {
-        assert_eq!(decode_json(json.as_bytes()).expect(json), command, "{json}");
-        let bytes = encode_binary_command(&command);
-        assert_eq!(decode_binary(&bytes).expect(json), command, "{json}");
-        if printing() {
-            println!("{json}\n  hex: {}", hex(&bytes));
-        } else {
-            assert_eq!(hex(&bytes), binary, "binary form of {json}");
-        }
+        check_command(json, command, binary);
     }
     let reply = Reply::Ok {
         id: 1,
