@@ -477,6 +477,9 @@ pub struct ImAppended {
 pub struct ImReadState {
     pub read_offset: u64,
     pub unread: u64,
+    /// The user's history starts here (0: from the start); moved by
+    /// [`crate::Store::im_clear`].
+    pub visible_from: u64,
 }
 
 /// A sync token: where a device's view of its conversations stands. Only
@@ -505,6 +508,9 @@ pub struct ConvSummary {
     pub unread: u64,
     /// The gseq of the last write that changed this user's view of it.
     pub changed_gseq: u64,
+    /// The user's history starts at this offset (0: from the start): its
+    /// `clear`, or a group's join with `history_from_join`.
+    pub visible_from: u64,
     /// A group's name, the user's role and window; `None` for a DM. For a
     /// group the user left, `last_*` and `unread` stop at its window.
     pub group: Option<GroupSummary>,

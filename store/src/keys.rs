@@ -718,8 +718,9 @@ impl ConvRecord {
 
 /// A user's view of a conversation, under `im_uconv`: version (1), kind
 /// (1), read offset, read count, changed gseq (u64 BE each), peer
-/// (`len16`, empty for a group), then a group's [`GroupView`]. Nothing may
-/// follow.
+/// (`len16`, empty for a group), then a group's [`GroupView`], or for a
+/// DM cleared by its user (`clear`) the first visible offset (u64 BE;
+/// absent: 0). Nothing may follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UConvRecord {
     pub(crate) kind: u8,
@@ -732,6 +733,9 @@ pub(crate) struct UConvRecord {
     pub(crate) peer: String,
     /// A group's window and left flag; `None` for a DM.
     pub(crate) group: Option<GroupView>,
+    /// A DM's history starts here for this user (0: from the start; a
+    /// group's is its [`GroupView::visible_from`]).
+    pub(crate) visible_from: u64,
 }
 
 impl UConvRecord {
@@ -744,6 +748,7 @@ impl UConvRecord {
             changed_gseq: 0,
             peer,
             group: None,
+            visible_from: 0,
         }
     }
 
@@ -757,6 +762,8 @@ impl UConvRecord {
         push_len16(&mut out, &self.peer);
         if let Some(group) = &self.group {
             group.encode_into(&mut out);
+        } else if self.visible_from != 0 {
+            out.extend_from_slice(&self.visible_from.to_be_bytes());
         }
         out
     }
@@ -779,10 +786,12 @@ impl UConvRecord {
         let changed_gseq = cursor.u64()?;
         let len = usize::from(cursor.u16()?);
         let peer = cursor.text(len)?.to_owned();
-        let group = if kind == CONV_KIND_GROUP {
-            Some(GroupView::decode_from(&mut cursor)?)
+        let (group, visible_from) = if kind == CONV_KIND_GROUP {
+            (Some(GroupView::decode_from(&mut cursor)?), 0)
+        } else if cursor.at < bytes.len() {
+            (None, cursor.u64()?)
         } else {
-            None
+            (None, 0)
         };
         cursor.finish()?;
         Ok(UConvRecord {
@@ -792,6 +801,7 @@ impl UConvRecord {
             changed_gseq,
             peer,
             group,
+            visible_from,
         })
     }
 }
@@ -962,8 +972,14 @@ mod tests {
             changed_gseq: 70,
             peer: "bob".to_owned(),
             group: None,
+            visible_from: 0,
         };
         assert_eq!(UConvRecord::decode(&uconv.encode()), Ok(uconv.clone()));
+        let cleared = UConvRecord {
+            visible_from: 3,
+            ..uconv.clone()
+        };
+        assert_eq!(UConvRecord::decode(&cleared.encode()), Ok(cleared));
         let group = ConvRecord {
             kind: CONV_KIND_GROUP,
             pair: (String::new(), String::new()),

@@ -144,6 +144,8 @@ pub(crate) enum WriterMsg {
         user: String,
         conv: String,
         offset: u64,
+        /// Also hide everything up to `offset` from the user (`clear`).
+        clear: bool,
         reply: Reply<ImReadState>,
     },
     /// A group operation.
@@ -797,9 +799,10 @@ impl Writer {
                     user,
                     conv,
                     offset,
+                    clear,
                     reply,
                 } => {
-                    let result = self.stage_im_read(&mut work, &user, &conv, offset);
+                    let result = self.stage_im_read(&mut work, &user, &conv, offset, clear);
                     work.replies.push(PendingReply::ImRead { reply, result });
                 }
                 WriterMsg::GroupOp { request, reply } => {

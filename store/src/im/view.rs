@@ -205,6 +205,9 @@ impl<'a> SnapshotReader<'a> {
             unread: self.unread(id, &conv, &uconv)?,
             last_time_ms: list_time(&conv, &uconv),
             changed_gseq: changed_gseq(&conv, &uconv),
+            visible_from: uconv
+                .group
+                .map_or(uconv.visible_from, |view| view.visible_from),
             conv: conv.name,
             sid: id,
             peer: uconv.peer,

@@ -189,6 +189,14 @@ impl Writer {
             (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
             _ => None,
         };
+        // The sender's `clear` stays: one point read of its view.
+        let sender_visible_from = match &stored {
+            Some(_) => work
+                .im
+                .uconv(&self.fjall, &sender, id)?
+                .map_or(0, |view| view.visible_from),
+            None => 0,
+        };
         let stored_time_ms = stored.as_ref().map(|record| record.last_time_ms);
         let mut record = stored.unwrap_or_else(|| ConvRecord {
             kind: CONV_KIND_DM,
@@ -224,6 +232,7 @@ impl Writer {
                 changed_gseq: gseq,
                 peer: peer.clone(),
                 group: None,
+                visible_from: sender_visible_from,
             },
         );
         if peer != sender {
@@ -247,6 +256,7 @@ impl Writer {
         user: &str,
         conv: &str,
         offset: u64,
+        clear: bool,
     ) -> Result<ImReadState, StoreError> {
         let not_found = StoreError::InvalidRequest {
             reason: "no such conversation for this user",
@@ -277,11 +287,28 @@ impl Writer {
             }
         };
         let offset = offset.min(end);
+        // `clear`: nothing at or before `offset` is shown to this user
+        // again, nor counted as unread.
+        let mut changed = false;
+        if clear {
+            let from = offset.saturating_add(1);
+            let visible_from = match &mut view.group {
+                Some(window) => &mut window.visible_from,
+                None => &mut view.visible_from,
+            };
+            if from > *visible_from {
+                *visible_from = from;
+                changed = true;
+            }
+        }
         if offset > view.read_offset {
+            changed = true;
             view.read_offset = offset;
             // Recall and edit events do not count in a DM either: one
             // seek of `im_nocount`, as in a group.
             view.read_count = work.im.count_at(&self.fjall, id, &record, offset)?;
+        }
+        if changed {
             view.changed_gseq = work.im.next_gseq();
             work.im.put_uconv(user, id, view.clone());
         }
@@ -294,6 +321,9 @@ impl Writer {
             .recalled_between(&self.fjall, id, view.read_offset, end)?;
         Ok(ImReadState {
             read_offset: view.read_offset,
+            visible_from: view
+                .group
+                .map_or(view.visible_from, |window| window.visible_from),
             unread: count
                 .saturating_sub(view.read_count)
                 .saturating_sub(recalled),

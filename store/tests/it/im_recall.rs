@@ -585,3 +585,34 @@ fn sigkill_keeps_tombstones_and_unread_equal_to_the_recount() {
         store.close().unwrap();
     }
 }
+
+#[test]
+fn a_clear_hides_older_entries_from_one_user_only() {
+    let (dir, store) = fresh_store();
+    let conv = conv_name("alice", "bob");
+    for n in 0..3 {
+        send(&store, "alice", "bob", &format!("m{n}"));
+    }
+    let clear = |store: &Store, upto| {
+        block_on(store.im_clear("bob", &conv, upto).unwrap())
+            .unwrap()
+            .unwrap()
+    };
+    let state = clear(&store, 2);
+    assert_eq!(
+        (state.visible_from, state.read_offset, state.unread),
+        (3, 2, 1)
+    );
+    // Monotonic: an older clear changes nothing.
+    assert_eq!(clear(&store, 1).visible_from, 3);
+    // Sending, by either user, keeps it; the peer's view is untouched.
+    send(&store, "bob", "alice", "reply");
+    send(&store, "alice", "bob", "more");
+    let visible = |store: &Store, user: &str| list(store, user, None, 10).convs[0].visible_from;
+    assert_eq!((visible(&store, "bob"), visible(&store, "alice")), (3, 0));
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    assert_eq!(visible(&store, "bob"), 3);
+    assert_eq!(list(&store, "bob", None, 10).convs[0].unread, 1);
+    store.close().unwrap();
+}
