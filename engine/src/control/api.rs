@@ -359,7 +359,7 @@ impl Api {
             "/api/webhooks/replay" => "POST",
             "/api/webhooks/dead" => "GET, HEAD",
             "/api/im/msg_send" | "/api/im/conv_list" | "/api/im/read" | "/api/im/recall"
-            | "/api/im/edit"
+            | "/api/im/edit" | "/api/im/clear"
                 if self.shared.config.im.enabled =>
             {
                 "POST"
@@ -406,6 +406,7 @@ impl Api {
             "/api/im/read" => self.im_read(&req).await,
             "/api/im/recall" => self.im_rewrite(&req, false).await,
             "/api/im/edit" => self.im_rewrite(&req, true).await,
+            "/api/im/clear" => self.im_clear(&req).await,
             _ => Ok(self.stats()),
         }
     }

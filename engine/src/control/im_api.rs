@@ -97,6 +97,14 @@ struct RewriteBody {
     data: Option<Box<RawValue>>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearBody {
+    as_user: String,
+    conv: String,
+    upto: u64,
+}
+
 /// A refusal of the client command, as the API's 4xx.
 fn refused((code, message): (ErrorCode, String)) -> Response {
     let (status, name) = match code {
@@ -344,6 +352,39 @@ impl Api {
             .await
             .map_err(refused)?;
         Ok(ok_json(&reply))
+    }
+
+    /// `POST /api/im/clear`: `as_user`'s history of `conv` starts after
+    /// `upto` (the client's `clear`).
+    pub(super) async fn im_clear(&self, req: &Request) -> ApiResult {
+        let body: ClearBody = Self::parse(req)?;
+        check_user(&body.as_user)?;
+        if body.upto == 0 {
+            return Err(bad_request("upto must be at least 1"));
+        }
+        self.member_pair(&body.as_user, &body.conv).await?;
+        let what = "the clear was not stored";
+        let state = match self
+            .shared
+            .store
+            .im_clear(&body.as_user, &body.conv, body.upto)
+        {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, what))?;
+        let total_unread = match self.shared.store.conv_list(&body.as_user, None, 1) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, "the clear was stored; its total was not read"))?
+        .total_unread;
+        Ok(ok_json(&ImReply::Cleared {
+            conv: body.conv,
+            visible_from: state.visible_from,
+            unread: state.unread,
+            total_unread,
+        }))
     }
 
     /// `event` to every connection of `user`, on every shard (ephemeral: a

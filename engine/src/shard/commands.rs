@@ -70,7 +70,7 @@ pub(super) enum StoreDone {
         Result<(ringcast_store::ImReadState, u64), CommandError>,
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
-    /// A `recall` or `edit` stored (or refused).
+    /// A `recall`, `edit` or `clear` stored (or refused).
     ImRewritten(ReplyTo, Result<ReplyResult, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),

@@ -81,6 +81,10 @@ pub(super) enum ImPending {
         offset: u64,
     },
     History(ReadRequest),
+    /// A `clear` up to `upto`.
+    Clear {
+        upto: u64,
+    },
     /// A `recall` or an `edit` of the message at `offset`.
     Rewrite {
         offset: u64,
@@ -178,6 +182,9 @@ impl Shard {
             }
             ImCommand::Read { conv, offset } => {
                 self.with_member(to, user, conv, ImPending::Read { offset })
+            }
+            ImCommand::Clear { conv, upto } => {
+                self.with_member(to, user, conv, ImPending::Clear { upto })
             }
             ImCommand::Recall { conv, offset } => {
                 let ask = crate::im::RewriteAsk::Recall;
@@ -292,11 +299,42 @@ impl Shard {
                 }));
                 Ok(Outcome::Later)
             }
-            ImPending::History(request) => {
-                let stream = request.stream.clone();
-                let read = self.shared.store.read(request);
+            ImPending::Clear { upto } => {
+                let clear = self.shared.store.im_clear(user, &conv, upto);
+                let shared = self.shared.clone();
+                let user = user.to_owned();
                 self.store_replies.push(Box::pin(async move {
-                    StoreDone::History(to, stream, store_reply(read).await)
+                    let result = async {
+                        let state = store_reply(clear).await?;
+                        let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
+                        Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
+                            conv,
+                            visible_from: state.visible_from,
+                            unread: state.unread,
+                            total_unread: page.total_unread,
+                        })))
+                    }
+                    .await;
+                    StoreDone::ImRewritten(to, result)
+                }));
+                Ok(Outcome::Later)
+            }
+            ImPending::History(mut request) => {
+                // The user's `clear`: nothing before its window is shown.
+                let view = self.shared.store.conv_get(user, &conv);
+                let shared = self.shared.clone();
+                self.store_replies.push(Box::pin(async move {
+                    let stream = request.stream.clone();
+                    let result = async {
+                        let visible_from = store_reply(view).await?.map_or(0, |v| v.visible_from);
+                        if visible_from > 1 {
+                            let since = request.since.unwrap_or(0).max(visible_from - 1);
+                            request.since = Some(since);
+                        }
+                        store_reply(shared.store.read(request)).await
+                    }
+                    .await;
+                    StoreDone::History(to, stream, result)
                 }));
                 Ok(Outcome::Later)
             }

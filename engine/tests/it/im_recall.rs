@@ -221,3 +221,50 @@ fn the_api_recalls_as_the_system_and_edits_as_a_user() {
     assert_eq!(page[1]["data"]["data"]["text"], "deux");
     engine.shutdown();
 }
+
+#[test]
+fn clear_hides_older_entries_from_one_user_only() {
+    let engine = start(recall_config());
+    let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+    let (mut bob, _) = im_connect(&engine, "bob", "", Some(1));
+    let mut conv = String::new();
+    for (n, text) in ["a", "b", "c"].iter().enumerate() {
+        let sent = send_text(&mut alice, n as u64 + 1, "bob", text, None);
+        conv = sent["result"]["conv"].as_str().unwrap().to_owned();
+        next_push(&mut bob);
+    }
+    let reply = command(
+        &mut bob,
+        json!({"id": 1, "method": "clear", "params": {"conv": conv, "upto": 2}}),
+    );
+    assert_eq!(
+        reply["result"],
+        json!({"conv": conv, "visible_from": 3, "unread": 1, "total_unread": 1}),
+        "{reply}"
+    );
+    let texts = |page: Vec<Value>| -> Vec<Value> {
+        page.iter()
+            .map(|p| p["data"]["data"]["text"].clone())
+            .collect()
+    };
+    assert_eq!(texts(history(&mut bob, 2, &conv)), [json!("c")]);
+    assert_eq!(
+        texts(history(&mut alice, 4, &conv)),
+        [json!("a"), json!("b"), json!("c")]
+    );
+    // Its own later messages keep it; the API twin moves it on.
+    send_text(&mut bob, 3, "alice", "d", None);
+    next_push(&mut alice);
+    assert_eq!(texts(history(&mut bob, 5, &conv)), [json!("c"), json!("d")]);
+    let body = json!({"as_user": "bob", "conv": conv, "upto": 3});
+    let (status, reply) = api(&engine, "POST", "/api/im/clear", Some(body));
+    assert_eq!(
+        (status, reply["visible_from"].clone()),
+        (200, json!(4)),
+        "{reply}"
+    );
+    assert_eq!(texts(history(&mut bob, 6, &conv)), [json!("d")]);
+    let stranger = json!({"as_user": "carol", "conv": conv, "upto": 3});
+    assert_eq!(api(&engine, "POST", "/api/im/clear", Some(stranger)).0, 403);
+    engine.shutdown();
+}

@@ -58,6 +58,9 @@ pub enum ImCommand {
         kind: Option<MsgKind>,
         data: Vec<u8>,
     },
+    /// Hides `conv`'s entries up to and including `upto` from this user
+    /// (its other users' history does not change).
+    Clear { conv: String, upto: u64 },
 }
 
 /// What a message is; each kind has its data shape (`docs/im.md`, "What a
@@ -192,6 +195,13 @@ pub enum ImReply {
         ref_offset: u64,
         edits: u32,
     },
+    /// `clear`: the user's history of `conv` starts at `visible_from`.
+    Cleared {
+        conv: String,
+        visible_from: u64,
+        unread: u64,
+        total_unread: u64,
+    },
 }
 
 /// What the server tells a connection unasked.
@@ -283,6 +293,22 @@ struct JsonCursor {
 pub(super) struct ReadParams {
     conv: String,
     offset: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClearParams {
+    conv: String,
+    upto: u64,
+}
+
+impl ClearParams {
+    pub(super) fn into_command(self) -> ImCommand {
+        ImCommand::Clear {
+            conv: self.conv,
+            upto: self.upto,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -506,9 +532,9 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
             }
             Ok(())
         }
-        ImCommand::Read { conv, offset } | ImCommand::Recall { conv, offset } => {
-            check_conv_offset(id, conv, *offset)
-        }
+        ImCommand::Read { conv, offset }
+        | ImCommand::Recall { conv, offset }
+        | ImCommand::Clear { conv, upto: offset } => check_conv_offset(id, conv, *offset),
     }
 }
 
@@ -632,6 +658,22 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             push_u64(out, *ref_offset);
             out.extend_from_slice(b",\"edits\":");
             push_u64(out, u64::from(*edits));
+            out.push(b'}');
+        }
+        ImReply::Cleared {
+            conv,
+            visible_from,
+            unread,
+            total_unread,
+        } => {
+            out.extend_from_slice(b"{\"conv\":");
+            push_json_str(out, conv);
+            out.extend_from_slice(b",\"visible_from\":");
+            push_u64(out, *visible_from);
+            out.extend_from_slice(b",\"unread\":");
+            push_u64(out, *unread);
+            out.extend_from_slice(b",\"total_unread\":");
+            push_u64(out, *total_unread);
             out.push(b'}');
         }
     }

@@ -201,22 +201,28 @@ fn replies() -> Vec<(ImReply, &'static str, &'static str)> {
     ]
 }
 
+/// A reply keeps its JSON and binary bytes and decodes back.
+#[track_caller]
+fn check_reply(reply: ImReply, json: &str, binary: &str) {
+    let reply = Reply::Ok {
+        id: 1,
+        result: ReplyResult::Im(Box::new(reply)),
+    };
+    let bytes = encode_reply_binary(&reply);
+    check(&encode_reply_json(&reply), &bytes, json, binary, json);
+    let Reply::Ok { id, result } = reply else {
+        unreachable!()
+    };
+    assert_eq!(
+        decode_server_binary(&bytes).expect(json),
+        ServerMessage::Reply { id, result }
+    );
+}
+
 #[test]
 fn im_replies_keep_their_bytes_in_both_forms() {
     for (reply, json, binary) in replies() {
-        let reply = Reply::Ok {
-            id: 1,
-            result: ReplyResult::Im(Box::new(reply)),
-        };
-        let bytes = encode_reply_binary(&reply);
-        check(&encode_reply_json(&reply), &bytes, json, binary, json);
-        let Reply::Ok { id, result } = reply else {
-            unreachable!()
-        };
-        assert_eq!(
-            decode_server_binary(&bytes).expect(json),
-            ServerMessage::Reply { id, result }
-        );
+        check_reply(reply, json, binary);
     }
 }
 
@@ -370,10 +376,10 @@ fn bad_im_commands_are_refused_with_107() {
     );
 }
 
-/// `recall` and `edit` and their reply, in one place (appended variants:
+/// `recall`, `edit`, `clear` and their replies, in one place (appended variants:
 /// a merge that renumbers them regenerates these).
 #[test]
-fn recall_and_edit_keep_their_bytes_in_both_forms() {
+fn recall_edit_and_clear_keep_their_bytes_in_both_forms() {
     let commands = [
         (
             r#"{"id":6,"method":"recall","params":{"conv":"dm:abc","offset":7}}"#,
@@ -399,29 +405,46 @@ fn recall_and_edit_keep_their_bytes_in_both_forms() {
             ),
             "7b2274657874223a2268656c6c6f227d04000000646d3a616263ffff00000000070000000000000001000000d4ffffff10000000000000000000000000000000000000000000000007000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
         ),
+        (
+            r#"{"id":8,"method":"clear","params":{"conv":"dm:abc","upto":7}}"#,
+            im(
+                8,
+                ImCommand::Clear {
+                    conv: "dm:abc".into(),
+                    upto: 7,
+                },
+            ),
+            "05000000646d3a616263ffff000000000700000000000000000000000000000000000000000000000000000000000000000000000000000008000000000000000b000000bcffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
     ];
     for (json, command, binary) in commands {
         check_command(json, command, binary);
     }
-    let reply = Reply::Ok {
-        id: 1,
-        result: ReplyResult::Im(Box::new(ImReply::Rewritten {
-            conv: "dm:abc".into(),
-            offset: 10,
-            ref_offset: 7,
-            edits: 1,
-        })),
-    };
-    let bytes = encode_reply_binary(&reply);
-    let json = r#"{"id":1,"result":{"conv":"dm:abc","offset":10,"ref_offset":7,"edits":1}}"#;
-    check(&encode_reply_json(&reply), &bytes, json, "03000000646d3a616263ffff000000000a0000000000000007000000000000000100000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000", "rewritten");
-    let Reply::Ok { id, result } = reply else {
-        unreachable!()
-    };
-    assert_eq!(
-        decode_server_binary(&bytes).expect(json),
-        ServerMessage::Reply { id, result }
-    );
+    let replies = [
+        (
+            ImReply::Rewritten {
+                conv: "dm:abc".into(),
+                offset: 10,
+                ref_offset: 7,
+                edits: 1,
+            },
+            r#"{"id":1,"result":{"conv":"dm:abc","offset":10,"ref_offset":7,"edits":1}}"#,
+            "03000000646d3a616263ffff000000000a0000000000000007000000000000000100000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::Cleared {
+                conv: "dm:abc".into(),
+                visible_from: 8,
+                unread: 2,
+                total_unread: 5,
+            },
+            r#"{"id":1,"result":{"conv":"dm:abc","visible_from":8,"unread":2,"total_unread":5}}"#,
+            "04000000646d3a616263ffff00000000080000000000000002000000000000000500000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (reply, json, binary) in replies {
+        check_reply(reply, json, binary);
+    }
     let bad = [
         r#"{"id":8,"method":"recall","params":{"conv":"","offset":7}}"#,
         r#"{"id":8,"method":"recall","params":{"conv":"dm:abc","offset":0}}"#,
