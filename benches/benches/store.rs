@@ -388,6 +388,8 @@ fn read_store(store: &Store, count: usize, page_entries: usize) -> Vec<EncodedPu
                     before: None,
                     limit: page_entries.min(count - entries.len()),
                     reverse: false,
+                    from_time_ms: None,
+                    before_time_ms: None,
                 })
                 .expect("read queued"),
         )

@@ -35,6 +35,9 @@ pub struct Admitted {
     pub inbox_since: Option<StreamPosition>,
     /// `?im_since=<token>`: the IM sync token of the device's last sync.
     pub im_since: Option<ringcast_protocol::client::SyncToken>,
+    /// `?device_start=oldest`: a device with no stored cursor replays the
+    /// inbox from its oldest retained publication instead of starting live.
+    pub device_from_oldest: bool,
     pub binary: bool,
     /// The server window agreed for permessage-deflate, if the client
     /// offered it and `websocket.compression` is on.
@@ -161,6 +164,17 @@ pub fn admit(
             ))
         }
     };
+    let device_from_oldest = match request.query_param("device_start").as_deref() {
+        None | Some("live") => false,
+        Some("oldest") => true,
+        Some(_) => {
+            return Err(refuse(
+                400,
+                "invalid_device",
+                "device_start must be oldest or live",
+            ))
+        }
+    };
     let inbox_since = match (request.query_param("since"), request.query_param("epoch")) {
         (None, None) => None,
         (Some(offset), epoch) => {
@@ -218,6 +232,7 @@ pub fn admit(
         device,
         inbox_since,
         im_since,
+        device_from_oldest,
         binary,
         deflate: agreed.map(|agreed| agreed.server_window_bits),
         expires_at_ms,
@@ -549,6 +564,7 @@ mod overrides_tests {
             device: None,
             inbox_since: None,
             im_since: None,
+            device_from_oldest: false,
             binary: false,
             deflate: None,
             expires_at_ms: 5_000,
@@ -639,6 +655,7 @@ mod override_rules_tests {
             device: None,
             inbox_since: None,
             im_since: None,
+            device_from_oldest: false,
             binary: false,
             deflate: None,
             expires_at_ms,

@@ -260,6 +260,8 @@ impl Engine {
         store_config.sync_interval_min = config.server.store_sync_interval;
         store_config.memtable_bytes_max = config.server.store_memtable_bytes_max as u64;
         store_config.conversations_per_user_max = config.im.conversations_per_user_max;
+        store_config.group_members_max = config.im.group_members_max;
+        store_config.groups_per_user_max = config.im.groups_per_user_max;
         // The set only serves the Offline events written after a crash.
         store_config.presence_set =
             crate::outbox::enabled(&config, crate::config::WebhookEvent::Offline);

@@ -115,6 +115,11 @@ pub fn is_reserved(config: &Config, channel: &str) -> bool {
             .is_some_and(|(ns, _)| ns == DM_NAMESPACE || ns == GROUP_NAMESPACE)
 }
 
+/// Whether `channel` names a group.
+pub fn is_group(channel: &str) -> bool {
+    ringcast_protocol::client::is_group_conv(channel)
+}
+
 /// Whether `channel` names a DM.
 pub fn is_dm(channel: &str) -> bool {
     channel
@@ -124,10 +129,20 @@ pub fn is_dm(channel: &str) -> bool {
 
 /// The durability of DM streams: a `dm` namespace's, when configured, else `sync`.
 pub fn dm_durability(config: &Config) -> Durability {
+    im_durability(config, DM_NAMESPACE)
+}
+
+/// The durability of group streams: a `grp` namespace's, when configured,
+/// else `sync`.
+pub fn group_durability(config: &Config) -> Durability {
+    im_durability(config, GROUP_NAMESPACE)
+}
+
+fn im_durability(config: &Config, name: &str) -> Durability {
     let namespace = config
         .namespaces
         .iter()
-        .find(|namespace| namespace.name == DM_NAMESPACE);
+        .find(|namespace| namespace.name == name);
     match namespace.map(|namespace| namespace.durability) {
         Some(config::Durability::Buffered) => Durability::Buffered,
         Some(config::Durability::Sync) | None => Durability::Sync,
@@ -175,6 +190,260 @@ impl DmPairs {
         if pair.conv_name() == conv {
             self.remember(pair);
         }
+    }
+}
+
+// The wire's limits are the store's: one definition each, checked here.
+const _: () = assert!(
+    ringcast_protocol::client::GROUP_USERS_MAX == ringcast_store::GROUP_TARGETS_MAX
+        && ringcast_protocol::client::GROUP_TEXT_BYTES_MAX == ringcast_store::GROUP_TEXT_BYTES_MAX
+);
+
+/// Who a group entry goes to, as the writer decided at its offset: every
+/// connection of `members` and of `removed` (the users this entry removed,
+/// who get it and nothing after it).
+#[derive(Debug)]
+pub struct GroupRecipients {
+    pub members: Arc<[String]>,
+    pub removed: Vec<String>,
+}
+
+impl GroupRecipients {
+    pub fn users(&self) -> impl Iterator<Item = &str> {
+        self.members
+            .iter()
+            .chain(self.removed.iter())
+            .map(String::as_str)
+    }
+
+    /// How many users get the entry.
+    pub fn count(&self) -> usize {
+        self.members.len() + self.removed.len()
+    }
+}
+
+/// A new group's name: `grp:` and the 13 lower-case base32 characters of
+/// a message id (unique on the node, as message ids are).
+pub fn group_conv_name(message_id: u64) -> String {
+    let mut name = String::with_capacity(GROUP_NAMESPACE.len() + 1 + 13);
+    name.push_str(GROUP_NAMESPACE);
+    name.push(':');
+    base32_lower(&message_id.to_be_bytes(), &mut name);
+    name
+}
+
+/// The data of a `member` entry, in the shape of a message's
+/// (`{"kind":"member","data":{...}}`): `{op, actor, targets, ...}` with
+/// the op's own fields (`docs/im.md`, "What a conversation stream holds").
+/// `actor` is empty for the system.
+pub fn member_entry_data(actor: &str, op: &ringcast_store::GroupOp) -> Vec<u8> {
+    use ringcast_store::GroupOp;
+    let strings = |users: &[String]| serde_json::Value::from(users.to_vec());
+    let mut data = serde_json::Map::new();
+    let (name, targets): (&str, serde_json::Value) = match op {
+        GroupOp::Create {
+            owner,
+            name,
+            info,
+            members,
+            members_can_invite,
+            ..
+        } => {
+            data.insert("owner".into(), owner.as_str().into());
+            data.insert("name".into(), name.as_str().into());
+            data.insert("info".into(), info.as_str().into());
+            data.insert("members_can_invite".into(), (*members_can_invite).into());
+            ("create", strings(members))
+        }
+        GroupOp::Add { users } => ("add", strings(users)),
+        GroupOp::Remove { users } => ("remove", strings(users)),
+        GroupOp::Leave => ("leave", strings(&[actor.to_owned()])),
+        GroupOp::Role { user, role } => {
+            data.insert("role".into(), wire_role(*role).as_str().into());
+            ("role", strings(std::slice::from_ref(user)))
+        }
+        GroupOp::Transfer { to } => ("transfer", strings(std::slice::from_ref(to))),
+        GroupOp::Mute { user, until_ms } => {
+            data.insert("until_ms".into(), (*until_ms).into());
+            ("mute", strings(std::slice::from_ref(user)))
+        }
+        GroupOp::Unmute { user } => ("unmute", strings(std::slice::from_ref(user))),
+        GroupOp::MuteAll => {
+            data.insert("on".into(), true.into());
+            ("mute_all", strings(&[]))
+        }
+        GroupOp::UnmuteAll => {
+            data.insert("on".into(), false.into());
+            ("mute_all", strings(&[]))
+        }
+        GroupOp::Update { name, info } => {
+            if let Some(name) = name {
+                data.insert("name".into(), name.as_str().into());
+            }
+            if let Some(info) = info {
+                data.insert("info".into(), info.as_str().into());
+            }
+            ("update", strings(&[]))
+        }
+        GroupOp::SetMembersMax { members_max } => {
+            data.insert("members_max".into(), (*members_max).into());
+            ("members_max", strings(&[]))
+        }
+        GroupOp::Dissolve => ("dissolve", strings(&[])),
+    };
+    data.insert("op".into(), name.into());
+    data.insert("actor".into(), actor.into());
+    data.insert("targets".into(), targets);
+    let inner = serde_json::Value::Object(data).to_string();
+    let mut out = Vec::with_capacity(inner.len() + 32);
+    out.extend_from_slice(b"{\"kind\":\"member\",\"data\":");
+    out.extend_from_slice(inner.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// The store's op for a `group_create` (`members_can_invite` `None`:
+/// `im.members_can_invite`; `members_max` `None`: `im.group_members_max`).
+/// New members see the history from their join on.
+pub fn create_op(
+    config: &Config,
+    owner: String,
+    command: ringcast_protocol::client::ImCommand,
+    members_max: Option<u32>,
+) -> Option<(ringcast_store::GroupOp, Option<String>)> {
+    let ringcast_protocol::client::ImCommand::GroupCreate {
+        name,
+        info,
+        members,
+        members_can_invite,
+        client_msg_id,
+    } = command
+    else {
+        return None;
+    };
+    let op = ringcast_store::GroupOp::Create {
+        owner,
+        name,
+        info,
+        members,
+        members_max,
+        history_from_join: true,
+        members_can_invite: members_can_invite.unwrap_or(config.im.members_can_invite),
+    };
+    Some((op, client_msg_id))
+}
+
+/// `group_members`' reply for a page the store read with `limit`: a full
+/// page names its last member as the next page's `after`.
+pub fn members_reply(
+    conv: String,
+    page: Vec<ringcast_store::GroupMember>,
+    limit: u32,
+) -> ringcast_protocol::client::ImReply {
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|member| member.user.clone()))
+        .flatten();
+    ringcast_protocol::client::ImReply::GroupMembers {
+        conv,
+        members: page.into_iter().map(member_info).collect(),
+        next,
+    }
+}
+
+/// A wire change as the store's op; `None` for a change this engine does
+/// not serve (the wire enum is non-exhaustive).
+pub fn store_op(change: ringcast_protocol::client::GroupChange) -> Option<ringcast_store::GroupOp> {
+    use ringcast_protocol::client::GroupChange;
+    use ringcast_store::{GroupOp, GroupRole};
+    Some(match change {
+        GroupChange::Add { users } => GroupOp::Add { users },
+        GroupChange::Remove { users } => GroupOp::Remove { users },
+        GroupChange::Leave => GroupOp::Leave,
+        GroupChange::Role { user, admin } => GroupOp::Role {
+            user,
+            role: if admin {
+                GroupRole::Admin
+            } else {
+                GroupRole::Member
+            },
+        },
+        GroupChange::Transfer { to } => GroupOp::Transfer { to },
+        GroupChange::Update { name, info } => GroupOp::Update { name, info },
+        GroupChange::Mute { user, until_ms } => GroupOp::Mute { user, until_ms },
+        GroupChange::Unmute { user } => GroupOp::Unmute { user },
+        GroupChange::MuteAll { on: true } => GroupOp::MuteAll,
+        GroupChange::MuteAll { on: false } => GroupOp::UnmuteAll,
+        GroupChange::Dissolve => GroupOp::Dissolve,
+        _ => return None,
+    })
+}
+
+/// The store's refusal of a group request, as the client's code and message.
+pub fn group_refusal(error: &ringcast_store::StoreError) -> Option<Refusal> {
+    use ringcast_store::StoreError;
+    let code = match error {
+        StoreError::NotMember { .. } => ErrorCode::NotMember,
+        StoreError::NotAllowed { .. } => ErrorCode::PermissionDenied,
+        StoreError::Dissolved { .. } => ErrorCode::Dissolved,
+        StoreError::Muted { .. } => ErrorCode::Muted,
+        StoreError::MemberLimit { .. } => ErrorCode::MemberLimit,
+        StoreError::ConversationLimit { user, limit } => {
+            return Some((
+                ErrorCode::TooManyConversations,
+                format!("{user} has {limit} conversations or groups, the most allowed (im.conversations_per_user_max, im.groups_per_user_max)"),
+            ))
+        }
+        StoreError::InvalidRequest { reason } => {
+            return Some((ErrorCode::BadRequest, (*reason).to_owned()))
+        }
+        _ => return None,
+    };
+    Some((code, error.to_string()))
+}
+
+/// A group member as the wire shows it.
+pub fn member_info(
+    member: ringcast_store::GroupMember,
+) -> ringcast_protocol::client::GroupMemberInfo {
+    ringcast_protocol::client::GroupMemberInfo {
+        user: member.user,
+        role: wire_role(member.role),
+        joined_offset: member.joined_offset,
+        joined_ms: member.joined_ms,
+        muted_until_ms: member.muted_until_ms,
+        added_by: member.added_by,
+    }
+}
+
+/// A group's record as the wire shows it.
+pub fn group_details(info: ringcast_store::GroupInfo) -> ringcast_protocol::client::GroupDetails {
+    ringcast_protocol::client::GroupDetails {
+        conv: info.conv,
+        name: info.name,
+        info: info.info,
+        owner: info.owner,
+        member_count: info.member_count,
+        members_max: info.members_max,
+        muted_all: info.muted_all,
+        dissolved: info.dissolved,
+        members_can_invite: info.members_can_invite,
+        last_offset: info.last_offset,
+    }
+}
+
+/// The store's read of `stream` kept inside `view`'s window: entries from
+/// `visible_from` on, and up to `visible_to` once the user left.
+pub fn clamp_to_view(
+    request: &mut ringcast_store::ReadRequest,
+    group: &ringcast_store::GroupSummary,
+) {
+    if group.visible_from > 0 {
+        let floor = group.visible_from - 1;
+        request.since = Some(request.since.map_or(floor, |since| since.max(floor)));
+    }
+    if group.visible_to > 0 {
+        let ceiling = group.visible_to + 1;
+        request.before = Some(request.before.map_or(ceiling, |before| before.min(ceiling)));
     }
 }
 
@@ -233,12 +502,11 @@ pub async fn resolve_member(
     }
 }
 
-/// The reply to a stored `msg_send`.
+/// The reply to a stored `msg_send` or group change.
 pub fn sent_reply(
     conv: String,
-    stored: &ringcast_store::ImAppended,
+    appended: &ringcast_store::Appended,
 ) -> ringcast_protocol::client::ImReply {
-    let appended = &stored.appended;
     ringcast_protocol::client::ImReply::Sent {
         conv,
         message_id: appended.message_id.0,
@@ -261,6 +529,43 @@ pub fn conv_info(summary: ringcast_store::ConvSummary) -> ringcast_protocol::cli
         last_msg_offset: summary.last_msg_offset,
         read_offset: summary.read_offset,
         unread: summary.unread,
+        group: summary.group.map(|group| {
+            Box::new(ringcast_protocol::client::ConvGroup {
+                name: group.name,
+                role: group.role.map(wire_role),
+                left: group.left,
+                dissolved: group.dissolved,
+                muted_all: group.muted_all,
+                member_count: group.member_count,
+                visible_from: group.visible_from,
+                visible_to: group.visible_to,
+            })
+        }),
+    }
+}
+
+/// A store role as the wire names it.
+pub fn wire_role(role: ringcast_store::GroupRole) -> ringcast_protocol::client::GroupRole {
+    use ringcast_protocol::client::GroupRole as Wire;
+    match role {
+        ringcast_store::GroupRole::Member => Wire::Member,
+        ringcast_store::GroupRole::Admin => Wire::Admin,
+        ringcast_store::GroupRole::Owner => Wire::Owner,
+    }
+}
+
+/// A `blocks_list` reply from a store page of at most `limit` users:
+/// a full page has a next one to ask for.
+pub fn blocks_page(page: Vec<(String, u64)>, limit: u32) -> ringcast_protocol::client::ImReply {
+    let next = (page.len() == limit as usize)
+        .then(|| page.last().map(|(user, _)| user.clone()))
+        .flatten();
+    ringcast_protocol::client::ImReply::BlocksList {
+        users: page
+            .into_iter()
+            .map(|(user, time_ms)| ringcast_protocol::client::BlockedUser { user, time_ms })
+            .collect(),
+        next,
     }
 }
 
@@ -350,6 +655,67 @@ mod tests {
             base32_lower(input.as_bytes(), &mut out);
             assert_eq!(out, expected, "{input}");
         }
+    }
+
+    #[test]
+    fn group_names_are_13_base32_characters_of_a_message_id() {
+        let name = group_conv_name(u64::MAX);
+        assert_eq!(name.len(), 17, "{name}");
+        assert!(is_group(&name) && !is_dm(&name));
+        assert_ne!(group_conv_name(1), group_conv_name(2));
+    }
+
+    #[test]
+    fn member_entries_carry_op_actor_targets_and_the_ops_fields() {
+        let op = ringcast_store::GroupOp::Mute {
+            user: "bob".into(),
+            until_ms: 7,
+        };
+        let data: serde_json::Value =
+            serde_json::from_slice(&member_entry_data("alice", &op)).unwrap();
+        assert_eq!(
+            data,
+            serde_json::json!({"kind": "member", "data": {"op": "mute", "actor": "alice",
+                "targets": ["bob"], "until_ms": 7}})
+        );
+        let data: serde_json::Value =
+            serde_json::from_slice(&member_entry_data("", &ringcast_store::GroupOp::UnmuteAll))
+                .unwrap();
+        assert_eq!(data["data"]["op"], "mute_all");
+        assert_eq!(data["data"]["on"], false);
+        assert_eq!(data["data"]["actor"], "");
+    }
+
+    #[test]
+    fn a_read_keeps_to_the_members_window() {
+        let window = |visible_from, visible_to| ringcast_store::GroupSummary {
+            name: String::new(),
+            role: None,
+            left: visible_to > 0,
+            dissolved: false,
+            muted_all: false,
+            member_count: 2,
+            visible_from,
+            visible_to,
+        };
+        let request = |since, before| ringcast_store::ReadRequest {
+            stream: "grp:x".into(),
+            since,
+            before,
+            limit: 10,
+            reverse: false,
+            from_time_ms: None,
+            before_time_ms: None,
+        };
+        let mut read = request(None, None);
+        clamp_to_view(&mut read, &window(5, 9));
+        assert_eq!((read.since, read.before), (Some(4), Some(10)));
+        let mut read = request(Some(6), Some(8));
+        clamp_to_view(&mut read, &window(5, 9));
+        assert_eq!((read.since, read.before), (Some(6), Some(8)));
+        let mut read = request(Some(1), None);
+        clamp_to_view(&mut read, &window(0, 0));
+        assert_eq!((read.since, read.before), (Some(1), None));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct Publication {
     deflated: OnceBox<Deflated>,
     /// A DM entry: the two users whose connections get it (`shard/im.rs`).
     dm: Option<Arc<crate::im::DmPair>>,
+    /// A group entry: the users whose connections get it.
+    group: Option<Arc<crate::im::GroupRecipients>>,
 }
 
 /// Compressed frames of one publication, per format and window size
@@ -66,6 +68,7 @@ impl Publication {
             binary_frame: OnceBox::new(),
             deflated: OnceBox::new(),
             dm: None,
+            group: None,
         }
     }
 
@@ -75,6 +78,22 @@ impl Publication {
             dm: Some(pair),
             ..Publication::from_push(push)
         }
+    }
+
+    /// A group entry, routed to every connection of its recipients.
+    pub fn for_group(
+        push: Arc<EncodedPush>,
+        recipients: Arc<crate::im::GroupRecipients>,
+    ) -> Publication {
+        Publication {
+            group: Some(recipients),
+            ..Publication::from_push(push)
+        }
+    }
+
+    /// The recipients of a group entry.
+    pub fn group(&self) -> Option<&Arc<crate::im::GroupRecipients>> {
+        self.group.as_ref()
     }
 
     /// The users of a DM entry.

@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringcast_store::{Answer, Appended, CommitSink, Durability, Retention};
+use ringcast_protocol::client::CommandBody;
+use ringcast_store::{Answer, Appended, CommitSink, Durability, ReadRequest, Retention};
 
 use crate::channels::PERSONAL_NAMESPACE;
 use crate::config::{self, Config};
@@ -57,6 +58,62 @@ pub fn policy(config: &Config, channel: &str) -> Option<StreamPolicy> {
             age_max: namespace.retention_age,
         },
     })
+}
+
+/// The store read a history command asks for, or `None` if `body` is not
+/// one. The commands differ only in their bounds: `History` is an offset
+/// lower bound, `HistoryBefore` an offset upper bound newest first, and
+/// `HistoryByTime` a time window whose open sides (`0`, `u64::MAX`) bound
+/// nothing, plus an offset bound on the side its page starts from.
+pub fn history_read(body: CommandBody) -> Option<ReadRequest> {
+    let request = match body {
+        CommandBody::History {
+            stream,
+            since,
+            limit,
+            reverse,
+        } => ReadRequest {
+            stream,
+            since,
+            before: None,
+            limit: limit as usize,
+            reverse,
+            from_time_ms: None,
+            before_time_ms: None,
+        },
+        CommandBody::HistoryBefore {
+            stream,
+            before,
+            since,
+            limit,
+        } => ReadRequest {
+            stream,
+            since: Some(since),
+            before: Some(before),
+            limit: limit as usize,
+            reverse: true,
+            from_time_ms: None,
+            before_time_ms: None,
+        },
+        CommandBody::HistoryByTime {
+            reverse,
+            limit,
+            stream,
+            from_time_ms,
+            before_time_ms,
+            offset_bound,
+        } => ReadRequest {
+            stream,
+            since: (!reverse).then_some(offset_bound),
+            before: reverse.then_some(offset_bound),
+            limit: limit as usize,
+            reverse,
+            from_time_ms: (from_time_ms != 0).then_some(from_time_ms),
+            before_time_ms: (before_time_ms != u64::MAX).then_some(before_time_ms),
+        },
+        _ => return None,
+    };
+    Some(request)
 }
 
 /// The tag of a store request submitted by shard `shard` for its pending
@@ -140,24 +197,28 @@ impl CommitSink for StoreSink {
             let mask = self.interest.shards(publication.channel());
             (publication, mask)
         };
-        if mask == 0 {
-            return;
-        }
-        self.touched |= mask;
-        if mask.count_ones() > 1 {
-            // Several shards would race to build the frames and all but
-            // one build would be thrown away: build them once, here.
-            // (For one shard, the usual inbox case, the shard builds what
-            // its subscribers need.)
-            publication.json_frame();
-            publication.binary_frame();
-        }
-        if self.sender.publish_stored(mask, &publication) > 0 {
-            tracing::warn!(
-                channel = publication.channel(),
-                "a shard fell behind the store's fan-out"
-            );
-        }
+        self.publish(publication, mask);
+    }
+
+    fn group_appended(&mut self, group: &ringcast_store::GroupAppended) {
+        let recipients = Arc::new(crate::im::GroupRecipients {
+            members: group.members.clone(),
+            removed: group.removed.clone(),
+        });
+        let shards = self.sender.mesh().n_consumers();
+        let mask = if recipients.count() <= GROUP_ROUTE_BY_USER_MAX {
+            recipients.users().fold(0, |mask, user| {
+                mask | self
+                    .interest
+                    .shards(&crate::channels::personal_channel(user))
+            })
+        } else {
+            // Past it the OR costs more than each shard filtering by its
+            // own users: every shard gets it.
+            u64::MAX >> (64 - shards.clamp(1, 64))
+        };
+        let publication = Publication::for_group(group.appended.push.clone(), recipients);
+        self.publish(Arc::new(publication), mask);
     }
 
     fn answered(&mut self, tag: u64, answer: Answer) {
@@ -178,6 +239,35 @@ impl CommitSink for StoreSink {
     fn batch_done(&mut self) {
         for shard in shard_indexes(std::mem::take(&mut self.touched)) {
             self.sender.ring(shard);
+        }
+    }
+}
+
+/// Recipients of a group entry up to which the sink routes it to the
+/// shards of their connections (an OR of their inboxes' interest); past
+/// it, to every shard (`docs/im.md`, "Routing").
+const GROUP_ROUTE_BY_USER_MAX: usize = 64;
+
+impl StoreSink {
+    /// Hands a new entry to the shards of `mask`, encoded once.
+    fn publish(&mut self, publication: Arc<Publication>, mask: u64) {
+        if mask == 0 {
+            return;
+        }
+        self.touched |= mask;
+        if mask.count_ones() > 1 {
+            // Several shards would race to build the frames and all but
+            // one build would be thrown away: build them once, here.
+            // (For one shard, the usual inbox case, the shard builds what
+            // its subscribers need.)
+            publication.json_frame();
+            publication.binary_frame();
+        }
+        if self.sender.publish_stored(mask, &publication) > 0 {
+            tracing::warn!(
+                channel = publication.channel(),
+                "a shard fell behind the store's fan-out"
+            );
         }
     }
 }

@@ -298,7 +298,11 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// A history read: entries with `since < offset < before`.
+/// A history read: entries with `since < offset < before` and
+/// `from_time_ms <= time < before_time_ms`. Time never decreases along a
+/// stream (see the crate README, "Paging by time"), so the time bounds are
+/// turned into offsets by a binary search and the read is the same range
+/// scan as without them.
 #[derive(Debug, Clone)]
 pub struct ReadRequest {
     /// Stream name.
@@ -314,6 +318,30 @@ pub struct ReadRequest {
     /// `false`: the oldest entries of the range, ascending. `true`: the
     /// newest entries of the range, newest first.
     pub reverse: bool,
+    /// Only entries whose envelope time is at least this (Unix ms); `None`:
+    /// no lower time bound.
+    pub from_time_ms: Option<u64>,
+    /// Only entries whose envelope time is below this (Unix ms); `None`: no
+    /// upper time bound.
+    pub before_time_ms: Option<u64>,
+}
+
+/// Where a time falls in a stream ([`crate::Store::seek_time`]), as of one
+/// snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSeek {
+    /// The first stored offset whose time is at least the time asked for;
+    /// `next_offset` when every stored entry is older.
+    pub at_or_after: u64,
+    /// The last stored offset whose time is at most the time asked for;
+    /// `None` when every stored entry is newer (or none is stored).
+    pub at_or_before: Option<u64>,
+    /// Stream epoch; 0 if the stream does not exist.
+    pub epoch: u64,
+    /// Oldest offset still stored (== `next_offset` when empty).
+    pub first_offset: u64,
+    /// Offset the next append will get.
+    pub next_offset: u64,
 }
 
 /// The answer to a [`ReadRequest`], consistent as of one snapshot.
@@ -356,6 +384,13 @@ pub enum Answer {
 pub trait CommitSink: Send {
     /// A newly stored entry, durable as its request asked.
     fn appended(&mut self, appended: &Appended);
+    /// A newly stored group entry (a message or a `member` entry), with
+    /// the members the writer decided it goes to at its offset: a sink
+    /// that routes by user needs them, and no other read can give the set
+    /// as of that offset. By default, handed on as a plain entry.
+    fn group_appended(&mut self, group: &GroupAppended) {
+        self.appended(&group.appended);
+    }
     /// The answer to the request submitted with `tag`.
     fn answered(&mut self, tag: u64, answer: Answer);
     /// The batch is handed over.

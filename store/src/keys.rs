@@ -155,6 +155,11 @@ pub(crate) struct StreamMeta {
     pub(crate) count_max: u64,
     /// `u64::MAX` = no age limit.
     pub(crate) age_max_ms: u64,
+    /// The time of the newest entry (0: none known). Not stored: the meta's
+    /// bytes keep their format, and the open-time check reads it back from
+    /// the last entry (`recovery::entry_bounds`). The writer stamps each new
+    /// entry's time at least this, so time never decreases along a stream.
+    pub(crate) last_time_ms: u64,
 }
 
 impl StreamMeta {
@@ -166,6 +171,7 @@ impl StreamMeta {
             next_offset: 1,
             count_max: u64::MAX,
             age_max_ms: u64::MAX,
+            last_time_ms: 0,
         }
     }
 
@@ -205,6 +211,7 @@ impl StreamMeta {
             next_offset: field(2)?,
             count_max: field(3)?,
             age_max_ms: field(4)?,
+            last_time_ms: 0,
         };
         if meta.epoch == 0 || meta.first_offset == 0 || meta.first_offset > meta.next_offset {
             return Err(format!("stream meta breaks its invariant: {meta:?}"));
@@ -840,6 +847,7 @@ mod tests {
             next_offset: 10,
             count_max: 5,
             age_max_ms: u64::MAX,
+            last_time_ms: 0,
         };
         assert_eq!(StreamMeta::decode(&meta.encode()), Ok(meta));
         assert!(StreamMeta::decode(b"").is_err());

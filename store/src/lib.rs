@@ -35,7 +35,7 @@ pub use api::{
     Durability, GroupActor, GroupAppend, GroupAppended, GroupInfo, GroupMember, GroupOp,
     GroupOpRequest, GroupRole, GroupSummary, Health, ImAppend, ImAppended, ImReadState, ImRewrite,
     ImRewritten, ImSync, OutboxEvent, OutboxKind, OutboxRecord, ReadRequest, ReadResult, Retention,
-    RewriteOp, StoreConfig, StoredCursor, SyncToken, Unreadable, CLIENT_MSG_ID_BYTES_MAX,
+    RewriteOp, StoreConfig, StoredCursor, SyncToken, TimeSeek, Unreadable, CLIENT_MSG_ID_BYTES_MAX,
     CONVERSATIONS_PER_USER_MAX_DEFAULT, CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX,
     GROUPS_PER_USER_MAX_DEFAULT, GROUP_MEMBERS_MAX_CEILING, GROUP_MEMBERS_MAX_DEFAULT,
     GROUP_TARGETS_MAX, GROUP_TEXT_BYTES_MAX, IM_NAME_PREFIXES, MEMTABLE_BYTES_MAX_DEFAULT,

@@ -8,7 +8,7 @@ use ringcast_protocol::envelope::EncodedPush;
 
 use crate::api::{
     ConvPage, ConvSummary, DeadRecord, DmPolicy, GroupInfo, GroupMember, ImSync, OutboxRecord,
-    ReadRequest, ReadResult, StoredCursor, SyncToken, Unreadable,
+    ReadRequest, ReadResult, StoredCursor, SyncToken, TimeSeek, Unreadable,
 };
 use crate::error::StoreError;
 use crate::keys::{
@@ -88,6 +88,11 @@ pub(crate) enum ReaderMsg {
         user: String,
         reply: Reply<DmPolicy>,
     },
+    SeekTime {
+        stream: String,
+        time_ms: u64,
+        reply: Reply<TimeSeek>,
+    },
     Shutdown,
 }
 
@@ -110,6 +115,7 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 ReaderMsg::GroupMembers { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::PairList { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::DmPolicy { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::SeekTime { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -195,6 +201,11 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
             ReaderMsg::DmPolicy { user, reply } => {
                 drop(reply.send(crate::im::dm_policy(fjall, &user)));
             }
+            ReaderMsg::SeekTime {
+                stream,
+                time_ms,
+                reply,
+            } => drop(reply.send(seek_time_of(fjall, &stream, time_ms))),
             ReaderMsg::Shutdown => break,
         }
     }
@@ -243,13 +254,21 @@ fn read(
         });
     };
     let limit = request.limit.min(read_entries_max);
-    let start = request
+    let mut start = request
         .since
         .map_or(1, |since| since.saturating_add(1))
         .max(meta.first_offset);
-    let end = request
+    let mut end = request
         .before
         .map_or(meta.next_offset, |before| before.min(meta.next_offset));
+    // Each search looks only inside the range the offsets left.
+    let seek = |range, time_ms| seek_time(fjall, &snapshot, &request.stream, id, range, time_ms);
+    if let Some(from_time_ms) = request.from_time_ms.filter(|_| start < end) {
+        start = seek(start..end, from_time_ms)?;
+    }
+    if let Some(before_time_ms) = request.before_time_ms.filter(|_| start < end) {
+        end = seek(start..end, before_time_ms)?;
+    }
     let mut entries = Vec::with_capacity(limit.min(1024));
     if limit > 0 && start < end {
         let range = snapshot.range(&fjall.entries, entry_key(id, start)..entry_key(id, end));
@@ -281,6 +300,102 @@ fn read(
     }
     Ok(ReadResult {
         entries,
+        epoch: meta.epoch,
+        first_offset: meta.first_offset,
+        next_offset: meta.next_offset,
+    })
+}
+
+/// The first offset in `stored` (a stream's stored offsets) whose entry's
+/// time is at least `time_ms`, or `stored.end` if there is none: a binary
+/// search, O(log n) point reads of `snapshot`.
+///
+/// Exact when time does not decrease along the stream, which the writer
+/// keeps true for every entry it stamps (`Writer::stage_entry`). Over
+/// entries stored before it did, where time may decrease, the search still
+/// ends after at most log2(n) + 1 reads and returns an offset `o` with
+/// `time(o - 1) < time_ms <= time(o)` (as far as those exist): a place
+/// where the time crosses `time_ms`, though not necessarily the first. If
+/// time never went back by more than `d` there, every entry before `o` is
+/// older than `time_ms + d` and every entry from `o` on is at least
+/// `time_ms - d`: the answer is off by at most `d`.
+pub(crate) fn seek_time(
+    fjall: &Fjall,
+    snapshot: &fjall::Snapshot,
+    stream: &str,
+    id: u64,
+    stored: std::ops::Range<u64>,
+    time_ms: u64,
+) -> Result<u64, StoreError> {
+    first_at_or_after(stored, time_ms, |offset| {
+        entry_time_ms(fjall, snapshot, stream, id, offset)
+    })
+}
+
+/// The search of [`seek_time`] over any `time_at(offset)`.
+fn first_at_or_after<E>(
+    range: std::ops::Range<u64>,
+    time_ms: u64,
+    mut time_at: impl FnMut(u64) -> Result<u64, E>,
+) -> Result<u64, E> {
+    let (mut low, mut high) = (range.start, range.end);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if time_at(mid)? < time_ms {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    Ok(low)
+}
+
+/// The time of entry `offset`, which the snapshot's meta says is stored.
+fn entry_time_ms(
+    fjall: &Fjall,
+    snapshot: &fjall::Snapshot,
+    stream: &str,
+    id: u64,
+    offset: u64,
+) -> Result<u64, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        stream: stream.to_owned(),
+        offset,
+        reason,
+    };
+    let value = snapshot
+        .get(&fjall.entries, entry_key(id, offset))
+        .map_err(|error| StoreError::io("reading an entry", error))?
+        .ok_or_else(|| corrupt("entry missing inside the stored range".to_owned()))?;
+    let push = EncodedPush::from_untrusted(&value).map_err(|error| corrupt(error.to_string()))?;
+    Ok(push.envelope().time_ms.to_native())
+}
+
+fn seek_time_of(fjall: &Fjall, stream: &str, time_ms: u64) -> Result<TimeSeek, StoreError> {
+    let snapshot = fjall.db.snapshot();
+    let Some((id, meta)) = stream_meta(fjall, &snapshot, stream)? else {
+        return Ok(TimeSeek {
+            at_or_after: 1,
+            at_or_before: None,
+            epoch: 0,
+            first_offset: 1,
+            next_offset: 1,
+        });
+    };
+    let stored = meta.first_offset..meta.next_offset;
+    let at_or_after = seek_time(fjall, &snapshot, stream, id, stored, time_ms)?;
+    // The last entry at or before `time_ms` is the one before the first
+    // entry after it.
+    let after = match time_ms.checked_add(1) {
+        Some(next_ms) => {
+            let rest = at_or_after..meta.next_offset;
+            seek_time(fjall, &snapshot, stream, id, rest, next_ms)?
+        }
+        None => meta.next_offset,
+    };
+    Ok(TimeSeek {
+        at_or_after,
+        at_or_before: (after > meta.first_offset).then(|| after - 1),
         epoch: meta.epoch,
         first_offset: meta.first_offset,
         next_offset: meta.next_offset,
@@ -350,4 +465,77 @@ fn max_cursor(fjall: &Fjall, user: &str, stream: &str) -> Result<Option<StoredCu
         offset,
         epoch: meta.epoch,
     }))
+}
+
+#[cfg(test)]
+#[expect(
+    clippy::indexing_slicing,
+    reason = "offsets and indexes into vectors the tests made"
+)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::first_at_or_after;
+
+    /// Runs the search over `times` (offset `i + 1` has `times[i]`),
+    /// counting the reads.
+    fn search(times: &[u64], time_ms: u64) -> (u64, u32) {
+        let mut reads = 0;
+        let end = times.len() as u64 + 1;
+        let found = first_at_or_after(1..end, time_ms, |offset| {
+            reads += 1;
+            Ok::<_, ()>(times[offset as usize - 1])
+        });
+        (found.expect("the closure never fails"), reads)
+    }
+
+    fn reads_max(n: usize) -> u32 {
+        usize::BITS - n.leading_zeros() + 1
+    }
+
+    proptest! {
+        /// Over non-decreasing times (equal runs included) the search is
+        /// exactly the first offset at or after the time.
+        #[test]
+        fn exact_over_sorted_times(
+            mut times in proptest::collection::vec(0u64..50, 0..200),
+            time_ms in 0u64..60,
+        ) {
+            times.sort_unstable();
+            let (found, reads) = search(&times, time_ms);
+            let expected = times.iter().position(|&t| t >= time_ms).unwrap_or(times.len()) as u64 + 1;
+            prop_assert_eq!(found, expected);
+            prop_assert!(reads <= reads_max(times.len()));
+        }
+
+        /// Over times that go back (data stored before the writer kept them
+        /// in order) it still ends within log2(n) + 1 reads, at a place
+        /// where the time crosses `time_ms`, and off by at most the
+        /// largest step back.
+        #[test]
+        fn bounded_over_unsorted_times(
+            times in proptest::collection::vec(0u64..1000, 0..200),
+            time_ms in 0u64..1100,
+        ) {
+            let (found, reads) = search(&times, time_ms);
+            prop_assert!(reads <= reads_max(times.len()));
+            let index = found as usize - 1;
+            prop_assert!(index <= times.len());
+            if index > 0 {
+                prop_assert!(times[index - 1] < time_ms);
+            }
+            if index < times.len() {
+                prop_assert!(times[index] >= time_ms);
+            }
+            // The largest drop from any entry to a later one.
+            let mut peak = 0u64;
+            let mut back = 0u64;
+            for &time in &times {
+                back = back.max(peak.saturating_sub(time));
+                peak = peak.max(time);
+            }
+            prop_assert!(times[..index].iter().all(|&t| t < time_ms + back));
+            prop_assert!(times[index..].iter().all(|&t| t + back >= time_ms));
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use ringcast_protocol::envelope::EncodedPush;
 
 use crate::clock::EpochGen;
 use crate::error::StoreError;
@@ -162,28 +163,41 @@ fn corrupt(reason: String) -> StoreError {
     }
 }
 
-/// `(first, last)` offsets stored for `stream_id`, or `None` if it has no entries.
-fn entry_bounds(fjall: &Fjall, stream_id: u64) -> Result<Option<(u64, u64)>, StoreError> {
+/// What is stored of one stream: its first and last offsets and the last
+/// entry's time.
+struct EntryBounds {
+    first: u64,
+    last: u64,
+    last_time_ms: u64,
+}
+
+/// The stored bounds of `stream_id`, or `None` if it has no entries. The
+/// last entry's value is read with its key (the same seek); one that does
+/// not decode gives time 0, so the next append's own time counts.
+fn entry_bounds(fjall: &Fjall, stream_id: u64) -> Result<Option<EntryBounds>, StoreError> {
     let prefix = stream_id.to_be_bytes();
     let mut iter = fjall.entries.prefix(prefix);
     let Some(first) = iter.next() else {
         return Ok(None);
     };
-    let last = iter.next_back();
-    let decode = |guard: fjall::Guard| -> Result<u64, StoreError> {
-        let key = guard
-            .key()
-            .map_err(|error| StoreError::io("scanning entries at open", error))?;
-        entry_key_decode(&key)
+    let io = |error| StoreError::io("scanning entries at open", error);
+    let decode = |key: &[u8]| -> Result<u64, StoreError> {
+        entry_key_decode(key)
             .map(|(_, offset)| offset)
             .ok_or_else(|| corrupt(format!("entries key of {} bytes", key.len())))
     };
-    let first = decode(first)?;
-    let last = match last {
-        Some(guard) => decode(guard)?,
-        None => first,
+    let (first_key, first_value) = first.into_inner().map_err(io)?;
+    let (last_key, last_value) = match iter.next_back() {
+        Some(guard) => guard.into_inner().map_err(io)?,
+        None => (first_key.clone(), first_value),
     };
-    Ok(Some((first, last)))
+    let last_time_ms = EncodedPush::from_untrusted(&last_value)
+        .map_or(0, |push| push.envelope().time_ms.to_native());
+    Ok(Some(EntryBounds {
+        first: decode(&first_key)?,
+        last: decode(&last_key)?,
+        last_time_ms,
+    }))
 }
 
 /// Loads every stream and repairs inconsistent ones (see the module docs).
@@ -256,7 +270,9 @@ pub(crate) fn recover(fjall: &Fjall, epochs: &mut EpochGen) -> Result<Recovered,
     for (name, &id) in &names {
         let stored = streams.get(&id).copied();
         let bounds = entry_bounds(fjall, id)?;
-        let repaired = check_stream(name, stored, bounds, epochs);
+        let last_time_ms = bounds.as_ref().map_or(0, |bounds| bounds.last_time_ms);
+        let span = bounds.map(|bounds| (bounds.first, bounds.last));
+        let repaired = check_stream(name, stored, span, epochs);
         if repaired != stored {
             if let Some(meta) = repaired {
                 repairs.insert(
@@ -266,6 +282,9 @@ pub(crate) fn recover(fjall: &Fjall, epochs: &mut EpochGen) -> Result<Recovered,
                 );
                 streams.insert(id, meta);
             }
+        }
+        if let Some(meta) = streams.get_mut(&id) {
+            meta.last_time_ms = last_time_ms;
         }
     }
     // Metas without a name cannot be reached; forget them (their entries, if

@@ -12,7 +12,8 @@ use futures_channel::oneshot;
 use crate::api::{
     AppendRequest, Appended, CommitSink, ConvPage, DeadRecord, Health, ImAppend, ImAppended,
     ImReadState, ImSync, OutboxEvent, OutboxKind, OutboxRecord, ReadRequest, ReadResult,
-    StoreConfig, StoredCursor, SyncToken, Unreadable, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    StoreConfig, StoredCursor, SyncToken, TimeSeek, Unreadable, CURSOR_ID_BYTES_MAX,
+    STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::EpochGen;
 use crate::error::StoreError;
@@ -375,6 +376,28 @@ impl Store {
         try_send(
             &self.reader_requests,
             ReaderMsg::Read { request, reply },
+            self.capacity,
+        )?;
+        Ok(receiver)
+    }
+
+    /// Where `time_ms` falls in `stream`: the first offset whose time is at
+    /// least `time_ms` and the last whose time is at most it (see
+    /// [`TimeSeek`]). Two binary searches over the stored offsets, each
+    /// O(log n) point reads of one snapshot.
+    pub fn seek_time(
+        &self,
+        stream: &str,
+        time_ms: u64,
+    ) -> Result<oneshot::Receiver<Result<TimeSeek, StoreError>>, StoreError> {
+        let (reply, receiver) = oneshot::channel();
+        try_send(
+            &self.reader_requests,
+            ReaderMsg::SeekTime {
+                stream: stream.to_owned(),
+                time_ms,
+                reply,
+            },
             self.capacity,
         )?;
         Ok(receiver)

@@ -340,6 +340,16 @@ impl PendingReply {
         (!appended.duplicate).then_some(appended)
     }
 
+    /// The newly stored group entry this reply acknowledges, if any.
+    fn stored_group(&self) -> Option<&GroupAppended> {
+        match self {
+            PendingReply::Group {
+                result: Ok(group), ..
+            } if !group.appended.duplicate => Some(group),
+            _ => None,
+        }
+    }
+
     /// Sends the answer; `failed` (the batch's error) replaces a success.
     fn send(self, sink: &mut dyn CommitSink, failed: Option<&StoreError>) {
         fn settle<T>(
@@ -894,9 +904,14 @@ impl Writer {
         let sink = &mut *self.sink;
         // New entries first, in queue order (= offset order per stream),
         // so a subscriber never sees an ack before the data went out.
-        for appended in work.replies.iter().filter_map(PendingReply::stored) {
-            self.shared.appends.add(1);
-            sink.appended(appended);
+        for pending in &work.replies {
+            if let Some(group) = pending.stored_group() {
+                self.shared.appends.add(1);
+                sink.group_appended(group);
+            } else if let Some(appended) = pending.stored() {
+                self.shared.appends.add(1);
+                sink.appended(appended);
+            }
         }
         for pending in work.replies {
             pending.send(sink, None);
@@ -1057,6 +1072,15 @@ impl Writer {
         meta.age_max_ms = duration_ms(retention.age_max);
         let message_id = self.message_ids.next(now_ms);
         push.stamp(message_id.as_u64(), offset, meta.epoch, now_ms);
+        // Time never decreases along a stream, so a time is found by a
+        // binary search over offsets (`reader::seek_time`). Publications
+        // carry their shard's clock; a shard a little behind another, or a
+        // clock stepped back, gets the previous entry's time instead.
+        let stamped_ms = push.envelope().time_ms.to_native();
+        if stamped_ms < meta.last_time_ms {
+            push.stamp_time(meta.last_time_ms);
+        }
+        meta.last_time_ms = stamped_ms.max(meta.last_time_ms);
         let push = Arc::new(push);
         work.batch
             .insert(&self.fjall.entries, entry_key(id, offset), push.as_bytes());

@@ -394,6 +394,35 @@ config_table! {
         presence_offline_grace as "presence_offline_grace_ms": Duration
             = Millis { default: 5000, min: 0, max: 3_600_000 },
             "MS", "Wait before reporting a user offline (flap damping)";
+        /// Least time between two `typing` signals one connection sends to
+        /// one conversation; those between are dropped.
+        typing_interval as "typing_interval_ms": Duration
+            = Millis { default: 3000, min: 0, max: 60_000 },
+            "MS", "Least time between typing signals per connection and conversation";
+        /// Members one group may have unless the API set its own limit
+        /// (the store's `group_members_max`); past it: 124.
+        group_members_max: u32
+            = Count<u32> {
+                default: ringcast_store::GROUP_MEMBERS_MAX_DEFAULT,
+                min: 2,
+                max: ringcast_store::GROUP_MEMBERS_MAX_CEILING,
+                unit: "members",
+            },
+            "N", "Most members of a group";
+        /// Groups one user may be a member of (the store's
+        /// `groups_per_user_max`); a change past it: 126.
+        groups_per_user_max: usize
+            = Count<usize> {
+                default: ringcast_store::GROUPS_PER_USER_MAX_DEFAULT,
+                min: 1,
+                max: 100_000,
+                unit: "groups",
+            },
+            "N", "Most groups per user";
+        /// Whether plain members of a new group may add users, when
+        /// `group_create` does not say.
+        members_can_invite: bool = Bool { default: false },
+            "BOOL", "Plain members of new groups may add users";
         /// How long after sending a user may recall its own message
         /// (owners and admins of a group, and the API as the system, at
         /// any time).

@@ -30,7 +30,7 @@ use crate::metrics::{render_prometheus, NodeMetric};
 use crate::publication::Publication;
 use crate::shard::unix_ms;
 use crate::streams;
-use ringcast_protocol::client::encode_history_result_json;
+use ringcast_protocol::client::{encode_history_result_json, history_by_time, HistoryBounds};
 use ringcast_store::{AppendRequest, ReadRequest, StoreError};
 
 /// How long a presence query waits for the shards.
@@ -119,7 +119,14 @@ struct HistoryBody {
     #[serde(default = "default_history_limit")]
     limit: u32,
     #[serde(default)]
-    reverse: bool,
+    reverse: Option<bool>,
+    /// By time: entries with time >= this (Unix ms).
+    #[serde(default)]
+    from_time: Option<u64>,
+    /// By time: entries with time < this (Unix ms); newest first unless
+    /// `reverse` is false.
+    #[serde(default)]
+    before_time: Option<u64>,
 }
 
 fn default_history_limit() -> u32 {
@@ -358,9 +365,24 @@ impl Api {
             "/api/presence" | "/api/stats" => "GET, HEAD",
             "/api/webhooks/replay" => "POST",
             "/api/webhooks/dead" => "GET, HEAD",
-            "/api/im/msg_send" | "/api/im/conv_list" | "/api/im/read" | "/api/im/recall"
-            | "/api/im/edit" | "/api/im/clear"
+            "/api/im/msg_send"
+            | "/api/im/conv_list"
+            | "/api/im/read"
+            | "/api/im/block"
+            | "/api/im/unblock"
+            | "/api/im/blocks_list"
+            | "/api/im/dm_policy"
+            | "/api/im/contacts"
+            | "/api/im/recall"
+            | "/api/im/edit"
+            | "/api/im/clear"
                 if self.shared.config.im.enabled =>
+            {
+                "POST"
+            }
+            route
+                if self.shared.config.im.enabled
+                    && super::im_group_api::GROUP_ROUTES.contains(&route) =>
             {
                 "POST"
             }
@@ -404,6 +426,14 @@ impl Api {
             "/api/im/msg_send" => self.im_msg_send(&req).await,
             "/api/im/conv_list" => self.im_conv_list(&req).await,
             "/api/im/read" => self.im_read(&req).await,
+            "/api/im/block" => self.im_block(&req, true).await,
+            "/api/im/unblock" => self.im_block(&req, false).await,
+            "/api/im/blocks_list" => self.im_blocks_list(&req).await,
+            "/api/im/dm_policy" => self.im_dm_policy(&req).await,
+            "/api/im/contacts" => self.im_contacts(&req).await,
+            route if super::im_group_api::GROUP_ROUTES.contains(&route) => {
+                self.im_group(&req, route).await
+            }
             "/api/im/recall" => self.im_rewrite(&req, false).await,
             "/api/im/edit" => self.im_rewrite(&req, true).await,
             "/api/im/clear" => self.im_clear(&req).await,
@@ -762,7 +792,9 @@ impl Api {
 
     /// A page of a durable stream, oldest first (or newest first with
     /// `reverse`), after offset `since`; with `before`, the newest entries
-    /// below that offset, newest first (backward paging).
+    /// below that offset, newest first (backward paging); with `from_time`
+    /// and/or `before_time`, inside that time window (the client
+    /// protocol's `history` by time, same rules).
     async fn history(&self, req: &Request) -> ApiResult {
         let body: HistoryBody = Self::parse(req)?;
         self.check_channel(&body.stream)?;
@@ -773,13 +805,28 @@ impl Api {
         if body.limit == 0 || body.limit > limit_max {
             return Err(bad_request(format!("limit must be 1 to {limit_max}")));
         }
-        // `before` pages backwards, so newest first whatever `reverse` says.
-        let request = ReadRequest {
-            stream: body.stream.clone(),
-            since: body.since,
-            before: body.before,
-            limit: body.limit as usize,
-            reverse: body.reverse || body.before.is_some(),
+        let request = if body.from_time.is_some() || body.before_time.is_some() {
+            let bounds = HistoryBounds {
+                since: body.since,
+                before: body.before,
+                from_time: body.from_time,
+                before_time: body.before_time,
+                reverse: body.reverse,
+            };
+            let by_time =
+                history_by_time(body.stream.clone(), body.limit, bounds).map_err(bad_request)?;
+            streams::history_read(by_time).ok_or_else(|| bad_request("not a history read"))?
+        } else {
+            // `before` pages backwards, so newest first whatever `reverse` says.
+            ReadRequest {
+                stream: body.stream.clone(),
+                since: body.since,
+                before: body.before,
+                limit: body.limit as usize,
+                reverse: body.reverse.unwrap_or(false) || body.before.is_some(),
+                from_time_ms: None,
+                before_time_ms: None,
+            }
         };
         let page = match self.shared.store.read(request) {
             Ok(reply) => match reply.await {

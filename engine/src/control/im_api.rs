@@ -128,6 +128,16 @@ fn store_refused(err: &StoreError, what: &str) -> Response {
             &format!("{user} has {limit} conversations, the most allowed (im.conversations_per_user_max)"),
         ),
         StoreError::InvalidRequest { reason } => bad_request(reason),
+        StoreError::Blocked { blocker, blocked } => Response::error(
+            403,
+            "blocked",
+            &format!("{blocker} blocked {blocked}; nothing was stored"),
+        ),
+        StoreError::NotContact { user, sender } => Response::error(
+            403,
+            "not_contact",
+            &format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
+        ),
         other => store_error_response(other, what),
     }
 }
@@ -159,6 +169,23 @@ impl Api {
         }
     }
 
+    /// 403 unless `user` has a view of group `conv` (a member, or one
+    /// that left: it reads up to its removal).
+    async fn group_view(&self, user: &str, conv: &str) -> Result<(), Response> {
+        let view = match self.shared.store.conv_get(user, conv) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, "nothing was done"))?;
+        match view.and_then(|summary| summary.group) {
+            Some(_) => Ok(()),
+            None => Err(refused((
+                ErrorCode::NotMember,
+                format!("{user} is not a member of {conv}"),
+            ))),
+        }
+    }
+
     /// `POST /api/im/msg_send`: a message from `as_user`, stored and
     /// pushed to every connection of both users, as the client's `msg_send`.
     pub(super) async fn im_msg_send(&self, req: &Request) -> ApiResult {
@@ -181,6 +208,11 @@ impl Api {
                 ));
             }
         }
+        if let (None, Some(conv)) = (&body.to, &body.conv) {
+            if crate::im::is_group(conv) {
+                return self.im_group_send(body, kind).await;
+            }
+        }
         let pair = match (&body.to, &body.conv) {
             (Some(to), None) => {
                 crate::channels::validate_user_id(to).map_err(|_| {
@@ -196,17 +228,7 @@ impl Api {
             _ => return Err(bad_request("give either `to` or `conv`")),
         };
         let conv = pair.conv_name();
-        let now_ms = unix_ms();
-        let envelope = Envelope {
-            id: self.message_ids.borrow_mut().next(now_ms).0,
-            offset: 0,
-            epoch: 0,
-            channel: conv.clone(),
-            sender: body.as_user.clone(),
-            time_ms: now_ms,
-            data_is_json: true,
-            data: crate::im::entry_data(kind, data),
-        };
+        let envelope = self.im_envelope(&conv, &body.as_user, crate::im::entry_data(kind, data));
         let request = ImAppend {
             conv: conv.clone(),
             pair: (pair.a.to_string(), pair.b.to_string()),
@@ -226,7 +248,46 @@ impl Api {
             }
             store_refused(&err, what)
         })?;
-        Ok(ok_json(&crate::im::sent_reply(conv, &stored)))
+        Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))
+    }
+
+    /// A new IM entry of `sender` in `conv` (the store stamps offset and epoch).
+    pub(super) fn im_envelope(&self, conv: &str, sender: &str, data: Vec<u8>) -> Envelope {
+        let now_ms = unix_ms();
+        Envelope {
+            id: self.message_ids.borrow_mut().next(now_ms).0,
+            offset: 0,
+            epoch: 0,
+            channel: conv.to_owned(),
+            sender: sender.to_owned(),
+            time_ms: now_ms,
+            data_is_json: true,
+            data,
+        }
+    }
+
+    /// `msg_send` to a group for `as_user`: the store checks membership,
+    /// mutes and the dissolved flag.
+    async fn im_group_send(&self, body: MsgSendBody, kind: MsgKind) -> ApiResult {
+        let conv = body.conv.unwrap_or_default();
+        let data = crate::im::entry_data(kind, body.data.get().as_bytes());
+        let envelope = self.im_envelope(&conv, &body.as_user, data);
+        let request = ringcast_store::GroupAppend {
+            conv: conv.clone(),
+            sender: body.as_user,
+            push: EncodedPush::encode(&envelope),
+            counts: true,
+            client_msg_id: body.client_msg_id,
+            durability: crate::im::group_durability(&self.shared.config),
+        };
+        let stored = match self.shared.store.group_append(request) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| {
+            super::im_group_api::group_store_refused(&err, "the message was not stored")
+        })?;
+        Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))
     }
 
     /// `POST /api/im/conv_list`: a page of `as_user`'s conversations.
@@ -273,7 +334,12 @@ impl Api {
         if body.offset == 0 {
             return Err(bad_request("offset must be at least 1"));
         }
-        let pair = self.member_pair(&body.as_user, &body.conv).await?;
+        let pair = if crate::im::is_group(&body.conv) {
+            self.group_view(&body.as_user, &body.conv).await?;
+            None
+        } else {
+            Some(self.member_pair(&body.as_user, &body.conv).await?)
+        };
         let user = body.as_user;
         let what = "the read position was not stored";
         let state = match self.shared.store.im_read(&user, &body.conv, body.offset) {
@@ -296,7 +362,10 @@ impl Api {
                 total_unread,
             },
         );
-        let peer = pair.peer_of(&user);
+        // A DM's peer gets its receipt; group receipts are not built.
+        let peer = pair
+            .as_ref()
+            .map_or(user.as_str(), |pair| pair.peer_of(&user));
         if peer != user {
             self.im_event_to_user(
                 peer,
@@ -389,7 +458,7 @@ impl Api {
 
     /// `event` to every connection of `user`, on every shard (ephemeral: a
     /// shard whose lane is full does not get it).
-    fn im_event_to_user(&self, user: &str, event: &ImEvent) {
+    pub(super) fn im_event_to_user(&self, user: &str, event: &ImEvent) {
         let channel = crate::channels::personal_channel(user);
         let mask = self.shared.interest.shards(&channel);
         if mask == 0 {

@@ -7,6 +7,8 @@ pub mod api;
 pub mod http;
 mod idempotency;
 mod im_api;
+mod im_group_api;
+mod im_signals_api;
 mod webhooks;
 
 use std::rc::Rc;

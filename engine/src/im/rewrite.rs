@@ -88,6 +88,8 @@ pub async fn rewrite(
         before: Some(offset.saturating_add(1)),
         limit: 1,
         reverse: false,
+        from_time_ms: None,
+        before_time_ms: None,
     });
     let read = read
         .map_err(store_error)?

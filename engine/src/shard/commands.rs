@@ -40,6 +40,8 @@ pub(super) enum StoreWait {
     Published(ReplyTo),
     Acked(ReplyTo),
     ImSent(Box<super::im::SentWait>),
+    /// A group message or change, answered like a `msg_send`.
+    GroupSent(Box<super::im::SentWait>),
 }
 
 /// A store answer, back on the shard's loop.
@@ -66,14 +68,17 @@ pub(super) enum StoreDone {
     ImRead(
         ReplyTo,
         String,
-        Arc<crate::im::DmPair>,
+        Option<Arc<crate::im::DmPair>>,
         Result<(ringcast_store::ImReadState, u64), CommandError>,
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
-    /// A `recall`, `edit` or `clear` stored (or refused).
-    ImRewritten(ReplyTo, Result<ReplyResult, CommandError>),
+    /// An IM command answered from store reads alone, or a `recall`,
+    /// `edit` or `clear` stored (or refused).
+    Replied(ReplyTo, Result<ReplyResult, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
+    /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
+    ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
 }
 
 /// A command parked while its proxy backend decides.
@@ -214,10 +219,18 @@ impl Shard {
                 StoreDone::Acked(to, result.map_err(|err| store_error(&err)))
             }
             (StoreWait::ImSent(wait), Answer::ImAppended(result)) => {
-                let result = result.map_err(|err| super::im::im_store_error(&err));
+                let result = result
+                    .map(|im| im.appended)
+                    .map_err(|err| super::im::im_store_error(&err));
                 return self.on_im_sent(*wait, result);
             }
-            (StoreWait::ImSent(wait), answer) => {
+            (StoreWait::GroupSent(wait), Answer::Group(result)) => {
+                let result = result
+                    .map(|group| group.appended)
+                    .map_err(|err| super::im::group_store_error(&err));
+                return self.on_im_sent(*wait, result);
+            }
+            (StoreWait::ImSent(wait) | StoreWait::GroupSent(wait), answer) => {
                 tracing::error!(
                     shard = self.idx,
                     ?answer,
@@ -254,7 +267,9 @@ impl Shard {
                     self.on_store_done(StoreDone::Published(to, Err(error)))
                 }
                 StoreWait::Acked(to) => self.on_store_done(StoreDone::Acked(to, Err(error))),
-                StoreWait::ImSent(wait) => self.on_im_sent(*wait, Err(error)),
+                StoreWait::ImSent(wait) | StoreWait::GroupSent(wait) => {
+                    self.on_im_sent(*wait, Err(error))
+                }
             }
         }
     }
@@ -283,8 +298,9 @@ impl Shard {
             StoreDone::ImResolved(to, pending, result) => self.on_im_resolved(to, *pending, result),
             StoreDone::ImRead(to, conv, pair, result) => self.on_im_read(to, conv, pair, result),
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
-            StoreDone::ImRewritten(to, result) => self.reply_to(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
+            StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
+            StoreDone::Replied(to, result) => self.reply_to(to, result),
         }
     }
 
@@ -554,34 +570,11 @@ impl Shard {
                 }
                 Ok(Outcome::Later)
             }
-            CommandBody::History {
-                stream,
-                since,
-                limit,
-                reverse,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since,
-                    before: None,
-                    limit: limit as usize,
-                    reverse,
-                };
-                self.history_command(key, id, &user, request)
-            }
-            CommandBody::HistoryBefore {
-                stream,
-                before,
-                since,
-                limit,
-            } => {
-                let request = ReadRequest {
-                    stream,
-                    since: Some(since),
-                    before: Some(before),
-                    limit: limit as usize,
-                    reverse: true,
-                };
+            body @ (CommandBody::History { .. }
+            | CommandBody::HistoryBefore { .. }
+            | CommandBody::HistoryByTime { .. }) => {
+                let request =
+                    streams::history_read(body).ok_or_else(|| refuse(ErrorCode::Internal))?;
                 self.history_command(key, id, &user, request)
             }
             CommandBody::Refresh { token } => {
@@ -630,7 +623,8 @@ impl Shard {
         }
     }
 
-    /// A `history` command, forward or backward (`before`): checks that
+    /// A `history` command, forward or backward (`before`), by offset or
+    /// by time: checks that
     /// `user` may read the stream, then reads it on a store reader.
     fn history_command(
         &mut self,
@@ -656,6 +650,31 @@ impl Shard {
             let to = self.reply_to_of(key, id)?;
             let pending = super::im::ImPending::History(request);
             return self.with_member(to, user, stream, pending);
+        }
+        if config.im.enabled && crate::im::is_group(&stream) {
+            if request.limit == 0 || request.limit > HISTORY_LIMIT_MAX as usize {
+                return Err((
+                    ErrorCode::BadRequest,
+                    format!("limit must be 1 to {HISTORY_LIMIT_MAX}"),
+                ));
+            }
+            if user.is_empty() {
+                return Err(super::im::not_member(&stream));
+            }
+            // A member reads its window; one that left, up to its leaving.
+            let to = self.reply_to_of(key, id)?;
+            let user = user.to_owned();
+            self.store_replies.push(Box::pin(async move {
+                let result = async {
+                    let view = super::im::member_view(&shared, &user, &stream, false).await?;
+                    let mut request = request;
+                    crate::im::clamp_to_view(&mut request, &view);
+                    store_reply(shared.store.read(request)).await
+                }
+                .await;
+                StoreDone::History(to, stream, result)
+            }));
+            return Ok(Outcome::Later);
         }
         let own_inbox = !user.is_empty() && stream == channels::personal_channel(user);
         if !own_inbox {
@@ -820,7 +839,7 @@ impl Shard {
         if !own_inbox {
             self.subscribe(key, &channel);
         }
-        self.start_recovery(key, id, channel, since, own_inbox);
+        self.start_recovery(key, id, channel, since, own_inbox, false);
         Ok(Outcome::Later)
     }
 

@@ -19,7 +19,10 @@ use ringcast_protocol::client::{
     ConvCursor, ErrorCode, ImCommand, ImEvent, ImReply, ImSyncInfo, MsgKind, ReplyResult, SyncToken,
 };
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
-use ringcast_store::{ConvPage, ImAppend, ImAppended, ImReadState, ReadRequest};
+use ringcast_store::{
+    Appended, ConvPage, GroupActor, GroupAppend, GroupOp, GroupOpRequest, ImAppend, ImReadState,
+    ReadRequest,
+};
 use ringcast_store::{ImSync, StoreError};
 
 use super::commands::{
@@ -49,6 +52,8 @@ pub(super) struct ImShard {
     holds: HashMap<usize, Hold>,
     /// Connections whose sync message waits for their inbox's replay.
     sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
+    /// Typing limits and group member lists (`im_signals.rs`).
+    pub(super) signals: super::im_signals::Signals,
 }
 
 /// One connection's `echo: false` sends: while one to a conversation is in
@@ -66,6 +71,7 @@ impl ImShard {
     pub(super) fn forget(&mut self, key: usize) {
         self.holds.remove(&key);
         self.sync_after_inbox.remove(&key);
+        self.signals.forget(key);
     }
 }
 
@@ -114,6 +120,14 @@ pub(super) fn im_store_error(error: &StoreError) -> CommandError {
             format!("{user} has {limit} conversations, the most allowed (im.conversations_per_user_max)"),
         ),
         StoreError::InvalidRequest { reason } => (ErrorCode::BadRequest, (*reason).to_owned()),
+        StoreError::Blocked { blocker, blocked } => (
+            ErrorCode::Blocked,
+            format!("{blocker} blocked {blocked}; nothing was stored"),
+        ),
+        StoreError::NotContact { user, sender } => (
+            ErrorCode::PermissionDenied,
+            format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
+        ),
         other => store_error(other),
     }
 }
@@ -129,6 +143,53 @@ pub(super) async fn resolve_member(
         Ok(None) => Err(not_member(&conv)),
         Err(err) => Err(store_error(&err)),
     }
+}
+
+/// The store's refusal of a group write, as the client's error.
+pub(super) fn group_store_error(error: &StoreError) -> CommandError {
+    crate::im::group_refusal(error).unwrap_or_else(|| store_error(error))
+}
+
+/// `user`'s view of group `conv` (123 if it has none, or, with
+/// `current`, if it is no member now).
+pub(super) async fn member_view(
+    shared: &Shared,
+    user: &str,
+    conv: &str,
+    current: bool,
+) -> Result<ringcast_store::GroupSummary, CommandError> {
+    let view = store_reply(shared.store.conv_get(user, conv)).await?;
+    match view.and_then(|summary| summary.group) {
+        Some(group) if !current || group.role.is_some() => Ok(group),
+        _ => Err(not_member(conv)),
+    }
+}
+
+/// `presence_query` by conversation: the presence of `conv`'s members now
+/// (a DM's two users, a group's first `PRESENCE_USERS_MAX` in id order),
+/// for a member of it (123 otherwise). The members are read on a store
+/// reader, the states from the node's presence book.
+async fn conv_presence(
+    shared: Arc<Shared>,
+    user: String,
+    conv: String,
+) -> Result<ReplyResult, CommandError> {
+    let users: Vec<String> = if crate::im::is_group(&conv) {
+        member_view(&shared, &user, &conv, true).await?;
+        let limit = ringcast_protocol::client::PRESENCE_USERS_MAX;
+        store_reply(shared.store.group_members(&conv, None, limit))
+            .await?
+            .into_iter()
+            .map(|member| member.user)
+            .collect()
+    } else {
+        let pair = resolve_member(shared.clone(), user, conv).await?;
+        pair.users().map(str::to_owned).collect()
+    };
+    let users: Vec<&str> = users.iter().map(String::as_str).collect();
+    Ok(ReplyResult::Presence {
+        users: shared.presence_book.states(&users),
+    })
 }
 
 impl Shard {
@@ -176,12 +237,74 @@ impl Shard {
                         let (conv, pair) = self.shared.dm_pairs.remember(DmPair::new(user, &peer));
                         self.im_continue(to, user, conv, pair, pending)
                     }
+                    (None, Some(conv)) if crate::im::is_group(&conv) => {
+                        self.group_send(to, user, conv, pending)
+                    }
                     (None, Some(conv)) => self.with_member(to, user, conv, pending),
                     (None, None) => Err(refuse(ErrorCode::BadRequest)),
                 }
             }
+            ImCommand::Read { conv, offset } if crate::im::is_group(&conv) => {
+                self.group_read(to, user, conv, offset)
+            }
             ImCommand::Read { conv, offset } => {
                 self.with_member(to, user, conv, ImPending::Read { offset })
+            }
+            create @ ImCommand::GroupCreate { .. } => {
+                let conv = crate::im::group_conv_name(self.message_ids.next(self.now_ms).0);
+                let config = &self.shared.config;
+                let Some((op, client_msg_id)) =
+                    crate::im::create_op(config, user.to_owned(), create, None)
+                else {
+                    return Err(refuse(ErrorCode::BadRequest));
+                };
+                self.group_change(to, user, conv, op, client_msg_id)
+            }
+            ImCommand::Group {
+                conv,
+                change,
+                client_msg_id,
+            } => {
+                let op =
+                    crate::im::store_op(change).ok_or_else(|| refuse(ErrorCode::MethodNotFound))?;
+                self.group_change(to, user, conv, op, client_msg_id)
+            }
+            ImCommand::GroupMembers { conv, after, limit } => {
+                let shared = self.shared.clone();
+                let user = user.to_owned();
+                self.store_replies.push(Box::pin(async move {
+                    let result = async {
+                        member_view(&shared, &user, &conv, true).await?;
+                        let page = store_reply(shared.store.group_members(
+                            &conv,
+                            after.as_deref(),
+                            limit as usize,
+                        ))
+                        .await?;
+                        Ok(crate::im::members_reply(conv, page, limit))
+                    }
+                    .await;
+                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
+                }));
+                Ok(Outcome::Later)
+            }
+            ImCommand::GroupInfo { conv } => {
+                let shared = self.shared.clone();
+                let user = user.to_owned();
+                self.store_replies.push(Box::pin(async move {
+                    let result = async {
+                        member_view(&shared, &user, &conv, false).await?;
+                        match store_reply(shared.store.group_info(&conv)).await? {
+                            Some(info) => {
+                                Ok(ImReply::GroupInfo(Box::new(crate::im::group_details(info))))
+                            }
+                            None => Err(not_member(&conv)),
+                        }
+                    }
+                    .await;
+                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
+                }));
+                Ok(Outcome::Later)
             }
             ImCommand::Clear { conv, upto } => {
                 self.with_member(to, user, conv, ImPending::Clear { upto })
@@ -207,6 +330,19 @@ impl Shard {
                 );
                 self.store_replies.push(Box::pin(async move {
                     StoreDone::ConvList(to, store_reply(list).await)
+                }));
+                Ok(Outcome::Later)
+            }
+            ImCommand::Block { user: other } => self.im_block(to, user, other, true),
+            ImCommand::Unblock { user: other } => self.im_block(to, user, other, false),
+            ImCommand::BlocksList { cursor, limit } => self.im_blocks_list(to, user, cursor, limit),
+            ImCommand::Typing { conv, state } => self.im_typing(to, user, conv, state),
+            ImCommand::PresenceConv { conv } => {
+                let shared = self.shared.clone();
+                let user = user.to_owned();
+                self.store_replies.push(Box::pin(async move {
+                    let result = conv_presence(shared, user, conv).await;
+                    StoreDone::Replied(to, result)
                 }));
                 Ok(Outcome::Later)
             }
@@ -286,7 +422,7 @@ impl Shard {
                         Ok((state, page.total_unread))
                     }
                     .await;
-                    StoreDone::ImRead(to, conv, pair, result)
+                    StoreDone::ImRead(to, conv, Some(pair), result)
                 }));
                 Ok(Outcome::Later)
             }
@@ -295,7 +431,7 @@ impl Shard {
                 let actor = ringcast_store::GroupActor::User(user.to_owned());
                 self.store_replies.push(Box::pin(async move {
                     let result = crate::im::rewrite(&shared, actor, conv, offset, ask).await;
-                    StoreDone::ImRewritten(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
+                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
                 }));
                 Ok(Outcome::Later)
             }
@@ -315,7 +451,7 @@ impl Shard {
                         })))
                     }
                     .await;
-                    StoreDone::ImRewritten(to, result)
+                    StoreDone::Replied(to, result)
                 }));
                 Ok(Outcome::Later)
             }
@@ -386,22 +522,140 @@ impl Shard {
             return Err(im_store_error(&err));
         }
         if !echo {
-            let hold = self.im.holds.entry(to.key).or_insert_with(|| Hold {
-                client_id: to.client_id,
-                in_flight: Vec::new(),
-                held: Vec::new(),
-                skips: Vec::new(),
-            });
-            match hold.in_flight.iter_mut().find(|(c, _)| **c == *conv) {
-                Some((_, count)) => *count += 1,
-                None => hold.in_flight.push((conv.into_boxed_str(), 1)),
-            }
+            self.start_echo_hold(to, conv);
         }
         Ok(Outcome::Later)
     }
 
-    /// The store answered a `msg_send`.
-    pub(super) fn on_im_sent(&mut self, wait: SentWait, result: Result<ImAppended, CommandError>) {
+    /// An `echo: false` send to `conv` is in flight: hold the
+    /// conversation's pushes to the sending connection until its reply.
+    fn start_echo_hold(&mut self, to: ReplyTo, conv: String) {
+        let hold = self.im.holds.entry(to.key).or_insert_with(|| Hold {
+            client_id: to.client_id,
+            in_flight: Vec::new(),
+            held: Vec::new(),
+            skips: Vec::new(),
+        });
+        match hold.in_flight.iter_mut().find(|(c, _)| **c == *conv) {
+            Some((_, count)) => *count += 1,
+            None => hold.in_flight.push((conv.into_boxed_str(), 1)),
+        }
+    }
+
+    /// A new IM entry's envelope (the store stamps offset and epoch).
+    fn im_envelope(&mut self, conv: &str, sender: &str, data: Vec<u8>) -> Envelope {
+        Envelope {
+            id: self.message_ids.next(self.now_ms).0,
+            offset: 0,
+            epoch: 0,
+            channel: conv.to_owned(),
+            sender: sender.to_owned(),
+            time_ms: self.now_ms,
+            data_is_json: true,
+            data,
+        }
+    }
+
+    /// Waits for a group write's answer in `pending_store`; returns the
+    /// request's tag.
+    fn wait_group(&mut self, to: ReplyTo, conv: &str, echo: bool) -> (usize, u64) {
+        let wait = SentWait {
+            to,
+            conv: conv.to_owned(),
+            echo,
+        };
+        let slot = self
+            .pending_store
+            .insert(StoreWait::GroupSent(Box::new(wait)));
+        (slot, streams::request_tag(self.idx, slot))
+    }
+
+    /// A message to a group: the store checks membership, mutes and the
+    /// dissolved flag at the offset it takes.
+    fn group_send(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        pending: ImPending,
+    ) -> CommandResult {
+        let ImPending::MsgSend {
+            kind,
+            data,
+            client_msg_id,
+            echo,
+        } = pending
+        else {
+            return Err(refuse(ErrorCode::BadRequest));
+        };
+        let envelope = self.im_envelope(&conv, user, crate::im::entry_data(kind, &data));
+        let request = GroupAppend {
+            conv: conv.clone(),
+            sender: user.to_owned(),
+            push: EncodedPush::encode(&envelope),
+            counts: true,
+            client_msg_id,
+            durability: crate::im::group_durability(&self.shared.config),
+        };
+        let (slot, tag) = self.wait_group(to, &conv, echo);
+        if let Err(err) = self.shared.store.submit_group_append(request, tag) {
+            self.pending_store.remove(slot);
+            return Err(group_store_error(&err));
+        }
+        if !echo {
+            self.start_echo_hold(to, conv);
+        }
+        Ok(Outcome::Later)
+    }
+
+    /// A change to a group by `user`: its `member` entry and the change,
+    /// checked by the store against the roles at the entry's offset.
+    fn group_change(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        op: GroupOp,
+        client_msg_id: Option<String>,
+    ) -> CommandResult {
+        let data = crate::im::member_entry_data(user, &op);
+        let envelope = self.im_envelope(&conv, user, data);
+        let request = GroupOpRequest {
+            conv: conv.clone(),
+            actor: GroupActor::User(user.to_owned()),
+            op,
+            push: EncodedPush::encode(&envelope),
+            client_msg_id,
+            durability: crate::im::group_durability(&self.shared.config),
+        };
+        let (slot, tag) = self.wait_group(to, &conv, true);
+        if let Err(err) = self.shared.store.submit_group_op(request, tag) {
+            self.pending_store.remove(slot);
+            return Err(group_store_error(&err));
+        }
+        Ok(Outcome::Later)
+    }
+
+    /// `read` of a group: for a user with a view of it (a member, or one
+    /// that left, up to its window); no receipts to the members yet.
+    fn group_read(&mut self, to: ReplyTo, user: &str, conv: String, offset: u64) -> CommandResult {
+        let shared = self.shared.clone();
+        let user = user.to_owned();
+        self.store_replies.push(Box::pin(async move {
+            let result = async {
+                member_view(&shared, &user, &conv, false).await?;
+                let state = store_reply(shared.store.im_read(&user, &conv, offset)).await?;
+                let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
+                Ok((state, page.total_unread))
+            }
+            .await;
+            StoreDone::ImRead(to, conv, None, result)
+        }));
+        Ok(Outcome::Later)
+    }
+
+    /// The store answered a `msg_send` or a group change.
+    pub(super) fn on_im_sent(&mut self, wait: SentWait, result: Result<Appended, CommandError>) {
         let SentWait { to, conv, echo } = wait;
         if matches!(&result, Err((ErrorCode::TooManyConversations, _))) {
             self.shared.dm_pairs.forget_unstarted(&conv);
@@ -410,11 +664,12 @@ impl Shard {
             let offset = result
                 .as_ref()
                 .ok()
-                .filter(|im| !im.appended.duplicate)
-                .map(|im| im.appended.offset);
+                .filter(|appended| !appended.duplicate)
+                .map(|appended| appended.offset);
             self.end_echo_hold(to, &conv, offset);
         }
-        let result = result.map(|im| ReplyResult::Im(Box::new(crate::im::sent_reply(conv, &im))));
+        let result = result
+            .map(|appended| ReplyResult::Im(Box::new(crate::im::sent_reply(conv, &appended))));
         self.reply_to(to, result);
     }
 
@@ -479,10 +734,16 @@ impl Shard {
         );
     }
 
-    /// A DM entry from the store: to every local connection of its users.
-    pub(super) fn deliver_dm(&mut self, publication: &Arc<Publication>, pair: &DmPair) {
+    /// A DM or group entry from the store: to every local connection of
+    /// its users (a group's are all its members, wherever they are: the
+    /// users with no connection here are skipped by the lookup).
+    pub(super) fn deliver_to_users<'a>(
+        &mut self,
+        publication: &Arc<Publication>,
+        users: impl Iterator<Item = &'a str>,
+    ) {
         let mut keys = Vec::new();
-        for user in pair.users() {
+        for user in users {
             let channel = channels::personal_channel(user);
             if let Some(subscribers) = self.subscribers.get(channel.as_str()) {
                 keys.extend_from_slice(subscribers);
@@ -547,7 +808,7 @@ impl Shard {
         &mut self,
         to: ReplyTo,
         conv: String,
-        pair: Arc<DmPair>,
+        pair: Option<Arc<DmPair>>,
         result: Result<(ImReadState, u64), CommandError>,
     ) {
         let Some(user) = self.conns.get(to.key).map(|c| c.user.to_string()) else {
@@ -566,7 +827,9 @@ impl Shard {
         if self.is_current(to.key, to.client_id) {
             self.im_event_to_user(&user, &read, to.client_id);
         }
-        let peer = pair.peer_of(&user);
+        let peer = pair
+            .as_ref()
+            .map_or(user.as_str(), |pair| pair.peer_of(&user));
         if peer != user {
             let receipt = ImEvent::Receipt {
                 conv: conv.clone(),
@@ -587,7 +850,7 @@ impl Shard {
     /// Sends `event` to every connection of `user` on every shard but the
     /// connection `skip_client` (0: none). Ephemeral: a shard whose lane
     /// is full does not get it (the positions are in the next sync).
-    fn im_event_to_user(&mut self, user: &str, event: &ImEvent, skip_client: u64) {
+    pub(super) fn im_event_to_user(&mut self, user: &str, event: &ImEvent, skip_client: u64) {
         let channel = channels::personal_channel(user);
         let mask = self.shared.interest.shards(&channel);
         if mask == 0 {

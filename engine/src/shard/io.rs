@@ -266,7 +266,8 @@ impl Shard {
             }
             self.subscribe(key, &inbox);
             if recover_inbox {
-                self.start_recovery(key, 0, inbox, admitted.inbox_since, true);
+                let oldest = admitted.device_from_oldest;
+                self.start_recovery(key, 0, inbox, admitted.inbox_since, true, oldest);
             }
             self.im_at_connect(key, admitted.im_since, recover_inbox);
             self.presence_connected(&admitted.user);

@@ -37,6 +37,13 @@ pub(super) struct Job {
     /// subscription): without `since`, start from the device's stored
     /// cursor; on failure, stay joined.
     device_cursor: bool,
+    /// With `device_cursor`, when the device has no cursor: replay from
+    /// the oldest retained entry (`device_start=oldest`) rather than start
+    /// live. Set to `from_oldest` once the lookup found none.
+    oldest_if_no_cursor: bool,
+    /// Replaying everything retained: a trimmed start is not a gap, since
+    /// the device never had a position.
+    from_oldest: bool,
     /// The client's position, or the device's cursor once read.
     position: Option<StreamPosition>,
     /// The last offset queued.
@@ -64,7 +71,8 @@ pub(super) enum Step {
 
 impl Shard {
     /// Starts replaying `stream` to `key` after `since` (the session already
-    /// holds the stream's live publications).
+    /// holds the stream's live publications). `oldest_if_no_cursor`: see
+    /// [`Job`].
     pub(super) fn start_recovery(
         &mut self,
         key: usize,
@@ -72,6 +80,7 @@ impl Shard {
         stream: String,
         since: Option<StreamPosition>,
         device_cursor: bool,
+        oldest_if_no_cursor: bool,
     ) {
         let Some(conn) = self.conns.get(key) else {
             return;
@@ -86,6 +95,8 @@ impl Shard {
             command_id,
             stream,
             device_cursor,
+            oldest_if_no_cursor,
+            from_oldest: false,
             position: since,
             cursor: since.map_or(0, |p| p.offset),
             replayed: 0,
@@ -121,6 +132,8 @@ impl Shard {
                     before: None,
                     limit: 1,
                     reverse: true,
+                    from_time_ms: None,
+                    before_time_ms: None,
                 });
                 self.store_replies.push(Box::pin(async move {
                     let result = store_reply(request).await;
@@ -134,6 +147,8 @@ impl Shard {
                     before: None,
                     limit: REPLAY_PAGE_ENTRIES,
                     reverse: false,
+                    from_time_ms: None,
+                    before_time_ms: None,
                 });
                 self.store_replies.push(Box::pin(async move {
                     let result = store_reply(request).await;
@@ -163,6 +178,15 @@ impl Shard {
                     offset: c.offset,
                     epoch: c.epoch,
                 });
+                if job.position.is_none() && job.oldest_if_no_cursor {
+                    // A new device that asked for the retained history:
+                    // from offset 0, which the store starts at its oldest.
+                    job.from_oldest = true;
+                    job.position = Some(StreamPosition {
+                        offset: 0,
+                        epoch: 0,
+                    });
+                }
                 job.cursor = job.position.map_or(0, |p| p.offset);
                 self.next_read(job);
             }
@@ -191,7 +215,9 @@ impl Shard {
             });
             let epoch_changed =
                 position.epoch != 0 && page.epoch != 0 && position.epoch != page.epoch;
-            let trimmed = page.epoch != 0 && job.cursor.saturating_add(1) < page.first_offset;
+            let trimmed = page.epoch != 0
+                && !job.from_oldest
+                && job.cursor.saturating_add(1) < page.first_offset;
             // A position past the stream's end belongs to a stream that was lost.
             let ahead = job.cursor > page.next_offset.saturating_sub(1);
             if epoch_changed || trimmed || ahead {

@@ -97,7 +97,7 @@ impl Shard {
         }
         self.subscribe(key, channel);
         if recover {
-            self.start_recovery(key, 0, channel.to_owned(), None, true);
+            self.start_recovery(key, 0, channel.to_owned(), None, true, false);
         }
     }
 

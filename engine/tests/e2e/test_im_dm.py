@@ -35,6 +35,7 @@ key = "python-e2e-api-key-0123"
 jwt_secret = "{secret}"
 [im]
 enabled = true
+{im_extra}
 [log]
 level = "warn"
 """
@@ -90,17 +91,23 @@ async def scenario(ws_url):
 
 
 def main(binary):
+    return run(binary, scenario, "IM direct conversations")
+
+
+def run(binary, scenario_of, what, im_extra=""):
+    """Runs `scenario_of(ws_url)` against a fresh `ringcast` with `[im] enabled`
+    and the `[im]` lines `im_extra`."""
     with tempfile.TemporaryDirectory() as tmp:
         ws_port, api_port = free_port(), free_port()
         config_path = os.path.join(tmp, "ringcast.toml")
         with open(config_path, "w") as f:
             f.write(CONFIG.format(data_dir=os.path.join(tmp, "data"), ws_port=ws_port,
-                                  api_port=api_port, secret=SECRET))
+                                  api_port=api_port, secret=SECRET, im_extra=im_extra))
         proc = subprocess.Popen([binary, f"--config={config_path}"], stdout=subprocess.DEVNULL)
         try:
             wait_until_serving(proc, api_port)
-            asyncio.run(asyncio.wait_for(scenario(f"ws://127.0.0.1:{ws_port}/connection/websocket"), 30))
-            print("ok: IM direct conversations with the Python websockets client")
+            asyncio.run(asyncio.wait_for(scenario_of(f"ws://127.0.0.1:{ws_port}/connection/websocket"), 30))
+            print(f"ok: {what} with the Python websockets client")
             return True
         finally:
             proc.terminate()

@@ -126,6 +126,43 @@ async def t_violation(ws_url, _api_port, _proc):
             assert err.rcvd.code == 1003, err
 
 
+@check("a new device replays its inbox with device_start=oldest, then pages it back by time")
+async def t_history_by_time(ws_url, api_port, _proc):
+    # A user of its own: the data directory outlives a run.
+    user = f"hana-{time.time_ns()}"
+    for n in range(9):
+        status, body = api(api_port, "/api/send", {"user": user, "data": {"n": n}})
+        assert status == 200, body
+        time.sleep(0.002)  # each send a millisecond of its own
+    async with connect(f"{ws_url}?token={token(user)}&device=py-new&device_start=oldest") as ws:
+        await recv_json(ws)  # connect
+        replayed = []
+        while True:
+            message = await recv_json(ws)
+            if "push" not in message:
+                break
+            replayed.append((message["push"]["offset"], message["push"]["time"]))
+        assert message["id"] == 0 and message["result"]["recovery"]["replayed"] == 9, message
+        assert [offset for offset, _ in replayed] == list(range(1, 10)), replayed
+        times = [t for _, t in replayed]
+        assert times == sorted(times), replayed
+        # Backward from the time of offset 8, four at a time, each next page
+        # below the last offset seen: offsets 7 down to 1, once each.
+        params = {"stream": f"user:{user}", "before_time": times[7], "limit": 4}
+        seen, next_id = [], 10
+        while True:
+            reply = await command(ws, {"id": next_id, "method": "history", "params": params})
+            next_id += 1
+            page = [p["offset"] for p in reply["result"]["publications"]]
+            if not page:
+                break
+            seen += page
+            params = {**params, "before": page[-1]}
+        assert seen == [7, 6, 5, 4, 3, 2, 1], seen
+        reply = await command(ws, {"id": 99, "method": "history", "params": {"stream": f"user:{user}", "from_time": 5, "before_time": 5}})
+        assert reply["error"]["code"] == 107, reply
+
+
 @check("SIGTERM closes clients with 1001 and exits 0")
 async def t_shutdown(ws_url, _api_port, proc):
     async with connect(f"{ws_url}?token={token('gina')}") as ws:

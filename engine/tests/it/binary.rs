@@ -7,7 +7,7 @@ use ringcast_protocol::client::{
 };
 use tungstenite::Message;
 
-fn read_server(ws: &mut Ws) -> ServerMessage {
+pub fn read_server(ws: &mut Ws) -> ServerMessage {
     loop {
         match ws.read().unwrap() {
             Message::Binary(bytes) => {

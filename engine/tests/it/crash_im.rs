@@ -53,16 +53,28 @@ enum Waiting {
     Read,
 }
 
+/// Where a client's messages go.
+#[derive(Clone)]
+enum Target {
+    /// A DM to this user.
+    Peer(String),
+    /// This group.
+    Group(String),
+}
+
 fn im_client(
     ws_addr: SocketAddr,
     user: String,
-    peer: String,
+    target: Target,
     next_n: &AtomicU64,
     stop: &AtomicBool,
     ready: mpsc::Sender<()>,
     seed: u64,
 ) -> ImLog {
     let mut log = ImLog::default();
+    if let Target::Group(conv) = &target {
+        log.conv = Some(conv.clone());
+    }
     let mut ws = match dm_connect(ws_addr, &user) {
         Ok(ws) => ws,
         Err(_) if stop.load(Ordering::SeqCst) => return log,
@@ -86,8 +98,13 @@ fn im_client(
                     let n = next_n.fetch_add(1, Ordering::Relaxed);
                     log.issued.push(n);
                     in_flight.insert(id, Waiting::Send(n));
-                    json!({"id": id, "method": "msg_send", "params": {"to": peer, "kind": "custom",
-                        "data": {"n": n}, "client_msg_id": format!("n{n}")}})
+                    let mut params = json!({"kind": "custom", "data": {"n": n},
+                        "client_msg_id": format!("n{n}")});
+                    match &target {
+                        Target::Peer(peer) => params["to"] = json!(peer),
+                        Target::Group(conv) => params["conv"] = json!(conv),
+                    }
+                    json!({"id": id, "method": "msg_send", "params": params})
                 }
             };
             sends += 1;
@@ -100,7 +117,11 @@ fn im_client(
         };
         let message: Value = serde_json::from_str(&text).unwrap();
         if let Some(push) = message.get("push") {
-            if push["sender"] == peer.as_str() {
+            let from_other = match &target {
+                Target::Peer(peer) => push["sender"] == peer.as_str(),
+                Target::Group(_) => push["sender"] != user.as_str(),
+            };
+            if from_other {
                 peer_offset = peer_offset.max(push["offset"].as_u64().unwrap());
                 log.conv = push["channel"].as_str().map(str::to_owned);
             }
@@ -130,6 +151,92 @@ fn im_client(
             }
         }
     }
+}
+
+/// One round: each (user, target) on a client of its own, the node
+/// killed `kill_after` into the load; what each client saw is added to
+/// `logs`.
+fn kill_round(
+    node: &mut crate::crash::Node,
+    clients: Vec<(String, Target)>,
+    next_n: &Arc<AtomicU64>,
+    kill_after: Duration,
+    (round, seed): (u64, u64),
+    logs: &mut BTreeMap<String, ImLog>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let clients: Vec<_> = clients
+        .into_iter()
+        .map(|(user, target)| {
+            let (ws_addr, next_n, stop, ready) =
+                (node.ws, next_n.clone(), stop.clone(), ready_tx.clone());
+            std::thread::spawn(move || {
+                let log = im_client(ws_addr, user.clone(), target, &next_n, &stop, ready, seed);
+                (user, log)
+            })
+        })
+        .collect();
+    drop(ready_tx);
+    let connected = kill_under_load(node, clients.len(), &ready_rx, &stop, kill_after);
+    for client in clients {
+        let (user, log) = client
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        assert!(
+            log.early_end.is_none(),
+            "{user}'s connection ended before the kill in round {round}: {:?} (seed {seed})",
+            log.early_end
+        );
+        let total = logs.entry(user).or_default();
+        total.issued.extend(log.issued);
+        total.acked.extend(log.acked);
+        total.read_acked = total.read_acked.max(log.read_acked);
+        if log.conv.is_some() {
+            total.conv = log.conv;
+        }
+    }
+    assert!(
+        connected,
+        "a client did not connect in round {round} (seed {seed})"
+    );
+}
+
+/// Every message `user` had acknowledged is in `stored` at its offset,
+/// and every stored message of `user` is one it sent.
+fn check_sent(conv: &str, stored: &[(u64, u64, String)], user: &str, log: &ImLog, seed: u64) {
+    for (offset, n) in &log.acked {
+        let entry = stored.get((*offset - 1) as usize);
+        assert_eq!(
+            entry.map(|e| (e.0, e.1, e.2.as_str())),
+            Some((*offset, *n, user)),
+            "{conv}: {user}'s acknowledged n={n} at offset {offset} (seed {seed})"
+        );
+    }
+    // n = 0: a member entry, no message.
+    for (_, n, _) in stored.iter().filter(|e| e.2 == user && e.1 != 0) {
+        assert!(
+            log.issued.contains(n),
+            "{conv}: n={n} stored but {user} never sent it (seed {seed})"
+        );
+    }
+}
+
+/// The rounds of a kill test: `clients()` on a fresh start of the node
+/// each, killed at a random moment; what every client saw.
+fn kill_rounds(
+    run: &mut Run,
+    next_n: &Arc<AtomicU64>,
+    clients: impl Fn() -> Vec<(String, Target)>,
+) -> BTreeMap<String, ImLog> {
+    let mut logs = BTreeMap::new();
+    for round in 0..run.rounds {
+        let kill_after = Duration::from_millis(100 + xorshift(&mut run.rng) % 400);
+        let mut node = start_node_with(&run.data_dir, &run.config_path, IM_CONFIG);
+        let round = (round, run.seed);
+        kill_round(&mut node, clients(), next_n, kill_after, round, &mut logs);
+    }
+    logs
 }
 
 /// A command on a connection made after the restart, skipping what the
@@ -175,7 +282,8 @@ fn read_conv(ws: &mut Ws, conv: &str) -> Vec<(u64, u64, String)> {
             since = p["offset"].as_u64().unwrap();
             entries.push((
                 since,
-                p["data"]["data"]["n"].as_u64().unwrap(),
+                // A group's member entries carry no n: 0, never a message's.
+                p["data"]["data"]["n"].as_u64().unwrap_or(0),
                 p["sender"].as_str().unwrap().to_owned(),
             ));
         }
@@ -191,48 +299,12 @@ fn acknowledged_im_messages_survive_kill_9_with_exact_unread_counts() {
     let mut run = Run::new("IM crash test");
     let (rounds, seed) = (run.rounds, run.seed);
     let (data_dir, config_path) = (run.data_dir.clone(), run.config_path.clone());
-    let next_n = Arc::new(AtomicU64::new(0));
-    let mut logs: BTreeMap<String, ImLog> = BTreeMap::new();
-    for round in 0..rounds {
-        let kill_after = Duration::from_millis(100 + xorshift(&mut run.rng) % 400);
-        let mut node = start_node_with(&data_dir, &config_path, IM_CONFIG);
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let clients: Vec<_> = (0..2 * IM_PAIRS)
-            .map(|idx| {
-                let (user, peer) = (im_user(idx), im_user(idx ^ 1));
-                let (ws_addr, next_n, stop, ready) =
-                    (node.ws, next_n.clone(), stop.clone(), ready_tx.clone());
-                std::thread::spawn(move || {
-                    let log = im_client(ws_addr, user.clone(), peer, &next_n, &stop, ready, seed);
-                    (user, log)
-                })
-            })
-            .collect();
-        drop(ready_tx);
-        let connected = kill_under_load(&mut node, clients.len(), &ready_rx, &stop, kill_after);
-        for client in clients {
-            let (user, log) = client
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            assert!(
-                log.early_end.is_none(),
-                "{user}'s connection ended before the kill in round {round}: {:?} (seed {seed})",
-                log.early_end
-            );
-            let total = logs.entry(user).or_default();
-            total.issued.extend(log.issued);
-            total.acked.extend(log.acked);
-            total.read_acked = total.read_acked.max(log.read_acked);
-            if log.conv.is_some() {
-                total.conv = log.conv;
-            }
-        }
-        assert!(
-            connected,
-            "a client did not connect in round {round} (seed {seed})"
-        );
-    }
+    let next_n = Arc::new(AtomicU64::new(1));
+    let logs = kill_rounds(&mut run, &next_n, || {
+        (0..2 * IM_PAIRS)
+            .map(|idx| (im_user(idx), Target::Peer(im_user(idx ^ 1))))
+            .collect()
+    });
     let node = start_node_with(&data_dir, &config_path, IM_CONFIG);
     let (mut acked_total, mut stored_total, mut unread_total) = (0, 0, 0);
     for pair in 0..IM_PAIRS {
@@ -260,20 +332,7 @@ fn acknowledged_im_messages_survive_kill_9_with_exact_unread_counts() {
         for user in [&a, &b] {
             let log = &logs[user];
             acked_total += log.acked.len();
-            for (offset, n) in &log.acked {
-                let entry = stored.get((*offset - 1) as usize);
-                assert_eq!(
-                    entry.map(|e| (e.0, e.1, e.2.as_str())),
-                    Some((*offset, *n, user.as_str())),
-                    "{conv}: {user}'s acknowledged n={n} at offset {offset} (seed {seed})"
-                );
-            }
-            for (_, n, sender) in stored.iter().filter(|e| e.2 == *user) {
-                assert!(
-                    log.issued.contains(n),
-                    "{conv}: n={n} stored but {sender} never sent it (seed {seed})"
-                );
-            }
+            check_sent(&conv, &stored, user, log, seed);
             let mut ws = dm_connect(node.ws, user).unwrap();
             let list = ask(
                 &mut ws,
@@ -312,6 +371,128 @@ fn acknowledged_im_messages_survive_kill_9_with_exact_unread_counts() {
     eprintln!(
         "IM crash test: {rounds} kills, {IM_PAIRS} conversations, {acked_total} acknowledged, \
          {stored_total} stored, {unread_total} unread at the end (seed {seed})"
+    );
+    assert!(acked_total > 0, "nothing was acknowledged (seed {seed})");
+}
+
+/// Members of the crash test's group, each on one connection.
+const GROUP_MEMBERS: usize = 8;
+
+fn group_user(idx: usize) -> String {
+    format!("g-{idx}")
+}
+
+/// Group fan-out under kill -9: every member sends to one group (several
+/// in flight) and reads while the engine is killed; after the last restart
+/// every acknowledged message is in the group's stream at the offset its
+/// reply gave, offsets gap-free, none twice, the member table is whole
+/// (every member, the owner's role), and each member's unread equals the
+/// recount from the stream past its read position.
+#[test]
+fn acknowledged_group_messages_survive_kill_9_with_member_tables_and_unread_intact() {
+    let mut run = Run::new("IM group crash test");
+    let (rounds, seed) = (run.rounds, run.seed);
+    let (data_dir, config_path) = (run.data_dir.clone(), run.config_path.clone());
+    let next_n = Arc::new(AtomicU64::new(1));
+    let conv = {
+        let node = start_node_with(&data_dir, &config_path, IM_CONFIG);
+        let mut owner = dm_connect(node.ws, &group_user(0)).unwrap();
+        let members: Vec<String> = (1..GROUP_MEMBERS).map(group_user).collect();
+        let created = ask(
+            &mut owner,
+            json!({"id": 1, "method": "group_create", "params": {"name": "crash", "members": members}}),
+        );
+        created["result"]["conv"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{created}"))
+            .to_owned()
+    };
+    let logs = kill_rounds(&mut run, &next_n, || {
+        (0..GROUP_MEMBERS)
+            .map(|idx| (group_user(idx), Target::Group(conv.clone())))
+            .collect()
+    });
+    let node = start_node_with(&data_dir, &config_path, IM_CONFIG);
+    let mut ws = dm_connect(node.ws, &group_user(0)).unwrap();
+    let stored = read_conv(&mut ws, &conv);
+    assert!(
+        stored.iter().map(|e| e.0).eq(1..=stored.len() as u64),
+        "{conv}: offsets not gap-free from 1 (seed {seed})"
+    );
+    let messages: Vec<_> = stored.iter().filter(|e| e.1 != 0).collect();
+    assert_eq!(
+        stored.len(),
+        messages.len() + 1,
+        "one member entry, the create"
+    );
+    let mut ns: Vec<u64> = messages.iter().map(|e| e.1).collect();
+    ns.sort_unstable();
+    assert!(
+        ns.windows(2).all(|w| w[0] != w[1]),
+        "{conv}: a message stored twice (seed {seed})"
+    );
+    let page = ask(
+        &mut ws,
+        json!({"id": 9, "method": "group_members", "params": {"conv": conv}}),
+    );
+    let mut members: Vec<(String, String)> = page["result"]["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|m| {
+            (
+                m["user"].as_str().unwrap().to_owned(),
+                m["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    members.sort();
+    let expected: Vec<(String, String)> = (0..GROUP_MEMBERS)
+        .map(|idx| {
+            (
+                group_user(idx),
+                if idx == 0 { "owner" } else { "member" }.to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(members, expected, "the member table (seed {seed})");
+    let (mut acked_total, mut unread_total) = (0, 0);
+    for idx in 0..GROUP_MEMBERS {
+        let user = group_user(idx);
+        let log = &logs[&user];
+        acked_total += log.acked.len();
+        check_sent(&conv, &stored, &user, log, seed);
+        let mut ws = dm_connect(node.ws, &user).unwrap();
+        let list = ask(
+            &mut ws,
+            json!({"id": 1, "method": "conv_list", "params": {"limit": 10}}),
+        );
+        let view = &list["result"]["convs"][0];
+        assert_eq!(view["conv"], conv.as_str(), "{user}: {list} (seed {seed})");
+        assert_eq!(
+            view["last_offset"],
+            stored.len() as u64,
+            "{user} (seed {seed})"
+        );
+        assert_eq!(view["group"]["member_count"], GROUP_MEMBERS as u64);
+        let read_offset = view["read_offset"].as_u64().unwrap();
+        assert!(
+            read_offset >= log.read_acked,
+            "{user}: read position {read_offset} below the acknowledged {} (seed {seed})",
+            log.read_acked
+        );
+        let unread = messages.iter().filter(|e| e.0 > read_offset).count();
+        assert_eq!(
+            view["unread"], unread as u64,
+            "{user}: unread in {conv} (seed {seed})"
+        );
+        unread_total += unread;
+    }
+    drop(node);
+    eprintln!(
+        "IM group crash test: {rounds} kills, {GROUP_MEMBERS} members, {acked_total} acknowledged, \
+         {} stored, {unread_total} unread at the end (seed {seed})",
+        messages.len()
     );
     assert!(acked_total > 0, "nothing was acknowledged (seed {seed})");
 }

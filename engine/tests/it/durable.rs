@@ -214,6 +214,126 @@ e2e!(
 );
 
 e2e!(
+    device_start_oldest_replays_the_inbox_to_a_new_device_once_acked,
+    |driver| {
+        let engine = start(config(driver, 2));
+        for n in 0..5 {
+            send_api(&engine, "mo", n);
+        }
+        // The default (and `live`): a device's first connection starts live.
+        for query in ["device=phone", "device=phone&device_start=live"] {
+            let mut ws = connect_query(&engine, "mo", query);
+            let (recovery, replayed) = connect_recovery(&mut ws);
+            assert_eq!(replayed, [], "{query}");
+            assert_eq!(recovery["offset"], 5, "{recovery}");
+        }
+        // `oldest`: a device with no cursor gets the inbox's retained
+        // history, in order, then goes live.
+        let mut ws = connect_query(&engine, "mo", "device=tablet&device_start=oldest");
+        let (recovery, replayed) = connect_recovery(&mut ws);
+        assert_eq!(replayed, [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]);
+        assert_eq!(
+            (
+                &recovery["recovered"],
+                &recovery["replayed"],
+                &recovery["start_offset"]
+            ),
+            (&json!(true), &json!(5), &json!(1)),
+            "{recovery}"
+        );
+        send_api(&engine, "mo", 5);
+        assert_eq!(read_pushes(&mut ws, 1), [(6, 5)]);
+        let reply = command(
+            &mut ws,
+            json!({"id": 1, "method": "ack", "params": {"stream": "user:mo", "offset": 4}}),
+        );
+        assert!(reply.get("result").is_some(), "{reply}");
+        drop(ws);
+        // Once the device has a cursor, the cursor decides, not the option.
+        let mut ws = connect_query(&engine, "mo", "device=tablet&device_start=oldest");
+        let (recovery, replayed) = connect_recovery(&mut ws);
+        assert_eq!(replayed, [(5, 4), (6, 5)], "{recovery}");
+        // `since` in the URL wins over both.
+        let mut ws = connect_query(&engine, "mo", "device=pad&device_start=oldest&since=5");
+        let (_, replayed) = connect_recovery(&mut ws);
+        assert_eq!(replayed, [(6, 5)]);
+        // A user whose inbox was never written: nothing, and no error.
+        let mut ws = connect_query(&engine, "nia", "device=tablet&device_start=oldest");
+        let (recovery, replayed) = connect_recovery(&mut ws);
+        assert_eq!((replayed.len(), &recovery["recovered"]), (0, &json!(true)));
+        // Any other value refuses the upgrade.
+        let url = format!(
+            "{}&device=x&device_start=first",
+            ws_url(&engine, &token("mo"))
+        );
+        let stream = std::net::TcpStream::connect(engine.ws_addr).unwrap();
+        match tungstenite::client(url, stream) {
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+                assert_eq!(response.status(), 400);
+                let body =
+                    String::from_utf8_lossy(response.body().as_deref().unwrap_or(&[])).to_string();
+                assert!(body.contains("invalid_device"), "{body}");
+            }
+            other => panic!("expected a 400, got {:?}", other.map(|_| ())),
+        }
+        engine.shutdown();
+    }
+);
+
+// Also the drivers' test of a long replay: 10,000 entries (it took ~75 s
+// on epoll until the shard loop took frames queued by a flush for work).
+e2e!(
+    device_start_oldest_after_retention_trimmed_the_inbox,
+    |driver| {
+        use ringcast_engine::streams::INBOX_RETENTION_COUNT;
+        let engine = start(config(driver, 2));
+        let extra = 10;
+        let total = INBOX_RETENTION_COUNT + extra;
+        // Pipelined sends from one client, then their replies.
+        let (mut sender, _) = connect(&engine, "sam");
+        for n in 0..total {
+            send_json(
+                &mut sender,
+                json!({"id": n + 1, "method": "send", "params": {"user": "ola", "data": {"n": n}}}),
+            );
+        }
+        for _ in 0..total {
+            let reply = read_json(&mut sender);
+            assert!(reply.get("result").is_some(), "{reply}");
+        }
+        let start_offset = || {
+            let (status, body) = api(
+                &engine,
+                "POST",
+                "/api/history",
+                Some(json!({"stream": "user:ola", "limit": 1})),
+            );
+            assert_eq!(status, 200, "{body}");
+            body["start_offset"].as_u64().unwrap()
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || start_offset() == extra + 1),
+            "count retention trims the inbox to its newest {INBOX_RETENTION_COUNT}"
+        );
+        // Offset 0 is below the start: for a position that would be a gap
+        // (recovered false, nothing replayed); a new device has no position,
+        // so it gets every retained publication.
+        let mut ws = connect_query(&engine, "ola", "device=new&device_start=oldest");
+        let (recovery, replayed) = connect_recovery(&mut ws);
+        assert_eq!(recovery["recovered"], true, "{recovery}");
+        assert_eq!(recovery["start_offset"], extra + 1);
+        assert_eq!(recovery["replayed"], INBOX_RETENTION_COUNT);
+        let offsets: Vec<u64> = replayed.iter().map(|&(offset, _)| offset).collect();
+        assert_eq!(offsets, (extra + 1..=total).collect::<Vec<_>>());
+        // `since=0` still reports the trimmed start.
+        let mut ws = connect_query(&engine, "ola", "since=0");
+        let (recovery, replayed) = connect_recovery(&mut ws);
+        assert_eq!((&recovery["recovered"], replayed.len()), (&json!(false), 0));
+        engine.shutdown();
+    }
+);
+
+e2e!(
     changed_epoch_or_trimmed_offset_is_never_a_silent_skip,
     |driver| {
         let engine = start(config(driver, 2)); // chat: retention_count = 16

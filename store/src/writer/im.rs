@@ -462,6 +462,9 @@ impl Writer {
             &[],
             now_ms,
         );
+        // `stage_entry` keeps the stream's time non-decreasing too; the
+        // record takes the time the entry was stored with.
+        let time_ms = appended.push.envelope().time_ms.to_native();
         let gseq = work.im.next_gseq();
         record.last_offset = appended.offset;
         record.last_time_ms = time_ms;

@@ -14,4 +14,5 @@ mod resources;
 mod retention;
 mod sink;
 mod streams;
+mod time;
 mod util;

@@ -301,6 +301,8 @@ fn reads_and_close_while_recovering_answer_at_once() {
             before: None,
             limit: 10,
             reverse: false,
+            from_time_ms: None,
+            before_time_ms: None,
         })
         .unwrap();
     match crate::util::block_on(receiver).unwrap() {

@@ -81,13 +81,28 @@ pub fn read_range(
     limit: usize,
     reverse: bool,
 ) -> ReadResult {
+    read_times(store, stream, (since, before), (None, None), limit, reverse)
+}
+
+/// A read of the entries with `offsets.0 < offset < offsets.1` and
+/// `times.0 <= time < times.1`.
+pub fn read_times(
+    store: &Store,
+    stream: &str,
+    offsets: (Option<u64>, Option<u64>),
+    times: (Option<u64>, Option<u64>),
+    limit: usize,
+    reverse: bool,
+) -> ReadResult {
     let receiver = store
         .read(ReadRequest {
             stream: stream.to_owned(),
-            since,
-            before,
+            since: offsets.0,
+            before: offsets.1,
             limit,
             reverse,
+            from_time_ms: times.0,
+            before_time_ms: times.1,
         })
         .expect("read queued");
     block_on(receiver).expect("reader alive").expect("read")

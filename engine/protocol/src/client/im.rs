@@ -14,6 +14,7 @@
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::im_group::{ConvGroup, GroupChange, GroupDetails, GroupMemberInfo};
 use super::json::{push_json_str, push_u64};
 use super::model::{CommandError, ErrorCode};
 
@@ -47,6 +48,46 @@ pub enum ImCommand {
     },
     /// The user has read `conv` up to and including `offset`.
     Read { conv: String, offset: u64 },
+    /// The user blocks `user`: DMs between them are refused both ways (120).
+    Block { user: String },
+    /// The user lifts its block of `user`.
+    Unblock { user: String },
+    /// A page of the users the user blocked, in id order after `cursor`
+    /// (the previous page's `next`); `limit` 1..=[`BLOCKS_LIST_LIMIT_MAX`].
+    BlocksList { cursor: Option<String>, limit: u32 },
+    /// The user is typing in `conv`, or stopped: never stored, delivered
+    /// to the conversation's other members' connections.
+    Typing { conv: String, state: TypingState },
+    /// A new group (`grp:<gid>`, the gid made by the server) that the
+    /// sender owns, with `members` (at most [`super::GROUP_USERS_MAX`]) as members.
+    /// `members_can_invite`: `None` takes `im.members_can_invite`.
+    GroupCreate {
+        name: String,
+        info: String,
+        members: Vec<String>,
+        members_can_invite: Option<bool>,
+        client_msg_id: Option<String>,
+    },
+    /// A change to group `conv` (`group_add`, `group_remove`, ...): one
+    /// `member` entry, checked by the store against the roles.
+    Group {
+        conv: String,
+        change: GroupChange,
+        client_msg_id: Option<String>,
+    },
+    /// A page of group `conv`'s members in id order after `after`.
+    GroupMembers {
+        conv: String,
+        after: Option<String>,
+        limit: u32,
+    },
+    /// Group `conv`'s record.
+    GroupInfo { conv: String },
+    /// `presence_query` by conversation: the presence of `conv`'s members
+    /// (a DM's two users; a group's first
+    /// [`PRESENCE_USERS_MAX`](super::PRESENCE_USERS_MAX) in id order), for
+    /// a member; answered with [`super::ReplyResult::Presence`].
+    PresenceConv { conv: String },
     /// Recalls the message at `offset` of `conv`: it becomes a tombstone
     /// for everyone (`docs/im.md`, "Recall, edit, delete").
     Recall { conv: String, offset: u64 },
@@ -61,6 +102,47 @@ pub enum ImCommand {
     /// Hides `conv`'s entries up to and including `upto` from this user
     /// (its other users' history does not change).
     Clear { conv: String, upto: u64 },
+}
+
+/// Most users one `blocks_list` page returns (the least is 1).
+pub const BLOCKS_LIST_LIMIT_MAX: u32 = 100;
+/// `limit` of a `blocks_list` when the JSON form leaves it out.
+pub const BLOCKS_LIST_LIMIT_DEFAULT: u32 = 50;
+
+/// What a `typing` signal says.
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash,
+)]
+#[rkyv(derive(Debug))]
+pub enum TypingState {
+    Typing,
+    Stopped,
+}
+
+impl TypingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TypingState::Typing => "typing",
+            TypingState::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TypingState> {
+        match text {
+            "typing" => Some(TypingState::Typing),
+            "stopped" => Some(TypingState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// One user in a `blocks_list` page.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct BlockedUser {
+    pub user: String,
+    /// When the block was set (Unix ms).
+    pub time_ms: u64,
 }
 
 /// What a message is; each kind has its data shape (`docs/im.md`, "What a
@@ -124,6 +206,8 @@ pub struct ConvInfo {
     pub last_msg_offset: u64,
     pub read_offset: u64,
     pub unread: u64,
+    /// A group's part (`None` for a DM): boxed, so a DM's entry stays small.
+    pub group: Option<Box<ConvGroup>>,
 }
 
 /// A sync token: where a device's view of its conversations stands. On the
@@ -187,6 +271,27 @@ pub enum ImReply {
         unread: u64,
         total_unread: u64,
     },
+    /// `block` / `unblock`: whether `user` is blocked now, and whether
+    /// the command changed that.
+    Block {
+        user: String,
+        blocked: bool,
+        changed: bool,
+    },
+    /// `blocks_list`: `next` is the next page's cursor, `None` at the end.
+    BlocksList {
+        users: Vec<BlockedUser>,
+        next: Option<String>,
+    },
+    /// `group_members`: `next` is the `after` of the next page, `None` at
+    /// the end.
+    GroupMembers {
+        conv: String,
+        members: Vec<GroupMemberInfo>,
+        next: Option<String>,
+    },
+    /// `group_info`.
+    GroupInfo(Box<GroupDetails>),
     /// `recall` or `edit`, once stored: the event's `offset`, the
     /// message's `ref_offset`, its edits so far (0 for a recall).
     Rewritten {
@@ -225,6 +330,14 @@ pub enum ImEvent {
         conv: String,
         user: String,
         read: u64,
+    },
+    /// The user blocked (`blocked`) or unblocked `user` on another device.
+    Block { user: String, blocked: bool },
+    /// Another member `user` of `conv` is typing or stopped.
+    Typing {
+        conv: String,
+        user: String,
+        state: TypingState,
     },
 }
 
@@ -297,6 +410,42 @@ pub(super) struct ReadParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct BlockParams {
+    user: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BlocksListParams {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default = "blocks_list_limit_default")]
+    limit: u32,
+}
+
+fn blocks_list_limit_default() -> u32 {
+    BLOCKS_LIST_LIMIT_DEFAULT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TypingParams {
+    conv: String,
+    state: String,
+}
+
+impl BlockParams {
+    pub(super) fn into_command(self, block: bool) -> ImCommand {
+        if block {
+            ImCommand::Block { user: self.user }
+        } else {
+            ImCommand::Unblock { user: self.user }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ClearParams {
     conv: String,
     upto: u64,
@@ -308,6 +457,33 @@ impl ClearParams {
             conv: self.conv,
             upto: self.upto,
         }
+    }
+}
+
+impl BlocksListParams {
+    pub(super) fn into_command(self) -> ImCommand {
+        ImCommand::BlocksList {
+            cursor: self.cursor,
+            limit: self.limit,
+        }
+    }
+}
+
+impl TypingParams {
+    pub(super) fn into_command(self, id: u64) -> Result<ImCommand, CommandError> {
+        let state = TypingState::parse(&self.state).ok_or_else(|| {
+            bad_request(
+                id,
+                format!(
+                    "unknown `state` {:?}; expected typing or stopped",
+                    self.state
+                ),
+            )
+        })?;
+        Ok(ImCommand::Typing {
+            conv: self.conv,
+            state,
+        })
     }
 }
 
@@ -509,16 +685,7 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
             check_msg_data(*kind, data).map_err(|reason| bad_request(id, reason))?;
             Ok(())
         }
-        ImCommand::ConvList { limit, .. } => {
-            if (1..=CONV_LIST_LIMIT_MAX).contains(limit) {
-                Ok(())
-            } else {
-                Err(bad_request(
-                    id,
-                    format!("`limit` must be 1 to {CONV_LIST_LIMIT_MAX}"),
-                ))
-            }
-        }
+        ImCommand::ConvList { limit, .. } => check_limit(id, *limit, CONV_LIST_LIMIT_MAX),
         ImCommand::Edit {
             conv,
             offset,
@@ -535,6 +702,39 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
         ImCommand::Read { conv, offset }
         | ImCommand::Recall { conv, offset }
         | ImCommand::Clear { conv, upto: offset } => check_conv_offset(id, conv, *offset),
+        ImCommand::Block { user } | ImCommand::Unblock { user } => {
+            check_not_empty(id, user, "user")
+        }
+        ImCommand::BlocksList { limit, .. } => check_limit(id, *limit, BLOCKS_LIST_LIMIT_MAX),
+        ImCommand::Typing { conv, .. } => check_not_empty(id, conv, "conv"),
+        ImCommand::GroupCreate { .. }
+        | ImCommand::Group { .. }
+        | ImCommand::GroupMembers { .. }
+        | ImCommand::GroupInfo { .. } => super::im_group::validate_group(id, command),
+        ImCommand::PresenceConv { conv } => {
+            if conv.is_empty() {
+                Err(bad_request(id, "`conv` must not be empty".to_owned()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A page's `limit`, 1..=`max`.
+fn check_limit(id: u64, limit: u32, max: u32) -> Result<(), CommandError> {
+    if (1..=max).contains(&limit) {
+        Ok(())
+    } else {
+        Err(bad_request(id, format!("`limit` must be 1 to {max}")))
+    }
+}
+
+fn check_not_empty(id: u64, value: &str, field: &str) -> Result<(), CommandError> {
+    if value.is_empty() {
+        Err(bad_request(id, format!("`{field}` must not be empty")))
+    } else {
+        Ok(())
     }
 }
 
@@ -568,6 +768,9 @@ fn push_conv_info(out: &mut Vec<u8>, conv: &ConvInfo) {
     push_u64(out, conv.read_offset);
     out.extend_from_slice(b",\"unread\":");
     push_u64(out, conv.unread);
+    if let Some(group) = &conv.group {
+        super::im_group::push_conv_group(out, group);
+    }
     out.push(b'}');
 }
 
@@ -644,6 +847,44 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             unread,
             total_unread,
         } => push_read(out, conv, *offset, *unread, *total_unread),
+        ImReply::Block {
+            user,
+            blocked,
+            changed,
+        } => {
+            out.extend_from_slice(b"{\"user\":");
+            push_json_str(out, user);
+            out.extend_from_slice(b",\"blocked\":");
+            push_bool(out, *blocked);
+            out.extend_from_slice(b",\"changed\":");
+            push_bool(out, *changed);
+            out.push(b'}');
+        }
+        ImReply::BlocksList { users, next } => {
+            out.extend_from_slice(b"{\"users\":[");
+            for (index, blocked) in users.iter().enumerate() {
+                if index != 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"user\":");
+                push_json_str(out, &blocked.user);
+                out.extend_from_slice(b",\"time_ms\":");
+                push_u64(out, blocked.time_ms);
+                out.push(b'}');
+            }
+            out.push(b']');
+            if let Some(next) = next {
+                out.extend_from_slice(b",\"next\":");
+                push_json_str(out, next);
+            }
+            out.push(b'}');
+        }
+        ImReply::GroupMembers {
+            conv,
+            members,
+            next,
+        } => super::im_group::push_group_members(out, conv, members, next.as_deref()),
+        ImReply::GroupInfo(details) => super::im_group::push_group_details(out, details),
         ImReply::Rewritten {
             conv,
             offset,
@@ -679,6 +920,10 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
     }
 }
 
+fn push_bool(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
 /// The `result` object of an IM reply alone, as the HTTP API answers it.
 pub fn encode_im_reply_result_json(reply: &ImReply) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
@@ -686,8 +931,8 @@ pub fn encode_im_reply_result_json(reply: &ImReply) -> Vec<u8> {
     out
 }
 
-/// Renders an IM event as JSON: `{"im_sync":{...}}`, `{"read":{...}}` or
-/// `{"receipt":{...}}` (`docs/protocol.md`, "IM").
+/// Renders an IM event as JSON: `{"im_sync":{...}}`, `{"read":{...}}`,
+/// `{"receipt":{...}}`, `{"block":{...}}` or `{"typing":{...}}` (`docs/protocol.md`, "IM").
 pub fn encode_im_event_json(event: &ImEvent) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     match event {
@@ -723,6 +968,22 @@ pub fn encode_im_event_json(event: &ImEvent) -> Vec<u8> {
             out.extend_from_slice(b",\"read\":");
             push_u64(&mut out, *read);
             out.extend_from_slice(b"}}");
+        }
+        ImEvent::Block { user, blocked } => {
+            out.extend_from_slice(b"{\"block\":{\"user\":");
+            push_json_str(&mut out, user);
+            out.extend_from_slice(b",\"blocked\":");
+            push_bool(&mut out, *blocked);
+            out.extend_from_slice(b"}}");
+        }
+        ImEvent::Typing { conv, user, state } => {
+            out.extend_from_slice(b"{\"typing\":{\"conv\":");
+            push_json_str(&mut out, conv);
+            out.extend_from_slice(b",\"user\":");
+            push_json_str(&mut out, user);
+            out.extend_from_slice(b",\"state\":\"");
+            out.extend_from_slice(state.as_str().as_bytes());
+            out.extend_from_slice(b"\"}}");
         }
     }
     out

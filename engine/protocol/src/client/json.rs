@@ -128,14 +128,27 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         }
         "history" => {
             let params: HistoryParams = parse_params(id, command.params)?;
+            let by_time = params.from_time.is_some() || params.before_time.is_some();
             match params.before {
+                _ if by_time => {
+                    let bounds = HistoryBounds {
+                        since: params.since,
+                        before: params.before,
+                        from_time: params.from_time,
+                        before_time: params.before_time,
+                        reverse: params.reverse_given,
+                    };
+                    history_by_time(params.stream, params.limit, bounds).map_err(|message| {
+                        CommandError::new(Some(id), ErrorCode::BadRequest, message)
+                    })?
+                }
                 // Backward paging is newest first by definition: `reverse`
                 // adds nothing, and `false` would ask for what `before` is not.
                 Some(_) if params.reverse_given == Some(false) => {
                     return Err(CommandError::new(
                         Some(id),
                         ErrorCode::BadRequest,
-                        "`before` pages newest first: drop `reverse` or set it to true".to_owned(),
+                        BEFORE_NEWEST_FIRST.to_owned(),
                     ))
                 }
                 Some(before) => CommandBody::HistoryBefore {
@@ -180,6 +193,40 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
         }
+        "block" | "unblock" => {
+            let params: super::im::BlockParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(
+                params.into_command(command.method.as_ref() == "block"),
+            ))
+        }
+        "blocks_list" => {
+            let params: super::im::BlocksListParams = match command.params {
+                Some(_) => parse_params(id, command.params)?,
+                None => parse_object(id, "params", empty_object())?,
+            };
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "typing" => {
+            let params: super::im::TypingParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id)?))
+        }
+        "group_create" => {
+            let params: super::im_group::GroupCreateParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "group_add" | "group_remove" | "group_leave" | "group_role" | "group_transfer"
+        | "group_update" | "group_mute" | "group_unmute" | "group_mute_all" | "group_dissolve" => {
+            let params: super::im_group::GroupChangeParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id, &command.method)?))
+        }
+        "group_members" => {
+            let params: super::im_group::GroupMembersParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "group_info" => {
+            let params: super::im_group::GroupInfoParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
         "recall" => {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_recall()))
@@ -194,12 +241,30 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
         }
         "presence_watch" | "presence_unwatch" | "presence_query" => {
             let params: PresenceParams = parse_params(id, command.params)?;
-            let users = params.users;
-            CommandBody::Presence(match command.method.as_ref() {
-                "presence_watch" => PresenceCommand::Watch { users },
-                "presence_unwatch" => PresenceCommand::Unwatch { users },
-                _ => PresenceCommand::Query { users },
-            })
+            match (params.users, params.conv) {
+                (None, Some(conv)) if command.method == "presence_query" => {
+                    CommandBody::Im(Box::new(super::im::ImCommand::PresenceConv { conv }))
+                }
+                (Some(users), None) => CommandBody::Presence(match command.method.as_ref() {
+                    "presence_watch" => PresenceCommand::Watch { users },
+                    "presence_unwatch" => PresenceCommand::Unwatch { users },
+                    _ => PresenceCommand::Query { users },
+                }),
+                (_, Some(_)) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "`conv` is for presence_query alone, without `users`".to_owned(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(CommandError::new(
+                        Some(id),
+                        ErrorCode::BadRequest,
+                        "missing field `users`".to_owned(),
+                    ))
+                }
+            }
         }
         _ => {
             return Err(CommandError::new(
@@ -612,7 +677,11 @@ struct RpcParams<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PresenceParams {
-    users: Vec<String>,
+    #[serde(default)]
+    users: Option<Vec<String>>,
+    /// `presence_query` only: a conversation's members instead of `users`.
+    #[serde(default)]
+    conv: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -634,6 +703,77 @@ struct HistoryParams {
     limit: u32,
     #[serde(default, rename = "reverse")]
     reverse_given: Option<bool>,
+    #[serde(default)]
+    from_time: Option<u64>,
+    #[serde(default)]
+    before_time: Option<u64>,
+}
+
+/// Why `before` with `"reverse": false` is refused.
+const BEFORE_NEWEST_FIRST: &str = "`before` pages newest first: drop `reverse` or set it to true";
+
+/// The bounds of a history read by time as a client gives them: the JSON
+/// command's `history` params, and the HTTP API's `/api/history` body.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryBounds {
+    pub since: Option<u64>,
+    pub before: Option<u64>,
+    pub from_time: Option<u64>,
+    pub before_time: Option<u64>,
+    /// `None`: newest first when `before` or `before_time` is given.
+    pub reverse: Option<bool>,
+}
+
+/// The [`CommandBody::HistoryByTime`] of a history read with a time bound,
+/// or the message of the 107 error that refuses it. Newest first when
+/// `reverse` says so, or by default when `before` or `before_time` is given
+/// (as `before` alone does); the page's offset bound is `since` going
+/// forward and `before` going back, so giving the other one contradicts the
+/// direction.
+pub fn history_by_time(
+    stream: String,
+    limit: u32,
+    bounds: HistoryBounds,
+) -> Result<CommandBody, String> {
+    let reverse = bounds
+        .reverse
+        .unwrap_or(bounds.before.is_some() || bounds.before_time.is_some());
+    let offset_bound = match (reverse, bounds.since, bounds.before) {
+        (false, since, None) => since.unwrap_or(0),
+        (true, None, before) => before.unwrap_or(u64::MAX),
+        (false, _, Some(_)) => return Err(BEFORE_NEWEST_FIRST.to_owned()),
+        (true, Some(_), _) => {
+            return Err(
+                "`since` pages oldest first, and `before` or `before_time` newest \
+                first unless `reverse` is false: page a time window forward with \
+                `\"reverse\": false`, back with `before`"
+                    .to_owned(),
+            )
+        }
+    };
+    let from_time_ms = bounds.from_time.unwrap_or(0);
+    let before_time_ms = bounds.before_time.unwrap_or(u64::MAX);
+    if let Some(message) = history_window_error(from_time_ms, before_time_ms) {
+        return Err(message);
+    }
+    Ok(CommandBody::HistoryByTime {
+        reverse,
+        limit,
+        stream,
+        from_time_ms,
+        before_time_ms,
+        offset_bound,
+    })
+}
+
+/// Why a history time window is refused, if it is: it must hold a time.
+pub(super) fn history_window_error(from_time_ms: u64, before_time_ms: u64) -> Option<String> {
+    (from_time_ms >= before_time_ms).then(|| {
+        format!(
+            "`from_time` ({from_time_ms}) must be below `before_time` ({before_time_ms}): \
+            the window is from_time <= time < before_time"
+        )
+    })
 }
 
 fn history_limit_default() -> u32 {

@@ -25,6 +25,7 @@
 
 mod binary;
 mod im;
+mod im_group;
 mod json;
 mod model;
 #[cfg(test)]
@@ -41,9 +42,15 @@ pub use im::{
     ArchivedImCommand, ArchivedImEvent, ArchivedImReply, ConvCursor, ConvInfo, ImCommand, ImEvent,
     ImReply, ImSyncInfo, MsgKind, MsgSize, SyncToken, CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
 };
+pub use im::{BlockedUser, TypingState, BLOCKS_LIST_LIMIT_DEFAULT, BLOCKS_LIST_LIMIT_MAX};
+pub use im_group::{
+    is_group_conv, ConvGroup, GroupChange, GroupDetails, GroupMemberInfo, GroupRole,
+    GROUP_MEMBERS_LIMIT_DEFAULT, GROUP_MEMBERS_LIMIT_MAX, GROUP_TEXT_BYTES_MAX, GROUP_USERS_MAX,
+};
 pub use json::{
     decode_json, encode_connect_json, encode_history_json, encode_history_result_json,
-    encode_presence_json, encode_reply_json, encode_subscription_json,
+    encode_presence_json, encode_reply_json, encode_subscription_json, history_by_time,
+    HistoryBounds,
 };
 pub use model::{
     ArchivedBinaryCommand, ArchivedBinaryCommandBody, ArchivedCommand, ArchivedCommandBody,

@@ -127,6 +127,32 @@ pub enum CommandBody {
     /// appended there and this enum, and every archived command, keep
     /// their layout and size.
     Presence(PresenceCommand),
+    /// `history` by time: up to `limit` stored publications of `stream`
+    /// whose time is in the window `from_time_ms <= time < before_time_ms`
+    /// (Unix ms; `0` and `u64::MAX` leave that side open), oldest first,
+    /// or newest first with `reverse`. `offset_bound` bounds the page on
+    /// the side it starts from, in offsets: forward, only offsets after it
+    /// (`since`; 0: from the start); reverse, only offsets below it
+    /// (`before`; `u64::MAX`: from the newest). So the first page of a walk
+    /// is found by time, and each next page keeps the window and takes the
+    /// last entry's offset as `offset_bound`: time never decreases along a
+    /// stream (the store stamps it so), so the pages meet without gaps or
+    /// duplicates. `from_time_ms < before_time_ms` (107 otherwise).
+    ///
+    /// The JSON form is `history` with `from_time` and/or `before_time`.
+    /// Appended last, so every older command keeps its `ringcast.rkyv.v1`
+    /// bytes; the small fields come first and the one offset serves both
+    /// directions so the variant is no larger than the largest older one
+    /// and the archived command keeps its size
+    /// (`history_by_time_keeps_the_archived_command_size`).
+    HistoryByTime {
+        reverse: bool,
+        limit: u32,
+        stream: String,
+        from_time_ms: u64,
+        before_time_ms: u64,
+        offset_bound: u64,
+    },
 }
 
 /// What a presence command asks for. Each takes 1 to
@@ -251,8 +277,18 @@ pub enum ErrorCode {
     ProxyDenied = 118,
     /// The proxy backend's answer was not a valid one (status, body).
     ProxyBadResponse = 119,
-    /// The user is not a member of the conversation (a DM's two users).
+    /// A direct message between two users one of whom blocked the other;
+    /// the message says which.
+    Blocked = 120,
+    /// The group is dissolved: it takes no more writes.
+    Dissolved = 121,
+    /// The sender is muted in the group (alone, or by mute-all).
+    Muted = 122,
+    /// The user is not a member of the conversation (a DM's two users, a
+    /// group's member table).
     NotMember = 123,
+    /// The change would take the group past its member limit.
+    MemberLimit = 124,
     /// A recall or an edit too late: past `im.recall_window_s` or
     /// `im.edit_window_s`, or past `im.edits_max` edits of the message.
     WindowPassed = 125,
@@ -436,7 +472,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -456,7 +492,11 @@ impl ErrorCode {
         ErrorCode::ProxyUnavailable,
         ErrorCode::ProxyDenied,
         ErrorCode::ProxyBadResponse,
+        ErrorCode::Blocked,
+        ErrorCode::Dissolved,
+        ErrorCode::Muted,
         ErrorCode::NotMember,
+        ErrorCode::MemberLimit,
         ErrorCode::WindowPassed,
         ErrorCode::TooManyConversations,
     ];
@@ -495,9 +535,13 @@ impl ErrorCode {
             ErrorCode::ProxyUnavailable => "proxy unavailable",
             ErrorCode::ProxyDenied => "denied by the backend",
             ErrorCode::ProxyBadResponse => "bad answer from the backend",
+            ErrorCode::Blocked => "blocked",
             ErrorCode::NotMember => "not a member of the conversation",
             ErrorCode::WindowPassed => "recall or edit window passed",
             ErrorCode::TooManyConversations => "too many conversations",
+            ErrorCode::Dissolved => "the group is dissolved",
+            ErrorCode::Muted => "muted in the group",
+            ErrorCode::MemberLimit => "the group's member limit",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use serde::de::IgnoredAny;
 
+use super::json::history_window_error;
 use super::model::{Command, CommandBody, CommandError, ErrorCode};
 use super::{CLIENT_MSG_ID_BYTES_MAX, HISTORY_LIMIT_MAX, PRESENCE_USERS_MAX, RPC_METHOD_BYTES_MAX};
 
@@ -60,7 +61,8 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         CommandBody::Refresh { token } => ("token", token),
         CommandBody::Ack { stream, .. }
         | CommandBody::History { stream, .. }
-        | CommandBody::HistoryBefore { stream, .. } => ("stream", stream),
+        | CommandBody::HistoryBefore { stream, .. }
+        | CommandBody::HistoryByTime { stream, .. } => ("stream", stream),
         CommandBody::Rpc { method, .. } => ("method", method),
         CommandBody::Im(im) => return super::im::validate_im(command.id, im),
         CommandBody::Ping => return Ok(()),
@@ -92,11 +94,18 @@ pub(super) fn validate_command(command: &Command) -> Result<(), CommandError> {
         CommandBody::Rpc { method, .. } if method.len() > RPC_METHOD_BYTES_MAX => bad_request(
             format!("`method` must be at most {RPC_METHOD_BYTES_MAX} bytes"),
         ),
-        CommandBody::History { limit, .. } | CommandBody::HistoryBefore { limit, .. }
+        CommandBody::History { limit, .. }
+        | CommandBody::HistoryBefore { limit, .. }
+        | CommandBody::HistoryByTime { limit, .. }
             if !(1..=HISTORY_LIMIT_MAX).contains(limit) =>
         {
             bad_request(format!("`limit` must be 1 to {HISTORY_LIMIT_MAX}"))
         }
+        CommandBody::HistoryByTime {
+            from_time_ms,
+            before_time_ms,
+            ..
+        } => history_window_error(*from_time_ms, *before_time_ms).map_or(Ok(()), bad_request),
         _ => Ok(()),
     }
 }

@@ -281,6 +281,38 @@ fn commands() -> Vec<(&'static str, BinaryCommand, &'static str)> {
             "29000000000000007b000000000000000d0000000000000009000000636861743a6731ff612e622e63ffffff01000000d0ffffff000000000000000000000000",
         ),
         (
+            r#"{"id":17,"method":"history","params":{"stream":"chat:a","from_time":1700000000000,"since":41,"limit":50}}"#,
+            bin(
+                17,
+                BinaryCommandBody::HistoryByTime {
+                    reverse: false,
+                    limit: 50,
+                    stream: "chat:a".into(),
+                    from_time_ms: 1_700_000_000_000,
+                    before_time_ms: u64::MAX,
+                    offset_bound: 41,
+                },
+            ),
+            "11000000000000000d00000032000000636861743a61ffff0068e5cf8b010000\
+            ffffffffffffffff2900000000000000",
+        ),
+        (
+            r#"{"id":18,"method":"history","params":{"stream":"user:alice","before_time":1700000000000}}"#,
+            bin(
+                18,
+                BinaryCommandBody::HistoryByTime {
+                    reverse: true,
+                    limit: 100,
+                    stream: "user:alice".into(),
+                    from_time_ms: 0,
+                    before_time_ms: 1_700_000_000_000,
+                    offset_bound: u64::MAX,
+                },
+            ),
+            "757365723a616c69636500000000000012000000000000000d010000640000008a000000\
+            e0ffffff00000000000000000068e5cf8b010000ffffffffffffffff",
+        ),
+        (
             r#"{"id":14,"method":"rpc","params":{"method":"ping","data":1}}"#,
             bin(
                 14,
@@ -719,7 +751,7 @@ fn every_error_code_keeps_its_reply() {
         all.push_str(std::str::from_utf8(&encode_reply_json(&Reply::error(1, code))).unwrap());
         all.push('\n');
     }
-    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n{\"id\":1,\"error\":{\"code\":114,\"message\":\"rate limited\"}}\n{\"id\":1,\"error\":{\"code\":116,\"message\":\"proxy timeout\"}}\n{\"id\":1,\"error\":{\"code\":117,\"message\":\"proxy unavailable\"}}\n{\"id\":1,\"error\":{\"code\":118,\"message\":\"denied by the backend\"}}\n{\"id\":1,\"error\":{\"code\":119,\"message\":\"bad answer from the backend\"}}\n{\"id\":1,\"error\":{\"code\":123,\"message\":\"not a member of the conversation\"}}\n{\"id\":1,\"error\":{\"code\":125,\"message\":\"recall or edit window passed\"}}\n{\"id\":1,\"error\":{\"code\":126,\"message\":\"too many conversations\"}}\n", "codes");
+    check_str(&all, "{\"id\":1,\"error\":{\"code\":100,\"message\":\"internal server error\"}}\n{\"id\":1,\"error\":{\"code\":101,\"message\":\"unauthorized\"}}\n{\"id\":1,\"error\":{\"code\":102,\"message\":\"unknown channel\"}}\n{\"id\":1,\"error\":{\"code\":103,\"message\":\"permission denied\"}}\n{\"id\":1,\"error\":{\"code\":104,\"message\":\"method not found\"}}\n{\"id\":1,\"error\":{\"code\":105,\"message\":\"already subscribed\"}}\n{\"id\":1,\"error\":{\"code\":106,\"message\":\"limit exceeded\"}}\n{\"id\":1,\"error\":{\"code\":107,\"message\":\"bad request\"}}\n{\"id\":1,\"error\":{\"code\":108,\"message\":\"not subscribed\"}}\n{\"id\":1,\"error\":{\"code\":109,\"message\":\"token expired\"}}\n{\"id\":1,\"error\":{\"code\":110,\"message\":\"unknown user\"}}\n{\"id\":1,\"error\":{\"code\":111,\"message\":\"store unavailable\"}}\n{\"id\":1,\"error\":{\"code\":112,\"message\":\"subscription token expired\"}}\n{\"id\":1,\"error\":{\"code\":113,\"message\":\"subscription token invalid\"}}\n{\"id\":1,\"error\":{\"code\":114,\"message\":\"rate limited\"}}\n{\"id\":1,\"error\":{\"code\":116,\"message\":\"proxy timeout\"}}\n{\"id\":1,\"error\":{\"code\":117,\"message\":\"proxy unavailable\"}}\n{\"id\":1,\"error\":{\"code\":118,\"message\":\"denied by the backend\"}}\n{\"id\":1,\"error\":{\"code\":119,\"message\":\"bad answer from the backend\"}}\n{\"id\":1,\"error\":{\"code\":120,\"message\":\"blocked\"}}\n{\"id\":1,\"error\":{\"code\":121,\"message\":\"the group is dissolved\"}}\n{\"id\":1,\"error\":{\"code\":122,\"message\":\"muted in the group\"}}\n{\"id\":1,\"error\":{\"code\":123,\"message\":\"not a member of the conversation\"}}\n{\"id\":1,\"error\":{\"code\":124,\"message\":\"the group's member limit\"}}\n{\"id\":1,\"error\":{\"code\":125,\"message\":\"recall or edit window passed\"}}\n{\"id\":1,\"error\":{\"code\":126,\"message\":\"too many conversations\"}}\n", "codes");
 }
 
 fn connects() -> Vec<(ConnectInfo, &'static str, &'static str)> {
@@ -1005,7 +1037,10 @@ fn presence_commands_are_checked() {
     ));
     let error = decode_binary(&bytes).expect_err("1001 users");
     assert_eq!(error.message, "`users` must hold 1 to 1000 ids");
-    let error = decode_json(br#"{"id":5,"method":"presence_query","params":{"conv":"dm:x"}}"#)
-        .expect_err("conv is not taken yet");
+    // `conv` is presence_query's alone, and never beside `users`.
+    let error = decode_json(
+        br#"{"id":5,"method":"presence_query","params":{"conv":"dm:x","users":["a"]}}"#,
+    )
+    .expect_err("conv and users");
     assert_eq!(error.code, ErrorCode::BadRequest);
 }

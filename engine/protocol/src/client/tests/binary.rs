@@ -34,6 +34,21 @@ fn binary_durable_stream_commands_are_validated() {
             stream: String::new(),
             offset: 1,
         },
+        // By time: an empty window (from >= before), a zero or too large
+        // limit, an empty stream.
+        by_time(5, 5, 10),
+        by_time(6, 5, 10),
+        by_time(0, 0, 10),
+        by_time(0, u64::MAX, 0),
+        by_time(0, u64::MAX, 1001),
+        BinaryCommandBody::HistoryByTime {
+            reverse: false,
+            limit: 10,
+            stream: String::new(),
+            from_time_ms: 0,
+            before_time_ms: u64::MAX,
+            offset_bound: 0,
+        },
         BinaryCommandBody::Subscribe {
             channel: String::new(),
             since: Some(StreamPosition {
@@ -68,6 +83,30 @@ fn binary_durable_stream_commands_are_validated() {
             "{body:?}: {error}"
         );
     }
+}
+
+fn by_time(from_time_ms: u64, before_time_ms: u64, limit: u32) -> BinaryCommandBody {
+    BinaryCommandBody::HistoryByTime {
+        reverse: true,
+        limit,
+        stream: "s".into(),
+        from_time_ms,
+        before_time_ms,
+        offset_bound: u64::MAX,
+    }
+}
+
+/// A binary command's root is the last `size_of::<ArchivedCommand>()`
+/// bytes; `HistoryByTime`, appended, must not grow it, or clients that
+/// size a command buffer by it break (the size is the one of
+/// `HistoryBefore`'s time).
+#[test]
+fn history_by_time_keeps_the_archived_command_size() {
+    assert_eq!(std::mem::size_of::<ArchivedCommand>(), 48);
+    let body = by_time(1, 2, 3);
+    let bytes = encode_binary_command(&BinaryCommand { id: 1, body });
+    // The one-byte stream name is inline: the archive is the root alone.
+    assert_eq!(bytes.len(), 48);
 }
 
 #[test]

@@ -65,6 +65,83 @@ fn json_optional_fields_default() {
     );
 }
 
+/// `from_time` and `before_time` make a `HistoryByTime`: newest first by
+/// default with `before_time` (as with `before`), the open sides of the
+/// window as 0 and `u64::MAX`, the offset bound `since` forward and
+/// `before` back.
+#[test]
+fn json_history_by_time_bounds_and_direction() {
+    let by_time = |reverse, limit, from_time_ms, before_time_ms, offset_bound| {
+        Ok(command(
+            1,
+            CommandBody::HistoryByTime {
+                reverse,
+                limit,
+                stream: "s".into(),
+                from_time_ms,
+                before_time_ms,
+                offset_bound,
+            },
+        ))
+    };
+    let accepted = [
+        (r#""from_time":5"#, by_time(false, 100, 5, u64::MAX, 0)),
+        (
+            r#""from_time":0,"since":9,"limit":3"#,
+            by_time(false, 3, 0, u64::MAX, 9),
+        ),
+        (
+            r#""from_time":5,"reverse":true"#,
+            by_time(true, 100, 5, u64::MAX, u64::MAX),
+        ),
+        (r#""before_time":7"#, by_time(true, 100, 0, 7, u64::MAX)),
+        (r#""before_time":7,"before":4"#, by_time(true, 100, 0, 7, 4)),
+        (
+            r#""from_time":5,"before_time":7,"reverse":true,"before":4"#,
+            by_time(true, 100, 5, 7, 4),
+        ),
+        (
+            r#""from_time":5,"before_time":6,"reverse":false,"since":2"#,
+            by_time(false, 100, 5, 6, 2),
+        ),
+        (
+            r#""from_time":null,"before_time":7"#,
+            by_time(true, 100, 0, 7, u64::MAX),
+        ),
+    ];
+    for (params, expected) in accepted {
+        let text = format!(r#"{{"id":1,"method":"history","params":{{"stream":"s",{params}}}}}"#);
+        assert_eq!(decode_json_str(&text), expected, "{params}");
+    }
+    let refused = [
+        // The window holds no time.
+        r#""from_time":7,"before_time":7"#,
+        r#""from_time":8,"before_time":7"#,
+        r#""before_time":0"#,
+        // The offset bound contradicts the direction.
+        r#""from_time":5,"before":4,"reverse":false"#,
+        r#""before_time":7,"since":4"#,
+        r#""from_time":5,"since":4,"reverse":true"#,
+        // Not a time, or a limit out of range.
+        r#""from_time":-1"#,
+        r#""from_time":"5""#,
+        r#""before_time":1.5"#,
+        r#""from_time":18446744073709551616"#,
+        r#""from_time":5,"limit":0"#,
+        r#""before_time":5,"limit":1001"#,
+        r#""from_time":5,"until":6"#,
+    ];
+    for params in refused {
+        let text = format!(r#"{{"id":1,"method":"history","params":{{"stream":"s",{params}}}}}"#);
+        let error = decode_json_str(&text).expect_err(params);
+        assert_eq!(
+            (error.id, error.code),
+            (Some(1), ErrorCode::BadRequest),
+            "{params}: {error}"
+        );
+    }
+}
+
 /// `before` pages backwards: its own command variant, newest first, so
 /// `reverse: false` with it is refused.
 #[test]
