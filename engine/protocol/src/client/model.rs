@@ -536,12 +536,12 @@ impl ErrorCode {
             ErrorCode::ProxyDenied => "denied by the backend",
             ErrorCode::ProxyBadResponse => "bad answer from the backend",
             ErrorCode::Blocked => "blocked",
-            ErrorCode::NotMember => "not a member of the conversation",
-            ErrorCode::WindowPassed => "recall or edit window passed",
-            ErrorCode::TooManyConversations => "too many conversations",
             ErrorCode::Dissolved => "the group is dissolved",
             ErrorCode::Muted => "muted in the group",
+            ErrorCode::NotMember => "not a member of the conversation",
             ErrorCode::MemberLimit => "the group's member limit",
+            ErrorCode::WindowPassed => "recall or edit window passed",
+            ErrorCode::TooManyConversations => "too many conversations",
         }
     }
 }
