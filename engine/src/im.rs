@@ -120,6 +120,13 @@ pub fn is_group(channel: &str) -> bool {
     ringcast_protocol::client::is_group_conv(channel)
 }
 
+/// Whether `channel` names a conversation (a DM or a group).
+pub fn is_conv(channel: &str) -> bool {
+    channel
+        .split_once(':')
+        .is_some_and(|(ns, _)| ns == DM_NAMESPACE || ns == GROUP_NAMESPACE)
+}
+
 /// Whether `channel` names a DM.
 pub fn is_dm(channel: &str) -> bool {
     channel
@@ -566,6 +573,26 @@ pub fn blocks_page(page: Vec<(String, u64)>, limit: u32) -> ringcast_protocol::c
             .map(|(user, time_ms)| ringcast_protocol::client::BlockedUser { user, time_ms })
             .collect(),
         next,
+    }
+}
+
+/// A store page of receipts as the wire shows it.
+pub fn receipts_reply(
+    conv: String,
+    page: ringcast_store::ReceiptPage,
+) -> ringcast_protocol::client::ImReply {
+    ringcast_protocol::client::ImReply::Receipts {
+        conv,
+        receipts: page
+            .receipts
+            .into_iter()
+            .map(|receipt| ringcast_protocol::client::MemberPositions {
+                user: receipt.user,
+                read: receipt.read_offset,
+                delivered: receipt.recv_offset,
+            })
+            .collect(),
+        next: page.next,
     }
 }
 

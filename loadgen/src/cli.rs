@@ -194,6 +194,20 @@ pub struct ChatArgs {
     /// Seconds to wait for in-flight messages after the last send.
     #[arg(long, default_value_t = 5)]
     pub drain_s: u64,
+    /// IM direct messages instead of inbox `send`s: each pair talks through
+    /// `msg_send` (a durable DM, the engine needs `[im] enabled`), and every
+    /// device of both users must get each message. Pairs only
+    /// (`--pair-share=1.0`): group commands are not on the wire yet.
+    #[arg(long)]
+    pub im: bool,
+    /// IM: connections per user (all of them receive every DM of the
+    /// user's conversation); `--connections` counts devices.
+    #[arg(long, default_value_t = 1)]
+    pub devices_per_user: u32,
+    /// IM: each user's first device sends `read` after every N messages it
+    /// received from its peer (0: never); the peer's devices get receipts.
+    #[arg(long, default_value_t = 0)]
+    pub read_every: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -298,6 +312,15 @@ pub struct WorkerArgs {
     /// chat: messages per second per user.
     #[arg(long, default_value_t = 1.0)]
     pub send_rate: f64,
+    /// chat: IM direct messages (see `ChatArgs::im`).
+    #[arg(long)]
+    pub im: bool,
+    /// chat, IM: connections per user.
+    #[arg(long, default_value_t = 1)]
+    pub devices_per_user: u32,
+    /// chat, IM: a `read` after every N messages from the peer (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub read_every: u64,
     /// fanout: publications the parent will send.
     #[arg(long, default_value_t = 0)]
     pub publications: u64,

@@ -17,7 +17,7 @@
 //! the subprotocol, the subscribe command, how an inbound message maps to
 //! an `Inbound`. This module only acts on those.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::time::Instant;
 
@@ -62,7 +62,24 @@ pub struct ClientSettings {
     pub inbox: bool,
     /// chat: the worker's layout; pushes are tracked per sender.
     pub chat: Option<ChatPlan>,
+    /// chat: IM direct messages instead of inbox sends.
+    pub im: Option<ImChat>,
 }
+
+/// chat, IM: how the users talk (`ChatArgs::im`).
+#[derive(Debug, Clone, Copy)]
+pub struct ImChat {
+    /// Connections per user; connection `i` is device `i % devices` of
+    /// user `i / devices`.
+    pub devices: u32,
+    /// The first device sends `read` after every this many messages from
+    /// the peer; 0: never.
+    pub read_every: u64,
+}
+
+/// chat, IM: `read` commands use ids from here up, far above any message's
+/// (`CHAT_ID_FIRST + seq`), so a reply says which of the two it answers.
+const READ_ID_FIRST: u64 = 1 << 48;
 
 /// What a connection joins, and so when it counts as subscribed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +132,17 @@ pub struct Session {
     senders: Vec<(u32, SeqTrack)>,
     /// chat: sent messages by command id, until their reply.
     pending_acks: HashMap<u64, PendingAck>,
-    /// reconnect: the inbox position carried across a reconnect.
+    /// chat, IM: which of its user's devices this connection is.
+    pub chat_device: u32,
+    /// chat, IM: messages received from the peer (reads are due every
+    /// `read_every` of them).
+    peer_msgs: u64,
+    /// chat, IM: `read` commands sent (the next one's id follows), and those
+    /// whose reply has not arrived.
+    reads: u64,
+    pending_reads: HashSet<u64>,
+    /// reconnect: the inbox position carried across a reconnect; chat, IM:
+    /// the last offset seen of the user's conversation.
     pub inbox: InboxState,
     /// reconnect: set on a reconnecting connection until its id-0 recovery
     /// reply arrives (recovery latency starts at `started`).
@@ -157,6 +184,10 @@ impl Session {
             channel_idx: 0,
             senders: Vec::new(),
             pending_acks: HashMap::new(),
+            chat_device: 0,
+            peer_msgs: 0,
+            reads: 0,
+            pending_reads: HashSet::new(),
             inbox: InboxState::default(),
             recovering: false,
         }
@@ -281,7 +312,7 @@ impl Session {
 
     /// chat: messages sent whose reply has not arrived.
     pub fn unacked(&self) -> u64 {
-        self.pending_acks.len() as u64
+        (self.pending_acks.len() + self.pending_reads.len()) as u64
     }
 
     /// chat: write one message (`out`, command `id`) due at `intended_us`
@@ -466,8 +497,16 @@ impl Session {
                 self.on_inbox_push(tally, push);
                 Next::Keep
             }
+            Inbound::Push(push) if settings.im.is_some() => {
+                self.on_im_push(tally, settings, rng, &push);
+                Next::Keep
+            }
             Inbound::Push(push) if settings.chat.is_some() => {
                 self.on_chat_push(tally, settings, &push);
+                Next::Keep
+            }
+            Inbound::Receipt => {
+                tally.receipts += 1;
                 Next::Keep
             }
             Inbound::Push(push) => {
@@ -568,7 +607,13 @@ impl Session {
             );
             return;
         }
-        let track = match self.senders.iter().position(|(sender, _)| *sender == from) {
+        let verdict = self.sender_track(plan, from).record(push.seq);
+        count_push(tally, verdict, push.intended_us);
+    }
+
+    /// chat: the messages received from `from` so far.
+    fn sender_track(&mut self, plan: &ChatPlan, from: u32) -> &mut SeqTrack {
+        match self.senders.iter().position(|(sender, _)| *sender == from) {
             Some(idx) => &mut self.senders[idx].1,
             None => {
                 self.senders
@@ -576,8 +621,75 @@ impl Session {
                 let last = self.senders.len() - 1;
                 &mut self.senders[last].1
             }
+        }
+    }
+
+    /// chat, IM: one DM of this user's conversation, from the peer or from
+    /// the user itself (every device gets both). Per sender: loss,
+    /// duplicates and order by `seq`; per conversation: offsets must follow
+    /// each other (a jump is a gap, a step back is out of order). The first
+    /// device answers every `read_every`th message of the peer with a
+    /// `read` up to it.
+    fn on_im_push(
+        &mut self,
+        tally: &mut Tally,
+        settings: &ClientSettings,
+        rng: &mut Rng,
+        push: &Push,
+    ) {
+        let (Some(plan), Some(im), Some(me), Some(from), Some(offset), Some(conv)) = (
+            &settings.chat,
+            settings.im,
+            self.chat_user,
+            push.from,
+            push.offset,
+            push.conv.as_deref(),
+        ) else {
+            count_error(&mut tally.errors, ErrorKind::ProtocolClose, "not_a_dm");
+            return;
         };
-        count_push(tally, track.record(push.seq), push.intended_us);
+        let chat::Role::Pair { peer } = plan.role(me) else {
+            count_error(&mut tally.errors, ErrorKind::ProtocolClose, "dm_in_group");
+            return;
+        };
+        if from != peer && from != me {
+            count_error(
+                &mut tally.errors,
+                ErrorKind::ProtocolClose,
+                "unexpected_sender",
+            );
+            return;
+        }
+        let verdict = match self.sender_track(plan, from).record(push.seq) {
+            SeqVerdict::New { out_of_order } => {
+                let behind = self.inbox.last_offset.is_some_and(|last| offset < last);
+                if let Some(last) = self.inbox.last_offset.filter(|&last| offset > last) {
+                    tally.gaps += offset - last - 1;
+                }
+                if !behind {
+                    self.inbox.last_offset = Some(offset);
+                }
+                SeqVerdict::New {
+                    out_of_order: out_of_order || behind,
+                }
+            }
+            other => other,
+        };
+        let new = matches!(verdict, SeqVerdict::New { .. });
+        count_push(tally, verdict, push.intended_us);
+        if !new || from != peer || self.chat_device != 0 || im.read_every == 0 {
+            return;
+        }
+        self.peer_msgs += 1;
+        if self.peer_msgs.is_multiple_of(im.read_every) {
+            let id = READ_ID_FIRST + self.reads;
+            if let Some(out) = settings.profile.read(id, conv, offset) {
+                self.reads += 1;
+                self.pending_reads.insert(id);
+                tally.reads_sent += 1;
+                self.queue(&out, rng);
+            }
+        }
     }
 
     /// chat: the reply to a send or publish. An ok reply makes its
@@ -591,6 +703,9 @@ impl Session {
     ) {
         if id < chat::CHAT_ID_FIRST || settings.chat.is_none() {
             return;
+        }
+        if id >= READ_ID_FIRST {
+            return self.on_read_reply(tally, settings, id, error);
         }
         let Some(pending) = self.pending_acks.remove(&id) else {
             count_error(
@@ -617,6 +732,36 @@ impl Session {
                     &format!("chat_{code}"),
                 );
             }
+        }
+    }
+
+    /// chat, IM: the reply to a `read`; an ok one owes a receipt to each
+    /// of the peer's devices.
+    fn on_read_reply(
+        &mut self,
+        tally: &mut Tally,
+        settings: &ClientSettings,
+        id: u64,
+        error: Option<String>,
+    ) {
+        if !self.pending_reads.remove(&id) {
+            count_error(
+                &mut tally.errors,
+                ErrorKind::ProtocolClose,
+                "unexpected_reply",
+            );
+            return;
+        }
+        match error {
+            None => {
+                tally.reads_acked += 1;
+                tally.receipts_expected += settings.im.map_or(0, |im| u64::from(im.devices));
+            }
+            Some(code) => count_error(
+                &mut tally.errors,
+                ErrorKind::CommandError,
+                &format!("read_{code}"),
+            ),
         }
     }
 

@@ -294,6 +294,26 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(args.group_size >= 2, "--group-size must be at least 2");
     let messages = (args.rate * args.seconds).round() as u64;
     anyhow::ensure!(messages > 0, "--rate x --seconds gives no messages");
+    let devices = args.devices_per_user;
+    anyhow::ensure!(devices >= 1, "--devices-per-user must be at least 1");
+    if args.im {
+        anyhow::ensure!(
+            args.pair_share == 1.0,
+            "--im runs pairs only (--pair-share=1.0): group commands are not on the wire yet"
+        );
+        anyhow::ensure!(
+            common
+                .connections
+                .is_multiple_of(common.workers * 2 * devices),
+            "--im: --connections must be a multiple of --workers x 2 x --devices-per-user, so \
+             every worker holds whole pairs of users with all their devices"
+        );
+    } else {
+        anyhow::ensure!(
+            devices == 1 && args.read_every == 0,
+            "--devices-per-user and --read-every need --im"
+        );
+    }
     let connect_wait = Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate)
         + Duration::from_secs(common.connect_timeout_s)
         + Duration::from_secs(2);
@@ -303,14 +323,21 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
         + SLACK;
     let (pair_share, group_size, rate) = (args.pair_share, args.group_size, args.rate);
     let namespace = args.group_namespace.clone();
+    let (im, read_every) = (args.im, args.read_every);
     let extra = move |_: u32| {
-        vec![
+        let mut flags = vec![
             format!("--pair-share={pair_share}"),
             format!("--group-size={group_size}"),
             format!("--group-namespace={namespace}"),
             format!("--messages={messages}"),
             format!("--send-rate={rate}"),
-        ]
+            format!("--devices-per-user={devices}"),
+            format!("--read-every={read_every}"),
+        ];
+        if im {
+            flags.push("--im".to_owned());
+        }
+        flags
     };
     let mut fleet = Fleet::spawn(common, Scenario::Chat, args.connect_rate, deadline, extra)?;
     let started = Instant::now();
@@ -347,6 +374,10 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
     let results = collect(fleet, &mut live, started, deadline)?;
     let mut summary = summarize("chat", common, &results, None, &live);
     add_chat(&mut summary, &results);
+    // Deliveries per second of the send schedule (the drain's tail is the
+    // part the schedule did not keep up with, and shows in push latency).
+    summary.delivery_s = args.seconds;
+    summary.deliveries_per_s = summary.received as f64 / args.seconds.max(f64::EPSILON);
     Ok(summary)
 }
 
@@ -358,6 +389,10 @@ fn add_chat(summary: &mut Summary, results: &[WorkerResult]) {
         summary.published += result.chat.acked;
         summary.publish_errors += result.chat.ack_errors;
         summary.expected += result.chat.expected;
+        summary.reads_sent += result.chat.reads_sent;
+        summary.reads_acked += result.chat.reads_acked;
+        summary.receipts_expected += result.chat.receipts_expected;
+        summary.receipts += result.chat.receipts;
         match stats::decode_histogram(&result.chat.ack_hist) {
             Ok(histogram) => stats::merge(&mut ack_hist, &histogram),
             Err(error) => {

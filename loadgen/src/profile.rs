@@ -26,8 +26,8 @@ use clap::ValueEnum;
 use hmac::{Hmac, Mac as _};
 use md5::{Digest as _, Md5};
 use ringcast_protocol::client::{
-    decode_server_binary, encode_binary_command, BinaryCommand, BinaryCommandBody, ReplyResult,
-    ServerMessage,
+    decode_server_binary, encode_binary_command, BinaryCommand, BinaryCommandBody, ImCommand,
+    ImEvent, MsgKind, ReplyResult, ServerMessage,
 };
 use ringcast_protocol::frame::{Message, OpCode};
 use serde::Deserialize;
@@ -68,6 +68,9 @@ pub struct Push {
     /// Durable streams (Ringcast inboxes): the position in the stream.
     pub offset: Option<u64>,
     pub epoch: Option<String>,
+    /// IM: the conversation (`dm:<h>`) of a message that came as an IM
+    /// entry (`{"kind":..,"data":<payload>}`).
+    pub conv: Option<String>,
 }
 
 /// What one inbound message means to the client.
@@ -90,6 +93,8 @@ pub enum Inbound {
         error: Option<String>,
     },
     Push(Push),
+    /// IM: the peer read a conversation (a `receipt` event).
+    Receipt,
     /// Ringcast: the `"id":0` reply of a connect-time inbox recovery.
     Recovery {
         recovered: bool,
@@ -215,6 +220,52 @@ impl Profile {
         }
     }
 
+    /// chat, IM: a `msg_send` of `payload` (JSON text) to `to`, as a
+    /// `custom` message (any JSON), pushed to the sending connection too.
+    pub fn msg_send(self, id: u64, to: &str, payload: &str) -> Option<Outbound> {
+        match self {
+            Profile::Ringcast => {
+                let to = serde_json::Value::from(to);
+                Some(Outbound {
+                    opcode: OpCode::Text,
+                    payload: format!(
+                        r#"{{"id":{id},"method":"msg_send","params":{{"to":{to},"kind":"custom","data":{payload}}}}}"#
+                    )
+                    .into_bytes(),
+                })
+            }
+            Profile::RingcastBinary => Some(binary(BinaryCommand {
+                id,
+                body: BinaryCommandBody::Im(Box::new(ImCommand::MsgSend {
+                    to: Some(to.to_owned()),
+                    conv: None,
+                    kind: MsgKind::Custom,
+                    data: payload.as_bytes().to_vec(),
+                    client_msg_id: None,
+                    echo: true,
+                })),
+            })),
+            Profile::Nchan | Profile::Pushpin | Profile::Pusher => None,
+        }
+    }
+
+    /// chat, IM: the user has read `conv` up to `offset`.
+    pub fn read(self, id: u64, conv: &str, offset: u64) -> Option<Outbound> {
+        match self {
+            Profile::Ringcast => Some(text(&serde_json::json!({
+                "id": id, "method": "read", "params": {"conv": conv, "offset": offset}
+            }))),
+            Profile::RingcastBinary => Some(binary(BinaryCommand {
+                id,
+                body: BinaryCommandBody::Im(Box::new(ImCommand::Read {
+                    conv: conv.to_owned(),
+                    offset,
+                })),
+            })),
+            Profile::Nchan | Profile::Pushpin | Profile::Pusher => None,
+        }
+    }
+
     /// What one complete inbound message means.
     pub fn classify(self, message: Message<'_>) -> Inbound {
         match message {
@@ -287,7 +338,33 @@ impl LoadPayload {
             from: self.from,
             offset,
             epoch,
+            conv: None,
         })
+    }
+}
+
+/// A push's data: the load payload itself, or an IM entry wrapping it
+/// (`{"kind":"custom","data":<payload>}`, docs/protocol.md "IM").
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PushData {
+    Im { data: LoadPayload },
+    Plain(LoadPayload),
+}
+
+impl PushData {
+    /// The push; `channel` is kept as the conversation of an IM entry.
+    fn into_push(self, offset: Option<u64>, epoch: Option<String>, channel: String) -> Inbound {
+        match self {
+            PushData::Plain(payload) => payload.into_push(offset, epoch),
+            PushData::Im { data } => match data.into_push(offset, epoch) {
+                Inbound::Push(push) => Inbound::Push(Push {
+                    conv: Some(channel),
+                    ..push
+                }),
+                other => other,
+            },
+        }
     }
 }
 
@@ -297,6 +374,7 @@ impl LoadPayload {
 #[derive(Deserialize)]
 struct ServerText {
     connect: Option<serde::de::IgnoredAny>,
+    receipt: Option<serde::de::IgnoredAny>,
     push: Option<PushText>,
     id: Option<u64>,
     error: Option<ErrorText>,
@@ -305,7 +383,9 @@ struct ServerText {
 
 #[derive(Deserialize)]
 struct PushText {
-    data: LoadPayload,
+    #[serde(default)]
+    channel: String,
+    data: PushData,
     offset: Option<u64>,
     epoch: Option<String>,
 }
@@ -336,8 +416,11 @@ fn classify_ringcast_text(bytes: &[u8]) -> Inbound {
     if text.connect.is_some() {
         return Inbound::Connect;
     }
+    if text.receipt.is_some() {
+        return Inbound::Receipt;
+    }
     if let Some(push) = text.push {
-        return push.data.into_push(push.offset, push.epoch);
+        return push.data.into_push(push.offset, push.epoch, push.channel);
     }
     if let (Some(0), None, Some(recovery)) = (
         text.id,
@@ -385,7 +468,7 @@ fn classify_ringcast_binary(bytes: &[u8]) -> Inbound {
         ServerMessage::Push(envelope) => {
             // A publication made as JSON (the API's, or a client's with
             // `data_is_json`) arrives as the JSON text's bytes.
-            let Ok(payload) = serde_json::from_slice::<LoadPayload>(&envelope.data) else {
+            let Ok(payload) = serde_json::from_slice::<PushData>(&envelope.data) else {
                 return Inbound::Nothing;
             };
             // offset and epoch are 0 on channels without history.
@@ -393,8 +476,10 @@ fn classify_ringcast_binary(bytes: &[u8]) -> Inbound {
             payload.into_push(
                 stored.then_some(envelope.offset),
                 stored.then(|| envelope.epoch.to_string()),
+                envelope.channel,
             )
         }
+        ServerMessage::Im(event) if matches!(*event, ImEvent::Receipt { .. }) => Inbound::Receipt,
         ServerMessage::History { .. }
         | ServerMessage::Subscribed { .. }
         | ServerMessage::Unsubscribed { .. }
@@ -622,7 +707,15 @@ mod tests {
                 from,
                 offset,
                 epoch,
+                conv: None,
             }) => format!("push {seq} {intended_us} {from:?} {offset:?} {epoch:?}"),
+            Inbound::Push(Push {
+                seq,
+                offset,
+                conv: Some(conv),
+                ..
+            }) => format!("im push {conv} {seq} {offset:?}"),
+            Inbound::Receipt => "receipt".to_owned(),
             Inbound::Recovery {
                 recovered,
                 replayed,
@@ -676,6 +769,17 @@ mod tests {
             json(r#"{"id":1,"error":{"code":103,"message":"permission denied"}}"#),
             "reply 1 Some(\"103\")"
         );
+        // IM: a DM's push wraps the payload in its kind; a peer's receipt.
+        assert_eq!(
+            json(
+                r#"{"push":{"channel":"dm:x","offset":3,"epoch":"9","sender":"a","data":{"kind":"custom","data":{"seq":2,"t_us":5,"from":1}}}}"#
+            ),
+            "im push dm:x 2 Some(3)"
+        );
+        assert_eq!(
+            json(r#"{"receipt":{"conv":"dm:x","user":"a","read":3}}"#),
+            "receipt"
+        );
         assert_eq!(json("not json"), "nothing");
         // A binary frame on a JSON connection is not read.
         assert_eq!(check(Profile::Ringcast, Message::Binary(b"{}")), "nothing");
@@ -715,6 +819,20 @@ mod tests {
             "push 4 77 Some(2) Some(5) Some(\"17\")"
         );
         assert_eq!(bin(&push(0, 0, b"[1]")), "nothing");
+        assert_eq!(
+            bin(&push(
+                5,
+                17,
+                br#"{"kind":"custom","data":{"seq":4,"t_us":7,"from":2}}"#
+            )),
+            "im push news:load 4 Some(5)"
+        );
+        let receipt = ringcast_protocol::client::encode_im_event_binary(&ImEvent::Receipt {
+            conv: "dm:x".to_owned(),
+            user: "a".to_owned(),
+            read: 3,
+        });
+        assert_eq!(bin(&receipt), "receipt");
         let reply = encode_reply_binary(&Reply::Ok {
             id: 1,
             result: ReplyResult::Subscribed {
@@ -761,6 +879,37 @@ mod tests {
         assert_eq!(decoded.id, 6);
         let command = Profile::Ringcast.send(7, "a\"b", "{}").unwrap();
         assert!(ringcast_protocol::client::decode_json(&command.payload).is_ok());
+    }
+
+    #[test]
+    fn im_commands_decode_as_the_engine_reads_them() {
+        use ringcast_protocol::client::{decode_binary, decode_json, CommandBody};
+        let payload = r#"{"seq":1,"t_us":2,"from":3}"#;
+        let msg_send = ImCommand::MsgSend {
+            to: Some("bob".to_owned()),
+            conv: None,
+            kind: MsgKind::Custom,
+            data: payload.as_bytes().to_vec(),
+            client_msg_id: None,
+            echo: true,
+        };
+        let read = ImCommand::Read {
+            conv: "dm:x".to_owned(),
+            offset: 4,
+        };
+        for profile in [Profile::Ringcast, Profile::RingcastBinary] {
+            let decode = |out: Outbound| match profile {
+                Profile::Ringcast => decode_json(&out.payload).unwrap(),
+                _ => decode_binary(&out.payload).unwrap(),
+            };
+            let command = decode(profile.msg_send(8, "bob", payload).unwrap());
+            assert_eq!(command.id, 8);
+            assert_eq!(command.body, CommandBody::Im(Box::new(msg_send.clone())));
+            let command = decode(profile.read(9, "dm:x", 4).unwrap());
+            assert_eq!(command.id, 9);
+            assert_eq!(command.body, CommandBody::Im(Box::new(read.clone())));
+        }
+        assert!(Profile::Nchan.msg_send(1, "bob", payload).is_none());
     }
 
     #[test]

@@ -187,6 +187,17 @@ pub struct Summary {
     /// fanout: received / delivery_s, the fan-out throughput.
     #[serde(default)]
     pub deliveries_per_s: f64,
+    /// chat, IM: `read` commands sent and answered.
+    #[serde(default)]
+    pub reads_sent: u64,
+    #[serde(default)]
+    pub reads_acked: u64,
+    /// chat, IM: receipts the acknowledged reads owe (the peer's devices
+    /// connected when each read was sent) and those that arrived.
+    #[serde(default)]
+    pub receipts_expected: u64,
+    #[serde(default)]
+    pub receipts: u64,
     /// The load generator's own CPU and memory.
     #[serde(default)]
     pub client: ClientUsage,
@@ -255,9 +266,27 @@ impl Summary {
             );
             let _ = writeln!(
                 out,
-                "deliveries    expected {}  received {}  lost {}  duplicated {}  out-of-order {}",
-                self.expected, self.received, self.lost, self.duplicated, self.out_of_order
+                "deliveries    expected {}  received {}  lost {}  duplicated {}  out-of-order {}  \
+                 gaps {}",
+                self.expected,
+                self.received,
+                self.lost,
+                self.duplicated,
+                self.out_of_order,
+                self.gaps
             );
+            let _ = writeln!(
+                out,
+                "throughput    {:.0} deliveries/s over the {:.2} s schedule",
+                self.deliveries_per_s, self.delivery_s
+            );
+            if self.reads_sent > 0 {
+                let _ = writeln!(
+                    out,
+                    "reads         sent {}  acked {}  receipts expected {}  received {}",
+                    self.reads_sent, self.reads_acked, self.receipts_expected, self.receipts
+                );
+            }
         }
         if self.scenario == "fanout" {
             let _ = writeln!(out, "subscribed    {}", self.subscribed);
@@ -349,6 +378,10 @@ impl Summary {
         put("recovered_false", self.recovered_false.to_string());
         put("replayed", self.replayed.to_string());
         put("gaps", self.gaps.to_string());
+        put("reads_sent", self.reads_sent.to_string());
+        put("reads_acked", self.reads_acked.to_string());
+        put("receipts_expected", self.receipts_expected.to_string());
+        put("receipts", self.receipts.to_string());
         put("profile", self.profile.clone());
         put("sent", self.sent.to_string());
         put("errors_total", self.errors_total.to_string());

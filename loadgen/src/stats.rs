@@ -172,10 +172,22 @@ pub struct ChatCounts {
     pub ack_errors: u64,
     /// Deliveries expected from the acked messages: 1 per pair message
     /// (the peer), the subscribed members per group message (the sender
-    /// included), counted when the message was sent.
+    /// included), the connected devices of both users per IM message,
+    /// counted when the message was sent.
     pub expected: u64,
     /// Intended send time -> reply (V2 + base64).
     pub ack_hist: String,
+    /// IM: `read` commands written and answered with a result.
+    #[serde(default)]
+    pub reads_sent: u64,
+    #[serde(default)]
+    pub reads_acked: u64,
+    /// IM: receipts owed by the answered reads (the peer's devices
+    /// connected when each was sent) and receipts received.
+    #[serde(default)]
+    pub receipts_expected: u64,
+    #[serde(default)]
+    pub receipts: u64,
 }
 
 /// reconnect: what one worker saw of the drop and the recovery.

@@ -31,7 +31,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::chat::{ChatPlan, Role, CHAT_ID_FIRST};
 use crate::cli::{IpRange, Scenario, Target, WorkerArgs, SOCKETS_PER_WORKER_MAX};
-use crate::client::{io_kind, ClientSettings, InboxState, Join, Next, Phase, Session};
+use crate::client::{io_kind, ClientSettings, ImChat, InboxState, Join, Next, Phase, Session};
 use crate::poller::Poller;
 use crate::stats::{
     self, count_error, ChatCounts, ErrorCounts, ErrorKind, Progress, RecoveryCounts, WorkerLine,
@@ -198,6 +198,10 @@ pub struct Tally {
     pub ack_errors: u64,
     pub expected: u64,
     pub ack_hist: Histogram<u64>,
+    pub reads_sent: u64,
+    pub reads_acked: u64,
+    pub receipts_expected: u64,
+    pub receipts: u64,
 }
 
 /// chat: where the worker's send schedule stands once it started.
@@ -269,10 +273,22 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         ),
         (_, false) => None,
     };
+    let im = (args.scenario == Scenario::Chat && args.im).then_some(ImChat {
+        devices: args.devices_per_user.max(1),
+        read_every: args.read_every,
+    });
+    let devices = im.map_or(1, |im| im.devices);
+    anyhow::ensure!(
+        args.connections.is_multiple_of(2 * devices) || im.is_none(),
+        "--im: worker {} was given {} connections, not whole pairs of users with {devices} \
+         devices each",
+        args.worker_idx,
+        args.connections
+    );
     let chat_plan = (args.scenario == Scenario::Chat).then(|| {
         ChatPlan::new(
             args.worker_idx,
-            args.connections,
+            args.connections / devices,
             args.pair_share.clamp(0.0, 1.0),
             args.group_size.max(1),
             args.group_namespace.clone(),
@@ -289,6 +305,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         publications: args.publications,
         inbox: args.scenario == Scenario::Reconnect,
         chat: chat_plan,
+        im,
     };
     let mut chat_schedule: Option<ChatSchedule> = None;
     anyhow::ensure!(
@@ -345,6 +362,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         ack_errors: 0,
         expected: 0,
         ack_hist: stats::new_histogram(),
+        reads_sent: 0,
+        reads_acked: 0,
+        receipts_expected: 0,
+        receipts: 0,
     };
     let mut drop_requested = false;
     let mut drop_done = false;
@@ -632,6 +653,10 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             ack_errors: tally.ack_errors,
             expected: tally.expected,
             ack_hist: stats::encode_histogram(&tally.ack_hist),
+            reads_sent: tally.reads_sent,
+            reads_acked: tally.reads_acked,
+            receipts_expected: tally.receipts_expected,
+            receipts: tally.receipts,
         },
         rusage: crate::sys::rusage_self()?,
         open_max: tally.open_max,
@@ -677,7 +702,10 @@ fn open_conn(
     let user = match args.scenario {
         Scenario::Reconnect => format!("rc-{}-{idx}", args.worker_idx),
         Scenario::Connect | Scenario::Fanout => format!("lg{}-{idx}", args.worker_idx),
-        Scenario::Chat => format!("ch-{}-{idx}", args.worker_idx),
+        Scenario::Chat => match &settings.chat {
+            Some(plan) => plan.user(idx / devices_of(settings)),
+            None => format!("ch-{}-{idx}", args.worker_idx),
+        },
     };
     let token = match key {
         Some(key) => Some(jsonwebtoken::encode(
@@ -695,7 +723,7 @@ fn open_conn(
         .profile
         .connect_path(&target.path, &channel, token.as_deref());
     let join = match (&settings.chat, args.scenario) {
-        (Some(plan), _) => match plan.role(idx) {
+        (Some(plan), _) => match plan.role(idx / devices_of(settings)) {
             Role::Pair { .. } => Join::Inbox,
             Role::Group { group, .. } => Join::Channel(plan.group_channel(group)),
         },
@@ -712,9 +740,15 @@ fn open_conn(
     let mut conn = Conn { stream, session };
     conn.channel_idx = channel_idx as usize;
     if settings.chat.is_some() {
-        conn.chat_user = Some(idx);
+        conn.chat_user = Some(idx / devices_of(settings));
+        conn.chat_device = idx % devices_of(settings);
     }
     Ok(Some(conn))
+}
+
+/// chat: connections per user (1 unless IM gives users several devices).
+fn devices_of(settings: &ClientSettings) -> u32 {
+    settings.im.map_or(1, |im| im.devices)
 }
 
 /// chat: write every message of the schedule whose time has come (at most
@@ -748,10 +782,18 @@ fn send_due_chat(
             return Ok(Some(due_at));
         }
         schedule.next += 1;
-        let slot = due.user as usize;
+        // A user's first device sends; IM delivers to all of both users'.
+        let devices = devices_of(settings) as usize;
+        let slot = due.user as usize * devices;
         if !ready(conns.get(slot)) {
             continue;
         }
+        let ready_devices = |user: u32| {
+            let first = user as usize * devices;
+            (first..first + devices)
+                .filter(|&slot| ready(conns.get(slot)))
+                .count() as u64
+        };
         let intended_us = schedule.started_unix_us + due.offset.as_micros() as u64;
         let payload = format!(
             r#"{{"seq":{},"t_us":{intended_us},"from":{}}}"#,
@@ -759,6 +801,10 @@ fn send_due_chat(
         );
         let id = CHAT_ID_FIRST + due.seq;
         let (out, recipients) = match plan.role(due.user) {
+            Role::Pair { peer } if settings.im.is_some() => (
+                settings.profile.msg_send(id, &plan.user(peer), &payload),
+                ready_devices(due.user) + ready_devices(peer),
+            ),
             Role::Pair { peer } => (
                 settings.profile.send(id, &plan.user(peer), &payload),
                 u64::from(ready(conns.get(peer as usize))),

@@ -367,6 +367,7 @@ pub enum Answer {
     ImAppended(Result<ImAppended, StoreError>),
     ImRead(Result<ImReadState, StoreError>),
     Group(Result<GroupAppended, StoreError>),
+    ImAck(Result<ImDelivery, StoreError>),
     Rewritten(Result<ImRewritten, StoreError>),
 }
 
@@ -515,6 +516,41 @@ pub struct ImReadState {
     /// The user's history starts here (0: from the start); moved by
     /// [`crate::Store::im_clear`].
     pub visible_from: u64,
+}
+
+/// A device's acknowledgement of a conversation ([`crate::Store::im_ack`]):
+/// the device's cursor and the user's delivery position now stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImDelivery {
+    /// The device's cursor (monotonic, clamped to the last offset).
+    pub cursor: u64,
+    /// The user's `recv_offset`: the highest offset any of its devices
+    /// acknowledged.
+    pub recv_offset: u64,
+    /// `recv_offset` moved with this acknowledgement: the senders are told
+    /// (a delivery receipt goes out only when it advances).
+    pub advanced: bool,
+    /// The other user of a DM (the user itself in a DM with oneself);
+    /// `None` for a group.
+    pub peer: Option<String>,
+    /// A group's member count (0 for a DM), for the receipts' size gate.
+    pub member_count: u32,
+}
+
+/// A member's read and delivery positions ([`crate::Store::im_receipts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberReceipt {
+    pub user: String,
+    pub read_offset: u64,
+    pub recv_offset: u64,
+}
+
+/// A page of [`MemberReceipt`]s in user id order; `next` is the last user
+/// of a full page (the next page starts after it), `None` at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptPage {
+    pub receipts: Vec<MemberReceipt>,
+    pub next: Option<String>,
 }
 
 /// A sync token: where a device's view of its conversations stands. Only

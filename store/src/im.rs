@@ -35,7 +35,7 @@ mod view;
 
 use members::Members;
 pub(crate) use view::{
-    conv_get, conv_list, dm_policy, group_info, group_members, im_sync, pair_list,
+    conv_get, conv_list, dm_policy, group_info, group_members, im_receipts, im_sync, pair_list,
 };
 
 /// Most member tables the writer keeps loaded between batches; past it
@@ -106,6 +106,7 @@ pub(crate) fn recover_im(fjall: &Fjall) -> Result<ImState, StoreError> {
             counter
         }
     };
+    fill_dm_unread(fjall)?;
     let mut convs = HashSet::new();
     for guard in fjall.im_conv.iter() {
         let key = guard
@@ -120,6 +121,88 @@ pub(crate) fn recover_im(fjall: &Fjall) -> Result<ImState, StoreError> {
         convs,
         members: HashMap::new(),
     })
+}
+
+/// A user's DM unread total from its stored value (`im_unread`; absent: 0).
+pub(crate) fn decode_dm_unread(stored: Option<fjall::Slice>) -> Result<u64, StoreError> {
+    match stored {
+        None => Ok(0),
+        Some(bytes) => read_u64(&bytes, 0)
+            .filter(|_| bytes.len() == 8)
+            .ok_or_else(|| corrupt("", format!("im_unread value of {} bytes", bytes.len()))),
+    }
+}
+
+/// How many of the `im_recalled` entries in `guards` counted as unread
+/// (their value's first byte is 1).
+pub(crate) fn counted_recalls(
+    guards: impl Iterator<Item = fjall::Guard>,
+) -> Result<u64, StoreError> {
+    let mut counted = 0u64;
+    for guard in guards {
+        let value = guard
+            .value()
+            .map_err(|error| StoreError::io("reading recalls", error))?;
+        counted += u64::from(value.first() == Some(&1));
+    }
+    Ok(counted)
+}
+
+/// Fills `im_unread` from the users' DM views when the keyspace is new
+/// and conversations exist (a store written before the key): one scan of
+/// `im_uconv` and a point read of each DM's record, once.
+fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
+    let io = |error| StoreError::io("filling unread totals", error);
+    if fjall.im_unread.first_key_value().is_some() || fjall.im_uconv.first_key_value().is_none() {
+        return Ok(());
+    }
+    let mut totals: HashMap<String, u64> = HashMap::new();
+    let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
+    for guard in fjall.im_uconv.iter() {
+        let (key, value) = guard.into_inner().map_err(io)?;
+        let Some((user, id)) = im_uconv_key_decode(&key) else {
+            return Err(corrupt("", format!("im_uconv key of {} bytes", key.len())));
+        };
+        let view = UConvRecord::decode(&value).map_err(|reason| corrupt("", reason))?;
+        if view.kind == CONV_KIND_GROUP {
+            continue;
+        }
+        let (count_total, last_offset) = match counts.get(&id) {
+            Some(count) => *count,
+            None => {
+                let bytes = fjall
+                    .im_conv
+                    .get(id.to_be_bytes())
+                    .map_err(io)?
+                    .ok_or_else(|| corrupt("", format!("conversation {id} has no record")))?;
+                let record = ConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))?;
+                let count = (record.count_total, record.last_offset);
+                counts.insert(id, count);
+                count
+            }
+        };
+        // Messages recalled after the read position no longer count.
+        let recalled = if last_offset > view.read_offset {
+            counted_recalls(
+                fjall
+                    .im_recalled
+                    .range(entry_key(id, view.read_offset + 1)..=entry_key(id, last_offset)),
+            )?
+        } else {
+            0
+        };
+        *totals.entry(user.to_owned()).or_default() += count_total
+            .saturating_sub(view.read_count)
+            .saturating_sub(recalled);
+    }
+    let mut batch = fjall.db.batch();
+    for (user, total) in totals {
+        batch.insert(&fjall.im_unread, user.as_bytes(), total.to_be_bytes());
+    }
+    batch
+        .durability(Some(PersistMode::SyncAll))
+        .commit()
+        .map_err(|error| StoreError::io("filling unread totals", error))
 }
 
 /// A conversation changed by the batch: its list time before the batch
@@ -150,6 +233,8 @@ pub(crate) struct ImBatch {
     recalled: BTreeMap<(u64, u64), bool>,
     /// Edits: `(sid, offset) → edits so far`.
     edits: HashMap<(u64, u64), u32>,
+    /// Users' DM unread totals (`im_unread`) as the batch leaves them.
+    dm_unread: HashMap<String, u64>,
 }
 
 impl ImBatch {
@@ -165,7 +250,34 @@ impl ImBatch {
             rewritten: HashMap::new(),
             recalled: BTreeMap::new(),
             edits: HashMap::new(),
+            dm_unread: HashMap::new(),
         }
+    }
+
+    /// Loads `user`'s DM unread total into the batch (a point read the
+    /// first time), so that [`ImBatch::add_dm_unread`] cannot fail after an
+    /// entry is staged.
+    pub(crate) fn load_dm_unread(&mut self, fjall: &Fjall, user: &str) -> Result<(), StoreError> {
+        if self.dm_unread.contains_key(user) {
+            return Ok(());
+        }
+        let stored = fjall
+            .im_unread
+            .get(user.as_bytes())
+            .map_err(|error| StoreError::io("reading unread", error))?;
+        let stored = decode_dm_unread(stored)?;
+        self.dm_unread.insert(user.to_owned(), stored);
+        Ok(())
+    }
+
+    /// Moves `user`'s DM unread total by `delta` (loaded first with
+    /// [`ImBatch::load_dm_unread`]; floored at 0).
+    pub(crate) fn add_dm_unread(&mut self, user: &str, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let total = self.dm_unread.entry(user.to_owned()).or_default();
+        *total = total.saturating_add_signed(delta);
     }
 
     /// The sequence of the next IM write of the batch.
@@ -314,6 +426,9 @@ impl ImBatch {
                 Some(value) => batch.insert(keyspace, key.as_slice(), value.as_slice()),
                 None => batch.remove(keyspace, key.as_slice()),
             }
+        }
+        for (user, total) in &self.dm_unread {
+            batch.insert(&fjall.im_unread, user.as_bytes(), total.to_be_bytes());
         }
         for (&(id, offset), count) in &self.nocount {
             batch.insert(

@@ -48,6 +48,8 @@ pub(crate) const KEYSPACE_ONLINE: &str = "online";
 pub(crate) const KEYSPACE_IM_CONV: &str = "im_conv";
 pub(crate) const KEYSPACE_IM_UCONV: &str = "im_uconv";
 pub(crate) const KEYSPACE_IM_UACT: &str = "im_uact";
+/// Each user's total unread over its DMs: key the user id, value u64 BE.
+pub(crate) const KEYSPACE_IM_UNREAD: &str = "im_unread";
 
 pub(crate) const META_PREFIX_NAME: u8 = b'n';
 pub(crate) const META_PREFIX_STREAM: u8 = b's';
@@ -725,9 +727,11 @@ impl ConvRecord {
 
 /// A user's view of a conversation, under `im_uconv`: version (1), kind
 /// (1), read offset, read count, changed gseq (u64 BE each), peer
-/// (`len16`, empty for a group), then a group's [`GroupView`], or for a
-/// DM cleared by its user (`clear`) the first visible offset (u64 BE;
-/// absent: 0). Nothing may follow.
+/// (`len16`, empty for a group), then a group's [`GroupView`], then the
+/// delivery position `recv_offset` (u64 BE; absent in records written
+/// before delivery receipts, read as 0), then for a DM cleared by its
+/// user (`clear`) the first visible offset (u64 BE; absent: 0). Nothing
+/// may follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UConvRecord {
     pub(crate) kind: u8,
@@ -740,6 +744,9 @@ pub(crate) struct UConvRecord {
     pub(crate) peer: String,
     /// A group's window and left flag; `None` for a DM.
     pub(crate) group: Option<GroupView>,
+    /// The highest offset any of the user's devices acknowledged
+    /// (delivery receipts), at most the conversation's last offset.
+    pub(crate) recv_offset: u64,
     /// A DM's history starts here for this user (0: from the start; a
     /// group's is its [`GroupView::visible_from`]).
     pub(crate) visible_from: u64,
@@ -755,12 +762,13 @@ impl UConvRecord {
             changed_gseq: 0,
             peer,
             group: None,
+            recv_offset: 0,
             visible_from: 0,
         }
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(2 + 3 * 8 + 2 + self.peer.len());
+        let mut out = Vec::with_capacity(2 + 4 * 8 + 2 + self.peer.len());
         out.push(UCONV_RECORD_VERSION);
         out.push(self.kind);
         for field in [self.read_offset, self.read_count, self.changed_gseq] {
@@ -769,7 +777,9 @@ impl UConvRecord {
         push_len16(&mut out, &self.peer);
         if let Some(group) = &self.group {
             group.encode_into(&mut out);
-        } else if self.visible_from != 0 {
+        }
+        out.extend_from_slice(&self.recv_offset.to_be_bytes());
+        if self.group.is_none() && self.visible_from != 0 {
             out.extend_from_slice(&self.visible_from.to_be_bytes());
         }
         out
@@ -793,12 +803,20 @@ impl UConvRecord {
         let changed_gseq = cursor.u64()?;
         let len = usize::from(cursor.u16()?);
         let peer = cursor.text(len)?.to_owned();
-        let (group, visible_from) = if kind == CONV_KIND_GROUP {
-            (Some(GroupView::decode_from(&mut cursor)?), 0)
-        } else if cursor.at < bytes.len() {
-            (None, cursor.u64()?)
+        let group = if kind == CONV_KIND_GROUP {
+            Some(GroupView::decode_from(&mut cursor)?)
         } else {
-            (None, 0)
+            None
+        };
+        let recv_offset = if cursor.at == cursor.bytes.len() {
+            0
+        } else {
+            cursor.u64()?
+        };
+        let visible_from = if group.is_none() && cursor.at < cursor.bytes.len() {
+            cursor.u64()?
+        } else {
+            0
         };
         cursor.finish()?;
         Ok(UConvRecord {
@@ -808,6 +826,7 @@ impl UConvRecord {
             changed_gseq,
             peer,
             group,
+            recv_offset,
             visible_from,
         })
     }
@@ -980,9 +999,14 @@ mod tests {
             changed_gseq: 70,
             peer: "bob".to_owned(),
             group: None,
+            recv_offset: 2,
             visible_from: 0,
         };
         assert_eq!(UConvRecord::decode(&uconv.encode()), Ok(uconv.clone()));
+        // A record written before delivery receipts has no recv_offset.
+        let older = uconv.encode();
+        let older = older.get(..older.len() - 8).unwrap_or_default();
+        assert_eq!(UConvRecord::decode(older).map(|r| r.recv_offset), Ok(0));
         let cleared = UConvRecord {
             visible_from: 3,
             ..uconv.clone()
@@ -1057,7 +1081,8 @@ mod tests {
                 "cut at {cut}"
             );
         }
-        for cut in 0..records[1].len() {
+        // Cut before its recv_offset, a record is the older form (above).
+        for cut in (0..records[1].len()).filter(|cut| *cut != records[1].len() - 8) {
             assert!(
                 UConvRecord::decode(&records[1][..cut]).is_err(),
                 "cut at {cut}"

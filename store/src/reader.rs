@@ -8,7 +8,7 @@ use ringcast_protocol::envelope::EncodedPush;
 
 use crate::api::{
     ConvPage, ConvSummary, DeadRecord, DmPolicy, GroupInfo, GroupMember, ImSync, OutboxRecord,
-    ReadRequest, ReadResult, StoredCursor, SyncToken, TimeSeek, Unreadable,
+    ReadRequest, ReadResult, ReceiptPage, StoredCursor, SyncToken, TimeSeek, Unreadable,
 };
 use crate::error::StoreError;
 use crate::keys::{
@@ -93,6 +93,13 @@ pub(crate) enum ReaderMsg {
         time_ms: u64,
         reply: Reply<TimeSeek>,
     },
+    ImReceipts {
+        user: String,
+        conv: String,
+        after: Option<String>,
+        limit: usize,
+        reply: Reply<Option<ReceiptPage>>,
+    },
     Shutdown,
 }
 
@@ -116,6 +123,7 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 ReaderMsg::PairList { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::DmPolicy { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::SeekTime { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::ImReceipts { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -174,6 +182,19 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
             ReaderMsg::GroupInfo { conv, reply } => {
                 drop(reply.send(crate::im::group_info(fjall, &conv)));
             }
+            ReaderMsg::ImReceipts {
+                user,
+                conv,
+                after,
+                limit,
+                reply,
+            } => drop(reply.send(crate::im::im_receipts(
+                fjall,
+                &user,
+                &conv,
+                after.as_deref(),
+                limit.min(read_entries_max),
+            ))),
             ReaderMsg::GroupMembers {
                 conv,
                 after,

@@ -11,9 +11,9 @@ use futures_channel::oneshot;
 
 use crate::api::{
     AppendRequest, Appended, CommitSink, ConvPage, DeadRecord, Health, ImAppend, ImAppended,
-    ImReadState, ImSync, OutboxEvent, OutboxKind, OutboxRecord, ReadRequest, ReadResult,
-    StoreConfig, StoredCursor, SyncToken, TimeSeek, Unreadable, CURSOR_ID_BYTES_MAX,
-    STREAM_NAME_BYTES_MAX,
+    ImDelivery, ImReadState, ImSync, OutboxEvent, OutboxKind, OutboxRecord, ReadRequest,
+    ReadResult, ReceiptPage, StoreConfig, StoredCursor, SyncToken, TimeSeek, Unreadable,
+    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::EpochGen;
 use crate::error::StoreError;
@@ -322,6 +322,50 @@ impl Store {
             offset,
             clear: false,
             reply: Reply::Tag(tag),
+        })
+    }
+
+    /// Records that `(user, device)` has conversation `conv` up to
+    /// `offset` (its cursor, as [`Store::set_cursor`]) and raises the
+    /// user's delivery position to it (monotonic, clamped to the last
+    /// offset the user may see). Refused with `InvalidRequest` if the user
+    /// has no view of `conv`.
+    pub fn im_ack(
+        &self,
+        user: &str,
+        device: &str,
+        conv: &str,
+        offset: u64,
+    ) -> Result<oneshot::Receiver<Result<ImDelivery, StoreError>>, StoreError> {
+        validate_im_names(user, conv)?;
+        validate_cursor(user, device, conv)?;
+        self.ask_writer(|reply| WriterMsg::ImAck {
+            user: user.to_owned(),
+            device: device.to_owned(),
+            conv: conv.to_owned(),
+            offset,
+            reply,
+        })
+    }
+
+    /// The read and delivery positions of `conv`'s users (a DM's two, a
+    /// group's members) in user id order after `after`, at most `limit`
+    /// (capped by `read_entries_max`); `None` if `user` is not one of them.
+    pub fn im_receipts(
+        &self,
+        user: &str,
+        conv: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<oneshot::Receiver<Result<Option<ReceiptPage>, StoreError>>, StoreError> {
+        validate_im_names(user, conv)?;
+        validate_page_limit(limit)?;
+        self.ask_reader(|reply| ReaderMsg::ImReceipts {
+            user: user.to_owned(),
+            conv: conv.to_owned(),
+            after: after.map(str::to_owned),
+            limit,
+            reply,
         })
     }
 

@@ -21,9 +21,9 @@ use ringcast_protocol::envelope::{EncodedPush, MessageIdGen};
 
 use crate::api::{
     Answer, AppendRequest, Appended, CommitSink, Durability, GroupAppend, GroupAppended,
-    GroupOpRequest, ImAppend, ImAppended, ImReadState, ImRewrite, ImRewritten, OutboxEvent,
-    Retention, StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, IM_NAME_PREFIXES,
-    STREAM_NAME_BYTES_MAX,
+    GroupOpRequest, ImAppend, ImAppended, ImDelivery, ImReadState, ImRewrite, ImRewritten,
+    OutboxEvent, Retention, StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
+    IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
@@ -77,6 +77,7 @@ into_answer!(
     ImAppended => ImAppended,
     ImReadState => ImRead,
     GroupAppended => Group,
+    ImDelivery => ImAck,
     ImRewritten => Rewritten,
 );
 
@@ -148,6 +149,15 @@ pub(crate) enum WriterMsg {
         clear: bool,
         reply: Reply<ImReadState>,
     },
+    /// A device's acknowledgement of a conversation: its cursor and the
+    /// user's delivery position.
+    ImAck {
+        user: String,
+        device: String,
+        conv: String,
+        offset: u64,
+        reply: Reply<ImDelivery>,
+    },
     /// A group operation.
     GroupOp {
         request: GroupOpRequest,
@@ -201,6 +211,7 @@ impl WriterMsg {
             | WriterMsg::DeadReplay { .. }
             | WriterMsg::ImAppend { .. }
             | WriterMsg::ImRead { .. }
+            | WriterMsg::ImAck { .. }
             | WriterMsg::GroupOp { .. }
             | WriterMsg::GroupAppend { .. }
             | WriterMsg::ImUser { .. }
@@ -313,6 +324,10 @@ enum PendingReply {
         reply: Reply<GroupAppended>,
         result: Result<GroupAppended, StoreError>,
     },
+    ImAck {
+        reply: Reply<ImDelivery>,
+        result: Result<ImDelivery, StoreError>,
+    },
     Rewrite {
         reply: Reply<ImRewritten>,
         result: Result<ImRewritten, StoreError>,
@@ -367,6 +382,7 @@ impl PendingReply {
             PendingReply::ImAppend { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::ImRead { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::Group { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::ImAck { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::Rewrite { reply, result } => reply.send(sink, settle(result, failed)),
         }
     }
@@ -749,7 +765,10 @@ impl Writer {
                     stream,
                     offset,
                     reply,
-                } => self.stage_cursor(&mut work, &user, &device, &stream, offset, reply),
+                } => {
+                    let result = self.stage_cursor(&mut work, &user, &device, &stream, offset);
+                    work.replies.push(PendingReply::Value { reply, result });
+                }
                 WriterMsg::Reset { stream, reply } => self.stage_reset(&mut work, stream, reply),
                 WriterMsg::Outbox { events } => {
                     work.outbox.stage_events(
@@ -814,6 +833,16 @@ impl Writer {
                 } => {
                     let result = self.stage_im_read(&mut work, &user, &conv, offset, clear);
                     work.replies.push(PendingReply::ImRead { reply, result });
+                }
+                WriterMsg::ImAck {
+                    user,
+                    device,
+                    conv,
+                    offset,
+                    reply,
+                } => {
+                    let result = self.stage_im_ack(&mut work, &user, &device, &conv, offset);
+                    work.replies.push(PendingReply::ImAck { reply, result });
                 }
                 WriterMsg::GroupOp { request, reply } => {
                     let result = self.stage_group_op(&mut work, request, now_ms);
@@ -1154,6 +1183,7 @@ pub(crate) fn refuse_batch(
             WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::ImAppend { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::ImRead { reply, .. } => reply.send(sink, Err(error.clone())),
+            WriterMsg::ImAck { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::GroupOp { reply, .. } | WriterMsg::GroupAppend { reply, .. } => {
                 reply.send(sink, Err(error.clone()));
             }

@@ -423,6 +423,16 @@ config_table! {
         /// `group_create` does not say.
         members_can_invite: bool = Bool { default: false },
             "BOOL", "Plain members of new groups may add users";
+        /// Groups up to this many members get read and delivery receipts
+        /// pushed to their members; larger ones only answer `receipts`.
+        group_receipts_members_max: u32
+            = Count<u32> { default: 100, min: 0, max: 10_000, unit: "members" },
+            "N", "Largest group whose receipts are pushed to its members";
+        /// Most entries one `catchup` replays per conversation; past it the
+        /// result says `truncated` and the client pages with `history`.
+        catchup_per_conv_max: u32
+            = Count<u32> { default: 50, min: 1, max: 10_000, unit: "entries" },
+            "N", "Most entries a catchup replays per conversation";
         /// How long after sending a user may recall its own message
         /// (owners and admins of a group, and the API as the system, at
         /// any time).

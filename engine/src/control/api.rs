@@ -373,6 +373,7 @@ impl Api {
             | "/api/im/blocks_list"
             | "/api/im/dm_policy"
             | "/api/im/contacts"
+            | "/api/im/receipts"
             | "/api/im/recall"
             | "/api/im/edit"
             | "/api/im/clear"
@@ -434,6 +435,7 @@ impl Api {
             route if super::im_group_api::GROUP_ROUTES.contains(&route) => {
                 self.im_group(&req, route).await
             }
+            "/api/im/receipts" => self.im_receipts(&req).await,
             "/api/im/recall" => self.im_rewrite(&req, false).await,
             "/api/im/edit" => self.im_rewrite(&req, true).await,
             "/api/im/clear" => self.im_clear(&req).await,

@@ -1,13 +1,14 @@
 //! The IM commands' API twins (`docs/api.md`, "IM"): the app's backend acts
 //! for a user (`as_user`) with the same checks and effects as the client
-//! command: `POST /api/im/msg_send`, `/api/im/conv_list`, `/api/im/read`.
+//! command: `POST /api/im/msg_send`, `/api/im/conv_list`, `/api/im/read`,
+//! `/api/im/receipts`.
 //! Served only with `im.enabled` (404 otherwise).
 
 use std::sync::Arc;
 
 use ringcast_protocol::client::{
     encode_im_reply_result_json, ConvCursor, ErrorCode, ImEvent, ImReply, MsgKind,
-    CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
+    CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX, RECEIPTS_LIMIT_DEFAULT, RECEIPTS_LIMIT_MAX,
 };
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_store::{ImAppend, StoreError};
@@ -80,6 +81,21 @@ struct ReadBody {
     as_user: String,
     conv: String,
     offset: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptsBody {
+    as_user: String,
+    conv: String,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default = "receipts_limit_default")]
+    limit: u32,
+}
+
+fn receipts_limit_default() -> u32 {
+    RECEIPTS_LIMIT_DEFAULT
 }
 
 /// `/api/im/recall` and `/api/im/edit`: without `as_user`, the system
@@ -382,6 +398,35 @@ impl Api {
             unread: state.unread,
             total_unread,
         }))
+    }
+
+    /// `POST /api/im/receipts`: the read and delivery positions of
+    /// `conv`'s users, as the client's `receipts` for `as_user`.
+    pub(super) async fn im_receipts(&self, req: &Request) -> ApiResult {
+        let body: ReceiptsBody = Self::parse(req)?;
+        check_user(&body.as_user)?;
+        if !(1..=RECEIPTS_LIMIT_MAX).contains(&body.limit) {
+            return Err(bad_request(format!(
+                "limit must be 1 to {RECEIPTS_LIMIT_MAX}"
+            )));
+        }
+        let page = match self.shared.store.im_receipts(
+            &body.as_user,
+            &body.conv,
+            body.cursor.as_deref(),
+            body.limit as usize,
+        ) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, "nothing was read"))?;
+        let Some(page) = page else {
+            return Err(refused((
+                ErrorCode::NotMember,
+                format!("{} is not a member of {}", body.as_user, body.conv),
+            )));
+        };
+        Ok(ok_json(&crate::im::receipts_reply(body.conv, page)))
     }
 
     /// `POST /api/im/recall` and `/api/im/edit` (`edit`: with `data`): as

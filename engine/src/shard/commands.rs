@@ -79,6 +79,30 @@ pub(super) enum StoreDone {
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
     /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
     ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
+    /// An `ack` of a conversation stored, with the delivery position.
+    ImAcked(
+        ReplyTo,
+        String,
+        Result<ringcast_store::ImDelivery, CommandError>,
+    ),
+    /// A `receipts` page read.
+    ImReceipts(
+        ReplyTo,
+        String,
+        Result<ringcast_store::ReceiptPage, CommandError>,
+    ),
+    /// A group's members, read to push a receipt to them.
+    ImGroupReceipt(
+        Arc<crate::im::ImFrames>,
+        String,
+        Result<Vec<ringcast_store::GroupMember>, CommandError>,
+    ),
+    /// A `catchup`'s conversations checked: its replays may start.
+    ImCatchup(
+        ReplyTo,
+        Box<super::im_delivery::CatchupPlan>,
+        Result<(), CommandError>,
+    ),
 }
 
 /// A command parked while its proxy backend decides.
@@ -301,6 +325,12 @@ impl Shard {
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
             StoreDone::Replied(to, result) => self.reply_to(to, result),
+            StoreDone::ImAcked(to, conv, result) => self.on_im_acked(to, conv, result),
+            StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),
+            StoreDone::ImGroupReceipt(frames, skip, result) => {
+                self.on_group_receipt(&frames, &skip, result)
+            }
+            StoreDone::ImCatchup(to, plan, result) => self.on_catchup_checked(to, *plan, result),
         }
     }
 
@@ -545,6 +575,9 @@ impl Shard {
                 )
             }
             CommandBody::Ack { stream, offset } => {
+                if config.im.enabled && crate::im::is_conv(&stream) {
+                    return self.im_ack(key, id, &user, stream, offset);
+                }
                 let ackable = personal(&stream)
                     || (is_subscribed(self, &stream) && streams::policy(config, &stream).is_some());
                 if !ackable {

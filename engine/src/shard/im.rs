@@ -54,6 +54,8 @@ pub(super) struct ImShard {
     sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
     /// Typing limits and group member lists (`im_signals.rs`).
     pub(super) signals: super::im_signals::Signals,
+    /// `catchup` commands whose replays run.
+    pub(super) catchups: super::im_delivery::Catchups,
 }
 
 /// One connection's `echo: false` sends: while one to a conversation is in
@@ -72,6 +74,7 @@ impl ImShard {
         self.holds.remove(&key);
         self.sync_after_inbox.remove(&key);
         self.signals.forget(key);
+        self.catchups.forget(key);
     }
 }
 
@@ -87,6 +90,15 @@ pub(super) enum ImPending {
         offset: u64,
     },
     History(ReadRequest),
+    /// An `ack` of the conversation (delivery).
+    Ack {
+        offset: u64,
+    },
+    /// A `receipts` page.
+    Receipts {
+        cursor: Option<String>,
+        limit: u32,
+    },
     /// A `clear` up to `upto`.
     Clear {
         upto: u64,
@@ -306,6 +318,22 @@ impl Shard {
                 }));
                 Ok(Outcome::Later)
             }
+            ImCommand::Receipts {
+                conv,
+                cursor,
+                limit,
+            } => {
+                if crate::im::is_dm(&conv) {
+                    self.with_member(to, user, conv, ImPending::Receipts { cursor, limit })
+                } else {
+                    // A group: the store answers only its members.
+                    self.receipts_page(to, user, conv, cursor, limit)
+                }
+            }
+            ImCommand::Catchup {
+                convs,
+                limit_per_conv,
+            } => self.catchup_command(to, user, convs, limit_per_conv),
             ImCommand::Clear { conv, upto } => {
                 self.with_member(to, user, conv, ImPending::Clear { upto })
             }
@@ -425,6 +453,10 @@ impl Shard {
                     StoreDone::ImRead(to, conv, Some(pair), result)
                 }));
                 Ok(Outcome::Later)
+            }
+            ImPending::Ack { offset } => self.ack_conv(to, user, conv, offset),
+            ImPending::Receipts { cursor, limit } => {
+                self.receipts_page(to, user, conv, cursor, limit)
             }
             ImPending::Rewrite { offset, ask } => {
                 let shared = self.shared.clone();
@@ -851,16 +883,27 @@ impl Shard {
     /// connection `skip_client` (0: none). Ephemeral: a shard whose lane
     /// is full does not get it (the positions are in the next sync).
     pub(super) fn im_event_to_user(&mut self, user: &str, event: &ImEvent, skip_client: u64) {
+        let frames = crate::im::event_frames(event);
+        self.im_frames_to_user(user, &frames, skip_client);
+    }
+
+    /// [`Shard::im_event_to_user`] with the event's frames built once for
+    /// several users.
+    pub(super) fn im_frames_to_user(
+        &mut self,
+        user: &str,
+        frames: &Arc<ImFrames>,
+        skip_client: u64,
+    ) {
         let channel = channels::personal_channel(user);
         let mask = self.shared.interest.shards(&channel);
         if mask == 0 {
             return;
         }
-        let frames = crate::im::event_frames(event);
         let user: Arc<str> = user.into();
         for dst in crate::interest::shard_indexes(mask) {
             if dst == self.idx {
-                self.deliver_im_event(&user, &frames, skip_client);
+                self.deliver_im_event(&user, frames, skip_client);
                 continue;
             }
             let event = ShardEvent::ImEvent {

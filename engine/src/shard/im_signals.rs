@@ -19,7 +19,6 @@ use super::Shard;
 use crate::channels;
 use crate::engine::Shared;
 use crate::im::DmPair;
-use crate::mesh::ShardEvent;
 
 /// How long a shard trusts a group's member list it read for typing: a
 /// member added since waits this long for its first signals, a removed one
@@ -310,34 +309,9 @@ impl Shard {
                 .collect(),
         };
         for member in others {
-            self.frames_to_user(member, &frames);
+            self.im_frames_to_user(member, &frames, 0);
         }
         Ok(Outcome::Now(ReplyResult::Empty))
-    }
-
-    /// `frames` to every connection of `user` on every shard; a shard whose
-    /// lane is full does not get them (ephemeral).
-    fn frames_to_user(&mut self, user: &str, frames: &Arc<crate::im::ImFrames>) {
-        let channel = channels::personal_channel(user);
-        let mask = self.shared.interest.shards(&channel);
-        if mask == 0 {
-            return;
-        }
-        let user: Arc<str> = user.into();
-        for dst in crate::interest::shard_indexes(mask) {
-            if dst == self.idx {
-                self.deliver_im_event(&user, frames, 0);
-                continue;
-            }
-            let event = ShardEvent::ImEvent {
-                user: user.clone(),
-                frames: frames.clone(),
-                skip_client: 0,
-            };
-            if self.sender.send(dst, event).is_err() {
-                self.shared.metrics[self.idx].mesh_full.add(1);
-            }
-        }
     }
 
     /// The store answered a block, a list or a typing lookup.

@@ -16,6 +16,7 @@ pub mod conn;
 mod connect;
 mod fanout;
 mod im;
+mod im_delivery;
 mod im_signals;
 mod io;
 pub mod poller;

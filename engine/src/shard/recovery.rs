@@ -14,12 +14,13 @@
 //! below half its bound: a send completion resumes it (`resume_replay`).
 
 use bytes::Bytes;
-use ringcast_protocol::client::{Recovery, Reply, ReplyResult, StreamPosition};
+use ringcast_protocol::client::{CatchupResult, Recovery, Reply, ReplyResult, StreamPosition};
 use ringcast_protocol::envelope::{encode_push_json, EncodedPush};
 use ringcast_protocol::frame::{encode_frame, OpCode};
 use ringcast_store::{ReadRequest, ReadResult, StoredCursor};
 
 use super::commands::{store_reply, CommandError, StoreDone};
+use super::im_delivery::CatchupSlot;
 use super::Shard;
 use crate::limits::REPLAY_PAGE_ENTRIES;
 
@@ -59,6 +60,11 @@ pub(super) struct Job {
     /// The page's `epoch` and `first_offset`, for the final reply.
     epoch: u64,
     first_offset: u64,
+    /// A conversation of a `catchup` (`shard/im_delivery.rs`): its result
+    /// goes to the catchup's reply, and it stops after the slot's limit.
+    catchup: Option<CatchupSlot>,
+    /// The replay stopped at its catchup limit.
+    truncated: bool,
 }
 
 /// A store answer for a replay.
@@ -81,6 +87,33 @@ impl Shard {
         since: Option<StreamPosition>,
         device_cursor: bool,
         oldest_if_no_cursor: bool,
+    ) {
+        self.start_replay(
+            key,
+            command_id,
+            stream,
+            since,
+            device_cursor,
+            oldest_if_no_cursor,
+            None,
+        );
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a replay's start, passed apart rather than through a one-use struct"
+    )]
+    /// [`Shard::start_recovery`], or (`catchup`) of one conversation of a
+    /// `catchup` (`device_cursor`: from the device's acknowledged cursor).
+    pub(super) fn start_replay(
+        &mut self,
+        key: usize,
+        command_id: u64,
+        stream: String,
+        since: Option<StreamPosition>,
+        device_cursor: bool,
+        oldest_if_no_cursor: bool,
+        catchup: Option<CatchupSlot>,
     ) {
         let Some(conn) = self.conns.get(key) else {
             return;
@@ -105,6 +138,8 @@ impl Shard {
             at_end: false,
             epoch: 0,
             first_offset: 0,
+            catchup,
+            truncated: false,
         };
         if job.position.is_none() && device_cursor {
             let device = self.device_id(conn);
@@ -245,6 +280,11 @@ impl Shard {
     /// queue to drain (a send completion resumes it).
     fn continue_replay(&mut self, mut job: Job) {
         while let Some(entry) = job.pending.front() {
+            if job.catchup.is_some_and(|slot| job.replayed >= slot.limit) {
+                job.truncated = true;
+                job.at_end = true;
+                break;
+            }
             // Flow control: let the socket take what is queued first, so a
             // long replay never trips the slow-consumer bound and never
             // holds more than half the bound plus one entry.
@@ -315,6 +355,14 @@ impl Shard {
             // of what was replayed are dropped); on failure the entry goes.
             conn.session
                 .end_recovery(&job.stream, last_offset, self.now_ms, &self.session_config);
+        }
+        if let Some(slot) = job.catchup {
+            let result = result.map(|recovery| CatchupResult {
+                conv: job.stream,
+                recovery,
+                truncated: job.truncated,
+            });
+            return self.catchup_finished(slot, result);
         }
         if result.is_err() && !job.device_cursor {
             // The subscribe failed as a whole: leave the channel so the

@@ -19,6 +19,7 @@ mod fd_budget;
 mod handshake;
 mod heartbeat;
 mod history_time;
+mod im_delivery;
 mod im_dm;
 mod im_groups;
 mod im_recall;

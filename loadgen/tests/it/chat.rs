@@ -51,3 +51,70 @@ fn chat_pairs_and_groups_json() {
 fn chat_pairs_and_durable_groups_binary() {
     chat_24_users("ringcast-binary", "chat");
 }
+
+/// IM: 8 users over 2 workers with 2 devices each (16 connections), in 2
+/// pairs per worker; each user sends 6 DMs with `msg_send`. A DM reaches
+/// every device of both users, the sending one included: 4 deliveries. The
+/// first device of each user sends `read` after every 2nd message of its
+/// peer (3 reads per user), each owing a receipt to both of the peer's
+/// devices.
+fn im_8_users(profile: &str) {
+    let engine = TestEngine::start_im();
+    let out_dir = tempfile::tempdir().unwrap();
+    let (output, summary) = run_loadgen(
+        out_dir.path(),
+        &engine.args(
+            "chat",
+            &[
+                &format!("--profile={profile}"),
+                "--im",
+                "--connections=16",
+                "--workers=2",
+                "--pair-share=1.0",
+                "--devices-per-user=2",
+                "--read-every=2",
+                "--rate=6",
+                "--seconds=1",
+            ],
+        ),
+    );
+    let (users, messages, deliveries) = (8, 6, 4);
+    assert_eq!(summary["subscribed"], 16, "{summary:#}");
+    assert_eq!(summary["sent"], users * messages, "{summary:#}");
+    assert_eq!(summary["published"], users * messages, "{summary:#}");
+    assert_eq!(
+        summary["expected"],
+        users * messages * deliveries,
+        "{summary:#}"
+    );
+    assert_eq!(
+        summary["received"],
+        users * messages * deliveries,
+        "{summary:#}"
+    );
+    assert_eq!(summary["lost"], 0, "{summary:#}");
+    assert_eq!(summary["duplicated"], 0, "{summary:#}");
+    assert_eq!(summary["out_of_order"], 0, "{summary:#}");
+    assert_eq!(summary["gaps"], 0, "{summary:#}");
+    assert_eq!(summary["reads_sent"], users * 3, "{summary:#}");
+    assert_eq!(summary["reads_acked"], users * 3, "{summary:#}");
+    assert_eq!(summary["receipts_expected"], users * 3 * 2, "{summary:#}");
+    assert_eq!(summary["receipts"], users * 3 * 2, "{summary:#}");
+    assert_eq!(summary["errors_total"], 0, "{summary:#}");
+    assert_eq!(
+        summary["ack_latency"]["count"],
+        users * messages,
+        "{summary:#}"
+    );
+    assert!(output.status.success(), "{summary:#}");
+}
+
+#[test]
+fn chat_im_dms_to_every_device_json() {
+    im_8_users("ringcast");
+}
+
+#[test]
+fn chat_im_dms_to_every_device_binary() {
+    im_8_users("ringcast-binary");
+}

@@ -187,6 +187,20 @@ fn profile_flags_are_checked() {
         stderr.contains("--profile=ringcast or ringcast-binary"),
         "{stderr}"
     );
+    // IM chat: pairs only (group commands are not on the wire yet), whole
+    // pairs of users with all their devices per worker.
+    let stderr = run(&["chat", "--im", "--pair-share=0.5"]);
+    assert!(stderr.contains("--pair-share=1.0"), "{stderr}");
+    let stderr = run(&[
+        "chat",
+        "--im",
+        "--pair-share=1",
+        "--connections=6",
+        "--devices-per-user=2",
+    ]);
+    assert!(stderr.contains("--devices-per-user"), "{stderr}");
+    let stderr = run(&["chat", "--devices-per-user=2"]);
+    assert!(stderr.contains("need --im"), "{stderr}");
     let stderr = run(&["fanout", "--profile=nchan", "--connections=1"]);
     assert!(stderr.contains("--publish-url"), "{stderr}");
     let stderr = run(&["fanout", "--profile=pusher", "--connections=1"]);

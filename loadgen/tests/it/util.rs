@@ -25,6 +25,15 @@ impl Drop for TestEngine {
 
 impl TestEngine {
     pub fn start() -> TestEngine {
+        TestEngine::start_with(|_| {})
+    }
+
+    /// With the IM layer on (`[im] enabled`).
+    pub fn start_im() -> TestEngine {
+        TestEngine::start_with(|config| config.im.enabled = true)
+    }
+
+    fn start_with(adjust: impl FnOnce(&mut Config)) -> TestEngine {
         let mut config = Config::test_min();
         config.websocket.connections_max_per_shard = 4_000;
         config.websocket.backlog = 1024;
@@ -34,6 +43,7 @@ impl TestEngine {
         config.websocket.handshake_timeout = Duration::from_secs(10);
         let data_dir = tempfile::tempdir().expect("temp dir");
         config.server.data_dir = data_dir.path().to_path_buf();
+        adjust(&mut config);
         let jwt_secret = config.auth.jwt_secret.expose().to_owned();
         let api_key = config.api.key.expose().to_owned();
         TestEngine {

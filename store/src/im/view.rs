@@ -15,7 +15,8 @@ use std::ops::Bound;
 use fjall::Readable;
 
 use crate::api::{
-    ConvPage, ConvSummary, DmPolicy, GroupInfo, GroupMember, GroupSummary, ImSync, SyncToken,
+    ConvPage, ConvSummary, DmPolicy, GroupInfo, GroupMember, GroupSummary, ImSync, MemberReceipt,
+    ReceiptPage, SyncToken,
 };
 use crate::error::StoreError;
 use crate::keys::{
@@ -27,7 +28,7 @@ use crate::keys::{
 };
 use crate::recovery::Fjall;
 
-use super::corrupt;
+use super::{corrupt, counted_recalls, decode_dm_unread};
 
 /// Whether `user`'s view is a group it is a member of now: such a group's
 /// list place and changes follow its record, not the user's keys.
@@ -95,27 +96,15 @@ impl<'a> SnapshotReader<'a> {
     /// recalled there (one range read of `im_recalled`, usually empty).
     fn unread(&self, id: u64, conv: &ConvRecord, uconv: &UConvRecord) -> Result<u64, StoreError> {
         let (end, count) = seen_end(conv, uconv);
-        let mut recalled = 0u64;
-        if end > uconv.read_offset {
+        let recalled = if end > uconv.read_offset {
             let range = entry_key(id, uconv.read_offset + 1)..=entry_key(id, end);
-            for guard in self.snapshot.range(&self.fjall.im_recalled, range) {
-                let value = guard
-                    .value()
-                    .map_err(|error| StoreError::io("reading recalls", error))?;
-                recalled += u64::from(value.first() == Some(&1));
-            }
-        }
+            counted_recalls(self.snapshot.range(&self.fjall.im_recalled, range))?
+        } else {
+            0
+        };
         Ok(count
             .saturating_sub(uconv.read_count)
             .saturating_sub(recalled))
-    }
-
-    fn total_unread(&self, all: &[Held]) -> Result<u64, StoreError> {
-        let mut total = 0;
-        for (id, conv, uconv) in all {
-            total += self.unread(*id, conv, uconv)?;
-        }
-        Ok(total)
     }
 
     fn conv(&self, id: u64) -> Result<ConvRecord, StoreError> {
@@ -143,6 +132,39 @@ impl<'a> SnapshotReader<'a> {
             )?
             .is_some();
         Ok(is_conv.then_some(id))
+    }
+
+    /// A page of group `id`'s member records in id order, after `after`.
+    fn member_page(
+        &self,
+        id: u64,
+        conv: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, MemberRecord)>, StoreError> {
+        let prefix = id.to_be_bytes().to_vec();
+        let start = match after {
+            None => Bound::Included(prefix.clone()),
+            Some(user) => Bound::Excluded(im_member_key(id, user)),
+        };
+        let mut members = Vec::new();
+        for guard in self
+            .snapshot
+            .range(&self.fjall.im_member, (start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (key, value) = guard
+                .into_inner()
+                .map_err(|error| StoreError::io("reading members", error))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let user = im_member_key_decode(&key, id)
+                .ok_or_else(|| corrupt(conv, format!("im_member key of {} bytes", key.len())))?;
+            let record = MemberRecord::decode(&value).map_err(|reason| corrupt(conv, reason))?;
+            members.push((user.to_owned(), record));
+        }
+        Ok(members)
     }
 
     fn member(&self, id: u64, user: &str) -> Result<Option<MemberRecord>, StoreError> {
@@ -223,6 +245,33 @@ impl<'a> SnapshotReader<'a> {
     /// Every conversation of `user` with its view: one prefix scan of
     /// `im_uconv` and a point read of each record.
     fn all_of(&self, user: &str) -> Result<Vec<Held>, StoreError> {
+        self.views_of(user, false)
+    }
+
+    /// `user`'s groups (current and left) with its views: the same scan,
+    /// with a point read of the groups' records only.
+    fn groups_of(&self, user: &str) -> Result<Vec<Held>, StoreError> {
+        self.views_of(user, true)
+    }
+
+    /// `user`'s DM unread total (`im_unread`), kept in each entry's batch.
+    fn dm_unread(&self, user: &str) -> Result<u64, StoreError> {
+        decode_dm_unread(self.get(&self.fjall.im_unread, user.as_bytes(), "reading unread")?)
+    }
+
+    /// The total unread of `user`: its DM total, one point read, plus the
+    /// unread of its groups among `held` (`docs/im.md`, "Unread counts").
+    fn total_unread(&self, user: &str, held: &[Held]) -> Result<u64, StoreError> {
+        let mut groups = 0u64;
+        for (id, conv, uconv) in held {
+            if uconv.group.is_some() {
+                groups += self.unread(*id, conv, uconv)?;
+            }
+        }
+        Ok(self.dm_unread(user)?.saturating_add(groups))
+    }
+
+    fn views_of(&self, user: &str, groups_only: bool) -> Result<Vec<Held>, StoreError> {
         let mut all = Vec::new();
         for guard in self
             .snapshot
@@ -237,6 +286,9 @@ impl<'a> SnapshotReader<'a> {
                 return Err(corrupt("", format!("im_uconv key of {} bytes", key.len())));
             };
             let uconv = UConvRecord::decode(&value).map_err(|reason| corrupt("", reason))?;
+            if groups_only && uconv.group.is_none() {
+                continue;
+            }
             all.push((id, self.conv(id)?, uconv));
         }
         Ok(all)
@@ -263,8 +315,10 @@ pub(crate) fn conv_list(
     limit: usize,
 ) -> Result<ConvPage, StoreError> {
     let reader = SnapshotReader::new(fjall);
-    let all = reader.all_of(user)?;
-    let total = reader.total_unread(&all)?;
+    // The DMs' part of the total is one key; only the groups are read
+    // whole (they are merged into the order below).
+    let all = reader.groups_of(user)?;
+    let total = reader.total_unread(user, &all)?;
     let mut held: HashMap<u64, (ConvRecord, UConvRecord)> = HashMap::with_capacity(all.len());
     // The groups it is a member of, after the cursor, newest first.
     let mut groups: Vec<(u64, u64)> = Vec::new();
@@ -317,9 +371,15 @@ pub(crate) fn conv_list(
         .flatten();
     let mut convs = Vec::with_capacity(places.len());
     for (_, id) in places {
-        let (conv, uconv) = held
-            .remove(&id)
-            .ok_or_else(|| corrupt("", format!("conversation {id} in the list, no position")))?;
+        let (conv, uconv) = match held.remove(&id) {
+            Some(found) => found,
+            None => {
+                let uconv = reader.uconv(user, id)?.ok_or_else(|| {
+                    corrupt("", format!("conversation {id} in the list, no position"))
+                })?;
+                (reader.conv(id)?, uconv)
+            }
+        };
         convs.push(reader.summary(user, id, conv, uconv)?);
     }
     Ok(ConvPage {
@@ -357,7 +417,7 @@ pub(crate) fn im_sync(
         since.is_some_and(|token| token.store_id != counter.store_id || token.gseq > counter.gseq);
     let since_gseq = since.filter(|_| !reset).map(|token| token.gseq);
     let all = reader.all_of(user)?;
-    let total = reader.total_unread(&all)?;
+    let total = reader.total_unread(user, &all)?;
     let (changed, more, gseq) = match since_gseq {
         None => {
             let mut newest = all;
@@ -457,36 +517,68 @@ pub(crate) fn group_members(
     let Some(id) = reader.conv_id(conv)? else {
         return Ok(Vec::new());
     };
-    let prefix = id.to_be_bytes().to_vec();
-    let start = match after {
-        None => Bound::Included(prefix.clone()),
-        Some(user) => Bound::Excluded(im_member_key(id, user)),
-    };
-    let mut members = Vec::new();
-    for guard in reader
-        .snapshot
-        .range(&fjall.im_member, (start, Bound::Unbounded))
-        .take(limit)
-    {
-        let (key, value) = guard
-            .into_inner()
-            .map_err(|error| StoreError::io("reading members", error))?;
-        if !key.starts_with(&prefix) {
-            break;
-        }
-        let user = im_member_key_decode(&key, id)
-            .ok_or_else(|| corrupt(conv, format!("im_member key of {} bytes", key.len())))?;
-        let record = MemberRecord::decode(&value).map_err(|reason| corrupt(conv, reason))?;
-        members.push(GroupMember {
-            user: user.to_owned(),
+    let members = reader.member_page(id, conv, after, limit)?;
+    Ok(members
+        .into_iter()
+        .map(|(user, record)| GroupMember {
+            user,
             role: record.role,
             joined_offset: record.joined_offset,
             joined_ms: record.joined_ms,
             muted_until_ms: record.muted_until_ms,
             added_by: record.added_by,
+        })
+        .collect())
+}
+
+/// The read and delivery positions of `conv`'s users after `after`, in
+/// user id order (a DM's pair; a group's current members from
+/// `im_member`, one point read of `im_uconv` each), or `None` if `user` is
+/// neither one of the pair nor a member.
+pub(crate) fn im_receipts(
+    fjall: &Fjall,
+    user: &str,
+    conv: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Option<ReceiptPage>, StoreError> {
+    let reader = SnapshotReader::new(fjall);
+    let Some(id) = reader.conv_id(conv)? else {
+        return Ok(None);
+    };
+    let record = reader.conv(id)?;
+    let users: Vec<String> = if record.group.is_some() {
+        if reader.member(id, user)?.is_none() {
+            return Ok(None);
+        }
+        let members = reader.member_page(id, conv, after, limit)?;
+        members.into_iter().map(|(member, _)| member).collect()
+    } else {
+        if record.peer_of(user).is_none() {
+            return Ok(None);
+        }
+        let (a, b) = &record.pair;
+        let mut pair = vec![a.clone()];
+        if b != a {
+            pair.push(b.clone());
+        }
+        pair.retain(|member| after.is_none_or(|after| member.as_str() > after));
+        pair.truncate(limit);
+        pair
+    };
+    let mut receipts = Vec::with_capacity(users.len());
+    for member in users {
+        let view = reader.uconv(&member, id)?;
+        receipts.push(MemberReceipt {
+            read_offset: view.as_ref().map_or(0, |view| view.read_offset),
+            recv_offset: view.as_ref().map_or(0, |view| view.recv_offset),
+            user: member,
         });
     }
-    Ok(members)
+    let next = (receipts.len() == limit)
+        .then(|| receipts.last().map(|last| last.user.clone()))
+        .flatten();
+    Ok(Some(ReceiptPage { receipts, next }))
 }
 
 /// A page of `owner`'s blocks (`contacts: false`) or contacts, in id

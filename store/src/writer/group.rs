@@ -71,6 +71,7 @@ fn joined_view(
         changed_gseq: 0,
         peer: String::new(),
         group: None,
+        recv_offset: 0,
         visible_from: 0,
     });
     view.read_offset = offset;

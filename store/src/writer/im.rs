@@ -5,8 +5,8 @@
 //! written in the same fjall batch as the entry.
 
 use crate::api::{
-    DmPolicy, Durability, ImAppend, ImAppended, ImReadState, Retention, CLIENT_MSG_ID_BYTES_MAX,
-    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    DmPolicy, Durability, ImAppend, ImAppended, ImDelivery, ImReadState, Retention,
+    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use ringcast_protocol::envelope::EncodedPush;
 
@@ -50,6 +50,11 @@ pub(crate) enum ImUserChange {
         user: String,
         policy: DmPolicy,
     },
+}
+
+/// A count as a delta (counts never come near `i64::MAX`).
+fn signed(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// The dedup id of an IM append: the sender's length and id, then the
@@ -189,14 +194,25 @@ impl Writer {
             (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
             _ => None,
         };
-        // The sender's `clear` stays: one point read of its view.
-        let sender_visible_from = match &stored {
-            Some(_) => work
-                .im
-                .uconv(&self.fjall, &sender, id)?
-                .map_or(0, |view| view.visible_from),
-            None => 0,
+        // The sender's `clear` and delivery position stay: one point read
+        // of its view.
+        let sender_view = match &stored {
+            Some(_) => work.im.uconv(&self.fjall, &sender, id)?,
+            None => None,
         };
+        let sender_recv_offset = sender_view.as_ref().map_or(0, |view| view.recv_offset);
+        let sender_visible_from = sender_view.as_ref().map_or(0, |view| view.visible_from);
+        // The DM unread totals move in this batch: the peer's by this
+        // message, the sender's by what it had unread here (its own
+        // message reads the conversation).
+        let sender_unread = match (&stored, &sender_view) {
+            (Some(record), Some(view)) => {
+                self.dm_unread_read(work, id, record, view, record.last_offset)?
+            }
+            _ => 0,
+        };
+        work.im.load_dm_unread(&self.fjall, &sender)?;
+        work.im.load_dm_unread(&self.fjall, &peer)?;
         let stored_time_ms = stored.as_ref().map(|record| record.last_time_ms);
         let mut record = stored.unwrap_or_else(|| ConvRecord {
             kind: CONV_KIND_DM,
@@ -232,10 +248,13 @@ impl Writer {
                 changed_gseq: gseq,
                 peer: peer.clone(),
                 group: None,
+                recv_offset: sender_recv_offset,
                 visible_from: sender_visible_from,
             },
         );
+        work.im.add_dm_unread(&sender, -signed(sender_unread));
         if peer != sender {
+            work.im.add_dm_unread(&peer, 1);
             let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
             view.changed_gseq = gseq;
             work.im.put_uconv(&peer, id, view);
@@ -258,34 +277,7 @@ impl Writer {
         offset: u64,
         clear: bool,
     ) -> Result<ImReadState, StoreError> {
-        let not_found = StoreError::InvalidRequest {
-            reason: "no such conversation for this user",
-        };
-        let id = self
-            .stream_id(work, conv)
-            .ok_or_else(|| not_found.clone())?;
-        let record = work
-            .im
-            .conv(&self.fjall, &self.im, id, conv)?
-            .ok_or_else(|| not_found.clone())?;
-        let stored = work.im.uconv(&self.fjall, user, id)?;
-        let (mut view, end) = match (&record.group, stored) {
-            // A group's members have a view from their join on; what a
-            // user left ends at its window.
-            (Some(_), Some(view)) => {
-                let end = match view.group {
-                    Some(window) if window.left => window.visible_to,
-                    _ => record.last_offset,
-                };
-                (view, end)
-            }
-            (Some(_), None) => return Err(not_found),
-            (None, stored) => {
-                let peer = record.peer_of(user).ok_or(not_found)?.to_owned();
-                let view = stored.unwrap_or_else(|| UConvRecord::unread(peer));
-                (view, record.last_offset)
-            }
-        };
+        let (id, record, mut view, end) = self.user_view(work, user, conv)?;
         let offset = offset.min(end);
         // `clear`: nothing at or before `offset` is shown to this user
         // again, nor counted as unread.
@@ -303,6 +295,13 @@ impl Writer {
         }
         if offset > view.read_offset {
             changed = true;
+            if record.group.is_none() {
+                // The DM unread total loses what this read covers, in
+                // this batch.
+                let read = self.dm_unread_read(work, id, &record, &view, offset)?;
+                work.im.load_dm_unread(&self.fjall, user)?;
+                work.im.add_dm_unread(user, -signed(read));
+            }
             view.read_offset = offset;
             // Recall and edit events do not count in a DM either: one
             // seek of `im_nocount`, as in a group.
@@ -328,6 +327,98 @@ impl Writer {
                 .saturating_sub(view.read_count)
                 .saturating_sub(recalled),
         })
+    }
+
+    /// What `view` has unread in DM `id` up to `offset`: the counted
+    /// messages after its read position, less those recalled there (a
+    /// recall took them off the user's `im_unread` already).
+    pub(super) fn dm_unread_read(
+        &self,
+        work: &BatchWork,
+        id: u64,
+        record: &ConvRecord,
+        view: &UConvRecord,
+        offset: u64,
+    ) -> Result<u64, StoreError> {
+        if offset <= view.read_offset {
+            return Ok(0);
+        }
+        let count = work.im.count_at(&self.fjall, id, record, offset)?;
+        let recalled = work
+            .im
+            .recalled_between(&self.fjall, id, view.read_offset, offset)?;
+        Ok(count
+            .saturating_sub(view.read_count)
+            .saturating_sub(recalled))
+    }
+
+    /// Stages a device's acknowledgement of conversation `conv` up to
+    /// `offset`: the device's cursor (as a plain `ack`) and the user's
+    /// delivery position `recv_offset`, raised to the cursor (monotonic,
+    /// clamped to what the user may see). The delivery position changes no
+    /// gseq: it is the senders' information, not the user's view.
+    pub(super) fn stage_im_ack(
+        &mut self,
+        work: &mut BatchWork,
+        user: &str,
+        device: &str,
+        conv: &str,
+        offset: u64,
+    ) -> Result<ImDelivery, StoreError> {
+        let (id, record, mut view, end) = self.user_view(work, user, conv)?;
+        let cursor = self.stage_cursor(work, user, device, conv, offset.min(end))?;
+        let advanced = cursor > view.recv_offset;
+        if advanced {
+            view.recv_offset = cursor;
+            work.im.put_uconv(user, id, view.clone());
+        }
+        Ok(ImDelivery {
+            cursor,
+            recv_offset: view.recv_offset,
+            advanced,
+            peer: record.peer_of(user).map(str::to_owned),
+            member_count: record.group.as_ref().map_or(0, |group| group.member_count),
+        })
+    }
+
+    /// `user`'s view of `conv` (a fresh one for a DM's user who has none
+    /// yet), with the conversation's id and record and the last offset the
+    /// user may see (a left group's window end).
+    fn user_view(
+        &mut self,
+        work: &mut BatchWork,
+        user: &str,
+        conv: &str,
+    ) -> Result<(u64, ConvRecord, UConvRecord, u64), StoreError> {
+        let not_found = StoreError::InvalidRequest {
+            reason: "no such conversation for this user",
+        };
+        let id = self
+            .stream_id(work, conv)
+            .ok_or_else(|| not_found.clone())?;
+        let record = work
+            .im
+            .conv(&self.fjall, &self.im, id, conv)?
+            .ok_or_else(|| not_found.clone())?;
+        let stored = work.im.uconv(&self.fjall, user, id)?;
+        let (view, end) = match (&record.group, stored) {
+            // A group's members have a view from their join on; what a
+            // user left ends at its window.
+            (Some(_), Some(view)) => {
+                let end = match view.group {
+                    Some(window) if window.left => window.visible_to,
+                    _ => record.last_offset,
+                };
+                (view, end)
+            }
+            (Some(_), None) => return Err(not_found),
+            (None, stored) => {
+                let peer = record.peer_of(user).ok_or(not_found)?.to_owned();
+                let view = stored.unwrap_or_else(|| UConvRecord::unread(peer));
+                (view, record.last_offset)
+            }
+        };
+        Ok((id, record, view, end))
     }
 
     /// Refuses a DM from `sender` to `peer` when either blocked the other,

@@ -89,6 +89,8 @@ impl Writer {
         }))
     }
 
+    /// Stages `(user, device)`'s cursor in `stream` at `offset` (monotonic,
+    /// clamped to the stream's end); returns the cursor now held.
     pub(super) fn stage_cursor(
         &mut self,
         work: &mut BatchWork,
@@ -96,15 +98,8 @@ impl Writer {
         device: &str,
         stream: &str,
         offset: u64,
-        reply: Reply<u64>,
-    ) {
-        if let Err(error) = validate_cursor(user, device, stream) {
-            work.replies.push(PendingReply::Value {
-                reply,
-                result: Err(error),
-            });
-            return;
-        }
+    ) -> Result<u64, StoreError> {
+        validate_cursor(user, device, stream)?;
         let meta = self
             .stream_id(work, stream)
             .and_then(|id| self.stream_meta(work, id));
@@ -116,16 +111,12 @@ impl Writer {
         let key = cursor_key(user, device, stream);
         let current = match work.cursors_pending.get(&key) {
             Some(record) => Some(*record),
-            None => match self.fjall.cursors.get(&key) {
-                Ok(stored) => stored.and_then(|bytes| CursorRecord::decode(&bytes)),
-                Err(error) => {
-                    work.replies.push(PendingReply::Value {
-                        reply,
-                        result: Err(StoreError::io("reading a cursor", error)),
-                    });
-                    return;
-                }
-            },
+            None => self
+                .fjall
+                .cursors
+                .get(&key)
+                .map_err(|error| StoreError::io("reading a cursor", error))?
+                .and_then(|bytes| CursorRecord::decode(&bytes)),
         };
         let value = match current {
             Some(current) if current.epoch == epoch && current.offset >= offset => current.offset,
@@ -137,10 +128,7 @@ impl Writer {
                 offset
             }
         };
-        work.replies.push(PendingReply::Value {
-            reply,
-            result: Ok(value),
-        });
+        Ok(value)
     }
 
     /// Gives the stream a new id and epoch; the old id's data becomes

@@ -211,6 +211,19 @@ impl Writer {
             None => self.dm_views(work, &record, id)?,
             Some(_) => Vec::new(),
         };
+        // A recalled message that counted leaves the DM unread total of
+        // each user whose read position is before it, in this batch.
+        let unread_drops: Vec<String> = match op {
+            RewriteOp::Recall if counted => views
+                .iter()
+                .filter(|(_, view)| view.read_offset < ref_offset)
+                .map(|(user, _)| user.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        for user in &unread_drops {
+            work.im.load_dm_unread(&self.fjall, user)?;
+        }
         work.sync |= durability == crate::api::Durability::Sync;
         let stored_time_ms = record.last_time_ms;
         let (appended, gseq, _, _) = self.stage_conv_entry(
@@ -235,6 +248,9 @@ impl Writer {
         }
         if let Some(offset) = last_msg_offset {
             record.last_msg_offset = offset;
+        }
+        for user in &unread_drops {
+            work.im.add_dm_unread(user, -1);
         }
         // A DM's views change with it (unread, the last message); a
         // group's members see its `last_gseq`.

@@ -60,7 +60,7 @@ fn msg_request(conv: &str, sender: &str, counts: bool) -> GroupAppend {
     }
 }
 
-fn msg(store: &Store, conv: &str, sender: &str) -> Result<GroupAppended, StoreError> {
+pub fn msg(store: &Store, conv: &str, sender: &str) -> Result<GroupAppended, StoreError> {
     block_on(store.group_append(msg_request(conv, sender, true))?)
         .map_err(|_| StoreError::Closed)?
 }
@@ -77,7 +77,7 @@ fn create_op(owner: &str, members: &[&str]) -> GroupOp {
     }
 }
 
-fn create(store: &Store, conv: &str, owner: &str, members: &[&str]) -> GroupAppended {
+pub fn create(store: &Store, conv: &str, owner: &str, members: &[&str]) -> GroupAppended {
     op(store, conv, owner, create_op(owner, members)).expect("create")
 }
 

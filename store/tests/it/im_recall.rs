@@ -14,6 +14,7 @@ use ringcast_store::{
 };
 
 use crate::im::{conv_name, fresh_store, im_request, list, read_to, send};
+use crate::im_delivery::recount;
 use crate::kill::{next_random, run_and_kill, test_seed};
 use crate::util::{block_on, config, data, envelope, read_all};
 
@@ -578,12 +579,125 @@ fn sigkill_keeps_tombstones_and_unread_equal_to_the_recount() {
                 }
             }
         }
+        // The DM unread total key (`im_unread`), moved in each batch, is
+        // the sum of the conversations' unread after the kill too.
+        for user in KILL_USERS {
+            assert_eq!(
+                list(&store, user, None, 1).total_unread,
+                recount(&store, user),
+                "seed {seed} round {round}: {user}'s total"
+            );
+        }
         eprintln!(
             "recall round {round} ({mode}): killed after {delay:?}, acked {}, recalls {recalls}",
             acked.len()
         );
         store.close().unwrap();
     }
+}
+
+/// Every write that changes a DM's unread moves the user's total key in
+/// its batch: sends, reads, recalls (before and after each user's read
+/// position, by the sender and by the system), edits (no change) and
+/// clears, checked against the recount after each step and a reopen.
+#[test]
+fn the_dm_unread_total_key_equals_the_recount_through_recalls_edits_and_clears() {
+    let (dir, store) = fresh_store();
+    let users = ["u0", "u1", "u2"];
+    let mut random = 0x9e37_79b9_7f4a_7c15u64;
+    let mut pick = |n: usize| (next_random(&mut random) % n as u64) as usize;
+    // (sender, conv, offset, id, recalled)
+    let mut sent: Vec<(String, String, u64, u64, bool)> = Vec::new();
+    let mut done = [0u32; 4];
+    for step in 0..120 {
+        let op = if sent.is_empty() { 0 } else { pick(6) };
+        match op {
+            0 | 1 => {
+                let from = users[pick(3)];
+                let to = users[(users.iter().position(|u| *u == from).unwrap() + 1 + pick(2)) % 3];
+                let appended = send(&store, from, to, "msg");
+                sent.push((
+                    from.to_owned(),
+                    conv_name(from, to),
+                    appended.appended.offset,
+                    appended.appended.message_id.as_u64(),
+                    false,
+                ));
+            }
+            2 => {
+                let (sender, conv, offset, ..) = sent[pick(sent.len())].clone();
+                let reader = conv
+                    .strip_prefix("dm:")
+                    .unwrap()
+                    .split('-')
+                    .find(|user| *user != sender)
+                    .unwrap_or(&sender)
+                    .to_owned();
+                read_to(
+                    &store,
+                    &reader,
+                    &conv,
+                    offset.saturating_sub(pick(3) as u64).max(1),
+                );
+                done[0] += 1;
+            }
+            3 => {
+                let at = pick(sent.len());
+                let (sender, conv, offset, id, recalled) = sent[at].clone();
+                if !recalled {
+                    let actor = if pick(4) == 0 { "" } else { sender.as_str() };
+                    rewrite(
+                        &store,
+                        rewrite_request(&conv, actor, &sender, offset, id, None, WINDOW_MS),
+                    )
+                    .expect("a recall in the window");
+                    sent[at].4 = true;
+                    done[1] += 1;
+                }
+            }
+            4 => {
+                let (sender, conv, offset, id, recalled) = sent[pick(sent.len())].clone();
+                if !recalled {
+                    let edited = rewrite(
+                        &store,
+                        rewrite_request(&conv, &sender, &sender, offset, id, Some("e"), WINDOW_MS),
+                    );
+                    assert!(
+                        matches!(edited, Ok(_) | Err(StoreError::WindowPassed { .. })),
+                        "{edited:?}"
+                    );
+                    done[2] += 1;
+                }
+            }
+            _ => {
+                let (sender, conv, offset, ..) = sent[pick(sent.len())].clone();
+                let upto = offset.saturating_sub(pick(4) as u64).max(1);
+                block_on(store.im_clear(&sender, &conv, upto).unwrap())
+                    .unwrap()
+                    .unwrap();
+                done[3] += 1;
+            }
+        }
+        for user in users {
+            assert_eq!(
+                list(&store, user, None, 1).total_unread,
+                recount(&store, user),
+                "{user} after step {step} (op {op})"
+            );
+        }
+    }
+    assert!(
+        done.iter().all(|n| *n > 0),
+        "every kind of write ran: {done:?}"
+    );
+    let before: Vec<u64> = users.iter().map(|user| recount(&store, user)).collect();
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for (user, total) in users.iter().zip(before) {
+        assert_eq!(list(&store, user, None, 1).total_unread, total, "{user}");
+        assert_eq!(recount(&store, user), total, "{user}");
+    }
+    store.close().unwrap();
 }
 
 #[test]
@@ -603,6 +717,8 @@ fn a_clear_hides_older_entries_from_one_user_only() {
         (state.visible_from, state.read_offset, state.unread),
         (3, 2, 1)
     );
+    // The clear read bob's first two: its total key moved with it.
+    assert_eq!(list(&store, "bob", None, 1).total_unread, 1);
     // Monotonic: an older clear changes nothing.
     assert_eq!(clear(&store, 1).visible_from, 3);
     // Sending, by either user, keeps it; the peer's view is untouched.

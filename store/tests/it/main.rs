@@ -5,6 +5,7 @@ mod cursors;
 mod dedup;
 mod failure;
 mod im;
+mod im_delivery;
 mod im_groups;
 mod im_recall;
 mod kill;

@@ -39,6 +39,7 @@ impl CommitSink for Recorder {
             Answer::Cursor(result) => result,
             Answer::ImAppended(result) => result.map(|im| im.appended.offset),
             Answer::ImRead(result) => result.map(|read| read.read_offset),
+            Answer::ImAck(result) => result.map(|ack| ack.cursor),
             Answer::Group(result) => result.map(|group| group.appended.offset),
             Answer::Rewritten(result) => result.map(|rewrite| rewrite.appended.offset),
         };

@@ -88,6 +88,22 @@ pub enum ImCommand {
     /// [`PRESENCE_USERS_MAX`](super::PRESENCE_USERS_MAX) in id order), for
     /// a member; answered with [`super::ReplyResult::Presence`].
     PresenceConv { conv: String },
+    /// The read and delivery positions of `conv`'s users (a DM's two, a
+    /// group's members of any size) in user id order after `cursor` (the
+    /// previous page's `next`); `limit` 1..=[`super::RECEIPTS_LIMIT_MAX`].
+    Receipts {
+        conv: String,
+        cursor: Option<String>,
+        limit: u32,
+    },
+    /// Replays each conversation after the client's position, merged with
+    /// its live entries as a subscribe with `since` is; at most
+    /// `limit_per_conv` entries each (0, or past `im.catchup_per_conv_max`:
+    /// that maximum).
+    Catchup {
+        convs: Vec<super::CatchupFrom>,
+        limit_per_conv: u32,
+    },
     /// Recalls the message at `offset` of `conv`: it becomes a tombstone
     /// for everyone (`docs/im.md`, "Recall, edit, delete").
     Recall { conv: String, offset: u64 },
@@ -292,6 +308,15 @@ pub enum ImReply {
     },
     /// `group_info`.
     GroupInfo(Box<GroupDetails>),
+    /// `receipts`: `next` is the next page's cursor, `None` at the end.
+    Receipts {
+        conv: String,
+        receipts: Vec<super::MemberPositions>,
+        next: Option<String>,
+    },
+    /// `catchup`: one result per conversation, in the command's order,
+    /// after every replayed entry.
+    Catchup { convs: Vec<super::CatchupResult> },
     /// `recall` or `edit`, once stored: the event's `offset`, the
     /// message's `ref_offset`, its edits so far (0 for a recall).
     Rewritten {
@@ -339,6 +364,13 @@ pub enum ImEvent {
         user: String,
         state: TypingState,
     },
+    /// Some device of `user` acknowledged `conv` up to `offset` (sent when
+    /// the user's delivery position advances).
+    Delivered {
+        conv: String,
+        user: String,
+        offset: u64,
+    },
 }
 
 /// The body of [`ImEvent::Sync`].
@@ -356,7 +388,7 @@ pub struct ImSyncInfo {
     pub total_unread: u64,
 }
 
-fn bad_request(id: u64, message: String) -> CommandError {
+pub(super) fn bad_request(id: u64, message: String) -> CommandError {
     CommandError::new(Some(id), ErrorCode::BadRequest, message)
 }
 
@@ -686,6 +718,10 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
             Ok(())
         }
         ImCommand::ConvList { limit, .. } => check_limit(id, *limit, CONV_LIST_LIMIT_MAX),
+        ImCommand::Receipts { conv, limit, .. } => {
+            super::im_delivery::validate_receipts(id, conv, *limit)
+        }
+        ImCommand::Catchup { convs, .. } => super::im_delivery::validate_catchup(id, convs),
         ImCommand::Edit {
             conv,
             offset,
@@ -885,6 +921,12 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             next,
         } => super::im_group::push_group_members(out, conv, members, next.as_deref()),
         ImReply::GroupInfo(details) => super::im_group::push_group_details(out, details),
+        ImReply::Receipts {
+            conv,
+            receipts,
+            next,
+        } => super::im_delivery::push_receipts(out, conv, receipts, next.as_deref()),
+        ImReply::Catchup { convs } => super::im_delivery::push_catchup(out, convs),
         ImReply::Rewritten {
             conv,
             offset,
@@ -984,6 +1026,9 @@ pub fn encode_im_event_json(event: &ImEvent) -> Vec<u8> {
             out.extend_from_slice(b",\"state\":\"");
             out.extend_from_slice(state.as_str().as_bytes());
             out.extend_from_slice(b"\"}}");
+        }
+        ImEvent::Delivered { conv, user, offset } => {
+            super::im_delivery::push_delivered(&mut out, conv, user, *offset);
         }
     }
     out

@@ -227,6 +227,14 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im_group::GroupInfoParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command()))
         }
+        "receipts" => {
+            let params: super::im_delivery::ReceiptsParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "catchup" => {
+            let params: super::im_delivery::CatchupParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id)?))
+        }
         "recall" => {
             let params: super::im::ReadParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_recall()))

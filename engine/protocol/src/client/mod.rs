@@ -25,6 +25,7 @@
 
 mod binary;
 mod im;
+mod im_delivery;
 mod im_group;
 mod json;
 mod model;
@@ -43,6 +44,10 @@ pub use im::{
     ImReply, ImSyncInfo, MsgKind, MsgSize, SyncToken, CONV_LIST_LIMIT_DEFAULT, CONV_LIST_LIMIT_MAX,
 };
 pub use im::{BlockedUser, TypingState, BLOCKS_LIST_LIMIT_DEFAULT, BLOCKS_LIST_LIMIT_MAX};
+pub use im_delivery::{
+    ArchivedCatchupFrom, ArchivedCatchupResult, ArchivedMemberPositions, CatchupFrom,
+    CatchupResult, MemberPositions, CATCHUP_CONVS_MAX, RECEIPTS_LIMIT_DEFAULT, RECEIPTS_LIMIT_MAX,
+};
 pub use im_group::{
     is_group_conv, ConvGroup, GroupChange, GroupDetails, GroupMemberInfo, GroupRole,
     GROUP_MEMBERS_LIMIT_DEFAULT, GROUP_MEMBERS_LIMIT_MAX, GROUP_TEXT_BYTES_MAX, GROUP_USERS_MAX,

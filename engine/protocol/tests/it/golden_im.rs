@@ -208,7 +208,7 @@ fn replies() -> Vec<(ImReply, &'static str, &'static str)> {
     ]
 }
 
-/// A reply keeps its JSON and binary bytes and decodes back.
+/// An IM reply's bytes in both forms, and its binary form decoded back.
 #[track_caller]
 fn check_reply(reply: ImReply, json: &str, binary: &str) {
     let reply = Reply::Ok {
@@ -733,6 +733,128 @@ fn group_commands_and_replies_keep_their_bytes_in_both_forms() {
     assert_eq!(ErrorCode::from_u16(124), Some(ErrorCode::MemberLimit));
 }
 
+/// The delivery part (`receipts`, `catchup`, `delivered`), all in this one
+/// function so that a merge renumbering appended variants regenerates them
+/// together (`GOLDEN_IM_PRINT=1`).
+#[test]
+fn im_delivery_commands_replies_and_events_keep_their_bytes() {
+    use ringcast_protocol::client::{
+        CatchupFrom, CatchupResult, MemberPositions, Recovery, StreamPosition,
+    };
+    let commands = [
+        (
+            r#"{"id":6,"method":"receipts","params":{"conv":"grp:team","cursor":"bob","limit":2}}"#,
+            ImCommand::Receipts {
+                conv: "grp:team".into(),
+                cursor: Some("bob".into()),
+                limit: 2,
+            },
+            "0c0000006772703a7465616d01000000626f62ffffffffff0200000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            r#"{"id":6,"method":"catchup","params":{"convs":[{"conv":"dm:a","since":4,"epoch":"77"},{"conv":"dm:b","since":"cursor"}],"limit_per_conv":10}}"#,
+            ImCommand::Catchup {
+                convs: vec![
+                    CatchupFrom {
+                        conv: "dm:a".into(),
+                        since: Some(StreamPosition {
+                            offset: 4,
+                            epoch: 77,
+                        }),
+                    },
+                    CatchupFrom {
+                        conv: "dm:b".into(),
+                        since: None,
+                    },
+                ],
+                limit_per_conv: 10,
+            },
+            "646d3a61ffffffff010000000000000004000000000000004d00000000000000646d3a62ffffffff0000000000000000000000000000000000000000000000000d000000bcffffff020000000a00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    check_commands(
+        commands
+            .into_iter()
+            .map(|(json, command, binary)| (json, im(6, command), binary))
+            .collect(),
+    );
+    let replies = [
+        (
+            ImReply::Receipts {
+                conv: "grp:team".into(),
+                receipts: vec![MemberPositions {
+                    user: "carol".into(),
+                    read: 3,
+                    delivered: 5,
+                }],
+                next: Some("carol".into()),
+            },
+            r#"{"id":1,"result":{"conv":"grp:team","receipts":[{"user":"carol","read":3,"delivered":5}],"next":"carol"}}"#,
+            "6361726f6cffffff03000000000000000500000000000000070000006772703a7465616ddcffffff01000000010000006361726f6cffffff0000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+        (
+            ImReply::Catchup {
+                convs: vec![CatchupResult {
+                    conv: "dm:a".into(),
+                    recovery: Recovery {
+                        recovered: true,
+                        epoch: 77,
+                        offset: 9,
+                        start_offset: 1,
+                        replayed: 5,
+                    },
+                    truncated: true,
+                }],
+            },
+            r#"{"id":1,"result":{"convs":[{"conv":"dm:a","recovered":true,"epoch":"77","offset":9,"start_offset":1,"replayed":5,"truncated":true}]}}"#,
+            "646d3a61ffffffff01000000000000004d00000000000000090000000000000001000000000000000500000000000000010000000000000008000000c4ffffff0100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ];
+    for (reply, json, binary) in replies {
+        check_reply(reply, json, binary);
+    }
+    let event = ImEvent::Delivered {
+        conv: "dm:abc".into(),
+        user: "bob".into(),
+        offset: 9,
+    };
+    let json = r#"{"delivered":{"conv":"dm:abc","user":"bob","offset":9}}"#;
+    let bytes = encode_im_event_binary(&event);
+    check(
+        &encode_im_event_json(&event),
+        &bytes,
+        json,
+        "05000000646d3a616263ffff626f62ffffffffff0000000009000000000000000000000000000000000000000000000007000000ccffffff00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+        json,
+    );
+    assert_eq!(
+        decode_server_binary(&bytes).expect(json),
+        ServerMessage::Im(Box::new(event))
+    );
+    for (json, needle) in [
+        (
+            r#"{"id":1,"method":"receipts","params":{"conv":"dm:x","limit":0}}"#,
+            "`limit` must be 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[]}}"#,
+            "`convs` must hold 1 to 100",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[{"conv":"dm:x","since":"start"}]}}"#,
+            "\"cursor\"",
+        ),
+        (
+            r#"{"id":1,"method":"catchup","params":{"convs":[{"conv":"dm:x","since":1},{"conv":"dm:x","since":2}]}}"#,
+            "named twice",
+        ),
+    ] {
+        let error = decode_json(json.as_bytes()).expect_err(json);
+        assert_eq!(error.code, ErrorCode::BadRequest, "{json}");
+        assert!(error.message.contains(needle), "{json}: {}", error.message);
+    }
+}
+
 /// `recall`, `edit`, `clear` and their replies, in one place (appended variants:
 /// a merge that renumbers them regenerates these).
 #[test]
@@ -747,7 +869,7 @@ fn recall_edit_and_clear_keep_their_bytes_in_both_forms() {
                     offset: 7,
                 },
             ),
-            "0c000000646d3a616263ffff0000000007000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+            "0e000000646d3a616263ffff0000000007000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000006000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
         ),
         (
             r#"{"id":7,"method":"edit","params":{"conv":"dm:abc","offset":7,"kind":"text","data":{"text":"hello"}}}"#,
@@ -760,7 +882,7 @@ fn recall_edit_and_clear_keep_their_bytes_in_both_forms() {
                     data: br#"{"text":"hello"}"#.to_vec(),
                 },
             ),
-            "7b2274657874223a2268656c6c6f227d0d000000646d3a616263ffff00000000070000000000000001000000d4ffffff100000000000000000000000000000000000000000000000000000000000000007000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+            "7b2274657874223a2268656c6c6f227d0f000000646d3a616263ffff00000000070000000000000001000000d4ffffff100000000000000000000000000000000000000000000000000000000000000007000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
         ),
         (
             r#"{"id":8,"method":"clear","params":{"conv":"dm:abc","upto":7}}"#,
@@ -771,7 +893,7 @@ fn recall_edit_and_clear_keep_their_bytes_in_both_forms() {
                     upto: 7,
                 },
             ),
-            "0e000000646d3a616263ffff0000000007000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000008000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
+            "10000000646d3a616263ffff0000000007000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000008000000000000000b000000b4ffffff0000000000000000000000000000000000000000000000000000000000000000",
         ),
     ];
     for (json, command, binary) in commands {
@@ -786,7 +908,7 @@ fn recall_edit_and_clear_keep_their_bytes_in_both_forms() {
                 edits: 1,
             },
             r#"{"id":1,"result":{"conv":"dm:abc","offset":10,"ref_offset":7,"edits":1}}"#,
-            "07000000646d3a616263ffff000000000a0000000000000007000000000000000100000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "09000000646d3a616263ffff000000000a0000000000000007000000000000000100000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
         ),
         (
             ImReply::Cleared {
@@ -796,7 +918,7 @@ fn recall_edit_and_clear_keep_their_bytes_in_both_forms() {
                 total_unread: 5,
             },
             r#"{"id":1,"result":{"conv":"dm:abc","visible_from":8,"unread":2,"total_unread":5}}"#,
-            "08000000646d3a616263ffff00000000080000000000000002000000000000000500000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
+            "0a000000646d3a616263ffff00000000080000000000000002000000000000000500000000000000000000000000000000000000000000000100000000000000010000000000000005000000b4ffffff000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000",
         ),
     ];
     for (reply, json, binary) in replies {

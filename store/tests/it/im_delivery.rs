@@ -1,0 +1,193 @@
+//! Delivery positions, the receipts query and the per-user DM unread
+//! total (`docs/im.md`, "Unread counts", "Who receives what"), on a real
+//! fjall in a temp dir, across a reopen.
+
+use ringcast_store::{ImDelivery, MemberReceipt, ReceiptPage, Store};
+
+use crate::im::{conv_name, fresh_store, list, read_to, send};
+use crate::im_groups::{create, msg};
+use crate::util::{block_on, config};
+
+fn ack(store: &Store, user: &str, device: &str, conv: &str, offset: u64) -> ImDelivery {
+    block_on(store.im_ack(user, device, conv, offset).unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+fn receipts(
+    store: &Store,
+    user: &str,
+    conv: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Option<ReceiptPage> {
+    block_on(store.im_receipts(user, conv, after, limit).unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+fn receipt(user: &str, read_offset: u64, recv_offset: u64) -> MemberReceipt {
+    MemberReceipt {
+        user: user.to_owned(),
+        read_offset,
+        recv_offset,
+    }
+}
+
+/// The total unread recomputed from every conversation in the list.
+pub fn recount(store: &Store, user: &str) -> u64 {
+    list(store, user, None, 100)
+        .convs
+        .iter()
+        .map(|summary| summary.unread)
+        .sum()
+}
+
+#[test]
+fn an_ack_raises_the_delivery_position_once_monotonic_and_clamped() {
+    let (_dir, store) = fresh_store();
+    for text in ["a", "b", "c"] {
+        send(&store, "alice", "bob", text);
+    }
+    let conv = conv_name("alice", "bob");
+    let first = ack(&store, "bob", "phone", &conv, 2);
+    assert_eq!(
+        first,
+        ImDelivery {
+            cursor: 2,
+            recv_offset: 2,
+            advanced: true,
+            peer: Some("alice".to_owned()),
+            member_count: 0,
+        }
+    );
+    // Another device at or below the position: its cursor moves, the
+    // user's position does not, and no receipt is due.
+    let laptop = ack(&store, "bob", "laptop", &conv, 1);
+    assert_eq!(
+        (laptop.cursor, laptop.recv_offset, laptop.advanced),
+        (1, 2, false)
+    );
+    let again = ack(&store, "bob", "phone", &conv, 2);
+    assert!(!again.advanced);
+    // Past the end: clamped to the last offset.
+    let past = ack(&store, "bob", "laptop", &conv, 99);
+    assert_eq!((past.cursor, past.recv_offset, past.advanced), (3, 3, true));
+    // The device cursor is the plain one: `get_cursor` reads it.
+    let cursor = block_on(store.get_cursor("bob", "phone", &conv).unwrap())
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(cursor.offset, 2);
+    // Delivery is not read: bob's unread stays.
+    assert_eq!(list(&store, "bob", None, 10).total_unread, 3);
+    // A stranger's ack is refused, and writes nothing.
+    assert!(block_on(store.im_ack("eve", "d", &conv, 1).unwrap())
+        .unwrap()
+        .is_err());
+    // alice's own send keeps her delivery position.
+    ack(&store, "alice", "d", &conv, 3);
+    send(&store, "alice", "bob", "d");
+    assert_eq!(
+        receipts(&store, "bob", &conv, None, 10),
+        Some(ReceiptPage {
+            receipts: vec![receipt("alice", 4, 3), receipt("bob", 0, 3)],
+            next: None,
+        })
+    );
+}
+
+#[test]
+fn receipts_page_a_dm_and_a_group_and_refuse_strangers() {
+    let (dir, store) = fresh_store();
+    send(&store, "alice", "bob", "hi");
+    let dm = conv_name("alice", "bob");
+    read_to(&store, "bob", &dm, 1);
+    let first = receipts(&store, "alice", &dm, None, 1).unwrap();
+    assert_eq!(first.receipts, vec![receipt("alice", 1, 0)]);
+    assert_eq!(first.next.as_deref(), Some("alice"));
+    let second = receipts(&store, "alice", &dm, Some("alice"), 1).unwrap();
+    assert_eq!(second.receipts, vec![receipt("bob", 1, 0)]);
+    assert_eq!(receipts(&store, "eve", &dm, None, 10), None);
+    assert_eq!(receipts(&store, "eve", "dm:nothing", None, 10), None);
+
+    let group = "grp:team";
+    let members = ["m1", "m2", "m3", "m4"];
+    create(&store, group, "m0", &members);
+    let sent = msg(&store, group, "m0").unwrap();
+    let offset = sent.appended.offset;
+    let delivered = ack(&store, "m2", "d", group, offset);
+    assert!(delivered.advanced);
+    assert_eq!((delivered.peer, delivered.member_count), (None, 5));
+    read_to(&store, "m3", group, offset);
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = receipts(&store, "m1", group, after.as_deref(), 2).unwrap();
+        seen.extend(page.receipts);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let users: Vec<_> = seen.iter().map(|r| r.user.as_str()).collect();
+    assert_eq!(users, ["m0", "m1", "m2", "m3", "m4"]);
+    assert_eq!(seen[2].recv_offset, offset);
+    assert_eq!(seen[3].read_offset, offset);
+    assert_eq!(
+        seen[0].read_offset, offset,
+        "the sender read its own message"
+    );
+    assert_eq!(receipts(&store, "bob", group, None, 10), None);
+    // Positions survive a reopen.
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let page = receipts(&store, "m1", group, Some("m1"), 2).unwrap();
+    assert_eq!(page.receipts[0], receipt("m2", seen[2].read_offset, offset));
+}
+
+#[test]
+fn the_dm_unread_total_key_equals_the_recount_through_sends_reads_and_a_reopen() {
+    let (dir, store) = fresh_store();
+    let users = ["u0", "u1", "u2", "u3"];
+    let mut step = 0u64;
+    for round in 0..40u64 {
+        // u0 and u1 write to u2 and u3, who answer now and then (an own
+        // message reads the conversation).
+        let (mut from, mut to) = (
+            users[(round % 2) as usize],
+            users[2 + ((round / 2) % 2) as usize],
+        );
+        if round % 5 == 4 {
+            (from, to) = (to, from);
+        }
+        let sent = send(&store, from, to, "x");
+        if round % 3 == 0 {
+            // The recipient reads all it got but the newest.
+            let before = list(&store, to, None, 1).total_unread;
+            read_to(&store, to, &conv_name(to, from), sent.appended.offset - 1);
+            if list(&store, to, None, 1).total_unread < before {
+                step += 1;
+            }
+        }
+        for user in users {
+            assert_eq!(
+                list(&store, user, None, 1).total_unread,
+                recount(&store, user),
+                "{user} after round {round}"
+            );
+        }
+    }
+    assert!(step > 0, "some reads moved positions");
+    let before: Vec<u64> = users
+        .iter()
+        .map(|user| list(&store, user, None, 1).total_unread)
+        .collect();
+    assert!(before.iter().any(|total| *total > 0));
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for (user, total) in users.iter().zip(before) {
+        assert_eq!(list(&store, user, None, 1).total_unread, total, "{user}");
+        assert_eq!(recount(&store, user), total, "{user}");
+    }
+}
