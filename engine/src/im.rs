@@ -13,6 +13,9 @@ use ringcast_store::Durability;
 
 use crate::config::{self, Config};
 
+mod rewrite;
+pub use rewrite::{rewrite, rewrite_store_error, RewriteAsk};
+
 /// The namespace of direct conversations.
 pub const DM_NAMESPACE: &str = "dm";
 /// The namespace of groups (reserved now, built in step 2).

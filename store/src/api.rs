@@ -368,6 +368,7 @@ pub enum Answer {
     ImRead(Result<ImReadState, StoreError>),
     Group(Result<GroupAppended, StoreError>),
     ImAck(Result<ImDelivery, StoreError>),
+    Rewritten(Result<ImRewritten, StoreError>),
 }
 
 /// What the writer hands back after each group commit, on the writer
@@ -512,6 +513,9 @@ pub struct ImAppended {
 pub struct ImReadState {
     pub read_offset: u64,
     pub unread: u64,
+    /// The user's history starts here (0: from the start); moved by
+    /// [`crate::Store::im_clear`].
+    pub visible_from: u64,
 }
 
 /// A device's acknowledgement of a conversation ([`crate::Store::im_ack`]):
@@ -575,6 +579,9 @@ pub struct ConvSummary {
     pub unread: u64,
     /// The gseq of the last write that changed this user's view of it.
     pub changed_gseq: u64,
+    /// The user's history starts at this offset (0: from the start): its
+    /// `clear`, or a group's join with `history_from_join`.
+    pub visible_from: u64,
     /// A group's name, the user's role and window; `None` for a DM. For a
     /// group the user left, `last_*` and `unread` stop at its window.
     pub group: Option<GroupSummary>,
@@ -807,4 +814,57 @@ pub enum DmPolicy {
     Anyone,
     /// Only users in the user's contacts.
     Contacts,
+}
+
+/// What a rewrite does to the original message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteOp {
+    /// The original becomes a tombstone; it no longer counts as unread.
+    Recall,
+    /// The original takes new data.
+    Edit,
+}
+
+/// A recall or an edit of a message ([`crate::Store::im_rewrite`],
+/// `docs/im.md`, "Recall, edit, delete"): the event is appended and the
+/// original overwritten in place, in one batch.
+#[derive(Debug, Clone)]
+pub struct ImRewrite {
+    /// `dm:<h>` or `grp:<gid>`.
+    pub conv: String,
+    /// A user (a member; the rights of "Roles" apply) or the system (any
+    /// message, at any time; `edits_max` still applies).
+    pub actor: GroupActor,
+    pub op: RewriteOp,
+    /// The original's offset.
+    pub ref_offset: u64,
+    /// The original's message id, as the caller read it: the rewrite is
+    /// refused if the entry at `ref_offset` is another one.
+    pub ref_id: u64,
+    /// The `recall` or `edit` event; for a user actor its sender must be
+    /// the actor. Stamped by the store as a message is.
+    pub push: EncodedPush,
+    /// The original's new form: its tombstone or its edited version. The
+    /// store stamps the original's id, offset, epoch and time on it.
+    pub replacement: EncodedPush,
+    /// How long after the original its sender may do this (ms).
+    pub window_ms: u64,
+    /// Most edits of one message (ignored for a recall).
+    pub edits_max: u32,
+    pub durability: Durability,
+}
+
+/// An acknowledged recall or edit.
+#[derive(Debug, Clone)]
+pub struct ImRewritten {
+    /// The event's entry.
+    pub appended: Appended,
+    /// The original as stored now.
+    pub replacement: Arc<EncodedPush>,
+    /// The IM sequence of this write.
+    pub gseq: u64,
+    /// The message's edits so far (0 for a recall).
+    pub edits: u32,
+    /// Who sees it: a group's members now (sorted), or a DM's pair.
+    pub members: Arc<[String]>,
 }

@@ -130,6 +130,16 @@ pub enum StoreError {
         /// What was refused ("remove an admin", "dissolve", ...).
         action: &'static str,
     },
+    /// A recall or edit too late: past the sender's window, or an edit
+    /// past the most edits one message may have. Nothing was written.
+    /// For 125.
+    #[error("{what} of entry {offset} of {conv:?} has passed; nothing was written")]
+    WindowPassed {
+        conv: String,
+        offset: u64,
+        /// "the recall window", "the edit window", "the edit count".
+        what: &'static str,
+    },
     /// The request itself is invalid (empty stream name, oversized id, ...).
     #[error("invalid store request: {reason}")]
     InvalidRequest {
@@ -167,7 +177,8 @@ impl StoreError {
             | StoreError::Muted { .. }
             | StoreError::Dissolved { .. }
             | StoreError::MemberLimit { .. }
-            | StoreError::NotAllowed { .. } => ErrorSource::Caller,
+            | StoreError::NotAllowed { .. }
+            | StoreError::WindowPassed { .. } => ErrorSource::Caller,
             StoreError::Overloaded { .. } => ErrorSource::Load,
             StoreError::Unavailable { .. } => ErrorSource::Resource,
             StoreError::Poisoned | StoreError::Io { .. } | StoreError::Corrupt { .. } => {

@@ -21,6 +21,8 @@ use std::sync::Arc;
 
 use fjall::{OwnedWriteBatch, PersistMode};
 
+use ringcast_protocol::envelope::EncodedPush;
+
 use crate::error::StoreError;
 use crate::keys::{
     entry_key, im_uact_key, im_uconv_key, im_uconv_key_decode, im_user_prefix, read_u64,
@@ -131,6 +133,21 @@ pub(crate) fn decode_dm_unread(stored: Option<fjall::Slice>) -> Result<u64, Stor
     }
 }
 
+/// How many of the `im_recalled` entries in `guards` counted as unread
+/// (their value's first byte is 1).
+pub(crate) fn counted_recalls(
+    guards: impl Iterator<Item = fjall::Guard>,
+) -> Result<u64, StoreError> {
+    let mut counted = 0u64;
+    for guard in guards {
+        let value = guard
+            .value()
+            .map_err(|error| StoreError::io("reading recalls", error))?;
+        counted += u64::from(value.first() == Some(&1));
+    }
+    Ok(counted)
+}
+
 /// Fills `im_unread` from the users' DM views when the keyspace is new
 /// and conversations exist (a store written before the key): one scan of
 /// `im_uconv` and a point read of each DM's record, once.
@@ -140,7 +157,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut totals: HashMap<String, u64> = HashMap::new();
-    let mut counts: HashMap<u64, u64> = HashMap::new();
+    let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
     for guard in fjall.im_uconv.iter() {
         let (key, value) = guard.into_inner().map_err(io)?;
         let Some((user, id)) = im_uconv_key_decode(&key) else {
@@ -150,7 +167,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
         if view.kind == CONV_KIND_GROUP {
             continue;
         }
-        let count_total = match counts.get(&id) {
+        let (count_total, last_offset) = match counts.get(&id) {
             Some(count) => *count,
             None => {
                 let bytes = fjall
@@ -159,11 +176,24 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
                     .map_err(io)?
                     .ok_or_else(|| corrupt("", format!("conversation {id} has no record")))?;
                 let record = ConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))?;
-                counts.insert(id, record.count_total);
-                record.count_total
+                let count = (record.count_total, record.last_offset);
+                counts.insert(id, count);
+                count
             }
         };
-        *totals.entry(user.to_owned()).or_default() += count_total.saturating_sub(view.read_count);
+        // Messages recalled after the read position no longer count.
+        let recalled = if last_offset > view.read_offset {
+            counted_recalls(
+                fjall
+                    .im_recalled
+                    .range(entry_key(id, view.read_offset + 1)..=entry_key(id, last_offset)),
+            )?
+        } else {
+            0
+        };
+        *totals.entry(user.to_owned()).or_default() += count_total
+            .saturating_sub(view.read_count)
+            .saturating_sub(recalled);
     }
     let mut batch = fjall.db.batch();
     for (user, total) in totals {
@@ -197,6 +227,12 @@ pub(crate) struct ImBatch {
     nocount: BTreeMap<(u64, u64), u64>,
     /// Conversations a group join started for a user in this batch.
     started: HashMap<String, usize>,
+    /// Entries a recall or an edit overwrote: `(sid, offset) → entry`.
+    rewritten: HashMap<(u64, u64), Arc<EncodedPush>>,
+    /// Recalls: `(sid, offset) → whether the message counted`.
+    recalled: BTreeMap<(u64, u64), bool>,
+    /// Edits: `(sid, offset) → edits so far`.
+    edits: HashMap<(u64, u64), u32>,
     /// Users' DM unread totals (`im_unread`) as the batch leaves them.
     dm_unread: HashMap<String, u64>,
 }
@@ -211,6 +247,9 @@ impl ImBatch {
             keys: HashMap::new(),
             nocount: BTreeMap::new(),
             started: HashMap::new(),
+            rewritten: HashMap::new(),
+            recalled: BTreeMap::new(),
+            edits: HashMap::new(),
             dm_unread: HashMap::new(),
         }
     }
@@ -398,6 +437,19 @@ impl ImBatch {
                 count.to_be_bytes(),
             );
         }
+        for (&(id, offset), push) in &self.rewritten {
+            batch.insert(&fjall.entries, entry_key(id, offset), push.as_bytes());
+        }
+        for (&(id, offset), &counted) in &self.recalled {
+            batch.insert(
+                &fjall.im_recalled,
+                entry_key(id, offset),
+                [u8::from(counted)],
+            );
+        }
+        for (&(id, offset), edits) in &self.edits {
+            batch.insert(&fjall.im_edits, entry_key(id, offset), edits.to_be_bytes());
+        }
         if self.gseq != state.counter.gseq {
             let counter = ImCounter {
                 gseq: self.gseq,
@@ -476,7 +528,7 @@ impl ImBatch {
         *self.started.entry(user.to_owned()).or_default() += 1;
     }
 
-    /// The `count` of entry `offset` of group `id` (whose record is
+    /// The `count` of entry `offset` of conversation `id` (whose record is
     /// `record`): the nearest non-counting entry at or before it holds
     /// the count there, and every entry after it up to `offset` counts.
     /// One seek, however long the group's history.
@@ -556,5 +608,145 @@ impl ImBatch {
             })
             .count();
         Ok(count)
+    }
+
+    /// Entry `offset` of `id` as the batch leaves it so far (`None`:
+    /// trimmed, or not written yet).
+    pub(crate) fn entry(
+        &self,
+        fjall: &Fjall,
+        id: u64,
+        offset: u64,
+        conv: &str,
+    ) -> Result<Option<EncodedPush>, StoreError> {
+        if let Some(push) = self.rewritten.get(&(id, offset)) {
+            return Ok(Some(EncodedPush::clone(push)));
+        }
+        let stored = fjall
+            .entries
+            .get(entry_key(id, offset))
+            .map_err(|error| StoreError::io("reading an entry", error))?;
+        stored
+            .map(|bytes| {
+                EncodedPush::from_untrusted(&bytes).map_err(|error| StoreError::Corrupt {
+                    stream: conv.to_owned(),
+                    offset,
+                    reason: error.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    /// Overwrites entry `offset` of `id` in this batch.
+    pub(crate) fn put_rewritten(&mut self, id: u64, offset: u64, push: Arc<EncodedPush>) {
+        self.rewritten.insert((id, offset), push);
+    }
+
+    /// Whether entry `offset` of `id` does not count (a point read).
+    pub(crate) fn is_nocount(
+        &self,
+        fjall: &Fjall,
+        id: u64,
+        offset: u64,
+    ) -> Result<bool, StoreError> {
+        if self.nocount.contains_key(&(id, offset)) {
+            return Ok(true);
+        }
+        fjall
+            .im_nocount
+            .contains_key(entry_key(id, offset))
+            .map_err(|error| StoreError::io("reading counts", error))
+    }
+
+    /// Whether message `offset` of `id` is recalled (a point read).
+    pub(crate) fn is_recalled(
+        &self,
+        fjall: &Fjall,
+        id: u64,
+        offset: u64,
+    ) -> Result<bool, StoreError> {
+        if self.recalled.contains_key(&(id, offset)) {
+            return Ok(true);
+        }
+        fjall
+            .im_recalled
+            .contains_key(entry_key(id, offset))
+            .map_err(|error| StoreError::io("reading recalls", error))
+    }
+
+    /// Marks message `offset` of `id` recalled; `counted`: it counted as unread.
+    pub(crate) fn put_recalled(&mut self, id: u64, offset: u64, counted: bool) {
+        self.recalled.insert((id, offset), counted);
+    }
+
+    /// The edits of message `offset` of `id` so far.
+    pub(crate) fn edits_of(&self, fjall: &Fjall, id: u64, offset: u64) -> Result<u32, StoreError> {
+        if let Some(&edits) = self.edits.get(&(id, offset)) {
+            return Ok(edits);
+        }
+        let stored = fjall
+            .im_edits
+            .get(entry_key(id, offset))
+            .map_err(|error| StoreError::io("reading edits", error))?;
+        Ok(stored
+            .and_then(|bytes| <[u8; 4]>::try_from(&*bytes).ok())
+            .map_or(0, u32::from_be_bytes))
+    }
+
+    pub(crate) fn put_edits(&mut self, id: u64, offset: u64, edits: u32) {
+        self.edits.insert((id, offset), edits);
+    }
+
+    /// Recalled messages that counted in `(after, upto]` of `id`: what
+    /// unread no longer counts (`docs/im.md`, "Unread counts").
+    pub(crate) fn recalled_between(
+        &self,
+        fjall: &Fjall,
+        id: u64,
+        after: u64,
+        upto: u64,
+    ) -> Result<u64, StoreError> {
+        if upto <= after {
+            return Ok(0);
+        }
+        let mut seen: BTreeMap<u64, bool> = self
+            .recalled
+            .range((id, after + 1)..=(id, upto))
+            .map(|(&(_, offset), &counted)| (offset, counted))
+            .collect();
+        for guard in fjall
+            .im_recalled
+            .range(entry_key(id, after + 1)..=entry_key(id, upto))
+        {
+            let (key, value) = guard
+                .into_inner()
+                .map_err(|error| StoreError::io("reading recalls", error))?;
+            let offset =
+                read_u64(&key, 8).ok_or_else(|| corrupt("", "im_recalled key".to_owned()))?;
+            seen.entry(offset).or_insert(value.first() == Some(&1));
+        }
+        Ok(seen.values().filter(|&&counted| counted).count() as u64)
+    }
+
+    /// The newest message of `id` before `before` that is neither an
+    /// entry that does not count nor recalled (0: none): the
+    /// conversation's last message once the one at `before` is recalled.
+    /// Two point reads per entry walked back over, so it costs the run of
+    /// skipped entries (usually none), not the stream's length.
+    pub(crate) fn last_message_before(
+        &self,
+        fjall: &Fjall,
+        id: u64,
+        before: u64,
+    ) -> Result<u64, StoreError> {
+        let mut candidate = before.saturating_sub(1);
+        while candidate > 0 {
+            if self.is_nocount(fjall, id, candidate)? || self.is_recalled(fjall, id, candidate)? {
+                candidate -= 1;
+                continue;
+            }
+            break;
+        }
+        Ok(candidate)
     }
 }

@@ -708,15 +708,6 @@ impl ConvRecord {
         })
     }
 
-    /// The `count` of entry `offset` (at most the last offset): every
-    /// entry of a step-1 conversation is a message, so the entries after
-    /// `offset` are all counted. Once non-counting kinds exist (member,
-    /// recall, edit) this becomes the count stamped on the entry.
-    pub(crate) fn count_at(&self, offset: u64) -> u64 {
-        self.count_total
-            .saturating_sub(self.last_offset.saturating_sub(offset))
-    }
-
     /// The other user of the pair (`user` itself in a conversation with
     /// oneself), or `None` if `user` is not in it (always for a group).
     pub(crate) fn peer_of(&self, user: &str) -> Option<&str> {
@@ -738,7 +729,9 @@ impl ConvRecord {
 /// (1), read offset, read count, changed gseq (u64 BE each), peer
 /// (`len16`, empty for a group), then a group's [`GroupView`], then the
 /// delivery position `recv_offset` (u64 BE; absent in records written
-/// before delivery receipts, read as 0). Nothing may follow.
+/// before delivery receipts, read as 0), then for a DM cleared by its
+/// user (`clear`) the first visible offset (u64 BE; absent: 0). Nothing
+/// may follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct UConvRecord {
     pub(crate) kind: u8,
@@ -754,6 +747,9 @@ pub(crate) struct UConvRecord {
     /// The highest offset any of the user's devices acknowledged
     /// (delivery receipts), at most the conversation's last offset.
     pub(crate) recv_offset: u64,
+    /// A DM's history starts here for this user (0: from the start; a
+    /// group's is its [`GroupView::visible_from`]).
+    pub(crate) visible_from: u64,
 }
 
 impl UConvRecord {
@@ -767,6 +763,7 @@ impl UConvRecord {
             peer,
             group: None,
             recv_offset: 0,
+            visible_from: 0,
         }
     }
 
@@ -782,6 +779,9 @@ impl UConvRecord {
             group.encode_into(&mut out);
         }
         out.extend_from_slice(&self.recv_offset.to_be_bytes());
+        if self.group.is_none() && self.visible_from != 0 {
+            out.extend_from_slice(&self.visible_from.to_be_bytes());
+        }
         out
     }
 
@@ -813,6 +813,11 @@ impl UConvRecord {
         } else {
             cursor.u64()?
         };
+        let visible_from = if group.is_none() && cursor.at < cursor.bytes.len() {
+            cursor.u64()?
+        } else {
+            0
+        };
         cursor.finish()?;
         Ok(UConvRecord {
             kind,
@@ -822,6 +827,7 @@ impl UConvRecord {
             peer,
             group,
             recv_offset,
+            visible_from,
         })
     }
 }
@@ -977,8 +983,6 @@ mod tests {
             group: None,
         };
         assert_eq!(ConvRecord::decode(&conv.encode()), Ok(conv.clone()));
-        assert_eq!(conv.count_at(9), 9);
-        assert_eq!(conv.count_at(4), 4);
         assert_eq!(
             (conv.peer_of("bob"), conv.peer_of("eve")),
             (Some("alice"), None)
@@ -996,12 +1000,18 @@ mod tests {
             peer: "bob".to_owned(),
             group: None,
             recv_offset: 2,
+            visible_from: 0,
         };
         assert_eq!(UConvRecord::decode(&uconv.encode()), Ok(uconv.clone()));
         // A record written before delivery receipts has no recv_offset.
         let older = uconv.encode();
         let older = older.get(..older.len() - 8).unwrap_or_default();
         assert_eq!(UConvRecord::decode(older).map(|r| r.recv_offset), Ok(0));
+        let cleared = UConvRecord {
+            visible_from: 3,
+            ..uconv.clone()
+        };
+        assert_eq!(UConvRecord::decode(&cleared.encode()), Ok(cleared));
         let group = ConvRecord {
             kind: CONV_KIND_GROUP,
             pair: (String::new(), String::new()),

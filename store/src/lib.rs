@@ -34,12 +34,12 @@ pub use api::{
     Answer, AppendRequest, Appended, CommitSink, ConvPage, ConvSummary, DeadRecord, DmPolicy,
     Durability, GroupActor, GroupAppend, GroupAppended, GroupInfo, GroupMember, GroupOp,
     GroupOpRequest, GroupRole, GroupSummary, Health, ImAppend, ImAppended, ImDelivery, ImReadState,
-    ImSync, MemberReceipt, OutboxEvent, OutboxKind, OutboxRecord, ReadRequest, ReadResult,
-    ReceiptPage, Retention, StoreConfig, StoredCursor, SyncToken, TimeSeek, Unreadable,
-    CLIENT_MSG_ID_BYTES_MAX, CONVERSATIONS_PER_USER_MAX_DEFAULT, CURSOR_ID_BYTES_MAX,
-    DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX, GROUPS_PER_USER_MAX_DEFAULT, GROUP_MEMBERS_MAX_CEILING,
-    GROUP_MEMBERS_MAX_DEFAULT, GROUP_TARGETS_MAX, GROUP_TEXT_BYTES_MAX, IM_NAME_PREFIXES,
-    MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    ImRewrite, ImRewritten, ImSync, MemberReceipt, OutboxEvent, OutboxKind, OutboxRecord,
+    ReadRequest, ReadResult, ReceiptPage, Retention, RewriteOp, StoreConfig, StoredCursor,
+    SyncToken, TimeSeek, Unreadable, CLIENT_MSG_ID_BYTES_MAX, CONVERSATIONS_PER_USER_MAX_DEFAULT,
+    CURSOR_ID_BYTES_MAX, DEAD_ERROR_BYTES_MAX, DEAD_REPLAY_MAX, GROUPS_PER_USER_MAX_DEFAULT,
+    GROUP_MEMBERS_MAX_CEILING, GROUP_MEMBERS_MAX_DEFAULT, GROUP_TARGETS_MAX, GROUP_TEXT_BYTES_MAX,
+    IM_NAME_PREFIXES, MEMTABLE_BYTES_MAX_DEFAULT, OUTBOX_BODY_BYTES_MAX, STREAM_NAME_BYTES_MAX,
     SYNC_INTERVAL_MIN_DEFAULT_US,
 };
 pub use error::{ErrorSource, StoreError};

@@ -18,10 +18,11 @@ use crate::error::StoreError;
 use crate::keys::{
     entry_key_decode, meta_id_key, read_u64, seq_key_decode, StreamMeta, KEYSPACE_CURSORS,
     KEYSPACE_DEAD, KEYSPACE_DEDUP, KEYSPACE_DEDUP_BY_TIME, KEYSPACE_ENTRIES, KEYSPACE_IM_BLOCK,
-    KEYSPACE_IM_CONTACT, KEYSPACE_IM_CONV, KEYSPACE_IM_MEMBER, KEYSPACE_IM_NOCOUNT,
-    KEYSPACE_IM_POLICY, KEYSPACE_IM_UACT, KEYSPACE_IM_UCONV, KEYSPACE_IM_UNREAD, KEYSPACE_META,
-    KEYSPACE_ONLINE, KEYSPACE_OUTBOX, META_KEY_IM_COUNTER, META_KEY_NEXT_OUTBOX_SEQ,
-    META_KEY_NEXT_STREAM_ID, META_PREFIX_DROPPED, META_PREFIX_NAME, META_PREFIX_STREAM,
+    KEYSPACE_IM_CONTACT, KEYSPACE_IM_CONV, KEYSPACE_IM_EDITS, KEYSPACE_IM_MEMBER,
+    KEYSPACE_IM_NOCOUNT, KEYSPACE_IM_POLICY, KEYSPACE_IM_RECALLED, KEYSPACE_IM_UACT,
+    KEYSPACE_IM_UCONV, KEYSPACE_IM_UNREAD, KEYSPACE_META, KEYSPACE_ONLINE, KEYSPACE_OUTBOX,
+    META_KEY_IM_COUNTER, META_KEY_NEXT_OUTBOX_SEQ, META_KEY_NEXT_STREAM_ID, META_PREFIX_DROPPED,
+    META_PREFIX_NAME, META_PREFIX_STREAM,
 };
 
 /// The database and its keyspaces. Cheap to clone (fjall handles are `Arc`s).
@@ -41,6 +42,8 @@ pub(crate) struct Fjall {
     pub(crate) im_uact: Keyspace,
     pub(crate) im_member: Keyspace,
     pub(crate) im_nocount: Keyspace,
+    pub(crate) im_recalled: Keyspace,
+    pub(crate) im_edits: Keyspace,
     pub(crate) im_block: Keyspace,
     pub(crate) im_contact: Keyspace,
     pub(crate) im_policy: Keyspace,
@@ -95,6 +98,8 @@ impl Fjall {
             im_uact: keyspace(KEYSPACE_IM_UACT)?,
             im_member: keyspace(KEYSPACE_IM_MEMBER)?,
             im_nocount: keyspace(KEYSPACE_IM_NOCOUNT)?,
+            im_recalled: keyspace(KEYSPACE_IM_RECALLED)?,
+            im_edits: keyspace(KEYSPACE_IM_EDITS)?,
             im_block: keyspace(KEYSPACE_IM_BLOCK)?,
             im_contact: keyspace(KEYSPACE_IM_CONTACT)?,
             im_policy: keyspace(KEYSPACE_IM_POLICY)?,

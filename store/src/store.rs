@@ -280,6 +280,27 @@ impl Store {
             user: user.to_owned(),
             conv: conv.to_owned(),
             offset,
+            clear: false,
+            reply,
+        })
+    }
+
+    /// `user` clears `conv` up to `upto` (`docs/im.md`, "Recall, edit,
+    /// delete"): its history starts after it from now on (other users'
+    /// does not change), and its read position moves to it as
+    /// [`Store::im_read`] would. Monotonic, clamped to the last offset.
+    pub fn im_clear(
+        &self,
+        user: &str,
+        conv: &str,
+        upto: u64,
+    ) -> Result<oneshot::Receiver<Result<ImReadState, StoreError>>, StoreError> {
+        validate_im_names(user, conv)?;
+        self.ask_writer(|reply| WriterMsg::ImRead {
+            user: user.to_owned(),
+            conv: conv.to_owned(),
+            offset: upto,
+            clear: true,
             reply,
         })
     }
@@ -299,6 +320,7 @@ impl Store {
             user: user.to_owned(),
             conv: conv.to_owned(),
             offset,
+            clear: false,
             reply: Reply::Tag(tag),
         })
     }

@@ -21,9 +21,9 @@ use ringcast_protocol::envelope::{EncodedPush, MessageIdGen};
 
 use crate::api::{
     Answer, AppendRequest, Appended, CommitSink, Durability, GroupAppend, GroupAppended,
-    GroupOpRequest, ImAppend, ImAppended, ImDelivery, ImReadState, OutboxEvent, Retention,
-    StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, IM_NAME_PREFIXES,
-    STREAM_NAME_BYTES_MAX,
+    GroupOpRequest, ImAppend, ImAppended, ImDelivery, ImReadState, ImRewrite, ImRewritten,
+    OutboxEvent, Retention, StoreConfig, CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX,
+    IM_NAME_PREFIXES, STREAM_NAME_BYTES_MAX,
 };
 use crate::clock::{now_unix_ms, EpochGen};
 use crate::error::StoreError;
@@ -40,6 +40,7 @@ mod group;
 mod im;
 mod maintenance;
 mod requests;
+mod rewrite;
 
 pub(crate) use im::ImUserChange;
 
@@ -77,6 +78,7 @@ into_answer!(
     ImReadState => ImRead,
     GroupAppended => Group,
     ImDelivery => ImAck,
+    ImRewritten => Rewritten,
 );
 
 impl<T: IntoAnswer> Reply<T> {
@@ -143,6 +145,8 @@ pub(crate) enum WriterMsg {
         user: String,
         conv: String,
         offset: u64,
+        /// Also hide everything up to `offset` from the user (`clear`).
+        clear: bool,
         reply: Reply<ImReadState>,
     },
     /// A device's acknowledgement of a conversation: its cursor and the
@@ -164,6 +168,11 @@ pub(crate) enum WriterMsg {
         request: GroupAppend,
         reply: Reply<GroupAppended>,
     },
+    /// A recall or an edit.
+    ImRewrite {
+        request: ImRewrite,
+        reply: Reply<ImRewritten>,
+    },
     /// A change to a user's blocks, contacts or DM policy; answered with
     /// 1 if it changed something.
     ImUser {
@@ -182,6 +191,7 @@ impl WriterMsg {
             WriterMsg::ImAppend { request, .. } => request.durability == Durability::Sync,
             WriterMsg::GroupOp { request, .. } => request.durability == Durability::Sync,
             WriterMsg::GroupAppend { request, .. } => request.durability == Durability::Sync,
+            WriterMsg::ImRewrite { request, .. } => request.durability == Durability::Sync,
             _ => false,
         }
     }
@@ -205,6 +215,7 @@ impl WriterMsg {
             | WriterMsg::GroupOp { .. }
             | WriterMsg::GroupAppend { .. }
             | WriterMsg::ImUser { .. }
+            | WriterMsg::ImRewrite { .. }
             | WriterMsg::Shutdown => 0,
         }
     }
@@ -317,6 +328,10 @@ enum PendingReply {
         reply: Reply<ImDelivery>,
         result: Result<ImDelivery, StoreError>,
     },
+    Rewrite {
+        reply: Reply<ImRewritten>,
+        result: Result<ImRewritten, StoreError>,
+    },
 }
 
 impl PendingReply {
@@ -331,6 +346,10 @@ impl PendingReply {
             PendingReply::Group {
                 result: Ok(group), ..
             } => &group.appended,
+            PendingReply::Rewrite {
+                result: Ok(rewrite),
+                ..
+            } => &rewrite.appended,
             _ => return None,
         };
         (!appended.duplicate).then_some(appended)
@@ -364,6 +383,7 @@ impl PendingReply {
             PendingReply::ImRead { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::Group { reply, result } => reply.send(sink, settle(result, failed)),
             PendingReply::ImAck { reply, result } => reply.send(sink, settle(result, failed)),
+            PendingReply::Rewrite { reply, result } => reply.send(sink, settle(result, failed)),
         }
     }
 }
@@ -808,9 +828,10 @@ impl Writer {
                     user,
                     conv,
                     offset,
+                    clear,
                     reply,
                 } => {
-                    let result = self.stage_im_read(&mut work, &user, &conv, offset);
+                    let result = self.stage_im_read(&mut work, &user, &conv, offset, clear);
                     work.replies.push(PendingReply::ImRead { reply, result });
                 }
                 WriterMsg::ImAck {
@@ -830,6 +851,10 @@ impl Writer {
                 WriterMsg::GroupAppend { request, reply } => {
                     let result = self.stage_group_append(&mut work, request, now_ms);
                     work.replies.push(PendingReply::Group { reply, result });
+                }
+                WriterMsg::ImRewrite { request, reply } => {
+                    let result = self.stage_im_rewrite(&mut work, request, now_ms);
+                    work.replies.push(PendingReply::Rewrite { reply, result });
                 }
                 WriterMsg::ImUser { change, reply } => {
                     let result = self.stage_user_change(&mut work, change, now_ms);
@@ -1162,6 +1187,7 @@ pub(crate) fn refuse_batch(
             WriterMsg::GroupOp { reply, .. } | WriterMsg::GroupAppend { reply, .. } => {
                 reply.send(sink, Err(error.clone()));
             }
+            WriterMsg::ImRewrite { reply, .. } => reply.send(sink, Err(error.clone())),
             WriterMsg::SetCursor { reply, .. }
             | WriterMsg::ImUser { reply, .. }
             | WriterMsg::Reset { reply, .. }

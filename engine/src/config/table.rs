@@ -39,6 +39,8 @@ const HEAD_BYTES_MAX: u64 = 1024 * 1024;
 const IM_DATA_BYTES_MAX: u64 = 1024 * 1024;
 /// Ten years: retention longer than that is a typo for "forever".
 const RETENTION_S_MAX: u64 = 315_360_000;
+/// Longest recall or edit window: a year.
+const IM_REWRITE_WINDOW_S_MAX: u64 = 31_536_000;
 
 /// serde_json refuses input nested deeper than 128 while it parses a
 /// whole command, whose own object and `params` take two of those levels.
@@ -431,6 +433,20 @@ config_table! {
         catchup_per_conv_max: u32
             = Count<u32> { default: 50, min: 1, max: 10_000, unit: "entries" },
             "N", "Most entries a catchup replays per conversation";
+        /// How long after sending a user may recall its own message
+        /// (owners and admins of a group, and the API as the system, at
+        /// any time).
+        recall_window as "recall_window_s": Duration
+            = Seconds { default: 120, min: 0, max: IM_REWRITE_WINDOW_S_MAX },
+            "SECONDS", "How long a sender may recall its message";
+        /// How long after sending a user may edit its own message.
+        edit_window as "edit_window_s": Duration
+            = Seconds { default: 900, min: 0, max: IM_REWRITE_WINDOW_S_MAX },
+            "SECONDS", "How long a sender may edit its message";
+        /// Most edits of one message.
+        edits_max: u32
+            = Count<u32> { default: 10, min: 1, max: 1000, unit: "edits" },
+            "N", "Most edits of one IM message";
     }
 }
 

@@ -374,6 +374,9 @@ impl Api {
             | "/api/im/dm_policy"
             | "/api/im/contacts"
             | "/api/im/receipts"
+            | "/api/im/recall"
+            | "/api/im/edit"
+            | "/api/im/clear"
                 if self.shared.config.im.enabled =>
             {
                 "POST"
@@ -433,6 +436,9 @@ impl Api {
                 self.im_group(&req, route).await
             }
             "/api/im/receipts" => self.im_receipts(&req).await,
+            "/api/im/recall" => self.im_rewrite(&req, false).await,
+            "/api/im/edit" => self.im_rewrite(&req, true).await,
+            "/api/im/clear" => self.im_clear(&req).await,
             _ => Ok(self.stats()),
         }
     }

@@ -98,11 +98,37 @@ fn receipts_limit_default() -> u32 {
     RECEIPTS_LIMIT_DEFAULT
 }
 
+/// `/api/im/recall` and `/api/im/edit`: without `as_user`, the system
+/// (any message, at any time; `im.edits_max` still applies).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RewriteBody {
+    #[serde(default)]
+    as_user: Option<String>,
+    conv: String,
+    offset: u64,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearBody {
+    as_user: String,
+    conv: String,
+    upto: u64,
+}
+
 /// A refusal of the client command, as the API's 4xx.
 fn refused((code, message): (ErrorCode, String)) -> Response {
     let (status, name) = match code {
         ErrorCode::LimitExceeded => (413, "too_large"),
         ErrorCode::NotMember => (403, "not_member"),
+        ErrorCode::PermissionDenied => (403, "forbidden"),
+        ErrorCode::WindowPassed => (409, "window_passed"),
+        ErrorCode::StoreUnavailable => (503, "store_unavailable"),
         ErrorCode::TooManyConversations => (409, "too_many_conversations"),
         ErrorCode::UnknownUser => (400, "invalid_user"),
         _ => (400, "bad_request"),
@@ -401,6 +427,78 @@ impl Api {
             )));
         };
         Ok(ok_json(&crate::im::receipts_reply(body.conv, page)))
+    }
+
+    /// `POST /api/im/recall` and `/api/im/edit` (`edit`: with `data`): as
+    /// the client commands, for `as_user`, or for the system without it.
+    pub(super) async fn im_rewrite(&self, req: &Request, edit: bool) -> ApiResult {
+        let body: RewriteBody = Self::parse(req)?;
+        let actor = match &body.as_user {
+            Some(user) => {
+                check_user(user)?;
+                ringcast_store::GroupActor::User(user.clone())
+            }
+            None => ringcast_store::GroupActor::System,
+        };
+        if body.offset == 0 || body.conv.is_empty() {
+            return Err(bad_request(
+                "conv must not be empty and offset must be at least 1",
+            ));
+        }
+        let ask = match (edit, body.data, body.kind) {
+            (false, None, None) => crate::im::RewriteAsk::Recall,
+            (true, Some(data), kind) => {
+                let kind = match kind {
+                    None => None,
+                    Some(text) => Some(MsgKind::parse(&text).ok_or_else(|| {
+                        bad_request(format!(
+                            "unknown kind {text:?}; expected text, custom or attachment"
+                        ))
+                    })?),
+                };
+                let data = data.get().as_bytes().to_vec();
+                crate::im::RewriteAsk::Edit { kind, data }
+            }
+            (false, _, _) => return Err(bad_request("a recall takes no kind or data")),
+            (true, None, _) => return Err(bad_request("an edit needs data")),
+        };
+        let reply = crate::im::rewrite(&self.shared, actor, body.conv, body.offset, ask)
+            .await
+            .map_err(refused)?;
+        Ok(ok_json(&reply))
+    }
+
+    /// `POST /api/im/clear`: `as_user`'s history of `conv` starts after
+    /// `upto` (the client's `clear`).
+    pub(super) async fn im_clear(&self, req: &Request) -> ApiResult {
+        let body: ClearBody = Self::parse(req)?;
+        check_user(&body.as_user)?;
+        if body.upto == 0 {
+            return Err(bad_request("upto must be at least 1"));
+        }
+        self.member_pair(&body.as_user, &body.conv).await?;
+        let what = "the clear was not stored";
+        let state = match self
+            .shared
+            .store
+            .im_clear(&body.as_user, &body.conv, body.upto)
+        {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, what))?;
+        let total_unread = match self.shared.store.conv_list(&body.as_user, None, 1) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        }
+        .map_err(|err| store_refused(&err, "the clear was stored; its total was not read"))?
+        .total_unread;
+        Ok(ok_json(&ImReply::Cleared {
+            conv: body.conv,
+            visible_from: state.visible_from,
+            unread: state.unread,
+            total_unread,
+        }))
     }
 
     /// `event` to every connection of `user`, on every shard (ephemeral: a

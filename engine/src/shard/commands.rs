@@ -72,7 +72,8 @@ pub(super) enum StoreDone {
         Result<(ringcast_store::ImReadState, u64), CommandError>,
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
-    /// An IM command answered from store reads alone.
+    /// An IM command answered from store reads alone, or a `recall`,
+    /// `edit` or `clear` stored (or refused).
     Replied(ReplyTo, Result<ReplyResult, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),

@@ -99,6 +99,15 @@ pub(super) enum ImPending {
         cursor: Option<String>,
         limit: u32,
     },
+    /// A `clear` up to `upto`.
+    Clear {
+        upto: u64,
+    },
+    /// A `recall` or an `edit` of the message at `offset`.
+    Rewrite {
+        offset: u64,
+        ask: crate::im::RewriteAsk,
+    },
 }
 
 /// A `msg_send` waiting in the store's writer.
@@ -325,6 +334,22 @@ impl Shard {
                 convs,
                 limit_per_conv,
             } => self.catchup_command(to, user, convs, limit_per_conv),
+            ImCommand::Clear { conv, upto } => {
+                self.with_member(to, user, conv, ImPending::Clear { upto })
+            }
+            ImCommand::Recall { conv, offset } => {
+                let ask = crate::im::RewriteAsk::Recall;
+                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+            }
+            ImCommand::Edit {
+                conv,
+                offset,
+                kind,
+                data,
+            } => {
+                let ask = crate::im::RewriteAsk::Edit { kind, data };
+                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+            }
             ImCommand::ConvList { cursor, limit } => {
                 let list = self.shared.store.conv_list(
                     user,
@@ -433,11 +458,51 @@ impl Shard {
             ImPending::Receipts { cursor, limit } => {
                 self.receipts_page(to, user, conv, cursor, limit)
             }
-            ImPending::History(request) => {
-                let stream = request.stream.clone();
-                let read = self.shared.store.read(request);
+            ImPending::Rewrite { offset, ask } => {
+                let shared = self.shared.clone();
+                let actor = ringcast_store::GroupActor::User(user.to_owned());
                 self.store_replies.push(Box::pin(async move {
-                    StoreDone::History(to, stream, store_reply(read).await)
+                    let result = crate::im::rewrite(&shared, actor, conv, offset, ask).await;
+                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
+                }));
+                Ok(Outcome::Later)
+            }
+            ImPending::Clear { upto } => {
+                let clear = self.shared.store.im_clear(user, &conv, upto);
+                let shared = self.shared.clone();
+                let user = user.to_owned();
+                self.store_replies.push(Box::pin(async move {
+                    let result = async {
+                        let state = store_reply(clear).await?;
+                        let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
+                        Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
+                            conv,
+                            visible_from: state.visible_from,
+                            unread: state.unread,
+                            total_unread: page.total_unread,
+                        })))
+                    }
+                    .await;
+                    StoreDone::Replied(to, result)
+                }));
+                Ok(Outcome::Later)
+            }
+            ImPending::History(mut request) => {
+                // The user's `clear`: nothing before its window is shown.
+                let view = self.shared.store.conv_get(user, &conv);
+                let shared = self.shared.clone();
+                self.store_replies.push(Box::pin(async move {
+                    let stream = request.stream.clone();
+                    let result = async {
+                        let visible_from = store_reply(view).await?.map_or(0, |v| v.visible_from);
+                        if visible_from > 1 {
+                            let since = request.since.unwrap_or(0).max(visible_from - 1);
+                            request.since = Some(since);
+                        }
+                        store_reply(shared.store.read(request)).await
+                    }
+                    .await;
+                    StoreDone::History(to, stream, result)
                 }));
                 Ok(Outcome::Later)
             }

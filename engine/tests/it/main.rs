@@ -22,6 +22,7 @@ mod history_time;
 mod im_delivery;
 mod im_dm;
 mod im_groups;
+mod im_recall;
 mod im_signals;
 mod limits;
 mod outbox_events;

@@ -20,15 +20,15 @@ use crate::api::{
 };
 use crate::error::StoreError;
 use crate::keys::{
-    dm_policy_decode, im_member_key, im_member_key_decode, im_pair_key, im_pair_key_decode,
-    im_uact_key, im_uact_key_decode, im_uconv_key, im_uconv_key_decode, im_user_prefix,
-    meta_id_key, meta_name_key, read_u64, ConvRecord, ImCounter, MemberRecord, StreamMeta,
-    UConvRecord, GROUP_FLAG_DISSOLVED, GROUP_FLAG_HISTORY_FROM_JOIN, GROUP_FLAG_MEMBERS_CAN_INVITE,
-    GROUP_FLAG_MUTED_ALL, META_KEY_IM_COUNTER, META_PREFIX_STREAM,
+    dm_policy_decode, entry_key, im_member_key, im_member_key_decode, im_pair_key,
+    im_pair_key_decode, im_uact_key, im_uact_key_decode, im_uconv_key, im_uconv_key_decode,
+    im_user_prefix, meta_id_key, meta_name_key, read_u64, ConvRecord, ImCounter, MemberRecord,
+    StreamMeta, UConvRecord, GROUP_FLAG_DISSOLVED, GROUP_FLAG_HISTORY_FROM_JOIN,
+    GROUP_FLAG_MEMBERS_CAN_INVITE, GROUP_FLAG_MUTED_ALL, META_KEY_IM_COUNTER, META_PREFIX_STREAM,
 };
 use crate::recovery::Fjall;
 
-use super::{corrupt, decode_dm_unread};
+use super::{corrupt, counted_recalls, decode_dm_unread};
 
 /// Whether `user`'s view is a group it is a member of now: such a group's
 /// list place and changes follow its record, not the user's keys.
@@ -36,11 +36,12 @@ fn is_current_group(uconv: &UConvRecord) -> bool {
     uconv.group.is_some_and(|view| !view.left)
 }
 
-/// Unread for the user: up to its window's end in a group it left.
-fn unread(conv: &ConvRecord, uconv: &UConvRecord) -> u64 {
+/// The end of what the user sees, as `(offset, count)`: its window's end
+/// in a group it left.
+fn seen_end(conv: &ConvRecord, uconv: &UConvRecord) -> (u64, u64) {
     match uconv.group {
-        Some(view) if view.left => view.visible_count.saturating_sub(uconv.read_count),
-        _ => conv.count_total.saturating_sub(uconv.read_count),
+        Some(view) if view.left => (view.visible_to, view.visible_count),
+        _ => (conv.last_offset, conv.count_total),
     }
 }
 
@@ -88,6 +89,22 @@ impl<'a> SnapshotReader<'a> {
         self.snapshot
             .get(keyspace, key)
             .map_err(|error| StoreError::io(what, error))
+    }
+
+    /// Unread for the user (`docs/im.md`, "Unread counts"): the counted
+    /// messages after its read position up to its end, less those
+    /// recalled there (one range read of `im_recalled`, usually empty).
+    fn unread(&self, id: u64, conv: &ConvRecord, uconv: &UConvRecord) -> Result<u64, StoreError> {
+        let (end, count) = seen_end(conv, uconv);
+        let recalled = if end > uconv.read_offset {
+            let range = entry_key(id, uconv.read_offset + 1)..=entry_key(id, end);
+            counted_recalls(self.snapshot.range(&self.fjall.im_recalled, range))?
+        } else {
+            0
+        };
+        Ok(count
+            .saturating_sub(uconv.read_count)
+            .saturating_sub(recalled))
     }
 
     fn conv(&self, id: u64) -> Result<ConvRecord, StoreError> {
@@ -207,9 +224,12 @@ impl<'a> SnapshotReader<'a> {
             _ => return Err(corrupt(&conv.name, "a view of another kind".to_owned())),
         };
         Ok(ConvSummary {
-            unread: unread(&conv, &uconv),
+            unread: self.unread(id, &conv, &uconv)?,
             last_time_ms: list_time(&conv, &uconv),
             changed_gseq: changed_gseq(&conv, &uconv),
+            visible_from: uconv
+                .group
+                .map_or(uconv.visible_from, |view| view.visible_from),
             conv: conv.name,
             sid: id,
             peer: uconv.peer,
@@ -242,11 +262,12 @@ impl<'a> SnapshotReader<'a> {
     /// The total unread of `user`: its DM total, one point read, plus the
     /// unread of its groups among `held` (`docs/im.md`, "Unread counts").
     fn total_unread(&self, user: &str, held: &[Held]) -> Result<u64, StoreError> {
-        let groups: u64 = held
-            .iter()
-            .filter(|(_, _, uconv)| uconv.group.is_some())
-            .map(|(_, conv, uconv)| unread(conv, uconv))
-            .sum();
+        let mut groups = 0u64;
+        for (id, conv, uconv) in held {
+            if uconv.group.is_some() {
+                groups += self.unread(*id, conv, uconv)?;
+            }
+        }
         Ok(self.dm_unread(user)?.saturating_add(groups))
     }
 

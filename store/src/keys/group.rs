@@ -7,6 +7,8 @@
 //! |---|---|---|
 //! | `im_member` | stream id (BE) + u16 BE len + user | [`MemberRecord`] |
 //! | `im_nocount` | stream id (BE) + offset (BE) | the `count` at that offset (u64 BE): an entry that does not count |
+//! | `im_recalled` | stream id (BE) + offset (BE) | 1 if the recalled message counted as unread, else 0 |
+//! | `im_edits` | stream id (BE) + offset (BE) | how many times the message was edited (u32 BE) |
 //! | `im_block` | u16 BE len + owner + blocked | time ms (u64 BE) |
 //! | `im_contact` | u16 BE len + owner + contact | time ms (u64 BE) |
 //! | `im_policy` | user | [`DmPolicy`] byte |
@@ -16,6 +18,8 @@ use crate::api::{DmPolicy, GroupRole};
 
 pub(crate) const KEYSPACE_IM_MEMBER: &str = "im_member";
 pub(crate) const KEYSPACE_IM_NOCOUNT: &str = "im_nocount";
+pub(crate) const KEYSPACE_IM_RECALLED: &str = "im_recalled";
+pub(crate) const KEYSPACE_IM_EDITS: &str = "im_edits";
 pub(crate) const KEYSPACE_IM_BLOCK: &str = "im_block";
 pub(crate) const KEYSPACE_IM_CONTACT: &str = "im_contact";
 pub(crate) const KEYSPACE_IM_POLICY: &str = "im_policy";

@@ -6,6 +6,7 @@ use futures_channel::oneshot;
 
 use crate::api::{
     ConvSummary, DmPolicy, GroupAppend, GroupAppended, GroupInfo, GroupMember, GroupOpRequest,
+    ImRewrite, ImRewritten,
 };
 use crate::error::StoreError;
 use crate::reader::ReaderMsg;
@@ -52,6 +53,28 @@ impl Store {
     pub fn submit_group_append(&self, request: GroupAppend, tag: u64) -> Result<(), StoreError> {
         self.check_tagged()?;
         self.tell_writer(WriterMsg::GroupAppend {
+            request,
+            reply: Reply::Tag(tag),
+        })
+    }
+
+    /// A recall or an edit of a message of a DM or a group (`docs/im.md`,
+    /// "Recall, edit, delete"): the event appended, the original
+    /// overwritten in place with its tombstone or edited version, the
+    /// recall marked (`im_recalled`, so unread stops counting it) and the
+    /// conversation's last message fixed, in one batch. Refused, writing
+    /// nothing, when the entry at the offset is not the message named, is
+    /// recalled already, or the actor may not ([`StoreError::NotMember`],
+    /// [`StoreError::NotAllowed`], [`StoreError::WindowPassed`]).
+    pub fn im_rewrite(&self, request: ImRewrite) -> Pending<ImRewritten> {
+        self.ask_writer(|reply| WriterMsg::ImRewrite { request, reply })
+    }
+
+    /// Like [`Store::im_rewrite`], answered through the sink with `tag`
+    /// ([`crate::Answer::Rewritten`]).
+    pub fn submit_im_rewrite(&self, request: ImRewrite, tag: u64) -> Result<(), StoreError> {
+        self.check_tagged()?;
+        self.tell_writer(WriterMsg::ImRewrite {
             request,
             reply: Reply::Tag(tag),
         })

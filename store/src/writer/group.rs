@@ -72,6 +72,7 @@ fn joined_view(
         peer: String::new(),
         group: None,
         recv_offset: 0,
+        visible_from: 0,
     });
     view.read_offset = offset;
     view.read_count = count;

@@ -177,7 +177,7 @@ impl Writer {
                 self.find_duplicate(work, &conv, id, &meta, client_msg_id, &push, now_ms)?;
             if let Some(appended) = duplicate {
                 return Ok(ImAppended {
-                    count: record.count_at(appended.offset),
+                    count: work.im.count_at(&self.fjall, id, record, appended.offset)?,
                     appended,
                     gseq: 0,
                 });
@@ -194,16 +194,21 @@ impl Writer {
             (Some(_), true) => work.im.uconv(&self.fjall, &peer, id)?,
             _ => None,
         };
+        // The sender's `clear` and delivery position stay: one point read
+        // of its view.
         let sender_view = match &stored {
             Some(_) => work.im.uconv(&self.fjall, &sender, id)?,
             None => None,
         };
         let sender_recv_offset = sender_view.as_ref().map_or(0, |view| view.recv_offset);
+        let sender_visible_from = sender_view.as_ref().map_or(0, |view| view.visible_from);
         // The DM unread totals move in this batch: the peer's by this
         // message, the sender's by what it had unread here (its own
         // message reads the conversation).
         let sender_unread = match (&stored, &sender_view) {
-            (Some(record), Some(view)) => record.count_total.saturating_sub(view.read_count),
+            (Some(record), Some(view)) => {
+                self.dm_unread_read(work, id, record, view, record.last_offset)?
+            }
             _ => 0,
         };
         work.im.load_dm_unread(&self.fjall, &sender)?;
@@ -244,6 +249,7 @@ impl Writer {
                 peer: peer.clone(),
                 group: None,
                 recv_offset: sender_recv_offset,
+                visible_from: sender_visible_from,
             },
         );
         work.im.add_dm_unread(&sender, -signed(sender_unread));
@@ -269,31 +275,81 @@ impl Writer {
         user: &str,
         conv: &str,
         offset: u64,
+        clear: bool,
     ) -> Result<ImReadState, StoreError> {
         let (id, record, mut view, end) = self.user_view(work, user, conv)?;
         let offset = offset.min(end);
-        if offset > view.read_offset {
-            view.read_offset = offset;
-            let read_count = if record.group.is_some() {
-                work.im.count_at(&self.fjall, id, &record, offset)?
-            } else {
-                work.im.load_dm_unread(&self.fjall, user)?;
-                let read = record.count_at(offset).saturating_sub(view.read_count);
-                work.im.add_dm_unread(user, -signed(read));
-                record.count_at(offset)
+        // `clear`: nothing at or before `offset` is shown to this user
+        // again, nor counted as unread.
+        let mut changed = false;
+        if clear {
+            let from = offset.saturating_add(1);
+            let visible_from = match &mut view.group {
+                Some(window) => &mut window.visible_from,
+                None => &mut view.visible_from,
             };
-            view.read_count = read_count;
+            if from > *visible_from {
+                *visible_from = from;
+                changed = true;
+            }
+        }
+        if offset > view.read_offset {
+            changed = true;
+            if record.group.is_none() {
+                // The DM unread total loses what this read covers, in
+                // this batch.
+                let read = self.dm_unread_read(work, id, &record, &view, offset)?;
+                work.im.load_dm_unread(&self.fjall, user)?;
+                work.im.add_dm_unread(user, -signed(read));
+            }
+            view.read_offset = offset;
+            // Recall and edit events do not count in a DM either: one
+            // seek of `im_nocount`, as in a group.
+            view.read_count = work.im.count_at(&self.fjall, id, &record, offset)?;
+        }
+        if changed {
             view.changed_gseq = work.im.next_gseq();
             work.im.put_uconv(user, id, view.clone());
         }
-        let unread = match view.group {
-            Some(window) if window.left => window.visible_count,
-            _ => record.count_total,
+        let (end, count) = match view.group {
+            Some(window) if window.left => (window.visible_to, window.visible_count),
+            _ => (record.last_offset, record.count_total),
         };
+        let recalled = work
+            .im
+            .recalled_between(&self.fjall, id, view.read_offset, end)?;
         Ok(ImReadState {
             read_offset: view.read_offset,
-            unread: unread.saturating_sub(view.read_count),
+            visible_from: view
+                .group
+                .map_or(view.visible_from, |window| window.visible_from),
+            unread: count
+                .saturating_sub(view.read_count)
+                .saturating_sub(recalled),
         })
+    }
+
+    /// What `view` has unread in DM `id` up to `offset`: the counted
+    /// messages after its read position, less those recalled there (a
+    /// recall took them off the user's `im_unread` already).
+    pub(super) fn dm_unread_read(
+        &self,
+        work: &BatchWork,
+        id: u64,
+        record: &ConvRecord,
+        view: &UConvRecord,
+        offset: u64,
+    ) -> Result<u64, StoreError> {
+        if offset <= view.read_offset {
+            return Ok(0);
+        }
+        let count = work.im.count_at(&self.fjall, id, record, offset)?;
+        let recalled = work
+            .im
+            .recalled_between(&self.fjall, id, view.read_offset, offset)?;
+        Ok(count
+            .saturating_sub(view.read_count)
+            .saturating_sub(recalled))
     }
 
     /// Stages a device's acknowledgement of conversation `conv` up to

@@ -98,6 +98,19 @@ impl Writer {
         if first == meta.first_offset {
             return deleted;
         }
+        // A recalled or edited message's marks go with it: nothing counts
+        // or refers to an offset below the stream's first.
+        for keyspace in [&self.fjall.im_recalled, &self.fjall.im_edits] {
+            for guard in keyspace.range(entry_key(id, meta.first_offset)..entry_key(id, first)) {
+                match guard.key() {
+                    Ok(key) => batch.remove(keyspace, key),
+                    Err(error) => {
+                        tracing::error!(%error, stream_id = id, "retention: reading recalls failed");
+                        return deleted;
+                    }
+                }
+            }
+        }
         meta.first_offset = first;
         batch.insert(
             &self.fjall.meta,

@@ -131,7 +131,8 @@ fn own_messages_are_never_unread_and_read_clears_the_peers() {
         read_to(&store, "bob", &conv, 2),
         ImReadState {
             read_offset: 2,
-            unread: 1
+            unread: 1,
+            visible_from: 0,
         }
     );
     // Monotonic: a lower position changes nothing.
@@ -141,7 +142,8 @@ fn own_messages_are_never_unread_and_read_clears_the_peers() {
         read_to(&store, "bob", &conv, 99),
         ImReadState {
             read_offset: 3,
-            unread: 0
+            unread: 0,
+            visible_from: 0,
         }
     );
     // Bob answers: his message moves his own position, alice gets one unread.

@@ -35,7 +35,7 @@ fn receipt(user: &str, read_offset: u64, recv_offset: u64) -> MemberReceipt {
 }
 
 /// The total unread recomputed from every conversation in the list.
-fn recount(store: &Store, user: &str) -> u64 {
+pub fn recount(store: &Store, user: &str) -> u64 {
     list(store, user, None, 100)
         .convs
         .iter()

@@ -45,6 +45,10 @@ fn child_process() {
         "im-buffered" => crate::im::child_im_traffic(&store, Durability::Buffered),
         "im-groups-sync" => crate::im_groups::child_group_traffic(&store, Durability::Sync),
         "im-groups-buffered" => crate::im_groups::child_group_traffic(&store, Durability::Buffered),
+        "im-recall-sync" => crate::im_recall::child_recall_traffic(&store, Durability::Sync),
+        "im-recall-buffered" => {
+            crate::im_recall::child_recall_traffic(&store, Durability::Buffered)
+        }
         other => panic!("unknown child mode {other}"),
     }
 }

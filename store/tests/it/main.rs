@@ -7,6 +7,7 @@ mod failure;
 mod im;
 mod im_delivery;
 mod im_groups;
+mod im_recall;
 mod kill;
 mod outbox;
 mod recovery;

@@ -41,6 +41,7 @@ impl CommitSink for Recorder {
             Answer::ImRead(result) => result.map(|read| read.read_offset),
             Answer::ImAck(result) => result.map(|ack| ack.cursor),
             Answer::Group(result) => result.map(|group| group.appended.offset),
+            Answer::Rewritten(result) => result.map(|rewrite| rewrite.appended.offset),
         };
         drop(self.0.send(Seen::Answered {
             tag,

@@ -104,6 +104,20 @@ pub enum ImCommand {
         convs: Vec<super::CatchupFrom>,
         limit_per_conv: u32,
     },
+    /// Recalls the message at `offset` of `conv`: it becomes a tombstone
+    /// for everyone (`docs/im.md`, "Recall, edit, delete").
+    Recall { conv: String, offset: u64 },
+    /// Replaces the data of the user's message at `offset` of `conv`;
+    /// `kind`, when given, must be the message's.
+    Edit {
+        conv: String,
+        offset: u64,
+        kind: Option<MsgKind>,
+        data: Vec<u8>,
+    },
+    /// Hides `conv`'s entries up to and including `upto` from this user
+    /// (its other users' history does not change).
+    Clear { conv: String, upto: u64 },
 }
 
 /// Most users one `blocks_list` page returns (the least is 1).
@@ -303,6 +317,21 @@ pub enum ImReply {
     /// `catchup`: one result per conversation, in the command's order,
     /// after every replayed entry.
     Catchup { convs: Vec<super::CatchupResult> },
+    /// `recall` or `edit`, once stored: the event's `offset`, the
+    /// message's `ref_offset`, its edits so far (0 for a recall).
+    Rewritten {
+        conv: String,
+        offset: u64,
+        ref_offset: u64,
+        edits: u32,
+    },
+    /// `clear`: the user's history of `conv` starts at `visible_from`.
+    Cleared {
+        conv: String,
+        visible_from: u64,
+        unread: u64,
+        total_unread: u64,
+    },
 }
 
 /// What the server tells a connection unasked.
@@ -447,6 +476,22 @@ impl BlockParams {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClearParams {
+    conv: String,
+    upto: u64,
+}
+
+impl ClearParams {
+    pub(super) fn into_command(self) -> ImCommand {
+        ImCommand::Clear {
+            conv: self.conv,
+            upto: self.upto,
+        }
+    }
+}
+
 impl BlocksListParams {
     pub(super) fn into_command(self) -> ImCommand {
         ImCommand::BlocksList {
@@ -472,6 +517,17 @@ impl TypingParams {
             state,
         })
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EditParams<'a> {
+    conv: String,
+    offset: u64,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(borrow)]
+    data: &'a RawValue,
 }
 
 impl MsgSendParams<'_> {
@@ -514,6 +570,34 @@ impl ReadParams {
             conv: self.conv,
             offset: self.offset,
         }
+    }
+
+    /// `recall` takes the same params as `read`.
+    pub(super) fn into_recall(self) -> ImCommand {
+        ImCommand::Recall {
+            conv: self.conv,
+            offset: self.offset,
+        }
+    }
+}
+
+impl EditParams<'_> {
+    pub(super) fn into_command(self, id: u64) -> Result<ImCommand, CommandError> {
+        let kind = match self.kind {
+            None => None,
+            Some(text) => Some(MsgKind::parse(&text).ok_or_else(|| {
+                bad_request(
+                    id,
+                    format!("unknown `kind` {text:?}; expected text, custom or attachment"),
+                )
+            })?),
+        };
+        Ok(ImCommand::Edit {
+            conv: self.conv,
+            offset: self.offset,
+            kind,
+            data: self.data.get().as_bytes().to_vec(),
+        })
     }
 }
 
@@ -638,15 +722,22 @@ pub(super) fn validate_im(id: u64, command: &ImCommand) -> Result<(), CommandErr
             super::im_delivery::validate_receipts(id, conv, *limit)
         }
         ImCommand::Catchup { convs, .. } => super::im_delivery::validate_catchup(id, convs),
-        ImCommand::Read { conv, offset } => {
-            if conv.is_empty() {
-                Err(bad_request(id, "`conv` must not be empty".to_owned()))
-            } else if *offset == 0 {
-                Err(bad_request(id, "`offset` must be at least 1".to_owned()))
-            } else {
-                Ok(())
+        ImCommand::Edit {
+            conv,
+            offset,
+            kind,
+            data,
+        } => {
+            check_conv_offset(id, conv, *offset)?;
+            super::validate::validate_binary_payload(id, data, true)?;
+            if let Some(kind) = kind {
+                check_msg_data(*kind, data).map_err(|reason| bad_request(id, reason))?;
             }
+            Ok(())
         }
+        ImCommand::Read { conv, offset }
+        | ImCommand::Recall { conv, offset }
+        | ImCommand::Clear { conv, upto: offset } => check_conv_offset(id, conv, *offset),
         ImCommand::Block { user } | ImCommand::Unblock { user } => {
             check_not_empty(id, user, "user")
         }
@@ -678,6 +769,17 @@ fn check_limit(id: u64, limit: u32, max: u32) -> Result<(), CommandError> {
 fn check_not_empty(id: u64, value: &str, field: &str) -> Result<(), CommandError> {
     if value.is_empty() {
         Err(bad_request(id, format!("`{field}` must not be empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// A command's `conv` and `offset`: a conversation and an entry of it.
+fn check_conv_offset(id: u64, conv: &str, offset: u64) -> Result<(), CommandError> {
+    if conv.is_empty() {
+        Err(bad_request(id, "`conv` must not be empty".to_owned()))
+    } else if offset == 0 {
+        Err(bad_request(id, "`offset` must be at least 1".to_owned()))
     } else {
         Ok(())
     }
@@ -825,6 +927,38 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             next,
         } => super::im_delivery::push_receipts(out, conv, receipts, next.as_deref()),
         ImReply::Catchup { convs } => super::im_delivery::push_catchup(out, convs),
+        ImReply::Rewritten {
+            conv,
+            offset,
+            ref_offset,
+            edits,
+        } => {
+            out.extend_from_slice(b"{\"conv\":");
+            push_json_str(out, conv);
+            out.extend_from_slice(b",\"offset\":");
+            push_u64(out, *offset);
+            out.extend_from_slice(b",\"ref_offset\":");
+            push_u64(out, *ref_offset);
+            out.extend_from_slice(b",\"edits\":");
+            push_u64(out, u64::from(*edits));
+            out.push(b'}');
+        }
+        ImReply::Cleared {
+            conv,
+            visible_from,
+            unread,
+            total_unread,
+        } => {
+            out.extend_from_slice(b"{\"conv\":");
+            push_json_str(out, conv);
+            out.extend_from_slice(b",\"visible_from\":");
+            push_u64(out, *visible_from);
+            out.extend_from_slice(b",\"unread\":");
+            push_u64(out, *unread);
+            out.extend_from_slice(b",\"total_unread\":");
+            push_u64(out, *total_unread);
+            out.push(b'}');
+        }
     }
 }
 

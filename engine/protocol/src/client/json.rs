@@ -235,6 +235,18 @@ pub fn decode_json(bytes: &[u8]) -> Result<Command, CommandError> {
             let params: super::im_delivery::CatchupParams = parse_params(id, command.params)?;
             CommandBody::Im(Box::new(params.into_command(id)?))
         }
+        "recall" => {
+            let params: super::im::ReadParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_recall()))
+        }
+        "clear" => {
+            let params: super::im::ClearParams = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command()))
+        }
+        "edit" => {
+            let params: super::im::EditParams<'_> = parse_params(id, command.params)?;
+            CommandBody::Im(Box::new(params.into_command(id)?))
+        }
         "presence_watch" | "presence_unwatch" | "presence_query" => {
             let params: PresenceParams = parse_params(id, command.params)?;
             match (params.users, params.conv) {

@@ -289,6 +289,9 @@ pub enum ErrorCode {
     NotMember = 123,
     /// The change would take the group past its member limit.
     MemberLimit = 124,
+    /// A recall or an edit too late: past `im.recall_window_s` or
+    /// `im.edit_window_s`, or past `im.edits_max` edits of the message.
+    WindowPassed = 125,
     /// The command would start a conversation for a user who already has
     /// `im.conversations_per_user_max`.
     TooManyConversations = 126,
@@ -469,7 +472,7 @@ impl CommandError {
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::Internal,
         ErrorCode::Unauthorized,
         ErrorCode::UnknownChannel,
@@ -494,6 +497,7 @@ impl ErrorCode {
         ErrorCode::Muted,
         ErrorCode::NotMember,
         ErrorCode::MemberLimit,
+        ErrorCode::WindowPassed,
         ErrorCode::TooManyConversations,
     ];
 
@@ -532,11 +536,12 @@ impl ErrorCode {
             ErrorCode::ProxyDenied => "denied by the backend",
             ErrorCode::ProxyBadResponse => "bad answer from the backend",
             ErrorCode::Blocked => "blocked",
-            ErrorCode::NotMember => "not a member of the conversation",
-            ErrorCode::TooManyConversations => "too many conversations",
             ErrorCode::Dissolved => "the group is dissolved",
             ErrorCode::Muted => "muted in the group",
+            ErrorCode::NotMember => "not a member of the conversation",
             ErrorCode::MemberLimit => "the group's member limit",
+            ErrorCode::WindowPassed => "recall or edit window passed",
+            ErrorCode::TooManyConversations => "too many conversations",
         }
     }
 }

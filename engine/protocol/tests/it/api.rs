@@ -43,7 +43,7 @@ fn client_items_keep_their_paths_and_signatures() {
     let _: fn(ErrorCode) -> u16 = ErrorCode::as_u16;
     let _: fn(u16) -> Option<ErrorCode> = ErrorCode::from_u16;
     let _: fn(&ErrorCode) -> &'static str = ErrorCode::message;
-    let _: [ErrorCode; 25] = ErrorCode::ALL;
+    let _: [ErrorCode; 26] = ErrorCode::ALL;
     let _ = std::mem::size_of::<(
         ArchivedBinaryCommand,
         ArchivedBinaryCommandBody,
