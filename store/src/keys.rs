@@ -1110,7 +1110,8 @@ mod tests {
     #[test]
     fn fuzz_found_inputs_decode_or_refuse() {
         let found: &[&[u8]] = &[&[
-            1, 1, 0, 0, 0, 0, 0, 0, 60, 0, 0, 0, 253, 0, 148, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0,
+            1, 1, 0, 0, 0, 0, 0, 0, 60, 0, 0, 0, 253, 0, 148, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            1, 0,
         ]];
         for bytes in found {
             crate::fuzzing::decode_records(bytes);
