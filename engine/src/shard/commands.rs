@@ -101,7 +101,7 @@ pub(super) enum StoreDone {
     ImCatchup(
         ReplyTo,
         Box<super::im_delivery::CatchupPlan>,
-        Result<(), CommandError>,
+        Result<Vec<super::im_delivery::View>, CommandError>,
     ),
 }
 

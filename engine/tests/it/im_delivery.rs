@@ -283,3 +283,31 @@ fn catchup_of_two_dms_has_no_gap_or_duplicate_while_live_messages_arrive() {
     );
     assert_eq!(reply["error"]["code"], 123, "{reply}");
 }
+
+crate::e2e!(
+    catchup_of_a_cleared_dm_replays_only_after_the_clear,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let mut conv = String::new();
+        for (id, words) in [(1, "one"), (2, "two"), (3, "three")] {
+            let reply = send_text(&mut alice, id, "bob", words, None);
+            conv = reply["result"]["conv"].as_str().expect("conv").to_owned();
+        }
+        let (mut bob, _) = im_connect(&engine, "bob", "device=b1", Some(1));
+        let (reply, _) = ask(
+            &mut bob,
+            json!({"id": 1, "method": "clear", "params": {"conv": conv, "upto": 2}}),
+        );
+        assert_eq!(reply["result"]["visible_from"], 3, "{reply}");
+        let (reply, before) = ask(
+            &mut bob,
+            json!({"id": 2, "method": "catchup", "params": {"convs": [{"conv": conv, "since": 0}]}}),
+        );
+        assert_eq!(reply["result"]["convs"][0]["replayed"], 1, "{reply}");
+        let offsets: Vec<&Value> = before.iter().map(|m| &m["push"]["offset"]).collect();
+        assert_eq!(offsets, vec![&json!(3)], "{before:?}");
+        nothing_waiting(&mut bob, 3);
+        engine.shutdown();
+    }
+);

@@ -191,3 +191,33 @@ fn the_dm_unread_total_key_equals_the_recount_through_sends_reads_and_a_reopen()
         assert_eq!(recount(&store, user), total, "{user}");
     }
 }
+
+#[test]
+fn an_ack_below_a_cleared_window_is_floored_at_its_start() {
+    let (_dir, store) = fresh_store();
+    for text in ["a", "b", "c"] {
+        send(&store, "alice", "bob", text);
+    }
+    let conv = conv_name("alice", "bob");
+    let state = block_on(store.im_clear("bob", &conv, 2).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.visible_from, 3);
+    // A device behind the clear: its cursor starts at the window, and
+    // nothing was delivered, so no receipt is due.
+    let behind = ack(&store, "bob", "phone", &conv, 1);
+    assert_eq!(
+        (behind.cursor, behind.recv_offset, behind.advanced),
+        (2, 0, false)
+    );
+    let cursor = block_on(store.get_cursor("bob", "phone", &conv).unwrap())
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(cursor.offset, 2);
+    let inside = ack(&store, "bob", "phone", &conv, 3);
+    assert_eq!(
+        (inside.cursor, inside.recv_offset, inside.advanced),
+        (3, 3, true)
+    );
+}
