@@ -450,7 +450,7 @@ impl Shard {
                         Ok((state, page.total_unread))
                     }
                     .await;
-                    StoreDone::ImRead(to, conv, Some(pair), result)
+                    StoreDone::ImRead(to, user, conv, Some(pair), result)
                 }));
                 Ok(Outcome::Later)
             }
@@ -681,7 +681,7 @@ impl Shard {
                 Ok((state, page.total_unread))
             }
             .await;
-            StoreDone::ImRead(to, conv, None, result)
+            StoreDone::ImRead(to, user, conv, None, result)
         }));
         Ok(Outcome::Later)
     }
@@ -839,13 +839,11 @@ impl Shard {
     pub(super) fn on_im_read(
         &mut self,
         to: ReplyTo,
+        user: &str,
         conv: String,
         pair: Option<Arc<DmPair>>,
         result: Result<(ImReadState, u64), CommandError>,
     ) {
-        let Some(user) = self.conns.get(to.key).map(|c| c.user.to_string()) else {
-            return;
-        };
         let (state, total_unread) = match result {
             Ok(done) => done,
             Err(err) => return self.reply_to(to, Err(err)),
@@ -857,15 +855,13 @@ impl Shard {
             total_unread,
         };
         if self.is_current(to.key, to.client_id) {
-            self.im_event_to_user(&user, &read, to.client_id);
+            self.im_event_to_user(user, &read, to.client_id);
         }
-        let peer = pair
-            .as_ref()
-            .map_or(user.as_str(), |pair| pair.peer_of(&user));
+        let peer = pair.as_ref().map_or(user, |pair| pair.peer_of(user));
         if peer != user {
             let receipt = ImEvent::Receipt {
                 conv: conv.clone(),
-                user: user.clone(),
+                user: user.to_owned(),
                 read: state.read_offset,
             };
             self.im_event_to_user(peer, &receipt, 0);

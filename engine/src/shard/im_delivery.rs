@@ -145,9 +145,10 @@ impl Shard {
             .map(|conn| self.device_id(conn))
             .ok_or_else(|| refuse(ErrorCode::Internal))?;
         let ack = self.shared.store.im_ack(user, &device, &conv, offset);
+        let user = user.to_owned();
         self.store_replies.push(Box::pin(async move {
             let result = conv_reply(&conv, ack).await;
-            StoreDone::ImAcked(to, conv, result)
+            StoreDone::ImAcked(to, user, conv, result)
         }));
         Ok(Outcome::Later)
     }
@@ -157,6 +158,7 @@ impl Shard {
     pub(super) fn on_im_acked(
         &mut self,
         to: ReplyTo,
+        user: &str,
         conv: String,
         result: Result<ImDelivery, CommandError>,
     ) {
@@ -164,17 +166,16 @@ impl Shard {
             Ok(delivery) => delivery,
             Err(err) => return self.reply_to(to, Err(err)),
         };
-        let user = self.conns.get(to.key).map(|c| c.user.to_string());
-        if let (true, Some(user)) = (delivery.advanced, user) {
+        if delivery.advanced {
             let event = ImEvent::Delivered {
                 conv: conv.clone(),
-                user: user.clone(),
+                user: user.to_owned(),
                 offset: delivery.recv_offset,
             };
             match &delivery.peer {
-                Some(peer) if *peer != user => self.im_event_to_user(peer, &event, 0),
+                Some(peer) if peer != user => self.im_event_to_user(peer, &event, 0),
                 Some(_) => {}
-                None => self.push_group_receipt(&conv, delivery.member_count, &event, &user),
+                None => self.push_group_receipt(&conv, delivery.member_count, &event, user),
             }
         }
         self.reply_to(to, Ok(ReplyResult::Empty));

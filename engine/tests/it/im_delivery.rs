@@ -311,3 +311,41 @@ crate::e2e!(
         engine.shutdown();
     }
 );
+
+crate::e2e!(
+    receipts_name_the_user_who_asked_after_its_connection_went,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let reply = send_text(&mut alice, 1, "bob", "hello", None);
+        let conv = reply["result"]["conv"].as_str().expect("conv").to_owned();
+        let (mut bob, _) = im_connect(&engine, "bob", "device=b1", Some(1));
+        // bob acks and reads, and is gone before the store answers; eve
+        // may take its connection's slot meanwhile.
+        send_json(
+            &mut bob,
+            json!({"id": 1, "method": "ack", "params": {"stream": conv, "offset": 1}}),
+        );
+        send_json(
+            &mut bob,
+            json!({"id": 2, "method": "read", "params": {"conv": conv, "offset": 1}}),
+        );
+        bob.get_mut()
+            .shutdown(std::net::Shutdown::Both)
+            .expect("shutdown");
+        drop(bob);
+        let (mut eve, _) = im_connect(&engine, "eve", "", Some(1));
+        let mut events = vec![read_json(&mut alice), read_json(&mut alice)];
+        events.sort_by_key(|event| event.to_string());
+        assert_eq!(
+            events,
+            vec![
+                json!({"delivered": {"conv": conv, "user": "bob", "offset": 1}}),
+                json!({"receipt": {"conv": conv, "user": "bob", "read": 1}}),
+            ]
+        );
+        nothing_waiting(&mut alice, 3);
+        nothing_waiting(&mut eve, 1);
+        engine.shutdown();
+    }
+);
