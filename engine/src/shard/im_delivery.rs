@@ -267,6 +267,17 @@ impl Shard {
         } else {
             limit_per_conv.min(max)
         };
+        // Anything else may be a subscription of this connection, whose
+        // replay state a catchup must not replace.
+        if let Some(other) = convs
+            .iter()
+            .find(|from| !crate::im::is_dm(&from.conv) && !crate::im::is_group(&from.conv))
+        {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("{} is not a conversation (dm:... or grp:...)", other.conv),
+            ));
+        }
         let conn = self
             .conns
             .get_mut(to.key)
@@ -281,7 +292,7 @@ impl Shard {
             ));
         }
         for from in &convs {
-            conn.session.begin_recovery(&from.conv);
+            conn.session.begin_catchup(&from.conv);
         }
         let shared = self.shared.clone();
         let user = user.to_owned();
@@ -324,13 +335,15 @@ impl Shard {
                 let now_ms = self.now_ms;
                 if let Some(conn) = self.conns.get_mut(to.key) {
                     for from in &plan.convs {
-                        // Nothing was replayed: every held entry goes out.
+                        // Nothing was replayed: every held entry goes
+                        // out, and the entry with them.
                         conn.session.end_recovery(
                             &from.conv,
                             Some(0),
                             now_ms,
                             &self.session_config,
                         );
+                        conn.session.forget_recovery(&from.conv);
                     }
                 }
                 return self.reply_to(to, Err(err));

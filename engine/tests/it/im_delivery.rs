@@ -282,6 +282,13 @@ fn catchup_of_two_dms_has_no_gap_or_duplicate_while_live_messages_arrive() {
         json!({"id": 53, "method": "catchup", "params": {"convs": [{"conv": erin_conv, "since": 0}]}}),
     );
     assert_eq!(reply["error"]["code"], 123, "{reply}");
+    // A name that is no conversation (a channel the connection may be
+    // subscribed to) is refused before anything is held.
+    let (reply, _) = ask(
+        &mut dave,
+        json!({"id": 54, "method": "catchup", "params": {"convs": [{"conv": "chat:lobby", "since": 0}]}}),
+    );
+    assert_eq!(reply["error"]["code"], 107, "{reply}");
 }
 
 crate::e2e!(
