@@ -156,6 +156,10 @@ impl Writer {
                             limit: cap,
                         });
                     }
+                    // Read before the name is created: a refusal after it
+                    // would leave a name without its conversation, and the
+                    // pair could never write to it again.
+                    work.im.load_dm_unread(&self.fjall, user)?;
                 }
                 (self.create_stream(work, &conv, 0), None)
             }
