@@ -246,7 +246,10 @@ impl Shard {
                     (Some(peer), _) => {
                         channels::validate_user_id(&peer)
                             .map_err(|code| (code, format!("{peer:?} is not a valid user id")))?;
-                        let (conv, pair) = self.shared.dm_pairs.remember(DmPair::new(user, &peer));
+                        let (conv, pair) = self
+                            .shared
+                            .dm_pairs
+                            .remember_to_start(DmPair::new(user, &peer));
                         self.im_continue(to, user, conv, pair, pending)
                     }
                     (None, Some(conv)) if crate::im::is_group(&conv) => {
@@ -551,6 +554,7 @@ impl Shard {
         let tag = streams::request_tag(self.idx, slot);
         if let Err(err) = self.shared.store.submit_im_append(request, tag) {
             self.pending_store.remove(slot);
+            self.shared.dm_pairs.forget_unstarted(&conv);
             return Err(im_store_error(&err));
         }
         if !echo {
@@ -689,7 +693,7 @@ impl Shard {
     /// The store answered a `msg_send` or a group change.
     pub(super) fn on_im_sent(&mut self, wait: SentWait, result: Result<Appended, CommandError>) {
         let SentWait { to, conv, echo } = wait;
-        if matches!(&result, Err((ErrorCode::TooManyConversations, _))) {
+        if result.is_err() {
             self.shared.dm_pairs.forget_unstarted(&conv);
         }
         if !echo {
