@@ -165,6 +165,10 @@ fn im_durability(config: &Config, name: &str) -> Durability {
 #[derive(Debug, Default)]
 pub struct DmPairs {
     by_conv: papaya::HashMap<Box<str>, Arc<DmPair>>,
+    /// Names remembered for a first message the store has not taken yet:
+    /// a refusal forgets them, the first stored entry keeps them. Only
+    /// conversations being started are here.
+    unstarted: papaya::HashMap<Box<str>, ()>,
 }
 
 impl DmPairs {
@@ -182,12 +186,42 @@ impl DmPairs {
         (name, pair)
     }
 
-    /// Forgets the pair of a conversation the store refused to start
-    /// (`StoreError::ConversationLimit`: it refuses only a new conversation,
-    /// and no other message can have started it), so that refused sends to
-    /// ever new users do not grow the map.
+    /// [`DmPairs::remember`] for a message sent to a user: a pair this
+    /// process did not know may name no conversation yet, and stays only
+    /// if the store takes a message of it ([`DmPairs::started`]).
+    pub fn remember_to_start(&self, pair: DmPair) -> (String, Arc<DmPair>) {
+        let name = pair.conv_name();
+        let map = self.by_conv.pin();
+        let mut fresh = false;
+        let pair = map
+            .get_or_insert_with(name.clone().into_boxed_str(), || {
+                fresh = true;
+                Arc::new(pair)
+            })
+            .clone();
+        if fresh {
+            self.unstarted
+                .pin()
+                .insert(name.clone().into_boxed_str(), ());
+        }
+        (name, pair)
+    }
+
+    /// The store holds an entry of `conv`: its pair is for good.
+    pub fn started(&self, conv: &str) {
+        let unstarted = self.unstarted.pin();
+        if !unstarted.is_empty() {
+            unstarted.remove(conv);
+        }
+    }
+
+    /// The store refused a message of `conv`: if it was to start the
+    /// conversation (and no entry of it was stored since), its pair goes,
+    /// so that refused sends to ever new users do not grow the map.
     pub fn forget_unstarted(&self, conv: &str) {
-        self.by_conv.pin().remove(conv);
+        if self.unstarted.pin().remove(conv).is_some() {
+            self.by_conv.pin().remove(conv);
+        }
     }
 
     /// Records a pair found in `user`'s conversation list.
@@ -196,6 +230,7 @@ impl DmPairs {
         // A name that is not this pair's is not a DM this layer made.
         if pair.conv_name() == conv {
             self.remember(pair);
+            self.started(conv);
         }
     }
 }

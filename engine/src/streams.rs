@@ -185,6 +185,7 @@ impl CommitSink for StoreSink {
                 tracing::error!(channel, "a DM entry whose pair is unknown: not pushed");
                 return;
             };
+            self.dm_pairs.started(channel);
             let mask = pair.users().fold(0, |mask, user| {
                 mask | self
                     .interest

@@ -237,7 +237,7 @@ impl Api {
                 let (_, pair) = self
                     .shared
                     .dm_pairs
-                    .remember(DmPair::new(&body.as_user, to));
+                    .remember_to_start(DmPair::new(&body.as_user, to));
                 pair
             }
             (None, Some(conv)) => self.member_pair(&body.as_user, conv).await?,
@@ -259,9 +259,7 @@ impl Api {
             Err(err) => Err(err),
         }
         .map_err(|err| {
-            if matches!(err, StoreError::ConversationLimit { .. }) {
-                self.shared.dm_pairs.forget_unstarted(&conv);
-            }
+            self.shared.dm_pairs.forget_unstarted(&conv);
             store_refused(&err, what)
         })?;
         Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))

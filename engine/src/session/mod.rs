@@ -171,6 +171,11 @@ struct RecoveringStream {
     /// `None` while replaying; then live publications at or below it are
     /// duplicates of the replay.
     floor: Option<u64>,
+    /// A `catchup`'s replay, not a subscription's: the connection takes the
+    /// stream's live publications without being subscribed, in offset
+    /// order, so the first one above the floor is the last that could be a
+    /// copy, and the entry goes with it instead of staying for the session.
+    transient: bool,
 }
 
 #[derive(Debug)]
@@ -641,6 +646,13 @@ impl Session {
                     if publication.offset() != 0 && publication.offset() <= floor {
                         return Offer::Dropped;
                     }
+                    if entry.transient && publication.offset() > floor {
+                        let stream = entry.stream.clone();
+                        streams.retain(|entry| entry.stream != stream);
+                        if streams.is_empty() {
+                            self.recovering = None;
+                        }
+                    }
                 } else if entry.held.len() >= RECOVERY_HELD_MAX {
                     self.close(
                         now_ms,
@@ -666,6 +678,17 @@ impl Session {
     /// `end_recovery`. A stream recovered before starts over. Returns this
     /// replay's id (see `replay_id`).
     pub fn begin_recovery(&mut self, stream: &str) -> u64 {
+        self.begin_replay(stream, false)
+    }
+
+    /// [`Session::begin_recovery`] for a `catchup` of a conversation: once
+    /// done, its entry lasts only until the next live publication above
+    /// the replay (`RecoveringStream::transient`).
+    pub fn begin_catchup(&mut self, stream: &str) -> u64 {
+        self.begin_replay(stream, true)
+    }
+
+    fn begin_replay(&mut self, stream: &str, transient: bool) -> u64 {
         // Process-wide, so ids never repeat on a reused slot either.
         static NEXT_REPLAY_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT_REPLAY_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -676,6 +699,7 @@ impl Session {
             stream: stream.into(),
             held: Vec::new(),
             floor: None,
+            transient,
         });
         id
     }
@@ -709,7 +733,13 @@ impl Session {
             Some(offset) => {
                 let entry = &mut streams[pos];
                 entry.floor = Some(offset);
-                std::mem::take(&mut entry.held)
+                // A catchup's live publication above the replay already
+                // came: no copy can follow it (`RecoveringStream::transient`).
+                if entry.transient && entry.held.iter().any(|p| p.offset() > offset) {
+                    streams.swap_remove(pos).held
+                } else {
+                    std::mem::take(&mut entry.held)
+                }
             }
             None => streams.swap_remove(pos).held,
         };

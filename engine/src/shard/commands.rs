@@ -64,9 +64,11 @@ pub(super) enum StoreDone {
         Box<super::im::ImPending>,
         Result<Arc<crate::im::DmPair>, CommandError>,
     ),
-    /// A `read` stored, with the user's total unread after it.
+    /// A `read` stored (by the user named, whoever holds the connection's
+    /// slot by then), with the user's total unread after it.
     ImRead(
         ReplyTo,
+        String,
         String,
         Option<Arc<crate::im::DmPair>>,
         Result<(ringcast_store::ImReadState, u64), CommandError>,
@@ -79,9 +81,11 @@ pub(super) enum StoreDone {
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
     /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
     ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
-    /// An `ack` of a conversation stored, with the delivery position.
+    /// An `ack` of a conversation stored (by the user named), with the
+    /// delivery position.
     ImAcked(
         ReplyTo,
+        String,
         String,
         Result<ringcast_store::ImDelivery, CommandError>,
     ),
@@ -101,7 +105,7 @@ pub(super) enum StoreDone {
     ImCatchup(
         ReplyTo,
         Box<super::im_delivery::CatchupPlan>,
-        Result<(), CommandError>,
+        Result<Vec<super::im_delivery::View>, CommandError>,
     ),
 }
 
@@ -320,12 +324,14 @@ impl Shard {
                 self.on_refreshed(to, result, latency_us)
             }
             StoreDone::ImResolved(to, pending, result) => self.on_im_resolved(to, *pending, result),
-            StoreDone::ImRead(to, conv, pair, result) => self.on_im_read(to, conv, pair, result),
+            StoreDone::ImRead(to, user, conv, pair, result) => {
+                self.on_im_read(to, &user, conv, pair, result)
+            }
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
             StoreDone::Replied(to, result) => self.reply_to(to, result),
-            StoreDone::ImAcked(to, conv, result) => self.on_im_acked(to, conv, result),
+            StoreDone::ImAcked(to, user, conv, result) => self.on_im_acked(to, &user, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),
             StoreDone::ImGroupReceipt(frames, skip, result) => {
                 self.on_group_receipt(&frames, &skip, result)

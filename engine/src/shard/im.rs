@@ -246,7 +246,10 @@ impl Shard {
                     (Some(peer), _) => {
                         channels::validate_user_id(&peer)
                             .map_err(|code| (code, format!("{peer:?} is not a valid user id")))?;
-                        let (conv, pair) = self.shared.dm_pairs.remember(DmPair::new(user, &peer));
+                        let (conv, pair) = self
+                            .shared
+                            .dm_pairs
+                            .remember_to_start(DmPair::new(user, &peer));
                         self.im_continue(to, user, conv, pair, pending)
                     }
                     (None, Some(conv)) if crate::im::is_group(&conv) => {
@@ -450,7 +453,7 @@ impl Shard {
                         Ok((state, page.total_unread))
                     }
                     .await;
-                    StoreDone::ImRead(to, conv, Some(pair), result)
+                    StoreDone::ImRead(to, user, conv, Some(pair), result)
                 }));
                 Ok(Outcome::Later)
             }
@@ -551,6 +554,7 @@ impl Shard {
         let tag = streams::request_tag(self.idx, slot);
         if let Err(err) = self.shared.store.submit_im_append(request, tag) {
             self.pending_store.remove(slot);
+            self.shared.dm_pairs.forget_unstarted(&conv);
             return Err(im_store_error(&err));
         }
         if !echo {
@@ -681,7 +685,7 @@ impl Shard {
                 Ok((state, page.total_unread))
             }
             .await;
-            StoreDone::ImRead(to, conv, None, result)
+            StoreDone::ImRead(to, user, conv, None, result)
         }));
         Ok(Outcome::Later)
     }
@@ -689,7 +693,7 @@ impl Shard {
     /// The store answered a `msg_send` or a group change.
     pub(super) fn on_im_sent(&mut self, wait: SentWait, result: Result<Appended, CommandError>) {
         let SentWait { to, conv, echo } = wait;
-        if matches!(&result, Err((ErrorCode::TooManyConversations, _))) {
+        if result.is_err() {
             self.shared.dm_pairs.forget_unstarted(&conv);
         }
         if !echo {
@@ -839,13 +843,11 @@ impl Shard {
     pub(super) fn on_im_read(
         &mut self,
         to: ReplyTo,
+        user: &str,
         conv: String,
         pair: Option<Arc<DmPair>>,
         result: Result<(ImReadState, u64), CommandError>,
     ) {
-        let Some(user) = self.conns.get(to.key).map(|c| c.user.to_string()) else {
-            return;
-        };
         let (state, total_unread) = match result {
             Ok(done) => done,
             Err(err) => return self.reply_to(to, Err(err)),
@@ -857,15 +859,13 @@ impl Shard {
             total_unread,
         };
         if self.is_current(to.key, to.client_id) {
-            self.im_event_to_user(&user, &read, to.client_id);
+            self.im_event_to_user(user, &read, to.client_id);
         }
-        let peer = pair
-            .as_ref()
-            .map_or(user.as_str(), |pair| pair.peer_of(&user));
+        let peer = pair.as_ref().map_or(user, |pair| pair.peer_of(user));
         if peer != user {
             let receipt = ImEvent::Receipt {
                 conv: conv.clone(),
-                user: user.clone(),
+                user: user.to_owned(),
                 read: state.read_offset,
             };
             self.im_event_to_user(peer, &receipt, 0);

@@ -36,6 +36,8 @@ pub(super) struct CatchupSlot {
     pub index: usize,
     /// Most entries this conversation replays.
     pub limit: u64,
+    /// The user's window of the conversation: nothing outside it replays.
+    pub view: View,
 }
 
 /// One `catchup` in flight: a result per conversation, the reply once
@@ -78,21 +80,37 @@ async fn conv_reply<T>(
 
 /// Whether `user` may replay `conv`: one of a DM's pair, or a member of a
 /// group now (a group it left shows only its window, through `history`).
+/// Answers the user's window of it, which the replay keeps to.
 async fn check_catchup_member(
     shared: Arc<Shared>,
     user: String,
     conv: String,
-) -> Result<(), CommandError> {
+) -> Result<View, CommandError> {
     if crate::im::is_dm(&conv) {
-        return super::im::resolve_member(shared, user, conv)
-            .await
-            .map(drop);
+        super::im::resolve_member(shared.clone(), user.clone(), conv.clone()).await?;
+        // A DM the user cleared shows nothing before its `visible_from`.
+        let view = conv_reply(&conv, shared.store.conv_get(&user, &conv)).await?;
+        return Ok(View {
+            from: view.map_or(0, |view| view.visible_from),
+            to: 0,
+        });
     }
     let view = conv_reply(&conv, shared.store.conv_get(&user, &conv)).await?;
     match view.and_then(|view| view.group) {
-        Some(group) if !group.left => Ok(()),
+        Some(group) if !group.left => Ok(View {
+            from: group.visible_from,
+            to: group.visible_to,
+        }),
         _ => Err(not_member(&conv)),
     }
+}
+
+/// A user's window of a conversation (`docs/im.md`): offsets from `from`
+/// on (0: from the start) and up to `to` (0: no end).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct View {
+    pub from: u64,
+    pub to: u64,
 }
 
 impl Shard {
@@ -127,9 +145,10 @@ impl Shard {
             .map(|conn| self.device_id(conn))
             .ok_or_else(|| refuse(ErrorCode::Internal))?;
         let ack = self.shared.store.im_ack(user, &device, &conv, offset);
+        let user = user.to_owned();
         self.store_replies.push(Box::pin(async move {
             let result = conv_reply(&conv, ack).await;
-            StoreDone::ImAcked(to, conv, result)
+            StoreDone::ImAcked(to, user, conv, result)
         }));
         Ok(Outcome::Later)
     }
@@ -139,6 +158,7 @@ impl Shard {
     pub(super) fn on_im_acked(
         &mut self,
         to: ReplyTo,
+        user: &str,
         conv: String,
         result: Result<ImDelivery, CommandError>,
     ) {
@@ -146,17 +166,16 @@ impl Shard {
             Ok(delivery) => delivery,
             Err(err) => return self.reply_to(to, Err(err)),
         };
-        let user = self.conns.get(to.key).map(|c| c.user.to_string());
-        if let (true, Some(user)) = (delivery.advanced, user) {
+        if delivery.advanced {
             let event = ImEvent::Delivered {
                 conv: conv.clone(),
-                user: user.clone(),
+                user: user.to_owned(),
                 offset: delivery.recv_offset,
             };
             match &delivery.peer {
-                Some(peer) if *peer != user => self.im_event_to_user(peer, &event, 0),
+                Some(peer) if peer != user => self.im_event_to_user(peer, &event, 0),
                 Some(_) => {}
-                None => self.push_group_receipt(&conv, delivery.member_count, &event, &user),
+                None => self.push_group_receipt(&conv, delivery.member_count, &event, user),
             }
         }
         self.reply_to(to, Ok(ReplyResult::Empty));
@@ -248,6 +267,17 @@ impl Shard {
         } else {
             limit_per_conv.min(max)
         };
+        // Anything else may be a subscription of this connection, whose
+        // replay state a catchup must not replace.
+        if let Some(other) = convs
+            .iter()
+            .find(|from| !crate::im::is_dm(&from.conv) && !crate::im::is_group(&from.conv))
+        {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("{} is not a conversation (dm:... or grp:...)", other.conv),
+            ));
+        }
         let conn = self
             .conns
             .get_mut(to.key)
@@ -262,7 +292,7 @@ impl Shard {
             ));
         }
         for from in &convs {
-            conn.session.begin_recovery(&from.conv);
+            conn.session.begin_catchup(&from.conv);
         }
         let shared = self.shared.clone();
         let user = user.to_owned();
@@ -272,14 +302,18 @@ impl Shard {
             limit: u64::from(limit),
         });
         self.store_replies.push(Box::pin(async move {
+            let mut views = Vec::with_capacity(names.len());
             let mut result = Ok(());
             for conv in names {
-                result = check_catchup_member(shared.clone(), user.clone(), conv).await;
-                if result.is_err() {
-                    break;
+                match check_catchup_member(shared.clone(), user.clone(), conv).await {
+                    Ok(view) => views.push(view),
+                    Err(err) => {
+                        result = Err(err);
+                        break;
+                    }
                 }
             }
-            StoreDone::ImCatchup(to, plan, result)
+            StoreDone::ImCatchup(to, plan, result.map(|()| views))
         }));
         Ok(Outcome::Later)
     }
@@ -290,22 +324,31 @@ impl Shard {
         &mut self,
         to: ReplyTo,
         plan: CatchupPlan,
-        result: Result<(), CommandError>,
+        result: Result<Vec<View>, CommandError>,
     ) {
         if !self.is_current(to.key, to.client_id) {
             return;
         }
-        if let Err(err) = result {
-            let now_ms = self.now_ms;
-            if let Some(conn) = self.conns.get_mut(to.key) {
-                for from in &plan.convs {
-                    // Nothing was replayed: every held entry goes out.
-                    conn.session
-                        .end_recovery(&from.conv, Some(0), now_ms, &self.session_config);
+        let views = match result {
+            Ok(views) => views,
+            Err(err) => {
+                let now_ms = self.now_ms;
+                if let Some(conn) = self.conns.get_mut(to.key) {
+                    for from in &plan.convs {
+                        // Nothing was replayed: every held entry goes
+                        // out, and the entry with them.
+                        conn.session.end_recovery(
+                            &from.conv,
+                            Some(0),
+                            now_ms,
+                            &self.session_config,
+                        );
+                        conn.session.forget_recovery(&from.conv);
+                    }
                 }
+                return self.reply_to(to, Err(err));
             }
-            return self.reply_to(to, Err(err));
-        }
+        };
         let catchups = &mut self.im.catchups;
         catchups.next_id += 1;
         let id = catchups.next_id;
@@ -317,11 +360,12 @@ impl Shard {
                 remaining: plan.convs.len(),
             },
         );
-        for (index, from) in plan.convs.into_iter().enumerate() {
+        for (index, (from, view)) in plan.convs.into_iter().zip(views).enumerate() {
             let slot = CatchupSlot {
                 id,
                 index,
                 limit: plan.limit,
+                view,
             };
             let device_cursor = from.since.is_none();
             self.start_replay(

@@ -75,6 +75,20 @@ pub(super) enum Step {
     Page(Result<ReadResult, CommandError>),
 }
 
+impl Job {
+    /// A `catchup` replays only the user's window of its conversation: a
+    /// group from the user's join, a DM from its `clear`.
+    fn keep_to_view(&mut self) {
+        let Some(slot) = self.catchup else {
+            return;
+        };
+        let floor = slot.view.from.saturating_sub(1);
+        if self.position.is_some() && self.cursor < floor {
+            self.cursor = floor;
+        }
+    }
+}
+
 impl Shard {
     /// Starts replaying `stream` to `key` after `since` (the session already
     /// holds the stream's live publications). `oldest_if_no_cursor`: see
@@ -141,6 +155,8 @@ impl Shard {
             catchup,
             truncated: false,
         };
+        let mut job = job;
+        job.keep_to_view();
         if job.position.is_none() && device_cursor {
             let device = self.device_id(conn);
             let request = self
@@ -179,7 +195,10 @@ impl Shard {
                 let request = store.read(ReadRequest {
                     stream: job.stream.clone(),
                     since: Some(job.cursor),
-                    before: None,
+                    // A group member removed since the check: not past its window.
+                    before: job
+                        .catchup
+                        .and_then(|slot| (slot.view.to > 0).then(|| slot.view.to + 1)),
                     limit: REPLAY_PAGE_ENTRIES,
                     reverse: false,
                     from_time_ms: None,
@@ -223,6 +242,7 @@ impl Shard {
                     });
                 }
                 job.cursor = job.position.map_or(0, |p| p.offset);
+                job.keep_to_view();
                 self.next_read(job);
             }
             Step::Head(Ok(head)) => {

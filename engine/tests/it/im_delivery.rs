@@ -282,4 +282,77 @@ fn catchup_of_two_dms_has_no_gap_or_duplicate_while_live_messages_arrive() {
         json!({"id": 53, "method": "catchup", "params": {"convs": [{"conv": erin_conv, "since": 0}]}}),
     );
     assert_eq!(reply["error"]["code"], 123, "{reply}");
+    // A name that is no conversation (a channel the connection may be
+    // subscribed to) is refused before anything is held.
+    let (reply, _) = ask(
+        &mut dave,
+        json!({"id": 54, "method": "catchup", "params": {"convs": [{"conv": "chat:lobby", "since": 0}]}}),
+    );
+    assert_eq!(reply["error"]["code"], 107, "{reply}");
 }
+
+crate::e2e!(
+    catchup_of_a_cleared_dm_replays_only_after_the_clear,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let mut conv = String::new();
+        for (id, words) in [(1, "one"), (2, "two"), (3, "three")] {
+            let reply = send_text(&mut alice, id, "bob", words, None);
+            conv = reply["result"]["conv"].as_str().expect("conv").to_owned();
+        }
+        let (mut bob, _) = im_connect(&engine, "bob", "device=b1", Some(1));
+        let (reply, _) = ask(
+            &mut bob,
+            json!({"id": 1, "method": "clear", "params": {"conv": conv, "upto": 2}}),
+        );
+        assert_eq!(reply["result"]["visible_from"], 3, "{reply}");
+        let (reply, before) = ask(
+            &mut bob,
+            json!({"id": 2, "method": "catchup", "params": {"convs": [{"conv": conv, "since": 0}]}}),
+        );
+        assert_eq!(reply["result"]["convs"][0]["replayed"], 1, "{reply}");
+        let offsets: Vec<&Value> = before.iter().map(|m| &m["push"]["offset"]).collect();
+        assert_eq!(offsets, vec![&json!(3)], "{before:?}");
+        nothing_waiting(&mut bob, 3);
+        engine.shutdown();
+    }
+);
+
+crate::e2e!(
+    receipts_name_the_user_who_asked_after_its_connection_went,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let reply = send_text(&mut alice, 1, "bob", "hello", None);
+        let conv = reply["result"]["conv"].as_str().expect("conv").to_owned();
+        let (mut bob, _) = im_connect(&engine, "bob", "device=b1", Some(1));
+        // bob acks and reads, and is gone before the store answers; eve
+        // may take its connection's slot meanwhile.
+        send_json(
+            &mut bob,
+            json!({"id": 1, "method": "ack", "params": {"stream": conv, "offset": 1}}),
+        );
+        send_json(
+            &mut bob,
+            json!({"id": 2, "method": "read", "params": {"conv": conv, "offset": 1}}),
+        );
+        bob.get_mut()
+            .shutdown(std::net::Shutdown::Both)
+            .expect("shutdown");
+        drop(bob);
+        let (mut eve, _) = im_connect(&engine, "eve", "", Some(1));
+        let mut events = vec![read_json(&mut alice), read_json(&mut alice)];
+        events.sort_by_key(|event| event.to_string());
+        assert_eq!(
+            events,
+            vec![
+                json!({"delivered": {"conv": conv, "user": "bob", "offset": 1}}),
+                json!({"receipt": {"conv": conv, "user": "bob", "read": 1}}),
+            ]
+        );
+        nothing_waiting(&mut alice, 3);
+        nothing_waiting(&mut eve, 1);
+        engine.shutdown();
+    }
+);

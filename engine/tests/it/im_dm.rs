@@ -578,3 +578,42 @@ fn membership_is_looked_up_in_the_users_list_after_a_restart() {
     assert_eq!(texts, [json!("before"), json!("after")]);
     engine.shutdown();
 }
+
+crate::e2e!(
+    a_refused_first_message_leaves_no_conversation_to_name,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let (mut bob, _) = im_connect(&engine, "bob", "", Some(1));
+        for (id, user) in [(1, "bob"), (2, "dan")] {
+            let reply = command(
+                &mut alice,
+                json!({"id": id, "method": "block", "params": {"user": user}}),
+            );
+            assert_eq!(reply["result"]["blocked"], true, "{reply}");
+        }
+        // Refused on a connection and through the API: no conversation
+        // starts, and naming it afterwards is answered as for any stranger.
+        let refused = send_text(&mut bob, 1, "alice", "hi", None);
+        assert_eq!(refused["error"]["code"], 120, "{refused}");
+        let body = json!({"as_user": "dan", "to": "alice", "kind": "text", "data": {"text": "hi"}});
+        let (status, reply) = api_raw(
+            engine.api_addr,
+            "POST",
+            "/api/im/msg_send",
+            Some(&body.to_string()),
+            Some(API_KEY),
+        );
+        assert_ne!(status, 200, "{reply}");
+        let (mut dan, _) = im_connect(&engine, "dan", "", Some(2));
+        for (ws, user) in [(&mut bob, "bob"), (&mut dan, "dan")] {
+            let conv = ringcast_engine::im::DmPair::new("alice", user).conv_name();
+            let reply = command(
+                ws,
+                json!({"id": 5, "method": "read", "params": {"conv": conv, "offset": 1}}),
+            );
+            assert_eq!(reply["error"]["code"], 123, "{user}: {reply}");
+        }
+        engine.shutdown();
+    }
+);

@@ -564,3 +564,53 @@ crate::e2e!(
         engine.shutdown();
     }
 );
+
+crate::e2e!(
+    catchup_of_a_group_replays_only_from_the_members_join,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut owner, _) = im_connect(&engine, "owner", 0);
+        let (reply, _) = call(
+            &mut owner,
+            1,
+            "group_create",
+            json!({"name": "early", "members": ["m1"]}),
+        );
+        let conv = reply["result"]["conv"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{reply}"))
+            .to_owned();
+        say(&mut owner, 2, &conv, "before the join one");
+        say(&mut owner, 3, &conv, "before the join two");
+        let (reply, _) = call(
+            &mut owner,
+            4,
+            "group_add",
+            json!({"conv": conv, "users": ["late"]}),
+        );
+        let joined = reply["result"]["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{reply}"));
+        assert_eq!(joined, 4, "{reply}");
+        say(&mut owner, 5, &conv, "after the join");
+
+        // The late member asks for everything: only its window comes.
+        let (mut late, _) = im_connect(&engine, "late", 1);
+        let (reply, pushes) = call(
+            &mut late,
+            1,
+            "catchup",
+            json!({"convs": [{"conv": conv, "since": 0}]}),
+        );
+        let result = &reply["result"]["convs"][0];
+        assert_eq!(result["recovered"], true, "{reply}");
+        let offsets: Vec<u64> = pushes
+            .iter()
+            .map(|push| push["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, vec![joined, joined + 1], "{pushes:?}");
+        assert_eq!(result["replayed"], 2, "{reply}");
+        nothing_waiting(&mut late, 2);
+        engine.shutdown();
+    }
+);

@@ -156,6 +156,10 @@ impl Writer {
                             limit: cap,
                         });
                     }
+                    // Read before the name is created: a refusal after it
+                    // would leave a name without its conversation, and the
+                    // pair could never write to it again.
+                    work.im.load_dm_unread(&self.fjall, user)?;
                 }
                 (self.create_stream(work, &conv, 0), None)
             }
@@ -366,8 +370,12 @@ impl Writer {
         offset: u64,
     ) -> Result<ImDelivery, StoreError> {
         let (id, record, mut view, end) = self.user_view(work, user, conv)?;
-        let cursor = self.stage_cursor(work, user, device, conv, offset.min(end))?;
-        let advanced = cursor > view.recv_offset;
+        // Nothing before the user's window (a group's join, a DM's clear)
+        // is its to replay: a device's cursor never points there, so a
+        // catchup from it starts inside the window.
+        let floor = view.visible_from.saturating_sub(1);
+        let cursor = self.stage_cursor(work, user, device, conv, offset.max(floor).min(end))?;
+        let advanced = cursor > view.recv_offset.max(floor);
         if advanced {
             view.recv_offset = cursor;
             work.im.put_uconv(user, id, view.clone());

@@ -191,3 +191,66 @@ fn the_dm_unread_total_key_equals_the_recount_through_sends_reads_and_a_reopen()
         assert_eq!(recount(&store, user), total, "{user}");
     }
 }
+
+#[test]
+fn an_ack_below_a_cleared_window_is_floored_at_its_start() {
+    let (_dir, store) = fresh_store();
+    for text in ["a", "b", "c"] {
+        send(&store, "alice", "bob", text);
+    }
+    let conv = conv_name("alice", "bob");
+    let state = block_on(store.im_clear("bob", &conv, 2).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.visible_from, 3);
+    // A device behind the clear: its cursor starts at the window, and
+    // nothing was delivered, so no receipt is due.
+    let behind = ack(&store, "bob", "phone", &conv, 1);
+    assert_eq!(
+        (behind.cursor, behind.recv_offset, behind.advanced),
+        (2, 0, false)
+    );
+    let cursor = block_on(store.get_cursor("bob", "phone", &conv).unwrap())
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(cursor.offset, 2);
+    let inside = ack(&store, "bob", "phone", &conv, 3);
+    assert_eq!(
+        (inside.cursor, inside.recv_offset, inside.advanced),
+        (3, 3, true)
+    );
+}
+
+/// Sets `user`'s DM unread key to `value`, with the store closed (fjall
+/// opened directly, as a damaged disk would leave it).
+fn set_unread_key(dir: &std::path::Path, user: &str, value: &[u8]) {
+    let db = fjall::Database::builder(dir).open().unwrap();
+    let unread = db
+        .keyspace("im_unread", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    unread.insert(user.as_bytes(), value).unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+#[test]
+fn a_new_dm_refused_on_a_damaged_unread_key_can_start_once_it_is_repaired() {
+    let (dir, store) = fresh_store();
+    send(&store, "carol", "bob", "hi");
+    store.close().unwrap();
+    set_unread_key(dir.path(), "bob", b"bad");
+    let store = Store::open(config(dir.path())).unwrap();
+    let refused = crate::im::im_submit(&store, crate::im::im_request("alice", "bob", "a", 0));
+    assert!(
+        matches!(refused, Err(ringcast_store::StoreError::Corrupt { .. })),
+        "{refused:?}"
+    );
+    store.close().unwrap();
+    set_unread_key(dir.path(), "bob", &1u64.to_be_bytes());
+    let store = Store::open(config(dir.path())).unwrap();
+    // Nothing of the refused one was kept: the pair's conversation starts.
+    let sent = send(&store, "alice", "bob", "again");
+    assert_eq!(sent.appended.offset, 1);
+    assert_eq!(list(&store, "bob", None, 10).total_unread, 2);
+    store.close().unwrap();
+}

@@ -503,3 +503,30 @@ fn each_replay_has_its_own_id_and_only_a_running_one_has_an_id() {
     );
     assert_ne!(third, second);
 }
+
+#[test]
+fn a_catchups_entry_goes_with_the_first_live_publication_above_its_replay() {
+    let mut pair = Pair::open(false);
+    pair.server.begin_catchup(CHANNEL);
+    let (now_ms, config) = (pair.now_ms, pair.config.clone());
+    pair.server.end_recovery(CHANNEL, Some(3), now_ms, &config);
+    // A late copy of the replay is still dropped; the next one ends it.
+    assert_eq!(pair.offer(&publication(CHANNEL, 3)), Offer::Dropped);
+    assert!(pair.server.recovering.is_some());
+    assert_eq!(pair.offer(&publication(CHANNEL, 4)), Offer::Queued);
+    assert!(pair.server.recovering.is_none(), "no entry left");
+
+    // Held past the replay: gone as the replay ends.
+    pair.server.begin_catchup(CHANNEL);
+    assert_eq!(pair.offer(&publication(CHANNEL, 6)), Offer::Held);
+    pair.server.end_recovery(CHANNEL, Some(5), now_ms, &config);
+    assert!(pair.server.recovering.is_none(), "no entry left");
+    pair.drive_bounded();
+    assert_eq!(offsets(&pair.got()), [4, 6]);
+
+    // A subscription's floor stays.
+    pair.server.begin_recovery(CHANNEL);
+    assert_eq!(pair.offer(&publication(CHANNEL, 8)), Offer::Held);
+    pair.server.end_recovery(CHANNEL, Some(7), now_ms, &config);
+    assert!(pair.server.recovering.is_some());
+}
