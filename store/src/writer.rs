@@ -36,11 +36,14 @@ use crate::outbox::{validate_events, OutboxBatch};
 use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
 use crate::reopen::{FailureLog, REOPENING_REASON};
 
+mod failure;
 mod group;
 mod im;
 mod maintenance;
 mod requests;
 mod rewrite;
+
+pub(crate) use failure::{poison, refuse_batch};
 
 pub(crate) use im::ImUserChange;
 
@@ -1156,50 +1159,4 @@ impl Writer {
         work.metas.insert(id, meta);
         appended
     }
-}
-
-/// Marks the store poisoned for good and says why.
-pub(crate) fn poison(shared: &Shared, op: &str, error: &dyn std::fmt::Display) {
-    tracing::error!(
-        op,
-        %error,
-        "store write failed: the store is now poisoned and refuses all writes; \
-         check the disk (full? read-only? failing?) and restart"
-    );
-    shared.poisoned.store(true, Ordering::Release);
-}
-
-/// Answers every request of `msgs` with `error`, as one batch; what has
-/// no answer to carry the error is counted in `dropped`.
-pub(crate) fn refuse_batch(
-    sink: &mut dyn CommitSink,
-    dropped: &WriterCounter,
-    msgs: Vec<WriterMsg>,
-    error: &StoreError,
-) {
-    for msg in msgs {
-        dropped.add(msg.unanswered());
-        match msg {
-            WriterMsg::Append { reply, .. } => reply.send(sink, Err(error.clone())),
-            WriterMsg::ImAppend { reply, .. } => reply.send(sink, Err(error.clone())),
-            WriterMsg::ImRead { reply, .. } => reply.send(sink, Err(error.clone())),
-            WriterMsg::ImAck { reply, .. } => reply.send(sink, Err(error.clone())),
-            WriterMsg::GroupOp { reply, .. } | WriterMsg::GroupAppend { reply, .. } => {
-                reply.send(sink, Err(error.clone()));
-            }
-            WriterMsg::ImRewrite { reply, .. } => reply.send(sink, Err(error.clone())),
-            WriterMsg::SetCursor { reply, .. }
-            | WriterMsg::ImUser { reply, .. }
-            | WriterMsg::Reset { reply, .. }
-            | WriterMsg::OutboxDead { reply, .. }
-            | WriterMsg::DeadReplay { reply, .. } => {
-                reply.send(sink, Err(error.clone()));
-            }
-            WriterMsg::Outbox { .. }
-            | WriterMsg::Presence { .. }
-            | WriterMsg::OutboxDone { .. }
-            | WriterMsg::Shutdown => {}
-        }
-    }
-    sink.batch_done();
 }
