@@ -53,10 +53,11 @@ fn list_time(conv: &ConvRecord, uconv: &UConvRecord) -> u64 {
     }
 }
 
-/// The gseq of the last write that changed what the user sees: in a
-/// group it is a member of, every entry does.
+/// The gseq of the last write that changed what the user sees: in a DM
+/// and in a group it is a member of, every entry does (a DM entry writes
+/// the sender's view, not the peer's: the record's gseq stands for it).
 fn changed_gseq(conv: &ConvRecord, uconv: &UConvRecord) -> u64 {
-    if is_current_group(uconv) {
+    if uconv.group.is_none() || is_current_group(uconv) {
         uconv.changed_gseq.max(conv.last_gseq)
     } else {
         uconv.changed_gseq

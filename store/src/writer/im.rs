@@ -259,9 +259,15 @@ impl Writer {
         work.im.add_dm_unread(&sender, -signed(sender_unread));
         if peer != sender {
             work.im.add_dm_unread(&peer, 1);
-            let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
-            view.changed_gseq = gseq;
-            work.im.put_uconv(&peer, id, view);
+            // An existing view is left as it is: its unread is the
+            // record's count past its read count, and what it changed
+            // last is the record's gseq (`changed_gseq` in `im/view.rs`).
+            // One write fewer per message.
+            if peer_view.is_none() {
+                let mut view = UConvRecord::unread(sender.clone());
+                view.changed_gseq = gseq;
+                work.im.put_uconv(&peer, id, view);
+            }
         }
         work.im.put_conv(id, stored_time_ms, record);
         Ok(ImAppended {
