@@ -36,6 +36,7 @@ mod view;
 use members::Members;
 pub(crate) use view::{
     conv_get, conv_list, dm_policy, group_info, group_members, im_receipts, im_sync, pair_list,
+    total_unread,
 };
 
 /// Most member tables the writer keeps loaded between batches; past it
