@@ -15,8 +15,8 @@ use super::commands::ReplyTo;
 
 /// Own messages a connection waits to drop at once; past it an
 /// `echo: false` send is echoed like any other (the client sees its own
-/// message, as its other devices do), so the list stays small to scan.
-const ECHO_SKIPS_MAX: usize = 256;
+/// message, as its other devices do), so the list stays bounded (a scan per push to that connection).
+const ECHO_SKIPS_MAX: usize = 1024;
 
 /// The `echo: false` sends of a shard's connections.
 #[derive(Default)]

@@ -333,3 +333,63 @@ crate::e2e!(
         engine.shutdown();
     }
 );
+
+/// Sends of the busy-conversation test, in two halves around another
+/// member's message.
+const BUSY_SENDS: usize = 800;
+
+/// A busy conversation: the sender's `echo: false` sends are in flight
+/// the whole time (two pipelined halves, another member's message
+/// between them). That member's message still reaches the sender when it
+/// is stored, with most of the second half's replies after it, not held
+/// until the sender's sends drain (review finding 5); the sender gets
+/// none of its own pushes.
+#[test]
+fn echo_false_holds_nothing_back_in_a_busy_conversation() {
+    let engine = start(im_config(ringcast_engine::config::Driver::Epoll));
+    let (mut sender, _) = im_connect(&engine, "sam", "", Some(0));
+    let (mut olga, _) = im_connect(&engine, "olga", "", Some(1));
+    let created = group_create(&mut sender, 1, &["olga"], "busy-group");
+    let conv = created["result"]["conv"].as_str().expect("conv").to_owned();
+    assert_eq!(next_push(&mut olga)["offset"], 1);
+    let quiet = |ws: &mut Ws, id: usize| {
+        send_json(
+            ws,
+            json!({"id": 10 + id, "method": "msg_send", "params": {"conv": conv,
+                "kind": "text", "data": {"text": "quiet"}, "echo": false}}),
+        );
+    };
+    for id in 0..BUSY_SENDS / 2 {
+        quiet(&mut sender, id);
+    }
+    send_json(
+        &mut olga,
+        json!({"id": 2, "method": "msg_send", "params": {"conv": conv,
+            "kind": "text", "data": {"text": "olga"}}}),
+    );
+    for id in BUSY_SENDS / 2..BUSY_SENDS {
+        quiet(&mut sender, id);
+    }
+    let (mut replies, mut replies_after) = (0usize, None);
+    while replies < BUSY_SENDS {
+        let message = read_json(&mut sender);
+        if let Some(push) = message.get("push") {
+            assert_eq!(push["sender"], "olga", "no own push: {push}");
+            assert!(replies_after.is_none(), "olga's message once");
+            replies_after = Some(0);
+            continue;
+        }
+        assert!(message["result"]["offset"].is_u64(), "{message}");
+        replies += 1;
+        if let Some(after) = replies_after.as_mut() {
+            *after += 1;
+        }
+    }
+    let replies_after = replies_after.expect("olga's message reached the sender");
+    assert!(
+        replies_after >= BUSY_SENDS / 8,
+        "olga's message came with only {replies_after} of {BUSY_SENDS} replies after it: held back"
+    );
+    nothing_waiting(&mut sender, 9_999);
+    engine.shutdown();
+}
