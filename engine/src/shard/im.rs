@@ -8,8 +8,8 @@
 //! user (`streams::StoreSink`), encoded once; this shard then offers it to
 //! each local connection of the two users. A command that names a
 //! conversation (`conv`) checks the user against the conversation's pair:
-//! known since a send or a list page (`crate::im::DmPairs`), or looked up in
-//! the user's conversation list on a store reader, never on this thread.
+//! known since a stored message or a list page (`crate::im::DmPairs`), or
+//! read from the user's view of it on a store reader, never on this thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
