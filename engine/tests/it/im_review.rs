@@ -393,3 +393,64 @@ fn echo_false_holds_nothing_back_in_a_busy_conversation() {
     nothing_waiting(&mut sender, 9_999);
     engine.shutdown();
 }
+
+/// The next message on `ws` that is not a push: an event or a reply.
+fn next_non_push(ws: &mut Ws) -> Value {
+    loop {
+        let message = read_json(ws);
+        if message.get("push").is_none() {
+            return message;
+        }
+    }
+}
+
+/// A member who left a group still acks its window (answered, its cursor
+/// kept), but the members are told nothing: only a member's ack sends
+/// `delivered` (review finding 13).
+crate::e2e!(
+    a_left_members_ack_sends_the_members_no_delivered,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut owner, _) = im_connect(&engine, "oona", "", Some(0));
+        let (mut leaver, _) = im_connect(&engine, "liam", "", Some(1));
+        let (mut member, _) = im_connect(&engine, "mia", "", Some(2));
+        let created = group_create(&mut owner, 1, &["liam", "mia"], "left-ack");
+        let conv = created["result"]["conv"].as_str().expect("conv").to_owned();
+        let said = command(
+            &mut owner,
+            json!({"id": 2, "method": "msg_send", "params": {"conv": conv, "kind": "text",
+                "data": {"text": "hi"}}}),
+        );
+        assert_eq!(said["result"]["offset"], 2, "{said}");
+        let left = command(
+            &mut leaver,
+            json!({"id": 1, "method": "group_leave", "params": {"conv": conv}}),
+        );
+        assert_eq!(left["result"]["offset"], 3, "{left}");
+        // Every push so far read, on every connection.
+        for ws in [&mut owner, &mut member] {
+            while next_push(ws)["offset"] != 3 {}
+        }
+        nothing_waiting(&mut owner, 3);
+        nothing_waiting(&mut member, 1);
+        nothing_waiting(&mut leaver, 2);
+        let ack = command(
+            &mut leaver,
+            json!({"id": 3, "method": "ack", "params": {"stream": conv, "offset": 2}}),
+        );
+        assert_eq!(ack["result"], json!({}), "{ack}");
+        nothing_waiting(&mut owner, 4);
+        nothing_waiting(&mut member, 2);
+        // A member's ack is news.
+        let ack = command(
+            &mut member,
+            json!({"id": 3, "method": "ack", "params": {"stream": conv, "offset": 2}}),
+        );
+        assert_eq!(ack["result"], json!({}), "{ack}");
+        assert_eq!(
+            next_non_push(&mut owner),
+            json!({"delivered": {"conv": conv, "user": "mia", "offset": 2}})
+        );
+        engine.shutdown();
+    }
+);
