@@ -404,9 +404,9 @@ fn next_non_push(ws: &mut Ws) -> Value {
     }
 }
 
-/// A member who left a group still acks its window (answered, its cursor
-/// kept), but the members are told nothing: only a member's ack sends
-/// `delivered` (review finding 13).
+// A member who left a group still acks its window (answered, its cursor
+// kept), but the members are told nothing: only a member's ack sends
+// `delivered` (review finding 13).
 crate::e2e!(
     a_left_members_ack_sends_the_members_no_delivered,
     |driver| {
