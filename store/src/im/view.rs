@@ -464,6 +464,15 @@ pub(crate) fn im_sync(
     })
 }
 
+/// `user`'s total unread alone (`docs/im.md`, "Unread counts"): its DM
+/// total, one point read, and its groups' unread, from one scan of its
+/// views with a point read of each group's record; no list entry is built.
+pub(crate) fn total_unread(fjall: &Fjall, user: &str) -> Result<u64, StoreError> {
+    let reader = SnapshotReader::new(fjall);
+    let groups = reader.groups_of(user)?;
+    reader.total_unread(user, &groups)
+}
+
 /// `user`'s view of conversation `conv`, or `None` if it has none (never
 /// a member, or no such conversation).
 pub(crate) fn conv_get(
