@@ -50,6 +50,9 @@ pub(crate) const KEYSPACE_IM_UCONV: &str = "im_uconv";
 pub(crate) const KEYSPACE_IM_UACT: &str = "im_uact";
 /// Each user's total unread over its DMs: key the user id, value u64 BE.
 pub(crate) const KEYSPACE_IM_UNREAD: &str = "im_unread";
+/// Each user's last seen (`crate::last_seen`): key the user id, value the
+/// Unix ms, u64 BE.
+pub(crate) const KEYSPACE_LAST_SEEN: &str = "last_seen";
 
 pub(crate) const META_PREFIX_NAME: u8 = b'n';
 pub(crate) const META_PREFIX_STREAM: u8 = b's';

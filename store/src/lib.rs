@@ -23,6 +23,7 @@ mod error;
 pub mod fuzzing;
 mod im;
 mod keys;
+mod last_seen;
 mod outbox;
 mod reader;
 mod recovery;

@@ -104,6 +104,11 @@ pub(crate) enum ReaderMsg {
         user: String,
         reply: Reply<u64>,
     },
+    /// Each user's stored last seen (0: none), in order.
+    LastSeen {
+        users: Vec<String>,
+        reply: Reply<Vec<u64>>,
+    },
     Shutdown,
 }
 
@@ -129,6 +134,7 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 ReaderMsg::SeekTime { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::ImReceipts { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::TotalUnread { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::LastSeen { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -186,6 +192,9 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
             }
             ReaderMsg::TotalUnread { user, reply } => {
                 drop(reply.send(crate::im::total_unread(fjall, &user)));
+            }
+            ReaderMsg::LastSeen { users, reply } => {
+                drop(reply.send(crate::last_seen::read_last_seen(fjall, &users)));
             }
             ReaderMsg::GroupInfo { conv, reply } => {
                 drop(reply.send(crate::im::group_info(fjall, &conv)));

@@ -23,6 +23,7 @@ use crate::recovery::open_and_recover;
 use crate::writer::{validate_cursor, Reply, Shared, Writer, WriterMsg, WriterParts};
 
 mod group;
+mod last_seen;
 
 /// The durable-streams store. `Sync`: share it by reference or `Arc`.
 ///

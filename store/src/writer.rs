@@ -32,6 +32,7 @@ use crate::keys::{
     dedup_key, dedup_time_key, entry_key, meta_id_key, meta_name_key, CursorRecord, DedupRecord,
     StreamMeta, META_KEY_NEXT_STREAM_ID, META_PREFIX_STREAM,
 };
+use crate::last_seen::LastSeenBatch;
 use crate::outbox::{validate_events, OutboxBatch};
 use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
 use crate::reopen::{FailureLog, REOPENING_REASON};
@@ -120,6 +121,11 @@ pub(crate) enum WriterMsg {
     Presence {
         event: OutboxEvent,
         presence_seq: u64,
+    },
+    /// A user's last seen (Unix ms), from the engine's offline report.
+    LastSeen {
+        user: String,
+        ms: u64,
     },
     /// Delivered outbox records to delete.
     OutboxDone {
@@ -219,6 +225,9 @@ impl WriterMsg {
             | WriterMsg::GroupAppend { .. }
             | WriterMsg::ImUser { .. }
             | WriterMsg::ImRewrite { .. }
+            // A hint, not an event: an app loses nothing if it is not
+            // written (`crate::last_seen`).
+            | WriterMsg::LastSeen { .. }
             | WriterMsg::Shutdown => 0,
         }
     }
@@ -413,6 +422,7 @@ struct BatchWork {
     sync: bool,
     outbox: OutboxBatch,
     im: ImBatch,
+    last_seen: LastSeenBatch,
 }
 
 /// What the writer keeps when it reopens the database: everything but the
@@ -757,6 +767,7 @@ impl Writer {
             sync: false,
             outbox: OutboxBatch::new(&self.outbox, self.config.presence_set),
             im: ImBatch::new(&mut self.im),
+            last_seen: LastSeenBatch::default(),
         };
         for msg in msgs {
             match msg {
@@ -803,6 +814,7 @@ impl Writer {
                     &self.recent_offline,
                     now_ms,
                 ),
+                WriterMsg::LastSeen { user, ms } => work.last_seen.stage(user, ms),
                 WriterMsg::OutboxDone { seqs } => {
                     work.outbox.stage_done(&self.fjall, &mut work.batch, &seqs);
                 }
@@ -877,6 +889,7 @@ impl Writer {
         work.outbox
             .finish(&self.fjall, &mut work.batch, &self.outbox);
         work.im.finish(&self.fjall, &mut work.batch, &self.im);
+        work.last_seen.finish(&self.fjall, &mut work.batch);
         for (&id, meta) in &work.metas {
             work.batch.insert(
                 &self.fjall.meta,

@@ -47,6 +47,7 @@ pub(crate) fn refuse_batch(
             }
             WriterMsg::Outbox { .. }
             | WriterMsg::Presence { .. }
+            | WriterMsg::LastSeen { .. }
             | WriterMsg::OutboxDone { .. }
             | WriterMsg::Shutdown => {}
         }

@@ -9,6 +9,7 @@ mod im_delivery;
 mod im_groups;
 mod im_recall;
 mod kill;
+mod last_seen;
 mod outbox;
 mod recovery;
 mod resources;

@@ -12,7 +12,7 @@ use ringcast_store::{
 };
 
 use crate::kill::{run_and_kill, test_seed};
-use crate::util::{block_on, config, eventually, request, submit};
+use crate::util::{block_on, config, eventually, flush, request, submit};
 
 fn event(kind: OutboxKind, key: &str, body: &str) -> OutboxEvent {
     OutboxEvent {
@@ -61,12 +61,6 @@ fn dead_items(store: &Store) -> Vec<Result<DeadRecord, Unreadable>> {
 
 fn seqs(records: &[OutboxRecord]) -> Vec<u64> {
     records.iter().map(|record| record.seq).collect()
-}
-
-/// Waits until the writer has applied what was submitted without an
-/// answer: an append behind it is answered after its batch.
-fn flush(store: &Store) {
-    submit(store, request("flush", "x", Durability::Buffered)).expect("flush append");
 }
 
 #[test]

@@ -134,3 +134,9 @@ pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// Waits until the writer has applied what was submitted without an
+/// answer: an append behind it is answered after its batch.
+pub fn flush(store: &Store) {
+    submit(store, request("flush", "x", Durability::Buffered)).expect("flush append");
+}
