@@ -2,7 +2,8 @@
 //! connection on this node and the last one gone. `book.rs`: the node's
 //! presence state that clients watch and query (online, last seen, flap
 //! damping, the cluster seam); `watch.rs`: one shard's watchers and
-//! offline deadlines.
+//! offline deadlines; `stored.rs`: last seen kept in the store across
+//! restarts.
 //!
 //! Every connection of a user joins the personal channel `user:<id>`, so
 //! the node-wide [`Interest`] mask of that channel goes from 0 to non-0 at
@@ -27,6 +28,7 @@
 //! `presence_seq`.
 
 pub mod book;
+pub mod stored;
 pub mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};

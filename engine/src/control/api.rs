@@ -421,7 +421,7 @@ impl Api {
             "/api/unsubscribe" => self.subscribe_user(&req, false).await,
             "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
-            "/api/presence/users" => self.presence_users(&req),
+            "/api/presence/users" => self.presence_users(&req).await,
             "/api/webhooks/dead" => super::webhooks::dead(&self.shared, &req).await,
             "/api/webhooks/replay" => super::webhooks::replay(&self.shared, &req).await,
             "/api/im/msg_send" => self.im_msg_send(&req).await,
@@ -947,8 +947,9 @@ impl Api {
     }
 
     /// `presence_query` for the backend: each user's online state and
-    /// last seen, from the node's presence book (no shard is asked).
-    fn presence_users(&self, req: &Request) -> ApiResult {
+    /// last seen, from the node's presence book (no shard is asked), and
+    /// the store for a user the book holds no last seen for.
+    async fn presence_users(&self, req: &Request) -> ApiResult {
         let body: PresenceUsersBody = Self::parse(req)?;
         let max = crate::limits::PRESENCE_USERS_MAX;
         if !(1..=max).contains(&body.users.len()) {
@@ -956,11 +957,10 @@ impl Api {
         }
         let users = crate::presence::book::distinct_users(&body.users)
             .map_err(|bad| bad_request(format!("not a user id: {bad:?}")))?;
-        let states: Vec<_> = self
-            .shared
-            .presence_book
-            .states(&users)
-            .into_iter()
+        let states: Vec<_> =
+            crate::presence::stored::states(&self.shared.presence_book, &self.shared.store, &users)
+                .await
+                .into_iter()
             .map(|state| {
                 json!({"user": state.user, "online": state.online, "last_seen_ms": state.last_seen_ms})
             })

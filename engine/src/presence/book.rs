@@ -129,6 +129,12 @@ impl Entry {
 }
 
 impl Snapshot {
+    /// Offline with no last seen: the book has not seen the user leave
+    /// since start (or forgot it); the store may know when it did.
+    pub fn last_seen_unknown(&self) -> bool {
+        !self.online && self.last_seen_ms == 0
+    }
+
     pub fn state(&self, user: &str) -> PresenceState {
         PresenceState {
             user: user.to_owned(),
@@ -271,6 +277,21 @@ impl PresenceBook {
             .get(user)
             .map(Entry::snapshot)
             .unwrap_or_default()
+    }
+
+    /// Gives `user`'s entry, if the book holds one, the last seen the store
+    /// kept, unless the entry knows better (online, or seen leaving since
+    /// start). Never creates an entry: the idle list bounds those.
+    pub fn seed_last_seen(&self, user: &str, last_seen_ms: u64) {
+        let map = self.users.pin();
+        let _ = map.compute(user.into(), |found| match found {
+            Some((_, entry)) if !entry.online && entry.last_seen_ms == 0 => {
+                let mut next = *entry;
+                next.last_seen_ms = last_seen_ms;
+                papaya::Operation::Insert(next)
+            }
+            _ => papaya::Operation::Abort(()),
+        });
     }
 
     /// Removes `user`'s entry if it is still idle (the idle list's oldest).
@@ -430,6 +451,24 @@ mod tests {
         let book = PresenceBook::new(GRACE_MS, 2);
         assert_eq!(book.lookup("nobody"), offline(0, 0));
         assert_eq!(book.n_users(), 0, "a lookup creates nothing");
+    }
+
+    #[test]
+    fn a_stored_last_seen_fills_only_an_entry_that_knows_none() {
+        let book = PresenceBook::new(0, 2);
+        book.seed_last_seen("nobody", 500);
+        assert_eq!(book.n_users(), 0, "seeding creates nothing");
+        // Watched before it was ever seen: the stored time fills it.
+        assert_eq!(book.watch("ann", 0), offline(0, 0));
+        book.seed_last_seen("ann", 500);
+        assert_eq!(book.lookup("ann"), offline(500, 0));
+        // Online, or seen leaving since start: the book's state stays.
+        book.connected("ann");
+        book.seed_last_seen("ann", 400);
+        assert_eq!(book.lookup("ann"), online(1));
+        book.closed("ann", 2_000);
+        book.seed_last_seen("ann", 400);
+        assert_eq!(book.lookup("ann"), offline(2_000, 2));
     }
 
     #[test]

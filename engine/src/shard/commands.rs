@@ -639,9 +639,7 @@ impl Shard {
                 conn.set_refresh_backoff(0, 0);
                 Ok(Outcome::Now(ReplyResult::Refreshed { expires_at_ms }))
             }
-            CommandBody::Presence(presence) => self
-                .presence_command(key, &user, presence)
-                .map(Outcome::Now),
+            CommandBody::Presence(presence) => self.presence_command(key, id, &user, presence),
             CommandBody::Rpc {
                 method,
                 data,

@@ -181,9 +181,8 @@ async fn conv_presence(
         pair.users().map(str::to_owned).collect()
     };
     let users: Vec<&str> = users.iter().map(String::as_str).collect();
-    Ok(ReplyResult::Presence {
-        users: shared.presence_book.states(&users),
-    })
+    let users = crate::presence::stored::states(&shared.presence_book, &shared.store, &users).await;
+    Ok(ReplyResult::Presence { users })
 }
 
 impl Shard {

@@ -11,11 +11,12 @@ use ringcast_protocol::client::{
 };
 use ringcast_protocol::frame::{encode_frame, OpCode};
 
-use super::commands::CommandError;
+use super::commands::{CommandResult, Outcome, StoreDone};
 use super::Shard;
 use crate::interest::shard_indexes;
 use crate::mesh::ShardEvent;
 use crate::presence::book::{distinct_users, states, Closed, Report, Snapshot};
+use crate::presence::stored;
 
 impl Shard {
     /// A connection of `user` opened on this shard.
@@ -50,6 +51,7 @@ impl Shard {
                 if idle {
                     self.presence.idle.push(book, &user);
                 }
+                stored::keep(&shared.store, &user, report.snapshot);
                 self.presence_dispatch(&user, report);
             }
         }
@@ -65,6 +67,7 @@ impl Shard {
                 if idle {
                     self.presence.idle.push(book, &user);
                 }
+                stored::keep(&shared.store, &user, report.snapshot);
                 self.presence_dispatch(&user, report);
             }
         }
@@ -125,13 +128,16 @@ impl Shard {
         }
     }
 
-    /// `presence_watch`, `presence_unwatch`, `presence_query`.
+    /// `presence_watch`, `presence_unwatch`, `presence_query`. Answered at
+    /// once from the book, or after a store read when one of the users has
+    /// no last seen in it ([`stored`]).
     pub(super) fn presence_command(
         &mut self,
         key: usize,
+        id: u64,
         user: &str,
         command: PresenceCommand,
-    ) -> Result<ReplyResult, CommandError> {
+    ) -> CommandResult {
         if user.is_empty() {
             return Err((
                 ErrorCode::PermissionDenied,
@@ -159,12 +165,15 @@ impl Shard {
             }
             PresenceCommand::Unwatch { .. } => {
                 self.presence.unwatch(book, self.idx, key, &users);
-                return Ok(ReplyResult::Empty);
+                return Ok(Outcome::Now(ReplyResult::Empty));
             }
             PresenceCommand::Query { .. } => {
-                return Ok(ReplyResult::Presence {
+                if stored::needs_store(book, &users) {
+                    return self.presence_stored_reply(key, id, &users);
+                }
+                return Ok(Outcome::Now(ReplyResult::Presence {
                     users: book.states(&users),
-                })
+                }));
             }
             _ => {
                 return Err((
@@ -173,8 +182,28 @@ impl Shard {
                 ))
             }
         };
-        Ok(ReplyResult::Presence {
+        if snapshots.iter().any(Snapshot::last_seen_unknown) {
+            // The watch holds already: changes from now on reach the
+            // connection; the reply reads the book again when the store
+            // answered, so it is never older than one of them.
+            return self.presence_stored_reply(key, id, &users);
+        }
+        Ok(Outcome::Now(ReplyResult::Presence {
             users: states(&users, &snapshots),
-        })
+        }))
+    }
+
+    /// Answers `users`' states once the store said when the ones the book
+    /// holds no last seen for were last seen.
+    fn presence_stored_reply(&mut self, key: usize, id: u64, users: &[&str]) -> CommandResult {
+        let to = self.reply_to_of(key, id)?;
+        let shared = self.shared.clone();
+        let users: Vec<String> = users.iter().map(|user| (*user).to_owned()).collect();
+        self.store_replies.push(Box::pin(async move {
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            let users = stored::states(&shared.presence_book, &shared.store, &users).await;
+            StoreDone::Replied(to, Ok(ReplyResult::Presence { users }))
+        }));
+        Ok(Outcome::Later)
     }
 }
