@@ -2,7 +2,8 @@
 //! (Unix milliseconds, the shard's `now_ms`), never read here.
 //!
 //! - Client commands (`publish`, `send`, `rpc`): one bucket per connection
-//!   and one per user, per [`LimitKey`]. A command is let in only when both
+//!   and one per user, per [`LimitKey`]; presence commands one per
+//!   connection. A command is let in only when both
 //!   have a token, and then takes one from each. Refused commands get error
 //!   114 with `retry_after_ms`; a connection refused
 //!   `websocket.rate_limit_refusals_max` times within
@@ -139,6 +140,9 @@ pub enum LimitKey {
     Publish(usize),
     Send,
     Rpc,
+    /// `presence_*`, by user list or by conversation: each can ask the
+    /// book (and the store) about 1,000 users. Per connection only.
+    Presence,
 }
 
 impl LimitKey {
@@ -151,6 +155,7 @@ impl LimitKey {
             }),
             LimitKey::Send => Rate::new(ws.send_rate, ws.send_burst),
             LimitKey::Rpc => Rate::new(ws.rpc_rate, ws.rpc_burst),
+            LimitKey::Presence => Rate::new(ws.presence_rate, ws.presence_burst),
         }
     }
 
@@ -163,6 +168,7 @@ impl LimitKey {
             }),
             LimitKey::Send => Rate::new(ws.user_send_rate, ws.user_send_burst),
             LimitKey::Rpc => Rate::new(ws.user_rpc_rate, ws.user_rpc_burst),
+            LimitKey::Presence => Rate::UNLIMITED,
         }
     }
 
@@ -175,11 +181,20 @@ impl LimitKey {
             }
             CommandBody::Send { .. } => Some(LimitKey::Send),
             CommandBody::Rpc { .. } => Some(LimitKey::Rpc),
+            CommandBody::Presence(_) => Some(LimitKey::Presence),
             // An IM message is a message to a user: the send limits.
             CommandBody::Im(im)
                 if matches!(**im, ringcast_protocol::client::ImCommand::MsgSend { .. }) =>
             {
                 Some(LimitKey::Send)
+            }
+            CommandBody::Im(im)
+                if matches!(
+                    **im,
+                    ringcast_protocol::client::ImCommand::PresenceConv { .. }
+                ) =>
+            {
+                Some(LimitKey::Presence)
             }
             _ => None,
         }
@@ -195,6 +210,7 @@ pub fn command_limits_configured(config: &Config) -> bool {
         ws.user_send_rate,
         ws.rpc_rate,
         ws.user_rpc_rate,
+        ws.presence_rate,
     ];
     rates.iter().any(|&rate| rate > 0)
         || config

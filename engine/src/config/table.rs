@@ -213,6 +213,12 @@ config_table! {
             "N", "Client rpcs per second per user and shard; 0 = no limit";
         user_rpc_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "messages" },
             "N", "Client rpc burst per user and shard";
+        /// Presence commands (`presence_watch`, `presence_unwatch`,
+        /// `presence_query`) one connection may make per second; 0 = no limit.
+        presence_rate: u32 = Count<u32> { default: 0, min: 0, max: RATE_MAX, unit: "commands per second" },
+            "N", "Presence commands per second per connection; 0 = no limit";
+        presence_burst: u32 = Count<u32> { default: 20, min: 1, max: RATE_MAX, unit: "commands" },
+            "N", "Presence command burst per connection";
         /// Commands refused by a rate limit (114) within
         /// `RATE_LIMIT_REFUSALS_WINDOW_MS` at which the connection is
         /// closed with 4008; 0 = never closed for it.

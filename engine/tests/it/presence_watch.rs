@@ -522,3 +522,49 @@ fn last_seen_survives_kill_9_and_is_answered_from_the_store() {
     let states = query(&mut watcher, 3, &["ls-alice"]);
     assert_eq!(states[0]["last_seen_ms"], newer);
 }
+
+e2e!(
+    presence_commands_over_the_connection_rate_get_114,
+    |driver| {
+        let (rate, burst) = (1u32, 3u32);
+        let mut config = config(driver, 1);
+        config.websocket.presence_rate = rate;
+        config.websocket.presence_burst = burst;
+        config.websocket.rate_limit_refusals_max = 0;
+        let engine = start(config);
+        let (mut ws, _) = connect(&engine, "pr-flood");
+        let n = 10u64;
+        let started = std::time::Instant::now();
+        for id in 1..=n {
+            let method = if id % 2 == 0 {
+                "presence_watch"
+            } else {
+                "presence_query"
+            };
+            let command = json!({"id": id, "method": method, "params": {"users": ["pr-x"]}});
+            ws.write(Message::text(command.to_string())).unwrap();
+        }
+        ws.flush().unwrap();
+        let (mut accepted, mut refused) = (0usize, 0usize);
+        while accepted + refused < n as usize {
+            let reply = read_json(&mut ws);
+            if reply.get("result").is_some() {
+                accepted += 1;
+            } else {
+                assert_eq!(reply["error"]["code"], 114, "{reply}");
+                assert!(reply["error"]["retry_after_ms"].as_u64().unwrap() > 0);
+                refused += 1;
+            }
+        }
+        let refilled_max = (f64::from(rate) * started.elapsed().as_secs_f64()).ceil() as usize + 1;
+        assert!(accepted >= burst as usize, "the burst is let through");
+        assert!(
+            accepted <= burst as usize + refilled_max,
+            "{accepted} accepted"
+        );
+        assert!(refused > 0);
+        // Another connection of the same user has its own bucket.
+        let (mut other, _) = connect(&engine, "pr-flood");
+        assert_eq!(query(&mut other, 1, &["pr-x"]).len(), 1);
+    }
+);
