@@ -867,4 +867,22 @@ pub struct ImRewritten {
     pub edits: u32,
     /// Who sees it: a group's members now (sorted), or a DM's pair.
     pub members: Arc<[String]>,
+    /// Counting entries (messages) in the conversation up to the event.
+    pub count: u64,
+    /// The conversation is a group: the commit sink is handed the event
+    /// as a group entry ([`CommitSink::group_appended`]) with `members`.
+    pub group: bool,
+}
+
+impl ImRewritten {
+    /// The event as a group entry, for routing by its members.
+    pub fn as_group_entry(&self) -> Option<GroupAppended> {
+        self.group.then(|| GroupAppended {
+            appended: self.appended.clone(),
+            count: self.count,
+            gseq: self.gseq,
+            members: Arc::clone(&self.members),
+            removed: Vec::new(),
+        })
+    }
 }

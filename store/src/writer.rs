@@ -9,6 +9,7 @@
 //! applied to the in-memory cache only once fjall accepted the batch, so a
 //! failed batch leaves no offset gap behind.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -358,12 +359,18 @@ impl PendingReply {
         (!appended.duplicate).then_some(appended)
     }
 
-    /// The newly stored group entry this reply acknowledges, if any.
-    fn stored_group(&self) -> Option<&GroupAppended> {
+    /// The newly stored group entry this reply acknowledges, if any: a
+    /// group's message or change, or the recall or edit of one of its
+    /// messages (routed by the members as a message is).
+    fn stored_group(&self) -> Option<Cow<'_, GroupAppended>> {
         match self {
             PendingReply::Group {
                 result: Ok(group), ..
-            } if !group.appended.duplicate => Some(group),
+            } if !group.appended.duplicate => Some(Cow::Borrowed(group)),
+            PendingReply::Rewrite {
+                result: Ok(rewrite),
+                ..
+            } => rewrite.as_group_entry().map(Cow::Owned),
             _ => None,
         }
     }
@@ -939,7 +946,7 @@ impl Writer {
         for pending in &work.replies {
             if let Some(group) = pending.stored_group() {
                 self.shared.appends.add(1);
-                sink.group_appended(group);
+                sink.group_appended(&group);
             } else if let Some(appended) = pending.stored() {
                 self.shared.appends.add(1);
                 sink.appended(appended);

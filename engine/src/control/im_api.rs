@@ -474,7 +474,11 @@ impl Api {
         if body.upto == 0 {
             return Err(bad_request("upto must be at least 1"));
         }
-        self.member_pair(&body.as_user, &body.conv).await?;
+        if crate::im::is_group(&body.conv) {
+            self.group_view(&body.as_user, &body.conv).await?;
+        } else {
+            self.member_pair(&body.as_user, &body.conv).await?;
+        }
         let what = "the clear was not stored";
         let state = match self
             .shared

@@ -82,6 +82,27 @@ pub async fn rewrite(
     ask: RewriteAsk,
 ) -> Result<ImReply, Refusal> {
     let store_error = |error: StoreError| rewrite_store_error(&error);
+    // A group's user must be a member now before the original is read, so
+    // a stranger learns nothing of its entries (the writer checks the
+    // role again at the event's offset).
+    if let (true, GroupActor::User(user)) = (super::is_group(&conv), &actor) {
+        let view = shared
+            .store
+            .conv_get(user, &conv)
+            .map_err(store_error)?
+            .await
+            .map_err(|_canceled| store_error(StoreError::Closed))?
+            .map_err(store_error)?;
+        let member = view
+            .and_then(|summary| summary.group)
+            .is_some_and(|group| group.role.is_some());
+        if !member {
+            return Err(rewrite_store_error(&StoreError::NotMember {
+                conv,
+                user: user.clone(),
+            }));
+        }
+    }
     let read = shared.store.read(ReadRequest {
         stream: conv.clone(),
         since: Some(offset.saturating_sub(1)),
@@ -176,7 +197,7 @@ pub async fn rewrite(
     let durability = if super::is_dm(&conv) {
         super::dm_durability(&shared.config)
     } else {
-        ringcast_store::Durability::Sync
+        super::group_durability(&shared.config)
     };
     let request = ImRewrite {
         conv: conv.clone(),

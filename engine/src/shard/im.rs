@@ -337,12 +337,15 @@ impl Shard {
                 convs,
                 limit_per_conv,
             } => self.catchup_command(to, user, convs, limit_per_conv),
+            ImCommand::Clear { conv, upto } if crate::im::is_group(&conv) => {
+                Ok(self.clear_later(to, user, conv, upto, true))
+            }
             ImCommand::Clear { conv, upto } => {
                 self.with_member(to, user, conv, ImPending::Clear { upto })
             }
             ImCommand::Recall { conv, offset } => {
                 let ask = crate::im::RewriteAsk::Recall;
-                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+                self.rewrite_command(to, user, conv, offset, ask)
             }
             ImCommand::Edit {
                 conv,
@@ -351,7 +354,7 @@ impl Shard {
                 data,
             } => {
                 let ask = crate::im::RewriteAsk::Edit { kind, data };
-                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+                self.rewrite_command(to, user, conv, offset, ask)
             }
             ImCommand::ConvList { cursor, limit } => {
                 let list = self.shared.store.conv_list(
@@ -462,34 +465,9 @@ impl Shard {
                 self.receipts_page(to, user, conv, cursor, limit)
             }
             ImPending::Rewrite { offset, ask } => {
-                let shared = self.shared.clone();
-                let actor = ringcast_store::GroupActor::User(user.to_owned());
-                self.store_replies.push(Box::pin(async move {
-                    let result = crate::im::rewrite(&shared, actor, conv, offset, ask).await;
-                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
-                }));
-                Ok(Outcome::Later)
+                Ok(self.rewrite_later(to, user, conv, offset, ask))
             }
-            ImPending::Clear { upto } => {
-                let clear = self.shared.store.im_clear(user, &conv, upto);
-                let shared = self.shared.clone();
-                let user = user.to_owned();
-                self.store_replies.push(Box::pin(async move {
-                    let result = async {
-                        let state = store_reply(clear).await?;
-                        let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
-                        Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
-                            conv,
-                            visible_from: state.visible_from,
-                            unread: state.unread,
-                            total_unread: page.total_unread,
-                        })))
-                    }
-                    .await;
-                    StoreDone::Replied(to, result)
-                }));
-                Ok(Outcome::Later)
-            }
+            ImPending::Clear { upto } => Ok(self.clear_later(to, user, conv, upto, false)),
             ImPending::History(mut request) => {
                 // The user's `clear`: nothing before its window is shown.
                 let view = self.shared.store.conv_get(user, &conv);
@@ -510,6 +488,82 @@ impl Shard {
                 Ok(Outcome::Later)
             }
         }
+    }
+
+    /// A `recall` or an `edit`: a DM's after its pair is known; a group's
+    /// at once (its membership and roles are checked on a reader and by
+    /// the writer, in `crate::im::rewrite`).
+    fn rewrite_command(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        offset: u64,
+        ask: crate::im::RewriteAsk,
+    ) -> CommandResult {
+        if crate::im::is_group(&conv) {
+            return Ok(self.rewrite_later(to, user, conv, offset, ask));
+        }
+        self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+    }
+
+    /// Hands a recall or an edit by `user` to a store task; the event
+    /// reaches the conversation's users as an entry, through the sink.
+    fn rewrite_later(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        offset: u64,
+        ask: crate::im::RewriteAsk,
+    ) -> Outcome {
+        let shared = self.shared.clone();
+        let actor = GroupActor::User(user.to_owned());
+        self.store_replies.push(Box::pin(async move {
+            let result = crate::im::rewrite(&shared, actor, conv, offset, ask).await;
+            StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
+        }));
+        Outcome::Later
+    }
+
+    /// `user`'s `clear` of `conv` up to `upto`, for itself alone: a DM's
+    /// user, or (`group`) one with a view of the group (123 otherwise),
+    /// whose window then starts after `upto`.
+    fn clear_later(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        upto: u64,
+        group: bool,
+    ) -> Outcome {
+        // A DM's clear goes to the writer now, before any later command
+        // of the connection; a group's after its view is read.
+        let early = (!group).then(|| self.shared.store.im_clear(user, &conv, upto));
+        let shared = self.shared.clone();
+        let user = user.to_owned();
+        self.store_replies.push(Box::pin(async move {
+            let result = async {
+                let clear = match early {
+                    Some(clear) => clear,
+                    None => {
+                        member_view(&shared, &user, &conv, false).await?;
+                        shared.store.im_clear(&user, &conv, upto)
+                    }
+                };
+                let state = store_reply(clear).await?;
+                let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
+                Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
+                    conv,
+                    visible_from: state.visible_from,
+                    unread: state.unread,
+                    total_unread: page.total_unread,
+                })))
+            }
+            .await;
+            StoreDone::Replied(to, result)
+        }));
+        Outcome::Later
     }
 
     #[expect(

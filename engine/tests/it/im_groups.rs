@@ -16,7 +16,9 @@ const SHARDS: u16 = 3;
 /// The member limit of the test's groups.
 const MEMBERS_MAX: u32 = 72;
 
-fn im_config(driver: ringcast_engine::config::Driver) -> ringcast_engine::config::Config {
+pub(crate) fn im_config(
+    driver: ringcast_engine::config::Driver,
+) -> ringcast_engine::config::Config {
     let mut config = config(driver, SHARDS);
     config.im.enabled = true;
     config.im.group_members_max = MEMBERS_MAX;
@@ -25,7 +27,7 @@ fn im_config(driver: ringcast_engine::config::Driver) -> ringcast_engine::config
 
 /// A connection of `user` on shard `shard` (reconnecting until the
 /// kernel's `SO_REUSEPORT` hash puts one there); its IM sync beside it.
-fn im_connect(engine: &ringcast_engine::Engine, user: &str, shard: u64) -> (Ws, Value) {
+pub(crate) fn im_connect(engine: &ringcast_engine::Engine, user: &str, shard: u64) -> (Ws, Value) {
     for _ in 0..300 {
         let stream = std::net::TcpStream::connect(engine.ws_addr).unwrap();
         stream
@@ -52,7 +54,7 @@ fn im_connect(engine: &ringcast_engine::Engine, user: &str, shard: u64) -> (Ws, 
 }
 
 /// Sends a command; returns its reply and the pushes that came before it.
-fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> (Value, Vec<Value>) {
+pub(crate) fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> (Value, Vec<Value>) {
     send_json(ws, json!({"id": id, "method": method, "params": params}));
     let mut pushes = Vec::new();
     loop {
@@ -67,7 +69,7 @@ fn call(ws: &mut Ws, id: u64, method: &str, params: Value) -> (Value, Vec<Value>
     }
 }
 
-fn next_push(ws: &mut Ws) -> Value {
+pub(crate) fn next_push(ws: &mut Ws) -> Value {
     let message = read_json(ws);
     message
         .get("push")
@@ -76,7 +78,7 @@ fn next_push(ws: &mut Ws) -> Value {
 }
 
 /// Nothing but the reply to a ping is waiting: no push, no event.
-fn nothing_waiting(ws: &mut Ws, id: u64) {
+pub(crate) fn nothing_waiting(ws: &mut Ws, id: u64) {
     send_json(ws, json!({"id": id, "method": "ping"}));
     assert_eq!(
         read_json(ws),
@@ -85,7 +87,7 @@ fn nothing_waiting(ws: &mut Ws, id: u64) {
     );
 }
 
-fn code(reply: &Value) -> &Value {
+pub(crate) fn code(reply: &Value) -> &Value {
     &reply["error"]["code"]
 }
 
@@ -93,7 +95,7 @@ fn text(push: &Value) -> &Value {
     &push["data"]["data"]["text"]
 }
 
-fn say(ws: &mut Ws, id: u64, conv: &str, words: &str) -> (Value, Vec<Value>) {
+pub(crate) fn say(ws: &mut Ws, id: u64, conv: &str, words: &str) -> (Value, Vec<Value>) {
     call(
         ws,
         id,

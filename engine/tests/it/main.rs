@@ -21,6 +21,7 @@ mod heartbeat;
 mod history_time;
 mod im_delivery;
 mod im_dm;
+mod im_group_ops;
 mod im_groups;
 mod im_recall;
 mod im_signals;
