@@ -186,15 +186,19 @@ impl Api {
     }
 
     /// 403 unless `user` has a view of group `conv` (a member, or one
-    /// that left: it reads up to its removal).
-    async fn group_view(&self, user: &str, conv: &str) -> Result<(), Response> {
+    /// that left: it reads up to its removal); the view.
+    async fn group_view(
+        &self,
+        user: &str,
+        conv: &str,
+    ) -> Result<ringcast_store::GroupSummary, Response> {
         let view = match self.shared.store.conv_get(user, conv) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
         .map_err(|err| store_refused(&err, "nothing was done"))?;
         match view.and_then(|summary| summary.group) {
-            Some(_) => Ok(()),
+            Some(group) => Ok(group),
             None => Err(refused((
                 ErrorCode::NotMember,
                 format!("{user} is not a member of {conv}"),
@@ -348,11 +352,14 @@ impl Api {
         if body.offset == 0 {
             return Err(bad_request("offset must be at least 1"));
         }
-        let pair = if crate::im::is_group(&body.conv) {
-            self.group_view(&body.as_user, &body.conv).await?;
-            None
+        let (pair, group) = if crate::im::is_group(&body.conv) {
+            let view = self.group_view(&body.as_user, &body.conv).await?;
+            (None, Some(view))
         } else {
-            Some(self.member_pair(&body.as_user, &body.conv).await?)
+            (
+                Some(self.member_pair(&body.as_user, &body.conv).await?),
+                None,
+            )
         };
         let user = body.as_user;
         let what = "the read position was not stored";
@@ -376,19 +383,22 @@ impl Api {
                 total_unread,
             },
         );
-        // A DM's peer gets its receipt; group receipts are not built.
+        // A DM's peer gets its receipt, a group's members theirs (at once:
+        // the shards' coalescing is for clients' reads).
+        let receipt = ImEvent::Receipt {
+            conv: body.conv.clone(),
+            user: user.clone(),
+            read: state.read_offset,
+        };
         let peer = pair
             .as_ref()
             .map_or(user.as_str(), |pair| pair.peer_of(&user));
         if peer != user {
-            self.im_event_to_user(
-                peer,
-                &ImEvent::Receipt {
-                    conv: body.conv.clone(),
-                    user: user.clone(),
-                    read: state.read_offset,
-                },
-            );
+            self.im_event_to_user(peer, &receipt);
+        }
+        if let Some(group) = group.filter(|group| group.role.is_some()) {
+            self.group_receipt(&body.conv, &user, group.member_count, &receipt)
+                .await;
         }
         Ok(ok_json(&ImReply::Read {
             conv: body.conv,
@@ -503,15 +513,39 @@ impl Api {
         }))
     }
 
+    /// `event` to the members of group `conv` but `from` when it has at
+    /// most `im.group_receipts_members_max` members (read on a store
+    /// reader); ephemeral, nothing when the read fails.
+    async fn group_receipt(&self, conv: &str, from: &str, member_count: u32, event: &ImEvent) {
+        let max = self.shared.config.im.group_receipts_members_max;
+        if max == 0 || member_count > max {
+            return;
+        }
+        let members = match self.shared.store.group_members(conv, None, max as usize) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        };
+        let Ok(members) = members else {
+            return;
+        };
+        let frames = crate::im::event_frames(event);
+        for member in members.iter().filter(|member| member.user != from) {
+            self.im_frames_to_user(&member.user, &frames);
+        }
+    }
+
     /// `event` to every connection of `user`, on every shard (ephemeral: a
     /// shard whose lane is full does not get it).
     pub(super) fn im_event_to_user(&self, user: &str, event: &ImEvent) {
+        self.im_frames_to_user(user, &crate::im::event_frames(event));
+    }
+
+    fn im_frames_to_user(&self, user: &str, frames: &Arc<crate::im::ImFrames>) {
         let channel = crate::channels::personal_channel(user);
         let mask = self.shared.interest.shards(&channel);
         if mask == 0 {
             return;
         }
-        let frames = crate::im::event_frames(event);
         let user: Arc<str> = user.into();
         for dst in shard_indexes(mask) {
             let event = ShardEvent::ImEvent {

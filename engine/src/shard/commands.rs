@@ -70,7 +70,7 @@ pub(super) enum StoreDone {
         ReplyTo,
         String,
         String,
-        Option<Arc<crate::im::DmPair>>,
+        super::im::ReadOf,
         Result<(ringcast_store::ImReadState, u64), CommandError>,
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
@@ -324,8 +324,8 @@ impl Shard {
                 self.on_refreshed(to, result, latency_us)
             }
             StoreDone::ImResolved(to, pending, result) => self.on_im_resolved(to, *pending, result),
-            StoreDone::ImRead(to, user, conv, pair, result) => {
-                self.on_im_read(to, &user, conv, pair, result)
+            StoreDone::ImRead(to, user, conv, of, result) => {
+                self.on_im_read(to, &user, conv, of, result)
             }
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),

@@ -56,6 +56,15 @@ pub(super) struct ImShard {
     pub(super) signals: super::im_signals::Signals,
     /// `catchup` commands whose replays run.
     pub(super) catchups: super::im_delivery::Catchups,
+    /// Group read receipts sent and waiting (`im_receipts.rs`).
+    pub(super) read_receipts: super::im_receipts::ReadReceipts,
+}
+
+/// Whose `read` was stored: a DM's user (its peer gets the receipt) or a
+/// group's member (the members get it, `im_receipts.rs`).
+pub(super) enum ReadOf {
+    Dm(Arc<DmPair>),
+    Group { member_count: u32 },
 }
 
 /// One connection's `echo: false` sends: while one to a conversation is in
@@ -456,7 +465,7 @@ impl Shard {
                         Ok((state, page.total_unread))
                     }
                     .await;
-                    StoreDone::ImRead(to, user, conv, Some(pair), result)
+                    StoreDone::ImRead(to, user, conv, ReadOf::Dm(pair), result)
                 }));
                 Ok(Outcome::Later)
             }
@@ -727,19 +736,24 @@ impl Shard {
     }
 
     /// `read` of a group: for a user with a view of it (a member, or one
-    /// that left, up to its window); no receipts to the members yet.
+    /// that left, up to its window); a current member's goes to the
+    /// members as a receipt (`im_receipts.rs`).
     fn group_read(&mut self, to: ReplyTo, user: &str, conv: String, offset: u64) -> CommandResult {
         let shared = self.shared.clone();
         let user = user.to_owned();
         self.store_replies.push(Box::pin(async move {
+            let mut member_count = 0;
             let result = async {
-                member_view(&shared, &user, &conv, false).await?;
+                let view = member_view(&shared, &user, &conv, false).await?;
+                if view.role.is_some() {
+                    member_count = view.member_count;
+                }
                 let state = store_reply(shared.store.im_read(&user, &conv, offset)).await?;
                 let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
                 Ok((state, page.total_unread))
             }
             .await;
-            StoreDone::ImRead(to, user, conv, None, result)
+            StoreDone::ImRead(to, user, conv, ReadOf::Group { member_count }, result)
         }));
         Ok(Outcome::Later)
     }
@@ -899,7 +913,7 @@ impl Shard {
         to: ReplyTo,
         user: &str,
         conv: String,
-        pair: Option<Arc<DmPair>>,
+        of: ReadOf,
         result: Result<(ImReadState, u64), CommandError>,
     ) {
         let (state, total_unread) = match result {
@@ -915,14 +929,21 @@ impl Shard {
         if self.is_current(to.key, to.client_id) {
             self.im_event_to_user(user, &read, to.client_id);
         }
-        let peer = pair.as_ref().map_or(user, |pair| pair.peer_of(user));
-        if peer != user {
-            let receipt = ImEvent::Receipt {
-                conv: conv.clone(),
-                user: user.to_owned(),
-                read: state.read_offset,
-            };
-            self.im_event_to_user(peer, &receipt, 0);
+        match of {
+            ReadOf::Dm(pair) if pair.peer_of(user) != user => {
+                let receipt = ImEvent::Receipt {
+                    conv: conv.clone(),
+                    user: user.to_owned(),
+                    read: state.read_offset,
+                };
+                self.im_event_to_user(pair.peer_of(user), &receipt, 0);
+            }
+            ReadOf::Dm(_) => {}
+            // A former member (no count) tells no one.
+            ReadOf::Group { member_count: 0 } => {}
+            ReadOf::Group { member_count } => {
+                self.group_read_receipt(&conv, user, state.read_offset, member_count);
+            }
         }
         let reply = ImReply::Read {
             conv,

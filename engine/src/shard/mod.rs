@@ -17,6 +17,7 @@ mod connect;
 mod fanout;
 mod im;
 mod im_delivery;
+mod im_receipts;
 mod im_signals;
 mod io;
 pub mod poller;
@@ -371,6 +372,7 @@ impl Shard {
             self.next_sweep_ms = self.now_ms + self.tick_ms();
             self.sweep();
             self.presence_tick();
+            self.read_receipts_tick();
             if !self.pending_store.is_empty() && self.shared.store.health().writer_stopped {
                 self.fail_pending_store();
             }

@@ -330,3 +330,103 @@ fn the_api_recalls_a_group_message_as_the_system_and_as_a_user() {
     assert_eq!(listed(&mut bob, 3), (json!(0), json!(0)));
     engine.shutdown();
 }
+
+/// The next message of `ws`: a `receipt` event's body.
+fn next_receipt(ws: &mut Ws) -> Value {
+    let message = read_json(ws);
+    message
+        .get("receipt")
+        .unwrap_or_else(|| panic!("expected a receipt, got {message}"))
+        .clone()
+}
+
+crate::e2e!(
+    a_group_read_is_told_to_the_members_coalesced_per_member,
+    |driver| {
+        let engine = start(im_config(driver));
+        let mut d: Vec<Ws> = [("owner", 0), ("bob", 1), ("bob", 2), ("carol", 2)]
+            .iter()
+            .map(|(user, shard)| im_connect(&engine, user, *shard).0)
+            .collect();
+        let (owner, bob, bob2, carol) = (0, 1, 2, 3);
+        let conv = create(&mut d[owner], "r", &["bob", "carol"]);
+        pushes_but(&mut d, owner);
+        for n in 0..3 {
+            say(&mut d[owner], 2 + n, &conv, "hello");
+            pushes_but(&mut d, owner);
+        }
+        // carol's first read goes to every other member's connections at
+        // once, wherever they are; not to carol.
+        let first_read = std::time::Instant::now();
+        let (reply, _) = call(&mut d[carol], 1, "read", json!({"conv": conv, "offset": 2}));
+        assert_eq!(reply["result"]["unread"], 2, "{reply}");
+        let receipt = json!({"conv": conv, "user": "carol", "read": 2});
+        for ws in [owner, bob, bob2] {
+            assert_eq!(next_receipt(&mut d[ws]), receipt);
+        }
+        // Two more reads within the interval: one receipt, the newest
+        // position, when the interval ends.
+        call(&mut d[carol], 2, "read", json!({"conv": conv, "offset": 3}));
+        call(&mut d[carol], 3, "read", json!({"conv": conv, "offset": 4}));
+        let within = first_read.elapsed() < Duration::from_millis(400);
+        for ws in [owner, bob, bob2] {
+            let mut seen = Vec::new();
+            while seen.last() != Some(&json!(4)) {
+                seen.push(next_receipt(&mut d[ws])["read"].clone());
+            }
+            if within {
+                assert_eq!(seen, [json!(4)], "folded into one receipt");
+            } else {
+                // A slow machine: the second read came after the interval.
+                assert_eq!(seen, [json!(3), json!(4)]);
+            }
+            nothing_waiting(&mut d[ws], 9);
+        }
+        nothing_waiting(&mut d[carol], 4);
+        // bob's read: its other device gets the read event, the others
+        // the receipt.
+        call(&mut d[bob], 6, "read", json!({"conv": conv, "offset": 4}));
+        assert_eq!(read_json(&mut d[bob2])["read"]["offset"], 4);
+        for ws in [owner, carol] {
+            assert_eq!(
+                next_receipt(&mut d[ws]),
+                json!({"conv": conv, "user": "bob", "read": 4})
+            );
+        }
+        // The API twin, for the owner.
+        let (status, reply) = api(
+            &engine,
+            "POST",
+            "/api/im/read",
+            Some(json!({"as_user": "owner", "conv": conv, "offset": 4})),
+        );
+        assert_eq!(status, 200, "{reply}");
+        for ws in [bob, bob2, carol] {
+            assert_eq!(next_receipt(&mut d[ws])["user"], "owner");
+        }
+        engine.shutdown();
+    }
+);
+
+#[test]
+fn groups_over_the_receipts_size_gate_push_no_read_receipts() {
+    let mut config = im_config(ringcast_engine::config::Driver::Epoll);
+    config.im.group_receipts_members_max = 2;
+    let engine = start(config);
+    let (mut owner, _) = im_connect(&engine, "owner", 0);
+    let (mut bob, _) = im_connect(&engine, "bob", 1);
+    let small = create(&mut owner, "two", &["bob"]);
+    next_push(&mut bob);
+    let large = create(&mut owner, "three", &["bob", "carol"]);
+    next_push(&mut bob);
+    for conv in [&large, &small] {
+        call(&mut bob, 1, "read", json!({"conv": conv, "offset": 1}));
+    }
+    // Only the small group's read is told.
+    assert_eq!(
+        next_receipt(&mut owner),
+        json!({"conv": small, "user": "bob", "read": 1})
+    );
+    nothing_waiting(&mut owner, 2);
+    engine.shutdown();
+}
