@@ -447,6 +447,11 @@ config_table! {
         edits_max: u32
             = Count<u32> { default: 10, min: 1, max: 1000, unit: "edits" },
             "N", "Most edits of one IM message";
+        /// Whether a user who left a group (or was removed, or saw it
+        /// dissolved) still reads its history up to its removal; off, such
+        /// a `history` is refused with 123.
+        history_after_leave: bool = Bool { default: false },
+            "BOOL", "Former members read a group's history up to their removal";
     }
 }
 

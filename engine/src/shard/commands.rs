@@ -700,12 +700,14 @@ impl Shard {
             if user.is_empty() {
                 return Err(super::im::not_member(&stream));
             }
-            // A member reads its window; one that left, up to its leaving.
+            // A member reads its window; one that left, up to its leaving
+            // with `im.history_after_leave`, else nothing (123).
             let to = self.reply_to_of(key, id)?;
             let user = user.to_owned();
+            let current = !config.im.history_after_leave;
             self.store_replies.push(Box::pin(async move {
                 let result = async {
-                    let view = super::im::member_view(&shared, &user, &stream, false).await?;
+                    let view = super::im::member_view(&shared, &user, &stream, current).await?;
                     let mut request = request;
                     crate::im::clamp_to_view(&mut request, &view);
                     store_reply(shared.store.read(request)).await

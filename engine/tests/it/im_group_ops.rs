@@ -430,3 +430,44 @@ fn groups_over_the_receipts_size_gate_push_no_read_receipts() {
     nothing_waiting(&mut owner, 2);
     engine.shutdown();
 }
+
+/// A member removed after two messages asks for the group's history,
+/// with `history_after_leave` as given: the offsets it reads, or its error.
+fn history_after_removal(history_after_leave: bool) -> Value {
+    let mut config = im_config(ringcast_engine::config::Driver::Epoll);
+    config.im.history_after_leave = history_after_leave;
+    let engine = start(config);
+    let (mut owner, _) = im_connect(&engine, "owner", 0);
+    let (mut bob, _) = im_connect(&engine, "bob", 1);
+    let conv = create(&mut owner, "leave", &["bob", "carol"]);
+    next_push(&mut bob);
+    say(&mut owner, 2, &conv, "one");
+    next_push(&mut bob);
+    let (reply, _) = call(
+        &mut owner,
+        3,
+        "group_remove",
+        json!({"conv": conv, "users": ["bob"]}),
+    );
+    assert_eq!(reply["result"]["offset"], 3, "{reply}");
+    assert_eq!(next_push(&mut bob)["offset"], 3);
+    say(&mut owner, 4, &conv, "after");
+    let (page, _) = call(&mut bob, 1, "history", json!({"stream": conv}));
+    // Its own view still reads and clears its badge either way.
+    let (read, _) = call(&mut bob, 2, "read", json!({"conv": conv, "offset": 9}));
+    assert_eq!(read["result"]["offset"], 3, "clamped to its window: {read}");
+    engine.shutdown();
+    match page["result"]["publications"].as_array() {
+        Some(entries) => json!(entries
+            .iter()
+            .map(|e| e["offset"].clone())
+            .collect::<Vec<_>>()),
+        None => page["error"]["code"].clone(),
+    }
+}
+
+#[test]
+fn history_after_leave_chooses_what_a_former_member_reads() {
+    assert_eq!(history_after_removal(false), json!(123), "the default");
+    assert_eq!(history_after_removal(true), json!([1, 2, 3]));
+}
