@@ -262,6 +262,8 @@ impl Engine {
         store_config.conversations_per_user_max = config.im.conversations_per_user_max;
         store_config.group_members_max = config.im.group_members_max;
         store_config.groups_per_user_max = config.im.groups_per_user_max;
+        store_config.dm_retention = crate::im::dm_retention(&config);
+        store_config.group_retention = crate::im::group_retention(&config);
         // The set only serves the Offline events written after a crash.
         store_config.presence_set =
             crate::outbox::enabled(&config, crate::config::WebhookEvent::Offline);

@@ -145,6 +145,35 @@ pub fn group_durability(config: &Config) -> Durability {
     im_durability(config, GROUP_NAMESPACE)
 }
 
+/// The store's retention of DM streams (`im.dm_retention_*`; 0: no limit).
+pub fn dm_retention(config: &Config) -> ringcast_store::Retention {
+    retention(config.im.dm_retention_count, config.im.dm_retention_age)
+}
+
+/// The store's retention of group streams (`im.group_retention_*`).
+pub fn group_retention(config: &Config) -> ringcast_store::Retention {
+    retention(
+        config.im.group_retention_count,
+        config.im.group_retention_age,
+    )
+}
+
+fn retention(count_max: u64, age_max: std::time::Duration) -> ringcast_store::Retention {
+    let unlimited = ringcast_store::Retention::UNLIMITED;
+    ringcast_store::Retention {
+        count_max: if count_max == 0 {
+            unlimited.count_max
+        } else {
+            count_max
+        },
+        age_max: if age_max.is_zero() {
+            unlimited.age_max
+        } else {
+            age_max
+        },
+    }
+}
+
 fn im_durability(config: &Config, name: &str) -> Durability {
     let namespace = config
         .namespaces

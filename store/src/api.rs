@@ -115,6 +115,12 @@ pub struct StoreConfig {
     /// part of the conversation list merged from the user's groups at
     /// each read (`docs/im.md`, "Groups in the list").
     pub groups_per_user_max: usize,
+    /// Retention of every DM's stream (`im.dm_retention_*`), applied with
+    /// each entry as a plain append's is; unread counts never exceed what
+    /// it kept. [`Retention::UNLIMITED`] (the default) keeps everything.
+    pub dm_retention: Retention,
+    /// Retention of every group's stream (`im.group_retention_*`).
+    pub group_retention: Retention,
 }
 
 impl StoreConfig {
@@ -139,6 +145,8 @@ impl StoreConfig {
             conversations_per_user_max: CONVERSATIONS_PER_USER_MAX_DEFAULT,
             group_members_max: GROUP_MEMBERS_MAX_DEFAULT,
             groups_per_user_max: GROUPS_PER_USER_MAX_DEFAULT,
+            dm_retention: Retention::UNLIMITED,
+            group_retention: Retention::UNLIMITED,
         }
     }
 }

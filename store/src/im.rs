@@ -157,7 +157,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut totals: HashMap<String, u64> = HashMap::new();
-    let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut counts: HashMap<u64, (u64, u64, u64)> = HashMap::new();
     for guard in fjall.im_uconv.iter() {
         let (key, value) = guard.into_inner().map_err(io)?;
         let Some((user, id)) = im_uconv_key_decode(&key) else {
@@ -167,7 +167,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
         if view.kind == CONV_KIND_GROUP {
             continue;
         }
-        let (count_total, last_offset) = match counts.get(&id) {
+        let (count_total, last_offset, trimmed_count) = match counts.get(&id) {
             Some(count) => *count,
             None => {
                 let bytes = fjall
@@ -176,7 +176,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
                     .map_err(io)?
                     .ok_or_else(|| corrupt("", format!("conversation {id} has no record")))?;
                 let record = ConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))?;
-                let count = (record.count_total, record.last_offset);
+                let count = (record.count_total, record.last_offset, record.trimmed_count);
                 counts.insert(id, count);
                 count
             }
@@ -192,7 +192,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
             0
         };
         *totals.entry(user.to_owned()).or_default() += count_total
-            .saturating_sub(view.read_count)
+            .saturating_sub(view.read_count.max(trimmed_count))
             .saturating_sub(recalled);
     }
     let mut batch = fjall.db.batch();

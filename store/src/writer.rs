@@ -37,6 +37,7 @@ use crate::outbox::{validate_events, OutboxBatch};
 use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
 use crate::reopen::{FailureLog, REOPENING_REASON};
 
+mod conv_trim;
 mod failure;
 mod group;
 mod im;

@@ -452,6 +452,22 @@ config_table! {
         /// a `history` is refused with 123.
         history_after_leave: bool = Bool { default: false },
             "BOOL", "Former members read a group's history up to their removal";
+        /// Entries each DM's stream keeps (the newest); 0 keeps all.
+        dm_retention_count: u64
+            = Count<u64> { default: 0, min: 0, max: 10_000_000, unit: "entries" },
+            "N", "Entries kept per DM; 0 keeps all";
+        /// DM entries older than this are trimmed; 0: no age limit.
+        dm_retention_age as "dm_retention_age_s": Duration
+            = Seconds { default: 0, min: 0, max: RETENTION_S_MAX },
+            "SECONDS", "Age past which DM entries are trimmed; 0 keeps all";
+        /// Entries each group's stream keeps (the newest); 0 keeps all.
+        group_retention_count: u64
+            = Count<u64> { default: 0, min: 0, max: 10_000_000, unit: "entries" },
+            "N", "Entries kept per group; 0 keeps all";
+        /// Group entries older than this are trimmed; 0: no age limit.
+        group_retention_age as "group_retention_age_s": Duration
+            = Seconds { default: 0, min: 0, max: RETENTION_S_MAX },
+            "SECONDS", "Age past which group entries are trimmed; 0 keeps all";
     }
 }
 

@@ -24,6 +24,7 @@ mod im_dm;
 mod im_group_ops;
 mod im_groups;
 mod im_recall;
+mod im_retention;
 mod im_signals;
 mod limits;
 mod outbox_events;

@@ -342,6 +342,7 @@ impl Writer {
                 members_max,
                 flags,
             }),
+            trimmed_count: 0,
         };
         let (appended, gseq, count, _) = self.stage_conv_entry(
             work,

@@ -5,8 +5,8 @@
 //! written in the same fjall batch as the entry.
 
 use crate::api::{
-    DmPolicy, Durability, ImAppend, ImAppended, ImDelivery, ImReadState, Retention,
-    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    DmPolicy, Durability, ImAppend, ImAppended, ImDelivery, ImReadState, CLIENT_MSG_ID_BYTES_MAX,
+    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use ringcast_protocol::envelope::EncodedPush;
 
@@ -229,6 +229,7 @@ impl Writer {
             name: conv.clone(),
             pair,
             group: None,
+            trimmed_count: 0,
         });
         let (appended, gseq, count, _) = self.stage_conv_entry(
             work,
@@ -328,7 +329,7 @@ impl Writer {
                 .group
                 .map_or(view.visible_from, |window| window.visible_from),
             unread: count
-                .saturating_sub(view.read_count)
+                .saturating_sub(record.counted_read(view.read_count))
                 .saturating_sub(recalled),
         })
     }
@@ -352,7 +353,7 @@ impl Writer {
             .im
             .recalled_between(&self.fjall, id, view.read_offset, offset)?;
         Ok(count
-            .saturating_sub(view.read_count)
+            .saturating_sub(record.counted_read(view.read_count))
             .saturating_sub(recalled))
     }
 
@@ -551,16 +552,14 @@ impl Writer {
         } = entry;
         let time_ms = now_ms.max(record.last_time_ms);
         push.stamp_time(time_ms);
-        let appended = self.stage_entry(
-            work,
-            id,
-            meta,
-            push,
-            client_msg_id,
-            Retention::UNLIMITED,
-            &[],
-            now_ms,
-        );
+        // Retention per kind: the trim keeps unread within what it kept
+        // (`trim_stream`, `ConvRecord::trimmed_count`).
+        let retention = match record.group {
+            Some(_) => self.config.group_retention,
+            None => self.config.dm_retention,
+        };
+        let appended =
+            self.stage_entry(work, id, meta, push, client_msg_id, retention, &[], now_ms);
         // `stage_entry` keeps the stream's time non-decreasing too; the
         // record takes the time the entry was stored with.
         let time_ms = appended.push.envelope().time_ms.to_native();

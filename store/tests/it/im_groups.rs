@@ -44,7 +44,12 @@ fn op_request(conv: &str, actor: &str, op: GroupOp, text: &str) -> GroupOpReques
     }
 }
 
-fn op(store: &Store, conv: &str, actor: &str, op: GroupOp) -> Result<GroupAppended, StoreError> {
+pub fn op(
+    store: &Store,
+    conv: &str,
+    actor: &str,
+    op: GroupOp,
+) -> Result<GroupAppended, StoreError> {
     let request = op_request(conv, actor, op, "member");
     block_on(store.group_op(request)?).map_err(|_| StoreError::Closed)?
 }
