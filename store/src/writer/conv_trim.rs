@@ -5,52 +5,45 @@
 //! trimmed, and each DM user's unread total (`im_unread`) by the unread
 //! messages the trim took. A group's users need no write: their unread is
 //! computed at each read from the record.
+//!
+//! The records are read and staged through an [`ImBatch`], as a request's
+//! are, so the writer's cache of them (`im/cache.rs`) sees the trim once
+//! fjall accepted it ([`ImBatch::apply`]) and is dropped with a trim that
+//! failed.
 
 use fjall::OwnedWriteBatch;
 
 use super::Writer;
 use crate::error::StoreError;
-use crate::im::{corrupt, decode_dm_unread, ImBatch};
-use crate::keys::{im_uconv_key, ConvRecord, UConvRecord};
+use crate::im::ImBatch;
 
 impl Writer {
     /// Stages into `batch` what trimming conversation `id` to `first`
     /// changes; `recalled` are the recalls the trim deletes (offset,
-    /// whether the message counted). Reads only: nothing is staged when a
-    /// read fails.
+    /// whether the message counted). Returns the IM part to apply once
+    /// the batch is committed; nothing is staged when a read fails.
     pub(super) fn stage_conv_trim(
-        &self,
+        &mut self,
         batch: &mut OwnedWriteBatch,
         id: u64,
         first: u64,
         recalled: &[(u64, bool)],
-    ) -> Result<(), StoreError> {
-        let io = |error| StoreError::io("trimming a conversation", error);
-        let Some(stored) = self.fjall.im_conv.get(id.to_be_bytes()).map_err(io)? else {
-            return Ok(());
+    ) -> Result<ImBatch, StoreError> {
+        let mut im = ImBatch::new(&mut self.im);
+        let Some(mut record) = im.conv(&self.fjall, &self.im, id, "")? else {
+            return Ok(im);
         };
-        let mut record = ConvRecord::decode(&stored).map_err(|reason| corrupt("", reason))?;
-        let kept_base = ImBatch::new(&self.im)
+        let stored_time_ms = record.last_time_ms;
+        let kept_base = im
             .count_at(&self.fjall, id, &record, first.saturating_sub(1))?
             .max(record.trimmed_count);
-        let mut totals = Vec::new();
         if record.group.is_none() {
-            let (a, b) = &record.pair;
-            let users: &[&String] = if a == b { &[a] } else { &[a, b] };
-            for user in users {
-                let view = match self
-                    .fjall
-                    .im_uconv
-                    .get(im_uconv_key(user, id))
-                    .map_err(io)?
-                {
-                    Some(bytes) => {
-                        Some(UConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))?)
-                    }
-                    None => None,
-                };
-                let (read_offset, read_count) =
-                    view.map_or((0, 0), |view| (view.read_offset, view.read_count));
+            let (a, b) = record.pair.clone();
+            let users = if a == b { vec![a] } else { vec![a, b] };
+            for user in &users {
+                let (read_offset, read_count) = im
+                    .uconv(&self.fjall, user, id)?
+                    .map_or((0, 0), |view| (view.read_offset, view.read_count));
                 // The counted messages the trim takes above the user's
                 // position, less those recalled (a recall took them off
                 // the total already).
@@ -60,11 +53,8 @@ impl Writer {
                     .filter(|(offset, counted)| *counted && *offset > read_offset)
                     .count() as u64;
                 let unread_taken = taken.saturating_sub(taken_recalled);
-                if unread_taken > 0 {
-                    let total = self.fjall.im_unread.get(user.as_bytes()).map_err(io)?;
-                    let total = decode_dm_unread(total)?.saturating_sub(unread_taken);
-                    totals.push(((*user).clone(), total));
-                }
+                im.load_dm_unread(&self.fjall, user)?;
+                im.add_dm_unread(user, -i64::try_from(unread_taken).unwrap_or(i64::MAX));
             }
         }
         record.trimmed_count = kept_base;
@@ -72,10 +62,8 @@ impl Writer {
             // Nothing of the last message is left to show.
             record.last_msg_offset = 0;
         }
-        for (user, total) in totals {
-            batch.insert(&self.fjall.im_unread, user.as_bytes(), total.to_be_bytes());
-        }
-        batch.insert(&self.fjall.im_conv, id.to_be_bytes(), record.encode());
-        Ok(())
+        im.put_conv(id, Some(stored_time_ms), record);
+        im.finish(&self.fjall, batch, &self.im);
+        Ok(im)
     }
 }

@@ -123,10 +123,14 @@ impl Writer {
             }
         }
         // A conversation's unread stays within what was kept, in this batch.
+        let mut conv_trim = None;
         if self.im.convs.contains(&id) {
-            if let Err(error) = self.stage_conv_trim(&mut batch, id, first, &recalled) {
-                tracing::error!(%error, stream_id = id, "retention: reading a conversation failed");
-                return deleted;
+            match self.stage_conv_trim(&mut batch, id, first, &recalled) {
+                Ok(im) => conv_trim = Some(im),
+                Err(error) => {
+                    tracing::error!(%error, stream_id = id, "retention: reading a conversation failed");
+                    return deleted;
+                }
             }
         }
         meta.first_offset = first;
@@ -140,6 +144,9 @@ impl Writer {
         match batch.durability(Some(PersistMode::Buffer)).commit() {
             Ok(()) => {
                 self.streams.insert(id, meta);
+                if let Some(mut im) = conv_trim {
+                    im.apply(&mut self.im);
+                }
             }
             Err(error) => drop(self.write_failed("trimming a stream", error)),
         }
