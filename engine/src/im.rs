@@ -14,7 +14,7 @@ use ringcast_store::Durability;
 use crate::config::{self, Config};
 
 mod rewrite;
-pub use rewrite::{rewrite, rewrite_store_error, RewriteAsk};
+pub use rewrite::{prepare_rewrite, rewrite, rewrite_store_error, rewritten_reply, RewriteAsk};
 
 /// The namespace of direct conversations.
 pub const DM_NAMESPACE: &str = "dm";

@@ -42,6 +42,8 @@ pub(super) enum StoreWait {
     ImSent(Box<super::im::SentWait>),
     /// A group message or change, answered like a `msg_send`.
     GroupSent(Box<super::im::SentWait>),
+    /// A `recall` or an `edit`.
+    Rewritten(ReplyTo),
 }
 
 /// A store answer, back on the shard's loop.
@@ -77,6 +79,11 @@ pub(super) enum StoreDone {
     /// An IM command answered from store reads alone, or a `recall`,
     /// `edit` or `clear` stored (or refused).
     Replied(ReplyTo, Result<ReplyResult, CommandError>),
+    /// A `recall` or an `edit` read and checked, for the writer.
+    RewriteReady(
+        ReplyTo,
+        Result<Box<ringcast_store::ImRewrite>, CommandError>,
+    ),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
     /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
@@ -258,6 +265,12 @@ impl Shard {
                     .map_err(|err| super::im::group_store_error(&err));
                 return self.on_im_sent(*wait, result);
             }
+            (StoreWait::Rewritten(to), Answer::Rewritten(result)) => {
+                let result = result
+                    .map(|done| ReplyResult::Im(Box::new(crate::im::rewritten_reply(&done))))
+                    .map_err(|err| crate::im::rewrite_store_error(&err));
+                StoreDone::Replied(to, result)
+            }
             (StoreWait::ImSent(wait) | StoreWait::GroupSent(wait), answer) => {
                 tracing::error!(
                     shard = self.idx,
@@ -266,7 +279,10 @@ impl Shard {
                 );
                 return self.on_im_sent(*wait, Err(store_error(&StoreError::Closed)));
             }
-            (StoreWait::Published(to) | StoreWait::Acked(to), answer) => {
+            (
+                StoreWait::Published(to) | StoreWait::Acked(to) | StoreWait::Rewritten(to),
+                answer,
+            ) => {
                 tracing::error!(
                     shard = self.idx,
                     ?answer,
@@ -295,6 +311,7 @@ impl Shard {
                     self.on_store_done(StoreDone::Published(to, Err(error)))
                 }
                 StoreWait::Acked(to) => self.on_store_done(StoreDone::Acked(to, Err(error))),
+                StoreWait::Rewritten(to) => self.reply_to(to, Err(error)),
                 StoreWait::ImSent(wait) | StoreWait::GroupSent(wait) => {
                     self.on_im_sent(*wait, Err(error))
                 }
@@ -331,6 +348,7 @@ impl Shard {
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
             StoreDone::Replied(to, result) => self.reply_to(to, result),
+            StoreDone::RewriteReady(to, result) => self.submit_rewrite(to, result),
             StoreDone::ImAcked(to, user, conv, result) => self.on_im_acked(to, &user, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),
             StoreDone::ImGroupReceipt(frames, skip, result) => {

@@ -516,8 +516,9 @@ impl Shard {
         self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
     }
 
-    /// Hands a recall or an edit by `user` to a store task; the event
-    /// reaches the conversation's users as an entry, through the sink.
+    /// Hands a recall or an edit by `user` to a store task, which reads
+    /// the original ([`Shard::submit_rewrite`] follows); the event reaches
+    /// the conversation's users as an entry, through the sink.
     fn rewrite_later(
         &mut self,
         to: ReplyTo,
@@ -529,10 +530,30 @@ impl Shard {
         let shared = self.shared.clone();
         let actor = GroupActor::User(user.to_owned());
         self.store_replies.push(Box::pin(async move {
-            let result = crate::im::rewrite(&shared, actor, conv, offset, ask).await;
-            StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
+            let result = crate::im::prepare_rewrite(&shared, actor, conv, offset, ask).await;
+            StoreDone::RewriteReady(to, result.map(Box::new))
         }));
         Outcome::Later
+    }
+
+    /// A recall or an edit to the writer, tagged: its answer comes through
+    /// the sink after the event's push, so the sending connection gets
+    /// the push first, as for a message.
+    pub(super) fn submit_rewrite(
+        &mut self,
+        to: ReplyTo,
+        prepared: Result<Box<ringcast_store::ImRewrite>, CommandError>,
+    ) {
+        let request = match prepared {
+            Ok(request) => *request,
+            Err(err) => return self.reply_to(to, Err(err)),
+        };
+        let slot = self.pending_store.insert(StoreWait::Rewritten(to));
+        let tag = streams::request_tag(self.idx, slot);
+        if let Err(err) = self.shared.store.submit_im_rewrite(request, tag) {
+            self.pending_store.remove(slot);
+            self.reply_to(to, Err(crate::im::rewrite_store_error(&err)));
+        }
     }
 
     /// `user`'s `clear` of `conv` up to `upto`, for itself alone: a DM's

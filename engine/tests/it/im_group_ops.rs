@@ -60,25 +60,12 @@ const M1: usize = 2;
 const M2: usize = 3;
 const PHONE: usize = 4;
 
-/// A recall or edit and the event's push to the sending connection: the
-/// reply travels apart from the entry's fan-out, so either may come first.
+/// A recall or edit, and the event's push to the sending connection,
+/// which comes before the reply (as a message's does).
 fn rewrite(ws: &mut Ws, id: u64, method: &str, params: Value) -> (Value, Value) {
-    send_json(ws, json!({"id": id, "method": method, "params": params}));
-    let (mut reply, mut own) = (Value::Null, Value::Null);
-    loop {
-        let stored = reply.get("result").is_some();
-        if (stored && !own.is_null()) || reply.get("error").is_some() {
-            return (reply, own);
-        }
-        let message = read_json(ws);
-        match message.get("push") {
-            Some(push) => own = push.clone(),
-            None => {
-                assert_eq!(message["id"], id, "reply id: {message}");
-                reply = message;
-            }
-        }
-    }
+    let (reply, own) = call(ws, id, method, params);
+    assert_eq!(own.len(), 1, "the event's push, then the reply: {reply}");
+    (reply, own[0].clone())
 }
 
 /// The next push of every connection but `but`'s.
@@ -135,7 +122,7 @@ crate::e2e!(
             "{reply}"
         );
         let event = json!({"kind": "recall", "data": {"ref_offset": 5, "ref_id": sent[2]["id"]}});
-        assert_eq!(own["data"], event, "the sender's connection gets it too");
+        assert_eq!(own["data"], event, "the sender's connection gets it first");
         for push in pushes_but(&mut d, M1) {
             assert_eq!(
                 (&push["data"], &push["offset"], &push["sender"]),
