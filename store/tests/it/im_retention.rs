@@ -105,3 +105,23 @@ fn trimmed_conversations_keep_unread_within_what_retention_kept() {
     assert_eq!(listed(&store, "bob", &dm), (0, 7, 0));
     assert_eq!(listed(&store, "bob", group), (0, 0, 0));
 }
+
+#[test]
+fn age_retention_trims_a_dm_and_its_unread_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.dm_retention = Retention {
+        count_max: u64::MAX,
+        age_max: Duration::from_secs(2),
+    };
+    let store = Store::open(config).unwrap();
+    let dm = conv_name("alice", "bob");
+    send(&store, "alice", "bob", "old");
+    send(&store, "alice", "bob", "old");
+    std::thread::sleep(Duration::from_millis(2100));
+    send(&store, "alice", "bob", "new");
+    // Age retention runs every maintenance interval (10 ms here).
+    trimmed_to(&store, &dm, 3);
+    assert_eq!(listed(&store, "bob", &dm), (1, 3, 1));
+    assert_eq!(recount(&store, "bob"), 1);
+}
