@@ -25,6 +25,7 @@ mod im_group_ops;
 mod im_groups;
 mod im_recall;
 mod im_retention;
+mod im_review;
 mod im_signals;
 mod limits;
 mod outbox_events;
