@@ -41,6 +41,13 @@ const IM_DATA_BYTES_MAX: u64 = 1024 * 1024;
 const RETENTION_S_MAX: u64 = 315_360_000;
 /// Longest recall or edit window: a year.
 const IM_REWRITE_WINDOW_S_MAX: u64 = 31_536_000;
+/// Highest typing rate and burst per connection: typing is a hint, and a
+/// client past a few a second is a bug or an attack.
+const TYPING_RATE_MAX: u32 = 1000;
+/// Largest group that can get typing signals: its members are read in
+/// one store page (`shard/im_typing.rs`) and each signal costs a lookup
+/// per member on every shard it reaches.
+const GROUP_TYPING_MEMBERS_CEILING: u32 = 1000;
 
 /// serde_json refuses input nested deeper than 128 while it parses a
 /// whole command, whose own object and `params` take two of those levels.
@@ -399,6 +406,20 @@ config_table! {
         typing_interval as "typing_interval_ms": Duration
             = Millis { default: 3000, min: 0, max: 60_000 },
             "MS", "Least time between typing signals per connection and conversation";
+        /// Typing signals one connection may send a second, over all its
+        /// conversations (a token bucket), on top of `typing_interval`.
+        typing_rate: u32
+            = Count<u32> { default: 2, min: 1, max: TYPING_RATE_MAX, unit: "signals" },
+            "N", "Typing signals per second per connection, all conversations";
+        /// The size of that bucket: signals one connection may send at once.
+        typing_burst: u32
+            = Count<u32> { default: 10, min: 1, max: TYPING_RATE_MAX, unit: "signals" },
+            "N", "Typing signals one connection may send at once";
+        /// Groups up to this many members get typing signals; larger ones
+        /// none (their members are read once per cache period, in one page).
+        group_typing_members_max: u32
+            = Count<u32> { default: 500, min: 0, max: GROUP_TYPING_MEMBERS_CEILING, unit: "members" },
+            "N", "Largest group whose typing signals are delivered";
         /// Members one group may have unless the API set its own limit
         /// (the store's `group_members_max`); past it: 124.
         group_members_max: u32

@@ -79,8 +79,10 @@ pub(super) enum StoreDone {
     Replied(ReplyTo, Result<ReplyResult, CommandError>),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
-    /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
+    /// A block or a blocks list (`im_signals.rs`).
     ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
+    /// A typing signal's members (`im_typing.rs`).
+    ImTyping(Box<super::im_typing::TypingDone>),
     /// An `ack` of a conversation stored (by the user named), with the
     /// delivery position.
     ImAcked(
@@ -330,6 +332,7 @@ impl Shard {
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
+            StoreDone::ImTyping(done) => self.on_im_typing(*done),
             StoreDone::Replied(to, result) => self.reply_to(to, result),
             StoreDone::ImAcked(to, user, conv, result) => self.on_im_acked(to, &user, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),

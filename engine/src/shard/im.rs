@@ -52,8 +52,8 @@ pub(super) struct ImShard {
     holds: HashMap<usize, Hold>,
     /// Connections whose sync message waits for their inbox's replay.
     sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
-    /// Typing limits and group member lists (`im_signals.rs`).
-    pub(super) signals: super::im_signals::Signals,
+    /// Typing limits and group member lists (`im_typing.rs`).
+    pub(super) typing: super::im_typing::Typing,
     /// `catchup` commands whose replays run.
     pub(super) catchups: super::im_delivery::Catchups,
 }
@@ -73,7 +73,7 @@ impl ImShard {
     pub(super) fn forget(&mut self, key: usize) {
         self.holds.remove(&key);
         self.sync_after_inbox.remove(&key);
-        self.signals.forget(key);
+        self.typing.forget(key);
         self.catchups.forget(key);
     }
 }
