@@ -545,11 +545,11 @@ impl Shard {
             let Some(subscribers) = self.subscribers.get(channel.as_str()) else {
                 continue;
             };
-            keys.extend(subscribers.iter().filter(|&&key| {
-                self.conns
-                    .get(key)
-                    .is_some_and(|conn| *conn.user == **user)
-            }));
+            keys.extend(
+                subscribers
+                    .iter()
+                    .filter(|&&key| self.conns.get(key).is_some_and(|conn| *conn.user == **user)),
+            );
         }
         for key in keys {
             let frame = if self.conns[key].session.binary() {

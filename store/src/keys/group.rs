@@ -12,6 +12,7 @@
 //! | `im_block` | u16 BE len + owner + blocked | time ms (u64 BE) |
 //! | `im_contact` | u16 BE len + owner + contact | time ms (u64 BE) |
 //! | `im_policy` | user | [`DmPolicy`] byte |
+//! | `im_ugroups` | user | groups the user is a member of (u32 BE) |
 
 use super::{push_len16, read_u64, Cursor};
 use crate::api::{DmPolicy, GroupRole};
@@ -23,6 +24,9 @@ pub(crate) const KEYSPACE_IM_EDITS: &str = "im_edits";
 pub(crate) const KEYSPACE_IM_BLOCK: &str = "im_block";
 pub(crate) const KEYSPACE_IM_CONTACT: &str = "im_contact";
 pub(crate) const KEYSPACE_IM_POLICY: &str = "im_policy";
+/// Each user's count of groups it is a member of, written in the batch of
+/// every change of it, so the group cap is one point read per user.
+pub(crate) const KEYSPACE_IM_UGROUPS: &str = "im_ugroups";
 
 /// The kind byte of a group in [`super::ConvRecord`] and [`super::UConvRecord`].
 pub(crate) const CONV_KIND_GROUP: u8 = 2;
