@@ -13,6 +13,7 @@ use ringcast_store::Durability;
 
 use crate::config::{self, Config};
 
+pub mod dm_policy;
 mod rewrite;
 pub use rewrite::{rewrite, rewrite_store_error, RewriteAsk};
 
@@ -205,6 +206,12 @@ impl DmPairs {
                 .insert(name.clone().into_boxed_str(), ());
         }
         (name, pair)
+    }
+
+    /// Whether `conv` was remembered for a first message the store has
+    /// not taken yet: it may start a conversation.
+    pub fn is_unstarted(&self, conv: &str) -> bool {
+        self.unstarted.pin().contains_key(conv)
     }
 
     /// The store holds an entry of `conv`: its pair is for good.

@@ -108,6 +108,7 @@ fn dm_rate(store: &Store, count: usize) -> f64 {
             sender: from,
             client_msg_id: None,
             durability: Durability::Sync,
+            backend_allowed: false,
         })
     })
 }

@@ -464,6 +464,16 @@ config_table! {
         edit_window as "edit_window_s": Duration
             = Seconds { default: 900, min: 0, max: IM_REWRITE_WINDOW_S_MAX },
             "SECONDS", "How long a sender may edit its message";
+        /// The `[[proxy]]` that decides new DMs to users whose DM policy is
+        /// `backend`; "" for none (then `backend` cannot be set, and such
+        /// users take no new DMs).
+        dm_policy_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC },
+            "NAME", "[[proxy]] that decides new DMs to backend-policy users";
+        /// How long the backend's answer for a (sender, recipient) pair is
+        /// reused.
+        dm_policy_cache as "dm_policy_cache_ms": Duration
+            = Millis { default: 60_000, min: 0, max: 86_400_000 },
+            "MS", "How long a DM policy backend answer is reused per pair";
         /// Most edits of one message.
         edits_max: u32
             = Count<u32> { default: 10, min: 1, max: 1000, unit: "edits" },
@@ -716,6 +726,7 @@ pub(super) fn check_proxy_refs(
     layers: &Layers<'_>,
     file_path: Option<&Path>,
     websocket: &WebSocketConfig,
+    im: &ImConfig,
     namespaces: &[Namespace],
     proxies: &[Proxy],
 ) -> Result<(), ConfigError> {
@@ -733,6 +744,7 @@ pub(super) fn check_proxy_refs(
         ("websocket.rpc_proxy", &websocket.rpc_proxy),
         ("websocket.connect_proxy", &websocket.connect_proxy),
         ("websocket.refresh_proxy", &websocket.refresh_proxy),
+        ("im.dm_policy_proxy", &im.dm_policy_proxy),
     ] {
         if !known(name) {
             return Err(unknown(key.to_owned(), layers.origin(key), name));

@@ -83,6 +83,12 @@ pub(super) enum StoreDone {
     ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
     /// A typing signal's members (`im_typing.rs`).
     ImTyping(Box<super::im_typing::TypingDone>),
+    /// A DM's backend policy settled (`crate::im::dm_policy`).
+    DmPolicyChecked(
+        ReplyTo,
+        Box<super::im::DmChecked>,
+        Result<bool, crate::im::dm_policy::DmRefusal>,
+    ),
     /// An `ack` of a conversation stored (by the user named), with the
     /// delivery position.
     ImAcked(
@@ -143,7 +149,7 @@ impl Proxied {
     }
 }
 
-fn proxy_error(err: &ProxyError) -> CommandError {
+pub(super) fn proxy_error(err: &ProxyError) -> CommandError {
     let code = match err {
         ProxyError::Timeout(_) => ErrorCode::ProxyTimeout,
         ProxyError::Unavailable(_) | ProxyError::Stopped => ErrorCode::ProxyUnavailable,
@@ -333,6 +339,9 @@ impl Shard {
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
             StoreDone::ImTyping(done) => self.on_im_typing(*done),
+            StoreDone::DmPolicyChecked(to, checked, result) => {
+                self.on_dm_policy_checked(to, *checked, result)
+            }
             StoreDone::Replied(to, result) => self.reply_to(to, result),
             StoreDone::ImAcked(to, user, conv, result) => self.on_im_acked(to, &user, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),

@@ -200,7 +200,7 @@ crate::e2e!(a_contacts_policy_takes_dms_from_contacts_only, |driver| {
         "/api/im/dm_policy",
         Some(json!({"as_user": "dave", "policy": "backend"})),
     );
-    assert_eq!(status, 400, "the backend policy is not built: {body}");
+    assert_eq!(status, 400, "no im.dm_policy_proxy to ask: {body}");
 
     let (status, body) = api(
         &engine,
@@ -676,6 +676,197 @@ crate::e2e!(
         for ws in [&mut bob, &mut carol, &mut dave] {
             assert_eq!(read_json(ws), typing_signal("grp:quiet", "alice"));
         }
+        engine.shutdown();
+    }
+);
+
+/// The DM policy backend of the tests: by the sender, `friend*` allowed,
+/// `pest*` denied with a message, `slow*` answered after the timeout.
+fn dm_policy_answer(body: &Value) -> (Duration, Value) {
+    let sender = body["user"].as_str().unwrap_or_default();
+    if sender.starts_with("pest") {
+        let message = format!("{sender} may not write to {}", body["to"].as_str().unwrap());
+        (
+            Duration::ZERO,
+            json!({"error": {"code": 403, "message": message}}),
+        )
+    } else if sender.starts_with("slow") {
+        (Duration::from_millis(1500), json!({"result": {}}))
+    } else {
+        (Duration::ZERO, json!({"result": {}}))
+    }
+}
+
+fn dm_policy_config(
+    driver: ringcast_engine::config::Driver,
+    url: &str,
+) -> ringcast_engine::config::Config {
+    let mut config = im_config(driver);
+    config.proxies = vec![ringcast_engine::config::Proxy {
+        name: "app".into(),
+        url: url.into(),
+        timeout: Duration::from_millis(300),
+        concurrency_max: 8,
+    }];
+    config.im.dm_policy_proxy = "app".into();
+    config.im.dm_policy_cache = Duration::from_secs(60);
+    config
+}
+
+fn set_backend_policy(engine: &ringcast_engine::Engine, user: &str) {
+    let (status, body) = api(
+        engine,
+        "POST",
+        "/api/im/dm_policy",
+        Some(json!({"as_user": user, "policy": "backend"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"], "backend", "{body}");
+}
+
+crate::e2e!(
+    a_backend_policy_asks_the_app_once_per_new_pair_and_fails_closed,
+    |driver| {
+        let backend = crate::proxy::Backend::start(dm_policy_answer);
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = dm_policy_config(driver, &backend.url);
+        config.server.data_dir = dir.path().to_path_buf();
+        let engine = ringcast_engine::Engine::start(config.clone()).expect("starts");
+        set_backend_policy(&engine, "dave");
+        let (_, read) = api(
+            &engine,
+            "POST",
+            "/api/im/dm_policy",
+            Some(json!({"as_user": "dave"})),
+        );
+        assert_eq!(read["policy"], "backend", "{read}");
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(0));
+        let (mut friend, _) = im_connect(&engine, "friend", "", Some(1));
+        let (mut pest, _) = im_connect(&engine, "pest", "", Some(2));
+        let (mut slow, _) = im_connect(&engine, "slow", "", Some(1));
+        let calls_to_dave = || {
+            backend
+                .calls()
+                .into_iter()
+                .filter(|(_, body)| body["to"] == "dave")
+                .map(|(_, body)| body)
+                .collect::<Vec<Value>>()
+        };
+
+        // Allowed: the conversation starts; the backend heard who and to whom.
+        let first = send_text(&mut friend, 1, "dave", "hi", None);
+        assert_eq!(first["result"]["offset"], 1, "{first}");
+        assert_eq!(next_push(&mut dave)["sender"], "friend");
+        let calls = calls_to_dave();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0]["user"], "friend");
+        assert!(calls[0]["client"].as_str().is_some_and(|c| !c.is_empty()));
+        // The conversation exists: its messages ask nothing, either way.
+        let more = send_text(&mut friend, 2, "dave", "more", None);
+        assert_eq!(more["result"]["offset"], 2, "{more}");
+        next_push(&mut dave);
+        let back = send_text(&mut dave, 3, "friend", "back", None);
+        assert_eq!(back["result"]["offset"], 3, "{back}");
+        next_push(&mut friend);
+        assert_eq!(calls_to_dave().len(), 1, "asked once for the pair");
+
+        // Denied: 103 with the backend's message, nothing stored; the
+        // denial is kept for the pair, so a retry asks nothing.
+        let refused = send_text(&mut pest, 4, "dave", "hey", None);
+        assert_eq!(refused["error"]["code"], 103, "{refused}");
+        assert_eq!(refused["error"]["message"], "pest may not write to dave");
+        let refused = send_text(&mut pest, 5, "dave", "hey again", None);
+        assert_eq!(refused["error"]["code"], 103, "{refused}");
+        assert_eq!(calls_to_dave().len(), 2, "the denial was reused");
+        nothing_waiting(&mut dave, 6);
+
+        // No answer in time: fail closed (116), nothing stored, and a
+        // failure is not kept: the next message asks again.
+        let refused = send_text(&mut slow, 8, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 116, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("DM policy backend"),
+            "{refused}"
+        );
+        let refused = send_text(&mut slow, 9, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 116, "{refused}");
+        assert_eq!(calls_to_dave().len(), 4);
+        nothing_waiting(&mut dave, 10);
+
+        // The API's msg_send asks the same backend, and shares the answers.
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/im/msg_send",
+            Some(json!({"as_user": "pest", "to": "dave", "kind": "text", "data": {"text": "x"}})),
+        );
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(calls_to_dave().len(), 4, "pest's denial is node-wide");
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/im/msg_send",
+            Some(
+                json!({"as_user": "friend2", "to": "dave", "kind": "text", "data": {"text": "x"}}),
+            ),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["offset"], 1, "{body}");
+        assert_eq!(next_push(&mut dave)["sender"], "friend2");
+        let calls = calls_to_dave();
+        assert_eq!(calls.len(), 5);
+        assert_eq!(calls[4]["user"], "friend2");
+
+        // The policy is the recipient's: dave writes to pest freely; the
+        // conversation then exists, and pest's answers in it ask nothing.
+        let out = send_text(&mut dave, 11, "pest", "what?", None);
+        assert_eq!(out["result"]["offset"], 1, "{out}");
+        next_push(&mut pest);
+        let reply = send_text(&mut pest, 12, "dave", "sorry", None);
+        assert_eq!(reply["result"]["offset"], 2, "{reply}");
+        assert_eq!(next_push(&mut dave)["sender"], "pest");
+        assert_eq!(calls_to_dave().len(), 5);
+        engine.shutdown();
+
+        // After a restart this process knows no pair: existing
+        // conversations are found in the store and not asked about; a new
+        // pair is.
+        let engine = ringcast_engine::Engine::start(config).expect("restarts");
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(0));
+        let (mut pest, _) = im_connect(&engine, "pest", "", Some(2));
+        let again = send_text(&mut pest, 1, "dave", "still here", None);
+        assert_eq!(again["result"]["offset"], 3, "{again}");
+        assert_eq!(next_push(&mut dave)["sender"], "pest");
+        assert_eq!(
+            calls_to_dave().len(),
+            5,
+            "an existing conversation asks nothing"
+        );
+        let (mut pest2, _) = im_connect(&engine, "pest2", "", Some(1));
+        let refused = send_text(&mut pest2, 2, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 103, "{refused}");
+        assert_eq!(calls_to_dave().len(), 6);
+        engine.shutdown();
+
+        // An unreachable backend: fail closed too (117), nothing stored.
+        let engine = start(dm_policy_config(driver, "http://127.0.0.1:1/dm"));
+        set_backend_policy(&engine, "dave");
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(0));
+        let (mut friend, _) = im_connect(&engine, "friend", "", Some(1));
+        let refused = send_text(&mut friend, 1, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 117, "{refused}");
+        nothing_waiting(&mut dave, 2);
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/im/conv_list",
+            Some(json!({"as_user": "dave"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["convs"], json!([]), "nothing was stored");
         engine.shutdown();
     }
 );

@@ -99,6 +99,7 @@ pub(crate) fn dm_policy_byte(policy: DmPolicy) -> u8 {
     match policy {
         DmPolicy::Anyone => 0,
         DmPolicy::Contacts => 1,
+        DmPolicy::Backend => 2,
     }
 }
 
@@ -106,6 +107,7 @@ pub(crate) fn dm_policy_decode(bytes: &[u8]) -> Result<DmPolicy, String> {
     match bytes {
         [0] => Ok(DmPolicy::Anyone),
         [1] => Ok(DmPolicy::Contacts),
+        [2] => Ok(DmPolicy::Backend),
         _ => Err(format!("DM policy of {} bytes or unknown", bytes.len())),
     }
 }

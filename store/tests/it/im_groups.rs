@@ -1142,3 +1142,56 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// A user whose DM policy is the backend's takes a new conversation only
+/// when the request says the backend allowed it; once it exists, its
+/// messages need nothing more. The policy survives a restart.
+#[test]
+fn a_backend_policy_refuses_new_dms_the_backend_did_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let changed = block_on(store.set_dm_policy("b", DmPolicy::Backend).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert!(matches!(
+        im_submit(&store, im_request("a", "b", "hi", 0)),
+        Err(StoreError::BackendDecides { ref user, ref sender }) if user == "b" && sender == "a"
+    ));
+    assert!(
+        list(&store, "b", None, 10).convs.is_empty(),
+        "nothing written"
+    );
+    let allowed = ringcast_store::ImAppend {
+        backend_allowed: true,
+        ..im_request("a", "b", "hi", 0)
+    };
+    assert_eq!(im_submit(&store, allowed).unwrap().appended.offset, 1);
+    // The conversation exists: no more asking, either way.
+    assert_eq!(
+        im_submit(&store, im_request("a", "b", "more", 0))
+            .unwrap()
+            .appended
+            .offset,
+        2
+    );
+    assert_eq!(
+        im_submit(&store, im_request("b", "a", "back", 0))
+            .unwrap()
+            .appended
+            .offset,
+        3
+    );
+    // B writes to whom it likes: the policy is of the recipient.
+    send(&store, "b", "c", "b starts a conversation with c");
+    store.close().unwrap();
+
+    let store = Store::open(config(dir.path())).unwrap();
+    let policy = block_on(store.dm_policy("b").unwrap()).unwrap().unwrap();
+    assert_eq!(policy, DmPolicy::Backend);
+    assert!(matches!(
+        im_submit(&store, im_request("d", "b", "hi", 0)),
+        Err(StoreError::BackendDecides { .. })
+    ));
+    store.close().unwrap();
+}
