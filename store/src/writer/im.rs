@@ -438,7 +438,7 @@ impl Writer {
     /// reads, before anything is staged.
     fn check_dm_allowed(
         &self,
-        work: &BatchWork,
+        work: &mut BatchWork,
         sender: &str,
         peer: &str,
         unallowed_start: bool,
