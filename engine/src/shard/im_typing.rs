@@ -2,7 +2,7 @@
 //! limits, and the group member lists it reads.
 //!
 //! Typing never reaches the store's writer. A DM's members are its pair
-//! (`crate::im::DmPairs`, else the user's list on a store reader); a
+//! (`crate::im::DmPairs`, else the user's view on a store reader); a
 //! group's come from one read on a store reader (its record, then its
 //! members in one page), kept per shard for [`GROUP_CACHE_MS`] and shared
 //! by every signal that missed meanwhile. A signal leaves the shard as one
