@@ -63,6 +63,8 @@ pub struct Shared {
     pub presence: crate::presence::Presence,
     /// The pairs of the DMs touched since start (`crate::im`).
     pub dm_pairs: Arc<crate::im::DmPairs>,
+    /// The DM policy backend's answers by pair (`crate::im::dm_policy`).
+    pub dm_decisions: crate::im::dm_policy::DmDecisions,
     /// Who is online, last-seen times and the shards watching each user
     /// (`crate::presence::book`): presence for clients and the API.
     pub presence_book: crate::presence::book::PresenceBook,
@@ -291,6 +293,7 @@ impl Engine {
             webhooks,
             presence: crate::presence::Presence::new(&config),
             dm_pairs,
+            dm_decisions: Default::default(),
             presence_book: crate::presence::book::PresenceBook::new(
                 config.im.presence_offline_grace.as_millis() as u64,
                 n_shards,

@@ -13,6 +13,7 @@ use ringcast_store::Durability;
 
 use crate::config::{self, Config};
 
+pub mod dm_policy;
 mod rewrite;
 pub use rewrite::{prepare_rewrite, rewrite, rewrite_store_error, rewritten_reply, RewriteAsk};
 

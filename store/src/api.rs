@@ -511,6 +511,9 @@ pub struct ImAppend {
     /// Idempotency key, as [`AppendRequest::client_msg_id`].
     pub client_msg_id: Option<String>,
     pub durability: Durability,
+    /// The app's backend allowed this pair: a new conversation to a user
+    /// with [`DmPolicy::Backend`] may start (the caller asked it).
+    pub backend_allowed: bool,
 }
 
 /// An acknowledged IM append.
@@ -834,6 +837,11 @@ pub enum DmPolicy {
     Anyone,
     /// Only users in the user's contacts.
     Contacts,
+    /// The app's backend decides each new conversation to the user: the
+    /// writer refuses one ([`crate::StoreError::BackendDecides`]) unless
+    /// the request says the backend allowed it
+    /// ([`ImAppend::backend_allowed`]); an existing one needs nothing.
+    Backend,
 }
 
 /// What a rewrite does to the original message.

@@ -12,6 +12,9 @@ use ringcast_protocol::client::{
 };
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_store::{ImAppend, StoreError};
+
+use crate::im::dm_policy::DmRefusal;
+use crate::proxy::ProxyError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -154,7 +157,34 @@ fn store_refused(err: &StoreError, what: &str) -> Response {
             "not_contact",
             &format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
         ),
+        StoreError::BackendDecides { user, sender } => Response::error(
+            403,
+            "dm_policy",
+            &crate::im::dm_policy::undecided_message(user, sender),
+        ),
         other => store_error_response(other, what),
+    }
+}
+
+/// A DM refused by its recipient's backend policy: 403 for a denial, 502
+/// or 504 when the backend gave no answer (fail closed).
+fn dm_refused(refusal: &DmRefusal, recipient: &str, sender: &str) -> Response {
+    match refusal {
+        DmRefusal::Denied(message) => Response::error(
+            403,
+            "dm_policy",
+            &crate::im::dm_policy::denied_message(recipient, sender, message),
+        ),
+        DmRefusal::Backend(error) => Response::error(
+            if matches!(error, ProxyError::Timeout(_)) {
+                504
+            } else {
+                502
+            },
+            "dm_policy_backend",
+            &format!("the DM policy backend gave no answer ({error}); nothing was stored"),
+        ),
+        DmRefusal::Store(error) => store_refused(error, "the message was not stored"),
     }
 }
 
@@ -245,6 +275,27 @@ impl Api {
             _ => return Err(bad_request("give either `to` or `conv`")),
         };
         let conv = pair.conv_name();
+        // The store has not committed this pair since start: the message
+        // may start a conversation.
+        let may_start = pair.a != pair.b && self.shared.dm_pairs.get(&conv).is_none();
+        let backend_allowed = if may_start {
+            let recipient = pair.peer_of(&body.as_user);
+            let proxies = self.shared.proxies.as_ref();
+            let ask =
+                |proxy, call_body| crate::im::dm_policy::ask_backend(proxies, proxy, call_body);
+            crate::im::dm_policy::check_new_dm(
+                &self.shared,
+                0,
+                &body.as_user,
+                recipient,
+                &conv,
+                ask,
+            )
+            .await
+            .map_err(|refusal| dm_refused(&refusal, recipient, &body.as_user))?
+        } else {
+            false
+        };
         let envelope = self.im_envelope(&conv, &body.as_user, crate::im::entry_data(kind, data));
         let request = ImAppend {
             conv: conv.clone(),
@@ -253,6 +304,7 @@ impl Api {
             push: EncodedPush::encode(&envelope),
             client_msg_id: body.client_msg_id,
             durability: crate::im::dm_durability(&self.shared.config),
+            backend_allowed,
         };
         let what = "the message was not stored";
         let stored = match self.shared.store.im_append(request) {

@@ -86,8 +86,16 @@ pub(super) enum StoreDone {
     ),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
-    /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
+    /// A block or a blocks list (`im_signals.rs`).
     ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
+    /// A typing signal's members (`im_typing.rs`).
+    ImTyping(Box<super::im_typing::TypingDone>),
+    /// A DM's backend policy settled (`crate::im::dm_policy`).
+    DmPolicyChecked(
+        ReplyTo,
+        Box<super::im::DmChecked>,
+        Result<bool, crate::im::dm_policy::DmRefusal>,
+    ),
     /// An `ack` of a conversation stored (by the user named), with the
     /// delivery position.
     ImAcked(
@@ -148,7 +156,7 @@ impl Proxied {
     }
 }
 
-fn proxy_error(err: &ProxyError) -> CommandError {
+pub(super) fn proxy_error(err: &ProxyError) -> CommandError {
     let code = match err {
         ProxyError::Timeout(_) => ErrorCode::ProxyTimeout,
         ProxyError::Unavailable(_) | ProxyError::Stopped => ErrorCode::ProxyUnavailable,
@@ -347,6 +355,10 @@ impl Shard {
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
+            StoreDone::ImTyping(done) => self.on_im_typing(*done),
+            StoreDone::DmPolicyChecked(to, checked, result) => {
+                self.on_dm_policy_checked(to, *checked, result)
+            }
             StoreDone::Replied(to, result) => self.reply_to(to, result),
             StoreDone::RewriteReady(to, result) => self.submit_rewrite(to, result),
             StoreDone::ImAcked(to, user, conv, result) => self.on_im_acked(to, &user, conv, result),

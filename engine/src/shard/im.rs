@@ -32,8 +32,10 @@ use super::commands::{
 use super::Shard;
 use crate::channels;
 use crate::engine::Shared;
+use crate::im::dm_policy::DmRefusal;
 use crate::im::{DmPair, ImFrames};
 use crate::mesh::ShardEvent;
+use crate::proxy::{Decision, ProxyError, ProxyEvent};
 use crate::publication::Publication;
 use crate::streams;
 
@@ -44,8 +46,8 @@ pub(super) struct ImShard {
     pub(super) echoes: super::im_echo::Echoes,
     /// Connections whose sync message waits for their inbox's replay.
     sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
-    /// Typing limits and group member lists (`im_signals.rs`).
-    pub(super) signals: super::im_signals::Signals,
+    /// Typing limits and group member lists (`im_typing.rs`).
+    pub(super) typing: super::im_typing::Typing,
     /// `catchup` commands whose replays run.
     pub(super) catchups: super::im_delivery::Catchups,
     /// Group read receipts sent and waiting (`im_receipts.rs`).
@@ -63,7 +65,7 @@ impl ImShard {
     pub(super) fn forget(&mut self, key: usize) {
         self.echoes.forget(key);
         self.sync_after_inbox.remove(&key);
-        self.signals.forget(key);
+        self.typing.forget(key);
         self.catchups.forget(key);
     }
 }
@@ -131,8 +133,46 @@ pub(super) fn im_store_error(error: &StoreError) -> CommandError {
             ErrorCode::PermissionDenied,
             format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
         ),
+        StoreError::BackendDecides { user, sender } => (
+            ErrorCode::PermissionDenied,
+            crate::im::dm_policy::undecided_message(user, sender),
+        ),
         other => store_error(other),
     }
+}
+
+/// A DM refused by its recipient's backend policy, as the client's error.
+fn dm_refusal(refusal: &DmRefusal, recipient: &str, sender: &str) -> CommandError {
+    match refusal {
+        DmRefusal::Denied(message) => (
+            ErrorCode::PermissionDenied,
+            crate::im::dm_policy::denied_message(recipient, sender, message),
+        ),
+        DmRefusal::Backend(error) => {
+            let (code, message) = super::commands::proxy_error(error);
+            (
+                code,
+                format!("the DM policy backend gave no answer ({message}); nothing was stored"),
+            )
+        }
+        DmRefusal::Store(error) => im_store_error(error),
+    }
+}
+
+/// A DM waiting for its recipient's backend policy.
+pub(super) struct DmChecked {
+    conv: String,
+    pair: Arc<DmPair>,
+    recipient: String,
+    message: DmMessage,
+}
+
+/// What a `msg_send` to a DM carries.
+pub(super) struct DmMessage {
+    kind: MsgKind,
+    data: Vec<u8>,
+    client_msg_id: Option<String>,
+    echo: bool,
 }
 
 /// The pair of `conv` if `user` is one of it (`crate::im::resolve_member`).
@@ -434,7 +474,7 @@ impl Shard {
                 data,
                 client_msg_id,
                 echo,
-            } => self.im_send(to, user, conv, &pair, kind, &data, client_msg_id, echo),
+            } => self.im_send(to, user, conv, &pair, kind, data, client_msg_id, echo),
             ImPending::Read { offset } => {
                 let read = self.shared.store.im_read(user, &conv, offset);
                 let shared = self.shared.clone();
@@ -577,6 +617,9 @@ impl Shard {
         Outcome::Later
     }
 
+    /// A DM: stored at once, or, when it may start a conversation to a
+    /// user whose DM policy is the backend's, once that is settled
+    /// (`crate::im::dm_policy`).
     #[expect(
         clippy::too_many_arguments,
         reason = "a message's fields, passed apart rather than through a one-use struct"
@@ -586,13 +629,119 @@ impl Shard {
         to: ReplyTo,
         user: &str,
         conv: String,
-        pair: &DmPair,
+        pair: &Arc<DmPair>,
         kind: MsgKind,
-        data: &[u8],
+        data: Vec<u8>,
         client_msg_id: Option<String>,
         echo: bool,
     ) -> CommandResult {
-        let envelope = self.im_envelope(&conv, user, crate::im::entry_data(kind, data));
+        let message = DmMessage {
+            kind,
+            data,
+            client_msg_id,
+            echo,
+        };
+        // The store has not committed this pair since start: the message
+        // may start a conversation.
+        let may_start = pair.a != pair.b && self.shared.dm_pairs.get(&conv).is_none();
+        if !may_start || self.shared.config.im.dm_policy_proxy.is_empty() {
+            return self.submit_dm(to, user, conv, pair, message, false);
+        }
+        let idx = self.idx;
+        let sender = user.to_owned();
+        let recipient = pair.peer_of(user).to_owned();
+        let shared = self.shared.clone();
+        let pair = pair.clone();
+        let client_id = to.client_id;
+        let checked_conv = conv.clone();
+        self.store_replies.push(Box::pin(async move {
+            let started = std::time::Instant::now();
+            let mut asked = false;
+            let result = crate::im::dm_policy::check_new_dm(
+                &shared,
+                client_id,
+                &sender,
+                &recipient,
+                &checked_conv,
+                |proxy, body| {
+                    asked = true;
+                    crate::im::dm_policy::ask_backend(shared.proxies.as_ref(), proxy, body)
+                },
+            )
+            .await;
+            if asked {
+                // On the shard's thread: the counters' one writer.
+                let counters = &shared.metrics[idx].proxy[ProxyEvent::DmPolicy.index()];
+                counters.calls.add(1);
+                let decision = match &result {
+                    Ok(_) => Ok(Decision::Allow {
+                        data: None,
+                        overrides: None,
+                        skip_history: false,
+                    }),
+                    Err(DmRefusal::Denied(message)) => Ok(Decision::Deny {
+                        code: 0,
+                        message: message.clone(),
+                    }),
+                    Err(DmRefusal::Backend(error)) => Err(error.clone()),
+                    Err(DmRefusal::Store(_)) => Err(ProxyError::Stopped),
+                };
+                counters.record(started.elapsed().as_micros() as u64, &decision);
+            }
+            StoreDone::DmPolicyChecked(
+                to,
+                Box::new(DmChecked {
+                    conv,
+                    pair,
+                    recipient,
+                    message,
+                }),
+                result,
+            )
+        }));
+        Ok(Outcome::Later)
+    }
+
+    /// The backend policy of a DM that may start a conversation is settled.
+    pub(super) fn on_dm_policy_checked(
+        &mut self,
+        to: ReplyTo,
+        checked: DmChecked,
+        result: Result<bool, DmRefusal>,
+    ) {
+        if !self.is_current(to.key, to.client_id) {
+            return;
+        }
+        let user = self.conns[to.key].user.to_string();
+        let DmChecked {
+            conv,
+            pair,
+            recipient,
+            message,
+        } = checked;
+        let outcome = match result {
+            Ok(allowed) => self.submit_dm(to, &user, conv, &pair, message, allowed),
+            Err(refusal) => Err(dm_refusal(&refusal, &recipient, &user)),
+        };
+        self.reply_outcome(to, outcome);
+    }
+
+    fn submit_dm(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        pair: &DmPair,
+        message: DmMessage,
+        backend_allowed: bool,
+    ) -> CommandResult {
+        let DmMessage {
+            kind,
+            data,
+            client_msg_id,
+            echo,
+        } = message;
+        let envelope = self.im_envelope(&conv, user, crate::im::entry_data(kind, &data));
         let message_id = envelope.id;
         let request = ImAppend {
             conv: conv.clone(),
@@ -601,6 +750,7 @@ impl Shard {
             push: EncodedPush::encode(&envelope),
             client_msg_id,
             durability: crate::im::dm_durability(&self.shared.config),
+            backend_allowed,
         };
         let skip_echo = (!echo).then_some(message_id);
         let wait = SentWait {

@@ -21,6 +21,7 @@ mod im_echo;
 mod im_receipts;
 mod im_route;
 mod im_signals;
+mod im_typing;
 mod io;
 pub mod poller;
 mod presence;
@@ -419,6 +420,11 @@ impl Shard {
                 frames,
                 skip_client,
             } => self.deliver_im_event(&user, &frames, skip_client),
+            ShardEvent::ImUsersEvent {
+                users,
+                skip_user,
+                frames,
+            } => self.deliver_im_event_to_users(&users, &skip_user, &frames),
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self

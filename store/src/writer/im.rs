@@ -120,6 +120,7 @@ impl Writer {
             push,
             client_msg_id,
             durability,
+            backend_allowed,
         } = request;
         let pair = validate_im_append(&conv, pair, &sender, client_msg_id.as_deref())?;
         // Read positions follow `sender`; an entry claiming someone else
@@ -131,7 +132,8 @@ impl Writer {
         }
         if pair.0 != pair.1 {
             let peer = if pair.0 == sender { &pair.1 } else { &pair.0 };
-            self.check_dm_allowed(work, &sender, peer)?;
+            let new = self.stream_id(work, &conv).is_none();
+            self.check_dm_allowed(work, &sender, peer, new && !backend_allowed)?;
         }
         let (id, stored) = match self.stream_id(work, &conv) {
             Some(id) => match work.im.conv(&self.fjall, &self.im, id, &conv)? {
@@ -445,13 +447,16 @@ impl Writer {
     }
 
     /// Refuses a DM from `sender` to `peer` when either blocked the other,
-    /// or when `peer` takes DMs from contacts only and `sender` is not one:
-    /// up to four point reads, before anything is staged.
+    /// when `peer` takes DMs from contacts only and `sender` is not one, or
+    /// when `peer`'s backend decides and the message would start a
+    /// conversation it did not allow (`unallowed_start`): up to four point
+    /// reads, before anything is staged.
     fn check_dm_allowed(
         &self,
         work: &mut BatchWork,
         sender: &str,
         peer: &str,
+        unallowed_start: bool,
     ) -> Result<(), StoreError> {
         for (blocker, blocked) in [(peer, sender), (sender, peer)] {
             let key = im_pair_key(blocker, blocked);
@@ -471,6 +476,12 @@ impl Writer {
             .get_key(&self.fjall, ImKeyspace::Policy, peer.as_bytes())?
             .map_or(Ok(DmPolicy::Anyone), |bytes| dm_policy_decode(&bytes))
             .map_err(|reason| crate::im::corrupt("", reason))?;
+        if policy == DmPolicy::Backend && unallowed_start {
+            return Err(StoreError::BackendDecides {
+                user: peer.to_owned(),
+                sender: sender.to_owned(),
+            });
+        }
         if policy == DmPolicy::Contacts {
             let key = im_pair_key(peer, sender);
             if work
