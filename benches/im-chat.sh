@@ -9,8 +9,9 @@
 # duplicated, out of order or missing by offset, reads and receipts.
 # Before and after the engines: the store's group-commit ceiling for plain
 # appends (store/examples/append_throughput.rs) and for DMs and group
-# messages (store/examples/group_throughput.rs: DMs, groups of 2 to 2,000
-# members). Then the conversation list for one user with 1,000 and 10,000
+# messages (store/examples/group_throughput.rs: DMs over 10 hot pairs and
+# over 4,500 pairs both ways, as this run's users write; groups of 2 to
+# 2,000 members). Then the conversation list for one user with 1,000 and 10,000
 # conversations, first and deep page, p50/p99: end to end through the HTTP
 # API (benches/im-conv-list.py) and on the store (benches/benches/im.rs).
 #
@@ -64,13 +65,14 @@ store_ceilings() { # label
     mkdir -p "$tmp/ceiling"
     timeout 300 "$release"/examples/group_throughput "$tmp/ceiling" 20000 > "$tmp/groups.txt" || true
     rm -rf "$tmp/ceiling"
-    dms=$(grep -m1 "^DMs" "$tmp/groups.txt" || true)
+    dms=$(grep -m1 "^DMs (10 pairs)" "$tmp/groups.txt" || true)
+    dms_many=$(grep -m1 "^DMs (4,500 pairs" "$tmp/groups.txt" || true)
     group=$(grep -m1 "group of   500" "$tmp/groups.txt" || true)
-    echo "store_ceiling,$1,\"$appends\",\"$dms\",\"$group\"" >> "$out/ceilings.csv"
-    echo "store ceilings ($1): $appends | $dms | $group" >&2
+    echo "store_ceiling,$1,\"$appends\",\"$dms\",\"$dms_many\",\"$group\"" >> "$out/ceilings.csv"
+    echo "store ceilings ($1): $appends | $dms | $dms_many | $group" >&2
 }
 
-echo "kind,label,appends,dms,group_500" > "$out/ceilings.csv"
+echo "kind,label,appends,dms_10_pairs,dms_4500_pairs,group_500" > "$out/ceilings.csv"
 echo "rate,users,devices,sent,acked,refused,expected,received,lost,duplicated,out_of_order,gaps,ack_p50_us,ack_p99_us,push_p50_us,push_p99_us,deliveries_per_s,reads_sent,reads_acked,receipts_expected,receipts,errors" > "$out/raw.csv"
 store_ceilings before
 for rate in $rates; do

@@ -5,6 +5,13 @@
 //!
 //! `cargo run --release -p ringcast-store --example group_throughput -- [DIR] [N]`
 //!
+//! DMs run twice: 10 pairs one way (a handful of hot keys: the writer's
+//! floor) and 4,500 pairs taking turns both ways, as the chat benchmark's
+//! 9,000 users do (every message touches cold keys, and its sender had
+//! its peer's last message unread). `PAIRS=10,1000,4500` runs only the
+//! second kind, once per count, on one store (later runs find the
+//! conversations started).
+//!
 //! Every append is `Durability::Sync`; all N are queued at once (as many
 //! concurrent senders would), then awaited. Up to ten members take turns
 //! sending.
@@ -112,6 +119,27 @@ fn dm_rate(store: &Store, count: usize) -> f64 {
     })
 }
 
+/// DMs over `pairs` pairs taking turns both ways, as chat does: the
+/// sender has its peer's last message unread, so its own message reads it.
+fn dm_pairs_rate(store: &Store, pairs: usize, count: usize) -> f64 {
+    rate(count, |idx| {
+        let pair = idx % pairs;
+        let (mut from, mut to) = (format!("a-{pair:05}"), format!("b-{pair:05}"));
+        if (idx / pairs) % 2 == 1 {
+            std::mem::swap(&mut from, &mut to);
+        }
+        let conv = format!("dm:pair-{pair:05}");
+        store.im_append(ImAppend {
+            push: push(&conv, &from),
+            conv,
+            pair: (format!("a-{pair:05}"), format!("b-{pair:05}")),
+            sender: from,
+            client_msg_id: None,
+            durability: Durability::Sync,
+        })
+    })
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let base = args
@@ -126,6 +154,17 @@ fn main() {
     println!(
         "DMs (10 pairs):          {:.0} messages/s over {count}",
         dm_rate(&store, count)
+    );
+    if let Ok(list) = std::env::var("PAIRS") {
+        for pairs in list.split(',').filter_map(|n| n.parse().ok()) {
+            let rate = dm_pairs_rate(&store, pairs, count);
+            println!("DMs ({pairs} pairs, both ways): {rate:.0} messages/s over {count}");
+        }
+        return;
+    }
+    println!(
+        "DMs (4,500 pairs, both ways): {:.0} messages/s over {count}",
+        dm_pairs_rate(&store, 4_500, count)
     );
     for size in [2, 50, 500, 2_000] {
         let conv = format!("grp:bench-{size}");

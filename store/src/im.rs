@@ -30,9 +30,11 @@ use crate::keys::{
 };
 use crate::recovery::Fjall;
 
+mod cache;
 pub(crate) mod members;
 mod view;
 
+use cache::ImCache;
 use members::Members;
 pub(crate) use view::{
     conv_get, conv_list, dm_policy, group_info, group_members, im_receipts, im_sync, pair_list,
@@ -62,6 +64,14 @@ pub(crate) struct ImState {
     pub(crate) convs: HashSet<u64>,
     /// Member tables loaded so far (at most [`MEMBER_TABLES_CACHED_MAX`]).
     pub(crate) members: HashMap<u64, Arc<Members>>,
+    /// Records read or written by committed batches (`im/cache.rs`);
+    /// empty while a batch holds it.
+    cache: ImCache,
+    /// The conversations with an `im_recalled` key (and perhaps some whose
+    /// keys retention trimmed since): unread counting reads `im_recalled`
+    /// only for these. Exact, unlike the cache: it is loaded at open and
+    /// grows with every committed recall.
+    recalls: Arc<HashSet<u64>>,
 }
 
 pub(crate) fn corrupt(conv: &str, reason: String) -> StoreError {
@@ -120,7 +130,31 @@ pub(crate) fn recover_im(fjall: &Fjall) -> Result<ImState, StoreError> {
         counter,
         convs,
         members: HashMap::new(),
+        cache: ImCache::default(),
+        recalls: Arc::new(recalled_convs(fjall)?),
     })
+}
+
+/// The conversations with at least one `im_recalled` key: one seek per
+/// such conversation, not one read per recall.
+fn recalled_convs(fjall: &Fjall) -> Result<HashSet<u64>, StoreError> {
+    let mut convs = HashSet::new();
+    let mut from = 0u64;
+    loop {
+        let Some(guard) = fjall.im_recalled.range(entry_key(from, 0)..).next() else {
+            return Ok(convs);
+        };
+        let key = guard
+            .key()
+            .map_err(|error| StoreError::io("loading recalls", error))?;
+        let id = read_u64(&key, 0)
+            .ok_or_else(|| corrupt("", format!("im_recalled key of {} bytes", key.len())))?;
+        convs.insert(id);
+        match id.checked_add(1) {
+            Some(next) => from = next,
+            None => return Ok(convs),
+        }
+    }
 }
 
 /// A user's DM unread total from its stored value (`im_unread`; absent: 0).
@@ -233,12 +267,18 @@ pub(crate) struct ImBatch {
     recalled: BTreeMap<(u64, u64), bool>,
     /// Edits: `(sid, offset) → edits so far`.
     edits: HashMap<(u64, u64), u32>,
-    /// Users' DM unread totals (`im_unread`) as the batch leaves them.
-    dm_unread: HashMap<String, u64>,
+    /// Users' DM unread totals (`im_unread`) as the batch leaves them,
+    /// with the total before the batch: only a moved one is written.
+    dm_unread: HashMap<String, (u64, u64)>,
+    /// The writer's records from before the batch, back in [`ImState`] once
+    /// the batch is committed; dropped with a batch that is not.
+    cache: ImCache,
+    /// [`ImState`]'s conversations with recalls, as before the batch.
+    recalls: Arc<HashSet<u64>>,
 }
 
 impl ImBatch {
-    pub(crate) fn new(state: &ImState) -> ImBatch {
+    pub(crate) fn new(state: &mut ImState) -> ImBatch {
         ImBatch {
             gseq: state.counter.gseq,
             convs: HashMap::new(),
@@ -251,6 +291,8 @@ impl ImBatch {
             recalled: BTreeMap::new(),
             edits: HashMap::new(),
             dm_unread: HashMap::new(),
+            cache: ImCache::take(&mut state.cache),
+            recalls: Arc::clone(&state.recalls),
         }
     }
 
@@ -261,12 +303,17 @@ impl ImBatch {
         if self.dm_unread.contains_key(user) {
             return Ok(());
         }
-        let stored = fjall
-            .im_unread
-            .get(user.as_bytes())
-            .map_err(|error| StoreError::io("reading unread", error))?;
-        let stored = decode_dm_unread(stored)?;
-        self.dm_unread.insert(user.to_owned(), stored);
+        let stored = match self.cache.dm_unread.get(user) {
+            Some(&total) => total,
+            None => {
+                let stored = fjall
+                    .im_unread
+                    .get(user.as_bytes())
+                    .map_err(|error| StoreError::io("reading unread", error))?;
+                decode_dm_unread(stored)?
+            }
+        };
+        self.dm_unread.insert(user.to_owned(), (stored, stored));
         Ok(())
     }
 
@@ -276,7 +323,7 @@ impl ImBatch {
         if delta == 0 {
             return;
         }
-        let total = self.dm_unread.entry(user.to_owned()).or_default();
+        let (total, _) = self.dm_unread.entry(user.to_owned()).or_default();
         *total = total.saturating_add_signed(delta);
     }
 
@@ -294,7 +341,7 @@ impl ImBatch {
 
     /// The conversation's record as the batch leaves it so far.
     pub(crate) fn conv(
-        &self,
+        &mut self,
         fjall: &Fjall,
         state: &ImState,
         id: u64,
@@ -306,36 +353,43 @@ impl ImBatch {
         if !state.convs.contains(&id) {
             return Ok(None);
         }
+        if let Some(record) = self.cache.convs.get(&id) {
+            return Ok(Some(record.clone()));
+        }
         let stored = fjall
             .im_conv
             .get(id.to_be_bytes())
             .map_err(|error| StoreError::io("reading a conversation", error))?
             .ok_or_else(|| corrupt(name, "conversation record missing".to_owned()))?;
-        ConvRecord::decode(&stored)
-            .map(Some)
-            .map_err(|reason| corrupt(name, reason))
+        let record = ConvRecord::decode(&stored).map_err(|reason| corrupt(name, reason))?;
+        self.cache.convs.insert(id, record.clone());
+        Ok(Some(record))
     }
 
     /// The user's view of conversation `id` as the batch leaves it so far.
     pub(crate) fn uconv(
-        &self,
+        &mut self,
         fjall: &Fjall,
         user: &str,
         id: u64,
     ) -> Result<Option<UConvRecord>, StoreError> {
-        if let Some(record) = self.uconvs.get(&(user.to_owned(), id)) {
+        let key = (user.to_owned(), id);
+        if let Some(record) = self.uconvs.get(&key) {
             return Ok(Some(record.clone()));
+        }
+        if let Some(record) = self.cache.uconvs.get(&key) {
+            return Ok(record.clone());
         }
         let stored = fjall
             .im_uconv
             .get(im_uconv_key(user, id))
             .map_err(|error| StoreError::io("reading a read position", error))?;
-        match stored {
-            None => Ok(None),
-            Some(bytes) => UConvRecord::decode(&bytes)
-                .map(Some)
-                .map_err(|reason| corrupt("", reason)),
-        }
+        let record = match stored {
+            None => None,
+            Some(bytes) => Some(UConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))?),
+        };
+        self.cache.uconvs.insert(key, record.clone());
+        Ok(record)
     }
 
     /// Stages the conversation's record; `stored_time_ms` is its list time
@@ -427,8 +481,10 @@ impl ImBatch {
                 None => batch.remove(keyspace, key.as_slice()),
             }
         }
-        for (user, total) in &self.dm_unread {
-            batch.insert(&fjall.im_unread, user.as_bytes(), total.to_be_bytes());
+        for (user, (total, stored)) in &self.dm_unread {
+            if total != stored {
+                batch.insert(&fjall.im_unread, user.as_bytes(), total.to_be_bytes());
+            }
         }
         for (&(id, offset), count) in &self.nocount {
             batch.insert(
@@ -468,6 +524,30 @@ impl ImBatch {
             state.members.clear();
         }
         state.members.extend(self.members.drain());
+        let mut cache = std::mem::take(&mut self.cache);
+        cache
+            .convs
+            .extend(self.convs.drain().map(|(id, change)| (id, change.record)));
+        cache
+            .uconvs
+            .extend(self.uconvs.drain().map(|(key, record)| (key, Some(record))));
+        cache.dm_unread.extend(
+            self.dm_unread
+                .drain()
+                .map(|(user, (total, _))| (user, total)),
+        );
+        cache.keys.extend(
+            self.keys
+                .drain()
+                .filter(|((keyspace, _), _)| keyspace.caches()),
+        );
+        cache.bound();
+        state.cache = cache;
+        // The batch's handle goes first, so the set is not copied.
+        self.recalls = Arc::default();
+        if !self.recalled.is_empty() {
+            Arc::make_mut(&mut state.recalls).extend(self.recalled.keys().map(|&(id, _)| id));
+        }
     }
 
     /// The member table of group `id` as the batch leaves it so far.
@@ -492,12 +572,16 @@ impl ImBatch {
 
     /// A key of another IM keyspace as the batch leaves it so far.
     pub(crate) fn get_key(
-        &self,
+        &mut self,
         fjall: &Fjall,
         keyspace: ImKeyspace,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(value) = self.keys.get(&(keyspace, key.to_vec())) {
+        let cache_key = (keyspace, key.to_vec());
+        if let Some(value) = self.keys.get(&cache_key) {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.cache.keys.get(&cache_key) {
             return Ok(value.clone());
         }
         let stored = match keyspace {
@@ -509,7 +593,11 @@ impl ImBatch {
         }
         .get(key)
         .map_err(|error| StoreError::io("reading an IM key", error))?;
-        Ok(stored.map(|value| value.to_vec()))
+        let value = stored.map(|value| value.to_vec());
+        if keyspace.caches() {
+            self.cache.keys.insert(cache_key, value.clone());
+        }
+        Ok(value)
     }
 
     /// Stages a key of another IM keyspace (`None`: delete it).
@@ -668,6 +756,9 @@ impl ImBatch {
         if self.recalled.contains_key(&(id, offset)) {
             return Ok(true);
         }
+        if !self.recalls.contains(&id) {
+            return Ok(false);
+        }
         fjall
             .im_recalled
             .contains_key(entry_key(id, offset))
@@ -714,6 +805,9 @@ impl ImBatch {
             .range((id, after + 1)..=(id, upto))
             .map(|(&(_, offset), &counted)| (offset, counted))
             .collect();
+        if !self.recalls.contains(&id) {
+            return Ok(seen.values().filter(|&&counted| counted).count() as u64);
+        }
         for guard in fjall
             .im_recalled
             .range(entry_key(id, after + 1)..=entry_key(id, upto))

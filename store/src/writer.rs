@@ -748,7 +748,7 @@ impl Writer {
             replies: Vec::with_capacity(msgs.len()),
             sync: false,
             outbox: OutboxBatch::new(&self.outbox, self.config.presence_set),
-            im: ImBatch::new(&self.im),
+            im: ImBatch::new(&mut self.im),
         };
         for msg in msgs {
             match msg {

@@ -434,7 +434,7 @@ impl Writer {
     /// up to four point reads, before anything is staged.
     fn check_dm_allowed(
         &self,
-        work: &BatchWork,
+        work: &mut BatchWork,
         sender: &str,
         peer: &str,
     ) -> Result<(), StoreError> {

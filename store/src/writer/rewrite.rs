@@ -271,7 +271,7 @@ impl Writer {
     /// Both users' views of a DM, as stored.
     fn dm_views(
         &self,
-        work: &BatchWork,
+        work: &mut BatchWork,
         record: &ConvRecord,
         id: u64,
     ) -> Result<Vec<(String, crate::keys::UConvRecord)>, StoreError> {

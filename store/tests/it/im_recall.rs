@@ -697,6 +697,21 @@ fn the_dm_unread_total_key_equals_the_recount_through_recalls_edits_and_clears()
         assert_eq!(list(&store, user, None, 1).total_unread, total, "{user}");
         assert_eq!(recount(&store, user), total, "{user}");
     }
+    // The writer starts again from disk (its record cache empty, its set
+    // of conversations with recalls loaded): reads over recalled messages
+    // still leave them out, the same as the recount.
+    for step in 0..9 {
+        let (from, to) = (users[step % 3], users[(step + 1 + step / 3) % 3]);
+        let appended = send(&store, from, to, "after the reopen");
+        read_to(&store, to, &conv_name(from, to), appended.appended.offset);
+        for user in users {
+            assert_eq!(
+                list(&store, user, None, 1).total_unread,
+                recount(&store, user),
+                "{user} after the reopen, step {step}"
+            );
+        }
+    }
     store.close().unwrap();
 }
 
@@ -730,5 +745,42 @@ fn a_clear_hides_older_entries_from_one_user_only() {
     let store = Store::open(config(dir.path())).unwrap();
     assert_eq!(visible(&store, "bob"), 3);
     assert_eq!(list(&store, "bob", None, 10).convs[0].unread, 1);
+    store.close().unwrap();
+}
+
+/// The writer's set of conversations with recalls is loaded at open: a
+/// read after a reopen, over a message recalled before it, takes only
+/// the messages that still count off the user's DM total.
+#[test]
+fn a_read_after_a_reopen_leaves_out_what_was_recalled_before_it() {
+    let (dir, store) = fresh_store();
+    send(&store, "carol", "bob", "one");
+    send(&store, "carol", "bob", "two");
+    let sent: Vec<_> = (0..3).map(|_| send(&store, "alice", "bob", "hi")).collect();
+    let recalled = &sent[1].appended;
+    rewrite(
+        &store,
+        rewrite_request(
+            &conv_name("alice", "bob"),
+            "alice",
+            "alice",
+            recalled.offset,
+            recalled.message_id.as_u64(),
+            None,
+            WINDOW_MS,
+        ),
+    )
+    .expect("a recall in the window");
+    assert_eq!(list(&store, "bob", None, 1).total_unread, 4);
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let last = sent[2].appended.offset;
+    read_to(&store, "bob", &conv_name("alice", "bob"), last);
+    assert_eq!(
+        list(&store, "bob", None, 1).total_unread,
+        2,
+        "carol's two are left"
+    );
+    assert_eq!(recount(&store, "bob"), 2);
     store.close().unwrap();
 }
