@@ -68,23 +68,29 @@ impl DmPair {
     /// base32 of the first 16 bytes of SHA-256(`len16(a) ‖ a ‖ b`), 29
     /// bytes whatever the ids.
     pub fn conv_name(&self) -> String {
-        // SHA-256 from ring, the engine's crypto provider already.
-        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-        // User ids are at most 250 bytes (`USER_ID_BYTES_MAX`).
-        let len = u16::try_from(self.a.len()).unwrap_or(u16::MAX);
-        context.update(&len.to_be_bytes());
-        context.update(self.a.as_bytes());
-        context.update(self.b.as_bytes());
-        let digest = context.finish();
-        let mut name = String::with_capacity(DM_NAMESPACE.len() + 1 + 26);
-        name.push_str(DM_NAMESPACE);
-        name.push(':');
-        base32_lower(
-            digest.as_ref().get(..DM_HASH_BYTES).unwrap_or_default(),
-            &mut name,
-        );
-        name
+        hashed_name(DM_NAMESPACE, &self.a, &self.b)
     }
+}
+
+/// `namespace:` and the lower-case, unpadded base32 of the first 16 bytes
+/// of SHA-256(`len16(first) ‖ first ‖ second`): 26 characters.
+fn hashed_name(namespace: &str, first: &str, second: &str) -> String {
+    // SHA-256 from ring, the engine's crypto provider already.
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    // User ids are at most 250 bytes (`USER_ID_BYTES_MAX`).
+    let len = u16::try_from(first.len()).unwrap_or(u16::MAX);
+    context.update(&len.to_be_bytes());
+    context.update(first.as_bytes());
+    context.update(second.as_bytes());
+    let digest = context.finish();
+    let mut name = String::with_capacity(namespace.len() + 1 + 26);
+    name.push_str(namespace);
+    name.push(':');
+    base32_lower(
+        digest.as_ref().get(..DM_HASH_BYTES).unwrap_or_default(),
+        &mut name,
+    );
+    name
 }
 
 /// RFC 4648 base32, lower case, no padding.
@@ -158,17 +164,16 @@ fn im_durability(config: &Config, name: &str) -> Durability {
 
 /// The pairs of the DMs this process has touched: what the commit sink
 /// routes a DM entry by (to every connection of both users), and what a
-/// command naming a conversation checks membership against. Filled when a
-/// DM is first sent to or looked up (a conversation list page), never
-/// trusted beyond that: the store checks every append's pair against the
-/// conversation's record. About 100 bytes per conversation touched.
+/// command naming a conversation checks membership against. A pair is
+/// remembered only once the store holds the conversation: the commit sink
+/// learns a new one from the store's answer (`ImAppended::pair`, after
+/// the commit), and a list page, a sync or a point read names only stored
+/// ones; a refused first message leaves nothing. Never trusted beyond
+/// that: the store checks every append's pair against the conversation's
+/// record. About 100 bytes per conversation touched.
 #[derive(Debug, Default)]
 pub struct DmPairs {
     by_conv: papaya::HashMap<Box<str>, Arc<DmPair>>,
-    /// Names remembered for a first message the store has not taken yet:
-    /// a refusal forgets them, the first stored entry keeps them. Only
-    /// conversations being started are here.
-    unstarted: papaya::HashMap<Box<str>, ()>,
 }
 
 impl DmPairs {
@@ -186,51 +191,34 @@ impl DmPairs {
         (name, pair)
     }
 
-    /// [`DmPairs::remember`] for a message sent to a user: a pair this
-    /// process did not know may name no conversation yet, and stays only
-    /// if the store takes a message of it ([`DmPairs::started`]).
-    pub fn remember_to_start(&self, pair: DmPair) -> (String, Arc<DmPair>) {
+    /// The name and pair of the DM between `one` and `other`, without
+    /// remembering it: a message to a user may start a conversation, and
+    /// only the store says whether it did.
+    pub fn pair_of(&self, one: &str, other: &str) -> (String, Arc<DmPair>) {
+        let pair = DmPair::new(one, other);
         let name = pair.conv_name();
-        let map = self.by_conv.pin();
-        let mut fresh = false;
-        let pair = map
-            .get_or_insert_with(name.clone().into_boxed_str(), || {
-                fresh = true;
-                Arc::new(pair)
-            })
-            .clone();
-        if fresh {
-            self.unstarted
-                .pin()
-                .insert(name.clone().into_boxed_str(), ());
-        }
+        let pair = self.get(&name).unwrap_or_else(|| Arc::new(pair));
         (name, pair)
     }
 
-    /// The store holds an entry of `conv`: its pair is for good.
-    pub fn started(&self, conv: &str) {
-        let unstarted = self.unstarted.pin();
-        if !unstarted.is_empty() {
-            unstarted.remove(conv);
+    /// The pair of `conv`, whose entry the store just committed with the
+    /// users `stored` (sorted): the one remembered, or this one from now on.
+    pub fn committed(&self, conv: &str, stored: &(String, String)) -> Arc<DmPair> {
+        if let Some(pair) = self.get(conv) {
+            return pair;
         }
-    }
-
-    /// The store refused a message of `conv`: if it was to start the
-    /// conversation (and no entry of it was stored since), its pair goes,
-    /// so that refused sends to ever new users do not grow the map.
-    pub fn forget_unstarted(&self, conv: &str) {
-        if self.unstarted.pin().remove(conv).is_some() {
-            self.by_conv.pin().remove(conv);
-        }
+        self.remember(DmPair::new(&stored.0, &stored.1)).1
     }
 
     /// Records a pair found in `user`'s conversation list.
     pub fn remember_listed(&self, user: &str, peer: &str, conv: &str) {
+        if self.by_conv.pin().contains_key(conv) {
+            return;
+        }
         let pair = DmPair::new(user, peer);
         // A name that is not this pair's is not a DM this layer made.
         if pair.conv_name() == conv {
             self.remember(pair);
-            self.started(conv);
         }
     }
 }
@@ -261,6 +249,19 @@ impl GroupRecipients {
     /// How many users get the entry.
     pub fn count(&self) -> usize {
         self.members.len() + self.removed.len()
+    }
+}
+
+/// The name of a group `actor` creates (`""`: the system): with a
+/// `client_msg_id`, `grp:` and 26 base32 characters of SHA-256 of the
+/// actor and the id, so a retry names the same group and the store answers
+/// it with its original, even after a restart (review finding 4); without
+/// one, [`group_conv_name`] of `message_id`. The two forms differ in
+/// length, so they never meet.
+pub fn created_group_name(actor: &str, client_msg_id: Option<&str>, message_id: u64) -> String {
+    match client_msg_id {
+        Some(client_msg_id) => hashed_name(GROUP_NAMESPACE, actor, client_msg_id),
+        None => group_conv_name(message_id),
     }
 }
 
@@ -506,13 +507,10 @@ pub fn event_frames(event: &ringcast_protocol::client::ImEvent) -> Arc<ImFrames>
     })
 }
 
-/// Conversations read per page while looking a conversation up in a
-/// user's list (at most `im.conversations_per_user_max` in all).
-const LOOKUP_PAGE_CONVS: usize = 1000;
-
 /// The pair of `conv` if `user` is one of it (`None`: not a member): from
-/// what this process knows, else from the user's conversation list, paged
-/// on a store reader (which also remembers every pair it meets).
+/// what this process knows, else from the user's view of it, one point
+/// read on a store reader (review finding 8: not a walk of its list), which
+/// also remembers the pair.
 pub async fn resolve_member(
     shared: &crate::engine::Shared,
     user: &str,
@@ -522,26 +520,16 @@ pub async fn resolve_member(
     if let Some(pair) = shared.dm_pairs.get(conv) {
         return Ok(pair.has(user).then_some(pair));
     }
-    let mut cursor = None;
-    loop {
-        let page = shared
-            .store
-            .conv_list(user, cursor, LOOKUP_PAGE_CONVS)?
-            .await
-            .map_err(|_canceled| StoreError::Closed)??;
-        for summary in &page.convs {
-            shared
-                .dm_pairs
-                .remember_listed(user, &summary.peer, &summary.conv);
-        }
-        if page.convs.iter().any(|summary| summary.conv == conv) {
-            return Ok(shared.dm_pairs.get(conv));
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(None),
-        }
-    }
+    let view = shared
+        .store
+        .conv_get(user, conv)?
+        .await
+        .map_err(|_canceled| StoreError::Closed)??;
+    let Some(view) = view.filter(|view| view.group.is_none()) else {
+        return Ok(None);
+    };
+    shared.dm_pairs.remember_listed(user, &view.peer, conv);
+    Ok(shared.dm_pairs.get(conv).filter(|pair| pair.has(user)))
 }
 
 /// The reply to a stored `msg_send` or group change.
@@ -725,6 +713,19 @@ mod tests {
         assert_eq!(name.len(), 17, "{name}");
         assert!(is_group(&name) && !is_dm(&name));
         assert_ne!(group_conv_name(1), group_conv_name(2));
+    }
+
+    #[test]
+    fn a_created_groups_name_follows_its_actor_and_client_id() {
+        let retried = created_group_name("alice", Some("c1"), 1);
+        assert_eq!(retried, created_group_name("alice", Some("c1"), 2));
+        assert_eq!(retried.len(), 4 + 26, "{retried}");
+        assert!(is_group(&retried));
+        assert_ne!(retried, created_group_name("bob", Some("c1"), 1));
+        assert_ne!(retried, created_group_name("alice", Some("c2"), 1));
+        // The length prefix keeps ("al", "icec1") and ("alice", "c1") apart.
+        assert_ne!(retried, created_group_name("al", Some("icec1"), 1));
+        assert_eq!(created_group_name("alice", None, 7), group_conv_name(7));
     }
 
     #[test]

@@ -158,6 +158,12 @@ impl Publication {
         self.push.envelope().channel.as_str()
     }
 
+    /// The message id (a conversation entry's is its sender's: how an
+    /// `echo: false` sender knows its own message's push).
+    pub fn message_id(&self) -> u64 {
+        self.push.envelope().id.to_native()
+    }
+
     /// The stream offset; 0 for a live-only publication.
     pub fn offset(&self) -> u64 {
         self.push.envelope().offset.to_native()

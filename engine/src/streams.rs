@@ -178,27 +178,32 @@ impl StoreSink {
 impl CommitSink for StoreSink {
     fn appended(&mut self, appended: &Appended) {
         debug_assert!(!appended.duplicate, "the store hands over new entries only");
-        let (publication, mask) = if crate::im::is_dm(appended.push.envelope().channel.as_str()) {
-            // To every connection of both users, by their inboxes' interest.
-            let channel = appended.push.envelope().channel.as_str();
+        let channel = appended.push.envelope().channel.as_str();
+        if crate::im::is_dm(channel) {
+            // A DM's recall or edit event: its conversation is stored, so
+            // its pair was remembered by the message that started it (or
+            // by the rewrite's lookup).
             let Some(pair) = self.dm_pairs.get(channel) else {
                 tracing::error!(channel, "a DM entry whose pair is unknown: not pushed");
                 return;
             };
-            self.dm_pairs.started(channel);
-            let mask = pair.users().fold(0, |mask, user| {
-                mask | self
-                    .interest
-                    .shards(&crate::channels::personal_channel(user))
-            });
-            let publication = Publication::for_dm(appended.push.clone(), pair);
-            (Arc::new(publication), mask)
-        } else {
-            let publication = Arc::new(Publication::from_push(appended.push.clone()));
-            let mask = self.interest.shards(publication.channel());
-            (publication, mask)
-        };
+            return self.publish_dm(appended, pair);
+        }
+        let publication = Arc::new(Publication::from_push(appended.push.clone()));
+        let mask = self.interest.shards(publication.channel());
         self.publish(publication, mask);
+    }
+
+    fn dm_appended(&mut self, dm: &ringcast_store::ImAppended) {
+        debug_assert!(
+            !dm.appended.duplicate,
+            "the store hands over new entries only"
+        );
+        // The pair is remembered here, after the commit, so a refused
+        // first message never leaves one (review finding 10).
+        let channel = dm.appended.push.envelope().channel.as_str();
+        let pair = self.dm_pairs.committed(channel, &dm.pair);
+        self.publish_dm(&dm.appended, pair);
     }
 
     fn group_appended(&mut self, group: &ringcast_store::GroupAppended) {
@@ -250,6 +255,18 @@ impl CommitSink for StoreSink {
 const GROUP_ROUTE_BY_USER_MAX: usize = 64;
 
 impl StoreSink {
+    /// A DM entry to every connection of both users, by their inboxes'
+    /// interest.
+    fn publish_dm(&mut self, appended: &Appended, pair: Arc<crate::im::DmPair>) {
+        let mask = pair.users().fold(0, |mask, user| {
+            mask | self
+                .interest
+                .shards(&crate::channels::personal_channel(user))
+        });
+        let publication = Publication::for_dm(appended.push.clone(), pair);
+        self.publish(Arc::new(publication), mask);
+    }
+
     /// Hands a new entry to the shards of `mask`, encoded once.
     fn publish(&mut self, publication: Arc<Publication>, mask: u64) {
         if mask == 0 {

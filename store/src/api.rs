@@ -392,6 +392,13 @@ pub trait CommitSink: Send {
     fn group_appended(&mut self, group: &GroupAppended) {
         self.appended(&group.appended);
     }
+    /// A newly stored DM entry with its pair ([`ImAppended::pair`]): a
+    /// sink that routes by user learns the pair of a new conversation
+    /// here, after the store committed it, and of no refused one. By
+    /// default, handed on as a plain entry.
+    fn dm_appended(&mut self, dm: &ImAppended) {
+        self.appended(&dm.appended);
+    }
     /// The answer to the request submitted with `tag`.
     fn answered(&mut self, tag: u64, answer: Answer);
     /// The batch is handed over.
@@ -506,6 +513,10 @@ pub struct ImAppended {
     pub count: u64,
     /// The IM sequence of this write; 0 for a duplicate (nothing changed).
     pub gseq: u64,
+    /// The conversation's two users, sorted, as the writer checked them
+    /// against its record: what a sink routes the entry by, known for
+    /// sure only once the store took it.
+    pub pair: (String, String),
 }
 
 /// A user's read position in a conversation after [`crate::Store::im_read`].
@@ -528,7 +539,8 @@ pub struct ImDelivery {
     /// acknowledged.
     pub recv_offset: u64,
     /// `recv_offset` moved with this acknowledgement: the senders are told
-    /// (a delivery receipt goes out only when it advances).
+    /// (a delivery receipt goes out only when it advances). Never for a
+    /// group the user left: its cursor is stored, its position stays.
     pub advanced: bool,
     /// The other user of a DM (the user itself in a DM with oneself);
     /// `None` for a group.

@@ -38,6 +38,7 @@ use cache::ImCache;
 use members::Members;
 pub(crate) use view::{
     conv_get, conv_list, dm_policy, group_info, group_members, im_receipts, im_sync, pair_list,
+    total_unread,
 };
 
 /// Most member tables the writer keeps loaded between batches; past it

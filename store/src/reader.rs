@@ -100,6 +100,10 @@ pub(crate) enum ReaderMsg {
         limit: usize,
         reply: Reply<Option<ReceiptPage>>,
     },
+    TotalUnread {
+        user: String,
+        reply: Reply<u64>,
+    },
     Shutdown,
 }
 
@@ -124,6 +128,7 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
                 ReaderMsg::DmPolicy { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::SeekTime { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::ImReceipts { reply, .. } => drop(reply.send(Err(error))),
+                ReaderMsg::TotalUnread { reply, .. } => drop(reply.send(Err(error))),
                 ReaderMsg::Shutdown => break,
             }
             continue;
@@ -178,6 +183,9 @@ pub(crate) fn run(shared: &Shared, requests: &Receiver<ReaderMsg>, read_entries_
             ))),
             ReaderMsg::ConvGet { user, conv, reply } => {
                 drop(reply.send(crate::im::conv_get(fjall, &user, &conv)));
+            }
+            ReaderMsg::TotalUnread { user, reply } => {
+                drop(reply.send(crate::im::total_unread(fjall, &user)));
             }
             ReaderMsg::GroupInfo { conv, reply } => {
                 drop(reply.send(crate::im::group_info(fjall, &conv)));

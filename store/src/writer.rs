@@ -358,6 +358,14 @@ impl PendingReply {
         (!appended.duplicate).then_some(appended)
     }
 
+    /// The newly stored DM entry this reply acknowledges, if any.
+    fn stored_dm(&self) -> Option<&ImAppended> {
+        match self {
+            PendingReply::ImAppend { result: Ok(im), .. } if !im.appended.duplicate => Some(im),
+            _ => None,
+        }
+    }
+
     /// The newly stored group entry this reply acknowledges, if any.
     fn stored_group(&self) -> Option<&GroupAppended> {
         match self {
@@ -940,6 +948,9 @@ impl Writer {
             if let Some(group) = pending.stored_group() {
                 self.shared.appends.add(1);
                 sink.group_appended(group);
+            } else if let Some(dm) = pending.stored_dm() {
+                self.shared.appends.add(1);
+                sink.dm_appended(dm);
             } else if let Some(appended) = pending.stored() {
                 self.shared.appends.add(1);
                 sink.appended(appended);
@@ -1072,6 +1083,7 @@ impl Writer {
             retention,
             &outbox,
             now_ms,
+            false,
         );
         work.replies.push(PendingReply::Append {
             reply,
@@ -1081,7 +1093,11 @@ impl Writer {
 
     /// Stages a new entry of stream `id` (whose current meta is `meta`):
     /// stamps and stores it, the events riding it, its dedup record and the
-    /// stream's new meta.
+    /// stream's new meta. With `keep_id` a push carrying an id (not 0)
+    /// keeps it: a conversation's entry keeps the id its sender's shard
+    /// gave it (unique on the node, as the store's own are), so the sending
+    /// connection knows its own message's push before the answer comes
+    /// (`echo: false`).
     #[expect(
         clippy::too_many_arguments,
         reason = "an append's parts, taken apart by its two callers"
@@ -1096,13 +1112,19 @@ impl Writer {
         retention: Retention,
         outbox: &[OutboxEvent],
         now_ms: u64,
+        keep_id: bool,
     ) -> Appended {
         let offset = meta.next_offset;
         meta.next_offset = offset.checked_add(1).unwrap_or(offset);
         assert!(meta.next_offset > offset, "stream offsets exhausted");
         meta.count_max = retention.count_max;
         meta.age_max_ms = duration_ms(retention.age_max);
-        let message_id = self.message_ids.next(now_ms);
+        let given = push.envelope().id.to_native();
+        let message_id = if keep_id && given != 0 {
+            ringcast_protocol::envelope::MessageId(given)
+        } else {
+            self.message_ids.next(now_ms)
+        };
         push.stamp(message_id.as_u64(), offset, meta.epoch, now_ms);
         // Time never decreases along a stream, so a time is found by a
         // binary search over offsets (`reader::seek_time`). Publications

@@ -234,10 +234,7 @@ impl Api {
                 crate::channels::validate_user_id(to).map_err(|_| {
                     refused((ErrorCode::UnknownUser, format!("invalid user id {to:?}")))
                 })?;
-                let (_, pair) = self
-                    .shared
-                    .dm_pairs
-                    .remember_to_start(DmPair::new(&body.as_user, to));
+                let (_, pair) = self.shared.dm_pairs.pair_of(&body.as_user, to);
                 pair
             }
             (None, Some(conv)) => self.member_pair(&body.as_user, conv).await?,
@@ -258,10 +255,7 @@ impl Api {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
-        .map_err(|err| {
-            self.shared.dm_pairs.forget_unstarted(&conv);
-            store_refused(&err, what)
-        })?;
+        .map_err(|err| store_refused(&err, what))?;
         Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))
     }
 
@@ -361,12 +355,11 @@ impl Api {
             Err(err) => Err(err),
         }
         .map_err(|err| store_refused(&err, what))?;
-        let total_unread = match self.shared.store.conv_list(&user, None, 1) {
+        let total_unread = match self.shared.store.im_total_unread(&user) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
-        .map_err(|err| store_refused(&err, "the read was stored; its total was not read"))?
-        .total_unread;
+        .map_err(|err| store_refused(&err, "the read was stored; its total was not read"))?;
         self.im_event_to_user(
             &user,
             &ImEvent::Read {
@@ -485,12 +478,11 @@ impl Api {
             Err(err) => Err(err),
         }
         .map_err(|err| store_refused(&err, what))?;
-        let total_unread = match self.shared.store.conv_list(&body.as_user, None, 1) {
+        let total_unread = match self.shared.store.im_total_unread(&body.as_user) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
-        .map_err(|err| store_refused(&err, "the clear was stored; its total was not read"))?
-        .total_unread;
+        .map_err(|err| store_refused(&err, "the clear was stored; its total was not read"))?;
         Ok(ok_json(&ImReply::Cleared {
             conv: body.conv,
             visible_from: state.visible_from,

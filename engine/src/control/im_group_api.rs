@@ -172,6 +172,12 @@ impl Api {
                 };
                 crate::channels::validate_user_id(&owner)
                     .map_err(|_| bad_request(format!("invalid owner user id {owner:?}")))?;
+                let config = &self.shared.config;
+                let Some((op, client_msg_id)) =
+                    crate::im::create_op(config, owner, create, members_max)
+                else {
+                    return Err(bad_request("not a group_create"));
+                };
                 let conv = match given_conv {
                     Some(conv) if crate::im::is_group(&conv) => conv,
                     Some(conv) => {
@@ -179,14 +185,9 @@ impl Api {
                     }
                     None => {
                         let id = self.message_ids.borrow_mut().next(unix_ms()).0;
-                        crate::im::group_conv_name(id)
+                        let actor = as_user.as_deref().unwrap_or_default();
+                        crate::im::created_group_name(actor, client_msg_id.as_deref(), id)
                     }
-                };
-                let config = &self.shared.config;
-                let Some((op, client_msg_id)) =
-                    crate::im::create_op(config, owner, create, members_max)
-                else {
-                    return Err(bad_request("not a group_create"));
                 };
                 self.group_write(as_user, conv, op, client_msg_id).await
             }

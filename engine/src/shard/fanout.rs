@@ -135,6 +135,9 @@ impl Shard {
                 // subscriber: start at one slot, not the default four.
                 self.subscribers
                     .insert(channel.clone(), Vec::with_capacity(1));
+                if crate::channels::is_personal(&channel) {
+                    self.inboxes.insert(channel.clone());
+                }
                 channel
             }
         };
@@ -185,6 +188,7 @@ impl Shard {
         }
         if keys.is_empty() {
             self.subscribers.remove(channel);
+            self.inboxes.remove(channel);
             let change = self.presence_change(key, channel);
             self.shared
                 .presence

@@ -8,8 +8,8 @@
 //! user (`streams::StoreSink`), encoded once; this shard then offers it to
 //! each local connection of the two users. A command that names a
 //! conversation (`conv`) checks the user against the conversation's pair:
-//! known since a send or a list page (`crate::im::DmPairs`), or looked up in
-//! the user's conversation list on a store reader, never on this thread.
+//! known since a stored message or a list page (`crate::im::DmPairs`), or
+//! read from the user's view of it on a store reader, never on this thread.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,19 +37,11 @@ use crate::mesh::ShardEvent;
 use crate::publication::Publication;
 use crate::streams;
 
-/// Offsets of a connection's own `echo: false` messages remembered when
-/// their push had not arrived by the reply (the mesh drain cap cut in).
-const ECHO_SKIPS_MAX: usize = 64;
-/// Publications held for one connection while its `echo: false` sends
-/// are in flight; past it the connection is closed (1013), as a replay
-/// that falls too far behind is.
-const ECHO_HELD_MAX: usize = 1024;
-
 /// The shard's IM state, per connection slot.
 #[derive(Default)]
 pub(super) struct ImShard {
-    /// Connections with `echo: false` sends in flight.
-    holds: HashMap<usize, Hold>,
+    /// Own messages whose push `echo: false` connections drop.
+    pub(super) echoes: super::im_echo::Echoes,
     /// Connections whose sync message waits for their inbox's replay.
     sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
     /// Typing limits and group member lists (`im_signals.rs`).
@@ -58,20 +50,9 @@ pub(super) struct ImShard {
     pub(super) catchups: super::im_delivery::Catchups,
 }
 
-/// One connection's `echo: false` sends: while one to a conversation is in
-/// flight, that conversation's pushes to this connection are held, so the
-/// push of the message itself (which comes before the reply) can be
-/// dropped and the rest released in order.
-struct Hold {
-    client_id: u64,
-    in_flight: Vec<(Box<str>, u32)>,
-    held: Vec<Arc<Publication>>,
-    skips: Vec<(Box<str>, u64)>,
-}
-
 impl ImShard {
     pub(super) fn forget(&mut self, key: usize) {
-        self.holds.remove(&key);
+        self.echoes.forget(key);
         self.sync_after_inbox.remove(&key);
         self.signals.forget(key);
         self.catchups.forget(key);
@@ -114,7 +95,8 @@ pub(super) enum ImPending {
 pub(super) struct SentWait {
     pub to: ReplyTo,
     pub conv: String,
-    pub echo: bool,
+    /// With `echo: false`, the message's id: its push skips the sender.
+    pub skip_echo: Option<u64>,
 }
 
 pub(super) fn not_member(conv: &str) -> CommandError {
@@ -246,10 +228,7 @@ impl Shard {
                     (Some(peer), _) => {
                         channels::validate_user_id(&peer)
                             .map_err(|code| (code, format!("{peer:?} is not a valid user id")))?;
-                        let (conv, pair) = self
-                            .shared
-                            .dm_pairs
-                            .remember_to_start(DmPair::new(user, &peer));
+                        let (conv, pair) = self.shared.dm_pairs.pair_of(user, &peer);
                         self.im_continue(to, user, conv, pair, pending)
                     }
                     (None, Some(conv)) if crate::im::is_group(&conv) => {
@@ -266,13 +245,15 @@ impl Shard {
                 self.with_member(to, user, conv, ImPending::Read { offset })
             }
             create @ ImCommand::GroupCreate { .. } => {
-                let conv = crate::im::group_conv_name(self.message_ids.next(self.now_ms).0);
                 let config = &self.shared.config;
                 let Some((op, client_msg_id)) =
                     crate::im::create_op(config, user.to_owned(), create, None)
                 else {
                     return Err(refuse(ErrorCode::BadRequest));
                 };
+                let message_id = self.message_ids.next(self.now_ms).0;
+                let conv =
+                    crate::im::created_group_name(user, client_msg_id.as_deref(), message_id);
                 self.group_change(to, user, conv, op, client_msg_id)
             }
             ImCommand::Group {
@@ -449,8 +430,8 @@ impl Shard {
                 self.store_replies.push(Box::pin(async move {
                     let result = async {
                         let state = store_reply(read).await?;
-                        let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
-                        Ok((state, page.total_unread))
+                        let total = store_reply(shared.store.im_total_unread(&user)).await?;
+                        Ok((state, total))
                     }
                     .await;
                     StoreDone::ImRead(to, user, conv, Some(pair), result)
@@ -477,12 +458,12 @@ impl Shard {
                 self.store_replies.push(Box::pin(async move {
                     let result = async {
                         let state = store_reply(clear).await?;
-                        let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
+                        let total = store_reply(shared.store.im_total_unread(&user)).await?;
                         Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
                             conv,
                             visible_from: state.visible_from,
                             unread: state.unread,
-                            total_unread: page.total_unread,
+                            total_unread: total,
                         })))
                     }
                     .await;
@@ -527,16 +508,8 @@ impl Shard {
         client_msg_id: Option<String>,
         echo: bool,
     ) -> CommandResult {
-        let envelope = Envelope {
-            id: self.message_ids.next(self.now_ms).0,
-            offset: 0,
-            epoch: 0,
-            channel: conv.clone(),
-            sender: user.to_owned(),
-            time_ms: self.now_ms,
-            data_is_json: true,
-            data: crate::im::entry_data(kind, data),
-        };
+        let envelope = self.im_envelope(&conv, user, crate::im::entry_data(kind, data));
+        let message_id = envelope.id;
         let request = ImAppend {
             conv: conv.clone(),
             pair: (pair.a.to_string(), pair.b.to_string()),
@@ -545,36 +518,29 @@ impl Shard {
             client_msg_id,
             durability: crate::im::dm_durability(&self.shared.config),
         };
+        let skip_echo = (!echo).then_some(message_id);
         let wait = SentWait {
             to,
-            conv: conv.clone(),
-            echo,
+            conv,
+            skip_echo,
         };
         let slot = self.pending_store.insert(StoreWait::ImSent(Box::new(wait)));
         let tag = streams::request_tag(self.idx, slot);
         if let Err(err) = self.shared.store.submit_im_append(request, tag) {
             self.pending_store.remove(slot);
-            self.shared.dm_pairs.forget_unstarted(&conv);
             return Err(im_store_error(&err));
         }
-        if !echo {
-            self.start_echo_hold(to, conv);
-        }
+        self.start_echo_skip(to, skip_echo);
         Ok(Outcome::Later)
     }
 
-    /// An `echo: false` send to `conv` is in flight: hold the
-    /// conversation's pushes to the sending connection until its reply.
-    fn start_echo_hold(&mut self, to: ReplyTo, conv: String) {
-        let hold = self.im.holds.entry(to.key).or_insert_with(|| Hold {
-            client_id: to.client_id,
-            in_flight: Vec::new(),
-            held: Vec::new(),
-            skips: Vec::new(),
-        });
-        match hold.in_flight.iter_mut().find(|(c, _)| **c == *conv) {
-            Some((_, count)) => *count += 1,
-            None => hold.in_flight.push((conv.into_boxed_str(), 1)),
+    /// An `echo: false` send is in flight: its push, known by the
+    /// message's id, skips the sending connection (`im_echo.rs`).
+    fn start_echo_skip(&mut self, to: ReplyTo, skip_echo: Option<u64>) {
+        if let Some(message_id) = skip_echo {
+            // Past the cap the message is echoed: harmless, the client
+            // knows its own messages.
+            self.im.echoes.start(to, message_id);
         }
     }
 
@@ -594,11 +560,11 @@ impl Shard {
 
     /// Waits for a group write's answer in `pending_store`; returns the
     /// request's tag.
-    fn wait_group(&mut self, to: ReplyTo, conv: &str, echo: bool) -> (usize, u64) {
+    fn wait_group(&mut self, to: ReplyTo, conv: &str, skip_echo: Option<u64>) -> (usize, u64) {
         let wait = SentWait {
             to,
             conv: conv.to_owned(),
-            echo,
+            skip_echo,
         };
         let slot = self
             .pending_store
@@ -625,6 +591,7 @@ impl Shard {
             return Err(refuse(ErrorCode::BadRequest));
         };
         let envelope = self.im_envelope(&conv, user, crate::im::entry_data(kind, &data));
+        let skip_echo = (!echo).then_some(envelope.id);
         let request = GroupAppend {
             conv: conv.clone(),
             sender: user.to_owned(),
@@ -633,14 +600,12 @@ impl Shard {
             client_msg_id,
             durability: crate::im::group_durability(&self.shared.config),
         };
-        let (slot, tag) = self.wait_group(to, &conv, echo);
+        let (slot, tag) = self.wait_group(to, &conv, skip_echo);
         if let Err(err) = self.shared.store.submit_group_append(request, tag) {
             self.pending_store.remove(slot);
             return Err(group_store_error(&err));
         }
-        if !echo {
-            self.start_echo_hold(to, conv);
-        }
+        self.start_echo_skip(to, skip_echo);
         Ok(Outcome::Later)
     }
 
@@ -664,7 +629,7 @@ impl Shard {
             client_msg_id,
             durability: crate::im::group_durability(&self.shared.config),
         };
-        let (slot, tag) = self.wait_group(to, &conv, true);
+        let (slot, tag) = self.wait_group(to, &conv, None);
         if let Err(err) = self.shared.store.submit_group_op(request, tag) {
             self.pending_store.remove(slot);
             return Err(group_store_error(&err));
@@ -681,8 +646,8 @@ impl Shard {
             let result = async {
                 member_view(&shared, &user, &conv, false).await?;
                 let state = store_reply(shared.store.im_read(&user, &conv, offset)).await?;
-                let page = store_reply(shared.store.conv_list(&user, None, 1)).await?;
-                Ok((state, page.total_unread))
+                let total = store_reply(shared.store.im_total_unread(&user)).await?;
+                Ok((state, total))
             }
             .await;
             StoreDone::ImRead(to, user, conv, None, result)
@@ -692,140 +657,39 @@ impl Shard {
 
     /// The store answered a `msg_send` or a group change.
     pub(super) fn on_im_sent(&mut self, wait: SentWait, result: Result<Appended, CommandError>) {
-        let SentWait { to, conv, echo } = wait;
-        if result.is_err() {
-            self.shared.dm_pairs.forget_unstarted(&conv);
-        }
-        if !echo {
-            let offset = result
-                .as_ref()
-                .ok()
-                .filter(|appended| !appended.duplicate)
-                .map(|appended| appended.offset);
-            self.end_echo_hold(to, &conv, offset);
+        let SentWait {
+            to,
+            conv,
+            skip_echo,
+        } = wait;
+        if let Some(message_id) = skip_echo {
+            let stored = result.as_ref().is_ok_and(|appended| !appended.duplicate);
+            self.im.echoes.answered(to, message_id, stored);
         }
         let result = result
             .map(|appended| ReplyResult::Im(Box::new(crate::im::sent_reply(conv, &appended))));
         self.reply_to(to, result);
     }
 
-    /// One `echo: false` send to `conv` is answered: its own push (at
-    /// `offset`) is dropped, and the conversation's held pushes go out
-    /// once no other such send to it is in flight.
-    fn end_echo_hold(&mut self, to: ReplyTo, conv: &str, offset: Option<u64>) {
-        let Some(hold) = self.im.holds.get_mut(&to.key) else {
-            return;
-        };
-        if hold.client_id != to.client_id {
-            return;
-        }
-        if let Some(offset) = offset {
-            let position = hold
-                .held
-                .iter()
-                .position(|p| p.channel() == conv && p.offset() == offset);
-            match position {
-                Some(index) => {
-                    hold.held.remove(index);
-                }
-                None if hold.skips.len() < ECHO_SKIPS_MAX => {
-                    hold.skips.push((conv.into(), offset));
-                }
-                None => {}
-            }
-        }
-        let mut done = false;
-        if let Some(index) = hold.in_flight.iter().position(|(c, _)| &**c == conv) {
-            let count = &mut hold.in_flight[index].1;
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                hold.in_flight.swap_remove(index);
-                done = true;
-            }
-        }
-        if !done {
-            return;
-        }
-        let (release, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut hold.held)
-            .into_iter()
-            .partition(|p| p.channel() == conv);
-        hold.held = keep;
-        if hold.in_flight.is_empty() && hold.held.is_empty() && hold.skips.is_empty() {
-            self.im.holds.remove(&to.key);
-        }
-        for publication in release {
-            self.offer_one(to.key, &publication);
-        }
-    }
-
-    fn offer_one(&mut self, key: usize, publication: &Arc<Publication>) {
-        super::fanout::deliver(
-            &mut self.conns,
-            &[key],
-            publication,
-            &mut self.dirty,
-            &self.session_config,
-            &self.shared.metrics[self.idx],
-            self.now_ms,
-        );
-    }
-
     /// A DM or group entry from the store: to every local connection of
     /// its users (a group's are all its members, wherever they are: the
-    /// users with no connection here are skipped by the lookup).
-    pub(super) fn deliver_to_users<'a>(
-        &mut self,
-        publication: &Arc<Publication>,
-        users: impl Iterator<Item = &'a str>,
-    ) {
+    /// users with no connection here are skipped, `im_route.rs`), but a
+    /// sending connection's own `echo: false` message.
+    pub(super) fn deliver_to_users(&mut self, publication: &Arc<Publication>) {
         let mut keys = Vec::new();
-        for user in users {
-            let channel = channels::personal_channel(user);
-            if let Some(subscribers) = self.subscribers.get(channel.as_str()) {
-                keys.extend_from_slice(subscribers);
-            }
+        if let Some(pair) = publication.dm() {
+            super::im_route::keys_of_users(&self.subscribers, pair.users(), &mut keys);
+        } else if let Some(group) = publication.group() {
+            super::im_route::keys_of_group(&self.subscribers, &self.inboxes, group, &mut keys);
         }
-        let conv = publication.channel();
-        let mut overflowed = Vec::new();
-        keys.retain(|key| {
-            let Some(hold) = self.im.holds.get_mut(key) else {
-                return true;
-            };
-            let current = self
-                .conns
-                .get(*key)
-                .is_some_and(|c| c.client_id == hold.client_id);
-            if !current {
-                return true;
-            }
-            if let Some(index) = hold
-                .skips
-                .iter()
-                .position(|(c, o)| &**c == conv && *o == publication.offset())
-            {
-                hold.skips.swap_remove(index);
-                return false;
-            }
-            if hold.in_flight.iter().any(|(c, _)| &**c == conv) {
-                if hold.held.len() >= ECHO_HELD_MAX {
-                    overflowed.push(*key);
-                } else {
-                    hold.held.push(publication.clone());
-                }
-                return false;
-            }
-            true
-        });
-        for key in overflowed {
-            self.im.holds.remove(&key);
-            self.close(
-                key,
-                crate::session::CloseReason {
-                    code: ringcast_protocol::close::CloseCode::TRY_AGAIN_LATER,
-                    reason: "too far behind its own messages",
-                    flush_queue: false,
-                },
-            );
+        if !self.im.echoes.is_empty() {
+            let message_id = publication.message_id();
+            let (conns, echoes) = (&self.conns, &mut self.im.echoes);
+            keys.retain(|key| {
+                conns
+                    .get(*key)
+                    .is_none_or(|conn| !echoes.take(*key, conn.client_id, message_id))
+            });
         }
         super::fanout::deliver(
             &mut self.conns,

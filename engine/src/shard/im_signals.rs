@@ -4,7 +4,7 @@
 //! A block is a write of the store's writer like any IM write; the
 //! blocker's other connections hear of it (`{"block":...}`). Typing never
 //! reaches the writer: the members of the conversation come from the DM's
-//! pair (`crate::im::DmPairs`, else the user's list on a store reader) or,
+//! pair (`crate::im::DmPairs`, else the user's view on a store reader) or,
 //! for a group, from the store's member read on a reader, kept here for
 //! [`GROUP_MEMBERS_CACHE_MS`]; the signal goes through the mesh like any
 //! ephemeral IM event, and a full lane drops it.

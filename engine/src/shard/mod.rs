@@ -17,6 +17,8 @@ mod connect;
 mod fanout;
 mod im;
 mod im_delivery;
+mod im_echo;
+mod im_route;
 mod im_signals;
 mod io;
 pub mod poller;
@@ -32,7 +34,7 @@ pub mod tls;
 #[doc(hidden)]
 pub use fanout::deliver;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::{poll_fn, Future};
 use std::os::fd::OwnedFd;
 use std::pin::Pin;
@@ -66,6 +68,9 @@ pub struct Shard {
     conns: Slab<Conn>,
     /// channel → keys of local connections subscribed to it.
     subscribers: HashMap<Rc<str>, Vec<usize>>,
+    /// The personal channels (`user:<id>`) among `subscribers`: the side a
+    /// large group's routing walks when it is the smaller (`im_route.rs`).
+    inboxes: HashSet<Rc<str>>,
     /// Connections with something to send or to finish this turn.
     dirty: Vec<usize>,
     /// Connections that hit the per-turn read cap with more to read.
@@ -159,6 +164,7 @@ impl Shard {
             // connections themselves).
             conns: Slab::with_capacity(ws.connections_max_per_shard as usize),
             subscribers: HashMap::new(),
+            inboxes: HashSet::new(),
             dirty: Vec::new(),
             read_again: Vec::new(),
             scratch: vec![0; scratch_bytes].into_boxed_slice(),
@@ -400,12 +406,8 @@ impl Shard {
                 if self.shared.mesh.take_lagged(self.idx) {
                     self.cut_durable_subscribers();
                 }
-                if let Some(pair) = publication.dm() {
-                    let pair = pair.clone();
-                    self.deliver_to_users(&publication, pair.users());
-                } else if let Some(group) = publication.group() {
-                    let group = group.clone();
-                    self.deliver_to_users(&publication, group.users());
+                if publication.dm().is_some() || publication.group().is_some() {
+                    self.deliver_to_users(&publication);
                 } else {
                     self.deliver_local(&publication);
                 }
@@ -612,6 +614,7 @@ impl Shard {
             self.release(key);
         }
         self.subscribers.clear();
+        self.inboxes.clear();
     }
 }
 

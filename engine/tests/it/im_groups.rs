@@ -136,7 +136,8 @@ crate::e2e!(
             .as_str()
             .unwrap_or_else(|| panic!("{reply}"))
             .to_owned();
-        assert!(conv.starts_with("grp:") && conv.len() == 17, "{reply}");
+        // Named from the creator and its client_msg_id (a retry's name).
+        assert!(conv.starts_with("grp:") && conv.len() == 4 + 26, "{reply}");
         assert_eq!(reply["result"]["offset"], 1);
         assert_eq!(own.len(), 1, "the owner's own push, then the reply");
         let create = &own[0];

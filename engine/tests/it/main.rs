@@ -23,6 +23,7 @@ mod im_delivery;
 mod im_dm;
 mod im_groups;
 mod im_recall;
+mod im_review;
 mod im_signals;
 mod limits;
 mod outbox_events;

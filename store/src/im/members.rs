@@ -155,6 +155,9 @@ struct Ctx<'a> {
     members: &'a Members,
     /// `(user, role)` of a user actor; `None`: the system.
     actor: Option<(&'a str, GroupRole)>,
+    /// Until when a user actor is muted (0: it is not, now). The owner
+    /// is never muted.
+    actor_muted_until_ms: u64,
 }
 
 impl Ctx<'_> {
@@ -165,6 +168,20 @@ impl Ctx<'_> {
                 .actor
                 .map_or_else(String::new, |(user, _)| user.to_owned()),
             action,
+        }
+    }
+
+    /// The roles table's muted column: a muted member, an admin too, may
+    /// leave, send nothing and change nothing (122).
+    fn unmuted(&self) -> Result<(), StoreError> {
+        match self.actor {
+            Some((user, _)) if self.actor_muted_until_ms > 0 => Err(StoreError::Muted {
+                conv: self.conv.to_owned(),
+                user: user.to_owned(),
+                until_ms: self.actor_muted_until_ms,
+                all: false,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -227,6 +244,9 @@ pub(crate) fn plan(
             GroupActor::User(user) => actor_rec.map(|record| (user.as_str(), record.role)),
             GroupActor::System => None,
         },
+        actor_muted_until_ms: actor_rec
+            .filter(|record| record.role != GroupRole::Owner && record.muted_until_ms > now_ms)
+            .map_or(0, |record| record.muted_until_ms),
     };
     let actor_name = ctx.actor.map_or("", |(user, _)| user);
     let mut plan = Plan::default();
@@ -244,15 +264,8 @@ pub(crate) fn plan(
                 if record.role == Member && !invite {
                     return Err(ctx.refuse("add members"));
                 }
-                if record.role != Owner && record.muted_until_ms > now_ms {
-                    return Err(StoreError::Muted {
-                        conv: conv.to_owned(),
-                        user: actor_name.to_owned(),
-                        until_ms: record.muted_until_ms,
-                        all: false,
-                    });
-                }
             }
+            ctx.unmuted()?;
             let new: BTreeSet<&String> = users
                 .iter()
                 .filter(|user| !members.table.contains_key(*user))
@@ -286,6 +299,7 @@ pub(crate) fn plan(
         GroupOp::Remove { users } => {
             validate_users(users)?;
             ctx.require(&[Owner, Admin], "remove members")?;
+            ctx.unmuted()?;
             for user in users.iter().collect::<BTreeSet<_>>() {
                 if user == actor_name {
                     return Err(ctx.refuse("remove itself (leave instead)"));
@@ -353,6 +367,7 @@ pub(crate) fn plan(
         }
         GroupOp::Mute { user, until_ms } => {
             let target = ctx.check_over(user, "mute the owner or an admin")?;
+            ctx.unmuted()?;
             let muted_until_ms = *until_ms;
             plan.changes.insert(
                 user.clone(),
@@ -364,6 +379,7 @@ pub(crate) fn plan(
         }
         GroupOp::Unmute { user } => {
             let target = ctx.check_over(user, "unmute the owner or an admin")?;
+            ctx.unmuted()?;
             plan.changes.insert(
                 user.clone(),
                 Some(MemberRecord {
@@ -374,10 +390,12 @@ pub(crate) fn plan(
         }
         GroupOp::MuteAll | GroupOp::UnmuteAll => {
             ctx.require(&[Owner, Admin], "mute all")?;
+            ctx.unmuted()?;
             group.set(GROUP_FLAG_MUTED_ALL, *op == GroupOp::MuteAll);
         }
         GroupOp::Update { name, info } => {
             ctx.require(&[Owner, Admin], "rename or update the group")?;
+            ctx.unmuted()?;
             if name.is_none() && info.is_none() {
                 return Err(StoreError::InvalidRequest {
                     reason: "an update changes the name, the info or both",

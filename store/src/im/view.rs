@@ -53,10 +53,11 @@ fn list_time(conv: &ConvRecord, uconv: &UConvRecord) -> u64 {
     }
 }
 
-/// The gseq of the last write that changed what the user sees: in a
-/// group it is a member of, every entry does.
+/// The gseq of the last write that changed what the user sees: in a DM
+/// and in a group it is a member of, every entry does (a DM entry writes
+/// the sender's view, not the peer's: the record's gseq stands for it).
 fn changed_gseq(conv: &ConvRecord, uconv: &UConvRecord) -> u64 {
-    if is_current_group(uconv) {
+    if uconv.group.is_none() || is_current_group(uconv) {
         uconv.changed_gseq.max(conv.last_gseq)
     } else {
         uconv.changed_gseq
@@ -461,6 +462,15 @@ pub(crate) fn im_sync(
         reset,
         total_unread: total,
     })
+}
+
+/// `user`'s total unread alone (`docs/im.md`, "Unread counts"): its DM
+/// total, one point read, and its groups' unread, from one scan of its
+/// views with a point read of each group's record; no list entry is built.
+pub(crate) fn total_unread(fjall: &Fjall, user: &str) -> Result<u64, StoreError> {
+    let reader = SnapshotReader::new(fjall);
+    let groups = reader.groups_of(user)?;
+    reader.total_unread(user, &groups)
 }
 
 /// `user`'s view of conversation `conv`, or `None` if it has none (never

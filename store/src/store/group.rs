@@ -172,6 +172,16 @@ impl Store {
         })
     }
 
+    /// `user`'s total unread (its DMs' and its groups'), as
+    /// [`crate::ConvPage::total_unread`] says it, without reading a list page.
+    pub fn im_total_unread(&self, user: &str) -> Pending<u64> {
+        validate_im_names(user, "-")?;
+        self.ask_reader(|reply| ReaderMsg::TotalUnread {
+            user: user.to_owned(),
+            reply,
+        })
+    }
+
     /// Group `conv`'s record, or `None` if there is no such group.
     pub fn group_info(&self, conv: &str) -> Pending<Option<GroupInfo>> {
         validate_im_names("-", conv)?;

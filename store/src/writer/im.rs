@@ -184,6 +184,7 @@ impl Writer {
                     count: work.im.count_at(&self.fjall, id, record, appended.offset)?,
                     appended,
                     gseq: 0,
+                    pair,
                 });
             }
         }
@@ -227,7 +228,9 @@ impl Writer {
             count_total: 0,
             last_msg_offset: 0,
             name: conv.clone(),
-            pair,
+            // A new conversation's record holds the pair, the answer a
+            // copy (once per conversation).
+            pair: pair.clone(),
             group: None,
         });
         let (appended, gseq, count, _) = self.stage_conv_entry(
@@ -259,15 +262,22 @@ impl Writer {
         work.im.add_dm_unread(&sender, -signed(sender_unread));
         if peer != sender {
             work.im.add_dm_unread(&peer, 1);
-            let mut view = peer_view.unwrap_or_else(|| UConvRecord::unread(sender.clone()));
-            view.changed_gseq = gseq;
-            work.im.put_uconv(&peer, id, view);
+            // An existing view is left as it is: its unread is the
+            // record's count past its read count, and what it changed
+            // last is the record's gseq (`changed_gseq` in `im/view.rs`).
+            // One write fewer per message.
+            if peer_view.is_none() {
+                let mut view = UConvRecord::unread(sender.clone());
+                view.changed_gseq = gseq;
+                work.im.put_uconv(&peer, id, view);
+            }
         }
         work.im.put_conv(id, stored_time_ms, record);
         Ok(ImAppended {
             appended,
             count,
             gseq,
+            pair,
         })
     }
 
@@ -375,7 +385,11 @@ impl Writer {
         // catchup from it starts inside the window.
         let floor = view.visible_from.saturating_sub(1);
         let cursor = self.stage_cursor(work, user, device, conv, offset.max(floor).min(end))?;
-        let advanced = cursor > view.recv_offset.max(floor);
+        // A user who left a group keeps acking its window (its devices
+        // replay it), but its delivery is no one's news any more: its
+        // position stays and no receipt goes out (review finding 13).
+        let left = view.group.is_some_and(|window| window.left);
+        let advanced = !left && cursor > view.recv_offset.max(floor);
         if advanced {
             view.recv_offset = cursor;
             work.im.put_uconv(user, id, view.clone());
@@ -560,6 +574,7 @@ impl Writer {
             Retention::UNLIMITED,
             &[],
             now_ms,
+            true,
         );
         // `stage_entry` keeps the stream's time non-decreasing too; the
         // record takes the time the entry was stored with.

@@ -110,8 +110,17 @@ impl Writer {
         let (members, roles) = match &record.group {
             Some(group) => {
                 let members = work.im.members(&self.fjall, &self.im, id, &conv)?;
-                let role = actor_record(&conv, group, &members, &actor)?.map(|member| member.role);
-                (Arc::clone(&members.ids), Some((role, members)))
+                let actor = actor_record(&conv, group, &members, &actor)?;
+                let role = actor.map(|member| member.role);
+                // The roles table's muted column: a muted admin recalls
+                // only its own messages.
+                let muted_until_ms = actor
+                    .filter(|member| member.role != GroupRole::Owner)
+                    .map_or(0, |member| member.muted_until_ms);
+                (
+                    Arc::clone(&members.ids),
+                    Some((role, muted_until_ms, members)),
+                )
             }
             None => {
                 let (a, b) = &record.pair;
@@ -165,17 +174,27 @@ impl Writer {
             (GroupActor::System, _) => true,
             (GroupActor::User(_), RewriteOp::Edit) => false,
             (GroupActor::User(_), RewriteOp::Recall) => match &roles {
-                Some((Some(GroupRole::Owner), _)) => true,
+                Some((Some(GroupRole::Owner), _, _)) => true,
                 // An admin recalls plain members' messages, and those of
                 // users no longer in the group, not other admins' or the
                 // owner's.
-                Some((Some(GroupRole::Admin), members)) => members
+                Some((Some(GroupRole::Admin), _, members)) => members
                     .table
                     .get(&sender)
                     .is_none_or(|member| member.role == GroupRole::Member),
                 _ => false,
             },
         };
+        if let Some((_, muted_until_ms, _)) = &roles {
+            if any_time && sender != actor_name && *muted_until_ms > now_ms {
+                return Err(StoreError::Muted {
+                    conv,
+                    user: actor_name.to_owned(),
+                    until_ms: *muted_until_ms,
+                    all: false,
+                });
+            }
+        }
         Rights {
             conv: &conv,
             offset: ref_offset,

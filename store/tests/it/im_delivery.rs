@@ -254,3 +254,98 @@ fn a_new_dm_refused_on_a_damaged_unread_key_can_start_once_it_is_repaired() {
     assert_eq!(list(&store, "bob", None, 10).total_unread, 2);
     store.close().unwrap();
 }
+
+/// A member who left a group still acks its window (its devices replay
+/// it, so the cursor is stored), but raises no delivery position and
+/// reports nothing to deliver (review finding 13): the members get no
+/// `delivered` from someone who is not one of them.
+#[test]
+fn a_member_who_left_stores_its_cursor_but_no_delivery() {
+    let (_dir, store) = fresh_store();
+    let group = "grp:left";
+    create(&store, group, "m0", &["m1", "m2"]);
+    let first = msg(&store, group, "m0").unwrap().appended.offset;
+    assert!(ack(&store, "m1", "phone", group, first).advanced);
+    let second = msg(&store, group, "m0").unwrap().appended.offset;
+    let leave = ringcast_store::GroupOpRequest {
+        conv: group.to_owned(),
+        actor: ringcast_store::GroupActor::User("m1".to_owned()),
+        op: ringcast_store::GroupOp::Leave,
+        push: ringcast_protocol::envelope::EncodedPush::encode(
+            &ringcast_protocol::envelope::Envelope {
+                sender: "m1".to_owned(),
+                ..crate::util::envelope(group, "leave")
+            },
+        ),
+        client_msg_id: None,
+        durability: ringcast_store::Durability::Sync,
+    };
+    let left_at = block_on(store.group_op(leave).unwrap())
+        .unwrap()
+        .unwrap()
+        .appended
+        .offset;
+    msg(&store, group, "m0").unwrap();
+    let late = ack(&store, "m1", "laptop", group, 99);
+    assert_eq!(
+        (late.cursor, late.recv_offset, late.advanced),
+        (left_at, first, false),
+        "the cursor keeps to the window, the delivery position stays"
+    );
+    let cursor = block_on(store.get_cursor("m1", "laptop", group).unwrap())
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(cursor.offset, left_at);
+    assert!(second < left_at);
+    // A current member's ack still advances.
+    assert!(ack(&store, "m2", "d", group, left_at + 1).advanced);
+    let page = receipts(&store, "m2", group, None, 10).unwrap();
+    let users: Vec<_> = page.receipts.iter().map(|r| r.user.as_str()).collect();
+    assert_eq!(users, ["m0", "m2"]);
+}
+
+fn total_unread(store: &Store, user: &str) -> u64 {
+    block_on(store.im_total_unread(user).unwrap())
+        .unwrap()
+        .unwrap()
+}
+
+/// `im_total_unread` (what `read` answers with, review finding 8) is the
+/// list's total, DMs and groups, through sends, reads, a group the user
+/// left and a reopen; an unknown user has none.
+#[test]
+fn the_total_unread_alone_equals_the_lists_through_dms_groups_and_a_reopen() {
+    let (dir, store) = fresh_store();
+    let group = "grp:total";
+    create(&store, group, "m0", &["u1", "u2"]);
+    for round in 0..12u64 {
+        send(&store, "u0", ["u1", "u2"][(round % 2) as usize], "x");
+        msg(&store, group, ["m0", "u1", "u2"][(round % 3) as usize]).unwrap();
+        if round % 4 == 3 {
+            let conv = conv_name("u1", "u0");
+            let last = list(&store, "u1", None, 10)
+                .convs
+                .iter()
+                .find(|c| c.conv == conv)
+                .map_or(0, |c| c.last_offset);
+            read_to(&store, "u1", &conv, last.saturating_sub(1));
+            read_to(&store, "u2", group, 2 + round);
+        }
+        for user in ["m0", "u0", "u1", "u2"] {
+            assert_eq!(
+                total_unread(&store, user),
+                list(&store, user, None, 1).total_unread,
+                "{user} after round {round}"
+            );
+            assert_eq!(total_unread(&store, user), recount(&store, user));
+        }
+    }
+    assert!(total_unread(&store, "u1") > 0 && total_unread(&store, "u2") > 0);
+    assert_eq!(total_unread(&store, "nobody"), 0);
+    store.close().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    for user in ["m0", "u0", "u1", "u2"] {
+        assert_eq!(total_unread(&store, user), recount(&store, user), "{user}");
+    }
+}

@@ -303,6 +303,84 @@ fn adding_removing_and_muting_follow_the_roles_table() {
     store.close().unwrap();
 }
 
+/// The roles table's muted column holds for admins too (review finding
+/// 14): a muted admin may leave and recall its own messages, and is
+/// refused with `Muted` (122) for everything else the column refuses
+/// (add, remove, mute, unmute, mute-all, update, recall others'); the
+/// role is checked first; a refusal writes nothing; unmuted, it may again.
+#[test]
+fn a_muted_admin_does_only_what_the_muted_column_allows() {
+    use crate::im_recall::{rewrite, rewrite_request};
+    let (_dir, store) = fresh_store();
+    let g = "grp:mutedadmin";
+    staffed_group(&store, g);
+    let by_m = msg(&store, g, "m").unwrap().appended;
+    let by_m = (by_m.offset, by_m.push.envelope().id.to_native());
+    mute(&store, g, "o", "a").unwrap();
+    let last = info(&store, g).last_offset;
+    assert!(muted(msg(&store, g, "a")), "send");
+    assert!(muted(add(&store, g, "a", &["u1"])), "add");
+    assert!(muted(remove(&store, g, "a", &["n"])), "remove");
+    assert!(muted(mute(&store, g, "a", "n")), "mute");
+    let unmute_q = GroupOp::Unmute {
+        user: "q".to_owned(),
+    };
+    assert!(muted(op(&store, g, "a", unmute_q.clone())), "unmute");
+    assert!(muted(op(&store, g, "a", GroupOp::MuteAll)), "mute all");
+    let update = GroupOp::Update {
+        name: Some("renamed".to_owned()),
+        info: None,
+    };
+    assert!(muted(op(&store, g, "a", update.clone())), "update");
+    let recall = |actor: &str| {
+        rewrite(
+            &store,
+            rewrite_request(g, actor, "m", by_m.0, by_m.1, None, 3_600_000),
+        )
+    };
+    assert!(
+        matches!(recall("a"), Err(StoreError::Muted { .. })),
+        "recall another's"
+    );
+    // Roles first: what an admin may never do is 103, muted or not.
+    let dissolve = op(&store, g, "a", GroupOp::Dissolve);
+    assert!(not_allowed(dissolve), "dissolve");
+    // Nothing of the refusals was written.
+    assert_eq!(info(&store, g).last_offset, last);
+    assert_eq!(info(&store, g).name, "team");
+    assert_eq!(
+        member_ids(&store, g),
+        users(&["a", "m", "n", "o", "q"]).into_iter().collect()
+    );
+    // Its own message, in the window: allowed while muted (sent before).
+    op(&store, g, "o", GroupOp::Unmute { user: "a".into() }).unwrap();
+    let own = msg(&store, g, "a").unwrap().appended;
+    mute(&store, g, "o", "a").unwrap();
+    rewrite(
+        &store,
+        rewrite_request(
+            g,
+            "a",
+            "a",
+            own.offset,
+            own.push.envelope().id.to_native(),
+            None,
+            3_600_000,
+        ),
+    )
+    .expect("a muted admin recalls its own message");
+    // Unmuted, every refused action is allowed again.
+    op(&store, g, "o", GroupOp::Unmute { user: "a".into() }).unwrap();
+    assert!(op(&store, g, "a", unmute_q).is_ok());
+    assert!(op(&store, g, "a", update).is_ok());
+    assert!(add(&store, g, "a", &["u1"]).is_ok());
+    recall("a").expect("an unmuted admin recalls a member's message");
+    // Leaving is allowed while muted.
+    mute(&store, g, "o", "a").unwrap();
+    assert!(op(&store, g, "a", GroupOp::Leave).is_ok(), "leave");
+    store.close().unwrap();
+}
+
 #[test]
 fn roles_transfer_update_leave_and_dissolve_follow_the_roles_table() {
     let (_dir, store) = fresh_store();

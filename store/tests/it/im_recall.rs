@@ -39,7 +39,7 @@ fn push(conv: &str, sender: &str, text: &str) -> EncodedPush {
 /// A recall (`text` None) or an edit to `text` of entry `offset` (whose id
 /// is `id`) by `actor`, the tombstone's data `recalled`. `author` is the
 /// original's sender, kept in the replacement's header.
-fn rewrite_request(
+pub fn rewrite_request(
     conv: &str,
     actor: &str,
     author: &str,
@@ -72,7 +72,7 @@ fn rewrite_request(
     }
 }
 
-fn rewrite(store: &Store, request: ImRewrite) -> Result<ImRewritten, StoreError> {
+pub fn rewrite(store: &Store, request: ImRewrite) -> Result<ImRewritten, StoreError> {
     block_on(store.im_rewrite(request)?).map_err(|_| StoreError::Closed)?
 }
 

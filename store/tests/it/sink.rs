@@ -243,3 +243,96 @@ fn tagged_im_requests_are_answered_through_the_sink() {
     }
     store.close().unwrap();
 }
+
+/// What a sink that routes DMs by user sees.
+#[derive(Debug, PartialEq)]
+enum DmSeen {
+    Dm {
+        stream: String,
+        pair: (String, String),
+        id: u64,
+    },
+    Plain,
+    Answered(u64, Result<u64, String>),
+    BatchDone,
+}
+
+struct DmRecorder(mpsc::Sender<DmSeen>);
+
+impl CommitSink for DmRecorder {
+    fn appended(&mut self, _appended: &Appended) {
+        drop(self.0.send(DmSeen::Plain));
+    }
+
+    fn dm_appended(&mut self, dm: &ringcast_store::ImAppended) {
+        drop(self.0.send(DmSeen::Dm {
+            stream: dm.appended.push.envelope().channel.as_str().to_owned(),
+            pair: dm.pair.clone(),
+            id: dm.appended.push.envelope().id.to_native(),
+        }));
+    }
+
+    fn answered(&mut self, tag: u64, answer: Answer) {
+        let offset = match answer {
+            Answer::ImAppended(result) => result.map(|im| im.appended.offset),
+            _ => Err(StoreError::Closed),
+        };
+        drop(
+            self.0
+                .send(DmSeen::Answered(tag, offset.map_err(|e| e.to_string()))),
+        );
+    }
+
+    fn batch_done(&mut self) {
+        drop(self.0.send(DmSeen::BatchDone));
+    }
+}
+
+/// A stored DM entry reaches the sink through `dm_appended` with the pair
+/// the writer checked and the message id its sender gave it, before its
+/// answer; a refused first message hands the sink nothing, so a sink
+/// learns a conversation's pair only once the store took an entry of it
+/// (review findings 10 and 5).
+#[test]
+fn a_dm_entry_reaches_the_sink_with_its_pair_and_its_senders_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, seen) = mpsc::channel();
+    let store = Store::open_with_sink(config(dir.path()), DmRecorder(tx)).unwrap();
+    // What the sink is handed, batch ends left out.
+    let next = || loop {
+        let seen = seen
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the sink is handed the batch");
+        if seen != DmSeen::BatchDone {
+            return seen;
+        }
+    };
+    crate::util::block_on(store.block("carol", "alice", true).unwrap())
+        .unwrap()
+        .unwrap();
+    // Refused (carol blocked alice): no entry, only the answer.
+    store
+        .submit_im_append(crate::im::im_request("alice", "carol", "no", 0), 1)
+        .unwrap();
+    match next() {
+        DmSeen::Answered(1, result) => assert!(result.is_err(), "{result:?}"),
+        other => panic!("a refused message reached the sink: {other:?}"),
+    }
+    let mut request = crate::im::im_request("bob", "alice", "hi", 0);
+    let given_id = ringcast_protocol::envelope::MessageId::from_parts(5, 1, 3, 7).0;
+    let mut envelope = request.push.envelope().to_envelope();
+    envelope.id = given_id;
+    request.push = ringcast_protocol::envelope::EncodedPush::encode(&envelope);
+    store.submit_im_append(request, 2).unwrap();
+    let conv = crate::im::conv_name("alice", "bob");
+    assert_eq!(
+        next(),
+        DmSeen::Dm {
+            stream: conv,
+            pair: ("alice".to_owned(), "bob".to_owned()),
+            id: given_id,
+        }
+    );
+    assert_eq!(next(), DmSeen::Answered(2, Ok(1)));
+    store.close().unwrap();
+}
