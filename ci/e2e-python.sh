@@ -24,3 +24,4 @@ cargo build --release --locked -p ringcast-engine --bin ringcast --bin ringcast-
 "$venv/bin/python" engine/tests/e2e/test_connect_proxy.py "$target_dir/release/ringcast"
 "$venv/bin/python" engine/tests/e2e/test_im_dm.py "$target_dir/release/ringcast"
 "$venv/bin/python" engine/tests/e2e/test_im_signals.py "$target_dir/release/ringcast"
+"$venv/bin/python" engine/tests/e2e/test_im_groups.py "$target_dir/release/ringcast"

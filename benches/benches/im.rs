@@ -58,6 +58,7 @@ fn make_conversations(store: &Store, user: &str, conversations: usize) {
                         push,
                         client_msg_id: None,
                         durability: Durability::Buffered,
+                        backend_allowed: false,
                     })
                     .expect("append queued")
             })

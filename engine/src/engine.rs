@@ -63,6 +63,8 @@ pub struct Shared {
     pub presence: crate::presence::Presence,
     /// The pairs of the DMs touched since start (`crate::im`).
     pub dm_pairs: Arc<crate::im::DmPairs>,
+    /// The DM policy backend's answers by pair (`crate::im::dm_policy`).
+    pub dm_decisions: crate::im::dm_policy::DmDecisions,
     /// Who is online, last-seen times and the shards watching each user
     /// (`crate::presence::book`): presence for clients and the API.
     pub presence_book: crate::presence::book::PresenceBook,
@@ -262,6 +264,8 @@ impl Engine {
         store_config.conversations_per_user_max = config.im.conversations_per_user_max;
         store_config.group_members_max = config.im.group_members_max;
         store_config.groups_per_user_max = config.im.groups_per_user_max;
+        store_config.dm_retention = crate::im::dm_retention(&config);
+        store_config.group_retention = crate::im::group_retention(&config);
         // The set only serves the Offline events written after a crash.
         store_config.presence_set =
             crate::outbox::enabled(&config, crate::config::WebhookEvent::Offline);
@@ -289,6 +293,7 @@ impl Engine {
             webhooks,
             presence: crate::presence::Presence::new(&config),
             dm_pairs,
+            dm_decisions: Default::default(),
             presence_book: crate::presence::book::PresenceBook::new(
                 config.im.presence_offline_grace.as_millis() as u64,
                 n_shards,

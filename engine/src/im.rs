@@ -13,8 +13,9 @@ use ringcast_store::Durability;
 
 use crate::config::{self, Config};
 
+pub mod dm_policy;
 mod rewrite;
-pub use rewrite::{rewrite, rewrite_store_error, RewriteAsk};
+pub use rewrite::{prepare_rewrite, rewrite, rewrite_store_error, rewritten_reply, RewriteAsk};
 
 /// The namespace of direct conversations.
 pub const DM_NAMESPACE: &str = "dm";
@@ -149,6 +150,35 @@ pub fn dm_durability(config: &Config) -> Durability {
 /// else `sync`.
 pub fn group_durability(config: &Config) -> Durability {
     im_durability(config, GROUP_NAMESPACE)
+}
+
+/// The store's retention of DM streams (`im.dm_retention_*`; 0: no limit).
+pub fn dm_retention(config: &Config) -> ringcast_store::Retention {
+    retention(config.im.dm_retention_count, config.im.dm_retention_age)
+}
+
+/// The store's retention of group streams (`im.group_retention_*`).
+pub fn group_retention(config: &Config) -> ringcast_store::Retention {
+    retention(
+        config.im.group_retention_count,
+        config.im.group_retention_age,
+    )
+}
+
+fn retention(count_max: u64, age_max: std::time::Duration) -> ringcast_store::Retention {
+    let unlimited = ringcast_store::Retention::UNLIMITED;
+    ringcast_store::Retention {
+        count_max: if count_max == 0 {
+            unlimited.count_max
+        } else {
+            count_max
+        },
+        age_max: if age_max.is_zero() {
+            unlimited.age_max
+        } else {
+            age_max
+        },
+    }
 }
 
 fn im_durability(config: &Config, name: &str) -> Durability {

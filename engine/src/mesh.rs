@@ -113,6 +113,14 @@ pub enum ShardEvent {
         frames: Arc<crate::im::ImFrames>,
         skip_client: u64,
     },
+    /// An IM event (a typing signal) for every local connection of each
+    /// of `users` but `skip_user`'s: one event per shard, whatever the
+    /// number of users.
+    ImUsersEvent {
+        users: Arc<[Box<str>]>,
+        skip_user: Arc<str>,
+        frames: Arc<crate::im::ImFrames>,
+    },
     /// A user this shard watches went online or offline
     /// (`crate::presence::book`): tell the local watchers.
     PresenceChanged {

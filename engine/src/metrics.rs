@@ -58,6 +58,13 @@ pub struct ShardMetrics {
     pub rate_limited: Counter,
     pub rate_limit_disconnects: Counter,
     pub accepts_rate_limited: Counter,
+    /// Typing signals dropped by a limit or a group's size.
+    pub im_typing_dropped: Counter,
+    /// Group member reads for typing (one per group and cache period,
+    /// however many signals waited on it).
+    pub im_typing_group_reads: Counter,
+    /// Group typing signals sent to other shards (one per shard).
+    pub im_typing_mesh_events: Counter,
     /// Proxy calls this shard made, by `ProxyEvent::index`.
     pub proxy: [ProxyCounters; ProxyEvent::ALL.len()],
 }
@@ -188,7 +195,7 @@ fn render_proxy(out: &mut String, shards: &[CachePadded<ShardMetrics>]) {
 }
 
 /// (metric name, help, is a gauge) in output order.
-const METRICS: [(&str, &str, bool); 17] = [
+const METRICS: [(&str, &str, bool); 20] = [
     ("connections", "Open WebSocket connections.", true),
     (
         "connections_accepted_total",
@@ -258,10 +265,25 @@ const METRICS: [(&str, &str, bool); 17] = [
         "Connections closed at accept: their source was over its accept rate.",
         false,
     ),
+    (
+        "im_typing_dropped_total",
+        "Typing signals dropped by a rate limit or a group's size (answered {}).",
+        false,
+    ),
+    (
+        "im_typing_group_reads_total",
+        "Group member reads for typing, shared by the signals that waited on them.",
+        false,
+    ),
+    (
+        "im_typing_mesh_events_total",
+        "Group typing signals sent to other shards, one per destination shard.",
+        false,
+    ),
 ];
 
 impl ShardMetrics {
-    fn values(&self) -> [u64; 17] {
+    fn values(&self) -> [u64; METRICS.len()] {
         [
             self.connections.get(),
             self.connections_accepted.get(),
@@ -280,6 +302,9 @@ impl ShardMetrics {
             self.rate_limited.get(),
             self.rate_limit_disconnects.get(),
             self.accepts_rate_limited.get(),
+            self.im_typing_dropped.get(),
+            self.im_typing_group_reads.get(),
+            self.im_typing_mesh_events.get(),
         ]
     }
 
@@ -312,7 +337,7 @@ pub struct NodeMetric<'a> {
 /// Renders the Prometheus text exposition format (version 0.0.4).
 pub fn render_prometheus(shards: &[CachePadded<ShardMetrics>], extra: &[NodeMetric<'_>]) -> String {
     let mut out = String::with_capacity(4096);
-    let values: Vec<[u64; 17]> = shards.iter().map(|m| m.values()).collect();
+    let values: Vec<[u64; METRICS.len()]> = shards.iter().map(|m| m.values()).collect();
     for (metric_idx, (name, help, is_gauge)) in METRICS.iter().enumerate() {
         let kind = if *is_gauge { "gauge" } else { "counter" };
         let _ = writeln!(out, "# HELP ringcast_{name} {help}");

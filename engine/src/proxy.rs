@@ -63,16 +63,20 @@ pub enum ProxyEvent {
     Publish,
     Send,
     Rpc,
+    /// A message that would start a DM to a user whose DM policy is
+    /// `backend` (`crate::im::dm_policy`).
+    DmPolicy,
 }
 
 impl ProxyEvent {
-    pub const ALL: [ProxyEvent; 6] = [
+    pub const ALL: [ProxyEvent; 7] = [
         ProxyEvent::Connect,
         ProxyEvent::Refresh,
         ProxyEvent::Subscribe,
         ProxyEvent::Publish,
         ProxyEvent::Send,
         ProxyEvent::Rpc,
+        ProxyEvent::DmPolicy,
     ];
 
     /// The `event` label in `/metrics`.
@@ -84,6 +88,7 @@ impl ProxyEvent {
             ProxyEvent::Publish => "publish",
             ProxyEvent::Send => "send",
             ProxyEvent::Rpc => "rpc",
+            ProxyEvent::DmPolicy => "dm_policy",
         }
     }
 

@@ -115,6 +115,7 @@ fn dm_rate(store: &Store, count: usize) -> f64 {
             sender: from,
             client_msg_id: None,
             durability: Durability::Sync,
+            backend_allowed: false,
         })
     })
 }
@@ -136,6 +137,7 @@ fn dm_pairs_rate(store: &Store, pairs: usize, count: usize) -> f64 {
             sender: from,
             client_msg_id: None,
             durability: Durability::Sync,
+            backend_allowed: false,
         })
     })
 }

@@ -115,6 +115,12 @@ pub struct StoreConfig {
     /// part of the conversation list merged from the user's groups at
     /// each read (`docs/im.md`, "Groups in the list").
     pub groups_per_user_max: usize,
+    /// Retention of every DM's stream (`im.dm_retention_*`), applied with
+    /// each entry as a plain append's is; unread counts never exceed what
+    /// it kept. [`Retention::UNLIMITED`] (the default) keeps everything.
+    pub dm_retention: Retention,
+    /// Retention of every group's stream (`im.group_retention_*`).
+    pub group_retention: Retention,
 }
 
 impl StoreConfig {
@@ -139,6 +145,8 @@ impl StoreConfig {
             conversations_per_user_max: CONVERSATIONS_PER_USER_MAX_DEFAULT,
             group_members_max: GROUP_MEMBERS_MAX_DEFAULT,
             groups_per_user_max: GROUPS_PER_USER_MAX_DEFAULT,
+            dm_retention: Retention::UNLIMITED,
+            group_retention: Retention::UNLIMITED,
         }
     }
 }
@@ -503,6 +511,9 @@ pub struct ImAppend {
     /// Idempotency key, as [`AppendRequest::client_msg_id`].
     pub client_msg_id: Option<String>,
     pub durability: Durability,
+    /// The app's backend allowed this pair: a new conversation to a user
+    /// with [`DmPolicy::Backend`] may start (the caller asked it).
+    pub backend_allowed: bool,
 }
 
 /// An acknowledged IM append.
@@ -826,6 +837,11 @@ pub enum DmPolicy {
     Anyone,
     /// Only users in the user's contacts.
     Contacts,
+    /// The app's backend decides each new conversation to the user: the
+    /// writer refuses one ([`crate::StoreError::BackendDecides`]) unless
+    /// the request says the backend allowed it
+    /// ([`ImAppend::backend_allowed`]); an existing one needs nothing.
+    Backend,
 }
 
 /// What a rewrite does to the original message.
@@ -879,4 +895,22 @@ pub struct ImRewritten {
     pub edits: u32,
     /// Who sees it: a group's members now (sorted), or a DM's pair.
     pub members: Arc<[String]>,
+    /// Counting entries (messages) in the conversation up to the event.
+    pub count: u64,
+    /// The conversation is a group: the commit sink is handed the event
+    /// as a group entry ([`CommitSink::group_appended`]) with `members`.
+    pub group: bool,
+}
+
+impl ImRewritten {
+    /// The event as a group entry, for routing by its members.
+    pub fn as_group_entry(&self) -> Option<GroupAppended> {
+        self.group.then(|| GroupAppended {
+            appended: self.appended.clone(),
+            count: self.count,
+            gseq: self.gseq,
+            members: Arc::clone(&self.members),
+            removed: Vec::new(),
+        })
+    }
 }

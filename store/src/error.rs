@@ -101,6 +101,19 @@ pub enum StoreError {
         /// The sender.
         sender: String,
     },
+    /// The recipient's DM policy is the app's backend's and the request
+    /// does not say the backend allowed this new conversation. Nothing was
+    /// written. For the engine to ask the backend (or answer 103).
+    #[error(
+        "{user:?} takes new direct messages the app's backend allows, and {sender:?} was not \
+         allowed; nothing was written"
+    )]
+    BackendDecides {
+        /// The recipient.
+        user: String,
+        /// The sender.
+        sender: String,
+    },
     /// The user is not a member of the group (or the group does not
     /// exist). Nothing was written. For the engine to answer with 123.
     #[error("user {user:?} is not a member of {conv:?}; nothing was written")]
@@ -173,6 +186,7 @@ impl StoreError {
             | StoreError::ConversationLimit { .. }
             | StoreError::Blocked { .. }
             | StoreError::NotContact { .. }
+            | StoreError::BackendDecides { .. }
             | StoreError::NotMember { .. }
             | StoreError::Muted { .. }
             | StoreError::Dissolved { .. }

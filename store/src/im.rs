@@ -118,6 +118,7 @@ pub(crate) fn recover_im(fjall: &Fjall) -> Result<ImState, StoreError> {
         }
     };
     fill_dm_unread(fjall)?;
+    fill_group_counts(fjall)?;
     let mut convs = HashSet::new();
     for guard in fjall.im_conv.iter() {
         let key = guard
@@ -192,7 +193,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut totals: HashMap<String, u64> = HashMap::new();
-    let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
+    let mut counts: HashMap<u64, (u64, u64, u64)> = HashMap::new();
     for guard in fjall.im_uconv.iter() {
         let (key, value) = guard.into_inner().map_err(io)?;
         let Some((user, id)) = im_uconv_key_decode(&key) else {
@@ -202,7 +203,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
         if view.kind == CONV_KIND_GROUP {
             continue;
         }
-        let (count_total, last_offset) = match counts.get(&id) {
+        let (count_total, last_offset, trimmed_count) = match counts.get(&id) {
             Some(count) => *count,
             None => {
                 let bytes = fjall
@@ -211,7 +212,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
                     .map_err(io)?
                     .ok_or_else(|| corrupt("", format!("conversation {id} has no record")))?;
                 let record = ConvRecord::decode(&bytes).map_err(|reason| corrupt("", reason))?;
-                let count = (record.count_total, record.last_offset);
+                let count = (record.count_total, record.last_offset, record.trimmed_count);
                 counts.insert(id, count);
                 count
             }
@@ -227,7 +228,7 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
             0
         };
         *totals.entry(user.to_owned()).or_default() += count_total
-            .saturating_sub(view.read_count)
+            .saturating_sub(view.read_count.max(trimmed_count))
             .saturating_sub(recalled);
     }
     let mut batch = fjall.db.batch();
@@ -238,6 +239,52 @@ fn fill_dm_unread(fjall: &Fjall) -> Result<(), StoreError> {
         .durability(Some(PersistMode::SyncAll))
         .commit()
         .map_err(|error| StoreError::io("filling unread totals", error))
+}
+
+/// A user's group count from its stored value (`im_ugroups`; absent: 0).
+pub(crate) fn decode_group_count(stored: Option<fjall::Slice>) -> Result<u32, StoreError> {
+    match stored {
+        None => Ok(0),
+        Some(bytes) => <[u8; 4]>::try_from(&*bytes)
+            .map(u32::from_be_bytes)
+            .map_err(|_| corrupt("", format!("im_ugroups value of {} bytes", bytes.len()))),
+    }
+}
+
+/// Whether a user's view is that of a current member of a group.
+fn is_group_member(view: &UConvRecord) -> bool {
+    view.kind == CONV_KIND_GROUP && view.group.is_some_and(|group| !group.left)
+}
+
+/// Fills `im_ugroups` from the users' group views when the keyspace is
+/// empty and groups exist (a store written before the key): one scan of
+/// `im_uconv`, once. Every user with a group view gets a key, 0 included,
+/// so the keyspace is not empty afterwards and the scan is not repeated.
+fn fill_group_counts(fjall: &Fjall) -> Result<(), StoreError> {
+    let io = |error| StoreError::io("filling group counts", error);
+    if fjall.im_ugroups.first_key_value().is_some() || fjall.im_member.first_key_value().is_none() {
+        return Ok(());
+    }
+    let mut counts: HashMap<String, u32> = HashMap::new();
+    for guard in fjall.im_uconv.iter() {
+        let (key, value) = guard.into_inner().map_err(io)?;
+        let Some((user, _)) = im_uconv_key_decode(&key) else {
+            return Err(corrupt("", format!("im_uconv key of {} bytes", key.len())));
+        };
+        let view = UConvRecord::decode(&value).map_err(|reason| corrupt("", reason))?;
+        if view.kind != CONV_KIND_GROUP {
+            continue;
+        }
+        *counts.entry(user.to_owned()).or_default() += u32::from(is_group_member(&view));
+    }
+    let mut batch = fjall.db.batch();
+    for (user, count) in counts {
+        batch.insert(&fjall.im_ugroups, user.as_bytes(), count.to_be_bytes());
+    }
+    batch
+        .durability(Some(PersistMode::SyncAll))
+        .commit()
+        .map_err(io)
 }
 
 /// A conversation changed by the batch: its list time before the batch
@@ -271,6 +318,8 @@ pub(crate) struct ImBatch {
     /// Users' DM unread totals (`im_unread`) as the batch leaves them,
     /// with the total before the batch: only a moved one is written.
     dm_unread: HashMap<String, (u64, u64)>,
+    /// Users' group counts (`im_ugroups`): (stored, as the batch leaves it).
+    group_counts: HashMap<String, (u32, u32)>,
     /// The writer's records from before the batch, back in [`ImState`] once
     /// the batch is committed; dropped with a batch that is not.
     cache: ImCache,
@@ -292,9 +341,55 @@ impl ImBatch {
             recalled: BTreeMap::new(),
             edits: HashMap::new(),
             dm_unread: HashMap::new(),
+            group_counts: HashMap::new(),
             cache: ImCache::take(&mut state.cache),
             recalls: Arc::clone(&state.recalls),
         }
+    }
+
+    /// How many groups `user` is a member of, as the batch leaves it: a
+    /// point read of `im_ugroups` the first time. Loads the count, so
+    /// that [`ImBatch::add_group_count`] cannot fail after an entry is
+    /// staged.
+    pub(crate) fn group_count(&mut self, fjall: &Fjall, user: &str) -> Result<u32, StoreError> {
+        if let Some(&(_, count)) = self.group_counts.get(user) {
+            return Ok(count);
+        }
+        let stored = fjall
+            .im_ugroups
+            .get(user.as_bytes())
+            .map_err(|error| StoreError::io("reading a group count", error))?;
+        let stored = decode_group_count(stored)?;
+        self.group_counts.insert(user.to_owned(), (stored, stored));
+        Ok(stored)
+    }
+
+    /// Counts a group `user` joins (`joined`) or whose view closes, when
+    /// its view `before` (`None`: it had none) says it changes anything.
+    /// The count was loaded with [`ImBatch::group_count`].
+    pub(crate) fn add_group_count(
+        &mut self,
+        user: &str,
+        before: Option<&UConvRecord>,
+        joined: bool,
+    ) {
+        let was_member = before.is_some_and(is_group_member);
+        if was_member == joined {
+            return;
+        }
+        let (_, count) = self
+            .group_counts
+            .get_mut(user)
+            .expect("a group count is loaded before it changes");
+        debug_assert!(
+            joined || *count > 0,
+            "a member's group count is 0 on its removal"
+        );
+        *count = if joined {
+            count.saturating_add(1)
+        } else {
+            count.saturating_sub(1)
+        };
     }
 
     /// Loads `user`'s DM unread total into the batch (a point read the
@@ -487,6 +582,11 @@ impl ImBatch {
                 batch.insert(&fjall.im_unread, user.as_bytes(), total.to_be_bytes());
             }
         }
+        for (user, (stored, count)) in &self.group_counts {
+            if stored != count {
+                batch.insert(&fjall.im_ugroups, user.as_bytes(), count.to_be_bytes());
+            }
+        }
         for (&(id, offset), count) in &self.nocount {
             batch.insert(
                 &fjall.im_nocount,
@@ -657,46 +757,6 @@ impl ImBatch {
             None => offset,
             Some((at, count)) => count + (offset - at),
         })
-    }
-
-    /// How many groups `user` is a member of, with the batch's changes,
-    /// stopped at `cap`: a scan of the user's views.
-    pub(crate) fn groups_of(
-        &self,
-        fjall: &Fjall,
-        user: &str,
-        cap: usize,
-    ) -> Result<usize, StoreError> {
-        let is_member = |record: &UConvRecord| {
-            record.kind == CONV_KIND_GROUP && record.group.is_some_and(|view| !view.left)
-        };
-        let mut seen = HashSet::new();
-        let mut count = 0;
-        for guard in fjall.im_uconv.prefix(im_user_prefix(user)) {
-            if count >= cap {
-                return Ok(count);
-            }
-            let (key, value) = guard
-                .into_inner()
-                .map_err(|error| StoreError::io("counting groups", error))?;
-            let Some((_, id)) = im_uconv_key_decode(&key) else {
-                return Err(corrupt("", format!("im_uconv key of {} bytes", key.len())));
-            };
-            seen.insert(id);
-            let member = match self.uconvs.get(&(user.to_owned(), id)) {
-                Some(record) => is_member(record),
-                None => is_member(&UConvRecord::decode(&value).map_err(|r| corrupt("", r))?),
-            };
-            count += usize::from(member);
-        }
-        count += self
-            .uconvs
-            .iter()
-            .filter(|((owner, id), record)| {
-                owner == user && !seen.contains(id) && is_member(record)
-            })
-            .count();
-        Ok(count)
     }
 
     /// Entry `offset` of `id` as the batch leaves it so far (`None`:

@@ -612,8 +612,9 @@ impl ImCounter {
 /// changes. Layout: version (1), kind (1), created ms, last offset, last
 /// time ms, last gseq, count total, last message offset (u64 BE each),
 /// then the conversation's name (`len16`) and, for a DM, its pair
-/// (`a <= b`, `len16` each), for a group its [`GroupRecord`]. Nothing may
-/// follow.
+/// (`a <= b`, `len16` each), for a group its [`GroupRecord`]; then, once
+/// retention trimmed the stream, the count below its first kept offset
+/// (u64 BE, never 0; absent: nothing trimmed). Nothing may follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ConvRecord {
     pub(crate) kind: u8,
@@ -631,9 +632,19 @@ pub(crate) struct ConvRecord {
     pub(crate) pair: (String, String),
     /// A group's part; `None` for a DM.
     pub(crate) group: Option<GroupRecord>,
+    /// The count at the offset before the first one retention kept: no
+    /// user has more than `count_total` minus this unread (`docs/im.md`,
+    /// "Unread counts"). 0 until the stream is trimmed.
+    pub(crate) trimmed_count: u64,
 }
 
 impl ConvRecord {
+    /// A user's read count as unread sees it: nothing below the first
+    /// kept entry is unread, whatever the user read.
+    pub(crate) fn counted_read(&self, read_count: u64) -> u64 {
+        read_count.max(self.trimmed_count)
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let (a, b) = &self.pair;
         let mut out = Vec::with_capacity(2 + 6 * 8 + 6 + self.name.len() + a.len() + b.len());
@@ -656,6 +667,9 @@ impl ConvRecord {
                 push_len16(&mut out, a);
                 push_len16(&mut out, b);
             }
+        }
+        if self.trimmed_count != 0 {
+            out.extend_from_slice(&self.trimmed_count.to_be_bytes());
         }
         out
     }
@@ -690,6 +704,14 @@ impl ConvRecord {
             let b = text()?;
             (a, b, None)
         };
+        let trimmed_count = if cursor.at < cursor.bytes.len() {
+            match cursor.u64()? {
+                0 => return Err("a trimmed count of 0 is written as none".to_owned()),
+                count => count,
+            }
+        } else {
+            0
+        };
         cursor.finish()?;
         if a > b {
             return Err("conversation pair out of order".to_owned());
@@ -705,6 +727,7 @@ impl ConvRecord {
             name,
             pair: (a, b),
             group,
+            trimmed_count,
         })
     }
 
@@ -981,8 +1004,17 @@ mod tests {
             name: "dm:abc".to_owned(),
             pair: ("alice".to_owned(), "bob".to_owned()),
             group: None,
+            trimmed_count: 0,
         };
         assert_eq!(ConvRecord::decode(&conv.encode()), Ok(conv.clone()));
+        let trimmed = ConvRecord {
+            trimmed_count: 4,
+            ..conv.clone()
+        };
+        assert_eq!(ConvRecord::decode(&trimmed.encode()), Ok(trimmed.clone()));
+        assert_eq!(trimmed.counted_read(3), 4);
+        let explicit_zero = [conv.encode(), vec![0; 8]].concat();
+        assert!(ConvRecord::decode(&explicit_zero).is_err());
         assert_eq!(
             (conv.peer_of("bob"), conv.peer_of("eve")),
             (Some("alice"), None)

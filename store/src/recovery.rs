@@ -20,9 +20,9 @@ use crate::keys::{
     KEYSPACE_DEAD, KEYSPACE_DEDUP, KEYSPACE_DEDUP_BY_TIME, KEYSPACE_ENTRIES, KEYSPACE_IM_BLOCK,
     KEYSPACE_IM_CONTACT, KEYSPACE_IM_CONV, KEYSPACE_IM_EDITS, KEYSPACE_IM_MEMBER,
     KEYSPACE_IM_NOCOUNT, KEYSPACE_IM_POLICY, KEYSPACE_IM_RECALLED, KEYSPACE_IM_UACT,
-    KEYSPACE_IM_UCONV, KEYSPACE_IM_UNREAD, KEYSPACE_META, KEYSPACE_ONLINE, KEYSPACE_OUTBOX,
-    META_KEY_IM_COUNTER, META_KEY_NEXT_OUTBOX_SEQ, META_KEY_NEXT_STREAM_ID, META_PREFIX_DROPPED,
-    META_PREFIX_NAME, META_PREFIX_STREAM,
+    KEYSPACE_IM_UCONV, KEYSPACE_IM_UGROUPS, KEYSPACE_IM_UNREAD, KEYSPACE_META, KEYSPACE_ONLINE,
+    KEYSPACE_OUTBOX, META_KEY_IM_COUNTER, META_KEY_NEXT_OUTBOX_SEQ, META_KEY_NEXT_STREAM_ID,
+    META_PREFIX_DROPPED, META_PREFIX_NAME, META_PREFIX_STREAM,
 };
 
 /// The database and its keyspaces. Cheap to clone (fjall handles are `Arc`s).
@@ -48,6 +48,7 @@ pub(crate) struct Fjall {
     pub(crate) im_contact: Keyspace,
     pub(crate) im_policy: Keyspace,
     pub(crate) im_unread: Keyspace,
+    pub(crate) im_ugroups: Keyspace,
 }
 
 /// Where the outbox stands: the writer's counters, loaded at open.
@@ -104,6 +105,7 @@ impl Fjall {
             im_contact: keyspace(KEYSPACE_IM_CONTACT)?,
             im_policy: keyspace(KEYSPACE_IM_POLICY)?,
             im_unread: keyspace(KEYSPACE_IM_UNREAD)?,
+            im_ugroups: keyspace(KEYSPACE_IM_UGROUPS)?,
             db,
         })
     }

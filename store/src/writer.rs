@@ -9,6 +9,7 @@
 //! applied to the in-memory cache only once fjall accepted the batch, so a
 //! failed batch leaves no offset gap behind.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use crate::outbox::{validate_events, OutboxBatch};
 use crate::recovery::{Fjall, FjallSlot, OutboxState, Recovered};
 use crate::reopen::{FailureLog, REOPENING_REASON};
 
+mod conv_trim;
 mod failure;
 mod group;
 mod im;
@@ -366,12 +368,18 @@ impl PendingReply {
         }
     }
 
-    /// The newly stored group entry this reply acknowledges, if any.
-    fn stored_group(&self) -> Option<&GroupAppended> {
+    /// The newly stored group entry this reply acknowledges, if any: a
+    /// group's message or change, or the recall or edit of one of its
+    /// messages (routed by the members as a message is).
+    fn stored_group(&self) -> Option<Cow<'_, GroupAppended>> {
         match self {
             PendingReply::Group {
                 result: Ok(group), ..
-            } if !group.appended.duplicate => Some(group),
+            } if !group.appended.duplicate => Some(Cow::Borrowed(group)),
+            PendingReply::Rewrite {
+                result: Ok(rewrite),
+                ..
+            } => rewrite.as_group_entry().map(Cow::Owned),
             _ => None,
         }
     }
@@ -947,7 +955,7 @@ impl Writer {
         for pending in &work.replies {
             if let Some(group) = pending.stored_group() {
                 self.shared.appends.add(1);
-                sink.group_appended(group);
+                sink.group_appended(&group);
             } else if let Some(dm) = pending.stored_dm() {
                 self.shared.appends.add(1);
                 sink.dm_appended(dm);

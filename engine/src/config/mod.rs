@@ -248,7 +248,7 @@ impl Config {
         let im = ImConfig::resolve(&mut layers, "im", file.im)?;
         let namespaces = table::resolve_namespaces(file_path, file.namespace)?;
         let proxies = table::resolve_proxies(file_path, file.proxy)?;
-        table::check_proxy_refs(&layers, file_path, &websocket, &namespaces, &proxies)?;
+        table::check_proxy_refs(&layers, file_path, &websocket, &im, &namespaces, &proxies)?;
         let log = LogConfig::resolve(&mut layers, "log", file.log)?;
         Ok(Config {
             server,

@@ -41,6 +41,13 @@ const IM_DATA_BYTES_MAX: u64 = 1024 * 1024;
 const RETENTION_S_MAX: u64 = 315_360_000;
 /// Longest recall or edit window: a year.
 const IM_REWRITE_WINDOW_S_MAX: u64 = 31_536_000;
+/// Highest typing rate and burst per connection: typing is a hint, and a
+/// client past a few a second is a bug or an attack.
+const TYPING_RATE_MAX: u32 = 1000;
+/// Largest group that can get typing signals: its members are read in
+/// one store page (`shard/im_typing.rs`) and each signal costs a lookup
+/// per member on every shard it reaches.
+const GROUP_TYPING_MEMBERS_CEILING: u32 = 1000;
 
 /// serde_json refuses input nested deeper than 128 while it parses a
 /// whole command, whose own object and `params` take two of those levels.
@@ -399,6 +406,20 @@ config_table! {
         typing_interval as "typing_interval_ms": Duration
             = Millis { default: 3000, min: 0, max: 60_000 },
             "MS", "Least time between typing signals per connection and conversation";
+        /// Typing signals one connection may send a second, over all its
+        /// conversations (a token bucket), on top of `typing_interval`.
+        typing_rate: u32
+            = Count<u32> { default: 2, min: 1, max: TYPING_RATE_MAX, unit: "signals" },
+            "N", "Typing signals per second per connection, all conversations";
+        /// The size of that bucket: signals one connection may send at once.
+        typing_burst: u32
+            = Count<u32> { default: 10, min: 1, max: TYPING_RATE_MAX, unit: "signals" },
+            "N", "Typing signals one connection may send at once";
+        /// Groups up to this many members get typing signals; larger ones
+        /// none (their members are read once per cache period, in one page).
+        group_typing_members_max: u32
+            = Count<u32> { default: 500, min: 0, max: GROUP_TYPING_MEMBERS_CEILING, unit: "members" },
+            "N", "Largest group whose typing signals are delivered";
         /// Members one group may have unless the API set its own limit
         /// (the store's `group_members_max`); past it: 124.
         group_members_max: u32
@@ -443,10 +464,41 @@ config_table! {
         edit_window as "edit_window_s": Duration
             = Seconds { default: 900, min: 0, max: IM_REWRITE_WINDOW_S_MAX },
             "SECONDS", "How long a sender may edit its message";
+        /// The `[[proxy]]` that decides new DMs to users whose DM policy is
+        /// `backend`; "" for none (then `backend` cannot be set, and such
+        /// users take no new DMs).
+        dm_policy_proxy: String = Text { default: Some(""), check: proxy_ref, doc_type: PROXY_REF_DOC },
+            "NAME", "[[proxy]] that decides new DMs to backend-policy users";
+        /// How long the backend's answer for a (sender, recipient) pair is
+        /// reused.
+        dm_policy_cache as "dm_policy_cache_ms": Duration
+            = Millis { default: 60_000, min: 0, max: 86_400_000 },
+            "MS", "How long a DM policy backend answer is reused per pair";
         /// Most edits of one message.
         edits_max: u32
             = Count<u32> { default: 10, min: 1, max: 1000, unit: "edits" },
             "N", "Most edits of one IM message";
+        /// Whether a user who left a group (or was removed, or saw it
+        /// dissolved) still reads its history up to its removal; off, such
+        /// a `history` is refused with 123.
+        history_after_leave: bool = Bool { default: false },
+            "BOOL", "Former members read a group's history up to their removal";
+        /// Entries each DM's stream keeps (the newest); 0 keeps all.
+        dm_retention_count: u64
+            = Count<u64> { default: 0, min: 0, max: 10_000_000, unit: "entries" },
+            "N", "Entries kept per DM; 0 keeps all";
+        /// DM entries older than this are trimmed; 0: no age limit.
+        dm_retention_age as "dm_retention_age_s": Duration
+            = Seconds { default: 0, min: 0, max: RETENTION_S_MAX },
+            "SECONDS", "Age past which DM entries are trimmed; 0 keeps all";
+        /// Entries each group's stream keeps (the newest); 0 keeps all.
+        group_retention_count: u64
+            = Count<u64> { default: 0, min: 0, max: 10_000_000, unit: "entries" },
+            "N", "Entries kept per group; 0 keeps all";
+        /// Group entries older than this are trimmed; 0: no age limit.
+        group_retention_age as "group_retention_age_s": Duration
+            = Seconds { default: 0, min: 0, max: RETENTION_S_MAX },
+            "SECONDS", "Age past which group entries are trimmed; 0 keeps all";
     }
 }
 
@@ -695,6 +747,7 @@ pub(super) fn check_proxy_refs(
     layers: &Layers<'_>,
     file_path: Option<&Path>,
     websocket: &WebSocketConfig,
+    im: &ImConfig,
     namespaces: &[Namespace],
     proxies: &[Proxy],
 ) -> Result<(), ConfigError> {
@@ -712,6 +765,7 @@ pub(super) fn check_proxy_refs(
         ("websocket.rpc_proxy", &websocket.rpc_proxy),
         ("websocket.connect_proxy", &websocket.connect_proxy),
         ("websocket.refresh_proxy", &websocket.refresh_proxy),
+        ("im.dm_policy_proxy", &im.dm_policy_proxy),
     ] {
         if !known(name) {
             return Err(unknown(key.to_owned(), layers.origin(key), name));

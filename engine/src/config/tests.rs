@@ -752,6 +752,15 @@ fn proxies_parse_and_unknown_names_are_refused() {
         .expect_err("unknown send proxy")
         .to_string();
     assert!(err.contains("websocket.send_proxy"), "{err}");
+
+    let dm = format!("{}[im]\ndm_policy_proxy = \"nope\"\n", minimal_toml());
+    let err = Config::from_toml_str(&dm, Path::new("ringcast.toml"))
+        .expect_err("unknown DM policy proxy")
+        .to_string();
+    assert!(
+        err.contains("im.dm_policy_proxy") && err.contains("ringcast.toml"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -12,6 +12,9 @@ use ringcast_protocol::client::{
 };
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
 use ringcast_store::{ImAppend, StoreError};
+
+use crate::im::dm_policy::DmRefusal;
+use crate::proxy::ProxyError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -154,7 +157,34 @@ fn store_refused(err: &StoreError, what: &str) -> Response {
             "not_contact",
             &format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
         ),
+        StoreError::BackendDecides { user, sender } => Response::error(
+            403,
+            "dm_policy",
+            &crate::im::dm_policy::undecided_message(user, sender),
+        ),
         other => store_error_response(other, what),
+    }
+}
+
+/// A DM refused by its recipient's backend policy: 403 for a denial, 502
+/// or 504 when the backend gave no answer (fail closed).
+fn dm_refused(refusal: &DmRefusal, recipient: &str, sender: &str) -> Response {
+    match refusal {
+        DmRefusal::Denied(message) => Response::error(
+            403,
+            "dm_policy",
+            &crate::im::dm_policy::denied_message(recipient, sender, message),
+        ),
+        DmRefusal::Backend(error) => Response::error(
+            if matches!(error, ProxyError::Timeout(_)) {
+                504
+            } else {
+                502
+            },
+            "dm_policy_backend",
+            &format!("the DM policy backend gave no answer ({error}); nothing was stored"),
+        ),
+        DmRefusal::Store(error) => store_refused(error, "the message was not stored"),
     }
 }
 
@@ -186,15 +216,19 @@ impl Api {
     }
 
     /// 403 unless `user` has a view of group `conv` (a member, or one
-    /// that left: it reads up to its removal).
-    async fn group_view(&self, user: &str, conv: &str) -> Result<(), Response> {
+    /// that left: it reads up to its removal); the view.
+    async fn group_view(
+        &self,
+        user: &str,
+        conv: &str,
+    ) -> Result<ringcast_store::GroupSummary, Response> {
         let view = match self.shared.store.conv_get(user, conv) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
         .map_err(|err| store_refused(&err, "nothing was done"))?;
         match view.and_then(|summary| summary.group) {
-            Some(_) => Ok(()),
+            Some(group) => Ok(group),
             None => Err(refused((
                 ErrorCode::NotMember,
                 format!("{user} is not a member of {conv}"),
@@ -241,6 +275,27 @@ impl Api {
             _ => return Err(bad_request("give either `to` or `conv`")),
         };
         let conv = pair.conv_name();
+        // The store has not committed this pair since start: the message
+        // may start a conversation.
+        let may_start = pair.a != pair.b && self.shared.dm_pairs.get(&conv).is_none();
+        let backend_allowed = if may_start {
+            let recipient = pair.peer_of(&body.as_user);
+            let proxies = self.shared.proxies.as_ref();
+            let ask =
+                |proxy, call_body| crate::im::dm_policy::ask_backend(proxies, proxy, call_body);
+            crate::im::dm_policy::check_new_dm(
+                &self.shared,
+                0,
+                &body.as_user,
+                recipient,
+                &conv,
+                ask,
+            )
+            .await
+            .map_err(|refusal| dm_refused(&refusal, recipient, &body.as_user))?
+        } else {
+            false
+        };
         let envelope = self.im_envelope(&conv, &body.as_user, crate::im::entry_data(kind, data));
         let request = ImAppend {
             conv: conv.clone(),
@@ -249,6 +304,7 @@ impl Api {
             push: EncodedPush::encode(&envelope),
             client_msg_id: body.client_msg_id,
             durability: crate::im::dm_durability(&self.shared.config),
+            backend_allowed,
         };
         let what = "the message was not stored";
         let stored = match self.shared.store.im_append(request) {
@@ -342,11 +398,14 @@ impl Api {
         if body.offset == 0 {
             return Err(bad_request("offset must be at least 1"));
         }
-        let pair = if crate::im::is_group(&body.conv) {
-            self.group_view(&body.as_user, &body.conv).await?;
-            None
+        let (pair, group) = if crate::im::is_group(&body.conv) {
+            let view = self.group_view(&body.as_user, &body.conv).await?;
+            (None, Some(view))
         } else {
-            Some(self.member_pair(&body.as_user, &body.conv).await?)
+            (
+                Some(self.member_pair(&body.as_user, &body.conv).await?),
+                None,
+            )
         };
         let user = body.as_user;
         let what = "the read position was not stored";
@@ -369,19 +428,22 @@ impl Api {
                 total_unread,
             },
         );
-        // A DM's peer gets its receipt; group receipts are not built.
+        // A DM's peer gets its receipt, a group's members theirs (at once:
+        // the shards' coalescing is for clients' reads).
+        let receipt = ImEvent::Receipt {
+            conv: body.conv.clone(),
+            user: user.clone(),
+            read: state.read_offset,
+        };
         let peer = pair
             .as_ref()
             .map_or(user.as_str(), |pair| pair.peer_of(&user));
         if peer != user {
-            self.im_event_to_user(
-                peer,
-                &ImEvent::Receipt {
-                    conv: body.conv.clone(),
-                    user: user.clone(),
-                    read: state.read_offset,
-                },
-            );
+            self.im_event_to_user(peer, &receipt);
+        }
+        if let Some(group) = group.filter(|group| group.role.is_some()) {
+            self.group_receipt(&body.conv, &user, group.member_count, &receipt)
+                .await;
         }
         Ok(ok_json(&ImReply::Read {
             conv: body.conv,
@@ -467,7 +529,11 @@ impl Api {
         if body.upto == 0 {
             return Err(bad_request("upto must be at least 1"));
         }
-        self.member_pair(&body.as_user, &body.conv).await?;
+        if crate::im::is_group(&body.conv) {
+            self.group_view(&body.as_user, &body.conv).await?;
+        } else {
+            self.member_pair(&body.as_user, &body.conv).await?;
+        }
         let what = "the clear was not stored";
         let state = match self
             .shared
@@ -491,15 +557,39 @@ impl Api {
         }))
     }
 
+    /// `event` to the members of group `conv` but `from` when it has at
+    /// most `im.group_receipts_members_max` members (read on a store
+    /// reader); ephemeral, nothing when the read fails.
+    async fn group_receipt(&self, conv: &str, from: &str, member_count: u32, event: &ImEvent) {
+        let max = self.shared.config.im.group_receipts_members_max;
+        if max == 0 || member_count > max {
+            return;
+        }
+        let members = match self.shared.store.group_members(conv, None, max as usize) {
+            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+            Err(err) => Err(err),
+        };
+        let Ok(members) = members else {
+            return;
+        };
+        let frames = crate::im::event_frames(event);
+        for member in members.iter().filter(|member| member.user != from) {
+            self.im_frames_to_user(&member.user, &frames);
+        }
+    }
+
     /// `event` to every connection of `user`, on every shard (ephemeral: a
     /// shard whose lane is full does not get it).
     pub(super) fn im_event_to_user(&self, user: &str, event: &ImEvent) {
+        self.im_frames_to_user(user, &crate::im::event_frames(event));
+    }
+
+    fn im_frames_to_user(&self, user: &str, frames: &Arc<crate::im::ImFrames>) {
         let channel = crate::channels::personal_channel(user);
         let mask = self.shared.interest.shards(&channel);
         if mask == 0 {
             return;
         }
-        let frames = crate::im::event_frames(event);
         let user: Arc<str> = user.into();
         for dst in shard_indexes(mask) {
             let event = ShardEvent::ImEvent {

@@ -77,6 +77,7 @@ fn check_limit(limit: u32) -> Result<(), Response> {
 fn policy_name(policy: DmPolicy) -> &'static str {
     match policy {
         DmPolicy::Contacts => "contacts",
+        DmPolicy::Backend => "backend",
         _ => "anyone",
     }
 }
@@ -141,7 +142,8 @@ impl Api {
     }
 
     /// `POST /api/im/dm_policy`: who may send `as_user` DMs (`anyone`,
-    /// `contacts`); without `policy`, the one in force.
+    /// `contacts`, `backend`: `im.dm_policy_proxy` decides each new
+    /// conversation); without `policy`, the one in force.
     pub(super) async fn im_dm_policy(&self, req: &Request) -> ApiResult {
         let body: PolicyBody = Self::parse(req)?;
         check_user(&body.as_user, "as_user")?;
@@ -156,14 +158,15 @@ impl Api {
         let policy = match name.as_str() {
             "anyone" => DmPolicy::Anyone,
             "contacts" => DmPolicy::Contacts,
-            "backend" => {
+            "backend" if self.shared.config.im.dm_policy_proxy.is_empty() => {
                 return Err(bad_request(
-                    "the backend policy (the send proxy decides) is not built yet; use anyone or contacts",
+                    "the backend policy needs a backend to ask: set im.dm_policy_proxy",
                 ))
             }
+            "backend" => DmPolicy::Backend,
             _ => {
                 return Err(bad_request(format!(
-                    "unknown policy {name:?}; expected anyone or contacts"
+                    "unknown policy {name:?}; expected anyone, contacts or backend"
                 )))
             }
         };

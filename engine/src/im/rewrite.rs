@@ -8,7 +8,7 @@
 
 use ringcast_protocol::client::{ErrorCode, ImReply, MsgKind};
 use ringcast_protocol::envelope::{EncodedPush, Envelope};
-use ringcast_store::{GroupActor, ImRewrite, ReadRequest, RewriteOp, StoreError};
+use ringcast_store::{GroupActor, ImRewrite, ImRewritten, ReadRequest, RewriteOp, StoreError};
 use serde::Deserialize;
 
 use super::Refusal;
@@ -73,7 +73,8 @@ fn push_ref(out: &mut Vec<u8>, offset: u64, id: u64) {
 }
 
 /// Recalls or edits the message at `offset` of `conv` for `actor`: the
-/// reply once the store wrote it.
+/// reply once the store wrote it (the API's path; a shard submits the
+/// [`prepare_rewrite`]d request tagged, so its reply follows the event's push).
 pub async fn rewrite(
     shared: &Shared,
     actor: GroupActor,
@@ -81,7 +82,61 @@ pub async fn rewrite(
     offset: u64,
     ask: RewriteAsk,
 ) -> Result<ImReply, Refusal> {
+    let request = prepare_rewrite(shared, actor, conv, offset, ask).await?;
     let store_error = |error: StoreError| rewrite_store_error(&error);
+    let done = shared
+        .store
+        .im_rewrite(request)
+        .map_err(store_error)?
+        .await
+        .map_err(|_canceled| store_error(StoreError::Closed))?
+        .map_err(store_error)?;
+    Ok(rewritten_reply(&done))
+}
+
+/// The reply to a stored recall or edit.
+pub fn rewritten_reply(done: &ImRewritten) -> ImReply {
+    let original = done.replacement.envelope();
+    ImReply::Rewritten {
+        conv: original.channel.as_str().to_owned(),
+        offset: done.appended.offset,
+        ref_offset: original.offset.to_native(),
+        edits: done.edits,
+    }
+}
+
+/// Reads the message at `offset` of `conv` on a store reader and builds
+/// the writer's request to recall or edit it for `actor`; the writer
+/// checks the rights.
+pub async fn prepare_rewrite(
+    shared: &Shared,
+    actor: GroupActor,
+    conv: String,
+    offset: u64,
+    ask: RewriteAsk,
+) -> Result<ImRewrite, Refusal> {
+    let store_error = |error: StoreError| rewrite_store_error(&error);
+    // A group's user must be a member now before the original is read, so
+    // a stranger learns nothing of its entries (the writer checks the
+    // role again at the event's offset).
+    if let (true, GroupActor::User(user)) = (super::is_group(&conv), &actor) {
+        let view = shared
+            .store
+            .conv_get(user, &conv)
+            .map_err(store_error)?
+            .await
+            .map_err(|_canceled| store_error(StoreError::Closed))?
+            .map_err(store_error)?;
+        let member = view
+            .and_then(|summary| summary.group)
+            .is_some_and(|group| group.role.is_some());
+        if !member {
+            return Err(rewrite_store_error(&StoreError::NotMember {
+                conv,
+                user: user.clone(),
+            }));
+        }
+    }
     let read = shared.store.read(ReadRequest {
         stream: conv.clone(),
         since: Some(offset.saturating_sub(1)),
@@ -176,9 +231,9 @@ pub async fn rewrite(
     let durability = if super::is_dm(&conv) {
         super::dm_durability(&shared.config)
     } else {
-        ringcast_store::Durability::Sync
+        super::group_durability(&shared.config)
     };
-    let request = ImRewrite {
+    Ok(ImRewrite {
         conv: conv.clone(),
         actor,
         op,
@@ -190,18 +245,5 @@ pub async fn rewrite(
         window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
         edits_max: shared.config.im.edits_max,
         durability,
-    };
-    let done = shared
-        .store
-        .im_rewrite(request)
-        .map_err(store_error)?
-        .await
-        .map_err(|_canceled| store_error(StoreError::Closed))?
-        .map_err(store_error)?;
-    Ok(ImReply::Rewritten {
-        conv,
-        offset: done.appended.offset,
-        ref_offset: offset,
-        edits: done.edits,
     })
 }

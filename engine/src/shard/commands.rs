@@ -42,6 +42,8 @@ pub(super) enum StoreWait {
     ImSent(Box<super::im::SentWait>),
     /// A group message or change, answered like a `msg_send`.
     GroupSent(Box<super::im::SentWait>),
+    /// A `recall` or an `edit`.
+    Rewritten(ReplyTo),
 }
 
 /// A store answer, back on the shard's loop.
@@ -70,17 +72,30 @@ pub(super) enum StoreDone {
         ReplyTo,
         String,
         String,
-        Option<Arc<crate::im::DmPair>>,
+        super::im::ReadOf,
         Result<(ringcast_store::ImReadState, u64), CommandError>,
     ),
     ConvList(ReplyTo, Result<ringcast_store::ConvPage, CommandError>),
     /// An IM command answered from store reads alone, or a `recall`,
     /// `edit` or `clear` stored (or refused).
     Replied(ReplyTo, Result<ReplyResult, CommandError>),
+    /// A `recall` or an `edit` read and checked, for the writer.
+    RewriteReady(
+        ReplyTo,
+        Result<Box<ringcast_store::ImRewrite>, CommandError>,
+    ),
     /// The sync of a new connection (slot, client id).
     ImSync(usize, u64, Result<ringcast_store::ImSync, CommandError>),
-    /// A block, a blocks list or a typing signal's members (`im_signals.rs`).
+    /// A block or a blocks list (`im_signals.rs`).
     ImSignal(ReplyTo, Box<super::im_signals::SignalDone>),
+    /// A typing signal's members (`im_typing.rs`).
+    ImTyping(Box<super::im_typing::TypingDone>),
+    /// A DM's backend policy settled (`crate::im::dm_policy`).
+    DmPolicyChecked(
+        ReplyTo,
+        Box<super::im::DmChecked>,
+        Result<bool, crate::im::dm_policy::DmRefusal>,
+    ),
     /// An `ack` of a conversation stored (by the user named), with the
     /// delivery position.
     ImAcked(
@@ -141,7 +156,7 @@ impl Proxied {
     }
 }
 
-fn proxy_error(err: &ProxyError) -> CommandError {
+pub(super) fn proxy_error(err: &ProxyError) -> CommandError {
     let code = match err {
         ProxyError::Timeout(_) => ErrorCode::ProxyTimeout,
         ProxyError::Unavailable(_) | ProxyError::Stopped => ErrorCode::ProxyUnavailable,
@@ -258,6 +273,12 @@ impl Shard {
                     .map_err(|err| super::im::group_store_error(&err));
                 return self.on_im_sent(*wait, result);
             }
+            (StoreWait::Rewritten(to), Answer::Rewritten(result)) => {
+                let result = result
+                    .map(|done| ReplyResult::Im(Box::new(crate::im::rewritten_reply(&done))))
+                    .map_err(|err| crate::im::rewrite_store_error(&err));
+                StoreDone::Replied(to, result)
+            }
             (StoreWait::ImSent(wait) | StoreWait::GroupSent(wait), answer) => {
                 tracing::error!(
                     shard = self.idx,
@@ -266,7 +287,10 @@ impl Shard {
                 );
                 return self.on_im_sent(*wait, Err(store_error(&StoreError::Closed)));
             }
-            (StoreWait::Published(to) | StoreWait::Acked(to), answer) => {
+            (
+                StoreWait::Published(to) | StoreWait::Acked(to) | StoreWait::Rewritten(to),
+                answer,
+            ) => {
                 tracing::error!(
                     shard = self.idx,
                     ?answer,
@@ -295,6 +319,7 @@ impl Shard {
                     self.on_store_done(StoreDone::Published(to, Err(error)))
                 }
                 StoreWait::Acked(to) => self.on_store_done(StoreDone::Acked(to, Err(error))),
+                StoreWait::Rewritten(to) => self.reply_to(to, Err(error)),
                 StoreWait::ImSent(wait) | StoreWait::GroupSent(wait) => {
                     self.on_im_sent(*wait, Err(error))
                 }
@@ -324,13 +349,18 @@ impl Shard {
                 self.on_refreshed(to, result, latency_us)
             }
             StoreDone::ImResolved(to, pending, result) => self.on_im_resolved(to, *pending, result),
-            StoreDone::ImRead(to, user, conv, pair, result) => {
-                self.on_im_read(to, &user, conv, pair, result)
+            StoreDone::ImRead(to, user, conv, of, result) => {
+                self.on_im_read(to, &user, conv, of, result)
             }
             StoreDone::ConvList(to, result) => self.on_conv_list(to, result),
             StoreDone::ImSync(key, client_id, result) => self.on_im_sync(key, client_id, result),
             StoreDone::ImSignal(to, done) => self.on_im_signal(to, *done),
+            StoreDone::ImTyping(done) => self.on_im_typing(*done),
+            StoreDone::DmPolicyChecked(to, checked, result) => {
+                self.on_dm_policy_checked(to, *checked, result)
+            }
             StoreDone::Replied(to, result) => self.reply_to(to, result),
+            StoreDone::RewriteReady(to, result) => self.submit_rewrite(to, result),
             StoreDone::ImAcked(to, user, conv, result) => self.on_im_acked(to, &user, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),
             StoreDone::ImGroupReceipt(frames, skip, result) => {
@@ -700,12 +730,14 @@ impl Shard {
             if user.is_empty() {
                 return Err(super::im::not_member(&stream));
             }
-            // A member reads its window; one that left, up to its leaving.
+            // A member reads its window; one that left, up to its leaving
+            // with `im.history_after_leave`, else nothing (123).
             let to = self.reply_to_of(key, id)?;
             let user = user.to_owned();
+            let current = !config.im.history_after_leave;
             self.store_replies.push(Box::pin(async move {
                 let result = async {
-                    let view = super::im::member_view(&shared, &user, &stream, false).await?;
+                    let view = super::im::member_view(&shared, &user, &stream, current).await?;
                     let mut request = request;
                     crate::im::clamp_to_view(&mut request, &view);
                     store_reply(shared.store.read(request)).await

@@ -32,8 +32,10 @@ use super::commands::{
 use super::Shard;
 use crate::channels;
 use crate::engine::Shared;
+use crate::im::dm_policy::DmRefusal;
 use crate::im::{DmPair, ImFrames};
 use crate::mesh::ShardEvent;
+use crate::proxy::{Decision, ProxyError, ProxyEvent};
 use crate::publication::Publication;
 use crate::streams;
 
@@ -44,17 +46,26 @@ pub(super) struct ImShard {
     pub(super) echoes: super::im_echo::Echoes,
     /// Connections whose sync message waits for their inbox's replay.
     sync_after_inbox: HashMap<usize, (u64, Option<SyncToken>)>,
-    /// Typing limits and group member lists (`im_signals.rs`).
-    pub(super) signals: super::im_signals::Signals,
+    /// Typing limits and group member lists (`im_typing.rs`).
+    pub(super) typing: super::im_typing::Typing,
     /// `catchup` commands whose replays run.
     pub(super) catchups: super::im_delivery::Catchups,
+    /// Group read receipts sent and waiting (`im_receipts.rs`).
+    pub(super) read_receipts: super::im_receipts::ReadReceipts,
+}
+
+/// Whose `read` was stored: a DM's user (its peer gets the receipt) or a
+/// group's member (the members get it, `im_receipts.rs`).
+pub(super) enum ReadOf {
+    Dm(Arc<DmPair>),
+    Group { member_count: u32 },
 }
 
 impl ImShard {
     pub(super) fn forget(&mut self, key: usize) {
         self.echoes.forget(key);
         self.sync_after_inbox.remove(&key);
-        self.signals.forget(key);
+        self.typing.forget(key);
         self.catchups.forget(key);
     }
 }
@@ -122,8 +133,46 @@ pub(super) fn im_store_error(error: &StoreError) -> CommandError {
             ErrorCode::PermissionDenied,
             format!("{user} takes direct messages from contacts only and {sender} is not one; nothing was stored"),
         ),
+        StoreError::BackendDecides { user, sender } => (
+            ErrorCode::PermissionDenied,
+            crate::im::dm_policy::undecided_message(user, sender),
+        ),
         other => store_error(other),
     }
+}
+
+/// A DM refused by its recipient's backend policy, as the client's error.
+fn dm_refusal(refusal: &DmRefusal, recipient: &str, sender: &str) -> CommandError {
+    match refusal {
+        DmRefusal::Denied(message) => (
+            ErrorCode::PermissionDenied,
+            crate::im::dm_policy::denied_message(recipient, sender, message),
+        ),
+        DmRefusal::Backend(error) => {
+            let (code, message) = super::commands::proxy_error(error);
+            (
+                code,
+                format!("the DM policy backend gave no answer ({message}); nothing was stored"),
+            )
+        }
+        DmRefusal::Store(error) => im_store_error(error),
+    }
+}
+
+/// A DM waiting for its recipient's backend policy.
+pub(super) struct DmChecked {
+    conv: String,
+    pair: Arc<DmPair>,
+    recipient: String,
+    message: DmMessage,
+}
+
+/// What a `msg_send` to a DM carries.
+pub(super) struct DmMessage {
+    kind: MsgKind,
+    data: Vec<u8>,
+    client_msg_id: Option<String>,
+    echo: bool,
 }
 
 /// The pair of `conv` if `user` is one of it (`crate::im::resolve_member`).
@@ -318,12 +367,15 @@ impl Shard {
                 convs,
                 limit_per_conv,
             } => self.catchup_command(to, user, convs, limit_per_conv),
+            ImCommand::Clear { conv, upto } if crate::im::is_group(&conv) => {
+                Ok(self.clear_later(to, user, conv, upto, true))
+            }
             ImCommand::Clear { conv, upto } => {
                 self.with_member(to, user, conv, ImPending::Clear { upto })
             }
             ImCommand::Recall { conv, offset } => {
                 let ask = crate::im::RewriteAsk::Recall;
-                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+                self.rewrite_command(to, user, conv, offset, ask)
             }
             ImCommand::Edit {
                 conv,
@@ -332,7 +384,7 @@ impl Shard {
                 data,
             } => {
                 let ask = crate::im::RewriteAsk::Edit { kind, data };
-                self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+                self.rewrite_command(to, user, conv, offset, ask)
             }
             ImCommand::ConvList { cursor, limit } => {
                 let list = self.shared.store.conv_list(
@@ -422,7 +474,7 @@ impl Shard {
                 data,
                 client_msg_id,
                 echo,
-            } => self.im_send(to, user, conv, &pair, kind, &data, client_msg_id, echo),
+            } => self.im_send(to, user, conv, &pair, kind, data, client_msg_id, echo),
             ImPending::Read { offset } => {
                 let read = self.shared.store.im_read(user, &conv, offset);
                 let shared = self.shared.clone();
@@ -434,7 +486,7 @@ impl Shard {
                         Ok((state, total))
                     }
                     .await;
-                    StoreDone::ImRead(to, user, conv, Some(pair), result)
+                    StoreDone::ImRead(to, user, conv, ReadOf::Dm(pair), result)
                 }));
                 Ok(Outcome::Later)
             }
@@ -443,34 +495,9 @@ impl Shard {
                 self.receipts_page(to, user, conv, cursor, limit)
             }
             ImPending::Rewrite { offset, ask } => {
-                let shared = self.shared.clone();
-                let actor = ringcast_store::GroupActor::User(user.to_owned());
-                self.store_replies.push(Box::pin(async move {
-                    let result = crate::im::rewrite(&shared, actor, conv, offset, ask).await;
-                    StoreDone::Replied(to, result.map(|reply| ReplyResult::Im(Box::new(reply))))
-                }));
-                Ok(Outcome::Later)
+                Ok(self.rewrite_later(to, user, conv, offset, ask))
             }
-            ImPending::Clear { upto } => {
-                let clear = self.shared.store.im_clear(user, &conv, upto);
-                let shared = self.shared.clone();
-                let user = user.to_owned();
-                self.store_replies.push(Box::pin(async move {
-                    let result = async {
-                        let state = store_reply(clear).await?;
-                        let total = store_reply(shared.store.im_total_unread(&user)).await?;
-                        Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
-                            conv,
-                            visible_from: state.visible_from,
-                            unread: state.unread,
-                            total_unread: total,
-                        })))
-                    }
-                    .await;
-                    StoreDone::Replied(to, result)
-                }));
-                Ok(Outcome::Later)
-            }
+            ImPending::Clear { upto } => Ok(self.clear_later(to, user, conv, upto, false)),
             ImPending::History(mut request) => {
                 // The user's `clear`: nothing before its window is shown.
                 let view = self.shared.store.conv_get(user, &conv);
@@ -493,6 +520,106 @@ impl Shard {
         }
     }
 
+    /// A `recall` or an `edit`: a DM's after its pair is known; a group's
+    /// at once (its membership and roles are checked on a reader and by
+    /// the writer, in `crate::im::rewrite`).
+    fn rewrite_command(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        offset: u64,
+        ask: crate::im::RewriteAsk,
+    ) -> CommandResult {
+        if crate::im::is_group(&conv) {
+            return Ok(self.rewrite_later(to, user, conv, offset, ask));
+        }
+        self.with_member(to, user, conv, ImPending::Rewrite { offset, ask })
+    }
+
+    /// Hands a recall or an edit by `user` to a store task, which reads
+    /// the original ([`Shard::submit_rewrite`] follows); the event reaches
+    /// the conversation's users as an entry, through the sink.
+    fn rewrite_later(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        offset: u64,
+        ask: crate::im::RewriteAsk,
+    ) -> Outcome {
+        let shared = self.shared.clone();
+        let actor = GroupActor::User(user.to_owned());
+        self.store_replies.push(Box::pin(async move {
+            let result = crate::im::prepare_rewrite(&shared, actor, conv, offset, ask).await;
+            StoreDone::RewriteReady(to, result.map(Box::new))
+        }));
+        Outcome::Later
+    }
+
+    /// A recall or an edit to the writer, tagged: its answer comes through
+    /// the sink after the event's push, so the sending connection gets
+    /// the push first, as for a message.
+    pub(super) fn submit_rewrite(
+        &mut self,
+        to: ReplyTo,
+        prepared: Result<Box<ringcast_store::ImRewrite>, CommandError>,
+    ) {
+        let request = match prepared {
+            Ok(request) => *request,
+            Err(err) => return self.reply_to(to, Err(err)),
+        };
+        let slot = self.pending_store.insert(StoreWait::Rewritten(to));
+        let tag = streams::request_tag(self.idx, slot);
+        if let Err(err) = self.shared.store.submit_im_rewrite(request, tag) {
+            self.pending_store.remove(slot);
+            self.reply_to(to, Err(crate::im::rewrite_store_error(&err)));
+        }
+    }
+
+    /// `user`'s `clear` of `conv` up to `upto`, for itself alone: a DM's
+    /// user, or (`group`) one with a view of the group (123 otherwise),
+    /// whose window then starts after `upto`.
+    fn clear_later(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        upto: u64,
+        group: bool,
+    ) -> Outcome {
+        // A DM's clear goes to the writer now, before any later command
+        // of the connection; a group's after its view is read.
+        let early = (!group).then(|| self.shared.store.im_clear(user, &conv, upto));
+        let shared = self.shared.clone();
+        let user = user.to_owned();
+        self.store_replies.push(Box::pin(async move {
+            let result = async {
+                let clear = match early {
+                    Some(clear) => clear,
+                    None => {
+                        member_view(&shared, &user, &conv, false).await?;
+                        shared.store.im_clear(&user, &conv, upto)
+                    }
+                };
+                let state = store_reply(clear).await?;
+                let total = store_reply(shared.store.im_total_unread(&user)).await?;
+                Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
+                    conv,
+                    visible_from: state.visible_from,
+                    unread: state.unread,
+                    total_unread: total,
+                })))
+            }
+            .await;
+            StoreDone::Replied(to, result)
+        }));
+        Outcome::Later
+    }
+
+    /// A DM: stored at once, or, when it may start a conversation to a
+    /// user whose DM policy is the backend's, once that is settled
+    /// (`crate::im::dm_policy`).
     #[expect(
         clippy::too_many_arguments,
         reason = "a message's fields, passed apart rather than through a one-use struct"
@@ -502,13 +629,119 @@ impl Shard {
         to: ReplyTo,
         user: &str,
         conv: String,
-        pair: &DmPair,
+        pair: &Arc<DmPair>,
         kind: MsgKind,
-        data: &[u8],
+        data: Vec<u8>,
         client_msg_id: Option<String>,
         echo: bool,
     ) -> CommandResult {
-        let envelope = self.im_envelope(&conv, user, crate::im::entry_data(kind, data));
+        let message = DmMessage {
+            kind,
+            data,
+            client_msg_id,
+            echo,
+        };
+        // The store has not committed this pair since start: the message
+        // may start a conversation.
+        let may_start = pair.a != pair.b && self.shared.dm_pairs.get(&conv).is_none();
+        if !may_start || self.shared.config.im.dm_policy_proxy.is_empty() {
+            return self.submit_dm(to, user, conv, pair, message, false);
+        }
+        let idx = self.idx;
+        let sender = user.to_owned();
+        let recipient = pair.peer_of(user).to_owned();
+        let shared = self.shared.clone();
+        let pair = pair.clone();
+        let client_id = to.client_id;
+        let checked_conv = conv.clone();
+        self.store_replies.push(Box::pin(async move {
+            let started = std::time::Instant::now();
+            let mut asked = false;
+            let result = crate::im::dm_policy::check_new_dm(
+                &shared,
+                client_id,
+                &sender,
+                &recipient,
+                &checked_conv,
+                |proxy, body| {
+                    asked = true;
+                    crate::im::dm_policy::ask_backend(shared.proxies.as_ref(), proxy, body)
+                },
+            )
+            .await;
+            if asked {
+                // On the shard's thread: the counters' one writer.
+                let counters = &shared.metrics[idx].proxy[ProxyEvent::DmPolicy.index()];
+                counters.calls.add(1);
+                let decision = match &result {
+                    Ok(_) => Ok(Decision::Allow {
+                        data: None,
+                        overrides: None,
+                        skip_history: false,
+                    }),
+                    Err(DmRefusal::Denied(message)) => Ok(Decision::Deny {
+                        code: 0,
+                        message: message.clone(),
+                    }),
+                    Err(DmRefusal::Backend(error)) => Err(error.clone()),
+                    Err(DmRefusal::Store(_)) => Err(ProxyError::Stopped),
+                };
+                counters.record(started.elapsed().as_micros() as u64, &decision);
+            }
+            StoreDone::DmPolicyChecked(
+                to,
+                Box::new(DmChecked {
+                    conv,
+                    pair,
+                    recipient,
+                    message,
+                }),
+                result,
+            )
+        }));
+        Ok(Outcome::Later)
+    }
+
+    /// The backend policy of a DM that may start a conversation is settled.
+    pub(super) fn on_dm_policy_checked(
+        &mut self,
+        to: ReplyTo,
+        checked: DmChecked,
+        result: Result<bool, DmRefusal>,
+    ) {
+        if !self.is_current(to.key, to.client_id) {
+            return;
+        }
+        let user = self.conns[to.key].user.to_string();
+        let DmChecked {
+            conv,
+            pair,
+            recipient,
+            message,
+        } = checked;
+        let outcome = match result {
+            Ok(allowed) => self.submit_dm(to, &user, conv, &pair, message, allowed),
+            Err(refusal) => Err(dm_refusal(&refusal, &recipient, &user)),
+        };
+        self.reply_outcome(to, outcome);
+    }
+
+    fn submit_dm(
+        &mut self,
+        to: ReplyTo,
+        user: &str,
+        conv: String,
+        pair: &DmPair,
+        message: DmMessage,
+        backend_allowed: bool,
+    ) -> CommandResult {
+        let DmMessage {
+            kind,
+            data,
+            client_msg_id,
+            echo,
+        } = message;
+        let envelope = self.im_envelope(&conv, user, crate::im::entry_data(kind, &data));
         let message_id = envelope.id;
         let request = ImAppend {
             conv: conv.clone(),
@@ -517,6 +750,7 @@ impl Shard {
             push: EncodedPush::encode(&envelope),
             client_msg_id,
             durability: crate::im::dm_durability(&self.shared.config),
+            backend_allowed,
         };
         let skip_echo = (!echo).then_some(message_id);
         let wait = SentWait {
@@ -638,19 +872,24 @@ impl Shard {
     }
 
     /// `read` of a group: for a user with a view of it (a member, or one
-    /// that left, up to its window); no receipts to the members yet.
+    /// that left, up to its window); a current member's goes to the
+    /// members as a receipt (`im_receipts.rs`).
     fn group_read(&mut self, to: ReplyTo, user: &str, conv: String, offset: u64) -> CommandResult {
         let shared = self.shared.clone();
         let user = user.to_owned();
         self.store_replies.push(Box::pin(async move {
+            let mut member_count = 0;
             let result = async {
-                member_view(&shared, &user, &conv, false).await?;
+                let view = member_view(&shared, &user, &conv, false).await?;
+                if view.role.is_some() {
+                    member_count = view.member_count;
+                }
                 let state = store_reply(shared.store.im_read(&user, &conv, offset)).await?;
                 let total = store_reply(shared.store.im_total_unread(&user)).await?;
                 Ok((state, total))
             }
             .await;
-            StoreDone::ImRead(to, user, conv, None, result)
+            StoreDone::ImRead(to, user, conv, ReadOf::Group { member_count }, result)
         }));
         Ok(Outcome::Later)
     }
@@ -709,7 +948,7 @@ impl Shard {
         to: ReplyTo,
         user: &str,
         conv: String,
-        pair: Option<Arc<DmPair>>,
+        of: ReadOf,
         result: Result<(ImReadState, u64), CommandError>,
     ) {
         let (state, total_unread) = match result {
@@ -725,14 +964,21 @@ impl Shard {
         if self.is_current(to.key, to.client_id) {
             self.im_event_to_user(user, &read, to.client_id);
         }
-        let peer = pair.as_ref().map_or(user, |pair| pair.peer_of(user));
-        if peer != user {
-            let receipt = ImEvent::Receipt {
-                conv: conv.clone(),
-                user: user.to_owned(),
-                read: state.read_offset,
-            };
-            self.im_event_to_user(peer, &receipt, 0);
+        match of {
+            ReadOf::Dm(pair) if pair.peer_of(user) != user => {
+                let receipt = ImEvent::Receipt {
+                    conv: conv.clone(),
+                    user: user.to_owned(),
+                    read: state.read_offset,
+                };
+                self.im_event_to_user(pair.peer_of(user), &receipt, 0);
+            }
+            ReadOf::Dm(_) => {}
+            // A former member (no count) tells no one.
+            ReadOf::Group { member_count: 0 } => {}
+            ReadOf::Group { member_count } => {
+                self.group_read_receipt(&conv, user, state.read_offset, member_count);
+            }
         }
         let reply = ImReply::Read {
             conv,

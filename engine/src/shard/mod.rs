@@ -18,8 +18,10 @@ mod fanout;
 mod im;
 mod im_delivery;
 mod im_echo;
+mod im_receipts;
 mod im_route;
 mod im_signals;
+mod im_typing;
 mod io;
 pub mod poller;
 mod presence;
@@ -377,6 +379,7 @@ impl Shard {
             self.next_sweep_ms = self.now_ms + self.tick_ms();
             self.sweep();
             self.presence_tick();
+            self.read_receipts_tick();
             if !self.pending_store.is_empty() && self.shared.store.health().writer_stopped {
                 self.fail_pending_store();
             }
@@ -417,6 +420,11 @@ impl Shard {
                 frames,
                 skip_client,
             } => self.deliver_im_event(&user, &frames, skip_client),
+            ShardEvent::ImUsersEvent {
+                users,
+                skip_user,
+                frames,
+            } => self.deliver_im_event_to_users(&users, &skip_user, &frames),
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self

@@ -200,7 +200,7 @@ crate::e2e!(a_contacts_policy_takes_dms_from_contacts_only, |driver| {
         "/api/im/dm_policy",
         Some(json!({"as_user": "dave", "policy": "backend"})),
     );
-    assert_eq!(status, 400, "the backend policy is not built: {body}");
+    assert_eq!(status, 400, "no im.dm_policy_proxy to ask: {body}");
 
     let (status, body) = api(
         &engine,
@@ -339,22 +339,10 @@ crate::e2e!(
 /// through the engine's own store (the engine's group commands are another
 /// part's).
 fn create_group(engine: &ringcast_engine::Engine, conv: &str, owner: &str, members: &[&str]) {
-    use ringcast_protocol::envelope::{EncodedPush, Envelope};
-    use ringcast_store::{Durability, GroupActor, GroupOp, GroupOpRequest};
-    let envelope = Envelope {
-        id: 1,
-        offset: 0,
-        epoch: 0,
-        channel: conv.to_owned(),
-        sender: String::new(),
-        time_ms: 1,
-        data_is_json: true,
-        data: br#"{"kind":"member","data":{"op":"create"}}"#.to_vec(),
-    };
-    let request = GroupOpRequest {
-        conv: conv.to_owned(),
-        actor: GroupActor::System,
-        op: GroupOp::Create {
+    group_op(
+        engine,
+        conv,
+        ringcast_store::GroupOp::Create {
             owner: owner.to_owned(),
             name: "team".to_owned(),
             info: String::new(),
@@ -363,6 +351,27 @@ fn create_group(engine: &ringcast_engine::Engine, conv: &str, owner: &str, membe
             history_from_join: false,
             members_can_invite: false,
         },
+    );
+}
+
+/// Applies `op` to group `conv` as the system, through the engine's store.
+fn group_op(engine: &ringcast_engine::Engine, conv: &str, op: ringcast_store::GroupOp) {
+    use ringcast_protocol::envelope::{EncodedPush, Envelope};
+    use ringcast_store::{Durability, GroupActor, GroupOpRequest};
+    let envelope = Envelope {
+        id: 1,
+        offset: 0,
+        epoch: 0,
+        channel: conv.to_owned(),
+        sender: String::new(),
+        time_ms: 1,
+        data_is_json: true,
+        data: br#"{"kind":"member","data":{"op":"test"}}"#.to_vec(),
+    };
+    let request = GroupOpRequest {
+        conv: conv.to_owned(),
+        actor: GroupActor::System,
+        op,
         push: EncodedPush::encode(&envelope),
         client_msg_id: None,
         durability: Durability::Sync,
@@ -374,9 +383,9 @@ fn create_group(engine: &ringcast_engine::Engine, conv: &str, owner: &str, membe
             answer = receiver.try_recv().expect("answered");
             answer.is_some()
         }),
-        "the group was created in time"
+        "the group change was stored in time"
     );
-    answer.unwrap().expect("created");
+    answer.unwrap().expect("stored");
 }
 
 crate::e2e!(typing_in_a_group_reaches_its_other_members_only, |driver| {
@@ -411,3 +420,453 @@ crate::e2e!(typing_in_a_group_reaches_its_other_members_only, |driver| {
     }
     engine.shutdown();
 });
+
+/// `counter` of shard `shard` (`/api/stats`).
+fn shard_stat(engine: &ringcast_engine::Engine, shard: usize, counter: &str) -> u64 {
+    let (_, stats) = api(engine, "GET", "/api/stats", None);
+    stats["shards"][shard][counter]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {counter} in {stats}"))
+}
+
+/// The typing signal of `user` in `conv`.
+fn typing_signal(conv: &str, user: &str) -> Value {
+    json!({"typing": {"conv": conv, "user": user, "state": "typing"}})
+}
+
+crate::e2e!(
+    cycling_conversations_does_not_get_past_a_connections_typing_bucket,
+    |driver| {
+        let mut config = im_config(driver);
+        // No conversation's interval ever comes due here: only the bucket
+        // over all of them limits.
+        config.im.typing_interval = Duration::from_secs(60);
+        config.im.typing_rate = 1;
+        config.im.typing_burst = 3;
+        let engine = start(config);
+        // More conversations than one connection's interval remembers (32),
+        // the way around a per-conversation limit alone.
+        let convs: Vec<String> = (0..40).map(|i| format!("grp:cycle{i:02}")).collect();
+        for conv in &convs {
+            create_group(&engine, conv, "alice", &["bob"]);
+        }
+        create_group(&engine, "grp:marker", "alice", &["bob"]);
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let (mut bob, _) = im_connect(&engine, "bob", "", Some(1));
+
+        let started = std::time::Instant::now();
+        let mut id = 1;
+        for _round in 0..2 {
+            for conv in &convs {
+                let reply = typing(&mut alice, id, conv, "typing");
+                assert_eq!(reply["result"], json!({}), "dropped or not: {reply}");
+                id += 1;
+            }
+        }
+        let cycling_s = started.elapsed().as_secs();
+        // The bucket's share over the cycling: its burst, and one a second.
+        let allowed = 3 + cycling_s + 1;
+
+        // A last signal, once a token is back, on the same mesh lane: what
+        // came before it is everything that got through.
+        std::thread::sleep(Duration::from_millis(1100));
+        let reply = typing(&mut alice, id, "grp:marker", "typing");
+        assert_eq!(reply["result"], json!({}));
+        let mut delivered = 0u64;
+        loop {
+            let message = read_json(&mut bob);
+            assert!(message["typing"].is_object(), "only typing: {message}");
+            if message["typing"]["conv"] == "grp:marker" {
+                break;
+            }
+            assert_eq!(message["typing"]["user"], "alice");
+            delivered += 1;
+        }
+        assert!(
+            (3..=allowed).contains(&delivered),
+            "80 signals over 40 conversations in {cycling_s} s: {delivered} got through, \
+             the burst of 3 and at most {allowed}"
+        );
+        assert!(shard_stat_sum(&engine, "im_typing_dropped_total") >= 80 - allowed);
+        // Dropped before any lookup: the store read one group per signal
+        // that got through, and the marker's.
+        assert!(shard_stat_sum(&engine, "im_typing_group_reads_total") <= allowed + 1);
+        engine.shutdown();
+    }
+);
+
+/// Reads until the reply `id`, returning it and what came before it.
+fn reply_among(ws: &mut Ws, id: u64) -> (Value, Vec<Value>) {
+    let mut before = Vec::new();
+    loop {
+        let message = read_json(ws);
+        if message["id"] == id {
+            return (message, before);
+        }
+        before.push(message);
+    }
+}
+
+crate::e2e!(
+    group_typing_is_one_mesh_event_per_shard_one_read_per_group_and_none_past_the_size_gate,
+    |driver| {
+        let mut config = im_config(driver);
+        config.im.typing_interval = Duration::from_secs(60);
+        config.im.group_typing_members_max = 20;
+        let engine = start(config);
+        let small: Vec<String> = (0..12).map(|i| format!("m{i:02}")).collect();
+        let small_refs: Vec<&str> = small.iter().map(String::as_str).collect();
+        create_group(&engine, "grp:small", "alice", &small_refs);
+        let large: Vec<String> = (0..25).map(|i| format!("l{i:02}")).collect();
+        let large_refs: Vec<&str> = large.iter().map(String::as_str).collect();
+        create_group(&engine, "grp:large", "alice", &large_refs);
+
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        // Six members on shard 1, six on shard 2.
+        let mut members: Vec<Ws> = small
+            .iter()
+            .enumerate()
+            .map(|(i, user)| im_connect(&engine, user, "", Some(1 + (i as u64) / 6)).0)
+            .collect();
+        let (mut outsider, _) = im_connect(&engine, "l00", "", Some(1));
+
+        // Six members of shard 1 type at once, before any reply is read:
+        // shard 1 reads the group once for all six.
+        for (i, ws) in members.iter_mut().take(6).enumerate() {
+            send_json(
+                ws,
+                json!({"id": 100 + i, "method": "typing",
+                       "params": {"conv": "grp:small", "state": "typing"}}),
+            );
+        }
+        let mut heard: Vec<Vec<Value>> = vec![Vec::new(); 12];
+        for (i, ws) in members.iter_mut().take(6).enumerate() {
+            let (reply, before) = reply_among(ws, 100 + i as u64);
+            assert_eq!(reply["result"], json!({}), "{reply}");
+            heard[i].extend(before);
+        }
+        assert_eq!(
+            shard_stat(&engine, 1, "im_typing_group_reads_total"),
+            1,
+            "six signals, one read of the group"
+        );
+        // Each went to shard 0 (alice) and shard 2 (six members): two mesh
+        // events per signal, not one per member.
+        assert_eq!(shard_stat(&engine, 1, "im_typing_mesh_events_total"), 12);
+        // Every member but the typist heard each signal.
+        let typists: Vec<Value> = small[..6]
+            .iter()
+            .map(|user| typing_signal("grp:small", user))
+            .collect();
+        let mut from_alice_ws = Vec::new();
+        for _ in 0..6 {
+            from_alice_ws.push(read_json(&mut alice));
+        }
+        for signal in &typists {
+            assert!(from_alice_ws.contains(signal), "alice heard {signal}");
+        }
+        for (i, ws) in members.iter_mut().enumerate() {
+            let expected = if i < 6 { 5 } else { 6 };
+            while heard[i].len() < expected {
+                heard[i].push(read_json(ws));
+            }
+            for (j, signal) in typists.iter().enumerate() {
+                assert_eq!(
+                    heard[i].contains(signal),
+                    i != j,
+                    "member {i} and the signal of member {j}: {:?}",
+                    heard[i]
+                );
+            }
+        }
+
+        // Alice's signal: one mesh event to each of the two other shards.
+        let reply = typing(&mut alice, 1, "grp:small", "typing");
+        assert_eq!(reply["result"], json!({}), "{reply}");
+        let signal = typing_signal("grp:small", "alice");
+        for ws in members.iter_mut() {
+            assert_eq!(read_json(ws), signal);
+        }
+        assert_eq!(shard_stat(&engine, 0, "im_typing_mesh_events_total"), 2);
+        nothing_waiting(&mut outsider, 2);
+
+        // Past the size gate: answered, counted as dropped, sent nowhere,
+        // and the members are never read (only the group's record).
+        let dropped = shard_stat_sum(&engine, "im_typing_dropped_total");
+        let reply = typing(&mut alice, 3, "grp:large", "typing");
+        assert_eq!(reply["result"], json!({}), "{reply}");
+        assert_eq!(
+            shard_stat_sum(&engine, "im_typing_dropped_total"),
+            dropped + 1
+        );
+        assert_eq!(shard_stat(&engine, 0, "im_typing_mesh_events_total"), 2);
+        nothing_waiting(&mut outsider, 4);
+        for ws in members.iter_mut() {
+            nothing_waiting(ws, 5);
+        }
+        engine.shutdown();
+    }
+);
+
+crate::e2e!(
+    a_muted_member_may_not_type_and_mute_all_silences_plain_members_only,
+    |driver| {
+        use ringcast_store::{GroupOp, GroupRole};
+        let mut config = im_config(driver);
+        config.im.typing_interval = Duration::from_secs(60);
+        let engine = start(config);
+        create_group(&engine, "grp:quiet", "alice", &["bob", "carol", "dave"]);
+        group_op(
+            &engine,
+            "grp:quiet",
+            GroupOp::Role {
+                user: "dave".to_owned(),
+                role: GroupRole::Admin,
+            },
+        );
+        let hour_ahead = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 3_600_000;
+        group_op(
+            &engine,
+            "grp:quiet",
+            GroupOp::Mute {
+                user: "bob".to_owned(),
+                until_ms: hour_ahead,
+            },
+        );
+        group_op(&engine, "grp:quiet", GroupOp::MuteAll);
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let (mut bob, _) = im_connect(&engine, "bob", "", Some(1));
+        let (mut carol, _) = im_connect(&engine, "carol", "", Some(2));
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(1));
+
+        // Muted alone: 122, saying until when.
+        let refused = typing(&mut bob, 1, "grp:quiet", "typing");
+        assert_eq!(refused["error"]["code"], 122, "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("muted") && message.contains(&hour_ahead.to_string()),
+            "{message}"
+        );
+        // A plain member under mute-all: 122 too.
+        let refused = typing(&mut carol, 2, "grp:quiet", "typing");
+        assert_eq!(refused["error"]["code"], 122, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("mute-all"),
+            "{refused}"
+        );
+        for ws in [&mut alice, &mut dave] {
+            nothing_waiting(ws, 3);
+        }
+        // An admin types under mute-all; muted members still hear it.
+        let reply = typing(&mut dave, 4, "grp:quiet", "typing");
+        assert_eq!(reply["result"], json!({}), "{reply}");
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(read_json(ws), typing_signal("grp:quiet", "dave"));
+        }
+        // So does the owner.
+        let reply = typing(&mut alice, 5, "grp:quiet", "typing");
+        assert_eq!(reply["result"], json!({}), "{reply}");
+        for ws in [&mut bob, &mut carol, &mut dave] {
+            assert_eq!(read_json(ws), typing_signal("grp:quiet", "alice"));
+        }
+        engine.shutdown();
+    }
+);
+
+/// The DM policy backend of the tests: by the sender, `friend*` allowed,
+/// `pest*` denied with a message, `slow*` answered after the timeout.
+fn dm_policy_answer(body: &Value) -> (Duration, Value) {
+    let sender = body["user"].as_str().unwrap_or_default();
+    if sender.starts_with("pest") {
+        let message = format!("{sender} may not write to {}", body["to"].as_str().unwrap());
+        (
+            Duration::ZERO,
+            json!({"error": {"code": 403, "message": message}}),
+        )
+    } else if sender.starts_with("slow") {
+        (Duration::from_millis(1500), json!({"result": {}}))
+    } else {
+        (Duration::ZERO, json!({"result": {}}))
+    }
+}
+
+fn dm_policy_config(
+    driver: ringcast_engine::config::Driver,
+    url: &str,
+) -> ringcast_engine::config::Config {
+    let mut config = im_config(driver);
+    config.proxies = vec![ringcast_engine::config::Proxy {
+        name: "app".into(),
+        url: url.into(),
+        timeout: Duration::from_millis(300),
+        concurrency_max: 8,
+    }];
+    config.im.dm_policy_proxy = "app".into();
+    config.im.dm_policy_cache = Duration::from_secs(60);
+    config
+}
+
+fn set_backend_policy(engine: &ringcast_engine::Engine, user: &str) {
+    let (status, body) = api(
+        engine,
+        "POST",
+        "/api/im/dm_policy",
+        Some(json!({"as_user": user, "policy": "backend"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["policy"], "backend", "{body}");
+}
+
+crate::e2e!(
+    a_backend_policy_asks_the_app_once_per_new_pair_and_fails_closed,
+    |driver| {
+        let backend = crate::proxy::Backend::start(dm_policy_answer);
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = dm_policy_config(driver, &backend.url);
+        config.server.data_dir = dir.path().to_path_buf();
+        let engine = ringcast_engine::Engine::start(config.clone()).expect("starts");
+        set_backend_policy(&engine, "dave");
+        let (_, read) = api(
+            &engine,
+            "POST",
+            "/api/im/dm_policy",
+            Some(json!({"as_user": "dave"})),
+        );
+        assert_eq!(read["policy"], "backend", "{read}");
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(0));
+        let (mut friend, _) = im_connect(&engine, "friend", "", Some(1));
+        let (mut pest, _) = im_connect(&engine, "pest", "", Some(2));
+        let (mut slow, _) = im_connect(&engine, "slow", "", Some(1));
+        let calls_to_dave = || {
+            backend
+                .calls()
+                .into_iter()
+                .filter(|(_, body)| body["to"] == "dave")
+                .map(|(_, body)| body)
+                .collect::<Vec<Value>>()
+        };
+
+        // Allowed: the conversation starts; the backend heard who and to whom.
+        let first = send_text(&mut friend, 1, "dave", "hi", None);
+        assert_eq!(first["result"]["offset"], 1, "{first}");
+        assert_eq!(next_push(&mut dave)["sender"], "friend");
+        let calls = calls_to_dave();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0]["user"], "friend");
+        assert!(calls[0]["client"].as_str().is_some_and(|c| !c.is_empty()));
+        // The conversation exists: its messages ask nothing, either way.
+        let more = send_text(&mut friend, 2, "dave", "more", None);
+        assert_eq!(more["result"]["offset"], 2, "{more}");
+        next_push(&mut dave);
+        let back = send_text(&mut dave, 3, "friend", "back", None);
+        assert_eq!(back["result"]["offset"], 3, "{back}");
+        next_push(&mut friend);
+        assert_eq!(calls_to_dave().len(), 1, "asked once for the pair");
+
+        // Denied: 103 with the backend's message, nothing stored; the
+        // denial is kept for the pair, so a retry asks nothing.
+        let refused = send_text(&mut pest, 4, "dave", "hey", None);
+        assert_eq!(refused["error"]["code"], 103, "{refused}");
+        assert_eq!(refused["error"]["message"], "pest may not write to dave");
+        let refused = send_text(&mut pest, 5, "dave", "hey again", None);
+        assert_eq!(refused["error"]["code"], 103, "{refused}");
+        assert_eq!(calls_to_dave().len(), 2, "the denial was reused");
+        nothing_waiting(&mut dave, 6);
+
+        // No answer in time: fail closed (116), nothing stored, and a
+        // failure is not kept: the next message asks again.
+        let refused = send_text(&mut slow, 8, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 116, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("DM policy backend"),
+            "{refused}"
+        );
+        let refused = send_text(&mut slow, 9, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 116, "{refused}");
+        assert_eq!(calls_to_dave().len(), 4);
+        nothing_waiting(&mut dave, 10);
+
+        // The API's msg_send asks the same backend, and shares the answers.
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/im/msg_send",
+            Some(json!({"as_user": "pest", "to": "dave", "kind": "text", "data": {"text": "x"}})),
+        );
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(calls_to_dave().len(), 4, "pest's denial is node-wide");
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/im/msg_send",
+            Some(
+                json!({"as_user": "friend2", "to": "dave", "kind": "text", "data": {"text": "x"}}),
+            ),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["offset"], 1, "{body}");
+        assert_eq!(next_push(&mut dave)["sender"], "friend2");
+        let calls = calls_to_dave();
+        assert_eq!(calls.len(), 5);
+        assert_eq!(calls[4]["user"], "friend2");
+
+        // The policy is the recipient's: dave writes to pest freely; the
+        // conversation then exists, and pest's answers in it ask nothing.
+        let out = send_text(&mut dave, 11, "pest", "what?", None);
+        assert_eq!(out["result"]["offset"], 1, "{out}");
+        next_push(&mut pest);
+        let reply = send_text(&mut pest, 12, "dave", "sorry", None);
+        assert_eq!(reply["result"]["offset"], 2, "{reply}");
+        assert_eq!(next_push(&mut dave)["sender"], "pest");
+        assert_eq!(calls_to_dave().len(), 5);
+        engine.shutdown();
+
+        // After a restart this process knows no pair: existing
+        // conversations are found in the store and not asked about; a new
+        // pair is.
+        let engine = ringcast_engine::Engine::start(config).expect("restarts");
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(0));
+        let (mut pest, _) = im_connect(&engine, "pest", "", Some(2));
+        let again = send_text(&mut pest, 1, "dave", "still here", None);
+        assert_eq!(again["result"]["offset"], 3, "{again}");
+        assert_eq!(next_push(&mut dave)["sender"], "pest");
+        assert_eq!(
+            calls_to_dave().len(),
+            5,
+            "an existing conversation asks nothing"
+        );
+        let (mut pest2, _) = im_connect(&engine, "pest2", "", Some(1));
+        let refused = send_text(&mut pest2, 2, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 103, "{refused}");
+        assert_eq!(calls_to_dave().len(), 6);
+        engine.shutdown();
+
+        // An unreachable backend: fail closed too (117), nothing stored.
+        let engine = start(dm_policy_config(driver, "http://127.0.0.1:1/dm"));
+        set_backend_policy(&engine, "dave");
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(0));
+        let (mut friend, _) = im_connect(&engine, "friend", "", Some(1));
+        let refused = send_text(&mut friend, 1, "dave", "hi", None);
+        assert_eq!(refused["error"]["code"], 117, "{refused}");
+        nothing_waiting(&mut dave, 2);
+        let (status, body) = api(
+            &engine,
+            "POST",
+            "/api/im/conv_list",
+            Some(json!({"as_user": "dave"})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["convs"], json!([]), "nothing was stored");
+        engine.shutdown();
+    }
+);

@@ -102,6 +102,7 @@ mod tests {
                 name: "dm:x".to_owned(),
                 pair: ("a".to_owned(), "b".to_owned()),
                 group: None,
+                trimmed_count: 0,
             },
         );
         let taken = ImCache::take(&mut state);

@@ -104,7 +104,7 @@ impl<'a> SnapshotReader<'a> {
             0
         };
         Ok(count
-            .saturating_sub(uconv.read_count)
+            .saturating_sub(conv.counted_read(uconv.read_count))
             .saturating_sub(recalled))
     }
 

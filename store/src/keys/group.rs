@@ -12,6 +12,7 @@
 //! | `im_block` | u16 BE len + owner + blocked | time ms (u64 BE) |
 //! | `im_contact` | u16 BE len + owner + contact | time ms (u64 BE) |
 //! | `im_policy` | user | [`DmPolicy`] byte |
+//! | `im_ugroups` | user | groups the user is a member of (u32 BE) |
 
 use super::{push_len16, read_u64, Cursor};
 use crate::api::{DmPolicy, GroupRole};
@@ -23,6 +24,9 @@ pub(crate) const KEYSPACE_IM_EDITS: &str = "im_edits";
 pub(crate) const KEYSPACE_IM_BLOCK: &str = "im_block";
 pub(crate) const KEYSPACE_IM_CONTACT: &str = "im_contact";
 pub(crate) const KEYSPACE_IM_POLICY: &str = "im_policy";
+/// Each user's count of groups it is a member of, written in the batch of
+/// every change of it, so the group cap is one point read per user.
+pub(crate) const KEYSPACE_IM_UGROUPS: &str = "im_ugroups";
 
 /// The kind byte of a group in [`super::ConvRecord`] and [`super::UConvRecord`].
 pub(crate) const CONV_KIND_GROUP: u8 = 2;
@@ -95,6 +99,7 @@ pub(crate) fn dm_policy_byte(policy: DmPolicy) -> u8 {
     match policy {
         DmPolicy::Anyone => 0,
         DmPolicy::Contacts => 1,
+        DmPolicy::Backend => 2,
     }
 }
 
@@ -102,6 +107,7 @@ pub(crate) fn dm_policy_decode(bytes: &[u8]) -> Result<DmPolicy, String> {
     match bytes {
         [0] => Ok(DmPolicy::Anyone),
         [1] => Ok(DmPolicy::Contacts),
+        [2] => Ok(DmPolicy::Backend),
         _ => Err(format!("DM policy of {} bytes or unknown", bytes.len())),
     }
 }

@@ -165,6 +165,7 @@ impl Writer {
                 .im
                 .uconv(&self.fjall, user, id)?
                 .ok_or_else(|| crate::im::corrupt(&conv, format!("member {user:?} has no view")))?;
+            work.im.group_count(&self.fjall, user)?;
             removed_views.push(stored);
         }
         record.group = Some(group);
@@ -213,10 +214,12 @@ impl Writer {
                     work.im.put_key(ImKeyspace::Uact, old, None);
                 }
             }
+            work.im.add_group_count(user, stored.as_ref(), true);
             let view = joined_view(stored, offset, count, gseq, history_from_join);
             work.im.put_uconv(user, id, view);
         }
         for (user, mut view) in closed.iter().zip(removed_views) {
+            work.im.add_group_count(user, Some(&view), false);
             view.changed_gseq = gseq;
             view.group = Some(GroupView {
                 visible_to: offset,
@@ -342,6 +345,7 @@ impl Writer {
                 members_max,
                 flags,
             }),
+            trimmed_count: 0,
         };
         let (appended, gseq, count, _) = self.stage_conv_entry(
             work,
@@ -378,6 +382,7 @@ impl Writer {
                 Some(member.encode()),
             );
             let view = joined_view(None, appended.offset, count, gseq, history_from_join);
+            work.im.add_group_count(&user, None, true);
             work.im.put_uconv(&user, id, view);
             work.im.count_started(&user);
             table.insert(user, member);
@@ -568,7 +573,7 @@ impl Writer {
     /// starts a conversation) or at its group cap.
     fn check_join_caps(
         &self,
-        work: &BatchWork,
+        work: &mut BatchWork,
         user: &str,
         starts: bool,
     ) -> Result<(), StoreError> {
@@ -579,8 +584,9 @@ impl Writer {
                 limit: cap,
             });
         }
+        // One point read (`im_ugroups`), kept in the batch's changes.
         let cap = self.config.groups_per_user_max;
-        if work.im.groups_of(&self.fjall, user, cap)? >= cap {
+        if work.im.group_count(&self.fjall, user)? as usize >= cap {
             return Err(StoreError::ConversationLimit {
                 user: user.to_owned(),
                 limit: cap,

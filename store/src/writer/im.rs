@@ -5,8 +5,8 @@
 //! written in the same fjall batch as the entry.
 
 use crate::api::{
-    DmPolicy, Durability, ImAppend, ImAppended, ImDelivery, ImReadState, Retention,
-    CLIENT_MSG_ID_BYTES_MAX, CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
+    DmPolicy, Durability, ImAppend, ImAppended, ImDelivery, ImReadState, CLIENT_MSG_ID_BYTES_MAX,
+    CURSOR_ID_BYTES_MAX, STREAM_NAME_BYTES_MAX,
 };
 use ringcast_protocol::envelope::EncodedPush;
 
@@ -120,6 +120,7 @@ impl Writer {
             push,
             client_msg_id,
             durability,
+            backend_allowed,
         } = request;
         let pair = validate_im_append(&conv, pair, &sender, client_msg_id.as_deref())?;
         // Read positions follow `sender`; an entry claiming someone else
@@ -131,7 +132,8 @@ impl Writer {
         }
         if pair.0 != pair.1 {
             let peer = if pair.0 == sender { &pair.1 } else { &pair.0 };
-            self.check_dm_allowed(work, &sender, peer)?;
+            let new = self.stream_id(work, &conv).is_none();
+            self.check_dm_allowed(work, &sender, peer, new && !backend_allowed)?;
         }
         let (id, stored) = match self.stream_id(work, &conv) {
             Some(id) => match work.im.conv(&self.fjall, &self.im, id, &conv)? {
@@ -232,6 +234,7 @@ impl Writer {
             // copy (once per conversation).
             pair: pair.clone(),
             group: None,
+            trimmed_count: 0,
         });
         let (appended, gseq, count, _) = self.stage_conv_entry(
             work,
@@ -338,7 +341,7 @@ impl Writer {
                 .group
                 .map_or(view.visible_from, |window| window.visible_from),
             unread: count
-                .saturating_sub(view.read_count)
+                .saturating_sub(record.counted_read(view.read_count))
                 .saturating_sub(recalled),
         })
     }
@@ -362,7 +365,7 @@ impl Writer {
             .im
             .recalled_between(&self.fjall, id, view.read_offset, offset)?;
         Ok(count
-            .saturating_sub(view.read_count)
+            .saturating_sub(record.counted_read(view.read_count))
             .saturating_sub(recalled))
     }
 
@@ -444,13 +447,16 @@ impl Writer {
     }
 
     /// Refuses a DM from `sender` to `peer` when either blocked the other,
-    /// or when `peer` takes DMs from contacts only and `sender` is not one:
-    /// up to four point reads, before anything is staged.
+    /// when `peer` takes DMs from contacts only and `sender` is not one, or
+    /// when `peer`'s backend decides and the message would start a
+    /// conversation it did not allow (`unallowed_start`): up to four point
+    /// reads, before anything is staged.
     fn check_dm_allowed(
         &self,
         work: &mut BatchWork,
         sender: &str,
         peer: &str,
+        unallowed_start: bool,
     ) -> Result<(), StoreError> {
         for (blocker, blocked) in [(peer, sender), (sender, peer)] {
             let key = im_pair_key(blocker, blocked);
@@ -470,6 +476,12 @@ impl Writer {
             .get_key(&self.fjall, ImKeyspace::Policy, peer.as_bytes())?
             .map_or(Ok(DmPolicy::Anyone), |bytes| dm_policy_decode(&bytes))
             .map_err(|reason| crate::im::corrupt("", reason))?;
+        if policy == DmPolicy::Backend && unallowed_start {
+            return Err(StoreError::BackendDecides {
+                user: peer.to_owned(),
+                sender: sender.to_owned(),
+            });
+        }
         if policy == DmPolicy::Contacts {
             let key = im_pair_key(peer, sender);
             if work
@@ -565,13 +577,19 @@ impl Writer {
         } = entry;
         let time_ms = now_ms.max(record.last_time_ms);
         push.stamp_time(time_ms);
+        // Retention per kind: the trim keeps unread within what it kept
+        // (`trim_stream`, `ConvRecord::trimmed_count`).
+        let retention = match record.group {
+            Some(_) => self.config.group_retention,
+            None => self.config.dm_retention,
+        };
         let appended = self.stage_entry(
             work,
             id,
             meta,
             push,
             client_msg_id,
-            Retention::UNLIMITED,
+            retention,
             &[],
             now_ms,
             true,

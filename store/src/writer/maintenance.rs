@@ -100,14 +100,36 @@ impl Writer {
         }
         // A recalled or edited message's marks go with it: nothing counts
         // or refers to an offset below the stream's first.
-        for keyspace in [&self.fjall.im_recalled, &self.fjall.im_edits] {
+        let mut recalled = Vec::new();
+        let marks = [
+            (&self.fjall.im_recalled, true),
+            (&self.fjall.im_edits, false),
+        ];
+        for (keyspace, recalls) in marks {
             for guard in keyspace.range(entry_key(id, meta.first_offset)..entry_key(id, first)) {
-                match guard.key() {
-                    Ok(key) => batch.remove(keyspace, key),
+                match guard.into_inner() {
+                    Ok((key, value)) => {
+                        if recalls {
+                            let offset = entry_key_decode(&key).map_or(0, |(_, offset)| offset);
+                            recalled.push((offset, value.first() == Some(&1)));
+                        }
+                        batch.remove(keyspace, key);
+                    }
                     Err(error) => {
                         tracing::error!(%error, stream_id = id, "retention: reading recalls failed");
                         return deleted;
                     }
+                }
+            }
+        }
+        // A conversation's unread stays within what was kept, in this batch.
+        let mut conv_trim = None;
+        if self.im.convs.contains(&id) {
+            match self.stage_conv_trim(&mut batch, id, first, &recalled) {
+                Ok(im) => conv_trim = Some(im),
+                Err(error) => {
+                    tracing::error!(%error, stream_id = id, "retention: reading a conversation failed");
+                    return deleted;
                 }
             }
         }
@@ -122,6 +144,9 @@ impl Writer {
         match batch.durability(Some(PersistMode::Buffer)).commit() {
             Ok(()) => {
                 self.streams.insert(id, meta);
+                if let Some(mut im) = conv_trim {
+                    im.apply(&mut self.im);
+                }
             }
             Err(error) => drop(self.write_failed("trimming a stream", error)),
         }

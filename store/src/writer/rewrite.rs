@@ -245,7 +245,7 @@ impl Writer {
         }
         work.sync |= durability == crate::api::Durability::Sync;
         let stored_time_ms = record.last_time_ms;
-        let (appended, gseq, _, _) = self.stage_conv_entry(
+        let (appended, gseq, count, _) = self.stage_conv_entry(
             work,
             &mut record,
             ConvEntry {
@@ -277,6 +277,7 @@ impl Writer {
             view.changed_gseq = gseq;
             work.im.put_uconv(&user, id, view);
         }
+        let group = record.group.is_some();
         work.im.put_conv(id, Some(stored_time_ms), record);
         Ok(ImRewritten {
             appended,
@@ -284,6 +285,8 @@ impl Writer {
             gseq,
             edits,
             members,
+            count,
+            group,
         })
     }
 

@@ -31,6 +31,7 @@ pub fn im_request(from: &str, to: &str, text: &str, time_ms: u64) -> ImAppend {
         sender: from.to_owned(),
         client_msg_id: None,
         durability: Durability::Sync,
+        backend_allowed: false,
     }
 }
 

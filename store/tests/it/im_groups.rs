@@ -44,7 +44,12 @@ fn op_request(conv: &str, actor: &str, op: GroupOp, text: &str) -> GroupOpReques
     }
 }
 
-fn op(store: &Store, conv: &str, actor: &str, op: GroupOp) -> Result<GroupAppended, StoreError> {
+pub fn op(
+    store: &Store,
+    conv: &str,
+    actor: &str,
+    op: GroupOp,
+) -> Result<GroupAppended, StoreError> {
     let request = op_request(conv, actor, op, "member");
     block_on(store.group_op(request)?).map_err(|_| StoreError::Closed)?
 }
@@ -554,6 +559,100 @@ fn a_user_at_its_group_cap_joins_no_more_groups() {
     op(&store, "grp:c2", "o2", GroupOp::Dissolve).unwrap();
     add(&store, "grp:c1", "o1", &["u"]).unwrap();
     store.close().unwrap();
+}
+
+/// Opens the store in `dir` with a group cap of `cap`.
+fn open_with_group_cap(dir: &std::path::Path, cap: usize) -> Store {
+    let mut config = config(dir);
+    config.groups_per_user_max = cap;
+    Store::open(config).unwrap()
+}
+
+fn at_group_cap(result: Result<GroupAppended, StoreError>, cap: usize) -> bool {
+    matches!(result, Err(StoreError::ConversationLimit { limit, .. }) if limit == cap)
+}
+
+/// Whether `user`, a member of exactly `count` groups by the caller's
+/// replay, may join exactly one more under a cap of `count + 1`: one
+/// group it owns is created, a second refused (each probe names its own
+/// groups, so probes of other users do not disturb it).
+fn probe_group_count(dir: &std::path::Path, user: &str, count: usize, probe: &str) {
+    let cap = count + 1;
+    let store = open_with_group_cap(dir, cap);
+    let first = format!("grp:probe-{probe}-{user}-a");
+    let second = format!("grp:probe-{probe}-{user}-b");
+    op(&store, &first, "", create_op(user, &[]))
+        .unwrap_or_else(|error| panic!("{user} in {count} groups may join one more: {error}"));
+    assert!(
+        at_group_cap(op(&store, &second, "", create_op(user, &[])), cap),
+        "{user} in {count} groups, then one more, is at the cap of {cap}"
+    );
+    store.close().unwrap();
+}
+
+/// The per-user group count (`im_ugroups`) is kept in the batch of every
+/// change: the cap refuses exactly at the limit after restarts, after
+/// leaves, removals and a dissolve, and after the count is rebuilt from
+/// the users' views (a store written before the key).
+#[test]
+fn the_group_cap_is_exact_after_restarts_and_after_a_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let cap = 3;
+    let store = open_with_group_cap(dir.path(), cap);
+    // One batch's worth of joins at once: the counts move within a batch.
+    let pending: Vec<_> = ["grp:c1", "grp:c2", "grp:c3"]
+        .iter()
+        .map(|conv| store.group_op(op_request(conv, "", create_op("o", &["u"]), "create")))
+        .collect();
+    for receiver in pending {
+        block_on(receiver.unwrap()).unwrap().unwrap();
+    }
+    assert!(at_group_cap(
+        op(&store, "grp:c4", "", create_op("o4", &["u"])),
+        cap
+    ));
+    store.close().unwrap();
+
+    let store = open_with_group_cap(dir.path(), cap);
+    assert!(
+        at_group_cap(op(&store, "grp:c4", "", create_op("o4", &["u"])), cap),
+        "still at the cap after a restart"
+    );
+    create(&store, "grp:c4", "o4", &[]);
+    op(&store, "grp:c1", "u", GroupOp::Leave).unwrap();
+    store.close().unwrap();
+
+    let store = open_with_group_cap(dir.path(), cap);
+    add(&store, "grp:c4", "o4", &["u"]).unwrap();
+    create(&store, "grp:c5", "o5", &[]);
+    assert!(at_group_cap(add(&store, "grp:c5", "o5", &["u"]), cap));
+    // A removal and a dissolve each make room; a rejoin takes it again.
+    remove(&store, "grp:c2", "", &["u"]).unwrap();
+    op(&store, "grp:c3", "", GroupOp::Dissolve).unwrap();
+    add(&store, "grp:c2", "", &["u"]).unwrap();
+    store.close().unwrap();
+
+    let store = open_with_group_cap(dir.path(), cap);
+    add(&store, "grp:c5", "o5", &["u"]).unwrap();
+    create(&store, "grp:c6", "o6", &[]);
+    assert!(at_group_cap(add(&store, "grp:c6", "o6", &["u"]), cap));
+    store.close().unwrap();
+
+    // A store written before the key: the keyspace is gone, and the open
+    // rebuilds every user's count from its views.
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let counts = db
+            .keyspace("im_ugroups", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        db.delete_keyspace(counts).unwrap();
+    }
+    // u: c2, c4, c5 (left c1, c3 dissolved); o: c1..c3 created, c3
+    // dissolved; o4, o5: their own.
+    probe_group_count(dir.path(), "u", 3, "rebuilt");
+    probe_group_count(dir.path(), "o", 2, "rebuilt");
+    probe_group_count(dir.path(), "o5", 1, "rebuilt");
+    probe_group_count(dir.path(), "nobody", 0, "rebuilt");
 }
 
 #[test]
@@ -1087,6 +1186,95 @@ fn sigkill_keeps_member_tables_and_unread_equal_to_the_replay() {
             "group round {round} ({mode}): killed after {delay:?}, acked {}",
             acked.len()
         );
+        let mut groups_of: HashMap<&str, usize> = HashMap::new();
+        for conv in KILL_GROUPS {
+            if block_on(store.group_info(conv).unwrap())
+                .unwrap()
+                .unwrap()
+                .is_some()
+            {
+                for user in replay(&store, conv).0 {
+                    if let Some(known) = KILL_USERS.iter().find(|known| **known == user) {
+                        *groups_of.entry(known).or_default() += 1;
+                    }
+                }
+            }
+        }
         store.close().unwrap();
+        // Each user's group count (`im_ugroups`) equals the replay's: the
+        // cap refuses exactly there. Probed on a copy, so the next round
+        // starts from what the kill left.
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), copy.path());
+        for user in KILL_USERS {
+            let count = groups_of.get(user).copied().unwrap_or(0);
+            probe_group_count(copy.path(), user, count, &format!("r{round}"));
+        }
     }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// A user whose DM policy is the backend's takes a new conversation only
+/// when the request says the backend allowed it; once it exists, its
+/// messages need nothing more. The policy survives a restart.
+#[test]
+fn a_backend_policy_refuses_new_dms_the_backend_did_not_allow() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let changed = block_on(store.set_dm_policy("b", DmPolicy::Backend).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed, 1);
+    assert!(matches!(
+        im_submit(&store, im_request("a", "b", "hi", 0)),
+        Err(StoreError::BackendDecides { ref user, ref sender }) if user == "b" && sender == "a"
+    ));
+    assert!(
+        list(&store, "b", None, 10).convs.is_empty(),
+        "nothing written"
+    );
+    let allowed = ringcast_store::ImAppend {
+        backend_allowed: true,
+        ..im_request("a", "b", "hi", 0)
+    };
+    assert_eq!(im_submit(&store, allowed).unwrap().appended.offset, 1);
+    // The conversation exists: no more asking, either way.
+    assert_eq!(
+        im_submit(&store, im_request("a", "b", "more", 0))
+            .unwrap()
+            .appended
+            .offset,
+        2
+    );
+    assert_eq!(
+        im_submit(&store, im_request("b", "a", "back", 0))
+            .unwrap()
+            .appended
+            .offset,
+        3
+    );
+    // B writes to whom it likes: the policy is of the recipient.
+    send(&store, "b", "c", "b starts a conversation with c");
+    store.close().unwrap();
+
+    let store = Store::open(config(dir.path())).unwrap();
+    let policy = block_on(store.dm_policy("b").unwrap()).unwrap().unwrap();
+    assert_eq!(policy, DmPolicy::Backend);
+    assert!(matches!(
+        im_submit(&store, im_request("d", "b", "hi", 0)),
+        Err(StoreError::BackendDecides { .. })
+    ));
+    store.close().unwrap();
 }

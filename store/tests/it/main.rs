@@ -8,6 +8,7 @@ mod im;
 mod im_delivery;
 mod im_groups;
 mod im_recall;
+mod im_retention;
 mod kill;
 mod outbox;
 mod recovery;
