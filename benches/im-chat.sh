@@ -53,26 +53,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat > "$tmp/engine.toml" <<TOML
-version = 1
-[server]
-shards = $shards
-pin_cores = false
-data_dir = "$tmp/data"
-[websocket]
-listen = "127.0.0.1:$port"
-backlog = 4096
-connections_max_per_shard = 20000
-[api]
-listen = "127.0.0.1:$((port + 1))"
-key = "dev-only-api-key-change-me"
-[auth]
-jwt_secret = "$secret"
-[log]
-level = "warn"
-[im]
-enabled = true
-TOML
+source benches/im-engine.sh
+im_engine_config "$tmp/engine.toml" "$port" "$shards" "$tmp/data" "$secret" \
+    dev-only-api-key-change-me
 
 store_ceilings() { # label
     local appends dms group

@@ -15,6 +15,15 @@
 //!   member, the sender included (Ringcast pushes a publication to the
 //!   publisher too when it is subscribed).
 //!
+//! With `--im`, every user is in a pair and its messages are `msg_send`s
+//! (durable DMs). IM groups (`--groups`) are made through the HTTP API
+//! before the run (`ImGroups`): group `k` of worker `w` is
+//! `grp:<tag>-w<w>-g<k>`, its online members a contiguous run of the
+//! worker's users (`online` of them, all connected with all their
+//! devices), the rest offline users that never connect
+//! (`<tag>-off-<w>-<k>-<i>`). An online member sends a share of its
+//! messages (`share`) to its group, the rest to its peer.
+//!
 //! Schedule: every user sends `messages_per_user` messages at `rate` per
 //! second. Over a worker's `n` users, send `j` is message `j / n` of user
 //! `j % n`, due at `t0 + j / (n x rate)`: each user's messages are exactly
@@ -22,6 +31,7 @@
 //! the intended time, so a late worker shows up as latency (no coordinated
 //! omission).
 
+use std::ops::Range;
 use std::time::Duration;
 
 use crate::cli::split_count;
@@ -43,6 +53,43 @@ pub struct ChatPlan {
     pub messages_per_user: u64,
     /// Messages per second per user.
     pub rate: f64,
+    /// IM: the worker's groups, if any.
+    pub im_groups: Option<ImGroups>,
+}
+
+/// IM: one worker's groups, made through the API before the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImGroups {
+    /// Names the run's groups and offline users apart from earlier runs'
+    /// on the same engine.
+    pub tag: String,
+    /// Groups of this worker.
+    pub groups: u32,
+    /// Members per group, online and offline.
+    pub size: u32,
+    /// Online members per group (users `k x online ..` of the worker).
+    pub online: u32,
+    /// Share of an online member's messages that go to its group.
+    pub share: f64,
+}
+
+/// IM: the kinds of message counted apart (`ChatCounts::im_kinds`, in
+/// this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImKind {
+    Dm,
+    Group,
+}
+
+impl ImKind {
+    pub const ALL: [ImKind; 2] = [ImKind::Dm, ImKind::Group];
+
+    pub fn idx(self) -> usize {
+        match self {
+            ImKind::Dm => 0,
+            ImKind::Group => 1,
+        }
+    }
 }
 
 /// One user's place in the layout.
@@ -90,11 +137,53 @@ impl ChatPlan {
             namespace,
             messages_per_user,
             rate,
+            im_groups: None,
         }
     }
 
+    /// IM: the worker's groups; `None` for a user in none.
+    pub fn with_im_groups(mut self, groups: ImGroups) -> ChatPlan {
+        assert!(
+            groups.online >= 1
+                && groups.online <= groups.size
+                && groups.groups * groups.online <= self.users
+                && (0.0..=1.0).contains(&groups.share)
+        );
+        self.im_groups = Some(groups);
+        self
+    }
+
+    /// IM: the group user `idx` is an online member of.
+    pub fn im_group(&self, idx: u32) -> Option<u32> {
+        let groups = self.im_groups.as_ref()?;
+        let group = idx / groups.online;
+        (group < groups.groups).then_some(group)
+    }
+
+    /// IM: the online members of `group` (worker user indices).
+    pub fn im_group_online(&self, group: u32) -> Range<u32> {
+        let online = self.im_groups.as_ref().map_or(0, |groups| groups.online);
+        im_group_online(online, group)
+    }
+
+    /// IM: the conversation of `group`.
+    pub fn im_group_conv(&self, group: u32) -> String {
+        let tag = self.im_groups.as_ref().map_or("", |groups| &groups.tag);
+        im_group_conv(tag, self.worker_idx, group)
+    }
+
+    /// IM: whether message `seq` of `user` goes to its group (else to its
+    /// peer). Spread evenly: of any `n` consecutive messages,
+    /// `n x share` rounded go to the group.
+    pub fn to_im_group(&self, user: u32, seq: u64) -> Option<u32> {
+        let share = self.im_groups.as_ref()?.share;
+        let group = self.im_group(user)?;
+        let due = |n: u64| (n as f64 * share).floor() as u64;
+        (due(seq + 1) > due(seq)).then_some(group)
+    }
+
     pub fn user(&self, idx: u32) -> String {
-        format!("ch-{}-{idx}", self.worker_idx)
+        user_name(self.worker_idx, idx)
     }
 
     pub fn group_channel(&self, group: u32) -> String {
@@ -128,6 +217,27 @@ impl ChatPlan {
             offset: Duration::from_secs_f64(j as f64 / (users as f64 * self.rate)),
         })
     }
+}
+
+/// User `idx` of worker `worker_idx`.
+pub fn user_name(worker_idx: u32, idx: u32) -> String {
+    format!("ch-{worker_idx}-{idx}")
+}
+
+/// IM: the online members of `group` (worker user indices) when each
+/// group has `online` of them.
+pub fn im_group_online(online: u32, group: u32) -> Range<u32> {
+    group * online..(group + 1) * online
+}
+
+/// IM: the conversation of group `group` of worker `worker_idx`.
+pub fn im_group_conv(tag: &str, worker_idx: u32, group: u32) -> String {
+    format!("grp:{tag}-w{worker_idx}-g{group}")
+}
+
+/// IM: offline member `idx` of group `group` of worker `worker_idx`.
+pub fn im_offline_user(tag: &str, worker_idx: u32, group: u32, idx: u32) -> String {
+    format!("{tag}-off-{worker_idx}-{group}-{idx}")
 }
 
 /// Which sequence numbers of one sender a receiver has seen: duplicates
@@ -225,6 +335,39 @@ mod tests {
         assert_eq!(again.offset, Duration::from_millis(500));
         assert_eq!(layout.due(1).unwrap().offset, Duration::from_millis(125));
         assert!(layout.due(12).is_none());
+    }
+
+    #[test]
+    fn im_groups_take_contiguous_online_members_and_their_share() {
+        let layout = plan(10, 1.0, 2).with_im_groups(ImGroups {
+            tag: "t".to_owned(),
+            groups: 2,
+            size: 500,
+            online: 4,
+            share: 0.25,
+        });
+        assert_eq!(layout.im_group(0), Some(0));
+        assert_eq!(layout.im_group(7), Some(1));
+        // Users past the groups' online members are in no group.
+        assert_eq!(layout.im_group(8), None);
+        assert_eq!(layout.im_group_online(1), 4..8);
+        assert_eq!(layout.im_group_conv(1), "grp:t-w0-g1");
+        assert_eq!(im_offline_user("t", 0, 1, 3), "t-off-0-1-3");
+        // A quarter of every 4 consecutive messages: exactly one.
+        let to_group: Vec<u64> = (0..8)
+            .filter(|&seq| layout.to_im_group(5, seq).is_some())
+            .collect();
+        assert_eq!(to_group, vec![3, 7]);
+        assert_eq!(layout.to_im_group(8, 3), None);
+        let all = plan(4, 1.0, 2).with_im_groups(ImGroups {
+            tag: "t".to_owned(),
+            groups: 1,
+            size: 10,
+            online: 4,
+            share: 1.0,
+        });
+        assert!((0..5).all(|seq| all.to_im_group(3, seq) == Some(0)));
+        assert!(plan(4, 1.0, 2).to_im_group(0, 0).is_none());
     }
 
     #[test]

@@ -196,10 +196,27 @@ pub struct ChatArgs {
     pub drain_s: u64,
     /// IM direct messages instead of inbox `send`s: each pair talks through
     /// `msg_send` (a durable DM, the engine needs `[im] enabled`), and every
-    /// device of both users must get each message. Pairs only
-    /// (`--pair-share=1.0`): group commands are not on the wire yet.
+    /// device of both users must get each message. Every user is in a pair
+    /// (`--pair-share=1.0`); `--groups` adds IM groups.
     #[arg(long)]
     pub im: bool,
+    /// IM: groups over the whole run (split over the workers), made through
+    /// the HTTP API before the run (needs `--api-key`); each has
+    /// `--group-size` members, `--online-share` of them online.
+    #[arg(long, default_value_t = 0)]
+    pub groups: u32,
+    /// IM groups: share of each online member's messages sent to its group
+    /// (the rest are DMs to its peer).
+    #[arg(long, default_value_t = 1.0)]
+    pub group_share: f64,
+    /// IM groups: share of each group's members that are connected (with
+    /// `--devices-per-user` devices each), rounded, at least 1; the others
+    /// never connect.
+    #[arg(long, default_value_t = 0.1)]
+    pub online_share: f64,
+    /// HTTP API key (IM groups are made through the API).
+    #[arg(long, env = "RINGCAST_API_KEY")]
+    pub api_key: Option<String>,
     /// IM: connections per user (all of them receive every DM of the
     /// user's conversation); `--connections` counts devices.
     #[arg(long, default_value_t = 1)]
@@ -321,6 +338,21 @@ pub struct WorkerArgs {
     /// chat, IM: a `read` after every N messages from the peer (0: never).
     #[arg(long, default_value_t = 0)]
     pub read_every: u64,
+    /// chat, IM: this worker's groups (see `chat::ImGroups`).
+    #[arg(long, default_value_t = 0)]
+    pub im_groups: u32,
+    /// chat, IM groups: members per group.
+    #[arg(long, default_value_t = 0)]
+    pub im_group_size: u32,
+    /// chat, IM groups: online members per group.
+    #[arg(long, default_value_t = 0)]
+    pub im_group_online: u32,
+    /// chat, IM groups: share of a member's messages sent to its group.
+    #[arg(long, default_value_t = 0.0)]
+    pub im_group_share: f64,
+    /// chat, IM groups: the run's tag in group and user names.
+    #[arg(long, default_value = "")]
+    pub im_group_tag: String,
     /// fanout: publications the parent will send.
     #[arg(long, default_value_t = 0)]
     pub publications: u64,

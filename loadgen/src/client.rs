@@ -25,7 +25,7 @@ use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::frame::{self, Decoder, Limits, OpCode, Role};
 use ringcast_protocol::handshake;
 
-use crate::chat::{self, ChatPlan, SeqTrack, SeqVerdict};
+use crate::chat::{self, ChatPlan, ImKind, SeqTrack, SeqVerdict};
 use crate::profile::{Inbound, Outbound, Profile, Push};
 use crate::stats::{count_error, record, ErrorKind};
 use crate::worker::{Rng, Tally};
@@ -93,12 +93,26 @@ pub enum Join {
     Channel(String),
 }
 
+/// chat: one message to write (`Session::send_chat`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChatMessage {
+    /// Its command id; the reply is matched by it.
+    pub id: u64,
+    /// When the schedule meant it to go, unix microseconds.
+    pub intended_us: u64,
+    /// Subscribed recipients (devices) now: the expected deliveries.
+    pub recipients: u64,
+    /// IM: which kind of message it is, counted apart.
+    pub kind: Option<ImKind>,
+}
+
 /// chat: a message this connection sent whose reply has not arrived.
 #[derive(Debug, Clone, Copy)]
 struct PendingAck {
     intended_us: u64,
     /// Subscribed recipients when it was sent (the expected deliveries).
     recipients: u64,
+    kind: Option<ImKind>,
 }
 
 /// reconnect: where a connection (or the user it reconnects as) stands in
@@ -128,8 +142,9 @@ pub struct Session {
     pub chat_user: Option<u32>,
     /// fanout: which of the run's channels this connection joins.
     pub channel_idx: usize,
-    /// chat: per sender, the messages received from it.
-    senders: Vec<(u32, SeqTrack)>,
+    /// chat: per sender (and, IM, per kind of message: a DM and a group
+    /// message are in different streams), the messages received from it.
+    senders: Vec<((u32, Option<ImKind>), SeqTrack)>,
     /// chat: sent messages by command id, until their reply.
     pending_acks: HashMap<u64, PendingAck>,
     /// chat, IM: which of its user's devices this connection is.
@@ -144,6 +159,10 @@ pub struct Session {
     /// reconnect: the inbox position carried across a reconnect; chat, IM:
     /// the last offset seen of the user's conversation.
     pub inbox: InboxState,
+    /// chat, IM: the group this connection's user is an online member of,
+    /// and the last offset seen of it.
+    pub im_group_conv: Option<String>,
+    group_last_offset: Option<u64>,
     /// reconnect: set on a reconnecting connection until its id-0 recovery
     /// reply arrives (recovery latency starts at `started`).
     pub recovering: bool,
@@ -189,6 +208,8 @@ impl Session {
             reads: 0,
             pending_reads: HashSet::new(),
             inbox: InboxState::default(),
+            im_group_conv: None,
+            group_last_offset: None,
             recovering: false,
         }
     }
@@ -315,25 +336,26 @@ impl Session {
         (self.pending_acks.len() + self.pending_reads.len()) as u64
     }
 
-    /// chat: write one message (`out`, command `id`) due at `intended_us`
-    /// to `recipients` subscribed users; its reply is matched by `id`.
+    /// chat: write one message (`out`); its reply is matched by its id.
     pub fn send_chat(
         &mut self,
         tally: &mut Tally,
         rng: &mut Rng,
-        id: u64,
-        intended_us: u64,
-        recipients: u64,
+        message: ChatMessage,
         out: &Outbound,
     ) -> Next {
         self.pending_acks.insert(
-            id,
+            message.id,
             PendingAck {
-                intended_us,
-                recipients,
+                intended_us: message.intended_us,
+                recipients: message.recipients,
+                kind: message.kind,
             },
         );
         tally.sent += 1;
+        if let Some(kind) = message.kind {
+            tally.im_kinds[kind.idx()].counts.sent += 1;
+        }
         self.queue(out, rng);
         Next::Keep
     }
@@ -607,12 +629,12 @@ impl Session {
             );
             return;
         }
-        let verdict = self.sender_track(plan, from).record(push.seq);
+        let verdict = self.sender_track(plan, (from, None)).record(push.seq);
         count_push(tally, verdict, push.intended_us);
     }
 
-    /// chat: the messages received from `from` so far.
-    fn sender_track(&mut self, plan: &ChatPlan, from: u32) -> &mut SeqTrack {
+    /// chat: the messages received from `from` so far (of one kind).
+    fn sender_track(&mut self, plan: &ChatPlan, from: (u32, Option<ImKind>)) -> &mut SeqTrack {
         match self.senders.iter().position(|(sender, _)| *sender == from) {
             Some(idx) => &mut self.senders[idx].1,
             None => {
@@ -624,11 +646,12 @@ impl Session {
         }
     }
 
-    /// chat, IM: one DM of this user's conversation, from the peer or from
-    /// the user itself (every device gets both). Per sender: loss,
-    /// duplicates and order by `seq`; per conversation: offsets must follow
-    /// each other (a jump is a gap, a step back is out of order). The first
-    /// device answers every `read_every`th message of the peer with a
+    /// chat, IM: one entry of a DM of this user (from the peer or from the
+    /// user itself: every device gets both) or of its group (from any
+    /// online member, itself included). Per sender and kind: loss,
+    /// duplicates and order by `seq`; per conversation: offsets must
+    /// follow each other (a jump is a gap, a step back is out of order).
+    /// The first device answers every `read_every`th DM of the peer with a
     /// `read` up to it.
     fn on_im_push(
         &mut self,
@@ -652,7 +675,21 @@ impl Session {
             count_error(&mut tally.errors, ErrorKind::ProtocolClose, "dm_in_group");
             return;
         };
-        if from != peer && from != me {
+        let kind = if conv.starts_with("grp:") {
+            ImKind::Group
+        } else {
+            ImKind::Dm
+        };
+        let allowed = match kind {
+            ImKind::Dm => from == peer || from == me,
+            ImKind::Group => {
+                self.im_group_conv.as_deref() == Some(conv)
+                    && plan
+                        .im_group(me)
+                        .is_some_and(|group| plan.im_group_online(group).contains(&from))
+            }
+        };
+        if !allowed {
             count_error(
                 &mut tally.errors,
                 ErrorKind::ProtocolClose,
@@ -660,14 +697,19 @@ impl Session {
             );
             return;
         }
-        let verdict = match self.sender_track(plan, from).record(push.seq) {
+        let verdict = match self.sender_track(plan, (from, Some(kind))).record(push.seq) {
             SeqVerdict::New { out_of_order } => {
-                let behind = self.inbox.last_offset.is_some_and(|last| offset < last);
-                if let Some(last) = self.inbox.last_offset.filter(|&last| offset > last) {
+                let last_offset = match kind {
+                    ImKind::Dm => &mut self.inbox.last_offset,
+                    ImKind::Group => &mut self.group_last_offset,
+                };
+                let behind = last_offset.is_some_and(|last| offset < last);
+                if let Some(last) = last_offset.filter(|&last| offset > last) {
                     tally.gaps += offset - last - 1;
+                    tally.im_kinds[kind.idx()].counts.gaps += offset - last - 1;
                 }
                 if !behind {
-                    self.inbox.last_offset = Some(offset);
+                    *last_offset = Some(offset);
                 }
                 SeqVerdict::New {
                     out_of_order: out_of_order || behind,
@@ -676,8 +718,10 @@ impl Session {
             other => other,
         };
         let new = matches!(verdict, SeqVerdict::New { .. });
-        count_push(tally, verdict, push.intended_us);
-        if !new || from != peer || self.chat_device != 0 || im.read_every == 0 {
+        let latency_us = count_push(tally, verdict, push.intended_us);
+        tally.im_kinds[kind.idx()].count(verdict, latency_us);
+        if !new || kind != ImKind::Dm || from != peer || self.chat_device != 0 || im.read_every == 0
+        {
             return;
         }
         self.peer_msgs += 1;
@@ -715,16 +759,23 @@ impl Session {
             );
             return;
         };
+        let kind = pending.kind.map(|kind| &mut tally.im_kinds[kind.idx()]);
         match error {
             None => {
+                let latency_us = crate::worker::unix_us().saturating_sub(pending.intended_us);
                 tally.acked += 1;
                 tally.expected += pending.recipients;
-                record(
-                    &mut tally.ack_hist,
-                    crate::worker::unix_us().saturating_sub(pending.intended_us),
-                );
+                record(&mut tally.ack_hist, latency_us);
+                if let Some(kind) = kind {
+                    kind.counts.acked += 1;
+                    kind.counts.expected += pending.recipients;
+                    record(&mut kind.ack_hist, latency_us);
+                }
             }
             Some(code) => {
+                if let Some(kind) = kind {
+                    kind.counts.ack_errors += 1;
+                }
                 tally.ack_errors += 1;
                 count_error(
                     &mut tally.errors,
@@ -807,8 +858,8 @@ impl Session {
 }
 
 /// Count one sequence-numbered push (fanout, chat) by its verdict; a new one
-/// records its latency from the intended send time.
-fn count_push(tally: &mut Tally, verdict: SeqVerdict, intended_us: u64) {
+/// records its latency from the intended send time, which it returns.
+fn count_push(tally: &mut Tally, verdict: SeqVerdict, intended_us: u64) -> u64 {
     match verdict {
         SeqVerdict::OutOfRange => count_error(
             &mut tally.errors,
@@ -819,12 +870,12 @@ fn count_push(tally: &mut Tally, verdict: SeqVerdict, intended_us: u64) {
         SeqVerdict::New { out_of_order } => {
             tally.out_of_order += u64::from(out_of_order);
             tally.received += 1;
-            record(
-                &mut tally.push_hist,
-                crate::worker::unix_us().saturating_sub(intended_us),
-            );
+            let latency_us = crate::worker::unix_us().saturating_sub(intended_us);
+            record(&mut tally.push_hist, latency_us);
+            return latency_us;
         }
     }
+    0
 }
 
 pub fn io_kind(error: &io::Error) -> String {

@@ -11,6 +11,7 @@
 mod chat;
 mod cli;
 mod client;
+mod im_setup;
 mod parent;
 mod plot;
 mod poller;

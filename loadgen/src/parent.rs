@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
+use crate::chat::ImKind;
 use crate::cli::{
     split_count, ChatArgs, CommonArgs, ConnectArgs, FanoutArgs, IpRange, ReconnectArgs, Scenario,
     Target, SOCKETS_PER_WORKER_MAX,
 };
 use crate::profile::{HttpUrl, Profile, PublishTarget, PusherApp};
 use crate::publisher::{self, Pace, PublishOutcome, PublishPlan, SendOutcome, SendPlan};
-use crate::report::{spectrum, ClientUsage, Latency, Summary, TimelinePoint};
-use crate::stats::{self, Progress, WorkerLine, WorkerResult};
+use crate::report::{spectrum, ClientUsage, KindSummary, Latency, Summary, TimelinePoint};
+use crate::stats::{self, KindCounts, Progress, WorkerLine, WorkerResult};
 
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Slack added to every computed bound (process start, close handshakes).
@@ -296,10 +297,11 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
     anyhow::ensure!(messages > 0, "--rate x --seconds gives no messages");
     let devices = args.devices_per_user;
     anyhow::ensure!(devices >= 1, "--devices-per-user must be at least 1");
+    let groups = im_group_layout(args)?;
     if args.im {
         anyhow::ensure!(
             args.pair_share == 1.0,
-            "--im runs pairs only (--pair-share=1.0): group commands are not on the wire yet"
+            "--im puts every user in a pair (--pair-share=1.0); --groups adds IM groups"
         );
         anyhow::ensure!(
             common
@@ -310,8 +312,29 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
         );
     } else {
         anyhow::ensure!(
-            devices == 1 && args.read_every == 0,
-            "--devices-per-user and --read-every need --im"
+            devices == 1 && args.read_every == 0 && args.groups == 0,
+            "--devices-per-user, --read-every and --groups need --im"
+        );
+    }
+    // IM groups are made before any worker connects.
+    let tag = format!("lg{}", crate::worker::unix_us() / 1_000_000);
+    if let Some(layout) = &groups {
+        let setup = crate::im_setup::GroupSetup {
+            api: common.api,
+            api_key: &layout.api_key,
+            tag: &tag,
+            groups_per_worker: &layout.per_worker,
+            size: args.group_size,
+            online: layout.online,
+        };
+        let made = crate::im_setup::create_groups(&setup)?;
+        eprintln!(
+            "IM groups: {} of {} members ({} online) made in {:.2} s ({} API calls)",
+            made.groups,
+            args.group_size,
+            layout.online,
+            made.took.as_secs_f64(),
+            made.calls
         );
     }
     let connect_wait = Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate)
@@ -324,7 +347,8 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
     let (pair_share, group_size, rate) = (args.pair_share, args.group_size, args.rate);
     let namespace = args.group_namespace.clone();
     let (im, read_every) = (args.im, args.read_every);
-    let extra = move |_: u32| {
+    let group_share = args.group_share;
+    let extra = move |worker: u32| {
         let mut flags = vec![
             format!("--pair-share={pair_share}"),
             format!("--group-size={group_size}"),
@@ -336,6 +360,15 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
         ];
         if im {
             flags.push("--im".to_owned());
+        }
+        if let Some(layout) = &groups {
+            flags.extend([
+                format!("--im-groups={}", layout.per_worker[worker as usize]),
+                format!("--im-group-size={group_size}"),
+                format!("--im-group-online={}", layout.online),
+                format!("--im-group-share={group_share}"),
+                format!("--im-group-tag={tag}"),
+            ]);
         }
         flags
     };
@@ -378,7 +411,58 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
     // part the schedule did not keep up with, and shows in push latency).
     summary.delivery_s = args.seconds;
     summary.deliveries_per_s = summary.received as f64 / args.seconds.max(f64::EPSILON);
+    if args.im {
+        add_im_kinds(&mut summary, &results, args.seconds);
+    }
     Ok(summary)
+}
+
+/// chat, IM groups: what `--groups` asks of each worker.
+struct ImGroupLayout {
+    api_key: String,
+    /// Groups per worker.
+    per_worker: Vec<u32>,
+    /// Online members per group.
+    online: u32,
+}
+
+/// chat: the IM groups' layout, checked; `None` without `--groups`.
+fn im_group_layout(args: &ChatArgs) -> anyhow::Result<Option<ImGroupLayout>> {
+    if args.groups == 0 {
+        return Ok(None);
+    }
+    let common = &args.common;
+    anyhow::ensure!(args.im, "--groups needs --im");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.group_share),
+        "--group-share must be within 0..=1"
+    );
+    anyhow::ensure!(
+        args.online_share > 0.0 && args.online_share <= 1.0,
+        "--online-share must be within (0, 1]"
+    );
+    let api_key = args.api_key.clone().context(
+        "--groups makes its groups through the HTTP API: pass --api-key (or RINGCAST_API_KEY)",
+    )?;
+    let online =
+        ((f64::from(args.group_size) * args.online_share).round() as u32).clamp(1, args.group_size);
+    let per_worker = split_count(args.groups, common.workers);
+    let users_per_worker =
+        common.connections / common.workers.max(1) / args.devices_per_user.max(1);
+    let most = per_worker.iter().copied().max().unwrap_or(0);
+    anyhow::ensure!(
+        most * online <= users_per_worker,
+        "--groups={} over {} workers puts {most} groups of {online} online members on one \
+         worker, which has {users_per_worker} users: pass more --connections (users x \
+         --devices-per-user) or fewer --groups",
+        args.groups,
+        common.workers
+    );
+    Ok(Some(ImGroupLayout {
+        api_key,
+        per_worker,
+        online,
+    }))
 }
 
 /// chat: the workers' message counts and ack latency.
@@ -393,20 +477,66 @@ fn add_chat(summary: &mut Summary, results: &[WorkerResult]) {
         summary.reads_acked += result.chat.reads_acked;
         summary.receipts_expected += result.chat.receipts_expected;
         summary.receipts += result.chat.receipts;
-        match stats::decode_histogram(&result.chat.ack_hist) {
-            Ok(histogram) => stats::merge(&mut ack_hist, &histogram),
-            Err(error) => {
-                eprintln!("worker {}: {error}", result.worker_idx);
-                *summary
-                    .errors
-                    .entry("bad_worker_histogram".to_owned())
-                    .or_insert(0) += 1;
-            }
-        }
+        merge_wire(
+            &mut summary.errors,
+            result,
+            &result.chat.ack_hist,
+            &mut ack_hist,
+        );
     }
     summary.errors_total = summary.errors.values().sum();
     summary.lost = summary.expected.saturating_sub(summary.received);
     summary.ack_latency = Latency::from_histogram(&ack_hist);
+}
+
+/// Add a worker's encoded histogram into `into`; one that does not decode
+/// is counted (`bad_worker_histogram`) and reported, not merged.
+fn merge_wire(
+    errors: &mut stats::ErrorCounts,
+    result: &WorkerResult,
+    wire: &str,
+    into: &mut hdrhistogram::Histogram<u64>,
+) {
+    match stats::decode_histogram(wire) {
+        Ok(histogram) => stats::merge(into, &histogram),
+        Err(error) => {
+            eprintln!("worker {}: {error}", result.worker_idx);
+            *errors.entry("bad_worker_histogram".to_owned()).or_insert(0) += 1;
+        }
+    }
+}
+
+/// chat, IM: DMs and group messages apart, merged over the workers.
+fn add_im_kinds(summary: &mut Summary, results: &[WorkerResult], seconds: f64) {
+    for kind in ImKind::ALL {
+        let mut counts = KindCounts::default();
+        let mut ack_hist = stats::new_histogram();
+        let mut push_hist = stats::new_histogram();
+        for result in results {
+            let Some(worker) = result.chat.im_kinds.get(kind.idx()) else {
+                continue;
+            };
+            counts.add(&worker.counts);
+            for (wire, into) in [
+                (&worker.ack_hist, &mut ack_hist),
+                (&worker.push_hist, &mut push_hist),
+            ] {
+                merge_wire(&mut summary.errors, result, wire, into);
+            }
+        }
+        let merged = KindSummary {
+            lost: counts.expected.saturating_sub(counts.received),
+            ack_latency: Latency::from_histogram(&ack_hist),
+            push_latency: Latency::from_histogram(&push_hist),
+            deliveries_per_s: counts.received as f64 / seconds.max(f64::EPSILON),
+            counts,
+        };
+        match kind {
+            ImKind::Dm => summary.im_dm = Some(merged),
+            ImKind::Group => summary.im_group = Some(merged),
+        }
+    }
+    summary.errors_total = summary.errors.values().sum();
 }
 
 /// fanout: where and how to publish, from the profile and its flags.
@@ -813,16 +943,12 @@ fn summarize(
         summary.replayed += recovery.replayed;
         summary.gaps += recovery.gaps;
         if !recovery.recovery_hist.is_empty() {
-            match stats::decode_histogram(&recovery.recovery_hist) {
-                Ok(histogram) => stats::merge(&mut recovery_hist, &histogram),
-                Err(error) => {
-                    eprintln!("worker {}: {error}", result.worker_idx);
-                    *summary
-                        .errors
-                        .entry("bad_worker_histogram".to_owned())
-                        .or_insert(0) += 1;
-                }
-            }
+            merge_wire(
+                &mut summary.errors,
+                result,
+                &recovery.recovery_hist,
+                &mut recovery_hist,
+            );
         }
         for (kind, count) in &result.errors {
             *summary.errors.entry(kind.clone()).or_insert(0) += count;
@@ -831,16 +957,7 @@ fn summarize(
             (&result.connect_hist, &mut connect_hist),
             (&result.push_hist, &mut push_hist),
         ] {
-            match stats::decode_histogram(wire) {
-                Ok(histogram) => stats::merge(into, &histogram),
-                Err(error) => {
-                    eprintln!("worker {}: {error}", result.worker_idx);
-                    *summary
-                        .errors
-                        .entry("bad_worker_histogram".to_owned())
-                        .or_insert(0) += 1;
-                }
-            }
+            merge_wire(&mut summary.errors, result, wire, into);
         }
     }
     if let Some(publish) = publish {
@@ -865,4 +982,74 @@ fn summarize(
     });
     summary.client = ClientUsage::from_results(results, parent_usage, summary.elapsed_s);
     summary
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn chat_args(flags: &[&str]) -> ChatArgs {
+        let argv = ["ringcast-loadgen", "chat"].iter().chain(flags);
+        match Cli::try_parse_from(argv).expect("flags parse").command {
+            Command::Chat(args) => args,
+            other => panic!("not chat: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn im_groups_split_over_workers_with_their_online_share() {
+        let args = chat_args(&[
+            "--im",
+            "--api-key=k",
+            "--connections=400",
+            "--workers=2",
+            "--devices-per-user=2",
+            "--groups=3",
+            "--group-size=500",
+            "--online-share=0.1",
+            "--group-share=0.25",
+        ]);
+        assert_eq!((args.groups, args.group_share), (3, 0.25));
+        let layout = im_group_layout(&args).unwrap().expect("groups asked for");
+        // 500 x 10% = 50 online per group; worker 0's 2 groups take all
+        // of its 100 users (400 connections / 2 workers / 2 devices).
+        assert_eq!(layout.per_worker, vec![2, 1]);
+        assert_eq!(layout.online, 50);
+        assert_eq!(layout.api_key, "k");
+    }
+
+    #[test]
+    fn im_groups_are_refused_without_room_im_or_a_key() {
+        let base = ["--connections=200", "--workers=2", "--devices-per-user=2"];
+        let refused = |extra: &[&str]| {
+            let flags: Vec<&str> = base.iter().chain(extra).copied().collect();
+            im_group_layout(&chat_args(&flags))
+                .err()
+                .map(|e| format!("{e:#}"))
+        };
+        // 2 groups of 50 online on worker 0, which holds 50 users.
+        let crowded = refused(&["--im", "--api-key=k", "--groups=3", "--group-size=500"]);
+        assert!(crowded.unwrap().contains("more --connections"));
+        assert!(refused(&["--groups=1", "--api-key=k"])
+            .unwrap()
+            .contains("needs --im"));
+        assert!(refused(&["--im", "--groups=1"])
+            .unwrap()
+            .contains("--api-key"));
+        assert!(
+            refused(&["--im", "--api-key=k", "--groups=1", "--online-share=0"])
+                .unwrap()
+                .contains("--online-share")
+        );
+        assert!(
+            refused(&["--im", "--api-key=k", "--groups=1", "--group-share=1.5"])
+                .unwrap()
+                .contains("--group-share")
+        );
+        // Without --groups there is nothing to check.
+        assert!(im_group_layout(&chat_args(&base)).unwrap().is_none());
+    }
 }

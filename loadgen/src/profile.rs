@@ -73,6 +73,15 @@ pub struct Push {
     pub conv: Option<String>,
 }
 
+/// chat, IM: where a `msg_send` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImTarget<'a> {
+    /// A DM to this user.
+    User(&'a str),
+    /// This conversation (a group's `grp:...`).
+    Conv(&'a str),
+}
+
 /// What one inbound message means to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inbound {
@@ -220,16 +229,21 @@ impl Profile {
         }
     }
 
-    /// chat, IM: a `msg_send` of `payload` (JSON text) to `to`, as a
-    /// `custom` message (any JSON), pushed to the sending connection too.
-    pub fn msg_send(self, id: u64, to: &str, payload: &str) -> Option<Outbound> {
+    /// chat, IM: a `msg_send` of `payload` (JSON text) to a user or a
+    /// conversation, as a `custom` message (any JSON), pushed to the
+    /// sending connection too.
+    pub fn msg_send(self, id: u64, target: ImTarget<'_>, payload: &str) -> Option<Outbound> {
+        let (field, name, to, conv) = match target {
+            ImTarget::User(user) => ("to", user, Some(user.to_owned()), None),
+            ImTarget::Conv(conv) => ("conv", conv, None, Some(conv.to_owned())),
+        };
         match self {
             Profile::Ringcast => {
-                let to = serde_json::Value::from(to);
+                let name = serde_json::Value::from(name);
                 Some(Outbound {
                     opcode: OpCode::Text,
                     payload: format!(
-                        r#"{{"id":{id},"method":"msg_send","params":{{"to":{to},"kind":"custom","data":{payload}}}}}"#
+                        r#"{{"id":{id},"method":"msg_send","params":{{"{field}":{name},"kind":"custom","data":{payload}}}}}"#
                     )
                     .into_bytes(),
                 })
@@ -237,8 +251,8 @@ impl Profile {
             Profile::RingcastBinary => Some(binary(BinaryCommand {
                 id,
                 body: BinaryCommandBody::Im(Box::new(ImCommand::MsgSend {
-                    to: Some(to.to_owned()),
-                    conv: None,
+                    to,
+                    conv,
                     kind: MsgKind::Custom,
                     data: payload.as_bytes().to_vec(),
                     client_msg_id: None,
@@ -776,6 +790,19 @@ mod tests {
             ),
             "im push dm:x 2 Some(3)"
         );
+        // A group's message as well; its member entries are not the load's.
+        assert_eq!(
+            json(
+                r#"{"push":{"channel":"grp:t-w0-g0","offset":7,"epoch":"9","sender":"a","data":{"kind":"custom","data":{"seq":4,"t_us":5,"from":1}}}}"#
+            ),
+            "im push grp:t-w0-g0 4 Some(7)"
+        );
+        assert_eq!(
+            json(
+                r#"{"push":{"channel":"grp:t-w0-g0","offset":2,"epoch":"9","sender":"","data":{"kind":"member","data":{"op":"add","actor":"","targets":["b"]}}}}"#
+            ),
+            "nothing"
+        );
         assert_eq!(
             json(r#"{"receipt":{"conv":"dm:x","user":"a","read":3}}"#),
             "receipt"
@@ -893,6 +920,14 @@ mod tests {
             client_msg_id: None,
             echo: true,
         };
+        let group_send = ImCommand::MsgSend {
+            to: None,
+            conv: Some("grp:t-w0-g1".to_owned()),
+            kind: MsgKind::Custom,
+            data: payload.as_bytes().to_vec(),
+            client_msg_id: None,
+            echo: true,
+        };
         let read = ImCommand::Read {
             conv: "dm:x".to_owned(),
             offset: 4,
@@ -902,14 +937,23 @@ mod tests {
                 Profile::Ringcast => decode_json(&out.payload).unwrap(),
                 _ => decode_binary(&out.payload).unwrap(),
             };
-            let command = decode(profile.msg_send(8, "bob", payload).unwrap());
+            let command = decode(profile.msg_send(8, ImTarget::User("bob"), payload).unwrap());
             assert_eq!(command.id, 8);
             assert_eq!(command.body, CommandBody::Im(Box::new(msg_send.clone())));
+            let command = decode(
+                profile
+                    .msg_send(10, ImTarget::Conv("grp:t-w0-g1"), payload)
+                    .unwrap(),
+            );
+            assert_eq!(command.id, 10);
+            assert_eq!(command.body, CommandBody::Im(Box::new(group_send.clone())));
             let command = decode(profile.read(9, "dm:x", 4).unwrap());
             assert_eq!(command.id, 9);
             assert_eq!(command.body, CommandBody::Im(Box::new(read.clone())));
         }
-        assert!(Profile::Nchan.msg_send(1, "bob", payload).is_none());
+        assert!(Profile::Nchan
+            .msg_send(1, ImTarget::User("bob"), payload)
+            .is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::ErrorCounts;
+use crate::stats::{ErrorCounts, KindCounts};
 
 /// Percentiles of one latency histogram, microseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -122,6 +122,21 @@ impl ClientUsage {
     }
 }
 
+/// chat, IM: one kind of message's figures over all workers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KindSummary {
+    #[serde(flatten)]
+    pub counts: KindCounts,
+    /// expected − received (never negative).
+    pub lost: u64,
+    /// Intended send time -> reply.
+    pub ack_latency: Latency,
+    /// Intended send time -> each device's push.
+    pub push_latency: Latency,
+    /// received / the send schedule's seconds.
+    pub deliveries_per_s: f64,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: String,
@@ -198,6 +213,12 @@ pub struct Summary {
     pub receipts_expected: u64,
     #[serde(default)]
     pub receipts: u64,
+    /// chat, IM: DMs and group messages apart (the totals above hold
+    /// both); absent outside IM.
+    #[serde(default)]
+    pub im_dm: Option<KindSummary>,
+    #[serde(default)]
+    pub im_group: Option<KindSummary>,
     /// The load generator's own CPU and memory.
     #[serde(default)]
     pub client: ClientUsage,
@@ -287,6 +308,24 @@ impl Summary {
                     self.reads_sent, self.reads_acked, self.receipts_expected, self.receipts
                 );
             }
+            for (name, kind) in self.im_kinds() {
+                let counts = &kind.counts;
+                let _ = writeln!(
+                    out,
+                    "im {name:<10} sent {}  acked {}  refused {}  deliveries expected {}  \
+                     received {}  lost {}  dup {}  out-of-order {}  gaps {}  {:.0}/s",
+                    counts.sent,
+                    counts.acked,
+                    counts.ack_errors,
+                    counts.expected,
+                    counts.received,
+                    kind.lost,
+                    counts.duplicated,
+                    counts.out_of_order,
+                    counts.gaps,
+                    kind.deliveries_per_s
+                );
+            }
         }
         if self.scenario == "fanout" {
             let _ = writeln!(out, "subscribed    {}", self.subscribed);
@@ -333,6 +372,10 @@ impl Summary {
         }
         if self.scenario == "chat" {
             row("ack", &self.ack_latency);
+            for (name, kind) in self.im_kinds() {
+                row(&format!("{name} ack"), &kind.ack_latency);
+                row(&format!("{name} push"), &kind.push_latency);
+            }
         }
         let _ = writeln!(out, "errors        {}", self.errors_total);
         for (kind, count) in &self.errors {
@@ -350,6 +393,13 @@ impl Summary {
         );
         let _ = writeln!(out, "elapsed       {:.1} s", self.elapsed_s);
         out
+    }
+
+    /// chat, IM: the kinds of message with their names.
+    fn im_kinds(&self) -> impl Iterator<Item = (&'static str, &KindSummary)> {
+        [("dm", &self.im_dm), ("group", &self.im_group)]
+            .into_iter()
+            .filter_map(|(name, kind)| kind.as_ref().map(|kind| (name, kind)))
     }
 
     /// `metric,value` rows; one file per run, easy to concatenate.
@@ -397,6 +447,36 @@ impl Summary {
             put(&format!("{name}_p99_us"), latency.p99_us.to_string());
             put(&format!("{name}_p999_us"), latency.p999_us.to_string());
             put(&format!("{name}_max_us"), latency.max_us.to_string());
+        }
+        for (name, kind) in self.im_kinds() {
+            let counts = &kind.counts;
+            for (field, value) in [
+                ("sent", counts.sent),
+                ("acked", counts.acked),
+                ("refused", counts.ack_errors),
+                ("expected", counts.expected),
+                ("received", counts.received),
+                ("lost", kind.lost),
+                ("duplicated", counts.duplicated),
+                ("out_of_order", counts.out_of_order),
+                ("gaps", counts.gaps),
+            ] {
+                put(&format!("{name}_{field}"), value.to_string());
+            }
+            for (which, latency) in [("ack", &kind.ack_latency), ("push", &kind.push_latency)] {
+                put(
+                    &format!("{name}_{which}_p50_us"),
+                    latency.p50_us.to_string(),
+                );
+                put(
+                    &format!("{name}_{which}_p99_us"),
+                    latency.p99_us.to_string(),
+                );
+            }
+            put(
+                &format!("{name}_deliveries_per_s"),
+                format!("{:.0}", kind.deliveries_per_s),
+            );
         }
         for (kind, count) in &self.errors {
             put(&format!("error_{kind}"), count.to_string());

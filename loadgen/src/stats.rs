@@ -188,6 +188,51 @@ pub struct ChatCounts {
     pub receipts_expected: u64,
     #[serde(default)]
     pub receipts: u64,
+    /// IM: the same per kind of message (`ImKind`: DMs, then group
+    /// messages); empty outside IM.
+    #[serde(default)]
+    pub im_kinds: Vec<KindResult>,
+}
+
+/// IM: what one kind of message (DMs or group messages) did, counted as
+/// the totals are.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KindCounts {
+    pub sent: u64,
+    pub acked: u64,
+    pub ack_errors: u64,
+    /// Devices connected when each acknowledged message was sent.
+    pub expected: u64,
+    pub received: u64,
+    pub duplicated: u64,
+    /// A sender's `seq` or the conversation's offset stepped back.
+    pub out_of_order: u64,
+    /// Offsets skipped within a device's view of the conversation.
+    pub gaps: u64,
+}
+
+impl KindCounts {
+    pub fn add(&mut self, other: &KindCounts) {
+        self.sent += other.sent;
+        self.acked += other.acked;
+        self.ack_errors += other.ack_errors;
+        self.expected += other.expected;
+        self.received += other.received;
+        self.duplicated += other.duplicated;
+        self.out_of_order += other.out_of_order;
+        self.gaps += other.gaps;
+    }
+}
+
+/// IM: one worker's figures for one kind of message, histograms encoded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KindResult {
+    #[serde(flatten)]
+    pub counts: KindCounts,
+    /// Intended send time -> reply (V2 + base64).
+    pub ack_hist: String,
+    /// Intended send time -> each device's push (V2 + base64).
+    pub push_hist: String,
 }
 
 /// reconnect: what one worker saw of the drop and the recovery.

@@ -29,13 +29,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use hdrhistogram::Histogram;
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::chat::{ChatPlan, Role, CHAT_ID_FIRST};
+use crate::chat::{ChatPlan, ImGroups, ImKind, Role, SeqVerdict, CHAT_ID_FIRST};
 use crate::cli::{IpRange, Scenario, Target, WorkerArgs, SOCKETS_PER_WORKER_MAX};
-use crate::client::{io_kind, ClientSettings, ImChat, InboxState, Join, Next, Phase, Session};
+use crate::client::{
+    io_kind, ChatMessage, ClientSettings, ImChat, InboxState, Join, Next, Phase, Session,
+};
 use crate::poller::Poller;
+use crate::profile::ImTarget;
 use crate::stats::{
-    self, count_error, ChatCounts, ErrorCounts, ErrorKind, Progress, RecoveryCounts, WorkerLine,
-    WorkerResult,
+    self, count_error, ChatCounts, ErrorCounts, ErrorKind, KindCounts, KindResult, Progress,
+    RecoveryCounts, WorkerLine, WorkerResult,
 };
 
 const STDIN_TOKEN: usize = usize::MAX;
@@ -135,16 +138,10 @@ impl Conn {
         &mut self,
         tally: &mut Tally,
         rng: &mut Rng,
-        id: u64,
-        intended_us: u64,
-        recipients: u64,
+        message: ChatMessage,
         out: &crate::profile::Outbound,
     ) -> Next {
-        if self
-            .session
-            .send_chat(tally, rng, id, intended_us, recipients, out)
-            == Next::Drop
-        {
+        if self.session.send_chat(tally, rng, message, out) == Next::Drop {
             return Next::Drop;
         }
         self.flush(tally)
@@ -202,6 +199,47 @@ pub struct Tally {
     pub reads_acked: u64,
     pub receipts_expected: u64,
     pub receipts: u64,
+    /// chat, IM: the same per kind of message (`ImKind::idx`).
+    pub im_kinds: [KindTally; 2],
+}
+
+/// chat, IM: one kind of message's own figures (DMs, group messages).
+pub struct KindTally {
+    pub counts: KindCounts,
+    pub ack_hist: Histogram<u64>,
+    pub push_hist: Histogram<u64>,
+}
+
+impl KindTally {
+    fn new() -> KindTally {
+        KindTally {
+            counts: KindCounts::default(),
+            ack_hist: stats::new_histogram(),
+            push_hist: stats::new_histogram(),
+        }
+    }
+
+    /// One push of this kind, as `client::count_push` counted it in the
+    /// totals (`latency_us` is what it recorded).
+    pub fn count(&mut self, verdict: SeqVerdict, latency_us: u64) {
+        match verdict {
+            SeqVerdict::OutOfRange => {}
+            SeqVerdict::Duplicate => self.counts.duplicated += 1,
+            SeqVerdict::New { out_of_order } => {
+                self.counts.out_of_order += u64::from(out_of_order);
+                self.counts.received += 1;
+                stats::record(&mut self.push_hist, latency_us);
+            }
+        }
+    }
+
+    fn result(&self) -> KindResult {
+        KindResult {
+            counts: self.counts,
+            ack_hist: stats::encode_histogram(&self.ack_hist),
+            push_hist: stats::encode_histogram(&self.push_hist),
+        }
+    }
 }
 
 /// chat: where the worker's send schedule stands once it started.
@@ -285,16 +323,43 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         args.worker_idx,
         args.connections
     );
-    let chat_plan = (args.scenario == Scenario::Chat).then(|| {
-        ChatPlan::new(
+    let users = args.connections / devices;
+    let im_groups = (im.is_some() && args.im_groups > 0).then(|| ImGroups {
+        tag: args.im_group_tag.clone(),
+        groups: args.im_groups,
+        size: args.im_group_size,
+        online: args.im_group_online,
+        share: args.im_group_share,
+    });
+    if let Some(groups) = &im_groups {
+        anyhow::ensure!(
+            groups.online >= 1
+                && groups.online <= groups.size
+                && groups.groups * groups.online <= users
+                && (0.0..=1.0).contains(&groups.share),
+            "--im-groups: worker {} has {users} users for {} groups of {} online members (of \
+             {}), share {}",
             args.worker_idx,
-            args.connections / devices,
+            groups.groups,
+            groups.online,
+            groups.size,
+            groups.share
+        );
+    }
+    let chat_plan = (args.scenario == Scenario::Chat).then(|| {
+        let plan = ChatPlan::new(
+            args.worker_idx,
+            users,
             args.pair_share.clamp(0.0, 1.0),
             args.group_size.max(1),
             args.group_namespace.clone(),
             args.messages,
             args.send_rate,
-        )
+        );
+        match im_groups {
+            Some(groups) => plan.with_im_groups(groups),
+            None => plan,
+        }
     });
     anyhow::ensure!(
         chat_plan.is_none() || args.send_rate > 0.0,
@@ -366,6 +431,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
         reads_acked: 0,
         receipts_expected: 0,
         receipts: 0,
+        im_kinds: [KindTally::new(), KindTally::new()],
     };
     let mut drop_requested = false;
     let mut drop_done = false;
@@ -657,6 +723,11 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
             reads_acked: tally.reads_acked,
             receipts_expected: tally.receipts_expected,
             receipts: tally.receipts,
+            im_kinds: if settings.im.is_some() {
+                tally.im_kinds.iter().map(KindTally::result).collect()
+            } else {
+                Vec::new()
+            },
         },
         rusage: crate::sys::rusage_self()?,
         open_max: tally.open_max,
@@ -739,9 +810,11 @@ fn open_conn(
     let session = Session::new(conn_started, &target.host, &path, rng, settings, join);
     let mut conn = Conn { stream, session };
     conn.channel_idx = channel_idx as usize;
-    if settings.chat.is_some() {
-        conn.chat_user = Some(idx / devices_of(settings));
+    if let Some(plan) = &settings.chat {
+        let user = idx / devices_of(settings);
+        conn.chat_user = Some(user);
         conn.chat_device = idx % devices_of(settings);
+        conn.im_group_conv = plan.im_group(user).map(|group| plan.im_group_conv(group));
     }
     Ok(Some(conn))
 }
@@ -800,22 +873,38 @@ fn send_due_chat(
             due.seq, due.user
         );
         let id = CHAT_ID_FIRST + due.seq;
-        let (out, recipients) = match plan.role(due.user) {
-            Role::Pair { peer } if settings.im.is_some() => (
-                settings.profile.msg_send(id, &plan.user(peer), &payload),
+        let im_group = plan.to_im_group(due.user, due.seq);
+        let (out, recipients, kind) = match (plan.role(due.user), im_group) {
+            (Role::Pair { .. }, Some(group)) if settings.im.is_some() => {
+                let conv = plan.im_group_conv(group);
+                (
+                    settings
+                        .profile
+                        .msg_send(id, ImTarget::Conv(&conv), &payload),
+                    plan.im_group_online(group).map(ready_devices).sum(),
+                    Some(ImKind::Group),
+                )
+            }
+            (Role::Pair { peer }, _) if settings.im.is_some() => (
+                settings
+                    .profile
+                    .msg_send(id, ImTarget::User(&plan.user(peer)), &payload),
                 ready_devices(due.user) + ready_devices(peer),
+                Some(ImKind::Dm),
             ),
-            Role::Pair { peer } => (
+            (Role::Pair { peer }, _) => (
                 settings.profile.send(id, &plan.user(peer), &payload),
                 u64::from(ready(conns.get(peer as usize))),
+                None,
             ),
-            Role::Group { group, first, len } => (
+            (Role::Group { group, first, len }, _) => (
                 settings
                     .profile
                     .publish(id, &plan.group_channel(group), &payload),
                 (first..first + len)
                     .filter(|&member| ready(conns.get(member as usize)))
                     .count() as u64,
+                None,
             ),
         };
         let Some(out) = out else {
@@ -827,7 +916,13 @@ fn send_due_chat(
         let Some(conn) = conns[slot].as_mut() else {
             continue;
         };
-        if conn.send_chat(tally, rng, id, intended_us, recipients, &out) == Next::Drop {
+        let message = ChatMessage {
+            id,
+            intended_us,
+            recipients,
+            kind,
+        };
+        if conn.send_chat(tally, rng, message, &out) == Next::Drop {
             drop_conn(poll, conns, slot)?;
         }
     }

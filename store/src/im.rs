@@ -318,8 +318,11 @@ pub(crate) struct ImBatch {
     /// Users' DM unread totals (`im_unread`) as the batch leaves them,
     /// with the total before the batch: only a moved one is written.
     dm_unread: HashMap<String, (u64, u64)>,
-    /// Users' group counts (`im_ugroups`): (stored, as the batch leaves it).
-    group_counts: HashMap<String, (u32, u32)>,
+    /// Users' group counts (`im_ugroups`): (stored, `None` if it has no
+    /// key; as the batch leaves it). A user who joins gets a key even if
+    /// the batch leaves its count at 0: readers take a missing key for "no
+    /// group view at all" (`groups_of` in `im/view.rs`).
+    group_counts: HashMap<String, (Option<u32>, u32)>,
     /// The writer's records from before the batch, back in [`ImState`] once
     /// the batch is committed; dropped with a batch that is not.
     cache: ImCache,
@@ -359,9 +362,11 @@ impl ImBatch {
             .im_ugroups
             .get(user.as_bytes())
             .map_err(|error| StoreError::io("reading a group count", error))?;
-        let stored = decode_group_count(stored)?;
-        self.group_counts.insert(user.to_owned(), (stored, stored));
-        Ok(stored)
+        let present = stored.is_some();
+        let count = decode_group_count(stored)?;
+        self.group_counts
+            .insert(user.to_owned(), (present.then_some(count), count));
+        Ok(count)
     }
 
     /// Counts a group `user` joins (`joined`) or whose view closes, when
@@ -374,13 +379,18 @@ impl ImBatch {
         joined: bool,
     ) {
         let was_member = before.is_some_and(is_group_member);
-        if was_member == joined {
-            return;
-        }
-        let (_, count) = self
+        let (stored, count) = self
             .group_counts
             .get_mut(user)
             .expect("a group count is loaded before it changes");
+        if joined && stored.is_none() {
+            // No stored count can equal this one, so the key is written
+            // even if a removal in this batch brings the count back to 0.
+            *stored = Some(u32::MAX);
+        }
+        if was_member == joined {
+            return;
+        }
         debug_assert!(
             joined || *count > 0,
             "a member's group count is 0 on its removal"
@@ -583,7 +593,9 @@ impl ImBatch {
             }
         }
         for (user, (stored, count)) in &self.group_counts {
-            if stored != count {
+            // A user with no key whose count a join did not touch (a cap
+            // check only) stays without one.
+            if stored.is_some_and(|stored| stored != *count) {
                 batch.insert(&fjall.im_ugroups, user.as_bytes(), count.to_be_bytes());
             }
         }

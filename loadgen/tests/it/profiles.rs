@@ -187,8 +187,8 @@ fn profile_flags_are_checked() {
         stderr.contains("--profile=ringcast or ringcast-binary"),
         "{stderr}"
     );
-    // IM chat: pairs only (group commands are not on the wire yet), whole
-    // pairs of users with all their devices per worker.
+    // IM chat: every user in a pair, whole pairs of users with all their
+    // devices per worker; groups need IM and the API key that makes them.
     let stderr = run(&["chat", "--im", "--pair-share=0.5"]);
     assert!(stderr.contains("--pair-share=1.0"), "{stderr}");
     let stderr = run(&[
@@ -201,6 +201,10 @@ fn profile_flags_are_checked() {
     assert!(stderr.contains("--devices-per-user"), "{stderr}");
     let stderr = run(&["chat", "--devices-per-user=2"]);
     assert!(stderr.contains("need --im"), "{stderr}");
+    let stderr = run(&["chat", "--groups=1", "--api-key=k"]);
+    assert!(stderr.contains("--groups needs --im"), "{stderr}");
+    let stderr = run(&["chat", "--im", "--pair-share=1", "--groups=1"]);
+    assert!(stderr.contains("pass --api-key"), "{stderr}");
     let stderr = run(&["fanout", "--profile=nchan", "--connections=1"]);
     assert!(stderr.contains("--publish-url"), "{stderr}");
     let stderr = run(&["fanout", "--profile=pusher", "--connections=1"]);

@@ -250,8 +250,21 @@ impl<'a> SnapshotReader<'a> {
     }
 
     /// `user`'s groups (current and left) with its views: the same scan,
-    /// with a point read of the groups' records only.
+    /// with a point read of the groups' records only. A user without an
+    /// `im_ugroups` key never had a group view (every join writes its
+    /// count, 0 included after a leave, and older stores are filled at
+    /// open): one point read instead of a scan of its DMs' views.
     fn groups_of(&self, user: &str) -> Result<Vec<Held>, StoreError> {
+        if self
+            .get(
+                &self.fjall.im_ugroups,
+                user.as_bytes(),
+                "reading a group count",
+            )?
+            .is_none()
+        {
+            return Ok(Vec::new());
+        }
         self.views_of(user, true)
     }
 

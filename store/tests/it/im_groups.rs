@@ -1278,3 +1278,56 @@ fn a_backend_policy_refuses_new_dms_the_backend_did_not_allow() {
     ));
     store.close().unwrap();
 }
+
+/// A user without an `im_ugroups` key has no group view, so the list
+/// skips the scan for it; one added, sent to and removed within one batch
+/// still gets a key (its count is back at 0), and its left group's unread
+/// is in its total. The requests are queued at once, as concurrent
+/// senders would, so they share a batch.
+#[test]
+fn a_group_joined_and_left_in_one_batch_still_counts_in_the_total() {
+    let (_dir, store) = fresh_store();
+    let g = "grp:brief";
+    create(&store, g, "owner", &[]);
+    send(&store, "friend", "visitor", "a DM");
+    let queued = [
+        store.group_op(op_request(
+            g,
+            "owner",
+            GroupOp::Add {
+                users: users(&["visitor"]),
+            },
+            "member",
+        )),
+        store.group_append(msg_request(g, "owner", true)),
+        store.group_append(msg_request(g, "owner", true)),
+        store.group_op(op_request(
+            g,
+            "owner",
+            GroupOp::Remove {
+                users: users(&["visitor"]),
+            },
+            "member",
+        )),
+    ];
+    for receiver in queued {
+        block_on(receiver.expect("queued"))
+            .expect("writer")
+            .expect("stored");
+    }
+    let page = list(&store, "visitor", None, 10);
+    assert!(
+        page.convs.iter().any(|conv| conv.conv == g),
+        "the left group is listed: {page:?}"
+    );
+    assert_eq!(
+        page.total_unread,
+        crate::im_delivery::recount(&store, "visitor")
+    );
+    assert_eq!(
+        page.total_unread, 3,
+        "the DM and the two messages of its window"
+    );
+    // A user who never joined a group: its DMs alone.
+    assert_eq!(list(&store, "friend", None, 10).total_unread, 0);
+}
