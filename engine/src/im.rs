@@ -295,6 +295,16 @@ pub fn created_group_name(actor: &str, client_msg_id: Option<&str>, message_id: 
     }
 }
 
+/// The name of a group the system creates for `owner`: as
+/// [`created_group_name`] by the system (`""`), with the owner (its
+/// length first, so no two owner-and-id pairs read alike) in what is
+/// hashed, so one `client_msg_id` sent for two owners names two groups,
+/// while a retry for the same owner names the same one.
+pub fn system_group_name(owner: &str, client_msg_id: Option<&str>, message_id: u64) -> String {
+    let keyed = client_msg_id.map(|id| format!("{}:{owner}{id}", owner.len()));
+    created_group_name("", keyed.as_deref(), message_id)
+}
+
 /// A new group's name: `grp:` and the 13 lower-case base32 characters of
 /// a message id (unique on the node, as message ids are).
 pub fn group_conv_name(message_id: u64) -> String {
@@ -756,6 +766,16 @@ mod tests {
         // The length prefix keeps ("al", "icec1") and ("alice", "c1") apart.
         assert_ne!(retried, created_group_name("al", Some("icec1"), 1));
         assert_eq!(created_group_name("alice", None, 7), group_conv_name(7));
+        // The system's: per owner, still stable for a retry.
+        let system = system_group_name("alice", Some("c1"), 1);
+        assert_eq!(system, system_group_name("alice", Some("c1"), 2));
+        assert_ne!(system, system_group_name("bob", Some("c1"), 1));
+        assert_ne!(system, created_group_name("", Some("c1"), 1));
+        assert_ne!(
+            system_group_name("ab", Some("c"), 1),
+            system_group_name("a", Some("bc"), 1)
+        );
+        assert_eq!(system_group_name("alice", None, 7), group_conv_name(7));
     }
 
     #[test]

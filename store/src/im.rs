@@ -899,15 +899,21 @@ impl ImBatch {
     /// entry that does not count nor recalled (0: none): the
     /// conversation's last message once the one at `before` is recalled.
     /// Two point reads per entry walked back over, so it costs the run of
-    /// skipped entries (usually none), not the stream's length.
+    /// skipped entries (usually none), not the stream's length. Nothing
+    /// before `first_offset` is a candidate: retention trimmed it (and its
+    /// `im_recalled` key, so it would read as a message).
     pub(crate) fn last_message_before(
         &self,
         fjall: &Fjall,
         id: u64,
         before: u64,
+        first_offset: u64,
     ) -> Result<u64, StoreError> {
         let mut candidate = before.saturating_sub(1);
         while candidate > 0 {
+            if candidate < first_offset {
+                return Ok(0);
+            }
             if self.is_nocount(fjall, id, candidate)? || self.is_recalled(fjall, id, candidate)? {
                 candidate -= 1;
                 continue;

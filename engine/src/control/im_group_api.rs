@@ -173,6 +173,7 @@ impl Api {
                 crate::channels::validate_user_id(&owner)
                     .map_err(|_| bad_request(format!("invalid owner user id {owner:?}")))?;
                 let config = &self.shared.config;
+                let system_owner = as_user.is_none().then(|| owner.clone());
                 let Some((op, client_msg_id)) =
                     crate::im::create_op(config, owner, create, members_max)
                 else {
@@ -185,8 +186,18 @@ impl Api {
                     }
                     None => {
                         let id = self.message_ids.borrow_mut().next(unix_ms()).0;
-                        let actor = as_user.as_deref().unwrap_or_default();
-                        crate::im::created_group_name(actor, client_msg_id.as_deref(), id)
+                        let client_msg_id = client_msg_id.as_deref();
+                        match (as_user.as_deref(), system_owner.as_deref()) {
+                            (Some(user), _) => {
+                                crate::im::created_group_name(user, client_msg_id, id)
+                            }
+                            // Review finding F1: two owners, one id.
+                            (None, owner) => crate::im::system_group_name(
+                                owner.unwrap_or_default(),
+                                client_msg_id,
+                                id,
+                            ),
+                        }
                     }
                 };
                 self.group_write(as_user, conv, op, client_msg_id).await

@@ -99,6 +99,29 @@ fn a_retried_group_create_names_the_same_group_even_after_a_restart() {
     let groups = groups_in(&conv_list(&mut alice, 2));
     assert_eq!(groups.len(), 3, "nothing new: {groups:?}");
     assert!(groups.contains(&conv));
+    // The system creating for two owners with one id makes two groups,
+    // each its owner's; a retry for one owner is its original.
+    let system_create = |owner: &str| {
+        let body = json!({"owner": owner, "name": "welcome", "members": [],
+            "client_msg_id": "welcome"});
+        let (status, reply) = api(&engine, "POST", "/api/im/group_create", Some(body));
+        assert_eq!(status, 200, "{reply}");
+        reply
+    };
+    let carols = system_create("carol");
+    let daves = system_create("dave");
+    assert_ne!(carols["conv"], daves["conv"], "{carols} {daves}");
+    assert_ne!(daves["duplicate"], true, "{daves}");
+    let retried = system_create("carol");
+    assert_eq!(retried["conv"], carols["conv"]);
+    assert_eq!(retried["duplicate"], true, "{retried}");
+    for (owner, reply) in [("carol", &carols), ("dave", &daves)] {
+        let conv = reply["conv"].as_str().expect("conv");
+        let body = json!({"conv": conv});
+        let (status, info) = api(&engine, "POST", "/api/im/group_info", Some(body));
+        assert_eq!(status, 200, "{info}");
+        assert_eq!(info["owner"], owner, "{info}");
+    }
     engine.shutdown();
 }
 

@@ -310,23 +310,21 @@ impl Writer {
                 changed = true;
             }
         }
+        // Everything fallible is read before anything is staged: a read
+        // refused half way must leave the batch as it found it.
+        let mut dm_read = None;
         if offset > view.read_offset {
             changed = true;
             if record.group.is_none() {
                 // The DM unread total loses what this read covers, in
                 // this batch.
-                let read = self.dm_unread_read(work, id, &record, &view, offset)?;
+                dm_read = Some(self.dm_unread_read(work, id, &record, &view, offset)?);
                 work.im.load_dm_unread(&self.fjall, user)?;
-                work.im.add_dm_unread(user, -signed(read));
             }
-            view.read_offset = offset;
             // Recall and edit events do not count in a DM either: one
             // seek of `im_nocount`, as in a group.
             view.read_count = work.im.count_at(&self.fjall, id, &record, offset)?;
-        }
-        if changed {
-            view.changed_gseq = work.im.next_gseq();
-            work.im.put_uconv(user, id, view.clone());
+            view.read_offset = offset;
         }
         let (end, count) = match view.group {
             Some(window) if window.left => (window.visible_to, window.visible_count),
@@ -335,6 +333,13 @@ impl Writer {
         let recalled = work
             .im
             .recalled_between(&self.fjall, id, view.read_offset, end)?;
+        if let Some(read) = dm_read {
+            work.im.add_dm_unread(user, -signed(read));
+        }
+        if changed {
+            view.changed_gseq = work.im.next_gseq();
+            work.im.put_uconv(user, id, view.clone());
+        }
         Ok(ImReadState {
             read_offset: view.read_offset,
             visible_from: view

@@ -222,7 +222,10 @@ impl Writer {
         let counted = !work.im.is_nocount(&self.fjall, id, ref_offset)?;
         // The new last message, read before anything is staged.
         let last_msg_offset = if op == RewriteOp::Recall && ref_offset == record.last_msg_offset {
-            Some(work.im.last_message_before(&self.fjall, id, ref_offset)?)
+            Some(
+                work.im
+                    .last_message_before(&self.fjall, id, ref_offset, meta.first_offset)?,
+            )
         } else {
             None
         };

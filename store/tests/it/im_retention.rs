@@ -28,6 +28,16 @@ fn open(path: &std::path::Path) -> Store {
     Store::open(config).unwrap()
 }
 
+/// A store whose DMs keep 2 s of entries (and no count limit).
+fn open_with_dm_age(path: &std::path::Path) -> Store {
+    let mut config = config(path);
+    config.dm_retention = Retention {
+        count_max: u64::MAX,
+        age_max: Duration::from_secs(2),
+    };
+    Store::open(config).unwrap()
+}
+
 /// Waits until `conv` starts at `first` (the writer trims after each batch).
 fn trimmed_to(store: &Store, conv: &str, first: u64) {
     for _ in 0..500 {
@@ -109,12 +119,7 @@ fn trimmed_conversations_keep_unread_within_what_retention_kept() {
 #[test]
 fn age_retention_trims_a_dm_and_its_unread_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
-    config.dm_retention = Retention {
-        count_max: u64::MAX,
-        age_max: Duration::from_secs(2),
-    };
-    let store = Store::open(config).unwrap();
+    let store = open_with_dm_age(dir.path());
     let dm = conv_name("alice", "bob");
     send(&store, "alice", "bob", "old");
     send(&store, "alice", "bob", "old");
@@ -124,4 +129,35 @@ fn age_retention_trims_a_dm_and_its_unread_with_it() {
     trimmed_to(&store, &dm, 3);
     assert_eq!(listed(&store, "bob", &dm), (1, 3, 1));
     assert_eq!(recount(&store, "bob"), 1);
+}
+
+/// Recalling the last message walks back to the one before it over
+/// recalled messages, never below what retention kept: a trimmed message
+/// lost its recall key with it and would read as the last message.
+#[test]
+fn a_recall_after_a_trim_never_names_a_trimmed_message_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_dm_age(dir.path());
+    let dm = conv_name("alice", "bob");
+    send(&store, "alice", "bob", "old");
+    std::thread::sleep(Duration::from_millis(2100));
+    let second = send(&store, "alice", "bob", "m2");
+    trimmed_to(&store, &dm, 2);
+    let third = send(&store, "alice", "bob", "m3");
+    // Both kept messages recalled, newest last, well within the next
+    // trim (2 s away): the last message is none, not the trimmed 1.
+    for sent in [&second, &third] {
+        let request = rewrite_request(
+            &dm,
+            "alice",
+            "alice",
+            sent.appended.offset,
+            sent.appended.message_id.as_u64(),
+            None,
+            3_600_000,
+        );
+        rewrite(&store, request).expect("recall");
+    }
+    assert_eq!(read_all(&store, &dm).first_offset, 2, "no trim since");
+    assert_eq!(listed(&store, "bob", &dm), (0, 0, 0));
 }
