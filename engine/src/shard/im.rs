@@ -11,7 +11,7 @@
 //! known since a stored message or a list page (`crate::im::DmPairs`), or
 //! read from the user's view of it on a store reader, never on this thread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -52,7 +52,15 @@ pub(super) struct ImShard {
     pub(super) catchups: super::im_delivery::Catchups,
     /// Group read receipts sent and waiting (`im_receipts.rs`).
     pub(super) read_receipts: super::im_receipts::ReadReceipts,
+    /// A connection's DMs to a conversation whose first message waits on
+    /// the backend DM policy (`im_send`), by connection slot and
+    /// conversation: the later ones, in arrival order.
+    dm_checks: HashMap<(usize, String), VecDeque<(ReplyTo, DmMessage)>>,
 }
+
+/// DMs one connection may have waiting behind a DM policy check of their
+/// conversation; past it a send is refused (106), so the queue stays bounded.
+const DM_CHECK_QUEUE_MAX: usize = 64;
 
 /// Whose `read` was stored: a DM's user (its peer gets the receipt) or a
 /// group's member (the members get it, `im_receipts.rs`).
@@ -67,6 +75,9 @@ impl ImShard {
         self.sync_after_inbox.remove(&key);
         self.typing.forget(key);
         self.catchups.forget(key);
+        if !self.dm_checks.is_empty() {
+            self.dm_checks.retain(|(slot, _), _| *slot != key);
+        }
     }
 }
 
@@ -640,12 +651,36 @@ impl Shard {
             client_msg_id,
             echo,
         };
+        // An earlier send of this connection to this conversation waits on
+        // the policy: this one goes after it, so the store keeps the
+        // connection's order (the checks settle in any order).
+        let waiting = if self.im.dm_checks.is_empty() {
+            None
+        } else {
+            self.im.dm_checks.get_mut(&(to.key, conv.clone()))
+        };
+        if let Some(queued) = waiting {
+            if queued.len() >= DM_CHECK_QUEUE_MAX {
+                return Err((
+                    ErrorCode::LimitExceeded,
+                    format!(
+                        "at most {DM_CHECK_QUEUE_MAX} messages to {conv} may wait on its DM policy; \
+                         nothing was stored, retry once the earlier ones are answered"
+                    ),
+                ));
+            }
+            queued.push_back((to, message));
+            return Ok(Outcome::Later);
+        }
         // The store has not committed this pair since start: the message
         // may start a conversation.
         let may_start = pair.a != pair.b && self.shared.dm_pairs.get(&conv).is_none();
         if !may_start || self.shared.config.im.dm_policy_proxy.is_empty() {
             return self.submit_dm(to, user, conv, pair, message, false);
         }
+        self.im
+            .dm_checks
+            .insert((to.key, conv.clone()), VecDeque::new());
         let idx = self.idx;
         let sender = user.to_owned();
         let recipient = pair.peer_of(user).to_owned();
@@ -709,6 +744,7 @@ impl Shard {
         result: Result<bool, DmRefusal>,
     ) {
         if !self.is_current(to.key, to.client_id) {
+            // Its queue went with the connection (`ImShard::forget`).
             return;
         }
         let user = self.conns[to.key].user.to_string();
@@ -718,11 +754,21 @@ impl Shard {
             recipient,
             message,
         } = checked;
-        let outcome = match result {
-            Ok(allowed) => self.submit_dm(to, &user, conv, &pair, message, allowed),
-            Err(refusal) => Err(dm_refusal(&refusal, &recipient, &user)),
-        };
-        self.reply_outcome(to, outcome);
+        let queued = self
+            .im
+            .dm_checks
+            .remove(&(to.key, conv.clone()))
+            .unwrap_or_default();
+        // The sends queued behind this one are from the same sender to the
+        // same recipient: the answer is theirs too, and they are submitted
+        // (or refused) in their arrival order.
+        for (to, message) in std::iter::once((to, message)).chain(queued) {
+            let outcome = match &result {
+                Ok(allowed) => self.submit_dm(to, &user, conv.clone(), &pair, message, *allowed),
+                Err(refusal) => Err(dm_refusal(refusal, &recipient, &user)),
+            };
+            self.reply_outcome(to, outcome);
+        }
     }
 
     fn submit_dm(

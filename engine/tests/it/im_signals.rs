@@ -870,3 +870,101 @@ crate::e2e!(
         engine.shutdown();
     }
 );
+
+crate::e2e!(
+    pipelined_first_dms_keep_their_order_while_the_backend_decides,
+    |driver| {
+        // Each call answers sooner than the one before it: checks that ran
+        // side by side would settle in reverse order.
+        let answered = std::sync::atomic::AtomicU64::new(0);
+        let backend = crate::proxy::Backend::start(move |body| {
+            let n = answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let delay = Duration::from_millis(200 - 10 * n.min(19));
+            if body["user"] == "pest" {
+                let denied = json!({"error": {"code": 403, "message": "no"}});
+                return (delay, denied);
+            }
+            (delay, json!({"result": {}}))
+        });
+        let mut config = dm_policy_config(driver, &backend.url);
+        config.proxies[0].timeout = Duration::from_secs(5);
+        config.proxies[0].concurrency_max = 64;
+        let engine = start(config);
+        set_backend_policy(&engine, "dave");
+        let (mut dave, _) = im_connect(&engine, "dave", "", Some(0));
+        let (mut friend, _) = im_connect(&engine, "friend", "", Some(1));
+
+        // 20 sends to a pair the process does not know, none waiting for
+        // the one before.
+        const SENDS: u64 = 20;
+        let texts: Vec<String> = (1..=SENDS).map(|i| format!("m{i}")).collect();
+        for (id, text) in (1..).zip(&texts) {
+            send_json(
+                &mut friend,
+                json!({"id": id, "method": "msg_send",
+                       "params": {"to": "dave", "kind": "text", "data": {"text": text}}}),
+            );
+        }
+        let mut offsets = vec![0; SENDS as usize];
+        let mut own_pushes = Vec::new();
+        let mut conv = String::new();
+        while offsets.contains(&0) || own_pushes.len() < texts.len() {
+            let message = read_json(&mut friend);
+            if let Some(push) = message.get("push") {
+                own_pushes.push(push["data"]["data"]["text"].clone());
+                continue;
+            }
+            let id = message["id"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{message}"));
+            if let Some(name) = message["result"]["conv"].as_str() {
+                conv = name.to_owned();
+            }
+            let offset = message["result"]["offset"].as_u64();
+            offsets[id as usize - 1] = offset.unwrap_or_else(|| panic!("not stored: {message}"));
+        }
+        let in_order: Vec<u64> = (1..=SENDS).collect();
+        assert_eq!(
+            offsets, in_order,
+            "each send's offset is its place in the send order"
+        );
+        let texts: Vec<Value> = texts.into_iter().map(Value::from).collect();
+        assert_eq!(own_pushes, texts, "the sender's own pushes");
+        let pushes: Vec<Value> = (0..SENDS)
+            .map(|_| next_push(&mut dave)["data"]["data"]["text"].clone())
+            .collect();
+        assert_eq!(pushes, texts, "the peer's pushes come in the send order");
+        let stored = history(&mut dave, 1, &conv);
+        let stored: Vec<Value> = stored["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["data"]["data"]["text"].clone())
+            .collect();
+        assert_eq!(stored, texts, "the history holds them in the send order");
+        let calls = backend.calls();
+        assert_eq!(
+            calls.len(),
+            1,
+            "the later sends took the first one's answer: {calls:?}"
+        );
+
+        // Denied: the sends queued behind the first get its refusal.
+        let (mut pest, _) = im_connect(&engine, "pest", "", Some(1));
+        for id in 1..=3 {
+            send_json(
+                &mut pest,
+                json!({"id": id, "method": "msg_send",
+                       "params": {"to": "dave", "kind": "text", "data": {"text": "hey"}}}),
+            );
+        }
+        for id in 1..=3 {
+            let refused = read_json(&mut pest);
+            assert_eq!(refused["id"], id, "{refused}");
+            assert_eq!(refused["error"]["code"], 103, "{refused}");
+        }
+        assert_eq!(backend.calls().len(), 2, "asked once for pest");
+        nothing_waiting(&mut dave, 2);
+        engine.shutdown();
+    }
+);
