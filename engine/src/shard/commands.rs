@@ -60,10 +60,11 @@ pub(super) enum StoreDone {
     /// the expiry, Unix ms, the call was made for), with the call's
     /// latency in microseconds.
     Refreshed(ReplyTo, Result<Decision, ProxyError>, u64),
-    /// A command naming a conversation, once its pair was looked up.
+    /// A command naming a conversation (as it named it), once its pair
+    /// was looked up.
     ImResolved(
         ReplyTo,
-        Box<super::im::ImPending>,
+        Box<(String, super::im::ImPending)>,
         Result<Arc<crate::im::DmPair>, CommandError>,
     ),
     /// A `read` stored (by the user named, whoever holds the connection's
@@ -348,7 +349,10 @@ impl Shard {
             StoreDone::Refreshed(to, result, latency_us) => {
                 self.on_refreshed(to, result, latency_us)
             }
-            StoreDone::ImResolved(to, pending, result) => self.on_im_resolved(to, *pending, result),
+            StoreDone::ImResolved(to, pending, result) => {
+                let (conv, pending) = *pending;
+                self.on_im_resolved(to, conv, pending, result);
+            }
             StoreDone::ImRead(to, user, conv, of, result) => {
                 self.on_im_read(to, &user, conv, of, result)
             }

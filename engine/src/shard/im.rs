@@ -56,11 +56,52 @@ pub(super) struct ImShard {
     /// the backend DM policy (`im_send`), by connection slot and
     /// conversation: the later ones, in arrival order.
     dm_checks: HashMap<(usize, String), VecDeque<(ReplyTo, DmMessage)>>,
+    /// A connection's commands to a DM whose pair is being looked up on a
+    /// store reader (`with_member`): the later ones, in arrival order, so
+    /// that lookups answered in any order still go on in the connection's
+    /// order.
+    lookups: HashMap<(usize, String), VecDeque<(ReplyTo, ImPending)>>,
 }
 
 /// DMs one connection may have waiting behind a DM policy check of their
-/// conversation; past it a send is refused (106), so the queue stays bounded.
+/// conversation (and commands behind a lookup of its pair); past it a
+/// command is refused (106), so the queues stay bounded.
 const DM_CHECK_QUEUE_MAX: usize = 64;
+
+/// A connection's queue of commands to `conv` behind one that waits, if
+/// one does (most often none waits anywhere: one emptiness test).
+fn waiting_behind<'a, T>(
+    queues: &'a mut HashMap<(usize, String), VecDeque<(ReplyTo, T)>>,
+    to: ReplyTo,
+    conv: &str,
+) -> Option<&'a mut VecDeque<(ReplyTo, T)>> {
+    if queues.is_empty() {
+        return None;
+    }
+    queues.get_mut(&(to.key, conv.to_owned()))
+}
+
+/// Queues `item` behind the command of its connection and conversation
+/// that waits on `what`, or refuses it (106) past [`DM_CHECK_QUEUE_MAX`].
+fn queue_behind<T>(
+    queued: &mut VecDeque<(ReplyTo, T)>,
+    to: ReplyTo,
+    item: T,
+    conv: &str,
+    what: &str,
+) -> CommandResult {
+    if queued.len() >= DM_CHECK_QUEUE_MAX {
+        return Err((
+            ErrorCode::LimitExceeded,
+            format!(
+                "at most {DM_CHECK_QUEUE_MAX} commands to {conv} may wait on {what}; nothing \
+                 was done, retry once the earlier ones are answered"
+            ),
+        ));
+    }
+    queued.push_back((to, item));
+    Ok(Outcome::Later)
+}
 
 /// Whose `read` was stored: a DM's user (its peer gets the receipt) or a
 /// group's member (the members get it, `im_receipts.rs`).
@@ -77,6 +118,9 @@ impl ImShard {
         self.catchups.forget(key);
         if !self.dm_checks.is_empty() {
             self.dm_checks.retain(|(slot, _), _| *slot != key);
+        }
+        if !self.lookups.is_empty() {
+            self.lookups.retain(|(slot, _), _| *slot != key);
         }
     }
 }
@@ -439,15 +483,24 @@ impl Shard {
                 format!("{conv} is not a conversation (dm:...)"),
             ));
         }
+        // An earlier command of this connection to this conversation
+        // waits on the lookup: this one goes after it, even if the pair
+        // became known meanwhile.
+        if let Some(queued) = waiting_behind(&mut self.im.lookups, to, &conv) {
+            return queue_behind(queued, to, pending, &conv, "the lookup of its pair");
+        }
         if let Some(pair) = self.shared.dm_pairs.get(&conv) {
             if !pair.has(user) {
                 return Err(not_member(&conv));
             }
             return self.im_continue(to, user, conv, pair, pending);
         }
-        let lookup = resolve_member(self.shared.clone(), user.to_owned(), conv);
+        self.im
+            .lookups
+            .insert((to.key, conv.clone()), VecDeque::new());
+        let lookup = resolve_member(self.shared.clone(), user.to_owned(), conv.clone());
         self.store_replies.push(Box::pin(async move {
-            StoreDone::ImResolved(to, Box::new(pending), lookup.await)
+            StoreDone::ImResolved(to, Box::new((conv, pending)), lookup.await)
         }));
         Ok(Outcome::Later)
     }
@@ -456,18 +509,33 @@ impl Shard {
     pub(super) fn on_im_resolved(
         &mut self,
         to: ReplyTo,
+        conv: String,
         pending: ImPending,
         result: Result<Arc<DmPair>, CommandError>,
     ) {
         if !self.is_current(to.key, to.client_id) {
+            // Its queue went with the connection (`ImShard::forget`).
             return;
         }
         let user = self.conns[to.key].user.to_string();
-        let outcome = result.and_then(|pair| {
-            let conv = pair.conv_name();
-            self.im_continue(to, &user, conv, pair, pending)
-        });
-        self.reply_outcome(to, outcome);
+        let queued = self
+            .im
+            .lookups
+            .remove(&(to.key, conv.clone()))
+            .unwrap_or_default();
+        // The commands queued behind this one are the same user's to the
+        // same conversation: the lookup's answer is theirs too, taken in
+        // their arrival order.
+        let resolved = result.map(|pair| (pair.conv_name(), pair));
+        for (to, pending) in std::iter::once((to, pending)).chain(queued) {
+            let outcome = match &resolved {
+                Ok((name, pair)) => {
+                    self.im_continue(to, &user, name.clone(), pair.clone(), pending)
+                }
+                Err(err) => Err(err.clone()),
+            };
+            self.reply_outcome(to, outcome);
+        }
     }
 
     fn im_continue(
@@ -654,23 +722,8 @@ impl Shard {
         // An earlier send of this connection to this conversation waits on
         // the policy: this one goes after it, so the store keeps the
         // connection's order (the checks settle in any order).
-        let waiting = if self.im.dm_checks.is_empty() {
-            None
-        } else {
-            self.im.dm_checks.get_mut(&(to.key, conv.clone()))
-        };
-        if let Some(queued) = waiting {
-            if queued.len() >= DM_CHECK_QUEUE_MAX {
-                return Err((
-                    ErrorCode::LimitExceeded,
-                    format!(
-                        "at most {DM_CHECK_QUEUE_MAX} messages to {conv} may wait on its DM policy; \
-                         nothing was stored, retry once the earlier ones are answered"
-                    ),
-                ));
-            }
-            queued.push_back((to, message));
-            return Ok(Outcome::Later);
+        if let Some(queued) = waiting_behind(&mut self.im.dm_checks, to, &conv) {
+            return queue_behind(queued, to, message, &conv, "its DM policy");
         }
         // The store has not committed this pair since start: the message
         // may start a conversation.

@@ -477,3 +477,44 @@ crate::e2e!(
         engine.shutdown();
     }
 );
+
+/// After a restart the process knows no pair: commands naming a DM by
+/// `conv` wait on a lookup of its pair on a store reader. A connection's
+/// sends pipelined there are stored in its order, whatever order the
+/// lookups answer in (the later ones wait behind the first).
+#[test]
+fn pipelined_sends_by_conv_name_keep_their_order_after_a_restart() {
+    let (_data_dir, config, engine) = start_to_restart();
+    let (mut friend, _) = im_connect(&engine, "friend", "", Some(0));
+    let first = send_text(&mut friend, 1, "dave", "m0", None);
+    let conv = first["result"]["conv"].as_str().expect("conv").to_owned();
+    drop(friend);
+    engine.shutdown();
+
+    let engine = ringcast_engine::Engine::start(config).expect("restarts");
+    let (mut friend, _) = im_connect(&engine, "friend", "", None);
+    const SENDS: u64 = 30;
+    for id in 1..=SENDS {
+        send_json(
+            &mut friend,
+            json!({"id": id, "method": "msg_send", "params": {"conv": conv,
+                "kind": "text", "data": {"text": format!("m{id}")}, "echo": false}}),
+        );
+    }
+    let mut offsets = vec![0; SENDS as usize];
+    while offsets.contains(&0) {
+        let reply = read_json(&mut friend);
+        let Some(id) = reply["id"].as_u64() else {
+            continue;
+        };
+        offsets[id as usize - 1] = reply["result"]["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("not stored: {reply}"));
+    }
+    let in_order: Vec<u64> = (2..=SENDS + 1).collect();
+    assert_eq!(
+        offsets, in_order,
+        "each send's offset is its place in the send order"
+    );
+    engine.shutdown();
+}
