@@ -83,6 +83,10 @@ config_table! {
         /// Pin shard `i` to core `i`.
         pin_cores: bool = Bool { default: true },
             "BOOL", "Pin each shard to a core";
+        /// Let the kernel back the heap with transparent huge pages (off:
+        /// `PR_SET_THP_DISABLE` at start, see docs/tuning.md).
+        transparent_huge_pages: bool = Bool { default: false },
+            "BOOL", "Allow transparent huge pages";
         driver: Driver = Pick<Driver> { default: Driver::Auto },
             "auto|io_uring|epoll", "I/O driver";
         node_id: NodeId = Node { default: 0 },

@@ -157,3 +157,26 @@ fn bad_flags_are_usage_errors() {
         assert!(err.contains("usage: tuning/"), "{err}");
     }
 }
+
+/// The binary's `THP_enabled` as the kernel reports it.
+fn thp_enabled(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("THP_enabled:"))
+        .expect("THP_enabled in /proc/PID/status")
+        .trim()
+        .to_owned()
+}
+
+/// `server.transparent_huge_pages` off (the default) turns transparent
+/// huge pages off for the engine's process; on leaves the kernel's
+/// setting alone (docs/tuning.md, "Transparent huge pages").
+#[test]
+fn transparent_huge_pages_are_off_unless_asked_for() {
+    let engine = crate::util::start_under_nofile(16_384, "", "");
+    assert_eq!(thp_enabled(engine.pid()), "0", "off by default");
+    drop(engine);
+    let engine = crate::util::start_under_nofile(16_384, "transparent_huge_pages = true", "");
+    assert_eq!(thp_enabled(engine.pid()), "1", "left on when asked for");
+}

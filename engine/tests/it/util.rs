@@ -484,6 +484,13 @@ pub struct LimitedEngine {
     _dir: tempfile::TempDir,
 }
 
+impl LimitedEngine {
+    /// The engine's process id (the shell `exec`s it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for LimitedEngine {
     fn drop(&mut self) {
         let _ = self.child.kill();
