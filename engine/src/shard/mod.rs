@@ -21,6 +21,7 @@ mod im_echo;
 mod im_receipts;
 mod im_route;
 mod im_signals;
+mod im_sync;
 mod im_typing;
 mod io;
 pub mod poller;
