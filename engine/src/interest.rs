@@ -211,6 +211,17 @@ impl Interest {
         self.transition_seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
+    /// The shards holding a connection of any of `users` but `skip`:
+    /// the OR of their inboxes' interest (an ephemeral IM event's route).
+    pub fn shards_of_users(&self, users: &[Box<str>], skip: &str) -> u64 {
+        users
+            .iter()
+            .filter(|user| &***user != skip)
+            .fold(0, |mask, user| {
+                mask | self.shards(&crate::channels::personal_channel(user))
+            })
+    }
+
     /// The shards to send a publication on `channel` to.
     pub fn shards(&self, channel: &str) -> u64 {
         self.shards_by_channel

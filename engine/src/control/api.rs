@@ -371,6 +371,7 @@ impl Api {
             | "/api/im/block"
             | "/api/im/unblock"
             | "/api/im/blocks_list"
+            | "/api/im/typing"
             | "/api/im/dm_policy"
             | "/api/im/contacts"
             | "/api/im/receipts"
@@ -430,6 +431,7 @@ impl Api {
             "/api/im/block" => self.im_block(&req, true).await,
             "/api/im/unblock" => self.im_block(&req, false).await,
             "/api/im/blocks_list" => self.im_blocks_list(&req).await,
+            "/api/im/typing" => self.im_typing(&req).await,
             "/api/im/dm_policy" => self.im_dm_policy(&req).await,
             "/api/im/contacts" => self.im_contacts(&req).await,
             route if super::im_group_api::GROUP_ROUTES.contains(&route) => {

@@ -125,7 +125,7 @@ struct ClearBody {
 }
 
 /// A refusal of the client command, as the API's 4xx.
-fn refused((code, message): (ErrorCode, String)) -> Response {
+pub(super) fn refused((code, message): (ErrorCode, String)) -> Response {
     let (status, name) = match code {
         ErrorCode::LimitExceeded => (413, "too_large"),
         ErrorCode::NotMember => (403, "not_member"),
@@ -582,6 +582,28 @@ impl Api {
     /// shard whose lane is full does not get it).
     pub(super) fn im_event_to_user(&self, user: &str, event: &ImEvent) {
         self.im_frames_to_user(user, &crate::im::event_frames(event));
+    }
+
+    /// `frames` to every connection of each of `users` but `skip_user`'s:
+    /// one event per shard holding any of them (ephemeral, as above).
+    pub(super) fn im_frames_to_users(
+        &self,
+        users: Arc<[Box<str>]>,
+        skip_user: &str,
+        frames: Arc<crate::im::ImFrames>,
+    ) {
+        let mask = self.shared.interest.shards_of_users(&users, skip_user);
+        let skip_user: Arc<str> = skip_user.into();
+        for dst in shard_indexes(mask) {
+            let event = ShardEvent::ImUsersEvent {
+                users: users.clone(),
+                skip_user: skip_user.clone(),
+                frames: frames.clone(),
+            };
+            if self.sender.send(dst, event).is_err() {
+                tracing::debug!(shard = dst, "an IM event to a full lane was dropped");
+            }
+        }
     }
 
     fn im_frames_to_user(&self, user: &str, frames: &Arc<crate::im::ImFrames>) {

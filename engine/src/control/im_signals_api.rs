@@ -1,10 +1,11 @@
-//! Blocks, DM policy and contacts in the API (`docs/api.md`, "IM"):
-//! `POST /api/im/block`, `/api/im/unblock`, `/api/im/blocks_list` (the
-//! client commands' twins, `as_user`), and `/api/im/dm_policy`,
+//! Blocks, typing, DM policy and contacts in the API (`docs/api.md`,
+//! "IM"): `POST /api/im/block`, `/api/im/unblock`, `/api/im/blocks_list`,
+//! `/api/im/typing` (the client commands' twins, `as_user`), and `/api/im/dm_policy`,
 //! `/api/im/contacts`, which only the app's backend sets.
 
 use ringcast_protocol::client::{
-    encode_im_reply_result_json, ImEvent, ImReply, BLOCKS_LIST_LIMIT_DEFAULT, BLOCKS_LIST_LIMIT_MAX,
+    encode_im_reply_result_json, ImEvent, ImReply, TypingState, BLOCKS_LIST_LIMIT_DEFAULT,
+    BLOCKS_LIST_LIMIT_MAX,
 };
 use ringcast_store::{DmPolicy, StoreError};
 use serde::Deserialize;
@@ -57,6 +58,16 @@ struct ContactsBody {
     cursor: Option<String>,
     #[serde(default = "list_limit_default")]
     limit: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TypingBody {
+    as_user: String,
+    conv: String,
+    /// `typing` (the default) or `stopped`.
+    #[serde(default)]
+    state: Option<String>,
 }
 
 fn check_user(user: &str, field: &str) -> Result<(), Response> {
@@ -125,6 +136,36 @@ impl Api {
             blocked: on,
             changed,
         }))
+    }
+
+    /// `POST /api/im/typing`: the client's `typing` for `as_user` (a bot,
+    /// or an app relaying its own client): to the conversation's other
+    /// members' connections, never stored, with the command's checks
+    /// (not a member 403, muted or dissolved 400) and size gate; no rate
+    /// limit (the backend is trusted). Answers `{}`.
+    pub(super) async fn im_typing(&self, req: &Request) -> ApiResult {
+        let body: TypingBody = Self::parse(req)?;
+        check_user(&body.as_user, "as_user")?;
+        let state = match body.state.as_deref() {
+            None => TypingState::Typing,
+            Some(state) => TypingState::parse(state).ok_or_else(|| {
+                bad_request(format!(
+                    "unknown `state` {state:?}; expected typing or stopped"
+                ))
+            })?,
+        };
+        let recipients = crate::shard::im_typing::api_typing_recipients(
+            self.shared.clone(),
+            body.as_user.clone(),
+            body.conv.clone(),
+        )
+        .await
+        .map_err(super::im_api::refused)?;
+        if let Some(users) = recipients {
+            let frames = crate::shard::im_typing::typing_frames(&body.conv, &body.as_user, state);
+            self.im_frames_to_users(users, &body.as_user, frames);
+        }
+        Ok(Response::text(200, CONTENT_TYPE_JSON, "{}"))
     }
 
     /// `POST /api/im/blocks_list`: a page of the users `as_user` blocked.

@@ -22,7 +22,7 @@ use crate::mesh::StoreAnswer;
 use crate::proxy::{Decision, ProxyError, Subject};
 use crate::streams;
 
-pub(super) type CommandError = (ErrorCode, String);
+pub(crate) type CommandError = (ErrorCode, String);
 
 /// Who a store reply is for: the slot, the connection that was in it when
 /// the request left (the slot may be reused meanwhile), the command id.

@@ -497,15 +497,7 @@ impl Shard {
     fn typing_fan_out(&mut self, users: &Arc<[Box<str>]>, typist: &str, frames: &Arc<ImFrames>) {
         let n_shards = self.sender.mesh().n_consumers();
         let mask = if users.len() <= ROUTE_BY_USER_MAX {
-            users
-                .iter()
-                .filter(|user| &***user != typist)
-                .fold(0, |mask, user| {
-                    mask | self
-                        .shared
-                        .interest
-                        .shards(&crate::channels::personal_channel(user))
-                })
+            self.shared.interest.shards_of_users(users, typist)
         } else {
             u64::MAX >> (64 - n_shards.clamp(1, 64))
         };
@@ -611,7 +603,46 @@ impl Shard {
     }
 }
 
-fn typing_frames(conv: &str, user: &str, state: TypingState) -> Arc<ImFrames> {
+/// Who hears `user`'s typing in `conv` when the backend types for it
+/// (`POST /api/im/typing`): a DM's peer, or a group's members (the typist
+/// among them, skipped at delivery), after the client command's checks
+/// (123, 121, 122); `None` past `im.group_typing_members_max` (dropped,
+/// as on a connection). The API is trusted: no rate limit applies.
+pub(crate) async fn api_typing_recipients(
+    shared: Arc<Shared>,
+    user: String,
+    conv: String,
+) -> Result<Option<Arc<[Box<str>]>>, CommandError> {
+    if crate::im::is_dm(&conv) {
+        let pair = match shared.dm_pairs.get(&conv) {
+            Some(pair) => pair,
+            None => super::im::resolve_member(shared.clone(), user.clone(), conv.clone()).await?,
+        };
+        if !pair.has(&user) {
+            return Err(super::im::not_member(&conv));
+        }
+        let peer: Box<str> = pair.peer_of(&user).into();
+        return Ok(Some(Arc::from(vec![peer])));
+    }
+    if !crate::im::is_group(&conv) {
+        return Err((
+            ErrorCode::BadRequest,
+            format!("{conv} is not a conversation (dm:... or grp:...)"),
+        ));
+    }
+    let members_max = shared.config.im.group_typing_members_max;
+    match read_group(shared, conv.clone(), members_max).await? {
+        GroupTyping::Absent => Err(super::im::not_member(&conv)),
+        GroupTyping::Dissolved => Err((ErrorCode::Dissolved, format!("group {conv} is dissolved"))),
+        GroupTyping::Large => Ok(None),
+        GroupTyping::Members(list) => {
+            list.check(&conv, &user, super::unix_ms())?;
+            Ok(Some(list.users.clone()))
+        }
+    }
+}
+
+pub(crate) fn typing_frames(conv: &str, user: &str, state: TypingState) -> Arc<ImFrames> {
     crate::im::event_frames(&ImEvent::Typing {
         conv: conv.to_owned(),
         user: user.to_owned(),

@@ -22,7 +22,7 @@ mod im_receipts;
 mod im_route;
 mod im_signals;
 mod im_sync;
-mod im_typing;
+pub(crate) mod im_typing;
 mod io;
 pub mod poller;
 mod presence;

@@ -676,6 +676,68 @@ crate::e2e!(
         for ws in [&mut bob, &mut carol, &mut dave] {
             assert_eq!(read_json(ws), typing_signal("grp:quiet", "alice"));
         }
+
+        // The API twin, for a user: the same checks and the same signal.
+        let api_typing = |as_user: &str, conv: &str| {
+            let body = json!({"as_user": as_user, "conv": conv});
+            api(&engine, "POST", "/api/im/typing", Some(body))
+        };
+        let (status, reply) = api_typing("bob", "grp:quiet");
+        assert_eq!(status, 400, "{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("muted"),
+            "{reply}"
+        );
+        let (status, reply) = api_typing("mallory", "grp:quiet");
+        assert_eq!(status, 403, "a stranger: {reply}");
+        let (status, reply) = api_typing("dave", "grp:quiet");
+        assert_eq!((status, &reply), (200, &json!({})), "{reply}");
+        for ws in [&mut alice, &mut bob, &mut carol] {
+            assert_eq!(read_json(ws), typing_signal("grp:quiet", "dave"));
+        }
+        nothing_waiting(&mut dave, 6);
+        engine.shutdown();
+    }
+);
+
+// `POST /api/im/typing` in a DM: the peer's devices on every shard get
+// the signal, the typist's own connections do not, nothing is stored; a
+// user outside the pair is refused, and so is an unknown state.
+crate::e2e!(
+    the_api_types_for_a_user_in_a_dm_and_stores_nothing,
+    |driver| {
+        let engine = start(im_config(driver));
+        let (mut alice, _) = im_connect(&engine, "alice", "", Some(0));
+        let (mut bob1, _) = im_connect(&engine, "bob", "", Some(1));
+        let (mut bob2, _) = im_connect(&engine, "bob", "", Some(2));
+        let first = send_text(&mut alice, 1, "bob", "hi", None);
+        let conv = first["result"]["conv"].as_str().unwrap().to_owned();
+        for ws in [&mut bob1, &mut bob2] {
+            next_push(ws);
+        }
+        let commits_before = store_commits(&engine);
+        let body = json!({"as_user": "alice", "conv": conv, "state": "stopped"});
+        let (status, reply) = api(&engine, "POST", "/api/im/typing", Some(body));
+        assert_eq!((status, &reply), (200, &json!({})), "{reply}");
+        let stopped = json!({"typing": {"conv": conv, "user": "alice", "state": "stopped"}});
+        for ws in [&mut bob1, &mut bob2] {
+            assert_eq!(read_json(ws), stopped, "the peer's devices");
+        }
+        nothing_waiting(&mut alice, 2);
+        assert_eq!(
+            store_commits(&engine),
+            commits_before,
+            "typing is never stored"
+        );
+        let body = json!({"as_user": "carol", "conv": conv});
+        let (status, reply) = api(&engine, "POST", "/api/im/typing", Some(body));
+        assert_eq!(status, 403, "not one of the pair: {reply}");
+        let body = json!({"as_user": "alice", "conv": conv, "state": "dancing"});
+        let (status, reply) = api(&engine, "POST", "/api/im/typing", Some(body));
+        assert_eq!(status, 400, "{reply}");
         engine.shutdown();
     }
 );
