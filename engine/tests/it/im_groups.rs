@@ -6,8 +6,6 @@
 //! conversation list and the sync at connect show the group with each
 //! member's unread.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use crate::util::*;
@@ -25,32 +23,10 @@ pub(crate) fn im_config(
     config
 }
 
-/// A connection of `user` on shard `shard` (reconnecting until the
-/// kernel's `SO_REUSEPORT` hash puts one there); its IM sync beside it.
+/// A connection of `user` on shard `shard`, its IM sync beside it
+/// (`im_dm::im_connect` without extra query parameters).
 pub(crate) fn im_connect(engine: &ringcast_engine::Engine, user: &str, shard: u64) -> (Ws, Value) {
-    for _ in 0..300 {
-        let stream = std::net::TcpStream::connect(engine.ws_addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let (mut ws, _) =
-            tungstenite::client(ws_url(engine, &token(user)), stream).expect("upgrade");
-        let connect = read_json(&mut ws);
-        if connect["connect"]["shard"] != shard {
-            continue;
-        }
-        loop {
-            let message = read_json(&mut ws);
-            if let Some(sync) = message.get("im_sync") {
-                return (ws, sync.clone());
-            }
-            assert_eq!(
-                message["id"], 0,
-                "only the inbox's reply comes first: {message}"
-            );
-        }
-    }
-    panic!("no connection of {user} landed on shard {shard}");
+    crate::im_dm::im_connect(engine, user, "", Some(shard))
 }
 
 /// Sends a command; returns its reply and the pushes that came before it.

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::im_group::{ConvGroup, GroupChange, GroupDetails, GroupMemberInfo};
-use super::json::{push_json_str, push_u64};
+use super::json::{push_json_str, push_page_tail, push_u64};
 use super::model::{CommandError, ErrorCode};
 
 /// Most conversations one `conv_list` page returns (the least is 1).
@@ -897,23 +897,15 @@ pub(super) fn push_im_reply_json(out: &mut Vec<u8>, reply: &ImReply) {
             out.push(b'}');
         }
         ImReply::BlocksList { users, next } => {
-            out.extend_from_slice(b"{\"users\":[");
-            for (index, blocked) in users.iter().enumerate() {
-                if index != 0 {
-                    out.push(b',');
-                }
+            out.extend_from_slice(b"{\"users\":");
+            let push_blocked = |out: &mut Vec<u8>, blocked: &BlockedUser| {
                 out.extend_from_slice(b"{\"user\":");
                 push_json_str(out, &blocked.user);
                 out.extend_from_slice(b",\"time_ms\":");
                 push_u64(out, blocked.time_ms);
                 out.push(b'}');
-            }
-            out.push(b']');
-            if let Some(next) = next {
-                out.extend_from_slice(b",\"next\":");
-                push_json_str(out, next);
-            }
-            out.push(b'}');
+            };
+            push_page_tail(out, users, push_blocked, next.as_deref());
         }
         ImReply::GroupMembers {
             conv,

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use super::im::bad_request;
-use super::json::{push_json_str, push_u64};
+use super::json::{push_json_str, push_page_tail, push_u64};
 use super::model::{CommandError, Recovery, StreamPosition};
 use super::ImCommand;
 
@@ -173,11 +173,8 @@ pub(super) fn push_receipts(
 ) {
     out.extend_from_slice(b"{\"conv\":");
     push_json_str(out, conv);
-    out.extend_from_slice(b",\"receipts\":[");
-    for (index, receipt) in receipts.iter().enumerate() {
-        if index != 0 {
-            out.push(b',');
-        }
+    out.extend_from_slice(b",\"receipts\":");
+    let push_receipt = |out: &mut Vec<u8>, receipt: &MemberPositions| {
         out.extend_from_slice(b"{\"user\":");
         push_json_str(out, &receipt.user);
         out.extend_from_slice(b",\"read\":");
@@ -185,13 +182,8 @@ pub(super) fn push_receipts(
         out.extend_from_slice(b",\"delivered\":");
         push_u64(out, receipt.delivered);
         out.push(b'}');
-    }
-    out.push(b']');
-    if let Some(next) = next {
-        out.extend_from_slice(b",\"next\":");
-        push_json_str(out, next);
-    }
-    out.push(b'}');
+    };
+    push_page_tail(out, receipts, push_receipt, next);
 }
 
 /// `{"convs":[{"conv","recovered","epoch","offset","start_offset","replayed","truncated"}...]}`.

@@ -10,7 +10,7 @@
 use serde::Deserialize;
 
 use super::im::ImCommand;
-use super::json::{push_json_str, push_u64};
+use super::json::{push_json_str, push_page_tail, push_u64};
 use super::model::{CommandError, ErrorCode};
 
 /// Most users one `group_create`, `group_add` or `group_remove` names: one
@@ -535,11 +535,8 @@ pub(super) fn push_group_members(
 ) {
     out.extend_from_slice(b"{\"conv\":");
     push_json_str(out, conv);
-    out.extend_from_slice(b",\"members\":[");
-    for (index, member) in members.iter().enumerate() {
-        if index != 0 {
-            out.push(b',');
-        }
+    out.extend_from_slice(b",\"members\":");
+    let push_member = |out: &mut Vec<u8>, member: &GroupMemberInfo| {
         out.extend_from_slice(b"{\"user\":");
         push_json_str(out, &member.user);
         out.extend_from_slice(b",\"role\":\"");
@@ -553,13 +550,8 @@ pub(super) fn push_group_members(
         out.extend_from_slice(b",\"added_by\":");
         push_json_str(out, &member.added_by);
         out.push(b'}');
-    }
-    out.push(b']');
-    if let Some(next) = next {
-        out.extend_from_slice(b",\"next\":");
-        push_json_str(out, next);
-    }
-    out.push(b'}');
+    };
+    push_page_tail(out, members, push_member, next);
 }
 
 /// `group_info`'s result.

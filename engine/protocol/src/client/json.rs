@@ -551,6 +551,31 @@ fn push_history_result(
     out.extend_from_slice(b"]}");
 }
 
+/// The end of a page of results: `items` as the JSON array that the
+/// caller opened the key of (`…"key":` then this writes `[…]`), the
+/// cursor of the next page as `,"next":"…"` when there is one, and the
+/// object's closing brace.
+pub(crate) fn push_page_tail<T>(
+    out: &mut Vec<u8>,
+    items: &[T],
+    mut push_item: impl FnMut(&mut Vec<u8>, &T),
+    next: Option<&str>,
+) {
+    out.push(b'[');
+    for (index, item) in items.iter().enumerate() {
+        if index != 0 {
+            out.push(b',');
+        }
+        push_item(out, item);
+    }
+    out.push(b']');
+    if let Some(next) = next {
+        out.extend_from_slice(b",\"next\":");
+        push_json_str(out, next);
+    }
+    out.push(b'}');
+}
+
 /// Appends `s` as a JSON string literal, escaping `"`, `\` and control characters.
 pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
