@@ -7,7 +7,6 @@ usage: cluster-summary.py DIR
 """
 
 import json
-import os
 import sys
 
 
