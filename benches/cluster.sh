@@ -160,8 +160,6 @@ trap 'exit 130' INT TERM
 
 log() { echo "[$(date -u +%T) load $(cut -d" " -f1-3 /proc/loadavg)] $*" | tee -a "$out/run.log" >&2; }
 
-apply_sysctls
-
 # --- host ---------------------------------------------------------------
 {
     echo "date: $(date -u +%FT%TZ)"
@@ -175,6 +173,11 @@ apply_sysctls
     echo
     tuning/check --connections="$connections" || true
 } > "$out/host.txt" 2>&1
+# The host as found is in host.txt; the run's own settings follow it.
+apply_sysctls 2>> "$out/host.txt"
+for kv in "${sysctl_restore[@]}"; do
+    echo "set for the run: ${kv%%=*} = $(sysctl -n "${kv%%=*}" | tr '\t' ' ') (was ${kv#*=})"
+done >> "$out/host.txt"
 
 cat > "$out/params.json" <<JSON
 {"nodes": $nodes, "connections": $connections, "per_worker": $per_worker, "source_ips": "$sources",
