@@ -322,7 +322,8 @@ impl Engine {
             presence_book: crate::presence::book::PresenceBook::new(
                 config.im.presence_offline_grace.as_millis() as u64,
                 n_shards,
-            ),
+            )
+            .with_cluster(cluster.as_ref().map(|(cluster, _)| cluster.clone())),
             interest,
             store,
             metrics: metrics::new_all(n_shards),

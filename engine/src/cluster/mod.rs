@@ -50,6 +50,9 @@ pub enum Outbound {
     /// A channel's node-wide interest changed (its first subscriber on the
     /// node came or its last one went): the thread reads which, now.
     Interest(Box<str>),
+    /// The node's first watcher of a user came or its last one went
+    /// (`crate::presence::book`): the thread reads which, now.
+    Watch(Box<str>),
     /// A request to the owner of store partition `partition`.
     Store {
         partition: u32,
@@ -146,6 +149,13 @@ pub struct ClusterState {
     pub request_errors: AtomicU64,
     /// Times the NATS connection came back.
     pub reconnects: AtomicU64,
+    /// A publication of a durable stream for other nodes was dropped
+    /// (queue full, too large, NATS refused it): the thread tells every
+    /// node to recover its durable subscribers.
+    pub durable_lost: AtomicBool,
+    /// Times a subscription of this node overflowed in the NATS client
+    /// (messages lost on the way in).
+    pub slow_consumer: AtomicU64,
     /// Channel buckets subscribed on NATS now.
     pub buckets_subscribed: AtomicU64,
     /// Users of this node's partition the directory lists on other nodes.
@@ -232,10 +242,19 @@ impl Cluster {
         }
     }
 
-    /// Live traffic for other nodes: a full queue drops it, counted.
+    /// Publications for other nodes: a full queue drops one, counted; a
+    /// dropped entry of a durable stream makes every node recover its
+    /// durable subscribers (`ClusterState::durable_lost`).
     pub fn send_live(&self, event: Outbound) {
+        let durable = match &event {
+            Outbound::Publish(push) | Outbound::UserEntry(push) => push.envelope().offset.to_native() > 0,
+            _ => false,
+        };
         if self.send(event).is_err() {
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            if durable {
+                self.state.durable_lost.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -264,6 +283,17 @@ impl Cluster {
             reply,
         })
         .map_err(|_| refused("the queue to the cluster thread is full; retry shortly"))
+    }
+
+    /// Tells the cluster thread that the node's watching of `user` changed.
+    pub fn watch_changed(&self, user: &str) {
+        if self.send(Outbound::Watch(user.into())).is_err() {
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                user,
+                "cluster queue full: a presence watch waits for the next resync"
+            );
+        }
     }
 
     /// Tells the cluster thread that `channel`'s node-wide interest
@@ -305,6 +335,7 @@ impl Cluster {
             "requests": get(&state.requests),
             "request_errors": get(&state.request_errors),
             "reconnects": get(&state.reconnects),
+            "slow_consumer": get(&state.slow_consumer),
             "buckets_subscribed": get(&state.buckets_subscribed),
             "directory_users": get(&state.directory_users),
         })

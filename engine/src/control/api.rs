@@ -1005,7 +1005,7 @@ impl Api {
             is_gauge,
             value,
         };
-        let extra = [
+        let mut extra = vec![
             node(
                 "channels",
                 "Channels with at least one subscriber on this node.",
@@ -1084,6 +1084,7 @@ impl Api {
                 store.writer_queue_len as u64,
             ),
         ];
+        extra.extend(super::cluster_api::metrics(&self.shared));
         let mut text = render_prometheus(&self.shared.metrics, &extra);
         super::webhooks::render_metrics(&self.shared, &mut text);
         Response::text(200, "text/plain; version=0.0.4", text)

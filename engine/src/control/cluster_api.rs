@@ -20,6 +20,7 @@ use super::http::Response;
 use crate::cluster::{Outbound, QueryAnswers};
 use crate::engine::Shared;
 use crate::mesh::{MeshSender, ShardEvent};
+use crate::metrics::NodeMetric;
 
 /// `GET /health`.
 pub(super) fn health(shared: &Shared) -> Response {
@@ -166,4 +167,93 @@ pub(super) fn drain(shared: &Shared, sender: &MeshSender) -> Response {
         200,
         &json!({"draining": true, "node": shared.config.server.node_id.get(), "shards": shards}),
     )
+}
+
+/// The cluster's lines of `/metrics`; none on a single node.
+pub(super) fn metrics(shared: &Shared) -> Vec<NodeMetric<'static>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(cluster) = &shared.cluster else {
+        return Vec::new();
+    };
+    let state = &cluster.state;
+    let metric = |name, help, is_gauge, value| NodeMetric {
+        name,
+        help,
+        is_gauge,
+        value,
+    };
+    vec![
+        metric(
+            "cluster_connected",
+            "1 while the node's NATS connection is up.",
+            true,
+            u64::from(state.connected.load(Relaxed)),
+        ),
+        metric(
+            "cluster_live_nodes",
+            "Other nodes heard from within cluster.node_timeout_ms.",
+            true,
+            u64::from(state.live_nodes.load(Relaxed).count_ones()),
+        ),
+        metric(
+            "cluster_pushes_out_total",
+            "Publications sent to other nodes (each in a batch counts).",
+            false,
+            state.pushes_out.load(Relaxed),
+        ),
+        metric(
+            "cluster_bytes_out_total",
+            "Payload bytes of the NATS messages the node published.",
+            false,
+            state.bytes_out.load(Relaxed),
+        ),
+        metric(
+            "cluster_pushes_in_total",
+            "Publications received from other nodes.",
+            false,
+            state.pushes_in.load(Relaxed),
+        ),
+        metric(
+            "cluster_pushes_unwanted_total",
+            "Received publications no local subscriber wanted (other channels of a bucket).",
+            false,
+            state.pushes_unwanted.load(Relaxed),
+        ),
+        metric(
+            "cluster_dropped_total",
+            "Publications for other nodes dropped: NATS cut off, or the cluster queue full.",
+            false,
+            state.dropped.load(Relaxed),
+        ),
+        metric(
+            "cluster_requests_total",
+            "Store requests forwarded to the owners of other partitions.",
+            false,
+            state.requests.load(Relaxed),
+        ),
+        metric(
+            "cluster_request_errors_total",
+            "Forwarded store requests that failed (owner down, timeout, its error).",
+            false,
+            state.request_errors.load(Relaxed),
+        ),
+        metric(
+            "cluster_reconnects_total",
+            "Times the NATS connection came back after a cut.",
+            false,
+            state.reconnects.load(Relaxed),
+        ),
+        metric(
+            "cluster_slow_consumer_total",
+            "Times a NATS subscription of the node overflowed (messages lost on the way in).",
+            false,
+            state.slow_consumer.load(Relaxed),
+        ),
+        metric(
+            "cluster_buckets_subscribed",
+            "Channel buckets the node subscribes on NATS.",
+            true,
+            state.buckets_subscribed.load(Relaxed),
+        ),
+    ]
 }

@@ -527,6 +527,36 @@ fn a_nats_restart_is_reported_and_the_cluster_comes_back() {
     let mut nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), &nats);
+    // A durable subscriber on node 1 of a stream node 2 owns.
+    let channel = (0..)
+        .map(|i| format!("hist:cut{i}"))
+        .find(|c| ringcast_engine::cluster::partition_of(c, 3) == 2)
+        .unwrap();
+    let mut durable = nodes[1].connect("durable", "");
+    subscribe(&mut durable, 1, json!({"channel": channel}));
+    let publish = |n: u64| {
+        nodes[2].api(
+            "POST",
+            "/api/publish",
+            Some(json!({"channel": channel, "data": {"n": n}})),
+        )
+    };
+    let mut epoch = Value::Null;
+    let mut n = 0;
+    // Until one crosses (the bucket's subscription is asynchronous).
+    assert!(wait_until(Duration::from_secs(10), || {
+        n += 1;
+        assert_eq!(publish(n).0, 200);
+        next_push_within(&mut durable, Duration::from_millis(200)).is_some_and(|push| {
+            epoch = push["epoch"].clone();
+            true
+        })
+    }));
+    let mut last_seen = n;
+    while let Some(push) = next_push_within(&mut durable, Duration::from_millis(300)) {
+        last_seen = push["offset"].as_u64().unwrap();
+    }
+    assert_eq!(last_seen, n, "the durable subscriber kept up before the cut");
     nats.kill();
     assert!(
         wait_until(Duration::from_secs(10), || nodes[0]
@@ -551,8 +581,34 @@ fn a_nats_restart_is_reported_and_the_cluster_comes_back() {
     );
     assert_eq!(status, 200);
     assert!(next_push(&mut local).is_some());
+    // The owner keeps storing its own partition's streams while cut off;
+    // those publications cannot reach node 1 now.
+    for _ in 0..5 {
+        n += 1;
+        let (status, body) = publish(n);
+        assert_eq!(status, 200, "the owner appends while cut off: {body}");
+    }
     nats.restart();
     wait_joined(&nodes.iter().collect::<Vec<_>>());
+    // The rule: durable subscribers are cut (1013) and recover from their
+    // position, without gap or duplicate.
+    durable
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_close_code(&mut durable), Some(1013));
+    let mut back = nodes[1].connect("durable", "");
+    let (reply, replayed) = subscribe(
+        &mut back,
+        1,
+        json!({"channel": channel, "since": {"offset": last_seen, "epoch": epoch}}),
+    );
+    assert_eq!(reply["result"]["recovery"]["recovered"], json!(true), "{reply}");
+    let offsets: Vec<u64> = replayed
+        .iter()
+        .map(|push| push["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, ((last_seen + 1)..=n).collect::<Vec<_>>(), "{reply}");
     let (_, health) = nodes[0].api("GET", "/health", None);
     assert!(
         health["cluster"]["reconnects"].as_u64().unwrap() >= 1,
