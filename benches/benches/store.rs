@@ -251,7 +251,7 @@ impl EngineSinkStore {
         }
         let store = Store::open_with_sink(
             StoreConfig::new(dir),
-            StoreSink::new(store_sender, interest, Arc::default(), Arc::default()),
+            StoreSink::new(store_sender, interest, Arc::default(), Arc::default(), None),
         )
         .expect("open the store");
         EngineSinkStore {

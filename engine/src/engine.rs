@@ -68,6 +68,8 @@ pub struct Shared {
     /// Who is online, last-seen times and the shards watching each user
     /// (`crate::presence::book`): presence for clients and the API.
     pub presence_book: crate::presence::book::PresenceBook,
+    /// The cluster, when `cluster.nats_url` is set (docs/cluster.md).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,8 @@ pub enum EngineError {
     Proxy(#[from] crate::proxy::ProxyStartError),
     #[error(transparent)]
     Webhook(#[from] crate::webhook::WebhookStartError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterStartError),
 }
 
 /// A running engine. Dropping it does not stop it; call `shutdown`.
@@ -115,6 +119,9 @@ pub struct Engine {
     pub api_addr: SocketAddr,
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Stopped after the shards and the control thread, before the store
+    /// closes: it serves the partition to the other nodes until then.
+    cluster_thread: Option<JoinHandle<()>>,
 }
 
 /// Whether io_uring works here, probed once per process.
@@ -229,9 +236,18 @@ impl Engine {
         for _ in 1..n_shards {
             ws_listeners.push(bind(ws_addr, ws.backlog, true, true, "websocket.listen")?);
         }
+        let cluster = crate::cluster::Cluster::new(&config);
         // The API listener joins the control thread's tokio runtime, which
-        // needs it non-blocking.
-        let api_listener = bind(config.api.listen, 1024, false, true, "api.listen")?;
+        // needs it non-blocking. In a cluster every process of a host
+        // shares the API port too (SO_REUSEPORT): any node answers for
+        // the whole cluster.
+        let api_listener = bind(
+            config.api.listen,
+            1024,
+            cluster.is_some(),
+            true,
+            "api.listen",
+        )?;
         let api_addr = api_listener
             .local_addr()
             .map_err(|source| EngineError::Bind {
@@ -241,12 +257,17 @@ impl Engine {
             })?;
 
         // Producers: one row per shard, then the control thread, then the
-        // store's writer thread.
+        // store's writer thread, then the cluster thread if any.
+        let rows = n_shards + 2 + usize::from(cluster.is_some());
         let (mesh, mut senders, receivers) =
-            Mesh::build(n_shards, n_shards + 2, config.server.mesh_lane_events);
+            Mesh::build(n_shards, rows, config.server.mesh_lane_events);
         let missing = |what: &str| EngineError::ShardStart {
             shard: n_shards,
             message: format!("{what} mesh sender missing"),
+        };
+        let cluster_sender = match cluster {
+            Some(_) => Some(senders.pop().ok_or_else(|| missing("cluster"))?),
+            None => None,
         };
         let store_sender = senders.pop().ok_or_else(|| missing("store"))?;
         let control_sender = senders.pop().ok_or_else(|| missing("control"))?;
@@ -276,6 +297,7 @@ impl Engine {
                 interest.clone(),
                 webhook_waker.clone(),
                 dm_pairs.clone(),
+                cluster.as_ref().map(|(cluster, _)| cluster.clone()),
             ),
         )
         .map_err(|source| EngineError::Store {
@@ -291,7 +313,10 @@ impl Engine {
         let shared = Arc::new(Shared {
             proxies,
             webhooks,
-            presence: crate::presence::Presence::new(&config),
+            presence: crate::presence::Presence::new(
+                &config,
+                cluster.as_ref().map(|(cluster, _)| cluster.clone()),
+            ),
             dm_pairs,
             dm_decisions: Default::default(),
             presence_book: crate::presence::book::PresenceBook::new(
@@ -307,6 +332,7 @@ impl Engine {
             started_at: Instant::now(),
             fd_budget,
             tls,
+            cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
             config,
         });
         tracing::info!(shards = n_shards, driver = driver.as_str(), %ws_addr, %api_addr, "starting");
@@ -370,11 +396,24 @@ impl Engine {
         if let Some(webhooks) = &shared.webhooks {
             webhooks.launch(shared.clone());
         }
+        let cluster_thread = match (cluster, cluster_sender) {
+            (Some((cluster, parts)), Some(sender)) => {
+                match crate::cluster::spawn(cluster, parts, shared.clone(), sender) {
+                    Ok(thread) => Some(thread),
+                    Err(err) => {
+                        shared.mesh.shutdown();
+                        return Err(err.into());
+                    }
+                }
+            }
+            _ => None,
+        };
         Ok(Engine {
             ws_addr,
             api_addr,
             shared,
             threads,
+            cluster_thread,
         })
     }
 
@@ -383,6 +422,10 @@ impl Engine {
     pub fn shutdown(self) {
         self.shared.mesh.shutdown();
         for thread in self.threads {
+            let _ = thread.join();
+        }
+        if let (Some(cluster), Some(thread)) = (&self.shared.cluster, self.cluster_thread) {
+            cluster.stop();
             let _ = thread.join();
         }
         // Before the store closes: its last hand-over needs the writer.

@@ -223,6 +223,15 @@ impl Interest {
     }
 
     /// The shards to send a publication on `channel` to.
+    /// Calls `f` with every channel that has a subscriber on the node.
+    pub fn for_each_live(&self, mut f: impl FnMut(&str)) {
+        for (channel, slot) in self.shards_by_channel.pin().iter() {
+            if slot.mask != 0 {
+                f(channel);
+            }
+        }
+    }
+
     pub fn shards(&self, channel: &str) -> u64 {
         self.shards_by_channel
             .pin()

@@ -21,6 +21,12 @@ pub const MESH_LANE_EVENTS_MAX: usize = 1024 * 1024;
 /// Most mesh events a shard handles per loop turn before it serves its
 /// sockets again.
 pub const MESH_DRAIN_MAX: usize = 256;
+
+/// Events waiting for the cluster thread (`crate::cluster::Outbound`):
+/// publications for other nodes, interest changes, forwarded requests.
+/// Past it live traffic for other nodes is dropped (counted) and requests
+/// are refused; a shard never waits.
+pub const CLUSTER_QUEUE_EVENTS: usize = 65_536;
 /// Most slices handed to one `sendmsg`; Linux's `UIO_MAXIOV` is 1024.
 pub const IOV_MAX: usize = 64;
 /// Reads per readiness event before other connections get a turn; a

@@ -121,6 +121,11 @@ pub enum ShardEvent {
         skip_user: Arc<str>,
         frames: Arc<crate::im::ImFrames>,
     },
+    /// The node is drained (`/api/drain`): stop accepting (the listener
+    /// leaves the port's `SO_REUSEPORT` group, so new connections go to
+    /// the other processes) and close every connection with 1012 after
+    /// its queue is flushed.
+    Drain,
     /// A user this shard watches went online or offline
     /// (`crate::presence::book`): tell the local watchers.
     PresenceChanged {
@@ -292,6 +297,16 @@ impl Mesh {
     pub fn take_lagged(&self, consumer_idx: usize) -> bool {
         let doorbell = &self.doorbells[consumer_idx];
         doorbell.lagged.load(Ordering::Relaxed) && doorbell.lagged.swap(false, Ordering::AcqRel)
+    }
+
+    /// Marks shard `consumer_idx` lagged, as a full lane from the store
+    /// does: it cuts its subscribers of durable streams, who recover from
+    /// the store. The cluster thread's answer to publications lost on
+    /// their way between nodes. The caller rings the shard.
+    pub fn mark_lagged(&self, consumer_idx: usize) {
+        self.doorbells[consumer_idx]
+            .lagged
+            .store(true, Ordering::Release);
     }
 
     pub fn is_shutting_down(&self) -> bool {

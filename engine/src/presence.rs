@@ -50,6 +50,9 @@ pub struct Presence {
     lost: AtomicU64,
     /// When the last warning about lost events was logged (unix ms).
     lost_logged_ms: AtomicU64,
+    /// In a cluster, every node-wide transition of a channel is told to
+    /// the cluster thread (bucket subscriptions, the user directory).
+    cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 /// At most one warning about lost presence events per this long: a store
@@ -65,13 +68,17 @@ pub struct Change<'a> {
 }
 
 impl Presence {
-    pub fn new(config: &Config) -> Presence {
+    pub fn new(
+        config: &Config,
+        cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+    ) -> Presence {
         Presence {
             online: enabled(config, WebhookEvent::Online),
             offline: enabled(config, WebhookEvent::Offline),
             node_id: config.server.node_id.get(),
             lost: AtomicU64::new(0),
             lost_logged_ms: AtomicU64::new(0),
+            cluster,
         }
     }
 
@@ -85,6 +92,7 @@ impl Presence {
     /// node writes Online.
     pub fn add(&self, interest: &Interest, store: &Store, change: Change<'_>) {
         let transition = interest.add(change.channel, change.shard_idx);
+        self.tell_cluster(transition.is_some(), change.channel);
         if let (Some(transition), true) = (transition, self.online) {
             self.submit(store, change, OutboxKind::Online, transition.seq);
         }
@@ -95,8 +103,15 @@ impl Presence {
     /// node is gone writes Offline.
     pub fn remove(&self, interest: &Interest, store: &Store, change: Change<'_>) {
         let transition = interest.remove(change.channel, change.shard_idx);
+        self.tell_cluster(transition.is_some(), change.channel);
         if let (Some(transition), true) = (transition, self.offline) {
             self.submit(store, change, OutboxKind::Offline, transition.seq);
+        }
+    }
+
+    fn tell_cluster(&self, transition: bool, channel: &str) {
+        if let (true, Some(cluster)) = (transition, &self.cluster) {
+            cluster.interest_changed(channel);
         }
     }
 

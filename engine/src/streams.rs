@@ -125,7 +125,7 @@ pub fn request_tag(shard: usize, slot: usize) -> u64 {
 }
 
 /// The shard and slot of a request tag.
-fn tag_parts(tag: u64) -> (usize, usize) {
+pub(crate) fn tag_parts(tag: u64) -> (usize, usize) {
     ((tag >> 32) as usize, (tag & u64::from(u32::MAX)) as usize)
 }
 
@@ -156,6 +156,9 @@ pub struct StoreSink {
     webhooks: Arc<crate::webhook::Waker>,
     /// Who a DM entry goes to.
     dm_pairs: Arc<crate::im::DmPairs>,
+    /// In a cluster, each new entry of this node's partition also goes to
+    /// the other nodes (docs/cluster.md).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl StoreSink {
@@ -164,6 +167,7 @@ impl StoreSink {
         interest: Arc<Interest>,
         webhooks: Arc<crate::webhook::Waker>,
         dm_pairs: Arc<crate::im::DmPairs>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> StoreSink {
         StoreSink {
             sender,
@@ -171,6 +175,7 @@ impl StoreSink {
             touched: 0,
             webhooks,
             dm_pairs,
+            cluster,
         }
     }
 }
@@ -188,6 +193,16 @@ impl CommitSink for StoreSink {
                 return;
             };
             return self.publish_dm(appended, pair);
+        }
+        if let Some(cluster) = &self.cluster {
+            // After the commit, in offset order: one NATS connection keeps
+            // the order per subject.
+            let push = appended.push.clone();
+            cluster.send_live(if crate::channels::is_personal(channel) {
+                crate::cluster::Outbound::UserEntry(push)
+            } else {
+                crate::cluster::Outbound::Publish(push)
+            });
         }
         let publication = Arc::new(Publication::from_push(appended.push.clone()));
         let mask = self.interest.shards(publication.channel());

@@ -153,6 +153,21 @@ pub enum StoreError {
         /// "the recall window", "the edit window", "the edit count".
         what: &'static str,
     },
+    /// The stream lives in a store partition another node of the cluster
+    /// owns, and that node could not be reached or answered with an error
+    /// (the engine's cluster layer builds this; the store never does).
+    /// Nothing was acknowledged: a retry with the same `client_msg_id`
+    /// stores the publication at most once.
+    #[error("store partition {partition} (on another node): {reason}")]
+    Remote {
+        /// The partition the stream lives in.
+        partition: u32,
+        /// What went wrong: unreachable, timed out, or the owner's error.
+        reason: String,
+        /// Who is at fault on the owner's side ([`ErrorSource::Resource`]
+        /// for an owner that could not be reached).
+        tag: ErrorSource,
+    },
     /// The request itself is invalid (empty stream name, oversized id, ...).
     #[error("invalid store request: {reason}")]
     InvalidRequest {
@@ -199,6 +214,7 @@ impl StoreError {
                 ErrorSource::Disk
             }
             StoreError::Closed => ErrorSource::Shutdown,
+            StoreError::Remote { tag, .. } => *tag,
         }
     }
 

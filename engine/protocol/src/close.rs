@@ -32,6 +32,10 @@ impl CloseCode {
     pub const MESSAGE_TOO_BIG: Self = Self(1009);
     /// 1011: the server hit an unexpected condition.
     pub const INTERNAL_ERROR: Self = Self(1011);
+    /// 1012: "service restart". A cluster node being drained
+    /// (`/api/drain`) closes its clients with it: reconnect at once (the
+    /// other nodes take the connection) and resume from your position.
+    pub const SERVICE_RESTART: Self = Self(1012);
     /// 1013: "try again later". Ringcast sends it to slow consumers whose
     /// send queue overflowed: the client should reconnect (with backoff) and
     /// resume, rather than treat it as a fatal error.

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod close;
+pub mod cluster;
 pub mod deflate;
 pub mod envelope;
 pub mod frame;

@@ -858,6 +858,41 @@ pub(super) fn webhook_url(url: &str) -> Result<(), String> {
     proxy_url(url).map_err(|problem| format!("{problem}; or \"\" to turn webhooks off"))
 }
 
+/// `cluster.nats_url`: `nats://host:port`, or "" for a single node.
+pub(super) fn nats_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Ok(());
+    }
+    let parsed = url.parse::<hyper::Uri>().ok();
+    let ok = parsed.as_ref().is_some_and(|uri| {
+        uri.scheme_str() == Some("nats")
+            && uri.host().is_some_and(|host| !host.is_empty())
+            && uri.port_u16().is_some()
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "must be a nats://host:port URL such as nats://127.0.0.1:4222, or \"\" for a single \
+         node (got {url:?})"
+    ))
+}
+
+/// A NATS subject token of ours: 1 to 32 of `[A-Za-z0-9_-]` (no `.`, `*`
+/// or `>`, which NATS gives a meaning).
+pub(super) fn subject_token(token: &str) -> Result<(), String> {
+    let ok = (1..=32).contains(&token.len())
+        && token
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-');
+    if ok {
+        return Ok(());
+    }
+    Err(format!(
+        "must be 1 to 32 of A-Z, a-z, 0-9, _ and - (got {token:?})"
+    ))
+}
+
 /// A reference to a `[[proxy]]` entry, or "" for none. That the entry
 /// exists is checked across tables (`table::check_proxy_refs`).
 pub(super) fn proxy_ref(name: &str) -> Result<(), String> {

@@ -45,8 +45,8 @@ mod types;
 pub use error::{ConfigError, Origin};
 pub use sources::{RawArgs, RawFlags, ENV_CONFIG};
 pub use table::{
-    ApiConfig, AuthConfig, ImConfig, LogConfig, Namespace, Proxy, ServerConfig, TlsConfig,
-    WebSocketConfig, WebhookConfig,
+    ApiConfig, AuthConfig, ClusterConfig, ImConfig, LogConfig, Namespace, Proxy, ServerConfig,
+    TlsConfig, WebSocketConfig, WebhookConfig,
 };
 pub use types::{
     shards_for_cores, ConnectProxyMode, Driver, Durability, JwtAlgorithm, LogFormat, NodeId,
@@ -101,6 +101,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub webhook: WebhookConfig,
     pub im: ImConfig,
+    pub cluster: ClusterConfig,
     /// `[[namespace]]` tables in file order. Names are unique.
     pub namespaces: Vec<Namespace>,
     /// `[[proxy]]` tables in file order. Names are unique; the index is
@@ -131,6 +132,8 @@ struct FileConfig {
     webhook: table::FileWebhook,
     #[serde(default)]
     im: table::FileIm,
+    #[serde(default)]
+    cluster: table::FileCluster,
     #[serde(default)]
     namespace: Vec<table::FileNamespace>,
     #[serde(default)]
@@ -246,6 +249,8 @@ impl Config {
         let webhook = WebhookConfig::resolve(&mut layers, "webhook", file.webhook)?;
         table::check_webhook(&layers, &webhook)?;
         let im = ImConfig::resolve(&mut layers, "im", file.im)?;
+        let cluster = ClusterConfig::resolve(&mut layers, "cluster", file.cluster)?;
+        table::check_cluster(&layers, &cluster, &im)?;
         let namespaces = table::resolve_namespaces(file_path, file.namespace)?;
         let proxies = table::resolve_proxies(file_path, file.proxy)?;
         table::check_proxy_refs(&layers, file_path, &websocket, &im, &namespaces, &proxies)?;
@@ -258,6 +263,7 @@ impl Config {
             tls,
             webhook,
             im,
+            cluster,
             namespaces,
             proxies,
             log,

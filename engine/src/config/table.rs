@@ -14,9 +14,9 @@ use std::time::Duration;
 use super::error::{invalid, ConfigError};
 use super::keys::{config_table, KeyInfo, Section};
 use super::kinds::{
-    proxy_name, proxy_ref, proxy_url, webhook_url, Addr, Bool, Bytes, Count, DirPath, FilePath,
-    Filter, HeaderNames, Micros, Millis, NamespaceName, Node, OptionalSecret, Origins, Pick,
-    Seconds, SecretKey, Shards, Text, UrlPath, WebhookEventList,
+    nats_url, proxy_name, proxy_ref, proxy_url, subject_token, webhook_url, Addr, Bool, Bytes,
+    Count, DirPath, FilePath, Filter, HeaderNames, Micros, Millis, NamespaceName, Node,
+    OptionalSecret, Origins, Pick, Seconds, SecretKey, Shards, Text, UrlPath, WebhookEventList,
 };
 use super::sources::Layers;
 use super::types::{
@@ -57,6 +57,14 @@ const JSON_DEPTH_MAX_LIMIT: usize = 120;
 /// bucket's arithmetic (`crate::ratelimit`) is sized for it.
 const RATE_MAX: u32 = crate::ratelimit::RATE_MAX;
 
+/// Most channel buckets (NATS subjects `<prefix>.c.<b>`): a node's
+/// subscriptions are bounded by it.
+const CHANNEL_BUCKETS_MAX: u32 = 65_536;
+/// Store partitions: a partition is owned by the node of the same id,
+/// and node ids are 0..=63 (the message id's node field).
+const STORES_MAX: u32 = 64;
+const _: () = assert!(STORES_MAX == ringcast_protocol::envelope::MESSAGE_ID_NODE_COUNT as u32);
+
 const _: () = assert!(TIMEOUT_MS_MIN < TIMEOUT_MS_MAX);
 const _: () = assert!(SIZE_BYTES_MAX <= usize::MAX as u64);
 
@@ -70,6 +78,7 @@ pub(super) const OVERRIDE_TABLES: &[&str] = &[
     "tls",
     "webhook",
     "im",
+    "cluster",
     "log",
 ];
 
@@ -558,6 +567,46 @@ config_table! {
 }
 
 config_table! {
+    flags "cluster";
+    #[derive(Debug, Clone)]
+    pub struct ClusterConfig, file FileCluster {
+        /// The NATS server the engine processes of one cluster share
+        /// (docs/cluster.md); "" runs a single node with no cluster.
+        nats_url: String = Text { default: Some(""), check: nats_url, doc_type: "nats:// URL, or `\"\"` for a single node" },
+            "URL", "NATS server of the cluster (nats://host:port); empty = single node";
+        /// First token of every subject the cluster uses, so several
+        /// clusters can share one NATS server.
+        subject_prefix: String = Text { default: Some("rc"), check: subject_token, doc_type: "subject token: 1 to 32 of `[A-Za-z0-9_-]`" },
+            "TOKEN", "First token of the cluster's NATS subjects";
+        /// How often a node tells the others it is alive.
+        heartbeat as "heartbeat_ms": Duration
+            = Millis { default: 1000, min: 100, max: 60_000 },
+            "MS", "Cluster heartbeat interval";
+        /// A node not heard from for this long is taken for dead: its
+        /// users' presence and routes are dropped.
+        node_timeout as "node_timeout_ms": Duration
+            = Millis { default: 5000, min: 200, max: 600_000 },
+            "MS", "Silence after which a node counts as dead";
+        /// Channels are hashed into this many NATS subjects; a node
+        /// subscribes the buckets of its channels (a power of two).
+        channel_buckets: u32
+            = Count<u32> { default: 4096, min: 16, max: CHANNEL_BUCKETS_MAX, unit: "subjects" },
+            "N", "NATS subjects the channels are hashed into (power of two)";
+        /// How long a request to another node (a forwarded append or read,
+        /// a query) may take before it fails.
+        request_timeout as "request_timeout_ms": Duration
+            = Millis { default: 2000, min: TIMEOUT_MS_MIN, max: 60_000 },
+            "MS", "Deadline of a request to another node";
+        /// Store partitions of the cluster: a stream lives in partition
+        /// `fnv1a64(name) mod stores`, owned by the node whose `node_id`
+        /// is that number. Never change it while data exists.
+        stores: u32
+            = Count<u32> { default: 1, min: 1, max: STORES_MAX, unit: "partitions" },
+            "N", "Store partitions of the cluster (nodes 0..N-1 own one each)";
+    }
+}
+
+config_table! {
     flags "log";
     #[derive(Debug, Clone)]
     pub struct LogConfig, file FileLog {
@@ -579,6 +628,7 @@ pub(super) fn all_keys() -> Vec<KeyInfo> {
         TlsConfig::keys(),
         WebhookConfig::keys(),
         ImConfig::keys(),
+        ClusterConfig::keys(),
         Namespace::keys(),
         Proxy::keys(),
         LogConfig::keys(),
@@ -823,6 +873,44 @@ pub(super) fn check_proxy_refs(
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// The cluster keys that depend on each other: the node timeout must
+/// span a few heartbeats (one lost heartbeat must not kill a node), and
+/// the buckets are a power of two (a mask picks one).
+pub(super) fn check_cluster(
+    layers: &Layers<'_>,
+    cluster: &ClusterConfig,
+    im: &ImConfig,
+) -> Result<(), ConfigError> {
+    if !cluster.nats_url.is_empty() && im.enabled {
+        return Err(invalid(
+            "im.enabled",
+            layers.origin("im.enabled"),
+            "must be false when cluster.nats_url is set: the IM layer's conversations and \
+             lists do not span store partitions yet (docs/cluster.md, \"Not built yet\")"
+                .to_owned(),
+        ));
+    }
+    if !cluster.channel_buckets.is_power_of_two() {
+        return Err(invalid(
+            "cluster.channel_buckets",
+            layers.origin("cluster.channel_buckets"),
+            format!("must be a power of two (got {})", cluster.channel_buckets),
+        ));
+    }
+    if cluster.node_timeout < cluster.heartbeat * 2 {
+        return Err(invalid(
+            "cluster.node_timeout_ms",
+            layers.origin("cluster.node_timeout_ms"),
+            format!(
+                "must be at least twice cluster.heartbeat_ms ({} ms; got {} ms)",
+                cluster.heartbeat.as_millis(),
+                cluster.node_timeout.as_millis()
+            ),
+        ));
     }
     Ok(())
 }

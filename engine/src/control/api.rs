@@ -338,7 +338,7 @@ impl Api {
         let path = req.path.as_str();
         match (&req.method, path) {
             (&Method::GET | &Method::HEAD, "/health") => {
-                return Ok(Response::json(200, &json!({"status": "ok"})))
+                return Ok(super::cluster_api::health(&self.shared))
             }
             (&Method::GET | &Method::HEAD, "/metrics") => return Ok(self.metrics()),
             _ => {}
@@ -361,7 +361,8 @@ impl Api {
             | "/api/history"
             | "/api/subscribe"
             | "/api/unsubscribe"
-            | "/api/presence/users" => "POST",
+            | "/api/presence/users"
+            | "/api/drain" => "POST",
             "/api/presence" | "/api/stats" => "GET, HEAD",
             "/api/webhooks/replay" => "POST",
             "/api/webhooks/dead" => "GET, HEAD",
@@ -423,6 +424,7 @@ impl Api {
             "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
             "/api/presence/users" => self.presence_users(&req).await,
+            "/api/drain" => Ok(super::cluster_api::drain(&self.shared, &self.sender)),
             "/api/webhooks/dead" => super::webhooks::dead(&self.shared, &req).await,
             "/api/webhooks/replay" => super::webhooks::replay(&self.shared, &req).await,
             "/api/im/msg_send" => self.im_msg_send(&req).await,
@@ -441,7 +443,7 @@ impl Api {
             "/api/im/recall" => self.im_rewrite(&req, false).await,
             "/api/im/edit" => self.im_rewrite(&req, true).await,
             "/api/im/clear" => self.im_clear(&req).await,
-            _ => Ok(self.stats()),
+            _ => Ok(super::cluster_api::stats(&self.shared).await),
         }
     }
 
@@ -746,12 +748,12 @@ impl Api {
             };
             let reply = self
                 .shared
-                .store
                 .append(request)
                 .map_err(|err| store_unavailable(&err))?;
             return Ok(Pending::Stored(reply));
         }
         let publication = Arc::new(Publication::new(&envelope));
+        crate::cluster::publish_live(&self.shared, &publication);
         let mask = self.shared.interest.shards(&envelope.channel);
         self.sender
             .publish(mask, &publication, None, |_| {})
@@ -832,7 +834,7 @@ impl Api {
                 before_time_ms: None,
             }
         };
-        let page = match self.shared.store.read(request) {
+        let page = match self.shared.read(request) {
             Ok(reply) => match reply.await {
                 Ok(result) => result,
                 Err(_canceled) => Err(StoreError::Closed),
@@ -856,6 +858,13 @@ impl Api {
     async fn disconnect(&self, req: &Request) -> ApiResult {
         let body: DisconnectBody = Self::parse(req)?;
         channels::validate_user_id(&body.user).map_err(|_| bad_request("invalid user id"))?;
+        let broadcast = ringcast_protocol::cluster::Broadcast::DisconnectUser {
+            user: body.user.clone(),
+            code: CloseCode::DISCONNECTED_BY_SERVER.0,
+        };
+        if !super::cluster_api::broadcast(&self.shared, broadcast) {
+            return Err(overloaded("the cluster queue is full; retry"));
+        }
         let user: Arc<str> = body.user.as_str().into();
         let mask = self
             .shared
@@ -885,6 +894,14 @@ impl Api {
         self.check_channel(&body.channel)?;
         channels::check_server_subscription(&self.shared.config, &body.channel)
             .map_err(bad_request)?;
+        let broadcast = ringcast_protocol::cluster::Broadcast::SubscribeUser {
+            user: body.user.clone(),
+            channel: body.channel.clone(),
+            subscribe,
+        };
+        if !super::cluster_api::broadcast(&self.shared, broadcast) {
+            return Err(overloaded("the cluster queue is full; retry"));
+        }
         let user: Arc<str> = body.user.as_str().into();
         let channel: Arc<str> = body.channel.as_str().into();
         let mask = self
@@ -937,15 +954,19 @@ impl Api {
             )?;
             receivers.push(rx);
         }
-        let clients: Vec<_> = gather(receivers, "the presence query")
+        let mut clients: Vec<_> = gather(receivers, "the presence query")
             .await?
             .into_iter()
             .flatten()
+            .filter_map(|entry| serde_json::to_value(entry).ok())
             .collect();
-        Ok(Response::json(
-            200,
-            &json!({"channel": channel, "clients": clients}),
-        ))
+        let (elsewhere, missing) = super::cluster_api::presence(&self.shared, &channel).await;
+        clients.extend(elsewhere);
+        let mut answer = json!({"channel": channel, "clients": clients});
+        if self.shared.cluster.is_some() {
+            answer["missing_nodes"] = json!(missing);
+        }
+        Ok(Response::json(200, &answer))
     }
 
     /// `presence_query` for the backend: each user's online state and
@@ -959,49 +980,21 @@ impl Api {
         }
         let users = crate::presence::book::distinct_users(&body.users)
             .map_err(|bad| bad_request(format!("not a user id: {bad:?}")))?;
-        let states: Vec<_> =
-            crate::presence::stored::states(&self.shared.presence_book, &self.shared.store, &users)
-                .await
-                .into_iter()
-            .map(|state| {
-                json!({"user": state.user, "online": state.online, "last_seen_ms": state.last_seen_ms})
-            })
-            .collect();
-        Ok(Response::json(200, &json!({ "users": states })))
-    }
-
-    fn stats(&self) -> Response {
-        let shards: Vec<_> = self
-            .shared
-            .metrics
-            .iter()
-            .enumerate()
-            .map(|(idx, m)| {
-                let mut obj = serde_json::Map::new();
-                obj.insert("shard".into(), idx.into());
-                for (name, value) in m.snapshot() {
-                    obj.insert(name.into(), value.into());
-                }
-                serde_json::Value::Object(obj)
-            })
-            .collect();
-        let connections: u64 = self
-            .shared
-            .metrics
-            .iter()
-            .map(|m| m.connections.get())
-            .sum();
-        Response::json(
-            200,
-            &json!({
-                "node": self.shared.config.server.node_id.get(),
-                "driver": self.shared.driver.as_str(),
-                "uptime_s": self.shared.started_at.elapsed().as_secs(),
-                "connections": connections,
-                "channels": self.shared.interest.n_channels(),
-                "shards": shards,
-            }),
+        let elsewhere = super::cluster_api::online_elsewhere(&self.shared, &users).await;
+        let states: Vec<_> = crate::presence::stored::states(
+            &self.shared.presence_book,
+            &self.shared.store,
+            &users,
         )
+        .await
+        .into_iter()
+        .enumerate()
+        .map(|(i, state)| {
+            let online = state.online || elsewhere.get(i).copied().flatten() == Some(true);
+            json!({"user": state.user, "online": online, "last_seen_ms": state.last_seen_ms})
+        })
+        .collect();
+        Ok(Response::json(200, &json!({ "users": states })))
     }
 
     fn metrics(&self) -> Response {

@@ -4,6 +4,7 @@
 //! read-only shared state (interest map, metrics).
 
 pub mod api;
+mod cluster_api;
 pub mod http;
 mod idempotency;
 mod im_api;
@@ -66,4 +67,35 @@ async fn serve(
     let tls = shared.tls.clone().filter(|tls| tls.api_enabled);
     http::serve(listener, api, options, tls, shutdown).await;
     Ok(())
+}
+
+/// This node's `/api/stats` object (in a cluster, one of the nodes'
+/// entries; `crate::cluster` gathers the others').
+pub fn node_stats(shared: &crate::engine::Shared) -> serde_json::Value {
+    let shards: Vec<_> = shared
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(idx, m)| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("shard".into(), idx.into());
+            for (name, value) in m.snapshot() {
+                obj.insert(name.into(), value.into());
+            }
+            serde_json::Value::Object(obj)
+        })
+        .collect();
+    let connections: u64 = shared.metrics.iter().map(|m| m.connections.get()).sum();
+    let mut stats = serde_json::json!({
+        "node": shared.config.server.node_id.get(),
+        "driver": shared.driver.as_str(),
+        "uptime_s": shared.started_at.elapsed().as_secs(),
+        "connections": connections,
+        "channels": shared.interest.n_channels(),
+        "shards": shards,
+    });
+    if let Some(cluster) = &shared.cluster {
+        stats["cluster"] = cluster.stats_json();
+    }
+    stats
 }

@@ -634,10 +634,7 @@ impl Shard {
                 let to = self.reply_to_of(key, id)?;
                 let slot = self.pending_store.insert(StoreWait::Acked(to));
                 let tag = streams::request_tag(self.idx, slot);
-                if let Err(err) = shared
-                    .store
-                    .submit_cursor(&user, &device, &stream, offset, tag)
-                {
+                if let Err(err) = shared.submit_cursor(&user, &device, &stream, offset, tag) {
                     self.pending_store.remove(slot);
                     return Err(store_error(&err));
                 }
@@ -742,7 +739,7 @@ impl Shard {
                     let view = super::im::member_view(&shared, &user, &stream, current).await?;
                     let mut request = request;
                     crate::im::clamp_to_view(&mut request, &view);
-                    store_reply(shared.store.read(request)).await
+                    store_reply(shared.read(request)).await
                 }
                 .await;
                 StoreDone::History(to, stream, result)
@@ -781,7 +778,7 @@ impl Shard {
                 format!("limit must be 1 to {HISTORY_LIMIT_MAX}"),
             ));
         }
-        let read = shared.store.read(request);
+        let read = shared.read(request);
         let to = self.reply_to_of(key, id)?;
         self.store_replies.push(Box::pin(async move {
             StoreDone::History(to, stream, store_reply(read).await)
@@ -973,7 +970,7 @@ impl Shard {
             };
             let slot = self.pending_store.insert(StoreWait::Published(to));
             let tag = streams::request_tag(self.idx, slot);
-            if let Err(err) = self.shared.store.submit_append(request, tag) {
+            if let Err(err) = self.shared.submit_append(request, tag) {
                 self.pending_store.remove(slot);
                 return Err(store_error(&err));
             }

@@ -106,6 +106,7 @@ impl Shard {
     /// shard is full.
     pub(super) fn publish(&mut self, envelope: &Envelope) -> Result<(), Overloaded> {
         let publication = Arc::new(Publication::new(envelope));
+        crate::cluster::publish_live(&self.shared, &publication);
         let mask = self.shared.interest.shards(&envelope.channel);
         let sender = &self.sender;
         let mut local = false;

@@ -426,6 +426,13 @@ impl Shard {
                 skip_user,
                 frames,
             } => self.deliver_im_event_to_users(&users, &skip_user, &frames),
+            ShardEvent::Drain => {
+                tracing::info!(
+                    shard = self.idx,
+                    "draining: listener closed, clients told 1012"
+                );
+                self.close_all(CloseCode::SERVICE_RESTART, "node draining, reconnect");
+            }
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self
@@ -561,6 +568,12 @@ impl Shard {
     /// after its queue is flushed.
     fn begin_shutdown(&mut self) {
         self.stopping = true;
+        self.close_all(CloseCode::GOING_AWAY, "server shutting down");
+    }
+
+    /// No new connections (the listener is closed), every open one closed
+    /// with `code` after its queue is flushed: shutdown and drain.
+    fn close_all(&mut self, code: CloseCode, reason: &'static str) {
         self.now_ms = unix_ms();
         if let Some(listener) = self.listener.take() {
             let _ = self
@@ -572,8 +585,8 @@ impl Shard {
             self.close(
                 key,
                 CloseReason {
-                    code: CloseCode::GOING_AWAY,
-                    reason: "server shutting down",
+                    code,
+                    reason,
                     flush_queue: true,
                 },
             );

@@ -159,10 +159,7 @@ impl Shard {
         job.keep_to_view();
         if job.position.is_none() && device_cursor {
             let device = self.device_id(conn);
-            let request = self
-                .shared
-                .store
-                .get_cursor(&conn.user, &device, &job.stream);
+            let request = self.shared.get_cursor(&conn.user, &device, &job.stream);
             self.store_replies.push(Box::pin(async move {
                 let result = store_reply(request).await;
                 StoreDone::Recovery(Box::new(job), Step::Cursor(result))
@@ -174,7 +171,7 @@ impl Shard {
 
     /// Reads the next page (or the head, for a fresh subscriber).
     fn next_read(&mut self, job: Job) {
-        let store = &self.shared.store;
+        let store = &*self.shared;
         match job.position {
             None => {
                 let request = store.read(ReadRequest {

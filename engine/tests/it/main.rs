@@ -11,6 +11,7 @@ mod api;
 mod api_complete;
 mod auth;
 mod binary;
+mod cluster;
 mod crash;
 mod crash_im;
 mod deflate;

@@ -1,0 +1,348 @@
+//! The cluster: several engine processes, on one host or many, acting as
+//! one system through a NATS server (docs/cluster.md).
+//!
+//! Each process runs one more thread, `ringcast-cluster`: a tokio
+//! current-thread runtime with the NATS client (async-nats), the only
+//! place that talks to NATS. Everything else reaches it through one
+//! bounded queue ([`Outbound`], `try_send`: a shard never waits) and a
+//! doorbell; it reaches the shards through its own row of the mesh, like
+//! the store's writer does.
+//!
+//! What crosses between nodes:
+//! - publications of live channels, from the node where they were
+//!   published, and of durable channels, from the owner of their store
+//!   partition after the commit, to the channel's bucket subject
+//!   `<prefix>.c.<b>` (`routing::bucket_of`), which the nodes holding
+//!   subscribers of a channel in that bucket subscribe;
+//! - inbox entries (`user:<id>`), from the partition's owner to the node
+//!   subjects `<prefix>.n.<node>` of the nodes its user directory lists;
+//! - store requests for a partition another node owns (append, read,
+//!   cursors), as NATS request-reply to `<prefix>.s.<p>`
+//!   (`crate::partition`);
+//! - heartbeats, broadcasts (disconnect a user, server-side subscribe),
+//!   and scatter-gather queries (stats, channel presence).
+
+mod routing;
+mod thread;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use ringcast_protocol::cluster::{Broadcast, Query, QueryReply, StoreRequest};
+use ringcast_protocol::envelope::EncodedPush;
+use ringcast_store::{Appended, ReadResult, StoreError, StoredCursor};
+
+use crate::config::Config;
+use crate::limits::CLUSTER_QUEUE_EVENTS;
+
+pub use routing::{bucket_of, partition_of};
+
+/// What the other threads hand the cluster thread.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A publication of a channel (not an inbox): to the channel's bucket
+    /// subject, for the other nodes' subscribers.
+    Publish(Arc<EncodedPush>),
+    /// A new entry of an inbox this node owns: to the nodes holding
+    /// connections of its user.
+    UserEntry(Arc<EncodedPush>),
+    /// A channel's node-wide interest changed (its first subscriber on the
+    /// node came or its last one went): the thread reads which, now.
+    Interest(Box<str>),
+    /// A request to the owner of store partition `partition`.
+    Store {
+        partition: u32,
+        request: StoreRequest,
+        reply: ReplyTo,
+    },
+    /// To every node (this one acts on its own connections itself).
+    Broadcast(Broadcast),
+    /// To every live node but this one; the answers that came in time.
+    Query {
+        query: Query,
+        reply: futures_channel::oneshot::Sender<QueryAnswers>,
+    },
+    /// Which live nodes hold connections of `user`, asked of the owner of
+    /// its inbox's partition.
+    UserNodes {
+        user: String,
+        reply: futures_channel::oneshot::Sender<Result<Vec<u8>, StoreError>>,
+    },
+}
+
+/// Where the answer to a forwarded store request goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    Appended(futures_channel::oneshot::Sender<Result<Appended, StoreError>>),
+    Read(futures_channel::oneshot::Sender<Result<ReadResult, StoreError>>),
+    Cursor(futures_channel::oneshot::Sender<Result<Option<StoredCursor>, StoreError>>),
+    /// A shard's tagged request (`crate::streams::request_tag`): the
+    /// answer goes to the shard's queue of store answers, as the store's
+    /// own answers do.
+    Tagged {
+        tag: u64,
+        kind: TaggedKind,
+    },
+}
+
+/// Which `ringcast_store::Answer` a tagged request expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaggedKind {
+    Appended,
+    Cursor,
+}
+
+/// The answers of a scatter-gather query: one per node that answered in
+/// time, and the live nodes that did not.
+#[derive(Debug, Default)]
+pub struct QueryAnswers {
+    pub replies: Vec<QueryReply>,
+    pub missing: Vec<u8>,
+}
+
+/// The cluster as the other threads see it. Cheap to read from any thread.
+pub struct Cluster {
+    node: u8,
+    incarnation: u64,
+    stores: u32,
+    channel_buckets: u32,
+    queue: crossbeam_channel::Sender<Outbound>,
+    doorbell: Arc<tokio::sync::Notify>,
+    /// Set at shutdown: the thread sends what is queued and ends.
+    stopping: AtomicBool,
+    pub state: Arc<ClusterState>,
+}
+
+/// What `/health`, `/api/stats` and the metrics read.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    /// The NATS connection is up.
+    pub connected: AtomicBool,
+    /// When `connected` last changed (unix ms).
+    pub changed_ms: AtomicU64,
+    /// Another process heartbeats with this node's id.
+    pub conflict: AtomicBool,
+    /// The node was told to drain (`/api/drain`).
+    pub draining: AtomicBool,
+    /// Live nodes besides this one, as the heartbeats say (a bitmask of
+    /// node ids).
+    pub live_nodes: AtomicU64,
+    /// Publications sent to NATS (each push in a batch counts).
+    pub pushes_out: AtomicU64,
+    /// NATS messages and payload bytes published.
+    pub messages_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Publications received from other nodes.
+    pub pushes_in: AtomicU64,
+    /// Received publications no local subscriber wanted (the bucket's
+    /// other channels).
+    pub pushes_unwanted: AtomicU64,
+    /// Publications for other nodes dropped: NATS was cut off, or the
+    /// queue to the cluster thread was full.
+    pub dropped: AtomicU64,
+    /// Store requests forwarded to other nodes, and those that failed.
+    pub requests: AtomicU64,
+    pub request_errors: AtomicU64,
+    /// Times the NATS connection came back.
+    pub reconnects: AtomicU64,
+    /// Channel buckets subscribed on NATS now.
+    pub buckets_subscribed: AtomicU64,
+    /// Users of this node's partition the directory lists on other nodes.
+    pub directory_users: AtomicU64,
+}
+
+/// The queue to the cluster thread is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+/// The cluster thread could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster: cannot start the cluster thread: {0}")]
+pub struct ClusterStartError(String);
+
+impl Cluster {
+    /// The cluster handle and what its thread needs, when `cluster.nats_url`
+    /// is set; the thread starts with [`thread::spawn`] once the mesh and
+    /// the store exist.
+    pub fn new(config: &Config) -> Option<(Arc<Cluster>, ThreadParts)> {
+        if config.cluster.nats_url.is_empty() {
+            return None;
+        }
+        let (queue, receiver) = crossbeam_channel::bounded(CLUSTER_QUEUE_EVENTS);
+        let doorbell = Arc::new(tokio::sync::Notify::new());
+        let incarnation = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |since| {
+                u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+            });
+        let cluster = Arc::new(Cluster {
+            node: config.server.node_id.get(),
+            incarnation,
+            stores: config.cluster.stores,
+            channel_buckets: config.cluster.channel_buckets,
+            queue,
+            doorbell: doorbell.clone(),
+            stopping: AtomicBool::new(false),
+            state: Arc::new(ClusterState::default()),
+        });
+        Some((cluster, ThreadParts { receiver, doorbell }))
+    }
+
+    pub fn node(&self) -> u8 {
+        self.node
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The partition `stream` lives in, when another node owns it.
+    pub fn remote_partition(&self, stream: &str) -> Option<u32> {
+        let partition = partition_of(stream, self.stores);
+        (partition != u32::from(self.node)).then_some(partition)
+    }
+
+    /// Whether this node owns a store partition.
+    pub fn owns_partition(&self) -> bool {
+        u32::from(self.node) < self.stores
+    }
+
+    pub fn channel_buckets(&self) -> u32 {
+        self.channel_buckets
+    }
+
+    /// Asks the thread to end (after the shards, before the store closes:
+    /// it serves the partition's requests until then).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.doorbell.notify_one();
+    }
+
+    /// Hands `event` to the cluster thread; `Err` when the queue is full
+    /// (the thread is far behind or NATS is slow) and the event was not
+    /// taken.
+    pub fn send(&self, event: Outbound) -> Result<(), QueueFull> {
+        match self.queue.try_send(event) {
+            Ok(()) => {
+                self.doorbell.notify_one();
+                Ok(())
+            }
+            Err(_) => Err(QueueFull),
+        }
+    }
+
+    /// Live traffic for other nodes: a full queue drops it, counted.
+    pub fn send_live(&self, event: Outbound) {
+        if self.send(event).is_err() {
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Forwards a store request; a full queue refuses it at once.
+    pub fn forward(
+        &self,
+        partition: u32,
+        request: StoreRequest,
+        reply: ReplyTo,
+    ) -> Result<(), StoreError> {
+        let refused = |reason: &str| StoreError::Remote {
+            partition,
+            reason: reason.to_owned(),
+            tag: ringcast_store::ErrorSource::Load,
+        };
+        if !self.state.connected.load(Ordering::Acquire) {
+            return Err(StoreError::Remote {
+                partition,
+                reason: "the node is cut off from NATS; retry shortly".into(),
+                tag: ringcast_store::ErrorSource::Resource,
+            });
+        }
+        self.send(Outbound::Store {
+            partition,
+            request,
+            reply,
+        })
+        .map_err(|_| refused("the queue to the cluster thread is full; retry shortly"))
+    }
+
+    /// Tells the cluster thread that `channel`'s node-wide interest
+    /// changed. Never dropped silently: a full queue is logged, and the
+    /// thread's periodic resync repairs it.
+    pub fn interest_changed(&self, channel: &str) {
+        if self.send(Outbound::Interest(channel.into())).is_err() {
+            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                channel,
+                "cluster queue full: an interest change waits for the next resync"
+            );
+        }
+    }
+}
+
+impl Cluster {
+    /// The cluster's part of `/api/stats` and `/health`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let state = &self.state;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let live: Vec<u8> =
+            crate::interest::shard_indexes(state.live_nodes.load(Ordering::Acquire))
+                .map(|node| node as u8)
+                .collect();
+        serde_json::json!({
+            "state": self.state_name(),
+            "since_ms": get(&state.changed_ms),
+            "incarnation": self.incarnation.to_string(),
+            "owns_partition": self.owns_partition(),
+            "stores": self.stores,
+            "live_nodes": live,
+            "pushes_out": get(&state.pushes_out),
+            "messages_out": get(&state.messages_out),
+            "bytes_out": get(&state.bytes_out),
+            "pushes_in": get(&state.pushes_in),
+            "pushes_unwanted": get(&state.pushes_unwanted),
+            "dropped": get(&state.dropped),
+            "requests": get(&state.requests),
+            "request_errors": get(&state.request_errors),
+            "reconnects": get(&state.reconnects),
+            "buckets_subscribed": get(&state.buckets_subscribed),
+            "directory_users": get(&state.directory_users),
+        })
+    }
+
+    /// `connected`, `disconnected`, `draining` or `conflict` (another
+    /// process uses this node's id).
+    pub fn state_name(&self) -> &'static str {
+        if self.state.conflict.load(Ordering::Acquire) {
+            "conflict"
+        } else if !self.state.connected.load(Ordering::Acquire) {
+            "disconnected"
+        } else if self.state.draining.load(Ordering::Acquire) {
+            "draining"
+        } else {
+            "connected"
+        }
+    }
+}
+
+/// A live (not stored) publication made on this node: to the other nodes'
+/// subscribers through its channel's bucket. Stored ones go from their
+/// partition's owner, after the commit (`crate::streams::StoreSink`).
+pub fn publish_live(shared: &crate::engine::Shared, publication: &crate::publication::Publication) {
+    if let Some(cluster) = &shared.cluster {
+        debug_assert_eq!(
+            publication.offset(),
+            0,
+            "a stored publication is its owner's to send"
+        );
+        cluster.send_live(Outbound::Publish(publication.push.clone()));
+    }
+}
+
+/// The receiving end of the queue, for the thread.
+pub struct ThreadParts {
+    receiver: crossbeam_channel::Receiver<Outbound>,
+    doorbell: Arc<tokio::sync::Notify>,
+}
+
+pub use thread::spawn;

@@ -1,0 +1,647 @@
+//! The cluster over a real `nats-server` (docs/cluster.md): several
+//! `ringcast` processes, started from the release-or-debug binary of this
+//! build, joined by NATS on loopback. Each test starts its own NATS server
+//! on a random port and its own nodes, and kills them by PID at the end.
+//!
+//! `nats-server` comes from Debian's apt (`ci/deps-nats.sh` installs it);
+//! without it these tests fail with a message saying so.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::Message;
+
+use crate::util::{api_raw, free_port, read_close_code, token, wait_until, Ws, API_KEY, SECRET};
+
+/// One cluster test at a time: each runs four processes, and a port two
+/// tests drew alike would join both clusters' `SO_REUSEPORT` groups.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn nats_binary() -> PathBuf {
+    for candidate in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("nats-server is not installed: run ci/deps-nats.sh (apt-get install nats-server)");
+}
+
+/// A nats-server on 127.0.0.1, restartable on the same port.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut nats = Nats {
+            child: None,
+            port,
+            dir,
+        };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on its port and waits until it listens.
+    fn restart(&mut self) {
+        let conf = self.dir.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen: 127.0.0.1:{}\nping_interval: \"1s\"\nping_max: 2\nmax_payload: 1048576\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(nats_binary())
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect(addr).is_ok()),
+            "nats-server did not start"
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One engine process of the cluster.
+struct Node {
+    child: Option<Child>,
+    id: u8,
+    api: SocketAddr,
+    ws: SocketAddr,
+    config_path: PathBuf,
+}
+
+impl Node {
+    /// Starts node `id` with its own data directory under `dir`, on the
+    /// given ports (shared with other nodes when they are the same).
+    fn start(dir: &Path, id: u8, nats: &Nats, stores: u32, ws_port: u16, api_port: u16) -> Node {
+        let data_dir = dir.join(format!("node-{id}"));
+        let config_path = dir.join(format!("node-{id}.toml"));
+        std::fs::write(
+            &config_path,
+            format!(
+                "version = 1\n[server]\nshards = 2\npin_cores = false\nnode_id = {id}\n\
+                 data_dir = {data_dir:?}\nshutdown_grace_ms = 500\n\
+                 [websocket]\nlisten = \"127.0.0.1:{ws_port}\"\n\
+                 [api]\nlisten = \"127.0.0.1:{api_port}\"\nkey = \"{API_KEY}\"\n\
+                 [auth]\njwt_secret = \"{SECRET}\"\n\
+                 [cluster]\nnats_url = \"{}\"\nstores = {stores}\nheartbeat_ms = 200\n\
+                 node_timeout_ms = 1000\nrequest_timeout_ms = 1000\n\
+                 [[namespace]]\nname = \"news\"\npublish = \"any\"\n\
+                 [[namespace]]\nname = \"hist\"\npublish = \"any\"\nhistory = true\ndurability = \"sync\"\n\
+                 [log]\nlevel = \"info\"\n",
+                nats.url()
+            ),
+        )
+        .unwrap();
+        let mut node = Node {
+            child: None,
+            id,
+            api: format!("127.0.0.1:{api_port}").parse().unwrap(),
+            ws: format!("127.0.0.1:{ws_port}").parse().unwrap(),
+            config_path,
+        };
+        node.restart();
+        node
+    }
+
+    fn restart(&mut self) {
+        let log = std::fs::File::create(self.config_path.with_extension("log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+            .arg(format!("--config={}", self.config_path.display()))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ringcast");
+        self.child = Some(child);
+        let (api, ws) = (self.api, self.ws);
+        assert!(
+            wait_until(Duration::from_secs(20), || TcpStream::connect(api).is_ok()
+                && TcpStream::connect(ws).is_ok()),
+            "node {} did not start",
+            self.id
+        );
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        api_raw(
+            self.api,
+            method,
+            path,
+            body.map(|b| b.to_string()).as_deref(),
+            Some(API_KEY),
+        )
+    }
+
+    fn connect(&self, user: &str, query: &str) -> Ws {
+        let url = format!(
+            "ws://{}/connection/websocket?token={}{query}",
+            self.ws,
+            token(user)
+        );
+        let stream = TcpStream::connect(self.ws).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let (mut ws, _) = tungstenite::client(url, stream).expect("upgrade");
+        let first = read(&mut ws).expect("connect message");
+        assert!(first.get("connect").is_some(), "{first}");
+        ws
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The next JSON message, or `None` on a timeout or close.
+fn read(ws: &mut Ws) -> Option<Value> {
+    loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).unwrap()),
+            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+            Ok(_) | Err(_) => return None,
+        }
+    }
+}
+
+/// The next push, skipping replies and other events.
+fn next_push(ws: &mut Ws) -> Option<Value> {
+    loop {
+        let message = read(ws)?;
+        if let Some(push) = message.get("push") {
+            return Some(push.clone());
+        }
+    }
+}
+
+/// Subscribes; returns the reply and the pushes that came before it (a
+/// recovery's replay).
+fn subscribe(ws: &mut Ws, id: u64, params: Value) -> (Value, Vec<Value>) {
+    let mut params = params;
+    let mut pushes = Vec::new();
+    ws.send(Message::Text(
+        json!({"id": id, "method": "subscribe", "params": params.take()}).to_string(),
+    ))
+    .unwrap();
+    loop {
+        let message = read(ws).expect("subscribe reply");
+        if message["id"] == json!(id) {
+            assert!(message.get("result").is_some(), "subscribe: {message}");
+            return (message, pushes);
+        }
+        if let Some(push) = message.get("push") {
+            pushes.push(push.clone());
+        }
+    }
+}
+
+/// Waits until every node sees the others (heartbeats) and is connected.
+fn wait_joined(nodes: &[&Node]) {
+    let others = nodes.len() - 1;
+    for node in nodes {
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                let (status, health) = node.api("GET", "/health", None);
+                status == 200
+                    && health["cluster"]["live_nodes"]
+                        .as_array()
+                        .is_some_and(|live| live.len() >= others)
+            }),
+            "node {} did not see the cluster: {:?}",
+            node.id,
+            node.api("GET", "/health", None)
+        );
+    }
+}
+
+/// A user whose inbox lives in `partition` of `stores`.
+fn user_in_partition(partition: u32, stores: u32, tag: &str) -> String {
+    (0..)
+        .map(|i| format!("{tag}{i}"))
+        .find(|user| {
+            ringcast_engine::cluster::partition_of(&format!("user:{user}"), stores) == partition
+        })
+        .unwrap()
+}
+
+fn three_nodes(dir: &Path, nats: &Nats) -> Vec<Node> {
+    let nodes: Vec<Node> = (0..3)
+        .map(|id| Node::start(dir, id, nats, 3, free_port(), free_port()))
+        .collect();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    nodes
+}
+
+#[test]
+fn a_publication_reaches_subscribers_on_other_nodes_once() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &nats);
+    let mut on_0 = nodes[0].connect("sub0", "");
+    let mut on_1 = nodes[1].connect("sub1", "");
+    subscribe(&mut on_0, 1, json!({"channel": "news:x"}));
+    subscribe(&mut on_1, 1, json!({"channel": "news:x"}));
+    // The bucket subscriptions travel asynchronously: publish until one
+    // arrives, then check the rest arrive once each, in order.
+    let mut sent = 0;
+    let arrived = wait_until(Duration::from_secs(10), || {
+        sent += 1;
+        nodes[2].api(
+            "POST",
+            "/api/publish",
+            Some(json!({"channel": "news:x", "data": {"n": sent}})),
+        );
+        on_1.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        next_push(&mut on_1).is_some()
+    });
+    assert!(arrived, "no publication crossed from node 2 to node 1");
+    on_1.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    while next_push_within(&mut on_1, Duration::from_millis(300)).is_some() {}
+    while next_push_within(&mut on_0, Duration::from_millis(300)).is_some() {}
+    for n in 1..=20 {
+        let (status, body) = nodes[2].api(
+            "POST",
+            "/api/publish",
+            Some(json!({"channel": "news:x", "data": {"seq": n}})),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    for ws in [&mut on_0, &mut on_1] {
+        for n in 1..=20 {
+            let push = next_push(ws).expect("a publication from node 2");
+            assert_eq!(push["data"]["seq"], json!(n), "in order, once: {push}");
+        }
+        assert!(
+            next_push_within(ws, Duration::from_millis(300)).is_none(),
+            "nothing twice"
+        );
+    }
+    // Stats of every node, from any node.
+    let (_, stats) = nodes[1].api("GET", "/api/stats", None);
+    assert_eq!(stats["nodes"].as_array().unwrap().len(), 3, "{stats}");
+    assert_eq!(stats["cluster_connections"], json!(2), "{stats}");
+    // Channel presence across nodes.
+    let (_, presence) = nodes[2].api("GET", "/api/presence?channel=news:x", None);
+    assert_eq!(
+        presence["clients"].as_array().unwrap().len(),
+        2,
+        "{presence}"
+    );
+}
+
+fn next_push_within(ws: &mut Ws, timeout: Duration) -> Option<Value> {
+    ws.get_mut().set_read_timeout(Some(timeout)).unwrap();
+    let push = next_push(ws);
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    push
+}
+
+#[test]
+fn a_send_reaches_every_device_of_the_user_on_any_node_with_one_offset() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &nats);
+    // The inbox lives in node 0's partition; the devices are on 1 and 2;
+    // the API call goes to node 1.
+    let bob = user_in_partition(0, 3, "bob");
+    let mut phone = nodes[1].connect(&bob, "");
+    let mut laptop = nodes[2].connect(&bob, "");
+    let mut last = 0;
+    for n in 1..=10 {
+        let (status, body) = nodes[1].api(
+            "POST",
+            "/api/send",
+            Some(json!({"user": bob, "data": {"n": n}})),
+        );
+        assert_eq!(status, 200, "send via node 1: {body}");
+        let offset = body["results"][0]["offset"].as_u64().unwrap();
+        assert_eq!(offset, last + 1, "offsets gap-free: {body}");
+        last = offset;
+    }
+    for device in [&mut phone, &mut laptop] {
+        for n in 1..=10u64 {
+            let push = next_push(device).expect("the send");
+            assert_eq!(push["data"]["n"], json!(n), "{push}");
+            assert_eq!(push["offset"], json!(n), "{push}");
+        }
+    }
+    let (_, presence) = nodes[0].api(
+        "POST",
+        "/api/presence/users",
+        Some(json!({"users": [bob, "nobody"]})),
+    );
+    assert_eq!(presence["users"][0]["online"], json!(true), "{presence}");
+    assert_eq!(presence["users"][1]["online"], json!(false), "{presence}");
+    // Disconnect from a node holding none of bob's connections.
+    let (status, _) = nodes[0].api("POST", "/api/disconnect", Some(json!({"user": bob})));
+    assert_eq!(status, 200);
+    assert_eq!(read_close_code(&mut phone), Some(4003));
+    assert_eq!(read_close_code(&mut laptop), Some(4003));
+}
+
+#[test]
+fn history_and_recovery_work_on_a_node_that_does_not_own_the_stream() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &nats);
+    let channel = (0..)
+        .map(|i| format!("hist:room{i}"))
+        .find(|c| ringcast_engine::cluster::partition_of(c, 3) == 2)
+        .unwrap();
+    for n in 1..=30 {
+        let via = &nodes[n % 2];
+        let (status, body) = via.api(
+            "POST",
+            "/api/publish",
+            Some(json!({"channel": channel, "data": {"n": n}})),
+        );
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["offset"], json!(n), "{body}");
+    }
+    let (status, page) = nodes[0].api(
+        "POST",
+        "/api/history",
+        Some(json!({"stream": channel, "limit": 100})),
+    );
+    assert_eq!(status, 200, "{page}");
+    let offsets: Vec<u64> = page["publications"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{page}"))
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (1..=30).collect::<Vec<_>>());
+    let epoch = page["epoch"].clone();
+    // A client on node 1 recovers from offset 10, then gets live ones.
+    let mut client = nodes[1].connect("reader", "");
+    let (reply, replayed) = subscribe(
+        &mut client,
+        1,
+        json!({"channel": channel, "since": {"offset": 10, "epoch": epoch}}),
+    );
+    assert_eq!(
+        reply["result"]["recovery"]["recovered"],
+        json!(true),
+        "{reply}"
+    );
+    let offsets: Vec<u64> = replayed
+        .iter()
+        .map(|push| push["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, (11..=30).collect::<Vec<_>>(), "{reply}");
+    let (status, _) = nodes[0].api(
+        "POST",
+        "/api/publish",
+        Some(json!({"channel": channel, "data": {"n": 31}})),
+    );
+    assert_eq!(status, 200);
+    let push = next_push(&mut client).expect("live after the replay");
+    assert_eq!(push["offset"], json!(31), "{push}");
+    assert!(next_push_within(&mut client, Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn a_killed_owner_makes_its_streams_unavailable_until_it_returns_and_loses_nothing() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &nats);
+    let alice = user_in_partition(1, 3, "alice");
+    let send = |node: &Node, key: &str| {
+        node.api(
+            "POST",
+            "/api/send",
+            Some(json!({"user": alice, "data": {"k": key}, "client_msg_id": key})),
+        )
+    };
+    let mut acked = Vec::new();
+    for n in 0..10 {
+        let key = format!("k{n}");
+        let (status, body) = send(&nodes[0], &key);
+        assert_eq!(status, 200, "{body}");
+        acked.push((key, body["results"][0]["offset"].as_u64().unwrap()));
+    }
+    nodes[1].kill9();
+    // Said, not silent: the partition's owner is gone.
+    let (status, body) = send(&nodes[2], "while-down");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], json!("store_unavailable"), "{body}");
+    assert_eq!(body["error"]["retryable"], json!(true), "{body}");
+    nodes[1].restart();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    // The client retries with the same key: stored once.
+    let (status, body) = send(&nodes[2], "while-down");
+    assert_eq!(status, 200, "{body}");
+    acked.push((
+        "while-down".into(),
+        body["results"][0]["offset"].as_u64().unwrap(),
+    ));
+    let (status, again) = send(&nodes[0], "while-down");
+    assert_eq!(status, 200);
+    assert_eq!(
+        again["results"][0]["offset"], body["results"][0]["offset"],
+        "deduplicated: {again}"
+    );
+    let (status, page) = nodes[2].api(
+        "POST",
+        "/api/history",
+        Some(json!({"stream": format!("user:{alice}"), "limit": 100})),
+    );
+    assert_eq!(status, 200, "{page}");
+    let stored: Vec<(String, u64)> = page["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["data"]["k"].as_str().unwrap().to_owned(),
+                p["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stored, acked,
+        "every acknowledged send, once, at its offset"
+    );
+}
+
+#[test]
+fn a_nats_restart_is_reported_and_the_cluster_comes_back() {
+    let _serial = serial();
+    let mut nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &nats);
+    nats.kill();
+    assert!(
+        wait_until(Duration::from_secs(10), || nodes[0]
+            .api("GET", "/health", None)
+            .0
+            == 503),
+        "health did not say the node is cut off"
+    );
+    let (_, health) = nodes[0].api("GET", "/health", None);
+    assert_eq!(
+        health["cluster"]["state"],
+        json!("disconnected"),
+        "{health}"
+    );
+    // Live traffic still reaches local subscribers.
+    let mut local = nodes[0].connect("local", "");
+    subscribe(&mut local, 1, json!({"channel": "news:cut"}));
+    let (status, _) = nodes[0].api(
+        "POST",
+        "/api/publish",
+        Some(json!({"channel": "news:cut", "data": 1})),
+    );
+    assert_eq!(status, 200);
+    assert!(next_push(&mut local).is_some());
+    nats.restart();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    let (_, health) = nodes[0].api("GET", "/health", None);
+    assert!(
+        health["cluster"]["reconnects"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
+    let mut remote = nodes[1].connect("remote", "");
+    subscribe(&mut remote, 1, json!({"channel": "news:cut"}));
+    let mut n = 0;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            n += 1;
+            nodes[2].api(
+                "POST",
+                "/api/publish",
+                Some(json!({"channel": "news:cut", "data": n})),
+            );
+            next_push_within(&mut remote, Duration::from_millis(200)).is_some()
+        }),
+        "cross-node publications did not come back after the restart"
+    );
+}
+
+#[test]
+fn nodes_share_one_port_and_a_drained_nodes_clients_move_to_the_others() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ws_port = free_port();
+    let api_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let nodes: Vec<Node> = (0..3)
+        .map(|id| Node::start(dir.path(), id, &nats, 3, ws_port, api_ports[id as usize]))
+        .collect();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    let user = user_in_partition(0, 3, "carol");
+    let mut clients: Vec<Ws> = (0..30).map(|_| nodes[0].connect(&user, "")).collect();
+    let per_node: Vec<u64> = nodes
+        .iter()
+        .map(|node| {
+            node.api("GET", "/api/stats", None).1["connections"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(per_node.iter().sum::<u64>(), 30, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "the kernel spread the port's connections over processes: {per_node:?}"
+    );
+    let (status, body) = nodes[1].api("POST", "/api/drain", Some(json!({})));
+    assert_eq!(status, 200, "{body}");
+    let mut moved = 0;
+    clients.retain_mut(|ws| {
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1012);
+                moved += 1;
+                false
+            }
+            _ => true,
+        }
+    });
+    assert_eq!(
+        moved, per_node[1] as usize,
+        "every client of node 1 told 1012"
+    );
+    // They reconnect on the same port and land on nodes 0 and 2.
+    for _ in 0..moved {
+        clients.push(nodes[0].connect(&user, ""));
+    }
+    let (_, stats) = nodes[1].api("GET", "/api/stats", None);
+    assert_eq!(stats["connections"], json!(0), "{stats}");
+    assert_eq!(stats["cluster_connections"], json!(30), "{stats}");
+    // A send reaches every reconnected device once.
+    let (status, body) = nodes[1].api(
+        "POST",
+        "/api/send",
+        Some(json!({"user": user, "data": "after-drain"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let started = Instant::now();
+    for ws in &mut clients {
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let push = next_push(ws).expect("the send after the drain");
+        assert_eq!(push["data"], json!("after-drain"));
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
