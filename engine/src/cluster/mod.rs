@@ -247,7 +247,9 @@ impl Cluster {
     /// durable subscribers (`ClusterState::durable_lost`).
     pub fn send_live(&self, event: Outbound) {
         let durable = match &event {
-            Outbound::Publish(push) | Outbound::UserEntry(push) => push.envelope().offset.to_native() > 0,
+            Outbound::Publish(push) | Outbound::UserEntry(push) => {
+                push.envelope().offset.to_native() > 0
+            }
             _ => false,
         };
         if self.send(event).is_err() {
@@ -368,6 +370,36 @@ pub fn publish_live(shared: &crate::engine::Shared, publication: &crate::publica
         );
         cluster.send_live(Outbound::Publish(publication.push.clone()));
     }
+}
+
+/// Whether some other node holds a connection of each of `users` (asked
+/// of each user's inbox owner); `None` for a user whose owner did not
+/// answer. Empty on a single node.
+pub async fn online_elsewhere(shared: &crate::engine::Shared, users: &[&str]) -> Vec<Option<bool>> {
+    let Some(cluster) = &shared.cluster else {
+        return Vec::new();
+    };
+    let mut receivers = Vec::with_capacity(users.len());
+    for user in users {
+        let (reply, receiver) = futures_channel::oneshot::channel();
+        let sent = cluster
+            .send(Outbound::UserNodes {
+                user: (*user).to_owned(),
+                reply,
+            })
+            .is_ok();
+        receivers.push(sent.then_some(receiver));
+    }
+    let me = cluster.node();
+    let mut online = Vec::with_capacity(users.len());
+    for receiver in receivers {
+        let nodes = match receiver {
+            Some(receiver) => receiver.await.ok().and_then(Result::ok),
+            None => None,
+        };
+        online.push(nodes.map(|nodes| nodes.iter().any(|node| *node != me)));
+    }
+    online
 }
 
 /// The receiving end of the queue, for the thread.

@@ -1067,7 +1067,12 @@ impl Node {
                 self.reconnected().await;
             }
         }
-        if self.cluster.state.durable_lost.swap(false, Ordering::AcqRel) {
+        if self
+            .cluster
+            .state
+            .durable_lost
+            .swap(false, Ordering::AcqRel)
+        {
             self.say_publications_lost().await;
         }
     }
@@ -1076,7 +1081,10 @@ impl Node {
     /// meanwhile may be lost. The owners get this node's users again,
     /// every node recovers its durable subscribers.
     async fn reconnected(&mut self) {
-        self.cluster.state.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.cluster
+            .state
+            .reconnects
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             "cluster: reconnected to NATS; re-registering users, recovering durable subscribers"
         );

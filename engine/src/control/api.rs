@@ -980,20 +980,18 @@ impl Api {
         }
         let users = crate::presence::book::distinct_users(&body.users)
             .map_err(|bad| bad_request(format!("not a user id: {bad:?}")))?;
-        let elsewhere = super::cluster_api::online_elsewhere(&self.shared, &users).await;
-        let states: Vec<_> = crate::presence::stored::states(
-            &self.shared.presence_book,
-            &self.shared.store,
-            &users,
-        )
-        .await
-        .into_iter()
-        .enumerate()
-        .map(|(i, state)| {
-            let online = state.online || elsewhere.get(i).copied().flatten() == Some(true);
-            json!({"user": state.user, "online": online, "last_seen_ms": state.last_seen_ms})
-        })
-        .collect();
+        let elsewhere = crate::cluster::online_elsewhere(&self.shared, &users).await;
+        let states: Vec<_> =
+            crate::presence::stored::states(&self.shared.presence_book, &self.shared.store, &users)
+                .await
+                .into_iter()
+                .enumerate()
+                .map(|(i, state)| {
+                    let online = state.online || elsewhere.get(i).copied().flatten() == Some(true);
+                    let last_seen_ms = if online { 0 } else { state.last_seen_ms };
+                    json!({"user": state.user, "online": online, "last_seen_ms": last_seen_ms})
+                })
+                .collect();
         Ok(Response::json(200, &json!({ "users": states })))
     }
 

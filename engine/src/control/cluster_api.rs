@@ -112,36 +112,6 @@ pub(super) fn broadcast(shared: &Shared, broadcast: Broadcast) -> bool {
     }
 }
 
-/// Whether some other node holds a connection of each of `users` (asked
-/// of each user's inbox owner); `None` for a user whose owner did not
-/// answer. Empty on a single node.
-pub(super) async fn online_elsewhere(shared: &Shared, users: &[&str]) -> Vec<Option<bool>> {
-    let Some(cluster) = &shared.cluster else {
-        return Vec::new();
-    };
-    let mut receivers = Vec::with_capacity(users.len());
-    for user in users {
-        let (reply, receiver) = futures_channel::oneshot::channel();
-        let sent = cluster
-            .send(Outbound::UserNodes {
-                user: (*user).to_owned(),
-                reply,
-            })
-            .is_ok();
-        receivers.push(sent.then_some(receiver));
-    }
-    let me = cluster.node();
-    let mut online = Vec::with_capacity(users.len());
-    for receiver in receivers {
-        let nodes = match receiver {
-            Some(receiver) => receiver.await.ok().and_then(Result::ok),
-            None => None,
-        };
-        online.push(nodes.map(|nodes| nodes.iter().any(|node| *node != me)));
-    }
-    online
-}
-
 /// `POST /api/drain`: every shard closes its listener and its clients
 /// (1012); the node keeps serving its partition and the API.
 pub(super) fn drain(shared: &Shared, sender: &MeshSender) -> Response {

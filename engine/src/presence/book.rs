@@ -180,7 +180,10 @@ impl PresenceBook {
     }
 
     /// The book of a cluster node: its watches are told to the cluster.
-    pub fn with_cluster(mut self, cluster: Option<std::sync::Arc<crate::cluster::Cluster>>) -> Self {
+    pub fn with_cluster(
+        mut self,
+        cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+    ) -> Self {
         self.cluster = cluster;
         self
     }

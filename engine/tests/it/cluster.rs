@@ -126,6 +126,7 @@ impl Node {
                  node_timeout_ms = 1000\nrequest_timeout_ms = 1000\n\
                  [[namespace]]\nname = \"news\"\npublish = \"any\"\n\
                  [[namespace]]\nname = \"hist\"\npublish = \"any\"\nhistory = true\ndurability = \"sync\"\n\
+                 [im]\npresence_offline_grace_ms = 500\n\
                  [log]\nlevel = \"info\"\n",
                 nats.url()
             ),
@@ -556,7 +557,10 @@ fn a_nats_restart_is_reported_and_the_cluster_comes_back() {
     while let Some(push) = next_push_within(&mut durable, Duration::from_millis(300)) {
         last_seen = push["offset"].as_u64().unwrap();
     }
-    assert_eq!(last_seen, n, "the durable subscriber kept up before the cut");
+    assert_eq!(
+        last_seen, n,
+        "the durable subscriber kept up before the cut"
+    );
     nats.kill();
     assert!(
         wait_until(Duration::from_secs(10), || nodes[0]
@@ -603,12 +607,20 @@ fn a_nats_restart_is_reported_and_the_cluster_comes_back() {
         1,
         json!({"channel": channel, "since": {"offset": last_seen, "epoch": epoch}}),
     );
-    assert_eq!(reply["result"]["recovery"]["recovered"], json!(true), "{reply}");
+    assert_eq!(
+        reply["result"]["recovery"]["recovered"],
+        json!(true),
+        "{reply}"
+    );
     let offsets: Vec<u64> = replayed
         .iter()
         .map(|push| push["offset"].as_u64().unwrap())
         .collect();
-    assert_eq!(offsets, ((last_seen + 1)..=n).collect::<Vec<_>>(), "{reply}");
+    assert_eq!(
+        offsets,
+        ((last_seen + 1)..=n).collect::<Vec<_>>(),
+        "{reply}"
+    );
     let (_, health) = nodes[0].api("GET", "/health", None);
     assert!(
         health["cluster"]["reconnects"].as_u64().unwrap() >= 1,
@@ -700,4 +712,126 @@ fn nodes_share_one_port_and_a_drained_nodes_clients_move_to_the_others() {
         assert_eq!(push["data"], json!("after-drain"));
     }
     assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+/// Sends a command and returns its reply, keeping the pushes and events
+/// that came before it.
+fn command(ws: &mut Ws, id: u64, method: &str, params: Value) -> (Value, Vec<Value>) {
+    ws.send(Message::Text(
+        json!({"id": id, "method": method, "params": params}).to_string(),
+    ))
+    .unwrap();
+    let mut before = Vec::new();
+    loop {
+        let message = read(ws).unwrap_or_else(|| panic!("no reply to {method}"));
+        if message["id"] == json!(id) {
+            return (message, before);
+        }
+        before.push(message);
+    }
+}
+
+/// The next `presence` event about `user`, within `timeout`.
+fn next_presence(ws: &mut Ws, user: &str, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Some(message) = read(ws) {
+            if message["presence"]["user"] == json!(user) {
+                return Some(message["presence"].clone());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn presence_watches_see_users_on_other_nodes_and_a_killed_nodes_users_go_offline() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &nats);
+    // dave's inbox is node 0's; the watcher is on node 1, dave on node 2.
+    let dave = user_in_partition(0, 3, "dave");
+    let mut watcher = nodes[1].connect("watcher", "");
+    let (reply, _) = command(&mut watcher, 1, "presence_watch", json!({"users": [dave]}));
+    assert_eq!(
+        reply["result"]["users"][0]["online"],
+        json!(false),
+        "{reply}"
+    );
+    let _dave = nodes[2].connect(&dave, "");
+    let online = next_presence(&mut watcher, &dave, Duration::from_secs(10))
+        .expect("dave online on another node");
+    assert_eq!(online["online"], json!(true), "{online}");
+    let (reply, _) = command(&mut watcher, 2, "presence_query", json!({"users": [dave]}));
+    assert_eq!(
+        reply["result"]["users"][0]["online"],
+        json!(true),
+        "{reply}"
+    );
+    // Also from a node that watches nothing.
+    let mut asker = nodes[0].connect("asker", "");
+    let (reply, _) = command(&mut asker, 1, "presence_query", json!({"users": [dave]}));
+    assert_eq!(
+        reply["result"]["users"][0]["online"],
+        json!(true),
+        "{reply}"
+    );
+    // kill -9 the node holding dave: watchers learn it within
+    // node_timeout_ms (1 s here) plus the offline grace (500 ms here).
+    let killed = Instant::now();
+    nodes[2].kill9();
+    let offline = next_presence(&mut watcher, &dave, Duration::from_secs(15))
+        .expect("dave offline after its node died");
+    assert_eq!(offline["online"], json!(false), "{offline}");
+    assert!(offline["last_seen_ms"].as_u64().unwrap() > 0, "{offline}");
+    let bound = Duration::from_millis(1000 + 500) + Duration::from_secs(5);
+    assert!(
+        killed.elapsed() < bound,
+        "offline took {:?}, past the staleness bound plus slack",
+        killed.elapsed()
+    );
+    let (_, presence) = nodes[1].api(
+        "POST",
+        "/api/presence/users",
+        Some(json!({"users": [dave]})),
+    );
+    assert_eq!(presence["users"][0]["online"], json!(false), "{presence}");
+}
+
+#[test]
+fn an_owner_restarted_while_other_nodes_hold_its_users_gets_them_back() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &nats);
+    let erin = user_in_partition(0, 3, "erin");
+    let mut device = nodes[1].connect(&erin, "");
+    let send = |node: &Node, n: u64| {
+        node.api(
+            "POST",
+            "/api/send",
+            Some(json!({"user": erin, "data": {"n": n}, "client_msg_id": format!("m{n}")})),
+        )
+    };
+    assert_eq!(send(&nodes[2], 1).0, 200);
+    assert_eq!(
+        next_push(&mut device).expect("first send")["data"]["n"],
+        json!(1)
+    );
+    nodes[0].kill9();
+    nodes[0].restart();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    for n in 2..=4 {
+        assert!(
+            wait_until(Duration::from_secs(10), || send(&nodes[2], n).0 == 200),
+            "the restarted owner takes appends"
+        );
+        let push = next_push_within(&mut device, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("send {n} did not reach erin's device on node 1 live"));
+        assert_eq!(push["data"]["n"], json!(n), "{push}");
+    }
 }

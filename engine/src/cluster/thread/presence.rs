@@ -22,7 +22,7 @@ use super::Node;
 use crate::cluster::partition_of;
 use crate::interest::shard_indexes;
 use crate::mesh::ShardEvent;
-use crate::presence::book::{Report, RemoteStep};
+use crate::presence::book::{RemoteStep, Report};
 
 impl Node {
     /// The node's watching of `user` changed (its first watcher came or
@@ -146,7 +146,10 @@ impl Node {
             .publish(subject, Bytes::from(encode(&request).into_vec()))
             .await
         {
-            tracing::debug!(partition, "cluster: watches not sent; resent in full on reconnect");
+            tracing::debug!(
+                partition,
+                "cluster: watches not sent; resent in full on reconnect"
+            );
         }
     }
 
