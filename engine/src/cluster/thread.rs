@@ -55,6 +55,9 @@ const RESYNC_EVERY_MS: u64 = 10_000;
 const CUT_INTERVAL_MS: u64 = 1000;
 /// Room kept in a NATS message for the batch's own framing.
 const BATCH_FRAMING_BYTES: usize = 1024;
+/// How long the thread waits at shutdown for what it queued to be
+/// written to NATS.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 /// The NATS client's events waiting for the loop.
 const EVENTS_QUEUE: usize = 64;
 /// How long a node waits for its shards to answer a presence query.
@@ -316,8 +319,9 @@ impl Node {
             }
             self.flush().await;
         }
-        // Whatever is queued is sent before the thread ends.
-        let _ = self.client.flush().await;
+        // Whatever is queued is sent before the thread ends, unless NATS
+        // is away: a flush waits for the connection, and shutdown must not.
+        let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, self.client.flush()).await;
         tracing::info!("cluster: stopped");
     }
 

@@ -161,6 +161,24 @@ impl Node {
         );
     }
 
+    /// SIGTERM; whether the process exited within `within`.
+    fn terminate(&mut self, within: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exited = wait_until(within, || child.try_wait().unwrap().is_some());
+        if exited {
+            self.child = None;
+        }
+        exited
+    }
+
     fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -834,4 +852,280 @@ fn an_owner_restarted_while_other_nodes_hold_its_users_gets_them_back() {
             .unwrap_or_else(|| panic!("send {n} did not reach erin's device on node 1 live"));
         assert_eq!(push["data"]["n"], json!(n), "{push}");
     }
+}
+
+/// A subscriber of a durable channel that follows it across reconnects:
+/// on a close it reconnects (through the shared port) and subscribes from
+/// the last offset it processed.
+struct Follower {
+    ws: Ws,
+    user: String,
+    offsets: Vec<u64>,
+    epoch: Value,
+    closes: Vec<u16>,
+}
+
+impl Follower {
+    fn new(node: &Node, user: &str, channel: &str) -> Follower {
+        let mut ws = node.connect(user, "");
+        let (_, replayed) = subscribe(&mut ws, 1, json!({"channel": channel}));
+        assert!(replayed.is_empty());
+        Follower {
+            ws,
+            user: user.to_owned(),
+            offsets: Vec::new(),
+            epoch: Value::Null,
+            closes: Vec::new(),
+        }
+    }
+
+    /// Reads for `wait`; follows a close.
+    fn pump(&mut self, node: &Node, channel: &str, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            self.ws.get_mut().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    if let Some(push) = message.get("push") {
+                        self.offsets.push(push["offset"].as_u64().unwrap());
+                        self.epoch = push["epoch"].clone();
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    self.closes
+                        .push(frame.map_or(1005, |frame| u16::from(frame.code)));
+                    self.reconnect(node, channel);
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(error))
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return
+                }
+                Err(_) => {
+                    self.closes.push(1006);
+                    self.reconnect(node, channel);
+                }
+            }
+        }
+    }
+
+    fn reconnect(&mut self, node: &Node, channel: &str) {
+        self.ws = node.connect(&self.user, "");
+        let last = self.offsets.last().copied().unwrap_or(0);
+        let since = json!({"offset": last, "epoch": self.epoch});
+        let (reply, replayed) =
+            subscribe(&mut self.ws, 1, json!({"channel": channel, "since": since}));
+        assert_eq!(
+            reply["result"]["recovery"]["recovered"],
+            json!(true),
+            "{reply}"
+        );
+        self.offsets
+            .extend(replayed.iter().map(|push| push["offset"].as_u64().unwrap()));
+    }
+}
+
+#[test]
+fn a_node_drained_under_load_loses_its_clients_to_the_others_without_a_gap() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ws_port, api_port) = (free_port(), free_port());
+    let nodes: Vec<Node> = (0..3)
+        .map(|id| Node::start(dir.path(), id, &nats, 3, ws_port, api_port))
+        .collect();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    let channel = "hist:drain";
+    let mut followers: Vec<Follower> = (0..24)
+        .map(|i| Follower::new(&nodes[0], &format!("f{i}"), channel))
+        .collect();
+    // A publisher through the shared API port (any node answers) while
+    // one node is drained.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api = nodes[0].api;
+    let publisher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut published = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("p{}", published + 1);
+                let (status, body) = api_raw(
+                    api,
+                    "POST",
+                    "/api/publish",
+                    Some(
+                        &json!({"channel": channel, "data": key, "client_msg_id": key}).to_string(),
+                    ),
+                    Some(API_KEY),
+                );
+                if status == 200 {
+                    published += 1;
+                    assert_eq!(body["offset"], json!(published), "{body}");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            published
+        })
+    };
+    for follower in &mut followers {
+        follower.pump(&nodes[0], channel, Duration::from_millis(20));
+    }
+    // Drain whichever node the shared API port hands the request to.
+    let (status, drained) = nodes[0].api("POST", "/api/drain", Some(json!({})));
+    assert_eq!(status, 200, "{drained}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        for follower in &mut followers {
+            follower.pump(&nodes[0], channel, Duration::from_millis(10));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publisher.join().unwrap();
+    assert!(published > 20, "the publisher kept publishing: {published}");
+    for follower in &mut followers {
+        follower.pump(&nodes[0], channel, Duration::from_millis(500));
+    }
+    let moved = followers
+        .iter()
+        .filter(|f| f.closes.contains(&1012))
+        .count();
+    assert!(moved > 0, "some followers were on the drained node");
+    for follower in &followers {
+        assert!(
+            follower.closes.iter().all(|code| *code == 1012),
+            "only the drain closed them: {:?}",
+            follower.closes
+        );
+        assert_eq!(
+            follower.offsets,
+            (1..=published).collect::<Vec<_>>(),
+            "{}: every publication once, in order, across the move",
+            follower.user
+        );
+    }
+}
+
+#[test]
+fn a_node_stops_on_sigterm_while_nats_is_down() {
+    let _serial = serial();
+    let mut nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), 0, &nats, 1, free_port(), free_port());
+    assert!(wait_until(Duration::from_secs(10), || node
+        .api("GET", "/health", None)
+        .0
+        == 200));
+    nats.kill();
+    assert!(wait_until(Duration::from_secs(10), || node
+        .api("GET", "/health", None)
+        .0
+        == 503));
+    assert!(
+        node.terminate(Duration::from_secs(15)),
+        "shutdown waited for NATS"
+    );
+}
+
+#[test]
+fn acknowledged_sends_survive_kill_9_of_their_owner_under_load() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &nats);
+    let alice = user_in_partition(1, 3, "alice");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two writers through the nodes that do not own alice's inbox; each
+    // retries a refused send with the same key until it is acknowledged.
+    let writers: Vec<_> = [nodes[0].api, nodes[2].api]
+        .into_iter()
+        .enumerate()
+        .map(|(w, api)| {
+            let stop = stop.clone();
+            let alice = alice.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("w{w}-{n}");
+                    let body = json!({"user": alice, "data": key, "client_msg_id": key});
+                    loop {
+                        let (status, answer) = api_raw(
+                            api,
+                            "POST",
+                            "/api/send",
+                            Some(&body.to_string()),
+                            Some(API_KEY),
+                        );
+                        if status == 200 {
+                            let result = &answer["results"][0];
+                            acked.push((
+                                key.clone(),
+                                result["offset"].as_u64().unwrap(),
+                                result["epoch"].as_str().unwrap().to_owned(),
+                            ));
+                            break;
+                        }
+                        assert_eq!(status, 503, "{answer}");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[1].kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[1].restart();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked: Vec<(String, u64, String)> = writers
+        .into_iter()
+        .flat_map(|writer| writer.join().unwrap())
+        .collect();
+    acked.sort_by_key(|(_, offset, _)| *offset);
+    assert!(acked.len() > 10, "the writers wrote: {}", acked.len());
+    let epochs: std::collections::HashSet<_> = acked.iter().map(|(_, _, e)| e.clone()).collect();
+    assert_eq!(epochs.len(), 1, "one epoch across the crash: {epochs:?}");
+    // Everything stored, read back through a node that does not own it.
+    let mut stored = Vec::new();
+    let mut since = 0;
+    loop {
+        let (status, page) = nodes[0].api(
+            "POST",
+            "/api/history",
+            Some(json!({"stream": format!("user:{alice}"), "since": since, "limit": 1000})),
+        );
+        assert_eq!(status, 200, "{page}");
+        let publications = page["publications"].as_array().unwrap();
+        if publications.is_empty() {
+            break;
+        }
+        for p in publications {
+            since = p["offset"].as_u64().unwrap();
+            stored.push((p["data"].as_str().unwrap().to_owned(), since));
+        }
+    }
+    let offsets: Vec<u64> = stored.iter().map(|(_, offset)| *offset).collect();
+    assert_eq!(
+        offsets,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    let acked: Vec<(String, u64)> = acked.into_iter().map(|(k, o, _)| (k, o)).collect();
+    assert_eq!(
+        stored, acked,
+        "every acknowledged send exactly once, at its offset"
+    );
 }
