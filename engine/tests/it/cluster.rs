@@ -399,6 +399,17 @@ fn a_send_reaches_every_device_of_the_user_on_any_node_with_one_offset() {
             assert_eq!(push["offset"], json!(n), "{push}");
         }
     }
+    // A client's `send` from node 0, which neither owns nor holds bob.
+    let mut alice = nodes[0].connect("alice", "");
+    let (reply, _) = command(&mut alice, 7, "send", json!({"user": bob, "data": "hi"}));
+    assert_eq!(reply["result"]["offset"], json!(11), "{reply}");
+    for device in [&mut phone, &mut laptop] {
+        let push = next_push(device).expect("the client's send");
+        assert_eq!(
+            (&push["data"], &push["sender"]),
+            (&json!("hi"), &json!("alice"))
+        );
+    }
     let (_, presence) = nodes[0].api(
         "POST",
         "/api/presence/users",
