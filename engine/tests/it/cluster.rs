@@ -1140,3 +1140,54 @@ fn acknowledged_sends_survive_kill_9_of_their_owner_under_load() {
         "every acknowledged send exactly once, at its offset"
     );
 }
+
+#[test]
+fn a_device_acks_on_one_node_and_resumes_from_its_cursor_on_another() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &nats);
+    let gina = user_in_partition(0, 3, "gina");
+    let send = |n: u64| {
+        let (status, body) = nodes[2].api(
+            "POST",
+            "/api/send",
+            Some(json!({"user": gina, "data": {"n": n}})),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    let mut first = nodes[1].connect(&gina, "&device=d1");
+    for n in 1..=3 {
+        send(n);
+        assert_eq!(next_push(&mut first).expect("live")["offset"], json!(n));
+    }
+    // The ack goes to the inbox's owner (node 0) from node 1.
+    let (reply, _) = command(
+        &mut first,
+        2,
+        "ack",
+        json!({"stream": format!("user:{gina}"), "offset": 3}),
+    );
+    assert!(reply.get("result").is_some(), "{reply}");
+    drop(first);
+    send(4);
+    send(5);
+    // The cursor is read from the owner by node 2 at connect.
+    let mut second = nodes[2].connect(&gina, "&device=d1");
+    // The replay, then the recovery's result (id 0).
+    let mut offsets = Vec::new();
+    let reply = loop {
+        let message = read(&mut second).expect("the recovery");
+        if let Some(push) = message.get("push") {
+            offsets.push(push["offset"].as_u64().unwrap());
+        } else if message["id"] == json!(0) {
+            break message;
+        }
+    };
+    assert_eq!(
+        reply["result"]["recovery"]["recovered"],
+        json!(true),
+        "{reply}"
+    );
+    assert_eq!(offsets, vec![4, 5], "resumed after the ack: {reply}");
+}
