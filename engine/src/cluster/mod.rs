@@ -156,6 +156,9 @@ pub struct ClusterState {
     /// Times a subscription of this node overflowed in the NATS client
     /// (messages lost on the way in).
     pub slow_consumer: AtomicU64,
+    /// An interest or watch change was dropped (queue full): the next
+    /// resync sends every user and watch set to the owners again.
+    pub resync: AtomicBool,
     /// Channel buckets subscribed on NATS now.
     pub buckets_subscribed: AtomicU64,
     /// Users of this node's partition the directory lists on other nodes.
@@ -290,10 +293,18 @@ impl Cluster {
     /// Tells the cluster thread that the node's watching of `user` changed.
     pub fn watch_changed(&self, user: &str) {
         if self.send(Outbound::Watch(user.into())).is_err() {
-            self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            self.resync_needed();
+        }
+    }
+
+    /// A change of interest or watches could not be queued: the thread
+    /// sends every set again at its next resync (logged once per episode).
+    fn resync_needed(&self) {
+        self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        if !self.state.resync.swap(true, Ordering::AcqRel) {
             tracing::warn!(
-                user,
-                "cluster queue full: a presence watch waits for the next resync"
+                "cluster queue full: interest and watch changes wait for the next resync \
+                 (at most 10 s)"
             );
         }
     }
@@ -303,11 +314,7 @@ impl Cluster {
     /// thread's periodic resync repairs it.
     pub fn interest_changed(&self, channel: &str) {
         if self.send(Outbound::Interest(channel.into())).is_err() {
-            self.state.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                channel,
-                "cluster queue full: an interest change waits for the next resync"
-            );
+            self.resync_needed();
         }
     }
 }

@@ -98,6 +98,11 @@ impl Buckets {
         actions
     }
 
+    /// The channels this book holds as live (the resync checks each).
+    pub fn live_channels(&self) -> Vec<Box<str>> {
+        self.live.iter().cloned().collect()
+    }
+
     /// Buckets subscribed now.
     pub fn subscribed(&self) -> usize {
         self.subscribed.len()

@@ -1176,8 +1176,33 @@ impl Node {
                 live.push(Box::<str>::from(channel));
             }
         });
+        // Both ways: a channel whose last subscriber's change was dropped
+        // leaves its bucket too.
+        live.extend(self.buckets.live_channels());
         for channel in live {
             self.interest(&channel).await;
+        }
+        if self.cluster.state.resync.swap(false, Ordering::AcqRel) {
+            let owners: Vec<u32> = self
+                .nodes
+                .iter()
+                .filter(|(node, info)| info.owns_store && u32::from(*node) < self.stores)
+                .map(|(node, _)| u32::from(node))
+                .collect();
+            for partition in owners {
+                self.send_all_users(partition).await;
+                self.send_all_watches(partition).await;
+            }
+            if self.cluster.owns_partition() {
+                // This node's own watches of its own users.
+                let mut watched = Vec::new();
+                self.shared
+                    .presence_book
+                    .watched_users(|user| watched.push(Box::<str>::from(user)));
+                for user in watched {
+                    self.watch_event(&user);
+                }
+            }
         }
     }
 }
