@@ -242,6 +242,21 @@ where
     rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|error| WireError(error.to_string()))
 }
 
+/// Reads a batch of publications in place (checked access; the bytes are
+/// copied once, to align them): `f` gets the sending node and each
+/// archived push's bytes, without a copy per push.
+pub fn read_push_batch<R>(
+    bytes: &[u8],
+    f: impl FnOnce(u8, &mut dyn Iterator<Item = &[u8]>) -> R,
+) -> Result<R, WireError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let batch = rkyv::access::<ArchivedPushBatch, rancor::Error>(&aligned)
+        .map_err(|error| WireError(error.to_string()))?;
+    let mut pushes = batch.pushes.iter().map(|push| push.as_slice());
+    Ok(f(batch.node, &mut pushes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,6 +271,12 @@ mod tests {
             decode::<PushBatch>(&encode(&batch)).expect("decodes"),
             batch
         );
+        let read = read_push_batch(&encode(&batch), |node, pushes| {
+            (node, pushes.map(<[u8]>::to_vec).collect::<Vec<_>>())
+        })
+        .expect("reads");
+        assert_eq!(read, (batch.node, batch.pushes.clone()));
+        assert!(read_push_batch(&[1, 2, 3], |_, _| ()).is_err());
         let request = StoreRequest::Append(AppendWire {
             stream: "user:a".into(),
             push: vec![9; 40],

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::cluster::{
-    decode, encode, Broadcast, Heartbeat, PushBatch, Query, QueryReply, StoreReply, StoreRequest,
-    UserChange,
+    decode, encode, read_push_batch, Broadcast, Heartbeat, PushBatch, Query, QueryReply,
+    StoreReply, StoreRequest, UserChange,
 };
 use ringcast_protocol::envelope::EncodedPush;
 use ringcast_store::{Answer, StoreError};
@@ -696,45 +696,44 @@ impl Node {
     /// Publications from another node: to the local shards with
     /// subscribers, as the store's sink hands stored ones over.
     fn pushes(&mut self, payload: &[u8]) {
-        let batch = match decode::<PushBatch>(payload) {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: dropped an undecodable batch");
-                return;
-            }
-        };
+        let shared = &self.shared;
+        let sender = &self.sender;
         let state = &self.cluster.state;
-        let mut touched = 0u64;
-        for bytes in &batch.pushes {
-            let push = match EncodedPush::from_untrusted(bytes) {
-                Ok(push) => push,
-                Err(error) => {
-                    tracing::warn!(%error, node = batch.node, "cluster: dropped a bad publication");
+        let read = read_push_batch(payload, |node, pushes| {
+            let mut touched = 0u64;
+            for bytes in pushes {
+                let push = match EncodedPush::from_untrusted(bytes) {
+                    Ok(push) => push,
+                    Err(error) => {
+                        tracing::warn!(%error, node, "cluster: dropped a bad publication");
+                        continue;
+                    }
+                };
+                state.pushes_in.fetch_add(1, Ordering::Relaxed);
+                let publication = Arc::new(Publication::from_push(Arc::new(push)));
+                let mask = shared.interest.shards(publication.channel());
+                if mask == 0 {
+                    state.pushes_unwanted.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-            };
-            state.pushes_in.fetch_add(1, Ordering::Relaxed);
-            let publication = Arc::new(Publication::from_push(Arc::new(push)));
-            let mask = self.shared.interest.shards(publication.channel());
-            if mask == 0 {
-                state.pushes_unwanted.fetch_add(1, Ordering::Relaxed);
-                continue;
+                if publication.offset() > 0 {
+                    // Stored: a shard without room is marked lagged and its
+                    // durable subscribers recover from the owner.
+                    sender.publish_stored(mask, &publication);
+                    touched |= mask;
+                } else if sender.publish(mask, &publication, None, |_| {}).is_err() {
+                    state.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            if publication.offset() > 0 {
-                // Stored: a shard without room is marked lagged and its
-                // durable subscribers recover from the owner.
-                self.sender.publish_stored(mask, &publication);
-                touched |= mask;
-            } else if self
-                .sender
-                .publish(mask, &publication, None, |_| {})
-                .is_err()
-            {
-                state.dropped.fetch_add(1, Ordering::Relaxed);
+            touched
+        });
+        match read {
+            Ok(touched) => {
+                for shard in shard_indexes(touched) {
+                    self.sender.ring(shard);
+                }
             }
-        }
-        for shard in shard_indexes(touched) {
-            self.sender.ring(shard);
+            Err(error) => tracing::warn!(%error, "cluster: dropped an undecodable batch"),
         }
     }
 
