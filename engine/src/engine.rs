@@ -349,7 +349,7 @@ impl Engine {
                 message: "mesh sender missing".into(),
             })?;
             let core = (shared.config.server.pin_cores && !cores.is_empty())
-                .then(|| cores[shard_idx % cores.len()]);
+                .then(|| cores[pinned_core(&shared.config, shard_idx, cores.len())]);
             threads.push(spawn_shard(
                 shard_idx,
                 shared.clone(),
@@ -457,6 +457,18 @@ impl Engine {
     }
 }
 
+/// The core shard `shard_idx` is pinned to. Several engine processes of a
+/// cluster share a host: each starts where the previous node's shards end
+/// (by `server.node_id`), so they do not all pile onto the first cores.
+fn pinned_core(config: &Config, shard_idx: usize, n_cores: usize) -> usize {
+    let offset = if config.cluster.nats_url.is_empty() {
+        0
+    } else {
+        usize::from(config.server.node_id.get()) * config.server.shards.as_usize()
+    };
+    (offset + shard_idx) % n_cores
+}
+
 fn spawn_shard(
     shard_idx: usize,
     shared: Arc<Shared>,
@@ -504,5 +516,34 @@ fn spawn_shard(
     match spawned {
         Ok(handle) => handle,
         Err(err) => panic!("cannot spawn shard thread {shard_idx}: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_processes_of_a_cluster_pin_their_shards_to_different_cores() {
+        let mut config = Config::test_min();
+        let shards = config.server.shards.as_usize();
+        assert_eq!(
+            pinned_core(&config, 1, 16),
+            1,
+            "a single node starts at core 0"
+        );
+        config.cluster.nats_url = "nats://127.0.0.1:4222".into();
+        let mut used = std::collections::HashSet::new();
+        for node in 0..4u8 {
+            config.server.node_id = crate::config::NodeId::new(node).unwrap();
+            for shard in 0..shards {
+                assert!(
+                    used.insert(pinned_core(&config, shard, 16)),
+                    "core used twice"
+                );
+            }
+        }
+        config.server.node_id = crate::config::NodeId::new(9).unwrap();
+        assert!(pinned_core(&config, 0, 16) < 16, "wraps around the cores");
     }
 }
