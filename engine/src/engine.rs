@@ -70,6 +70,31 @@ pub struct Shared {
     pub presence_book: crate::presence::book::PresenceBook,
     /// The cluster, when `cluster.nats_url` is set (docs/cluster.md).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Set by [`Shared::drain`]; each shard acts on it at its next tick.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Takes the node out of service (`POST /api/drain`, SIGUSR1): at its
+    /// next tick every shard closes its listener and closes its
+    /// connections with 1012; the node keeps serving its API and, in a
+    /// cluster, its store partition. Returns `false` if it was draining
+    /// already.
+    pub fn drain(&self) -> bool {
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        !self
+            .draining
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -334,6 +359,7 @@ impl Engine {
             fd_budget,
             tls,
             cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
+            draining: Default::default(),
             config,
         });
         tracing::info!(shards = n_shards, driver = driver.as_str(), %ws_addr, %api_addr, "starting");
@@ -449,6 +475,11 @@ impl Engine {
             Some(tls) => tls.reload().map(|()| true),
             None => Ok(false),
         }
+    }
+
+    /// Takes the node out of service (SIGUSR1): see [`Shared::drain`].
+    pub fn drain(&self) -> bool {
+        self.shared.drain()
     }
 
     /// A handle that can ask for shutdown from another thread (signals).

@@ -424,7 +424,7 @@ impl Api {
             "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
             "/api/presence/users" => self.presence_users(&req).await,
-            "/api/drain" => Ok(super::cluster_api::drain(&self.shared, &self.sender)),
+            "/api/drain" => Ok(super::cluster_api::drain(&self.shared)),
             "/api/webhooks/dead" => super::webhooks::dead(&self.shared, &req).await,
             "/api/webhooks/replay" => super::webhooks::replay(&self.shared, &req).await,
             "/api/im/msg_send" => self.im_msg_send(&req).await,

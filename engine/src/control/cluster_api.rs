@@ -19,7 +19,6 @@ use serde_json::json;
 use super::http::Response;
 use crate::cluster::{Outbound, QueryAnswers};
 use crate::engine::Shared;
-use crate::mesh::{MeshSender, ShardEvent};
 use crate::metrics::NodeMetric;
 
 /// `GET /health`.
@@ -113,29 +112,16 @@ pub(super) fn broadcast(shared: &Shared, broadcast: Broadcast) -> bool {
 }
 
 /// `POST /api/drain`: every shard closes its listener and its clients
-/// (1012); the node keeps serving its partition and the API.
-pub(super) fn drain(shared: &Shared, sender: &MeshSender) -> Response {
-    let mut shards = 0;
-    for shard in 0..shared.mesh.n_consumers() {
-        if sender.send(shard, ShardEvent::Drain).is_err() {
-            return Response::error(
-                503,
-                "overloaded",
-                &format!("shard {shard} is not keeping up; the drain was not handed to it, retry"),
-            );
-        }
-        shards += 1;
+/// (1012) at its next tick; the node keeps serving its partition and the
+/// API.
+pub(super) fn drain(shared: &Shared) -> Response {
+    let first = shared.drain();
+    if first {
+        tracing::info!("draining (POST /api/drain): listeners close, clients get 1012");
     }
-    if let Some(cluster) = &shared.cluster {
-        cluster
-            .state
-            .draining
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-    tracing::info!("draining: listeners closed, clients closed with 1012");
     Response::json(
         200,
-        &json!({"draining": true, "node": shared.config.server.node_id.get(), "shards": shards}),
+        &json!({"draining": true, "node": shared.config.server.node_id.get(), "already": !first}),
     )
 }
 

@@ -161,17 +161,22 @@ impl Node {
         );
     }
 
-    /// SIGTERM; whether the process exited within `within`.
-    fn terminate(&mut self, within: Duration) -> bool {
-        let Some(child) = self.child.as_mut() else {
-            return true;
-        };
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(child.id().to_string())
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// SIGTERM; whether the process exited within `within`.
+    fn terminate(&mut self, within: Duration) -> bool {
+        self.signal("TERM");
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
         let exited = wait_until(within, || child.try_wait().unwrap().is_some());
         if exited {
             self.child = None;
@@ -741,6 +746,28 @@ fn nodes_share_one_port_and_a_drained_nodes_clients_move_to_the_others() {
         assert_eq!(push["data"], json!("after-drain"));
     }
     assert!(started.elapsed() < Duration::from_secs(30));
+    // SIGUSR1 drains too: node 2's clients move to node 0, the last one
+    // taking connections.
+    let on_2 = nodes[2].api("GET", "/api/stats", None).1["connections"]
+        .as_u64()
+        .unwrap();
+    nodes[2].signal("USR1");
+    let mut told = 0;
+    for ws in &mut clients {
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if let Ok(Message::Close(Some(frame))) = ws.read() {
+            assert_eq!(u16::from(frame.code), 1012);
+            told += 1;
+        }
+    }
+    assert_eq!(told, on_2, "every client of node 2 told 1012");
+    for _ in 0..told {
+        nodes[0].connect(&user, "");
+    }
+    let (_, health) = nodes[2].api("GET", "/health", None);
+    assert_eq!(health["cluster"]["state"], json!("draining"), "{health}");
 }
 
 /// Sends a command and returns its reply, keeping the pushes and events
