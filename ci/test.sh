@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start runs it and CI runs it:
 # formatting, lints, every Rust test (unit + end-to-end over real sockets,
-# both I/O drivers), the end-to-end test with an independent Python
-# WebSocket client and with headless Chromium against the release binary,
-# and a fuzz smoke run.
+# both I/O drivers; the cluster tests against a real nats-server, which
+# ci/deps-nats.sh installs when missing), the end-to-end test with an
+# independent Python WebSocket client and with headless Chromium against the
+# release binary, and a fuzz smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ cargo fmt --all -- --check
 
 step "cargo clippy (all targets, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "nats-server for the cluster tests (installed from apt when missing)"
+ci/deps-nats.sh
 
 step "cargo test (unit and end-to-end)"
 cargo test --workspace --locked

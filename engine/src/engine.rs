@@ -70,6 +70,31 @@ pub struct Shared {
     pub presence_book: crate::presence::book::PresenceBook,
     /// The cluster, when `cluster.nats_url` is set (docs/cluster.md).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Set by [`Shared::drain`]; each shard acts on it at its next tick.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Takes the node out of service (`POST /api/drain`, SIGUSR1): at its
+    /// next tick every shard closes its listener and closes its
+    /// connections with 1012; the node keeps serving its API and, in a
+    /// cluster, its store partition. Returns `false` if it was draining
+    /// already.
+    pub fn drain(&self) -> bool {
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+        !self
+            .draining
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,7 +347,8 @@ impl Engine {
             presence_book: crate::presence::book::PresenceBook::new(
                 config.im.presence_offline_grace.as_millis() as u64,
                 n_shards,
-            ),
+            )
+            .with_cluster(cluster.as_ref().map(|(cluster, _)| cluster.clone())),
             interest,
             store,
             metrics: metrics::new_all(n_shards),
@@ -333,6 +359,7 @@ impl Engine {
             fd_budget,
             tls,
             cluster: cluster.as_ref().map(|(cluster, _)| cluster.clone()),
+            draining: Default::default(),
             config,
         });
         tracing::info!(shards = n_shards, driver = driver.as_str(), %ws_addr, %api_addr, "starting");
@@ -348,7 +375,7 @@ impl Engine {
                 message: "mesh sender missing".into(),
             })?;
             let core = (shared.config.server.pin_cores && !cores.is_empty())
-                .then(|| cores[shard_idx % cores.len()]);
+                .then(|| cores[pinned_core(&shared.config, shard_idx, cores.len())]);
             threads.push(spawn_shard(
                 shard_idx,
                 shared.clone(),
@@ -450,10 +477,27 @@ impl Engine {
         }
     }
 
+    /// Takes the node out of service (SIGUSR1): see [`Shared::drain`].
+    pub fn drain(&self) -> bool {
+        self.shared.drain()
+    }
+
     /// A handle that can ask for shutdown from another thread (signals).
     pub fn shutdown_trigger(&self) -> Arc<Mesh> {
         self.shared.mesh.clone()
     }
+}
+
+/// The core shard `shard_idx` is pinned to. Several engine processes of a
+/// cluster share a host: each starts where the previous node's shards end
+/// (by `server.node_id`), so they do not all pile onto the first cores.
+fn pinned_core(config: &Config, shard_idx: usize, n_cores: usize) -> usize {
+    let offset = if config.cluster.nats_url.is_empty() {
+        0
+    } else {
+        usize::from(config.server.node_id.get()) * config.server.shards.as_usize()
+    };
+    (offset + shard_idx) % n_cores
 }
 
 fn spawn_shard(
@@ -503,5 +547,34 @@ fn spawn_shard(
     match spawned {
         Ok(handle) => handle,
         Err(err) => panic!("cannot spawn shard thread {shard_idx}: {err}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_processes_of_a_cluster_pin_their_shards_to_different_cores() {
+        let mut config = Config::test_min();
+        let shards = config.server.shards.as_usize();
+        assert_eq!(
+            pinned_core(&config, 1, 16),
+            1,
+            "a single node starts at core 0"
+        );
+        config.cluster.nats_url = "nats://127.0.0.1:4222".into();
+        let mut used = std::collections::HashSet::new();
+        for node in 0..4u8 {
+            config.server.node_id = crate::config::NodeId::new(node).unwrap();
+            for shard in 0..shards {
+                assert!(
+                    used.insert(pinned_core(&config, shard, 16)),
+                    "core used twice"
+                );
+            }
+        }
+        config.server.node_id = crate::config::NodeId::new(9).unwrap();
+        assert!(pinned_core(&config, 0, 16) < 16, "wraps around the cores");
     }
 }

@@ -1,12 +1,13 @@
 //! The `ringcast` binary: flags/env/file → `Config` → engine → wait for
 //! SIGTERM/SIGINT → graceful shutdown. SIGHUP re-reads the TLS certificate.
+//! SIGUSR1 → drain (docs/cluster.md, "Drain").
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use ringcast_engine::config::{Config, LogFormat, RawArgs};
 use ringcast_engine::Engine;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,11 +61,17 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
 
 fn run(config: Config) -> anyhow::Result<()> {
     // Register before starting so a signal during startup is not lost.
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .context("installing signal handlers")?;
     let engine = Engine::start(config).context("starting the engine")?;
     tracing::info!(websocket = %engine.ws_addr, api = %engine.api_addr, "ringcast is ready");
     for signal in signals.forever() {
+        if signal == SIGUSR1 {
+            if engine.drain() {
+                tracing::info!("SIGUSR1: draining; listeners close, clients get 1012");
+            }
+            continue;
+        }
         if signal != SIGHUP {
             tracing::info!(signal, "shutting down");
             break;

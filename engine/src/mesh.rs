@@ -121,11 +121,6 @@ pub enum ShardEvent {
         skip_user: Arc<str>,
         frames: Arc<crate::im::ImFrames>,
     },
-    /// The node is drained (`/api/drain`): stop accepting (the listener
-    /// leaves the port's `SO_REUSEPORT` group, so new connections go to
-    /// the other processes) and close every connection with 1012 after
-    /// its queue is flushed.
-    Drain,
     /// A user this shard watches went online or offline
     /// (`crate::presence::book`): tell the local watchers.
     PresenceChanged {

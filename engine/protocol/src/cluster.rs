@@ -49,10 +49,15 @@ pub enum Broadcast {
         channel: String,
         subscribe: bool,
     },
-    /// The node's NATS connection was cut and is back: what it published
-    /// meanwhile may be lost, so durable subscribers recover (docs/cluster.md,
-    /// "NATS failure").
-    Reconnected { node: u8, incarnation: u64 },
+    /// Publications of durable streams the node sent may have been lost
+    /// on their way (its NATS connection was cut, or its queue to NATS was
+    /// full): every node cuts its subscribers of durable streams, who
+    /// recover from the owners (docs/cluster.md, "NATS failure").
+    PublicationsLost { node: u8, incarnation: u64 },
+    /// The owner of partition `owner` asks `node` for its whole set of
+    /// users and watches of that partition (the owner forgot them: it
+    /// took the node for dead, or it just started).
+    Resend { owner: u8, node: u8 },
 }
 
 /// A request to the owner of a store partition, on `<prefix>.s.<p>`.
@@ -86,6 +91,17 @@ pub enum StoreRequest {
     /// Which nodes hold connections of `user`.
     UserNodes {
         user: String,
+    },
+    /// Users `node` starts (`present`) or stops watching: the owner tells
+    /// it which other nodes hold their connections, now and on every
+    /// change ([`PresenceUpdates`]).
+    Watches {
+        node: u8,
+        incarnation: u64,
+        /// The node's whole set for the partition: the owner replaces
+        /// what it held.
+        full: bool,
+        changes: Vec<UserChange>,
     },
 }
 
@@ -162,6 +178,14 @@ pub enum StoreReply {
     },
 }
 
+/// From a partition's owner to a node watching some of its users, on
+/// `<prefix>.w.<node>`: for each user, the nodes other than the receiver
+/// holding a connection of it (a bitmask of node ids).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PresenceUpdates {
+    pub changes: Vec<(String, u64)>,
+}
+
 /// A scatter-gather question to every node, on `<prefix>.q`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Query {
@@ -218,6 +242,21 @@ where
     rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(|error| WireError(error.to_string()))
 }
 
+/// Reads a batch of publications in place (checked access; the bytes are
+/// copied once, to align them): `f` gets the sending node and each
+/// archived push's bytes, without a copy per push.
+pub fn read_push_batch<R>(
+    bytes: &[u8],
+    f: impl FnOnce(u8, &mut dyn Iterator<Item = &[u8]>) -> R,
+) -> Result<R, WireError> {
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    let batch = rkyv::access::<ArchivedPushBatch, rancor::Error>(&aligned)
+        .map_err(|error| WireError(error.to_string()))?;
+    let mut pushes = batch.pushes.iter().map(|push| push.as_slice());
+    Ok(f(batch.node, &mut pushes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +271,12 @@ mod tests {
             decode::<PushBatch>(&encode(&batch)).expect("decodes"),
             batch
         );
+        let read = read_push_batch(&encode(&batch), |node, pushes| {
+            (node, pushes.map(<[u8]>::to_vec).collect::<Vec<_>>())
+        })
+        .expect("reads");
+        assert_eq!(read, (batch.node, batch.pushes.clone()));
+        assert!(read_push_batch(&[1, 2, 3], |_, _| ()).is_err());
         let request = StoreRequest::Append(AppendWire {
             stream: "user:a".into(),
             push: vec![9; 40],

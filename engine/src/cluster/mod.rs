@@ -50,6 +50,9 @@ pub enum Outbound {
     /// A channel's node-wide interest changed (its first subscriber on the
     /// node came or its last one went): the thread reads which, now.
     Interest(Box<str>),
+    /// The node's first watcher of a user came or its last one went
+    /// (`crate::presence::book`): the thread reads which, now.
+    Watch(Box<str>),
     /// A request to the owner of store partition `partition`.
     Store {
         partition: u32,
@@ -146,6 +149,16 @@ pub struct ClusterState {
     pub request_errors: AtomicU64,
     /// Times the NATS connection came back.
     pub reconnects: AtomicU64,
+    /// A publication of a durable stream for other nodes was dropped
+    /// (queue full, too large, NATS refused it): the thread tells every
+    /// node to recover its durable subscribers.
+    pub durable_lost: AtomicBool,
+    /// Times a subscription of this node overflowed in the NATS client
+    /// (messages lost on the way in).
+    pub slow_consumer: AtomicU64,
+    /// An interest or watch change was dropped (queue full): the next
+    /// resync sends every user and watch set to the owners again.
+    pub resync: AtomicBool,
     /// Channel buckets subscribed on NATS now.
     pub buckets_subscribed: AtomicU64,
     /// Users of this node's partition the directory lists on other nodes.
@@ -232,10 +245,21 @@ impl Cluster {
         }
     }
 
-    /// Live traffic for other nodes: a full queue drops it, counted.
+    /// Publications for other nodes: a full queue drops one, counted; a
+    /// dropped entry of a durable stream makes every node recover its
+    /// durable subscribers (`ClusterState::durable_lost`).
     pub fn send_live(&self, event: Outbound) {
+        let durable = match &event {
+            Outbound::Publish(push) | Outbound::UserEntry(push) => {
+                push.envelope().offset.to_native() > 0
+            }
+            _ => false,
+        };
         if self.send(event).is_err() {
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
+            if durable {
+                self.state.durable_lost.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -266,16 +290,31 @@ impl Cluster {
         .map_err(|_| refused("the queue to the cluster thread is full; retry shortly"))
     }
 
+    /// Tells the cluster thread that the node's watching of `user` changed.
+    pub fn watch_changed(&self, user: &str) {
+        if self.send(Outbound::Watch(user.into())).is_err() {
+            self.resync_needed();
+        }
+    }
+
+    /// A change of interest or watches could not be queued: the thread
+    /// sends every set again at its next resync (logged once per episode).
+    fn resync_needed(&self) {
+        self.state.dropped.fetch_add(1, Ordering::Relaxed);
+        if !self.state.resync.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                "cluster queue full: interest and watch changes wait for the next resync \
+                 (at most 10 s)"
+            );
+        }
+    }
+
     /// Tells the cluster thread that `channel`'s node-wide interest
     /// changed. Never dropped silently: a full queue is logged, and the
     /// thread's periodic resync repairs it.
     pub fn interest_changed(&self, channel: &str) {
         if self.send(Outbound::Interest(channel.into())).is_err() {
-            self.state.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                channel,
-                "cluster queue full: an interest change waits for the next resync"
-            );
+            self.resync_needed();
         }
     }
 }
@@ -305,6 +344,7 @@ impl Cluster {
             "requests": get(&state.requests),
             "request_errors": get(&state.request_errors),
             "reconnects": get(&state.reconnects),
+            "slow_consumer": get(&state.slow_consumer),
             "buckets_subscribed": get(&state.buckets_subscribed),
             "directory_users": get(&state.directory_users),
         })
@@ -337,6 +377,36 @@ pub fn publish_live(shared: &crate::engine::Shared, publication: &crate::publica
         );
         cluster.send_live(Outbound::Publish(publication.push.clone()));
     }
+}
+
+/// Whether some other node holds a connection of each of `users` (asked
+/// of each user's inbox owner); `None` for a user whose owner did not
+/// answer. Empty on a single node.
+pub async fn online_elsewhere(shared: &crate::engine::Shared, users: &[&str]) -> Vec<Option<bool>> {
+    let Some(cluster) = &shared.cluster else {
+        return Vec::new();
+    };
+    let mut receivers = Vec::with_capacity(users.len());
+    for user in users {
+        let (reply, receiver) = futures_channel::oneshot::channel();
+        let sent = cluster
+            .send(Outbound::UserNodes {
+                user: (*user).to_owned(),
+                reply,
+            })
+            .is_ok();
+        receivers.push(sent.then_some(receiver));
+    }
+    let me = cluster.node();
+    let mut online = Vec::with_capacity(users.len());
+    for receiver in receivers {
+        let nodes = match receiver {
+            Some(receiver) => receiver.await.ok().and_then(Result::ok),
+            None => None,
+        };
+        online.push(nodes.map(|nodes| nodes.iter().any(|node| *node != me)));
+    }
+    online
 }
 
 /// The receiving end of the queue, for the thread.

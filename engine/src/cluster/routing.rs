@@ -98,6 +98,11 @@ impl Buckets {
         actions
     }
 
+    /// The channels this book holds as live (the resync checks each).
+    pub fn live_channels(&self) -> Vec<Box<str>> {
+        self.live.iter().cloned().collect()
+    }
+
     /// Buckets subscribed now.
     pub fn subscribed(&self) -> usize {
         self.subscribed.len()
@@ -126,13 +131,18 @@ impl Directory {
     }
 
     /// Forgets every user of `node` (it died, restarted, or sends its
-    /// whole set again).
-    pub fn forget_node(&mut self, node: u8) {
+    /// whole set again); returns the users it held.
+    pub fn forget_node(&mut self, node: u8) -> Vec<Box<str>> {
         let bit = 1u64 << node;
-        self.nodes_of.retain(|_, mask| {
+        let mut forgotten = Vec::new();
+        self.nodes_of.retain(|user, mask| {
+            if *mask & bit != 0 {
+                forgotten.push(user.clone());
+            }
             *mask &= !bit;
             *mask != 0
         });
+        forgotten
     }
 
     /// The nodes holding connections of `user`, as a bitmask.
@@ -267,7 +277,9 @@ mod tests {
         directory.set("alice", 2, true);
         directory.set("bob", 2, true);
         assert_eq!(directory.nodes("alice"), 0b110);
-        directory.forget_node(2);
+        let mut forgotten = directory.forget_node(2);
+        forgotten.sort();
+        assert_eq!(forgotten, vec!["alice".into(), "bob".into()]);
         assert_eq!(directory.nodes("alice"), 0b010);
         assert_eq!(directory.nodes("bob"), 0);
         assert_eq!(directory.users(), 1);

@@ -23,8 +23,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::cluster::{
-    decode, encode, Broadcast, Heartbeat, PushBatch, Query, QueryReply, StoreReply, StoreRequest,
-    UserChange,
+    decode, encode, read_push_batch, Broadcast, Heartbeat, PushBatch, Query, QueryReply,
+    StoreReply, StoreRequest, UserChange,
 };
 use ringcast_protocol::envelope::EncodedPush;
 use ringcast_store::{Answer, StoreError};
@@ -37,6 +37,8 @@ use crate::engine::Shared;
 use crate::interest::shard_indexes;
 use crate::mesh::{MeshSender, ShardEvent, StoreAnswer};
 use crate::publication::Publication;
+
+mod presence;
 
 /// Events the loop takes from the queue per pass before it sends what
 /// they produced.
@@ -53,6 +55,11 @@ const RESYNC_EVERY_MS: u64 = 10_000;
 const CUT_INTERVAL_MS: u64 = 1000;
 /// Room kept in a NATS message for the batch's own framing.
 const BATCH_FRAMING_BYTES: usize = 1024;
+/// How long the thread waits at shutdown for what it queued to be
+/// written to NATS.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+/// The NATS client's events waiting for the loop.
+const EVENTS_QUEUE: usize = 64;
 /// How long a node waits for its shards to answer a presence query.
 const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -64,6 +71,7 @@ enum Source {
     Broadcast,
     Query,
     Store,
+    Presence,
 }
 
 /// Starts the cluster thread. Returns once the thread runs; the NATS
@@ -90,7 +98,17 @@ pub fn spawn(
 async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sender: MeshSender) {
     let config = &shared.config.cluster;
     let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(INBOUND_QUEUE);
+    // The client's events (a subscription overflowing above all). They
+    // are hints: the client drops them when this queue is full, and the
+    // tick reads the connection's state and its count of connects anyway.
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(EVENTS_QUEUE);
     let options = async_nats::ConnectOptions::new()
+        .event_callback(move |event| {
+            let events = events_tx.clone();
+            async move {
+                let _ = events.try_send(event);
+            }
+        })
         .name(format!("ringcast-{}", cluster.node))
         .no_echo()
         // Two unanswered pings drop the connection: a dead link shows in
@@ -131,15 +149,21 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         nodes: Nodes::default(),
         batches: HashMap::new(),
         users: HashMap::new(),
+        watches: HashMap::new(),
+        watchers: HashMap::new(),
+        presence_out: HashMap::new(),
+        presence_due: Vec::new(),
+        registered: HashMap::new(),
+        resend: Vec::new(),
         heartbeat_seq: 0,
         last_heartbeat_ms: 0,
         last_resync_ms: 0,
         last_cut_ms: 0,
         was_connected: false,
-        ever_connected: false,
+        connects_seen: 0,
     };
     node.subscribe_fixed().await;
-    node.run(parts, inbound_rx).await;
+    node.run(parts, inbound_rx, events_rx).await;
 }
 
 struct Subjects {
@@ -164,6 +188,9 @@ impl Subjects {
     }
     fn query(&self) -> String {
         format!("{}.q", self.prefix)
+    }
+    fn watch(&self, node: u8) -> String {
+        format!("{}.w.{node}", self.prefix)
     }
 }
 
@@ -191,12 +218,28 @@ struct Node {
     /// User registrations per partition, sent before the next request to
     /// that partition and at the end of a pass.
     users: HashMap<u32, Vec<UserChange>>,
+    /// Watch registrations per partition, sent at the end of a pass.
+    watches: HashMap<u32, Vec<UserChange>>,
+    /// The owner's side: which nodes watch each user of this partition.
+    watchers: HashMap<Box<str>, u64>,
+    /// Presence updates per watching node, sent at the end of a pass.
+    presence_out: HashMap<u8, Vec<(String, u64)>>,
+    /// Offline deadlines of users last held elsewhere (`presence.rs`).
+    presence_due: Vec<(u64, Box<str>)>,
+    /// The owner's side: the incarnation each node's registrations come
+    /// from. A later one forgets what the earlier life registered; an
+    /// earlier one is stale and ignored.
+    registered: HashMap<u8, u64>,
+    /// Partitions whose owner asked for this node's whole sets again.
+    resend: Vec<u32>,
     heartbeat_seq: u64,
     last_heartbeat_ms: u64,
     last_resync_ms: u64,
     last_cut_ms: u64,
     was_connected: bool,
-    ever_connected: bool,
+    /// The client's count of connections made, as last handled: a larger
+    /// count is a reconnect, even one too short for a tick to see it cut.
+    connects_seen: u64,
 }
 
 impl Node {
@@ -207,6 +250,7 @@ impl Node {
             (self.subjects.heartbeat(), Source::Heartbeat),
             (self.subjects.all(), Source::Broadcast),
             (self.subjects.query(), Source::Query),
+            (self.subjects.watch(me), Source::Presence),
         ];
         if self.cluster.owns_partition() {
             fixed.push((self.subjects.store(u32::from(me)), Source::Store));
@@ -246,6 +290,7 @@ impl Node {
         &mut self,
         parts: ThreadParts,
         mut inbound: tokio::sync::mpsc::Receiver<(Source, async_nats::Message)>,
+        mut events: tokio::sync::mpsc::Receiver<async_nats::Event>,
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -253,6 +298,7 @@ impl Node {
             tokio::select! {
                 biased;
                 Some((source, message)) = inbound.recv() => self.inbound(source, message).await,
+                Some(event) = events.recv() => self.event(event),
                 () = parts.doorbell.notified() => {}
                 _ = tick.tick() => self.tick().await,
             }
@@ -273,8 +319,9 @@ impl Node {
             }
             self.flush().await;
         }
-        // Whatever is queued is sent before the thread ends.
-        let _ = self.client.flush().await;
+        // Whatever is queued is sent before the thread ends, unless NATS
+        // is away: a flush waits for the connection, and shutdown must not.
+        let _ = tokio::time::timeout(FINAL_FLUSH_TIMEOUT, self.client.flush()).await;
         tracing::info!("cluster: stopped");
     }
 
@@ -303,6 +350,7 @@ impl Node {
                 }
             }
             Outbound::Interest(channel) => self.interest(&channel).await,
+            Outbound::Watch(user) => self.watch_event(&user),
             Outbound::Store {
                 partition,
                 request,
@@ -332,6 +380,9 @@ impl Node {
                     user: user.to_owned(),
                     present: live,
                 });
+            } else {
+                // A user of this partition came or went here.
+                self.notify_watchers(user);
             }
             return;
         }
@@ -351,9 +402,20 @@ impl Node {
         }
     }
 
+    /// Counts a publication for other nodes that was not sent; one of a
+    /// durable stream makes every node recover its durable subscribers.
+    fn lost(&self, push_durable: bool, n: u64) {
+        let state = &self.cluster.state;
+        state.dropped.fetch_add(n, Ordering::Relaxed);
+        if push_durable {
+            state.durable_lost.store(true, Ordering::Release);
+        }
+    }
+
     async fn batch(&mut self, subject: String, push: &EncodedPush) {
+        let durable = push.envelope().offset.to_native() > 0;
         if !self.connected() {
-            self.cluster.state.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lost(durable, 1);
             return;
         }
         let limit = self
@@ -361,7 +423,7 @@ impl Node {
             .max_payload()
             .saturating_sub(BATCH_FRAMING_BYTES);
         if push.len() > limit {
-            self.cluster.state.dropped.fetch_add(1, Ordering::Relaxed);
+            self.lost(durable, 1);
             tracing::warn!(
                 bytes = push.len(),
                 max_payload = limit,
@@ -385,6 +447,9 @@ impl Node {
 
     async fn send_batch(&mut self, subject: String, pushes: Vec<Vec<u8>>) {
         let n = pushes.len() as u64;
+        // Only owners' sinks send stored entries, and a batch of a node
+        // subject holds inbox entries: count any loss as durable.
+        let durable = !subject.contains(".c.") || self.cluster.owns_partition();
         let batch = PushBatch {
             node: self.cluster.node,
             pushes,
@@ -396,7 +461,7 @@ impl Node {
                 .pushes_out
                 .fetch_add(n, Ordering::Relaxed);
         } else {
-            self.cluster.state.dropped.fetch_add(n, Ordering::Relaxed);
+            self.lost(durable, n);
         }
     }
 
@@ -431,6 +496,11 @@ impl Node {
         for partition in partitions {
             self.flush_users(partition).await;
         }
+        for partition in std::mem::take(&mut self.resend) {
+            self.send_all_users(partition).await;
+            self.send_all_watches(partition).await;
+        }
+        self.flush_presence().await;
     }
 
     /// Sends the registrations waiting for `partition`'s owner, ahead of
@@ -619,51 +689,51 @@ impl Node {
             Source::Broadcast => self.broadcast(&message.payload),
             Source::Query => self.answer_query(message),
             Source::Store => self.serve(message),
+            Source::Presence => self.presence_updates(&message.payload),
         }
     }
 
     /// Publications from another node: to the local shards with
     /// subscribers, as the store's sink hands stored ones over.
     fn pushes(&mut self, payload: &[u8]) {
-        let batch = match decode::<PushBatch>(payload) {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::warn!(%error, "cluster: dropped an undecodable batch");
-                return;
-            }
-        };
+        let shared = &self.shared;
+        let sender = &self.sender;
         let state = &self.cluster.state;
-        let mut touched = 0u64;
-        for bytes in &batch.pushes {
-            let push = match EncodedPush::from_untrusted(bytes) {
-                Ok(push) => push,
-                Err(error) => {
-                    tracing::warn!(%error, node = batch.node, "cluster: dropped a bad publication");
+        let read = read_push_batch(payload, |node, pushes| {
+            let mut touched = 0u64;
+            for bytes in pushes {
+                let push = match EncodedPush::from_untrusted(bytes) {
+                    Ok(push) => push,
+                    Err(error) => {
+                        tracing::warn!(%error, node, "cluster: dropped a bad publication");
+                        continue;
+                    }
+                };
+                state.pushes_in.fetch_add(1, Ordering::Relaxed);
+                let publication = Arc::new(Publication::from_push(Arc::new(push)));
+                let mask = shared.interest.shards(publication.channel());
+                if mask == 0 {
+                    state.pushes_unwanted.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-            };
-            state.pushes_in.fetch_add(1, Ordering::Relaxed);
-            let publication = Arc::new(Publication::from_push(Arc::new(push)));
-            let mask = self.shared.interest.shards(publication.channel());
-            if mask == 0 {
-                state.pushes_unwanted.fetch_add(1, Ordering::Relaxed);
-                continue;
+                if publication.offset() > 0 {
+                    // Stored: a shard without room is marked lagged and its
+                    // durable subscribers recover from the owner.
+                    sender.publish_stored(mask, &publication);
+                    touched |= mask;
+                } else if sender.publish(mask, &publication, None, |_| {}).is_err() {
+                    state.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            if publication.offset() > 0 {
-                // Stored: a shard without room is marked lagged and its
-                // durable subscribers recover from the owner.
-                self.sender.publish_stored(mask, &publication);
-                touched |= mask;
-            } else if self
-                .sender
-                .publish(mask, &publication, None, |_| {})
-                .is_err()
-            {
-                state.dropped.fetch_add(1, Ordering::Relaxed);
+            touched
+        });
+        match read {
+            Ok(touched) => {
+                for shard in shard_indexes(touched) {
+                    self.sender.ring(shard);
+                }
             }
-        }
-        for shard in shard_indexes(touched) {
-            self.sender.ring(shard);
+            Err(error) => tracing::warn!(%error, "cluster: dropped an undecodable batch"),
         }
     }
 
@@ -697,11 +767,30 @@ impl Node {
                 incarnation = beat.incarnation,
                 "cluster: node joined"
             );
-            // A new incarnation holds none of the connections the old one
-            // registered.
-            self.directory.forget_node(beat.node);
+            // An earlier life's registrations are gone with it; the ones
+            // this life sent (they may have come first) stay.
+            if self
+                .registered
+                .get(&beat.node)
+                .is_some_and(|registered| *registered < beat.incarnation)
+            {
+                self.registered.remove(&beat.node);
+                self.node_gone(beat.node);
+            }
+            if self.cluster.owns_partition() {
+                // What it registered before it was taken for dead is
+                // forgotten: ask for all of it again.
+                let resend = Broadcast::Resend {
+                    owner: self.cluster.node,
+                    node: beat.node,
+                };
+                let subject = self.subjects.all();
+                self.publish(subject, Bytes::from(encode(&resend).into_vec()))
+                    .await;
+            }
             if beat.owns_store && u32::from(beat.node) < self.stores {
                 self.send_all_users(u32::from(beat.node)).await;
+                self.send_all_watches(u32::from(beat.node)).await;
             }
             self.cluster
                 .state
@@ -758,8 +847,13 @@ impl Node {
                     }
                 }
             }
-            Broadcast::Reconnected { node, .. } => {
-                tracing::info!(node, "cluster: a node reconnected to NATS");
+            Broadcast::Resend { owner, node } => {
+                if node == self.cluster.node && u32::from(owner) < self.stores {
+                    self.resend.push(u32::from(owner));
+                }
+            }
+            Broadcast::PublicationsLost { node, .. } => {
+                tracing::info!(node, "cluster: a node may have lost durable publications");
                 if self.nodes.get(node).is_some_and(|info| info.owns_store) {
                     self.cut_durable_subscribers();
                 }
@@ -810,6 +904,26 @@ impl Node {
         });
     }
 
+    /// Whether a registration (users, watches) from `node`'s life
+    /// `incarnation` is current: a later life than the one registered so
+    /// far forgets the earlier life's entries first; an earlier one is
+    /// stale.
+    fn registration_from(&mut self, node: u8, incarnation: u64) -> bool {
+        match self.registered.get(&node).copied() {
+            Some(known) if incarnation < known => false,
+            Some(known) if incarnation == known => true,
+            Some(_) => {
+                self.node_gone(node);
+                self.registered.insert(node, incarnation);
+                true
+            }
+            None => {
+                self.registered.insert(node, incarnation);
+                true
+            }
+        }
+    }
+
     /// A request to this node's store partition.
     fn serve(&mut self, message: async_nats::Message) {
         let request = match decode::<StoreRequest>(&message.payload) {
@@ -827,21 +941,30 @@ impl Node {
                 full,
                 changes,
             } => {
-                if self
-                    .nodes
-                    .get(node)
-                    .is_some_and(|info| info.incarnation != incarnation)
-                {
-                    // From an earlier life of that node: what it said is
-                    // gone with it.
+                if !self.registration_from(node, incarnation) {
                     return;
                 }
                 if full {
-                    self.directory.forget_node(node);
+                    for user in self.directory.forget_node(node) {
+                        self.notify_watchers(&user);
+                    }
                 }
                 for change in changes {
                     self.directory.set(&change.user, node, change.present);
+                    self.notify_watchers(&change.user);
                 }
+                return;
+            }
+            StoreRequest::Watches {
+                node,
+                incarnation,
+                full,
+                changes,
+            } => {
+                if !self.registration_from(node, incarnation) {
+                    return;
+                }
+                self.serve_watches(node, full, changes);
                 return;
             }
             StoreRequest::UserNodes { user } => {
@@ -895,8 +1018,9 @@ impl Node {
                 timeout_ms = self.node_timeout_ms,
                 "cluster: node silent past the timeout, taken for dead"
             );
-            self.directory.forget_node(node);
+            self.node_gone(node);
         }
+        self.presence_tick(now_ms);
         let state = &self.cluster.state;
         state.live_nodes.store(self.nodes.mask(), Ordering::Release);
         state
@@ -921,37 +1045,53 @@ impl Node {
     /// Notices the NATS connection going and coming back.
     async fn connection_state(&mut self, now_ms: u64) {
         let connected = self.connected();
-        if connected == self.was_connected {
-            return;
-        }
-        self.was_connected = connected;
         let state = &self.cluster.state;
-        state.connected.store(connected, Ordering::Release);
-        state.changed_ms.store(now_ms, Ordering::Release);
+        if connected != self.was_connected {
+            self.was_connected = connected;
+            state.connected.store(connected, Ordering::Release);
+            state.changed_ms.store(now_ms, Ordering::Release);
+            if !connected {
+                tracing::warn!(
+                    "cluster: cut off from NATS; live publications for other nodes are \
+                     dropped and requests to other partitions refused until it is back"
+                );
+            }
+        }
         if !connected {
-            tracing::warn!(
-                "cluster: cut off from NATS; live publications for other nodes are dropped \
-                 and requests to other partitions refused until it is back"
-            );
             return;
         }
-        if !self.ever_connected {
-            self.ever_connected = true;
-            tracing::info!(url = %self.shared.config.cluster.nats_url, "cluster: connected to NATS");
-            return;
+        let connects = self.client.statistics().connects.load(Ordering::Relaxed);
+        if connects > self.connects_seen {
+            let first = self.connects_seen == 0;
+            self.connects_seen = connects;
+            if first {
+                tracing::info!(url = %self.shared.config.cluster.nats_url, "cluster: connected to NATS");
+            } else {
+                self.reconnected().await;
+            }
         }
-        state.reconnects.fetch_add(1, Ordering::Relaxed);
+        if self
+            .cluster
+            .state
+            .durable_lost
+            .swap(false, Ordering::AcqRel)
+        {
+            self.say_publications_lost().await;
+        }
+    }
+
+    /// Back on NATS after a cut: registrations and publications sent
+    /// meanwhile may be lost. The owners get this node's users again,
+    /// every node recovers its durable subscribers.
+    async fn reconnected(&mut self) {
+        self.cluster
+            .state
+            .reconnects
+            .fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             "cluster: reconnected to NATS; re-registering users, recovering durable subscribers"
         );
-        // Registrations and publications may have been lost meanwhile.
-        let broadcast = Broadcast::Reconnected {
-            node: self.cluster.node,
-            incarnation: self.cluster.incarnation,
-        };
-        let subject = self.subjects.all();
-        self.publish(subject, Bytes::from(encode(&broadcast).into_vec()))
-            .await;
+        self.say_publications_lost().await;
         let owners: Vec<u32> = self
             .nodes
             .iter()
@@ -960,8 +1100,49 @@ impl Node {
             .collect();
         for partition in owners {
             self.send_all_users(partition).await;
+            self.send_all_watches(partition).await;
         }
         self.cut_durable_subscribers();
+    }
+
+    async fn say_publications_lost(&mut self) {
+        let broadcast = Broadcast::PublicationsLost {
+            node: self.cluster.node,
+            incarnation: self.cluster.incarnation,
+        };
+        let subject = self.subjects.all();
+        if !self
+            .publish(subject, Bytes::from(encode(&broadcast).into_vec()))
+            .await
+        {
+            // Said again at the next tick.
+            self.cluster
+                .state
+                .durable_lost
+                .store(true, Ordering::Release);
+        }
+    }
+
+    /// An event of the NATS client.
+    fn event(&mut self, event: async_nats::Event) {
+        match event {
+            async_nats::Event::SlowConsumer(sid) => {
+                self.cluster
+                    .state
+                    .slow_consumer
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    sid,
+                    "cluster: a NATS subscription overflowed and lost messages; durable \
+                     subscribers recover"
+                );
+                self.cut_durable_subscribers();
+            }
+            async_nats::Event::LameDuckMode => {
+                tracing::warn!("cluster: the NATS server is in lame duck mode (shutting down)");
+            }
+            other => tracing::debug!(event = %other, "cluster: NATS client event"),
+        }
     }
 
     async fn send_heartbeat(&mut self) {
@@ -994,8 +1175,33 @@ impl Node {
                 live.push(Box::<str>::from(channel));
             }
         });
+        // Both ways: a channel whose last subscriber's change was dropped
+        // leaves its bucket too.
+        live.extend(self.buckets.live_channels());
         for channel in live {
             self.interest(&channel).await;
+        }
+        if self.cluster.state.resync.swap(false, Ordering::AcqRel) {
+            let owners: Vec<u32> = self
+                .nodes
+                .iter()
+                .filter(|(node, info)| info.owns_store && u32::from(*node) < self.stores)
+                .map(|(node, _)| u32::from(node))
+                .collect();
+            for partition in owners {
+                self.send_all_users(partition).await;
+                self.send_all_watches(partition).await;
+            }
+            if self.cluster.owns_partition() {
+                // This node's own watches of its own users.
+                let mut watched = Vec::new();
+                self.shared
+                    .presence_book
+                    .watched_users(|user| watched.push(Box::<str>::from(user)));
+                for user in watched {
+                    self.watch_event(&user);
+                }
+            }
         }
     }
 }

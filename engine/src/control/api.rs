@@ -424,7 +424,7 @@ impl Api {
             "/api/history" => self.history(&req).await,
             "/api/presence" => self.presence(&req).await,
             "/api/presence/users" => self.presence_users(&req).await,
-            "/api/drain" => Ok(super::cluster_api::drain(&self.shared, &self.sender)),
+            "/api/drain" => Ok(super::cluster_api::drain(&self.shared)),
             "/api/webhooks/dead" => super::webhooks::dead(&self.shared, &req).await,
             "/api/webhooks/replay" => super::webhooks::replay(&self.shared, &req).await,
             "/api/im/msg_send" => self.im_msg_send(&req).await,
@@ -980,20 +980,18 @@ impl Api {
         }
         let users = crate::presence::book::distinct_users(&body.users)
             .map_err(|bad| bad_request(format!("not a user id: {bad:?}")))?;
-        let elsewhere = super::cluster_api::online_elsewhere(&self.shared, &users).await;
-        let states: Vec<_> = crate::presence::stored::states(
-            &self.shared.presence_book,
-            &self.shared.store,
-            &users,
-        )
-        .await
-        .into_iter()
-        .enumerate()
-        .map(|(i, state)| {
-            let online = state.online || elsewhere.get(i).copied().flatten() == Some(true);
-            json!({"user": state.user, "online": online, "last_seen_ms": state.last_seen_ms})
-        })
-        .collect();
+        let elsewhere = crate::cluster::online_elsewhere(&self.shared, &users).await;
+        let states: Vec<_> =
+            crate::presence::stored::states(&self.shared.presence_book, &self.shared.store, &users)
+                .await
+                .into_iter()
+                .enumerate()
+                .map(|(i, state)| {
+                    let online = state.online || elsewhere.get(i).copied().flatten() == Some(true);
+                    let last_seen_ms = if online { 0 } else { state.last_seen_ms };
+                    json!({"user": state.user, "online": online, "last_seen_ms": last_seen_ms})
+                })
+                .collect();
         Ok(Response::json(200, &json!({ "users": states })))
     }
 
@@ -1005,7 +1003,7 @@ impl Api {
             is_gauge,
             value,
         };
-        let extra = [
+        let mut extra = vec![
             node(
                 "channels",
                 "Channels with at least one subscriber on this node.",
@@ -1084,6 +1082,7 @@ impl Api {
                 store.writer_queue_len as u64,
             ),
         ];
+        extra.extend(super::cluster_api::metrics(&self.shared));
         let mut text = render_prometheus(&self.shared.metrics, &extra);
         super::webhooks::render_metrics(&self.shared, &mut text);
         Response::text(200, "text/plain; version=0.0.4", text)

@@ -19,7 +19,7 @@ use serde_json::json;
 use super::http::Response;
 use crate::cluster::{Outbound, QueryAnswers};
 use crate::engine::Shared;
-use crate::mesh::{MeshSender, ShardEvent};
+use crate::metrics::NodeMetric;
 
 /// `GET /health`.
 pub(super) fn health(shared: &Shared) -> Response {
@@ -111,59 +111,105 @@ pub(super) fn broadcast(shared: &Shared, broadcast: Broadcast) -> bool {
     }
 }
 
-/// Whether some other node holds a connection of each of `users` (asked
-/// of each user's inbox owner); `None` for a user whose owner did not
-/// answer. Empty on a single node.
-pub(super) async fn online_elsewhere(shared: &Shared, users: &[&str]) -> Vec<Option<bool>> {
+/// `POST /api/drain`: every shard closes its listener and its clients
+/// (1012) at its next tick; the node keeps serving its partition and the
+/// API.
+pub(super) fn drain(shared: &Shared) -> Response {
+    let first = shared.drain();
+    if first {
+        tracing::info!("draining (POST /api/drain): listeners close, clients get 1012");
+    }
+    Response::json(
+        200,
+        &json!({"draining": true, "node": shared.config.server.node_id.get(), "already": !first}),
+    )
+}
+
+/// The cluster's lines of `/metrics`; none on a single node.
+pub(super) fn metrics(shared: &Shared) -> Vec<NodeMetric<'static>> {
+    use std::sync::atomic::Ordering::Relaxed;
     let Some(cluster) = &shared.cluster else {
         return Vec::new();
     };
-    let mut receivers = Vec::with_capacity(users.len());
-    for user in users {
-        let (reply, receiver) = futures_channel::oneshot::channel();
-        let sent = cluster
-            .send(Outbound::UserNodes {
-                user: (*user).to_owned(),
-                reply,
-            })
-            .is_ok();
-        receivers.push(sent.then_some(receiver));
-    }
-    let me = cluster.node();
-    let mut online = Vec::with_capacity(users.len());
-    for receiver in receivers {
-        let nodes = match receiver {
-            Some(receiver) => receiver.await.ok().and_then(Result::ok),
-            None => None,
-        };
-        online.push(nodes.map(|nodes| nodes.iter().any(|node| *node != me)));
-    }
-    online
-}
-
-/// `POST /api/drain`: every shard closes its listener and its clients
-/// (1012); the node keeps serving its partition and the API.
-pub(super) fn drain(shared: &Shared, sender: &MeshSender) -> Response {
-    let mut shards = 0;
-    for shard in 0..shared.mesh.n_consumers() {
-        if sender.send(shard, ShardEvent::Drain).is_err() {
-            return Response::error(
-                503,
-                "overloaded",
-                &format!("shard {shard} is not keeping up; the drain was not handed to it, retry"),
-            );
-        }
-        shards += 1;
-    }
-    if let Some(cluster) = &shared.cluster {
-        cluster
-            .state
-            .draining
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-    tracing::info!("draining: listeners closed, clients closed with 1012");
-    Response::json(
-        200,
-        &json!({"draining": true, "node": shared.config.server.node_id.get(), "shards": shards}),
-    )
+    let state = &cluster.state;
+    let metric = |name, help, is_gauge, value| NodeMetric {
+        name,
+        help,
+        is_gauge,
+        value,
+    };
+    vec![
+        metric(
+            "cluster_connected",
+            "1 while the node's NATS connection is up.",
+            true,
+            u64::from(state.connected.load(Relaxed)),
+        ),
+        metric(
+            "cluster_live_nodes",
+            "Other nodes heard from within cluster.node_timeout_ms.",
+            true,
+            u64::from(state.live_nodes.load(Relaxed).count_ones()),
+        ),
+        metric(
+            "cluster_pushes_out_total",
+            "Publications sent to other nodes (each in a batch counts).",
+            false,
+            state.pushes_out.load(Relaxed),
+        ),
+        metric(
+            "cluster_bytes_out_total",
+            "Payload bytes of the NATS messages the node published.",
+            false,
+            state.bytes_out.load(Relaxed),
+        ),
+        metric(
+            "cluster_pushes_in_total",
+            "Publications received from other nodes.",
+            false,
+            state.pushes_in.load(Relaxed),
+        ),
+        metric(
+            "cluster_pushes_unwanted_total",
+            "Received publications no local subscriber wanted (other channels of a bucket).",
+            false,
+            state.pushes_unwanted.load(Relaxed),
+        ),
+        metric(
+            "cluster_dropped_total",
+            "Publications for other nodes dropped: NATS cut off, or the cluster queue full.",
+            false,
+            state.dropped.load(Relaxed),
+        ),
+        metric(
+            "cluster_requests_total",
+            "Store requests forwarded to the owners of other partitions.",
+            false,
+            state.requests.load(Relaxed),
+        ),
+        metric(
+            "cluster_request_errors_total",
+            "Forwarded store requests that failed (owner down, timeout, its error).",
+            false,
+            state.request_errors.load(Relaxed),
+        ),
+        metric(
+            "cluster_reconnects_total",
+            "Times the NATS connection came back after a cut.",
+            false,
+            state.reconnects.load(Relaxed),
+        ),
+        metric(
+            "cluster_slow_consumer_total",
+            "Times a NATS subscription of the node overflowed (messages lost on the way in).",
+            false,
+            state.slow_consumer.load(Relaxed),
+        ),
+        metric(
+            "cluster_buckets_subscribed",
+            "Channel buckets the node subscribes on NATS.",
+            true,
+            state.buckets_subscribed.load(Relaxed),
+        ),
+    ]
 }

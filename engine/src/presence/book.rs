@@ -60,6 +60,18 @@ pub struct PresenceBook {
     resync: Box<[AtomicBool]>,
     /// Reported changes that could not be handed to a shard.
     changes_lost: AtomicU64,
+    /// In a cluster: told when the node's first watcher of a user comes or
+    /// its last one goes (the cluster reads which).
+    cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+}
+
+/// What a change of a user's remote nodes asks of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteStep {
+    /// Tell the watching shards.
+    Report(Report),
+    /// The user is nowhere now: call [`PresenceBook::expire`] at `due_ms`.
+    OfflineAt { due_ms: u64 },
 }
 
 /// A user's presence as the book knows it.
@@ -96,6 +108,9 @@ pub enum Closed {
 struct Entry {
     /// The user's open connections on this node.
     devices: u32,
+    /// In a cluster: the other nodes holding a connection of the user, as
+    /// its inbox partition's owner last said (kept only while watched).
+    remote_nodes: u64,
     /// What watchers were last told.
     online: bool,
     last_seen_ms: u64,
@@ -124,7 +139,15 @@ impl Entry {
 
     /// Kept only for its last-seen time: the idle list may forget it.
     fn is_idle(&self) -> bool {
-        self.devices == 0 && self.offline_due_ms == 0 && self.watch_mask == 0
+        self.devices == 0
+            && self.remote_nodes == 0
+            && self.offline_due_ms == 0
+            && self.watch_mask == 0
+    }
+
+    /// Some node, this one or another, holds a connection of the user.
+    fn connected_somewhere(&self) -> bool {
+        self.devices > 0 || self.remote_nodes != 0
     }
 }
 
@@ -152,7 +175,17 @@ impl PresenceBook {
             grace_ms,
             resync: (0..n_shards).map(|_| AtomicBool::new(false)).collect(),
             changes_lost: AtomicU64::new(0),
+            cluster: None,
         }
+    }
+
+    /// The book of a cluster node: its watches are told to the cluster.
+    pub fn with_cluster(
+        mut self,
+        cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+    ) -> Self {
+        self.cluster = cluster;
+        self
     }
 
     /// A connection of `user` opened. Reports `online` when watchers were
@@ -178,7 +211,7 @@ impl PresenceBook {
         self.update(user, |entry| {
             let mut next = *entry;
             next.devices = next.devices.saturating_sub(1);
-            if next.devices > 0 {
+            if next.connected_somewhere() {
                 return (next, Closed::StillOnline);
             }
             next.last_seen_ms = now_ms;
@@ -218,7 +251,7 @@ impl PresenceBook {
                 return papaya::Operation::Abort(());
             };
             let due = entry.offline_due_ms;
-            if entry.devices > 0 || due == 0 || due > now_ms {
+            if entry.connected_somewhere() || due == 0 || due > now_ms {
                 return papaya::Operation::Abort(());
             }
             let mut next = *entry;
@@ -233,15 +266,100 @@ impl PresenceBook {
 
     /// Shard `shard_idx` has its first watcher of `user`: it is told of
     /// every change after this step, and this step's state is the one to
-    /// answer with.
+    /// answer with. In a cluster the node's first watcher of a user also
+    /// asks the user's inbox owner for the other nodes' connections.
     pub fn watch(&self, user: &str, shard_idx: usize) -> Snapshot {
         assert!(shard_idx < self.resync.len());
         let bit = 1u64 << shard_idx;
-        self.update(user, |entry| {
+        let (snapshot, first) = self.update(user, |entry| {
             let mut next = *entry;
             next.watch_mask |= bit;
-            (next, next.snapshot())
+            (next, (next.snapshot(), entry.watch_mask == 0))
+        });
+        if first {
+            self.watch_changed(user);
+        }
+        snapshot
+    }
+
+    /// Whether some shard of the node watches `user`.
+    pub fn is_watched(&self, user: &str) -> bool {
+        self.users
+            .pin()
+            .get(user)
+            .is_some_and(|entry| entry.watch_mask != 0)
+    }
+
+    fn watch_changed(&self, user: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.watch_changed(user);
+        }
+    }
+
+    /// In a cluster: the other nodes holding a connection of a watched
+    /// `user` are now `nodes` (the owner's word, or a node found dead). A
+    /// change between "somewhere" and "nowhere" is reported as a local
+    /// one is, the flap damping included: `Closed::OfflineAt` asks the
+    /// caller to call [`PresenceBook::expire`] at its deadline. Ignored for
+    /// a user nobody here watches (the book keeps no remote state then).
+    pub fn set_remote(&self, user: &str, nodes: u64, now_ms: u64) -> Option<RemoteStep> {
+        if !self.is_watched(user) {
+            return None;
+        }
+        let grace_ms = self.grace_ms;
+        self.update(user, |entry| {
+            let mut next = *entry;
+            next.remote_nodes = nodes;
+            if next.watch_mask == 0 {
+                next.remote_nodes = 0;
+                return (next, None);
+            }
+            if next.connected_somewhere() {
+                next.offline_due_ms = 0;
+                if next.online {
+                    return (next, None);
+                }
+                next.online = true;
+                next.seq += 1;
+                return (next, Some(RemoteStep::Report(next.report())));
+            }
+            if !entry.connected_somewhere() || !next.online {
+                return (next, None);
+            }
+            next.last_seen_ms = now_ms;
+            if grace_ms > 0 {
+                next.offline_due_ms = now_ms.saturating_add(grace_ms).max(1);
+                return (
+                    next,
+                    Some(RemoteStep::OfflineAt {
+                        due_ms: next.offline_due_ms,
+                    }),
+                );
+            }
+            next.online = false;
+            next.seq += 1;
+            (next, Some(RemoteStep::Report(next.report())))
         })
+    }
+
+    /// Every user some shard of the node watches.
+    pub fn watched_users(&self, mut f: impl FnMut(&str)) {
+        for (user, entry) in self.users.pin().iter() {
+            if entry.watch_mask != 0 {
+                f(user);
+            }
+        }
+    }
+
+    /// The users whose remote nodes include one of `nodes` (found dead):
+    /// the caller sets each again without them.
+    pub fn remote_users_of(&self, nodes: u64) -> Vec<(Box<str>, u64)> {
+        self.users
+            .pin()
+            .iter()
+            .filter(|(_, entry)| entry.remote_nodes & nodes != 0)
+            .map(|(user, entry)| (user.clone(), entry.remote_nodes & !nodes))
+            .collect()
     }
 
     /// Shard `shard_idx` has no watcher of `user` left. Returns whether
@@ -251,21 +369,37 @@ impl PresenceBook {
         let bit = 1u64 << shard_idx;
         let map = self.users.pin();
         let mut idle = false;
+        let mut unwatched = false;
         let _ = map.compute(user.into(), |found| {
             idle = false;
+            unwatched = false;
             let Some((_, entry)) = found else {
                 return papaya::Operation::Abort(());
             };
             let mut next = *entry;
             next.watch_mask &= !bit;
+            if next.watch_mask == 0 && next.remote_nodes != 0 {
+                // Remote state is kept only while watched: without it the
+                // user is online only for its own connections here.
+                next.remote_nodes = 0;
+                if next.devices == 0 && next.online {
+                    next.online = false;
+                    next.offline_due_ms = 0;
+                    next.seq += 1;
+                }
+            }
             // Idle entries go through the idle list even when they hold no
             // last seen (never seen since start): removing at once would
             // make a watch/unwatch loop remove and re-insert one key, and
             // papaya's tombstones make that cost grow with every cycle
             // (`benches/benches/presence.rs`).
             idle = next.is_idle();
+            unwatched = next.watch_mask == 0 && entry.watch_mask != 0;
             papaya::Operation::Insert(next)
         });
+        if unwatched {
+            self.watch_changed(user);
+        }
         idle
     }
 

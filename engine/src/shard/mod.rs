@@ -379,6 +379,16 @@ impl Shard {
         if self.now_ms >= self.next_sweep_ms {
             self.next_sweep_ms = self.now_ms + self.tick_ms();
             self.sweep();
+            if self.listener.is_some() && self.shared.is_draining() {
+                // `Shared::drain`: the listener leaves the port's
+                // `SO_REUSEPORT` group, so new connections go to the other
+                // processes; the clients reconnect there.
+                tracing::info!(
+                    shard = self.idx,
+                    "draining: listener closed, clients told 1012"
+                );
+                self.close_all(CloseCode::SERVICE_RESTART, "node draining, reconnect");
+            }
             self.presence_tick();
             self.read_receipts_tick();
             if !self.pending_store.is_empty() && self.shared.store.health().writer_stopped {
@@ -426,13 +436,6 @@ impl Shard {
                 skip_user,
                 frames,
             } => self.deliver_im_event_to_users(&users, &skip_user, &frames),
-            ShardEvent::Drain => {
-                tracing::info!(
-                    shard = self.idx,
-                    "draining: listener closed, clients told 1012"
-                );
-                self.close_all(CloseCode::SERVICE_RESTART, "node draining, reconnect");
-            }
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self

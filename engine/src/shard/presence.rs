@@ -168,7 +168,7 @@ impl Shard {
                 return Ok(Outcome::Now(ReplyResult::Empty));
             }
             PresenceCommand::Query { .. } => {
-                if stored::needs_store(book, &users) {
+                if shared.cluster.is_some() || stored::needs_store(book, &users) {
                     return self.presence_stored_reply(key, id, &users);
                 }
                 return Ok(Outcome::Now(ReplyResult::Presence {
@@ -201,7 +201,16 @@ impl Shard {
         let users: Vec<String> = users.iter().map(|user| (*user).to_owned()).collect();
         self.store_replies.push(Box::pin(async move {
             let users: Vec<&str> = users.iter().map(String::as_str).collect();
-            let users = stored::states(&shared.presence_book, &shared.store, &users).await;
+            // In a cluster, users connected only to other nodes are online
+            // too (asked of their inbox owners; empty on a single node).
+            let elsewhere = crate::cluster::online_elsewhere(&shared, &users).await;
+            let mut users = stored::states(&shared.presence_book, &shared.store, &users).await;
+            for (state, elsewhere) in users.iter_mut().zip(elsewhere) {
+                if elsewhere == Some(true) && !state.online {
+                    state.online = true;
+                    state.last_seen_ms = 0;
+                }
+            }
             StoreDone::Replied(to, Ok(ReplyResult::Presence { users }))
         }));
         Ok(Outcome::Later)

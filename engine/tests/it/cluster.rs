@@ -126,6 +126,7 @@ impl Node {
                  node_timeout_ms = 1000\nrequest_timeout_ms = 1000\n\
                  [[namespace]]\nname = \"news\"\npublish = \"any\"\n\
                  [[namespace]]\nname = \"hist\"\npublish = \"any\"\nhistory = true\ndurability = \"sync\"\n\
+                 [im]\npresence_offline_grace_ms = 500\n\
                  [log]\nlevel = \"info\"\n",
                 nats.url()
             ),
@@ -158,6 +159,29 @@ impl Node {
             "node {} did not start",
             self.id
         );
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM; whether the process exited within `within`.
+    fn terminate(&mut self, within: Duration) -> bool {
+        self.signal("TERM");
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let exited = wait_until(within, || child.try_wait().unwrap().is_some());
+        if exited {
+            self.child = None;
+        }
+        exited
     }
 
     fn kill9(&mut self) {
@@ -380,6 +404,17 @@ fn a_send_reaches_every_device_of_the_user_on_any_node_with_one_offset() {
             assert_eq!(push["offset"], json!(n), "{push}");
         }
     }
+    // A client's `send` from node 0, which neither owns nor holds bob.
+    let mut alice = nodes[0].connect("alice", "");
+    let (reply, _) = command(&mut alice, 7, "send", json!({"user": bob, "data": "hi"}));
+    assert_eq!(reply["result"]["offset"], json!(11), "{reply}");
+    for device in [&mut phone, &mut laptop] {
+        let push = next_push(device).expect("the client's send");
+        assert_eq!(
+            (&push["data"], &push["sender"]),
+            (&json!("hi"), &json!("alice"))
+        );
+    }
     let (_, presence) = nodes[0].api(
         "POST",
         "/api/presence/users",
@@ -527,6 +562,39 @@ fn a_nats_restart_is_reported_and_the_cluster_comes_back() {
     let mut nats = Nats::start();
     let dir = tempfile::tempdir().unwrap();
     let nodes = three_nodes(dir.path(), &nats);
+    // A durable subscriber on node 1 of a stream node 2 owns.
+    let channel = (0..)
+        .map(|i| format!("hist:cut{i}"))
+        .find(|c| ringcast_engine::cluster::partition_of(c, 3) == 2)
+        .unwrap();
+    let mut durable = nodes[1].connect("durable", "");
+    subscribe(&mut durable, 1, json!({"channel": channel}));
+    let publish = |n: u64| {
+        nodes[2].api(
+            "POST",
+            "/api/publish",
+            Some(json!({"channel": channel, "data": {"n": n}})),
+        )
+    };
+    let mut epoch = Value::Null;
+    let mut n = 0;
+    // Until one crosses (the bucket's subscription is asynchronous).
+    assert!(wait_until(Duration::from_secs(10), || {
+        n += 1;
+        assert_eq!(publish(n).0, 200);
+        next_push_within(&mut durable, Duration::from_millis(200)).is_some_and(|push| {
+            epoch = push["epoch"].clone();
+            true
+        })
+    }));
+    let mut last_seen = n;
+    while let Some(push) = next_push_within(&mut durable, Duration::from_millis(300)) {
+        last_seen = push["offset"].as_u64().unwrap();
+    }
+    assert_eq!(
+        last_seen, n,
+        "the durable subscriber kept up before the cut"
+    );
     nats.kill();
     assert!(
         wait_until(Duration::from_secs(10), || nodes[0]
@@ -551,8 +619,42 @@ fn a_nats_restart_is_reported_and_the_cluster_comes_back() {
     );
     assert_eq!(status, 200);
     assert!(next_push(&mut local).is_some());
+    // The owner keeps storing its own partition's streams while cut off;
+    // those publications cannot reach node 1 now.
+    for _ in 0..5 {
+        n += 1;
+        let (status, body) = publish(n);
+        assert_eq!(status, 200, "the owner appends while cut off: {body}");
+    }
     nats.restart();
     wait_joined(&nodes.iter().collect::<Vec<_>>());
+    // The rule: durable subscribers are cut (1013) and recover from their
+    // position, without gap or duplicate.
+    durable
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_close_code(&mut durable), Some(1013));
+    let mut back = nodes[1].connect("durable", "");
+    let (reply, replayed) = subscribe(
+        &mut back,
+        1,
+        json!({"channel": channel, "since": {"offset": last_seen, "epoch": epoch}}),
+    );
+    assert_eq!(
+        reply["result"]["recovery"]["recovered"],
+        json!(true),
+        "{reply}"
+    );
+    let offsets: Vec<u64> = replayed
+        .iter()
+        .map(|push| push["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        offsets,
+        ((last_seen + 1)..=n).collect::<Vec<_>>(),
+        "{reply}"
+    );
     let (_, health) = nodes[0].api("GET", "/health", None);
     assert!(
         health["cluster"]["reconnects"].as_u64().unwrap() >= 1,
@@ -644,4 +746,475 @@ fn nodes_share_one_port_and_a_drained_nodes_clients_move_to_the_others() {
         assert_eq!(push["data"], json!("after-drain"));
     }
     assert!(started.elapsed() < Duration::from_secs(30));
+    // SIGUSR1 drains too: node 2's clients move to node 0, the last one
+    // taking connections.
+    let on_2 = nodes[2].api("GET", "/api/stats", None).1["connections"]
+        .as_u64()
+        .unwrap();
+    nodes[2].signal("USR1");
+    let mut told = 0;
+    for ws in &mut clients {
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        if let Ok(Message::Close(Some(frame))) = ws.read() {
+            assert_eq!(u16::from(frame.code), 1012);
+            told += 1;
+        }
+    }
+    assert_eq!(told, on_2, "every client of node 2 told 1012");
+    for _ in 0..told {
+        nodes[0].connect(&user, "");
+    }
+    let (_, health) = nodes[2].api("GET", "/health", None);
+    assert_eq!(health["cluster"]["state"], json!("draining"), "{health}");
+}
+
+/// Sends a command and returns its reply, keeping the pushes and events
+/// that came before it.
+fn command(ws: &mut Ws, id: u64, method: &str, params: Value) -> (Value, Vec<Value>) {
+    ws.send(Message::Text(
+        json!({"id": id, "method": method, "params": params}).to_string(),
+    ))
+    .unwrap();
+    let mut before = Vec::new();
+    loop {
+        let message = read(ws).unwrap_or_else(|| panic!("no reply to {method}"));
+        if message["id"] == json!(id) {
+            return (message, before);
+        }
+        before.push(message);
+    }
+}
+
+/// The next `presence` event about `user`, within `timeout`.
+fn next_presence(ws: &mut Ws, user: &str, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        ws.get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if let Some(message) = read(ws) {
+            if message["presence"]["user"] == json!(user) {
+                return Some(message["presence"].clone());
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn presence_watches_see_users_on_other_nodes_and_a_killed_nodes_users_go_offline() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &nats);
+    // dave's inbox is node 0's; the watcher is on node 1, dave on node 2.
+    let dave = user_in_partition(0, 3, "dave");
+    let mut watcher = nodes[1].connect("watcher", "");
+    let (reply, _) = command(&mut watcher, 1, "presence_watch", json!({"users": [dave]}));
+    assert_eq!(
+        reply["result"]["users"][0]["online"],
+        json!(false),
+        "{reply}"
+    );
+    let _dave = nodes[2].connect(&dave, "");
+    let online = next_presence(&mut watcher, &dave, Duration::from_secs(10))
+        .expect("dave online on another node");
+    assert_eq!(online["online"], json!(true), "{online}");
+    let (reply, _) = command(&mut watcher, 2, "presence_query", json!({"users": [dave]}));
+    assert_eq!(
+        reply["result"]["users"][0]["online"],
+        json!(true),
+        "{reply}"
+    );
+    // Also from a node that watches nothing.
+    let mut asker = nodes[0].connect("asker", "");
+    let (reply, _) = command(&mut asker, 1, "presence_query", json!({"users": [dave]}));
+    assert_eq!(
+        reply["result"]["users"][0]["online"],
+        json!(true),
+        "{reply}"
+    );
+    // kill -9 the node holding dave: watchers learn it within
+    // node_timeout_ms (1 s here) plus the offline grace (500 ms here).
+    let killed = Instant::now();
+    nodes[2].kill9();
+    let offline = next_presence(&mut watcher, &dave, Duration::from_secs(15))
+        .expect("dave offline after its node died");
+    assert_eq!(offline["online"], json!(false), "{offline}");
+    assert!(offline["last_seen_ms"].as_u64().unwrap() > 0, "{offline}");
+    let bound = Duration::from_millis(1000 + 500) + Duration::from_secs(5);
+    assert!(
+        killed.elapsed() < bound,
+        "offline took {:?}, past the staleness bound plus slack",
+        killed.elapsed()
+    );
+    let (_, presence) = nodes[1].api(
+        "POST",
+        "/api/presence/users",
+        Some(json!({"users": [dave]})),
+    );
+    assert_eq!(presence["users"][0]["online"], json!(false), "{presence}");
+}
+
+#[test]
+fn an_owner_restarted_while_other_nodes_hold_its_users_gets_them_back() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &nats);
+    let erin = user_in_partition(0, 3, "erin");
+    let mut device = nodes[1].connect(&erin, "");
+    let send = |node: &Node, n: u64| {
+        node.api(
+            "POST",
+            "/api/send",
+            Some(json!({"user": erin, "data": {"n": n}, "client_msg_id": format!("m{n}")})),
+        )
+    };
+    assert_eq!(send(&nodes[2], 1).0, 200);
+    assert_eq!(
+        next_push(&mut device).expect("first send")["data"]["n"],
+        json!(1)
+    );
+    nodes[0].kill9();
+    nodes[0].restart();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    for n in 2..=4 {
+        assert!(
+            wait_until(Duration::from_secs(10), || send(&nodes[2], n).0 == 200),
+            "the restarted owner takes appends"
+        );
+        let push = next_push_within(&mut device, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("send {n} did not reach erin's device on node 1 live"));
+        assert_eq!(push["data"]["n"], json!(n), "{push}");
+    }
+}
+
+/// A subscriber of a durable channel that follows it across reconnects:
+/// on a close it reconnects (through the shared port) and subscribes from
+/// the last offset it processed.
+struct Follower {
+    ws: Ws,
+    user: String,
+    offsets: Vec<u64>,
+    epoch: Value,
+    closes: Vec<u16>,
+}
+
+impl Follower {
+    fn new(node: &Node, user: &str, channel: &str) -> Follower {
+        let mut ws = node.connect(user, "");
+        let (_, replayed) = subscribe(&mut ws, 1, json!({"channel": channel}));
+        assert!(replayed.is_empty());
+        Follower {
+            ws,
+            user: user.to_owned(),
+            offsets: Vec::new(),
+            epoch: Value::Null,
+            closes: Vec::new(),
+        }
+    }
+
+    /// Reads for `wait`; follows a close.
+    fn pump(&mut self, node: &Node, channel: &str, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            self.ws.get_mut().set_read_timeout(Some(left)).unwrap();
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    let message: Value = serde_json::from_str(&text).unwrap();
+                    if let Some(push) = message.get("push") {
+                        self.offsets.push(push["offset"].as_u64().unwrap());
+                        self.epoch = push["epoch"].clone();
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    self.closes
+                        .push(frame.map_or(1005, |frame| u16::from(frame.code)));
+                    self.reconnect(node, channel);
+                }
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(error))
+                    if matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return
+                }
+                Err(_) => {
+                    self.closes.push(1006);
+                    self.reconnect(node, channel);
+                }
+            }
+        }
+    }
+
+    fn reconnect(&mut self, node: &Node, channel: &str) {
+        self.ws = node.connect(&self.user, "");
+        let last = self.offsets.last().copied().unwrap_or(0);
+        let since = json!({"offset": last, "epoch": self.epoch});
+        let (reply, replayed) =
+            subscribe(&mut self.ws, 1, json!({"channel": channel, "since": since}));
+        assert_eq!(
+            reply["result"]["recovery"]["recovered"],
+            json!(true),
+            "{reply}"
+        );
+        self.offsets
+            .extend(replayed.iter().map(|push| push["offset"].as_u64().unwrap()));
+    }
+}
+
+#[test]
+fn a_node_drained_under_load_loses_its_clients_to_the_others_without_a_gap() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (ws_port, api_port) = (free_port(), free_port());
+    let nodes: Vec<Node> = (0..3)
+        .map(|id| Node::start(dir.path(), id, &nats, 3, ws_port, api_port))
+        .collect();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    let channel = "hist:drain";
+    let mut followers: Vec<Follower> = (0..24)
+        .map(|i| Follower::new(&nodes[0], &format!("f{i}"), channel))
+        .collect();
+    // A publisher through the shared API port (any node answers) while
+    // one node is drained.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let api = nodes[0].api;
+    let publisher = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut published = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("p{}", published + 1);
+                let (status, body) = api_raw(
+                    api,
+                    "POST",
+                    "/api/publish",
+                    Some(
+                        &json!({"channel": channel, "data": key, "client_msg_id": key}).to_string(),
+                    ),
+                    Some(API_KEY),
+                );
+                if status == 200 {
+                    published += 1;
+                    assert_eq!(body["offset"], json!(published), "{body}");
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            published
+        })
+    };
+    for follower in &mut followers {
+        follower.pump(&nodes[0], channel, Duration::from_millis(20));
+    }
+    // Drain whichever node the shared API port hands the request to.
+    let (status, drained) = nodes[0].api("POST", "/api/drain", Some(json!({})));
+    assert_eq!(status, 200, "{drained}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        for follower in &mut followers {
+            follower.pump(&nodes[0], channel, Duration::from_millis(10));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publisher.join().unwrap();
+    assert!(published > 20, "the publisher kept publishing: {published}");
+    for follower in &mut followers {
+        follower.pump(&nodes[0], channel, Duration::from_millis(500));
+    }
+    let moved = followers
+        .iter()
+        .filter(|f| f.closes.contains(&1012))
+        .count();
+    assert!(moved > 0, "some followers were on the drained node");
+    for follower in &followers {
+        assert!(
+            follower.closes.iter().all(|code| *code == 1012),
+            "only the drain closed them: {:?}",
+            follower.closes
+        );
+        assert_eq!(
+            follower.offsets,
+            (1..=published).collect::<Vec<_>>(),
+            "{}: every publication once, in order, across the move",
+            follower.user
+        );
+    }
+}
+
+#[test]
+fn a_node_stops_on_sigterm_while_nats_is_down() {
+    let _serial = serial();
+    let mut nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), 0, &nats, 1, free_port(), free_port());
+    assert!(wait_until(Duration::from_secs(10), || node
+        .api("GET", "/health", None)
+        .0
+        == 200));
+    nats.kill();
+    assert!(wait_until(Duration::from_secs(10), || node
+        .api("GET", "/health", None)
+        .0
+        == 503));
+    assert!(
+        node.terminate(Duration::from_secs(15)),
+        "shutdown waited for NATS"
+    );
+}
+
+#[test]
+fn acknowledged_sends_survive_kill_9_of_their_owner_under_load() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = three_nodes(dir.path(), &nats);
+    let alice = user_in_partition(1, 3, "alice");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Two writers through the nodes that do not own alice's inbox; each
+    // retries a refused send with the same key until it is acknowledged.
+    let writers: Vec<_> = [nodes[0].api, nodes[2].api]
+        .into_iter()
+        .enumerate()
+        .map(|(w, api)| {
+            let stop = stop.clone();
+            let alice = alice.clone();
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("w{w}-{n}");
+                    let body = json!({"user": alice, "data": key, "client_msg_id": key});
+                    loop {
+                        let (status, answer) = api_raw(
+                            api,
+                            "POST",
+                            "/api/send",
+                            Some(&body.to_string()),
+                            Some(API_KEY),
+                        );
+                        if status == 200 {
+                            let result = &answer["results"][0];
+                            acked.push((
+                                key.clone(),
+                                result["offset"].as_u64().unwrap(),
+                                result["epoch"].as_str().unwrap().to_owned(),
+                            ));
+                            break;
+                        }
+                        assert_eq!(status, 503, "{answer}");
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[1].kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    nodes[1].restart();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked: Vec<(String, u64, String)> = writers
+        .into_iter()
+        .flat_map(|writer| writer.join().unwrap())
+        .collect();
+    acked.sort_by_key(|(_, offset, _)| *offset);
+    assert!(acked.len() > 10, "the writers wrote: {}", acked.len());
+    let epochs: std::collections::HashSet<_> = acked.iter().map(|(_, _, e)| e.clone()).collect();
+    assert_eq!(epochs.len(), 1, "one epoch across the crash: {epochs:?}");
+    // Everything stored, read back through a node that does not own it.
+    let mut stored = Vec::new();
+    let mut since = 0;
+    loop {
+        let (status, page) = nodes[0].api(
+            "POST",
+            "/api/history",
+            Some(json!({"stream": format!("user:{alice}"), "since": since, "limit": 1000})),
+        );
+        assert_eq!(status, 200, "{page}");
+        let publications = page["publications"].as_array().unwrap();
+        if publications.is_empty() {
+            break;
+        }
+        for p in publications {
+            since = p["offset"].as_u64().unwrap();
+            stored.push((p["data"].as_str().unwrap().to_owned(), since));
+        }
+    }
+    let offsets: Vec<u64> = stored.iter().map(|(_, offset)| *offset).collect();
+    assert_eq!(
+        offsets,
+        (1..=stored.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+    let acked: Vec<(String, u64)> = acked.into_iter().map(|(k, o, _)| (k, o)).collect();
+    assert_eq!(
+        stored, acked,
+        "every acknowledged send exactly once, at its offset"
+    );
+}
+
+#[test]
+fn a_device_acks_on_one_node_and_resumes_from_its_cursor_on_another() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &nats);
+    let gina = user_in_partition(0, 3, "gina");
+    let send = |n: u64| {
+        let (status, body) = nodes[2].api(
+            "POST",
+            "/api/send",
+            Some(json!({"user": gina, "data": {"n": n}})),
+        );
+        assert_eq!(status, 200, "{body}");
+    };
+    let mut first = nodes[1].connect(&gina, "&device=d1");
+    for n in 1..=3 {
+        send(n);
+        assert_eq!(next_push(&mut first).expect("live")["offset"], json!(n));
+    }
+    // The ack goes to the inbox's owner (node 0) from node 1.
+    let (reply, _) = command(
+        &mut first,
+        2,
+        "ack",
+        json!({"stream": format!("user:{gina}"), "offset": 3}),
+    );
+    assert!(reply.get("result").is_some(), "{reply}");
+    drop(first);
+    send(4);
+    send(5);
+    // The cursor is read from the owner by node 2 at connect.
+    let mut second = nodes[2].connect(&gina, "&device=d1");
+    // The replay, then the recovery's result (id 0).
+    let mut offsets = Vec::new();
+    let reply = loop {
+        let message = read(&mut second).expect("the recovery");
+        if let Some(push) = message.get("push") {
+            offsets.push(push["offset"].as_u64().unwrap());
+        } else if message["id"] == json!(0) {
+            break message;
+        }
+    };
+    assert_eq!(
+        reply["result"]["recovery"]["recovered"],
+        json!(true),
+        "{reply}"
+    );
+    assert_eq!(offsets, vec![4, 5], "resumed after the ack: {reply}");
 }

@@ -120,6 +120,7 @@ fn check_thousand_does_not_complain_about_open_files() {
                 "net.core.somaxconn",
                 "net.ipv4.tcp_max_syn_backlog",
                 "net.ipv4.tcp_tw_reuse",
+                "net.ipv4.tcp_migrate_req",
                 "net.ipv4.tcp_rmem",
                 "net.ipv4.tcp_wmem",
                 "memlock",
