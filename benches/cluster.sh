@@ -199,6 +199,8 @@ listen: 127.0.0.1:-1
 http: 127.0.0.1:-1
 ports_file_dir: "$tmp/nats"
 max_payload: 1048576
+ping_interval: "2s"
+ping_max: 3
 CONF
     "$nats_bin" -c "$tmp/nats/nats.conf" > "$tmp/nats/nats.log" 2>&1 &
     nats_pid=$!
