@@ -127,8 +127,8 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((attempts as u64).saturating_mul(100).min(1000))
         })
-        .client_capacity(16_384)
-        .subscription_capacity(65_536);
+        .client_capacity(crate::limits::CLUSTER_CLIENT_COMMANDS)
+        .subscription_capacity(crate::limits::CLUSTER_SUBSCRIPTION_MESSAGES);
     let client = match options.connect(config.nats_url.as_str()).await {
         Ok(client) => client,
         Err(error) => {
