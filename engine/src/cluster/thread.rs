@@ -171,6 +171,7 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         last_cut_ms: 0,
         cut_pending: 0,
         seen: 0,
+        users_sent: 0,
         was_connected: false,
         connects_seen: 0,
     };
@@ -259,6 +260,9 @@ struct Node {
     /// Every node ever heard (a bitmask): a join of one of them is a
     /// return.
     seen: u64,
+    /// Partitions whose owner this node has told of a user of its own
+    /// (a bitmask): only those can have skipped forwarding to it.
+    users_sent: u64,
     was_connected: bool,
     /// The client's count of connections made, as last handled: a larger
     /// count is a reconnect, even one too short for a tick to see it cut.
@@ -573,7 +577,10 @@ impl Node {
         self.send_users(partition, false, changes).await;
     }
 
-    async fn send_users(&self, partition: u32, full: bool, changes: Vec<UserChange>) {
+    async fn send_users(&mut self, partition: u32, full: bool, changes: Vec<UserChange>) {
+        if changes.iter().any(|change| change.present) {
+            self.users_sent |= 1u64 << partition;
+        }
         let request = StoreRequest::Users {
             node: self.cluster.node,
             incarnation: self.cluster.incarnation,
@@ -948,9 +955,12 @@ impl Node {
                     && usize::from(owner) < NODES_MAX
                 {
                     // The owner forgot this node's users: it may have
-                    // skipped forwarding to them meanwhile.
+                    // skipped forwarding to them meanwhile (if it ever had
+                    // any from this node).
                     self.resend.push(u32::from(owner));
-                    self.request_cut(1u64 << owner);
+                    if self.users_sent & (1u64 << owner) != 0 {
+                        self.request_cut(1u64 << owner);
+                    }
                 }
             }
             Broadcast::PublicationsLost { node, .. } => {

@@ -123,7 +123,7 @@ impl Node {
                  [api]\nlisten = \"127.0.0.1:{api_port}\"\nkey = \"{API_KEY}\"\n\
                  [auth]\njwt_secret = \"{SECRET}\"\n\
                  [cluster]\nnats_url = \"{}\"\nstores = {stores}\nheartbeat_ms = 200\n\
-                 node_timeout_ms = 1000\nrequest_timeout_ms = 1000\n\
+                 node_timeout_ms = 2500\nrequest_timeout_ms = 1000\n\
                  [[namespace]]\nname = \"news\"\npublish = \"any\"\n\
                  [[namespace]]\nname = \"hist\"\npublish = \"any\"\nhistory = true\ndurability = \"sync\"\n\
                  [im]\npresence_offline_grace_ms = 500\n\
@@ -837,14 +837,14 @@ fn presence_watches_see_users_on_other_nodes_and_a_killed_nodes_users_go_offline
         "{reply}"
     );
     // kill -9 the node holding dave: watchers learn it within
-    // node_timeout_ms (1 s here) plus the offline grace (500 ms here).
+    // node_timeout_ms (2.5 s here) plus the offline grace (500 ms here).
     let killed = Instant::now();
     nodes[2].kill9();
     let offline = next_presence(&mut watcher, &dave, Duration::from_secs(15))
         .expect("dave offline after its node died");
     assert_eq!(offline["online"], json!(false), "{offline}");
     assert!(offline["last_seen_ms"].as_u64().unwrap() > 0, "{offline}");
-    let bound = Duration::from_millis(1000 + 500) + Duration::from_secs(5);
+    let bound = Duration::from_millis(2500 + 500) + Duration::from_secs(5);
     assert!(
         killed.elapsed() < bound,
         "offline took {:?}, past the staleness bound plus slack",
@@ -1371,7 +1371,7 @@ fn sends_during_an_owners_restart_reach_devices_on_other_nodes_even_with_slow_he
         let text = std::fs::read_to_string(&node.config_path).unwrap();
         let text = text
             .replace("heartbeat_ms = 200", "heartbeat_ms = 3000")
-            .replace("node_timeout_ms = 1000", "node_timeout_ms = 10000");
+            .replace("node_timeout_ms = 2500", "node_timeout_ms = 10000");
         std::fs::write(&node.config_path, text).unwrap();
     }
     for node in nodes.iter_mut().take(2) {
@@ -1556,7 +1556,7 @@ fn a_watcher_on_a_fresh_node_is_told_a_user_on_an_unheard_node_went_offline() {
         node.kill9();
         let mut text = std::fs::read_to_string(&node.config_path)
             .unwrap()
-            .replace("node_timeout_ms = 1000", "node_timeout_ms = 10000");
+            .replace("node_timeout_ms = 2500", "node_timeout_ms = 10000");
         if node.id == 2 {
             text = text.replace("heartbeat_ms = 200", "heartbeat_ms = 3000");
         }
@@ -1665,6 +1665,10 @@ fn an_owner_cut_off_from_nats_past_the_timeout_leaves_no_gap() {
     std::fs::write(&nodes[0].config_path, text).unwrap();
     nodes[0].restart();
     wait_joined(&nodes.iter().collect::<Vec<_>>());
+    // The restarted owner's return cuts the others' subscribers of its
+    // partition once (at most a tick plus the cut interval later): let it
+    // pass before the follower subscribes.
+    std::thread::sleep(Duration::from_millis(1500));
     let channel = (0..)
         .map(|i| format!("hist:cut{i}"))
         .find(|c| ringcast_engine::cluster::partition_of(c, 3) == 0)
@@ -1690,8 +1694,8 @@ fn an_owner_cut_off_from_nats_past_the_timeout_leaves_no_gap() {
             "the owner appends for its own API while cut off: {body}"
         );
     }
-    // Past node_timeout_ms (1 s): the others expire node 0.
-    std::thread::sleep(Duration::from_millis(2500));
+    // Past node_timeout_ms (2.5 s): the others expire node 0.
+    std::thread::sleep(Duration::from_millis(3500));
     proxy.restore();
     assert!(wait_until(Duration::from_secs(10), || {
         nodes[0].api("GET", "/health", None).1["cluster"]["state"] == json!("connected")
