@@ -27,6 +27,17 @@ pub const MESH_DRAIN_MAX: usize = 256;
 /// Past it live traffic for other nodes is dropped (counted) and requests
 /// are refused; a shard never waits.
 pub const CLUSTER_QUEUE_EVENTS: usize = 65_536;
+/// NATS messages one subscription of the cluster thread holds before the
+/// client drops them (`SlowConsumer`, which cuts the durable subscribers
+/// it concerns). Small on purpose: each can be a batch of up to
+/// `max_payload` bytes, and a node holds up to `cluster.channel_buckets`
+/// subscriptions.
+pub const CLUSTER_SUBSCRIPTION_MESSAGES: usize = 256;
+/// Commands (publishes, subscribes) waiting for the NATS client's
+/// connection task.
+pub const CLUSTER_CLIENT_COMMANDS: usize = 16_384;
+const _: () = assert!(CLUSTER_SUBSCRIPTION_MESSAGES >= 16);
+const _: () = assert!(CLUSTER_CLIENT_COMMANDS >= CLUSTER_SUBSCRIPTION_MESSAGES);
 /// Most slices handed to one `sendmsg`; Linux's `UIO_MAXIOV` is 1024.
 pub const IOV_MAX: usize = 64;
 /// Reads per readiness event before other connections get a turn; a

@@ -121,6 +121,12 @@ pub enum ShardEvent {
         skip_user: Arc<str>,
         frames: Arc<crate::im::ImFrames>,
     },
+    /// In a cluster: publications of durable streams in the store
+    /// partitions of `partitions` (a bitmask) may have been lost on their
+    /// way from their owners; close the local subscribers of those streams
+    /// (1013), who recover from the owners (docs/cluster.md, "NATS
+    /// failure").
+    CutPartitions { partitions: u64 },
     /// A user this shard watches went online or offline
     /// (`crate::presence::book`): tell the local watchers.
     PresenceChanged {

@@ -31,8 +31,24 @@ impl Shared {
             .map(|partition| (cluster, partition))
     }
 
+    /// In a cluster every stored publication must be able to cross to the
+    /// other nodes' subscribers in one NATS message: a larger one is
+    /// refused before it is stored (docs/cluster.md).
+    fn check_crosses(&self, request: &AppendRequest) -> Result<(), StoreError> {
+        match &self.cluster {
+            Some(cluster) if request.push.len() > cluster.push_bytes_max() => {
+                Err(StoreError::InvalidRequest {
+                    reason: "the publication is larger than one NATS message carries between \
+                             the cluster's nodes (the server's max_payload); nothing was stored",
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// [`ringcast_store::Store::append`], wherever the stream is.
     pub fn append(&self, request: AppendRequest) -> Reply<Appended> {
+        self.check_crosses(&request)?;
         let Some((cluster, partition)) = self.remote(&request.stream) else {
             return self.store.append(request);
         };
@@ -45,6 +61,7 @@ impl Shared {
     /// [`ringcast_store::Store::submit_append`], wherever the stream is:
     /// the answer reaches the shard's queue of store answers either way.
     pub fn submit_append(&self, request: AppendRequest, tag: u64) -> Result<(), StoreError> {
+        self.check_crosses(&request)?;
         let Some((cluster, partition)) = self.remote(&request.stream) else {
             return self.store.submit_append(request, tag);
         };

@@ -35,6 +35,10 @@ pub struct Heartbeat {
     pub owns_store: bool,
     /// Open client connections.
     pub connections: u64,
+    /// A hash of the settings every node of the cluster must share
+    /// (`cluster.stores`, `cluster.channel_buckets`, the namespaces'
+    /// storage): a node that hears another value says `conflict`.
+    pub settings: u64,
 }
 
 /// Broadcast on `<prefix>.all`: what every node does to its own
@@ -315,5 +319,15 @@ mod tests {
         }
         assert!(decode::<StoreRequest>(&[0xff; 7]).is_err());
         assert!(decode::<Heartbeat>(b"").is_err());
+        let beat = Heartbeat {
+            node: 1,
+            incarnation: 2,
+            seq: 3,
+            draining: false,
+            owns_store: true,
+            connections: 4,
+            settings: 5,
+        };
+        assert_eq!(decode::<Heartbeat>(&encode(&beat)).expect("decodes"), beat);
     }
 }

@@ -159,11 +159,19 @@ pub struct ClusterState {
     /// An interest or watch change was dropped (queue full): the next
     /// resync sends every user and watch set to the owners again.
     pub resync: AtomicBool,
+    /// The largest stored publication that can cross to other nodes in
+    /// one NATS message (`max_payload` less the framing), as the server
+    /// said at connect; 0 until then (the default `max_payload` holds).
+    pub push_bytes_max: std::sync::atomic::AtomicUsize,
     /// Channel buckets subscribed on NATS now.
     pub buckets_subscribed: AtomicU64,
     /// Users of this node's partition the directory lists on other nodes.
     pub directory_users: AtomicU64,
 }
+
+/// NATS's default `max_payload` (1 MiB) less the framing of a batch:
+/// what crosses before the server said its own.
+const DEFAULT_PUSH_BYTES_MAX: usize = 1024 * 1024 - thread::BATCH_FRAMING_BYTES;
 
 /// The queue to the cluster thread is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +222,14 @@ impl Cluster {
     pub fn remote_partition(&self, stream: &str) -> Option<u32> {
         let partition = partition_of(stream, self.stores);
         (partition != u32::from(self.node)).then_some(partition)
+    }
+
+    /// The largest stored publication that can cross to other nodes.
+    pub fn push_bytes_max(&self) -> usize {
+        match self.state.push_bytes_max.load(Ordering::Relaxed) {
+            0 => DEFAULT_PUSH_BYTES_MAX,
+            known => known,
+        }
     }
 
     /// Whether this node owns a store partition.

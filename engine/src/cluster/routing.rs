@@ -27,6 +27,29 @@ pub fn partition_of(stream: &str, stores: u32) -> u32 {
     (fnv1a64(stream.as_bytes()) % u64::from(stores.max(1))) as u32
 }
 
+/// A hash of the settings every node of a cluster must share: where a
+/// stream lives (`cluster.stores`), where a channel travels
+/// (`cluster.channel_buckets`), and how each namespace stores
+/// (`history`, durability, retention). Heartbeats carry it; a node that
+/// hears another value reports `conflict` (docs/cluster.md).
+pub fn settings_hash(config: &crate::config::Config) -> u64 {
+    let mut text = format!(
+        "stores={};buckets={}",
+        config.cluster.stores, config.cluster.channel_buckets
+    );
+    for ns in &config.namespaces {
+        text.push_str(&format!(
+            ";{}:{}:{:?}:{}:{}",
+            ns.name,
+            ns.history,
+            ns.durability,
+            ns.retention_count,
+            ns.retention_age.as_secs()
+        ));
+    }
+    fnv1a64(text.as_bytes())
+}
+
 /// How long a bucket stays subscribed after its last channel went: a
 /// channel that empties and fills again (a user reconnecting) costs no
 /// UNSUB/SUB pair.
@@ -101,6 +124,12 @@ impl Buckets {
     /// The channels this book holds as live (the resync checks each).
     pub fn live_channels(&self) -> Vec<Box<str>> {
         self.live.iter().cloned().collect()
+    }
+
+    /// The buckets wanted subscribed (after a connect, each without a
+    /// subscription gets one).
+    pub fn subscribed_buckets(&self) -> impl Iterator<Item = u32> + '_ {
+        self.subscribed.iter().copied()
     }
 
     /// Buckets subscribed now.
@@ -207,8 +236,9 @@ impl Nodes {
         self.nodes.keys().fold(0, |mask, node| mask | 1u64 << node)
     }
 
-    pub fn get(&self, node: u8) -> Option<&NodeInfo> {
-        self.nodes.get(&node)
+    /// The incarnation heard last from `node`, if it is alive.
+    pub fn incarnation(&self, node: u8) -> Option<u64> {
+        self.nodes.get(&node).map(|info| info.incarnation)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (u8, &NodeInfo)> {
@@ -230,6 +260,24 @@ mod tests {
         assert_eq!(partition_of("anything", 1), 0);
         assert_eq!(bucket_of("a", 16), (0xaf63_dc4c_8601_ec8cu64 & 15) as u32);
         assert_eq!(partition_of("a", 3), (0xaf63_dc4c_8601_ec8cu64 % 3) as u32);
+    }
+
+    #[test]
+    fn the_settings_hash_sees_what_must_agree_and_only_that() {
+        let config = crate::config::Config::test_min();
+        let mut other = config.clone();
+        assert_eq!(settings_hash(&config), settings_hash(&other));
+        other.server.shutdown_grace = std::time::Duration::from_secs(9);
+        assert_eq!(
+            settings_hash(&config),
+            settings_hash(&other),
+            "a node's own key"
+        );
+        other.cluster.stores = 3;
+        assert_ne!(settings_hash(&config), settings_hash(&other));
+        let mut other = config.clone();
+        other.namespaces[0].history = !other.namespaces[0].history;
+        assert_ne!(settings_hash(&config), settings_hash(&other));
     }
 
     #[test]

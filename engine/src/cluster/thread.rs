@@ -23,8 +23,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ringcast_protocol::close::CloseCode;
 use ringcast_protocol::cluster::{
-    decode, encode, read_push_batch, Broadcast, Heartbeat, PushBatch, Query, QueryReply,
-    StoreReply, StoreRequest, UserChange,
+    decode, encode, read_push_batch, AppendWire, Broadcast, Heartbeat, PushBatch, Query,
+    QueryReply, ReadWire, StoreReply, StoreRequest, UserChange,
 };
 use ringcast_protocol::envelope::EncodedPush;
 use ringcast_store::{Answer, StoreError};
@@ -54,7 +54,15 @@ const RESYNC_EVERY_MS: u64 = 10_000;
 /// publications (several nodes reconnecting at once cut once).
 const CUT_INTERVAL_MS: u64 = 1000;
 /// Room kept in a NATS message for the batch's own framing.
-const BATCH_FRAMING_BYTES: usize = 1024;
+pub(super) const BATCH_FRAMING_BYTES: usize = 1024;
+/// Longest the loop waits on the NATS client for one command to be taken
+/// (a subscribe, a publish): it takes none while it reconnects.
+const CLIENT_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Node ids: the message id's node field. Every id read from NATS is
+/// checked against it before it indexes a bitmask.
+const NODES_MAX: usize = ringcast_protocol::envelope::MESSAGE_ID_NODE_COUNT as usize;
+const _: () = assert!(NODES_MAX <= 64, "node sets are u64 bitmasks");
+
 /// How long the thread waits at shutdown for what it queued to be
 /// written to NATS.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -119,8 +127,8 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         .reconnect_delay_callback(|attempts| {
             Duration::from_millis((attempts as u64).saturating_mul(100).min(1000))
         })
-        .client_capacity(16_384)
-        .subscription_capacity(65_536);
+        .client_capacity(crate::limits::CLUSTER_CLIENT_COMMANDS)
+        .subscription_capacity(crate::limits::CLUSTER_SUBSCRIPTION_MESSAGES);
     let client = match options.connect(config.nats_url.as_str()).await {
         Ok(client) => client,
         Err(error) => {
@@ -156,9 +164,14 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         registered: HashMap::new(),
         resend: Vec::new(),
         heartbeat_seq: 0,
+        settings: super::routing::settings_hash(&shared.config),
+        conflict_heard_ms: 0,
         last_heartbeat_ms: 0,
         last_resync_ms: 0,
         last_cut_ms: 0,
+        cut_pending: 0,
+        seen: 0,
+        users_sent: 0,
         was_connected: false,
         connects_seen: 0,
     };
@@ -233,9 +246,23 @@ struct Node {
     /// Partitions whose owner asked for this node's whole sets again.
     resend: Vec<u32>,
     heartbeat_seq: u64,
+    /// This node's `routing::settings_hash`.
+    settings: u64,
+    /// When a heartbeat last showed a conflict (this node's id from
+    /// another process, or other settings); cleared after
+    /// `node_timeout_ms` without one.
+    conflict_heard_ms: u64,
     last_heartbeat_ms: u64,
     last_resync_ms: u64,
     last_cut_ms: u64,
+    /// Partitions whose durable subscribers are to be cut (`request_cut`).
+    cut_pending: u64,
+    /// Every node ever heard (a bitmask): a join of one of them is a
+    /// return.
+    seen: u64,
+    /// Partitions whose owner this node has told of a user of its own
+    /// (a bitmask): only those can have skipped forwarding to it.
+    users_sent: u64,
     was_connected: bool,
     /// The client's count of connections made, as last handled: a larger
     /// count is a reconnect, even one too short for a tick to see it cut.
@@ -268,7 +295,18 @@ impl Node {
         subject: String,
         source: Source,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        match self.client.subscribe(subject.clone()).await {
+        // Bounded: while the client reconnects it takes no commands, and
+        // the loop must go on (and see a shutdown).
+        let subscribed =
+            tokio::time::timeout(CLIENT_CALL_TIMEOUT, self.client.subscribe(subject.clone()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(async_nats::SubscribeError::with_source(
+                        async_nats::client::SubscribeErrorKind::Other,
+                        "timed out",
+                    ))
+                });
+        match subscribed {
             Ok(mut subscriber) => {
                 let tx = self.inbound_tx.clone();
                 Some(tokio::task::spawn_local(async move {
@@ -297,10 +335,13 @@ impl Node {
         loop {
             tokio::select! {
                 biased;
-                Some((source, message)) = inbound.recv() => self.inbound(source, message).await,
-                Some(event) = events.recv() => self.event(event),
-                () = parts.doorbell.notified() => {}
+                // The tick first: a steady stream of messages must not
+                // starve the heartbeats (the others would take this node
+                // for dead) or the reading of the connection's state.
                 _ = tick.tick() => self.tick().await,
+                Some(event) = events.recv() => self.event(event),
+                Some((source, message)) = inbound.recv() => self.inbound(source, message).await,
+                () = parts.doorbell.notified() => {}
             }
             if self.cluster.stopping.load(Ordering::Acquire) {
                 break;
@@ -343,7 +384,10 @@ impl Node {
                 let Some(user) = crate::outbox::inbox_user(channel) else {
                     return;
                 };
-                let mask = self.directory.nodes(user) & self.nodes.mask();
+                // Every node the directory lists: a node found dead has
+                // left it already, and one whose heartbeat has not been
+                // heard yet registered, so it is alive.
+                let mask = self.directory.nodes(user);
                 for node in shard_indexes(mask) {
                     let subject = self.subjects.node(node as u8);
                     self.batch(subject, &push).await;
@@ -356,6 +400,16 @@ impl Node {
                 request,
                 reply,
             } => {
+                // The barrier, whichever shard made the node-wide
+                // transition: the registration or bucket SUB of the stream
+                // read goes out before the read (`interest` reads the
+                // truth, so doing it twice is harmless).
+                if let StoreRequest::Read(ReadWire { stream, .. })
+                | StoreRequest::GetCursor { stream, .. } = &request
+                {
+                    let stream = stream.clone();
+                    self.interest(&stream).await;
+                }
                 self.flush_users(partition).await;
                 self.request(partition, request, reply);
             }
@@ -392,8 +446,10 @@ impl Node {
         }
     }
 
+    /// Subscribes `bucket` now if NATS is up; otherwise it stays wanted
+    /// (in `Buckets`) and is subscribed on the connect.
     async fn subscribe_bucket(&mut self, bucket: u32) {
-        if self.bucket_tasks.contains_key(&bucket) {
+        if self.bucket_tasks.contains_key(&bucket) || !self.connected() {
             return;
         }
         let subject = self.subjects.bucket(bucket);
@@ -472,7 +528,16 @@ impl Node {
             return false;
         }
         let len = payload.len() as u64;
-        match self.client.publish(subject, payload).await {
+        let published =
+            tokio::time::timeout(CLIENT_CALL_TIMEOUT, self.client.publish(subject, payload))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(async_nats::PublishError::with_source(
+                        async_nats::client::PublishErrorKind::Send,
+                        "timed out",
+                    ))
+                });
+        match published {
             Ok(()) => {
                 let state = &self.cluster.state;
                 state.messages_out.fetch_add(1, Ordering::Relaxed);
@@ -512,7 +577,10 @@ impl Node {
         self.send_users(partition, false, changes).await;
     }
 
-    async fn send_users(&self, partition: u32, full: bool, changes: Vec<UserChange>) {
+    async fn send_users(&mut self, partition: u32, full: bool, changes: Vec<UserChange>) {
+        if changes.iter().any(|change| change.present) {
+            self.users_sent |= 1u64 << partition;
+        }
         let request = StoreRequest::Users {
             node: self.cluster.node,
             incarnation: self.cluster.incarnation,
@@ -619,6 +687,9 @@ impl Node {
                                 break;
                             };
                             if let Ok(answer) = decode::<QueryReply>(&message.payload) {
+                                if usize::from(answer.node) >= NODES_MAX {
+                                    continue;
+                                }
                                 heard |= 1u64 << answer.node;
                                 answers.replies.push(answer);
                             }
@@ -673,7 +744,7 @@ impl Node {
     /// The nodes holding `user`, from this owner's directory and its own
     /// connections.
     fn local_user_nodes(&self, user: &str, channel: &str) -> Vec<u8> {
-        let mut mask = self.directory.nodes(user) & self.nodes.mask();
+        let mut mask = self.directory.nodes(user);
         if self.shared.interest.shards(channel) != 0 {
             mask |= 1u64 << self.cluster.node;
         }
@@ -742,16 +813,35 @@ impl Node {
             tracing::warn!("cluster: dropped an undecodable heartbeat");
             return;
         };
-        if beat.node == self.cluster.node {
-            if beat.incarnation != self.cluster.incarnation
-                && !self.cluster.state.conflict.swap(true, Ordering::AcqRel)
-            {
-                tracing::error!(
-                    node = beat.node,
-                    "cluster: another process heartbeats with this node's server.node_id; \
-                     node ids must be unique"
-                );
+        if usize::from(beat.node) >= NODES_MAX {
+            tracing::warn!(
+                node = beat.node,
+                "cluster: dropped a heartbeat of no valid node"
+            );
+            return;
+        }
+        let now_ms = crate::shard::unix_ms();
+        let foreign_id =
+            beat.node == self.cluster.node && beat.incarnation != self.cluster.incarnation;
+        if foreign_id || beat.settings != self.settings {
+            self.conflict_heard_ms = now_ms;
+            if !self.cluster.state.conflict.swap(true, Ordering::AcqRel) {
+                if foreign_id {
+                    tracing::error!(
+                        node = beat.node,
+                        "cluster: another process heartbeats with this node's server.node_id; \
+                         node ids must be unique"
+                    );
+                } else {
+                    tracing::error!(
+                        node = beat.node,
+                        "cluster: a node runs with other cluster.stores, cluster.channel_buckets \
+                         or namespace storage settings; every node must share them"
+                    );
+                }
             }
+        }
+        if beat.node == self.cluster.node {
             return;
         }
         let info = NodeInfo {
@@ -767,17 +857,21 @@ impl Node {
                 incarnation = beat.incarnation,
                 "cluster: node joined"
             );
-            // An earlier life's registrations are gone with it; the ones
-            // this life sent (they may have come first) stay.
+            // An earlier life's registrations are gone with it (lives are
+            // told apart by their incarnation, never ordered by it: a clock
+            // may go back); the ones this life sent, which may have come
+            // first, stay.
             if self
                 .registered
                 .get(&beat.node)
-                .is_some_and(|registered| *registered < beat.incarnation)
+                .is_some_and(|registered| *registered != beat.incarnation)
             {
                 self.registered.remove(&beat.node);
                 self.node_gone(beat.node);
             }
-            if self.cluster.owns_partition() {
+            let seen_before = self.seen & (1u64 << beat.node) != 0;
+            self.seen |= 1u64 << beat.node;
+            if seen_before && self.cluster.owns_partition() {
                 // What it registered before it was taken for dead is
                 // forgotten: ask for all of it again.
                 let resend = Broadcast::Resend {
@@ -791,6 +885,14 @@ impl Node {
             if beat.owns_store && u32::from(beat.node) < self.stores {
                 self.send_all_users(u32::from(beat.node)).await;
                 self.send_all_watches(u32::from(beat.node)).await;
+                if seen_before {
+                    // An owner back from a restart or a silence: what it
+                    // committed while it did not know this node's users,
+                    // or before it died with entries still queued, did not
+                    // come here. Its subscribers here recover, after the
+                    // registrations above.
+                    self.request_cut(1u64 << beat.node);
+                }
             }
             self.cluster
                 .state
@@ -848,32 +950,67 @@ impl Node {
                 }
             }
             Broadcast::Resend { owner, node } => {
-                if node == self.cluster.node && u32::from(owner) < self.stores {
+                if node == self.cluster.node
+                    && u32::from(owner) < self.stores
+                    && usize::from(owner) < NODES_MAX
+                {
+                    // The owner forgot this node's users: it may have
+                    // skipped forwarding to them meanwhile (if it ever had
+                    // any from this node).
                     self.resend.push(u32::from(owner));
+                    if self.users_sent & (1u64 << owner) != 0 {
+                        self.request_cut(1u64 << owner);
+                    }
                 }
             }
             Broadcast::PublicationsLost { node, .. } => {
+                // Whoever says it, known or not (a node back after a long
+                // cut is not heard yet): only an owner sends stored entries.
                 tracing::info!(node, "cluster: a node may have lost durable publications");
-                if self.nodes.get(node).is_some_and(|info| info.owns_store) {
-                    self.cut_durable_subscribers();
+                if u32::from(node) < self.stores && usize::from(node) < NODES_MAX {
+                    self.request_cut(1u64 << node);
                 }
             }
         }
     }
 
-    /// Publications of durable streams may have been lost on their way
-    /// here: every shard cuts its subscribers of durable streams (1013),
-    /// who reconnect with their position and recover from the owners.
-    fn cut_durable_subscribers(&mut self) {
-        let now_ms = crate::shard::unix_ms();
-        if now_ms.saturating_sub(self.last_cut_ms) < CUT_INTERVAL_MS {
+    /// Publications of durable streams of `partitions` (a bitmask) may
+    /// have been lost on their way here: their subscribers here are to be
+    /// cut (1013) and recover from the owners. Carried out at the tick, at
+    /// most once per `CUT_INTERVAL_MS`, so several reasons at once cut
+    /// once; a request is never dropped, only merged and deferred.
+    fn request_cut(&mut self, partitions: u64) {
+        self.cut_pending |= partitions;
+    }
+
+    /// Every partition but this node's own (whose entries reach its shards
+    /// through the mesh, never through NATS).
+    fn remote_partitions(&self) -> u64 {
+        let all = if self.stores >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.stores) - 1
+        };
+        all & !(1u64 << self.cluster.node)
+    }
+
+    fn cut_due(&mut self, now_ms: u64) {
+        if self.cut_pending == 0 || now_ms.saturating_sub(self.last_cut_ms) < CUT_INTERVAL_MS {
             return;
         }
         self.last_cut_ms = now_ms;
+        let partitions = std::mem::take(&mut self.cut_pending);
         let mesh = self.sender.mesh().clone();
         for shard in 0..mesh.n_consumers() {
-            mesh.mark_lagged(shard);
-            self.sender.ring(shard);
+            if self
+                .sender
+                .send(shard, ShardEvent::CutPartitions { partitions })
+                .is_err()
+            {
+                // A full lane: the shard cuts all its durable subscribers.
+                mesh.mark_lagged(shard);
+                self.sender.ring(shard);
+            }
         }
     }
 
@@ -909,8 +1046,20 @@ impl Node {
     /// far forgets the earlier life's entries first; an earlier one is
     /// stale.
     fn registration_from(&mut self, node: u8, incarnation: u64) -> bool {
+        if usize::from(node) >= NODES_MAX {
+            return false;
+        }
+        if self
+            .nodes
+            .incarnation(node)
+            .is_some_and(|heard| heard != incarnation)
+        {
+            // Not the life whose heartbeat is heard: an earlier one's late
+            // word, or a later one's early word (its heartbeat will come,
+            // and the Resend it brings gets everything again).
+            return false;
+        }
         match self.registered.get(&node).copied() {
-            Some(known) if incarnation < known => false,
             Some(known) if incarnation == known => true,
             Some(_) => {
                 self.node_gone(node);
@@ -934,6 +1083,21 @@ impl Node {
             }
         };
         let store = &self.shared.store;
+        let me = u32::from(self.cluster.node);
+        let stores = self.stores;
+        let foreign = |stream: &str| {
+            let partition = partition_of(stream, stores);
+            (partition != me).then(|| {
+                Pending::Now(StoreReply::Error {
+                    source: 0,
+                    message: format!(
+                        "{stream:?} is in partition {partition} by this node's cluster.stores \
+                         ({stores}), not in this node's ({me}): the nodes disagree on \
+                         cluster.stores"
+                    ),
+                })
+            })
+        };
         let pending = match request {
             StoreRequest::Users {
                 node,
@@ -972,13 +1136,26 @@ impl Node {
                 let nodes = self.local_user_nodes(&user, &channel);
                 Pending::Now(StoreReply::UserNodes { nodes })
             }
+            StoreRequest::Append(AppendWire { ref stream, .. })
+            | StoreRequest::Read(ReadWire { ref stream, .. })
+            | StoreRequest::SetCursor { ref stream, .. }
+            | StoreRequest::GetCursor { ref stream, .. }
+                if foreign(stream).is_some() =>
+            {
+                foreign(stream).unwrap_or(Pending::Now(StoreReply::Done))
+            }
             StoreRequest::Append(append) => match wire::append_in(append) {
                 Ok(request) => Pending::Append(store.append(request)),
                 Err(problem) => Pending::Now(wire::error_out(&StoreError::InvalidRequest {
                     reason: leak_reason(problem),
                 })),
             },
-            StoreRequest::Read(read) => Pending::Read(store.read(wire::read_in(read))),
+            StoreRequest::Read(read) => Pending::Read(
+                store.read(wire::read_in(read)),
+                self.client
+                    .max_payload()
+                    .saturating_sub(BATCH_FRAMING_BYTES),
+            ),
             StoreRequest::SetCursor {
                 user,
                 device,
@@ -997,9 +1174,20 @@ impl Node {
         let client = self.client.clone();
         tokio::task::spawn_local(async move {
             let reply = pending.answer().await;
-            let _ = client
-                .publish(reply_to, Bytes::from(encode(&reply).into_vec()))
-                .await;
+            if let Err(error) = client
+                .publish(reply_to.clone(), Bytes::from(encode(&reply).into_vec()))
+                .await
+            {
+                // Never silence: the asker would wait out its deadline and
+                // take the owner for unreachable.
+                let refused = StoreReply::Error {
+                    source: 2,
+                    message: format!("the owner could not send its answer: {error}"),
+                };
+                let _ = client
+                    .publish(reply_to, Bytes::from(encode(&refused).into_vec()))
+                    .await;
+            }
         });
     }
 
@@ -1021,7 +1209,16 @@ impl Node {
             self.node_gone(node);
         }
         self.presence_tick(now_ms);
+        self.cut_due(now_ms);
         let state = &self.cluster.state;
+        if self.conflict_heard_ms != 0
+            && now_ms.saturating_sub(self.conflict_heard_ms) >= self.node_timeout_ms
+        {
+            // The other process stopped, or was set right.
+            self.conflict_heard_ms = 0;
+            state.conflict.store(false, Ordering::Release);
+            tracing::info!("cluster: no conflicting heartbeat heard any more");
+        }
         state.live_nodes.store(self.nodes.mask(), Ordering::Release);
         state
             .buckets_subscribed
@@ -1029,7 +1226,13 @@ impl Node {
         state
             .directory_users
             .store(self.directory.users() as u64, Ordering::Relaxed);
-        for action in self.buckets.expire(now_ms) {
+        // No UNSUB while cut off: the client takes no commands then.
+        let expired = if self.connected() {
+            self.buckets.expire(now_ms)
+        } else {
+            Vec::new()
+        };
+        for action in expired {
             if let BucketAction::Unsubscribe(bucket) = action {
                 if let Some(task) = self.bucket_tasks.remove(&bucket) {
                     task.abort();
@@ -1064,6 +1267,21 @@ impl Node {
         if connects > self.connects_seen {
             let first = self.connects_seen == 0;
             self.connects_seen = connects;
+            self.cluster.state.push_bytes_max.store(
+                self.client
+                    .max_payload()
+                    .saturating_sub(BATCH_FRAMING_BYTES),
+                Ordering::Relaxed,
+            );
+            // At once, not at the next interval: the others route to this
+            // node and answer its registrations only once they hear it.
+            self.last_heartbeat_ms = now_ms;
+            self.send_heartbeat().await;
+            // The buckets wanted while the client could not subscribe.
+            let wanted: Vec<u32> = self.buckets.subscribed_buckets().collect();
+            for bucket in wanted {
+                self.subscribe_bucket(bucket).await;
+            }
             if first {
                 tracing::info!(url = %self.shared.config.cluster.nats_url, "cluster: connected to NATS");
             } else {
@@ -1102,7 +1320,7 @@ impl Node {
             self.send_all_users(partition).await;
             self.send_all_watches(partition).await;
         }
-        self.cut_durable_subscribers();
+        self.request_cut(self.remote_partitions());
     }
 
     async fn say_publications_lost(&mut self) {
@@ -1136,7 +1354,7 @@ impl Node {
                     "cluster: a NATS subscription overflowed and lost messages; durable \
                      subscribers recover"
                 );
-                self.cut_durable_subscribers();
+                self.request_cut(self.remote_partitions());
             }
             async_nats::Event::LameDuckMode => {
                 tracing::warn!("cluster: the NATS server is in lame duck mode (shutting down)");
@@ -1160,6 +1378,7 @@ impl Node {
             draining: self.cluster.state.draining.load(Ordering::Acquire),
             owns_store: self.cluster.owns_partition(),
             connections,
+            settings: self.settings,
         };
         let subject = self.subjects.heartbeat();
         self.publish(subject, Bytes::from(encode(&beat).into_vec()))
@@ -1215,11 +1434,13 @@ enum Pending {
             StoreError,
         >,
     ),
+    /// With the most bytes the answer may take.
     Read(
         Result<
             futures_channel::oneshot::Receiver<Result<ringcast_store::ReadResult, StoreError>>,
             StoreError,
         >,
+        usize,
     ),
     Offset(Result<futures_channel::oneshot::Receiver<Result<u64, StoreError>>, StoreError>),
     Cursor(
@@ -1250,7 +1471,9 @@ impl Pending {
         match self {
             Pending::Now(reply) => reply,
             Pending::Append(call) => settle(call, |a| wire::appended_out(&a)).await,
-            Pending::Read(call) => settle(call, |r| wire::read_result_out(&r)).await,
+            Pending::Read(call, bytes_max) => {
+                settle(call, |r| wire::read_result_out(&r, bytes_max)).await
+            }
             Pending::Offset(call) => settle(call, StoreReply::Offset).await,
             Pending::Cursor(call) => {
                 settle(call, |c| {

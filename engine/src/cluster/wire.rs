@@ -107,13 +107,41 @@ pub fn appended_out(appended: &Appended) -> StoreReply {
     }
 }
 
-pub fn read_result_out(result: &ReadResult) -> StoreReply {
+/// Room an entry takes in a read answer besides its bytes (rkyv's
+/// length, offset and alignment).
+const READ_ENTRY_OVERHEAD_BYTES: usize = 16;
+
+/// A read answer that fits in `bytes_max` (NATS's `max_payload` less the
+/// framing): the first entries of the page that fit. A shorter page is no
+/// end of the stream: the reader goes on from its last offset until
+/// `next_offset` (docs/cluster.md). An entry too large to cross alone is
+/// an error, never a silent skip.
+pub fn read_result_out(result: &ReadResult, bytes_max: usize) -> StoreReply {
+    let mut used = 0usize;
+    let mut entries = Vec::new();
+    for entry in &result.entries {
+        used = used.saturating_add(entry.len() + READ_ENTRY_OVERHEAD_BYTES);
+        if used > bytes_max {
+            break;
+        }
+        entries.push(entry.as_bytes().to_vec());
+    }
+    if entries.is_empty() {
+        if let Some(first) = result.entries.first() {
+            return StoreReply::Error {
+                source: 0,
+                message: format!(
+                    "the entry at offset {} ({} bytes) is larger than NATS carries ({} bytes); \
+                     read it on its partition's owner",
+                    first.envelope().offset.to_native(),
+                    first.len(),
+                    bytes_max
+                ),
+            };
+        }
+    }
     StoreReply::Read {
-        entries: result
-            .entries
-            .iter()
-            .map(|entry| entry.as_bytes().to_vec())
-            .collect(),
+        entries,
         epoch: result.epoch,
         first_offset: result.first_offset,
         next_offset: result.next_offset,
@@ -287,6 +315,44 @@ mod tests {
         wire.durability = 0;
         wire.push = vec![1, 2, 3];
         assert!(append_in(wire).is_err());
+    }
+
+    #[test]
+    fn a_read_answer_is_cut_to_what_nats_carries_and_never_skips() {
+        let entry = |offset| {
+            let mut push = push();
+            push.stamp(1, offset, 5, 1);
+            push
+        };
+        let result = ReadResult {
+            entries: (1..=10).map(entry).collect(),
+            epoch: 5,
+            first_offset: 1,
+            next_offset: 11,
+        };
+        let one = entry(1).len() + READ_ENTRY_OVERHEAD_BYTES;
+        let StoreReply::Read {
+            entries,
+            next_offset,
+            ..
+        } = read_result_out(&result, one * 3)
+        else {
+            panic!("a read answer");
+        };
+        assert_eq!(
+            (entries.len(), next_offset),
+            (3, 11),
+            "the first three, and the end"
+        );
+        let StoreReply::Read { entries, .. } = read_result_out(&result, usize::MAX) else {
+            panic!("a read answer");
+        };
+        assert_eq!(entries.len(), 10);
+        let too_small = read_result_out(&result, one - 1);
+        assert!(
+            matches!(&too_small, StoreReply::Error { message, .. } if message.contains("offset 1")),
+            "{too_small:?}"
+        );
     }
 
     #[test]

@@ -753,13 +753,14 @@ impl Api {
             return Ok(Pending::Stored(reply));
         }
         let publication = Arc::new(Publication::new(&envelope));
-        crate::cluster::publish_live(&self.shared, &publication);
         let mask = self.shared.interest.shards(&envelope.channel);
         self.sender
             .publish(mask, &publication, None, |_| {})
             .map_err(|_| {
                 overloaded("a shard is not keeping up; the publication was delivered nowhere")
             })?;
+        // After the local routing took it, never before (see `publish_live`).
+        crate::cluster::publish_live(&self.shared, &publication);
         Ok(Pending::Done(Published {
             id: id.to_string(),
             offset: 0,

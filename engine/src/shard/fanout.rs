@@ -106,13 +106,17 @@ impl Shard {
     /// shard is full.
     pub(super) fn publish(&mut self, envelope: &Envelope) -> Result<(), Overloaded> {
         let publication = Arc::new(Publication::new(envelope));
-        crate::cluster::publish_live(&self.shared, &publication);
         let mask = self.shared.interest.shards(&envelope.channel);
         let sender = &self.sender;
         let mut local = false;
         let routed = sender.publish(mask, &publication, Some(self.idx), |_| local = true);
         if routed.is_err() {
             self.shared.metrics[self.idx].mesh_full.add(1);
+        } else {
+            // Only what this node took goes to the others: a refused
+            // publication is delivered nowhere, so its retry is no
+            // duplicate anywhere.
+            crate::cluster::publish_live(&self.shared, &publication);
         }
         if local {
             self.deliver_local(&publication);

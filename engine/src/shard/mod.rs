@@ -436,6 +436,7 @@ impl Shard {
                 skip_user,
                 frames,
             } => self.deliver_im_event_to_users(&users, &skip_user, &frames),
+            ShardEvent::CutPartitions { partitions } => self.cut_partitions(partitions),
             ShardEvent::DisconnectUser { user, code } => {
                 let channel = crate::channels::personal_channel(&user);
                 let keys = self
@@ -497,9 +498,28 @@ impl Shard {
             shard = self.idx,
             "fell behind the store's fan-out; closing subscribers of durable streams"
         );
+        self.cut_durable_where(|_| true);
+    }
+
+    /// In a cluster: closes the subscribers of durable streams whose store
+    /// partition is in `partitions`, publications of which may have been
+    /// lost between nodes.
+    fn cut_partitions(&mut self, partitions: u64) {
+        let stores = self.shared.config.cluster.stores;
+        tracing::warn!(
+            shard = self.idx,
+            partitions = format!("{partitions:#x}"),
+            "publications from other nodes may be lost; closing subscribers of their durable streams"
+        );
+        self.cut_durable_where(|channel| {
+            partitions & (1u64 << crate::cluster::partition_of(channel, stores)) != 0
+        });
+    }
+
+    fn cut_durable_where(&mut self, cut: impl Fn(&str) -> bool) {
         let mut keys = Vec::new();
         for (channel, subscribers) in &self.subscribers {
-            if crate::streams::policy(&self.shared.config, channel).is_some() {
+            if crate::streams::policy(&self.shared.config, channel).is_some() && cut(channel) {
                 keys.extend_from_slice(subscribers);
             }
         }

@@ -285,7 +285,18 @@ impl Shard {
                 return self.finish_recovery(job, Ok(recovery));
             }
         }
-        job.at_end = page.entries.len() < REPLAY_PAGE_ENTRIES;
+        // At the end when the page reached the stream's end as of its
+        // read, not when it was short: in a cluster a page crossing NATS
+        // is cut to what one message carries (docs/cluster.md). A bounded
+        // catch-up read ends at its bound.
+        let last = page.entries.last().map(|e| e.envelope().offset.to_native());
+        job.at_end = match last {
+            None => true,
+            Some(last) => {
+                last.saturating_add(1) >= page.next_offset
+                    || (job.catchup.is_some() && page.entries.len() < REPLAY_PAGE_ENTRIES)
+            }
+        };
         job.epoch = page.epoch;
         job.first_offset = page.first_offset;
         job.pending = page.entries.into();

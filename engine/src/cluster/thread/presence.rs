@@ -63,7 +63,7 @@ impl Node {
     /// The nodes holding a connection of `user`, a user of this node's
     /// partition: the directory's live ones, and this node.
     fn held(&self, user: &str) -> u64 {
-        let mut mask = self.directory.nodes(user) & self.nodes.mask();
+        let mut mask = self.directory.nodes(user);
         let channel = crate::channels::personal_channel(user);
         if self.shared.interest.shards(&channel) != 0 {
             mask |= 1u64 << self.cluster.node;
@@ -176,9 +176,10 @@ impl Node {
             tracing::warn!("cluster: dropped undecodable presence updates");
             return;
         };
-        let live = self.nodes.mask();
+        // As the owner says: a node found dead here leaves every set on
+        // its own (`node_gone`), and one not heard here yet is alive.
         for (user, nodes) in updates.changes {
-            self.apply_remote(&user, nodes & live);
+            self.apply_remote(&user, nodes & !(1u64 << self.cluster.node));
         }
     }
 
