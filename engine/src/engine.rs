@@ -273,6 +273,11 @@ impl Engine {
             true,
             "api.listen",
         )?;
+        // Never shared: where an operator reaches this process alone.
+        let node_api_listener = match config.api.node_listen.parse::<SocketAddr>() {
+            Ok(addr) => Some(bind(addr, 64, false, true, "api.node_listen")?),
+            Err(_) => None,
+        };
         let api_addr = api_listener
             .local_addr()
             .map_err(|source| EngineError::Bind {
@@ -391,9 +396,12 @@ impl Engine {
             std::thread::Builder::new()
                 .name("ringcast-control".into())
                 .spawn(move || {
-                    if let Err(err) =
-                        crate::control::run(control_shared, control_sender, api_listener)
-                    {
+                    if let Err(err) = crate::control::run(
+                        control_shared,
+                        control_sender,
+                        api_listener,
+                        node_api_listener,
+                    ) {
                         tracing::error!(error = %err, "control runtime failed to start");
                     }
                 })

@@ -878,6 +878,16 @@ pub(super) fn nats_url(url: &str) -> Result<(), String> {
     ))
 }
 
+/// An `ip:port` socket address, or "" for none (`api.node_listen`).
+pub(super) fn optional_addr(addr: &str) -> Result<(), String> {
+    if addr.is_empty() || addr.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    Err(format!(
+        "must be an ip:port address such as 127.0.0.1:9081, or \"\" for none (got {addr:?})"
+    ))
+}
+
 /// A NATS subject token of ours: 1 to 32 of `[A-Za-z0-9_-]` (no `.`, `*`
 /// or `>`, which NATS gives a meaning).
 pub(super) fn subject_token(token: &str) -> Result<(), String> {

@@ -14,9 +14,10 @@ use std::time::Duration;
 use super::error::{invalid, ConfigError};
 use super::keys::{config_table, KeyInfo, Section};
 use super::kinds::{
-    nats_url, proxy_name, proxy_ref, proxy_url, subject_token, webhook_url, Addr, Bool, Bytes,
-    Count, DirPath, FilePath, Filter, HeaderNames, Micros, Millis, NamespaceName, Node,
-    OptionalSecret, Origins, Pick, Seconds, SecretKey, Shards, Text, UrlPath, WebhookEventList,
+    nats_url, optional_addr, proxy_name, proxy_ref, proxy_url, subject_token, webhook_url, Addr,
+    Bool, Bytes, Count, DirPath, FilePath, Filter, HeaderNames, Micros, Millis, NamespaceName,
+    Node, OptionalSecret, Origins, Pick, Seconds, SecretKey, Shards, Text, UrlPath,
+    WebhookEventList,
 };
 use super::sources::Layers;
 use super::types::{
@@ -291,6 +292,12 @@ config_table! {
     pub struct ApiConfig, file FileApi {
         listen: SocketAddr = Addr { default: "127.0.0.1:8081" },
             "ADDR", "Server API listen address";
+        /// A second API address of this process alone (never shared with
+        /// `SO_REUSEPORT`): in a cluster whose processes share `listen`,
+        /// where an operator reaches one node (`/health`, `/metrics`,
+        /// `/api/drain`). "" for none.
+        node_listen: String = Text { default: Some(""), check: optional_addr, doc_type: "address, or `\"\"` for none" },
+            "ADDR", "API address of this process alone (cluster); empty = none";
         /// Bearer key for the server API. At least [`API_KEY_BYTES_MIN`] bytes.
         key: Secret = SecretKey { bytes_min: API_KEY_BYTES_MIN },
             "KEY", "Server API key (prefer the env var: flags show in ps)";
@@ -653,6 +660,18 @@ pub(super) fn check_listeners(
                 api.listen
             ),
         ));
+    }
+    if let Ok(node) = api.node_listen.parse::<SocketAddr>() {
+        if node.port() != 0 && (node == api.listen || node == websocket.listen) {
+            return Err(invalid(
+                "api.node_listen",
+                layers.origin("api.node_listen"),
+                format!(
+                    "must differ from api.listen and websocket.listen (got {node}): it is this \
+                     process's own address"
+                ),
+            ));
+        }
     }
     Ok(())
 }

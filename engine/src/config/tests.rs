@@ -571,6 +571,23 @@ fn invalid_socket_addr_names_key() {
         text.contains("api.listen must differ from websocket.listen"),
         "{text}"
     );
+
+    let text = error_text(Config::load(raw(&["--api-node-listen=9081"], &base)));
+    assert!(
+        text.contains("api.node_listen must be an ip:port address")
+            && text.contains("--api-node-listen"),
+        "{text}"
+    );
+    let text = error_text(Config::load(raw(
+        &["--api-node-listen=127.0.0.1:8081"],
+        &base,
+    )));
+    assert!(
+        text.contains("api.node_listen must differ from api.listen"),
+        "{text}"
+    );
+    let config = Config::load(raw(&["--api-node-listen=127.0.0.1:9081"], &base)).unwrap();
+    assert_eq!(config.api.node_listen, "127.0.0.1:9081");
 }
 
 #[test]

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use crate::engine::Shared;
 use crate::mesh::MeshSender;
 
-/// Runs the control thread's runtime and serves the API on `listener` until
+/// Runs the control thread's runtime and serves the API on `listener` (and
+/// on `node_listener`, `api.node_listen`, when set) until
 /// the engine shuts down; returns once in-flight requests have been answered
 /// (or the shutdown grace has passed). Errs only when the runtime or the
 /// listener cannot be set up.
@@ -26,6 +27,7 @@ pub fn run(
     shared: Arc<Shared>,
     sender: MeshSender,
     listener: std::net::TcpListener,
+    node_listener: Option<std::net::TcpListener>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -33,8 +35,12 @@ pub fn run(
         .build()?;
     // The handler holds `Rc`s and `RefCell`s: its tasks are local to this thread.
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, serve(shared, sender, listener))
+    local.block_on(&runtime, serve(shared, sender, listener, node_listener))
 }
+
+/// Connections the node's own API address takes at once: an operator's
+/// and a scraper's, not the backend's traffic.
+const NODE_API_CONNECTIONS_MAX: usize = 64;
 
 /// The API's share of `server.fd_reserve`: half (at least 8; the reserve is at least 16).
 pub fn api_connections_max(fd_reserve: usize) -> usize {
@@ -45,9 +51,17 @@ async fn serve(
     shared: Arc<Shared>,
     sender: MeshSender,
     listener: std::net::TcpListener,
+    node_listener: Option<std::net::TcpListener>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let node_listener = match node_listener {
+        Some(node_listener) => {
+            node_listener.set_nonblocking(true)?;
+            Some(tokio::net::TcpListener::from_std(node_listener)?)
+        }
+        None => None,
+    };
     let api_config = &shared.config.api;
     let options = http::ServeOptions {
         limits: http::HttpLimits {
@@ -63,9 +77,27 @@ async fn serve(
     };
     let mesh = sender.mesh().clone();
     let api = Rc::new(api::Api::new(shared.clone(), sender));
-    let shutdown = async move { mesh.wait_shutdown().await };
     let tls = shared.tls.clone().filter(|tls| tls.api_enabled);
-    http::serve(listener, api, options, tls, shutdown).await;
+    let node_api = node_listener.map(|node_listener| {
+        let node_options = http::ServeOptions {
+            connections_max: NODE_API_CONNECTIONS_MAX,
+            ..options
+        };
+        let mesh = mesh.clone();
+        http::serve(
+            node_listener,
+            api.clone(),
+            node_options,
+            tls.clone(),
+            async move { mesh.wait_shutdown().await },
+        )
+    });
+    let shutdown = async move { mesh.wait_shutdown().await };
+    let shared_api = http::serve(listener, api, options, tls, shutdown);
+    match node_api {
+        Some(node_api) => drop(tokio::join!(shared_api, node_api)),
+        None => shared_api.await,
+    }
     Ok(())
 }
 

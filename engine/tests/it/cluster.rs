@@ -104,6 +104,8 @@ struct Node {
     child: Option<Child>,
     id: u8,
     api: SocketAddr,
+    /// `api.node_listen`: this process alone, whatever the shared ports.
+    node_api: SocketAddr,
     ws: SocketAddr,
     config_path: PathBuf,
 }
@@ -114,6 +116,7 @@ impl Node {
     fn start(dir: &Path, id: u8, nats: &Nats, stores: u32, ws_port: u16, api_port: u16) -> Node {
         let data_dir = dir.join(format!("node-{id}"));
         let config_path = dir.join(format!("node-{id}.toml"));
+        let node_api_port = free_port();
         std::fs::write(
             &config_path,
             format!(
@@ -121,6 +124,7 @@ impl Node {
                  data_dir = {data_dir:?}\nshutdown_grace_ms = 500\n\
                  [websocket]\nlisten = \"127.0.0.1:{ws_port}\"\n\
                  [api]\nlisten = \"127.0.0.1:{api_port}\"\nkey = \"{API_KEY}\"\n\
+                 node_listen = \"127.0.0.1:{node_api_port}\"\n\
                  [auth]\njwt_secret = \"{SECRET}\"\n\
                  [cluster]\nnats_url = \"{}\"\nstores = {stores}\nheartbeat_ms = 200\n\
                  node_timeout_ms = 2500\nrequest_timeout_ms = 1000\n\
@@ -136,6 +140,7 @@ impl Node {
             child: None,
             id,
             api: format!("127.0.0.1:{api_port}").parse().unwrap(),
+            node_api: format!("127.0.0.1:{node_api_port}").parse().unwrap(),
             ws: format!("127.0.0.1:{ws_port}").parse().unwrap(),
             config_path,
         };
@@ -1046,9 +1051,29 @@ fn a_node_drained_under_load_loses_its_clients_to_the_others_without_a_gap() {
     for follower in &mut followers {
         follower.pump(&nodes[0], channel, Duration::from_millis(20));
     }
-    // Drain whichever node the shared API port hands the request to.
-    let (status, drained) = nodes[0].api("POST", "/api/drain", Some(json!({})));
+    // Node 1 by its own address: the shared API port would pick a process.
+    let (status, drained) = api_raw(
+        nodes[1].node_api,
+        "POST",
+        "/api/drain",
+        Some("{}"),
+        Some(API_KEY),
+    );
     assert_eq!(status, 200, "{drained}");
+    assert_eq!(drained["node"], json!(1), "{drained}");
+    let (_, health) = api_raw(nodes[1].node_api, "GET", "/health", None, None);
+    assert_eq!(
+        (&health["node"], &health["cluster"]["state"]),
+        (&json!(1), &json!("draining")),
+        "{health}"
+    );
+    let (_, metrics) = api_raw(nodes[1].node_api, "GET", "/metrics", None, None);
+    assert!(
+        metrics
+            .as_str()
+            .is_some_and(|text| text.contains("ringcast_cluster_connected 1")),
+        "{metrics}"
+    );
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline {
         for follower in &mut followers {
