@@ -27,6 +27,10 @@ pub const MESH_DRAIN_MAX: usize = 256;
 /// Past it live traffic for other nodes is dropped (counted) and requests
 /// are refused; a shard never waits.
 pub const CLUSTER_QUEUE_EVENTS: usize = 65_536;
+/// Bytes of publications the queue to the cluster thread holds at most:
+/// past it live traffic for other nodes is dropped (counted; a stored one
+/// makes its subscribers elsewhere recover).
+pub const CLUSTER_QUEUE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// NATS messages one subscription of the cluster thread holds before the
 /// client drops them (`SlowConsumer`, which cuts the durable subscribers
 /// it concerns). Small on purpose: each can be a batch of up to

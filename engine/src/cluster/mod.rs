@@ -34,7 +34,7 @@ use ringcast_protocol::envelope::EncodedPush;
 use ringcast_store::{Appended, ReadResult, StoreError, StoredCursor};
 
 use crate::config::Config;
-use crate::limits::CLUSTER_QUEUE_EVENTS;
+use crate::limits::{CLUSTER_QUEUE_BYTES_MAX, CLUSTER_QUEUE_EVENTS};
 
 pub use routing::{bucket_of, partition_of};
 
@@ -159,6 +159,9 @@ pub struct ClusterState {
     /// An interest or watch change was dropped (queue full): the next
     /// resync sends every user and watch set to the owners again.
     pub resync: AtomicBool,
+    /// Bytes of the publications waiting in the queue to the cluster
+    /// thread (`CLUSTER_QUEUE_BYTES_MAX`).
+    pub queued_bytes: std::sync::atomic::AtomicUsize,
     /// The largest stored publication that can cross to other nodes in
     /// one NATS message (`max_payload` less the framing), as the server
     /// said at connect; 0 until then (the default `max_payload` holds).
@@ -265,17 +268,32 @@ impl Cluster {
     /// dropped entry of a durable stream makes every node recover its
     /// durable subscribers (`ClusterState::durable_lost`).
     pub fn send_live(&self, event: Outbound) {
-        let durable = match &event {
+        let (durable, bytes) = match &event {
             Outbound::Publish(push) | Outbound::UserEntry(push) => {
-                push.envelope().offset.to_native() > 0
+                (push.envelope().offset.to_native() > 0, push.len())
             }
-            _ => false,
+            _ => (false, 0),
         };
-        if self.send(event).is_err() {
+        // Bounded in bytes as well as in events: once the queue holds the
+        // only reference to what it carries, 65,536 large publications
+        // would be gigabytes.
+        let queued = self.state.queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        let over = queued > CLUSTER_QUEUE_BYTES_MAX;
+        if over || self.send(event).is_err() {
+            self.state.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             self.state.dropped.fetch_add(1, Ordering::Relaxed);
             if durable {
                 self.state.durable_lost.store(true, Ordering::Release);
             }
+        }
+    }
+
+    /// The thread took `event` from the queue: its bytes leave the budget.
+    fn taken(&self, event: &Outbound) {
+        if let Outbound::Publish(push) | Outbound::UserEntry(push) = event {
+            self.state
+                .queued_bytes
+                .fetch_sub(push.len(), Ordering::AcqRel);
         }
     }
 
@@ -432,3 +450,61 @@ pub struct ThreadParts {
 }
 
 pub use thread::spawn;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringcast_protocol::envelope::Envelope;
+
+    fn push(offset: u64, bytes: usize) -> Arc<EncodedPush> {
+        let mut push = EncodedPush::encode(&Envelope {
+            id: 1,
+            offset: 0,
+            epoch: 0,
+            channel: "news:x".into(),
+            sender: String::new(),
+            time_ms: 1,
+            data_is_json: false,
+            data: vec![7; bytes],
+        });
+        push.stamp(1, offset, 1, 1);
+        Arc::new(push)
+    }
+
+    #[test]
+    fn the_queue_to_the_thread_is_bounded_in_bytes_and_a_stored_loss_is_said() {
+        let mut config = Config::test_min();
+        config.cluster.nats_url = "nats://127.0.0.1:4222".into();
+        let (cluster, parts) = Cluster::new(&config).expect("a cluster");
+        let big = push(0, 1024 * 1024);
+        let fits = CLUSTER_QUEUE_BYTES_MAX / big.len();
+        for _ in 0..fits {
+            cluster.send_live(Outbound::Publish(big.clone()));
+        }
+        assert_eq!(cluster.state.dropped.load(Ordering::Relaxed), 0);
+        cluster.send_live(Outbound::Publish(big.clone()));
+        assert_eq!(
+            cluster.state.dropped.load(Ordering::Relaxed),
+            1,
+            "over the bytes"
+        );
+        assert!(
+            !cluster.state.durable_lost.load(Ordering::Relaxed),
+            "a live one"
+        );
+        cluster.send_live(Outbound::Publish(push(5, 1024 * 1024)));
+        assert!(
+            cluster.state.durable_lost.load(Ordering::Relaxed),
+            "a stored one is said"
+        );
+        // The thread taking events gives their bytes back.
+        let event = parts.receiver.try_recv().expect("queued");
+        cluster.taken(&event);
+        cluster.send_live(Outbound::Publish(big.clone()));
+        assert_eq!(
+            cluster.state.dropped.load(Ordering::Relaxed),
+            2,
+            "room for one"
+        );
+    }
+}

@@ -355,6 +355,7 @@ impl Node {
                     break;
                 };
                 taken += 1;
+                self.cluster.taken(&event);
                 self.outbound(event).await;
             }
             if taken == OUTBOUND_PASS_MAX {
