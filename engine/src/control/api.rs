@@ -988,9 +988,18 @@ impl Api {
                 .into_iter()
                 .enumerate()
                 .map(|(i, state)| {
-                    let online = state.online || elsewhere.get(i).copied().flatten() == Some(true);
+                    // In a cluster, `None`: the owner of the user's inbox
+                    // partition did not answer, so whether another node holds
+                    // the user is unknown, and the answer says so.
+                    let asked = elsewhere.get(i).copied();
+                    let online = state.online || asked.flatten() == Some(true);
                     let last_seen_ms = if online { 0 } else { state.last_seen_ms };
-                    json!({"user": state.user, "online": online, "last_seen_ms": last_seen_ms})
+                    let mut answer =
+                        json!({"user": state.user, "online": online, "last_seen_ms": last_seen_ms});
+                    if !online && asked == Some(None) {
+                        answer["unknown"] = true.into();
+                    }
+                    answer
                 })
                 .collect();
         Ok(Response::json(200, &json!({ "users": states })))

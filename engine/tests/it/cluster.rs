@@ -523,6 +523,20 @@ fn a_killed_owner_makes_its_streams_unavailable_until_it_returns_and_loses_nothi
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], json!("store_unavailable"), "{body}");
     assert_eq!(body["error"]["retryable"], json!(true), "{body}");
+    // Presence says when it could not ask the user's inbox owner.
+    let (_, presence) = nodes[2].api(
+        "POST",
+        "/api/presence/users",
+        Some(json!({"users": [alice]})),
+    );
+    assert_eq!(
+        (
+            &presence["users"][0]["online"],
+            &presence["users"][0]["unknown"]
+        ),
+        (&json!(false), &json!(true)),
+        "{presence}"
+    );
     nodes[1].restart();
     wait_joined(&nodes.iter().collect::<Vec<_>>());
     // The client retries with the same key: stored once.
