@@ -67,9 +67,11 @@ pub enum Outbound {
         reply: futures_channel::oneshot::Sender<QueryAnswers>,
     },
     /// Which live nodes hold connections of `user`, asked of the owner of
-    /// its inbox's partition.
+    /// its inbox's partition. With `barrier`, this node's registration of
+    /// the user goes out first, so the answer says the owner has it.
     UserNodes {
         user: String,
+        barrier: bool,
         reply: futures_channel::oneshot::Sender<Result<Vec<u8>, StoreError>>,
     },
 }
@@ -426,6 +428,7 @@ pub async fn online_elsewhere(shared: &crate::engine::Shared, users: &[&str]) ->
         let sent = cluster
             .send(Outbound::UserNodes {
                 user: (*user).to_owned(),
+                barrier: false,
                 reply,
             })
             .is_ok();
@@ -441,6 +444,30 @@ pub async fn online_elsewhere(shared: &crate::engine::Shared, users: &[&str]) ->
         online.push(nodes.map(|nodes| nodes.iter().any(|node| *node != me)));
     }
     online
+}
+
+/// Resolves once the owner of `user`'s inbox partition has this node's
+/// registration of the user (or could not be asked); `None` where there
+/// is nothing to wait for: no cluster, the partition is this node's, or
+/// the queue to the cluster thread is full (the registration waits for
+/// its resync then too).
+pub fn registered(
+    shared: &crate::engine::Shared,
+    user: &str,
+) -> Option<impl std::future::Future<Output = ()> + 'static> {
+    let cluster = shared.cluster.as_deref()?;
+    cluster.remote_partition(&crate::channels::personal_channel(user))?;
+    let (reply, receiver) = futures_channel::oneshot::channel();
+    cluster
+        .send(Outbound::UserNodes {
+            user: user.to_owned(),
+            barrier: true,
+            reply,
+        })
+        .ok()?;
+    Some(async move {
+        let _ = receiver.await;
+    })
 }
 
 /// The receiving end of the queue, for the thread.

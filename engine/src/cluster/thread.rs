@@ -423,7 +423,11 @@ impl Node {
                     .await;
             }
             Outbound::Query { query, reply } => self.query(query, reply),
-            Outbound::UserNodes { user, reply } => self.user_nodes(user, reply).await,
+            Outbound::UserNodes {
+                user,
+                barrier,
+                reply,
+            } => self.user_nodes(user, barrier, reply).await,
         }
     }
 

@@ -56,6 +56,9 @@ pub(super) enum StoreDone {
     Proxied(ReplyTo, Proxied, Result<Decision, ProxyError>),
     /// The connect proxy's answer for an upgrade awaiting admission.
     Admission(Box<super::connect::AdmissionAnswer>),
+    /// The owner of a new connection's inbox partition has its user's
+    /// registration (slot, client id): the connection may be written.
+    Registered(usize, u64),
     /// The refresh proxy's answer for a connection near its expiry (`id`:
     /// the expiry, Unix ms, the call was made for), with the call's
     /// latency in microseconds.
@@ -346,6 +349,7 @@ impl Shard {
             StoreDone::Recovery(job, step) => self.recovery_step(*job, step),
             StoreDone::Proxied(to, pending, result) => self.on_proxied(to, pending, result),
             StoreDone::Admission(answer) => self.on_admission(answer),
+            StoreDone::Registered(key, client_id) => self.on_registered(key, client_id),
             StoreDone::Refreshed(to, result, latency_us) => {
                 self.on_refreshed(to, result, latency_us)
             }

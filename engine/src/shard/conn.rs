@@ -41,6 +41,9 @@ pub struct Conn {
     pub unsent_seen: u32,
     /// The refresh proxy is being asked about this connection.
     pub refresh_in_flight: bool,
+    /// Nothing is written until the owner of the user's inbox partition
+    /// has the registration of this node's connection (`Shard::open`).
+    pub corked: bool,
 }
 
 impl Conn {
@@ -59,6 +62,7 @@ impl Conn {
             replay_paused: false,
             unsent_seen: 0,
             refresh_in_flight: false,
+            corked: false,
         }
     }
 

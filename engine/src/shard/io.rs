@@ -268,6 +268,8 @@ impl Shard {
             if recover_inbox {
                 let oldest = admitted.device_from_oldest;
                 self.start_recovery(key, 0, inbox, admitted.inbox_since, true, oldest);
+            } else {
+                self.await_registration(key, client_id, &admitted.user);
             }
             self.im_at_connect(key, admitted.im_since, recover_inbox);
             self.presence_connected(&admitted.user);
@@ -556,6 +558,10 @@ impl Shard {
             return;
         };
         conn.in_dirty = false;
+        if conn.corked && !conn.session.is_done() {
+            // `on_registered` marks it dirty again.
+            return;
+        }
         if conn.tls.is_some() {
             self.flush_tls(key);
             return;

@@ -370,21 +370,6 @@ fn a_publication_reaches_subscribers_on_other_nodes_once() {
     );
 }
 
-/// Reads one page of `user`'s inbox on `ws`: the read goes to the inbox's
-/// owner after this node's registration of the user (the barrier of
-/// docs/cluster.md), so once it is answered the owner forwards every later
-/// entry here. A connection with no recovery position reads nothing at
-/// connect, so tests that send right after connecting wait for this.
-fn sync_inbox(ws: &mut Ws, user: &str) {
-    let (reply, _) = command(
-        ws,
-        900,
-        "history",
-        json!({"stream": format!("user:{user}"), "limit": 1}),
-    );
-    assert!(reply.get("result").is_some(), "{reply}");
-}
-
 fn next_push_within(ws: &mut Ws, timeout: Duration) -> Option<Value> {
     ws.get_mut().set_read_timeout(Some(timeout)).unwrap();
     let push = next_push(ws);
@@ -405,8 +390,6 @@ fn a_send_reaches_every_device_of_the_user_on_any_node_with_one_offset() {
     let bob = user_in_partition(0, 3, "bob");
     let mut phone = nodes[1].connect(&bob, "");
     let mut laptop = nodes[2].connect(&bob, "");
-    sync_inbox(&mut phone, &bob);
-    sync_inbox(&mut laptop, &bob);
     let mut last = 0;
     for n in 1..=10 {
         let (status, body) = nodes[1].api(
@@ -449,6 +432,35 @@ fn a_send_reaches_every_device_of_the_user_on_any_node_with_one_offset() {
     assert_eq!(status, 200);
     assert_eq!(read_close_code(&mut phone), Some(4003));
     assert_eq!(read_close_code(&mut laptop), Some(4003));
+}
+
+/// The window at connect (docs/cluster.md): a connection with no recovery
+/// position, on a node whose partition does not hold the user's inbox, is
+/// sent `connect` only once the owner has the user's registration, so a
+/// send made as soon as `connect` arrived reaches it, whichever node the
+/// send goes through. Each round is a new user, so each connection is its
+/// node's first of the user: the registration that has to come first.
+#[test]
+fn a_send_right_after_connect_reaches_a_user_whose_inbox_is_on_another_node() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = three_nodes(dir.path(), &nats);
+    for round in 0..30 {
+        let user = user_in_partition(0, 3, &format!("fresh{round}x"));
+        let (holder, sender) = if round % 2 == 0 { (1, 2) } else { (2, 1) };
+        let mut device = nodes[holder].connect(&user, "");
+        let (status, body) = nodes[sender].api(
+            "POST",
+            "/api/send",
+            Some(json!({"user": user, "data": {"round": round}})),
+        );
+        assert_eq!(status, 200, "{body}");
+        let push = next_push(&mut device)
+            .unwrap_or_else(|| panic!("round {round}: the send made right after connect"));
+        assert_eq!(push["data"]["round"], json!(round), "{push}");
+        assert_eq!(push["offset"], json!(1), "{push}");
+    }
 }
 
 #[test]
@@ -902,7 +914,6 @@ fn an_owner_restarted_while_other_nodes_hold_its_users_gets_them_back() {
     let mut nodes = three_nodes(dir.path(), &nats);
     let erin = user_in_partition(0, 3, "erin");
     let mut device = nodes[1].connect(&erin, "");
-    sync_inbox(&mut device, &erin);
     let send = |node: &Node, n: u64| {
         node.api(
             "POST",
@@ -1270,7 +1281,6 @@ fn a_device_acks_on_one_node_and_resumes_from_its_cursor_on_another() {
         assert_eq!(status, 200, "{body}");
     };
     let mut first = nodes[1].connect(&gina, "&device=d1");
-    sync_inbox(&mut first, &gina);
     for n in 1..=3 {
         send(n);
         assert_eq!(next_push(&mut first).expect("live")["offset"], json!(n));
@@ -1320,7 +1330,6 @@ fn sends_right_after_an_owners_restart_reach_devices_on_other_nodes() {
     let mut nodes = three_nodes(dir.path(), &nats);
     let erin = user_in_partition(0, 3, "erin");
     let mut device = nodes[1].connect(&erin, "");
-    sync_inbox(&mut device, &erin);
     let send = |node: &Node, n: u64| {
         node.api(
             "POST",
@@ -1439,7 +1448,6 @@ fn sends_during_an_owners_restart_reach_devices_on_other_nodes_even_with_slow_he
     wait_joined(&[&nodes[0], &nodes[1]]);
     let erin = user_in_partition(0, 3, "erin");
     let mut device = nodes[1].connect(&erin, "");
-    sync_inbox(&mut device, &erin);
     let send = |node: &Node, n: u64| {
         node.api(
             "POST",
@@ -1512,7 +1520,6 @@ fn a_device_on_another_node_misses_nothing_when_the_owner_is_killed_mid_stream()
     let mut nodes = three_nodes(dir.path(), &nats);
     let alice = user_in_partition(1, 3, "alice");
     let mut device = nodes[0].connect(&alice, "");
-    sync_inbox(&mut device, &alice);
     let stop_reader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let stop = stop_reader.clone();

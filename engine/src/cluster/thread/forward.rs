@@ -94,9 +94,16 @@ impl Node {
     pub(super) async fn user_nodes(
         &mut self,
         user: String,
+        barrier: bool,
         reply: futures_channel::oneshot::Sender<Result<Vec<u8>, StoreError>>,
     ) {
         let channel = crate::channels::personal_channel(&user);
+        if barrier {
+            // Whichever shard made the node-wide transition, and whether
+            // or not its event came first: the registration reads the
+            // truth, and doing it twice is harmless.
+            self.interest(&channel).await;
+        }
         let partition = partition_of(&channel, self.stores);
         if partition == u32::from(self.cluster.node) {
             let _ = reply.send(Ok(self.local_user_nodes(&user, &channel)));
