@@ -561,7 +561,7 @@ pub async fn resolve_member(
         return Ok(pair.has(user).then_some(pair));
     }
     let view = shared
-        .store
+        .im_store()
         .conv_get(user, conv)?
         .await
         .map_err(|_canceled| StoreError::Closed)??;

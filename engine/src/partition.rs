@@ -9,8 +9,9 @@
 //! the same kind of future, or tagged answer, as the local store's, so
 //! the shards and the API do not care where the stream is.
 //!
-//! Only the stream operations are forwarded (append, read, cursors); the
-//! IM layer does not run in a cluster yet (the config refuses it).
+//! The IM layer's calls go to the IM partition's owner (`im.rs`); a
+//! conversation's stream lives there too (`crate::cluster::stream_partition`),
+//! so its reads take the path below like any other stream's.
 
 use futures_channel::oneshot;
 use ringcast_protocol::cluster::StoreRequest;
@@ -18,6 +19,9 @@ use ringcast_store::{AppendRequest, Appended, ReadRequest, ReadResult, StoreErro
 
 use crate::cluster::{wire, ReplyTo, TaggedKind};
 use crate::engine::Shared;
+
+mod im;
+pub use im::ImStore;
 
 type Reply<T> = Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>;
 

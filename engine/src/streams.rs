@@ -226,6 +226,10 @@ impl CommitSink for StoreSink {
             members: group.members.clone(),
             removed: group.removed.clone(),
         });
+        if let Some(cluster) = &self.cluster {
+            let users = recipients.users().map(Arc::from).collect();
+            cluster.im_entry(&group.appended.push, users, None);
+        }
         let shards = self.sender.mesh().n_consumers();
         let mask = if recipients.count() <= GROUP_ROUTE_BY_USER_MAX {
             recipients.users().fold(0, |mask, user| {
@@ -273,6 +277,10 @@ impl StoreSink {
     /// A DM entry to every connection of both users, by their inboxes'
     /// interest.
     fn publish_dm(&mut self, appended: &Appended, pair: Arc<crate::im::DmPair>) {
+        if let Some(cluster) = &self.cluster {
+            let users = pair.users().map(Arc::from).collect();
+            cluster.im_entry(&appended.push, users, Some(pair.clone()));
+        }
         let mask = pair.users().fold(0, |mask, user| {
             mask | self
                 .interest

@@ -153,7 +153,7 @@ impl StoreConfig {
 
 /// How durable an append must be before it is acknowledged. See
 /// `store/README.md` for the exact promise of each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
     /// Acknowledged after the batch is fsynced: survives power loss.
     Sync,
@@ -291,7 +291,7 @@ pub struct DeadRecord {
 }
 
 /// An acknowledged append.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct Appended {
     /// The id the store assigned.
     pub message_id: MessageId,
@@ -300,6 +300,7 @@ pub struct Appended {
     /// The stream's epoch.
     pub epoch: u64,
     /// The stored bytes, `offset` and `epoch` filled in: what the engine fans out.
+    #[rkyv(with = ringcast_protocol::envelope::push_with::SharedAsBytes)]
     pub push: Arc<EncodedPush>,
     /// This was a retry of an earlier append: nothing new was stored and
     /// the commit sink was not handed it again.
@@ -495,7 +496,7 @@ pub struct StoredCursor {
 }
 
 /// An IM message to a direct conversation ([`crate::Store::im_append`]).
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct ImAppend {
     /// The conversation's stream name (`dm:<h>`, see `docs/im.md`); the
     /// caller derives it from the pair. 1..=[`STREAM_NAME_BYTES_MAX`] bytes.
@@ -507,6 +508,7 @@ pub struct ImAppend {
     pub sender: String,
     /// The publication; the store stamps id, offset, epoch and its time
     /// (`max(the conversation's last time, the push's time or now)`).
+    #[rkyv(with = ringcast_protocol::envelope::push_with::AsBytes)]
     pub push: EncodedPush,
     /// Idempotency key, as [`AppendRequest::client_msg_id`].
     pub client_msg_id: Option<String>,
@@ -517,7 +519,7 @@ pub struct ImAppend {
 }
 
 /// An acknowledged IM append.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct ImAppended {
     pub appended: Appended,
     /// Counting entries (messages) in the conversation up to this one.
@@ -531,7 +533,7 @@ pub struct ImAppended {
 }
 
 /// A user's read position in a conversation after [`crate::Store::im_read`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImReadState {
     pub read_offset: u64,
     pub unread: u64,
@@ -542,7 +544,7 @@ pub struct ImReadState {
 
 /// A device's acknowledgement of a conversation ([`crate::Store::im_ack`]):
 /// the device's cursor and the user's delivery position now stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ImDelivery {
     /// The device's cursor (monotonic, clamped to the last offset).
     pub cursor: u64,
@@ -561,7 +563,7 @@ pub struct ImDelivery {
 }
 
 /// A member's read and delivery positions ([`crate::Store::im_receipts`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct MemberReceipt {
     pub user: String,
     pub read_offset: u64,
@@ -570,7 +572,7 @@ pub struct MemberReceipt {
 
 /// A page of [`MemberReceipt`]s in user id order; `next` is the last user
 /// of a full page (the next page starts after it), `None` at the end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptPage {
     pub receipts: Vec<MemberReceipt>,
     pub next: Option<String>,
@@ -578,14 +580,14 @@ pub struct ReceiptPage {
 
 /// A sync token: where a device's view of its conversations stands. Only
 /// meaningful with the store it came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SyncToken {
     pub store_id: u64,
     pub gseq: u64,
 }
 
 /// One conversation as a user sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ConvSummary {
     /// The stream name (`dm:<h>` or `grp:<gid>`).
     pub conv: String,
@@ -611,7 +613,7 @@ pub struct ConvSummary {
 }
 
 /// A page of a user's conversation list ([`crate::Store::conv_list`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ConvPage {
     /// Newest activity first; among equal times, the higher `sid` first.
     pub convs: Vec<ConvSummary>,
@@ -623,7 +625,7 @@ pub struct ConvPage {
 }
 
 /// The conversations changed for a user since a token ([`crate::Store::im_sync`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct ImSync {
     /// Newest activity first.
     pub convs: Vec<ConvSummary>,
@@ -656,7 +658,7 @@ pub const GROUP_MEMBERS_MAX_CEILING: u32 = 100_000;
 pub const GROUPS_PER_USER_MAX_DEFAULT: usize = 1_000;
 
 /// Who asks for a group operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum GroupActor {
     /// A user: the roles table of `docs/im.md` applies.
     User(String),
@@ -665,7 +667,19 @@ pub enum GroupActor {
 }
 
 /// A member's role in a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
 pub enum GroupRole {
     Member,
     Admin,
@@ -674,7 +688,7 @@ pub enum GroupRole {
 
 /// A change to a group, checked by the writer against the roles table in
 /// offset order (`docs/im.md`, "Roles").
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum GroupOp {
     /// Creates the group: `owner` owns it (for a user actor, the actor
     /// itself), `members` (≤ [`GROUP_TARGETS_MAX`]) join as members.
@@ -735,7 +749,7 @@ pub enum GroupOp {
 /// A group operation ([`crate::Store::group_op`]): the op and the
 /// caller's encoded `member` entry, appended to the group's stream in the
 /// batch that changes the member table.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct GroupOpRequest {
     /// `grp:<gid>`, 1..=[`STREAM_NAME_BYTES_MAX`] bytes.
     pub conv: String,
@@ -743,6 +757,7 @@ pub struct GroupOpRequest {
     pub op: GroupOp,
     /// The `member` entry; for a user actor its sender must be the actor.
     /// The store stamps id, offset, epoch and time, as for a message.
+    #[rkyv(with = ringcast_protocol::envelope::push_with::AsBytes)]
     pub push: EncodedPush,
     /// Idempotency key, as [`AppendRequest::client_msg_id`].
     pub client_msg_id: Option<String>,
@@ -750,12 +765,13 @@ pub struct GroupOpRequest {
 }
 
 /// A message to a group ([`crate::Store::group_append`]).
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct GroupAppend {
     /// `grp:<gid>`.
     pub conv: String,
     pub sender: String,
     /// The entry; its sender must be `sender`.
+    #[rkyv(with = ringcast_protocol::envelope::push_with::AsBytes)]
     pub push: EncodedPush,
     /// Whether it counts as unread (`false`: a silent `custom`).
     pub counts: bool,
@@ -765,7 +781,7 @@ pub struct GroupAppend {
 
 /// An acknowledged group entry (a message or a `member` entry), with what
 /// the engine needs to route it without another read.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct GroupAppended {
     pub appended: Appended,
     /// Counting entries (messages) in the conversation up to this one.
@@ -781,7 +797,7 @@ pub struct GroupAppended {
 }
 
 /// A group member ([`crate::Store::group_members`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupMember {
     pub user: String,
     pub role: GroupRole,
@@ -795,7 +811,7 @@ pub struct GroupMember {
 }
 
 /// A group's record ([`crate::Store::group_info`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
     pub conv: String,
     pub name: String,
@@ -812,7 +828,7 @@ pub struct GroupInfo {
 }
 
 /// What a user sees of a group, in a [`ConvSummary`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {
     pub name: String,
     /// `None` once the user left or was removed, or the group dissolved.
@@ -830,7 +846,9 @@ pub struct GroupSummary {
 }
 
 /// Who may send a user direct messages (`docs/im.md`, "Commands and API").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default,
+)]
 pub enum DmPolicy {
     /// Anyone not blocked.
     #[default]
@@ -845,7 +863,7 @@ pub enum DmPolicy {
 }
 
 /// What a rewrite does to the original message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RewriteOp {
     /// The original becomes a tombstone; it no longer counts as unread.
     Recall,
@@ -856,7 +874,7 @@ pub enum RewriteOp {
 /// A recall or an edit of a message ([`crate::Store::im_rewrite`],
 /// `docs/im.md`, "Recall, edit, delete"): the event is appended and the
 /// original overwritten in place, in one batch.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct ImRewrite {
     /// `dm:<h>` or `grp:<gid>`.
     pub conv: String,
@@ -871,9 +889,11 @@ pub struct ImRewrite {
     pub ref_id: u64,
     /// The `recall` or `edit` event; for a user actor its sender must be
     /// the actor. Stamped by the store as a message is.
+    #[rkyv(with = ringcast_protocol::envelope::push_with::AsBytes)]
     pub push: EncodedPush,
     /// The original's new form: its tombstone or its edited version. The
     /// store stamps the original's id, offset, epoch and time on it.
+    #[rkyv(with = ringcast_protocol::envelope::push_with::AsBytes)]
     pub replacement: EncodedPush,
     /// How long after the original its sender may do this (ms).
     pub window_ms: u64,
@@ -883,11 +903,12 @@ pub struct ImRewrite {
 }
 
 /// An acknowledged recall or edit.
-#[derive(Debug, Clone)]
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone)]
 pub struct ImRewritten {
     /// The event's entry.
     pub appended: Appended,
     /// The original as stored now.
+    #[rkyv(with = ringcast_protocol::envelope::push_with::SharedAsBytes)]
     pub replacement: Arc<EncodedPush>,
     /// The IM sequence of this write.
     pub gseq: u64,

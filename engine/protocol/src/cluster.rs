@@ -96,6 +96,14 @@ pub enum StoreRequest {
     UserNodes {
         user: String,
     },
+    /// An IM store call for the owner of the IM partition: an archived
+    /// `ImCall` of the engine (its arguments are the store's own types,
+    /// which this crate does not know), answered with [`StoreReply::Im`].
+    Im(Vec<u8>),
+    /// An IM event (a typing signal, a read, a receipt) for the
+    /// connections of `users` on other nodes, sent to the IM partition's
+    /// owner, which knows where they are and passes it on (not answered).
+    ImRelay(ImEventWire),
     /// Users `node` starts (`present`) or stops watching: the owner tells
     /// it which other nodes hold their connections, now and on every
     /// change ([`PresenceUpdates`]).
@@ -174,12 +182,46 @@ pub enum StoreReply {
         /// Every live node holding a connection of the user.
         nodes: Vec<u8>,
     },
+    /// An archived `ImAnswer` of the engine.
+    Im(Vec<u8>),
     /// The owner's store refused: who is at fault (`ErrorSource` as
     /// 0 caller, 1 load, 2 resource, 3 disk, 4 shutdown) and what it said.
     Error {
         source: u8,
         message: String,
     },
+}
+
+/// An IM event for the connections of `users` but `skip_user`'s ("" for
+/// none) on every node but `origin`, which delivered it to its own.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ImEventWire {
+    pub users: Vec<String>,
+    pub skip_user: String,
+    pub origin: u8,
+    pub event: crate::client::ImEvent,
+}
+
+/// From the IM partition's owner to one node, on `<prefix>.i.<node>`: the
+/// IM entries and events for that node's connections, in the order the
+/// owner committed or relayed them.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ImBatch {
+    pub node: u8,
+    pub items: Vec<ImItem>,
+}
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum ImItem {
+    /// A stored entry of a conversation (an archived push) for the
+    /// receiver's connections of `users`; a DM's carries its pair, which
+    /// the receiver remembers as the owner's sink does.
+    Entry {
+        push: Vec<u8>,
+        users: Vec<String>,
+        pair: Option<(String, String)>,
+    },
+    Event(ImEventWire),
 }
 
 /// From a partition's owner to a node watching some of its users, on

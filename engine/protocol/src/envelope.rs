@@ -81,7 +81,19 @@ pub struct Envelope {
 /// 2025-01-01T00:00:00Z ([`MESSAGE_ID_EPOCH_UNIX_MS`]), 6 bits node, 6 bits
 /// shard, 10 bits counter. Ids from one [`MessageIdGen`] are strictly
 /// increasing; ids from different (node, shard) pairs never collide.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+)]
 pub struct MessageId(pub u64);
 
 /// Issues [`MessageId`]s for one (node, shard). Owned by its shard; not shared.
@@ -755,5 +767,96 @@ mod tests {
         *state ^= *state >> 7;
         *state ^= *state << 17;
         *state
+    }
+}
+
+/// rkyv `with` wrappers that archive a push as its bytes, for structs that
+/// hold one and cross between processes (the store's IM requests and
+/// answers, forwarded between the nodes of a cluster): the bytes are
+/// checked again on the way in ([`EncodedPush::from_untrusted`]).
+pub mod push_with {
+    use std::sync::Arc;
+
+    use rkyv::rancor::{Fallible, Source};
+    use rkyv::ser::{Allocator, Writer};
+    use rkyv::vec::{ArchivedVec, VecResolver};
+    use rkyv::with::{ArchiveWith, DeserializeWith, SerializeWith};
+    use rkyv::Place;
+
+    use super::EncodedPush;
+
+    /// An [`EncodedPush`] as its archive's bytes.
+    pub struct AsBytes;
+    /// An `Arc<EncodedPush>` as its archive's bytes (a new `Arc` on the
+    /// way in: nothing is shared across a process boundary anyway).
+    pub struct SharedAsBytes;
+
+    fn resolve(bytes: &[u8], resolver: VecResolver, out: Place<ArchivedVec<u8>>) {
+        ArchivedVec::resolve_from_len(bytes.len(), resolver, out);
+    }
+
+    fn check<E: Source>(bytes: &ArchivedVec<u8>) -> Result<EncodedPush, E> {
+        EncodedPush::from_untrusted(bytes.as_slice()).map_err(E::new)
+    }
+
+    impl ArchiveWith<EncodedPush> for AsBytes {
+        type Archived = ArchivedVec<u8>;
+        type Resolver = VecResolver;
+        fn resolve_with(field: &EncodedPush, resolver: VecResolver, out: Place<Self::Archived>) {
+            resolve(field.as_bytes(), resolver, out);
+        }
+    }
+
+    impl<S: Fallible + Allocator + Writer + ?Sized> SerializeWith<EncodedPush, S> for AsBytes {
+        fn serialize_with(
+            field: &EncodedPush,
+            serializer: &mut S,
+        ) -> Result<VecResolver, S::Error> {
+            ArchivedVec::serialize_from_slice(field.as_bytes(), serializer)
+        }
+    }
+
+    impl<D: Fallible + ?Sized> DeserializeWith<ArchivedVec<u8>, EncodedPush, D> for AsBytes
+    where
+        D::Error: Source,
+    {
+        fn deserialize_with(field: &ArchivedVec<u8>, _: &mut D) -> Result<EncodedPush, D::Error> {
+            check(field)
+        }
+    }
+
+    impl ArchiveWith<Arc<EncodedPush>> for SharedAsBytes {
+        type Archived = ArchivedVec<u8>;
+        type Resolver = VecResolver;
+        fn resolve_with(
+            field: &Arc<EncodedPush>,
+            resolver: VecResolver,
+            out: Place<Self::Archived>,
+        ) {
+            resolve(field.as_bytes(), resolver, out);
+        }
+    }
+
+    impl<S: Fallible + Allocator + Writer + ?Sized> SerializeWith<Arc<EncodedPush>, S>
+        for SharedAsBytes
+    {
+        fn serialize_with(
+            field: &Arc<EncodedPush>,
+            serializer: &mut S,
+        ) -> Result<VecResolver, S::Error> {
+            ArchivedVec::serialize_from_slice(field.as_bytes(), serializer)
+        }
+    }
+
+    impl<D: Fallible + ?Sized> DeserializeWith<ArchivedVec<u8>, Arc<EncodedPush>, D> for SharedAsBytes
+    where
+        D::Error: Source,
+    {
+        fn deserialize_with(
+            field: &ArchivedVec<u8>,
+            _: &mut D,
+        ) -> Result<Arc<EncodedPush>, D::Error> {
+            check(field).map(Arc::new)
+        }
     }
 }

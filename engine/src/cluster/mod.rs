@@ -22,6 +22,7 @@
 //! - heartbeats, broadcasts (disconnect a user, server-side subscribe),
 //!   and scatter-gather queries (stats, channel presence).
 
+pub mod im_wire;
 mod routing;
 mod thread;
 pub mod wire;
@@ -36,7 +37,7 @@ use ringcast_store::{Appended, ReadResult, StoreError, StoredCursor};
 use crate::config::Config;
 use crate::limits::{CLUSTER_QUEUE_BYTES_MAX, CLUSTER_QUEUE_EVENTS};
 
-pub use routing::{bucket_of, partition_of};
+pub use routing::{bucket_of, partition_of, stream_partition};
 
 /// What the other threads hand the cluster thread.
 #[derive(Debug)]
@@ -47,6 +48,17 @@ pub enum Outbound {
     /// A new entry of an inbox this node owns: to the nodes holding
     /// connections of its user.
     UserEntry(Arc<EncodedPush>),
+    /// A new entry of a conversation, on the IM partition's owner: to the
+    /// nodes holding connections of `users` (a DM's pair, with `pair`;
+    /// a group's recipients).
+    ImEntry {
+        push: Arc<EncodedPush>,
+        users: Vec<Arc<str>>,
+        pair: Option<Arc<crate::im::DmPair>>,
+    },
+    /// An IM event for connections of users on other nodes: routed by the
+    /// IM partition's owner (this node, or through it).
+    ImEvent(Box<ringcast_protocol::cluster::ImEventWire>),
     /// A channel's node-wide interest changed (its first subscriber on the
     /// node came or its last one went): the thread reads which, now.
     Interest(Box<str>),
@@ -71,13 +83,14 @@ pub enum Outbound {
     /// the user goes out first, so the answer says the owner has it.
     UserNodes {
         user: String,
+        /// The partition to ask (`None`: the user's inbox's).
+        partition: Option<u32>,
         barrier: bool,
         reply: futures_channel::oneshot::Sender<Result<Vec<u8>, StoreError>>,
     },
 }
 
 /// Where the answer to a forwarded store request goes.
-#[derive(Debug)]
 pub enum ReplyTo {
     Appended(futures_channel::oneshot::Sender<Result<Appended, StoreError>>),
     Read(futures_channel::oneshot::Sender<Result<ReadResult, StoreError>>),
@@ -89,6 +102,28 @@ pub enum ReplyTo {
         tag: u64,
         kind: TaggedKind,
     },
+    /// An IM call's answer, to the caller's future (`crate::partition::im`).
+    Im(Box<dyn FnOnce(Result<im_wire::ImAnswer, StoreError>) + Send>),
+    /// A shard's tagged IM call: `wrap` (given the partition) makes the
+    /// store answer the shard expects.
+    ImTagged {
+        tag: u64,
+        wrap: fn(u32, Result<im_wire::ImAnswer, StoreError>) -> ringcast_store::Answer,
+    },
+}
+
+impl std::fmt::Debug for ReplyTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            ReplyTo::Appended(_) => "Appended",
+            ReplyTo::Read(_) => "Read",
+            ReplyTo::Cursor(_) => "Cursor",
+            ReplyTo::Tagged { .. } => "Tagged",
+            ReplyTo::Im(_) => "Im",
+            ReplyTo::ImTagged { .. } => "ImTagged",
+        };
+        f.write_str(name)
+    }
 }
 
 /// Which `ringcast_store::Answer` a tagged request expects.
@@ -111,6 +146,8 @@ pub struct Cluster {
     node: u8,
     incarnation: u64,
     stores: u32,
+    /// The IM partition, when the IM layer runs.
+    im_partition: Option<u32>,
     channel_buckets: u32,
     queue: crossbeam_channel::Sender<Outbound>,
     doorbell: Arc<tokio::sync::Notify>,
@@ -206,6 +243,7 @@ impl Cluster {
             node: config.server.node_id.get(),
             incarnation,
             stores: config.cluster.stores,
+            im_partition: config.im.enabled.then_some(config.cluster.im_partition),
             channel_buckets: config.cluster.channel_buckets,
             queue,
             doorbell: doorbell.clone(),
@@ -225,8 +263,39 @@ impl Cluster {
 
     /// The partition `stream` lives in, when another node owns it.
     pub fn remote_partition(&self, stream: &str) -> Option<u32> {
-        let partition = partition_of(stream, self.stores);
+        let partition = stream_partition(stream, self.stores, self.im_partition);
         (partition != u32::from(self.node)).then_some(partition)
+    }
+
+    /// The IM partition, when the IM layer runs and another node owns it.
+    pub fn remote_im_partition(&self) -> Option<u32> {
+        self.im_partition
+            .filter(|partition| *partition != u32::from(self.node))
+    }
+
+    /// Hands a conversation entry stored here (the IM partition's owner)
+    /// to the other nodes holding its recipients' connections, after the
+    /// commit, in commit order.
+    pub fn im_entry(
+        &self,
+        push: &Arc<EncodedPush>,
+        users: Vec<Arc<str>>,
+        pair: Option<Arc<crate::im::DmPair>>,
+    ) {
+        self.send_live(Outbound::ImEntry {
+            push: push.clone(),
+            users,
+            pair,
+        });
+    }
+
+    /// The IM partition, when the IM layer runs.
+    pub fn im_partition(&self) -> Option<u32> {
+        self.im_partition
+    }
+
+    pub fn stores(&self) -> u32 {
+        self.stores
     }
 
     /// The largest stored publication that can cross to other nodes.
@@ -274,6 +343,7 @@ impl Cluster {
             Outbound::Publish(push) | Outbound::UserEntry(push) => {
                 (push.envelope().offset.to_native() > 0, push.len())
             }
+            Outbound::ImEntry { push, .. } => (true, push.len()),
             _ => (false, 0),
         };
         // Bounded in bytes as well as in events: once the queue holds the
@@ -292,7 +362,10 @@ impl Cluster {
 
     /// The thread took `event` from the queue: its bytes leave the budget.
     fn taken(&self, event: &Outbound) {
-        if let Outbound::Publish(push) | Outbound::UserEntry(push) = event {
+        if let Outbound::Publish(push)
+        | Outbound::UserEntry(push)
+        | Outbound::ImEntry { push, .. } = event
+        {
             self.state
                 .queued_bytes
                 .fetch_sub(push.len(), Ordering::AcqRel);
@@ -428,6 +501,7 @@ pub async fn online_elsewhere(shared: &crate::engine::Shared, users: &[&str]) ->
         let sent = cluster
             .send(Outbound::UserNodes {
                 user: (*user).to_owned(),
+                partition: None,
                 barrier: false,
                 reply,
             })
@@ -446,28 +520,79 @@ pub async fn online_elsewhere(shared: &crate::engine::Shared, users: &[&str]) ->
     online
 }
 
-/// Resolves once the owner of `user`'s inbox partition has this node's
-/// registration of the user (or could not be asked); `None` where there
-/// is nothing to wait for: no cluster, the partition is this node's, or
-/// the queue to the cluster thread is full (the registration waits for
-/// its resync then too).
+/// Resolves once the owners of `user`'s inbox partition (when
+/// `inbox`) and of the IM partition (when the IM layer runs) have this
+/// node's registration of the user, or could not be asked; `None` where
+/// there is nothing to wait for: no cluster, the partitions are this
+/// node's, or the queue to the cluster thread is full (the registration
+/// waits for its resync then too).
 pub fn registered(
     shared: &crate::engine::Shared,
     user: &str,
+    inbox: bool,
 ) -> Option<impl std::future::Future<Output = ()> + 'static> {
     let cluster = shared.cluster.as_deref()?;
-    cluster.remote_partition(&crate::channels::personal_channel(user))?;
-    let (reply, receiver) = futures_channel::oneshot::channel();
-    cluster
-        .send(Outbound::UserNodes {
+    let mut partitions = Vec::with_capacity(2);
+    if inbox {
+        if let Some(partition) = cluster.remote_partition(&crate::channels::personal_channel(user))
+        {
+            partitions.push(partition);
+        }
+    }
+    if let Some(im) = cluster.remote_im_partition() {
+        if !partitions.contains(&im) {
+            partitions.push(im);
+        }
+    }
+    let mut receivers = Vec::with_capacity(partitions.len());
+    for partition in partitions {
+        let (reply, receiver) = futures_channel::oneshot::channel();
+        let event = Outbound::UserNodes {
             user: user.to_owned(),
+            partition: Some(partition),
             barrier: true,
             reply,
-        })
-        .ok()?;
+        };
+        if cluster.send(event).is_ok() {
+            receivers.push(receiver);
+        }
+    }
+    if receivers.is_empty() {
+        return None;
+    }
     Some(async move {
-        let _ = receiver.await;
+        for receiver in receivers {
+            let _ = receiver.await;
+        }
     })
+}
+
+/// Hands an IM event, delivered to this node's connections, to the other
+/// nodes holding connections of `users` (but `skip_user`'s; "" for none).
+pub fn im_event(
+    shared: &crate::engine::Shared,
+    users: impl IntoIterator<Item = String>,
+    skip_user: &str,
+    event: &ringcast_protocol::client::ImEvent,
+) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    if cluster.im_partition.is_none() {
+        return;
+    }
+    let wire = ringcast_protocol::cluster::ImEventWire {
+        users: users.into_iter().collect(),
+        skip_user: skip_user.to_owned(),
+        origin: cluster.node,
+        event: event.clone(),
+    };
+    if wire.users.is_empty() {
+        return;
+    }
+    if cluster.send(Outbound::ImEvent(Box::new(wire))).is_err() {
+        cluster.state.dropped.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The receiving end of the queue, for the thread.

@@ -27,6 +27,16 @@ pub fn partition_of(stream: &str, stores: u32) -> u32 {
     (fnv1a64(stream.as_bytes()) % u64::from(stores.max(1))) as u32
 }
 
+/// The partition a durable stream lives in: `fnv1a64(name) mod stores`,
+/// except a conversation's (`dm:`, `grp:`) while the IM layer runs, which
+/// lives in the IM partition with every other IM record.
+pub fn stream_partition(stream: &str, stores: u32, im_partition: Option<u32>) -> u32 {
+    match im_partition {
+        Some(partition) if crate::im::is_conv(stream) => partition,
+        _ => partition_of(stream, stores),
+    }
+}
+
 /// A hash of the settings every node of a cluster must share: where a
 /// stream lives (`cluster.stores`), where a channel travels
 /// (`cluster.channel_buckets`), and how each namespace stores
@@ -37,6 +47,11 @@ pub fn settings_hash(config: &crate::config::Config) -> u64 {
         "stores={};buckets={}",
         config.cluster.stores, config.cluster.channel_buckets
     );
+    if config.im.enabled {
+        // Where the IM records live; absent without the IM layer, so the
+        // hash of a cluster without it did not change.
+        text.push_str(&format!(";im={}", config.cluster.im_partition));
+    }
     for ns in &config.namespaces {
         text.push_str(&format!(
             ";{}:{}:{:?}:{}:{}",
@@ -249,6 +264,16 @@ impl Nodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conversations_live_in_the_im_partition_while_the_im_layer_runs() {
+        for conv in ["dm:abc", "grp:xyz"] {
+            assert_eq!(stream_partition(conv, 8, Some(5)), 5);
+            assert_eq!(stream_partition(conv, 8, None), partition_of(conv, 8));
+        }
+        let inbox = "user:bob";
+        assert_eq!(stream_partition(inbox, 8, Some(5)), partition_of(inbox, 8));
+    }
 
     #[test]
     fn the_hash_is_pinned() {

@@ -31,7 +31,9 @@ use ringcast_store::{Answer, StoreError};
 
 use super::routing::{BucketAction, Buckets, Directory, NodeChange, NodeInfo, Nodes};
 use super::wire;
-use super::{bucket_of, partition_of, Cluster, ClusterStartError, Outbound, QueryAnswers};
+use super::{
+    bucket_of, partition_of, stream_partition, Cluster, ClusterStartError, Outbound, QueryAnswers,
+};
 use super::{ReplyTo, TaggedKind, ThreadParts};
 use crate::engine::Shared;
 use crate::interest::shard_indexes;
@@ -39,6 +41,7 @@ use crate::mesh::{MeshSender, ShardEvent, StoreAnswer};
 use crate::publication::Publication;
 
 mod forward;
+mod im;
 mod liveness;
 mod presence;
 mod serve;
@@ -83,6 +86,7 @@ enum Source {
     Query,
     Store,
     Presence,
+    Im,
 }
 
 /// Starts the cluster thread. Returns once the thread runs; the NATS
@@ -159,6 +163,8 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         directory: Directory::default(),
         nodes: Nodes::default(),
         batches: HashMap::new(),
+        im_batches: HashMap::new(),
+        im_relayed: Vec::new(),
         users: HashMap::new(),
         watches: HashMap::new(),
         watchers: HashMap::new(),
@@ -208,6 +214,9 @@ impl Subjects {
     fn watch(&self, node: u8) -> String {
         format!("{}.w.{node}", self.prefix)
     }
+    fn im(&self, node: u8) -> String {
+        format!("{}.i.{node}", self.prefix)
+    }
 }
 
 struct Node {
@@ -231,6 +240,12 @@ struct Node {
     nodes: Nodes,
     /// Publications per destination subject, sent at the end of a pass.
     batches: HashMap<String, (Vec<Vec<u8>>, usize)>,
+    /// On the IM partition's owner: IM entries and events per node, with
+    /// their bytes, sent at the end of a pass (`im.rs`).
+    im_batches: HashMap<u8, (Vec<ringcast_protocol::cluster::ImItem>, usize)>,
+    /// On the IM partition's owner: events other nodes relayed, handed on
+    /// at the end of the pass.
+    im_relayed: Vec<ringcast_protocol::cluster::ImEventWire>,
     /// User registrations per partition, sent before the next request to
     /// that partition and at the end of a pass.
     users: HashMap<u32, Vec<UserChange>>,
@@ -284,6 +299,9 @@ impl Node {
         ];
         if self.cluster.owns_partition() {
             fixed.push((self.subjects.store(u32::from(me)), Source::Store));
+        }
+        if self.cluster.im_partition().is_some() {
+            fixed.push((self.subjects.im(me), Source::Im));
         }
         for (subject, source) in fixed {
             // Kept for the life of the thread: the task owns the subscriber.
@@ -397,6 +415,10 @@ impl Node {
                     self.batch(subject, &push).await;
                 }
             }
+            Outbound::ImEntry { push, users, pair } => {
+                self.im_entry(&push, &users, pair.as_deref()).await;
+            }
+            Outbound::ImEvent(event) => self.im_event(*event).await,
             Outbound::Interest(channel) => self.interest(&channel).await,
             Outbound::Watch(user) => self.watch_event(&user),
             Outbound::Store {
@@ -425,9 +447,10 @@ impl Node {
             Outbound::Query { query, reply } => self.query(query, reply),
             Outbound::UserNodes {
                 user,
+                partition,
                 barrier,
                 reply,
-            } => self.user_nodes(user, barrier, reply).await,
+            } => self.user_nodes(user, partition, barrier, reply).await,
         }
     }
 
@@ -436,8 +459,9 @@ impl Node {
     async fn interest(&mut self, channel: &str) {
         let live = self.shared.interest.shards(channel) != 0;
         if let Some(user) = crate::outbox::inbox_user(channel) {
+            let me = u32::from(self.cluster.node);
             let partition = partition_of(channel, self.stores);
-            if partition != u32::from(self.cluster.node) {
+            if partition != me {
                 self.users.entry(partition).or_default().push(UserChange {
                     user: user.to_owned(),
                     present: live,
@@ -445,6 +469,15 @@ impl Node {
             } else {
                 // A user of this partition came or went here.
                 self.notify_watchers(user);
+            }
+            // The IM partition's owner routes conversations by every user.
+            if let Some(im) = self.cluster.im_partition() {
+                if im != partition && im != me {
+                    self.users.entry(im).or_default().push(UserChange {
+                        user: user.to_owned(),
+                        present: live,
+                    });
+                }
             }
             return;
         }
@@ -565,6 +598,10 @@ impl Node {
         for (subject, (pushes, _)) in batches {
             self.send_batch(subject, pushes).await;
         }
+        for event in std::mem::take(&mut self.im_relayed) {
+            self.im_event(event).await;
+        }
+        self.flush_im().await;
         let partitions: Vec<u32> = self.users.keys().copied().collect();
         for partition in partitions {
             self.flush_users(partition).await;
@@ -613,9 +650,11 @@ impl Node {
     /// `partition`: the whole set, for an owner that (re)started.
     async fn send_all_users(&mut self, partition: u32) {
         let mut changes = Vec::new();
+        // The IM partition's owner takes every user.
+        let all = self.cluster.im_partition() == Some(partition);
         self.shared.interest.for_each_live(|channel| {
             if let Some(user) = crate::outbox::inbox_user(channel) {
-                if partition_of(channel, self.stores) == partition {
+                if all || partition_of(channel, self.stores) == partition {
                     changes.push(UserChange {
                         user: user.to_owned(),
                         present: true,
@@ -636,6 +675,7 @@ impl Node {
             Source::Query => self.answer_query(message),
             Source::Store => self.serve(message),
             Source::Presence => self.presence_updates(&message.payload),
+            Source::Im => self.im_batch(&message.payload),
         }
     }
 

@@ -252,6 +252,18 @@ pub fn offset_in(partition: u32, reply: StoreReply) -> Result<u64, StoreError> {
     }
 }
 
+/// An IM call's answer (`super::im_wire`), or the owner's refusal.
+pub fn im_answer_in(
+    partition: u32,
+    reply: StoreReply,
+) -> Result<super::im_wire::ImAnswer, StoreError> {
+    match reply {
+        StoreReply::Im(bytes) => ringcast_protocol::cluster::decode(&bytes)
+            .map_err(|error| unreachable(partition, format!("an unreadable IM answer: {error}"))),
+        other => Err(error_in(partition, other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -610,6 +610,13 @@ config_table! {
         stores: u32
             = Count<u32> { default: 1, min: 1, max: STORES_MAX, unit: "partitions" },
             "N", "Store partitions of the cluster (nodes 0..N-1 own one each)";
+        /// The store partition that holds every IM record (conversations,
+        /// lists, groups, read positions) when `im.enabled`: its owner
+        /// runs the IM layer's store calls for the whole cluster. Below
+        /// `stores`; never change it while data exists.
+        im_partition: u32
+            = Count<u32> { default: 0, min: 0, max: STORES_MAX - 1, unit: "partition" },
+            "P", "Store partition holding the IM layer's records (below cluster.stores)";
     }
 }
 
@@ -904,13 +911,14 @@ pub(super) fn check_cluster(
     cluster: &ClusterConfig,
     im: &ImConfig,
 ) -> Result<(), ConfigError> {
-    if !cluster.nats_url.is_empty() && im.enabled {
+    if !cluster.nats_url.is_empty() && im.enabled && cluster.im_partition >= cluster.stores {
         return Err(invalid(
-            "im.enabled",
-            layers.origin("im.enabled"),
-            "must be false when cluster.nats_url is set: the IM layer's conversations and \
-             lists do not span store partitions yet (docs/cluster.md, \"Not built yet\")"
-                .to_owned(),
+            "cluster.im_partition",
+            layers.origin("cluster.im_partition"),
+            format!(
+                "must be below cluster.stores ({}) for a node to own it (got {})",
+                cluster.stores, cluster.im_partition
+            ),
         ));
     }
     if !cluster.channel_buckets.is_power_of_two() {

@@ -222,7 +222,7 @@ impl Api {
         user: &str,
         conv: &str,
     ) -> Result<ringcast_store::GroupSummary, Response> {
-        let view = match self.shared.store.conv_get(user, conv) {
+        let view = match self.shared.im_store().conv_get(user, conv) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
@@ -307,7 +307,7 @@ impl Api {
             backend_allowed,
         };
         let what = "the message was not stored";
-        let stored = match self.shared.store.im_append(request) {
+        let stored = match self.shared.im_store().im_append(request) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
@@ -344,7 +344,7 @@ impl Api {
             client_msg_id: body.client_msg_id,
             durability: crate::im::group_durability(&self.shared.config),
         };
-        let stored = match self.shared.store.group_append(request) {
+        let stored = match self.shared.im_store().group_append(request) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
@@ -364,15 +364,16 @@ impl Api {
             )));
         }
         let cursor = body.cursor.map(|c| (c.time_ms, c.sid));
-        let page = match self
-            .shared
-            .store
-            .conv_list(&body.as_user, cursor, body.limit as usize)
-        {
-            Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
-            Err(err) => Err(err),
-        }
-        .map_err(|err| store_refused(&err, "nothing was read"))?;
+        let page =
+            match self
+                .shared
+                .im_store()
+                .conv_list(&body.as_user, cursor, body.limit as usize)
+            {
+                Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
+                Err(err) => Err(err),
+            }
+            .map_err(|err| store_refused(&err, "nothing was read"))?;
         let convs = page
             .convs
             .into_iter()
@@ -409,12 +410,16 @@ impl Api {
         };
         let user = body.as_user;
         let what = "the read position was not stored";
-        let state = match self.shared.store.im_read(&user, &body.conv, body.offset) {
+        let state = match self
+            .shared
+            .im_store()
+            .im_read(&user, &body.conv, body.offset)
+        {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
         .map_err(|err| store_refused(&err, what))?;
-        let total_unread = match self.shared.store.im_total_unread(&user) {
+        let total_unread = match self.shared.im_store().im_total_unread(&user) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
@@ -463,7 +468,7 @@ impl Api {
                 "limit must be 1 to {RECEIPTS_LIMIT_MAX}"
             )));
         }
-        let page = match self.shared.store.im_receipts(
+        let page = match self.shared.im_store().im_receipts(
             &body.as_user,
             &body.conv,
             body.cursor.as_deref(),
@@ -537,14 +542,14 @@ impl Api {
         let what = "the clear was not stored";
         let state = match self
             .shared
-            .store
+            .im_store()
             .im_clear(&body.as_user, &body.conv, body.upto)
         {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
         .map_err(|err| store_refused(&err, what))?;
-        let total_unread = match self.shared.store.im_total_unread(&body.as_user) {
+        let total_unread = match self.shared.im_store().im_total_unread(&body.as_user) {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         }
@@ -565,13 +570,19 @@ impl Api {
         if max == 0 || member_count > max {
             return;
         }
-        let members = match self.shared.store.group_members(conv, None, max as usize) {
+        let members = match self
+            .shared
+            .im_store()
+            .group_members(conv, None, max as usize)
+        {
             Ok(receiver) => receiver.await.unwrap_or(Err(StoreError::Closed)),
             Err(err) => Err(err),
         };
         let Ok(members) = members else {
             return;
         };
+        let others = members.iter().map(|member| member.user.clone());
+        crate::cluster::im_event(&self.shared, others, from, event);
         let frames = crate::im::event_frames(event);
         for member in members.iter().filter(|member| member.user != from) {
             self.im_frames_to_user(&member.user, &frames);
@@ -581,6 +592,7 @@ impl Api {
     /// `event` to every connection of `user`, on every shard (ephemeral: a
     /// shard whose lane is full does not get it).
     pub(super) fn im_event_to_user(&self, user: &str, event: &ImEvent) {
+        crate::cluster::im_event(&self.shared, [user.to_owned()], "", event);
         self.im_frames_to_user(user, &crate::im::event_frames(event));
     }
 

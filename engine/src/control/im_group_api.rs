@@ -218,7 +218,7 @@ impl Api {
                 self.check_view(as_user.as_deref(), &conv).await?;
                 let page = answer(
                     self.shared
-                        .store
+                        .im_store()
                         .group_members(&conv, after.as_deref(), limit as usize),
                     "nothing was read",
                 )
@@ -227,7 +227,7 @@ impl Api {
             }
             ImCommand::GroupInfo { conv } => {
                 self.check_view(as_user.as_deref(), &conv).await?;
-                match answer(self.shared.store.group_info(&conv), "nothing was read").await? {
+                match answer(self.shared.im_store().group_info(&conv), "nothing was read").await? {
                     Some(info) => Ok(ok_json(&ImReply::GroupInfo(Box::new(
                         crate::im::group_details(info),
                     )))),
@@ -248,7 +248,11 @@ impl Api {
         let Some(user) = as_user else {
             return Ok(());
         };
-        let view = answer(self.shared.store.conv_get(user, conv), "nothing was read").await?;
+        let view = answer(
+            self.shared.im_store().conv_get(user, conv),
+            "nothing was read",
+        )
+        .await?;
         match view.and_then(|summary| summary.group) {
             Some(group) if group.role.is_some() => Ok(()),
             _ => Err(group_refused((
@@ -278,7 +282,11 @@ impl Api {
             client_msg_id,
             durability: crate::im::group_durability(&self.shared.config),
         };
-        let stored = answer(self.shared.store.group_op(request), "nothing was changed").await?;
+        let stored = answer(
+            self.shared.im_store().group_op(request),
+            "nothing was changed",
+        )
+        .await?;
         Ok(ok_json(&crate::im::sent_reply(conv, &stored.appended)))
     }
 }

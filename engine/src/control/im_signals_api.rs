@@ -122,7 +122,7 @@ impl Api {
         if body.as_user == body.user {
             return Err(bad_request("a user cannot block itself"));
         }
-        let write = self.shared.store.block(&body.as_user, &body.user, on);
+        let write = self.shared.im_store().block(&body.as_user, &body.user, on);
         let changed = stored(write, "nothing was changed").await? != 0;
         if changed {
             let event = ImEvent::Block {
@@ -162,8 +162,10 @@ impl Api {
         .await
         .map_err(super::im_api::refused)?;
         if let Some(users) = recipients {
-            let frames = crate::shard::im_typing::typing_frames(&body.conv, &body.as_user, state);
-            self.im_frames_to_users(users, &body.as_user, frames);
+            let event = crate::shard::im_typing::typing_event(&body.conv, &body.as_user, state);
+            let names = users.iter().map(|user| user.to_string());
+            crate::cluster::im_event(&self.shared, names, &body.as_user, &event);
+            self.im_frames_to_users(users, &body.as_user, crate::im::event_frames(&event));
         }
         Ok(Response::text(200, CONTENT_TYPE_JSON, "{}"))
     }
@@ -173,7 +175,7 @@ impl Api {
         let body: ListBody = Self::parse(req)?;
         check_user(&body.as_user, "as_user")?;
         check_limit(body.limit)?;
-        let read = self.shared.store.blocks_list(
+        let read = self.shared.im_store().blocks_list(
             &body.as_user,
             body.cursor.as_deref(),
             body.limit as usize,
@@ -189,7 +191,7 @@ impl Api {
         let body: PolicyBody = Self::parse(req)?;
         check_user(&body.as_user, "as_user")?;
         let Some(name) = body.policy else {
-            let read = self.shared.store.dm_policy(&body.as_user);
+            let read = self.shared.im_store().dm_policy(&body.as_user);
             let policy = stored(read, "nothing was read").await?;
             return Ok(Response::json(
                 200,
@@ -211,7 +213,7 @@ impl Api {
                 )))
             }
         };
-        let write = self.shared.store.set_dm_policy(&body.as_user, policy);
+        let write = self.shared.im_store().set_dm_policy(&body.as_user, policy);
         let changed = stored(write, "nothing was changed").await? != 0;
         Ok(Response::json(
             200,
@@ -228,7 +230,7 @@ impl Api {
             "remove" => false,
             "list" => {
                 check_limit(body.limit)?;
-                let read = self.shared.store.contacts_list(
+                let read = self.shared.im_store().contacts_list(
                     &body.as_user,
                     body.cursor.as_deref(),
                     body.limit as usize,
@@ -247,7 +249,7 @@ impl Api {
             return Err(bad_request("add and remove name the contact in `user`"));
         };
         check_user(&user, "user")?;
-        let write = self.shared.store.contact(&body.as_user, &user, on);
+        let write = self.shared.im_store().contact(&body.as_user, &user, on);
         let changed = stored(write, "nothing was changed").await? != 0;
         Ok(Response::json(
             200,

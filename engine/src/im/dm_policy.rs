@@ -101,7 +101,7 @@ where
     let Some(proxy) = config.proxy_index(&config.im.dm_policy_proxy) else {
         return Ok(false);
     };
-    let policy = match shared.store.dm_policy(recipient) {
+    let policy = match shared.im_store().dm_policy(recipient) {
         Ok(read) => read.await.unwrap_or(Err(StoreError::Closed)),
         Err(error) => Err(error),
     }
@@ -109,7 +109,7 @@ where
     if policy != DmPolicy::Backend {
         return Ok(false);
     }
-    let view = match shared.store.conv_get(sender, conv) {
+    let view = match shared.im_store().conv_get(sender, conv) {
         Ok(read) => read.await.unwrap_or(Err(StoreError::Closed)),
         Err(error) => Err(error),
     }

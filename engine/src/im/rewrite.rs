@@ -85,7 +85,7 @@ pub async fn rewrite(
     let request = prepare_rewrite(shared, actor, conv, offset, ask).await?;
     let store_error = |error: StoreError| rewrite_store_error(&error);
     let done = shared
-        .store
+        .im_store()
         .im_rewrite(request)
         .map_err(store_error)?
         .await
@@ -121,7 +121,7 @@ pub async fn prepare_rewrite(
     // role again at the event's offset).
     if let (true, GroupActor::User(user)) = (super::is_group(&conv), &actor) {
         let view = shared
-            .store
+            .im_store()
             .conv_get(user, &conv)
             .map_err(store_error)?
             .await
@@ -137,7 +137,7 @@ pub async fn prepare_rewrite(
             }));
         }
     }
-    let read = shared.store.read(ReadRequest {
+    let read = shared.read(ReadRequest {
         stream: conv.clone(),
         since: Some(offset.saturating_sub(1)),
         before: Some(offset.saturating_add(1)),
@@ -170,7 +170,7 @@ pub async fn prepare_rewrite(
     if super::is_dm(&conv) && shared.dm_pairs.get(&conv).is_none() {
         let sender = header.sender.as_str();
         let summary = shared
-            .store
+            .im_store()
             .conv_get(sender, &conv)
             .map_err(store_error)?
             .await

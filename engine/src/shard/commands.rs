@@ -117,6 +117,7 @@ pub(super) enum StoreDone {
     /// A group's members, read to push a receipt to them.
     ImGroupReceipt(
         Arc<crate::im::ImFrames>,
+        Box<ringcast_protocol::client::ImEvent>,
         String,
         Result<Vec<ringcast_store::GroupMember>, CommandError>,
     ),
@@ -371,8 +372,8 @@ impl Shard {
             StoreDone::RewriteReady(to, result) => self.submit_rewrite(to, result),
             StoreDone::ImAcked(to, user, conv, result) => self.on_im_acked(to, &user, conv, result),
             StoreDone::ImReceipts(to, conv, result) => self.on_im_receipts(to, conv, result),
-            StoreDone::ImGroupReceipt(frames, skip, result) => {
-                self.on_group_receipt(&frames, &skip, result)
+            StoreDone::ImGroupReceipt(frames, event, skip, result) => {
+                self.on_group_receipt(&frames, &event, &skip, result)
             }
             StoreDone::ImCatchup(to, plan, result) => self.on_catchup_checked(to, *plan, result),
         }

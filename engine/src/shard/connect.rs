@@ -332,6 +332,46 @@ impl Shard {
             .close_with(now_ms, code, &reason, true, &self.session_config);
         self.mark_dirty(to.key);
     }
+
+    /// The window at connect (docs/cluster.md): in a cluster, a new
+    /// connection is written nothing (neither the 101 nor `connect`) until
+    /// the owner of its user's inbox partition (unless the connection
+    /// recovers its inbox: `inbox` false) and the IM partition's owner
+    /// (with the IM layer) have this node's registration of the user, when
+    /// they are other nodes. Registrations are not answered, so a question
+    /// about the user sent after it, on the same subject, is the barrier:
+    /// once it is answered, everything sent to the user is forwarded here.
+    /// A recovering connection's inbox needs no barrier: its read goes the
+    /// same way. The question is answered or failed within
+    /// `cluster.request_timeout_ms`; the connection is written then either
+    /// way (with the owner unreachable, sends to the user fail too).
+    pub(super) fn await_registration(
+        &mut self,
+        key: usize,
+        client_id: u64,
+        user: &str,
+        inbox: bool,
+    ) {
+        let Some(registered) = crate::cluster::registered(&self.shared, user, inbox) else {
+            return;
+        };
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.corked = true;
+        }
+        self.store_replies.push(Box::pin(async move {
+            registered.await;
+            StoreDone::Registered(key, client_id)
+        }));
+    }
+
+    /// The barrier of [`Shard::await_registration`] passed.
+    pub(super) fn on_registered(&mut self, key: usize, client_id: u64) {
+        match self.conns.get_mut(key) {
+            Some(conn) if conn.client_id == client_id => conn.corked = false,
+            _ => return,
+        }
+        self.mark_dirty(key);
+    }
 }
 
 /// The first wait before asking the refresh proxy again after a failed
@@ -387,38 +427,5 @@ mod tests {
         // Near the expiry, never past halfway to it.
         let now = expires - 3_000;
         assert_eq!(refresh_retry_at(now, expires, 5, 7), now + 1_500);
-    }
-
-    /// The window at connect (docs/cluster.md): in a cluster, a connection
-    /// that recovers nothing of its inbox, whose inbox lives in another
-    /// node's partition, is written nothing (neither the 101 nor
-    /// `connect`) until the owner has this node's registration of the
-    /// user. Registrations are not answered, so a question about the user
-    /// sent after it, on the same subject, is the barrier: once it is
-    /// answered, everything sent to the user is forwarded here. A
-    /// recovering connection needs no barrier: its read goes the same way.
-    /// The question is answered or failed within
-    /// `cluster.request_timeout_ms`; the connection is written then either
-    /// way (with the owner unreachable, sends to the user fail too).
-    pub(super) fn await_registration(&mut self, key: usize, client_id: u64, user: &str) {
-        let Some(registered) = crate::cluster::registered(&self.shared, user) else {
-            return;
-        };
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.corked = true;
-        }
-        self.store_replies.push(Box::pin(async move {
-            registered.await;
-            StoreDone::Registered(key, client_id)
-        }));
-    }
-
-    /// The barrier of [`Shard::await_registration`] passed.
-    pub(super) fn on_registered(&mut self, key: usize, client_id: u64) {
-        match self.conns.get_mut(key) {
-            Some(conn) if conn.client_id == client_id => conn.corked = false,
-            _ => return,
-        }
-        self.mark_dirty(key);
     }
 }

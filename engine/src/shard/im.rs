@@ -256,7 +256,7 @@ pub(super) async fn member_view(
     conv: &str,
     current: bool,
 ) -> Result<ringcast_store::GroupSummary, CommandError> {
-    let view = store_reply(shared.store.conv_get(user, conv)).await?;
+    let view = store_reply(shared.im_store().conv_get(user, conv)).await?;
     match view.and_then(|summary| summary.group) {
         Some(group) if !current || group.role.is_some() => Ok(group),
         _ => Err(not_member(conv)),
@@ -275,7 +275,7 @@ async fn conv_presence(
     let users: Vec<String> = if crate::im::is_group(&conv) {
         member_view(&shared, &user, &conv, true).await?;
         let limit = ringcast_protocol::client::PRESENCE_USERS_MAX;
-        store_reply(shared.store.group_members(&conv, None, limit))
+        store_reply(shared.im_store().group_members(&conv, None, limit))
             .await?
             .into_iter()
             .map(|member| member.user)
@@ -374,7 +374,7 @@ impl Shard {
                 self.store_replies.push(Box::pin(async move {
                     let result = async {
                         member_view(&shared, &user, &conv, true).await?;
-                        let page = store_reply(shared.store.group_members(
+                        let page = store_reply(shared.im_store().group_members(
                             &conv,
                             after.as_deref(),
                             limit as usize,
@@ -393,7 +393,7 @@ impl Shard {
                 self.store_replies.push(Box::pin(async move {
                     let result = async {
                         member_view(&shared, &user, &conv, false).await?;
-                        match store_reply(shared.store.group_info(&conv)).await? {
+                        match store_reply(shared.im_store().group_info(&conv)).await? {
                             Some(info) => {
                                 Ok(ImReply::GroupInfo(Box::new(crate::im::group_details(info))))
                             }
@@ -441,7 +441,7 @@ impl Shard {
                 self.rewrite_command(to, user, conv, offset, ask)
             }
             ImCommand::ConvList { cursor, limit } => {
-                let list = self.shared.store.conv_list(
+                let list = self.shared.im_store().conv_list(
                     user,
                     cursor.map(|c| (c.time_ms, c.sid)),
                     limit as usize,
@@ -554,13 +554,13 @@ impl Shard {
                 echo,
             } => self.im_send(to, user, conv, &pair, kind, data, client_msg_id, echo),
             ImPending::Read { offset } => {
-                let read = self.shared.store.im_read(user, &conv, offset);
+                let read = self.shared.im_store().im_read(user, &conv, offset);
                 let shared = self.shared.clone();
                 let user = user.to_owned();
                 self.store_replies.push(Box::pin(async move {
                     let result = async {
                         let state = store_reply(read).await?;
-                        let total = store_reply(shared.store.im_total_unread(&user)).await?;
+                        let total = store_reply(shared.im_store().im_total_unread(&user)).await?;
                         Ok((state, total))
                     }
                     .await;
@@ -578,7 +578,7 @@ impl Shard {
             ImPending::Clear { upto } => Ok(self.clear_later(to, user, conv, upto, false)),
             ImPending::History(mut request) => {
                 // The user's `clear`: nothing before its window is shown.
-                let view = self.shared.store.conv_get(user, &conv);
+                let view = self.shared.im_store().conv_get(user, &conv);
                 let shared = self.shared.clone();
                 self.store_replies.push(Box::pin(async move {
                     let stream = request.stream.clone();
@@ -588,7 +588,7 @@ impl Shard {
                             let since = request.since.unwrap_or(0).max(visible_from - 1);
                             request.since = Some(since);
                         }
-                        store_reply(shared.store.read(request)).await
+                        store_reply(shared.read(request)).await
                     }
                     .await;
                     StoreDone::History(to, stream, result)
@@ -649,7 +649,7 @@ impl Shard {
         };
         let slot = self.pending_store.insert(StoreWait::Rewritten(to));
         let tag = streams::request_tag(self.idx, slot);
-        if let Err(err) = self.shared.store.submit_im_rewrite(request, tag) {
+        if let Err(err) = self.shared.im_store().submit_im_rewrite(request, tag) {
             self.pending_store.remove(slot);
             self.reply_to(to, Err(crate::im::rewrite_store_error(&err)));
         }
@@ -668,7 +668,7 @@ impl Shard {
     ) -> Outcome {
         // A DM's clear goes to the writer now, before any later command
         // of the connection; a group's after its view is read.
-        let early = (!group).then(|| self.shared.store.im_clear(user, &conv, upto));
+        let early = (!group).then(|| self.shared.im_store().im_clear(user, &conv, upto));
         let shared = self.shared.clone();
         let user = user.to_owned();
         self.store_replies.push(Box::pin(async move {
@@ -677,11 +677,11 @@ impl Shard {
                     Some(clear) => clear,
                     None => {
                         member_view(&shared, &user, &conv, false).await?;
-                        shared.store.im_clear(&user, &conv, upto)
+                        shared.im_store().im_clear(&user, &conv, upto)
                     }
                 };
                 let state = store_reply(clear).await?;
-                let total = store_reply(shared.store.im_total_unread(&user)).await?;
+                let total = store_reply(shared.im_store().im_total_unread(&user)).await?;
                 Ok(ReplyResult::Im(Box::new(ImReply::Cleared {
                     conv,
                     visible_from: state.visible_from,
@@ -858,7 +858,7 @@ impl Shard {
         };
         let slot = self.pending_store.insert(StoreWait::ImSent(Box::new(wait)));
         let tag = streams::request_tag(self.idx, slot);
-        if let Err(err) = self.shared.store.submit_im_append(request, tag) {
+        if let Err(err) = self.shared.im_store().submit_im_append(request, tag) {
             self.pending_store.remove(slot);
             return Err(im_store_error(&err));
         }
@@ -933,7 +933,7 @@ impl Shard {
             durability: crate::im::group_durability(&self.shared.config),
         };
         let (slot, tag) = self.wait_group(to, &conv, skip_echo);
-        if let Err(err) = self.shared.store.submit_group_append(request, tag) {
+        if let Err(err) = self.shared.im_store().submit_group_append(request, tag) {
             self.pending_store.remove(slot);
             return Err(group_store_error(&err));
         }
@@ -962,7 +962,7 @@ impl Shard {
             durability: crate::im::group_durability(&self.shared.config),
         };
         let (slot, tag) = self.wait_group(to, &conv, None);
-        if let Err(err) = self.shared.store.submit_group_op(request, tag) {
+        if let Err(err) = self.shared.im_store().submit_group_op(request, tag) {
             self.pending_store.remove(slot);
             return Err(group_store_error(&err));
         }
@@ -982,8 +982,8 @@ impl Shard {
                 if view.role.is_some() {
                     member_count = view.member_count;
                 }
-                let state = store_reply(shared.store.im_read(&user, &conv, offset)).await?;
-                let total = store_reply(shared.store.im_total_unread(&user)).await?;
+                let state = store_reply(shared.im_store().im_read(&user, &conv, offset)).await?;
+                let total = store_reply(shared.im_store().im_total_unread(&user)).await?;
                 Ok((state, total))
             }
             .await;
@@ -1091,6 +1091,7 @@ impl Shard {
     /// connection `skip_client` (0: none). Ephemeral: a shard whose lane
     /// is full does not get it (the positions are in the next sync).
     pub(super) fn im_event_to_user(&mut self, user: &str, event: &ImEvent, skip_client: u64) {
+        crate::cluster::im_event(&self.shared, [user.to_owned()], "", event);
         let frames = crate::im::event_frames(event);
         self.im_frames_to_user(user, &frames, skip_client);
     }

@@ -89,13 +89,13 @@ async fn check_catchup_member(
     if crate::im::is_dm(&conv) {
         super::im::resolve_member(shared.clone(), user.clone(), conv.clone()).await?;
         // A DM the user cleared shows nothing before its `visible_from`.
-        let view = conv_reply(&conv, shared.store.conv_get(&user, &conv)).await?;
+        let view = conv_reply(&conv, shared.im_store().conv_get(&user, &conv)).await?;
         return Ok(View {
             from: view.map_or(0, |view| view.visible_from),
             to: 0,
         });
     }
-    let view = conv_reply(&conv, shared.store.conv_get(&user, &conv)).await?;
+    let view = conv_reply(&conv, shared.im_store().conv_get(&user, &conv)).await?;
     match view.and_then(|view| view.group) {
         Some(group) if !group.left => Ok(View {
             from: group.visible_from,
@@ -144,7 +144,7 @@ impl Shard {
             .get(to.key)
             .map(|conn| self.device_id(conn))
             .ok_or_else(|| refuse(ErrorCode::Internal))?;
-        let ack = self.shared.store.im_ack(user, &device, &conv, offset);
+        let ack = self.shared.im_store().im_ack(user, &device, &conv, offset);
         let user = user.to_owned();
         self.store_replies.push(Box::pin(async move {
             let result = conv_reply(&conv, ack).await;
@@ -196,17 +196,22 @@ impl Shard {
             return;
         }
         let frames = crate::im::event_frames(event);
-        let members = self.shared.store.group_members(conv, None, max as usize);
+        let members = self
+            .shared
+            .im_store()
+            .group_members(conv, None, max as usize);
         let from = from.to_owned();
+        let event = Box::new(event.clone());
         self.store_replies.push(Box::pin(async move {
             let result = super::commands::store_reply(members).await;
-            StoreDone::ImGroupReceipt(frames, from, result)
+            StoreDone::ImGroupReceipt(frames, event, from, result)
         }));
     }
 
     pub(super) fn on_group_receipt(
         &mut self,
         frames: &Arc<ImFrames>,
+        event: &ImEvent,
         from: &str,
         result: Result<Vec<GroupMember>, CommandError>,
     ) {
@@ -214,6 +219,8 @@ impl Shard {
             // Ephemeral, as every receipt: the positions are in `receipts`.
             return;
         };
+        let others = members.iter().map(|member| member.user.clone());
+        crate::cluster::im_event(&self.shared, others, from, event);
         for member in members.iter().filter(|member| member.user != from) {
             self.im_frames_to_user(&member.user, frames, 0);
         }
@@ -228,10 +235,10 @@ impl Shard {
         cursor: Option<String>,
         limit: u32,
     ) -> CommandResult {
-        let page = self
-            .shared
-            .store
-            .im_receipts(user, &conv, cursor.as_deref(), limit as usize);
+        let page =
+            self.shared
+                .im_store()
+                .im_receipts(user, &conv, cursor.as_deref(), limit as usize);
         self.store_replies.push(Box::pin(async move {
             let result = conv_reply(&conv, page)
                 .await

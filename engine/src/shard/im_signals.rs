@@ -39,7 +39,7 @@ impl Shard {
                 "a user cannot block itself".to_owned(),
             ));
         }
-        let write = self.shared.store.block(user, &other, on);
+        let write = self.shared.im_store().block(user, &other, on);
         self.store_replies.push(Box::pin(async move {
             let result = store_reply(write).await;
             StoreDone::ImSignal(to, Box::new(SignalDone::Block { other, on, result }))
@@ -57,7 +57,7 @@ impl Shard {
     ) -> CommandResult {
         let read = self
             .shared
-            .store
+            .im_store()
             .blocks_list(user, cursor.as_deref(), limit as usize);
         self.store_replies.push(Box::pin(async move {
             let result = store_reply(read).await;

@@ -48,10 +48,10 @@ impl Shard {
             store_id: token.store_id,
             gseq: token.gseq,
         });
-        let sync = self
-            .shared
-            .store
-            .im_sync(&user, since, self.shared.config.im.sync_convs_max);
+        let sync =
+            self.shared
+                .im_store()
+                .im_sync(&user, since, self.shared.config.im.sync_convs_max);
         self.store_replies.push(Box::pin(async move {
             StoreDone::ImSync(key, client_id, store_reply(sync).await)
         }));

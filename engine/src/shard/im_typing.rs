@@ -325,7 +325,7 @@ async fn read_group(
     conv: String,
     members_max: u32,
 ) -> Result<GroupTyping, CommandError> {
-    let Some(info) = store_reply(shared.store.group_info(&conv)).await? else {
+    let Some(info) = store_reply(shared.im_store().group_info(&conv)).await? else {
         return Ok(GroupTyping::Absent);
     };
     if info.dissolved {
@@ -337,7 +337,7 @@ async fn read_group(
     // One more than allowed, so that a group that grew since its record
     // was read is seen too large rather than cut short.
     let page = members_max as usize + 1;
-    let members = store_reply(shared.store.group_members(&conv, None, page)).await?;
+    let members = store_reply(shared.im_store().group_members(&conv, None, page)).await?;
     if members.len() > members_max as usize {
         return Ok(GroupTyping::Large);
     }
@@ -451,10 +451,11 @@ impl Shard {
             return Err(super::im::not_member(conv));
         }
         if self.typing_goes_out(to, conv, state) {
-            let frames = typing_frames(conv, user, state);
             let peer = pair.peer_of(user);
             if peer != user {
-                self.im_frames_to_user(peer, &frames, 0);
+                let event = typing_event(conv, user, state);
+                crate::cluster::im_event(&self.shared, [peer.to_owned()], user, &event);
+                self.im_frames_to_user(peer, &crate::im::event_frames(&event), 0);
             }
         } else {
             self.metrics().im_typing_dropped.add(1);
@@ -486,8 +487,10 @@ impl Shard {
             self.metrics().im_typing_dropped.add(1);
             return Ok(Outcome::Now(ReplyResult::Empty));
         }
-        let frames = typing_frames(conv, user, state);
-        self.typing_fan_out(&list.users, user, &frames);
+        let event = typing_event(conv, user, state);
+        let users = list.users.iter().map(|user| user.to_string());
+        crate::cluster::im_event(&self.shared, users, user, &event);
+        self.typing_fan_out(&list.users, user, &crate::im::event_frames(&event));
         Ok(Outcome::Now(ReplyResult::Empty))
     }
 
@@ -642,12 +645,12 @@ pub(crate) async fn api_typing_recipients(
     }
 }
 
-pub(crate) fn typing_frames(conv: &str, user: &str, state: TypingState) -> Arc<ImFrames> {
-    crate::im::event_frames(&ImEvent::Typing {
+pub(crate) fn typing_event(conv: &str, user: &str, state: TypingState) -> ImEvent {
+    ImEvent::Typing {
         conv: conv.to_owned(),
         user: user.to_owned(),
         state,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -268,9 +268,8 @@ impl Shard {
             if recover_inbox {
                 let oldest = admitted.device_from_oldest;
                 self.start_recovery(key, 0, inbox, admitted.inbox_since, true, oldest);
-            } else {
-                self.await_registration(key, client_id, &admitted.user);
             }
+            self.await_registration(key, client_id, &admitted.user, !recover_inbox);
             self.im_at_connect(key, admitted.im_since, recover_inbox);
             self.presence_connected(&admitted.user);
         }

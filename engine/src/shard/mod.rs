@@ -506,13 +506,24 @@ impl Shard {
     /// lost between nodes.
     fn cut_partitions(&mut self, partitions: u64) {
         let stores = self.shared.config.cluster.stores;
+        let im = self
+            .shared
+            .config
+            .im
+            .enabled
+            .then_some(self.shared.config.cluster.im_partition);
+        // Conversation entries reach a connection through its user's
+        // inbox: when the IM partition's may be lost, every connection of
+        // a user is cut, and its reconnect syncs its conversations.
+        let im_cut = im.is_some_and(|partition| partitions & (1u64 << partition) != 0);
         tracing::warn!(
             shard = self.idx,
             partitions = format!("{partitions:#x}"),
             "publications from other nodes may be lost; closing subscribers of their durable streams"
         );
         self.cut_durable_where(|channel| {
-            partitions & (1u64 << crate::cluster::partition_of(channel, stores)) != 0
+            partitions & (1u64 << crate::cluster::stream_partition(channel, stores, im)) != 0
+                || (im_cut && crate::channels::is_personal(channel))
         });
     }
 

@@ -114,6 +114,19 @@ impl Node {
     /// Starts node `id` with its own data directory under `dir`, on the
     /// given ports (shared with other nodes when they are the same).
     fn start(dir: &Path, id: u8, nats: &Nats, stores: u32, ws_port: u16, api_port: u16) -> Node {
+        Node::start_with(dir, id, nats, stores, (ws_port, api_port), false)
+    }
+
+    /// [`Node::start`], with the IM layer on when `im`.
+    fn start_with(
+        dir: &Path,
+        id: u8,
+        nats: &Nats,
+        stores: u32,
+        (ws_port, api_port): (u16, u16),
+        im: bool,
+    ) -> Node {
+        let im_enabled = if im { "enabled = true\n" } else { "" };
         let data_dir = dir.join(format!("node-{id}"));
         let config_path = dir.join(format!("node-{id}.toml"));
         let node_api_port = free_port();
@@ -130,7 +143,7 @@ impl Node {
                  node_timeout_ms = 2500\nrequest_timeout_ms = 1000\n\
                  [[namespace]]\nname = \"news\"\npublish = \"any\"\n\
                  [[namespace]]\nname = \"hist\"\npublish = \"any\"\nhistory = true\ndurability = \"sync\"\n\
-                 [im]\npresence_offline_grace_ms = 500\n\
+                 [im]\n{im_enabled}presence_offline_grace_ms = 500\n\
                  [log]\nlevel = \"info\"\n",
                 nats.url()
             ),
@@ -1519,7 +1532,7 @@ fn a_device_on_another_node_misses_nothing_when_the_owner_is_killed_mid_stream()
     let dir = tempfile::tempdir().unwrap();
     let mut nodes = three_nodes(dir.path(), &nats);
     let alice = user_in_partition(1, 3, "alice");
-    let mut device = nodes[0].connect(&alice, "");
+    let device = nodes[0].connect(&alice, "");
     let stop_reader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let stop = stop_reader.clone();
@@ -1781,4 +1794,215 @@ fn an_owner_cut_off_from_nats_past_the_timeout_leaves_no_gap() {
         "every publication once, in order (closes: {:?})",
         follower.closes
     );
+}
+
+/// An IM connection: `connect`, then the sync of its conversations.
+fn im_connect(node: &Node, user: &str, query: &str) -> (Ws, Value) {
+    let mut ws = node.connect(user, query);
+    loop {
+        let message = read(&mut ws).expect("the IM sync at connect");
+        if let Some(sync) = message.get("im_sync") {
+            return (ws, sync.clone());
+        }
+    }
+}
+
+/// The sender's own push of what it just sent: among the messages before
+/// the reply, or right after it. In a cluster the reply and the push come
+/// separate ways from the IM partition's owner (docs/cluster.md).
+fn own_push(ws: &mut Ws, before: &[Value]) -> Value {
+    match before.iter().find_map(|message| message.get("push")) {
+        Some(push) => push.clone(),
+        None => next_push(ws).expect("the sender's own push"),
+    }
+}
+
+/// The next message with field `key` (an IM event), skipping others.
+fn next_with(ws: &mut Ws, key: &str) -> Value {
+    loop {
+        let message = read(ws).unwrap_or_else(|| panic!("no {key} came"));
+        if let Some(value) = message.get(key) {
+            return value.clone();
+        }
+    }
+}
+
+/// The IM layer across three nodes (docs/cluster.md, "The IM layer in a
+/// cluster"): its records live in the IM partition (node 0's); users on
+/// nodes 1 and 2 send DMs and group messages, read, type and list their
+/// conversations through it, each entry reaching every device once, and
+/// while node 0 is down its calls are refused (111), never lost, and go
+/// on after it returns with the same conversations and offsets.
+#[test]
+fn the_im_layer_spans_the_nodes_through_the_im_partition() {
+    let _serial = serial();
+    let nats = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|id| Node::start_with(dir.path(), id, &nats, 3, (free_port(), free_port()), true))
+        .collect();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    let (mut alice, sync) = im_connect(&nodes[1], "alice", "");
+    assert_eq!(sync["convs"], json!([]), "{sync}");
+    let (mut bob, _) = im_connect(&nodes[2], "bob", "");
+    let (mut bob_tablet, _) = im_connect(&nodes[1], "bob", "");
+    let (mut carol, _) = im_connect(&nodes[0], "carol", "");
+
+    // A DM from node 1 to bob on nodes 2 and 1: stored once, at the IM
+    // partition's owner, pushed to every device.
+    let (reply, own) = command(
+        &mut alice,
+        1,
+        "msg_send",
+        json!({"to": "bob", "kind": "text", "data": {"text": "hi"}, "client_msg_id": "m1"}),
+    );
+    let conv = reply["result"]["conv"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{reply}"))
+        .to_owned();
+    assert_eq!(reply["result"]["offset"], json!(1), "{reply}");
+    let own = own_push(&mut alice, &own);
+    assert_eq!(own["id"], reply["result"]["id"], "{own}");
+    for device in [&mut bob, &mut bob_tablet] {
+        let push = next_push(device).expect("the DM");
+        assert_eq!(push, own, "every device gets the same entry");
+    }
+    let (retry, _) = command(
+        &mut alice,
+        2,
+        "msg_send",
+        json!({"to": "bob", "kind": "text", "data": {"text": "hi"}, "client_msg_id": "m1"}),
+    );
+    assert_eq!(retry["result"]["duplicate"], json!(true), "{retry}");
+
+    // Typing and a read cross through the owner to the other nodes.
+    let (typed, _) = command(
+        &mut alice,
+        3,
+        "typing",
+        json!({"conv": conv, "state": "typing"}),
+    );
+    assert!(typed.get("result").is_some(), "{typed}");
+    let typing = next_with(&mut bob, "typing");
+    assert_eq!(typing["user"], json!("alice"), "{typing}");
+    let (read_reply, _) = command(&mut bob, 4, "read", json!({"conv": conv, "offset": 1}));
+    assert_eq!(read_reply["result"]["unread"], json!(0), "{read_reply}");
+    let receipt = next_with(&mut alice, "receipt");
+    assert_eq!(
+        receipt,
+        json!({"conv": conv, "user": "bob", "read": 1}),
+        "the peer's receipt on another node"
+    );
+    let own_read = next_with(&mut bob_tablet, "read");
+    assert_eq!(own_read["conv"], json!(conv), "{own_read}");
+
+    // A group made on node 0; a message from node 1 reaches nodes 2 and 0.
+    let (created, _) = command(
+        &mut carol,
+        5,
+        "group_create",
+        json!({"name": "team", "members": ["alice", "bob"], "client_msg_id": "g1"}),
+    );
+    let group = created["result"]["conv"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    for device in [&mut alice, &mut bob, &mut bob_tablet] {
+        let push = next_push(device).expect("the create entry");
+        assert_eq!(push["channel"], json!(group), "{push}");
+        assert_eq!(push["data"]["data"]["op"], json!("create"), "{push}");
+    }
+    let (said, own) = command(
+        &mut alice,
+        6,
+        "msg_send",
+        json!({"conv": group, "kind": "text", "data": {"text": "team"}}),
+    );
+    assert_eq!(said["result"]["offset"], json!(2), "{said}");
+    own_push(&mut alice, &own);
+    for device in [&mut bob, &mut bob_tablet, &mut carol] {
+        let push = next_push(device).expect("the group message");
+        assert_eq!(push["data"]["data"]["text"], json!("team"), "{push}");
+        assert_eq!(push["sender"], json!("alice"));
+    }
+
+    // Lists and history on a node that holds none of it.
+    let (list, _) = command(&mut bob, 7, "conv_list", json!({"limit": 10}));
+    let convs = list["result"]["convs"].as_array().expect("convs");
+    assert_eq!(convs.len(), 2, "{list}");
+    assert_eq!(convs[0]["conv"], json!(group), "newest first: {list}");
+    assert_eq!(convs[0]["unread"], json!(1), "{list}");
+    assert_eq!(convs[1]["conv"], json!(conv), "{list}");
+    assert_eq!(convs[1]["unread"], json!(0), "{list}");
+    let (history, _) = command(&mut bob, 8, "history", json!({"stream": group}));
+    let entries = history["result"]["publications"]
+        .as_array()
+        .expect("entries");
+    assert_eq!(entries.len(), 2, "{history}");
+
+    // The API on a node that is not the owner acts the same way.
+    let (status, sent) = nodes[2].api(
+        "POST",
+        "/api/im/msg_send",
+        Some(json!({"as_user": "bob", "to": "alice", "kind": "text", "data": {"text": "api"}})),
+    );
+    assert_eq!(status, 200, "{sent}");
+    assert_eq!(sent["conv"], json!(conv), "{sent}");
+    assert_eq!(sent["offset"], json!(2), "{sent}");
+    let push = next_push(&mut alice).expect("the API's DM");
+    assert_eq!(push["data"]["data"]["text"], json!("api"), "{push}");
+    let (status, listed) = nodes[1].api(
+        "POST",
+        "/api/im/conv_list",
+        Some(json!({"as_user": "alice", "limit": 10})),
+    );
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["convs"].as_array().map(Vec::len),
+        Some(2),
+        "{listed}"
+    );
+
+    // The owner of the IM partition killed: refused, not lost.
+    let (_, sync_before) = im_connect(&nodes[2], "dave", "");
+    let token = sync_before["token"].as_str().unwrap().to_owned();
+    nodes[0].kill9();
+    let (refused, _) = command(
+        &mut alice,
+        9,
+        "msg_send",
+        json!({"to": "bob", "kind": "text", "data": {"text": "while down"}, "client_msg_id": "m2"}),
+    );
+    assert_eq!(refused["error"]["code"], json!(111), "{refused}");
+    nodes[0].restart();
+    wait_joined(&nodes.iter().collect::<Vec<_>>());
+    // What the owner committed while it did not know the other nodes'
+    // users never reached them: their users' connections are closed to
+    // recover (1013), and sync again on reconnecting.
+    for device in [&mut alice, &mut bob, &mut bob_tablet] {
+        assert_eq!(read_close_code(device), Some(1013));
+    }
+    let (mut alice, _) = im_connect(&nodes[1], "alice", "");
+    let (mut bob, sync) = im_connect(&nodes[2], "bob", "");
+    assert_eq!(sync["convs"].as_array().map(Vec::len), Some(2), "{sync}");
+    let (again, own) = command(
+        &mut alice,
+        10,
+        "msg_send",
+        json!({"to": "bob", "kind": "text", "data": {"text": "while down"}, "client_msg_id": "m2"}),
+    );
+    assert_eq!(
+        again["result"]["offset"],
+        json!(3),
+        "gap-free after the restart: {again}"
+    );
+    let own = own_push(&mut alice, &own);
+    assert_eq!(next_push(&mut bob).expect("the DM after the restart"), own);
+    let (_, synced) = im_connect(&nodes[2], "dave", &format!("&im_since={token}"));
+    assert_ne!(
+        synced["reset"],
+        json!(true),
+        "the token outlives the restart: {synced}"
+    );
+    assert_eq!(synced["convs"], json!([]), "{synced}");
 }

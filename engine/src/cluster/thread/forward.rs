@@ -94,6 +94,7 @@ impl Node {
     pub(super) async fn user_nodes(
         &mut self,
         user: String,
+        partition: Option<u32>,
         barrier: bool,
         reply: futures_channel::oneshot::Sender<Result<Vec<u8>, StoreError>>,
     ) {
@@ -104,7 +105,7 @@ impl Node {
             // truth, and doing it twice is harmless.
             self.interest(&channel).await;
         }
-        let partition = partition_of(&channel, self.stores);
+        let partition = partition.unwrap_or_else(|| partition_of(&channel, self.stores));
         if partition == u32::from(self.cluster.node) {
             let _ = reply.send(Ok(self.local_user_nodes(&user, &channel)));
             return;
@@ -155,6 +156,14 @@ pub(super) fn deliver(
         ReplyTo::Cursor(tx) => {
             let _ = tx.send(answer.and_then(|r| wire::cursor_in(partition, r)));
         }
+        ReplyTo::Im(reply) => reply(answer.and_then(|r| wire::im_answer_in(partition, r))),
+        ReplyTo::ImTagged { tag, wrap } => {
+            let answer = wrap(
+                partition,
+                answer.and_then(|r| wire::im_answer_in(partition, r)),
+            );
+            tagged_answer(sender, tag, answer);
+        }
         ReplyTo::Tagged { tag, kind } => {
             let answer = match kind {
                 TaggedKind::Appended => {
@@ -164,13 +173,19 @@ pub(super) fn deliver(
                     Answer::Cursor(answer.and_then(|r| wire::offset_in(partition, r)))
                 }
             };
-            let (shard, slot) = crate::streams::tag_parts(tag);
-            if shard >= sender.mesh().n_consumers() {
-                tracing::error!(tag, "cluster: a forwarded answer for no shard");
-                return;
-            }
-            sender.answer_quiet(shard, StoreAnswer { slot, answer });
-            sender.ring(shard);
+            tagged_answer(sender, tag, answer);
         }
     }
+}
+
+/// A forwarded answer to a shard's tagged request, to its queue of store
+/// answers.
+fn tagged_answer(sender: &MeshSender, tag: u64, answer: Answer) {
+    let (shard, slot) = crate::streams::tag_parts(tag);
+    if shard >= sender.mesh().n_consumers() {
+        tracing::error!(tag, "cluster: a forwarded answer for no shard");
+        return;
+    }
+    sender.answer_quiet(shard, StoreAnswer { slot, answer });
+    sender.ring(shard);
 }

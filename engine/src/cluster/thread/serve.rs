@@ -90,8 +90,9 @@ impl Node {
         let store = &self.shared.store;
         let me = u32::from(self.cluster.node);
         let stores = self.stores;
+        let im = self.cluster.im_partition();
         let foreign = |stream: &str| {
-            let partition = partition_of(stream, stores);
+            let partition = stream_partition(stream, stores, im);
             (partition != me).then(|| {
                 Pending::Now(StoreReply::Error {
                     source: 0,
@@ -125,6 +126,29 @@ impl Node {
                     self.serve_watches(node, full, changes);
                 }
                 return;
+            }
+            StoreRequest::ImRelay(event) => {
+                // Handed on at the end of the pass; not answered.
+                self.im_relayed.push(event);
+                return;
+            }
+            StoreRequest::Im(bytes) => {
+                if self.cluster.im_partition() != Some(me) {
+                    Pending::Now(StoreReply::Error {
+                        source: 0,
+                        message: format!(
+                            "this node ({me}) does not hold the IM partition: the nodes disagree \
+                             on cluster.im_partition or im.enabled"
+                        ),
+                    })
+                } else {
+                    match decode::<crate::cluster::im_wire::ImCall>(&bytes) {
+                        Ok(call) => Pending::Im(call.run(store)),
+                        Err(error) => Pending::Now(wire::error_out(&StoreError::InvalidRequest {
+                            reason: leak_reason(error.to_string()),
+                        })),
+                    }
+                }
             }
             StoreRequest::UserNodes { user } => {
                 let channel = crate::channels::personal_channel(&user);
@@ -227,6 +251,7 @@ enum Pending {
             StoreError,
         >,
     ),
+    Im(crate::cluster::im_wire::Running),
 }
 
 impl Pending {
@@ -246,6 +271,10 @@ impl Pending {
         }
         match self {
             Pending::Now(reply) => reply,
+            Pending::Im(running) => match running.await {
+                Ok(answer) => StoreReply::Im(encode(&answer).into_vec()),
+                Err(error) => wire::error_out(&error),
+            },
             Pending::Append(call) => settle(call, |a| wire::appended_out(&a)).await,
             Pending::Read(call, bytes_max) => {
                 settle(call, |r| wire::read_result_out(&r, bytes_max)).await

@@ -1,0 +1,262 @@
+//! The IM layer between nodes (docs/cluster.md, "The IM layer in a
+//! cluster"). Every IM record lives in the IM partition; its owner's
+//! directory holds every user of the cluster (each node registers its
+//! users with the IM partition's owner too), so the owner alone knows
+//! where a conversation entry or an IM event must go:
+//! - a new conversation entry, from the owner's commit sink, to each node
+//!   holding one of its recipients, with the recipients on that node;
+//! - an IM event (typing, read, receipt) made on any node, which delivers
+//!   it to its own connections and hands it to the owner (`ImRelay`), to
+//!   each other node holding one of its users.
+//!
+//! Both go in one batch per node per pass, on `<prefix>.i.<node>`, in the
+//! order the owner handed them over; the receiver gives them to its shards
+//! as its own sink and commands would.
+
+use ringcast_protocol::cluster::{ImBatch, ImEventWire, ImItem};
+
+use super::*;
+
+impl Node {
+    /// The other nodes holding a connection of each user, and the users
+    /// on each (this node and `skip` left out).
+    fn im_route<'a>(
+        &self,
+        users: impl Iterator<Item = &'a str>,
+        skip: u8,
+    ) -> HashMap<u8, Vec<String>> {
+        let mut by_node: HashMap<u8, Vec<String>> = HashMap::new();
+        let not = (1u64 << self.cluster.node) | (1u64 << skip);
+        for user in users {
+            for node in shard_indexes(self.directory.nodes(user) & !not) {
+                by_node.entry(node as u8).or_default().push(user.to_owned());
+            }
+        }
+        by_node
+    }
+
+    /// A new conversation entry on the IM partition's owner: to the other
+    /// nodes holding its recipients.
+    pub(super) async fn im_entry(
+        &mut self,
+        push: &EncodedPush,
+        users: &[Arc<str>],
+        pair: Option<&crate::im::DmPair>,
+    ) {
+        let me = self.cluster.node;
+        let routes = self.im_route(users.iter().map(|user| &**user), me);
+        if routes.is_empty() {
+            return;
+        }
+        if !self.connected() {
+            self.lost(true, routes.len() as u64);
+            return;
+        }
+        let pair = pair.map(|pair| (pair.a.to_string(), pair.b.to_string()));
+        for (node, users) in routes {
+            let bytes = push.len() + users.iter().map(|user| user.len() + 8).sum::<usize>();
+            let item = ImItem::Entry {
+                push: push.as_bytes().to_vec(),
+                users,
+                pair: pair.clone(),
+            };
+            self.im_queue(node, item, bytes, true).await;
+        }
+    }
+
+    /// An IM event made on `event.origin` (this node, or another one that
+    /// relayed it here): to the other nodes holding its users, and, when
+    /// it came from another node, to this node's connections.
+    pub(super) async fn im_event(&mut self, event: ImEventWire) {
+        let Some(partition) = self.cluster.im_partition() else {
+            return;
+        };
+        if partition != u32::from(self.cluster.node) {
+            // Only the owner knows where the users are: through it.
+            let subject = self.subjects.store(partition);
+            let request = StoreRequest::ImRelay(event);
+            if !self
+                .publish(subject, Bytes::from(encode(&request).into_vec()))
+                .await
+            {
+                self.cluster.state.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        if event.origin != self.cluster.node {
+            im_event_to_shards(&self.shared, &self.sender, &event);
+        }
+        let routes = self.im_route(
+            event
+                .users
+                .iter()
+                .map(String::as_str)
+                .filter(|user| *user != event.skip_user),
+            event.origin,
+        );
+        for (node, users) in routes {
+            let bytes = users.iter().map(|user| user.len() + 8).sum::<usize>() + 256;
+            let item = ImItem::Event(ImEventWire {
+                users,
+                skip_user: event.skip_user.clone(),
+                origin: event.origin,
+                event: event.event.clone(),
+            });
+            self.im_queue(node, item, bytes, false).await;
+        }
+    }
+
+    /// Adds `item` to this pass's batch for `node`, sending the batch first
+    /// when `item` would not fit in it.
+    async fn im_queue(&mut self, node: u8, item: ImItem, bytes: usize, durable: bool) {
+        let limit = self
+            .client
+            .max_payload()
+            .saturating_sub(BATCH_FRAMING_BYTES);
+        if bytes > limit {
+            self.lost(durable, 1);
+            tracing::warn!(
+                bytes,
+                max_payload = limit,
+                "cluster: an IM entry or event over NATS's max_payload is not sent to other nodes"
+            );
+            return;
+        }
+        let full = self
+            .im_batches
+            .get(&node)
+            .is_some_and(|(_, taken)| taken + bytes > limit);
+        if full {
+            if let Some((items, _)) = self.im_batches.remove(&node) {
+                self.send_im_batch(node, items).await;
+            }
+        }
+        let (items, taken) = self.im_batches.entry(node).or_default();
+        items.push(item);
+        *taken += bytes;
+    }
+
+    pub(super) async fn flush_im(&mut self) {
+        let batches: Vec<_> = self.im_batches.drain().collect();
+        for (node, (items, _)) in batches {
+            self.send_im_batch(node, items).await;
+        }
+    }
+
+    async fn send_im_batch(&mut self, node: u8, items: Vec<ImItem>) {
+        let entries = items
+            .iter()
+            .filter(|item| matches!(item, ImItem::Entry { .. }))
+            .count() as u64;
+        let batch = ImBatch {
+            node: self.cluster.node,
+            items,
+        };
+        let subject = self.subjects.im(node);
+        let payload = Bytes::from(encode(&batch).into_vec());
+        if self.publish(subject, payload).await {
+            self.cluster
+                .state
+                .pushes_out
+                .fetch_add(entries, Ordering::Relaxed);
+        } else {
+            // Entries are stored ones: their recipients here recover.
+            self.lost(entries > 0, entries.max(1));
+        }
+    }
+
+    /// A batch from the IM partition's owner, for this node's connections.
+    pub(super) fn im_batch(&mut self, payload: &[u8]) {
+        let batch = match decode::<ImBatch>(payload) {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::warn!(%error, "cluster: dropped an undecodable IM batch");
+                return;
+            }
+        };
+        let mut touched = 0u64;
+        for item in batch.items {
+            match item {
+                ImItem::Entry { push, users, pair } => {
+                    touched |= self.im_entry_in(&push, users, pair, batch.node);
+                }
+                ImItem::Event(event) => im_event_to_shards(&self.shared, &self.sender, &event),
+            }
+        }
+        for shard in shard_indexes(touched) {
+            self.sender.ring(shard);
+        }
+    }
+
+    /// A conversation entry from the owner: to the local connections of
+    /// `users`, as the owner's sink hands one to its shards. Returns the
+    /// shards it went to.
+    fn im_entry_in(
+        &self,
+        bytes: &[u8],
+        mut users: Vec<String>,
+        pair: Option<(String, String)>,
+        node: u8,
+    ) -> u64 {
+        let push = match EncodedPush::from_untrusted(bytes) {
+            Ok(push) => Arc::new(push),
+            Err(error) => {
+                tracing::warn!(%error, node, "cluster: dropped a bad IM entry");
+                return 0;
+            }
+        };
+        self.cluster.state.pushes_in.fetch_add(1, Ordering::Relaxed);
+        let mask = users.iter().fold(0, |mask, user| {
+            mask | self
+                .shared
+                .interest
+                .shards(&crate::channels::personal_channel(user))
+        });
+        if mask == 0 {
+            return 0;
+        }
+        let channel = push.envelope().channel.as_str().to_owned();
+        let publication = match pair {
+            Some(pair) if crate::im::is_dm(&channel) => {
+                let pair = self.shared.dm_pairs.committed(&channel, &pair);
+                Publication::for_dm(push, pair)
+            }
+            _ => {
+                users.sort_unstable();
+                users.dedup();
+                let recipients = crate::im::GroupRecipients {
+                    members: users.into(),
+                    removed: Vec::new(),
+                };
+                Publication::for_group(push, Arc::new(recipients))
+            }
+        };
+        self.sender.publish_stored(mask, &Arc::new(publication));
+        mask
+    }
+}
+
+/// An IM event from another node to this node's connections of its users.
+fn im_event_to_shards(shared: &Shared, sender: &MeshSender, event: &ImEventWire) {
+    let users: Arc<[Box<str>]> = event
+        .users
+        .iter()
+        .map(|user| Box::from(user.as_str()))
+        .collect();
+    let mask = shared.interest.shards_of_users(&users, &event.skip_user);
+    if mask == 0 {
+        return;
+    }
+    let frames = crate::im::event_frames(&event.event);
+    let skip_user: Arc<str> = event.skip_user.as_str().into();
+    for shard in shard_indexes(mask) {
+        let message = ShardEvent::ImUsersEvent {
+            users: users.clone(),
+            skip_user: skip_user.clone(),
+            frames: frames.clone(),
+        };
+        if sender.send(shard, message).is_err() {
+            tracing::debug!(shard, "cluster: an IM event to a full lane was dropped");
+        }
+    }
+}
