@@ -165,6 +165,9 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         batches: HashMap::new(),
         im_batches: HashMap::new(),
         im_relayed: Vec::new(),
+        im_order: std::rc::Rc::new(std::cell::RefCell::new(im::ImOrder::new(
+            config.request_timeout,
+        ))),
         users: HashMap::new(),
         watches: HashMap::new(),
         watchers: HashMap::new(),
@@ -246,6 +249,8 @@ struct Node {
     /// On the IM partition's owner: events other nodes relayed, handed on
     /// at the end of the pass.
     im_relayed: Vec<ringcast_protocol::cluster::ImEventWire>,
+    /// Shards' IM writes answered before their entry came (`im.rs`).
+    im_order: std::rc::Rc<std::cell::RefCell<im::ImOrder>>,
     /// User registrations per partition, sent before the next request to
     /// that partition and at the end of a pass.
     users: HashMap<u32, Vec<UserChange>>,

@@ -1807,14 +1807,15 @@ fn im_connect(node: &Node, user: &str, query: &str) -> (Ws, Value) {
     }
 }
 
-/// The sender's own push of what it just sent: among the messages before
-/// the reply, or right after it. In a cluster the reply and the push come
-/// separate ways from the IM partition's owner (docs/cluster.md).
-fn own_push(ws: &mut Ws, before: &[Value]) -> Value {
-    match before.iter().find_map(|message| message.get("push")) {
-        Some(push) => push.clone(),
-        None => next_push(ws).expect("the sender's own push"),
-    }
+/// The sender's own push of what it just sent, which comes before the
+/// reply, in a cluster too (docs/protocol.md, `msg_send`).
+fn own_push(before: &[Value]) -> Value {
+    let pushes: Vec<&Value> = before
+        .iter()
+        .filter_map(|message| message.get("push"))
+        .collect();
+    assert_eq!(pushes.len(), 1, "the own push before the reply: {before:?}");
+    pushes[0].clone()
 }
 
 /// The next message with field `key` (an IM event), skipping others.
@@ -1861,7 +1862,7 @@ fn the_im_layer_spans_the_nodes_through_the_im_partition() {
         .unwrap_or_else(|| panic!("{reply}"))
         .to_owned();
     assert_eq!(reply["result"]["offset"], json!(1), "{reply}");
-    let own = own_push(&mut alice, &own);
+    let own = own_push(&own);
     assert_eq!(own["id"], reply["result"]["id"], "{own}");
     for device in [&mut bob, &mut bob_tablet] {
         let push = next_push(device).expect("the DM");
@@ -1919,7 +1920,7 @@ fn the_im_layer_spans_the_nodes_through_the_im_partition() {
         json!({"conv": group, "kind": "text", "data": {"text": "team"}}),
     );
     assert_eq!(said["result"]["offset"], json!(2), "{said}");
-    own_push(&mut alice, &own);
+    own_push(&own);
     for device in [&mut bob, &mut bob_tablet, &mut carol] {
         let push = next_push(device).expect("the group message");
         assert_eq!(push["data"]["data"]["text"], json!("team"), "{push}");
@@ -1996,7 +1997,7 @@ fn the_im_layer_spans_the_nodes_through_the_im_partition() {
         json!(3),
         "gap-free after the restart: {again}"
     );
-    let own = own_push(&mut alice, &own);
+    let own = own_push(&own);
     assert_eq!(next_push(&mut bob).expect("the DM after the restart"), own);
     let (_, synced) = im_connect(&nodes[2], "dave", &format!("&im_since={token}"));
     assert_ne!(

@@ -14,6 +14,7 @@ impl Node {
         let client = self.client.clone();
         let timeout = self.request_timeout;
         let sender = self.sender.clone();
+        let im_order = self.im_order.clone();
         tokio::task::spawn_local(async move {
             let request = async_nats::Request::new()
                 .payload(payload)
@@ -41,6 +42,16 @@ impl Node {
             };
             if answer.is_err() {
                 state.request_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if let ReplyTo::ImTagged { tag, wrap } = reply {
+                // A shard's IM write: its answer follows the entry's push
+                // (`im.rs`, `ImOrder`).
+                let answer = wrap(
+                    partition,
+                    answer.and_then(|r| wire::im_answer_in(partition, r)),
+                );
+                im_order.borrow_mut().answered(tag, answer, &sender);
+                return;
             }
             deliver(partition, answer, reply, &sender);
         });
@@ -180,7 +191,7 @@ pub(super) fn deliver(
 
 /// A forwarded answer to a shard's tagged request, to its queue of store
 /// answers.
-fn tagged_answer(sender: &MeshSender, tag: u64, answer: Answer) {
+pub(super) fn tagged_answer(sender: &MeshSender, tag: u64, answer: Answer) {
     let (shard, slot) = crate::streams::tag_parts(tag);
     if shard >= sender.mesh().n_consumers() {
         tracing::error!(tag, "cluster: a forwarded answer for no shard");

@@ -13,9 +13,103 @@
 //! order the owner handed them over; the receiver gives them to its shards
 //! as its own sink and commands would.
 
+use std::collections::VecDeque;
+
 use ringcast_protocol::cluster::{ImBatch, ImEventWire, ImItem};
 
 use super::*;
+
+/// On a node that is not the IM partition's owner: the answer to a
+/// shard's IM write (a message, a group operation, a recall or edit) and
+/// the entry it stored come from the owner by two ways (the request's
+/// answer, and the batch on `<prefix>.i.<node>`), either first. The
+/// protocol promises the sending connection its push before the reply
+/// (docs/protocol.md, `msg_send`), so an answer whose entry has not come
+/// yet waits for it here, at most `cluster.request_timeout_ms` (an entry
+/// lost on the way cuts the connection anyway). The entry always comes:
+/// the sender's user has a connection here, registered at connect.
+pub(super) struct ImOrder {
+    /// Message ids of the entries that came, with when (ms), for as long
+    /// as an answer may lag behind its entry.
+    seen: HashMap<u64, u64>,
+    seen_order: VecDeque<(u64, u64)>,
+    /// Answers waiting for their entry: by message id, with their tag and
+    /// deadline.
+    waiting: HashMap<u64, (u64, Answer, u64)>,
+    window_ms: u64,
+}
+
+impl ImOrder {
+    pub(super) fn new(window: Duration) -> ImOrder {
+        ImOrder {
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+            waiting: HashMap::new(),
+            window_ms: window.as_millis() as u64,
+        }
+    }
+
+    /// The answer to a shard's tagged IM call, for tag `tag`.
+    pub(super) fn answered(&mut self, tag: u64, answer: Answer, sender: &MeshSender) {
+        let new_entry = match &answer {
+            Answer::ImAppended(Ok(stored)) => {
+                (!stored.appended.duplicate).then_some(stored.appended.message_id.0)
+            }
+            Answer::Group(Ok(stored)) => {
+                (!stored.appended.duplicate).then_some(stored.appended.message_id.0)
+            }
+            Answer::Rewritten(Ok(stored)) => Some(stored.appended.message_id.0),
+            _ => None,
+        };
+        match new_entry {
+            Some(id) if !self.seen.contains_key(&id) => {
+                let deadline = crate::shard::unix_ms() + self.window_ms;
+                self.waiting.insert(id, (tag, answer, deadline));
+            }
+            _ => super::forward::tagged_answer(sender, tag, answer),
+        }
+    }
+
+    /// The entry `id` was handed to the shards: an answer waiting for it
+    /// follows it now.
+    fn entry_came(&mut self, id: u64, now_ms: u64, sender: &MeshSender) {
+        if let Some((tag, answer, _)) = self.waiting.remove(&id) {
+            super::forward::tagged_answer(sender, tag, answer);
+            return;
+        }
+        self.seen.insert(id, now_ms);
+        self.seen_order.push_back((now_ms, id));
+        self.expire(now_ms, sender);
+    }
+
+    /// Forgets entries older than the window; answers past their deadline
+    /// go out without their entry.
+    pub(super) fn expire(&mut self, now_ms: u64, sender: &MeshSender) {
+        while let Some(&(at, id)) = self.seen_order.front() {
+            if at + self.window_ms > now_ms {
+                break;
+            }
+            self.seen_order.pop_front();
+            if self.seen.get(&id) == Some(&at) {
+                self.seen.remove(&id);
+            }
+        }
+        if self.waiting.is_empty() {
+            return;
+        }
+        let late: Vec<u64> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, _, deadline))| *deadline <= now_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some((tag, answer, _)) = self.waiting.remove(&id) {
+                super::forward::tagged_answer(sender, tag, answer);
+            }
+        }
+    }
+}
 
 impl Node {
     /// The other nodes holding a connection of each user, and the users
@@ -212,7 +306,12 @@ impl Node {
                 .interest
                 .shards(&crate::channels::personal_channel(user))
         });
+        let id = push.envelope().id.to_native();
         if mask == 0 {
+            // Still seen: an answer may wait for it (its connection left).
+            self.im_order
+                .borrow_mut()
+                .entry_came(id, crate::shard::unix_ms(), &self.sender);
             return 0;
         }
         let channel = push.envelope().channel.as_str().to_owned();
@@ -232,6 +331,10 @@ impl Node {
             }
         };
         self.sender.publish_stored(mask, &Arc::new(publication));
+        // After the push: an answer waiting for this entry follows it.
+        self.im_order
+            .borrow_mut()
+            .entry_came(id, crate::shard::unix_ms(), &self.sender);
         mask
     }
 }

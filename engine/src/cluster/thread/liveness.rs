@@ -117,6 +117,7 @@ impl Node {
     pub(super) async fn tick(&mut self) {
         let now_ms = crate::shard::unix_ms();
         self.connection_state(now_ms).await;
+        self.im_order.borrow_mut().expire(now_ms, &self.sender);
         if now_ms.saturating_sub(self.last_heartbeat_ms) >= self.heartbeat_ms {
             self.last_heartbeat_ms = now_ms;
             self.send_heartbeat().await;
