@@ -155,7 +155,7 @@ def run_summary(d, label, name, seconds=None):
         "ack": lat(r.get("ack_latency")),
         "client_cores_busy": (r.get("client") or {}).get("cores_busy"),
     }
-    if name == "chat" and seconds and res["ack"]:
+    if name in ("chat", "imchat") and seconds and res["ack"]:
         # Every user sends on a schedule over `seconds`: acks/s over it.
         res["acks_per_s"] = round(res["ack"]["count"] / seconds)
     return res
@@ -182,10 +182,12 @@ def main():
         ("fanout-fixed", ("fanout-before", "fanout-fixed-after")),
         ("fanout-closed", ("fanout-fixed-after", "fanout-closed-after")),
         ("chat", ("chat-before", "chat-after")),
+        ("imchat", ("imchat-before", "imchat-after")),
     ):
         entry = {}
+        seconds = params.get("imchat_seconds" if scenario == "imchat" else "chat_seconds")
         for label in ("cluster", "single"):
-            s = run_summary(d, label, scenario, params.get("chat_seconds"))
+            s = run_summary(d, label, scenario, seconds)
             if s:
                 entry[label] = s
         if not entry:
@@ -204,7 +206,7 @@ def main():
             entry["nats"] = delta_run
             pubs = c["published"] if scenario.startswith("fanout") else c["sent"]
             entry["nats_per_publication"] = per_pub(delta_run, pubs)
-            if scenario == "chat" and c["sent"] and delta_run:
+            if scenario in ("chat", "imchat") and c["sent"] and delta_run:
                 entry["nats_bytes_per_message_by_subject"] = {
                     cls: round(v["bytes"] / c["sent"], 1) for cls, v in delta_run["subjects"].items()}
         summary[scenario] = entry
@@ -278,7 +280,8 @@ def readme(s):
                   "stays near 0 (in summary.json).", ""]
     for scenario, title in (("fanout-fixed", "Fan-out at a fixed rate"),
                             ("fanout-closed", "Fan-out, closed loop"),
-                            ("chat", "Chat: pairs (`send`, durable inbox) and groups (client `publish`)")):
+                            ("chat", "Chat: pairs (`send`, durable inbox) and groups (client `publish`)"),
+                            ("imchat", "IM direct messages (`msg_send` through the IM partition's owner, node 0)")):
         e = s.get(scenario)
         if not e:
             continue
@@ -302,7 +305,7 @@ def readme(s):
             lines.append(f"Cluster / single: deliveries/s {fmt(rt['deliveries_per_s'])}, push p99 "
                          f"{fmt(rt['push_p99'])}" + (f", acks/s {fmt(rt['acks_per_s'])}, ack p99 {fmt(rt['ack_p99'])}" if rt.get("ack_p99") else "") + ".")
         n = e.get("nats_per_publication")
-        if n and scenario != "chat":
+        if n and scenario not in ("chat", "imchat"):
             lines.append("")
             lines.append(
                 f"NATS, over the scenario ({fmt(n['publications'])} publications or messages; connections "

@@ -14,6 +14,10 @@
 #   chat     CHAT_CONNECTIONS users, half in pairs (`send` to the peer's
 #            inbox: a durable stream in its owner's partition) and half in
 #            groups (client `publish` on a live channel): acks/s, p99.
+#   imchat   IMCHAT_USERS users in pairs, each pair's DMs (`msg_send`, the IM
+#            layer: every call to the IM partition's owner, node 0) and a
+#            `read` every 5 messages: acks/s, ack and push p99, with the IM
+#            layer on every node (not in the default SCENARIOS).
 #   latency  same-node against cross-node delivery: LAT_SUBSCRIBERS
 #            subscribers all on node 0 (each node on its own ports for this
 #            one), published through node 0's API, then node 1's.
@@ -28,6 +32,7 @@
 #      FANOUT_CONNECTIONS=16000 FANOUT_RATE=5 FANOUT_SECONDS=20
 #      FANOUT_PUBLICATIONS=400 FANOUT_WINDOW=32
 #      CHAT_CONNECTIONS=10000 CHAT_RATE=0.5 CHAT_SECONDS=20
+#      IMCHAT_USERS=4000 IMCHAT_RATE=0.5 (messages/s per user) IMCHAT_SECONDS=20
 #      LAT_SUBSCRIBERS=200 LAT_RATE=100 LAT_SECONDS=20
 #      SHARDS=1 BASELINE=1 (0: cluster only) BUILD=1 (0: use the binaries as built)
 #      PORT=19080 (WS; API = PORT+1; per-node ports from PORT+20)
@@ -55,6 +60,9 @@ fanout_window=${FANOUT_WINDOW:-32}
 chat_connections=${CHAT_CONNECTIONS:-10000}
 chat_rate=${CHAT_RATE:-0.5}
 chat_seconds=${CHAT_SECONDS:-20}
+imchat_users=${IMCHAT_USERS:-4000}
+imchat_rate=${IMCHAT_RATE:-0.5}
+imchat_seconds=${IMCHAT_SECONDS:-20}
 lat_subscribers=${LAT_SUBSCRIBERS:-200}
 lat_rate=${LAT_RATE:-100}
 lat_seconds=${LAT_SECONDS:-20}
@@ -185,7 +193,8 @@ cat > "$out/params.json" <<JSON
  "fanout_connections": $fanout_connections, "fanout_rate": $fanout_rate,
  "fanout_seconds": $fanout_seconds, "fanout_publications": $fanout_publications,
  "fanout_window": $fanout_window, "chat_connections": $chat_connections, "chat_rate": $chat_rate,
- "chat_seconds": $chat_seconds, "lat_subscribers": $lat_subscribers, "lat_rate": $lat_rate,
+ "chat_seconds": $chat_seconds, "imchat_users": $imchat_users, "imchat_rate": $imchat_rate,
+ "imchat_seconds": $imchat_seconds, "lat_subscribers": $lat_subscribers, "lat_rate": $lat_rate,
  "lat_seconds": $lat_seconds, "lat_rounds": $lat_rounds, "loadgen_driver": "$loadgen_driver",
  "scenarios": "$scenarios", "baseline": $baseline,
  "host_cores": $(nproc), "date": "$(date -u +%FT%TZ)", "commit": "$(git rev-parse --short HEAD 2>/dev/null)"}
@@ -230,6 +239,8 @@ start_engines() {
             ws=$port api=$((port + 1))
         fi
         cluster=""
+        im=false
+        [[ " $scenarios " == *" imchat "* ]] && im=true
         if [ "$mode" != single ]; then
             cluster="[cluster]
 nats_url = \"$nats_url\"
@@ -261,6 +272,8 @@ publish = "none"
 name = "room"
 subscribe = "public"
 publish = "any"
+[im]
+enabled = $im
 [log]
 level = "warn"
 TOML
@@ -439,6 +452,21 @@ run_chat() { # label mode
     log "$label chat done"
 }
 
+run_imchat() { # label mode
+    local label=$1 mode=$2 workers
+    workers=$(workers_for "$imchat_users")
+    [ "$workers" -ge 2 ] || workers=2
+    snapshot "$out/$label-imchat-before.json" "$(api_port 0 "$mode")"
+    loadgen chat "$out/$label-imchat" $((imchat_users / connect_rate + imchat_seconds + 60)) --im \
+        --target="$(ws_url 0 "$mode")" --api="127.0.0.1:$(api_port 0 "$mode")" \
+        --connections="$imchat_users" --workers="$workers" --connect-rate="$connect_rate" \
+        --pair-share=1.0 --devices-per-user=1 --read-every=5 --drain-s=5 \
+        --rate="$imchat_rate" --seconds="$imchat_seconds" --source-ips="$sources"
+    loadgen_wait
+    snapshot "$out/$label-imchat-after.json" "$(api_port 0 "$mode")"
+    log "$label imchat done"
+}
+
 # latency: subscribers all on node 0; publications through node 0's API
 # (same node) and node 1's (cross node), LAT_ROUNDS times each, alternating.
 run_latency() {
@@ -463,19 +491,21 @@ has() { [[ " $scenarios " == *" $1 "* ]]; }
 
 # The cluster on one port.
 start_nats
-if has connect || has fanout || has chat; then
+if has connect || has fanout || has chat || has imchat; then
     start_engines cluster "$nodes" shared
     has connect && run_connect cluster "$connections" shared
     has fanout && run_fanout cluster shared
     has chat && run_chat cluster shared
+    has imchat && run_imchat cluster shared
     stop_engines
 fi
 # The same load on one process (connect: one node's share).
-if [ "$baseline" = 1 ] && { has connect || has fanout || has chat; }; then
+if [ "$baseline" = 1 ] && { has connect || has fanout || has chat || has imchat; }; then
     start_engines single 1 single
     has connect && run_connect single $(( (connections + nodes - 1) / nodes )) single
     has fanout && run_fanout single single
     has chat && run_chat single single
+    has imchat && run_imchat single single
     stop_engines
 fi
 if has latency; then

@@ -1,14 +1,16 @@
 //! What another engine process sends over NATS (docs/cluster.md): every
 //! cluster message type, a batch of publications read in place, and the
 //! store requests turned back into the store's own (an append's push is
-//! validated). Nothing may panic on any bytes.
+//! validated), and the IM layer's calls, answers and batches with the
+//! store's own types inside. Nothing may panic on any bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use ringcast_engine::cluster::im_wire::{ImAnswer, ImCall};
 use ringcast_engine::cluster::wire;
 use ringcast_protocol::cluster::{
-    decode, read_push_batch, Broadcast, Heartbeat, PresenceUpdates, Query, QueryReply, StoreReply,
-    StoreRequest,
+    decode, read_push_batch, Broadcast, Heartbeat, ImBatch, ImItem, PresenceUpdates, Query,
+    QueryReply, StoreReply, StoreRequest,
 };
 use ringcast_protocol::envelope::EncodedPush;
 
@@ -27,7 +29,17 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(reply) = decode::<StoreReply>(data) {
         let _ = wire::appended_in(0, reply.clone());
+        let _ = wire::im_answer_in(0, reply.clone());
         let _ = wire::read_result_in(0, reply);
+    }
+    let _ = decode::<ImCall>(data);
+    let _ = decode::<ImAnswer>(data);
+    if let Ok(batch) = decode::<ImBatch>(data) {
+        for item in batch.items {
+            if let ImItem::Entry { push, .. } = item {
+                let _ = EncodedPush::from_untrusted(&push);
+            }
+        }
     }
     let _ = decode::<Heartbeat>(data);
     let _ = decode::<Broadcast>(data);
