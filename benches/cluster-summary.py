@@ -322,14 +322,22 @@ def readme(s):
         if byc:
             subjects = e["nats"]["subjects"]
             lines.append("")
-            lines.append(
-                f"NATS over the scenario ({fmt(n['publications'])} messages sent, half `send`, half group "
-                "`publish`; connections opened and closed inside it), payload bytes per message sent by "
-                "subject (messages on it): " +
-                ", ".join(f"`{k}` {v} ({fmt(subjects[k]['msgs'])})" for k, v in sorted(byc.items())) +
-                f". `rc.c`: group publications; `rc.n`: inbox entries to the recipient's node; `rc.s`: "
-                f"appends forwarded to the inbox's owner and the user directory's registrations; "
-                f"`_INBOX`: their replies. Nodes receiving each push: {fmt(n.get('receiving_nodes_per_push'))}.")
+            per = ", ".join(f"`{k}` {v} ({fmt(subjects[k]['msgs'])})" for k, v in sorted(byc.items()))
+            if scenario == "imchat":
+                lines.append(
+                    f"NATS over the scenario ({fmt(n['publications'])} DMs sent, and a `read` every 5; "
+                    "connections opened and closed inside it), payload bytes per DM by subject (messages on "
+                    f"it): {per}. `rc.s`: IM calls to the IM partition's owner (appends, reads) and the user "
+                    "directory's registrations; `_INBOX`: their answers; `rc.i`: entries and IM events from "
+                    "the owner to the recipients' nodes.")
+            else:
+                lines.append(
+                    f"NATS over the scenario ({fmt(n['publications'])} messages sent, half `send`, half group "
+                    "`publish`; connections opened and closed inside it), payload bytes per message sent by "
+                    f"subject (messages on it): {per}. `rc.c`: group publications; `rc.n`: inbox entries to "
+                    "the recipient's node; `rc.s`: appends forwarded to the inbox's owner and the user "
+                    "directory's registrations; `_INBOX`: their replies. Nodes receiving each push: "
+                    f"{fmt(n.get('receiving_nodes_per_push'))}.")
         lines.append("")
     lat_ = s.get("latency")
     if lat_:

@@ -175,6 +175,7 @@ async fn run(cluster: Arc<Cluster>, parts: ThreadParts, shared: Arc<Shared>, sen
         presence_due: Vec::new(),
         registered: HashMap::new(),
         resend: Vec::new(),
+        resend_all: false,
         heartbeat_seq: 0,
         settings: super::routing::settings_hash(&shared.config),
         conflict_heard_ms: 0,
@@ -268,6 +269,9 @@ struct Node {
     registered: HashMap<u8, u64>,
     /// Partitions whose owner asked for this node's whole sets again.
     resend: Vec<u32>,
+    /// This owner may have lost registrations (a subscription overflowed):
+    /// at the next tick it asks every node for its whole sets.
+    resend_all: bool,
     heartbeat_seq: u64,
     /// This node's `routing::settings_hash`.
     settings: u64,

@@ -117,6 +117,9 @@ impl Node {
     pub(super) async fn tick(&mut self) {
         let now_ms = crate::shard::unix_ms();
         self.connection_state(now_ms).await;
+        if std::mem::take(&mut self.resend_all) {
+            self.ask_every_node_to_resend().await;
+        }
         self.im_order.borrow_mut().expire(now_ms, &self.sender);
         if now_ms.saturating_sub(self.last_heartbeat_ms) >= self.heartbeat_ms {
             self.last_heartbeat_ms = now_ms;
@@ -254,6 +257,22 @@ impl Node {
         }
     }
 
+    /// Asks every live node for its whole sets of users and watches of
+    /// this node's partition (each cuts its subscribers of the partition
+    /// as on any `Resend`, so what was skipped meanwhile is recovered).
+    async fn ask_every_node_to_resend(&mut self) {
+        let me = self.cluster.node;
+        for node in shard_indexes(self.nodes.mask() & !(1u64 << me)) {
+            let resend = Broadcast::Resend {
+                owner: me,
+                node: node as u8,
+            };
+            let subject = self.subjects.all();
+            self.publish(subject, Bytes::from(encode(&resend).into_vec()))
+                .await;
+        }
+    }
+
     /// An event of the NATS client.
     pub(super) fn event(&mut self, event: async_nats::Event) {
         match event {
@@ -268,6 +287,12 @@ impl Node {
                      subscribers recover"
                 );
                 self.request_cut(self.remote_partitions());
+                if self.cluster.owns_partition() {
+                    // It may have been the partition's subject, and a lost
+                    // registration is a user this owner would not forward
+                    // to: every node registers all its users again.
+                    self.resend_all = true;
+                }
             }
             async_nats::Event::LameDuckMode => {
                 tracing::warn!("cluster: the NATS server is in lame duck mode (shutting down)");
