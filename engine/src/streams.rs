@@ -227,8 +227,8 @@ impl CommitSink for StoreSink {
             removed: group.removed.clone(),
         });
         if let Some(cluster) = &self.cluster {
-            let users = recipients.users().map(Arc::from).collect();
-            cluster.im_entry(&group.appended.push, users, None);
+            let to = crate::cluster::ImRecipients::Group(recipients.clone());
+            cluster.im_entry(&group.appended.push, to);
         }
         let shards = self.sender.mesh().n_consumers();
         let mask = if recipients.count() <= GROUP_ROUTE_BY_USER_MAX {
@@ -278,8 +278,8 @@ impl StoreSink {
     /// interest.
     fn publish_dm(&mut self, appended: &Appended, pair: Arc<crate::im::DmPair>) {
         if let Some(cluster) = &self.cluster {
-            let users = pair.users().map(Arc::from).collect();
-            cluster.im_entry(&appended.push, users, Some(pair.clone()));
+            let to = crate::cluster::ImRecipients::Pair(pair.clone());
+            cluster.im_entry(&appended.push, to);
         }
         let mask = pair.users().fold(0, |mask, user| {
             mask | self

@@ -53,7 +53,13 @@ pub enum ImCall {
     },
     GroupOp(GroupOpRequest),
     GroupAppend(GroupAppend),
-    ImRewrite(ImRewrite),
+    /// With a DM's pair, as the asking node looked it up: the owner's sink
+    /// pushes the rewrite's event by it, and the owner may not have it in
+    /// memory (it restarted since the conversation's last message).
+    ImRewrite {
+        request: ImRewrite,
+        pair: Option<(String, String)>,
+    },
     Block {
         owner: String,
         other: String,
@@ -141,7 +147,7 @@ fn limit(value: u64) -> usize {
 
 impl ImCall {
     /// Runs the call on this node's store (the IM partition's owner).
-    pub fn run(self, store: &Store) -> Running {
+    pub fn run(self, store: &Store, dm_pairs: &crate::im::DmPairs) -> Running {
         match self {
             ImCall::ImAppend(request) => settle(store.im_append(request), ImAnswer::ImAppended),
             ImCall::ImRead { user, conv, offset } => {
@@ -180,7 +186,16 @@ impl ImCall {
             } => settle(store.im_sync(&user, since, limit(n)), ImAnswer::Sync),
             ImCall::GroupOp(request) => settle(store.group_op(request), ImAnswer::Group),
             ImCall::GroupAppend(request) => settle(store.group_append(request), ImAnswer::Group),
-            ImCall::ImRewrite(request) => settle(store.im_rewrite(request), ImAnswer::Rewritten),
+            ImCall::ImRewrite { request, pair } => {
+                if let Some((a, b)) = pair {
+                    let pair = crate::im::DmPair::new(&a, &b);
+                    // Only the pair that names this conversation.
+                    if crate::im::is_dm(&request.conv) && pair.conv_name() == request.conv {
+                        dm_pairs.remember(pair);
+                    }
+                }
+                settle(store.im_rewrite(request), ImAnswer::Rewritten)
+            }
             ImCall::Block { owner, other, on } => {
                 settle(store.block(&owner, &other, on), ImAnswer::Number)
             }

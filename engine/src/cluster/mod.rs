@@ -20,7 +20,11 @@
 //!   cursors), as NATS request-reply to `<prefix>.s.<p>`
 //!   (`crate::partition`);
 //! - heartbeats, broadcasts (disconnect a user, server-side subscribe),
-//!   and scatter-gather queries (stats, channel presence).
+//!   and scatter-gather queries (stats, channel presence);
+//! - with the IM layer on: every IM store call, to the owner of the IM
+//!   partition (`im_wire`, `crate::partition::ImStore`), and from it the
+//!   conversation entries and IM events for each node's users, on
+//!   `<prefix>.i.<node>` (`thread/im.rs`).
 
 pub mod im_wire;
 mod routing;
@@ -53,8 +57,7 @@ pub enum Outbound {
     /// a group's recipients).
     ImEntry {
         push: Arc<EncodedPush>,
-        users: Vec<Arc<str>>,
-        pair: Option<Arc<crate::im::DmPair>>,
+        to: ImRecipients,
     },
     /// An IM event for connections of users on other nodes: routed by the
     /// IM partition's owner (this node, or through it).
@@ -88,6 +91,14 @@ pub enum Outbound {
         barrier: bool,
         reply: futures_channel::oneshot::Sender<Result<Vec<u8>, StoreError>>,
     },
+}
+
+/// Who a conversation entry goes to, as the owner's sink has it (shared,
+/// not copied: the cluster thread reads the users it routes).
+#[derive(Debug, Clone)]
+pub enum ImRecipients {
+    Pair(Arc<crate::im::DmPair>),
+    Group(Arc<crate::im::GroupRecipients>),
 }
 
 /// Where the answer to a forwarded store request goes.
@@ -276,16 +287,10 @@ impl Cluster {
     /// Hands a conversation entry stored here (the IM partition's owner)
     /// to the other nodes holding its recipients' connections, after the
     /// commit, in commit order.
-    pub fn im_entry(
-        &self,
-        push: &Arc<EncodedPush>,
-        users: Vec<Arc<str>>,
-        pair: Option<Arc<crate::im::DmPair>>,
-    ) {
+    pub fn im_entry(&self, push: &Arc<EncodedPush>, to: ImRecipients) {
         self.send_live(Outbound::ImEntry {
             push: push.clone(),
-            users,
-            pair,
+            to,
         });
     }
 

@@ -424,9 +424,7 @@ impl Node {
                     self.batch(subject, &push).await;
                 }
             }
-            Outbound::ImEntry { push, users, pair } => {
-                self.im_entry(&push, &users, pair.as_deref()).await;
-            }
+            Outbound::ImEntry { push, to } => self.im_entry(&push, &to).await,
             Outbound::ImEvent(event) => self.im_event(*event).await,
             Outbound::Interest(channel) => self.interest(&channel).await,
             Outbound::Watch(user) => self.watch_event(&user),

@@ -27,6 +27,7 @@ type Pending<T> = Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>;
 /// The IM calls of the store that holds the IM partition (see the module).
 pub struct ImStore<'a> {
     store: &'a Store,
+    dm_pairs: &'a crate::im::DmPairs,
     /// The cluster and the IM partition, when another node owns it.
     remote: Option<(&'a Cluster, u32)>,
 }
@@ -36,6 +37,7 @@ impl Shared {
     pub fn im_store(&self) -> ImStore<'_> {
         ImStore {
             store: &self.store,
+            dm_pairs: &self.dm_pairs,
             remote: self.cluster.as_deref().and_then(|cluster| {
                 cluster
                     .remote_im_partition()
@@ -263,7 +265,7 @@ impl ImStore<'_> {
     pub fn im_rewrite(&self, request: ImRewrite) -> Pending<ImRewritten> {
         match self.remote {
             None => self.store.im_rewrite(request),
-            Some(remote) => self.forward(remote, ImCall::ImRewrite(request), pick_rewritten),
+            Some(remote) => self.forward(remote, self.rewrite_call(request), pick_rewritten),
         }
     }
 
@@ -271,13 +273,22 @@ impl ImStore<'_> {
         match self.remote {
             None => self.store.submit_im_rewrite(request, tag),
             Some(remote) => {
-                self.forward_tagged(remote, ImCall::ImRewrite(request), tag, |p, answer| {
+                self.forward_tagged(remote, self.rewrite_call(request), tag, |p, answer| {
                     Answer::Rewritten(
                         answer.and_then(|a| pick_rewritten(a).ok_or_else(|| mismatch(p))),
                     )
                 })
             }
         }
+    }
+
+    /// A rewrite with its DM's pair, when this node knows it.
+    fn rewrite_call(&self, request: ImRewrite) -> ImCall {
+        let pair = self
+            .dm_pairs
+            .get(&request.conv)
+            .map(|pair| (pair.a.to_string(), pair.b.to_string()));
+        ImCall::ImRewrite { request, pair }
     }
 
     pub fn block(&self, owner: &str, other: &str, on: bool) -> Pending<u64> {

@@ -70,7 +70,19 @@ impl Shard {
         let sync = match result {
             Ok(sync) => sync,
             Err((code, message)) => {
-                tracing::warn!(shard = self.idx, client = client_id, ?code, %message, "IM sync at connect failed");
+                // Without its sync the connection would miss what came
+                // while it was away, silently: it reconnects and syncs
+                // (in a cluster the IM partition's owner may be
+                // restarting, or slow).
+                tracing::warn!(shard = self.idx, client = client_id, ?code, %message, "IM sync at connect failed; closing with 1013");
+                self.close(
+                    key,
+                    crate::session::CloseReason {
+                        code: ringcast_protocol::close::CloseCode::TRY_AGAIN_LATER,
+                        reason: "the IM sync failed; reconnect to sync",
+                        flush_queue: true,
+                    },
+                );
                 return;
             }
         };

@@ -1975,6 +1975,10 @@ fn the_im_layer_spans_the_nodes_through_the_im_partition() {
         json!({"to": "bob", "kind": "text", "data": {"text": "while down"}, "client_msg_id": "m2"}),
     );
     assert_eq!(refused["error"]["code"], json!(111), "{refused}");
+    // A connection that cannot get its sync is closed to reconnect, never
+    // left open without it.
+    let mut eve = nodes[1].connect("eve", "");
+    assert_eq!(read_close_code(&mut eve), Some(1013));
     nodes[0].restart();
     wait_joined(&nodes.iter().collect::<Vec<_>>());
     // What the owner committed while it did not know the other nodes'
@@ -1999,6 +2003,13 @@ fn the_im_layer_spans_the_nodes_through_the_im_partition() {
     );
     let own = own_push(&own);
     assert_eq!(next_push(&mut bob).expect("the DM after the restart"), own);
+    // A recall of a message older than the owner's restart, from a node
+    // that is not the owner: the owner knows the DM's pair from the call.
+    let (recalled, own) = command(&mut alice, 11, "recall", json!({"conv": conv, "offset": 1}));
+    assert_eq!(recalled["result"]["offset"], json!(4), "{recalled}");
+    let own = own_push(&own);
+    assert_eq!(own["data"]["kind"], json!("recall"), "{own}");
+    assert_eq!(next_push(&mut bob).expect("the recall"), own);
     let (_, synced) = im_connect(&nodes[2], "dave", &format!("&im_since={token}"));
     assert_ne!(
         synced["reset"],

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use ringcast_protocol::cluster::{ImBatch, ImEventWire, ImItem};
 
 use super::*;
+use crate::cluster::ImRecipients;
 
 /// On a node that is not the IM partition's owner: the answer to a
 /// shard's IM write (a message, a group operation, a recall or edit) and
@@ -130,15 +131,17 @@ impl Node {
     }
 
     /// A new conversation entry on the IM partition's owner: to the other
-    /// nodes holding its recipients.
-    pub(super) async fn im_entry(
-        &mut self,
-        push: &EncodedPush,
-        users: &[Arc<str>],
-        pair: Option<&crate::im::DmPair>,
-    ) {
+    /// nodes holding its recipients, each with its own, in as many items as
+    /// one NATS message needs (a large group's online members).
+    pub(super) async fn im_entry(&mut self, push: &EncodedPush, to: &ImRecipients) {
         let me = self.cluster.node;
-        let routes = self.im_route(users.iter().map(|user| &**user), me);
+        let (routes, pair) = match to {
+            ImRecipients::Pair(pair) => (
+                self.im_route(pair.users(), me),
+                Some((pair.a.to_string(), pair.b.to_string())),
+            ),
+            ImRecipients::Group(recipients) => (self.im_route(recipients.users(), me), None),
+        };
         if routes.is_empty() {
             return;
         }
@@ -146,15 +149,20 @@ impl Node {
             self.lost(true, routes.len() as u64);
             return;
         }
-        let pair = pair.map(|pair| (pair.a.to_string(), pair.b.to_string()));
+        let room = self
+            .client
+            .max_payload()
+            .saturating_sub(BATCH_FRAMING_BYTES + push.len() + 64);
         for (node, users) in routes {
-            let bytes = push.len() + users.iter().map(|user| user.len() + 8).sum::<usize>();
-            let item = ImItem::Entry {
-                push: push.as_bytes().to_vec(),
-                users,
-                pair: pair.clone(),
-            };
-            self.im_queue(node, item, bytes, true).await;
+            for users in split_by_bytes(users, room) {
+                let bytes = push.len() + users.iter().map(|user| user.len() + 8).sum::<usize>();
+                let item = ImItem::Entry {
+                    push: push.as_bytes().to_vec(),
+                    users,
+                    pair: pair.clone(),
+                };
+                self.im_queue(node, item, bytes, true).await;
+            }
         }
     }
 
@@ -165,6 +173,14 @@ impl Node {
         let Some(partition) = self.cluster.im_partition() else {
             return;
         };
+        if usize::from(event.origin) >= NODES_MAX {
+            // From the network: it indexes a node bitmask.
+            tracing::warn!(
+                origin = event.origin,
+                "cluster: dropped an IM event of no node"
+            );
+            return;
+        }
         if partition != u32::from(self.cluster.node) {
             // Only the owner knows where the users are: through it.
             let subject = self.subjects.store(partition);
@@ -315,6 +331,14 @@ impl Node {
             return 0;
         }
         let channel = push.envelope().channel.as_str().to_owned();
+        if !crate::im::is_conv(&channel) {
+            tracing::warn!(
+                node,
+                channel,
+                "cluster: dropped an IM entry of no conversation"
+            );
+            return 0;
+        }
         let publication = match pair {
             Some(pair) if crate::im::is_dm(&channel) => {
                 let pair = self.shared.dm_pairs.committed(&channel, &pair);
@@ -339,6 +363,28 @@ impl Node {
     }
 }
 
+/// `users` in runs of at most `room` bytes (8 of framing each), never
+/// empty: one item per run. A user too long for `room` alone still gets a
+/// run of its own (refused, counted, by the queue's size check).
+fn split_by_bytes(users: Vec<String>, room: usize) -> Vec<Vec<String>> {
+    let mut runs = Vec::new();
+    let mut run = Vec::new();
+    let mut taken = 0;
+    for user in users {
+        let bytes = user.len() + 8;
+        if !run.is_empty() && taken + bytes > room {
+            runs.push(std::mem::take(&mut run));
+            taken = 0;
+        }
+        taken += bytes;
+        run.push(user);
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
+}
+
 /// An IM event from another node to this node's connections of its users.
 fn im_event_to_shards(shared: &Shared, sender: &MeshSender, event: &ImEventWire) {
     let users: Arc<[Box<str>]> = event
@@ -361,5 +407,24 @@ fn im_event_to_shards(shared: &Shared, sender: &MeshSender, event: &ImEventWire)
         if sender.send(shard, message).is_err() {
             tracing::debug!(shard, "cluster: an IM event to a full lane was dropped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_by_bytes;
+
+    #[test]
+    fn recipients_are_split_into_runs_that_fit_one_message() {
+        let users: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
+        // 5 bytes + 8 each: 3 per run of 40 bytes.
+        let runs = split_by_bytes(users.clone(), 40);
+        assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(runs.concat(), users, "every user once, in order");
+        assert_eq!(split_by_bytes(users.clone(), 1 << 20), [users]);
+        // One user longer than the room still goes, alone.
+        let runs = split_by_bytes(vec!["x".repeat(100), "y".into()], 40);
+        assert_eq!(runs.len(), 2);
+        assert!(split_by_bytes(Vec::new(), 40).is_empty());
     }
 }

@@ -143,7 +143,7 @@ impl Node {
                     })
                 } else {
                     match decode::<crate::cluster::im_wire::ImCall>(&bytes) {
-                        Ok(call) => Pending::Im(call.run(store)),
+                        Ok(call) => Pending::Im(call.run(store, &self.shared.dm_pairs)),
                         Err(error) => Pending::Now(wire::error_out(&StoreError::InvalidRequest {
                             reason: leak_reason(error.to_string()),
                         })),
