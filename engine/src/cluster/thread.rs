@@ -692,6 +692,12 @@ impl Node {
         let shared = &self.shared;
         let sender = &self.sender;
         let state = &self.cluster.state;
+        // A partition whose subscribers are about to be cut (`cut_due`):
+        // its stored publications are not delivered meanwhile, or a
+        // subscriber could take one past the gap the cut is for as its
+        // position; everyone cut recovers them from the owner.
+        let cutting = self.cut_pending;
+        let (stores, im) = (self.stores, self.cluster.im_partition());
         let read = read_push_batch(payload, |node, pushes| {
             let mut touched = 0u64;
             for bytes in pushes {
@@ -703,6 +709,11 @@ impl Node {
                     }
                 };
                 state.pushes_in.fetch_add(1, Ordering::Relaxed);
+                let offset = push.envelope().offset.to_native();
+                let channel = push.envelope().channel.as_str();
+                if offset > 0 && cutting & (1u64 << stream_partition(channel, stores, im)) != 0 {
+                    continue;
+                }
                 let publication = Arc::new(Publication::from_push(Arc::new(push)));
                 let mask = shared.interest.shards(publication.channel());
                 if mask == 0 {

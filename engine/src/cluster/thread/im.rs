@@ -285,8 +285,15 @@ impl Node {
             }
         };
         let mut touched = 0u64;
+        // The IM partition's users about to be cut (`cut_due`): its entries
+        // wait for their sync after the cut (as `pushes` does).
+        let cutting = self
+            .cluster
+            .im_partition()
+            .is_some_and(|partition| self.cut_pending & (1u64 << partition) != 0);
         for item in batch.items {
             match item {
+                ImItem::Entry { .. } if cutting => {}
                 ImItem::Entry { push, users, pair } => {
                     touched |= self.im_entry_in(&push, users, pair, batch.node);
                 }
