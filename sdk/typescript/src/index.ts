@@ -1,0 +1,13 @@
+export { Client } from "./client.js";
+export type { ClientEvents, ClientOptions, ClientState, WebSocketConstructor, WebSocketLike } from "./client.js";
+export { Subscription } from "./subscription.js";
+export type { SubscribeOptions, SubscribedEvent, SubscriptionEvents, SubscriptionState } from "./subscription.js";
+export { Im } from "./im.js";
+export { RingcastError, CLIENT_ERROR } from "./errors.js";
+export { backoffDelay, DEFAULT_BACKOFF } from "./backoff.js";
+export type { BackoffOptions } from "./backoff.js";
+export { classifyClose, RATE_LIMIT_ABUSE_DELAY_MS } from "./close-codes.js";
+export type { CloseAction, CloseRule } from "./close-codes.js";
+export { StreamTracker, buildConnectUrl, tokenExpiryMs, refreshDelayMs } from "./tracker.js";
+export type { ConnectUrlOptions } from "./tracker.js";
+export type * from "./types.js";
