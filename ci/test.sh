@@ -4,7 +4,8 @@
 # both I/O drivers; the cluster tests against a real nats-server, which
 # ci/deps-nats.sh installs when missing), the end-to-end test with an
 # independent Python WebSocket client and with headless Chromium against the
-# release binary, and a fuzz smoke run.
+# release binary, the TypeScript SDK's tests (Node) and the web chat demo in
+# headless Chromium, and a fuzz smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,12 @@ ci/e2e-python.sh
 
 step "end-to-end with headless Chromium (permessage-deflate) against the release binary"
 ci/e2e-browser.sh
+
+step "TypeScript SDK: unit tests, and integration tests against the release binary"
+ci/e2e-sdk.sh
+
+step "the web chat demo in headless Chromium, on the SDK, against the release binary"
+ci/e2e-web-chat.sh
 
 step "fuzz smoke: every parser target for a few seconds (ci/fuzz.sh runs longer)"
 ci/fuzz.sh 5
