@@ -66,7 +66,8 @@ export interface ClientEvents {
   publication: (p: Publication) => void;
   recovery: (ev: { channel: string; recovery: Recovery & { truncated?: boolean } }) => void;
   im: (ev: ImEvent) => void;
-  serverSubscribed: (ev: { channel: string }) => void;
+  /** `resubscribed`: this Client had it on an earlier connection (see docs/sdk.md on gaps). */
+  serverSubscribed: (ev: { channel: string; resubscribed: boolean }) => void;
   serverUnsubscribed: (ev: { channel: string }) => void;
   error: (err: RingcastError) => void;
 }
@@ -77,8 +78,32 @@ interface AckState {
   /** The highest offset the server confirmed. */
   sent: number;
   busy: boolean;
+  /**
+   * A listener threw on a publication of the stream: no offset from there
+   * on is acked by this Client, so the device gets it again next session.
+   */
+  held: boolean;
   /** Settles when the ack in flight does. */
   flight?: Promise<unknown>;
+}
+
+/** An entry of a conversation that came before the ones under it. */
+interface Held {
+  epoch: string;
+  /** Absent: the app's own `echo: false` message, known from its reply. */
+  pub?: Publication;
+}
+
+/**
+ * A conversation as delivered to the app. Its position only moves by one:
+ * an entry past `pos + 1` is held until the gap is read (`catchup`), so
+ * that the app gets every entry once, in offset order.
+ */
+interface ConvState {
+  pos?: StreamPosition;
+  held: Map<number, Held>;
+  /** A catchup of the conversation is in flight on this connection. */
+  filling: boolean;
 }
 
 interface Pending {
@@ -91,6 +116,14 @@ interface Pending {
 
 const OPEN = 1;
 const CONVERSATION = /^(dm|grp):/;
+/** setTimeout takes a 32-bit signed delay; a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * Sockets in a row that closed before the server's `connect` message: past
+ * this many, the token held is suspected (a browser reports an upgrade
+ * refused with HTTP 401 as a plain 1006) and `getToken` is asked again.
+ */
+const FAILED_OPENS_BEFORE_NEW_TOKEN = 2;
 /** The server's catchup takes at most this many conversations at once. */
 const CATCHUP_MAX_CONVS = 100;
 /** How long the SDK waits for its liveness `ping` when the server has gone quiet. */
@@ -118,11 +151,21 @@ export class Client extends Emitter<ClientEvents> {
   /** Channels unsubscribed whose reply has not come: their late pushes are dropped. */
   private readonly leaving = new Set<string>();
   private readonly inbox: StreamTracker;
-  private readonly convs = new Map<string, StreamTracker>();
+  private readonly convs = new Map<string, ConvState>();
+  /** Conversations waiting for the next catchup command. */
+  private readonly fillQueue = new Set<string>();
+  private fillScheduled = false;
+  /** Server-side subscriptions (token `subs`, /api/subscribe) of this connection or the last. */
+  private readonly serverSubs = new Map<string, StreamTracker>();
   private readonly acks = new Map<string, AckState>();
+  /** Changes on every connect() and disconnect(): an openSocket of an older one gives up. */
+  private generation = 0;
+  /** Sockets in a row that closed without a `connect` message. */
+  private failedOpens = 0;
+  private gotConnect = false;
   private imToken: string | undefined;
   private info: ConnectInfo | undefined;
-  /** A device id for this Client when the app gave none (see openSocket). */
+  /** The device id of this Client when the app gave none (see openSocket). */
   private readonly ephemeralDevice = "sdk-" + Math.random().toString(36).slice(2, 12);
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
@@ -165,7 +208,9 @@ export class Client extends Emitter<ClientEvents> {
   connect(): void {
     if (!this.stopped) return;
     this.stopped = false;
+    this.generation++;
     this.attempt = 0;
+    this.failedOpens = 0;
     this.setState("connecting");
     void this.openSocket();
   }
@@ -174,6 +219,7 @@ export class Client extends Emitter<ClientEvents> {
   disconnect(): void {
     if (this.stopped && this._state === "disconnected") return;
     this.stopped = true;
+    this.generation++;
     const ws = this.ws;
     this.teardown(1000, "disconnect() called", false);
     if (ws) {
@@ -198,12 +244,16 @@ export class Client extends Emitter<ClientEvents> {
     return this.subs.get(channel);
   }
 
+  /** Without a `clientMsgId` the SDK makes one; a failure carries it as `err.clientMsgId`. */
   publish(channel: string, data: unknown, options: { clientMsgId?: string } = {}): Promise<PublishResult> {
-    return this.call("publish", { channel, ...payload(data), ...msgId(options.clientMsgId) });
+    const key = options.clientMsgId ?? newMsgId();
+    return this._keyed(key, this.call("publish", { channel, ...payload(data), client_msg_id: key }));
   }
 
+  /** Without a `clientMsgId` the SDK makes one; a failure carries it as `err.clientMsgId`. */
   send(user: string, data: unknown, options: { clientMsgId?: string } = {}): Promise<PublishResult> {
-    return this.call("send", { user, ...payload(data), ...msgId(options.clientMsgId) });
+    const key = options.clientMsgId ?? newMsgId();
+    return this._keyed(key, this.call("send", { user, ...payload(data), client_msg_id: key }));
   }
 
   history(stream: string, options: HistoryOptions = {}): Promise<HistoryResult> {
@@ -238,9 +288,13 @@ export class Client extends Emitter<ClientEvents> {
    */
   async flushAcks(): Promise<void> {
     for (;;) {
-      const waiting = [...this.acks.values()].filter((a) => a.busy && a.flight);
-      if (waiting.length === 0) return;
-      await Promise.all(waiting.map((a) => a.flight));
+      const owed = [...this.acks.entries()].filter(([, a]) => a.want > a.sent);
+      if (owed.length === 0) return;
+      if (!this.socketOpen() || this._state !== "connected") {
+        throw new RingcastError(CLIENT_ERROR, `not connected: ${owed.length} stream(s) not acked`);
+      }
+      for (const [stream, a] of owed) if (!a.busy) this.flushAck(stream, a);
+      await Promise.all(owed.map(([, a]) => a.flight));
     }
   }
 
@@ -285,6 +339,36 @@ export class Client extends Emitter<ClientEvents> {
       .finally(() => this.leaving.delete(channel));
   }
 
+  /** @internal: puts the idempotency key on the command's error. */
+  _keyed<T>(key: string, p: Promise<T>): Promise<T> {
+    return p.catch((err) => {
+      if (!(err instanceof RingcastError)) throw err;
+      // A copy: a close rejects every command in flight with one error.
+      const keyed = new RingcastError(err.code, err.message, err.retryAfterMs);
+      keyed.clientMsgId = key;
+      throw keyed;
+    });
+  }
+
+  /** @internal: a key for a command the app gave none for. */
+  _newMsgId(): string {
+    return newMsgId();
+  }
+
+  /**
+   * @internal: the reply of the app's own `msg_send` with `echo: false`.
+   * This connection gets no push of it, so its offset moves the position
+   * as if it had been delivered (the app has it from the reply).
+   */
+  _ownMessage(conv: string, offset: number, epoch: string): void {
+    const s = this.convs.get(conv);
+    if (!s) {
+      this.convs.set(conv, { pos: { offset, epoch }, held: new Map(), filling: false });
+      return;
+    }
+    this.takeConvEntry(conv, s, offset, epoch, undefined);
+  }
+
   /** @internal */
   _connected(): boolean {
     return this._state === "connected";
@@ -322,27 +406,49 @@ export class Client extends Emitter<ClientEvents> {
 
   private async openSocket(): Promise<void> {
     if (this.stopped) return;
+    const generation = this.generation;
     if (this.opts.getToken && this.tokenStale()) {
+      let token: string;
       try {
-        this.token = await this.opts.getToken();
-        this.needNewToken = false;
+        token = await this.opts.getToken();
       } catch (e) {
+        if (this.generation !== generation || this.stopped) return;
         this._reportError(new RingcastError(CLIENT_ERROR, `getToken failed: ${(e as Error)?.message ?? e}`));
         this.scheduleReconnect(this._backoff(this.attempt++));
         return;
       }
-      if (this.stopped) return;
+      // disconnect() (and maybe connect()) while getToken ran: that call
+      // owns the connection now; opening one here too would leak it.
+      if (this.generation !== generation || this.stopped) return;
+      this.token = token;
+      this.needNewToken = false;
+    } else if (!this.opts.getToken && this.token && this.tokenStale()) {
+      // The upgrade would be refused (HTTP 401, seen as 1006) on every try.
+      const err = new RingcastError(CLIENT_ERROR, "token expired and no getToken to renew it");
+      this._reportError(err);
+      this.stopped = true;
+      this.generation++;
+      this.setState("disconnected");
+      for (const [id, p] of this.pending) {
+        clearTimeout(p.timer);
+        this.pending.delete(id);
+        p.reject(err);
+      }
+      this.emit("disconnected", { code: CLIENT_ERROR, reason: err.message, reconnect: false });
+      return;
     }
     // The inbox position must come from the server at connect, when its
     // live pushes are held back for the recovery: a position learned later
     // (from a push or `history`) can cross a push in flight. A `device`
     // makes the server answer with the position even when it has no cursor
     // (a device's first connection), so a Client without one names a device
-    // of its own; it acks nothing there.
+    // of its own. It keeps that device on every connection: server-side
+    // subscriptions resume from its cursors there (the SDK acks them), and
+    // conversation acks land on one device instead of one per connection.
     const position = this.inbox.position;
     const url = buildConnectUrl(this.opts.url, {
       token: this.token,
-      device: this.opts.device ?? (position ? undefined : this.ephemeralDevice),
+      device: this.opts.device ?? this.ephemeralDevice,
       deviceStart: this.opts.device ? this.opts.deviceStart : undefined,
       inbox: position,
       imSince: this.imToken,
@@ -356,6 +462,7 @@ export class Client extends Emitter<ClientEvents> {
       return;
     }
     this.ws = ws;
+    this.gotConnect = false;
     ws.onopen = () => {
       if (this.ws !== ws) return;
       this.lastReceived = Date.now();
@@ -413,7 +520,12 @@ export class Client extends Emitter<ClientEvents> {
       p.reject(closed);
     }
     for (const a of this.acks.values()) a.busy = false;
+    // Catchups in flight died with the socket; the held entries stay, and
+    // the next connection's sync reads the gaps again.
+    for (const c of this.convs.values()) c.filling = false;
+    this.fillQueue.clear();
     for (const sub of this.subs.values()) sub._connectionLost();
+    if (fromSocket && !this.gotConnect) this.failedOpens++;
     const wasConnected = this._state === "connected";
     if (!fromSocket || this.stopped) {
       this.stopped = true;
@@ -426,6 +538,11 @@ export class Client extends Emitter<ClientEvents> {
     if (action === "new-token") {
       if (this.opts.getToken) this.needNewToken = true;
       else action = "stop";
+    } else if (action !== "stop" && this.failedOpens >= FAILED_OPENS_BEFORE_NEW_TOKEN && this.opts.getToken) {
+      // A token the server refuses at the upgrade (revoked, clock skew, an
+      // exp the SDK cannot read) looks like a network failure; a fresh one
+      // costs a call to the app's backend, while keeping it loops forever.
+      this.needNewToken = true;
     }
     if (action === "stop") {
       this.stopped = true;
@@ -483,10 +600,18 @@ export class Client extends Emitter<ClientEvents> {
     if (typeof msg.id === "number") return this.reply(msg);
     if (msg.connect) return this.onConnect(msg.connect);
     if (msg.im_sync) return this.onSync(msg.im_sync as ImSync);
-    if (msg.subscribed) return this.emit("serverSubscribed", { channel: msg.subscribed.channel });
-    if (msg.unsubscribed) return this.emit("serverUnsubscribed", { channel: msg.unsubscribed.channel });
+    if (msg.subscribed) return this.onServerSubscribed(msg.subscribed.channel);
+    if (msg.unsubscribed) {
+      this.serverSubs.delete(msg.unsubscribed.channel);
+      this.acks.delete(msg.unsubscribed.channel);
+      this.emit("serverUnsubscribed", { channel: msg.unsubscribed.channel });
+      return;
+    }
     for (const type of ["read", "receipt", "typing", "delivered", "block", "presence"] as const) {
-      if (msg[type]) return this.emit("im", { type, ...msg[type] });
+      if (msg[type]) {
+        this.emit("im", { type, ...msg[type] });
+        return;
+      }
     }
     // A message this version does not know: newer servers may add some.
   }
@@ -502,6 +627,7 @@ export class Client extends Emitter<ClientEvents> {
       const { channel, recovery } = msg.result as { channel: string; recovery?: Recovery };
       if (!recovery) return;
       if (channel === this.inboxChannel()) this.inbox.applyRecovery(recovery);
+      else this.serverSubs.get(channel)?.applyRecovery(recovery);
       this.emit("recovery", { channel, recovery });
       return;
     }
@@ -522,10 +648,27 @@ export class Client extends Emitter<ClientEvents> {
       shard: c.shard,
     };
     this.attempt = 0;
+    this.failedOpens = 0;
+    this.gotConnect = true;
     this.setState("connected");
     if (c.expires) this.scheduleRefresh(c.expires);
     this.startLiveness(c.ping_interval_ms);
     this.emit("connected", { ...this.info });
+    // Acks cut off by the last disconnect: nothing else sends them again
+    // until the stream's next push, which may never come.
+    for (const [stream, a] of this.acks) if (!a.busy) this.flushAck(stream, a);
+  }
+
+  /**
+   * A server-side subscription: at connect (token `subs`, again after each
+   * reconnect) or from /api/subscribe. The SDK keeps its position and acks
+   * it on this Client's device, so that after a reconnect the server
+   * replays from there (protocol.md "Server-side subscriptions").
+   */
+  private onServerSubscribed(channel: string): void {
+    const resubscribed = this.serverSubs.has(channel);
+    if (!resubscribed) this.serverSubs.set(channel, new StreamTracker());
+    this.emit("serverSubscribed", { channel, resubscribed });
   }
 
   private inboxChannel(): string | undefined {
@@ -538,21 +681,162 @@ export class Client extends Emitter<ClientEvents> {
     if (this.leaving.has(pub.channel)) return;
     if (pub.channel === this.inboxChannel()) {
       if (!this.inbox.accept(pub)) return;
-      this.emit("publication", pub);
-      if (this.opts.device && pub.offset) this.scheduleAck(pub.channel, pub.offset);
+      const ok = this.emit("publication", pub);
+      if (this.opts.device && pub.offset) this.scheduleAck(pub.channel, pub.offset, ok);
       return;
     }
     if (CONVERSATION.test(pub.channel) && pub.offset) {
-      let t = this.convs.get(pub.channel);
-      if (!t) this.convs.set(pub.channel, (t = new StreamTracker()));
-      if (!t.accept(pub)) return;
-      this.emit("publication", pub);
-      if ((this.opts.ackConversations ?? true) && pub.sender !== this.info?.user) {
-        this.scheduleAck(pub.channel, pub.offset);
+      let s = this.convs.get(pub.channel);
+      if (!s) {
+        // The first entry this Client sees of it: what came before is the
+        // app's to load (the sync lists the conversation).
+        this.convs.set(pub.channel, { pos: { offset: pub.offset, epoch: pub.epoch ?? "0" }, held: new Map(), filling: false });
+        this.deliverConv(pub);
+        return;
       }
+      this.takeConvEntry(pub.channel, s, pub.offset, pub.epoch ?? "0", pub);
+      return;
+    }
+    const server = this.serverSubs.get(pub.channel);
+    if (server) {
+      if (!server.accept(pub)) return;
+      const ok = this.emit("publication", pub);
+      if (pub.offset) this.scheduleAck(pub.channel, pub.offset, ok);
       return;
     }
     this.emit("publication", pub);
+  }
+
+  /**
+   * An entry of a conversation (a push, or the app's own `echo: false`
+   * message): delivered if it is the next one, held if it comes after a
+   * gap (which a catchup then reads), dropped if delivered already.
+   */
+  private takeConvEntry(conv: string, s: ConvState, offset: number, epoch: string, pub: Publication | undefined): void {
+    const pos = s.pos;
+    if (pos && epoch === pos.epoch && offset <= pos.offset) return;
+    if (pos && epoch === pos.epoch && offset === pos.offset + 1) {
+      pos.offset = offset;
+      if (pub) this.deliverConv(pub);
+      this.releaseHeld(conv, s);
+      return;
+    }
+    // A gap, or another epoch (the conversation was reset: the catchup
+    // from the old position reports it with recovered:false).
+    s.held.set(offset, { epoch, ...(pub ? { pub } : {}) });
+    if (!s.filling) this.requestFill(conv, s);
+  }
+
+  /** Delivers the held entries that now follow the position. */
+  private releaseHeld(conv: string, s: ConvState): void {
+    const pos = s.pos!;
+    for (;;) {
+      const next = s.held.get(pos.offset + 1);
+      if (!next || next.epoch !== pos.epoch) break;
+      s.held.delete(pos.offset + 1);
+      pos.offset++;
+      if (next.pub) this.deliverConv(next.pub);
+    }
+    for (const [offset, h] of s.held) if (h.epoch === pos.epoch && offset <= pos.offset) s.held.delete(offset);
+    if (s.held.size > 0 && !s.filling) this.requestFill(conv, s);
+  }
+
+  private deliverConv(pub: Publication): void {
+    const ok = this.emit("publication", pub);
+    if ((this.opts.ackConversations ?? true) && pub.sender !== this.info?.user) {
+      this.scheduleAck(pub.channel, pub.offset!, ok);
+    }
+  }
+
+  /** Queues a catchup of `conv` from its position; one command carries all queued in a tick. */
+  private requestFill(conv: string, s: ConvState): void {
+    if (!s.pos || !this.socketOpen()) return;
+    s.filling = true;
+    this.fillQueue.add(conv);
+    if (this.fillScheduled) return;
+    this.fillScheduled = true;
+    queueMicrotask(() => {
+      this.fillScheduled = false;
+      this.sendFills();
+    });
+  }
+
+  private sendFills(): void {
+    const names = [...this.fillQueue];
+    this.fillQueue.clear();
+    const ws = this.ws;
+    for (let i = 0; i < names.length; i += CATCHUP_MAX_CONVS) {
+      const batch = names
+        .slice(i, i + CATCHUP_MAX_CONVS)
+        .map((conv) => ({ conv, s: this.convs.get(conv) }))
+        .filter((b): b is { conv: string; s: ConvState } => !!b.s?.filling && !!b.s.pos);
+      if (batch.length === 0) continue;
+      const from = batch.map(({ conv, s }) => ({ conv, since: s.pos!.offset, epoch: s.pos!.epoch }));
+      this.im.catchup(from).then(
+        (result) => {
+          if (this.ws !== ws) return;
+          for (const r of result.convs) {
+            const s = batch.find((b) => b.conv === r.conv)?.s;
+            if (s && this.convs.get(r.conv) === s) this.filled(r.conv, s, r);
+          }
+        },
+        (err: RingcastError) => {
+          // A close: teardown reset the flags; the next sync reads again.
+          if (this.ws !== ws || err.code >= 1000) return;
+          this._reportError(err);
+          for (const { conv, s } of batch) if (this.convs.get(conv) === s) this.fillFailed(conv, s);
+        },
+      );
+    }
+  }
+
+  /**
+   * A catchup's reply: the entries it replayed came before it. Those the
+   * server could give are all there (a window, such as a group rejoined
+   * later, can leave holes), so the position moves to the summary's offset.
+   */
+  private filled(conv: string, s: ConvState, r: Recovery & { truncated: boolean }): void {
+    s.filling = false;
+    const { truncated, ...recovery } = r;
+    const epoch = String(recovery.epoch);
+    const pos = s.pos!;
+    if (!recovery.recovered || epoch !== pos.epoch) {
+      s.pos = { offset: recovery.offset, epoch };
+      this.emit("recovery", { channel: conv, recovery: { ...recovery, epoch, truncated } });
+    } else {
+      const upTo = [...s.held.keys()].filter((o) => o <= recovery.offset && s.held.get(o)!.epoch === epoch).sort((a, b) => a - b);
+      for (const offset of upTo) {
+        const h = s.held.get(offset)!;
+        s.held.delete(offset);
+        pos.offset = offset;
+        if (h.pub) this.deliverConv(h.pub);
+      }
+      if (recovery.offset > pos.offset) pos.offset = recovery.offset;
+    }
+    for (const [offset, h] of s.held) if (h.epoch !== s.pos!.epoch) s.held.delete(offset);
+    this.releaseHeld(conv, s);
+    // Cut at the server's limit: read on from the last one replayed.
+    if (truncated && recovery.recovered && !s.filling) this.requestFill(conv, s);
+  }
+
+  /**
+   * The catchup failed (not a close: 111, or 123 after leaving a group):
+   * what is held is delivered, in order, rather than held for good, and a
+   * `recovery` with `recovered: false` tells the app to reload the gap.
+   */
+  private fillFailed(conv: string, s: ConvState): void {
+    s.filling = false;
+    const pos = s.pos!;
+    const entries = [...s.held.entries()].filter(([, h]) => h.epoch === pos.epoch).sort((a, b) => a[0] - b[0]);
+    s.held.clear();
+    for (const [offset, h] of entries) {
+      pos.offset = offset;
+      if (h.pub) this.deliverConv(h.pub);
+    }
+    this.emit("recovery", {
+      channel: conv,
+      recovery: { recovered: false, epoch: pos.epoch, offset: pos.offset, start_offset: 0, replayed: 0 },
+    });
   }
 
   /**
@@ -560,10 +844,13 @@ export class Client extends Emitter<ClientEvents> {
    * cumulative, so a burst of pushes needs one ack of the last: one ack per
    * stream is in flight at a time and the next carries the newest offset.
    */
-  private scheduleAck(stream: string, offset: number): void {
+  private scheduleAck(stream: string, offset: number, listenersOk: boolean): void {
     let a = this.acks.get(stream);
-    if (!a) this.acks.set(stream, (a = { want: 0, sent: 0, busy: false }));
-    if (offset <= a.want) return;
+    if (!a) this.acks.set(stream, (a = { want: 0, sent: 0, busy: false, held: false }));
+    // Acks are cumulative: acking anything after a publication the app
+    // failed on would acknowledge that one too.
+    if (!listenersOk) a.held = true;
+    if (a.held || offset <= a.want) return;
     a.want = offset;
     if (!a.busy) this.flushAck(stream, a);
   }
@@ -583,48 +870,39 @@ export class Client extends Emitter<ClientEvents> {
       (err: RingcastError) => {
         if (this.ws !== ws) return;
         a.busy = false;
-        // A close rejects it too; the next connection's recovery covers that.
-        if (err.code < 1000) this._reportError(err);
+        // A close rejects it too: onConnect sends it again. A refusal (a
+        // group left: 123) would be refused again, so it is given up.
+        if (err.code < 1000) {
+          a.sent = Math.max(a.sent, offset);
+          this._reportError(err);
+        }
       },
     );
   }
 
+  /**
+   * The sync at connect. A conversation this Client has a position in and
+   * that moved past it (or changed epoch) is read from there with catchup;
+   * with `more: true` the sync may have left some out, so every such
+   * conversation not listed is read too (a catchup with nothing new costs
+   * one store read). A conversation it has no position in is the app's
+   * to load: its position is not taken from the sync, whose store read is
+   * not ordered with the live pushes (a push it counts may come after it).
+   */
   private onSync(sync: ImSync): void {
     this.imToken = sync.token;
     if (sync.reset) this.convs.clear();
     this.emit("im", { type: "sync", ...sync });
-    void this.catchUpConversations(sync);
-  }
-
-  /**
-   * After a reconnect, replays the conversations this Client delivered
-   * pushes of and that moved while it was away, from the last offset it
-   * delivered: the app then gets every message once, in order, as if the
-   * connection had never dropped. Conversations it never saw pushes of are
-   * the app's (the sync lists them).
-   */
-  private async catchUpConversations(sync: ImSync): Promise<void> {
-    const from = [];
+    const listed = new Set<string>();
     for (const c of sync.convs) {
-      const pos = this.convs.get(c.conv)?.position;
-      if (pos && (c.last_offset > pos.offset || c.epoch !== pos.epoch)) {
-        from.push({ conv: c.conv, since: pos.offset, epoch: pos.epoch });
-      }
+      listed.add(c.conv);
+      const s = this.convs.get(c.conv);
+      if (!s || s.filling || !s.pos) continue;
+      if (c.epoch !== s.pos.epoch || c.last_offset > s.pos.offset || s.held.size > 0) this.requestFill(c.conv, s);
     }
-    for (let i = 0; i < from.length; i += CATCHUP_MAX_CONVS) {
-      let result;
-      try {
-        result = await this.im.catchup(from.slice(i, i + CATCHUP_MAX_CONVS));
-      } catch (err) {
-        const e = err as RingcastError;
-        if (e.code < 1000) this._reportError(e);
-        return;
-      }
-      for (const r of result.convs) {
-        const { conv, truncated, ...recovery } = r;
-        this.convs.get(conv)?.applyRecovery(recovery);
-        if (!r.recovered || truncated) this.emit("recovery", { channel: conv, recovery: { ...recovery, truncated } });
-      }
+    for (const [conv, s] of this.convs) {
+      if (listed.has(conv) || s.filling) continue;
+      if (sync.more || s.held.size > 0) this.requestFill(conv, s);
     }
   }
 
@@ -635,6 +913,11 @@ export class Client extends Emitter<ClientEvents> {
     this.refreshTimer = undefined;
     if (!this.opts.getToken) return; // the server closes with 4001 at expiry; that stops the client
     const delay = refreshDelayMs(expiresAtMs, Date.now(), this.opts.refreshMarginMs ?? 30000);
+    if (delay > MAX_TIMER_MS) {
+      // A token living past ~24.8 days: wait the longest a timer can, then look again.
+      this.refreshTimer = setTimeout(() => this.scheduleRefresh(expiresAtMs), MAX_TIMER_MS);
+      return;
+    }
     this.refreshTimer = setTimeout(() => void this.refresh(), delay);
   }
 
@@ -649,9 +932,11 @@ export class Client extends Emitter<ClientEvents> {
       return;
     }
     if (this.ws !== ws || !this.socketOpen()) return;
-    this.token = token;
     try {
       const r = await this.call<{ expires?: number }>("refresh", { token });
+      // Kept only once the server took it: a refused token (101: revoked,
+      // another user's) would fail every reconnect.
+      this.token = token;
       if (this.ws !== ws) return;
       if (this.info) this.info.expiresAtMs = r.expires || undefined;
       if (r.expires) this.scheduleRefresh(r.expires);
@@ -684,7 +969,13 @@ export class Client extends Emitter<ClientEvents> {
           clearTimeout(timeout);
           probing = false;
         },
-        () => clearTimeout(timeout),
+        (err: RingcastError) => {
+          clearTimeout(timeout);
+          probing = false;
+          // Code 0: the command timed out before the probe's own timer
+          // (commandTimeoutMs under 10 s); the server is just as silent.
+          if (err.code === CLIENT_ERROR && this.ws === ws) this.abandon("no reply to ping");
+        },
       );
     }, intervalMs);
   }
@@ -701,6 +992,15 @@ function payload(data: unknown): { data?: unknown; b64data?: string } {
   return { data };
 }
 
-function msgId(id: string | undefined): { client_msg_id?: string } {
-  return id === undefined ? {} : { client_msg_id: id };
+/**
+ * An idempotency key: a UUID where the platform has one (browsers only in
+ * secure contexts), else 128 random bits from Math.random, which is enough
+ * to keep one sender's keys apart within the server's dedup window.
+ */
+function newMsgId(): string {
+  const c = (globalThis as any).crypto;
+  if (c?.randomUUID) return c.randomUUID();
+  let s = "";
+  for (let i = 0; i < 4; i++) s += Math.floor(Math.random() * 2 ** 32).toString(16).padStart(8, "0");
+  return s;
 }

@@ -35,18 +35,23 @@ export class Emitter<Events extends { [K in keyof Events]: (arg: any) => void }>
    * Calls every listener. A listener that throws must not break the SDK's
    * own bookkeeping (or the other listeners), so the exception is rethrown
    * on a fresh task, where it reaches the host's unhandled-error reporting.
+   * Returns false when a listener threw, so that the SDK does not ack a
+   * publication the app failed on.
    */
-  protected emit<K extends keyof Events>(event: K, arg: Parameters<Events[K]>[0]): void {
+  protected emit<K extends keyof Events>(event: K, arg: Parameters<Events[K]>[0]): boolean {
     const set = this.listeners.get(event);
-    if (!set) return;
+    if (!set) return true;
+    let ok = true;
     for (const listener of [...set]) {
       try {
         (listener as (a: unknown) => void)(arg);
       } catch (err) {
+        ok = false;
         setTimeout(() => {
           throw err;
         }, 0);
       }
     }
+    return ok;
   }
 }

@@ -11,6 +11,13 @@ export class RingcastError extends Error {
   readonly code: number;
   /** With 114 (rate limited): how long to wait before retrying. */
   readonly retryAfterMs?: number;
+  /**
+   * On a failed `publish`, `send` or `im.send`: the idempotency key it was
+   * sent with (the app's, or one the SDK made). Retry with it, and the
+   * server stores the message at most once even if the first try was
+   * stored and only its reply was lost.
+   */
+  clientMsgId?: string;
 
   constructor(code: number, message: string, retryAfterMs?: number) {
     super(message);

@@ -28,15 +28,24 @@ import type {
 export class Im {
   constructor(private readonly client: Client) {}
 
+  /** Without a `clientMsgId` the SDK makes one; a failure carries it as `err.clientMsgId`. */
   send(p: MsgSendParams): Promise<MsgSendResult> {
-    return this.client.call("msg_send", {
+    const key = p.clientMsgId ?? this.client._newMsgId();
+    const sent = this.client.call<MsgSendResult>("msg_send", {
       ...(p.to !== undefined ? { to: p.to } : {}),
       ...(p.conv !== undefined ? { conv: p.conv } : {}),
       kind: p.kind,
       data: p.data,
-      ...(p.clientMsgId !== undefined ? { client_msg_id: p.clientMsgId } : {}),
+      client_msg_id: key,
       ...(p.echo !== undefined ? { echo: p.echo } : {}),
     });
+    return this.client._keyed(
+      key,
+      sent.then((r) => {
+        if (p.echo === false && !r.duplicate) this.client._ownMessage(r.conv, r.offset, String(r.epoch));
+        return r;
+      }),
+    );
   }
 
   read(conv: string, offset: number): Promise<ReadResult> {

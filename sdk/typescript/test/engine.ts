@@ -3,7 +3,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -20,9 +20,9 @@ function b64url(s: string | Buffer): string {
 }
 
 /** An HS256 connection token for `user`, expiring `ttlS` seconds from now. */
-export function mintToken(user: string, ttlS = 3600): string {
+export function mintToken(user: string, ttlS = 3600, claims: Record<string, unknown> = {}): string {
   const head = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const body = b64url(JSON.stringify({ sub: user, exp: Math.floor(Date.now() / 1000) + ttlS }));
+  const body = b64url(JSON.stringify({ sub: user, exp: Math.floor(Date.now() / 1000) + ttlS, ...claims }));
   const sig = createHmac("sha256", SECRET).update(`${head}.${body}`).digest("base64url");
   return `${head}.${body}.${sig}`;
 }
@@ -153,5 +153,75 @@ export class Engine {
   async dispose(): Promise<void> {
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A TCP relay in front of the engine's WebSocket port that the test can
+ * cut: the client sees a connection fail without a close frame (1006), as
+ * on a network drop, while the engine and the other clients stay up.
+ */
+export class CutProxy {
+  private server: Server | undefined;
+  private readonly open = new Set<Socket>();
+  private held: [Socket, Buffer][] | undefined;
+  /** While down, new connections are dropped at once. */
+  down = false;
+  port = 0;
+
+  constructor(private readonly engine: Engine) {}
+
+  get wsUrl(): string {
+    return `ws://127.0.0.1:${this.port}/connection/websocket`;
+  }
+
+  async start(): Promise<void> {
+    this.port = await freePort();
+    const server = createServer((client) => {
+      if (this.down) return void client.destroy();
+      const upstream = connect(this.engine.wsPort, "127.0.0.1");
+      for (const s of [client, upstream]) {
+        this.open.add(s);
+        s.on("error", () => undefined);
+        s.on("close", () => {
+          this.open.delete(s);
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.on("data", (d: Buffer) => (this.held ? this.held.push([upstream, d]) : upstream.write(d)));
+      upstream.pipe(client);
+    });
+    this.server = server;
+    await new Promise<void>((res) => server.listen(this.port, "127.0.0.1", () => res()));
+  }
+
+  /**
+   * Holds what clients send (the server's pushes still flow) until the
+   * returned function is called: a command is then late at the server, as
+   * on a slow uplink, and pushes made meanwhile cross it.
+   */
+  holdUpstream(): () => void {
+    this.held = [];
+    return () => {
+      const held = this.held ?? [];
+      this.held = undefined;
+      for (const [to, d] of held) to.write(d);
+    };
+  }
+
+  /** Drops every relayed connection and refuses new ones until `restore`. */
+  cut(): void {
+    this.down = true;
+    for (const s of this.open) s.destroy();
+  }
+
+  restore(): void {
+    this.down = false;
+  }
+
+  async stop(): Promise<void> {
+    this.cut();
+    await new Promise((res) => this.server?.close(res));
   }
 }
