@@ -13,7 +13,9 @@
 //                             (default ws://127.0.0.1:8080/connection/websocket)
 //   HOST, PORT                where to listen (default 127.0.0.1:3000; PORT=0
 //                             picks a free port, printed at start)
-//   DEMO_TOKEN_TTL_S          token lifetime in seconds (default 3600)
+//   DEMO_TOKEN_TTL_S          token lifetime in seconds (default 3600, 60 to 86400)
+//   DEMO_INSECURE=1           allow a HOST that is not loopback (anyone who
+//                             can reach it gets a token for any user name)
 
 import { createServer } from "node:http";
 import { createHmac } from "node:crypto";
@@ -42,9 +44,25 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   console.error(`PORT must be 0..65535, got ${process.env.PORT}`);
   process.exit(2);
 }
-if (!Number.isInteger(ttlS) || ttlS < 60) {
-  console.error(`DEMO_TOKEN_TTL_S must be an integer of at least 60, got ${process.env.DEMO_TOKEN_TTL_S}`);
+// Capped at a day: a demo token is a bearer credential for any user name,
+// and the SDK refreshes it anyway.
+const TTL_MAX_S = 86400;
+if (!Number.isInteger(ttlS) || ttlS < 60 || ttlS > TTL_MAX_S) {
+  console.error(`DEMO_TOKEN_TTL_S must be an integer from 60 to ${TTL_MAX_S}, got ${process.env.DEMO_TOKEN_TTL_S}`);
   process.exit(2);
+}
+// /token mints a token for whatever name it is given, with no login: on an
+// address other machines can reach, that is anyone's account.
+const loopback = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/i.test(host);
+if (!loopback) {
+  if (process.env.DEMO_INSECURE !== "1") {
+    console.error(
+      `HOST=${host} is not a loopback address: anyone who can reach it could get a token for any user. ` +
+        "Set DEMO_INSECURE=1 to do it anyway (a trusted network only).",
+    );
+    process.exit(2);
+  }
+  console.warn(`WARNING: listening on ${host} with unauthenticated token minting (DEMO_INSECURE=1)`);
 }
 
 // Demo user names: short and plain, so that they read well in the UI and

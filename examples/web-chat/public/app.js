@@ -462,14 +462,29 @@ async function createGroup(name, members) {
   await openConv(res.conv);
 }
 
+// The idempotency key of a send that failed, kept for its retry: after a
+// dropped connection the first try may have been stored (only its reply was
+// lost), and resending it with the same key stores it at most once.
+let unsentKey = null;
+
 async function sendMessage(text) {
   const client = state.client;
   const open = state.open;
-  const params = { kind: "text", data: { text }, clientMsgId: crypto.randomUUID() };
+  const target = typeof open === "string" ? open : `to:${open.draftPeer}`;
+  const retry = unsentKey && unsentKey.target === target && unsentKey.text === text;
+  const key = retry ? unsentKey.key : crypto.randomUUID();
+  const params = { kind: "text", data: { text }, clientMsgId: key };
   if (typeof open === "string") params.conv = open;
   else params.to = open.draftPeer;
   stopTyping();
-  const res = await client.im.send(params);
+  let res;
+  try {
+    res = await client.im.send(params);
+  } catch (err) {
+    unsentKey = { target, text, key };
+    throw err;
+  }
+  unsentKey = null;
   if (typeof open !== "string") {
     // The first message created the DM; the list gives it its peer.
     const c = conv(res.conv);
