@@ -28,5 +28,8 @@ ci/e2e-python.sh
 step "end-to-end with headless Chromium (permessage-deflate) against the release binary"
 ci/e2e-browser.sh
 
+step "tuning/test: check, apply and revert against a throwaway tree (the host is not touched)"
+tuning/test
+
 step "fuzz smoke: every parser target for a few seconds (ci/fuzz.sh runs longer)"
 ci/fuzz.sh 5
