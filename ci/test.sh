@@ -35,5 +35,8 @@ ci/e2e-sdk.sh
 step "the web chat demo in headless Chromium, on the SDK, against the release binary"
 ci/e2e-web-chat.sh
 
+step "tuning/test: check, apply and revert against a throwaway tree (the host is not touched)"
+tuning/test
+
 step "fuzz smoke: every parser target for a few seconds (ci/fuzz.sh runs longer)"
 ci/fuzz.sh 5

@@ -2,11 +2,22 @@
 # host readers and the formulas that turn a connection target N into required
 # values. docs/tuning.md explains each formula; keep the two in step.
 #
-# Sourced, not executed. Uses only bash, coreutils, procps (sysctl) and
-# util-linux (prlimit).
+# Sourced, not executed. Uses only bash, coreutils and util-linux (prlimit).
+# Sysctls are read and written through /proc/sys, exactly as sysctl(8) does,
+# so that one prefix can move every path the scripts touch.
 
-RINGCAST_SAVED=${RINGCAST_SAVED:-/var/lib/ringcast/tuning.saved}
-RINGCAST_SYSCTL_CONF=${RINGCAST_SYSCTL_CONF:-/etc/sysctl.d/90-ringcast.conf}
+# Every path the scripts read or write sits under this prefix: /proc/sys,
+# /proc/meminfo, /sys/class/net, /etc/sysctl.d and /var/lib/ringcast. Empty
+# (the default) is the host itself; tuning/test points it at a throwaway tree
+# so that no test reads or changes the host's kernel settings.
+RINGCAST_TUNING_ROOT=${RINGCAST_TUNING_ROOT:-}
+RINGCAST_TUNING_ROOT=${RINGCAST_TUNING_ROOT%/}
+SYSCTL_DIR=$RINGCAST_TUNING_ROOT/proc/sys
+MEMINFO=$RINGCAST_TUNING_ROOT/proc/meminfo
+NET_CLASS_DIR=$RINGCAST_TUNING_ROOT/sys/class/net
+RINGCAST_SAVED_DEFAULT=$RINGCAST_TUNING_ROOT/var/lib/ringcast/tuning.saved
+RINGCAST_SAVED=${RINGCAST_SAVED:-$RINGCAST_SAVED_DEFAULT}
+RINGCAST_SYSCTL_CONF=${RINGCAST_SYSCTL_CONF:-$RINGCAST_TUNING_ROOT/etc/sysctl.d/90-ringcast.conf}
 
 # The engine's `websocket.backlog` (default 4096). Read from the same
 # environment variable the engine reads, so one setting drives both.
@@ -18,21 +29,64 @@ URING_ENTRIES=4096
 
 PAGE_SIZE=$(getconf PAGESIZE 2>/dev/null || echo 4096)
 
+# The file behind a sysctl key (dots become slashes, as sysctl(8) does).
+sysctl_path() {
+    echo "$SYSCTL_DIR/${1//.//}"
+}
+
 # Reads a sysctl, with tabs turned into single spaces; empty when it does not
 # exist on this host (e.g. nf_conntrack_max without the conntrack module).
 sysctl_get() {
-    sysctl -n "$1" 2>/dev/null | tr -s '\t ' '  '
+    local file
+    file=$(sysctl_path "$1")
+    [[ -r $file ]] || return 0
+    tr -s '\t ' '  ' <"$file" 2>/dev/null
 }
 
-# Parses `--connections=N` into CONNECTIONS and any flag listed in $1
-# (space-separated names such as "json dry-run") into FLAG_<name> variables.
-# Exits 2 with the usage text in $2 on anything else.
+# Writes a sysctl (what `sysctl -w KEY=VALUE` does); fails like it when the
+# key is missing or the kernel refuses the value.
+sysctl_set() {
+    printf '%s\n' "$2" >"$(sysctl_path "$1")"
+}
+
+# Creates directory $1 (and missing parents) and prints the topmost one it
+# created, or nothing when $1 existed: apply records it so that revert
+# removes exactly the directories apply made.
+make_dir() {
+    local dir=$1 top=
+    while [[ -n $dir && $dir != / && ! -e $dir ]]; do
+        top=$dir
+        dir=$(dirname "$dir")
+    done
+    [[ -n $top ]] || return 0
+    mkdir -p "$1"
+    echo "$top"
+}
+
+# Parses `--connections=N` into CONNECTIONS, `--role=R` into ROLE (only when
+# "role" is listed in $1) and any other flag listed in $1 (space-separated
+# names such as "json dry-run") into FLAG_<name> variables. Exits 2 with the
+# usage text in $2 on anything else.
 parse_args() {
     local allowed=$1 usage=$2 arg name
     CONNECTIONS=1000000
+    ROLE=both
     shift 2
     for arg in "$@"; do
         case $arg in
+            --role=*)
+                ROLE=${arg#--role=}
+                if [[ " $allowed " != *" role "* ]]; then
+                    echo "error: unknown argument '$arg'" >&2
+                    echo "$usage" >&2
+                    exit 2
+                fi
+                if [[ $ROLE != engine && $ROLE != loadgen && $ROLE != both ]]; then
+                    echo "error: --role must be engine, loadgen or both (got '$ROLE')" >&2
+                    echo "$usage" >&2
+                    exit 2
+                fi
+                ;;
             --connections=*)
                 CONNECTIONS=${arg#--connections=}
                 if ! [[ $CONNECTIONS =~ ^[0-9]+$ ]] || ((CONNECTIONS < 1 || CONNECTIONS > 100000000)); then
@@ -62,6 +116,12 @@ parse_args() {
                 ;;
         esac
     done
+}
+
+# role_needs ROW_ROLE: true when a setting needed by ROW_ROLE (engine,
+# loadgen or both) matters for the host's --role.
+role_needs() {
+    [[ $ROLE == both || $1 == both || $1 == "$ROLE" ]]
 }
 
 # --- Formulas (docs/tuning.md, "Formulas") ---------------------------------
