@@ -611,7 +611,7 @@ def diff(a, b):
 def fmt_diff_value(v):
     if isinstance(v, bool) or isinstance(v, str):
         return str(v)
-    return f"{v:,.1f}" if abs(v) < 100 else f"{v:,.0f}"
+    return f"{v:,.1f}" if abs(v) < 100 and v != int(v) else f"{v:,.0f}"
 
 
 def cmd_diff(args):
@@ -624,8 +624,13 @@ def cmd_diff(args):
         return
     print(f"A: {args[0]} ({(a.get('meta') or {}).get('date', '?')})")
     print(f"B: {args[1]} ({(b.get('meta') or {}).get('date', '?')})")
-    if (a.get("meta") or {}).get("env") != (b.get("meta") or {}).get("env"):
-        print("note: the runs' parameters differ (meta.env); compare with care")
+    # Where the results went and how the binaries were got are not
+    # parameters of the measurement.
+    ea, eb = ((x.get("meta") or {}).get("env") or {} for x in (a, b))
+    differ = [f"{k} {ea.get(k, '?')} -> {eb.get(k, '?')}" for k in sorted(set(ea) | set(eb))
+              if k not in ("OUT_DIR", "INSTALL", "BUILD", "BIN_DIR") and ea.get(k) != eb.get(k)]
+    if differ:
+        print("note: the runs' parameters differ, compare with care: " + ", ".join(differ))
     if not d:
         print("no server and measure in common")
         return
