@@ -52,6 +52,8 @@ def fmt_bytes(v):
 def fmt_us(v):
     if v is None:
         return "—"
+    if v == 0:
+        return "0"
     a = abs(v)
     if a >= 1e6:
         return _trim(v / 1e6) + " s"
@@ -191,7 +193,7 @@ def line_chart(cid, title, xs, ys, fmt, y_label, bands, starts=(), width=540, co
     if not xs:
         return (f'<figure id="{esc(cid)}" class="chart"><figcaption>{esc(title)}</figcaption>'
                 f'<p class="empty">no samples</p></figure>')
-    xmax = max(xs[-1], 1e-9)
+    xmax = max([xs[-1]] + [b[1] for b in bands] + [1e-9])
     yt = linear_ticks(max([y for y in ys if y is not None] + [1e-9]), 4)
     xt = linear_ticks(xmax, 6)
     xt = [t for t in xt if t <= xmax * 1.0001]
@@ -245,7 +247,9 @@ def resource_series(samples):
             pct = None
             bands.append([x, x, phase])
             starts.append(len(xs))
-        bands[-1][1] = x
+        # A band covers its samples and the interval after the last one, so
+        # a run shorter than one interval still shows (sampled every 0.5 s).
+        bands[-1][1] = x + 0.5
         xs.append(x)
         cpu.append(pct)
         rss.append(rss_kb * 1024)
