@@ -6,7 +6,7 @@
 #
 # usage: benches/api-publish.sh OLD_BINARY NEW_BINARY [rounds=3] [seconds=8]
 # Loopback only; every run is bounded in time and stops by itself. Needs
-# `cargo build --release -p ringcast-benches --bin fanout` first.
+# `cargo release-bins` (.cargo/config.toml) first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old=$1

@@ -118,7 +118,7 @@ if [ -n "${NOFILE:-}" ]; then
     ulimit -n "$NOFILE"
 fi
 if [ "$build" = 1 ]; then
-    cargo build --release --locked -p ringcast-engine -p ringcast-loadgen >&2
+    cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 fi
 [ -x "$nats_bin" ] || { echo "nats-server not found (apt-get install nats-server, or NATS_SERVER=...)" >&2; exit 2; }
 mkdir -p "$out"

@@ -18,7 +18,7 @@ sizes=${4:-200 500 1000}
 rounds=${5:-2}
 
 target_dir=${CARGO_TARGET_DIR:-target}
-cargo build --release --locked -p ringcast-engine -p ringcast-benches --bins >&2
+cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 # shellcheck source=compare/lib.sh
 . benches/compare/lib.sh
 PY="python3 benches/compare/compare.py"

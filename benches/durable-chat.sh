@@ -27,7 +27,7 @@ secret=dev-only-jwt-secret-change-me-0123456789
 builds=("$@")
 [ ${#builds[@]} -gt 0 ] || builds=(after=target/release/ringcast)
 
-cargo build --release --locked -p ringcast-engine -p ringcast-loadgen >&2
+cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 cargo build --release --locked -p ringcast-store --example append_throughput >&2
 mkdir -p "$out"
 tmp=$(mktemp -d)

@@ -13,7 +13,7 @@ subscribers=${1:-10000}
 seconds=${2:-8}
 rate=${3:-50}
 
-cargo build --release --locked -p ringcast-engine -p ringcast-benches --bins >&2
+cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 out="docs/bench-runs/$(date +%F)-$(hostname -s)"
 mkdir -p "$out"
 tmp=$(mktemp -d)

@@ -38,7 +38,7 @@ secret=dev-only-jwt-secret-change-me-0123456789
 connections=$((users * devices))
 release=${CARGO_TARGET_DIR:-target}/release
 
-cargo build --release --locked -p ringcast-engine -p ringcast-loadgen >&2
+cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 cargo build --release --locked -p ringcast-store --example append_throughput \
     --example group_throughput >&2
 mkdir -p "$out"

@@ -50,7 +50,7 @@ api_key=dev-only-api-key-change-me
 release=${CARGO_TARGET_DIR:-target}/release
 online=$(awk -v s="$group_size" -v o="$online_share" 'BEGIN {n = int(s * o + 0.5); print (n < 1 ? 1 : n)}')
 
-cargo build --release --locked -p ringcast-engine -p ringcast-loadgen >&2
+cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 cargo build --release --locked -p ringcast-store --example group_throughput >&2
 mkdir -p "$out"
 tmp=$(mktemp -d)

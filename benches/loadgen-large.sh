@@ -15,7 +15,7 @@ rate=${2:-40}
 seconds=${3:-10}
 out=${4:-docs/bench-runs/$(date +%F)-loadgen}
 
-cargo build --release --locked -p ringcast-engine -p ringcast-loadgen >&2
+cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 mkdir -p "$out/plots"
 tmp=$(mktemp -d)
 pids=()

@@ -25,7 +25,7 @@ nats_server=${NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-serve
     exit 1
 }
 
-cargo build --release --locked -p ringcast-benches --bin nats_subs >&2
+cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 tool=${CARGO_TARGET_DIR:-target}/release/nats_subs
 
 mkdir -p "$out"

@@ -99,10 +99,10 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------- build/install
 if [ "$BUILD" = 1 ]; then
     say "building (release): engine, load generator, bench tools"
-    timeout 3000 cargo build --release --locked -p ringcast-engine -p ringcast-loadgen -p ringcast-benches --bins >&2
+    timeout 3000 cargo release-bins >&2
 fi
 for tool in "$LG" "$IDLE" "$FLOOR"; do
-    [ -x "$tool" ] || { loud "no $tool; build it first (cargo build --release -p ringcast-loadgen -p ringcast-benches --bins)"; exit 2; }
+    [ -x "$tool" ] || { loud "no $tool; build it first (cargo release-bins)"; exit 2; }
 done
 BEFORE=$(realpath "$BEFORE") AFTER=$(realpath "$AFTER")
 for bin in "$BEFORE" "$AFTER"; do

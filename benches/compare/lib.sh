@@ -12,6 +12,7 @@
 #   SERVER_THREADS, NCHAN_PORT                      (nginx_config)
 #   SERVER_THREADS, RC_WS, RC_API, RINGCAST_API_KEY,
 #   RINGCAST_JWT_SECRET                             (ringcast_config)
+#   sampler_pid  set by start_sampler (stop_sampler stops it)
 #   run_warn     an array finish_loadgen appends a run's name to when the
 #                load generator reported errors or losses (exit 1)
 
@@ -145,4 +146,19 @@ finish_loadgen() { # out_prefix -> 0 ok/usable, 1 unusable
         run_warn+=("$(basename "$prefix")")
     fi
     return 0
+}
+
+# ---------------------------------------------------------------- timelines
+# Samples a server's process tree (/proc/<pid>/stat and status of the server
+# and every child: nginx workers, Pushpin's processes) every 0.5 s into a CSV
+# while it runs, for the report's CPU and RSS timelines; the sampler stops by
+# itself when the server exits, stop_sampler stops it by PID in any case.
+# Sets sampler_pid.
+start_sampler() { # pid out.csv phase
+    $PY sample "$1" "$2" "$3" 0.5 </dev/null &
+    sampler_pid=$!
+}
+stop_sampler() {
+    stop_pid "${sampler_pid:-}"
+    sampler_pid=""
 }
