@@ -38,5 +38,8 @@ ci/e2e-web-chat.sh
 step "tuning/test: check, apply and revert against a throwaway tree (the host is not touched)"
 tuning/test
 
+step "benches/compare: the report, the diff between runs, saturation and the exit status, on fixtures"
+python3 benches/compare/test.py
+
 step "fuzz smoke: every parser target for a few seconds (ci/fuzz.sh runs longer)"
 ci/fuzz.sh 5
