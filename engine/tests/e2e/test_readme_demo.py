@@ -67,7 +67,7 @@ def parse_demo(section):
     demo["api_url"] = re.search(r"curl -s (\S+)", section).group(1)
     demo["published"] = re.search(r"^# → (.*)$", section, re.M).group(1)
     demo["push"] = re.search(r"the browser prints\n`(.*?)`", section).group(1)
-    demo["token_args"] = re.search(r"--bin ringcast-token -- (.*?)\)", section).group(1).split()
+    demo["token_args"] = re.search(r"ringcast-token (?:-- )?(.*?)\)", section).group(1).split()
     return demo
 
 
