@@ -145,7 +145,8 @@ pub struct ConnectArgs {
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Channel all subscribers join. Default: `news:load` for the Ringcast
+    /// Channel the subscribers join (with `--channels` above 1, the base
+    /// of the channels' names). Default: `news:load` for the Ringcast
     /// profiles, `load` for the others.
     #[arg(long)]
     pub channel: Option<String>,

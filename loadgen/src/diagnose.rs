@@ -30,14 +30,23 @@ pub fn hints(summary: &Summary) -> Vec<String> {
         .unwrap_or(summary.connected);
     let mut hints = Vec::new();
 
+    // Connections the target never took up: the SYN unanswered (its accept
+    // queue full) or the TCP connection accepted by the kernel but never by
+    // the server (no upgrade answer). At a few hundred connections the
+    // kernel's queue hides the stall as upgrade timeouts; at tens of
+    // thousands the queue overflows and SYNs time out.
     let tcp_timeouts = sum(&|k| k == "timeout_tcp" || k == "connect_refused_etimedout");
-    if notable(tcp_timeouts) {
+    let upgrade_timeouts = sum(&|k| k == "timeout_upgrade");
+    let stalled = tcp_timeouts + upgrade_timeouts;
+    if notable(stalled) {
         hints.push(format!(
-            "{tcp_timeouts} TCP connects timed out while the target held at most {held} \
-             connections: the target stalls accepting (its listen backlog stays full). \
-             Likely a per-process open-files cap on the target (accept failing with \
-             EMFILE: check its `ulimit -n` / LimitNOFILE and its log), or a backlog \
-             (net.core.somaxconn) too small for --rate; see docs/tuning.md."
+            "{stalled} connections timed out before the WebSocket upgrade ({tcp_timeouts} in \
+             the TCP connect, {upgrade_timeouts} waiting for the upgrade answer) while the \
+             target held at most {held}: the target refuses or stalls accepting. Most \
+             likely a per-process open-files cap on the target (accept failing with \
+             EMFILE, \"Too many open files\" in its log: raise its `ulimit -n` / \
+             LimitNOFILE); else a listen backlog (net.core.somaxconn) too small for \
+             --rate, or a target too busy (CPU) to accept; see docs/tuning.md."
         ));
     }
     let resets = sum(&|k| {
@@ -87,12 +96,12 @@ pub fn hints(summary: &Summary) -> Vec<String> {
              limits (the status is in the error key)."
         ));
     }
-    let slow = sum(&|k| k == "timeout_upgrade" || k == "timeout_connect_msg");
+    let slow = sum(&|k| k == "timeout_connect_msg");
     if notable(slow) {
         hints.push(format!(
-            "{slow} connections were accepted but not answered in time \
-             (--connect-timeout-s): the target is overloaded (CPU) or queues handshakes; \
-             lower --rate or --connect-rate."
+            "{slow} connections were upgraded but got no `connect` reply in time \
+             (--connect-timeout-s): the target is overloaded (CPU) or slow to \
+             authenticate; lower --rate or --connect-rate."
         ));
     }
     hints
@@ -125,12 +134,29 @@ mod tests {
         ));
         assert_eq!(hints.len(), 1, "{hints:?}");
         assert!(
-            hints[0].contains("71824 TCP connects timed out"),
+            hints[0].contains("71834 connections timed out before the WebSocket upgrade"),
+            "{hints:?}"
+        );
+        assert!(
+            hints[0].contains("71824 in the TCP connect, 10 waiting"),
             "{hints:?}"
         );
         assert!(hints[0].contains("at most 19982"), "{hints:?}");
         assert!(hints[0].contains("open-files cap"), "{hints:?}");
         assert!(hints[0].contains("docs/tuning.md"), "{hints:?}");
+    }
+
+    #[test]
+    fn upgrade_timeouts_at_a_small_scale_get_the_same_hint() {
+        // 600 asked of an engine capped at 300 open files: the kernel
+        // accepted the rest, the engine never did.
+        let hints = hints(&summary(&[("timeout_upgrade", 318)], 600, 282));
+        assert_eq!(hints.len(), 1, "{hints:?}");
+        assert!(
+            hints[0].contains("0 in the TCP connect, 318 waiting"),
+            "{hints:?}"
+        );
+        assert!(hints[0].contains("open-files cap"), "{hints:?}");
     }
 
     #[test]
