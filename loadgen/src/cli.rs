@@ -9,6 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::profile::Profile;
+use crate::threshold::Threshold;
 
 /// The most sockets one worker process may hold. Keeps each process far
 /// below a default `ulimit -n` of 20k-ish plus headroom for the epoll fd and
@@ -31,8 +32,9 @@ pub enum Command {
     /// Open N connections at a fixed rate, hold them, close them; measures
     /// connect latency (TCP connect start -> `connect` message received).
     Connect(ConnectArgs),
-    /// N subscribers on one channel; the parent publishes at a fixed rate
-    /// over the HTTP API; measures publish-to-receive latency and loss.
+    /// N subscribers on one channel, or spread over `--channels`; the
+    /// parent publishes at a fixed rate (or closed loop) over the HTTP API;
+    /// measures publish-to-receive latency, loss and deliveries/s.
     Fanout(FanoutArgs),
     /// N users, each on its own inbox; the parent sends to every inbox at a
     /// fixed rate; at the middle a share of the connections is dropped and
@@ -96,6 +98,35 @@ pub struct CommonArgs {
     /// Per-connection timeout for TCP connect + upgrade + `connect` message.
     #[arg(long, default_value_t = 10)]
     pub connect_timeout_s: u64,
+    /// Write one self-contained HTML report (parameters, host, results,
+    /// thresholds, charts as inline SVG) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<std::path::PathBuf>,
+    /// A limit the run must stay within, e.g. `p99<10ms`, `p999<=50ms`,
+    /// `loss==0`, `errors<1%`, `deliveries_per_s>=100k`,
+    /// `connected>=9900` (repeatable). Any crossed: exit status 3.
+    /// Latencies: p50 p90 p99 p999 max (connect_/push_/ack_/recovery_
+    /// prefixes pick a histogram) with us/ms/s; counts (loss, errors,
+    /// duplicated, out_of_order, gaps, received, connected, subscribed,
+    /// publish_errors, published, sent) bare or in % of their base; rates
+    /// (deliveries_per_s, client_cores).
+    #[arg(long = "threshold", value_name = "EXPR", value_parser = Threshold::parse)]
+    pub thresholds: Vec<Threshold>,
+    /// Server process ids (comma-separated) whose CPU % and RSS are sampled
+    /// from /proc every 0.5 s for the report's resource timelines.
+    #[arg(long, value_name = "PID[,PID]", value_parser = Pids::parse)]
+    pub watch_pid: Option<Pids>,
+}
+
+/// `--watch-pid`'s processes (a type of its own: clap would read a
+/// `Vec<u32>` as a repeated flag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pids(pub Vec<u32>);
+
+impl Pids {
+    fn parse(text: &str) -> Result<Pids, crate::watch::WatchError> {
+        crate::watch::parse_pids(text).map(Pids)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,7 +145,8 @@ pub struct ConnectArgs {
 pub struct FanoutArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Channel all subscribers join. Default: `news:load` for the Ringcast
+    /// Channel the subscribers join (with `--channels` above 1, the base
+    /// of the channels' names). Default: `news:load` for the Ringcast
     /// profiles, `load` for the others.
     #[arg(long)]
     pub channel: Option<String>,

@@ -47,7 +47,8 @@ pub fn run_connect(args: &ConnectArgs) -> anyhow::Result<Summary> {
     };
     let fleet = Fleet::spawn(common, Scenario::Connect, args.rate, deadline, extra)?;
     let started = Instant::now();
-    let mut live = Live::new(common.workers);
+    let planned = Duration::from_secs_f64(open_s + args.hold_s as f64);
+    let mut live = Live::new(common.workers, Scenario::Connect, planned);
     let results = collect(fleet, &mut live, started, deadline)?;
     Ok(summarize("connect", common, &results, None, &live))
 }
@@ -97,7 +98,9 @@ pub fn run_fanout(args: &FanoutArgs) -> anyhow::Result<Summary> {
     };
     let mut fleet = Fleet::spawn(common, Scenario::Fanout, args.connect_rate, deadline, extra)?;
     let started = Instant::now();
-    let mut live = Live::new(common.workers);
+    let planned =
+        Duration::from_secs_f64(f64::from(common.connections) / args.connect_rate + publishing_s);
+    let mut live = Live::new(common.workers, Scenario::Fanout, planned);
 
     // 1. Wait until every subscriber is subscribed or has failed.
     while live.sum(|p| p.subscribed + p.errors) < u64::from(common.connections) && !fleet.done() {
@@ -217,7 +220,10 @@ pub fn run_reconnect(args: &ReconnectArgs) -> anyhow::Result<Summary> {
         extra,
     )?;
     let started = Instant::now();
-    let mut live = Live::new(common.workers);
+    let planned = Duration::from_secs_f64(
+        f64::from(common.connections) / args.connect_rate + args.seconds.max(0.0),
+    );
+    let mut live = Live::new(common.workers, Scenario::Reconnect, planned);
 
     // 1. Wait until every connection is open or has failed.
     while live.sum(|p| p.open + p.errors) < u64::from(common.connections) && !fleet.done() {
@@ -374,7 +380,10 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<Summary> {
     };
     let mut fleet = Fleet::spawn(common, Scenario::Chat, args.connect_rate, deadline, extra)?;
     let started = Instant::now();
-    let mut live = Live::new(common.workers);
+    let planned = Duration::from_secs_f64(
+        f64::from(common.connections) / args.connect_rate + args.seconds.max(0.0),
+    );
+    let mut live = Live::new(common.workers, Scenario::Chat, planned);
 
     // 1. Wait until every user is subscribed (pairs: connected) or failed.
     while live.sum(|p| p.subscribed + p.errors) < u64::from(common.connections) && !fleet.done() {
@@ -637,12 +646,22 @@ struct Live {
     started: Instant,
     printed_at: Instant,
     received_at_print: u64,
+    connected_at_print: u64,
+    /// What the line shows: a connect run has no messages.
+    scenario: Scenario,
+    /// The schedule's length (connect ramp + hold or sending), for the
+    /// estimate of the time left; drains are not in it (they end early
+    /// when everything has arrived).
+    planned: Duration,
 }
 
 impl Live {
-    fn new(workers: u32) -> Live {
+    fn new(workers: u32, scenario: Scenario, planned: Duration) -> Live {
         let now = Instant::now();
         Live {
+            connected_at_print: 0,
+            scenario,
+            planned,
             progress: vec![Progress::default(); workers as usize],
             received_total: 0,
             received_last_at: now,
@@ -682,28 +701,46 @@ impl Live {
         }
         let received = self.sum(|p| p.received);
         let rate = (received - self.received_at_print.min(received)) as f64 / since.as_secs_f64();
+        let connected = self.sum(|p| p.connected);
+        let connects =
+            (connected - self.connected_at_print.min(connected)) as f64 / since.as_secs_f64();
+        let elapsed = now.saturating_duration_since(self.started);
         // Workers report their own p99; the max over workers is an upper
         // bound of the merged p99 (the exact one is in the final table).
         let point = TimelinePoint {
-            t_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            t_s: elapsed.as_secs_f64(),
             open: self.sum(|p| p.open),
             subscribed: self.sum(|p| p.subscribed),
             msgs_per_s: rate,
+            connects_per_s: connects,
             p99_us_max: self.progress.iter().map(|p| p.p99_us).max().unwrap_or(0),
             errors: self.sum(|p| p.errors),
         };
-        eprintln!(
-            "[{:>5.1}s] open {} | subscribed {} | msgs/s {:.0} | p99<= {} us | errors {}",
-            point.t_s,
-            point.open,
-            point.subscribed,
-            point.msgs_per_s,
-            point.p99_us_max,
-            point.errors,
-        );
+        let left = match self.planned.checked_sub(elapsed) {
+            Some(left) if !left.is_zero() => format!("~{:.0} s left", left.as_secs_f64().ceil()),
+            _ => "finishing (drain, close)".to_owned(),
+        };
+        if self.scenario == Scenario::Connect {
+            eprintln!(
+                "[{:>5.1}s] open {} | connects/s {:.0} | connect p99<= {} us | errors {} | {left}",
+                point.t_s, point.open, point.connects_per_s, point.p99_us_max, point.errors,
+            );
+        } else {
+            eprintln!(
+                "[{:>5.1}s] open {} | subscribed {} | msgs/s {:.0} | p99<= {} us | errors {} | \
+                 {left}",
+                point.t_s,
+                point.open,
+                point.subscribed,
+                point.msgs_per_s,
+                point.p99_us_max,
+                point.errors,
+            );
+        }
         self.timeline.push(point);
         self.printed_at = now;
         self.received_at_print = received;
+        self.connected_at_print = connected;
     }
 }
 

@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::host::{HostFacts, Parameter};
 use crate::stats::{ErrorCounts, KindCounts};
+use crate::threshold::ThresholdOutcome;
+use crate::watch::WatchedProcess;
 
 /// Percentiles of one latency histogram, microseconds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -69,6 +72,10 @@ pub struct TimelinePoint {
     pub subscribed: u64,
     /// Messages received per second over all workers, over the last interval.
     pub msgs_per_s: f64,
+    /// Connections that got their `connect` message per second, over the
+    /// last interval.
+    #[serde(default)]
+    pub connects_per_s: f64,
     /// The highest of the workers' own p99s so far (an upper bound of the
     /// merged p99), microseconds.
     pub p99_us_max: u64,
@@ -230,6 +237,21 @@ pub struct Summary {
     /// The live line, once a second and at the end (for `plot`).
     #[serde(default)]
     pub timeline: Vec<TimelinePoint>,
+    /// The command line's parameters (secrets masked).
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// The load host.
+    #[serde(default)]
+    pub host: HostFacts,
+    /// `--watch-pid`: the server processes' CPU and RSS over the run.
+    #[serde(default)]
+    pub watched: Vec<WatchedProcess>,
+    /// `--threshold`: each limit, passed or not.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdOutcome>,
+    /// Likely causes of failed connections (see `diagnose`).
+    #[serde(default)]
+    pub hints: Vec<String>,
 }
 
 impl Summary {
@@ -363,19 +385,8 @@ impl Summary {
                 latency.max_us
             );
         };
-        row("connect", &self.connect_latency);
-        if self.scenario != "connect" {
-            row("push", &self.push_latency);
-        }
-        if self.scenario == "reconnect" {
-            row("recovery", &self.recovery_latency);
-        }
-        if self.scenario == "chat" {
-            row("ack", &self.ack_latency);
-            for (name, kind) in self.im_kinds() {
-                row(&format!("{name} ack"), &kind.ack_latency);
-                row(&format!("{name} push"), &kind.push_latency);
-            }
+        for (name, latency) in self.latency_rows() {
+            row(&name, latency);
         }
         let _ = writeln!(out, "errors        {}", self.errors_total);
         for (kind, count) in &self.errors {
@@ -391,12 +402,60 @@ impl Summary {
             self.client.rss_per_connection_bytes,
             self.client.workers_max_rss_kb
         );
+        for process in &self.watched {
+            let _ = writeln!(
+                out,
+                "server        pid {} ({})  cpu avg {:.0}% peak {:.0}%  rss start {:.1} MiB \
+                 peak {:.1} MiB{}",
+                process.pid,
+                process.name,
+                process.cpu_avg_pct(),
+                process.cpu_peak_pct(),
+                process.rss_start_kb() as f64 / 1024.0,
+                process.rss_peak_kb() as f64 / 1024.0,
+                process
+                    .exited_at_s
+                    .map(|t| format!("  exited at {t:.1} s"))
+                    .unwrap_or_default()
+            );
+        }
         let _ = writeln!(out, "elapsed       {:.1} s", self.elapsed_s);
+        for hint in &self.hints {
+            let _ = writeln!(out, "hint          {hint}");
+        }
+        for outcome in &self.thresholds {
+            let _ = writeln!(
+                out,
+                "threshold     {:<24}{}  (actual {})",
+                outcome.expr,
+                if outcome.passed { "passed" } else { "FAILED" },
+                outcome.actual
+            );
+        }
         out
     }
 
+    /// The latency histograms this scenario reports, with their names.
+    pub fn latency_rows(&self) -> Vec<(String, &Latency)> {
+        let mut rows = vec![("connect".to_owned(), &self.connect_latency)];
+        if self.scenario != "connect" {
+            rows.push(("push".to_owned(), &self.push_latency));
+        }
+        if self.scenario == "reconnect" {
+            rows.push(("recovery".to_owned(), &self.recovery_latency));
+        }
+        if self.scenario == "chat" {
+            rows.push(("ack".to_owned(), &self.ack_latency));
+            for (name, kind) in self.im_kinds() {
+                rows.push((format!("{name} ack"), &kind.ack_latency));
+                rows.push((format!("{name} push"), &kind.push_latency));
+            }
+        }
+        rows
+    }
+
     /// chat, IM: the kinds of message with their names.
-    fn im_kinds(&self) -> impl Iterator<Item = (&'static str, &KindSummary)> {
+    pub fn im_kinds(&self) -> impl Iterator<Item = (&'static str, &KindSummary)> {
         [("dm", &self.im_dm), ("group", &self.im_group)]
             .into_iter()
             .filter_map(|(name, kind)| kind.as_ref().map(|kind| (name, kind)))

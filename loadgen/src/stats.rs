@@ -97,6 +97,9 @@ pub struct Progress {
     pub elapsed_ms: u64,
     /// Connections that got their `connect` message and are still open.
     pub open: u64,
+    /// Connections that got their `connect` message since the start.
+    #[serde(default)]
+    pub connected: u64,
     /// fanout: connections whose subscribe was acknowledged.
     pub subscribed: u64,
     /// Pushes received since the start.

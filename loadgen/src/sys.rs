@@ -55,6 +55,18 @@ pub fn rusage_self() -> io::Result<crate::stats::Rusage> {
     })
 }
 
+/// The kernel's clock ticks per second (`/proc/<pid>/stat` CPU times are
+/// in these units); 100 where sysconf cannot say.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf takes a constant name and touches no memory of ours.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
+}
+
 /// Set `O_NONBLOCK` on `fd`.
 pub fn set_nonblocking(fd: std::os::fd::RawFd) -> io::Result<()> {
     // SAFETY: F_GETFL on a caller-owned fd reads its flags; no memory is

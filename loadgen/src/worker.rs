@@ -680,6 +680,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
                 worker_idx: args.worker_idx,
                 elapsed_ms: now.saturating_duration_since(started).as_millis() as u64,
                 open: tally.open,
+                connected: tally.connected,
                 subscribed: tally.subscribed,
                 received: tally.received,
                 p99_us,

@@ -7,4 +7,5 @@ mod fake;
 mod fanout;
 mod profiles;
 mod reconnect;
+mod report;
 mod util;
