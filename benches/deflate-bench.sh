@@ -23,7 +23,7 @@ cargo release-bins >&2 # the shared crate set (.cargo/config.toml)
 . benches/compare/lib.sh
 PY="python3 benches/compare/compare.py"
 SERVER_THREADS=$(nproc) RC_WS=18180 RC_API=18181
-RINGCAST_API_KEY=dev-only-api-key-change-me RINGCAST_JWT_SECRET=dev-only-jwt-secret-change-me-0123456789
+RINGCAST_API_KEY=dev-only-api-key-change-me RINGCAST_AUTH_JWT_SECRET=dev-only-jwt-secret-change-me-0123456789
 tmp=$(mktemp -d)
 server_pid=""
 trap 'stop_pid "$server_pid"; rm -rf "$tmp"' EXIT

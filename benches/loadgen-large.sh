@@ -28,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-export RINGCAST_JWT_SECRET=dev-only-jwt-secret-change-me-0123456789
+export RINGCAST_AUTH_JWT_SECRET=dev-only-jwt-secret-change-me-0123456789
 export RINGCAST_API_KEY=dev-only-api-key-change-me
 engine() { # idx shards
     RINGCAST_SERVER_DATA_DIR="$tmp/data$1" timeout 300 target/release/ringcast \

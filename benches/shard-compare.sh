@@ -81,7 +81,7 @@ SERVER_MAX_S=${SERVER_MAX_S:-600}
 
 # Ports: loopback, away from compare/run (191xx-195xx) and engine-bench.sh.
 RC_WS=19710 RC_API=19711 FLOOR_PORT=19720 NCHAN_PORT=19730
-export RINGCAST_JWT_SECRET=dev-only-jwt-secret-change-me-0123456789
+export RINGCAST_AUTH_JWT_SECRET=dev-only-jwt-secret-change-me-0123456789
 export RINGCAST_API_KEY=dev-only-api-key-change-me
 LG=$TARGET_DIR/release/ringcast-loadgen
 IDLE=$TARGET_DIR/release/idle_memory

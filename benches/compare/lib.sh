@@ -11,7 +11,7 @@
 #   INSTALL      1: apt_install may install packages
 #   SERVER_THREADS, NCHAN_PORT                      (nginx_config)
 #   SERVER_THREADS, RC_WS, RC_API, RINGCAST_API_KEY,
-#   RINGCAST_JWT_SECRET                             (ringcast_config)
+#   RINGCAST_AUTH_JWT_SECRET                             (ringcast_config)
 #   sampler_pid  set by start_sampler (stop_sampler stops it)
 #   run_warn     an array finish_loadgen appends a run's name to when the
 #                load generator reported errors or losses (exit 1)
@@ -76,7 +76,7 @@ TOML
 listen = "127.0.0.1:$RC_API"
 key = "$RINGCAST_API_KEY"
 [auth]
-jwt_secret = "$RINGCAST_JWT_SECRET"
+jwt_secret = "$RINGCAST_AUTH_JWT_SECRET"
 [[namespace]]
 name = "news"
 [log]

@@ -78,7 +78,7 @@ pub struct CommonArgs {
     pub profile: Profile,
     /// JWT secret (HS256) used to sign one token per connection; required
     /// by the Ringcast profiles, unused by the others.
-    #[arg(long, env = "RINGCAST_JWT_SECRET")]
+    #[arg(long, env = "RINGCAST_AUTH_JWT_SECRET")]
     pub secret: Option<String>,
     /// Total connections over all workers.
     #[arg(long, default_value_t = 1000)]
@@ -323,7 +323,7 @@ pub struct WorkerArgs {
     pub pin_cores: bool,
     #[arg(long, value_enum, default_value = "ringcast")]
     pub profile: Profile,
-    #[arg(long, env = "RINGCAST_JWT_SECRET")]
+    #[arg(long, env = "RINGCAST_AUTH_JWT_SECRET")]
     pub secret: Option<String>,
     #[arg(long)]
     pub connections: u32,

@@ -770,7 +770,7 @@ impl Fleet {
         anyhow::ensure!(common.connections > 0, "--connections must be at least 1");
         anyhow::ensure!(
             common.secret.is_some() || !common.profile.is_ringcast(),
-            "--profile={} needs --secret (or RINGCAST_JWT_SECRET): every connection gets its \
+            "--profile={} needs --secret (or RINGCAST_AUTH_JWT_SECRET): every connection gets its \
              own JWT",
             common.profile.name()
         );
@@ -824,7 +824,7 @@ impl Fleet {
                 .stderr(Stdio::inherit());
             if let Some(secret) = &common.secret {
                 // The secret goes by environment, not argv (visible in ps).
-                command.env("RINGCAST_JWT_SECRET", secret);
+                command.env("RINGCAST_AUTH_JWT_SECRET", secret);
             }
             let mut child = command
                 .spawn()

@@ -306,7 +306,7 @@ pub fn run(args: &WorkerArgs) -> anyhow::Result<()> {
     let key = match (&args.secret, args.profile.is_ringcast()) {
         (Some(secret), true) => Some(jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())),
         (None, true) => anyhow::bail!(
-            "--profile={} needs the JWT secret (RINGCAST_JWT_SECRET)",
+            "--profile={} needs the JWT secret (RINGCAST_AUTH_JWT_SECRET)",
             args.profile.name()
         ),
         (_, false) => None,

@@ -164,7 +164,7 @@ fn profile_flags_are_checked() {
     let run = |args: &[&str]| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast-loadgen"))
             .args(args)
-            .env_remove("RINGCAST_JWT_SECRET")
+            .env_remove("RINGCAST_AUTH_JWT_SECRET")
             .env_remove("RINGCAST_API_KEY")
             .env_remove("RINGCAST_PUSHER_SECRET")
             .output()
