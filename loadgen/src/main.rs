@@ -132,6 +132,12 @@ fn run(cli: &Cli, parameters: Vec<Parameter>) -> anyhow::Result<ExitCode> {
     if !crossed.is_empty() {
         return Ok(ExitCode::from(EXIT_THRESHOLD));
     }
+    if !summary.thresholds.is_empty() {
+        // The user said what a good run is: every limit held, so the run
+        // passes, whatever else it counted (a CI gate of `errors<1%`
+        // must not fail on 0.2% of errors).
+        return Ok(ExitCode::SUCCESS);
+    }
     let clean = summary.errors_total == 0
         && summary.lost == 0
         && summary.gaps == 0

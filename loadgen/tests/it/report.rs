@@ -88,6 +88,41 @@ fn an_invalid_threshold_is_refused_before_the_run() {
     assert!(output.stdout.is_empty(), "no run, no table");
 }
 
+/// With thresholds given they decide the exit status: a run with errors
+/// whose limits all held passes (a CI gate of `errors<1%` must not fail on
+/// errors it allows), where the same run without thresholds exits 1.
+#[test]
+fn thresholds_that_hold_pass_a_run_with_errors() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let connect = |thresholds: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast-loadgen"));
+        command.args([
+            "connect",
+            // Nothing listens there: every connection fails.
+            "--target=ws://127.0.0.1:9/connection/websocket",
+            "--secret=test-jwt-secret-0123456789abcdef0123456789",
+            "--connections=5",
+            "--rate=100",
+            "--hold-s=0",
+            "--workers=1",
+        ]);
+        command.arg(format!("--out={}", out_dir.path().join("run").display()));
+        command.args(thresholds);
+        command.output().expect("loadgen runs")
+    };
+    let plain = connect(&[]);
+    assert_eq!(
+        plain.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let held = connect(&["--threshold=connected==0", "--threshold=errors>=5"]);
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert_eq!(held.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("threshold crossed"), "{stderr}");
+}
+
 #[test]
 fn the_html_report_is_self_contained_with_table_and_charts() {
     let engine = EngineProcess::start();
