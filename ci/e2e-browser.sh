@@ -28,5 +28,5 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'websockets>=13,<16' 'pyjwt>=2.8,<3'
 fi
-cargo build --release --locked -p ringcast-engine --bin ringcast
+cargo release-bins
 "$venv/bin/python" engine/tests/e2e/test_browser_deflate.py "$target_dir/release/ringcast" "$chromium"

@@ -15,7 +15,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'websockets>=13,<16' 'pyjwt>=2.8,<3' 'cryptography>=42,<47'
 
-cargo build --release --locked -p ringcast-engine --bin ringcast --bin ringcast-token
+cargo release-bins
 "$venv/bin/python" engine/tests/e2e/test_python_client.py "$target_dir/release/ringcast"
 "$venv/bin/python" engine/tests/e2e/test_python_deflate.py "$target_dir/release/ringcast"
 "$venv/bin/python" engine/tests/e2e/test_readme_demo.py "$target_dir/release"

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 if [ -z "${RINGCAST_BIN:-}" ]; then
     RINGCAST_BIN=target/release/ringcast
     if [ ! -x "$RINGCAST_BIN" ]; then
-        cargo build --release --locked -p ringcast-engine
+        cargo release-bins
     fi
 fi
 RINGCAST_BIN=$(realpath "$RINGCAST_BIN")

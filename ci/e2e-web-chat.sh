@@ -37,7 +37,7 @@ if [ -n "${RINGCAST_BIN:-}" ]; then
     bin=$RINGCAST_BIN
 else
     bin=${CARGO_TARGET_DIR:-target}/release/ringcast
-    [ -x "$bin" ] || cargo build --release --locked -p ringcast-engine --bin ringcast
+    [ -x "$bin" ] || cargo release-bins
 fi
 case $bin in /*) ;; *) bin=$root/$bin ;; esac
 

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 bin=${RINGCAST_BIN:-${CARGO_TARGET_DIR:-target}/release/ringcast}
-[ -x "$bin" ] || cargo build --release --locked -p ringcast-engine --bin ringcast
+[ -x "$bin" ] || cargo release-bins
 if [ ! -f sdk/typescript/dist/index.js ]; then
     (cd sdk/typescript && npm ci --no-audit --no-fund && npm run build)
 fi
