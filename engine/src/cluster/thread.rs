@@ -711,7 +711,10 @@ impl Node {
                 state.pushes_in.fetch_add(1, Ordering::Relaxed);
                 let offset = push.envelope().offset.to_native();
                 let channel = push.envelope().channel.as_str();
-                if offset > 0 && cutting & (1u64 << stream_partition(channel, stores, im)) != 0 {
+                if cutting != 0
+                    && offset > 0
+                    && cutting & (1u64 << stream_partition(channel, stores, im)) != 0
+                {
                     continue;
                 }
                 let publication = Arc::new(Publication::from_push(Arc::new(push)));
